@@ -1,0 +1,467 @@
+//! The ABCI 2.0 application, run as a single actor.
+//!
+//! tendermint-abci serves each ABCI connection on its own thread with a clone of the
+//! `Application`. Our `Application` is [`AppHandle`], a cheap handle that forwards every request
+//! to one thread owning [`App`] through a bounded queue, so chain state has exactly one owner and
+//! requests are handled one at a time in arrival order (STYLE.md rule 10/13).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use prost::bytes::Bytes;
+use seqmpc_module::job::Job;
+use seqmpc_proto::tx::SignedTx;
+use seqmpc_proto::{KeyId, RequestId};
+use sha2::{Digest, Sha256};
+use tendermint_proto::v0_38::abci as pb;
+use tracing::{error, info, warn};
+
+use crate::execute::{self, Effects, TxError};
+use crate::genesis::Genesis;
+use crate::state::{ChainState, KeyStatus};
+
+/// Depth of the actor's request queue.
+pub const QUEUE_SIZE: usize = 256;
+/// Name of the persisted state file inside the app's home.
+pub const STATE_FILE: &str = "chain-state.json";
+
+/// The application state and logic. Owned by one thread.
+pub struct App {
+    genesis: Genesis,
+    genesis_bytes: Vec<u8>,
+    state_path: PathBuf,
+    /// Last committed state (None before InitChain).
+    committed: Option<ChainState>,
+    /// State and effects of the block being finalized, until Commit.
+    pending: Option<(ChainState, Vec<Job>)>,
+    /// Mempool view of sequences: next expected per signer, ahead of committed.
+    check_seq: BTreeMap<String, u64>,
+    /// Where committed jobs go (the MPC module).
+    jobs: Option<tokio::sync::mpsc::Sender<Job>>,
+}
+
+fn load_state(path: &Path) -> std::io::Result<Option<ChainState>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync the directory.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl App {
+    /// Opens the app: loads committed state from `home` if any.
+    pub fn open(
+        home: &Path,
+        genesis_bytes: Vec<u8>,
+        jobs: Option<tokio::sync::mpsc::Sender<Job>>,
+    ) -> anyhow::Result<App> {
+        let genesis: Genesis = serde_json::from_slice(&genesis_bytes)
+            .map_err(|e| anyhow::anyhow!("genesis is not valid: {e}"))?;
+        let state_path = home.join(STATE_FILE);
+        let committed = load_state(&state_path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", state_path.display()))?;
+        if let Some(s) = &committed {
+            let gh = hex::encode(Sha256::digest(&genesis_bytes));
+            if s.genesis_hash != gh {
+                anyhow::bail!(
+                    "{} belongs to another genesis (hash {}, this genesis {gh})",
+                    state_path.display(),
+                    s.genesis_hash
+                );
+            }
+        }
+        Ok(App {
+            genesis,
+            genesis_bytes,
+            state_path,
+            committed,
+            pending: None,
+            check_seq: BTreeMap::new(),
+            jobs,
+        })
+    }
+
+    /// Last committed state, if the chain is initialized.
+    pub fn state(&self) -> Option<&ChainState> {
+        self.committed.as_ref()
+    }
+
+    /// ABCI Info.
+    pub fn info(&self) -> pb::ResponseInfo {
+        let (height, hash) = match &self.committed {
+            Some(s) => (s.height, hex::decode(&s.app_hash).unwrap_or_default()),
+            None => (0, Vec::new()),
+        };
+        pb::ResponseInfo {
+            data: "seqmpc".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            app_version: 1,
+            last_block_height: i64::try_from(height).unwrap_or(i64::MAX),
+            last_block_app_hash: hash.into(),
+        }
+    }
+
+    /// ABCI InitChain. Refuses an app state other than this node's genesis file.
+    pub fn init_chain(&mut self, req: pb::RequestInitChain) -> pb::ResponseInitChain {
+        if req.app_state_bytes.as_ref() != self.genesis_bytes.as_slice() {
+            // Consensus-critical: running with another genesis than the operator configured
+            // would diverge. Halting is the safe answer.
+            panic!("InitChain app_state differs from this node's genesis file");
+        }
+        if req.chain_id != self.genesis.chain_id {
+            panic!(
+                "InitChain chain_id {:?} differs from genesis {:?}",
+                req.chain_id, self.genesis.chain_id
+            );
+        }
+        let mut state = match ChainState::from_genesis(&self.genesis, &self.genesis_bytes) {
+            Ok(s) => s,
+            Err(e) => panic!("invalid genesis: {e}"),
+        };
+        let hash = state.compute_app_hash();
+        state.app_hash = hex::encode(hash);
+        if let Err(e) = write_durable(&self.state_path, &state.encode()) {
+            panic!("cannot persist state: {e}");
+        }
+        info!(chain_id = %state.chain_id, nodes = state.nodes.len(), "chain initialized");
+        self.committed = Some(state);
+        pb::ResponseInitChain {
+            app_hash: hash.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn expected_seq(&self, state: &ChainState, signer: &str, got: u64) -> u64 {
+        let committed = state.sequence(signer);
+        match self.check_seq.get(signer) {
+            // A signer going back to its committed sequence recovers from txs the mempool
+            // dropped; a duplicate of a mempool tx then fails at delivery, harmlessly.
+            Some(&ahead) if ahead > committed && got == committed => committed,
+            Some(&ahead) if ahead > committed => ahead,
+            _ => committed,
+        }
+    }
+
+    /// ABCI CheckTx.
+    pub fn check_tx(&mut self, req: pb::RequestCheckTx) -> pb::ResponseCheckTx {
+        let Some(state) = &self.committed else {
+            return check_err(&TxError::Invalid("chain not initialized".into()));
+        };
+        let tx = match SignedTx::decode(&req.tx) {
+            Ok(tx) => tx,
+            Err(e) => return check_err(&TxError::Malformed(e.to_string())),
+        };
+        let signer = hex::encode(tx.signer.as_bytes());
+        let expected = self.expected_seq(state, &signer, tx.sequence);
+        match execute::check(state, &tx, expected) {
+            Ok(()) => {
+                self.check_seq.insert(signer, tx.sequence.saturating_add(1));
+                pb::ResponseCheckTx {
+                    code: 0,
+                    ..Default::default()
+                }
+            }
+            Err(e) => {
+                let mut r = check_err(&e);
+                if let TxError::Sequence { expected, .. } = e {
+                    r.data = Bytes::from(expected.to_string());
+                }
+                r
+            }
+        }
+    }
+
+    /// ABCI FinalizeBlock: executes the block on a copy of the committed state.
+    pub fn finalize_block(&mut self, req: pb::RequestFinalizeBlock) -> pb::ResponseFinalizeBlock {
+        let Some(committed) = &self.committed else {
+            panic!("FinalizeBlock before InitChain");
+        };
+        let height = u64::try_from(req.height).unwrap_or(0);
+        if height != committed.height.saturating_add(1) {
+            panic!(
+                "FinalizeBlock at height {height}, expected {}",
+                committed.height.saturating_add(1)
+            );
+        }
+        let mut state = committed.clone();
+        let mut fx = Effects::default();
+        execute::expire_deadlines(&mut state, height, &mut fx);
+        let block_events: Vec<pb::Event> = fx.events.drain(..).map(to_pb_event).collect();
+        let mut tx_results = Vec::with_capacity(req.txs.len());
+        for raw in &req.txs {
+            let result = match SignedTx::decode(raw) {
+                Err(e) => Err(TxError::Malformed(e.to_string())),
+                Ok(tx) => execute::deliver(&mut state, &tx, height, &mut fx),
+            };
+            let events = fx.events.drain(..).map(to_pb_event).collect();
+            tx_results.push(match result {
+                Ok(()) => pb::ExecTxResult {
+                    code: 0,
+                    events,
+                    ..Default::default()
+                },
+                Err(e) => pb::ExecTxResult {
+                    code: e.code(),
+                    log: e.to_string(),
+                    codespace: "seqmpc".into(),
+                    ..Default::default()
+                },
+            });
+        }
+        state.height = height;
+        state.app_hash.clear();
+        let hash = state.compute_app_hash();
+        state.app_hash = hex::encode(hash);
+        self.pending = Some((state, fx.jobs));
+        pb::ResponseFinalizeBlock {
+            events: block_events,
+            tx_results,
+            app_hash: hash.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    /// ABCI Commit: persists the finalized state, then hands its jobs to the module.
+    pub fn commit(&mut self) -> pb::ResponseCommit {
+        let Some((state, jobs)) = self.pending.take() else {
+            panic!("Commit without FinalizeBlock");
+        };
+        if let Err(e) = write_durable(&self.state_path, &state.encode()) {
+            panic!("cannot persist committed state: {e}");
+        }
+        self.check_seq
+            .retain(|signer, next| *next > state.sequence(signer));
+        self.committed = Some(state);
+        if let Some(tx) = &self.jobs {
+            for job in jobs {
+                if tx.blocking_send(job).is_err() {
+                    warn!("MPC module is gone; committed job dropped");
+                }
+            }
+        }
+        pb::ResponseCommit { retain_height: 0 }
+    }
+
+    /// Jobs a node must (re)do after a restart, from committed state: deletions it has not
+    /// attested yet and keygens the chain ended in ERROR (so a stale local PENDING ends).
+    pub fn catch_up_jobs(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
+        let Some(state) = &self.committed else {
+            return Vec::new();
+        };
+        let mut jobs = Vec::new();
+        for key in state.keys.values() {
+            if !key.parties.contains(node) {
+                continue;
+            }
+            match key.status {
+                KeyStatus::Deleting if !key.deleted_by.contains(node) => jobs.push(Job::Delete {
+                    key_id: key.key_id.clone(),
+                    parties: key.parties.clone(),
+                    height: state.height,
+                }),
+                KeyStatus::Error => jobs.push(Job::KeyGenFailed {
+                    key_id: key.key_id.clone(),
+                    session: key.session,
+                    reason: key.error.clone().unwrap_or_default(),
+                }),
+                _ => {}
+            }
+        }
+        jobs
+    }
+
+    /// ABCI Query. Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`, `/nodes`,
+    /// `/account/<hex public key>`.
+    pub fn query(&self, req: pb::RequestQuery) -> pb::ResponseQuery {
+        let Some(state) = &self.committed else {
+            return query_err(1, "chain not initialized".into());
+        };
+        let height = i64::try_from(state.height).unwrap_or(i64::MAX);
+        let path = req.path.trim_end_matches('/');
+        let value = match query_value(state, path) {
+            Ok(v) => v,
+            Err((code, log)) => {
+                let mut r = query_err(code, log);
+                r.height = height;
+                return r;
+            }
+        };
+        pb::ResponseQuery {
+            code: 0,
+            value: value.into(),
+            height,
+            key: req.path.into_bytes().into(),
+            ..Default::default()
+        }
+    }
+}
+
+fn query_value(state: &ChainState, path: &str) -> Result<Vec<u8>, (u32, String)> {
+    let json = |v: serde_json::Result<Vec<u8>>| v.map_err(|e| (1, e.to_string()));
+    let not_found = |what: String| (TxError::NotFound(String::new()).code(), what);
+    if let Some(id) = path.strip_prefix("/key/") {
+        let id = KeyId::new(id).map_err(|e| (6, e.to_string()))?;
+        let key = state
+            .keys
+            .get(&id)
+            .ok_or_else(|| not_found(format!("key {id} does not exist")))?;
+        return json(serde_json::to_vec(key));
+    }
+    if let Some(id) = path.strip_prefix("/sign/") {
+        let id = RequestId::new(id).map_err(|e| (6, e.to_string()))?;
+        let req = state
+            .sign_requests
+            .get(&id)
+            .ok_or_else(|| not_found(format!("sign request {id} does not exist")))?;
+        return json(serde_json::to_vec(req));
+    }
+    if let Some(pk) = path.strip_prefix("/account/") {
+        let pk = pk.to_ascii_lowercase();
+        let account = state.accounts.get(&pk);
+        let node = state.node_keys.get(&pk);
+        if account.is_none() && node.is_none() {
+            return Err(not_found(format!("no account or node with key {pk}")));
+        }
+        return json(serde_json::to_vec(&serde_json::json!({
+            "public_key": pk,
+            "sequence": state.sequence(&pk),
+            "account": account,
+            "node": node,
+        })));
+    }
+    match path {
+        "/keys" => json(serde_json::to_vec(&state.keys.values().collect::<Vec<_>>())),
+        "/nodes" => json(serde_json::to_vec(
+            &state.nodes.values().collect::<Vec<_>>(),
+        )),
+        _ => Err((
+            1,
+            format!(
+                "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>"
+            ),
+        )),
+    }
+}
+
+fn check_err(e: &TxError) -> pb::ResponseCheckTx {
+    pb::ResponseCheckTx {
+        code: e.code(),
+        log: e.to_string(),
+        codespace: "seqmpc".into(),
+        ..Default::default()
+    }
+}
+
+fn query_err(code: u32, log: String) -> pb::ResponseQuery {
+    pb::ResponseQuery {
+        code,
+        log,
+        codespace: "seqmpc".into(),
+        ..Default::default()
+    }
+}
+
+fn to_pb_event(e: execute::Event) -> pb::Event {
+    pb::Event {
+        r#type: e.kind.into(),
+        attributes: e
+            .attrs
+            .into_iter()
+            .map(|(k, v)| pb::EventAttribute {
+                key: k.into(),
+                value: v,
+                index: true,
+            })
+            .collect(),
+    }
+}
+
+type Call = Box<dyn FnOnce(&mut App) + Send>;
+
+/// Handle to the app actor; implements tendermint-abci's `Application`.
+#[derive(Clone)]
+pub struct AppHandle {
+    tx: mpsc::SyncSender<Call>,
+}
+
+impl AppHandle {
+    /// Starts the actor thread owning `app`.
+    pub fn spawn(mut app: App) -> std::io::Result<AppHandle> {
+        let (tx, rx) = mpsc::sync_channel::<Call>(QUEUE_SIZE);
+        std::thread::Builder::new()
+            .name("abci-app".into())
+            .spawn(move || {
+                while let Ok(call) = rx.recv() {
+                    call(&mut app);
+                }
+            })?;
+        Ok(AppHandle { tx })
+    }
+
+    /// Runs `f` on the actor and waits for its result. None if the actor is gone.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut App) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        let call: Call = Box::new(move |app| {
+            let _ = rtx.send(f(app));
+        });
+        self.tx.send(call).ok()?;
+        rrx.recv().ok()
+    }
+
+    fn consensus<R: Send + 'static>(&self, what: &str, f: impl FnOnce(&mut App) -> R + Send + 'static) -> R {
+        match self.call(f) {
+            Some(r) => r,
+            None => {
+                error!("app actor is gone during {what}");
+                // Consensus-critical: without the state owner we must halt, not guess.
+                panic!("app actor is gone during {what}")
+            }
+        }
+    }
+}
+
+impl tendermint_abci::Application for AppHandle {
+    fn info(&self, _req: pb::RequestInfo) -> pb::ResponseInfo {
+        self.consensus("Info", |app| app.info())
+    }
+    fn init_chain(&self, req: pb::RequestInitChain) -> pb::ResponseInitChain {
+        self.consensus("InitChain", move |app| app.init_chain(req))
+    }
+    fn query(&self, req: pb::RequestQuery) -> pb::ResponseQuery {
+        self.call(move |app| app.query(req))
+            .unwrap_or_else(|| query_err(1, "application is shutting down".into()))
+    }
+    fn check_tx(&self, req: pb::RequestCheckTx) -> pb::ResponseCheckTx {
+        self.call(move |app| app.check_tx(req)).unwrap_or_else(|| {
+            check_err(&TxError::Invalid("application is shutting down".into()))
+        })
+    }
+    fn finalize_block(&self, req: pb::RequestFinalizeBlock) -> pb::ResponseFinalizeBlock {
+        self.consensus("FinalizeBlock", move |app| app.finalize_block(req))
+    }
+    fn commit(&self) -> pb::ResponseCommit {
+        self.consensus("Commit", |app| app.commit())
+    }
+}

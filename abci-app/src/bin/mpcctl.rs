@@ -1,0 +1,399 @@
+//! mpcctl: client of a seqmpc chain. Submits signed request txs and reads chain and node state.
+//! Every command prints one JSON value on stdout; failures print one line on stderr and exit 1.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use ed25519_dalek::SigningKey;
+use seqmpc_abci::keys::load_key_file;
+use seqmpc_abci::rpc::RpcClient;
+use seqmpc_proto::tx::{sign_tx, TxMsg};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "mpcctl", about = "Client of a seqmpc chain", version)]
+struct Cli {
+    /// Localnet directory (reads DIR/localnet.json for the RPC URL, keys and node endpoints).
+    #[arg(long, default_value = "./localnet-data", global = true)]
+    home: PathBuf,
+    /// RPC URL (overrides localnet.json).
+    #[arg(long, global = true)]
+    rpc: Option<String>,
+    /// Account key file (hex ed25519 seed, mode 0600; overrides localnet.json's client key).
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 120, global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Request a new threshold key.
+    Keygen {
+        /// Key id (A-Z a-z 0-9 - _ ., at most 64).
+        #[arg(long)]
+        key_id: String,
+        /// Scheme: frost-ed25519.
+        #[arg(long, default_value = "frost-ed25519")]
+        scheme: String,
+        /// Threshold t (signers needed); default from localnet.json.
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// Committee as comma-separated node ids; default every registered node.
+        #[arg(long, value_delimiter = ',')]
+        parties: Vec<String>,
+        /// Wait until the key is READY or ERROR.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Request a signature of a message (hex) with a READY key.
+    Sign {
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+        /// Message as hex; signed as is (Ed25519 hashes it internally, RFC 8032).
+        #[arg(long)]
+        message: String,
+        /// Request id; default derived from the account and its sequence.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Wait until the signature is accepted on chain (or fails).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete a key on every node (the id can never be reused).
+    Delete {
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+        /// Wait until every party attested deletion.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a key.
+    Key {
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// List keys.
+    Keys,
+    /// Show a sign request.
+    SignStatus {
+        /// Request id.
+        #[arg(long)]
+        request_id: String,
+    },
+    /// List the registered MPC nodes.
+    Nodes,
+    /// A node's local view of its shares (never secret material).
+    NodeStatus {
+        /// Node id.
+        #[arg(long)]
+        node: String,
+        /// Only this key.
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+}
+
+struct Ctx {
+    home: PathBuf,
+    rpc: RpcClient,
+    key_path: Option<PathBuf>,
+    localnet: Option<Value>,
+    timeout: Duration,
+}
+
+impl Ctx {
+    fn key(&self) -> anyhow::Result<SigningKey> {
+        let path = match (&self.key_path, &self.localnet) {
+            (Some(p), _) => p.clone(),
+            (None, Some(l)) => PathBuf::from(
+                l["client_key"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("localnet.json has no client_key"))?,
+            ),
+            (None, None) => bail!(
+                "no account key: pass --key FILE or --home DIR of a localnet ({} has no localnet.json)",
+                self.home.display()
+            ),
+        };
+        load_key_file(&path)
+    }
+
+    fn query(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.rpc.abci_query(path)?;
+        if r.code != 0 {
+            bail!("{}", r.log);
+        }
+        serde_json::from_slice(&r.value).context("query answer is not JSON")
+    }
+
+    /// Signs and broadcasts; returns the tx hash. Retries once on a sequence race.
+    fn submit(&self, key: &SigningKey, msg: TxMsg) -> anyhow::Result<String> {
+        let chain_id = self.chain_id()?;
+        let pk = hex::encode(key.verifying_key().to_bytes());
+        let mut seq = self.query(&format!("/account/{pk}"))?["sequence"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("account has no sequence"))?;
+        for _ in 0..5 {
+            let tx = sign_tx(key, &chain_id, seq, msg.clone());
+            let r = self.rpc.broadcast_tx_sync(&tx)?;
+            if r.code == 0 {
+                return Ok(r.hash);
+            }
+            if r.code == 4 {
+                if let Some(e) = std::str::from_utf8(&r.data).ok().and_then(|s| s.parse().ok()) {
+                    seq = e;
+                    continue;
+                }
+            }
+            bail!("rejected (code {}): {}", r.code, r.log);
+        }
+        bail!("rejected: sequence kept changing; retry")
+    }
+
+    fn chain_id(&self) -> anyhow::Result<String> {
+        if let Some(c) = self.localnet.as_ref().and_then(|l| l["chain_id"].as_str()) {
+            return Ok(c.to_owned());
+        }
+        let s = self.rpc.call("status", json!({}))?;
+        s["node_info"]["network"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("status has no chain id"))
+    }
+
+    /// Waits until the tx is committed; fails with its log if delivery rejected it.
+    fn wait_committed(&self, hash: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some((code, log)) = self.rpc.tx_result(hash)? {
+                if code != 0 {
+                    bail!("rejected in block (code {code}): {log}");
+                }
+                return Ok(());
+            }
+            if start.elapsed() > self.timeout {
+                bail!("tx {hash} not committed within {:?}", self.timeout);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_until(
+        &self,
+        path: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let start = Instant::now();
+        loop {
+            let v = self.query(path)?;
+            if done(&v) {
+                return Ok(v);
+            }
+            if start.elapsed() > self.timeout {
+                bail!("timed out after {:?}; last state: {v}", self.timeout);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn key_json(k: &Value) -> Value {
+    json!({
+        "key_id": k["key_id"], "scheme": k["scheme"], "threshold": k["threshold"],
+        "parties": k["parties"], "status": k["status"], "public_key": k["public_key"],
+        "generation": k["generation"], "error": k["error"], "culprits": k["culprits"],
+        "deleted_by": k["deleted_by"],
+    })
+}
+
+fn sign_json(s: &Value) -> Value {
+    json!({
+        "request_id": s["request_id"], "key_id": s["key_id"], "status": s["status"],
+        "signature": s["signature"], "message": s["message"], "signers": s["signers"],
+        "error": s["error"], "culprits": s["culprits"],
+    })
+}
+
+fn load_localnet(home: &Path) -> anyhow::Result<Option<Value>> {
+    let path = home.join("localnet.json");
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("{} is not JSON", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Value> {
+    let localnet = load_localnet(&cli.home)?;
+    let rpc_url = match (&cli.rpc, &localnet) {
+        (Some(u), _) => u.clone(),
+        (None, Some(l)) => l["rpc"]
+            .as_str()
+            .ok_or_else(|| anyhow!("localnet.json has no rpc"))?
+            .to_owned(),
+        (None, None) => bail!(
+            "no RPC: {} has no localnet.json (is `make localnet` running?) and --rpc is not set",
+            cli.home.display()
+        ),
+    };
+    let ctx = Ctx {
+        home: cli.home.clone(),
+        rpc: RpcClient::new(&rpc_url),
+        key_path: cli.key.clone(),
+        localnet,
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    match cli.cmd {
+        Cmd::Keygen {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            wait,
+        } => {
+            let key_id = KeyId::new(key_id)?;
+            let scheme: Scheme = scheme.parse()?;
+            let threshold = match threshold {
+                Some(t) => t,
+                None => ctx
+                    .localnet
+                    .as_ref()
+                    .and_then(|l| l["default_threshold"].as_u64())
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(|| anyhow!("--threshold is required"))?,
+            };
+            let parties = parties
+                .into_iter()
+                .map(NodeId::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = ctx.key()?;
+            let hash = ctx.submit(
+                &key,
+                TxMsg::KeyGen {
+                    key_id: key_id.clone(),
+                    scheme,
+                    threshold,
+                    parties,
+                },
+            )?;
+            if !wait {
+                return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
+            }
+            ctx.wait_committed(&hash)?;
+            let k = ctx.wait_until(&format!("/key/{key_id}"), |k| k["status"] != "PENDING")?;
+            if k["status"] != "READY" {
+                println!("{}", key_json(&k));
+                bail!("keygen of {key_id} ended {}: {}", k["status"], k["error"]);
+            }
+            Ok(key_json(&k))
+        }
+        Cmd::Sign {
+            key_id,
+            message,
+            request_id,
+            wait,
+        } => {
+            let key_id = KeyId::new(key_id)?;
+            let message = hex::decode(message.trim_start_matches("0x"))
+                .map_err(|e| anyhow!("--message must be hex: {e}"))?;
+            let key = ctx.key()?;
+            let request_id = match request_id {
+                Some(r) => RequestId::new(r)?,
+                None => {
+                    let mut nonce = [0u8; 12];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+                    RequestId::new(format!("req-{}", hex::encode(nonce)))?
+                }
+            };
+            let hash = ctx.submit(
+                &key,
+                TxMsg::KeySign {
+                    key_id,
+                    request_id: request_id.clone(),
+                    message,
+                },
+            )?;
+            if !wait {
+                return Ok(json!({"request_id": request_id, "tx_hash": hash, "status": "SUBMITTED"}));
+            }
+            ctx.wait_committed(&hash)?;
+            let s = ctx.wait_until(&format!("/sign/{request_id}"), |s| s["status"] != "PENDING")?;
+            if s["status"] != "DONE" {
+                println!("{}", sign_json(&s));
+                bail!("signing {request_id} ended {}: {}", s["status"], s["error"]);
+            }
+            Ok(sign_json(&s))
+        }
+        Cmd::Delete { key_id, wait } => {
+            let key_id = KeyId::new(key_id)?;
+            let key = ctx.key()?;
+            let hash = ctx.submit(&key, TxMsg::KeyDelete { key_id: key_id.clone() })?;
+            if !wait {
+                return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
+            }
+            ctx.wait_committed(&hash)?;
+            let k = ctx.wait_until(&format!("/key/{key_id}"), |k| k["status"] == "DELETED")?;
+            Ok(key_json(&k))
+        }
+        Cmd::Key { key_id } => Ok(key_json(&ctx.query(&format!("/key/{}", KeyId::new(key_id)?))?)),
+        Cmd::Keys => {
+            let v = ctx.query("/keys")?;
+            Ok(Value::Array(
+                v.as_array().map(|a| a.iter().map(key_json).collect()).unwrap_or_default(),
+            ))
+        }
+        Cmd::SignStatus { request_id } => Ok(sign_json(
+            &ctx.query(&format!("/sign/{}", RequestId::new(request_id)?))?,
+        )),
+        Cmd::Nodes => ctx.query("/nodes"),
+        Cmd::NodeStatus { node, key_id } => {
+            let node = NodeId::new(node)?;
+            let nodes = ctx
+                .localnet
+                .as_ref()
+                .and_then(|l| l["nodes"].as_array().cloned())
+                .ok_or_else(|| anyhow!("node-status needs --home of a localnet (localnet.json lists node endpoints)"))?;
+            let url = nodes
+                .iter()
+                .find(|n| n["id"] == node.as_str())
+                .and_then(|n| n["status"].as_str())
+                .ok_or_else(|| anyhow!("no node {node} in localnet.json"))?;
+            let path = match key_id {
+                Some(k) => format!("/key/{}", KeyId::new(k)?),
+                None => "/status".into(),
+            };
+            let resp = ureq::get(&format!("{url}{path}")).call();
+            match resp {
+                Ok(r) => Ok(r.into_json()?),
+                Err(ureq::Error::Status(_, r)) => {
+                    let v: Value = r.into_json().unwrap_or(Value::Null);
+                    bail!("{}", v["error"].as_str().unwrap_or("node error"))
+                }
+                Err(e) => bail!("cannot reach node {node} at {url}: {e}"),
+            }
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(v) => println!("{v}"),
+        Err(e) => {
+            eprintln!("mpcctl: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1);
+        }
+    }
+}

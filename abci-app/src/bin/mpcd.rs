@@ -1,0 +1,213 @@
+//! mpcd: one seqmpc MPC node. Serves the ABCI application to the consensus engine, runs the
+//! MPC module (p2p + sessions + key store) and a local status endpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use seqmpc_abci::app::{App, AppHandle};
+use seqmpc_abci::genesis::Genesis;
+use seqmpc_abci::keys::{create_key_file, load_key_file};
+use seqmpc_abci::rpc::RpcClient;
+use seqmpc_abci::status::{self, StatusContext};
+use seqmpc_abci::submit::RpcSubmitter;
+use seqmpc_module::node::{Node, NodeConfig};
+use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
+use seqmpc_module::store::{KeyStore, MasterKey, StoreHandle};
+use seqmpc_proto::NodeId;
+use tracing::{error, info};
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(name = "mpcd", about = "seqmpc MPC node daemon", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a node home: node key (ed25519, also the libp2p identity) and master key, 0600.
+    Init {
+        /// Node home directory.
+        #[arg(long)]
+        home: PathBuf,
+        /// Node id as registered in the genesis, e.g. node0.
+        #[arg(long)]
+        node_id: NodeId,
+    },
+    /// Run the node.
+    Start {
+        /// Node home directory (from `mpcd init`).
+        #[arg(long)]
+        home: PathBuf,
+        /// Genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// ABCI socket address the consensus engine connects to.
+        #[arg(long, default_value = "127.0.0.1:26658")]
+        abci_listen: String,
+        /// libp2p listen multiaddr.
+        #[arg(long)]
+        p2p_listen: String,
+        /// Local status endpoint address.
+        #[arg(long)]
+        status_listen: String,
+        /// CometBFT RPC URL where result txs are broadcast.
+        #[arg(long, default_value = "http://127.0.0.1:26657")]
+        rpc: String,
+    },
+}
+
+const NODE_KEY: &str = "node.key";
+const MASTER_KEY: &str = "master.key";
+const NODE_ID_FILE: &str = "node_id";
+
+fn init(home: &Path, node_id: &NodeId) -> anyhow::Result<()> {
+    if home.join(NODE_KEY).exists() {
+        bail!("{} already holds a node key", home.display());
+    }
+    std::fs::create_dir_all(home)?;
+    std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let key = create_key_file(&home.join(NODE_KEY))?;
+    MasterKey::create(&home.join(MASTER_KEY)).context("creating the master key")?;
+    std::fs::write(home.join(NODE_ID_FILE), node_id.as_str())?;
+    println!(
+        "{}",
+        serde_json::json!({"node_id": node_id, "public_key": hex::encode(key.verifying_key().to_bytes())})
+    );
+    Ok(())
+}
+
+fn start(
+    home: &Path,
+    genesis_path: &Path,
+    abci_listen: &str,
+    p2p_listen: &str,
+    status_listen: &str,
+    rpc: &str,
+) -> anyhow::Result<()> {
+    let genesis_bytes = std::fs::read(genesis_path)
+        .with_context(|| format!("cannot read genesis {}", genesis_path.display()))?;
+    let genesis: Genesis = serde_json::from_slice(&genesis_bytes).context("invalid genesis")?;
+    let key = load_key_file(&home.join(NODE_KEY))?;
+    let my_pk = hex::encode(key.verifying_key().to_bytes());
+    let me = genesis
+        .nodes
+        .iter()
+        .find(|n| n.public_key.eq_ignore_ascii_case(&my_pk))
+        .map(|n| n.id.clone())
+        .with_context(|| format!("this node's key {my_pk} is not in the genesis node registry"))?;
+    let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
+    let store = KeyStore::open(&home.join("keystore"), &master, &genesis.chain_id, &me)
+        .context("opening the key store")?;
+    drop(master);
+    let store = StoreHandle::spawn(store).context("starting the key store")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("mpcd-rt")
+        .build()?;
+    let mut peers = Vec::new();
+    for n in &genesis.nodes {
+        let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+            .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
+        peers.push(PeerInfo {
+            node: n.id.clone(),
+            public_key: pk,
+            addr: n.p2p_addr.clone(),
+        });
+    }
+    let p2p_cfg = P2pConfig {
+        node: me.clone(),
+        secret_key: Zeroizing::new(key.to_bytes()),
+        listen: p2p_listen.to_owned(),
+        peers,
+        max_message_bytes: 1 << 20,
+    };
+    let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
+
+    let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
+    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+    let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
+    let catch_up = app.catch_up_jobs(&me);
+    let app = AppHandle::spawn(app)?;
+
+    let submitter = Arc::new(RpcSubmitter::spawn(
+        key,
+        genesis.chain_id.clone(),
+        RpcClient::new(rpc),
+        first_seq,
+    )?);
+    let metrics = Arc::new(Mutex::new(Default::default()));
+    status::serve(
+        status_listen,
+        StatusContext {
+            node: me.clone(),
+            store: store.clone(),
+            p2p: p2p.clone(),
+            metrics: metrics.clone(),
+            app: app.clone(),
+            rt: rt.handle().clone(),
+        },
+    )?;
+
+    let server = tendermint_abci::ServerBuilder::default()
+        .bind(abci_listen, app)
+        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {abci_listen}: {e}"))?;
+    std::thread::Builder::new()
+        .name("abci-server".into())
+        .spawn(move || {
+            if let Err(e) = server.listen() {
+                error!(error = %e, "ABCI server stopped");
+            }
+        })?;
+    info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
+
+    rt.block_on(async move {
+        let mut node = Node::new(NodeConfig::new(me), store, p2p, submitter, metrics);
+        node.recover().await;
+        for job in catch_up {
+            let _ = job_tx.send(job).await;
+        }
+        drop(job_tx);
+        let run = tokio::spawn(node.run(job_rx, incoming));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+            _ = term.recv() => info!("terminated; stopping"),
+            r = run => if let Err(e) = r { error!(error = %e, "session manager stopped"); },
+        }
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Init { home, node_id } => init(&home, &node_id),
+        Cmd::Start {
+            home,
+            genesis,
+            abci_listen,
+            p2p_listen,
+            status_listen,
+            rpc,
+        } => start(&home, &genesis, &abci_listen, &p2p_listen, &status_listen, &rpc),
+    };
+    if let Err(e) = r {
+        eprintln!("mpcd: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,788 @@
+//! Transaction validation and execution against [`ChainState`]. Pure and deterministic: no
+//! clock, no randomness, no I/O, no local MPC state.
+//!
+//! Every tx goes through `check` (CheckTx and the first half of delivery, read-only) and then
+//! `apply` (FinalizeBlock only). A tx that fails `check` changes nothing.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use seqmpc_module::job::Job;
+use seqmpc_proto::tx::{Outcome, SignedTx, TxMsg};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+
+use crate::genesis::Role;
+use crate::state::{
+    choose_signers, ChainState, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, SignEntry,
+    SignStatus,
+};
+
+/// Why a tx is rejected. Each variant has a stable ABCI code.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TxError {
+    /// Bytes are not a valid signed tx.
+    #[error("malformed tx: {0}")]
+    Malformed(String),
+    /// Wrong chain id.
+    #[error("wrong chain id: tx is for {got:?}, this chain is {expected:?}")]
+    ChainId {
+        /// This chain.
+        expected: String,
+        /// In the tx.
+        got: String,
+    },
+    /// Wrong sequence.
+    #[error("wrong sequence: expected {expected}, got {got} ({})", if got < expected { "replayed or already used" } else { "skipped" })]
+    Sequence {
+        /// Expected.
+        expected: u64,
+        /// In the tx.
+        got: u64,
+    },
+    /// Signer may not send this tx.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Message is invalid against the state.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Referenced object missing.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Conflicts with existing state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+impl TxError {
+    /// ABCI code (never 0).
+    pub fn code(&self) -> u32 {
+        match self {
+            TxError::Malformed(_) => 2,
+            TxError::ChainId { .. } => 3,
+            TxError::Sequence { .. } => 4,
+            TxError::Unauthorized(_) => 5,
+            TxError::Invalid(_) => 6,
+            TxError::NotFound(_) => 7,
+            TxError::Conflict(_) => 8,
+        }
+    }
+}
+
+/// An ABCI event, before conversion to the proto type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Event type.
+    pub kind: &'static str,
+    /// Attributes.
+    pub attrs: Vec<(&'static str, String)>,
+}
+
+fn ev(kind: &'static str, attrs: Vec<(&'static str, String)>) -> Event {
+    Event { kind, attrs }
+}
+
+/// Effects collected while executing a block.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Jobs for the MPC module, handed over after Commit.
+    pub jobs: Vec<Job>,
+    /// Events of the current tx (or block).
+    pub events: Vec<Event>,
+}
+
+/// Who signed a tx.
+enum Signer<'a> {
+    Account(&'a crate::state::AccountEntry),
+    Node(&'a NodeId),
+}
+
+fn signer_of<'a>(state: &'a ChainState, hex_key: &str) -> Result<Signer<'a>, TxError> {
+    if let Some(a) = state.accounts.get(hex_key) {
+        return Ok(Signer::Account(a));
+    }
+    if let Some(n) = state.node_keys.get(hex_key) {
+        return Ok(Signer::Node(n));
+    }
+    Err(TxError::Unauthorized(format!(
+        "signer {hex_key} is neither a genesis account nor a registered node"
+    )))
+}
+
+fn require_role(signer: &Signer<'_>, role: Role, what: &str) -> Result<(), TxError> {
+    match signer {
+        Signer::Account(a) if a.roles.contains(&role) => Ok(()),
+        Signer::Account(a) => Err(TxError::Unauthorized(format!(
+            "account {:?} may not {what} (role {role:?} missing)",
+            a.name
+        ))),
+        Signer::Node(n) => Err(TxError::Unauthorized(format!(
+            "node {n} may not {what}: nodes only send results"
+        ))),
+    }
+}
+
+fn require_node<'a>(signer: &Signer<'a>, what: &str) -> Result<&'a NodeId, TxError> {
+    match signer {
+        Signer::Node(n) => Ok(n),
+        Signer::Account(a) => Err(TxError::Unauthorized(format!(
+            "account {:?} may not send {what}: only MPC nodes do",
+            a.name
+        ))),
+    }
+}
+
+/// Checks a decoded tx against the state without changing it. `expected_seq` is the sequence
+/// the signer must use (committed, or the mempool's view in CheckTx).
+pub fn check(state: &ChainState, tx: &SignedTx, expected_seq: u64) -> Result<(), TxError> {
+    check_envelope(state, tx, expected_seq)?;
+    check_msg(state, tx, state.height.saturating_add(1))
+}
+
+fn check_envelope(state: &ChainState, tx: &SignedTx, expected_seq: u64) -> Result<(), TxError> {
+    if tx.chain_id != state.chain_id {
+        return Err(TxError::ChainId {
+            expected: state.chain_id.clone(),
+            got: tx.chain_id.clone(),
+        });
+    }
+    signer_of(state, &hex::encode(tx.signer.as_bytes()))?;
+    if tx.sequence != expected_seq {
+        return Err(TxError::Sequence {
+            expected: expected_seq,
+            got: tx.sequence,
+        });
+    }
+    Ok(())
+}
+
+fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxError> {
+    let signer_hex = hex::encode(tx.signer.as_bytes());
+    let signer = signer_of(state, &signer_hex)?;
+    match &tx.msg {
+        TxMsg::KeyGen {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+        } => {
+            require_role(&signer, Role::Keygen, "request keygen")?;
+            check_keygen(state, key_id, *scheme, *threshold, parties).map(|_| ())
+        }
+        TxMsg::KeySign {
+            key_id,
+            request_id,
+            message,
+        } => {
+            require_role(&signer, Role::Sign, "request signatures")?;
+            check_sign(state, key_id, request_id, message).map(|_| ())
+        }
+        TxMsg::KeyDelete { key_id } => {
+            require_role(&signer, Role::Delete, "delete keys")?;
+            check_delete(state, key_id).map(|_| ())
+        }
+        TxMsg::KeyGenResult {
+            key_id, session, ..
+        } => {
+            let node = require_node(&signer, "KeyGenResult")?;
+            check_keygen_result(state, node, key_id, session).map(|_| ())
+        }
+        TxMsg::SignResult {
+            request_id,
+            session,
+            outcome,
+        } => {
+            let node = require_node(&signer, "SignResult")?;
+            check_sign_result(state, node, request_id, session, outcome, height).map(|_| ())
+        }
+        TxMsg::KeyDeleted { key_id } => {
+            let node = require_node(&signer, "KeyDeleted")?;
+            check_key_deleted(state, node, key_id).map(|_| ())
+        }
+    }
+}
+
+fn check_keygen(
+    state: &ChainState,
+    key_id: &KeyId,
+    scheme: Scheme,
+    threshold: u32,
+    parties: &[NodeId],
+) -> Result<(Vec<NodeId>, u32), TxError> {
+    let attempt = match state.keys.get(key_id) {
+        None => 0,
+        Some(k) if k.status == KeyStatus::Error => k.attempt.saturating_add(1),
+        Some(k) => {
+            return Err(TxError::Conflict(format!(
+                "key id {key_id} is already used (status {:?}); key ids are never reused",
+                k.status
+            )))
+        }
+    };
+    let committee: Vec<NodeId> = if parties.is_empty() {
+        state.nodes.keys().cloned().collect()
+    } else {
+        let set: BTreeSet<&NodeId> = parties.iter().collect();
+        if set.len() != parties.len() {
+            return Err(TxError::Invalid("a party is listed twice".into()));
+        }
+        for p in parties {
+            if !state.nodes.contains_key(p) {
+                return Err(TxError::Invalid(format!(
+                    "unknown party {p}: not in the node registry"
+                )));
+            }
+        }
+        set.into_iter().cloned().collect()
+    };
+    let n = committee.len() as u32;
+    if n > state.limits.max_parties {
+        return Err(TxError::Invalid(format!(
+            "{n} parties exceed the limit of {}",
+            state.limits.max_parties
+        )));
+    }
+    let min_t = match scheme {
+        Scheme::FrostEd25519 => 2,
+    };
+    if threshold < min_t || threshold > n {
+        return Err(TxError::Invalid(format!(
+            "threshold {threshold} is out of range: {scheme} needs {min_t} <= threshold <= parties ({n})"
+        )));
+    }
+    Ok((committee, attempt))
+}
+
+fn check_sign<'a>(
+    state: &'a ChainState,
+    key_id: &KeyId,
+    request_id: &RequestId,
+    message: &[u8],
+) -> Result<&'a KeyEntry, TxError> {
+    let key = state
+        .keys
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    if key.status != KeyStatus::Ready {
+        let why = match key.status {
+            KeyStatus::Pending => "its keygen is still PENDING",
+            KeyStatus::Error => "its keygen ended in ERROR",
+            KeyStatus::Deleting | KeyStatus::Deleted => "it is deleted",
+            KeyStatus::Ready => "",
+        };
+        return Err(TxError::Invalid(format!(
+            "key {key_id} cannot sign: {why}"
+        )));
+    }
+    if message.len() > state.limits.max_message_bytes as usize {
+        return Err(TxError::Invalid(format!(
+            "message of {} bytes exceeds the limit of {}",
+            message.len(),
+            state.limits.max_message_bytes
+        )));
+    }
+    if state.sign_requests.contains_key(request_id) {
+        return Err(TxError::Conflict(format!(
+            "request id {request_id} is already used"
+        )));
+    }
+    Ok(key)
+}
+
+fn check_delete<'a>(state: &'a ChainState, key_id: &KeyId) -> Result<&'a KeyEntry, TxError> {
+    let key = state
+        .keys
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    match key.status {
+        KeyStatus::Ready | KeyStatus::Error => Ok(key),
+        KeyStatus::Pending => Err(TxError::Conflict(format!(
+            "key {key_id} is PENDING: wait for its keygen to end"
+        ))),
+        KeyStatus::Deleting | KeyStatus::Deleted => Err(TxError::Conflict(format!(
+            "key {key_id} is already deleted"
+        ))),
+    }
+}
+
+fn check_keygen_result<'a>(
+    state: &'a ChainState,
+    node: &NodeId,
+    key_id: &KeyId,
+    session: &SessionId,
+) -> Result<&'a KeyEntry, TxError> {
+    let key = state
+        .keys
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    if &key.session != session {
+        return Err(TxError::Invalid(format!(
+            "result for session {session}, but key {key_id} is at session {}",
+            key.session
+        )));
+    }
+    if key.status != KeyStatus::Pending {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is not PENDING (status {:?})",
+            key.status
+        )));
+    }
+    if !key.parties.contains(node) {
+        return Err(TxError::Unauthorized(format!(
+            "node {node} is not a party of key {key_id}"
+        )));
+    }
+    if key.reports.contains_key(node) {
+        return Err(TxError::Conflict(format!(
+            "node {node} already reported for key {key_id}"
+        )));
+    }
+    Ok(key)
+}
+
+/// Checks a sign result. Returns Ok(true) when it is a redundant success report for a request
+/// already DONE (accepted as a no-op: every signer reports, the first valid one wins).
+fn check_sign_result(
+    state: &ChainState,
+    node: &NodeId,
+    request_id: &RequestId,
+    session: &SessionId,
+    outcome: &Outcome<Vec<u8>>,
+    _height: u64,
+) -> Result<bool, TxError> {
+    let req = state
+        .sign_requests
+        .get(request_id)
+        .ok_or_else(|| TxError::NotFound(format!("sign request {request_id} does not exist")))?;
+    if &req.session != session {
+        return Err(TxError::Invalid(format!(
+            "result for session {session}, but request {request_id} is session {}",
+            req.session
+        )));
+    }
+    if !req.signers.contains(node) {
+        return Err(TxError::Unauthorized(format!(
+            "node {node} is not a signer of request {request_id}"
+        )));
+    }
+    if req.status != SignStatus::Pending {
+        return Ok(true);
+    }
+    if let Outcome::Ok(sig) = outcome {
+        let key = state
+            .keys
+            .get(&req.key_id)
+            .ok_or_else(|| TxError::NotFound(format!("key {} does not exist", req.key_id)))?;
+        let message = hex::decode(&req.message).map_err(|e| TxError::Invalid(e.to_string()))?;
+        verify_signature(key, &message, sig)?;
+    }
+    Ok(false)
+}
+
+/// Verifies a signature against a READY key, with a verifier independent of the MPC library.
+pub fn verify_signature(key: &KeyEntry, message: &[u8], sig: &[u8]) -> Result<(), TxError> {
+    let pk_hex = key
+        .public_key
+        .as_deref()
+        .ok_or_else(|| TxError::Invalid(format!("key {} has no public key", key.key_id)))?;
+    match key.scheme {
+        Scheme::FrostEd25519 => {
+            let pk = crate::state::parse_pubkey(pk_hex).map_err(TxError::Invalid)?;
+            let vk = VerifyingKey::from_bytes(&pk).map_err(|e| TxError::Invalid(e.to_string()))?;
+            let sig = Signature::from_slice(sig).map_err(|_| {
+                TxError::Invalid(format!("signature must be 64 bytes, got {}", sig.len()))
+            })?;
+            vk.verify_strict(message, &sig).map_err(|_| {
+                TxError::Invalid(format!(
+                    "signature does not verify under key {}",
+                    key.key_id
+                ))
+            })
+        }
+    }
+}
+
+fn check_key_deleted<'a>(
+    state: &'a ChainState,
+    node: &NodeId,
+    key_id: &KeyId,
+) -> Result<&'a KeyEntry, TxError> {
+    let key = state
+        .keys
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    if !key.parties.contains(node) {
+        return Err(TxError::Unauthorized(format!(
+            "node {node} is not a party of key {key_id}"
+        )));
+    }
+    if key.status != KeyStatus::Deleting {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is not being deleted (status {:?})",
+            key.status
+        )));
+    }
+    if key.deleted_by.contains(node) {
+        return Err(TxError::Conflict(format!(
+            "node {node} already attested deletion of {key_id}"
+        )));
+    }
+    Ok(key)
+}
+
+/// Delivers a tx in FinalizeBlock: full check, then (only if it passes) apply. The sequence
+/// advances for every tx whose envelope is valid, even if its message then fails (as in the
+/// Cosmos SDK), so a signer's later txs in the same block are not stranded.
+pub fn deliver(
+    state: &mut ChainState,
+    tx: &SignedTx,
+    height: u64,
+    fx: &mut Effects,
+) -> Result<(), TxError> {
+    let signer_hex = hex::encode(tx.signer.as_bytes());
+    check_envelope(state, tx, state.sequence(&signer_hex))?;
+    let next = tx.sequence.saturating_add(1);
+    state.sequences.insert(signer_hex.clone(), next);
+    check_msg(state, tx, height)?;
+    apply(state, tx, &signer_hex, height, fx);
+    Ok(())
+}
+
+fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, fx: &mut Effects) {
+    let node = state.node_keys.get(signer_hex).cloned();
+    let deadline = height.saturating_add(state.limits.session_deadline_blocks);
+    match &tx.msg {
+        TxMsg::KeyGen {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+        } => {
+            let Ok((committee, attempt)) =
+                check_keygen(state, key_id, *scheme, *threshold, parties)
+            else {
+                return;
+            };
+            let session = SessionId::derive(
+                "keygen",
+                &state.chain_id,
+                height,
+                &tx.hash,
+                key_id.as_str(),
+                attempt,
+            );
+            state.keys.insert(
+                key_id.clone(),
+                KeyEntry {
+                    key_id: key_id.clone(),
+                    scheme: *scheme,
+                    threshold: *threshold,
+                    parties: committee.clone(),
+                    status: KeyStatus::Pending,
+                    public_key: None,
+                    error: None,
+                    culprits: Vec::new(),
+                    session,
+                    attempt,
+                    generation: 0,
+                    requested_height: height,
+                    deadline_height: deadline,
+                    ready_height: None,
+                    reports: Default::default(),
+                    deleted_by: Default::default(),
+                    owner: signer_hex.to_owned(),
+                },
+            );
+            state
+                .deadlines
+                .insert((deadline, DeadlineItem::KeyGen(key_id.clone(), attempt)));
+            fx.events.push(ev(
+                "keygen_requested",
+                vec![
+                    ("key_id", key_id.to_string()),
+                    ("session", session.to_string()),
+                    ("attempt", attempt.to_string()),
+                ],
+            ));
+            fx.jobs.push(Job::KeyGen {
+                session,
+                key_id: key_id.clone(),
+                scheme: *scheme,
+                threshold: *threshold,
+                parties: committee,
+                height,
+            });
+        }
+        TxMsg::KeySign {
+            key_id,
+            request_id,
+            message,
+        } => {
+            let Some(key) = state.keys.get(key_id) else {
+                return;
+            };
+            let signers = choose_signers(&key.parties, key.threshold, key_id, request_id);
+            let session = SessionId::derive(
+                "sign",
+                &state.chain_id,
+                height,
+                &tx.hash,
+                request_id.as_str(),
+                0,
+            );
+            state.sign_requests.insert(
+                request_id.clone(),
+                SignEntry {
+                    request_id: request_id.clone(),
+                    key_id: key_id.clone(),
+                    message: hex::encode(message),
+                    status: SignStatus::Pending,
+                    signature: None,
+                    error: None,
+                    culprits: Vec::new(),
+                    signers: signers.clone(),
+                    session,
+                    requested_height: height,
+                    deadline_height: deadline,
+                    done_height: None,
+                    submitted_by: None,
+                },
+            );
+            state
+                .deadlines
+                .insert((deadline, DeadlineItem::Sign(request_id.clone())));
+            fx.events.push(ev(
+                "sign_requested",
+                vec![
+                    ("request_id", request_id.to_string()),
+                    ("key_id", key_id.to_string()),
+                    ("session", session.to_string()),
+                ],
+            ));
+            fx.jobs.push(Job::Sign {
+                session,
+                request_id: request_id.clone(),
+                key_id: key_id.clone(),
+                message: message.clone(),
+                signers,
+                height,
+            });
+        }
+        TxMsg::KeyDelete { key_id } => {
+            let Some(key) = state.keys.get_mut(key_id) else {
+                return;
+            };
+            key.status = KeyStatus::Deleting;
+            key.deleted_by.clear();
+            fx.events.push(ev(
+                "key_deleting",
+                vec![("key_id", key_id.to_string())],
+            ));
+            fx.jobs.push(Job::Delete {
+                key_id: key_id.clone(),
+                parties: key.parties.clone(),
+                height,
+            });
+        }
+        TxMsg::KeyGenResult {
+            key_id, outcome, ..
+        } => {
+            let Some(node) = node else { return };
+            apply_keygen_result(state, &node, key_id, outcome, height, fx);
+        }
+        TxMsg::SignResult {
+            request_id,
+            outcome,
+            ..
+        } => {
+            let Some(node) = node else { return };
+            let Some(req) = state.sign_requests.get_mut(request_id) else {
+                return;
+            };
+            if req.status != SignStatus::Pending {
+                return; // redundant report of a finished request: no-op
+            }
+            match outcome {
+                Outcome::Ok(sig) => {
+                    req.status = SignStatus::Done;
+                    req.signature = Some(hex::encode(sig));
+                    req.done_height = Some(height);
+                    req.submitted_by = Some(node.clone());
+                    fx.events.push(ev(
+                        "sign_done",
+                        vec![
+                            ("request_id", request_id.to_string()),
+                            ("signature", hex::encode(sig)),
+                        ],
+                    ));
+                }
+                Outcome::Failed { error, culprits } => {
+                    req.status = SignStatus::Error;
+                    req.error = Some(format!("{node}: {error}"));
+                    req.culprits = culprits.clone();
+                    fx.events.push(ev(
+                        "sign_failed",
+                        vec![("request_id", request_id.to_string())],
+                    ));
+                }
+            }
+            let item = (req.deadline_height, DeadlineItem::Sign(request_id.clone()));
+            state.deadlines.remove(&item);
+        }
+        TxMsg::KeyDeleted { key_id } => {
+            let Some(node) = node else { return };
+            let Some(key) = state.keys.get_mut(key_id) else {
+                return;
+            };
+            key.deleted_by.insert(node);
+            if key.parties.iter().all(|p| key.deleted_by.contains(p)) {
+                key.status = KeyStatus::Deleted;
+                fx.events.push(ev(
+                    "key_deleted",
+                    vec![("key_id", key_id.to_string())],
+                ));
+            }
+        }
+    }
+}
+
+fn apply_keygen_result(
+    state: &mut ChainState,
+    node: &NodeId,
+    key_id: &KeyId,
+    outcome: &Outcome<seqmpc_proto::tx::KeyGenOk>,
+    height: u64,
+    fx: &mut Effects,
+) {
+    let Some(key) = state.keys.get_mut(key_id) else {
+        return;
+    };
+    let report = match outcome {
+        Outcome::Ok(ok) => KeygenReport::Ok {
+            public_key: hex::encode(&ok.public_key),
+            transcript_hash: hex::encode(ok.transcript_hash),
+        },
+        Outcome::Failed { error, culprits } => KeygenReport::Failed {
+            error: error.clone(),
+            culprits: culprits.clone(),
+        },
+    };
+    key.reports.insert(node.clone(), report.clone());
+    let verdict: Option<Result<String, (String, Vec<NodeId>)>> = match &report {
+        KeygenReport::Failed { error, culprits } => {
+            Some(Err((format!("{node} reported: {error}"), culprits.clone())))
+        }
+        KeygenReport::Ok { .. } if key.reports.len() < key.parties.len() => None,
+        KeygenReport::Ok {
+            public_key,
+            transcript_hash,
+        } => {
+            let agree = key.reports.values().all(|r| {
+                matches!(r, KeygenReport::Ok { public_key: p, transcript_hash: t }
+                    if p == public_key && t == transcript_hash)
+            });
+            let valid_point = match key.scheme {
+                Scheme::FrostEd25519 => crate::state::parse_pubkey(public_key).is_ok(),
+            };
+            if !agree {
+                Some(Err((
+                    "parties disagree on the public key or the broadcast transcript".into(),
+                    Vec::new(),
+                )))
+            } else if !valid_point {
+                Some(Err(("reported public key is not a valid point".into(), Vec::new())))
+            } else {
+                Some(Ok(public_key.clone()))
+            }
+        }
+    };
+    let item = (
+        key.deadline_height,
+        DeadlineItem::KeyGen(key_id.clone(), key.attempt),
+    );
+    match verdict {
+        None => {}
+        Some(Ok(pk)) => {
+            key.status = KeyStatus::Ready;
+            key.public_key = Some(pk.clone());
+            key.generation = 1;
+            key.ready_height = Some(height);
+            state.deadlines.remove(&item);
+            fx.events.push(ev(
+                "key_ready",
+                vec![("key_id", key_id.to_string()), ("public_key", pk)],
+            ));
+        }
+        Some(Err((reason, culprits))) => {
+            key.status = KeyStatus::Error;
+            key.error = Some(reason.clone());
+            key.culprits = culprits;
+            let session = key.session;
+            state.deadlines.remove(&item);
+            fx.events.push(ev(
+                "key_error",
+                vec![("key_id", key_id.to_string()), ("reason", reason.clone())],
+            ));
+            fx.jobs.push(Job::KeyGenFailed {
+                key_id: key_id.clone(),
+                session,
+                reason,
+            });
+        }
+    }
+}
+
+/// Ends every session whose deadline is `<= height` (start of block `height`).
+pub fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Effects) {
+    while let Some(first) = state.deadlines.first().cloned() {
+        if first.0 > height {
+            break;
+        }
+        state.deadlines.remove(&first);
+        match first.1 {
+            DeadlineItem::KeyGen(key_id, attempt) => {
+                let Some(key) = state.keys.get_mut(&key_id) else {
+                    continue;
+                };
+                if key.status != KeyStatus::Pending || key.attempt != attempt {
+                    continue;
+                }
+                let missing: Vec<String> = key
+                    .parties
+                    .iter()
+                    .filter(|p| !key.reports.contains_key(*p))
+                    .map(|p| p.to_string())
+                    .collect();
+                let reason = format!(
+                    "deadline passed at height {height}: no report from {}",
+                    missing.join(", ")
+                );
+                key.status = KeyStatus::Error;
+                key.error = Some(reason.clone());
+                fx.events.push(ev(
+                    "key_error",
+                    vec![("key_id", key_id.to_string()), ("reason", reason.clone())],
+                ));
+                fx.jobs.push(Job::KeyGenFailed {
+                    key_id,
+                    session: key.session,
+                    reason,
+                });
+            }
+            DeadlineItem::Sign(request_id) => {
+                let Some(req) = state.sign_requests.get_mut(&request_id) else {
+                    continue;
+                };
+                if req.status != SignStatus::Pending {
+                    continue;
+                }
+                req.status = SignStatus::Error;
+                req.error = Some(format!("deadline passed at height {height}"));
+                fx.events.push(ev(
+                    "sign_failed",
+                    vec![("request_id", request_id.to_string())],
+                ));
+            }
+        }
+    }
+}

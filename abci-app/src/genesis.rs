@@ -1,0 +1,81 @@
+//! Genesis document: the MPC node registry, the authorized accounts and the chain limits.
+//!
+//! Carried verbatim (JSON) in `InitChain.app_state_bytes`; each `mpcd` also reads the same file
+//! at start (for its p2p registry) and refuses an InitChain whose app state differs.
+
+use std::collections::BTreeSet;
+
+use seqmpc_proto::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// The genesis document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Chain id every tx is bound to.
+    pub chain_id: String,
+    /// The MPC node registry.
+    pub nodes: Vec<GenesisNode>,
+    /// Accounts allowed to send request txs.
+    pub accounts: Vec<GenesisAccount>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// One MPC node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisNode {
+    /// Node id, e.g. `node0`.
+    pub id: NodeId,
+    /// Hex of the 32-byte ed25519 node public key (also its libp2p identity).
+    pub public_key: String,
+    /// libp2p multiaddr, e.g. `/ip4/127.0.0.1/tcp/26711`.
+    pub p2p_addr: String,
+}
+
+/// An account allowed to request MPC work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// Human name.
+    pub name: String,
+    /// Hex of the 32-byte ed25519 public key.
+    pub public_key: String,
+    /// What the account may request.
+    pub roles: BTreeSet<Role>,
+}
+
+/// A permission of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May send `KeyGen`.
+    Keygen,
+    /// May send `KeySign`.
+    Sign,
+    /// May send `KeyDelete`.
+    Delete,
+}
+
+/// Chain limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most parties in one key's committee.
+    pub max_parties: u32,
+    /// Largest message a `KeySign` may carry, in bytes.
+    pub max_message_bytes: u32,
+    /// Blocks after the request within which a session must complete, else ERROR.
+    pub session_deadline_blocks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_parties: 16,
+            max_message_bytes: 4096,
+            session_deadline_blocks: 100,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! seqmpc ABCI 2.0 application: deterministic chain state, tx handling and queries, plus the
+//! `mpcd` daemon and the `mpcctl` client binaries.
+
+pub mod app;
+pub mod execute;
+pub mod genesis;
+pub mod keys;
+pub mod rpc;
+pub mod state;
+pub mod status;
+pub mod submit;

@@ -1,0 +1,110 @@
+//! The node's local status endpoint: its own view of its key shares (never secret material),
+//! its peers and its metrics. HTTP GET `/status`, `/keys`, `/key/<id>`, `/metrics`.
+
+use std::sync::Arc;
+
+use seqmpc_module::node::SharedMetrics;
+use seqmpc_module::p2p::P2pHandle;
+use seqmpc_module::store::StoreHandle;
+use seqmpc_proto::{KeyId, NodeId};
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::app::AppHandle;
+
+/// What the endpoint reads.
+#[derive(Clone)]
+pub struct StatusContext {
+    /// This node.
+    pub node: NodeId,
+    /// Key store.
+    pub store: StoreHandle,
+    /// p2p.
+    pub p2p: P2pHandle,
+    /// Metrics.
+    pub metrics: SharedMetrics,
+    /// The app (for the chain height).
+    pub app: AppHandle,
+    /// Runtime to run async reads on.
+    pub rt: tokio::runtime::Handle,
+}
+
+fn respond(req: tiny_http::Request, code: u16, body: Value) {
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]);
+    let mut resp = tiny_http::Response::from_string(body.to_string()).with_status_code(code);
+    if let Ok(h) = header {
+        resp = resp.with_header(h);
+    }
+    if let Err(e) = req.respond(resp) {
+        warn!(error = %e, "status response failed");
+    }
+}
+
+fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
+    let path = path.split('?').next().unwrap_or_default();
+    match path {
+        "/status" => {
+            let height = ctx.app.call(|a| a.state().map(|s| s.height)).flatten();
+            let peers = ctx.rt.block_on(ctx.p2p.connected());
+            let keys = ctx.rt.block_on(ctx.store.list());
+            let metrics = ctx.metrics.lock().map(|m| m.clone()).ok();
+            match keys {
+                Ok(keys) => (
+                    200,
+                    json!({
+                        "node_id": ctx.node,
+                        "chain_height": height,
+                        "connected_peers": peers,
+                        "keys": keys.iter().map(|k| k.view()).collect::<Vec<_>>(),
+                        "sessions_active": metrics.as_ref().map(|m| m.sessions_active),
+                    }),
+                ),
+                Err(e) => (500, json!({"error": format!("key store: {e}")})),
+            }
+        }
+        "/keys" => match ctx.rt.block_on(ctx.store.list()) {
+            Ok(keys) => (200, json!(keys.iter().map(|k| k.view()).collect::<Vec<_>>())),
+            Err(e) => (500, json!({"error": format!("key store: {e}")})),
+        },
+        "/metrics" => match ctx.metrics.lock() {
+            Ok(m) => (200, json!(*m)),
+            Err(_) => (500, json!({"error": "metrics unavailable"})),
+        },
+        p => match p.strip_prefix("/key/").map(KeyId::new) {
+            Some(Ok(id)) => match ctx.rt.block_on(ctx.store.get(&id)) {
+                Ok(Some(r)) => (200, json!(r.view())),
+                Ok(None) => (
+                    404,
+                    json!({"error": format!("node {} holds no record of key {id}", ctx.node)}),
+                ),
+                Err(e) => (500, json!({"error": format!("key store: {e}")})),
+            },
+            Some(Err(e)) => (400, json!({"error": e.to_string()})),
+            None => (
+                404,
+                json!({"error": "unknown path; known: /status, /keys, /key/<id>, /metrics"}),
+            ),
+        },
+    }
+}
+
+/// Serves the endpoint on `addr` from a few named threads.
+pub fn serve(addr: &str, ctx: StatusContext) -> anyhow::Result<()> {
+    let server = Arc::new(
+        tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+    );
+    for i in 0..2 {
+        let server = server.clone();
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name(format!("status-{i}"))
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    let (code, body) = route(&ctx, req.url());
+                    respond(req, code, body);
+                }
+            })?;
+    }
+    Ok(())
+}

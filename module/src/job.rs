@@ -1,0 +1,69 @@
+//! Committed work handed from the chain to the module, and results handed back.
+//!
+//! The chain application produces [`Job`]s after Commit (never during FinalizeBlock) and the
+//! module hands its outcomes to a [`SubmitResult`], which the application implements by signing
+//! a result tx with the node key. The module never depends on the application.
+
+use seqmpc_proto::tx::TxMsg;
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+
+/// A committed request this node may have to act on. Every field comes from committed chain
+/// state, so every node derives the same job from the same block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// Run a keygen session.
+    KeyGen {
+        /// Session (execution id).
+        session: SessionId,
+        /// Key id.
+        key_id: KeyId,
+        /// Scheme.
+        scheme: Scheme,
+        /// Threshold.
+        threshold: u32,
+        /// Committee, sorted.
+        parties: Vec<NodeId>,
+        /// Height of the committed request.
+        height: u64,
+    },
+    /// Run a signing session.
+    Sign {
+        /// Session (execution id).
+        session: SessionId,
+        /// Request id.
+        request_id: RequestId,
+        /// Key id.
+        key_id: KeyId,
+        /// Message to sign.
+        message: Vec<u8>,
+        /// The signer subset chosen by the chain, sorted.
+        signers: Vec<NodeId>,
+        /// Height of the committed request.
+        height: u64,
+    },
+    /// Delete this node's share of a key.
+    Delete {
+        /// Key id.
+        key_id: KeyId,
+        /// The key's committee.
+        parties: Vec<NodeId>,
+        /// Height of the committed request.
+        height: u64,
+    },
+    /// The chain ended a keygen session without READY (ERROR): a local PENDING record of that
+    /// session becomes ERROR.
+    KeyGenFailed {
+        /// Key id.
+        key_id: KeyId,
+        /// The session that failed.
+        session: SessionId,
+        /// The chain's reason.
+        reason: String,
+    },
+}
+
+/// Hands a result to the chain (as a tx signed by this node's key). Implemented by the app.
+pub trait SubmitResult: Send + Sync + 'static {
+    /// Queue the result for submission. Must not block for long.
+    fn submit(&self, msg: TxMsg);
+}

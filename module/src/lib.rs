@@ -1,0 +1,11 @@
+//! The MPC module of seqmpc.
+#![deny(missing_docs)]
+
+pub use seqmpc_proto as proto;
+
+pub mod error;
+pub mod job;
+pub mod node;
+pub mod protocol;
+pub mod p2p;
+pub mod store;

@@ -1,0 +1,981 @@
+//! The session manager: drives the sans-IO protocols from committed jobs and p2p messages,
+//! keeps key shares in the store and hands results to the chain.
+//!
+//! One task owns every session (a map of state machines keyed by session id) and handles
+//! events one at a time: committed jobs, authenticated p2p messages and a periodic tick for
+//! deadlines. Protocol steps are CPU-cheap (FROST: well under a millisecond), so one task per
+//! node keeps ordering simple; sessions are bounded in number and a failed session never blocks
+//! the others.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use rand::rngs::OsRng;
+use seqmpc_proto::tx::{KeyGenOk, Outcome, TxMsg};
+use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::error::ProtocolError;
+use crate::job::{Job, SubmitResult};
+use crate::p2p::{Incoming, P2pHandle};
+use crate::protocol::frost_dkg::{Dkg, DkgMsg, DkgOutput, DkgProgress};
+use crate::protocol::frost_sign::{KeyMaterial, SignMsg, SignProgress, Signing};
+use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
+
+/// Tuning of the session manager.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub me: NodeId,
+    /// Local give-up time of a session (the chain's deadline in blocks is authoritative).
+    pub session_timeout: Duration,
+    /// Most sessions alive at once; jobs beyond fail fast with a clear error.
+    pub max_sessions: usize,
+    /// Most buffered messages for sessions this node has not started yet.
+    pub max_early_messages: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for `me`.
+    pub fn new(me: NodeId) -> Self {
+        NodeConfig {
+            me,
+            session_timeout: Duration::from_secs(60),
+            max_sessions: 10_000,
+            max_early_messages: 100_000,
+        }
+    }
+}
+
+/// Counters and latencies, read by the node's status endpoint.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Metrics {
+    /// Sessions alive now.
+    pub sessions_active: usize,
+    /// Keygens completed READY locally.
+    pub keygens_ok: u64,
+    /// Keygens failed locally.
+    pub keygens_failed: u64,
+    /// Signatures aggregated and verified here (this node was the aggregator).
+    pub signatures_ok: u64,
+    /// Sign sessions failed here.
+    pub signs_failed: u64,
+    /// Keygen latencies in microseconds: committed job received → share stored READY (last 1000).
+    pub keygen_latency_us: VecDeque<u64>,
+    /// Sign latencies in microseconds: committed job received → signature verified (last 10000).
+    pub sign_latency_us: VecDeque<u64>,
+    /// p2p messages dropped (undecodable, unknown session sender, overflow).
+    pub messages_dropped: u64,
+}
+
+fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
+    if q.len() == cap {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
+
+/// Shared view of the metrics.
+pub type SharedMetrics = Arc<Mutex<Metrics>>;
+
+/// The coordinator of a keygen session: chosen from the session id among the parties.
+pub fn coordinator(session: &SessionId, parties: &[NodeId]) -> Option<NodeId> {
+    let n = parties.len();
+    if n == 0 {
+        return None;
+    }
+    let x = u64::from_be_bytes([
+        session.0[0], session.0[1], session.0[2], session.0[3], session.0[4], session.0[5],
+        session.0[6], session.0[7],
+    ]);
+    parties.get((x % n as u64) as usize).cloned()
+}
+
+/// What a party answered to KeyGenPrepare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ReadyAnswer {
+    Fresh,
+    Existing(Vec<u8>),
+    Refused(String),
+}
+
+enum KeygenPhase {
+    /// Waiting for the coordinator's KeyGenPrepare.
+    AwaitPrepare { buffered: Vec<(NodeId, DkgMsg)> },
+    /// Answered Ready; waiting for KeyGenStart.
+    AwaitStart {
+        existing: Option<Vec<u8>>,
+        buffered: Vec<(NodeId, DkgMsg)>,
+    },
+    /// Running the DKG.
+    Running(Dkg),
+    /// Moving between phases (never observed outside a transition).
+    Transition,
+}
+
+struct KeygenSession {
+    key_id: KeyId,
+    scheme: Scheme,
+    threshold: u32,
+    parties: Vec<NodeId>,
+    coordinator: NodeId,
+    /// Coordinator only: answers collected.
+    answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
+    phase: KeygenPhase,
+    started: Instant,
+}
+
+struct SignSession {
+    request_id: RequestId,
+    signers: Vec<NodeId>,
+    state: Option<Signing>,
+    started: Instant,
+}
+
+enum Session {
+    Keygen(Box<KeygenSession>),
+    Sign(Box<SignSession>),
+}
+
+impl Session {
+    fn started(&self) -> Instant {
+        match self {
+            Session::Keygen(k) => k.started,
+            Session::Sign(s) => s.started,
+        }
+    }
+    fn is_party(&self, n: &NodeId) -> bool {
+        match self {
+            Session::Keygen(k) => k.parties.contains(n),
+            Session::Sign(s) => s.signers.contains(n),
+        }
+    }
+}
+
+/// The session manager. Build with [`Node::new`], run with [`Node::run`].
+pub struct Node<S: SubmitResult> {
+    cfg: NodeConfig,
+    store: StoreHandle,
+    p2p: P2pHandle,
+    submit: Arc<S>,
+    metrics: SharedMetrics,
+    sessions: BTreeMap<SessionId, Session>,
+    early: BTreeMap<SessionId, Vec<(NodeId, Payload, Instant)>>,
+    early_count: usize,
+    finished: BTreeMap<SessionId, Instant>,
+    keys: BTreeMap<KeyId, Arc<KeyMaterial>>,
+}
+
+fn encode(session: &SessionId, payload: Payload) -> Vec<u8> {
+    wire::P2pEnvelope {
+        session: session.0.to_vec(),
+        payload: Some(payload),
+    }
+    .encode_to_vec()
+}
+
+fn dkg_payload(m: DkgMsg) -> Payload {
+    match m {
+        DkgMsg::Round1(package) => Payload::DkgRound1(wire::DkgRound1 { package }),
+        DkgMsg::Round2(package) => Payload::DkgRound2(wire::DkgRound2 { package }),
+    }
+}
+
+fn sign_payload(m: SignMsg) -> Payload {
+    match m {
+        SignMsg::Commitments(commitments) => {
+            Payload::SignRound1(wire::SignRound1 { commitments })
+        }
+        SignMsg::Share(share) => Payload::SignRound2(wire::SignRound2 { share }),
+    }
+}
+
+/// Encodes a key share for the store: length-prefixed key package, then public key package.
+fn encode_share(out: &DkgOutput) -> Result<SecretShare, ProtocolError> {
+    let kp = Zeroizing::new(
+        out.key_package
+            .serialize()
+            .map_err(|e| ProtocolError::Bug(format!("serialize key package: {e}")))?,
+    );
+    let pkp = out
+        .public_key_package
+        .serialize()
+        .map_err(|e| ProtocolError::Bug(format!("serialize public key package: {e}")))?;
+    let mut buf = Vec::with_capacity(8 + kp.len() + pkp.len());
+    buf.extend_from_slice(&(kp.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&kp);
+    buf.extend_from_slice(&pkp);
+    Ok(SecretShare::new(buf))
+}
+
+fn decode_share(share: &SecretShare, parties: Vec<NodeId>) -> Result<KeyMaterial, ProtocolError> {
+    let b = share.expose();
+    let bad = || ProtocolError::Local("stored share is malformed".into());
+    let len_bytes: [u8; 4] = b.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let kp = b.get(4..4 + len).ok_or_else(bad)?;
+    let pkp = b.get(4 + len..).ok_or_else(bad)?;
+    Ok(KeyMaterial {
+        key_package: frost_ed25519::keys::KeyPackage::deserialize(kp).map_err(|_| bad())?,
+        public_key_package: frost_ed25519::keys::PublicKeyPackage::deserialize(pkp)
+            .map_err(|_| bad())?,
+        parties,
+    })
+}
+
+fn existing_transcript(pk: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/dkg-transcript/existing/v1\0");
+    h.update(pk);
+    h.finalize().into()
+}
+
+impl<S: SubmitResult> Node<S> {
+    /// Builds the manager.
+    pub fn new(
+        cfg: NodeConfig,
+        store: StoreHandle,
+        p2p: P2pHandle,
+        submit: Arc<S>,
+        metrics: SharedMetrics,
+    ) -> Self {
+        Node {
+            cfg,
+            store,
+            p2p,
+            submit,
+            metrics,
+            sessions: BTreeMap::new(),
+            early: BTreeMap::new(),
+            early_count: 0,
+            finished: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// Local PENDING records cannot resume after a restart (nonces and DKG secrets live only
+    /// in memory): mark them ERROR so they are never taken for usable keys.
+    pub async fn recover(&mut self) {
+        match self.store.list().await {
+            Ok(records) => {
+                for mut r in records {
+                    if r.status == ShareStatus::Pending {
+                        r.status = ShareStatus::Error;
+                        r.error = Some("interrupted: the node restarted during keygen".into());
+                        if let Err(e) = self.store.put(r).await {
+                            warn!(error = %e, "cannot mark interrupted keygen ERROR");
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list the key store"),
+        }
+    }
+
+    /// Runs until both input channels close.
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut incoming: mpsc::Receiver<Incoming>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => self.on_job(job, Instant::now()).await,
+                    None => break,
+                },
+                msg = incoming.recv() => match msg {
+                    Some(m) => self.on_message(m).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+            if let Ok(mut m) = self.metrics.lock() {
+                m.sessions_active = self.sessions.len();
+            }
+        }
+    }
+
+    fn metrics(&self, f: impl FnOnce(&mut Metrics)) {
+        if let Ok(mut m) = self.metrics.lock() {
+            f(&mut m);
+        }
+    }
+
+    async fn send(&self, session: &SessionId, to: &NodeId, payload: Payload) {
+        if let Err(e) = self.p2p.send(to, encode(session, payload)).await {
+            warn!(%session, %to, error = %e, "p2p send failed");
+        }
+    }
+
+    async fn on_job(&mut self, job: Job, received: Instant) {
+        match job {
+            Job::KeyGen {
+                session,
+                key_id,
+                scheme,
+                threshold,
+                parties,
+                ..
+            } => {
+                if !parties.contains(&self.cfg.me) {
+                    return;
+                }
+                let Some(coord) = coordinator(&session, &parties) else {
+                    return;
+                };
+                if self.sessions.len() >= self.cfg.max_sessions {
+                    self.submit.submit(TxMsg::KeyGenResult {
+                        key_id,
+                        session,
+                        outcome: Outcome::Failed {
+                            error: "node overloaded: too many sessions".into(),
+                            culprits: Vec::new(),
+                        },
+                    });
+                    return;
+                }
+                info!(%key_id, %session, %coord, "keygen session opened");
+                let is_coord = coord == self.cfg.me;
+                self.sessions.insert(
+                    session,
+                    Session::Keygen(Box::new(KeygenSession {
+                        key_id: key_id.clone(),
+                        scheme,
+                        threshold,
+                        parties: parties.clone(),
+                        coordinator: coord,
+                        answers: is_coord.then(BTreeMap::new),
+                        phase: KeygenPhase::AwaitPrepare {
+                            buffered: Vec::new(),
+                        },
+                        started: received,
+                    })),
+                );
+                if is_coord {
+                    // Phase 1 (seed 001): ask every party to prepare.
+                    let prepare = wire::KeyGenPrepare {
+                        key_id: key_id.to_string(),
+                        scheme: scheme.as_str().into(),
+                        threshold,
+                        parties: parties.iter().map(|p| p.to_string()).collect(),
+                    };
+                    for p in &parties {
+                        self.send(&session, p, Payload::KeygenPrepare(prepare.clone()))
+                            .await;
+                    }
+                }
+                self.replay_early(session).await;
+            }
+            Job::Sign {
+                session,
+                request_id,
+                key_id,
+                message,
+                signers,
+                ..
+            } => {
+                if !signers.contains(&self.cfg.me) {
+                    return;
+                }
+                if let Err(e) = self
+                    .start_sign(session, &request_id, &key_id, message, &signers, received)
+                    .await
+                {
+                    self.fail_sign(session, request_id, e);
+                    return;
+                }
+                self.replay_early(session).await;
+            }
+            Job::Delete {
+                key_id, parties, ..
+            } => {
+                if !parties.contains(&self.cfg.me) {
+                    return;
+                }
+                self.keys.remove(&key_id);
+                match self.store.delete(&key_id).await {
+                    Ok(existed) => {
+                        info!(%key_id, existed, "key share deleted");
+                        self.submit.submit(TxMsg::KeyDeleted { key_id });
+                    }
+                    Err(e) => warn!(%key_id, error = %e, "cannot delete key share"),
+                }
+            }
+            Job::KeyGenFailed {
+                key_id,
+                session,
+                reason,
+            } => {
+                self.sessions.remove(&session);
+                self.keys.remove(&key_id);
+                if let Ok(Some(mut rec)) = self.store.get(&key_id).await {
+                    if rec.session == session && rec.status != ShareStatus::Error {
+                        rec.status = ShareStatus::Error;
+                        rec.error = Some(format!("chain: {reason}"));
+                        rec.share = None;
+                        if let Err(e) = self.store.put(rec).await {
+                            warn!(%key_id, error = %e, "cannot record keygen failure");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn load_key(&mut self, key_id: &KeyId) -> Result<Arc<KeyMaterial>, ProtocolError> {
+        if let Some(k) = self.keys.get(key_id) {
+            return Ok(k.clone());
+        }
+        let rec = self
+            .store
+            .get(key_id)
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
+            .ok_or_else(|| ProtocolError::Local(format!("no local share for key {key_id}")))?;
+        if rec.status != ShareStatus::Ready {
+            return Err(ProtocolError::Local(format!(
+                "local share of {key_id} is {:?}, not READY",
+                rec.status
+            )));
+        }
+        let share = rec
+            .share
+            .as_ref()
+            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
+        let km = Arc::new(decode_share(share, rec.parties.clone())?);
+        self.keys.insert(key_id.clone(), km.clone());
+        Ok(km)
+    }
+
+    async fn start_sign(
+        &mut self,
+        session: SessionId,
+        request_id: &RequestId,
+        key_id: &KeyId,
+        message: Vec<u8>,
+        signers: &[NodeId],
+        received: Instant,
+    ) -> Result<(), ProtocolError> {
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(ProtocolError::Local("node overloaded: too many sessions".into()));
+        }
+        let key = self.load_key(key_id).await?;
+        let (signing, out) =
+            Signing::start(session, &self.cfg.me, signers, message, key, &mut OsRng)?;
+        self.sessions.insert(
+            session,
+            Session::Sign(Box::new(SignSession {
+                request_id: request_id.clone(),
+                signers: signers.to_vec(),
+                state: Some(signing),
+                started: received,
+            })),
+        );
+        for o in out {
+            self.send(&session, &o.to, sign_payload(o.msg)).await;
+        }
+        Ok(())
+    }
+
+    fn fail_sign(&mut self, session: SessionId, request_id: RequestId, e: ProtocolError) {
+        warn!(%request_id, %session, error = %e, "sign session failed");
+        self.sessions.remove(&session);
+        self.finished.insert(session, Instant::now());
+        self.metrics(|m| m.signs_failed += 1);
+        self.submit.submit(TxMsg::SignResult {
+            request_id,
+            session,
+            outcome: Outcome::Failed {
+                error: e.to_string(),
+                culprits: e.culprits().to_vec(),
+            },
+        });
+    }
+
+    async fn replay_early(&mut self, session: SessionId) {
+        if let Some(msgs) = self.early.remove(&session) {
+            self.early_count = self.early_count.saturating_sub(msgs.len());
+            for (from, payload, _) in msgs {
+                self.dispatch(session, from, payload).await;
+            }
+        }
+    }
+
+    async fn on_message(&mut self, m: Incoming) {
+        let env = match wire::P2pEnvelope::decode(m.bytes.as_slice()) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(from = %m.from, error = %e, "undecodable p2p message dropped");
+                self.metrics(|x| x.messages_dropped += 1);
+                return;
+            }
+        };
+        let (Ok(session), Some(payload)) = (SessionId::from_slice(&env.session), env.payload)
+        else {
+            warn!(from = %m.from, "p2p message without session or payload dropped");
+            self.metrics(|x| x.messages_dropped += 1);
+            return;
+        };
+        if self.finished.contains_key(&session) {
+            debug!(%session, from = %m.from, "message for a finished session ignored");
+            return;
+        }
+        if !self.sessions.contains_key(&session) {
+            // The sender's Commit may run ahead of ours: keep it until our job arrives.
+            if self.early_count >= self.cfg.max_early_messages {
+                warn!(from = %m.from, "early-message buffer full; message dropped");
+                self.metrics(|x| x.messages_dropped += 1);
+                return;
+            }
+            self.early_count += 1;
+            self.early
+                .entry(session)
+                .or_default()
+                .push((m.from, payload, Instant::now()));
+            return;
+        }
+        self.dispatch(session, m.from, payload).await;
+    }
+
+    async fn dispatch(&mut self, session: SessionId, from: NodeId, payload: Payload) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        if !s.is_party(&from) {
+            warn!(%session, %from, "message from a node outside the session dropped");
+            self.metrics(|x| x.messages_dropped += 1);
+            return;
+        }
+        match payload {
+            Payload::KeygenPrepare(p) => self.on_prepare(session, from, p).await,
+            Payload::KeygenReady(r) => self.on_ready(session, from, r).await,
+            Payload::KeygenStart(_) => self.on_start(session, from).await,
+            Payload::DkgRound1(r) => self.on_dkg(session, from, DkgMsg::Round1(r.package)).await,
+            Payload::DkgRound2(r) => self.on_dkg(session, from, DkgMsg::Round2(r.package)).await,
+            Payload::SignRound1(r) => {
+                self.on_sign(session, from, SignMsg::Commitments(r.commitments))
+                    .await
+            }
+            Payload::SignRound2(r) => self.on_sign(session, from, SignMsg::Share(r.share)).await,
+            Payload::Abort(a) => {
+                let reason = format!("aborted by {from}: {}", a.reason);
+                match self.sessions.get(&session) {
+                    Some(Session::Keygen(_)) => {
+                        self.fail_keygen(session, ProtocolError::Local(reason)).await
+                    }
+                    Some(Session::Sign(s)) => {
+                        let rid = s.request_id.clone();
+                        self.fail_sign(session, rid, ProtocolError::Local(reason))
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn keygen_mut(&mut self, session: &SessionId) -> Option<&mut KeygenSession> {
+        match self.sessions.get_mut(session) {
+            Some(Session::Keygen(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Phase 1 at a party: check the local store (seed 001 semantics) and answer.
+    async fn on_prepare(&mut self, session: SessionId, from: NodeId, p: wire::KeyGenPrepare) {
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if from != k.coordinator {
+            warn!(%session, %from, "KeyGenPrepare from a non-coordinator dropped");
+            return;
+        }
+        let matches = p.key_id == k.key_id.as_str()
+            && p.scheme == k.scheme.as_str()
+            && p.threshold == k.threshold
+            && p.parties.iter().map(String::as_str).eq(k.parties.iter().map(|n| n.as_str()));
+        let coordinator = k.coordinator.clone();
+        let answer = if !matches {
+            ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into())
+        } else if !matches!(k.phase, KeygenPhase::AwaitPrepare { .. }) {
+            return; // duplicate prepare
+        } else {
+            let rec = KeyRecord {
+                key_id: k.key_id.clone(),
+                session,
+                scheme: k.scheme,
+                threshold: k.threshold,
+                parties: k.parties.clone(),
+                public_key: Vec::new(),
+                status: ShareStatus::Pending,
+                error: None,
+                generation: 1,
+                share: None,
+            };
+            match self.store.insert_if_absent(rec.clone()).await {
+                Ok(None) => ReadyAnswer::Fresh,
+                Ok(Some(existing)) => match existing.status {
+                    ShareStatus::Ready => ReadyAnswer::Existing(existing.public_key.clone()),
+                    ShareStatus::Pending if existing.session == session => ReadyAnswer::Fresh,
+                    ShareStatus::Pending => ReadyAnswer::Refused(format!(
+                        "{me}: key {} is PENDING in another keygen session ({})",
+                        existing.key_id, existing.session
+                    )),
+                    // An earlier attempt failed: this attempt replaces it.
+                    ShareStatus::Error => match self.store.put(rec).await {
+                        Ok(()) => ReadyAnswer::Fresh,
+                        Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
+                    },
+                },
+                Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
+            }
+        };
+        if let Some(k) = self.keygen_mut(&session) {
+            if let KeygenPhase::AwaitPrepare { buffered } =
+                std::mem::replace(&mut k.phase, KeygenPhase::Transition)
+            {
+                k.phase = KeygenPhase::AwaitStart {
+                    existing: match &answer {
+                        ReadyAnswer::Existing(pk) => Some(pk.clone()),
+                        _ => None,
+                    },
+                    buffered,
+                };
+            }
+        }
+        let ready = match answer {
+            ReadyAnswer::Fresh => wire::KeyGenReady::default(),
+            ReadyAnswer::Existing(pk) => wire::KeyGenReady {
+                existing_public_key: pk,
+                error: String::new(),
+            },
+            ReadyAnswer::Refused(error) => wire::KeyGenReady {
+                existing_public_key: Vec::new(),
+                error,
+            },
+        };
+        self.send(&session, &coordinator, Payload::KeygenReady(ready))
+            .await;
+    }
+
+    /// Phase 2 at the coordinator: once every party answered, start or abort.
+    async fn on_ready(&mut self, session: SessionId, from: NodeId, r: wire::KeyGenReady) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let parties = k.parties.clone();
+        let Some(answers) = k.answers.as_mut() else {
+            warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
+            return;
+        };
+        let a = if !r.error.is_empty() {
+            ReadyAnswer::Refused(r.error)
+        } else if !r.existing_public_key.is_empty() {
+            ReadyAnswer::Existing(r.existing_public_key)
+        } else {
+            ReadyAnswer::Fresh
+        };
+        answers.entry(from).or_insert(a);
+        if answers.len() < parties.len() {
+            return;
+        }
+        let answers = std::mem::take(answers);
+        let refused: Vec<String> = answers
+            .values()
+            .filter_map(|a| match a {
+                ReadyAnswer::Refused(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let existing: Vec<&Vec<u8>> = answers
+            .values()
+            .filter_map(|a| match a {
+                ReadyAnswer::Existing(pk) => Some(pk),
+                _ => None,
+            })
+            .collect();
+        let abort = if !refused.is_empty() {
+            Some(refused.join("; "))
+        } else if !existing.is_empty()
+            && (existing.len() != parties.len() || existing.windows(2).any(|w| w[0] != w[1]))
+        {
+            Some("parties disagree: some already hold a READY share of this key id".into())
+        } else {
+            None
+        };
+        let payload = match abort {
+            Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
+            None => Payload::KeygenStart(wire::KeyGenStart {}),
+        };
+        for p in &parties {
+            self.send(&session, p, payload.clone()).await;
+        }
+    }
+
+    /// Phase 2 at a party: run the DKG (or report the existing key).
+    async fn on_start(&mut self, session: SessionId, from: NodeId) {
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if from != k.coordinator {
+            warn!(%session, %from, "KeyGenStart from a non-coordinator dropped");
+            return;
+        }
+        let KeygenPhase::AwaitStart { existing, buffered } =
+            std::mem::replace(&mut k.phase, KeygenPhase::Transition)
+        else {
+            return;
+        };
+        if let Some(pk) = existing {
+            let key_id = k.key_id.clone();
+            info!(%key_id, "key is READY locally already: reporting the existing key");
+            self.finish_session(session);
+            self.submit.submit(TxMsg::KeyGenResult {
+                key_id,
+                session,
+                outcome: Outcome::Ok(KeyGenOk {
+                    transcript_hash: existing_transcript(&pk),
+                    public_key: pk,
+                }),
+            });
+            return;
+        }
+        match Dkg::start(session, &me, &k.parties, k.threshold, &mut OsRng) {
+            Ok((dkg, out)) => {
+                k.phase = KeygenPhase::Running(dkg);
+                for o in out {
+                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
+                }
+                for (from, msg) in buffered {
+                    self.on_dkg(session, from, msg).await;
+                }
+            }
+            Err(e) => self.fail_keygen(session, e).await,
+        }
+    }
+
+    async fn on_dkg(&mut self, session: SessionId, from: NodeId, msg: DkgMsg) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let dkg = match std::mem::replace(&mut k.phase, KeygenPhase::Transition) {
+            KeygenPhase::Running(dkg) => dkg,
+            KeygenPhase::AwaitPrepare { mut buffered } => {
+                buffered.push((from, msg));
+                k.phase = KeygenPhase::AwaitPrepare { buffered };
+                return;
+            }
+            KeygenPhase::AwaitStart {
+                existing,
+                mut buffered,
+            } => {
+                buffered.push((from, msg));
+                k.phase = KeygenPhase::AwaitStart { existing, buffered };
+                return;
+            }
+            KeygenPhase::Transition => return,
+        };
+        match dkg.handle(&from, msg) {
+            Ok(DkgProgress::Continue(dkg, out)) => {
+                k.phase = KeygenPhase::Running(dkg);
+                for o in out {
+                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
+                }
+            }
+            Ok(DkgProgress::Done(output, out)) => {
+                for o in out {
+                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
+                }
+                self.complete_keygen(session, *output).await;
+            }
+            Err(e) => self.fail_keygen(session, e).await,
+        }
+    }
+
+    fn finish_session(&mut self, session: SessionId) -> Option<Session> {
+        self.finished.insert(session, Instant::now());
+        self.sessions.remove(&session)
+    }
+
+    async fn complete_keygen(&mut self, session: SessionId, output: DkgOutput) {
+        let Some(Session::Keygen(k)) = self.finish_session(session) else {
+            return;
+        };
+        let share = match encode_share(&output) {
+            Ok(s) => s,
+            Err(e) => {
+                self.sessions.insert(session, Session::Keygen(k));
+                return self.fail_keygen(session, e).await;
+            }
+        };
+        let rec = KeyRecord {
+            key_id: k.key_id.clone(),
+            session,
+            scheme: k.scheme,
+            threshold: k.threshold,
+            parties: k.parties.clone(),
+            public_key: output.public_key.clone(),
+            status: ShareStatus::Ready,
+            error: None,
+            generation: 1,
+            share: Some(share),
+        };
+        // Durable before the chain hears of it: a READY acknowledged on chain survives a crash.
+        if let Err(e) = self.store.put(rec).await {
+            self.sessions.insert(session, Session::Keygen(k));
+            return self
+                .fail_keygen(session, ProtocolError::Local(format!("key store: {e}")))
+                .await;
+        }
+        let us = k.started.elapsed().as_micros() as u64;
+        self.metrics(|m| {
+            m.keygens_ok += 1;
+            push_bounded(&mut m.keygen_latency_us, us, 1000);
+        });
+        info!(key_id = %k.key_id, public_key = %hex::encode(&output.public_key), us, "keygen READY locally");
+        self.submit.submit(TxMsg::KeyGenResult {
+            key_id: k.key_id.clone(),
+            session,
+            outcome: Outcome::Ok(KeyGenOk {
+                public_key: output.public_key.clone(),
+                transcript_hash: output.transcript_hash,
+            }),
+        });
+    }
+
+    async fn fail_keygen(&mut self, session: SessionId, e: ProtocolError) {
+        let Some(Session::Keygen(k)) = self.finish_session(session) else {
+            return;
+        };
+        warn!(key_id = %k.key_id, %session, error = %e, "keygen failed");
+        self.metrics(|m| m.keygens_failed += 1);
+        if let Ok(Some(mut rec)) = self.store.get(&k.key_id).await {
+            if rec.session == session {
+                rec.status = ShareStatus::Error;
+                rec.error = Some(e.to_string());
+                rec.share = None;
+                if let Err(err) = self.store.put(rec).await {
+                    warn!(key_id = %k.key_id, error = %err, "cannot record keygen failure");
+                }
+            }
+        }
+        self.submit.submit(TxMsg::KeyGenResult {
+            key_id: k.key_id.clone(),
+            session,
+            outcome: Outcome::Failed {
+                error: e.to_string(),
+                culprits: e.culprits().to_vec(),
+            },
+        });
+    }
+
+    async fn on_sign(&mut self, session: SessionId, from: NodeId, msg: SignMsg) {
+        let Some(Session::Sign(s)) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(state) = s.state.take() else {
+            return;
+        };
+        let request_id = s.request_id.clone();
+        match state.handle(&from, msg) {
+            Ok(SignProgress::Continue(st, out)) => {
+                s.state = Some(st);
+                for o in out {
+                    self.send(&session, &o.to, sign_payload(o.msg)).await;
+                }
+            }
+            Ok(SignProgress::Finished { signature, out }) => {
+                let started = s.started;
+                self.finish_session(session);
+                for o in out {
+                    self.send(&session, &o.to, sign_payload(o.msg)).await;
+                }
+                if let Some(signature) = signature {
+                    let us = started.elapsed().as_micros() as u64;
+                    self.metrics(|m| {
+                        m.signatures_ok += 1;
+                        push_bounded(&mut m.sign_latency_us, us, 10_000);
+                    });
+                    debug!(%request_id, us, "signature verified");
+                    self.submit.submit(TxMsg::SignResult {
+                        request_id,
+                        session,
+                        outcome: Outcome::Ok(signature),
+                    });
+                }
+            }
+            Err(e) => {
+                // Tell the other signers so they stop waiting.
+                let signers = s.signers.clone();
+                for p in signers.iter().filter(|p| **p != self.cfg.me) {
+                    self.send(
+                        &session,
+                        p,
+                        Payload::Abort(wire::SessionAbort {
+                            reason: e.to_string(),
+                        }),
+                    )
+                    .await;
+                }
+                self.fail_sign(session, request_id, e)
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let timeout = self.cfg.session_timeout;
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.started()) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let e = ProtocolError::Local(format!(
+                "timed out after {} s waiting for other parties",
+                timeout.as_secs()
+            ));
+            match self.sessions.get(&id) {
+                Some(Session::Keygen(_)) => self.fail_keygen(id, e).await,
+                Some(Session::Sign(s)) => {
+                    let rid = s.request_id.clone();
+                    self.fail_sign(id, rid, e)
+                }
+                None => {}
+            }
+        }
+        // Forget finished sessions and stale early messages after a while.
+        let keep = Duration::from_secs(600);
+        self.finished.retain(|_, t| now.duration_since(*t) < keep);
+        let mut dropped = 0;
+        self.early.retain(|_, msgs| {
+            let before = msgs.len();
+            msgs.retain(|(_, _, t)| now.duration_since(*t) < timeout);
+            dropped += before - msgs.len();
+            !msgs.is_empty()
+        });
+        self.early_count = self.early_count.saturating_sub(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_is_a_party_and_deterministic() {
+        let parties: Vec<NodeId> = (0..4).map(|i| NodeId::new(format!("n{i}")).unwrap()).collect();
+        let s = SessionId([3; 32]);
+        let c = coordinator(&s, &parties).unwrap();
+        assert!(parties.contains(&c));
+        assert_eq!(coordinator(&s, &parties), Some(c));
+        assert_eq!(coordinator(&s, &[]), None);
+    }
+}

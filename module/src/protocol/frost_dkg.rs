@@ -1,0 +1,383 @@
+//! FROST distributed key generation (RFC 9591 companion DKG, Pedersen with proofs of
+//! knowledge), as implemented by frost-core `keys::dkg`, driven sans-IO.
+//!
+//! Round 1 is a broadcast. FROST requires it to be reliable (every party sees the same
+//! package from each sender). We get that from the chain: each party reports a hash of every
+//! round-1 package it used (`transcript_hash`) and the chain marks the key READY only when
+//! all parties report the same hash and the same public key.
+
+use std::collections::BTreeMap;
+
+use frost_ed25519::keys::dkg::{self, round1, round2};
+use frost_ed25519::keys::{KeyPackage, PublicKeyPackage};
+use frost_ed25519::Identifier;
+use rand::{CryptoRng, RngCore};
+use seqmpc_proto::{NodeId, SessionId};
+use sha2::{Digest, Sha256};
+
+use super::{record_once, Committee, Outgoing};
+use crate::error::ProtocolError;
+
+/// A DKG message (serialized frost packages).
+#[derive(Clone, PartialEq, Eq)]
+pub enum DkgMsg {
+    /// Round 1 package, broadcast.
+    Round1(Vec<u8>),
+    /// Round 2 package, to one party. Carries a secret share for the recipient: the channel
+    /// must be encrypted (Noise).
+    Round2(Vec<u8>),
+}
+
+impl std::fmt::Debug for DkgMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DkgMsg::Round1(b) => write!(f, "Round1({} bytes)", b.len()),
+            DkgMsg::Round2(b) => write!(f, "Round2({} bytes, redacted)", b.len()),
+        }
+    }
+}
+
+/// Result of a DKG: the long-lived share and the group's public data.
+pub struct DkgOutput {
+    /// This party's key package (secret share). Zeroized on drop by frost.
+    pub key_package: KeyPackage,
+    /// Public key package, identical for all parties.
+    pub public_key_package: PublicKeyPackage,
+    /// Group public key, 32 bytes (RFC 8032 encoding).
+    pub public_key: Vec<u8>,
+    /// Hash of all round-1 packages; equal on all honest parties iff they saw the same broadcast.
+    pub transcript_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for DkgOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkgOutput")
+            .field("public_key", &hex::encode(&self.public_key))
+            .field("key_package", &"<redacted>")
+            .finish()
+    }
+}
+
+enum Step {
+    /// Waiting for the other parties' round-1 packages (RFC 9591 DKG round 1).
+    Round1 {
+        secret: round1::SecretPackage,
+        received: BTreeMap<Identifier, round1::Package>,
+        early_round2: BTreeMap<Identifier, round2::Package>,
+    },
+    /// Waiting for the round-2 packages addressed to us (round 2).
+    Round2 {
+        secret: round2::SecretPackage,
+        round1: BTreeMap<Identifier, round1::Package>,
+        received: BTreeMap<Identifier, round2::Package>,
+    },
+}
+
+/// A DKG in progress.
+pub struct Dkg {
+    session: SessionId,
+    me: NodeId,
+    my_round1: round1::Package,
+    committee: Committee,
+    step: Step,
+}
+
+impl std::fmt::Debug for Dkg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let step = match self.step {
+            Step::Round1 { .. } => "round1",
+            Step::Round2 { .. } => "round2",
+        };
+        f.debug_struct("Dkg")
+            .field("session", &self.session)
+            .field("me", &self.me)
+            .field("step", &step)
+            .finish()
+    }
+}
+
+/// What a transition produced.
+#[derive(Debug)]
+pub enum DkgProgress {
+    /// Keep going; send these.
+    Continue(Dkg, Vec<Outgoing<DkgMsg>>),
+    /// Finished; still send these (our own round-2 packages when theirs overtook round 1).
+    Done(Box<DkgOutput>, Vec<Outgoing<DkgMsg>>),
+}
+
+fn frost_err(committee: &Committee, e: frost_ed25519::Error) -> ProtocolError {
+    let culprits = committee.culprits(&e.culprits());
+    ProtocolError::Aborted {
+        culprits,
+        reason: format!("FROST DKG: {e}"),
+    }
+}
+
+impl Dkg {
+    /// Round 1: samples this party's polynomial and returns the package to broadcast.
+    pub fn start<R: RngCore + CryptoRng>(
+        session: SessionId,
+        me: &NodeId,
+        parties: &[NodeId],
+        threshold: u32,
+        rng: &mut R,
+    ) -> Result<(Dkg, Vec<Outgoing<DkgMsg>>), ProtocolError> {
+        let committee = Committee::new(parties)?;
+        let my_id = committee.id(me)?;
+        let max = u16::try_from(committee.len())
+            .map_err(|_| ProtocolError::Local("too many parties".into()))?;
+        let min = u16::try_from(threshold)
+            .map_err(|_| ProtocolError::Local("threshold too large".into()))?;
+        let (secret, package) = dkg::part1(my_id, max, min, &mut *rng)
+            .map_err(|e| ProtocolError::Local(format!("DKG part1: {e}")))?;
+        let bytes = package
+            .serialize()
+            .map_err(|e| ProtocolError::Bug(format!("serialize round1: {e}")))?;
+        let out = committee
+            .parties()
+            .filter(|p| *p != me)
+            .map(|p| Outgoing {
+                to: p.clone(),
+                msg: DkgMsg::Round1(bytes.clone()),
+            })
+            .collect();
+        let dkg = Dkg {
+            session,
+            me: me.clone(),
+            my_round1: package,
+            committee,
+            step: Step::Round1 {
+                secret,
+                received: BTreeMap::new(),
+                early_round2: BTreeMap::new(),
+            },
+        };
+        Ok((dkg, out))
+    }
+
+    /// Handles one message from an authenticated party.
+    pub fn handle(self, from: &NodeId, msg: DkgMsg) -> Result<DkgProgress, ProtocolError> {
+        if from == &self.me {
+            return Err(ProtocolError::Bug("message from myself".into()));
+        }
+        let from_id = self
+            .committee
+            .id(from)
+            .map_err(|_| ProtocolError::blame(from, format!("{from} is not in the committee")))?;
+        let Dkg {
+            session,
+            me,
+            my_round1,
+            committee,
+            step,
+        } = self;
+        match (step, msg) {
+            // Round 1: collect one package per other party.
+            (
+                Step::Round1 {
+                    secret,
+                    mut received,
+                    early_round2,
+                },
+                DkgMsg::Round1(bytes),
+            ) => {
+                let pkg = round1::Package::deserialize(&bytes).map_err(|e| {
+                    ProtocolError::blame(from, format!("undecodable round-1 package: {e}"))
+                })?;
+                record_once(&mut received, from_id, pkg, from, "DKG round-1")?;
+                let dkg = Dkg {
+                    session,
+                    me,
+                    my_round1,
+                    committee,
+                    step: Step::Round1 {
+                        secret,
+                        received,
+                        early_round2,
+                    },
+                };
+                dkg.maybe_round2()
+            }
+            // Round 2 messages may overtake round-1 ones: keep them for later.
+            (
+                Step::Round1 {
+                    secret,
+                    received,
+                    mut early_round2,
+                },
+                DkgMsg::Round2(bytes),
+            ) => {
+                let pkg = round2::Package::deserialize(&bytes).map_err(|e| {
+                    ProtocolError::blame(from, format!("undecodable round-2 package: {e}"))
+                })?;
+                record_once(&mut early_round2, from_id, pkg, from, "DKG round-2")?;
+                Ok(DkgProgress::Continue(
+                    Dkg {
+                        session,
+                        me,
+                        my_round1,
+                        committee,
+                        step: Step::Round1 {
+                            secret,
+                            received,
+                            early_round2,
+                        },
+                    },
+                    Vec::new(),
+                ))
+            }
+            (
+                Step::Round2 {
+                    secret,
+                    round1,
+                    mut received,
+                },
+                DkgMsg::Round2(bytes),
+            ) => {
+                let pkg = round2::Package::deserialize(&bytes).map_err(|e| {
+                    ProtocolError::blame(from, format!("undecodable round-2 package: {e}"))
+                })?;
+                record_once(&mut received, from_id, pkg, from, "DKG round-2")?;
+                let dkg = Dkg {
+                    session,
+                    me,
+                    my_round1,
+                    committee,
+                    step: Step::Round2 {
+                        secret,
+                        round1,
+                        received,
+                    },
+                };
+                dkg.maybe_finish(Vec::new())
+            }
+            // A round-1 message after round 1: identical duplicate is fine, anything else is
+            // equivocation.
+            (step @ Step::Round2 { .. }, DkgMsg::Round1(bytes)) => {
+                let Step::Round2 { round1, .. } = &step else {
+                    return Err(ProtocolError::Bug("unreachable step".into()));
+                };
+                let same = round1::Package::deserialize(&bytes)
+                    .ok()
+                    .is_some_and(|p| round1.get(&from_id) == Some(&p));
+                if !same {
+                    return Err(ProtocolError::blame(
+                        from,
+                        format!("{from} sent two different DKG round-1 messages"),
+                    ));
+                }
+                Ok(DkgProgress::Continue(
+                    Dkg {
+                        session,
+                        me,
+                        my_round1,
+                        committee,
+                        step,
+                    },
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+
+    fn maybe_round2(self) -> Result<DkgProgress, ProtocolError> {
+        let others = self.committee.len() - 1;
+        match self.step {
+            Step::Round1 {
+                secret,
+                received,
+                early_round2,
+            } if received.len() == others => {
+                // Round 2, part 2: verify proofs of knowledge, compute shares for each party.
+                let (secret2, packages) =
+                    dkg::part2(secret, &received).map_err(|e| frost_err(&self.committee, e))?;
+                let mut out = Vec::with_capacity(packages.len());
+                for (id, pkg) in packages {
+                    let to = self
+                        .committee
+                        .node(&id)
+                        .ok_or_else(|| ProtocolError::Bug("unknown identifier".into()))?
+                        .clone();
+                    let bytes = pkg
+                        .serialize()
+                        .map_err(|e| ProtocolError::Bug(format!("serialize round2: {e}")))?;
+                    out.push(Outgoing {
+                        to,
+                        msg: DkgMsg::Round2(bytes),
+                    });
+                }
+                let dkg = Dkg {
+                    session: self.session,
+                    me: self.me,
+                    my_round1: self.my_round1,
+                    committee: self.committee,
+                    step: Step::Round2 {
+                        secret: secret2,
+                        round1: received,
+                        received: early_round2,
+                    },
+                };
+                dkg.maybe_finish(out)
+            }
+            step => Ok(DkgProgress::Continue(
+                Dkg {
+                    step,
+                    ..self
+                },
+                Vec::new(),
+            )),
+        }
+    }
+
+    fn maybe_finish(self, out: Vec<Outgoing<DkgMsg>>) -> Result<DkgProgress, ProtocolError> {
+        let others = self.committee.len() - 1;
+        match &self.step {
+            Step::Round2 {
+                secret,
+                round1,
+                received,
+            } if received.len() == others => {
+                // Part 3: verify received shares against commitments, derive the key package.
+                let (key_package, public_key_package) = dkg::part3(secret, round1, received)
+                    .map_err(|e| frost_err(&self.committee, e))?;
+                let public_key = public_key_package
+                    .verifying_key()
+                    .serialize()
+                    .map_err(|e| ProtocolError::Bug(format!("serialize key: {e}")))?;
+                let transcript_hash = self.transcript_hash(round1)?;
+                Ok(DkgProgress::Done(
+                    Box::new(DkgOutput {
+                        key_package,
+                        public_key_package,
+                        public_key,
+                        transcript_hash,
+                    }),
+                    out,
+                ))
+            }
+            _ => Ok(DkgProgress::Continue(self, out)),
+        }
+    }
+
+    /// SHA-256 over the session id and every round-1 package (ours included), by identifier.
+    fn transcript_hash(
+        &self,
+        round1: &BTreeMap<Identifier, round1::Package>,
+    ) -> Result<[u8; 32], ProtocolError> {
+        let mut all: BTreeMap<Identifier, &round1::Package> =
+            round1.iter().map(|(k, v)| (*k, v)).collect();
+        all.insert(self.committee.id(&self.me)?, &self.my_round1);
+        let mut h = Sha256::new();
+        h.update(b"seqmpc/dkg-transcript/v1\0");
+        h.update(self.session.0);
+        for (id, pkg) in all {
+            let bytes = pkg
+                .serialize()
+                .map_err(|e| ProtocolError::Bug(format!("serialize round1: {e}")))?;
+            h.update(id.serialize());
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(&bytes);
+        }
+        Ok(h.finalize().into())
+    }
+}

@@ -1,0 +1,393 @@
+//! Validated, signature-checked transactions.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::ids::{KeyId, NodeId, RequestId, Scheme, SessionId};
+use crate::wire::{self, tx_body};
+use crate::DomainError;
+
+/// Domain separation prefix of the bytes a tx signature covers.
+pub const TX_SIGN_PREFIX: &[u8] = b"seqmpc/tx/v1\0";
+/// Hard cap on an encoded tx, before any decoding. The genesis may set a lower message cap.
+pub const MAX_TX_BYTES: usize = 256 * 1024;
+/// Cap on the number of parties named in one tx.
+pub const MAX_PARTIES_WIRE: usize = 256;
+
+/// A decoded transaction whose signature and fields have been checked (stateless checks).
+#[derive(Clone, Debug)]
+pub struct SignedTx {
+    /// Signer's public key.
+    pub signer: VerifyingKey,
+    /// Chain id the tx is bound to.
+    pub chain_id: String,
+    /// Signer's sequence number.
+    pub sequence: u64,
+    /// The message.
+    pub msg: TxMsg,
+    /// SHA-256 of the encoded tx (as CometBFT hashes txs).
+    pub hash: [u8; 32],
+}
+
+/// The validated message of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxMsg {
+    /// Request a new key.
+    KeyGen {
+        /// Key id.
+        key_id: KeyId,
+        /// Scheme.
+        scheme: Scheme,
+        /// Threshold (>= 1).
+        threshold: u32,
+        /// Committee; empty means every registered node.
+        parties: Vec<NodeId>,
+    },
+    /// Request a signature.
+    KeySign {
+        /// Key id.
+        key_id: KeyId,
+        /// Request id.
+        request_id: RequestId,
+        /// Message to sign.
+        message: Vec<u8>,
+    },
+    /// Request deletion.
+    KeyDelete {
+        /// Key id.
+        key_id: KeyId,
+    },
+    /// A node's keygen outcome.
+    KeyGenResult {
+        /// Key id.
+        key_id: KeyId,
+        /// Session.
+        session: SessionId,
+        /// Outcome.
+        outcome: Outcome<KeyGenOk>,
+    },
+    /// A node's signing outcome.
+    SignResult {
+        /// Request id.
+        request_id: RequestId,
+        /// Session.
+        session: SessionId,
+        /// Outcome: the signature bytes.
+        outcome: Outcome<Vec<u8>>,
+    },
+    /// A node attests it deleted its share.
+    KeyDeleted {
+        /// Key id.
+        key_id: KeyId,
+    },
+}
+
+/// Successful keygen report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyGenOk {
+    /// Group public key.
+    pub public_key: Vec<u8>,
+    /// Hash of the DKG broadcast transcript.
+    pub transcript_hash: [u8; 32],
+}
+
+/// Outcome reported by a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// Success.
+    Ok(T),
+    /// Failure with a reason and the parties the protocol blamed.
+    Failed {
+        /// Readable reason.
+        error: String,
+        /// Blamed parties.
+        culprits: Vec<NodeId>,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {
+    DomainError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn node_ids(v: Vec<String>) -> Result<Vec<NodeId>, DomainError> {
+    if v.len() > MAX_PARTIES_WIRE {
+        return Err(invalid("parties", format!("at most {MAX_PARTIES_WIRE}")));
+    }
+    v.into_iter().map(NodeId::new).collect()
+}
+
+fn failure<T>(error: String, culprits: Vec<String>) -> Result<Outcome<T>, DomainError> {
+    if error.len() > 1024 {
+        return Err(invalid("error", "at most 1024 bytes"));
+    }
+    Ok(Outcome::Failed {
+        error,
+        culprits: node_ids(culprits)?,
+    })
+}
+
+impl TryFrom<tx_body::Msg> for TxMsg {
+    type Error = DomainError;
+    fn try_from(m: tx_body::Msg) -> Result<Self, DomainError> {
+        Ok(match m {
+            tx_body::Msg::KeyGen(k) => {
+                if k.threshold == 0 {
+                    return Err(invalid("threshold", "must be at least 1"));
+                }
+                TxMsg::KeyGen {
+                    key_id: KeyId::new(k.key_id)?,
+                    scheme: k.scheme.parse()?,
+                    threshold: k.threshold,
+                    parties: node_ids(k.parties)?,
+                }
+            }
+            tx_body::Msg::KeySign(s) => TxMsg::KeySign {
+                key_id: KeyId::new(s.key_id)?,
+                request_id: RequestId::new(s.request_id)?,
+                message: s.message,
+            },
+            tx_body::Msg::KeyDelete(d) => TxMsg::KeyDelete {
+                key_id: KeyId::new(d.key_id)?,
+            },
+            tx_body::Msg::KeyGenResult(r) => {
+                let outcome = if r.error.is_empty() {
+                    let transcript_hash = <[u8; 32]>::try_from(r.transcript_hash.as_slice())
+                        .map_err(|_| invalid("transcript_hash", "must be 32 bytes"))?;
+                    if r.public_key.is_empty() || r.public_key.len() > 128 {
+                        return Err(invalid("public_key", "must be 1..=128 bytes"));
+                    }
+                    Outcome::Ok(KeyGenOk {
+                        public_key: r.public_key,
+                        transcript_hash,
+                    })
+                } else {
+                    failure(r.error, r.culprits)?
+                };
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new(r.key_id)?,
+                    session: SessionId::from_slice(&r.session)?,
+                    outcome,
+                }
+            }
+            tx_body::Msg::SignResult(r) => {
+                let outcome = if r.error.is_empty() {
+                    if r.signature.is_empty() || r.signature.len() > 256 {
+                        return Err(invalid("signature", "must be 1..=256 bytes"));
+                    }
+                    Outcome::Ok(r.signature)
+                } else {
+                    failure(r.error, r.culprits)?
+                };
+                TxMsg::SignResult {
+                    request_id: RequestId::new(r.request_id)?,
+                    session: SessionId::from_slice(&r.session)?,
+                    outcome,
+                }
+            }
+            tx_body::Msg::KeyDeleted(d) => TxMsg::KeyDeleted {
+                key_id: KeyId::new(d.key_id)?,
+            },
+        })
+    }
+}
+
+impl From<TxMsg> for tx_body::Msg {
+    fn from(m: TxMsg) -> Self {
+        fn fail(o: Outcome<()>) -> (String, Vec<String>) {
+            match o {
+                Outcome::Ok(()) => (String::new(), Vec::new()),
+                Outcome::Failed { error, culprits } => {
+                    (error, culprits.into_iter().map(String::from).collect())
+                }
+            }
+        }
+        match m {
+            TxMsg::KeyGen {
+                key_id,
+                scheme,
+                threshold,
+                parties,
+            } => tx_body::Msg::KeyGen(wire::KeyGen {
+                key_id: key_id.into(),
+                scheme: scheme.as_str().into(),
+                threshold,
+                parties: parties.into_iter().map(String::from).collect(),
+            }),
+            TxMsg::KeySign {
+                key_id,
+                request_id,
+                message,
+            } => tx_body::Msg::KeySign(wire::KeySign {
+                key_id: key_id.into(),
+                request_id: request_id.into(),
+                message,
+            }),
+            TxMsg::KeyDelete { key_id } => tx_body::Msg::KeyDelete(wire::KeyDelete {
+                key_id: key_id.into(),
+            }),
+            TxMsg::KeyGenResult {
+                key_id,
+                session,
+                outcome,
+            } => {
+                let (ok, f) = match outcome {
+                    Outcome::Ok(ok) => (Some(ok), Outcome::Ok(())),
+                    Outcome::Failed { error, culprits } => {
+                        (None, Outcome::Failed { error, culprits })
+                    }
+                };
+                let (error, culprits) = fail(f);
+                tx_body::Msg::KeyGenResult(wire::KeyGenResult {
+                    key_id: key_id.into(),
+                    session: session.0.to_vec(),
+                    public_key: ok.as_ref().map(|o| o.public_key.clone()).unwrap_or_default(),
+                    transcript_hash: ok.map(|o| o.transcript_hash.to_vec()).unwrap_or_default(),
+                    error,
+                    culprits,
+                })
+            }
+            TxMsg::SignResult {
+                request_id,
+                session,
+                outcome,
+            } => {
+                let (sig, f) = match outcome {
+                    Outcome::Ok(s) => (s, Outcome::Ok(())),
+                    Outcome::Failed { error, culprits } => {
+                        (Vec::new(), Outcome::Failed { error, culprits })
+                    }
+                };
+                let (error, culprits) = fail(f);
+                tx_body::Msg::SignResult(wire::SignResult {
+                    request_id: request_id.into(),
+                    session: session.0.to_vec(),
+                    signature: sig,
+                    error,
+                    culprits,
+                })
+            }
+            TxMsg::KeyDeleted { key_id } => tx_body::Msg::KeyDeleted(wire::KeyDeleted {
+                key_id: key_id.into(),
+            }),
+        }
+    }
+}
+
+fn sign_bytes(body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(TX_SIGN_PREFIX.len() + body.len());
+    v.extend_from_slice(TX_SIGN_PREFIX);
+    v.extend_from_slice(body);
+    v
+}
+
+/// Builds and signs a transaction; returns its encoding.
+pub fn sign_tx(key: &SigningKey, chain_id: &str, sequence: u64, msg: TxMsg) -> Vec<u8> {
+    let body = wire::TxBody {
+        chain_id: chain_id.to_owned(),
+        sequence,
+        msg: Some(msg.into()),
+    }
+    .encode_to_vec();
+    let signature = key.sign(&sign_bytes(&body));
+    wire::Tx {
+        body,
+        signer: key.verifying_key().to_bytes().to_vec(),
+        signature: signature.to_bytes().to_vec(),
+    }
+    .encode_to_vec()
+}
+
+/// SHA-256 of an encoded tx.
+pub fn tx_hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+impl SignedTx {
+    /// Decodes a tx, checks its signature (strict ed25519) and validates every field.
+    /// Chain id, sequence and authorization are stateful checks left to the chain.
+    pub fn decode(bytes: &[u8]) -> Result<SignedTx, DomainError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(invalid(
+                "tx",
+                format!("{} bytes exceeds the cap of {MAX_TX_BYTES}", bytes.len()),
+            ));
+        }
+        let tx = wire::Tx::decode(bytes).map_err(|e| invalid("tx", format!("not a Tx: {e}")))?;
+        let signer = <[u8; 32]>::try_from(tx.signer.as_slice())
+            .ok()
+            .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+            .ok_or_else(|| invalid("signer", "not a 32-byte ed25519 public key"))?;
+        let signature = Signature::from_slice(&tx.signature)
+            .map_err(|_| invalid("signature", "not a 64-byte ed25519 signature"))?;
+        signer
+            .verify_strict(&sign_bytes(&tx.body), &signature)
+            .map_err(|_| DomainError::BadSignature)?;
+        let body = wire::TxBody::decode(tx.body.as_slice())
+            .map_err(|e| invalid("body", format!("not a TxBody: {e}")))?;
+        let msg = body
+            .msg
+            .ok_or_else(|| invalid("msg", "missing"))?
+            .try_into()?;
+        Ok(SignedTx {
+            signer,
+            chain_id: body.chain_id,
+            sequence: body.sequence,
+            msg,
+            hash: tx_hash(bytes),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[9u8; 32])
+    }
+
+    fn keygen() -> TxMsg {
+        TxMsg::KeyGen {
+            key_id: KeyId::new("k1").unwrap(),
+            scheme: Scheme::FrostEd25519,
+            threshold: 2,
+            parties: vec![],
+        }
+    }
+
+    #[test]
+    fn decode__should_roundtrip_a_signed_tx() {
+        let bytes = sign_tx(&key(), "chain", 3, keygen());
+        let tx = SignedTx::decode(&bytes).unwrap();
+        assert_eq!(tx.chain_id, "chain");
+        assert_eq!(tx.sequence, 3);
+        assert_eq!(tx.msg, keygen());
+        assert_eq!(tx.signer, key().verifying_key());
+    }
+
+    #[test]
+    fn decode__should_reject_a_flipped_byte_anywhere() {
+        let bytes = sign_tx(&key(), "chain", 3, keygen());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            assert!(SignedTx::decode(&b).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn decode__should_reject_garbage_and_zero_threshold() {
+        assert!(SignedTx::decode(b"\xff\xff\xff").is_err());
+        let mut m = keygen();
+        if let TxMsg::KeyGen { threshold, .. } = &mut m {
+            *threshold = 0;
+        }
+        let e = SignedTx::decode(&sign_tx(&key(), "c", 0, m)).unwrap_err();
+        assert!(e.to_string().contains("threshold"), "{e}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Raw protobuf types, written to match `proto/seqmpc/v1/*.proto` field for field.
+//!
+//! These are what goes over the wire. Logic never uses them directly: see [`crate::domain`],
+//! whose `TryFrom` conversions validate every field.
+
+/// Signed transaction envelope.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Tx {
+    /// Encoded [`TxBody`].
+    #[prost(bytes = "vec", tag = "1")]
+    pub body: Vec<u8>,
+    /// 32-byte ed25519 public key of the signer.
+    #[prost(bytes = "vec", tag = "2")]
+    pub signer: Vec<u8>,
+    /// 64-byte ed25519 signature over the sign bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub signature: Vec<u8>,
+}
+
+/// Body of a transaction.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxBody {
+    /// Chain the tx is bound to.
+    #[prost(string, tag = "1")]
+    pub chain_id: String,
+    /// Per-signer sequence number.
+    #[prost(uint64, tag = "2")]
+    pub sequence: u64,
+    /// The message.
+    #[prost(oneof = "tx_body::Msg", tags = "10, 11, 12, 13, 14, 15")]
+    pub msg: Option<tx_body::Msg>,
+}
+
+/// Nested types of [`TxBody`].
+pub mod tx_body {
+    /// The message carried by a transaction.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Msg {
+        /// Request a new key.
+        #[prost(message, tag = "10")]
+        KeyGen(super::KeyGen),
+        /// Request a signature.
+        #[prost(message, tag = "11")]
+        KeySign(super::KeySign),
+        /// Request deletion of a key.
+        #[prost(message, tag = "12")]
+        KeyDelete(super::KeyDelete),
+        /// A node's keygen outcome.
+        #[prost(message, tag = "13")]
+        KeyGenResult(super::KeyGenResult),
+        /// A node's signing outcome.
+        #[prost(message, tag = "14")]
+        SignResult(super::SignResult),
+        /// A node's deletion attestation.
+        #[prost(message, tag = "15")]
+        KeyDeleted(super::KeyDeleted),
+    }
+}
+
+/// Request a new key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyGen {
+    /// Key id chosen by the requester.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    /// Scheme name, e.g. `frost-ed25519`.
+    #[prost(string, tag = "2")]
+    pub scheme: String,
+    /// Signing threshold t.
+    #[prost(uint32, tag = "3")]
+    pub threshold: u32,
+    /// Node ids of the committee; empty means every registered node.
+    #[prost(string, repeated, tag = "4")]
+    pub parties: Vec<String>,
+}
+
+/// Request a signature.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeySign {
+    /// Key to sign with.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    /// Client-chosen unique request id.
+    #[prost(string, tag = "2")]
+    pub request_id: String,
+    /// Message to sign.
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+}
+
+/// Request deletion of a key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyDelete {
+    /// Key to delete.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+}
+
+/// A node's keygen outcome.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyGenResult {
+    /// Key id.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    /// 32-byte session id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub session: Vec<u8>,
+    /// Group public key (success).
+    #[prost(bytes = "vec", tag = "3")]
+    pub public_key: Vec<u8>,
+    /// Hash of the broadcast transcript (success).
+    #[prost(bytes = "vec", tag = "4")]
+    pub transcript_hash: Vec<u8>,
+    /// Failure reason (failure).
+    #[prost(string, tag = "5")]
+    pub error: String,
+    /// Parties blamed (failure).
+    #[prost(string, repeated, tag = "6")]
+    pub culprits: Vec<String>,
+}
+
+/// A node's signing outcome.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignResult {
+    /// Request id.
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    /// 32-byte session id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub session: Vec<u8>,
+    /// Signature (success).
+    #[prost(bytes = "vec", tag = "3")]
+    pub signature: Vec<u8>,
+    /// Failure reason (failure).
+    #[prost(string, tag = "4")]
+    pub error: String,
+    /// Parties blamed (failure).
+    #[prost(string, repeated, tag = "5")]
+    pub culprits: Vec<String>,
+}
+
+/// A node's attestation that it deleted its share of a key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyDeleted {
+    /// Key id.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+}
+
+/// Envelope of every p2p message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct P2pEnvelope {
+    /// 32-byte session id.
+    #[prost(bytes = "vec", tag = "1")]
+    pub session: Vec<u8>,
+    /// Payload.
+    #[prost(oneof = "p2p_envelope::Payload", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
+    pub payload: Option<p2p_envelope::Payload>,
+}
+
+/// Nested types of [`P2pEnvelope`].
+pub mod p2p_envelope {
+    /// A p2p payload.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Payload {
+        /// Coordinator asks a party to prepare a keygen.
+        #[prost(message, tag = "10")]
+        KeygenPrepare(super::KeyGenPrepare),
+        /// Party answers the coordinator.
+        #[prost(message, tag = "11")]
+        KeygenReady(super::KeyGenReady),
+        /// Coordinator starts the DKG.
+        #[prost(message, tag = "12")]
+        KeygenStart(super::KeyGenStart),
+        /// DKG round 1 (broadcast).
+        #[prost(message, tag = "13")]
+        DkgRound1(super::DkgRound1),
+        /// DKG round 2 (point to point).
+        #[prost(message, tag = "14")]
+        DkgRound2(super::DkgRound2),
+        /// Signing round 1: nonce commitments.
+        #[prost(message, tag = "15")]
+        SignRound1(super::SignRound1),
+        /// Signing round 2: signature share.
+        #[prost(message, tag = "16")]
+        SignRound2(super::SignRound2),
+        /// The sender aborts the session.
+        #[prost(message, tag = "17")]
+        Abort(super::SessionAbort),
+    }
+}
+
+/// Coordinator asks a party to prepare a keygen.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyGenPrepare {
+    /// Key id.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    /// Scheme name.
+    #[prost(string, tag = "2")]
+    pub scheme: String,
+    /// Threshold.
+    #[prost(uint32, tag = "3")]
+    pub threshold: u32,
+    /// Committee.
+    #[prost(string, repeated, tag = "4")]
+    pub parties: Vec<String>,
+}
+
+/// A party's answer to [`KeyGenPrepare`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyGenReady {
+    /// Set when the key is READY locally already.
+    #[prost(bytes = "vec", tag = "1")]
+    pub existing_public_key: Vec<u8>,
+    /// Set when the party refuses.
+    #[prost(string, tag = "2")]
+    pub error: String,
+}
+
+/// Coordinator starts the DKG.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyGenStart {}
+
+/// DKG round 1 package.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DkgRound1 {
+    /// Serialized package.
+    #[prost(bytes = "vec", tag = "1")]
+    pub package: Vec<u8>,
+}
+
+/// DKG round 2 package.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DkgRound2 {
+    /// Serialized package.
+    #[prost(bytes = "vec", tag = "1")]
+    pub package: Vec<u8>,
+}
+
+/// Signing round 1.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignRound1 {
+    /// Serialized commitments.
+    #[prost(bytes = "vec", tag = "1")]
+    pub commitments: Vec<u8>,
+}
+
+/// Signing round 2.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignRound2 {
+    /// Serialized signature share.
+    #[prost(bytes = "vec", tag = "1")]
+    pub share: Vec<u8>,
+}
+
+/// Abort notice.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionAbort {
+    /// Reason.
+    #[prost(string, tag = "1")]
+    pub reason: String,
+}
