@@ -1,0 +1,281 @@
+//! The ABCI app driven in-process, block by block, as a consensus engine would.
+#![allow(non_snake_case)]
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::{Signer, SigningKey};
+use seqmpc_abci::app::App;
+use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_module::job::Job;
+use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
+use serde_json::Value;
+use tendermint_proto::v0_38::abci as pb;
+
+struct Net {
+    app: App,
+    _dir: tempfile::TempDir,
+    nodes: Vec<SigningKey>,
+    client: SigningKey,
+    signer_only: SigningKey,
+    seq: std::collections::BTreeMap<[u8; 32], u64>,
+    height: i64,
+    jobs: tokio::sync::mpsc::Receiver<Job>,
+}
+
+fn nid(i: usize) -> NodeId {
+    NodeId::new(format!("node{i}")).unwrap()
+}
+
+fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Vec<u8> {
+    let g = Genesis {
+        chain_id: "test-chain".into(),
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GenesisNode {
+                id: nid(i),
+                public_key: hex::encode(k.verifying_key().to_bytes()),
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 30000 + i),
+            })
+            .collect(),
+        accounts: vec![
+            GenesisAccount {
+                name: "client".into(),
+                public_key: hex::encode(client.verifying_key().to_bytes()),
+                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete]),
+            },
+            GenesisAccount {
+                name: "signer".into(),
+                public_key: hex::encode(signer.verifying_key().to_bytes()),
+                roles: BTreeSet::from([Role::Sign]),
+            },
+        ],
+        limits: Limits {
+            max_parties: 8,
+            max_message_bytes: 64,
+            session_deadline_blocks: 5,
+        },
+    };
+    serde_json::to_vec(&g).unwrap()
+}
+
+impl Net {
+    fn new() -> Net {
+        let nodes: Vec<SigningKey> = (0..4).map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32])).collect();
+        let client = SigningKey::from_bytes(&[50; 32]);
+        let signer_only = SigningKey::from_bytes(&[51; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let g = genesis(&nodes, &client, &signer_only);
+        let (tx, rx) = tokio::sync::mpsc::channel(1000);
+        let mut app = App::open(dir.path(), g.clone(), Some(tx)).unwrap();
+        app.init_chain(pb::RequestInitChain {
+            chain_id: "test-chain".into(),
+            app_state_bytes: g.into(),
+            ..Default::default()
+        });
+        Net { app, _dir: dir, nodes, client, signer_only, seq: Default::default(), height: 0, jobs: rx }
+    }
+
+    fn tx(&mut self, key: &SigningKey, msg: TxMsg) -> Vec<u8> {
+        let s = self.seq.entry(key.verifying_key().to_bytes()).or_insert(0);
+        let tx = sign_tx(key, "test-chain", *s, msg);
+        *s += 1;
+        tx
+    }
+
+    fn check(&mut self, tx: &[u8]) -> pb::ResponseCheckTx {
+        self.app.check_tx(pb::RequestCheckTx { tx: tx.to_vec().into(), r#type: 0 })
+    }
+
+    /// Commits a block; returns the tx results and the jobs handed to the module.
+    fn block(&mut self, txs: Vec<Vec<u8>>) -> (Vec<pb::ExecTxResult>, Vec<Job>) {
+        self.height += 1;
+        let r = self.app.finalize_block(pb::RequestFinalizeBlock {
+            txs: txs.into_iter().map(Into::into).collect(),
+            height: self.height,
+            ..Default::default()
+        });
+        self.app.commit();
+        let mut jobs = Vec::new();
+        while let Ok(j) = self.jobs.try_recv() {
+            jobs.push(j);
+        }
+        (r.tx_results, jobs)
+    }
+
+    fn query(&self, path: &str) -> (u32, Value) {
+        let r = self.app.query(pb::RequestQuery { path: path.into(), ..Default::default() });
+        (r.code, serde_json::from_slice(&r.value).unwrap_or(Value::String(r.log)))
+    }
+
+    fn keygen(&mut self, id: &str, t: u32) -> Vec<u8> {
+        let c = self.client.clone();
+        self.tx(&c, TxMsg::KeyGen { key_id: KeyId::new(id).unwrap(), scheme: Scheme::FrostEd25519, threshold: t, parties: vec![] })
+    }
+
+    /// Drives a key to READY with node reports over a real ed25519 key (standing in for the
+    /// group key: the app only checks that signatures verify under it).
+    fn ready_key(&mut self, id: &str, group: &SigningKey) {
+        let tx = self.keygen(id, 3);
+        let (res, jobs) = self.block(vec![tx]);
+        assert_eq!(res[0].code, 0, "{}", res[0].log);
+        let Job::KeyGen { session, .. } = jobs[0].clone() else { panic!() };
+        let reports: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let k = self.nodes[i].clone();
+                self.tx(&k, TxMsg::KeyGenResult {
+                    key_id: KeyId::new(id).unwrap(),
+                    session,
+                    outcome: Outcome::Ok(KeyGenOk { public_key: group.verifying_key().to_bytes().to_vec(), transcript_hash: [1; 32] }),
+                })
+            })
+            .collect();
+        let (res, _) = self.block(reports);
+        assert!(res.iter().all(|r| r.code == 0));
+        assert_eq!(self.query(&format!("/key/{id}")).1["status"], "READY");
+    }
+}
+
+#[test]
+fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[77; 32]);
+    net.ready_key("k1", &group);
+    let c = net.client.clone();
+    let tx = net.tx(&c, TxMsg::KeySign { key_id: KeyId::new("k1").unwrap(), request_id: RequestId::new("r1").unwrap(), message: b"hi".to_vec() });
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let Job::Sign { session, signers, .. } = jobs[0].clone() else { panic!("{jobs:?}") };
+    assert_eq!(signers.len(), 3);
+    let who = net.nodes[signers[0].as_str()[4..].parse::<usize>().unwrap()].clone();
+    // A wrong signature is refused by the chain.
+    let bad = net.tx(&who, TxMsg::SignResult { request_id: RequestId::new("r1").unwrap(), session, outcome: Outcome::Ok(group.sign(b"other").to_bytes().to_vec()) });
+    let good = net.tx(&who, TxMsg::SignResult { request_id: RequestId::new("r1").unwrap(), session, outcome: Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()) });
+    let (res, _) = net.block(vec![bad, good]);
+    assert_ne!(res[0].code, 0);
+    assert!(res[0].log.contains("does not verify"), "{}", res[0].log);
+    assert_eq!(res[1].code, 0, "{}", res[1].log);
+    assert_eq!(net.query("/sign/r1").1["status"], "DONE");
+    // Delete, attested by every party.
+    let tx = net.tx(&c, TxMsg::KeyDelete { key_id: KeyId::new("k1").unwrap() });
+    let (_, jobs) = net.block(vec![tx]);
+    assert!(matches!(jobs[0], Job::Delete { .. }));
+    assert_eq!(net.query("/key/k1").1["status"], "DELETING");
+    let att: Vec<_> = (0..4).map(|i| { let k = net.nodes[i].clone(); net.tx(&k, TxMsg::KeyDeleted { key_id: KeyId::new("k1").unwrap() }) }).collect();
+    net.block(att);
+    assert_eq!(net.query("/key/k1").1["status"], "DELETED");
+    // The id can never be reused, and signing with it fails.
+    let tx = net.keygen("k1", 3);
+    let r = net.check(&tx);
+    assert_eq!(r.code, 8, "{}", r.log);
+    net.seq.insert(c.verifying_key().to_bytes(), net.seq[&c.verifying_key().to_bytes()] - 1);
+    let tx = net.tx(&c, TxMsg::KeySign { key_id: KeyId::new("k1").unwrap(), request_id: RequestId::new("r2").unwrap(), message: vec![] });
+    let r = net.check(&tx);
+    assert!(r.log.contains("deleted"), "{}", r.log);
+}
+
+#[test]
+fn app_rejects_bad_input_with_clear_errors_and_unchanged_state() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[77; 32]);
+    net.ready_key("ready", &group);
+    let tx = net.keygen("pending", 3);
+    net.block(vec![tx]);
+    let hash_before = net.app.info().last_block_app_hash;
+    let c = net.client.clone();
+    let seq = net.seq[&c.verifying_key().to_bytes()];
+    let kid = |s: &str| KeyId::new(s).unwrap();
+    let keygen = |id: &str, scheme_t: u32, parties: Vec<NodeId>| TxMsg::KeyGen { key_id: kid(id), scheme: Scheme::FrostEd25519, threshold: scheme_t, parties };
+    let sign = |id: &str, rid: &str, m: Vec<u8>| TxMsg::KeySign { key_id: kid(id), request_id: RequestId::new(rid).unwrap(), message: m };
+    let mut flipped = sign_tx(&c, "test-chain", seq, keygen("x", 3, vec![]));
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let stranger = SigningKey::from_bytes(&[99; 32]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("malformed bytes", vec![0xff, 0x01, 0x02], "malformed"),
+        ("bad signature", flipped, "signature"),
+        ("wrong chain id", sign_tx(&c, "other-chain", seq, keygen("x", 3, vec![])), "wrong chain id"),
+        ("replayed sequence", sign_tx(&c, "test-chain", seq - 1, keygen("x", 3, vec![])), "replayed"),
+        ("skipped sequence", sign_tx(&c, "test-chain", seq + 1, keygen("x", 3, vec![])), "skipped"),
+        ("threshold 0", sign_tx(&c, "test-chain", seq, keygen("x", 0, vec![])), "threshold"),
+        ("threshold above parties", sign_tx(&c, "test-chain", seq, keygen("x", 5, vec![])), "threshold"),
+        ("unknown party", sign_tx(&c, "test-chain", seq, keygen("x", 2, vec![nid(0), NodeId::new("node9").unwrap()])), "unknown party"),
+        ("duplicate key id", sign_tx(&c, "test-chain", seq, keygen("ready", 3, vec![])), "already used"),
+        ("sign unknown key", sign_tx(&c, "test-chain", seq, sign("nope", "r", vec![])), "does not exist"),
+        ("sign pending key", sign_tx(&c, "test-chain", seq, sign("pending", "r", vec![])), "PENDING"),
+        ("message over limit", sign_tx(&c, "test-chain", seq, sign("ready", "r", vec![0; 65])), "exceeds"),
+        ("unauthorized signer", sign_tx(&stranger, "test-chain", 0, sign("ready", "r", vec![])), "neither"),
+        ("role missing", sign_tx(&net.signer_only.clone(), "test-chain", 0, keygen("x", 3, vec![])), "role"),
+        ("node sends a request", sign_tx(&net.nodes[0].clone(), "test-chain", net.seq[&net.nodes[0].verifying_key().to_bytes()], keygen("x", 3, vec![])), "nodes only send results"),
+    ];
+    for (name, tx, expect) in cases {
+        let r = net.check(&tx);
+        assert_ne!(r.code, 0, "{name}: accepted");
+        assert!(r.log.to_lowercase().contains(&expect.to_lowercase()), "{name}: log {:?} lacks {expect:?}", r.log);
+        // Delivered anyway (a faulty proposer), it fails the same way and changes nothing but
+        // possibly the signer's sequence.
+    }
+    // Unknown scheme never decodes into a tx.
+    let raw = seqmpc_proto::wire::TxBody { chain_id: "test-chain".into(), sequence: seq, msg: Some(seqmpc_proto::wire::tx_body::Msg::KeyGen(seqmpc_proto::wire::KeyGen { key_id: "x".into(), scheme: "rsa".into(), threshold: 2, parties: vec![] })) };
+    let body = prost::Message::encode_to_vec(&raw);
+    let mut sb = seqmpc_proto::tx::TX_SIGN_PREFIX.to_vec();
+    sb.extend_from_slice(&body);
+    let tx = prost::Message::encode_to_vec(&seqmpc_proto::wire::Tx { body, signer: c.verifying_key().to_bytes().to_vec(), signature: c.sign(&sb).to_bytes().to_vec() });
+    let r = net.check(&tx);
+    assert!(r.log.contains("unknown scheme"), "{}", r.log);
+    // Nothing changed: an empty block moves only the height (and the app hash with it).
+    assert_eq!(net.app.info().last_block_app_hash, hash_before);
+    assert_eq!(net.query("/key/pending").1["status"], "PENDING");
+    let (code, v) = net.query("/key/x");
+    assert_ne!(code, 0, "{v}");
+}
+
+#[test]
+fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
+    let mut net = Net::new();
+    let tx = net.keygen("late", 3);
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else { panic!() };
+    for _ in 0..5 {
+        net.block(vec![]);
+    }
+    let k = net.query("/key/late").1;
+    assert_eq!(k["status"], "ERROR");
+    assert!(k["error"].as_str().unwrap().contains("deadline"), "{k}");
+    let _ = session;
+    // Disagreement.
+    let tx = net.keygen("split", 3);
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else { panic!() };
+    let g1 = SigningKey::from_bytes(&[5; 32]).verifying_key().to_bytes().to_vec();
+    let g2 = SigningKey::from_bytes(&[6; 32]).verifying_key().to_bytes().to_vec();
+    let txs: Vec<_> = (0..4).map(|i| {
+        let k = net.nodes[i].clone();
+        let pk = if i == 3 { g2.clone() } else { g1.clone() };
+        net.tx(&k, TxMsg::KeyGenResult { key_id: KeyId::new("split").unwrap(), session, outcome: Outcome::Ok(KeyGenOk { public_key: pk, transcript_hash: [0; 32] }) })
+    }).collect();
+    let (_, jobs) = net.block(txs);
+    assert_eq!(net.query("/key/split").1["status"], "ERROR");
+    assert!(jobs.iter().any(|j| matches!(j, Job::KeyGenFailed { .. })));
+    // An ERROR key id may be retried (attempt 1, a new session).
+    let tx = net.keygen("split", 3);
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let Job::KeyGen { session: s2, .. } = jobs[0].clone() else { panic!() };
+    assert_ne!(s2, session);
+}
+
+#[test]
+fn app_can_restart_from_disk_with_the_same_state_and_hash() {
+    let mut net = Net::new();
+    let tx = net.keygen("k", 3);
+    net.block(vec![tx]);
+    let info = net.app.info();
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    let info2 = again.info();
+    assert_eq!(info.last_block_height, info2.last_block_height);
+    assert_eq!(info.last_block_app_hash, info2.last_block_app_hash);
+    assert_eq!(info2.last_block_height, 1);
+}
