@@ -430,7 +430,11 @@ impl AppHandle {
         rrx.recv().ok()
     }
 
-    fn consensus<R: Send + 'static>(&self, what: &str, f: impl FnOnce(&mut App) -> R + Send + 'static) -> R {
+    fn consensus<R: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut App) -> R + Send + 'static,
+    ) -> R {
         match self.call(f) {
             Some(r) => r,
             None => {
@@ -454,9 +458,8 @@ impl tendermint_abci::Application for AppHandle {
             .unwrap_or_else(|| query_err(1, "application is shutting down".into()))
     }
     fn check_tx(&self, req: pb::RequestCheckTx) -> pb::ResponseCheckTx {
-        self.call(move |app| app.check_tx(req)).unwrap_or_else(|| {
-            check_err(&TxError::Invalid("application is shutting down".into()))
-        })
+        self.call(move |app| app.check_tx(req))
+            .unwrap_or_else(|| check_err(&TxError::Invalid("application is shutting down".into())))
     }
     fn finalize_block(&self, req: pb::RequestFinalizeBlock) -> pb::ResponseFinalizeBlock {
         self.consensus("FinalizeBlock", move |app| app.finalize_block(req))

@@ -270,9 +270,7 @@ fn check_sign<'a>(
             KeyStatus::Deleting | KeyStatus::Deleted => "it is deleted",
             KeyStatus::Ready => "",
         };
-        return Err(TxError::Invalid(format!(
-            "key {key_id} cannot sign: {why}"
-        )));
+        return Err(TxError::Invalid(format!("key {key_id} cannot sign: {why}")));
     }
     if message.len() > state.limits.max_message_bytes as usize {
         return Err(TxError::Invalid(format!(
@@ -574,10 +572,8 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             };
             key.status = KeyStatus::Deleting;
             key.deleted_by.clear();
-            fx.events.push(ev(
-                "key_deleting",
-                vec![("key_id", key_id.to_string())],
-            ));
+            fx.events
+                .push(ev("key_deleting", vec![("key_id", key_id.to_string())]));
             fx.jobs.push(Job::Delete {
                 key_id: key_id.clone(),
                 parties: key.parties.clone(),
@@ -637,10 +633,8 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             key.deleted_by.insert(node);
             if key.parties.iter().all(|p| key.deleted_by.contains(p)) {
                 key.status = KeyStatus::Deleted;
-                fx.events.push(ev(
-                    "key_deleted",
-                    vec![("key_id", key_id.to_string())],
-                ));
+                fx.events
+                    .push(ev("key_deleted", vec![("key_id", key_id.to_string())]));
             }
         }
     }
@@ -690,7 +684,10 @@ fn apply_keygen_result(
                     Vec::new(),
                 )))
             } else if !valid_point {
-                Some(Err(("reported public key is not a valid point".into(), Vec::new())))
+                Some(Err((
+                    "reported public key is not a valid point".into(),
+                    Vec::new(),
+                )))
             } else {
                 Some(Ok(public_key.clone()))
             }

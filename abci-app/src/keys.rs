@@ -25,7 +25,8 @@ pub fn create_key_file(path: &Path) -> anyhow::Result<SigningKey> {
 
 /// Loads a key file; refuses one readable by group or others.
 pub fn load_key_file(path: &Path) -> anyhow::Result<SigningKey> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
             "{} is readable by group or others: chmod 600 it",

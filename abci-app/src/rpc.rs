@@ -55,7 +55,7 @@ impl RpcClient {
         RpcClient {
             url: url.trim_end_matches('/').to_owned(),
             agent: ureq::AgentBuilder::new()
-                .timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(3))
                 .build(),
         }
     }
@@ -109,7 +109,10 @@ impl RpcClient {
         match self.call("tx", json!({"hash": hash_hex})) {
             Ok(r) => Ok(Some((
                 code(&r["tx_result"]["code"]),
-                r["tx_result"]["log"].as_str().unwrap_or_default().to_owned(),
+                r["tx_result"]["log"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             ))),
             Err(e) if e.to_string().contains("not found") => Ok(None),
             Err(e) => Err(e),

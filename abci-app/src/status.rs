@@ -63,7 +63,10 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             }
         }
         "/keys" => match ctx.rt.block_on(ctx.store.list()) {
-            Ok(keys) => (200, json!(keys.iter().map(|k| k.view()).collect::<Vec<_>>())),
+            Ok(keys) => (
+                200,
+                json!(keys.iter().map(|k| k.view()).collect::<Vec<_>>()),
+            ),
             Err(e) => (500, json!({"error": format!("key store: {e}")})),
         },
         "/metrics" => match ctx.metrics.lock() {

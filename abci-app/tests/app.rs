@@ -62,7 +62,9 @@ fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Ve
 
 impl Net {
     fn new() -> Net {
-        let nodes: Vec<SigningKey> = (0..4).map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32])).collect();
+        let nodes: Vec<SigningKey> = (0..4)
+            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+            .collect();
         let client = SigningKey::from_bytes(&[50; 32]);
         let signer_only = SigningKey::from_bytes(&[51; 32]);
         let dir = tempfile::tempdir().unwrap();
@@ -74,7 +76,16 @@ impl Net {
             app_state_bytes: g.into(),
             ..Default::default()
         });
-        Net { app, _dir: dir, nodes, client, signer_only, seq: Default::default(), height: 0, jobs: rx }
+        Net {
+            app,
+            _dir: dir,
+            nodes,
+            client,
+            signer_only,
+            seq: Default::default(),
+            height: 0,
+            jobs: rx,
+        }
     }
 
     fn tx(&mut self, key: &SigningKey, msg: TxMsg) -> Vec<u8> {
@@ -85,7 +96,10 @@ impl Net {
     }
 
     fn check(&mut self, tx: &[u8]) -> pb::ResponseCheckTx {
-        self.app.check_tx(pb::RequestCheckTx { tx: tx.to_vec().into(), r#type: 0 })
+        self.app.check_tx(pb::RequestCheckTx {
+            tx: tx.to_vec().into(),
+            r#type: 0,
+        })
     }
 
     /// Commits a block; returns the tx results and the jobs handed to the module.
@@ -105,13 +119,27 @@ impl Net {
     }
 
     fn query(&self, path: &str) -> (u32, Value) {
-        let r = self.app.query(pb::RequestQuery { path: path.into(), ..Default::default() });
-        (r.code, serde_json::from_slice(&r.value).unwrap_or(Value::String(r.log)))
+        let r = self.app.query(pb::RequestQuery {
+            path: path.into(),
+            ..Default::default()
+        });
+        (
+            r.code,
+            serde_json::from_slice(&r.value).unwrap_or(Value::String(r.log)),
+        )
     }
 
     fn keygen(&mut self, id: &str, t: u32) -> Vec<u8> {
         let c = self.client.clone();
-        self.tx(&c, TxMsg::KeyGen { key_id: KeyId::new(id).unwrap(), scheme: Scheme::FrostEd25519, threshold: t, parties: vec![] })
+        self.tx(
+            &c,
+            TxMsg::KeyGen {
+                key_id: KeyId::new(id).unwrap(),
+                scheme: Scheme::FrostEd25519,
+                threshold: t,
+                parties: vec![],
+            },
+        )
     }
 
     /// Drives a key to READY with node reports over a real ed25519 key (standing in for the
@@ -120,15 +148,23 @@ impl Net {
         let tx = self.keygen(id, 3);
         let (res, jobs) = self.block(vec![tx]);
         assert_eq!(res[0].code, 0, "{}", res[0].log);
-        let Job::KeyGen { session, .. } = jobs[0].clone() else { panic!() };
+        let Job::KeyGen { session, .. } = jobs[0].clone() else {
+            panic!()
+        };
         let reports: Vec<Vec<u8>> = (0..4)
             .map(|i| {
                 let k = self.nodes[i].clone();
-                self.tx(&k, TxMsg::KeyGenResult {
-                    key_id: KeyId::new(id).unwrap(),
-                    session,
-                    outcome: Outcome::Ok(KeyGenOk { public_key: group.verifying_key().to_bytes().to_vec(), transcript_hash: [1; 32] }),
-                })
+                self.tx(
+                    &k,
+                    TxMsg::KeyGenResult {
+                        key_id: KeyId::new(id).unwrap(),
+                        session,
+                        outcome: Outcome::Ok(KeyGenOk {
+                            public_key: group.verifying_key().to_bytes().to_vec(),
+                            transcript_hash: [1; 32],
+                        }),
+                    },
+                )
             })
             .collect();
         let (res, _) = self.block(reports);
@@ -143,34 +179,85 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
     let group = SigningKey::from_bytes(&[77; 32]);
     net.ready_key("k1", &group);
     let c = net.client.clone();
-    let tx = net.tx(&c, TxMsg::KeySign { key_id: KeyId::new("k1").unwrap(), request_id: RequestId::new("r1").unwrap(), message: b"hi".to_vec() });
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("k1").unwrap(),
+            request_id: RequestId::new("r1").unwrap(),
+            message: b"hi".to_vec(),
+        },
+    );
     let (res, jobs) = net.block(vec![tx]);
     assert_eq!(res[0].code, 0, "{}", res[0].log);
-    let Job::Sign { session, signers, .. } = jobs[0].clone() else { panic!("{jobs:?}") };
+    let Job::Sign {
+        session, signers, ..
+    } = jobs[0].clone()
+    else {
+        panic!("{jobs:?}")
+    };
     assert_eq!(signers.len(), 3);
     let who = net.nodes[signers[0].as_str()[4..].parse::<usize>().unwrap()].clone();
     // A wrong signature is refused by the chain.
-    let bad = net.tx(&who, TxMsg::SignResult { request_id: RequestId::new("r1").unwrap(), session, outcome: Outcome::Ok(group.sign(b"other").to_bytes().to_vec()) });
-    let good = net.tx(&who, TxMsg::SignResult { request_id: RequestId::new("r1").unwrap(), session, outcome: Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()) });
+    let bad = net.tx(
+        &who,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r1").unwrap(),
+            session,
+            outcome: Outcome::Ok(group.sign(b"other").to_bytes().to_vec()),
+        },
+    );
+    let good = net.tx(
+        &who,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r1").unwrap(),
+            session,
+            outcome: Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()),
+        },
+    );
     let (res, _) = net.block(vec![bad, good]);
     assert_ne!(res[0].code, 0);
     assert!(res[0].log.contains("does not verify"), "{}", res[0].log);
     assert_eq!(res[1].code, 0, "{}", res[1].log);
     assert_eq!(net.query("/sign/r1").1["status"], "DONE");
     // Delete, attested by every party.
-    let tx = net.tx(&c, TxMsg::KeyDelete { key_id: KeyId::new("k1").unwrap() });
+    let tx = net.tx(
+        &c,
+        TxMsg::KeyDelete {
+            key_id: KeyId::new("k1").unwrap(),
+        },
+    );
     let (_, jobs) = net.block(vec![tx]);
     assert!(matches!(jobs[0], Job::Delete { .. }));
     assert_eq!(net.query("/key/k1").1["status"], "DELETING");
-    let att: Vec<_> = (0..4).map(|i| { let k = net.nodes[i].clone(); net.tx(&k, TxMsg::KeyDeleted { key_id: KeyId::new("k1").unwrap() }) }).collect();
+    let att: Vec<_> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            net.tx(
+                &k,
+                TxMsg::KeyDeleted {
+                    key_id: KeyId::new("k1").unwrap(),
+                },
+            )
+        })
+        .collect();
     net.block(att);
     assert_eq!(net.query("/key/k1").1["status"], "DELETED");
     // The id can never be reused, and signing with it fails.
     let tx = net.keygen("k1", 3);
     let r = net.check(&tx);
     assert_eq!(r.code, 8, "{}", r.log);
-    net.seq.insert(c.verifying_key().to_bytes(), net.seq[&c.verifying_key().to_bytes()] - 1);
-    let tx = net.tx(&c, TxMsg::KeySign { key_id: KeyId::new("k1").unwrap(), request_id: RequestId::new("r2").unwrap(), message: vec![] });
+    net.seq.insert(
+        c.verifying_key().to_bytes(),
+        net.seq[&c.verifying_key().to_bytes()] - 1,
+    );
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("k1").unwrap(),
+            request_id: RequestId::new("r2").unwrap(),
+            message: vec![],
+        },
+    );
     let r = net.check(&tx);
     assert!(r.log.contains("deleted"), "{}", r.log);
 }
@@ -186,8 +273,17 @@ fn app_rejects_bad_input_with_clear_errors_and_unchanged_state() {
     let c = net.client.clone();
     let seq = net.seq[&c.verifying_key().to_bytes()];
     let kid = |s: &str| KeyId::new(s).unwrap();
-    let keygen = |id: &str, scheme_t: u32, parties: Vec<NodeId>| TxMsg::KeyGen { key_id: kid(id), scheme: Scheme::FrostEd25519, threshold: scheme_t, parties };
-    let sign = |id: &str, rid: &str, m: Vec<u8>| TxMsg::KeySign { key_id: kid(id), request_id: RequestId::new(rid).unwrap(), message: m };
+    let keygen = |id: &str, scheme_t: u32, parties: Vec<NodeId>| TxMsg::KeyGen {
+        key_id: kid(id),
+        scheme: Scheme::FrostEd25519,
+        threshold: scheme_t,
+        parties,
+    };
+    let sign = |id: &str, rid: &str, m: Vec<u8>| TxMsg::KeySign {
+        key_id: kid(id),
+        request_id: RequestId::new(rid).unwrap(),
+        message: m,
+    };
     let mut flipped = sign_tx(&c, "test-chain", seq, keygen("x", 3, vec![]));
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
@@ -195,33 +291,119 @@ fn app_rejects_bad_input_with_clear_errors_and_unchanged_state() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("malformed bytes", vec![0xff, 0x01, 0x02], "malformed"),
         ("bad signature", flipped, "signature"),
-        ("wrong chain id", sign_tx(&c, "other-chain", seq, keygen("x", 3, vec![])), "wrong chain id"),
-        ("replayed sequence", sign_tx(&c, "test-chain", seq - 1, keygen("x", 3, vec![])), "replayed"),
-        ("skipped sequence", sign_tx(&c, "test-chain", seq + 1, keygen("x", 3, vec![])), "skipped"),
-        ("threshold 0", sign_tx(&c, "test-chain", seq, keygen("x", 0, vec![])), "threshold"),
-        ("threshold above parties", sign_tx(&c, "test-chain", seq, keygen("x", 5, vec![])), "threshold"),
-        ("unknown party", sign_tx(&c, "test-chain", seq, keygen("x", 2, vec![nid(0), NodeId::new("node9").unwrap()])), "unknown party"),
-        ("duplicate key id", sign_tx(&c, "test-chain", seq, keygen("ready", 3, vec![])), "already used"),
-        ("sign unknown key", sign_tx(&c, "test-chain", seq, sign("nope", "r", vec![])), "does not exist"),
-        ("sign pending key", sign_tx(&c, "test-chain", seq, sign("pending", "r", vec![])), "PENDING"),
-        ("message over limit", sign_tx(&c, "test-chain", seq, sign("ready", "r", vec![0; 65])), "exceeds"),
-        ("unauthorized signer", sign_tx(&stranger, "test-chain", 0, sign("ready", "r", vec![])), "neither"),
-        ("role missing", sign_tx(&net.signer_only.clone(), "test-chain", 0, keygen("x", 3, vec![])), "role"),
-        ("node sends a request", sign_tx(&net.nodes[0].clone(), "test-chain", net.seq[&net.nodes[0].verifying_key().to_bytes()], keygen("x", 3, vec![])), "nodes only send results"),
+        (
+            "wrong chain id",
+            sign_tx(&c, "other-chain", seq, keygen("x", 3, vec![])),
+            "wrong chain id",
+        ),
+        (
+            "replayed sequence",
+            sign_tx(&c, "test-chain", seq - 1, keygen("x", 3, vec![])),
+            "replayed",
+        ),
+        (
+            "skipped sequence",
+            sign_tx(&c, "test-chain", seq + 1, keygen("x", 3, vec![])),
+            "skipped",
+        ),
+        (
+            "threshold 0",
+            sign_tx(&c, "test-chain", seq, keygen("x", 0, vec![])),
+            "threshold",
+        ),
+        (
+            "threshold above parties",
+            sign_tx(&c, "test-chain", seq, keygen("x", 5, vec![])),
+            "threshold",
+        ),
+        (
+            "unknown party",
+            sign_tx(
+                &c,
+                "test-chain",
+                seq,
+                keygen("x", 2, vec![nid(0), NodeId::new("node9").unwrap()]),
+            ),
+            "unknown party",
+        ),
+        (
+            "duplicate key id",
+            sign_tx(&c, "test-chain", seq, keygen("ready", 3, vec![])),
+            "already used",
+        ),
+        (
+            "sign unknown key",
+            sign_tx(&c, "test-chain", seq, sign("nope", "r", vec![])),
+            "does not exist",
+        ),
+        (
+            "sign pending key",
+            sign_tx(&c, "test-chain", seq, sign("pending", "r", vec![])),
+            "PENDING",
+        ),
+        (
+            "message over limit",
+            sign_tx(&c, "test-chain", seq, sign("ready", "r", vec![0; 65])),
+            "exceeds",
+        ),
+        (
+            "unauthorized signer",
+            sign_tx(&stranger, "test-chain", 0, sign("ready", "r", vec![])),
+            "neither",
+        ),
+        (
+            "role missing",
+            sign_tx(
+                &net.signer_only.clone(),
+                "test-chain",
+                0,
+                keygen("x", 3, vec![]),
+            ),
+            "role",
+        ),
+        (
+            "node sends a request",
+            sign_tx(
+                &net.nodes[0].clone(),
+                "test-chain",
+                net.seq[&net.nodes[0].verifying_key().to_bytes()],
+                keygen("x", 3, vec![]),
+            ),
+            "nodes only send results",
+        ),
     ];
     for (name, tx, expect) in cases {
         let r = net.check(&tx);
         assert_ne!(r.code, 0, "{name}: accepted");
-        assert!(r.log.to_lowercase().contains(&expect.to_lowercase()), "{name}: log {:?} lacks {expect:?}", r.log);
+        assert!(
+            r.log.to_lowercase().contains(&expect.to_lowercase()),
+            "{name}: log {:?} lacks {expect:?}",
+            r.log
+        );
         // Delivered anyway (a faulty proposer), it fails the same way and changes nothing but
         // possibly the signer's sequence.
     }
     // Unknown scheme never decodes into a tx.
-    let raw = seqmpc_proto::wire::TxBody { chain_id: "test-chain".into(), sequence: seq, msg: Some(seqmpc_proto::wire::tx_body::Msg::KeyGen(seqmpc_proto::wire::KeyGen { key_id: "x".into(), scheme: "rsa".into(), threshold: 2, parties: vec![] })) };
+    let raw = seqmpc_proto::wire::TxBody {
+        chain_id: "test-chain".into(),
+        sequence: seq,
+        msg: Some(seqmpc_proto::wire::tx_body::Msg::KeyGen(
+            seqmpc_proto::wire::KeyGen {
+                key_id: "x".into(),
+                scheme: "rsa".into(),
+                threshold: 2,
+                parties: vec![],
+            },
+        )),
+    };
     let body = prost::Message::encode_to_vec(&raw);
     let mut sb = seqmpc_proto::tx::TX_SIGN_PREFIX.to_vec();
     sb.extend_from_slice(&body);
-    let tx = prost::Message::encode_to_vec(&seqmpc_proto::wire::Tx { body, signer: c.verifying_key().to_bytes().to_vec(), signature: c.sign(&sb).to_bytes().to_vec() });
+    let tx = prost::Message::encode_to_vec(&seqmpc_proto::wire::Tx {
+        body,
+        signer: c.verifying_key().to_bytes().to_vec(),
+        signature: c.sign(&sb).to_bytes().to_vec(),
+    });
     let r = net.check(&tx);
     assert!(r.log.contains("unknown scheme"), "{}", r.log);
     // Nothing changed: an empty block moves only the height (and the app hash with it).
@@ -236,7 +418,9 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
     let mut net = Net::new();
     let tx = net.keygen("late", 3);
     let (_, jobs) = net.block(vec![tx]);
-    let Job::KeyGen { session, .. } = jobs[0].clone() else { panic!() };
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!()
+    };
     for _ in 0..5 {
         net.block(vec![]);
     }
@@ -247,14 +431,34 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
     // Disagreement.
     let tx = net.keygen("split", 3);
     let (_, jobs) = net.block(vec![tx]);
-    let Job::KeyGen { session, .. } = jobs[0].clone() else { panic!() };
-    let g1 = SigningKey::from_bytes(&[5; 32]).verifying_key().to_bytes().to_vec();
-    let g2 = SigningKey::from_bytes(&[6; 32]).verifying_key().to_bytes().to_vec();
-    let txs: Vec<_> = (0..4).map(|i| {
-        let k = net.nodes[i].clone();
-        let pk = if i == 3 { g2.clone() } else { g1.clone() };
-        net.tx(&k, TxMsg::KeyGenResult { key_id: KeyId::new("split").unwrap(), session, outcome: Outcome::Ok(KeyGenOk { public_key: pk, transcript_hash: [0; 32] }) })
-    }).collect();
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!()
+    };
+    let g1 = SigningKey::from_bytes(&[5; 32])
+        .verifying_key()
+        .to_bytes()
+        .to_vec();
+    let g2 = SigningKey::from_bytes(&[6; 32])
+        .verifying_key()
+        .to_bytes()
+        .to_vec();
+    let txs: Vec<_> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            let pk = if i == 3 { g2.clone() } else { g1.clone() };
+            net.tx(
+                &k,
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new("split").unwrap(),
+                    session,
+                    outcome: Outcome::Ok(KeyGenOk {
+                        public_key: pk,
+                        transcript_hash: [0; 32],
+                    }),
+                },
+            )
+        })
+        .collect();
     let (_, jobs) = net.block(txs);
     assert_eq!(net.query("/key/split").1["status"], "ERROR");
     assert!(jobs.iter().any(|j| matches!(j, Job::KeyGenFailed { .. })));
@@ -262,7 +466,9 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
     let tx = net.keygen("split", 3);
     let (res, jobs) = net.block(vec![tx]);
     assert_eq!(res[0].code, 0, "{}", res[0].log);
-    let Job::KeyGen { session: s2, .. } = jobs[0].clone() else { panic!() };
+    let Job::KeyGen { session: s2, .. } = jobs[0].clone() else {
+        panic!()
+    };
     assert_ne!(s2, session);
 }
 

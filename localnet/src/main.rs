@@ -1,1 +1,191 @@
-fn main() {}
+//! `localnet`: start N `mpcd` nodes and the dev sequencer on one machine, stop them, or run
+//! only the dev sequencer.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use seqmpc_localnet::network::{self, StartOptions};
+use seqmpc_localnet::sequencer::{self, SequencerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "localnet",
+    about = "A local seqmpc network: N mpcd nodes driven by a dev sequencer",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a localnet in the foreground (creates it on first use; restarts it otherwise).
+    Start {
+        /// Localnet directory.
+        #[arg(long, default_value = "./localnet-data")]
+        dir: PathBuf,
+        /// Number of nodes (default 3 for a new network; an existing one keeps its own).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Default threshold for clients, written to localnet.json (default min(2, nodes)).
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// Block interval in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        block_ms: u64,
+        /// Base port: RPC = P+57, node i: ABCI P+100+10i, p2p P+101+10i, status P+102+10i
+        /// (default 26600; an existing network keeps its own).
+        #[arg(long)]
+        base_port: Option<u16>,
+        /// mpcd executable (default: the one next to this executable).
+        #[arg(long)]
+        mpcd: Option<PathBuf>,
+        /// Wipe the directory and create a new network.
+        #[arg(long)]
+        reset: bool,
+        /// Most txs in one block.
+        #[arg(long, default_value_t = 5000)]
+        max_block_txs: usize,
+        /// Seconds to wait for every node to commit the first block.
+        #[arg(long, default_value_t = 60)]
+        start_timeout: u64,
+    },
+    /// Stop the localnet running in a directory.
+    Stop {
+        /// Localnet directory.
+        #[arg(long, default_value = "./localnet-data")]
+        dir: PathBuf,
+        /// Seconds to wait for it to exit.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Run only the dev sequencer, for mpcd processes started by hand.
+    Sequencer {
+        /// ABCI addresses, comma-separated: host:port or name=host:port.
+        #[arg(long, value_delimiter = ',', required = true)]
+        apps: Vec<String>,
+        /// RPC listen address.
+        #[arg(long, default_value = "127.0.0.1:26657")]
+        rpc_listen: String,
+        /// Block interval in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        block_ms: u64,
+        /// Genesis file: sent verbatim as InitChain's app_state_bytes; its `chain_id` is the
+        /// chain id unless --chain-id is given.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Chain id (default: the genesis' `chain_id`).
+        #[arg(long)]
+        chain_id: Option<String>,
+        /// Block store directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Most txs in one block.
+        #[arg(long, default_value_t = 5000)]
+        max_block_txs: usize,
+        /// Seconds start-up waits for every app before going on with those that are up.
+        #[arg(long, default_value_t = 30)]
+        start_timeout: u64,
+    },
+}
+
+/// Sets `stop` on the first SIGINT/SIGTERM; exits at once on the third.
+fn install_signal_handler() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = AtomicUsize::new(0);
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        flag.store(true, Ordering::Release);
+        match n {
+            0 => eprintln!("localnet: stopping (Ctrl-C twice more to exit at once)"),
+            1 => eprintln!("localnet: still stopping..."),
+            _ => std::process::exit(130),
+        }
+    })
+    .context("installing the signal handler")?;
+    Ok(stop)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Start {
+            dir,
+            nodes,
+            threshold,
+            block_ms,
+            base_port,
+            mpcd,
+            reset,
+            max_block_txs,
+            start_timeout,
+        } => {
+            let stop = install_signal_handler()?;
+            network::start(
+                &StartOptions {
+                    dir,
+                    nodes,
+                    threshold,
+                    block_ms,
+                    base_port,
+                    mpcd,
+                    reset,
+                    max_block_txs,
+                    start_timeout: Duration::from_secs(start_timeout),
+                },
+                &stop,
+            )
+        }
+        Cmd::Stop { dir, timeout } => network::stop(&dir, Duration::from_secs(timeout)),
+        Cmd::Sequencer {
+            apps,
+            rpc_listen,
+            block_ms,
+            genesis,
+            chain_id,
+            data_dir,
+            max_block_txs,
+            start_timeout,
+        } => {
+            let app_state = std::fs::read(&genesis)
+                .with_context(|| format!("reading {}", genesis.display()))?;
+            let chain_id = match chain_id {
+                Some(c) => c,
+                None => {
+                    let v: serde_json::Value = serde_json::from_slice(&app_state)
+                        .with_context(|| format!("parsing {}", genesis.display()))?;
+                    v["chain_id"].as_str().map(str::to_owned).with_context(|| {
+                        format!("{} has no chain_id: pass --chain-id", genesis.display())
+                    })?
+                }
+            };
+            let mut cfg = SequencerConfig::new(apps, chain_id, app_state, data_dir);
+            cfg.rpc_listen = rpc_listen;
+            cfg.block_ms = block_ms;
+            cfg.max_block_txs = max_block_txs;
+            cfg.startup_timeout = Duration::from_secs(start_timeout);
+            let stop = install_signal_handler()?;
+            sequencer::run(cfg, stop)
+        }
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("localnet: error: {e:#}");
+        std::process::exit(1);
+    }
+}

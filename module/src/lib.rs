@@ -6,6 +6,6 @@ pub use seqmpc_proto as proto;
 pub mod error;
 pub mod job;
 pub mod node;
-pub mod protocol;
 pub mod p2p;
+pub mod protocol;
 pub mod store;

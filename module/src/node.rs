@@ -91,8 +91,14 @@ pub fn coordinator(session: &SessionId, parties: &[NodeId]) -> Option<NodeId> {
         return None;
     }
     let x = u64::from_be_bytes([
-        session.0[0], session.0[1], session.0[2], session.0[3], session.0[4], session.0[5],
-        session.0[6], session.0[7],
+        session.0[0],
+        session.0[1],
+        session.0[2],
+        session.0[3],
+        session.0[4],
+        session.0[5],
+        session.0[6],
+        session.0[7],
     ]);
     parties.get((x % n as u64) as usize).cloned()
 }
@@ -189,9 +195,7 @@ fn dkg_payload(m: DkgMsg) -> Payload {
 
 fn sign_payload(m: SignMsg) -> Payload {
     match m {
-        SignMsg::Commitments(commitments) => {
-            Payload::SignRound1(wire::SignRound1 { commitments })
-        }
+        SignMsg::Commitments(commitments) => Payload::SignRound1(wire::SignRound1 { commitments }),
         SignMsg::Share(share) => Payload::SignRound2(wire::SignRound2 { share }),
     }
 }
@@ -279,7 +283,11 @@ impl<S: SubmitResult> Node<S> {
     }
 
     /// Runs until both input channels close.
-    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut incoming: mpsc::Receiver<Incoming>) {
+    pub async fn run(
+        mut self,
+        mut jobs: mpsc::Receiver<Job>,
+        mut incoming: mpsc::Receiver<Incoming>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -462,7 +470,9 @@ impl<S: SubmitResult> Node<S> {
         received: Instant,
     ) -> Result<(), ProtocolError> {
         if self.sessions.len() >= self.cfg.max_sessions {
-            return Err(ProtocolError::Local("node overloaded: too many sessions".into()));
+            return Err(ProtocolError::Local(
+                "node overloaded: too many sessions".into(),
+            ));
         }
         let key = self.load_key(key_id).await?;
         let (signing, out) =
@@ -566,7 +576,8 @@ impl<S: SubmitResult> Node<S> {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {
                     Some(Session::Keygen(_)) => {
-                        self.fail_keygen(session, ProtocolError::Local(reason)).await
+                        self.fail_keygen(session, ProtocolError::Local(reason))
+                            .await
                     }
                     Some(Session::Sign(s)) => {
                         let rid = s.request_id.clone();
@@ -598,7 +609,10 @@ impl<S: SubmitResult> Node<S> {
         let matches = p.key_id == k.key_id.as_str()
             && p.scheme == k.scheme.as_str()
             && p.threshold == k.threshold
-            && p.parties.iter().map(String::as_str).eq(k.parties.iter().map(|n| n.as_str()));
+            && p.parties
+                .iter()
+                .map(String::as_str)
+                .eq(k.parties.iter().map(|n| n.as_str()));
         let coordinator = k.coordinator.clone();
         let answer = if !matches {
             ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into())
@@ -971,7 +985,9 @@ mod tests {
 
     #[test]
     fn coordinator_is_a_party_and_deterministic() {
-        let parties: Vec<NodeId> = (0..4).map(|i| NodeId::new(format!("n{i}")).unwrap()).collect();
+        let parties: Vec<NodeId> = (0..4)
+            .map(|i| NodeId::new(format!("n{i}")).unwrap())
+            .collect();
         let s = SessionId([3; 32]);
         let c = coordinator(&s, &parties).unwrap();
         assert!(parties.contains(&c));

@@ -206,7 +206,10 @@ mod tests {
 
     #[test]
     fn scheme__should_parse_known_and_reject_unknown() {
-        assert_eq!("frost-ed25519".parse::<Scheme>().unwrap(), Scheme::FrostEd25519);
+        assert_eq!(
+            "frost-ed25519".parse::<Scheme>().unwrap(),
+            Scheme::FrostEd25519
+        );
         let e = "rsa".parse::<Scheme>().unwrap_err().to_string();
         assert!(e.contains("unknown scheme"), "{e}");
     }

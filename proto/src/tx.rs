@@ -244,7 +244,10 @@ impl From<TxMsg> for tx_body::Msg {
                 tx_body::Msg::KeyGenResult(wire::KeyGenResult {
                     key_id: key_id.into(),
                     session: session.0.to_vec(),
-                    public_key: ok.as_ref().map(|o| o.public_key.clone()).unwrap_or_default(),
+                    public_key: ok
+                        .as_ref()
+                        .map(|o| o.public_key.clone())
+                        .unwrap_or_default(),
                     transcript_hash: ok.map(|o| o.transcript_hash.to_vec()).unwrap_or_default(),
                     error,
                     culprits,

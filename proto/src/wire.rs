@@ -154,7 +154,10 @@ pub struct P2pEnvelope {
     #[prost(bytes = "vec", tag = "1")]
     pub session: Vec<u8>,
     /// Payload.
-    #[prost(oneof = "p2p_envelope::Payload", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
+    #[prost(
+        oneof = "p2p_envelope::Payload",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17"
+    )]
     pub payload: Option<p2p_envelope::Payload>,
 }
 

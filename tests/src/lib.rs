@@ -1,1 +1,226 @@
-//! End-to-end tests live in `tests/`.
+//! Harness for end-to-end tests and the benchmark: starts a real localnet (the `localnet`
+//! binary, which starts `mpcd` processes and the dev sequencer), runs `mpcctl`, and submits
+//! request txs in bulk over the real RPC.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use ed25519_dalek::SigningKey;
+use seqmpc_abci::keys::load_key_file;
+use seqmpc_abci::rpc::RpcClient;
+use seqmpc_proto::tx::{sign_tx, TxMsg};
+use serde_json::Value;
+
+/// Directory of the built binaries: `SEQMPC_BIN_DIR`, else `<workspace>/target/release`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("SEQMPC_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release")
+}
+
+/// A running localnet, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Localnet {
+    /// Its directory.
+    pub dir: PathBuf,
+    child: Child,
+    /// localnet.json.
+    pub info: Value,
+    /// RPC client.
+    pub rpc: RpcClient,
+}
+
+impl Localnet {
+    /// Starts `localnet start` in `dir` and waits for localnet.json.
+    pub fn start(
+        dir: &Path,
+        nodes: u32,
+        threshold: u32,
+        block_ms: u64,
+        base_port: u16,
+    ) -> anyhow::Result<Localnet> {
+        let bin = bin_dir();
+        let localnet = bin.join("localnet");
+        if !localnet.exists() {
+            bail!(
+                "{} missing: run `cargo build --release --bins` first (make test does)",
+                localnet.display()
+            );
+        }
+        let log = std::fs::File::create(dir.with_extension("log"))?;
+        let child = Command::new(&localnet)
+            .args(["start", "--dir"])
+            .arg(dir)
+            .args([
+                "--nodes",
+                &nodes.to_string(),
+                "--threshold",
+                &threshold.to_string(),
+            ])
+            .args([
+                "--block-ms",
+                &block_ms.to_string(),
+                "--base-port",
+                &base_port.to_string(),
+            ])
+            .arg("--mpcd")
+            .arg(bin.join("mpcd"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn localnet")?;
+        let mut net = Localnet {
+            dir: dir.to_owned(),
+            child,
+            info: Value::Null,
+            rpc: RpcClient::new("http://127.0.0.1:1"),
+        };
+        let start = Instant::now();
+        let path = dir.join("localnet.json");
+        loop {
+            if let Some(status) = net.child.try_wait()? {
+                let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                bail!("localnet exited with {status}:\n{log}");
+            }
+            if let Ok(b) = std::fs::read(&path) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&b) {
+                    net.rpc = RpcClient::new(v["rpc"].as_str().unwrap_or_default());
+                    net.info = v;
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("localnet did not come up within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(net)
+    }
+
+    /// Runs mpcctl with `--home dir` and `args`.
+    pub fn mpcctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("mpcctl"))
+            .arg("--home")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mpcctl: {e}"))
+    }
+
+    /// Runs mpcctl and parses its JSON output; Err(stderr) on a non-zero exit.
+    pub fn mpcctl_json(&self, args: &[&str]) -> Result<Value, String> {
+        let out = self.mpcctl(args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The client account key.
+    pub fn client_key(&self) -> anyhow::Result<SigningKey> {
+        load_key_file(Path::new(
+            self.info["client_key"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no client_key"))?,
+        ))
+    }
+
+    /// ABCI query through the RPC, parsed as JSON.
+    pub fn query(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.rpc.abci_query(path)?;
+        if r.code != 0 {
+            bail!("{}", r.log);
+        }
+        Ok(serde_json::from_slice(&r.value)?)
+    }
+
+    /// GET on a node's status endpoint.
+    pub fn node_get(&self, node: usize, path: &str) -> anyhow::Result<Value> {
+        let url = self.info["nodes"][node]["status"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no node {node}"))?;
+        Ok(ureq::get(&format!("{url}{path}")).call()?.into_json()?)
+    }
+
+    /// Stops the localnet (SIGTERM) and waits.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        self.child.wait()?;
+        bail!("localnet did not stop on SIGTERM within 15 s")
+    }
+}
+
+impl Drop for Localnet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// Submits many request txs from one account with consecutive sequences, over the real RPC.
+pub struct Submitter {
+    key: SigningKey,
+    chain_id: String,
+    seq: u64,
+    rpc: RpcClient,
+}
+
+impl Submitter {
+    /// Reads the account's sequence from the chain.
+    pub fn new(net: &Localnet, key: SigningKey) -> anyhow::Result<Submitter> {
+        let pk = hex::encode(key.verifying_key().to_bytes());
+        let seq = net.query(&format!("/account/{pk}"))?["sequence"]
+            .as_u64()
+            .unwrap_or(0);
+        Ok(Submitter {
+            key,
+            chain_id: net.info["chain_id"].as_str().unwrap_or_default().to_owned(),
+            seq,
+            rpc: net.rpc.clone(),
+        })
+    }
+
+    /// Signs and broadcasts; errors on a CheckTx rejection.
+    pub fn submit(&mut self, msg: TxMsg) -> anyhow::Result<String> {
+        let tx = sign_tx(&self.key, &self.chain_id, self.seq, msg);
+        let r = self.rpc.broadcast_tx_sync(&tx)?;
+        if r.code != 0 {
+            bail!("rejected (code {}): {}", r.code, r.log);
+        }
+        self.seq += 1;
+        Ok(r.hash)
+    }
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}

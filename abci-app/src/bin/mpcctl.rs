@@ -150,7 +150,10 @@ impl Ctx {
                 return Ok(r.hash);
             }
             if r.code == 4 {
-                if let Some(e) = std::str::from_utf8(&r.data).ok().and_then(|s| s.parse().ok()) {
+                if let Some(e) = std::str::from_utf8(&r.data)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                {
                     seq = e;
                     continue;
                 }
@@ -188,11 +191,7 @@ impl Ctx {
         }
     }
 
-    fn wait_until(
-        &self,
-        path: &str,
-        done: impl Fn(&Value) -> bool,
-    ) -> anyhow::Result<Value> {
+    fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
         let start = Instant::now();
         loop {
             let v = self.query(path)?;
@@ -227,9 +226,11 @@ fn sign_json(s: &Value) -> Value {
 fn load_localnet(home: &Path) -> anyhow::Result<Option<Value>> {
     let path = home.join("localnet.json");
     match std::fs::read(&path) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("{} is not JSON", path.display()))?,
-        )),
+        Ok(b) => {
+            Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!("{} is not JSON", path.display())
+            })?))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -326,7 +327,9 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 },
             )?;
             if !wait {
-                return Ok(json!({"request_id": request_id, "tx_hash": hash, "status": "SUBMITTED"}));
+                return Ok(
+                    json!({"request_id": request_id, "tx_hash": hash, "status": "SUBMITTED"}),
+                );
             }
             ctx.wait_committed(&hash)?;
             let s = ctx.wait_until(&format!("/sign/{request_id}"), |s| s["status"] != "PENDING")?;
@@ -339,7 +342,12 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         Cmd::Delete { key_id, wait } => {
             let key_id = KeyId::new(key_id)?;
             let key = ctx.key()?;
-            let hash = ctx.submit(&key, TxMsg::KeyDelete { key_id: key_id.clone() })?;
+            let hash = ctx.submit(
+                &key,
+                TxMsg::KeyDelete {
+                    key_id: key_id.clone(),
+                },
+            )?;
             if !wait {
                 return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
             }
@@ -347,11 +355,15 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             let k = ctx.wait_until(&format!("/key/{key_id}"), |k| k["status"] == "DELETED")?;
             Ok(key_json(&k))
         }
-        Cmd::Key { key_id } => Ok(key_json(&ctx.query(&format!("/key/{}", KeyId::new(key_id)?))?)),
+        Cmd::Key { key_id } => Ok(key_json(
+            &ctx.query(&format!("/key/{}", KeyId::new(key_id)?))?,
+        )),
         Cmd::Keys => {
             let v = ctx.query("/keys")?;
             Ok(Value::Array(
-                v.as_array().map(|a| a.iter().map(key_json).collect()).unwrap_or_default(),
+                v.as_array()
+                    .map(|a| a.iter().map(key_json).collect())
+                    .unwrap_or_default(),
             ))
         }
         Cmd::SignStatus { request_id } => Ok(sign_json(

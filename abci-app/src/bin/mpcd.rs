@@ -204,7 +204,14 @@ fn main() {
             p2p_listen,
             status_listen,
             rpc,
-        } => start(&home, &genesis, &abci_listen, &p2p_listen, &status_listen, &rpc),
+        } => start(
+            &home,
+            &genesis,
+            &abci_listen,
+            &p2p_listen,
+            &status_listen,
+            &rpc,
+        ),
     };
     if let Err(e) = r {
         eprintln!("mpcd: {e:#}");

@@ -319,13 +319,7 @@ impl Dkg {
                 };
                 dkg.maybe_finish(out)
             }
-            step => Ok(DkgProgress::Continue(
-                Dkg {
-                    step,
-                    ..self
-                },
-                Vec::new(),
-            )),
+            step => Ok(DkgProgress::Continue(Dkg { step, ..self }, Vec::new())),
         }
     }
 

@@ -242,7 +242,13 @@ impl Signing {
                     Vec::new(),
                 ))
             }
-            (Step::Round2 { package, mut shares }, SignMsg::Share(bytes)) => {
+            (
+                Step::Round2 {
+                    package,
+                    mut shares,
+                },
+                SignMsg::Share(bytes),
+            ) => {
                 let share = SignatureShare::deserialize(&bytes).map_err(|e| {
                     ProtocolError::blame(from, format!("undecodable signature share: {e}"))
                 })?;
@@ -276,12 +282,12 @@ impl Signing {
             } if commitments.len() == self.signers.len() => {
                 // Round 2 (RFC 9591 5.2): build the package every signer builds, sign once.
                 let package = SigningPackage::new(commitments, &self.message);
-                let my_share = nonces
-                    .sign(&package, &self.key.key_package)
-                    .map_err(|e| ProtocolError::Aborted {
+                let my_share = nonces.sign(&package, &self.key.key_package).map_err(|e| {
+                    ProtocolError::Aborted {
                         culprits: self.committee.culprits(&e.culprits()),
                         reason: format!("FROST sign: {e}"),
-                    })?;
+                    }
+                })?;
                 let my_id = self.committee.id(&self.me)?;
                 let aggregator = Signing::aggregator(&self.signers)
                     .ok_or_else(|| ProtocolError::Bug("no signers".into()))?
@@ -317,9 +323,9 @@ impl Signing {
                 // each share, naming the cheaters.
                 let sig = frost_ed25519::aggregate(package, shares, &self.key.public_key_package)
                     .map_err(|e| ProtocolError::Aborted {
-                        culprits: self.committee.culprits(&e.culprits()),
-                        reason: format!("FROST aggregate: {e}"),
-                    })?;
+                    culprits: self.committee.culprits(&e.culprits()),
+                    reason: format!("FROST aggregate: {e}"),
+                })?;
                 let bytes = sig
                     .serialize()
                     .map_err(|e| ProtocolError::Bug(format!("serialize signature: {e}")))?;

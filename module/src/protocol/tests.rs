@@ -24,7 +24,9 @@ fn seeded() -> StdRng {
 }
 
 fn nodes(n: usize) -> Vec<NodeId> {
-    (0..n).map(|i| NodeId::new(format!("node{i}")).unwrap()).collect()
+    (0..n)
+        .map(|i| NodeId::new(format!("node{i}")).unwrap())
+        .collect()
 }
 
 const SID: SessionId = SessionId([7; 32]);
@@ -51,7 +53,9 @@ fn run_dkg(
         batch.shuffle(rng);
         for (from, mut o) in batch {
             tamper(&from, &mut o);
-            let Some(slot) = states.get_mut(&o.to) else { continue };
+            let Some(slot) = states.get_mut(&o.to) else {
+                continue;
+            };
             let Some(dkg) = slot.take() else { continue };
             match dkg.handle(&from, o.msg) {
                 Ok(DkgProgress::Continue(d, out)) => {
@@ -89,14 +93,19 @@ fn run_sign(
         let mut batch: Vec<_> = queue.drain(..).collect();
         batch.shuffle(rng);
         for (from, o) in batch {
-            let Some(slot) = states.get_mut(&o.to) else { continue };
+            let Some(slot) = states.get_mut(&o.to) else {
+                continue;
+            };
             let Some(st) = slot.take() else { continue };
             match st.handle(&from, o.msg)? {
                 SignProgress::Continue(s, out) => {
                     *slot = Some(s);
                     queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
                 }
-                SignProgress::Finished { signature: sig, out } => {
+                SignProgress::Finished {
+                    signature: sig,
+                    out,
+                } => {
                     queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
                     if sig.is_some() {
                         signature = sig;
@@ -207,7 +216,10 @@ fn frost_dkg__should_blame_the_sender_of_a_bad_share_to_one_party_only() {
     let e = out[&victim].as_ref().unwrap_err();
     assert_eq!(e.culprits(), &[culprit], "{e}");
     // The other parties finish, but the chain never sees all parties agree: no READY key.
-    assert!(out.iter().filter(|(n, _)| **n != victim).all(|(_, r)| r.is_ok()));
+    assert!(out
+        .iter()
+        .filter(|(n, _)| **n != victim)
+        .all(|(_, r)| r.is_ok()));
 }
 
 #[test]
@@ -217,9 +229,8 @@ fn frost_dkg__should_ignore_duplicates_and_blame_equivocation() {
     let (a, _) = Dkg::start(SID, &parties[0], &parties, 2, &mut rng).unwrap();
     let (_, out_b) = Dkg::start(SID, &parties[1], &parties, 2, &mut rng).unwrap();
     let (_, out_b2) = Dkg::start(SID, &parties[1], &parties, 2, &mut rng).unwrap();
-    let to_a = |out: &Vec<Outgoing<DkgMsg>>| {
-        out.iter().find(|o| o.to == parties[0]).unwrap().msg.clone()
-    };
+    let to_a =
+        |out: &Vec<Outgoing<DkgMsg>>| out.iter().find(|o| o.to == parties[0]).unwrap().msg.clone();
     let a = match a.handle(&parties[1], to_a(&out_b)).unwrap() {
         DkgProgress::Continue(d, _) => d,
         DkgProgress::Done(..) => panic!("done too early"),
@@ -256,12 +267,24 @@ fn frost_sign__should_blame_a_bad_signature_share() {
     let parties = nodes(3);
     let keys = materials(&parties, run_dkg(&parties, 2, &mut rng, &mut |_, _| {}));
     let signers = vec![parties[0].clone(), parties[1].clone()];
-    let (agg, _) =
-        Signing::start(SID, &signers[0], &signers, b"m".to_vec(), keys[&signers[0]].clone(), &mut rng)
-            .unwrap();
-    let (other, out) =
-        Signing::start(SID, &signers[1], &signers, b"m".to_vec(), keys[&signers[1]].clone(), &mut rng)
-            .unwrap();
+    let (agg, _) = Signing::start(
+        SID,
+        &signers[0],
+        &signers,
+        b"m".to_vec(),
+        keys[&signers[0]].clone(),
+        &mut rng,
+    )
+    .unwrap();
+    let (other, out) = Signing::start(
+        SID,
+        &signers[1],
+        &signers,
+        b"m".to_vec(),
+        keys[&signers[1]].clone(),
+        &mut rng,
+    )
+    .unwrap();
     drop(other);
     // node1 commits, then sends a share computed for a different message.
     let agg = match agg.handle(&signers[1], out[0].msg.clone()).unwrap() {

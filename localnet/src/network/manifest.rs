@@ -1,0 +1,97 @@
+//! `DIR/localnet.json`: what a running localnet tells its clients (mpcctl, tests, scripts).
+//! It exists while the localnet runs and is removed when it stops.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// The manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Chain id.
+    pub chain_id: String,
+    /// Sequencer RPC URL, `http://127.0.0.1:<port>`.
+    pub rpc: String,
+    /// Absolute localnet directory.
+    pub dir: String,
+    /// Pid of the `localnet start` process.
+    pub pid: u32,
+    /// Threshold clients use when they are not told one.
+    pub default_threshold: u32,
+    /// Absolute path of the client account key (keygen, sign, delete).
+    pub client_key: String,
+    /// Absolute path of the sign-only account key.
+    pub signer_key: String,
+    /// Absolute path of the genesis file.
+    pub genesis: String,
+    /// Block interval in milliseconds.
+    pub block_ms: u64,
+    /// The nodes.
+    pub nodes: Vec<ManifestNode>,
+}
+
+/// One node of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestNode {
+    /// Node id, e.g. `node0`.
+    pub id: String,
+    /// Pid of its `mpcd` (as started by localnet).
+    pub pid: u32,
+    /// Node home.
+    pub home: String,
+    /// ABCI address (`127.0.0.1:<port>`).
+    pub abci: String,
+    /// libp2p multiaddr.
+    pub p2p: String,
+    /// Status endpoint URL, `http://127.0.0.1:<port>`.
+    pub status: String,
+    /// Log file (stdout and stderr of mpcd, appended).
+    pub log: String,
+    /// argv that restarts this node with its data (the sequencer reconnects to the same ABCI
+    /// address and catches it up).
+    pub cmd: Vec<String>,
+}
+
+impl Manifest {
+    /// Reads a manifest.
+    pub fn read(path: &Path) -> anyhow::Result<Manifest> {
+        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes the manifest atomically.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        write_atomic(path, &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
+/// fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    {
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

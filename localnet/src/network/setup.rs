@@ -1,0 +1,174 @@
+//! Creating a localnet directory: node homes (`mpcd init`), client keys and the genesis.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context};
+use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::keys::create_key_file;
+use seqmpc_proto::NodeId;
+use serde::Deserialize;
+
+use super::layout::{Layout, Ports};
+use super::manifest::write_atomic;
+
+/// Chain id of every localnet.
+pub const CHAIN_ID: &str = "seqmpc-localnet";
+
+#[derive(Deserialize)]
+struct InitOutput {
+    node_id: String,
+    public_key: String,
+}
+
+/// Runs `mpcd init` for one node and returns its public key (hex).
+fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
+    let out = Command::new(mpcd)
+        .arg("init")
+        .arg("--home")
+        .arg(home)
+        .arg("--node-id")
+        .arg(id)
+        .output()
+        .with_context(|| format!("running {} init", mpcd.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`{} init --home {} --node-id {id}` failed ({}): {}",
+            mpcd.display(),
+            home.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("`mpcd init` printed no JSON line: {stdout:?}"))?;
+    let parsed: InitOutput = serde_json::from_str(line)
+        .with_context(|| format!("`mpcd init` printed unexpected JSON: {line}"))?;
+    ensure!(
+        parsed.node_id == id,
+        "`mpcd init` answered node id {:?}, expected {id:?}",
+        parsed.node_id
+    );
+    ensure!(
+        parsed.public_key.len() == 64 && hex::decode(&parsed.public_key).is_ok(),
+        "`mpcd init` printed a bad public key {:?}",
+        parsed.public_key
+    );
+    Ok(parsed.public_key.to_lowercase())
+}
+
+/// Creates a new localnet in `layout.dir` (which must hold no genesis): `n` node homes, the
+/// client and signer keys, and `genesis.json`.
+pub fn create(layout: &Layout, n: usize, ports: &Ports, mpcd: &Path) -> anyhow::Result<Genesis> {
+    ensure!(
+        !layout.genesis().exists(),
+        "{} already exists",
+        layout.genesis().display()
+    );
+    fs::create_dir_all(&layout.dir)
+        .with_context(|| format!("creating {}", layout.dir.display()))?;
+    let mut nodes = Vec::with_capacity(n);
+    for (i, p) in ports.nodes.iter().enumerate().take(n) {
+        let id = format!("node{i}");
+        let home = layout.node_home(i);
+        let public_key = mpcd_init(mpcd, &home, &id)?;
+        nodes.push(GenesisNode {
+            id: NodeId::new(id.clone()).map_err(|e| anyhow::anyhow!("{id}: {e}"))?,
+            public_key,
+            p2p_addr: p.p2p_addr(),
+        });
+    }
+    fs::create_dir_all(layout.client_dir())?;
+    set_mode(&layout.client_dir(), 0o700)?;
+    let client = create_key_file(&layout.client_key())?;
+    let signer = create_key_file(&layout.signer_key())?;
+    let genesis = Genesis {
+        chain_id: CHAIN_ID.to_owned(),
+        nodes,
+        accounts: vec![
+            GenesisAccount {
+                name: "client".to_owned(),
+                public_key: hex::encode(client.verifying_key().to_bytes()),
+                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete]),
+            },
+            GenesisAccount {
+                name: "signer".to_owned(),
+                public_key: hex::encode(signer.verifying_key().to_bytes()),
+                roles: BTreeSet::from([Role::Sign]),
+            },
+        ],
+        limits: Limits::default(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&genesis)?;
+    bytes.push(b'\n');
+    write_atomic(&layout.genesis(), &bytes)?;
+    Ok(genesis)
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// Reads the genesis of an existing localnet.
+pub fn load_genesis(layout: &Layout) -> anyhow::Result<(Genesis, Vec<u8>)> {
+    let path = layout.genesis();
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let genesis: Genesis =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    ensure!(
+        !genesis.nodes.is_empty(),
+        "{} lists no node",
+        path.display()
+    );
+    Ok((genesis, bytes))
+}
+
+/// Removes a localnet directory, after checking it looks like one (so `--reset` never wipes
+/// an unrelated directory).
+pub fn wipe(layout: &Layout) -> anyhow::Result<()> {
+    let dir = &layout.dir;
+    if !dir.exists() {
+        return Ok(());
+    }
+    let looks_like_localnet = layout.genesis().exists()
+        || layout.manifest().exists()
+        || layout.sequencer_dir().exists()
+        || fs::read_dir(dir)?.next().is_none();
+    if !looks_like_localnet {
+        bail!(
+            "refusing to wipe {}: it does not look like a localnet directory (no genesis.json)",
+            dir.display()
+        );
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// The `mpcd` to run: `explicit`, else the one next to the running executable.
+pub fn resolve_mpcd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let exe = std::env::current_exe().context("locating the localnet executable")?;
+            exe.parent()
+                .context("the localnet executable has no directory")?
+                .join("mpcd")
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "mpcd not found at {}: build it first (`cargo build --release`, or `cargo build` for \
+             a debug localnet) or pass --mpcd PATH",
+            path.display()
+        );
+    }
+    let path = path.canonicalize().unwrap_or(path);
+    Ok(path)
+}

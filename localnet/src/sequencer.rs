@@ -1,0 +1,368 @@
+//! The dev sequencer: plays CometBFT's role for N ABCI apps with a single proposer.
+//!
+//! It drives every app over the ABCI socket protocol with tendermint-abci's client (an ABCI
+//! implementation independent of the apps'), opening a consensus, a mempool and query
+//! connections per app as CometBFT does; orders txs into a block every `block_ms`; persists
+//! every block in an append-only store and replays it to apps that are behind; and serves the
+//! CometBFT JSON-RPC routes that clients use (see [`rpc`]).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use seqmpc_localnet::sequencer::{Sequencer, SequencerConfig};
+//! let cfg = SequencerConfig::new(
+//!     vec!["node0=127.0.0.1:26700".into()],
+//!     "seqmpc-localnet",
+//!     std::fs::read("genesis.json")?,
+//!     "data/sequencer".into(),
+//! );
+//! let seq = Sequencer::spawn(cfg)?;
+//! seq.wait_for_height(1, std::time::Duration::from_secs(30))?;
+//! println!("RPC at {}", seq.rpc_url());
+//! seq.stop()?;
+//! # Ok(()) }
+//! ```
+
+pub mod app_conn;
+pub mod consensus;
+pub mod mempool;
+pub mod rpc;
+pub mod state;
+pub mod store;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ed25519_dalek::SigningKey;
+use prost::bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tendermint_proto::google::protobuf::Duration as PbDuration;
+use tendermint_proto::v0_38::abci::{RequestInitChain, ValidatorUpdate};
+use tendermint_proto::v0_38::crypto::{public_key, PublicKey};
+use tendermint_proto::v0_38::types::{
+    AbciParams, BlockParams, ConsensusParams, EvidenceParams, ValidatorParams, VersionParams,
+};
+
+use self::app_conn::AppHandle;
+use self::consensus::{Engine, EngineConfig};
+use self::mempool::Mempool;
+pub use self::state::{AppState, AppStatus, SequencerStatus};
+use self::state::{ChainView, Phase, Shared, TxIndex};
+use self::store::{BlockStore, GenesisRecord};
+
+/// Configuration of the dev sequencer.
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    /// ABCI addresses (`host:port`), optionally named: `node0=127.0.0.1:26700`. The first app
+    /// that is up answers CheckTx and queries, and its results are the ones recorded.
+    pub apps: Vec<String>,
+    /// RPC listen address (`127.0.0.1:26657`; port 0 picks a free one).
+    pub rpc_listen: String,
+    /// Block interval in milliseconds.
+    pub block_ms: u64,
+    /// Chain id sent in InitChain and shown by `status`.
+    pub chain_id: String,
+    /// `InitChain.app_state_bytes`.
+    pub app_state: Vec<u8>,
+    /// Where the block store lives.
+    pub data_dir: PathBuf,
+    /// Most txs in one block.
+    pub max_block_txs: usize,
+    /// Most pending txs in the mempool.
+    pub mempool_max_txs: usize,
+    /// Most pending bytes in the mempool.
+    pub mempool_max_bytes: usize,
+    /// Largest tx accepted.
+    pub max_tx_bytes: usize,
+    /// How long start-up waits for every app before going on with those that are up.
+    pub startup_timeout: Duration,
+    /// Longest wait for an answer on a consensus connection before the app is marked down.
+    pub abci_timeout: Duration,
+}
+
+impl SequencerConfig {
+    /// A configuration with the defaults: RPC on 127.0.0.1:26657, 1 s blocks, 5000 txs per
+    /// block, a mempool of 10000 txs / 256 MiB, 1 MiB txs, 30 s start-up and ABCI timeouts.
+    pub fn new(
+        apps: Vec<String>,
+        chain_id: impl Into<String>,
+        app_state: Vec<u8>,
+        data_dir: PathBuf,
+    ) -> Self {
+        SequencerConfig {
+            apps,
+            rpc_listen: "127.0.0.1:26657".to_owned(),
+            block_ms: 1000,
+            chain_id: chain_id.into(),
+            app_state,
+            data_dir,
+            max_block_txs: 5000,
+            mempool_max_txs: 10_000,
+            mempool_max_bytes: 256 * 1024 * 1024,
+            max_tx_bytes: 1024 * 1024,
+            startup_timeout: Duration::from_secs(30),
+            abci_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running sequencer: the block loop thread and the RPC server.
+pub struct Sequencer {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    engine: Option<JoinHandle<anyhow::Result<()>>>,
+    rpc: Option<rpc::RpcServer>,
+}
+
+impl Sequencer {
+    /// Opens the block store, binds the RPC and starts the block loop. Returns once the RPC
+    /// listens; the loop connects to the apps in the background (see [`Sequencer::status`]).
+    pub fn spawn(cfg: SequencerConfig) -> anyhow::Result<Sequencer> {
+        if cfg.apps.is_empty() {
+            bail!("the sequencer needs at least one ABCI app");
+        }
+        if cfg.block_ms == 0 {
+            bail!("block interval must be positive");
+        }
+        let apps = parse_apps(&cfg.apps)?;
+        let genesis_rec = GenesisRecord::new(&cfg.chain_id, &cfg.app_state, &time::GENESIS_TIME);
+        let store = BlockStore::open(&cfg.data_dir, &genesis_rec)?;
+        let validator_pub_key = dev_validator_key(&cfg.chain_id);
+        let shared = Arc::new(Shared {
+            chain_id: cfg.chain_id.clone(),
+            apps,
+            mempool: Mutex::new(Mempool::new(cfg.mempool_max_txs, cfg.mempool_max_bytes)),
+            check_gate: Mutex::new(()),
+            view: RwLock::new(ChainView {
+                phase: Phase::Starting,
+                height: 0,
+                latest: None,
+                earliest: None,
+                recent: Default::default(),
+                tx_index: TxIndex::default(),
+                apps: Vec::new(),
+                divergence: None,
+            }),
+            changed: (Mutex::new(0), Condvar::new()),
+            store: store.reader(),
+            validator_pub_key,
+            max_tx_bytes: cfg.max_tx_bytes,
+        });
+        let engine = Engine::new(
+            shared.clone(),
+            store,
+            init_chain_request(&cfg, &validator_pub_key),
+            EngineConfig {
+                block_interval: Duration::from_millis(cfg.block_ms),
+                max_block_txs: cfg.max_block_txs.max(1),
+                abci_timeout: cfg.abci_timeout,
+                startup_timeout: cfg.startup_timeout,
+            },
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rpc = rpc::RpcServer::start(&cfg.rpc_listen, shared.clone(), stop.clone())?;
+        let engine_stop = stop.clone();
+        let engine = thread::Builder::new()
+            .name("sequencer".to_owned())
+            .spawn(move || {
+                let res = engine.run(&engine_stop);
+                if let Err(e) = &res {
+                    tracing::error!("dev sequencer stopped: {e:#}");
+                }
+                res
+            })
+            .context("spawning the sequencer thread")?;
+        tracing::info!(rpc = %rpc.addr(), chain_id = %cfg.chain_id, "dev sequencer RPC listening");
+        Ok(Sequencer {
+            shared,
+            stop,
+            engine: Some(engine),
+            rpc: Some(rpc),
+        })
+    }
+
+    /// Address the RPC listens on.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        match &self.rpc {
+            Some(r) => r.addr(),
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// `http://<rpc addr>`.
+    pub fn rpc_url(&self) -> String {
+        format!("http://{}", self.rpc_addr())
+    }
+
+    /// Last committed height.
+    pub fn height(&self) -> u64 {
+        self.shared.view().height
+    }
+
+    /// A status snapshot (phase, height, per-app state, divergence).
+    pub fn status(&self) -> SequencerStatus {
+        self.shared.status()
+    }
+
+    /// Whether the block loop has ended (stopped or failed).
+    pub fn is_finished(&self) -> bool {
+        self.engine.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Waits until `cond` holds on the status, or the timeout (error), or the loop fails.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&SequencerStatus) -> bool,
+    ) -> anyhow::Result<SequencerStatus> {
+        let mut failed = None;
+        let ok = self.shared.wait_until(timeout, |v| {
+            if let Phase::Failed(e) = &v.phase {
+                failed = Some(e.clone());
+                return true;
+            }
+            v.phase == Phase::Stopped || cond(&self.status_of(v))
+        });
+        if let Some(e) = failed {
+            bail!("the dev sequencer failed: {e}");
+        }
+        let st = self.status();
+        if !ok {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        if st.phase == "stopped" {
+            bail!("the dev sequencer stopped while waiting for {what}");
+        }
+        Ok(st)
+    }
+
+    fn status_of(&self, v: &ChainView) -> SequencerStatus {
+        SequencerStatus {
+            chain_id: self.shared.chain_id.clone(),
+            phase: String::new(),
+            error: None,
+            height: v.height,
+            block_hash: String::new(),
+            app_hash: String::new(),
+            block_time: None,
+            apps: v.apps.clone(),
+            app_hash_divergence: v.divergence.clone(),
+            mempool_txs: 0,
+        }
+    }
+
+    /// Waits until the chain reaches `height`.
+    pub fn wait_for_height(&self, height: u64, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for(timeout, &format!("height {height}"), |s| s.height >= height)
+            .map(|_| ())
+    }
+
+    /// Stops the RPC and the block loop; returns the loop's outcome.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(rpc) = self.rpc.take() {
+            rpc.join();
+        }
+        match self.engine.take() {
+            Some(h) => match h.join() {
+                Ok(res) => res,
+                Err(_) => bail!("the sequencer thread panicked"),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sequencer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Runs a sequencer until `stop` is set (or it fails).
+pub fn run(cfg: SequencerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let seq = Sequencer::spawn(cfg)?;
+    while !stop.load(Ordering::Acquire) && !seq.is_finished() {
+        thread::sleep(Duration::from_millis(100));
+    }
+    seq.stop()
+}
+
+fn parse_apps(apps: &[String]) -> anyhow::Result<Vec<AppHandle>> {
+    let mut out: Vec<AppHandle> = Vec::new();
+    for a in apps {
+        let (name, addr) = match a.split_once('=') {
+            Some((n, addr)) => (n.trim().to_owned(), addr.trim().to_owned()),
+            None => (a.trim().to_owned(), a.trim().to_owned()),
+        };
+        let addr = addr.strip_prefix("tcp://").unwrap_or(&addr).to_owned();
+        if addr.is_empty() || name.is_empty() {
+            bail!("bad app address {a:?} (expected host:port or name=host:port)");
+        }
+        if out.iter().any(|h| h.name == name || h.addr == addr) {
+            bail!("app {a:?} is listed twice");
+        }
+        out.push(AppHandle::new(name, addr));
+    }
+    Ok(out)
+}
+
+/// The dev validator's key: deterministic per chain id (it signs nothing).
+fn dev_validator_key(chain_id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/dev-sequencer/validator\0");
+    h.update(chain_id.as_bytes());
+    let seed: [u8; 32] = h.finalize().into();
+    SigningKey::from_bytes(&seed).verifying_key().to_bytes()
+}
+
+/// The InitChain request every app gets at height 0: CometBFT's default consensus params, the
+/// dev validator with power 10, the fixed genesis time, initial height 1.
+fn init_chain_request(cfg: &SequencerConfig, validator: &[u8; 32]) -> RequestInitChain {
+    RequestInitChain {
+        time: Some(time::GENESIS_TIME),
+        chain_id: cfg.chain_id.clone(),
+        consensus_params: Some(ConsensusParams {
+            block: Some(BlockParams {
+                max_bytes: 22_020_096,
+                max_gas: -1,
+            }),
+            evidence: Some(EvidenceParams {
+                max_age_num_blocks: 100_000,
+                max_age_duration: Some(PbDuration {
+                    seconds: 172_800,
+                    nanos: 0,
+                }),
+                max_bytes: 1_048_576,
+            }),
+            validator: Some(ValidatorParams {
+                pub_key_types: vec!["ed25519".to_owned()],
+            }),
+            version: Some(VersionParams { app: 0 }),
+            abci: Some(AbciParams {
+                vote_extensions_enable_height: 0,
+            }),
+        }),
+        validators: vec![ValidatorUpdate {
+            pub_key: Some(PublicKey {
+                sum: Some(public_key::Sum::Ed25519(validator.to_vec())),
+            }),
+            power: 10,
+        }],
+        app_state_bytes: Bytes::from(cfg.app_state.clone()),
+        initial_height: 1,
+    }
+}

@@ -1,0 +1,260 @@
+//! JSON renderings of results with CometBFT v0.38's field names and encodings: int64/uint64 as
+//! decimal strings, int32/uint32 as numbers, `[]byte` as base64 (`null` when empty, as Go
+//! prints a nil slice), `HexBytes` (hashes, addresses) as upper-case hex, times as RFC 3339.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tendermint_proto::v0_38::abci::{
+    Event, ExecTxResult, ResponseCheckTx, ResponseInfo, ResponseQuery,
+};
+
+use crate::sequencer::state::{data_hash, CommittedBlock, Shared};
+use crate::sequencer::time::{rfc3339, GENESIS_TIME};
+
+/// `[]byte`: base64, `null` when empty.
+pub fn b64(b: &[u8]) -> Value {
+    if b.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+    }
+}
+
+/// `HexBytes`: upper-case hex.
+pub fn hexb(b: &[u8]) -> Value {
+    Value::String(hex::encode_upper(b))
+}
+
+fn events(evs: &[Event]) -> Value {
+    Value::Array(
+        evs.iter()
+            .map(|e| {
+                json!({
+                    "type": e.r#type,
+                    "attributes": e.attributes.iter().map(|a| json!({
+                        "key": a.key,
+                        "value": a.value,
+                        "index": a.index,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `abci.ExecTxResult`.
+pub fn exec_tx_result(r: &ExecTxResult) -> Value {
+    json!({
+        "code": r.code,
+        "data": b64(&r.data),
+        "log": r.log,
+        "info": r.info,
+        "gas_wanted": r.gas_wanted.to_string(),
+        "gas_used": r.gas_used.to_string(),
+        "events": events(&r.events),
+        "codespace": r.codespace,
+    })
+}
+
+/// `abci.ResponseCheckTx`.
+pub fn check_tx(r: &ResponseCheckTx) -> Value {
+    json!({
+        "code": r.code,
+        "data": b64(&r.data),
+        "log": r.log,
+        "info": r.info,
+        "gas_wanted": r.gas_wanted.to_string(),
+        "gas_used": r.gas_used.to_string(),
+        "events": events(&r.events),
+        "codespace": r.codespace,
+    })
+}
+
+/// `ResultBroadcastTx`.
+pub fn broadcast(hash: &[u8], r: &ResponseCheckTx) -> Value {
+    json!({
+        "code": r.code,
+        "data": hexb(&r.data),
+        "log": r.log,
+        "codespace": r.codespace,
+        "hash": hexb(hash),
+    })
+}
+
+/// `ResultABCIQuery`.
+pub fn abci_query(r: &ResponseQuery) -> Value {
+    json!({
+        "response": {
+            "code": r.code,
+            "log": r.log,
+            "info": r.info,
+            "index": r.index.to_string(),
+            "key": b64(&r.key),
+            "value": b64(&r.value),
+            "height": r.height.to_string(),
+            "codespace": r.codespace,
+        }
+    })
+}
+
+/// `ResultABCIInfo`.
+pub fn abci_info(r: &ResponseInfo) -> Value {
+    json!({
+        "response": {
+            "data": r.data,
+            "version": r.version,
+            "app_version": r.app_version.to_string(),
+            "last_block_height": r.last_block_height.to_string(),
+            "last_block_app_hash": b64(&r.last_block_app_hash),
+        }
+    })
+}
+
+fn block_id(hash: &[u8]) -> Value {
+    if hash.is_empty() {
+        json!({"hash": "", "parts": {"total": 0, "hash": ""}})
+    } else {
+        json!({"hash": hexb(hash), "parts": {"total": 1, "hash": hexb(hash)}})
+    }
+}
+
+fn time_of(b: &CommittedBlock) -> String {
+    rfc3339(b.block.time.as_ref().unwrap_or(&GENESIS_TIME))
+}
+
+/// `ResultBlock`. The header's `app_hash` is the app hash after the previous block, as in
+/// CometBFT; the app hash after this block is in `block_results` and in the next header.
+pub fn block(chain_id: &str, b: &CommittedBlock) -> Value {
+    let height = b.height();
+    let txs: Vec<Value> = b
+        .block
+        .txs
+        .iter()
+        .map(|t| Value::String(base64::engine::general_purpose::STANDARD.encode(t)))
+        .collect();
+    json!({
+        "block_id": block_id(&b.block.hash),
+        "block": {
+            "header": {
+                "version": {"block": "11", "app": "0"},
+                "chain_id": chain_id,
+                "height": height.to_string(),
+                "time": time_of(b),
+                "last_block_id": block_id(&b.prev_hash),
+                "last_commit_hash": "",
+                "data_hash": hexb(&data_hash(&b.block.txs)),
+                "validators_hash": "",
+                "next_validators_hash": hexb(&b.block.next_validators_hash),
+                "consensus_hash": "",
+                "app_hash": hexb(&b.prev_app_hash),
+                "last_results_hash": "",
+                "evidence_hash": "",
+                "proposer_address": hexb(&b.block.proposer_address),
+            },
+            "data": {"txs": txs},
+            "evidence": {"evidence": []},
+            "last_commit": {
+                "height": height.saturating_sub(1).to_string(),
+                "round": 0,
+                "block_id": block_id(&b.prev_hash),
+                "signatures": [],
+            },
+        }
+    })
+}
+
+/// `ResultBlockResults`.
+pub fn block_results(b: &CommittedBlock) -> Value {
+    let results: Vec<Value> = b.result.tx_results.iter().map(exec_tx_result).collect();
+    json!({
+        "height": b.height().to_string(),
+        "txs_results": if results.is_empty() { Value::Null } else { Value::Array(results) },
+        "finalize_block_events": events(&b.result.events),
+        "validator_updates": [],
+        "consensus_param_updates": null,
+        "app_hash": b64(&b.result.app_hash),
+    })
+}
+
+/// `ResultTx`.
+pub fn tx(b: &CommittedBlock, hash: &[u8], index: u32) -> Value {
+    let i = usize::try_from(index).unwrap_or(usize::MAX);
+    let tx = b.block.txs.get(i).map(|t| t.as_ref()).unwrap_or_default();
+    let result = b
+        .result
+        .tx_results
+        .get(i)
+        .map(exec_tx_result)
+        .unwrap_or_else(|| exec_tx_result(&ExecTxResult::default()));
+    json!({
+        "hash": hexb(hash),
+        "height": b.height().to_string(),
+        "index": index,
+        "tx_result": result,
+        "tx": base64::engine::general_purpose::STANDARD.encode(tx),
+    })
+}
+
+/// `ResultStatus`, plus the non-standard `seqmpc` section.
+pub fn status(shared: &Shared, rpc_addr: &str) -> Value {
+    let st = shared.status();
+    let v = shared.view();
+    let latest = v.latest.as_deref();
+    let earliest = v.earliest.as_deref();
+    let hash = |b: Option<&CommittedBlock>| b.map(|b| hexb(&b.block.hash)).unwrap_or(json!(""));
+    let app_hash =
+        |b: Option<&CommittedBlock>| b.map(|b| hexb(&b.result.app_hash)).unwrap_or(json!(""));
+    let time =
+        |b: Option<&CommittedBlock>| b.map(time_of).unwrap_or_else(|| rfc3339(&GENESIS_TIME));
+    let address = [0u8; 20];
+    let node_id = hex::encode(sha2_20(&shared.validator_pub_key));
+    json!({
+        "node_info": {
+            "protocol_version": {"p2p": "8", "block": "11", "app": "0"},
+            "id": node_id,
+            "listen_addr": "",
+            "network": shared.chain_id,
+            "version": "0.38.17-seqmpc-dev-sequencer",
+            "channels": "",
+            "moniker": "seqmpc-dev-sequencer",
+            "other": {"tx_index": "on", "rpc_address": format!("tcp://{rpc_addr}")},
+        },
+        "sync_info": {
+            "latest_block_hash": hash(latest),
+            "latest_app_hash": app_hash(latest),
+            "latest_block_height": v.height.to_string(),
+            "latest_block_time": time(latest),
+            "earliest_block_hash": hash(earliest),
+            "earliest_app_hash": app_hash(earliest),
+            "earliest_block_height": earliest.map_or(0, |b| b.height()).to_string(),
+            "earliest_block_time": time(earliest),
+            "catching_up": false,
+        },
+        "validator_info": {
+            "address": hexb(&address),
+            "pub_key": {
+                "type": "tendermint/PubKeyEd25519",
+                "value": base64::engine::general_purpose::STANDARD.encode(shared.validator_pub_key),
+            },
+            "voting_power": "10",
+        },
+        "seqmpc": {
+            "phase": st.phase,
+            "apps_up": st.apps.iter()
+                .filter(|a| a.state == crate::sequencer::state::AppState::Up)
+                .map(|a| a.name.clone())
+                .collect::<Vec<_>>(),
+            "apps": st.apps,
+            "app_hash_divergence": st.app_hash_divergence,
+            "mempool_txs": st.mempool_txs,
+        },
+    })
+}
+
+fn sha2_20(b: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .get(..20)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}

@@ -1,0 +1,501 @@
+//! State shared between the block loop and the RPC workers.
+//!
+//! Lock discipline: the RPC never holds a lock across an ABCI call on a consensus connection.
+//! `check_gate` serializes CheckTx(New)+admission against the Commit+Recheck phase of a block
+//! (as CometBFT locks its mempool across Commit and recheck, so a tx checked against
+//! post-commit state is never overtaken by the recheck of an older one); FinalizeBlock, the
+//! expensive call, runs outside it. Order: `check_gate` → `mempool`; `view` is taken alone.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use prost::bytes::Bytes;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tendermint_proto::v0_38::abci::{
+    CheckTxType, RequestCheckTx, RequestFinalizeBlock, RequestQuery, ResponseCheckTx,
+    ResponseFinalizeBlock, ResponseInfo, ResponseQuery,
+};
+
+use super::app_conn::AppHandle;
+use super::mempool::{tx_hash, AdmitError, Mempool, MempoolTx, TxHash};
+use super::store::StoreReader;
+use super::time::rfc3339;
+
+/// Blocks kept in memory for the RPC (older ones are read from the block store).
+pub const RECENT_BLOCKS: usize = 256;
+/// Committed txs kept in the `tx` index.
+pub const TX_INDEX_CAP: usize = 100_000;
+
+/// A committed block with what the RPC shows about it.
+#[derive(Debug)]
+pub struct CommittedBlock {
+    /// The block as sent to the apps.
+    pub block: RequestFinalizeBlock,
+    /// The reference app's answer.
+    pub result: ResponseFinalizeBlock,
+    /// Hash of the previous block (empty at height 1).
+    pub prev_hash: Bytes,
+    /// App hash after the previous block (what CometBFT's header `app_hash` holds).
+    pub prev_app_hash: Bytes,
+}
+
+impl CommittedBlock {
+    /// Height.
+    pub fn height(&self) -> u64 {
+        u64::try_from(self.block.height).unwrap_or(0)
+    }
+}
+
+/// Where a committed tx is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLoc {
+    /// Block height.
+    pub height: u64,
+    /// Index in the block.
+    pub index: u32,
+    /// Result code.
+    pub code: u32,
+}
+
+/// Bounded index of committed txs by hash.
+#[derive(Debug, Default)]
+pub struct TxIndex {
+    map: BTreeMap<TxHash, TxLoc>,
+    order: VecDeque<(TxHash, u64)>,
+}
+
+impl TxIndex {
+    /// Records the txs of a committed block.
+    pub fn add_block(&mut self, b: &CommittedBlock) {
+        let height = b.height();
+        for (i, tx) in b.block.txs.iter().enumerate() {
+            let code = b.result.tx_results.get(i).map_or(0, |r| r.code);
+            let hash = tx_hash(tx);
+            self.map.insert(
+                hash,
+                TxLoc {
+                    height,
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    code,
+                },
+            );
+            self.order.push_back((hash, height));
+        }
+        while self.order.len() > TX_INDEX_CAP {
+            if let Some((h, height)) = self.order.pop_front() {
+                if self.map.get(&h).is_some_and(|l| l.height == height) {
+                    self.map.remove(&h);
+                }
+            }
+        }
+    }
+
+    /// Location of a committed tx.
+    pub fn get(&self, hash: &TxHash) -> Option<TxLoc> {
+        self.map.get(hash).copied()
+    }
+
+    /// Number of indexed txs.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Life cycle of the sequencer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting to and syncing the apps.
+    Starting,
+    /// Producing blocks.
+    Running,
+    /// Stopped on request.
+    Stopped,
+    /// Stopped on an error (the block store failed, or no app could be reached).
+    Failed(String),
+}
+
+/// Connection state of one app, as the block loop sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppState {
+    /// Not connected; retried every tick.
+    Down,
+    /// Connected, being brought to the chain's height (InitChain and/or replay).
+    Syncing,
+    /// Receives every block.
+    Up,
+}
+
+/// Status of one app.
+#[derive(Clone, Debug, Serialize)]
+pub struct AppStatus {
+    /// Name (`node0`, or the address).
+    pub name: String,
+    /// ABCI address.
+    pub addr: String,
+    /// Connection state.
+    pub state: AppState,
+    /// Last height the app is known to have committed.
+    pub height: u64,
+    /// Last connection error, if any.
+    pub error: Option<String>,
+}
+
+/// What the RPC reads about the chain.
+#[derive(Debug)]
+pub struct ChainView {
+    /// Life cycle.
+    pub phase: Phase,
+    /// Last committed height.
+    pub height: u64,
+    /// Last committed block.
+    pub latest: Option<Arc<CommittedBlock>>,
+    /// Block 1, if committed.
+    pub earliest: Option<Arc<CommittedBlock>>,
+    /// The last [`RECENT_BLOCKS`] blocks.
+    pub recent: BTreeMap<u64, Arc<CommittedBlock>>,
+    /// Committed txs.
+    pub tx_index: TxIndex,
+    /// Per-app status.
+    pub apps: Vec<AppStatus>,
+    /// Last app hash divergence seen, if any (never cleared: a diverged chain stays suspect).
+    pub divergence: Option<String>,
+}
+
+impl ChainView {
+    /// Records a committed block.
+    pub fn push_block(&mut self, b: Arc<CommittedBlock>) {
+        let h = b.height();
+        self.tx_index.add_block(&b);
+        if h == 1 {
+            self.earliest = Some(b.clone());
+        }
+        self.height = h;
+        self.latest = Some(b.clone());
+        self.recent.insert(h, b);
+        while self.recent.len() > RECENT_BLOCKS {
+            self.recent.pop_first();
+        }
+    }
+}
+
+/// Public snapshot of the sequencer's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct SequencerStatus {
+    /// Chain id.
+    pub chain_id: String,
+    /// `starting`, `running`, `stopped` or `failed`.
+    pub phase: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Last committed height.
+    pub height: u64,
+    /// Upper hex hash of the last block.
+    pub block_hash: String,
+    /// Upper hex app hash after the last block.
+    pub app_hash: String,
+    /// Time of the last block (RFC 3339).
+    pub block_time: Option<String>,
+    /// Per-app status.
+    pub apps: Vec<AppStatus>,
+    /// Last app hash divergence seen.
+    pub app_hash_divergence: Option<String>,
+    /// Pending txs.
+    pub mempool_txs: usize,
+}
+
+/// Why a broadcast tx was not taken.
+#[derive(Debug)]
+pub enum BroadcastError {
+    /// Refused before CheckTx (duplicate, full, too large): a JSON-RPC error, as in CometBFT.
+    Refused(String),
+    /// No app could run CheckTx.
+    Unavailable(String),
+}
+
+/// State shared by the block loop and the RPC.
+pub struct Shared {
+    /// Chain id.
+    pub chain_id: String,
+    /// The apps, in configuration order ("first available" means first up in this order).
+    pub apps: Vec<AppHandle>,
+    /// Pending txs.
+    pub mempool: Mutex<Mempool>,
+    /// See the module doc.
+    pub check_gate: Mutex<()>,
+    /// Committed chain.
+    pub view: RwLock<ChainView>,
+    /// Signalled on every commit and phase change.
+    pub changed: (Mutex<u64>, Condvar),
+    /// Stored blocks.
+    pub store: Arc<StoreReader>,
+    /// The dev validator's ed25519 public key (shown in status, sent in InitChain).
+    pub validator_pub_key: [u8; 32],
+    /// Largest tx accepted.
+    pub max_tx_bytes: usize,
+}
+
+impl Shared {
+    /// Read access to the view (a poisoned lock is still readable: writers never leave it
+    /// half-updated across a panic point).
+    pub fn view(&self) -> std::sync::RwLockReadGuard<'_, ChainView> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Write access to the view.
+    pub fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, ChainView> {
+        self.view.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The mempool.
+    pub fn mempool(&self) -> std::sync::MutexGuard<'_, Mempool> {
+        self.mempool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes everyone waiting in [`Shared::wait_until`].
+    pub fn notify(&self) {
+        let (m, cv) = &self.changed;
+        let mut n = m.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = n.wrapping_add(1);
+        cv.notify_all();
+    }
+
+    /// Waits until `cond` holds on the view, or `timeout`. Returns whether it holds.
+    pub fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&ChainView) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &self.changed;
+        let mut guard = m.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if cond(&self.view()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Bounded waits also cover a notification racing with the check above.
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            guard = match cv.wait_timeout(guard, wait) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// CheckTx on the first app that is up and answers.
+    pub fn check_tx(&self, tx: Bytes, kind: CheckTxType) -> Result<ResponseCheckTx, String> {
+        let mut errors = Vec::new();
+        for app in self.apps.iter().filter(|a| a.is_up()) {
+            match app.check_tx(RequestCheckTx {
+                tx: tx.clone(),
+                r#type: kind as i32,
+            }) {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::warn!(app = %app.name, error = %e, "CheckTx failed");
+                    errors.push(e);
+                }
+            }
+        }
+        Err(unavailable("CheckTx", &errors))
+    }
+
+    /// Query on the first app that is up and answers.
+    pub fn query(&self, req: RequestQuery) -> Result<ResponseQuery, String> {
+        let mut errors = Vec::new();
+        for app in self.apps.iter().filter(|a| a.is_up()) {
+            match app.query(req.clone()) {
+                Ok(r) => return Ok(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(unavailable("Query", &errors))
+    }
+
+    /// Info on the first app that is up and answers.
+    pub fn info(&self) -> Result<ResponseInfo, String> {
+        let mut errors = Vec::new();
+        for app in self.apps.iter().filter(|a| a.is_up()) {
+            match app.info() {
+                Ok(r) => return Ok(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(unavailable("Info", &errors))
+    }
+
+    fn precheck(&self, hash: &TxHash, len: usize) -> Result<(), BroadcastError> {
+        self.mempool()
+            .can_admit(hash, len)
+            .map_err(|e| BroadcastError::Refused(e.to_string()))?;
+        if self.view().tx_index.get(hash).is_some_and(|l| l.code == 0) {
+            return Err(BroadcastError::Refused(AdmitError::Duplicate.to_string()));
+        }
+        Ok(())
+    }
+
+    /// `broadcast_tx_sync`: CheckTx, and admission to the mempool if the code is 0.
+    pub fn broadcast(&self, tx: Bytes) -> Result<(TxHash, ResponseCheckTx), BroadcastError> {
+        if tx.len() > self.max_tx_bytes {
+            return Err(BroadcastError::Refused(format!(
+                "tx too large. Max size is {}, but got {}",
+                self.max_tx_bytes,
+                tx.len()
+            )));
+        }
+        let hash = tx_hash(&tx);
+        // Cheap refusal without waiting for the gate, then again under it.
+        self.precheck(&hash, tx.len())?;
+        let _gate = self
+            .check_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.precheck(&hash, tx.len())?;
+        let res = self
+            .check_tx(tx.clone(), CheckTxType::New)
+            .map_err(BroadcastError::Unavailable)?;
+        if res.code == 0 {
+            self.mempool()
+                .admit(MempoolTx { hash, tx })
+                .map_err(|e| BroadcastError::Refused(e.to_string()))?;
+        }
+        Ok((hash, res))
+    }
+
+    /// The committed block at `height` (from memory, else from the block store).
+    pub fn block_at(&self, height: u64) -> Result<Arc<CommittedBlock>, String> {
+        {
+            let v = self.view();
+            if height == 0 {
+                return Err("height must be greater than 0, but got 0".to_owned());
+            }
+            if height > v.height {
+                return Err(format!(
+                    "height {height} must be less than or equal to the current blockchain height {}",
+                    v.height
+                ));
+            }
+            if let Some(b) = v.recent.get(&height) {
+                return Ok(b.clone());
+            }
+        }
+        load_block(&self.store, height)
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> SequencerStatus {
+        let mempool_txs = self.mempool().len();
+        let v = self.view();
+        let (phase, error) = match &v.phase {
+            Phase::Starting => ("starting", None),
+            Phase::Running => ("running", None),
+            Phase::Stopped => ("stopped", None),
+            Phase::Failed(e) => ("failed", Some(e.clone())),
+        };
+        SequencerStatus {
+            chain_id: self.chain_id.clone(),
+            phase: phase.to_owned(),
+            error,
+            height: v.height,
+            block_hash: v
+                .latest
+                .as_ref()
+                .map(|b| hex::encode_upper(&b.block.hash))
+                .unwrap_or_default(),
+            app_hash: v
+                .latest
+                .as_ref()
+                .map(|b| hex::encode_upper(&b.result.app_hash))
+                .unwrap_or_default(),
+            block_time: v
+                .latest
+                .as_ref()
+                .and_then(|b| b.block.time.as_ref())
+                .map(rfc3339),
+            apps: v.apps.clone(),
+            app_hash_divergence: v.divergence.clone(),
+            mempool_txs,
+        }
+    }
+}
+
+fn unavailable(what: &str, errors: &[String]) -> String {
+    if errors.is_empty() {
+        format!("no ABCI app is up to answer {what}")
+    } else {
+        format!("no ABCI app answered {what}: {}", errors.join("; "))
+    }
+}
+
+/// Reads block `height` and what the RPC needs about it from the store.
+pub fn load_block(store: &StoreReader, height: u64) -> anyhow::Result<CommittedBlock> {
+    use anyhow::Context;
+    let block = store.block(height)?;
+    let result = store
+        .result(height)?
+        .with_context(|| format!("block {height} has no stored result"))?;
+    let (prev_hash, prev_app_hash) = if height > 1 {
+        let prev = store.block(height - 1)?;
+        let prev_res = store
+            .result(height - 1)?
+            .with_context(|| format!("block {} has no stored result", height - 1))?;
+        (prev.hash, prev_res.app_hash)
+    } else {
+        (Bytes::new(), Bytes::new())
+    };
+    Ok(CommittedBlock {
+        block,
+        result,
+        prev_hash,
+        prev_app_hash,
+    })
+}
+
+/// The block hash: sha256 over the block's content and its parent, domain-separated.
+pub fn block_hash(
+    chain_id: &str,
+    height: u64,
+    time: &tendermint_proto::google::protobuf::Timestamp,
+    prev_hash: &[u8],
+    prev_app_hash: &[u8],
+    txs: &[Bytes],
+) -> [u8; 32] {
+    fn put(h: &mut Sha256, b: &[u8]) {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    }
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/dev-sequencer/block/v1\0");
+    put(&mut h, chain_id.as_bytes());
+    h.update(height.to_be_bytes());
+    h.update(time.seconds.to_be_bytes());
+    h.update(time.nanos.to_be_bytes());
+    put(&mut h, prev_hash);
+    put(&mut h, prev_app_hash);
+    h.update((txs.len() as u64).to_be_bytes());
+    for tx in txs {
+        h.update(tx_hash(tx));
+    }
+    h.finalize().into()
+}
+
+/// The header's `data_hash`: sha256 of the concatenated tx hashes (empty for no txs).
+pub fn data_hash(txs: &[Bytes]) -> Vec<u8> {
+    if txs.is_empty() {
+        return Vec::new();
+    }
+    let mut h = Sha256::new();
+    for tx in txs {
+        h.update(tx_hash(tx));
+    }
+    h.finalize().to_vec()
+}

@@ -1,0 +1,702 @@
+//! The dev sequencer against tendermint-abci's key/value store app, in-process, over real
+//! sockets: ABCI on 127.0.0.1 and the RPC over HTTP.
+
+#![allow(non_snake_case)]
+
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tendermint_abci::{Application, ClientBuilder, KeyValueStoreApp, ServerBuilder};
+use tendermint_proto::v0_38::abci::{
+    CheckTxType, ExecTxResult, RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestInitChain,
+    RequestQuery, ResponseCheckTx, ResponseCommit, ResponseFinalizeBlock, ResponseInfo,
+    ResponseInitChain, ResponseQuery,
+};
+
+use super::{AppState, Sequencer, SequencerConfig};
+
+// ---------------------------------------------------------------------------------------------
+// A test app: the kvstore, plus a real app hash chain (salted, to provoke divergence), per-tx
+// results, CheckTx refusals (`bad...`) and recheck refusals (`once...`).
+
+#[derive(Default)]
+struct HashChain {
+    committed: Vec<u8>,
+    pending: Vec<u8>,
+    init_chains: Vec<RequestInitChain>,
+}
+
+#[derive(Clone)]
+struct TestApp {
+    kv: KeyValueStoreApp,
+    chain: Arc<Mutex<HashChain>>,
+    salt: &'static str,
+}
+
+impl Application for TestApp {
+    fn info(&self, req: RequestInfo) -> ResponseInfo {
+        let mut info = self.kv.info(req);
+        info.last_block_app_hash = self.chain.lock().unwrap().committed.clone().into();
+        info
+    }
+
+    fn init_chain(&self, req: RequestInitChain) -> ResponseInitChain {
+        self.chain.lock().unwrap().init_chains.push(req);
+        ResponseInitChain::default()
+    }
+
+    fn query(&self, req: RequestQuery) -> ResponseQuery {
+        self.kv.query(req)
+    }
+
+    fn check_tx(&self, req: RequestCheckTx) -> ResponseCheckTx {
+        if req.tx.starts_with(b"bad") {
+            return ResponseCheckTx {
+                code: 7,
+                log: "bad tx".into(),
+                codespace: "test".into(),
+                ..Default::default()
+            };
+        }
+        if req.tx.starts_with(b"once") && req.r#type == CheckTxType::Recheck as i32 {
+            return ResponseCheckTx {
+                code: 8,
+                log: "no longer valid".into(),
+                ..Default::default()
+            };
+        }
+        self.kv.check_tx(req)
+    }
+
+    fn commit(&self) -> ResponseCommit {
+        let r = self.kv.commit();
+        let mut c = self.chain.lock().unwrap();
+        c.committed = c.pending.clone();
+        r
+    }
+
+    fn finalize_block(&self, req: RequestFinalizeBlock) -> ResponseFinalizeBlock {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(&self.chain.lock().unwrap().committed);
+        h.update(req.height.to_be_bytes());
+        for tx in &req.txs {
+            h.update(tx);
+        }
+        let app_hash = h.finalize().to_vec();
+        let n = req.txs.len();
+        let mut r = self.kv.finalize_block(req);
+        let events = std::mem::take(&mut r.events);
+        r.tx_results = (0..n)
+            .map(|i| ExecTxResult {
+                code: 0,
+                data: b"ok".to_vec().into(),
+                log: format!("tx {i}"),
+                events: events.get(i).cloned().into_iter().collect(),
+                ..Default::default()
+            })
+            .collect();
+        r.app_hash = app_hash.clone().into();
+        self.chain.lock().unwrap().pending = app_hash;
+        r
+    }
+}
+
+/// Starts a fresh app on a free port; returns its address and its shared hash chain.
+fn start_app(salt: &'static str) -> (String, Arc<Mutex<HashChain>>) {
+    let (kv, driver) = KeyValueStoreApp::new();
+    let chain = Arc::new(Mutex::new(HashChain::default()));
+    let app = TestApp {
+        kv,
+        chain: chain.clone(),
+        salt,
+    };
+    let server = ServerBuilder::default().bind("127.0.0.1:0", app).unwrap();
+    let addr = server.local_addr();
+    thread::spawn(move || {
+        let _ = driver.run();
+    });
+    thread::spawn(move || {
+        let _ = server.listen();
+    });
+    (addr, chain)
+}
+
+/// A TCP proxy in front of an app, to simulate an app that is down, or crashes and restarts
+/// (with empty state) at the same address.
+struct Proxy {
+    addr: String,
+    backend: Arc<Mutex<Option<String>>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(backend: Option<String>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let backend = Arc::new(Mutex::new(backend));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (b, c) = (backend.clone(), conns.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(client) = stream else { continue };
+                let target = b.lock().unwrap().clone();
+                let Some(target) = target else {
+                    drop(client); // "down": the connection dies at once
+                    continue;
+                };
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut list = c.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(upstream.try_clone().unwrap());
+                drop(list);
+                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                pipe(upstream, client);
+            }
+        });
+        Proxy {
+            addr,
+            backend,
+            conns,
+        }
+    }
+
+    /// Switches to another backend (or none), killing the current connections.
+    fn switch(&self, backend: Option<String>) {
+        *self.backend.lock().unwrap() = backend;
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    thread::spawn(move || {
+        let _ = io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn config(apps: Vec<String>, dir: &std::path::Path) -> SequencerConfig {
+    let mut cfg = SequencerConfig::new(
+        apps,
+        "test-chain",
+        br#"{"hello":"world"}"#.to_vec(),
+        dir.to_path_buf(),
+    );
+    cfg.rpc_listen = "127.0.0.1:0".into();
+    cfg.block_ms = 100;
+    cfg.startup_timeout = Duration::from_secs(5);
+    cfg.abci_timeout = Duration::from_secs(5);
+    cfg
+}
+
+fn get(url: &str) -> (u16, Value) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+fn post(url: &str, body: &str) -> (u16, Value) {
+    match ureq::post(url)
+        .set("Content-Type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("POST {url}: {e}"),
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Info straight from an app (height, app hash).
+fn app_info(addr: &str) -> (i64, Vec<u8>) {
+    let mut c = ClientBuilder::default().connect(addr).unwrap();
+    let i = c.info(RequestInfo::default()).unwrap();
+    (i.last_block_height, i.last_block_app_hash.to_vec())
+}
+
+fn committed_height(url: &str, hash: &str) -> Option<u64> {
+    let (_, v) = get(&format!("{url}/tx?hash=0x{hash}"));
+    v["result"]["height"].as_str().map(|h| h.parse().unwrap())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn sequencer__should_commit_broadcast_txs_and_serve_them_over_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, chain_a) = start_app("");
+    let (b, _) = start_app("");
+    let seq =
+        Sequencer::spawn(config(vec![format!("a={a}"), format!("b={b}")], dir.path())).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+
+    // InitChain carried the chain id, the app state and initial height 1.
+    {
+        let c = chain_a.lock().unwrap();
+        assert_eq!(c.init_chains.len(), 1);
+        assert_eq!(c.init_chains[0].chain_id, "test-chain");
+        assert_eq!(
+            c.init_chains[0].app_state_bytes.as_ref(),
+            br#"{"hello":"world"}"#
+        );
+        assert_eq!(c.init_chains[0].initial_height, 1);
+    }
+
+    // URI GET with a quoted string, and POST JSON-RPC with base64.
+    let (code, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"k1=v1\""));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["result"]["code"], 0, "{r}");
+    let h1 = r["result"]["hash"].as_str().unwrap().to_owned();
+    assert_eq!(h1, hex::encode_upper(Sha256::digest(b"k1=v1")));
+    let (_, r) = post(
+        &url,
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "broadcast_tx_sync",
+                "params": {"tx": b64(b"k2=v2")}})
+        .to_string(),
+    );
+    assert_eq!(r["id"], 7);
+    assert_eq!(r["result"]["code"], 0, "{r}");
+    let h2 = r["result"]["hash"].as_str().unwrap().to_owned();
+    let (_, r) = get(&format!(
+        "{url}/broadcast_tx_sync?tx=0x{}",
+        hex::encode(b"k3=v3")
+    ));
+    assert_eq!(r["result"]["code"], 0, "{r}");
+
+    // A tx refused by CheckTx comes back as a result with its code, and is not committed.
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"bad=1\""));
+    assert_eq!(r["result"]["code"], 7, "{r}");
+    assert_eq!(r["result"]["log"], "bad tx");
+    assert_eq!(r["result"]["codespace"], "test");
+
+    wait("k1 and k2 committed", Duration::from_secs(10), || {
+        committed_height(&url, &h1).is_some() && committed_height(&url, &h2).is_some()
+    });
+    let height = committed_height(&url, &h1).unwrap();
+
+    // abci_query, URI and POST forms.
+    let (_, r) = get(&format!(
+        "{url}/abci_query?path=\"/key\"&data=0x{}",
+        hex::encode("k1")
+    ));
+    assert_eq!(r["result"]["response"]["value"], b64(b"v1"), "{r}");
+    assert_eq!(r["result"]["response"]["code"], 0);
+    let (_, r) = post(
+        &url,
+        &json!({"jsonrpc": "2.0", "id": "q", "method": "abci_query",
+                "params": {"path": "", "data": hex::encode("k2"), "height": "0", "prove": false}})
+        .to_string(),
+    );
+    assert_eq!(r["result"]["response"]["value"], b64(b"v2"), "{r}");
+
+    // Both apps executed the block.
+    for addr in [&a, &b] {
+        let mut c = ClientBuilder::default().connect(addr.as_str()).unwrap();
+        let q = c
+            .query(RequestQuery {
+                data: "k1".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(q.value.as_ref(), b"v1");
+    }
+
+    // tx, block and block_results.
+    let (_, r) = get(&format!("{url}/tx?hash=0x{h1}"));
+    assert_eq!(r["result"]["hash"], h1.as_str());
+    assert_eq!(r["result"]["tx"], b64(b"k1=v1"));
+    assert_eq!(r["result"]["tx_result"]["code"], 0);
+    assert_eq!(r["result"]["tx_result"]["data"], b64(b"ok"));
+    let index = r["result"]["index"].as_u64().unwrap();
+    let (_, r) = get(&format!("{url}/block?height={height}"));
+    let header = &r["result"]["block"]["header"];
+    assert_eq!(header["chain_id"], "test-chain");
+    assert_eq!(header["height"], height.to_string());
+    assert!(header["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(header["proposer_address"], "00".repeat(20));
+    let txs = r["result"]["block"]["data"]["txs"].as_array().unwrap();
+    assert_eq!(txs[index as usize], b64(b"k1=v1"));
+    let (_, r) = get(&format!("{url}/block_results?height={height}"));
+    assert_eq!(r["result"]["height"], height.to_string());
+    let results = r["result"]["txs_results"].as_array().unwrap();
+    assert_eq!(results.len(), txs.len());
+    assert_eq!(results[index as usize]["events"][0]["type"], "app");
+    // POST with positional params; the app hash of the block is the one the apps report.
+    let (_, r) = post(
+        &url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "block_results", "params": [height.to_string()]})
+            .to_string(),
+    );
+    assert!(r["result"]["app_hash"].is_string(), "{r}");
+
+    // status: CometBFT fields plus the seqmpc section; heights advance.
+    let (_, s1) = get(&format!("{url}/status"));
+    let st = &s1["result"];
+    assert_eq!(st["node_info"]["network"], "test-chain");
+    assert_eq!(st["sync_info"]["catching_up"], false);
+    assert_eq!(st["seqmpc"]["apps_up"], json!(["a", "b"]));
+    assert_eq!(st["seqmpc"]["app_hash_divergence"], Value::Null);
+    let h_a: u64 = st["sync_info"]["latest_block_height"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait("heights to advance", Duration::from_secs(5), || {
+        seq.height() >= h_a + 3
+    });
+    let (_, s2) = get(&format!("{url}/status"));
+    assert_ne!(
+        s1["result"]["sync_info"]["latest_block_time"],
+        s2["result"]["sync_info"]["latest_block_time"]
+    );
+    let st = seq.status();
+    assert_eq!(st.phase, "running");
+    assert!(st.apps.iter().all(|a| a.state == AppState::Up));
+    seq.stop().unwrap();
+}
+
+#[test]
+fn sequencer__should_refuse_a_duplicate_tx() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let (b, _) = start_app("");
+    let seq = Sequencer::spawn(config(vec![a, b], dir.path())).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"dup=1\""));
+    assert_eq!(r["result"]["code"], 0, "{r}");
+    let hash = r["result"]["hash"].as_str().unwrap().to_owned();
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"dup=1\""));
+    // Pending or just committed: refused either way.
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert_eq!(r["error"]["data"], "tx already exists in cache");
+
+    wait("the tx to commit", Duration::from_secs(10), || {
+        committed_height(&url, &hash).is_some()
+    });
+    let (_, r) = post(
+        &url,
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "broadcast_tx_sync",
+                "params": {"tx": b64(b"dup=1")}})
+        .to_string(),
+    );
+    assert_eq!(r["error"]["data"], "tx already exists in cache", "{r}");
+    seq.stop().unwrap();
+}
+
+#[test]
+fn sequencer__should_drop_txs_that_fail_recheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let mut cfg = config(vec![a], dir.path());
+    cfg.max_block_txs = 1;
+    cfg.block_ms = 300;
+    let seq = Sequencer::spawn(cfg).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+    let mut hashes = Vec::new();
+    for tx in ["r1=1", "r2=2", "once=3"] {
+        let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"{tx}\""));
+        assert_eq!(r["result"]["code"], 0, "{r}");
+        hashes.push(r["result"]["hash"].as_str().unwrap().to_owned());
+    }
+    wait("r1 and r2 committed", Duration::from_secs(10), || {
+        committed_height(&url, &hashes[0]).is_some() && committed_height(&url, &hashes[1]).is_some()
+    });
+    let h = seq.height();
+    seq.wait_for_height(h + 2, Duration::from_secs(5)).unwrap();
+    assert_eq!(committed_height(&url, &hashes[2]), None);
+    let (_, r) = get(&format!("{url}/num_unconfirmed_txs"));
+    assert_eq!(r["result"]["n_txs"], "0", "{r}");
+    seq.stop().unwrap();
+}
+
+#[test]
+fn sequencer__should_catch_up_an_app_started_late_or_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let late = Proxy::start(None);
+    let mut cfg = config(
+        vec![format!("a={a}"), format!("late={}", late.addr)],
+        dir.path(),
+    );
+    cfg.startup_timeout = Duration::from_millis(300);
+    let seq = Sequencer::spawn(cfg).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+    for i in 0..20 {
+        let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"late{i}=v{i}\""));
+        assert_eq!(r["result"]["code"], 0, "{r}");
+    }
+    seq.wait_for_height(seq.height() + 5, Duration::from_secs(10))
+        .unwrap();
+    let st = seq.status();
+    assert_eq!(st.apps[1].state, AppState::Down);
+
+    let all_synced = |seq: &Sequencer, b: &str| {
+        let st = seq.status();
+        let (ha, hash_a) = app_info(&a);
+        let (hb, hash_b) = app_info(b);
+        st.apps.iter().all(|x| x.state == AppState::Up) && ha == hb && hash_a == hash_b
+    };
+
+    // The app comes up late: InitChain, replay of every stored block, then live blocks.
+    let (b1, chain_b1) = start_app("");
+    late.switch(Some(b1.clone()));
+    wait("the late app to catch up", Duration::from_secs(10), || {
+        all_synced(&seq, &b1)
+    });
+    assert_eq!(chain_b1.lock().unwrap().init_chains.len(), 1);
+    let mut c = ClientBuilder::default().connect(b1.as_str()).unwrap();
+    let q = c
+        .query(RequestQuery {
+            data: "late19".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(q.value.as_ref(), b"v19");
+
+    // It crashes and restarts empty at the same address: caught up again by replay.
+    let (b2, _) = start_app("");
+    late.switch(Some(b2.clone()));
+    wait(
+        "the restarted app to catch up",
+        Duration::from_secs(10),
+        || {
+            let h = seq.height();
+            all_synced(&seq, &b2) && app_info(&b2).0 >= i64::try_from(h).unwrap() - 1
+        },
+    );
+    assert!(seq.status().app_hash_divergence.is_none());
+    seq.stop().unwrap();
+}
+
+#[test]
+fn sequencer__should_resume_from_its_block_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let (b, _) = start_app("");
+    let apps = vec![a.clone(), b.clone()];
+    let seq = Sequencer::spawn(config(apps.clone(), dir.path())).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let (_, r) = get(&format!(
+        "{}/broadcast_tx_sync?tx=\"keep=1\"",
+        seq.rpc_url()
+    ));
+    let hash = r["result"]["hash"].as_str().unwrap().to_owned();
+    let url = seq.rpc_url();
+    wait("the tx to commit", Duration::from_secs(10), || {
+        committed_height(&url, &hash).is_some()
+    });
+    let tx_height = committed_height(&url, &hash).unwrap();
+    seq.stop().unwrap();
+    let (height_before, _) = app_info(&a);
+
+    // Restart against the same apps: no InitChain, heights continue, history is served.
+    let seq = Sequencer::spawn(config(apps.clone(), dir.path())).unwrap();
+    let h0 = u64::try_from(height_before).unwrap();
+    assert_eq!(seq.height(), h0);
+    seq.wait_for_height(h0 + 2, Duration::from_secs(10))
+        .unwrap();
+    let url = seq.rpc_url();
+    assert_eq!(committed_height(&url, &hash), Some(tx_height));
+    let (_, r) = get(&format!("{url}/block?height=1"));
+    assert_eq!(r["result"]["block"]["header"]["height"], "1", "{r}");
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"keep=1\""));
+    assert_eq!(r["error"]["data"], "tx already exists in cache", "{r}");
+    seq.stop().unwrap();
+
+    // Another chain's genesis is refused for this data dir.
+    let mut other = config(apps, dir.path());
+    other.chain_id = "other-chain".into();
+    assert!(Sequencer::spawn(other).is_err());
+}
+
+#[test]
+fn sequencer__should_report_app_hash_divergence_and_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let (b, _) = start_app("evil");
+    let seq =
+        Sequencer::spawn(config(vec![format!("a={a}"), format!("b={b}")], dir.path())).unwrap();
+    seq.wait_for_height(3, Duration::from_secs(10)).unwrap();
+    let st = seq.status();
+    let d = st.app_hash_divergence.expect("divergence reported");
+    assert!(d.contains("a=") && d.contains("b="), "{d}");
+    let (_, r) = get(&format!("{}/status", seq.rpc_url()));
+    assert!(r["result"]["seqmpc"]["app_hash_divergence"].is_string());
+    assert_eq!(
+        st.apps.iter().filter(|a| a.state == AppState::Up).count(),
+        2
+    );
+    seq.stop().unwrap();
+}
+
+#[test]
+fn sequencer__should_answer_bad_rpc_input_with_jsonrpc_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let seq = Sequencer::spawn(config(vec![a], dir.path())).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+
+    let (code, r) = get(&format!("{url}/broadcast_tx_sync"));
+    assert_eq!(
+        (code, r["error"]["code"].as_i64()),
+        (400, Some(-32602)),
+        "{r}"
+    );
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=0xZZ"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=notquoted"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/abci_query?data=0x123"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/block?height=abc"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/block?height=999999"));
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    let (_, r) = get(&format!("{url}/tx?hash=0x00"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/tx?hash=0x{}", "00".repeat(32)));
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    let (code, r) = get(&format!("{url}/no_such_method"));
+    assert_eq!(
+        (code, r["error"]["code"].as_i64()),
+        (404, Some(-32601)),
+        "{r}"
+    );
+
+    let rpc = |body: &str| post(&url, body).1;
+    let r = rpc(r#"{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_sync","params":{}}"#);
+    assert_eq!(
+        (r["id"].as_i64(), r["error"]["code"].as_i64()),
+        (Some(1), Some(-32602))
+    );
+    let r = rpc(r#"{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_sync","params":{"tx":"%%%"}}"#);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = rpc(r#"{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_sync","params":{"tx":5}}"#);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = rpc(r#"{"jsonrpc":"2.0","id":1,"method":"abci_query","params":{"data":"xyz"}}"#);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = rpc(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#);
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    let r = rpc(r#"{"jsonrpc":"1.0","id":1,"method":"status"}"#);
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    let r = rpc(r#"{"jsonrpc":"2.0","id":1,"method":"block","params":[1,2,3]}"#);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = rpc("not json");
+    assert_eq!(r["error"]["code"], -32700, "{r}");
+    let r = rpc("[]");
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    let r = rpc(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"health"},{"jsonrpc":"2.0","id":2,"method":"nope"}]"#,
+    );
+    assert_eq!(r[0]["result"], json!({}), "{r}");
+    assert_eq!(r[1]["error"]["code"], -32601, "{r}");
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_sync","params":{{"tx":"{}"}}}}"#,
+        "A".repeat(2_000_000)
+    );
+    let (code, r) = post(&url, &big);
+    assert_eq!(code, 413, "{r}");
+
+    // Still serving.
+    let (code, r) = get(&format!("{url}/status"));
+    assert_eq!(code, 200);
+    assert_eq!(r["result"]["node_info"]["network"], "test-chain");
+    assert!(!seq.is_finished());
+    seq.stop().unwrap();
+}
+
+/// Throughput of `broadcast_tx_sync` over HTTP (keep-alive clients, JSON-RPC POST) into two
+/// kvstore apps, and of commits. Run: `cargo test -p seqmpc-localnet --release -- --ignored
+/// --nocapture sequencer__bench`.
+#[test]
+#[ignore = "benchmark"]
+fn sequencer__bench_broadcast_tx_sync_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let (b, _) = start_app("");
+    let mut cfg = config(vec![a, b], dir.path());
+    cfg.block_ms = 200;
+    let seq = Sequencer::spawn(cfg).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+    let (threads, per_thread) = (8usize, 2500usize);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                for i in 0..per_thread {
+                    let tx = format!("bench{t}x{i}=value-{i:0>120}");
+                    let body = json!({"jsonrpc": "2.0", "id": i, "method": "broadcast_tx_sync",
+                                      "params": {"tx": b64(tx.as_bytes())}});
+                    let r: Value = agent
+                        .post(&url)
+                        .send_json(body)
+                        .unwrap()
+                        .into_json()
+                        .unwrap();
+                    assert_eq!(r["result"]["code"], 0, "tx {t}/{i}: {r}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let sent = start.elapsed();
+    let total = threads * per_thread;
+    let last = format!(
+        "bench{}x{}=value-{:0>120}",
+        threads - 1,
+        per_thread - 1,
+        per_thread - 1
+    );
+    let last_hash = hex::encode_upper(Sha256::digest(last.as_bytes()));
+    wait("every tx committed", Duration::from_secs(120), || {
+        committed_height(&url, &last_hash).is_some() && seq.status().mempool_txs == 0
+    });
+    let committed = start.elapsed();
+    println!(
+        "broadcast_tx_sync: {total} txs in {sent:?} = {:.0} tx/s accepted; all committed after \
+         {committed:?} = {:.0} tx/s end to end; height {}",
+        total as f64 / sent.as_secs_f64(),
+        total as f64 / committed.as_secs_f64(),
+        seq.height()
+    );
+    seq.stop().unwrap();
+}

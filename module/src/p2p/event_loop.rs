@@ -1,0 +1,536 @@
+//! The swarm task: owns the swarm, the per-peer send queues and the delivery backlog.
+//!
+//! Everything here runs on one task and never blocks: commands from the handles, swarm events
+//! and a periodic tick are handled as they come, and delivery into the (bounded) incoming channel
+//! uses `try_send`, parking what does not fit in a backlog whose entries are acked only once
+//! delivered.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::{FutureExt, StreamExt};
+use libp2p::{
+    request_response::{self, Message, OutboundFailure, OutboundRequestId, ResponseChannel},
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        ConnectionId, DialError, SwarmEvent,
+    },
+    PeerId, Swarm,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::{
+    peer::{Link, Outgoing, Peer, BACKOFF_INITIAL, STABLE_AFTER},
+    registry::Registry,
+    swarm::{Behaviour, BehaviourEvent},
+    Incoming, MAX_ATTEMPTS, MESSAGE_DEADLINE, REQUEST_TIMEOUT, WINDOW,
+};
+use crate::proto::NodeId;
+
+/// Period of redials and queue expiry.
+const TICK: Duration = Duration::from_millis(100);
+/// Further commands handled per wake-up before the swarm gets polled again.
+const COMMAND_BATCH: usize = 256;
+/// Inbound messages parked un-acked while the incoming channel is full. Honest senders never
+/// reach it (their windows bound what they have in flight); beyond it requests are dropped
+/// un-acked and their senders retry.
+const BACKLOG_MAX: usize = 16 * 1024;
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Target {
+    /// This node: straight into the incoming channel.
+    Local,
+    /// The registry remote at this index.
+    Remote(usize),
+}
+
+/// Requests from the handles.
+pub(super) enum Command {
+    /// Queue a message; its queue counter was already incremented by the handle.
+    Send {
+        to: Target,
+        bytes: Vec<u8>,
+        at: Instant,
+    },
+    /// Report the connected registry nodes.
+    Connected { reply: oneshot::Sender<Vec<NodeId>> },
+}
+
+/// How to acknowledge a message once it is in the incoming channel.
+enum Ack {
+    /// A self-send: release its queue slot.
+    Local,
+    /// A peer's request: send the ack so the sender stops retrying.
+    Remote(ResponseChannel<()>),
+}
+
+/// The swarm task's state.
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    local: NodeId,
+    local_peer: PeerId,
+    registry: Registry,
+    /// Parallel to `registry.remotes`.
+    peers: Vec<Peer>,
+    local_queued: Arc<AtomicUsize>,
+    in_flight: BTreeMap<OutboundRequestId, (usize, Outgoing)>,
+    backlog: VecDeque<(Incoming, Ack)>,
+    /// Inbound requests dropped on a full backlog since the last log line.
+    dropped_inbound: usize,
+    commands: mpsc::Receiver<Command>,
+    incoming: mpsc::Sender<Incoming>,
+    stop: Option<&'static str>,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        local: NodeId,
+        local_peer: PeerId,
+        registry: Registry,
+        commands: mpsc::Receiver<Command>,
+        incoming: mpsc::Sender<Incoming>,
+    ) -> Self {
+        let now = Instant::now();
+        let peers = registry
+            .remotes
+            .iter()
+            .map(|r| Peer::new(r, local_peer, now))
+            .collect();
+        Self {
+            swarm,
+            local,
+            local_peer,
+            registry,
+            peers,
+            local_queued: Arc::new(AtomicUsize::new(0)),
+            in_flight: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            dropped_inbound: 0,
+            commands,
+            incoming,
+            stop: None,
+        }
+    }
+
+    /// Every node a handle may send to (this one included), with its target and the queue
+    /// counter the handle increments and this loop decrements.
+    pub(super) fn targets(&self) -> impl Iterator<Item = (NodeId, Target, Arc<AtomicUsize>)> + '_ {
+        let local = (
+            self.local.clone(),
+            Target::Local,
+            Arc::clone(&self.local_queued),
+        );
+        let remotes = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.node.clone(), Target::Remote(i), Arc::clone(&p.queued)));
+        std::iter::once(local).chain(remotes)
+    }
+
+    /// Runs until every handle is gone or the incoming receiver is dropped.
+    pub(super) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        while self.stop.is_none() {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => {
+                        self.on_command(cmd);
+                        for _ in 0..COMMAND_BATCH {
+                            match self.commands.try_recv() {
+                                Ok(cmd) => self.on_command(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => self.stop = Some("every handle was dropped"),
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                // Room in the incoming channel again: move the backlog on.
+                // (The permit is released at once; `flush_backlog` is the only sender.)
+                open = self.incoming.reserve().map(|permit| permit.is_ok()), if !self.backlog.is_empty() => {
+                    if open {
+                        self.flush_backlog();
+                    } else {
+                        self.stop = Some("the incoming receiver was dropped");
+                    }
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        tracing::info!(reason = self.stop.unwrap_or_default(), "p2p task stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send {
+                to: Target::Local,
+                bytes,
+                ..
+            } => {
+                let incoming = Incoming {
+                    from: self.local.clone(),
+                    bytes,
+                };
+                self.backlog.push_back((incoming, Ack::Local));
+                self.flush_backlog();
+            }
+            Command::Send {
+                to: Target::Remote(idx),
+                bytes,
+                at,
+            } => {
+                let Some(p) = self.peers.get_mut(idx) else {
+                    tracing::error!(idx, "bug: send to a peer index outside the registry");
+                    return;
+                };
+                let seq = p.next_seq;
+                p.next_seq += 1;
+                p.queue.push_back(Outgoing {
+                    seq,
+                    bytes: Arc::new(bytes),
+                    at,
+                    attempts: 0,
+                });
+                self.pump(idx);
+            }
+            Command::Connected { reply } => {
+                let up = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.is_up())
+                    .map(|p| p.node.clone())
+                    .collect();
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(up);
+            }
+        }
+    }
+
+    /// Sends queued messages of peer `idx` while it is connected and its window has room.
+    fn pump(&mut self, idx: usize) {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        if !p.is_up() {
+            return;
+        }
+        let now = Instant::now();
+        while p.in_flight < WINDOW {
+            let Some(m) = p.queue.pop_front() else {
+                break;
+            };
+            if now.duration_since(m.at) > MESSAGE_DEADLINE {
+                p.expired += 1;
+                p.release();
+                continue;
+            }
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .mpc
+                .send_request(&p.peer_id, Arc::clone(&m.bytes));
+            p.in_flight += 1;
+            self.in_flight.insert(id, (idx, m));
+        }
+    }
+
+    /// Moves backlog entries into the incoming channel while it has room, acking each.
+    fn flush_backlog(&mut self) {
+        while let Some((incoming, ack)) = self.backlog.pop_front() {
+            match self.incoming.try_send(incoming) {
+                Ok(()) => match ack {
+                    Ack::Local => {
+                        self.local_queued.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    Ack::Remote(channel) => {
+                        if self
+                            .swarm
+                            .behaviour_mut()
+                            .mpc
+                            .send_response(channel, ())
+                            .is_err()
+                        {
+                            tracing::debug!("ack not sent: the request timed out meanwhile (its sender retries)");
+                        }
+                    }
+                },
+                Err(mpsc::error::TrySendError::Full(incoming)) => {
+                    self.backlog.push_front((incoming, ack));
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    self.stop = Some("the incoming receiver was dropped");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gate(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Mpc(ev)) => self.on_mpc_event(ev),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => self.on_connection_established(peer_id, connection_id, endpoint.is_dialer()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                let Some(idx) = self.registry.index_of(&peer_id) else {
+                    return;
+                };
+                let Some(p) = self.peers.get_mut(idx) else {
+                    return;
+                };
+                p.conns.retain(|(id, _)| *id != connection_id);
+                if num_established == 0 {
+                    let backoff = match p.link {
+                        Link::Up { since, .. } if since.elapsed() >= STABLE_AFTER => {
+                            BACKOFF_INITIAL
+                        }
+                        link => link.backoff(),
+                    };
+                    p.link = Link::down_after(backoff, p.dial_delay);
+                    let cause = cause.map(|c| c.to_string());
+                    tracing::info!(peer = %p.node, ?cause, queued = p.queue.len(), "disconnected; will redial");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                let Some(p) = self
+                    .registry
+                    .index_of(&peer_id)
+                    .and_then(|i| self.peers.get_mut(i))
+                else {
+                    return;
+                };
+                if let Link::Dialing { backoff } = p.link {
+                    p.link = Link::down_after(backoff, p.dial_delay);
+                    tracing::debug!(peer = %p.node, %error, ?backoff, "dial failed; will redial");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                peer_id,
+                ..
+            } => {
+                // Registry refusals were logged at warn by the gate.
+                tracing::debug!(remote = %send_back_addr, ?peer_id, %error, "inbound connection failed");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(%error, "listener error");
+            }
+            SwarmEvent::ListenerClosed {
+                reason, addresses, ..
+            } => {
+                tracing::error!(
+                    ?reason,
+                    ?addresses,
+                    "listener closed: no more inbound connections"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_established(&mut self, peer_id: PeerId, conn: ConnectionId, dialed: bool) {
+        let Some(idx) = self.registry.index_of(&peer_id) else {
+            // The gate refuses these before they are established; belt and braces.
+            tracing::warn!(peer = %peer_id, "closing connection: peer key is not in the node registry");
+            self.swarm.close_connection(conn);
+            return;
+        };
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        p.conns.push((conn, dialed));
+        if !p.is_up() {
+            let now = Instant::now();
+            p.link = Link::Up {
+                since: now,
+                backoff: p.link.backoff(),
+            };
+            p.last_ack = now;
+            tracing::info!(peer = %p.node, dialed, queued = p.queue.len(), "connected");
+        }
+        // When both nodes of a pair dial (the higher PeerId only dials after a delay, but it
+        // happens), request-response would alternate between the two connections and reorder
+        // messages. Keep the one dialed by the lower PeerId: each side closes only connections it
+        // dialed itself, so the two sides agree without talking. (Requests in flight on a closed
+        // connection are resent: possibly a duplicate, never a loss.)
+        let we_keep_ours = self.local_peer < p.peer_id;
+        if p.conns.iter().any(|(_, d)| *d == we_keep_ours) {
+            let ours = p.conns.iter().filter(|(_, d)| *d).map(|(id, _)| *id);
+            for id in ours.skip(usize::from(we_keep_ours)) {
+                self.swarm.close_connection(id);
+            }
+        }
+        self.pump(idx);
+    }
+
+    fn on_mpc_event(&mut self, ev: request_response::Event<Arc<Vec<u8>>, ()>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let Some(from) = self
+                    .registry
+                    .index_of(&peer)
+                    .and_then(|i| self.peers.get(i))
+                    .map(|p| p.node.clone())
+                else {
+                    tracing::warn!(%peer, bytes = request.len(), "dropping request from a peer outside the registry");
+                    return;
+                };
+                if self.backlog.len() >= BACKLOG_MAX {
+                    // Dropping `channel` closes the stream without ack: the sender retries.
+                    self.dropped_inbound += 1;
+                    return;
+                }
+                let bytes = Arc::unwrap_or_clone(request);
+                self.backlog
+                    .push_back((Incoming { from, bytes }, Ack::Remote(channel)));
+                self.flush_backlog();
+            }
+            request_response::Event::Message {
+                message: Message::Response { request_id, .. },
+                ..
+            } => {
+                let Some((idx, _)) = self.in_flight.remove(&request_id) else {
+                    return;
+                };
+                if let Some(p) = self.peers.get_mut(idx) {
+                    p.in_flight = p.in_flight.saturating_sub(1);
+                    p.last_ack = Instant::now();
+                    p.release();
+                }
+                self.pump(idx);
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => self.on_send_failure(request_id, error),
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_send_failure(&mut self, id: OutboundRequestId, error: OutboundFailure) {
+        let Some((idx, mut m)) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        p.in_flight = p.in_flight.saturating_sub(1);
+        // A lost connection is not the message's fault: it waits for the redial.
+        if !matches!(
+            error,
+            OutboundFailure::ConnectionClosed | OutboundFailure::DialFailure
+        ) {
+            m.attempts += 1;
+        }
+        if matches!(error, OutboundFailure::Timeout)
+            && p.is_up()
+            && p.last_ack.elapsed() > REQUEST_TIMEOUT
+        {
+            // Nothing acked for a whole timeout: treat the connection as dead and redial.
+            tracing::warn!(peer = %p.node, "no ack within {REQUEST_TIMEOUT:?}: closing the connection to redial");
+            p.last_ack = Instant::now();
+            let _ = self.swarm.disconnect_peer_id(p.peer_id);
+        }
+        if m.attempts >= MAX_ATTEMPTS {
+            tracing::warn!(peer = %p.node, bytes = m.bytes.len(), attempts = m.attempts, %error,
+                "giving up on a message");
+            p.release();
+        } else if m.at.elapsed() > MESSAGE_DEADLINE {
+            p.expired += 1;
+            p.release();
+        } else {
+            tracing::debug!(peer = %p.node, bytes = m.bytes.len(), attempts = m.attempts, %error,
+                "send failed; will retry");
+            let pos = p.queue.partition_point(|q| q.seq < m.seq);
+            p.queue.insert(pos, m);
+        }
+        self.pump(idx);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for p in &mut self.peers {
+            if let (Link::Down { retry_at, backoff }, Some(addr)) = (p.link, &p.addr) {
+                if retry_at <= now {
+                    let opts = DialOpts::peer_id(p.peer_id)
+                        .addresses(vec![addr.clone()])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    p.link = match self.swarm.dial(opts) {
+                        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+                            Link::Dialing { backoff }
+                        }
+                        Err(error) => {
+                            tracing::debug!(peer = %p.node, %error, "cannot dial");
+                            Link::down_after(backoff, p.dial_delay)
+                        }
+                    };
+                }
+            }
+            // Queues are sorted by sequence number, hence (nearly) by age: expire from the front.
+            while p
+                .queue
+                .front()
+                .is_some_and(|m| now.duration_since(m.at) > MESSAGE_DEADLINE)
+            {
+                p.queue.pop_front();
+                p.expired += 1;
+                p.release();
+            }
+            if p.expired > 0 {
+                tracing::warn!(peer = %p.node, messages = p.expired, connected = p.is_up(),
+                    "gave up on messages not delivered within {MESSAGE_DEADLINE:?}");
+                p.expired = 0;
+            }
+        }
+        if self.dropped_inbound > 0 {
+            tracing::warn!(
+                messages = self.dropped_inbound,
+                "dropped inbound messages un-acked: delivery backlog full (senders retry)"
+            );
+            self.dropped_inbound = 0;
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The chain's node registry as the p2p layer sees it: node id, authenticated `PeerId`, address.
+
+use std::collections::BTreeMap;
+
+use libp2p::{identity, Multiaddr, PeerId};
+
+use super::{P2pError, PeerInfo};
+use crate::proto::NodeId;
+
+/// A registry node other than this one.
+#[derive(Debug)]
+pub(super) struct Remote {
+    /// Its node id on the chain.
+    pub node: NodeId,
+    /// Derived from its registered ed25519 key; Noise authenticates it.
+    pub peer_id: PeerId,
+    /// Where to dial it; `None` when the registered address does not parse (inbound only).
+    pub addr: Option<Multiaddr>,
+}
+
+/// Registry nodes other than this one, indexed by position.
+#[derive(Debug)]
+pub(super) struct Registry {
+    /// Remote nodes; their position is the peer index used by the event loop and the handle.
+    pub remotes: Vec<Remote>,
+    by_peer: BTreeMap<PeerId, usize>,
+}
+
+/// `PeerId` of an ed25519 public key.
+pub(super) fn peer_id_of(public_key: &[u8; 32]) -> Result<PeerId, identity::DecodingError> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(public_key)?;
+    Ok(identity::PublicKey::from(pk).to_peer_id())
+}
+
+impl Registry {
+    /// Builds the registry from the chain's list.
+    ///
+    /// The entry of `local` must carry this node's own key (a mismatch is a configuration error:
+    /// every other node would refuse us). Faulty entries of *other* nodes (bad key, duplicate
+    /// id or key, unparsable address) are logged and skipped or made inbound-only, so one bad
+    /// registration cannot stop this node from starting.
+    pub(super) fn build(
+        local: &NodeId,
+        local_peer: PeerId,
+        peers: &[PeerInfo],
+    ) -> Result<Self, P2pError> {
+        let mut remotes: Vec<Remote> = Vec::with_capacity(peers.len());
+        let mut by_peer = BTreeMap::new();
+        if !peers.iter().any(|p| &p.node == local) {
+            tracing::warn!(node = %local, "this node is not in the node registry: peers will refuse its connections");
+        }
+        for p in peers {
+            let peer_id = match peer_id_of(&p.public_key) {
+                Ok(id) => id,
+                Err(e) if &p.node == local => {
+                    return Err(P2pError::InvalidConfig {
+                        field: "peers",
+                        reason: format!("this node's registry key is not a valid ed25519 key: {e}"),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(node = %p.node, error = %e, "registry entry skipped: invalid ed25519 public key");
+                    continue;
+                }
+            };
+            if &p.node == local {
+                if peer_id != local_peer {
+                    return Err(P2pError::InvalidConfig {
+                        field: "secret_key",
+                        reason: format!("does not match the key registered for node {local}"),
+                    });
+                }
+                continue;
+            }
+            if peer_id == local_peer {
+                tracing::error!(node = %p.node, "registry entry skipped: it carries this node's own key");
+                continue;
+            }
+            if remotes.iter().any(|r| r.node == p.node) || by_peer.contains_key(&peer_id) {
+                tracing::error!(node = %p.node, %peer_id, "registry entry skipped: duplicate node id or key");
+                continue;
+            }
+            let addr = match p.addr.parse::<Multiaddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::error!(node = %p.node, addr = %p.addr, error = %e,
+                        "unparsable registry address: accepting this node's connections, not dialing it");
+                    None
+                }
+            };
+            by_peer.insert(peer_id, remotes.len());
+            remotes.push(Remote {
+                node: p.node.clone(),
+                peer_id,
+                addr,
+            });
+        }
+        Ok(Self { remotes, by_peer })
+    }
+
+    /// Index of the remote node authenticated as `peer`, if it is registered.
+    pub(super) fn index_of(&self, peer: &PeerId) -> Option<usize> {
+        self.by_peer.get(peer).copied()
+    }
+}

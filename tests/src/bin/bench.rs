@@ -1,0 +1,222 @@
+//! `make bench`: the 4-node localnet against the in-process frost-ed25519 floor, in one run.
+//!
+//! Floor: per-party CPU of a 3-of-4 DKG and the whole CPU of one 3-of-4 signature, all parties
+//! in this thread. Network: keygen latency (committed block → share READY on every node) and
+//! sign latency (committed block → signature verified on the aggregator), both measured by
+//! the nodes themselves (`/metrics`), plus sustained signatures/s with 1, 10 and 100 requests
+//! in flight.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use frost_ed25519 as frost;
+use rand::rngs::OsRng;
+use seqmpc_e2e::{wait_for, Localnet, Submitter};
+use seqmpc_proto::tx::TxMsg;
+use seqmpc_proto::{KeyId, RequestId, Scheme};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+/// Per-party DKG CPU (ms) and whole-signature CPU (ms), 3-of-4, medians over `reps`.
+fn floor(reps: usize) -> anyhow::Result<(f64, f64)> {
+    let (n, t) = (4u16, 3u16);
+    let mut dkg_ms = Vec::new();
+    let mut sign_ms = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let ids: Vec<frost::Identifier> =
+            (1..=n).map(|i| i.try_into()).collect::<Result<_, _>>()?;
+        let mut s1 = BTreeMap::new();
+        let mut p1 = BTreeMap::new();
+        for id in &ids {
+            let (s, p) = frost::keys::dkg::part1(*id, n, t, OsRng)?;
+            s1.insert(*id, s);
+            p1.insert(*id, p);
+        }
+        let mut s2 = BTreeMap::new();
+        let mut p2: BTreeMap<frost::Identifier, BTreeMap<frost::Identifier, _>> = BTreeMap::new();
+        for id in &ids {
+            let others: BTreeMap<_, _> = p1
+                .iter()
+                .filter(|(k, _)| *k != id)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let (s, out) = frost::keys::dkg::part2(s1.remove(id).context("s1")?, &others)?;
+            s2.insert(*id, s);
+            for (to, pkg) in out {
+                p2.entry(to).or_default().insert(*id, pkg);
+            }
+        }
+        let mut keys = BTreeMap::new();
+        let mut pubkeys = None;
+        for id in &ids {
+            let others: BTreeMap<_, _> = p1
+                .iter()
+                .filter(|(k, _)| *k != id)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let (kp, pkp) = frost::keys::dkg::part3(&s2[id], &others, &p2[id])?;
+            keys.insert(*id, kp);
+            pubkeys = Some(pkp);
+        }
+        dkg_ms.push(start.elapsed().as_secs_f64() * 1000.0 / f64::from(n));
+        let pubkeys = pubkeys.context("no key")?;
+        let start = Instant::now();
+        let signers = &ids[..t as usize];
+        let mut nonces = BTreeMap::new();
+        let mut comms = BTreeMap::new();
+        for id in signers {
+            let (no, c) = frost::round1::commit(keys[id].signing_share(), &mut OsRng);
+            nonces.insert(*id, no);
+            comms.insert(*id, c);
+        }
+        let package = frost::SigningPackage::new(comms, b"floor");
+        let mut shares = BTreeMap::new();
+        for id in signers {
+            shares.insert(*id, frost::round2::sign(&package, &nonces[id], &keys[id])?);
+        }
+        frost::aggregate(&package, &shares, &pubkeys)?;
+        sign_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((median(&mut dkg_ms), median(&mut sign_ms)))
+}
+
+fn metrics(net: &Localnet, nodes: usize) -> Vec<serde_json::Value> {
+    (0..nodes)
+        .filter_map(|i| net.node_get(i, "/metrics").ok())
+        .collect()
+}
+
+fn latencies(ms: &[serde_json::Value], field: &str) -> Vec<u64> {
+    ms.iter()
+        .flat_map(|m| m[field].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_u64())
+        .collect()
+}
+
+fn signed_total(net: &Localnet, nodes: usize) -> u64 {
+    metrics(net, nodes)
+        .iter()
+        .filter_map(|m| m["signatures_ok"].as_u64())
+        .sum()
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if let (Some(flag), Some(dir)) = (args.next(), args.next()) {
+        if flag == "--mpcd-dir" {
+            std::env::set_var("SEQMPC_BIN_DIR", dir);
+        }
+    }
+    println!("floor: in-process frost-ed25519 3-of-4 (medians of 30)");
+    let (dkg_floor, sign_floor) = floor(30)?;
+    println!("  DKG per party          {dkg_floor:8.2} ms");
+    println!("  one signature (all 3)  {sign_floor:8.2} ms CPU");
+
+    let tmp = tempfile::tempdir()?;
+    let dir: PathBuf = tmp.path().join("bench");
+    let net = Localnet::start(&dir, 4, 3, 100, 37600)?;
+    let mut sub = Submitter::new(&net, net.client_key()?)?;
+
+    // Keygen: 5 keys one after the other; MPC part measured by every node.
+    let t0 = Instant::now();
+    for i in 0..5 {
+        let id = format!("bk{i}");
+        sub.submit(TxMsg::KeyGen {
+            key_id: KeyId::new(&id)?,
+            scheme: Scheme::FrostEd25519,
+            threshold: 3,
+            parties: vec![],
+        })?;
+        wait_for(Duration::from_secs(60), || {
+            (net.query(&format!("/key/{id}")).ok()?["status"] == "READY").then_some(())
+        })
+        .with_context(|| format!("keygen {id} did not finish"))?;
+    }
+    let wall_keygen = t0.elapsed().as_secs_f64() * 1000.0 / 5.0;
+    let ms = metrics(&net, 4);
+    let mut kg = latencies(&ms, "keygen_latency_us");
+    println!("network: 4 mpcd processes + dev sequencer (block 100 ms), 3-of-4 frost-ed25519");
+    println!(
+        "  keygen MPC part (commit → READY, all nodes) p50 {:7.2} ms  max {:7.2} ms   [{:.1}x floor]; wall incl. blocks {:.0} ms",
+        pct(&mut kg, 0.5),
+        pct(&mut kg, 1.0),
+        pct(&mut kg, 0.5) / dkg_floor,
+        wall_keygen
+    );
+
+    let mut next = 0u64;
+    for inflight in [1u64, 10, 100] {
+        let total = (inflight * 20).clamp(50, 2000);
+        let before = signed_total(&net, 4);
+        let base_lat: Vec<usize> = metrics(&net, 4)
+            .iter()
+            .map(|m| m["sign_latency_us"].as_array().map_or(0, |a| a.len()))
+            .collect();
+        let start = Instant::now();
+        let mut submitted = 0;
+        while submitted < total {
+            let done = signed_total(&net, 4) - before;
+            while submitted < total && submitted - done < inflight {
+                let key = format!("bk{}", next % 5);
+                sub.submit(TxMsg::KeySign {
+                    key_id: KeyId::new(key)?,
+                    request_id: RequestId::new(format!("b{next}"))?,
+                    message: next.to_be_bytes().to_vec(),
+                })?;
+                next += 1;
+                submitted += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("benchmark stalled");
+            }
+        }
+        wait_for(Duration::from_secs(120), || {
+            (signed_total(&net, 4) - before >= total).then_some(())
+        })
+        .context("signatures did not all complete")?;
+        let secs = start.elapsed().as_secs_f64();
+        let mut lat: Vec<u64> = metrics(&net, 4)
+            .iter()
+            .zip(base_lat.iter().chain(std::iter::repeat(&0)))
+            .flat_map(|(m, skip)| {
+                m["sign_latency_us"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .skip(*skip)
+            })
+            .filter_map(|v| v.as_u64())
+            .collect();
+        println!(
+            "  sign, {inflight:3} in flight: {total:5} sigs  {:7.1} sig/s   MPC part p50 {:7.2} ms  p99 {:7.2} ms   [p50 {:.1}x floor]",
+            total as f64 / secs,
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99),
+            pct(&mut lat, 0.5) / sign_floor
+        );
+    }
+    let last = format!("b{}", next - 1);
+    wait_for(Duration::from_secs(60), || {
+        (net.query(&format!("/sign/{last}")).ok()?["status"] == "DONE").then_some(())
+    })
+    .context("last signature not accepted on chain")?;
+    net.stop()?;
+    Ok(())
+}
