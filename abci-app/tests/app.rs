@@ -1,5 +1,5 @@
 //! The ABCI app driven in-process, block by block, as a consensus engine would.
-#![allow(non_snake_case)]
+#![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 

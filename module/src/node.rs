@@ -111,6 +111,7 @@ enum ReadyAnswer {
     Refused(String),
 }
 
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 enum KeygenPhase {
     /// Waiting for the coordinator's KeyGenPrepare.
     AwaitPrepare { buffered: Vec<(NodeId, DkgMsg)> },

@@ -1,7 +1,7 @@
 //! End to end over the real localnet: 4 mpcd processes + the dev sequencer, real ABCI sockets,
 //! real libp2p, real LevelDB files. Ports are fixed per test (base 36600) so runs are
 //! reproducible; the test refuses to start if they are taken.
-#![allow(non_snake_case)]
+#![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;

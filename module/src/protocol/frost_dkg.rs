@@ -98,6 +98,7 @@ impl std::fmt::Debug for Dkg {
 
 /// What a transition produced.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 pub enum DkgProgress {
     /// Keep going; send these.
     Continue(Dkg, Vec<Outgoing<DkgMsg>>),

@@ -57,6 +57,7 @@ impl SingleUseNonces {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 enum Step {
     /// Collecting the other signers' commitments.
     Round1 {
@@ -93,6 +94,7 @@ impl std::fmt::Debug for Signing {
 
 /// What a transition produced.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 pub enum SignProgress {
     /// Keep going; send these.
     Continue(Signing, Vec<Outgoing<SignMsg>>),
