@@ -34,21 +34,43 @@ pub struct App {
     /// Last committed state (None before InitChain).
     committed: Option<ChainState>,
     /// State and effects of the block being finalized, until Commit.
-    pending: Option<(ChainState, Vec<Job>)>,
+    pending: Option<(ChainState, Vec<u8>, Vec<Job>)>,
     /// Mempool view of sequences: next expected per signer, ahead of committed.
     check_seq: BTreeMap<String, u64>,
     /// Where committed jobs go (the MPC module).
     jobs: Option<tokio::sync::mpsc::Sender<Job>>,
 }
 
+/// Persisted form: the hex app hash, a newline, then the sealed encoding it hashes.
+fn persist(path: &Path, bytes: &[u8], hash: &[u8; 32]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(bytes.len() + 65);
+    out.extend_from_slice(hex::encode(hash).as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(bytes);
+    write_durable(path, &out)
+}
+
 fn load_state(path: &Path) -> std::io::Result<Option<ChainState>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let file = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let nl = file
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| invalid("no app hash line".into()))?;
+    let (hash_hex, body) = (&file[..nl], &file[nl + 1..]);
+    let expected = hex::encode(crate::state::app_hash_of(body));
+    if hash_hex != expected.as_bytes() {
+        return Err(invalid(
+            "state file does not match its app hash (corrupt)".into(),
+        ));
     }
+    let mut state: ChainState = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    state.app_hash = expected;
+    Ok(Some(state))
 }
 
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync the directory.
@@ -137,9 +159,8 @@ impl App {
             Ok(s) => s,
             Err(e) => panic!("invalid genesis: {e}"),
         };
-        let hash = state.compute_app_hash();
-        state.app_hash = hex::encode(hash);
-        if let Err(e) = write_durable(&self.state_path, &state.encode()) {
+        let (bytes, hash) = state.seal();
+        if let Err(e) = persist(&self.state_path, &bytes, &hash) {
             panic!("cannot persist state: {e}");
         }
         info!(chain_id = %state.chain_id, nodes = state.nodes.len(), "chain initialized");
@@ -203,7 +224,17 @@ impl App {
             );
         }
         let mut state = committed.clone();
-        let mut fx = Effects::default();
+        let mut fx = Effects {
+            block_time_ms: req
+                .time
+                .as_ref()
+                .map(|t| {
+                    u64::try_from(t.seconds).unwrap_or(0).saturating_mul(1000)
+                        + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
+                })
+                .unwrap_or(0),
+            ..Effects::default()
+        };
         execute::expire_deadlines(&mut state, height, &mut fx);
         let block_events: Vec<pb::Event> = fx.events.drain(..).map(to_pb_event).collect();
         let mut tx_results = Vec::with_capacity(req.txs.len());
@@ -228,10 +259,8 @@ impl App {
             });
         }
         state.height = height;
-        state.app_hash.clear();
-        let hash = state.compute_app_hash();
-        state.app_hash = hex::encode(hash);
-        self.pending = Some((state, fx.jobs));
+        let (bytes, hash) = state.seal();
+        self.pending = Some((state, bytes, fx.jobs));
         pb::ResponseFinalizeBlock {
             events: block_events,
             tx_results,
@@ -242,10 +271,14 @@ impl App {
 
     /// ABCI Commit: persists the finalized state, then hands its jobs to the module.
     pub fn commit(&mut self) -> pb::ResponseCommit {
-        let Some((state, jobs)) = self.pending.take() else {
+        let Some((state, bytes, jobs)) = self.pending.take() else {
             panic!("Commit without FinalizeBlock");
         };
-        if let Err(e) = write_durable(&self.state_path, &state.encode()) {
+        let hash: [u8; 32] = hex::decode(&state.app_hash)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .unwrap_or_default();
+        if let Err(e) = persist(&self.state_path, &bytes, &hash) {
             panic!("cannot persist committed state: {e}");
         }
         self.check_seq

@@ -85,6 +85,8 @@ fn ev(kind: &'static str, attrs: Vec<(&'static str, String)>) -> Event {
 /// Effects collected while executing a block.
 #[derive(Debug, Default)]
 pub struct Effects {
+    /// Block time in ms since the epoch (from the proposer), passed through to jobs.
+    pub block_time_ms: u64,
     /// Jobs for the MPC module, handed over after Commit.
     pub jobs: Vec<Job>,
     /// Events of the current tx (or block).
@@ -509,6 +511,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 threshold: *threshold,
                 parties: committee,
                 height,
+                block_time_ms: fx.block_time_ms,
             });
         }
         TxMsg::KeySign {
@@ -564,6 +567,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 message: message.clone(),
                 signers,
                 height,
+                block_time_ms: fx.block_time_ms,
             });
         }
         TxMsg::KeyDelete { key_id } => {

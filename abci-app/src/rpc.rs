@@ -88,7 +88,11 @@ impl RpcClient {
         Ok(BroadcastResult {
             code: code(&r["code"]),
             log: r["log"].as_str().unwrap_or_default().to_owned(),
-            data: b64(&r["data"]),
+            // CometBFT encodes `data` of broadcast results as hex (HexBytes).
+            data: r["data"]
+                .as_str()
+                .and_then(|s| hex::decode(s).ok())
+                .unwrap_or_default(),
             hash: r["hash"].as_str().unwrap_or_default().to_owned(),
         })
     }
@@ -106,7 +110,10 @@ impl RpcClient {
 
     /// `tx` by hash: Some((code, log)) once committed.
     pub fn tx_result(&self, hash_hex: &str) -> anyhow::Result<Option<(u32, String)>> {
-        match self.call("tx", json!({"hash": hash_hex})) {
+        // `tx` takes the hash as []byte, i.e. base64 in JSON-RPC params.
+        let hash = hex::decode(hash_hex).map_err(|e| anyhow!("tx hash is not hex: {e}"))?;
+        let hash = base64::engine::general_purpose::STANDARD.encode(hash);
+        match self.call("tx", json!({ "hash": hash })) {
             Ok(r) => Ok(Some((
                 code(&r["tx_result"]["code"]),
                 r["tx_result"]["log"]

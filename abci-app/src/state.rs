@@ -261,21 +261,29 @@ impl ChainState {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// The app hash of this state: SHA-256 over a domain tag and the canonical encoding,
-    /// excluding the `app_hash` field itself.
-    pub fn compute_app_hash(&self) -> [u8; 32] {
-        let mut copy_hash = Sha256::new();
-        copy_hash.update(b"seqmpc/app-hash/v1\0");
-        let mut s = self.clone();
-        s.app_hash.clear();
-        copy_hash.update(s.encode());
-        copy_hash.finalize().into()
+    /// Seals the state after a block: encodes it once (with `app_hash` empty), hashes the
+    /// encoding (SHA-256 over a domain tag and the bytes) and records the hash. Returns the
+    /// bytes to persist and the app hash. One encoding serves both hash and persistence.
+    pub fn seal(&mut self) -> (Vec<u8>, [u8; 32]) {
+        self.app_hash.clear();
+        let bytes = self.encode();
+        let hash = app_hash_of(&bytes);
+        self.app_hash = hex::encode(hash);
+        (bytes, hash)
     }
 
     /// Next sequence number of a signer.
     pub fn sequence(&self, signer_hex: &str) -> u64 {
         self.sequences.get(signer_hex).copied().unwrap_or(0)
     }
+}
+
+/// App hash of a sealed encoding.
+pub fn app_hash_of(encoded: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/app-hash/v1\0");
+    h.update(encoded);
+    h.finalize().into()
 }
 
 /// Parses a hex ed25519 public key.

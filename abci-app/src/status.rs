@@ -1,5 +1,6 @@
 //! The node's local status endpoint: its own view of its key shares (never secret material),
-//! its peers and its metrics. HTTP GET `/status`, `/keys`, `/key/<id>`, `/metrics`.
+//! its peers and its metrics. HTTP GET `/status`, `/keys`, `/key/<id>`, `/metrics` (counters),
+//! `/metrics/latencies` (recent latencies).
 
 use std::sync::Arc;
 
@@ -69,7 +70,22 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             ),
             Err(e) => (500, json!({"error": format!("key store: {e}")})),
         },
+        // Counters only: cheap enough to poll.
         "/metrics" => match ctx.metrics.lock() {
+            Ok(m) => (
+                200,
+                json!({
+                    "sessions_active": m.sessions_active,
+                    "keygens_ok": m.keygens_ok,
+                    "keygens_failed": m.keygens_failed,
+                    "signatures_ok": m.signatures_ok,
+                    "signs_failed": m.signs_failed,
+                    "messages_dropped": m.messages_dropped,
+                }),
+            ),
+            Err(_) => (500, json!({"error": "metrics unavailable"})),
+        },
+        "/metrics/latencies" => match ctx.metrics.lock() {
             Ok(m) => (200, json!(*m)),
             Err(_) => (500, json!({"error": "metrics unavailable"})),
         },
@@ -85,7 +101,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             Some(Err(e)) => (400, json!({"error": e.to_string()})),
             None => (
                 404,
-                json!({"error": "unknown path; known: /status, /keys, /key/<id>, /metrics"}),
+                json!({"error": "unknown path; known: /status, /keys, /key/<id>, /metrics, /metrics/latencies"}),
             ),
         },
     }

@@ -25,6 +25,9 @@ pub enum Job {
         parties: Vec<NodeId>,
         /// Height of the committed request.
         height: u64,
+        /// Block time (ms since the Unix epoch) of that height, as the proposer set it. Lets a
+        /// node replaying old blocks after a restart skip sessions that are long over.
+        block_time_ms: u64,
     },
     /// Run a signing session.
     Sign {
@@ -40,6 +43,8 @@ pub enum Job {
         signers: Vec<NodeId>,
         /// Height of the committed request.
         height: u64,
+        /// Block time (ms since the Unix epoch), see [`Job::KeyGen`].
+        block_time_ms: u64,
     },
     /// Delete this node's share of a key.
     Delete {

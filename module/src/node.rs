@@ -329,10 +329,18 @@ impl<S: SubmitResult> Node<S> {
                 scheme,
                 threshold,
                 parties,
+                block_time_ms,
                 ..
             } => {
-                if !parties.contains(&self.cfg.me) {
+                if !parties.contains(&self.cfg.me) || self.is_stale(block_time_ms) {
                     return;
+                }
+                // Idempotent: a replayed job for a session this node completed does nothing.
+                if let Ok(Some(rec)) = self.store.get(&key_id).await {
+                    if rec.session == session && rec.status != ShareStatus::Pending {
+                        debug!(%key_id, %session, "keygen job already done here; skipped");
+                        return;
+                    }
                 }
                 let Some(coord) = coordinator(&session, &parties) else {
                     return;
@@ -386,9 +394,13 @@ impl<S: SubmitResult> Node<S> {
                 key_id,
                 message,
                 signers,
+                block_time_ms,
                 ..
             } => {
-                if !signers.contains(&self.cfg.me) {
+                if !signers.contains(&self.cfg.me)
+                    || self.is_stale(block_time_ms)
+                    || self.finished.contains_key(&session)
+                {
                     return;
                 }
                 if let Err(e) = self
@@ -434,6 +446,17 @@ impl<S: SubmitResult> Node<S> {
                 }
             }
         }
+    }
+
+    /// A job from a block older than the session timeout (a node replaying blocks after a
+    /// restart): its session is over on every other node, so it is not started.
+    fn is_stale(&self, block_time_ms: u64) -> bool {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        block_time_ms != 0
+            && now_ms.saturating_sub(block_time_ms) > self.cfg.session_timeout.as_millis() as u64
     }
 
     async fn load_key(&mut self, key_id: &KeyId) -> Result<Arc<KeyMaterial>, ProtocolError> {
@@ -871,7 +894,9 @@ impl<S: SubmitResult> Node<S> {
         warn!(key_id = %k.key_id, %session, error = %e, "keygen failed");
         self.metrics(|m| m.keygens_failed += 1);
         if let Ok(Some(mut rec)) = self.store.get(&k.key_id).await {
-            if rec.session == session {
+            // Only this session's PENDING record: a local failure never downgrades a READY
+            // share (only the chain's verdict, Job::KeyGenFailed, does).
+            if rec.session == session && rec.status == ShareStatus::Pending {
                 rec.status = ShareStatus::Error;
                 rec.error = Some(e.to_string());
                 rec.share = None;

@@ -33,6 +33,7 @@ pub struct Localnet {
     pub info: Value,
     /// RPC client.
     pub rpc: RpcClient,
+    http: ureq::Agent,
 }
 
 impl Localnet {
@@ -79,6 +80,10 @@ impl Localnet {
             child,
             info: Value::Null,
             rpc: RpcClient::new("http://127.0.0.1:1"),
+            // One keep-alive agent: polling must not burn through ephemeral ports.
+            http: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build(),
         };
         let start = Instant::now();
         let path = dir.join("localnet.json");
@@ -146,7 +151,7 @@ impl Localnet {
         let url = self.info["nodes"][node]["status"]
             .as_str()
             .ok_or_else(|| anyhow!("no node {node}"))?;
-        Ok(ureq::get(&format!("{url}{path}")).call()?.into_json()?)
+        Ok(self.http.get(&format!("{url}{path}")).call()?.into_json()?)
     }
 
     /// Stops the localnet (SIGTERM) and waits.

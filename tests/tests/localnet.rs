@@ -1,5 +1,5 @@
 //! End to end over the real localnet: 4 mpcd processes + the dev sequencer, real ABCI sockets,
-//! real libp2p, real LevelDB files. Ports are fixed per test (base 36600) so runs are
+//! real libp2p, real LevelDB files. Ports are fixed per test (base 16600, below the ephemeral range) so runs are
 //! reproducible; the test refuses to start if they are taken.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,7 +38,7 @@ fn expect_err(net: &Localnet, args: &[&str], needle: &str) {
 fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let net = Localnet::start(&dir, 4, 3, 100, 36600).unwrap();
+    let net = Localnet::start(&dir, 4, 3, 100, 16600).unwrap();
 
     // Keygen through the whole flow.
     let k = net
@@ -239,6 +239,71 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         sig["signature"].as_str().unwrap(),
     );
 
+    // Crash and restart: kill -9 node1, restart it from localnet.json's `cmd`; it catches up
+    // from the chain (its committed state survived), keeps its READY shares and signs again.
+    let node1 = &net.info["nodes"][1];
+    let pid = node1["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let h_before = net.rpc.height().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let argv: Vec<String> = node1["cmd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(node1["log"].as_str().unwrap())
+        .unwrap();
+    let mut restarted = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let caught_up = wait_for(Duration::from_secs(30), || {
+        let st = net.node_get(1, "/status").ok()?;
+        (st["chain_height"].as_u64()? > h_before + 3).then_some(st)
+    });
+    let st = caught_up.expect("node1 did not catch up after restart");
+    let bulk_keys = st["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "READY")
+        .count();
+    assert_eq!(bulk_keys, 21, "node1 lost READY shares: {st}");
+    // Sign until node1 is among the signers (the chain picks signers per request id).
+    let mut signed_by_node1 = false;
+    for i in 0..12 {
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "e2e",
+                "--message",
+                &format!("{i:02x}"),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify(&pk, &[i as u8], s["signature"].as_str().unwrap());
+        signed_by_node1 |= s["signers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "node1");
+        if signed_by_node1 {
+            break;
+        }
+    }
+    assert!(signed_by_node1, "node1 was never chosen as a signer");
+
     // Delete: every node zeroizes its share; the id can never be reused; signing fails clearly.
     let d = net
         .mpcctl_json(&["delete", "--key-id", "e2e", "--wait"])
@@ -268,4 +333,10 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(s["status"], "DONE");
     net.stop().unwrap();
+    // The restarted node1 is not localnet's child: stop it ourselves.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(restarted.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = restarted.wait();
 }

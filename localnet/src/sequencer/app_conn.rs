@@ -2,7 +2,7 @@
 //! worker thread so the block loop can drive all apps in parallel and time out a stuck one), a
 //! mempool connection (CheckTx, in arrival order) and a small pool of query connections.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -37,16 +37,77 @@ fn connect(addr: &str) -> Result<Client, String> {
         .map_err(|e| format!("connecting to {addr}: {e}"))
 }
 
-/// The RPC-side view of one app: whether the block loop considers it up, and its mempool and
-/// query connections (reconnected lazily).
+/// How long CheckTx may take before the mempool connection is dropped (the next app is tried).
+pub const CHECK_TX_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a query may take before its connection is dropped.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+type ConnJob = Box<dyn FnOnce(&mut Client) -> bool + Send>;
+
+/// A connection owned by a thread, so that a call can time out even though tendermint-abci's
+/// client has no socket timeouts: on timeout the caller drops the `ConnThread`, and the thread
+/// ends once the stuck call returns.
+struct ConnThread {
+    jobs: mpsc::SyncSender<ConnJob>,
+    generation: u64,
+}
+
+impl ConnThread {
+    fn connect(name: &str, addr: &str, role: &str, generation: u64) -> Result<ConnThread, String> {
+        let mut client = connect(addr)?;
+        let (tx, rx) = mpsc::sync_channel::<ConnJob>(1);
+        thread::Builder::new()
+            .name(format!("abci-{role}-{name}"))
+            .spawn(move || {
+                for job in rx {
+                    if !job(&mut client) {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("spawning a connection thread: {e}"))?;
+        Ok(ConnThread {
+            jobs: tx,
+            generation,
+        })
+    }
+
+    /// Runs `f` on the connection; `Err` means the connection is no longer usable.
+    fn call<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Client) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |c: &mut Client| {
+                let r = f(c);
+                let ok = r.is_ok();
+                let _ = tx.send(r);
+                ok
+            }))
+            .map_err(|_| "connection closed".to_owned())?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(format!("no answer in {timeout:?}")),
+            Err(RecvTimeoutError::Disconnected) => Err("connection closed".to_owned()),
+        }
+    }
+}
+
+/// The RPC-side view of one app: whether the block loop considers it up, and its mempool
+/// connection and query connections (opened lazily; dropped when the app goes down or up).
 pub struct AppHandle {
     /// Name shown in status and logs (`node0`, or the address).
     pub name: String,
     /// ABCI address.
     pub addr: String,
     up: AtomicBool,
-    mempool: Mutex<Option<Client>>,
-    query: Mutex<Vec<Client>>,
+    /// Bumped on every up/down change, so a connection to a previous incarnation of the app is
+    /// never put back into use.
+    generation: AtomicU64,
+    mempool: Mutex<Option<ConnThread>>,
+    query: Mutex<Vec<ConnThread>>,
 }
 
 impl AppHandle {
@@ -56,6 +117,7 @@ impl AppHandle {
             name,
             addr,
             up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             mempool: Mutex::new(None),
             query: Mutex::new(Vec::new()),
         }
@@ -68,6 +130,7 @@ impl AppHandle {
 
     /// Marks the app up or down; connections to a previous incarnation are dropped.
     pub fn set_up(&self, up: bool) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.up.store(up, Ordering::Release);
         *self.mempool.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.query
@@ -76,44 +139,50 @@ impl AppHandle {
             .clear();
     }
 
-    /// CheckTx over the mempool connection.
+    /// CheckTx over the mempool connection (one connection: CheckTx runs in arrival order).
     pub fn check_tx(&self, req: RequestCheckTx) -> Result<ResponseCheckTx, String> {
         let mut slot = self.mempool.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut client = match slot.take() {
-            Some(c) => c,
-            None => connect(&self.addr)?,
+        let generation = self.generation.load(Ordering::Acquire);
+        let conn = match slot.take() {
+            Some(c) if c.generation == generation => c,
+            _ => ConnThread::connect(&self.name, &self.addr, "mempool", generation)?,
         };
-        let res = client
-            .check_tx(req)
+        let res = conn
+            .call(CHECK_TX_TIMEOUT, move |c| {
+                c.check_tx(req).map_err(|e| e.to_string())
+            })
             .map_err(|e| format!("CheckTx on {}: {e}", self.name))?;
-        *slot = Some(client);
+        *slot = Some(conn);
         Ok(res)
     }
 
-    fn with_query_conn<T>(
+    fn with_query_conn<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, String>,
+        f: impl FnOnce(&mut Client) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
+        let generation = self.generation.load(Ordering::Acquire);
         let pooled = self
             .query
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut client = match pooled {
-            Some(c) => c,
-            None => connect(&self.addr)?,
+        let conn = match pooled {
+            Some(c) if c.generation == generation => c,
+            _ => ConnThread::connect(&self.name, &self.addr, "query", generation)?,
         };
-        let res = f(&mut client).map_err(|e| format!("query connection to {}: {e}", self.name))?;
+        let res = conn
+            .call(QUERY_TIMEOUT, f)
+            .map_err(|e| format!("query connection to {}: {e}", self.name))?;
         let mut pool = self.query.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < QUERY_POOL {
-            pool.push(client);
+        if pool.len() < QUERY_POOL && conn.generation == self.generation.load(Ordering::Acquire) {
+            pool.push(conn);
         }
         Ok(res)
     }
 
     /// Query over a query connection.
     pub fn query(&self, req: RequestQuery) -> Result<ResponseQuery, String> {
-        self.with_query_conn(|c| c.query(req).map_err(|e| e.to_string()))
+        self.with_query_conn(move |c| c.query(req).map_err(|e| e.to_string()))
     }
 
     /// Info over a query connection.

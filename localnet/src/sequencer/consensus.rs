@@ -6,33 +6,30 @@
 //!
 //! Per block: take txs → store the block (fsync) → FinalizeBlock on every up app in parallel →
 //! compare app hashes → store the reference result (fsync) → [gate] Commit on every app →
-//! publish → Recheck the mempool [/gate]. See `store.rs` for why this order makes crash
-//! recovery simple.
+//! publish → Recheck the mempool [/gate] (`consensus/block.rs`). See `store.rs` for why this
+//! order makes crash recovery simple.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod block;
+
 use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prost::bytes::Bytes;
 use tendermint_proto::google::protobuf::Timestamp;
-use tendermint_proto::v0_38::abci::{
-    CheckTxType, CommitInfo, RequestFinalizeBlock, RequestInitChain, ResponseFinalizeBlock,
-};
+use tendermint_proto::v0_38::abci::RequestInitChain;
 
 use super::app_conn::{Done, Job, SyncReport, Worker};
-use super::state::{
-    block_hash, load_block, AppState, AppStatus, CommittedBlock, Phase, Shared, RECENT_BLOCKS,
-    TX_INDEX_CAP,
-};
+use super::state::{load_block, AppState, AppStatus, Phase, Shared};
 use super::store::BlockStore;
-use super::time::next_block_time;
 
 /// How often a down app is retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Blocks read back into the RPC view (recent blocks, tx index) when resuming.
+const RESUME_SCAN_BLOCKS: u64 = 10_000;
 /// Longest sleep of the loop, so stop requests and finished syncs are seen promptly.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -118,27 +115,15 @@ impl Engine {
             warned_no_app: None,
         };
         if height > 0 {
-            // Rebuild the RPC view: the tx index over the most recent blocks, newest first
-            // until the index is full, then pushed oldest first.
-            let mut blocks = Vec::new();
-            let mut txs = 0usize;
-            let mut h = height;
-            while h > 0 && (txs < TX_INDEX_CAP || blocks.len() < RECENT_BLOCKS) {
-                let b = load_block(&reader, h).with_context(|| format!("loading block {h}"))?;
-                txs += b.block.txs.len();
-                blocks.push(Arc::new(b));
-                h -= 1;
-            }
-            let earliest = if h == 0 {
-                blocks.last().cloned()
-            } else {
-                Some(Arc::new(load_block(&reader, 1)?))
-            };
+            // Rebuild the RPC view (recent blocks, tx index) from the last blocks of the store.
+            let first = height.saturating_sub(RESUME_SCAN_BLOCKS - 1).max(1);
+            let earliest = Arc::new(load_block(&reader, 1).context("loading block 1")?);
             let mut view = engine.shared.view_mut();
-            for b in blocks.into_iter().rev() {
-                view.push_block(b);
+            for h in first..=height {
+                let b = load_block(&reader, h).with_context(|| format!("loading block {h}"))?;
+                view.push_block(Arc::new(b));
             }
-            view.earliest = earliest;
+            view.earliest = Some(earliest);
             if let Some(last) = view.latest.clone() {
                 engine.last_time = last.block.time;
                 engine.last_hash = last.block.hash.clone();
@@ -279,131 +264,141 @@ impl Engine {
     fn maintain_links(&mut self) {
         let mut changed = false;
         for i in 0..self.slots.len() {
-            let Some(app) = self.shared.apps.get(i) else {
-                continue;
-            };
-            let (name, addr) = (app.name.clone(), app.addr.clone());
             let Some(slot) = self.slots.get_mut(i) else {
                 continue;
             };
             let link = mem::replace(&mut slot.link, Link::Down);
-            slot.link = match link {
-                Link::Down => {
-                    let due = slot
-                        .last_attempt
-                        .is_none_or(|t| t.elapsed() >= RETRY_INTERVAL);
-                    if !due {
-                        Link::Down
-                    } else {
-                        slot.last_attempt = Some(Instant::now());
-                        match Worker::connect(
-                            &name,
-                            &addr,
-                            self.store.reader(),
-                            self.genesis.clone(),
-                        )
-                        .and_then(|w| {
-                            w.send(Job::Sync {
-                                target: self.height,
-                            })?;
-                            Ok(w)
-                        }) {
-                            Ok(worker) => {
-                                tracing::info!(app = %name, %addr, "connected; syncing");
-                                changed = true;
-                                Link::Syncing {
-                                    worker,
-                                    target: self.height,
-                                }
-                            }
-                            Err(e) => {
-                                tracing::debug!(app = %name, error = %e, "app not reachable");
-                                slot.error = Some(e);
-                                Link::Down
-                            }
-                        }
-                    }
-                }
+            let (link, ch) = match link {
+                Link::Down => self.try_connect(i),
                 Link::Syncing { worker, target } => match worker.try_recv() {
-                    None => Link::Syncing { worker, target },
-                    Some(Ok(Done::Synced(report))) => {
-                        changed = true;
-                        slot.height = report.to;
-                        let mut divergence = None;
-                        if !report.mismatches.is_empty() {
-                            divergence = Some(describe_mismatches(&name, &report));
-                        }
-                        if report.to == self.height {
-                            if let (Some(expected), true) = (
-                                self.shared
-                                    .view()
-                                    .latest
-                                    .as_ref()
-                                    .map(|b| b.result.app_hash.clone()),
-                                report.from == report.to && report.from > 0,
-                            ) {
-                                if !expected.is_empty() && expected.as_ref() != report.info_app_hash
-                                {
-                                    tracing::warn!(
-                                        app = %name,
-                                        height = report.to,
-                                        info_app_hash = %hex::encode_upper(&report.info_app_hash),
-                                        stored_app_hash = %hex::encode_upper(&expected),
-                                        "the app's Info app hash differs from the stored one"
-                                    );
-                                }
-                            }
-                            tracing::info!(
-                                app = %name,
-                                height = report.to,
-                                replayed = report.to - report.from,
-                                init_chain = report.init_chain,
-                                "app is up"
-                            );
-                            slot.error = None;
-                            app.set_up(true);
-                            if let Some(d) = divergence {
-                                tracing::error!(app = %name, "app hash divergence during replay: {d}");
-                                self.shared.view_mut().divergence = Some(d);
-                            }
-                            Link::Up { worker }
-                        } else {
-                            if let Some(d) = divergence {
-                                tracing::error!(app = %name, "app hash divergence during replay: {d}");
-                                self.shared.view_mut().divergence = Some(d);
-                            }
-                            match worker.send(Job::Sync {
-                                target: self.height,
-                            }) {
-                                Ok(()) => Link::Syncing {
-                                    worker,
-                                    target: self.height,
-                                },
-                                Err(e) => {
-                                    slot.error = Some(e);
-                                    Link::Down
-                                }
-                            }
-                        }
-                    }
-                    Some(Ok(_)) => {
-                        changed = true;
-                        slot.error = Some("unexpected answer while syncing".to_owned());
-                        Link::Down
-                    }
-                    Some(Err(e)) => {
-                        changed = true;
-                        tracing::warn!(app = %name, error = %e, "sync failed");
-                        slot.error = Some(e);
-                        Link::Down
-                    }
+                    None => (Link::Syncing { worker, target }, false),
+                    Some(Ok(Done::Synced(report))) => (self.on_synced(i, worker, report), true),
+                    Some(Ok(_)) => (
+                        self.link_failed(i, "unexpected answer while syncing".to_owned()),
+                        true,
+                    ),
+                    Some(Err(e)) => (self.link_failed(i, format!("sync failed: {e}")), true),
                 },
-                up @ Link::Up { .. } => up,
+                up @ Link::Up { .. } => (up, false),
             };
+            if let Some(slot) = self.slots.get_mut(i) {
+                slot.link = link;
+            }
+            changed |= ch;
         }
         if changed {
             self.publish_apps();
         }
+    }
+
+    /// Down → Syncing, if a retry is due and the app accepts a connection.
+    fn try_connect(&mut self, i: usize) -> (Link, bool) {
+        let Some(app) = self.shared.apps.get(i) else {
+            return (Link::Down, false);
+        };
+        let Some(slot) = self.slots.get_mut(i) else {
+            return (Link::Down, false);
+        };
+        if slot
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < RETRY_INTERVAL)
+        {
+            return (Link::Down, false);
+        }
+        slot.last_attempt = Some(Instant::now());
+        let target = self.height;
+        let worker = Worker::connect(
+            &app.name,
+            &app.addr,
+            self.store.reader(),
+            self.genesis.clone(),
+        )
+        .and_then(|w| w.send(Job::Sync { target }).map(|()| w));
+        match worker {
+            Ok(worker) => {
+                tracing::info!(app = %app.name, addr = %app.addr, "connected; syncing");
+                (Link::Syncing { worker, target }, true)
+            }
+            Err(e) => {
+                tracing::debug!(app = %app.name, error = %e, "app not reachable");
+                slot.error = Some(e);
+                (Link::Down, false)
+            }
+        }
+    }
+
+    /// A sync finished: the app is up if it reached the current height, else it syncs on.
+    fn on_synced(&mut self, i: usize, worker: Worker, report: SyncReport) -> Link {
+        let name = self.name(i);
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.height = report.to;
+        }
+        if !report.mismatches.is_empty() {
+            let d = describe_mismatches(&name, &report);
+            tracing::error!(app = %name, "app hash divergence during replay: {d}");
+            self.shared.view_mut().divergence = Some(d);
+        }
+        if report.to < self.height {
+            // Blocks were made meanwhile: replay those too.
+            let target = self.height;
+            return match worker.send(Job::Sync { target }) {
+                Ok(()) => Link::Syncing { worker, target },
+                Err(e) => self.link_failed(i, e),
+            };
+        }
+        if report.from == report.to && report.to > 0 {
+            // Nothing replayed: at least check the app hash it reports.
+            let stored = self
+                .shared
+                .view()
+                .latest
+                .as_ref()
+                .map(|b| b.result.app_hash.clone());
+            if let Some(stored) = stored {
+                if !stored.is_empty() && stored.as_ref() != report.info_app_hash {
+                    tracing::warn!(
+                        app = %name,
+                        height = report.to,
+                        info_app_hash = %hex::encode_upper(&report.info_app_hash),
+                        stored_app_hash = %hex::encode_upper(&stored),
+                        "the app's Info app hash differs from the stored one"
+                    );
+                }
+            }
+        }
+        tracing::info!(
+            app = %name,
+            height = report.to,
+            replayed = report.to - report.from,
+            init_chain = report.init_chain,
+            "app is up"
+        );
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.error = None;
+        }
+        if let Some(app) = self.shared.apps.get(i) {
+            app.set_up(true);
+        }
+        Link::Up { worker }
+    }
+
+    /// A connection failed outside a block round: back to Down.
+    fn link_failed(&mut self, i: usize, error: String) -> Link {
+        let name = self.name(i);
+        if let Some(slot) = self.slots.get_mut(i) {
+            // The same failure again (retried every RETRY_INTERVAL) is not news.
+            if slot.error.as_deref() == Some(error.as_str()) {
+                tracing::debug!(app = %name, %error, "app connection failed again");
+            } else {
+                tracing::warn!(app = %name, %error, "app connection failed");
+            }
+            slot.error = Some(error);
+            slot.last_attempt = Some(Instant::now());
+        }
+        if let Some(app) = self.shared.apps.get(i) {
+            app.set_up(false);
+        }
+        Link::Down
     }
 
     fn publish_apps(&self) {
@@ -468,165 +463,6 @@ impl Engine {
             }
         }
         out
-    }
-
-    fn produce_block(&mut self) -> anyhow::Result<()> {
-        let up = self.up_indices();
-        if up.is_empty() {
-            if self
-                .warned_no_app
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-            {
-                tracing::warn!(
-                    height = self.height,
-                    "no app is up: block production paused"
-                );
-                self.warned_no_app = Some(Instant::now());
-            }
-            return Ok(());
-        }
-        self.warned_no_app = None;
-        let batch = self.shared.mempool().take(self.cfg.max_block_txs);
-        let height = self.height + 1;
-        let time = next_block_time(self.last_time.as_ref());
-        let txs: Vec<Bytes> = batch.iter().map(|t| t.tx.clone()).collect();
-        let hash = block_hash(
-            &self.shared.chain_id,
-            height,
-            &time,
-            &self.last_hash,
-            &self.last_app_hash,
-            &txs,
-        );
-        let block = RequestFinalizeBlock {
-            txs,
-            decided_last_commit: Some(CommitInfo {
-                round: 0,
-                votes: Vec::new(),
-            }),
-            misbehavior: Vec::new(),
-            hash: Bytes::copy_from_slice(&hash),
-            height: i64::try_from(height).context("height overflow")?,
-            time: Some(time),
-            next_validators_hash: Bytes::new(),
-            proposer_address: Bytes::from(vec![0u8; 20]),
-        };
-        if let Err(e) = self.store.append_block(&block) {
-            self.shared.mempool().give_back(batch);
-            return Err(e.context("storing a new block"));
-        }
-
-        // FinalizeBlock everywhere, in parallel.
-        let answers = self.round(&up, || Job::Finalize(block.clone()));
-        let mut results: Vec<(usize, Box<ResponseFinalizeBlock>)> = Vec::new();
-        for (i, done) in answers {
-            match done {
-                Done::Finalized(r) => results.push((i, r)),
-                _ => self.mark_down(i, "unexpected answer to FinalizeBlock".to_owned()),
-            }
-        }
-        let Some((ref_idx, reference)) = results.first().map(|(i, r)| (*i, r.clone())) else {
-            tracing::warn!(
-                height,
-                "no app executed the block; it is dropped and retried"
-            );
-            self.store.rollback_block()?;
-            self.shared.mempool().give_back(batch);
-            self.publish_apps();
-            return Ok(());
-        };
-        if reference.tx_results.len() != block.txs.len() {
-            tracing::error!(
-                app = %self.name(ref_idx),
-                height,
-                txs = block.txs.len(),
-                tx_results = reference.tx_results.len(),
-                "FinalizeBlock returned a wrong number of tx results"
-            );
-        }
-        self.check_divergence(height, &results);
-        self.store
-            .append_result(height, &reference)
-            .context("storing a block result")?;
-
-        // Commit everywhere, under the check gate (see state.rs).
-        let shared = self.shared.clone();
-        let gate = shared
-            .check_gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let finalized: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
-        let committed = self.round(&finalized, || Job::Commit);
-        for (i, _) in &committed {
-            if let Some(s) = self.slots.get_mut(*i) {
-                s.height = height;
-            }
-        }
-        let committed_block = Arc::new(CommittedBlock {
-            prev_hash: mem::replace(&mut self.last_hash, block.hash.clone()),
-            prev_app_hash: mem::replace(&mut self.last_app_hash, reference.app_hash.clone()),
-            block,
-            result: *reference,
-        });
-        self.height = height;
-        self.last_time = committed_block.block.time;
-        self.shared.view_mut().push_block(committed_block);
-        self.shared.mempool().committed(&batch);
-        self.publish_apps();
-        self.recheck();
-        drop(gate);
-        Ok(())
-    }
-
-    fn check_divergence(&mut self, height: u64, results: &[(usize, Box<ResponseFinalizeBlock>)]) {
-        let mut groups: BTreeMap<&[u8], Vec<String>> = BTreeMap::new();
-        for (i, r) in results {
-            groups
-                .entry(r.app_hash.as_ref())
-                .or_default()
-                .push(self.name(*i));
-        }
-        if groups.len() <= 1 {
-            return;
-        }
-        let msg = format!(
-            "height {height}: {}",
-            groups
-                .iter()
-                .map(|(h, names)| format!("{}={}", names.join(","), short_hex(h)))
-                .collect::<Vec<_>>()
-                .join(" vs ")
-        );
-        tracing::error!("app hash divergence at {msg}");
-        self.shared.view_mut().divergence = Some(msg);
-    }
-
-    /// Re-runs CheckTx (Recheck) on the txs left in the mempool and drops those that now fail.
-    fn recheck(&self) {
-        let pending = self.shared.mempool().snapshot();
-        if pending.is_empty() {
-            return;
-        }
-        let mut dropped = BTreeSet::new();
-        for t in pending {
-            match self.shared.check_tx(t.tx, CheckTxType::Recheck) {
-                Ok(r) if r.code != 0 => {
-                    tracing::debug!(
-                        hash = %hex::encode_upper(t.hash),
-                        code = r.code,
-                        log = %r.log,
-                        "recheck dropped a tx"
-                    );
-                    dropped.insert(t.hash);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "recheck interrupted");
-                    break;
-                }
-            }
-        }
-        self.shared.mempool().remove(&dropped);
     }
 }
 

@@ -193,7 +193,7 @@ fn handle(shared: &Shared, rpc_addr: &str, mut req: Request) {
                     return;
                 }
             };
-            let method = path.trim_start_matches('/');
+            let method = path.trim_matches('/');
             if method.is_empty() {
                 respond(
                     req,

@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
 
     let tmp = tempfile::tempdir()?;
     let dir: PathBuf = tmp.path().join("bench");
-    let net = Localnet::start(&dir, 4, 3, 100, 37600)?;
+    let net = Localnet::start(&dir, 4, 3, 100, 17600)?;
     let mut sub = Submitter::new(&net, net.client_key()?)?;
 
     // Keygen: 5 keys one after the other; MPC part measured by every node.
@@ -181,7 +181,7 @@ fn main() -> anyhow::Result<()> {
                 next += 1;
                 submitted += 1;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(10));
             if start.elapsed() > Duration::from_secs(300) {
                 bail!("benchmark stalled");
             }
