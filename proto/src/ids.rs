@@ -135,9 +135,27 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// 32-byte session id: the protocol's execution id, derived from chain data.
+/// 32-byte session id: the protocol's execution id, derived from chain data. Serialized as hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct SessionId(pub [u8; 32]);
+
+impl TryFrom<String> for SessionId {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        let b = hex::decode(&s).map_err(|e| DomainError::Invalid {
+            field: "session",
+            reason: format!("not hex: {e}"),
+        })?;
+        SessionId::from_slice(&b)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(s: SessionId) -> String {
+        hex::encode(s.0)
+    }
+}
 
 impl SessionId {
     /// Derives the session id of a request from chain data. Every party computes the same id.
