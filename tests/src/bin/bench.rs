@@ -95,9 +95,16 @@ fn floor(reps: usize) -> anyhow::Result<(f64, f64)> {
     Ok((median(&mut dkg_ms), median(&mut sign_ms)))
 }
 
+/// Recent latencies of every node (the heavier endpoint; read once per phase).
 fn metrics(net: &Localnet, nodes: usize) -> Vec<serde_json::Value> {
     (0..nodes)
-        .filter_map(|i| net.node_get(i, "/metrics").ok())
+        .filter_map(|i| match net.node_get(i, "/metrics/latencies") {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("node{i} /metrics/latencies: {e:#}");
+                None
+            }
+        })
         .collect()
 }
 
@@ -108,11 +115,37 @@ fn latencies(ms: &[serde_json::Value], field: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Signatures aggregated and verified, summed over nodes (the cheap counters endpoint).
 fn signed_total(net: &Localnet, nodes: usize) -> u64 {
-    metrics(net, nodes)
-        .iter()
+    (0..nodes)
+        .filter_map(|i| net.node_get(i, "/metrics").ok())
         .filter_map(|m| m["signatures_ok"].as_u64())
         .sum()
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_secs(pid: u64) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the sequencer (the localnet process) and of each node.
+fn cpu_table(net: &Localnet) -> Vec<(String, f64)> {
+    let mut v = vec![("sequencer".to_owned(), cpu_secs(net.info["pid"].as_u64().unwrap_or(0)))];
+    for n in net.info["nodes"].as_array().cloned().unwrap_or_default() {
+        v.push((
+            n["id"].as_str().unwrap_or("?").to_owned(),
+            cpu_secs(n["pid"].as_u64().unwrap_or(0)),
+        ));
+    }
+    v
 }
 
 fn main() -> anyhow::Result<()> {
@@ -167,6 +200,7 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|m| m["sign_latency_us"].as_array().map_or(0, |a| a.len()))
             .collect();
+        let cpu_before = cpu_table(&net);
         let start = Instant::now();
         let mut submitted = 0;
         while submitted < total {
@@ -211,6 +245,14 @@ fn main() -> anyhow::Result<()> {
             pct(&mut lat, 0.99),
             pct(&mut lat, 0.5) / sign_floor
         );
+        let per_sig: Vec<String> = cpu_table(&net)
+            .iter()
+            .zip(&cpu_before)
+            .map(|((name, after), (_, before))| {
+                format!("{name} {:.2}", (after - before) * 1000.0 / total as f64)
+            })
+            .collect();
+        println!("        CPU ms per signature: {}", per_sig.join(", "));
     }
     let last = format!("b{}", next - 1);
     wait_for(Duration::from_secs(60), || {
