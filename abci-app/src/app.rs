@@ -6,7 +6,7 @@
 //! requests are handled one at a time in arrival order (STYLE.md rule 10/13).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 use prost::bytes::Bytes;
@@ -19,74 +19,27 @@ use tracing::{error, info, warn};
 
 use crate::execute::{self, Effects, TxError};
 use crate::genesis::Genesis;
+use crate::persist::{StateFiles, SNAPSHOT_EVERY};
+use crate::state::BlockWrites;
 use crate::state::{ChainState, KeyStatus};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
-/// Name of the persisted state file inside the app's home.
-pub const STATE_FILE: &str = "chain-state.json";
 
 /// The application state and logic. Owned by one thread.
 pub struct App {
     genesis: Genesis,
     genesis_bytes: Vec<u8>,
-    state_path: PathBuf,
-    /// Last committed state (None before InitChain).
+    files: StateFiles,
+    /// Chain state (None before InitChain). Between FinalizeBlock and Commit it holds the
+    /// block being committed (executed in place: no copy of the state per block).
     committed: Option<ChainState>,
-    /// State and effects of the block being finalized, until Commit.
-    pending: Option<(ChainState, Vec<u8>, Vec<Job>)>,
+    /// Writes and jobs of the block being finalized, until Commit.
+    pending: Option<(BlockWrites, Vec<Job>)>,
     /// Mempool view of sequences: next expected per signer, ahead of committed.
     check_seq: BTreeMap<String, u64>,
     /// Where committed jobs go (the MPC module).
     jobs: Option<tokio::sync::mpsc::Sender<Job>>,
-}
-
-/// Persisted form: the hex app hash, a newline, then the sealed encoding it hashes.
-fn persist(path: &Path, bytes: &[u8], hash: &[u8; 32]) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(bytes.len() + 65);
-    out.extend_from_slice(hex::encode(hash).as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(bytes);
-    write_durable(path, &out)
-}
-
-fn load_state(path: &Path) -> std::io::Result<Option<ChainState>> {
-    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let file = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let nl = file
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| invalid("no app hash line".into()))?;
-    let (hash_hex, body) = (&file[..nl], &file[nl + 1..]);
-    let expected = hex::encode(crate::state::app_hash_of(body));
-    if hash_hex != expected.as_bytes() {
-        return Err(invalid(
-            "state file does not match its app hash (corrupt)".into(),
-        ));
-    }
-    let mut state: ChainState = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
-    state.app_hash = expected;
-    Ok(Some(state))
-}
-
-/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync the directory.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl App {
@@ -98,15 +51,16 @@ impl App {
     ) -> anyhow::Result<App> {
         let genesis: Genesis = serde_json::from_slice(&genesis_bytes)
             .map_err(|e| anyhow::anyhow!("genesis is not valid: {e}"))?;
-        let state_path = home.join(STATE_FILE);
-        let committed = load_state(&state_path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", state_path.display()))?;
+        let mut files = StateFiles::new(home);
+        let committed = files
+            .load()
+            .map_err(|e| anyhow::anyhow!("cannot load the chain state: {e}"))?;
         if let Some(s) = &committed {
             let gh = hex::encode(Sha256::digest(&genesis_bytes));
             if s.genesis_hash != gh {
                 anyhow::bail!(
-                    "{} belongs to another genesis (hash {}, this genesis {gh})",
-                    state_path.display(),
+                    "the chain state in {} belongs to another genesis (hash {}, this genesis {gh})",
+                    home.display(),
                     s.genesis_hash
                 );
             }
@@ -114,7 +68,7 @@ impl App {
         Ok(App {
             genesis,
             genesis_bytes,
-            state_path,
+            files,
             committed,
             pending: None,
             check_seq: BTreeMap::new(),
@@ -159,8 +113,8 @@ impl App {
             Ok(s) => s,
             Err(e) => panic!("invalid genesis: {e}"),
         };
-        let (bytes, hash) = state.seal();
-        if let Err(e) = persist(&self.state_path, &bytes, &hash) {
+        let (_, hash) = state.seal();
+        if let Err(e) = self.files.snapshot(&state) {
             panic!("cannot persist state: {e}");
         }
         info!(chain_id = %state.chain_id, nodes = state.nodes.len(), "chain initialized");
@@ -213,17 +167,25 @@ impl App {
 
     /// ABCI FinalizeBlock: executes the block on a copy of the committed state.
     pub fn finalize_block(&mut self, req: pb::RequestFinalizeBlock) -> pb::ResponseFinalizeBlock {
-        let Some(committed) = &self.committed else {
+        if self.pending.take().is_some() {
+            // The engine re-sends a height it never committed: drop the executed block by
+            // reloading the committed state from disk, then execute the new one.
+            warn!("FinalizeBlock again before Commit: reloading the committed state");
+            match self.files.load() {
+                Ok(s) => self.committed = s,
+                Err(e) => panic!("cannot reload the committed state: {e}"),
+            }
+        }
+        let Some(state) = self.committed.as_mut() else {
             panic!("FinalizeBlock before InitChain");
         };
         let height = u64::try_from(req.height).unwrap_or(0);
-        if height != committed.height.saturating_add(1) {
+        if height != state.height.saturating_add(1) {
             panic!(
                 "FinalizeBlock at height {height}, expected {}",
-                committed.height.saturating_add(1)
+                state.height.saturating_add(1)
             );
         }
-        let mut state = committed.clone();
         let mut fx = Effects {
             block_time_ms: req
                 .time
@@ -235,13 +197,13 @@ impl App {
                 .unwrap_or(0),
             ..Effects::default()
         };
-        execute::expire_deadlines(&mut state, height, &mut fx);
+        execute::expire_deadlines(state, height, &mut fx);
         let block_events: Vec<pb::Event> = fx.events.drain(..).map(to_pb_event).collect();
         let mut tx_results = Vec::with_capacity(req.txs.len());
         for raw in &req.txs {
             let result = match SignedTx::decode(raw) {
                 Err(e) => Err(TxError::Malformed(e.to_string())),
-                Ok(tx) => execute::deliver(&mut state, &tx, height, &mut fx),
+                Ok(tx) => execute::deliver(state, &tx, height, &mut fx),
             };
             let events = fx.events.drain(..).map(to_pb_event).collect();
             tx_results.push(match result {
@@ -258,9 +220,8 @@ impl App {
                 },
             });
         }
-        state.height = height;
-        let (bytes, hash) = state.seal();
-        self.pending = Some((state, bytes, fx.jobs));
+        let (writes, hash) = state.seal_block(height);
+        self.pending = Some((writes, fx.jobs));
         pb::ResponseFinalizeBlock {
             events: block_events,
             tx_results,
@@ -271,19 +232,22 @@ impl App {
 
     /// ABCI Commit: persists the finalized state, then hands its jobs to the module.
     pub fn commit(&mut self) -> pb::ResponseCommit {
-        let Some((state, bytes, jobs)) = self.pending.take() else {
+        let Some((writes, jobs)) = self.pending.take() else {
             panic!("Commit without FinalizeBlock");
         };
-        let hash: [u8; 32] = hex::decode(&state.app_hash)
-            .ok()
-            .and_then(|h| h.try_into().ok())
-            .unwrap_or_default();
-        if let Err(e) = persist(&self.state_path, &bytes, &hash) {
+        let Some(state) = self.committed.as_ref() else {
+            panic!("Commit before InitChain");
+        };
+        let persisted = if writes.height % SNAPSHOT_EVERY == 0 {
+            self.files.snapshot(state)
+        } else {
+            self.files.append(&writes)
+        };
+        if let Err(e) = persisted {
             panic!("cannot persist committed state: {e}");
         }
         self.check_seq
             .retain(|signer, next| *next > state.sequence(signer));
-        self.committed = Some(state);
         if let Some(tx) = &self.jobs {
             for job in jobs {
                 if tx.blocking_send(job).is_err() {
@@ -301,7 +265,7 @@ impl App {
             return Vec::new();
         };
         let mut jobs = Vec::new();
-        for key in state.keys.values() {
+        for key in state.keys().values() {
             if !key.parties.contains(node) {
                 continue;
             }
@@ -354,7 +318,7 @@ fn query_value(state: &ChainState, path: &str) -> Result<Vec<u8>, (u32, String)>
     if let Some(id) = path.strip_prefix("/key/") {
         let id = KeyId::new(id).map_err(|e| (6, e.to_string()))?;
         let key = state
-            .keys
+            .keys()
             .get(&id)
             .ok_or_else(|| not_found(format!("key {id} does not exist")))?;
         return json(serde_json::to_vec(key));
@@ -362,7 +326,7 @@ fn query_value(state: &ChainState, path: &str) -> Result<Vec<u8>, (u32, String)>
     if let Some(id) = path.strip_prefix("/sign/") {
         let id = RequestId::new(id).map_err(|e| (6, e.to_string()))?;
         let req = state
-            .sign_requests
+            .sign_requests()
             .get(&id)
             .ok_or_else(|| not_found(format!("sign request {id} does not exist")))?;
         return json(serde_json::to_vec(req));
@@ -382,7 +346,7 @@ fn query_value(state: &ChainState, path: &str) -> Result<Vec<u8>, (u32, String)>
         })));
     }
     match path {
-        "/keys" => json(serde_json::to_vec(&state.keys.values().collect::<Vec<_>>())),
+        "/keys" => json(serde_json::to_vec(&state.keys().values().collect::<Vec<_>>())),
         "/nodes" => json(serde_json::to_vec(
             &state.nodes.values().collect::<Vec<_>>(),
         )),

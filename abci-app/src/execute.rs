@@ -211,7 +211,7 @@ fn check_keygen(
     threshold: u32,
     parties: &[NodeId],
 ) -> Result<(Vec<NodeId>, u32), TxError> {
-    let attempt = match state.keys.get(key_id) {
+    let attempt = match state.keys().get(key_id) {
         None => 0,
         Some(k) if k.status == KeyStatus::Error => k.attempt.saturating_add(1),
         Some(k) => {
@@ -245,7 +245,7 @@ fn check_keygen(
         )));
     }
     let min_t = match scheme {
-        Scheme::FrostEd25519 => 2,
+        Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => 2,
     };
     if threshold < min_t || threshold > n {
         return Err(TxError::Invalid(format!(
@@ -262,7 +262,7 @@ fn check_sign<'a>(
     message: &[u8],
 ) -> Result<&'a KeyEntry, TxError> {
     let key = state
-        .keys
+        .keys()
         .get(key_id)
         .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
     if key.status != KeyStatus::Ready {
@@ -281,7 +281,7 @@ fn check_sign<'a>(
             state.limits.max_message_bytes
         )));
     }
-    if state.sign_requests.contains_key(request_id) {
+    if state.sign_requests().contains_key(request_id) {
         return Err(TxError::Conflict(format!(
             "request id {request_id} is already used"
         )));
@@ -291,7 +291,7 @@ fn check_sign<'a>(
 
 fn check_delete<'a>(state: &'a ChainState, key_id: &KeyId) -> Result<&'a KeyEntry, TxError> {
     let key = state
-        .keys
+        .keys()
         .get(key_id)
         .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
     match key.status {
@@ -312,7 +312,7 @@ fn check_keygen_result<'a>(
     session: &SessionId,
 ) -> Result<&'a KeyEntry, TxError> {
     let key = state
-        .keys
+        .keys()
         .get(key_id)
         .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
     if &key.session != session {
@@ -351,7 +351,7 @@ fn check_sign_result(
     _height: u64,
 ) -> Result<bool, TxError> {
     let req = state
-        .sign_requests
+        .sign_requests()
         .get(request_id)
         .ok_or_else(|| TxError::NotFound(format!("sign request {request_id} does not exist")))?;
     if &req.session != session {
@@ -370,7 +370,7 @@ fn check_sign_result(
     }
     if let Outcome::Ok(sig) = outcome {
         let key = state
-            .keys
+            .keys()
             .get(&req.key_id)
             .ok_or_else(|| TxError::NotFound(format!("key {} does not exist", req.key_id)))?;
         let message = hex::decode(&req.message).map_err(|e| TxError::Invalid(e.to_string()))?;
@@ -399,6 +399,29 @@ pub fn verify_signature(key: &KeyEntry, message: &[u8], sig: &[u8]) -> Result<()
                 ))
             })
         }
+        // BIP340 Schnorr (libsecp256k1) against the 32-byte x-only key; the message is signed
+        // as given (BIP340 takes messages of any length).
+        Scheme::FrostSecp256k1Tr => {
+            let pk = hex::decode(pk_hex)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .and_then(|b| secp256k1::XOnlyPublicKey::from_byte_array(b).ok())
+                .ok_or_else(|| {
+                    TxError::Invalid(format!("key {} has no valid x-only public key", key.key_id))
+                })?;
+            let sig = <[u8; 64]>::try_from(sig).map_err(|_| {
+                TxError::Invalid(format!("signature must be 64 bytes, got {}", sig.len()))
+            })?;
+            let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
+            secp256k1::SECP256K1
+                .verify_schnorr(&sig, message, &pk)
+                .map_err(|_| {
+                    TxError::Invalid(format!(
+                        "signature does not verify under key {}",
+                        key.key_id
+                    ))
+                })
+        }
     }
 }
 
@@ -408,7 +431,7 @@ fn check_key_deleted<'a>(
     key_id: &KeyId,
 ) -> Result<&'a KeyEntry, TxError> {
     let key = state
-        .keys
+        .keys()
         .get(key_id)
         .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
     if !key.parties.contains(node) {
@@ -442,7 +465,7 @@ pub fn deliver(
     let signer_hex = hex::encode(tx.signer.as_bytes());
     check_envelope(state, tx, state.sequence(&signer_hex))?;
     let next = tx.sequence.saturating_add(1);
-    state.sequences.insert(signer_hex.clone(), next);
+    state.set_sequence(&signer_hex, next);
     check_msg(state, tx, height)?;
     apply(state, tx, &signer_hex, height, fx);
     Ok(())
@@ -471,31 +494,26 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 key_id.as_str(),
                 attempt,
             );
-            state.keys.insert(
-                key_id.clone(),
-                KeyEntry {
-                    key_id: key_id.clone(),
-                    scheme: *scheme,
-                    threshold: *threshold,
-                    parties: committee.clone(),
-                    status: KeyStatus::Pending,
-                    public_key: None,
-                    error: None,
-                    culprits: Vec::new(),
-                    session,
-                    attempt,
-                    generation: 0,
-                    requested_height: height,
-                    deadline_height: deadline,
-                    ready_height: None,
-                    reports: Default::default(),
-                    deleted_by: Default::default(),
-                    owner: signer_hex.to_owned(),
-                },
-            );
-            state
-                .deadlines
-                .insert((deadline, DeadlineItem::KeyGen(key_id.clone(), attempt)));
+            state.put_key(KeyEntry {
+                key_id: key_id.clone(),
+                scheme: *scheme,
+                threshold: *threshold,
+                parties: committee.clone(),
+                status: KeyStatus::Pending,
+                public_key: None,
+                error: None,
+                culprits: Vec::new(),
+                session,
+                attempt,
+                generation: 0,
+                requested_height: height,
+                deadline_height: deadline,
+                ready_height: None,
+                reports: Default::default(),
+                deleted_by: Default::default(),
+                owner: signer_hex.to_owned(),
+            });
+            state.add_deadline(deadline, DeadlineItem::KeyGen(key_id.clone(), attempt));
             fx.events.push(ev(
                 "keygen_requested",
                 vec![
@@ -519,7 +537,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             request_id,
             message,
         } => {
-            let Some(key) = state.keys.get(key_id) else {
+            let Some(key) = state.keys().get(key_id) else {
                 return;
             };
             let signers = choose_signers(&key.parties, key.threshold, key_id, request_id);
@@ -531,27 +549,22 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 request_id.as_str(),
                 0,
             );
-            state.sign_requests.insert(
-                request_id.clone(),
-                SignEntry {
-                    request_id: request_id.clone(),
-                    key_id: key_id.clone(),
-                    message: hex::encode(message),
-                    status: SignStatus::Pending,
-                    signature: None,
-                    error: None,
-                    culprits: Vec::new(),
-                    signers: signers.clone(),
-                    session,
-                    requested_height: height,
-                    deadline_height: deadline,
-                    done_height: None,
-                    submitted_by: None,
-                },
-            );
-            state
-                .deadlines
-                .insert((deadline, DeadlineItem::Sign(request_id.clone())));
+            state.put_sign(SignEntry {
+                request_id: request_id.clone(),
+                key_id: key_id.clone(),
+                message: hex::encode(message),
+                status: SignStatus::Pending,
+                signature: None,
+                error: None,
+                culprits: Vec::new(),
+                signers: signers.clone(),
+                session,
+                requested_height: height,
+                deadline_height: deadline,
+                done_height: None,
+                submitted_by: None,
+            });
+            state.add_deadline(deadline, DeadlineItem::Sign(request_id.clone()));
             fx.events.push(ev(
                 "sign_requested",
                 vec![
@@ -571,7 +584,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             });
         }
         TxMsg::KeyDelete { key_id } => {
-            let Some(key) = state.keys.get_mut(key_id) else {
+            let Some(key) = state.key_mut(key_id) else {
                 return;
             };
             key.status = KeyStatus::Deleting;
@@ -596,7 +609,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             ..
         } => {
             let Some(node) = node else { return };
-            let Some(req) = state.sign_requests.get_mut(request_id) else {
+            let Some(req) = state.sign_mut(request_id) else {
                 return;
             };
             if req.status != SignStatus::Pending {
@@ -627,11 +640,11 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 }
             }
             let item = (req.deadline_height, DeadlineItem::Sign(request_id.clone()));
-            state.deadlines.remove(&item);
+            state.remove_deadline(item.0, item.1);
         }
         TxMsg::KeyDeleted { key_id } => {
             let Some(node) = node else { return };
-            let Some(key) = state.keys.get_mut(key_id) else {
+            let Some(key) = state.key_mut(key_id) else {
                 return;
             };
             key.deleted_by.insert(node);
@@ -652,7 +665,7 @@ fn apply_keygen_result(
     height: u64,
     fx: &mut Effects,
 ) {
-    let Some(key) = state.keys.get_mut(key_id) else {
+    let Some(key) = state.key_mut(key_id) else {
         return;
     };
     let report = match outcome {
@@ -681,6 +694,11 @@ fn apply_keygen_result(
             });
             let valid_point = match key.scheme {
                 Scheme::FrostEd25519 => crate::state::parse_pubkey(public_key).is_ok(),
+                // BIP340: 32-byte x-only key, the x coordinate of a curve point.
+                Scheme::FrostSecp256k1Tr => hex::decode(public_key)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .is_some_and(|b| secp256k1::XOnlyPublicKey::from_byte_array(b).is_ok()),
             };
             if !agree {
                 Some(Err((
@@ -708,7 +726,7 @@ fn apply_keygen_result(
             key.public_key = Some(pk.clone());
             key.generation = 1;
             key.ready_height = Some(height);
-            state.deadlines.remove(&item);
+            state.remove_deadline(item.0, item.1);
             fx.events.push(ev(
                 "key_ready",
                 vec![("key_id", key_id.to_string()), ("public_key", pk)],
@@ -719,7 +737,7 @@ fn apply_keygen_result(
             key.error = Some(reason.clone());
             key.culprits = culprits;
             let session = key.session;
-            state.deadlines.remove(&item);
+            state.remove_deadline(item.0, item.1);
             fx.events.push(ev(
                 "key_error",
                 vec![("key_id", key_id.to_string()), ("reason", reason.clone())],
@@ -735,14 +753,14 @@ fn apply_keygen_result(
 
 /// Ends every session whose deadline is `<= height` (start of block `height`).
 pub fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Effects) {
-    while let Some(first) = state.deadlines.first().cloned() {
+    while let Some(first) = state.deadlines().first().cloned() {
         if first.0 > height {
             break;
         }
-        state.deadlines.remove(&first);
+        state.remove_deadline(first.0, first.1.clone());
         match first.1 {
             DeadlineItem::KeyGen(key_id, attempt) => {
-                let Some(key) = state.keys.get_mut(&key_id) else {
+                let Some(key) = state.key_mut(&key_id) else {
                     continue;
                 };
                 if key.status != KeyStatus::Pending || key.attempt != attempt {
@@ -771,7 +789,7 @@ pub fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Effects) {
                 });
             }
             DeadlineItem::Sign(request_id) => {
-                let Some(req) = state.sign_requests.get_mut(&request_id) else {
+                let Some(req) = state.sign_mut(&request_id) else {
                     continue;
                 };
                 if req.status != SignStatus::Pending {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::genesis::{Genesis, Limits, Role};
+use crate::state_key;
 
 /// Version of the persisted state format. Do not change without a migration.
 pub const STATE_VERSION: u32 = 1;
@@ -185,13 +186,29 @@ pub struct ChainState {
     /// Accounts by hex public key.
     pub accounts: BTreeMap<String, AccountEntry>,
     /// Next sequence per signer (hex public key); absent = 0.
-    pub sequences: BTreeMap<String, u64>,
+    sequences: BTreeMap<String, u64>,
     /// Keys.
-    pub keys: BTreeMap<KeyId, KeyEntry>,
+    keys: BTreeMap<KeyId, KeyEntry>,
     /// Sign requests.
-    pub sign_requests: BTreeMap<RequestId, SignEntry>,
+    sign_requests: BTreeMap<RequestId, SignEntry>,
     /// Pending deadlines, ordered by height.
-    pub deadlines: BTreeSet<(u64, DeadlineItem)>,
+    deadlines: BTreeSet<(u64, DeadlineItem)>,
+    /// State keys written in the block being executed (see [`crate::state_key`]). Every
+    /// mutation goes through a method of this type that records its key here, so the block's
+    /// write set, which the app hash and the journal are made of, is always complete.
+    #[serde(skip)]
+    dirty: BTreeSet<String>,
+}
+
+/// One block's writes: each state key written, with its new JSON value (None = removed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockWrites {
+    /// Height.
+    pub height: u64,
+    /// App hash after this block.
+    pub app_hash: String,
+    /// Writes in key order.
+    pub writes: Vec<(String, Option<serde_json::Value>)>,
 }
 
 impl ChainState {
@@ -252,7 +269,167 @@ impl ChainState {
             keys: BTreeMap::new(),
             sign_requests: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            dirty: BTreeSet::new(),
         })
+    }
+
+    /// Keys.
+    pub fn keys(&self) -> &BTreeMap<KeyId, KeyEntry> {
+        &self.keys
+    }
+
+    /// Sign requests.
+    pub fn sign_requests(&self) -> &BTreeMap<RequestId, SignEntry> {
+        &self.sign_requests
+    }
+
+    /// Pending deadlines.
+    pub fn deadlines(&self) -> &BTreeSet<(u64, DeadlineItem)> {
+        &self.deadlines
+    }
+
+    /// A key, for writing (recorded in the block's write set).
+    pub fn key_mut(&mut self, id: &KeyId) -> Option<&mut KeyEntry> {
+        self.dirty.insert(state_key::key(id));
+        self.keys.get_mut(id)
+    }
+
+    /// Inserts or replaces a key.
+    pub fn put_key(&mut self, entry: KeyEntry) {
+        self.dirty.insert(state_key::key(&entry.key_id));
+        self.keys.insert(entry.key_id.clone(), entry);
+    }
+
+    /// A sign request, for writing.
+    pub fn sign_mut(&mut self, id: &RequestId) -> Option<&mut SignEntry> {
+        self.dirty.insert(state_key::sign(id));
+        self.sign_requests.get_mut(id)
+    }
+
+    /// Inserts or replaces a sign request.
+    pub fn put_sign(&mut self, entry: SignEntry) {
+        self.dirty.insert(state_key::sign(&entry.request_id));
+        self.sign_requests.insert(entry.request_id.clone(), entry);
+    }
+
+    /// Sets a signer's next sequence.
+    pub fn set_sequence(&mut self, signer_hex: &str, next: u64) {
+        self.dirty.insert(state_key::sequence(signer_hex));
+        self.sequences.insert(signer_hex.to_owned(), next);
+    }
+
+    /// Adds a deadline.
+    pub fn add_deadline(&mut self, height: u64, item: DeadlineItem) {
+        self.dirty.insert(state_key::deadline(height, &item));
+        self.deadlines.insert((height, item));
+    }
+
+    /// Removes a deadline.
+    pub fn remove_deadline(&mut self, height: u64, item: DeadlineItem) {
+        self.dirty.insert(state_key::deadline(height, &item));
+        self.deadlines.remove(&(height, item));
+    }
+
+    /// The current value of a state key (None = absent), as JSON.
+    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+        let (kind, rest) = key.split_once('/')?;
+        match kind {
+            "key" => KeyId::new(rest)
+                .ok()
+                .and_then(|id| self.keys.get(&id))
+                .and_then(|e| serde_json::to_value(e).ok()),
+            "sign" => RequestId::new(rest)
+                .ok()
+                .and_then(|id| self.sign_requests.get(&id))
+                .and_then(|e| serde_json::to_value(e).ok()),
+            "seq" => self.sequences.get(rest).map(|v| serde_json::json!(v)),
+            "deadline" => self
+                .deadlines
+                .iter()
+                .find(|(h, item)| state_key::deadline(*h, item) == key)
+                .and_then(|d| serde_json::to_value(d).ok()),
+            _ => None,
+        }
+    }
+
+    /// Ends a block: collects its write set, chains the app hash
+    /// (SHA-256 of tag, previous app hash and the block's writes) and returns the writes to
+    /// journal. Cost is proportional to what the block wrote, not to the whole state.
+    pub fn seal_block(&mut self, height: u64) -> (BlockWrites, [u8; 32]) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let writes: Vec<(String, Option<serde_json::Value>)> = dirty
+            .into_iter()
+            .map(|k| {
+                let v = self.value_of(&k);
+                (k, v)
+            })
+            .collect();
+        self.height = height;
+        let hash = chain_hash(&self.app_hash, height, &writes);
+        self.app_hash = hex::encode(hash);
+        (
+            BlockWrites {
+                height,
+                app_hash: self.app_hash.clone(),
+                writes,
+            },
+            hash,
+        )
+    }
+
+    /// Applies a journaled block to a state loaded from an older snapshot, checking that the
+    /// hash chain matches.
+    pub fn apply_writes(&mut self, block: &BlockWrites) -> Result<(), String> {
+        let expected = hex::encode(chain_hash(&self.app_hash, block.height, &block.writes));
+        if expected != block.app_hash {
+            return Err(format!(
+                "journal block {} does not match its app hash",
+                block.height
+            ));
+        }
+        for (key, value) in &block.writes {
+            let (kind, rest) = key
+                .split_once('/')
+                .ok_or_else(|| format!("bad state key {key:?}"))?;
+            let bad = |e: serde_json::Error| format!("{key}: {e}");
+            match (kind, value) {
+                ("key", Some(v)) => {
+                    let e: KeyEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    self.keys.insert(e.key_id.clone(), e);
+                }
+                ("key", None) => {
+                    let id = KeyId::new(rest).map_err(|e| e.to_string())?;
+                    self.keys.remove(&id);
+                }
+                ("sign", Some(v)) => {
+                    let e: SignEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    self.sign_requests.insert(e.request_id.clone(), e);
+                }
+                ("sign", None) => {
+                    let id = RequestId::new(rest).map_err(|e| e.to_string())?;
+                    self.sign_requests.remove(&id);
+                }
+                ("seq", Some(v)) => {
+                    let n: u64 = serde_json::from_value(v.clone()).map_err(bad)?;
+                    self.sequences.insert(rest.to_owned(), n);
+                }
+                ("seq", None) => {
+                    self.sequences.remove(rest);
+                }
+                ("deadline", Some(v)) => {
+                    let d: (u64, DeadlineItem) = serde_json::from_value(v.clone()).map_err(bad)?;
+                    self.deadlines.insert(d);
+                }
+                ("deadline", None) => {
+                    self.deadlines
+                        .retain(|(h, item)| state_key::deadline(*h, item) != *key);
+                }
+                _ => return Err(format!("unknown state key {key:?}")),
+            }
+        }
+        self.height = block.height;
+        self.app_hash = block.app_hash.clone();
+        Ok(())
     }
 
     /// Canonical encoding (JSON of ordered maps: deterministic).
@@ -276,6 +453,22 @@ impl ChainState {
     pub fn sequence(&self, signer_hex: &str) -> u64 {
         self.sequences.get(signer_hex).copied().unwrap_or(0)
     }
+}
+
+/// The app hash after a block: SHA-256 over a tag, the previous app hash, the height and the
+/// block's writes (canonical JSON, keys in order). It commits to the whole state by induction
+/// from the genesis hash.
+pub fn chain_hash(
+    prev: &str,
+    height: u64,
+    writes: &[(String, Option<serde_json::Value>)],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/app-hash/block/v1\0");
+    h.update(prev.as_bytes());
+    h.update(height.to_be_bytes());
+    h.update(serde_json::to_vec(writes).unwrap_or_default());
+    h.finalize().into()
 }
 
 /// App hash of a sealed encoding.

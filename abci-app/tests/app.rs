@@ -427,6 +427,20 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
     let k = net.query("/key/late").1;
     assert_eq!(k["status"], "ERROR");
     assert!(k["error"].as_str().unwrap().contains("deadline"), "{k}");
+    // Signing with an ERROR key is refused clearly.
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("late").unwrap(),
+            request_id: RequestId::new("rl").unwrap(),
+            message: vec![1],
+        },
+    );
+    let r = net.check(&tx);
+    assert!(r.code != 0 && r.log.contains("ERROR"), "{}", r.log);
+    let seq = net.seq.get_mut(&c.verifying_key().to_bytes()).unwrap();
+    *seq -= 1;
     let _ = session;
     // Disagreement.
     let tx = net.keygen("split", 3);
@@ -473,6 +487,61 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
 }
 
 #[test]
+fn app_can_reload_journal_and_snapshot_and_stay_in_step() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[77; 32]);
+    net.ready_key("j1", &group);
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("j1").unwrap(),
+            request_id: RequestId::new("jr").unwrap(),
+            message: b"m".to_vec(),
+        },
+    );
+    net.block(vec![tx]);
+    // Cross a snapshot boundary, then write more after it.
+    while net.height < seqmpc_abci::persist::SNAPSHOT_EVERY as i64 + 2 {
+        net.block(vec![]);
+    }
+    let tx = net.keygen("after-snapshot", 3);
+    net.block(vec![tx]);
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let mut again = App::open(net._dir.path(), g, None).unwrap();
+    assert_eq!(
+        again.info().last_block_app_hash,
+        net.app.info().last_block_app_hash
+    );
+    for path in [
+        "/keys",
+        "/sign/jr",
+        "/key/after-snapshot",
+        &format!("/account/{}", hex::encode(c.verifying_key().to_bytes())),
+    ] {
+        let a = net.app.query(pb::RequestQuery {
+            path: path.to_string(),
+            ..Default::default()
+        });
+        let b = again.query(pb::RequestQuery {
+            path: path.to_string(),
+            ..Default::default()
+        });
+        assert_eq!(a.value, b.value, "{path}");
+    }
+    // Both execute the next block identically.
+    let tx = net.keygen("next", 3);
+    let req = pb::RequestFinalizeBlock {
+        txs: vec![tx.into()],
+        height: net.height + 1,
+        ..Default::default()
+    };
+    let h1 = net.app.finalize_block(req.clone()).app_hash;
+    let h2 = again.finalize_block(req).app_hash;
+    assert_eq!(h1, h2);
+}
+
+#[test]
 fn app_can_restart_from_disk_with_the_same_state_and_hash() {
     let mut net = Net::new();
     let tx = net.keygen("k", 3);
@@ -484,4 +553,193 @@ fn app_can_restart_from_disk_with_the_same_state_and_hash() {
     assert_eq!(info.last_block_height, info2.last_block_height);
     assert_eq!(info.last_block_app_hash, info2.last_block_app_hash);
     assert_eq!(info2.last_block_height, 1);
+}
+
+#[test]
+fn app_can_verify_bip340_sign_results_against_the_x_only_key() {
+    let mut net = Net::new();
+    // A libsecp256k1 keypair stands in for the FROST group key: the chain only checks that the
+    // reported x-only key is valid and that signatures verify under it as BIP340.
+    let group = secp256k1::Keypair::from_seckey_byte_array(secp256k1::SECP256K1, [42; 32]).unwrap();
+    let x_only = group.x_only_public_key().0.serialize();
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeyGen {
+            key_id: KeyId::new("tr").unwrap(),
+            scheme: Scheme::FrostSecp256k1Tr,
+            threshold: 3,
+            parties: vec![],
+        },
+    );
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let Job::KeyGen {
+        session, scheme, ..
+    } = jobs[0].clone()
+    else {
+        panic!("{jobs:?}")
+    };
+    assert_eq!(scheme, Scheme::FrostSecp256k1Tr);
+    let reports: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            net.tx(
+                &k,
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new("tr").unwrap(),
+                    session,
+                    outcome: Outcome::Ok(KeyGenOk {
+                        public_key: x_only.to_vec(),
+                        transcript_hash: [1; 32],
+                    }),
+                },
+            )
+        })
+        .collect();
+    let (res, _) = net.block(reports);
+    assert!(res.iter().all(|r| r.code == 0));
+    let (_, k) = net.query("/key/tr");
+    assert_eq!(k["status"], "READY", "{k}");
+    assert_eq!(k["scheme"], "frost-secp256k1-tr");
+    assert_eq!(k["public_key"], hex::encode(x_only));
+
+    let msg = [7u8; 32];
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("tr").unwrap(),
+            request_id: RequestId::new("tr1").unwrap(),
+            message: msg.to_vec(),
+        },
+    );
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let Job::Sign {
+        session, signers, ..
+    } = jobs[0].clone()
+    else {
+        panic!("{jobs:?}")
+    };
+    let who = net.nodes[signers[0].as_str()[4..].parse::<usize>().unwrap()].clone();
+    let sign = |m: &[u8]| {
+        secp256k1::SECP256K1
+            .sign_schnorr_no_aux_rand(m, &group)
+            .to_byte_array()
+            .to_vec()
+    };
+    let result = |net: &mut Net, sig: Vec<u8>| {
+        net.tx(
+            &who,
+            TxMsg::SignResult {
+                request_id: RequestId::new("tr1").unwrap(),
+                session,
+                outcome: Outcome::Ok(sig),
+            },
+        )
+    };
+    // Refused: a signature of another message, an Ed25519 signature, a truncated one.
+    let wrong_msg = result(&mut net, sign(b"other"));
+    let ed = result(
+        &mut net,
+        SigningKey::from_bytes(&[9; 32])
+            .sign(&msg)
+            .to_bytes()
+            .to_vec(),
+    );
+    let mut short = sign(&msg);
+    short.pop();
+    let short = result(&mut net, short);
+    let good = result(&mut net, sign(&msg));
+    let (res, _) = net.block(vec![wrong_msg, ed, short, good]);
+    for r in &res[..2] {
+        assert_ne!(r.code, 0);
+        assert!(r.log.contains("does not verify"), "{}", r.log);
+    }
+    assert_ne!(res[2].code, 0);
+    assert!(res[2].log.contains("64 bytes"), "{}", res[2].log);
+    assert_eq!(res[3].code, 0, "{}", res[3].log);
+    let (_, s) = net.query("/sign/tr1");
+    assert_eq!(s["status"], "DONE", "{s}");
+}
+
+#[test]
+fn app_rejects_a_secp256k1_tr_key_report_that_is_not_an_x_only_key() {
+    let mut net = Net::new();
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeyGen {
+            key_id: KeyId::new("tr").unwrap(),
+            scheme: Scheme::FrostSecp256k1Tr,
+            threshold: 3,
+            parties: vec![],
+        },
+    );
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!("{jobs:?}")
+    };
+    // A 33-byte SEC 1 point is not what the chain stores for BIP340 keys.
+    let group = secp256k1::Keypair::from_seckey_byte_array(secp256k1::SECP256K1, [42; 32]).unwrap();
+    let sec1 = group.public_key().serialize().to_vec();
+    let reports: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            net.tx(
+                &k,
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new("tr").unwrap(),
+                    session,
+                    outcome: Outcome::Ok(KeyGenOk {
+                        public_key: sec1.clone(),
+                        transcript_hash: [1; 32],
+                    }),
+                },
+            )
+        })
+        .collect();
+    net.block(reports);
+    let (_, k) = net.query("/key/tr");
+    assert_eq!(k["status"], "ERROR", "{k}");
+    assert!(
+        k["error"].as_str().unwrap().contains("not a valid point"),
+        "{k}"
+    );
+}
+
+#[test]
+fn app_can_drop_a_torn_journal_tail_and_rejects_a_tampered_one() {
+    use std::io::Write;
+    let mut net = Net::new();
+    let tx = net.keygen("t1", 3);
+    net.block(vec![tx]);
+    net.block(vec![]);
+    let info = net.app.info();
+    let journal = net._dir.path().join(seqmpc_abci::persist::JOURNAL);
+    let clean = std::fs::read(&journal).unwrap();
+    // A crash in the middle of an append leaves a partial last line.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(b"{\"height\":3,\"app_ha")
+        .unwrap();
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g.clone(), None).unwrap();
+    assert_eq!(again.info().last_block_height, info.last_block_height);
+    assert_eq!(again.info().last_block_app_hash, info.last_block_app_hash);
+    drop(again);
+    // A changed byte inside a committed line breaks the hash chain: refuse, clearly.
+    let text = String::from_utf8(clean)
+        .unwrap()
+        .replace("\"t1\"", "\"t2\"");
+    std::fs::write(&journal, text).unwrap();
+    let err = App::open(net._dir.path(), g, None)
+        .err()
+        .expect("tampered journal accepted");
+    assert!(
+        format!("{err:#}").contains("does not match its app hash"),
+        "{err:#}"
+    );
 }

@@ -19,13 +19,12 @@ use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use zeroize::Zeroizing;
 
 use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
-use crate::protocol::frost_dkg::{Dkg, DkgMsg, DkgOutput, DkgProgress};
-use crate::protocol::frost_sign::{KeyMaterial, SignMsg, SignProgress, Signing};
+use crate::protocol::frost_dkg::{AnyDkg, AnyDkgOutput, AnyDkgProgress, DkgMsg};
+use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
 use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
 
 /// Tuning of the session manager.
@@ -120,8 +119,8 @@ enum KeygenPhase {
         existing: Option<Vec<u8>>,
         buffered: Vec<(NodeId, DkgMsg)>,
     },
-    /// Running the DKG.
-    Running(Dkg),
+    /// Running the DKG of the session's scheme.
+    Running(AnyDkg),
     /// Moving between phases (never observed outside a transition).
     Transition,
 }
@@ -141,7 +140,7 @@ struct KeygenSession {
 struct SignSession {
     request_id: RequestId,
     signers: Vec<NodeId>,
-    state: Option<Signing>,
+    state: Option<AnySigning>,
     started: Instant,
 }
 
@@ -176,7 +175,7 @@ pub struct Node<S: SubmitResult> {
     early: BTreeMap<SessionId, Vec<(NodeId, Payload, Instant)>>,
     early_count: usize,
     finished: BTreeMap<SessionId, Instant>,
-    keys: BTreeMap<KeyId, Arc<KeyMaterial>>,
+    keys: BTreeMap<KeyId, AnyKeyMaterial>,
 }
 
 fn encode(session: &SessionId, payload: Payload) -> Vec<u8> {
@@ -201,43 +200,63 @@ fn sign_payload(m: SignMsg) -> Payload {
     }
 }
 
-/// Encodes a key share for the store: length-prefixed key package, then public key package.
-fn encode_share(out: &DkgOutput) -> Result<SecretShare, ProtocolError> {
-    let kp = Zeroizing::new(
-        out.key_package
-            .serialize()
-            .map_err(|e| ProtocolError::Bug(format!("serialize key package: {e}")))?,
-    );
-    let pkp = out
-        .public_key_package
-        .serialize()
-        .map_err(|e| ProtocolError::Bug(format!("serialize public key package: {e}")))?;
-    let mut buf = Vec::with_capacity(8 + kp.len() + pkp.len());
-    buf.extend_from_slice(&(kp.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&kp);
-    buf.extend_from_slice(&pkp);
+/// Tag of the stored share encoding that records its scheme. The first encoding (v1: the
+/// packages alone, Ed25519 only) starts with a zero byte (a big-endian length below 2^24), so
+/// the two cannot be confused.
+const SHARE_TAG: &[u8] = b"seqmpc/share/v2\0";
+
+/// Encodes a key share for the store: `SHARE_TAG`, the scheme name (one length byte, then the
+/// name), then the frost packages (`frost_sign::encode_packages`).
+fn encode_share(out: &AnyDkgOutput) -> Result<SecretShare, ProtocolError> {
+    let scheme = out.scheme().as_str().as_bytes();
+    let scheme_len = u8::try_from(scheme.len())
+        .map_err(|_| ProtocolError::Bug("scheme name too long".into()))?;
+    let packages = out.encode_packages()?;
+    let mut buf = Vec::with_capacity(SHARE_TAG.len() + 1 + scheme.len() + packages.len());
+    buf.extend_from_slice(SHARE_TAG);
+    buf.push(scheme_len);
+    buf.extend_from_slice(scheme);
+    buf.extend_from_slice(&packages);
     Ok(SecretShare::new(buf))
 }
 
-fn decode_share(share: &SecretShare, parties: Vec<NodeId>) -> Result<KeyMaterial, ProtocolError> {
+/// Decodes a stored share; the scheme it records must be the record's.
+fn decode_share(
+    share: &SecretShare,
+    scheme: Scheme,
+    parties: Vec<NodeId>,
+) -> Result<AnyKeyMaterial, ProtocolError> {
     let b = share.expose();
-    let bad = || ProtocolError::Local("stored share is malformed".into());
-    let len_bytes: [u8; 4] = b.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    let kp = b.get(4..4 + len).ok_or_else(bad)?;
-    let pkp = b.get(4 + len..).ok_or_else(bad)?;
-    Ok(KeyMaterial {
-        key_package: frost_ed25519::keys::KeyPackage::deserialize(kp).map_err(|_| bad())?,
-        public_key_package: frost_ed25519::keys::PublicKeyPackage::deserialize(pkp)
-            .map_err(|_| bad())?,
-        parties,
-    })
+    let Some(rest) = b.strip_prefix(SHARE_TAG) else {
+        // v1: written before the share recorded its scheme, when Ed25519 was the only one.
+        return match scheme {
+            Scheme::FrostEd25519 => AnyKeyMaterial::decode(scheme, b, parties),
+            other => Err(ProtocolError::Local(format!(
+                "stored share has no scheme tag but the record says {other}"
+            ))),
+        };
+    };
+    let bad = || ProtocolError::Local("stored share is malformed: scheme tag".into());
+    let (len, rest) = rest.split_first().ok_or_else(bad)?;
+    let name = rest.get(..usize::from(*len)).ok_or_else(bad)?;
+    let packages = rest.get(usize::from(*len)..).ok_or_else(bad)?;
+    if name != scheme.as_str().as_bytes() {
+        return Err(ProtocolError::Local(format!(
+            "stored share is a {} share but the record says {scheme}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    AnyKeyMaterial::decode(scheme, packages, parties)
 }
 
-fn existing_transcript(pk: &[u8]) -> [u8; 32] {
+/// The transcript hash a party reports when it already holds the READY key (no DKG ran).
+fn existing_transcript(scheme: Scheme, pk: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"seqmpc/dkg-transcript/existing/v1\0");
-    h.update(pk);
+    h.update(b"seqmpc/dkg-transcript/existing/v2\0");
+    for part in [scheme.as_str().as_bytes(), pk] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
     h.finalize().into()
 }
 
@@ -459,7 +478,7 @@ impl<S: SubmitResult> Node<S> {
             && now_ms.saturating_sub(block_time_ms) > self.cfg.session_timeout.as_millis() as u64
     }
 
-    async fn load_key(&mut self, key_id: &KeyId) -> Result<Arc<KeyMaterial>, ProtocolError> {
+    async fn load_key(&mut self, key_id: &KeyId) -> Result<AnyKeyMaterial, ProtocolError> {
         if let Some(k) = self.keys.get(key_id) {
             return Ok(k.clone());
         }
@@ -479,7 +498,12 @@ impl<S: SubmitResult> Node<S> {
             .share
             .as_ref()
             .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
-        let km = Arc::new(decode_share(share, rec.parties.clone())?);
+        let km = decode_share(share, rec.scheme, rec.parties.clone())?;
+        if km.public_key() != rec.public_key.as_slice() {
+            return Err(ProtocolError::Local(format!(
+                "stored share of {key_id} does not match the record's public key"
+            )));
+        }
         self.keys.insert(key_id.clone(), km.clone());
         Ok(km)
     }
@@ -500,7 +524,7 @@ impl<S: SubmitResult> Node<S> {
         }
         let key = self.load_key(key_id).await?;
         let (signing, out) =
-            Signing::start(session, &self.cfg.me, signers, message, key, &mut OsRng)?;
+            AnySigning::start(session, &self.cfg.me, signers, message, key, &mut OsRng)?;
         self.sessions.insert(
             session,
             Session::Sign(Box::new(SignSession {
@@ -658,6 +682,12 @@ impl<S: SubmitResult> Node<S> {
             match self.store.insert_if_absent(rec.clone()).await {
                 Ok(None) => ReadyAnswer::Fresh,
                 Ok(Some(existing)) => match existing.status {
+                    ShareStatus::Ready if existing.scheme != rec.scheme => {
+                        ReadyAnswer::Refused(format!(
+                            "{me}: key {} is READY here as a {} key, not {}",
+                            existing.key_id, existing.scheme, rec.scheme
+                        ))
+                    }
                     ShareStatus::Ready => ReadyAnswer::Existing(existing.public_key.clone()),
                     ShareStatus::Pending if existing.session == session => ReadyAnswer::Fresh,
                     ShareStatus::Pending => ReadyAnswer::Refused(format!(
@@ -772,19 +802,20 @@ impl<S: SubmitResult> Node<S> {
         };
         if let Some(pk) = existing {
             let key_id = k.key_id.clone();
+            let scheme = k.scheme;
             info!(%key_id, "key is READY locally already: reporting the existing key");
             self.finish_session(session);
             self.submit.submit(TxMsg::KeyGenResult {
                 key_id,
                 session,
                 outcome: Outcome::Ok(KeyGenOk {
-                    transcript_hash: existing_transcript(&pk),
+                    transcript_hash: existing_transcript(scheme, &pk),
                     public_key: pk,
                 }),
             });
             return;
         }
-        match Dkg::start(session, &me, &k.parties, k.threshold, &mut OsRng) {
+        match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, &mut OsRng) {
             Ok((dkg, out)) => {
                 k.phase = KeygenPhase::Running(dkg);
                 for o in out {
@@ -820,17 +851,17 @@ impl<S: SubmitResult> Node<S> {
             KeygenPhase::Transition => return,
         };
         match dkg.handle(&from, msg) {
-            Ok(DkgProgress::Continue(dkg, out)) => {
+            Ok(AnyDkgProgress::Continue(dkg, out)) => {
                 k.phase = KeygenPhase::Running(dkg);
                 for o in out {
                     self.send(&session, &o.to, dkg_payload(o.msg)).await;
                 }
             }
-            Ok(DkgProgress::Done(output, out)) => {
+            Ok(AnyDkgProgress::Done(output, out)) => {
                 for o in out {
                     self.send(&session, &o.to, dkg_payload(o.msg)).await;
                 }
-                self.complete_keygen(session, *output).await;
+                self.complete_keygen(session, output).await;
             }
             Err(e) => self.fail_keygen(session, e).await,
         }
@@ -841,7 +872,7 @@ impl<S: SubmitResult> Node<S> {
         self.sessions.remove(&session)
     }
 
-    async fn complete_keygen(&mut self, session: SessionId, output: DkgOutput) {
+    async fn complete_keygen(&mut self, session: SessionId, output: AnyDkgOutput) {
         let Some(Session::Keygen(k)) = self.finish_session(session) else {
             return;
         };
@@ -858,7 +889,7 @@ impl<S: SubmitResult> Node<S> {
             scheme: k.scheme,
             threshold: k.threshold,
             parties: k.parties.clone(),
-            public_key: output.public_key.clone(),
+            public_key: output.public_key().to_vec(),
             status: ShareStatus::Ready,
             error: None,
             generation: 1,
@@ -876,13 +907,13 @@ impl<S: SubmitResult> Node<S> {
             m.keygens_ok += 1;
             push_bounded(&mut m.keygen_latency_us, us, 1000);
         });
-        info!(key_id = %k.key_id, public_key = %hex::encode(&output.public_key), us, "keygen READY locally");
+        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(output.public_key()), us, "keygen READY locally");
         self.submit.submit(TxMsg::KeyGenResult {
             key_id: k.key_id.clone(),
             session,
             outcome: Outcome::Ok(KeyGenOk {
-                public_key: output.public_key.clone(),
-                transcript_hash: output.transcript_hash,
+                public_key: output.public_key().to_vec(),
+                transcript_hash: output.transcript_hash(),
             }),
         });
     }
@@ -924,13 +955,13 @@ impl<S: SubmitResult> Node<S> {
         };
         let request_id = s.request_id.clone();
         match state.handle(&from, msg) {
-            Ok(SignProgress::Continue(st, out)) => {
+            Ok(AnySignProgress::Continue(st, out)) => {
                 s.state = Some(st);
                 for o in out {
                     self.send(&session, &o.to, sign_payload(o.msg)).await;
                 }
             }
-            Ok(SignProgress::Finished { signature, out }) => {
+            Ok(AnySignProgress::Finished { signature, out }) => {
                 let started = s.started;
                 self.finish_session(session);
                 for o in out {
@@ -1006,6 +1037,7 @@ impl<S: SubmitResult> Node<S> {
 }
 
 #[cfg(test)]
+#[allow(non_snake_case)]
 mod tests {
     use super::*;
 
@@ -1019,5 +1051,67 @@ mod tests {
         assert!(parties.contains(&c));
         assert_eq!(coordinator(&s, &parties), Some(c));
         assert_eq!(coordinator(&s, &[]), None);
+    }
+
+    /// A 2-of-2 DKG of `scheme` in process; returns one party's output.
+    fn dkg_output(scheme: Scheme) -> AnyDkgOutput {
+        let parties: Vec<NodeId> = (0..2)
+            .map(|i| NodeId::new(format!("n{i}")).unwrap())
+            .collect();
+        let s = SessionId([5; 32]);
+        let mut states = BTreeMap::new();
+        let mut queue = VecDeque::new();
+        for p in &parties {
+            let (d, out) = AnyDkg::start(scheme, s, p, &parties, 2, &mut OsRng).unwrap();
+            states.insert(p.clone(), d);
+            queue.extend(out.into_iter().map(|o| (p.clone(), o)));
+        }
+        while let Some((from, o)) = queue.pop_front() {
+            let d = states.remove(&o.to).unwrap();
+            match d.handle(&from, o.msg).unwrap() {
+                AnyDkgProgress::Continue(d, out) => {
+                    states.insert(o.to.clone(), d);
+                    queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
+                }
+                AnyDkgProgress::Done(res, _) => return res,
+            }
+        }
+        panic!("DKG did not finish");
+    }
+
+    #[test]
+    fn stored_share__should_record_its_scheme_and_refuse_another() {
+        let parties = vec![NodeId::new("n0").unwrap(), NodeId::new("n1").unwrap()];
+        for scheme in Scheme::ALL {
+            let out = dkg_output(scheme);
+            let share = encode_share(&out).unwrap();
+            assert!(share.expose().starts_with(SHARE_TAG));
+            let km = decode_share(&share, scheme, parties.clone()).unwrap();
+            assert_eq!(km.scheme(), scheme);
+            assert_eq!(km.public_key(), out.public_key());
+            for other in Scheme::ALL.into_iter().filter(|s| *s != scheme) {
+                let e = decode_share(&share, other, parties.clone()).unwrap_err();
+                assert!(e.to_string().contains("the record says"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn stored_share__should_read_untagged_v1_shares_as_ed25519_only() {
+        let parties = vec![NodeId::new("n0").unwrap(), NodeId::new("n1").unwrap()];
+        let out = dkg_output(Scheme::FrostEd25519);
+        let v1 = SecretShare::new(out.encode_packages().unwrap().to_vec());
+        let km = decode_share(&v1, Scheme::FrostEd25519, parties.clone()).unwrap();
+        assert_eq!(km.public_key(), out.public_key());
+        assert!(decode_share(&v1, Scheme::FrostSecp256k1Tr, parties).is_err());
+    }
+
+    #[test]
+    fn existing_transcript__should_depend_on_the_scheme() {
+        let pk = [9u8; 32];
+        assert_ne!(
+            existing_transcript(Scheme::FrostEd25519, &pk),
+            existing_transcript(Scheme::FrostSecp256k1Tr, &pk)
+        );
     }
 }

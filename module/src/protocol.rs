@@ -6,10 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use seqmpc_proto::NodeId;
+use frost_core::{Ciphersuite, Identifier, VerifyingKey};
+use frost_ed25519::Ed25519Sha512;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
+use seqmpc_proto::{NodeId, Scheme};
 
 use crate::error::ProtocolError;
 
+pub mod cggmp;
 pub mod frost_dkg;
 pub mod frost_sign;
 
@@ -22,23 +26,110 @@ pub struct Outgoing<M> {
     pub msg: M,
 }
 
+/// A FROST ciphersuite this node runs, with what the chain needs to know about it. The DKG and
+/// signing state machines are generic over it; only these three items differ per scheme.
+pub trait FrostScheme: Ciphersuite {
+    /// The chain's name of the scheme; bound into every domain-separated hash.
+    const SCHEME: Scheme;
+
+    /// The group public key as the chain and clients see it.
+    fn chain_public_key(key: &VerifyingKey<Self>) -> Result<Vec<u8>, ProtocolError>;
+
+    /// Verifies an aggregated signature under a chain public key with an implementation
+    /// independent of frost's arithmetic, before the signature leaves the node.
+    fn verify_independently(
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ProtocolError>;
+}
+
+impl FrostScheme for Ed25519Sha512 {
+    const SCHEME: Scheme = Scheme::FrostEd25519;
+
+    /// The 32-byte RFC 8032 encoding.
+    fn chain_public_key(key: &VerifyingKey<Self>) -> Result<Vec<u8>, ProtocolError> {
+        key.serialize()
+            .map_err(|e| ProtocolError::Bug(format!("serialize key: {e}")))
+    }
+
+    /// ed25519-dalek, RFC 8032 strict.
+    fn verify_independently(
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let pk: [u8; 32] = public_key
+            .try_into()
+            .map_err(|_| ProtocolError::Bug("public key is not 32 bytes".into()))?;
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk)
+            .map_err(|e| ProtocolError::Bug(format!("public key: {e}")))?;
+        let sig = ed25519_dalek::Signature::from_slice(signature)
+            .map_err(|e| ProtocolError::Bug(format!("signature: {e}")))?;
+        vk.verify_strict(message, &sig)
+            .map_err(|e| ProtocolError::Bug(format!("aggregated signature does not verify: {e}")))
+    }
+}
+
+impl FrostScheme for Secp256K1Sha256TR {
+    const SCHEME: Scheme = Scheme::FrostSecp256k1Tr;
+
+    /// The 32-byte x-only key of BIP340: frost serializes the group key as a 33-byte SEC 1
+    /// compressed point, whose parity byte BIP340 drops (signing and verification use the
+    /// point with even y; frost negates the shares when needed). frost-secp256k1-tr's DKG has
+    /// already applied the BIP341 key-path-only tweak (`post_dkg`), so this is a taproot
+    /// output key.
+    fn chain_public_key(key: &VerifyingKey<Self>) -> Result<Vec<u8>, ProtocolError> {
+        let sec1 = key
+            .serialize()
+            .map_err(|e| ProtocolError::Bug(format!("serialize key: {e}")))?;
+        match sec1.split_first() {
+            Some((0x02 | 0x03, x)) if x.len() == 32 => Ok(x.to_vec()),
+            _ => Err(ProtocolError::Bug(format!(
+                "group key is not a 33-byte compressed point ({} bytes)",
+                sec1.len()
+            ))),
+        }
+    }
+
+    /// libsecp256k1 (the `secp256k1` crate), BIP340 against the x-only key.
+    fn verify_independently(
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let pk: [u8; 32] = public_key
+            .try_into()
+            .map_err(|_| ProtocolError::Bug("x-only public key is not 32 bytes".into()))?;
+        let pk = secp256k1::XOnlyPublicKey::from_byte_array(pk)
+            .map_err(|e| ProtocolError::Bug(format!("public key: {e}")))?;
+        let sig: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| ProtocolError::Bug("signature is not 64 bytes".into()))?;
+        let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
+        secp256k1::SECP256K1
+            .verify_schnorr(&sig, message, &pk)
+            .map_err(|e| ProtocolError::Bug(format!("aggregated signature does not verify: {e}")))
+    }
+}
+
 /// Maps the committee's node ids to FROST identifiers: position in the sorted committee + 1.
 /// Every party computes the same mapping from the chain's committee.
 #[derive(Clone, Debug)]
-pub struct Committee {
-    ids: BTreeMap<NodeId, frost_ed25519::Identifier>,
-    by_id: BTreeMap<frost_ed25519::Identifier, NodeId>,
+pub struct Committee<C: Ciphersuite> {
+    ids: BTreeMap<NodeId, Identifier<C>>,
+    by_id: BTreeMap<Identifier<C>, NodeId>,
 }
 
-impl Committee {
+impl<C: Ciphersuite> Committee<C> {
     /// Builds the mapping. `parties` must be sorted and unique (as the chain stores them).
-    pub fn new(parties: &[NodeId]) -> Result<Committee, ProtocolError> {
+    pub fn new(parties: &[NodeId]) -> Result<Committee<C>, ProtocolError> {
         let mut ids = BTreeMap::new();
         let mut by_id = BTreeMap::new();
         for (i, p) in parties.iter().enumerate() {
             let n = u16::try_from(i + 1)
                 .map_err(|_| ProtocolError::Local("too many parties".into()))?;
-            let id = frost_ed25519::Identifier::try_from(n)
+            let id = Identifier::<C>::try_from(n)
                 .map_err(|e| ProtocolError::Bug(format!("identifier {n}: {e}")))?;
             if ids.insert(p.clone(), id).is_some() {
                 return Err(ProtocolError::Local(format!("party {p} listed twice")));
@@ -49,7 +140,7 @@ impl Committee {
     }
 
     /// FROST identifier of a party.
-    pub fn id(&self, node: &NodeId) -> Result<frost_ed25519::Identifier, ProtocolError> {
+    pub fn id(&self, node: &NodeId) -> Result<Identifier<C>, ProtocolError> {
         self.ids
             .get(node)
             .copied()
@@ -57,12 +148,12 @@ impl Committee {
     }
 
     /// Node of a FROST identifier.
-    pub fn node(&self, id: &frost_ed25519::Identifier) -> Option<&NodeId> {
+    pub fn node(&self, id: &Identifier<C>) -> Option<&NodeId> {
         self.by_id.get(id)
     }
 
     /// Maps FROST culprits to node ids.
-    pub fn culprits(&self, ids: &[frost_ed25519::Identifier]) -> Vec<NodeId> {
+    pub fn culprits(&self, ids: &[Identifier<C>]) -> Vec<NodeId> {
         ids.iter().filter_map(|i| self.node(i).cloned()).collect()
     }
 

@@ -99,16 +99,21 @@ pub enum Scheme {
     /// FROST over Ed25519 (RFC 9591); signatures verify as RFC 8032 Ed25519.
     #[serde(rename = "frost-ed25519")]
     FrostEd25519,
+    /// FROST over secp256k1 with BIP340 challenges (frost-secp256k1-tr); signatures verify as
+    /// BIP340 Schnorr signatures under the 32-byte x-only public key.
+    #[serde(rename = "frost-secp256k1-tr")]
+    FrostSecp256k1Tr,
 }
 
 impl Scheme {
     /// Every scheme this build supports.
-    pub const ALL: [Scheme; 1] = [Scheme::FrostEd25519];
+    pub const ALL: [Scheme; 2] = [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr];
 
     /// Canonical name, as in txs and the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::FrostEd25519 => "frost-ed25519",
+            Scheme::FrostSecp256k1Tr => "frost-secp256k1-tr",
         }
     }
 }
@@ -228,6 +233,13 @@ mod tests {
             "frost-ed25519".parse::<Scheme>().unwrap(),
             Scheme::FrostEd25519
         );
+        assert_eq!(
+            "frost-secp256k1-tr".parse::<Scheme>().unwrap(),
+            Scheme::FrostSecp256k1Tr
+        );
+        for s in Scheme::ALL {
+            assert_eq!(s.as_str().parse::<Scheme>().unwrap(), s);
+        }
         let e = "rsa".parse::<Scheme>().unwrap_err().to_string();
         assert!(e.contains("unknown scheme"), "{e}");
     }

@@ -340,3 +340,88 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
     );
     let _ = restarted.wait();
 }
+
+fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
+    // libsecp256k1 (the `secp256k1` crate), independent of frost's arithmetic: plain BIP340
+    // under the 32-byte x-only key.
+    let pk: [u8; 32] = hex::decode(x_only_key).unwrap().try_into().unwrap();
+    let pk = secp256k1::XOnlyPublicKey::from_byte_array(pk).unwrap();
+    let sig: [u8; 64] = hex::decode(signature).unwrap().try_into().unwrap();
+    let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
+    secp256k1::SECP256K1
+        .verify_schnorr(&sig, message, &pk)
+        .expect("BIP340 signature must verify");
+}
+
+#[test]
+fn n4t3_localnet__should_keygen_sign_bip340_and_delete_a_frost_secp256k1_tr_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = Localnet::start(&dir, 4, 3, 100, 16800).unwrap();
+
+    let k = net
+        .mpcctl_json(&[
+            "keygen",
+            "--key-id",
+            "tr",
+            "--scheme",
+            "frost-secp256k1-tr",
+            "--threshold",
+            "3",
+            "--wait",
+        ])
+        .unwrap();
+    assert_eq!(k["status"], "READY", "{k}");
+    assert_eq!(k["scheme"], "frost-secp256k1-tr");
+    assert_eq!(k["threshold"], 3);
+    // The chain and clients see the 32-byte x-only key of BIP340.
+    let pk = k["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(pk.len(), 64, "{k}");
+    for i in 0..4 {
+        let v = net.node_get(i, "/key/tr").unwrap();
+        assert_eq!(v["status"], "READY", "node{i}: {v}");
+        assert_eq!(v["scheme"], "frost-secp256k1-tr", "node{i}: {v}");
+        assert_eq!(v["public_key"], pk.as_str());
+    }
+
+    // 5 signatures, each verified with libsecp256k1; a 32-byte digest like a taproot sighash
+    // and messages of other lengths.
+    for i in 0..5u8 {
+        let msg: Vec<u8> = if i % 2 == 0 {
+            vec![i; 32]
+        } else {
+            format!("bip340 message {i}").into_bytes()
+        };
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "tr",
+                "--message",
+                &hex::encode(&msg),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        let sig = s["signature"].as_str().unwrap();
+        assert_eq!(sig.len(), 128, "{s}");
+        verify_bip340(&pk, &msg, sig);
+    }
+
+    let d = net
+        .mpcctl_json(&["delete", "--key-id", "tr", "--wait"])
+        .unwrap();
+    assert_eq!(d["status"], "DELETED", "{d}");
+    for i in 0..4 {
+        assert!(
+            net.node_get(i, "/key/tr").is_err(),
+            "node{i} still holds tr"
+        );
+    }
+    expect_err(
+        &net,
+        &["sign", "--key-id", "tr", "--message", "00"],
+        "deleted",
+    );
+    net.stop().unwrap();
+}

@@ -39,7 +39,9 @@ enum Cmd {
         /// Key id (A-Z a-z 0-9 - _ ., at most 64).
         #[arg(long)]
         key_id: String,
-        /// Scheme: frost-ed25519.
+        /// Scheme: frost-ed25519 (RFC 8032 Ed25519 signatures, 32-byte public key) or
+        /// frost-secp256k1-tr (BIP340 Schnorr signatures, 32-byte x-only public key, usable as
+        /// a taproot key-path output key).
         #[arg(long, default_value = "frost-ed25519")]
         scheme: String,
         /// Threshold t (signers needed); default from localnet.json.
@@ -57,7 +59,9 @@ enum Cmd {
         /// Key id.
         #[arg(long)]
         key_id: String,
-        /// Message as hex; signed as is (Ed25519 hashes it internally, RFC 8032).
+        /// Message as hex; signed as is: Ed25519 hashes it internally (RFC 8032); BIP340
+        /// (frost-secp256k1-tr) signs the bytes as given, of any length (for taproot, pass the
+        /// 32-byte sighash).
         #[arg(long)]
         message: String,
         /// Request id; default derived from the account and its sequence.

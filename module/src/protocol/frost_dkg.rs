@@ -1,21 +1,32 @@
 //! FROST distributed key generation (RFC 9591 companion DKG, Pedersen with proofs of
-//! knowledge), as implemented by frost-core `keys::dkg`, driven sans-IO.
+//! knowledge), as implemented by frost-core `keys::dkg`, driven sans-IO. One state machine,
+//! generic over the ciphersuite ([`FrostScheme`]); [`AnyDkg`] picks it from the chain's
+//! [`Scheme`].
 //!
 //! Round 1 is a broadcast. FROST requires it to be reliable (every party sees the same
 //! package from each sender). We get that from the chain: each party reports a hash of every
 //! round-1 package it used (`transcript_hash`) and the chain marks the key READY only when
 //! all parties report the same hash and the same public key.
+//!
+//! secp256k1-tr: frost-secp256k1-tr's `part3` ends with its `post_dkg` hook, which tweaks the
+//! group key and every share by BIP341's `TapTweak` with no Merkle root (Q = P + H(P)·G, the
+//! key-path-only commitment to an unspendable script path). The key reported to the chain is
+//! the x-only encoding of that Q, and signatures are plain BIP340 under it.
 
 use std::collections::BTreeMap;
 
-use frost_ed25519::keys::dkg::{self, round1, round2};
-use frost_ed25519::keys::{KeyPackage, PublicKeyPackage};
-use frost_ed25519::Identifier;
+use frost_core::keys::dkg::{self, round1, round2};
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use frost_core::Identifier;
+use frost_ed25519::Ed25519Sha512;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
 use rand::{CryptoRng, RngCore};
-use seqmpc_proto::{NodeId, SessionId};
+use seqmpc_proto::{NodeId, Scheme, SessionId};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
-use super::{record_once, Committee, Outgoing};
+use super::frost_sign::encode_packages;
+use super::{record_once, Committee, FrostScheme, Outgoing};
 use crate::error::ProtocolError;
 
 /// A DKG message (serialized frost packages).
@@ -38,57 +49,60 @@ impl std::fmt::Debug for DkgMsg {
 }
 
 /// Result of a DKG: the long-lived share and the group's public data.
-pub struct DkgOutput {
+pub struct DkgOutput<C: FrostScheme> {
     /// This party's key package (secret share). Zeroized on drop by frost.
-    pub key_package: KeyPackage,
+    pub key_package: KeyPackage<C>,
     /// Public key package, identical for all parties.
-    pub public_key_package: PublicKeyPackage,
-    /// Group public key, 32 bytes (RFC 8032 encoding).
+    pub public_key_package: PublicKeyPackage<C>,
+    /// Group public key as the chain sees it ([`FrostScheme::chain_public_key`]): 32 bytes
+    /// RFC 8032 for Ed25519, 32 bytes x-only for secp256k1-tr.
     pub public_key: Vec<u8>,
     /// Hash of all round-1 packages; equal on all honest parties iff they saw the same broadcast.
     pub transcript_hash: [u8; 32],
 }
 
-impl std::fmt::Debug for DkgOutput {
+impl<C: FrostScheme> std::fmt::Debug for DkgOutput<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DkgOutput")
+            .field("scheme", &C::SCHEME)
             .field("public_key", &hex::encode(&self.public_key))
             .field("key_package", &"<redacted>")
             .finish()
     }
 }
 
-enum Step {
+enum Step<C: FrostScheme> {
     /// Waiting for the other parties' round-1 packages (RFC 9591 DKG round 1).
     Round1 {
-        secret: round1::SecretPackage,
-        received: BTreeMap<Identifier, round1::Package>,
-        early_round2: BTreeMap<Identifier, round2::Package>,
+        secret: round1::SecretPackage<C>,
+        received: BTreeMap<Identifier<C>, round1::Package<C>>,
+        early_round2: BTreeMap<Identifier<C>, round2::Package<C>>,
     },
     /// Waiting for the round-2 packages addressed to us (round 2).
     Round2 {
-        secret: round2::SecretPackage,
-        round1: BTreeMap<Identifier, round1::Package>,
-        received: BTreeMap<Identifier, round2::Package>,
+        secret: round2::SecretPackage<C>,
+        round1: BTreeMap<Identifier<C>, round1::Package<C>>,
+        received: BTreeMap<Identifier<C>, round2::Package<C>>,
     },
 }
 
 /// A DKG in progress.
-pub struct Dkg {
+pub struct Dkg<C: FrostScheme> {
     session: SessionId,
     me: NodeId,
-    my_round1: round1::Package,
-    committee: Committee,
-    step: Step,
+    my_round1: round1::Package<C>,
+    committee: Committee<C>,
+    step: Step<C>,
 }
 
-impl std::fmt::Debug for Dkg {
+impl<C: FrostScheme> std::fmt::Debug for Dkg<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let step = match self.step {
             Step::Round1 { .. } => "round1",
             Step::Round2 { .. } => "round2",
         };
         f.debug_struct("Dkg")
+            .field("scheme", &C::SCHEME)
             .field("session", &self.session)
             .field("me", &self.me)
             .field("step", &step)
@@ -99,14 +113,14 @@ impl std::fmt::Debug for Dkg {
 /// What a transition produced.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
-pub enum DkgProgress {
+pub enum DkgProgress<C: FrostScheme> {
     /// Keep going; send these.
-    Continue(Dkg, Vec<Outgoing<DkgMsg>>),
+    Continue(Dkg<C>, Vec<Outgoing<DkgMsg>>),
     /// Finished; still send these (our own round-2 packages when theirs overtook round 1).
-    Done(Box<DkgOutput>, Vec<Outgoing<DkgMsg>>),
+    Done(Box<DkgOutput<C>>, Vec<Outgoing<DkgMsg>>),
 }
 
-fn frost_err(committee: &Committee, e: frost_ed25519::Error) -> ProtocolError {
+fn frost_err<C: FrostScheme>(committee: &Committee<C>, e: frost_core::Error<C>) -> ProtocolError {
     let culprits = committee.culprits(&e.culprits());
     ProtocolError::Aborted {
         culprits,
@@ -114,7 +128,7 @@ fn frost_err(committee: &Committee, e: frost_ed25519::Error) -> ProtocolError {
     }
 }
 
-impl Dkg {
+impl<C: FrostScheme> Dkg<C> {
     /// Round 1: samples this party's polynomial and returns the package to broadcast.
     pub fn start<R: RngCore + CryptoRng>(
         session: SessionId,
@@ -122,7 +136,7 @@ impl Dkg {
         parties: &[NodeId],
         threshold: u32,
         rng: &mut R,
-    ) -> Result<(Dkg, Vec<Outgoing<DkgMsg>>), ProtocolError> {
+    ) -> Result<(Dkg<C>, Vec<Outgoing<DkgMsg>>), ProtocolError> {
         let committee = Committee::new(parties)?;
         let my_id = committee.id(me)?;
         let max = u16::try_from(committee.len())
@@ -157,7 +171,7 @@ impl Dkg {
     }
 
     /// Handles one message from an authenticated party.
-    pub fn handle(self, from: &NodeId, msg: DkgMsg) -> Result<DkgProgress, ProtocolError> {
+    pub fn handle(self, from: &NodeId, msg: DkgMsg) -> Result<DkgProgress<C>, ProtocolError> {
         if from == &self.me {
             return Err(ProtocolError::Bug("message from myself".into()));
         }
@@ -281,7 +295,7 @@ impl Dkg {
         }
     }
 
-    fn maybe_round2(self) -> Result<DkgProgress, ProtocolError> {
+    fn maybe_round2(self) -> Result<DkgProgress<C>, ProtocolError> {
         let others = self.committee.len() - 1;
         match self.step {
             Step::Round1 {
@@ -324,7 +338,7 @@ impl Dkg {
         }
     }
 
-    fn maybe_finish(self, out: Vec<Outgoing<DkgMsg>>) -> Result<DkgProgress, ProtocolError> {
+    fn maybe_finish(self, out: Vec<Outgoing<DkgMsg>>) -> Result<DkgProgress<C>, ProtocolError> {
         let others = self.committee.len() - 1;
         match &self.step {
             Step::Round2 {
@@ -335,10 +349,7 @@ impl Dkg {
                 // Part 3: verify received shares against commitments, derive the key package.
                 let (key_package, public_key_package) = dkg::part3(secret, round1, received)
                     .map_err(|e| frost_err(&self.committee, e))?;
-                let public_key = public_key_package
-                    .verifying_key()
-                    .serialize()
-                    .map_err(|e| ProtocolError::Bug(format!("serialize key: {e}")))?;
+                let public_key = C::chain_public_key(public_key_package.verifying_key())?;
                 let transcript_hash = self.transcript_hash(round1)?;
                 Ok(DkgProgress::Done(
                     Box::new(DkgOutput {
@@ -354,25 +365,148 @@ impl Dkg {
         }
     }
 
-    /// SHA-256 over the session id and every round-1 package (ours included), by identifier.
+    /// The transcript hash of this run: [`transcript_digest`] over every round-1 package
+    /// (ours included).
     fn transcript_hash(
         &self,
-        round1: &BTreeMap<Identifier, round1::Package>,
+        round1: &BTreeMap<Identifier<C>, round1::Package<C>>,
     ) -> Result<[u8; 32], ProtocolError> {
-        let mut all: BTreeMap<Identifier, &round1::Package> =
+        let mut all: BTreeMap<Identifier<C>, &round1::Package<C>> =
             round1.iter().map(|(k, v)| (*k, v)).collect();
         all.insert(self.committee.id(&self.me)?, &self.my_round1);
-        let mut h = Sha256::new();
-        h.update(b"seqmpc/dkg-transcript/v1\0");
-        h.update(self.session.0);
+        let mut packages = Vec::with_capacity(all.len());
         for (id, pkg) in all {
             let bytes = pkg
                 .serialize()
                 .map_err(|e| ProtocolError::Bug(format!("serialize round1: {e}")))?;
-            h.update(id.serialize());
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(&bytes);
+            packages.push((id.serialize(), bytes));
         }
-        Ok(h.finalize().into())
+        Ok(transcript_digest(C::SCHEME, &self.session, &packages))
+    }
+}
+
+/// SHA-256 over a tag, the scheme, the session id and the serialized round-1 packages in
+/// identifier order, each length-prefixed.
+pub(crate) fn transcript_digest(
+    scheme: Scheme,
+    session: &SessionId,
+    packages: &[(Vec<u8>, Vec<u8>)],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/dkg-transcript/v2\0");
+    let scheme = scheme.as_str().as_bytes();
+    h.update((scheme.len() as u64).to_be_bytes());
+    h.update(scheme);
+    h.update(session.0);
+    for (id, pkg) in packages {
+        h.update(id);
+        h.update((pkg.len() as u64).to_be_bytes());
+        h.update(pkg);
+    }
+    h.finalize().into()
+}
+
+/// A DKG of the scheme the chain asked for: dispatch over [`Dkg`]'s ciphersuites.
+#[derive(Debug)]
+pub enum AnyDkg {
+    /// FROST-Ed25519.
+    Ed25519(Dkg<Ed25519Sha512>),
+    /// FROST-secp256k1-tr (BIP340).
+    Secp256k1Tr(Dkg<Secp256K1Sha256TR>),
+}
+
+/// A DKG result of either scheme.
+#[derive(Debug)]
+pub enum AnyDkgOutput {
+    /// FROST-Ed25519.
+    Ed25519(Box<DkgOutput<Ed25519Sha512>>),
+    /// FROST-secp256k1-tr (BIP340).
+    Secp256k1Tr(Box<DkgOutput<Secp256K1Sha256TR>>),
+}
+
+/// What a transition of [`AnyDkg`] produced.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
+pub enum AnyDkgProgress {
+    /// Keep going; send these.
+    Continue(AnyDkg, Vec<Outgoing<DkgMsg>>),
+    /// Finished; still send these.
+    Done(AnyDkgOutput, Vec<Outgoing<DkgMsg>>),
+}
+
+impl AnyDkg {
+    /// Round 1 of a DKG for `scheme`, see [`Dkg::start`].
+    pub fn start<R: RngCore + CryptoRng>(
+        scheme: Scheme,
+        session: SessionId,
+        me: &NodeId,
+        parties: &[NodeId],
+        threshold: u32,
+        rng: &mut R,
+    ) -> Result<(AnyDkg, Vec<Outgoing<DkgMsg>>), ProtocolError> {
+        match scheme {
+            Scheme::FrostEd25519 => Dkg::start(session, me, parties, threshold, rng)
+                .map(|(d, out)| (AnyDkg::Ed25519(d), out)),
+            Scheme::FrostSecp256k1Tr => Dkg::start(session, me, parties, threshold, rng)
+                .map(|(d, out)| (AnyDkg::Secp256k1Tr(d), out)),
+        }
+    }
+
+    /// Handles one message from an authenticated party, see [`Dkg::handle`].
+    pub fn handle(self, from: &NodeId, msg: DkgMsg) -> Result<AnyDkgProgress, ProtocolError> {
+        fn erase<C: FrostScheme>(
+            p: DkgProgress<C>,
+            wrap: fn(Dkg<C>) -> AnyDkg,
+            wrap_output: fn(Box<DkgOutput<C>>) -> AnyDkgOutput,
+        ) -> AnyDkgProgress {
+            match p {
+                DkgProgress::Continue(d, out) => AnyDkgProgress::Continue(wrap(d), out),
+                DkgProgress::Done(o, out) => AnyDkgProgress::Done(wrap_output(o), out),
+            }
+        }
+        Ok(match self {
+            AnyDkg::Ed25519(d) => {
+                erase(d.handle(from, msg)?, AnyDkg::Ed25519, AnyDkgOutput::Ed25519)
+            }
+            AnyDkg::Secp256k1Tr(d) => erase(
+                d.handle(from, msg)?,
+                AnyDkg::Secp256k1Tr,
+                AnyDkgOutput::Secp256k1Tr,
+            ),
+        })
+    }
+}
+
+impl AnyDkgOutput {
+    /// The scheme of the key.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            AnyDkgOutput::Ed25519(_) => Ed25519Sha512::SCHEME,
+            AnyDkgOutput::Secp256k1Tr(_) => Secp256K1Sha256TR::SCHEME,
+        }
+    }
+
+    /// Group public key as the chain sees it.
+    pub fn public_key(&self) -> &[u8] {
+        match self {
+            AnyDkgOutput::Ed25519(o) => &o.public_key,
+            AnyDkgOutput::Secp256k1Tr(o) => &o.public_key,
+        }
+    }
+
+    /// Hash of the round-1 broadcast, see [`DkgOutput::transcript_hash`].
+    pub fn transcript_hash(&self) -> [u8; 32] {
+        match self {
+            AnyDkgOutput::Ed25519(o) => o.transcript_hash,
+            AnyDkgOutput::Secp256k1Tr(o) => o.transcript_hash,
+        }
+    }
+
+    /// Encodes the share for storage ([`encode_packages`]); the caller records the scheme.
+    pub fn encode_packages(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        match self {
+            AnyDkgOutput::Ed25519(o) => encode_packages(&o.key_package, &o.public_key_package),
+            AnyDkgOutput::Secp256k1Tr(o) => encode_packages(&o.key_package, &o.public_key_package),
+        }
     }
 }

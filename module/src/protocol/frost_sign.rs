@@ -2,20 +2,30 @@
 //!
 //! Every signer broadcasts its commitments to the other signers (round 1). Each signer builds
 //! the same `SigningPackage`, signs, and sends its share to the aggregator (the first signer in
-//! sorted order), which aggregates, verifies the group signature (frost, then ed25519-dalek
-//! independently) and reports it. Nonces are consumed by the transition that signs.
+//! sorted order), which aggregates, verifies the group signature (frost, then independently:
+//! ed25519-dalek or libsecp256k1, see [`FrostScheme::verify_independently`]) and reports it.
+//! Nonces are consumed by the transition that signs. One state machine, generic over the
+//! ciphersuite; [`AnySigning`] picks it from the key.
+//!
+//! secp256k1-tr signs plain BIP340 under the key's x-only public key: frost-secp256k1-tr
+//! negates nonces and shares as BIP340 needs (even-y R and key), and no further taproot tweak
+//! is applied here (its DKG already made the key a BIP341 key-path-only output key).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use frost_ed25519::keys::{KeyPackage, PublicKeyPackage};
-use frost_ed25519::round1::{self, SigningCommitments, SigningNonces};
-use frost_ed25519::round2::{self, SignatureShare};
-use frost_ed25519::{Identifier, SigningPackage};
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use frost_core::round1::{self, SigningCommitments, SigningNonces};
+use frost_core::round2::{self, SignatureShare};
+use frost_core::{Identifier, SigningPackage};
+use frost_ed25519::Ed25519Sha512;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
 use rand::{CryptoRng, RngCore};
-use seqmpc_proto::{NodeId, SessionId};
+use seqmpc_proto::{NodeId, Scheme, SessionId};
+use zeroize::Zeroizing;
 
-use super::{record_once, Committee, Outgoing};
+use super::frost_dkg::DkgOutput;
+use super::{record_once, Committee, FrostScheme, Outgoing};
 use crate::error::ProtocolError;
 
 /// A signing message.
@@ -28,64 +38,141 @@ pub enum SignMsg {
 }
 
 /// A READY key share with its group data, as loaded from the store.
-pub struct KeyMaterial {
-    /// This party's key package.
-    pub key_package: KeyPackage,
-    /// The group's public key package.
-    pub public_key_package: PublicKeyPackage,
-    /// The key's committee (sorted), which fixes the FROST identifiers.
-    pub parties: Vec<NodeId>,
+pub struct KeyMaterial<C: FrostScheme> {
+    key_package: KeyPackage<C>,
+    public_key_package: PublicKeyPackage<C>,
+    public_key: Vec<u8>,
+    parties: Vec<NodeId>,
 }
 
-impl std::fmt::Debug for KeyMaterial {
+impl<C: FrostScheme> std::fmt::Debug for KeyMaterial<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyMaterial(<redacted>)")
     }
 }
 
-/// Signing nonces that can be used once: not `Clone`, consumed by [`SingleUseNonces::sign`].
-struct SingleUseNonces(SigningNonces);
+impl<C: FrostScheme> KeyMaterial<C> {
+    /// Checks that the share belongs to the group key and derives the chain's public key.
+    /// `parties` is the key's committee (sorted), which fixes the FROST identifiers.
+    pub fn new(
+        key_package: KeyPackage<C>,
+        public_key_package: PublicKeyPackage<C>,
+        parties: Vec<NodeId>,
+    ) -> Result<Self, ProtocolError> {
+        if key_package.verifying_key() != public_key_package.verifying_key() {
+            return Err(ProtocolError::Local(
+                "key package and public key package are of different keys".into(),
+            ));
+        }
+        let public_key = C::chain_public_key(public_key_package.verifying_key())?;
+        Ok(KeyMaterial {
+            key_package,
+            public_key_package,
+            public_key,
+            parties,
+        })
+    }
 
-impl SingleUseNonces {
+    /// The key material of a finished DKG.
+    pub fn from_dkg(out: DkgOutput<C>, parties: Vec<NodeId>) -> Result<Self, ProtocolError> {
+        KeyMaterial::new(out.key_package, out.public_key_package, parties)
+    }
+
+    /// Group public key as the chain sees it ([`FrostScheme::chain_public_key`]).
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// The group's public key package.
+    pub fn public_key_package(&self) -> &PublicKeyPackage<C> {
+        &self.public_key_package
+    }
+
+    /// Decodes what [`encode_packages`] wrote.
+    pub fn decode(bytes: &[u8], parties: Vec<NodeId>) -> Result<Self, ProtocolError> {
+        let bad = |what: &str| ProtocolError::Local(format!("stored share is malformed: {what}"));
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("length"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let kp = rest.get(..len).ok_or_else(|| bad("key package length"))?;
+        let pkp = rest.get(len..).ok_or_else(|| bad("key package length"))?;
+        KeyMaterial::new(
+            KeyPackage::deserialize(kp).map_err(|e| bad(&format!("key package: {e}")))?,
+            PublicKeyPackage::deserialize(pkp)
+                .map_err(|e| bad(&format!("public key package: {e}")))?,
+            parties,
+        )
+    }
+}
+
+/// Encodes a share for storage: big-endian u32 length of the serialized key package, the key
+/// package, then the public key package (frost's encodings, which carry the ciphersuite id).
+pub fn encode_packages<C: FrostScheme>(
+    key_package: &KeyPackage<C>,
+    public_key_package: &PublicKeyPackage<C>,
+) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+    let kp = Zeroizing::new(
+        key_package
+            .serialize()
+            .map_err(|e| ProtocolError::Bug(format!("serialize key package: {e}")))?,
+    );
+    let pkp = public_key_package
+        .serialize()
+        .map_err(|e| ProtocolError::Bug(format!("serialize public key package: {e}")))?;
+    let len =
+        u32::try_from(kp.len()).map_err(|_| ProtocolError::Bug("key package too large".into()))?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(4 + kp.len() + pkp.len()));
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&kp);
+    buf.extend_from_slice(&pkp);
+    Ok(buf)
+}
+
+/// Signing nonces that can be used once: not `Clone`, consumed by [`SingleUseNonces::sign`].
+struct SingleUseNonces<C: FrostScheme>(SigningNonces<C>);
+
+impl<C: FrostScheme> SingleUseNonces<C> {
     fn sign(
         self,
-        package: &SigningPackage,
-        key: &KeyPackage,
-    ) -> Result<SignatureShare, frost_ed25519::Error> {
+        package: &SigningPackage<C>,
+        key: &KeyPackage<C>,
+    ) -> Result<SignatureShare<C>, frost_core::Error<C>> {
         // `self` (and the nonces, zeroized on drop by frost) is gone after this call.
         round2::sign(package, &self.0, key)
     }
 }
 
 #[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
-enum Step {
+enum Step<C: FrostScheme> {
     /// Collecting the other signers' commitments.
     Round1 {
-        nonces: SingleUseNonces,
-        commitments: BTreeMap<Identifier, SigningCommitments>,
-        early_shares: BTreeMap<Identifier, SignatureShare>,
+        nonces: SingleUseNonces<C>,
+        commitments: BTreeMap<Identifier<C>, SigningCommitments<C>>,
+        early_shares: BTreeMap<Identifier<C>, SignatureShare<C>>,
     },
     /// Aggregator only: collecting signature shares.
     Round2 {
-        package: SigningPackage,
-        shares: BTreeMap<Identifier, SignatureShare>,
+        package: SigningPackage<C>,
+        shares: BTreeMap<Identifier<C>, SignatureShare<C>>,
     },
 }
 
 /// A signing session in progress.
-pub struct Signing {
+pub struct Signing<C: FrostScheme> {
     session: SessionId,
     me: NodeId,
-    committee: Committee,
+    committee: Committee<C>,
     signers: Vec<NodeId>,
     message: Vec<u8>,
-    key: Arc<KeyMaterial>,
-    step: Step,
+    key: Arc<KeyMaterial<C>>,
+    step: Step<C>,
 }
 
-impl std::fmt::Debug for Signing {
+impl<C: FrostScheme> std::fmt::Debug for Signing<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signing")
+            .field("scheme", &C::SCHEME)
             .field("session", &self.session)
             .field("me", &self.me)
             .finish()
@@ -95,9 +182,9 @@ impl std::fmt::Debug for Signing {
 /// What a transition produced.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
-pub enum SignProgress {
+pub enum SignProgress<C: FrostScheme> {
     /// Keep going; send these.
-    Continue(Signing, Vec<Outgoing<SignMsg>>),
+    Continue(Signing<C>, Vec<Outgoing<SignMsg>>),
     /// This party's part is over; send these. `signature` is set on the aggregator: the
     /// 64-byte group signature, verified.
     Finished {
@@ -108,21 +195,21 @@ pub enum SignProgress {
     },
 }
 
-impl Signing {
-    /// The aggregator of a signer set: the first signer in sorted order.
-    pub fn aggregator(signers: &[NodeId]) -> Option<&NodeId> {
-        signers.iter().min()
-    }
+/// The aggregator of a signer set: the first signer in sorted order.
+pub fn aggregator(signers: &[NodeId]) -> Option<&NodeId> {
+    signers.iter().min()
+}
 
+impl<C: FrostScheme> Signing<C> {
     /// Round 1: commits to fresh nonces and returns the commitments to send.
     pub fn start<R: RngCore + CryptoRng>(
         session: SessionId,
         me: &NodeId,
         signers: &[NodeId],
         message: Vec<u8>,
-        key: Arc<KeyMaterial>,
+        key: Arc<KeyMaterial<C>>,
         rng: &mut R,
-    ) -> Result<(Signing, Vec<Outgoing<SignMsg>>), ProtocolError> {
+    ) -> Result<(Signing<C>, Vec<Outgoing<SignMsg>>), ProtocolError> {
         let committee = Committee::new(&key.parties)?;
         let mut signers: Vec<NodeId> = signers.to_vec();
         signers.sort();
@@ -171,11 +258,11 @@ impl Signing {
     }
 
     fn is_aggregator(&self) -> bool {
-        Signing::aggregator(&self.signers) == Some(&self.me)
+        aggregator(&self.signers) == Some(&self.me)
     }
 
     /// Handles one message from an authenticated party.
-    pub fn handle(self, from: &NodeId, msg: SignMsg) -> Result<SignProgress, ProtocolError> {
+    pub fn handle(self, from: &NodeId, msg: SignMsg) -> Result<SignProgress<C>, ProtocolError> {
         if !self.signers.contains(from) || from == &self.me {
             return Err(ProtocolError::blame(
                 from,
@@ -275,7 +362,7 @@ impl Signing {
         }
     }
 
-    fn maybe_sign(self) -> Result<SignProgress, ProtocolError> {
+    fn maybe_sign(self) -> Result<SignProgress<C>, ProtocolError> {
         match self.step {
             Step::Round1 {
                 nonces,
@@ -291,7 +378,7 @@ impl Signing {
                     }
                 })?;
                 let my_id = self.committee.id(&self.me)?;
-                let aggregator = Signing::aggregator(&self.signers)
+                let aggregator = aggregator(&self.signers)
                     .ok_or_else(|| ProtocolError::Bug("no signers".into()))?
                     .clone();
                 if aggregator != self.me {
@@ -315,7 +402,10 @@ impl Signing {
         }
     }
 
-    fn maybe_aggregate(self, out: Vec<Outgoing<SignMsg>>) -> Result<SignProgress, ProtocolError> {
+    fn maybe_aggregate(
+        self,
+        out: Vec<Outgoing<SignMsg>>,
+    ) -> Result<SignProgress<C>, ProtocolError> {
         if !self.is_aggregator() {
             return Err(ProtocolError::Bug("aggregating on a non-aggregator".into()));
         }
@@ -323,15 +413,15 @@ impl Signing {
             Step::Round2 { package, shares } if shares.len() == self.signers.len() => {
                 // RFC 9591 5.3: aggregate; frost verifies the group signature and, on failure,
                 // each share, naming the cheaters.
-                let sig = frost_ed25519::aggregate(package, shares, &self.key.public_key_package)
+                let sig = frost_core::aggregate(package, shares, &self.key.public_key_package)
                     .map_err(|e| ProtocolError::Aborted {
-                    culprits: self.committee.culprits(&e.culprits()),
-                    reason: format!("FROST aggregate: {e}"),
-                })?;
+                        culprits: self.committee.culprits(&e.culprits()),
+                        reason: format!("FROST aggregate: {e}"),
+                    })?;
                 let bytes = sig
                     .serialize()
                     .map_err(|e| ProtocolError::Bug(format!("serialize signature: {e}")))?;
-                verify_ed25519(&self.key.public_key_package, &self.message, &bytes)?;
+                C::verify_independently(&self.key.public_key, &self.message, &bytes)?;
                 Ok(SignProgress::Finished {
                     signature: Some(bytes),
                     out,
@@ -342,24 +432,107 @@ impl Signing {
     }
 }
 
-/// Independent check (ed25519-dalek, RFC 8032 strict) of a signature before it leaves the node.
-pub fn verify_ed25519(
-    pkp: &PublicKeyPackage,
-    message: &[u8],
-    sig: &[u8],
-) -> Result<(), ProtocolError> {
-    let pk = pkp
-        .verifying_key()
-        .serialize()
-        .map_err(|e| ProtocolError::Bug(format!("serialize key: {e}")))?;
-    let pk: [u8; 32] = pk
-        .as_slice()
-        .try_into()
-        .map_err(|_| ProtocolError::Bug("public key is not 32 bytes".into()))?;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk)
-        .map_err(|e| ProtocolError::Bug(format!("public key: {e}")))?;
-    let sig = ed25519_dalek::Signature::from_slice(sig)
-        .map_err(|e| ProtocolError::Bug(format!("signature: {e}")))?;
-    vk.verify_strict(message, &sig)
-        .map_err(|e| ProtocolError::Bug(format!("aggregated signature does not verify: {e}")))
+/// A READY key share of either scheme.
+#[derive(Clone, Debug)]
+pub enum AnyKeyMaterial {
+    /// FROST-Ed25519.
+    Ed25519(Arc<KeyMaterial<Ed25519Sha512>>),
+    /// FROST-secp256k1-tr (BIP340).
+    Secp256k1Tr(Arc<KeyMaterial<Secp256K1Sha256TR>>),
+}
+
+impl AnyKeyMaterial {
+    /// Decodes a share of `scheme` written by [`encode_packages`].
+    pub fn decode(
+        scheme: Scheme,
+        bytes: &[u8],
+        parties: Vec<NodeId>,
+    ) -> Result<Self, ProtocolError> {
+        Ok(match scheme {
+            Scheme::FrostEd25519 => {
+                AnyKeyMaterial::Ed25519(Arc::new(KeyMaterial::decode(bytes, parties)?))
+            }
+            Scheme::FrostSecp256k1Tr => {
+                AnyKeyMaterial::Secp256k1Tr(Arc::new(KeyMaterial::decode(bytes, parties)?))
+            }
+        })
+    }
+
+    /// The scheme of the key.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            AnyKeyMaterial::Ed25519(_) => Ed25519Sha512::SCHEME,
+            AnyKeyMaterial::Secp256k1Tr(_) => Secp256K1Sha256TR::SCHEME,
+        }
+    }
+
+    /// Group public key as the chain sees it.
+    pub fn public_key(&self) -> &[u8] {
+        match self {
+            AnyKeyMaterial::Ed25519(k) => k.public_key(),
+            AnyKeyMaterial::Secp256k1Tr(k) => k.public_key(),
+        }
+    }
+}
+
+/// A signing session of the key's scheme: dispatch over [`Signing`]'s ciphersuites.
+#[derive(Debug)]
+pub enum AnySigning {
+    /// FROST-Ed25519.
+    Ed25519(Signing<Ed25519Sha512>),
+    /// FROST-secp256k1-tr (BIP340).
+    Secp256k1Tr(Signing<Secp256K1Sha256TR>),
+}
+
+/// What a transition of [`AnySigning`] produced.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
+pub enum AnySignProgress {
+    /// Keep going; send these.
+    Continue(AnySigning, Vec<Outgoing<SignMsg>>),
+    /// This party's part is over, see [`SignProgress::Finished`].
+    Finished {
+        /// Verified signature (aggregator only): 64 bytes in both schemes.
+        signature: Option<Vec<u8>>,
+        /// Last messages to send.
+        out: Vec<Outgoing<SignMsg>>,
+    },
+}
+
+impl AnySigning {
+    /// Round 1 with the key's scheme, see [`Signing::start`].
+    pub fn start<R: RngCore + CryptoRng>(
+        session: SessionId,
+        me: &NodeId,
+        signers: &[NodeId],
+        message: Vec<u8>,
+        key: AnyKeyMaterial,
+        rng: &mut R,
+    ) -> Result<(AnySigning, Vec<Outgoing<SignMsg>>), ProtocolError> {
+        match key {
+            AnyKeyMaterial::Ed25519(k) => Signing::start(session, me, signers, message, k, rng)
+                .map(|(s, out)| (AnySigning::Ed25519(s), out)),
+            AnyKeyMaterial::Secp256k1Tr(k) => Signing::start(session, me, signers, message, k, rng)
+                .map(|(s, out)| (AnySigning::Secp256k1Tr(s), out)),
+        }
+    }
+
+    /// Handles one message from an authenticated party, see [`Signing::handle`].
+    pub fn handle(self, from: &NodeId, msg: SignMsg) -> Result<AnySignProgress, ProtocolError> {
+        fn erase<C: FrostScheme>(
+            p: SignProgress<C>,
+            wrap: fn(Signing<C>) -> AnySigning,
+        ) -> AnySignProgress {
+            match p {
+                SignProgress::Continue(s, out) => AnySignProgress::Continue(wrap(s), out),
+                SignProgress::Finished { signature, out } => {
+                    AnySignProgress::Finished { signature, out }
+                }
+            }
+        }
+        Ok(match self {
+            AnySigning::Ed25519(s) => erase(s.handle(from, msg)?, AnySigning::Ed25519),
+            AnySigning::Secp256k1Tr(s) => erase(s.handle(from, msg)?, AnySigning::Secp256k1Tr),
+        })
+    }
 }

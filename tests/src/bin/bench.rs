@@ -131,14 +131,21 @@ fn cpu_secs(pid: u64) -> f64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
 
 /// CPU seconds of the sequencer (the localnet process) and of each node.
 fn cpu_table(net: &Localnet) -> Vec<(String, f64)> {
-    let mut v = vec![("sequencer".to_owned(), cpu_secs(net.info["pid"].as_u64().unwrap_or(0)))];
+    let mut v = vec![(
+        "sequencer".to_owned(),
+        cpu_secs(net.info["pid"].as_u64().unwrap_or(0)),
+    )];
     for n in net.info["nodes"].as_array().cloned().unwrap_or_default() {
         v.push((
             n["id"].as_str().unwrap_or("?").to_owned(),

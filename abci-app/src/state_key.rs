@@ -1,0 +1,31 @@
+//! Every key of the chain state's write journal, in one place (STYLE.md rule 9). Keys are
+//! hierarchical strings with zero-padded numbers so that their byte order is meaningful.
+
+use seqmpc_proto::{KeyId, RequestId};
+
+use crate::state::DeadlineItem;
+
+/// A key.
+pub fn key(id: &KeyId) -> String {
+    format!("key/{id}")
+}
+
+/// A sign request.
+pub fn sign(id: &RequestId) -> String {
+    format!("sign/{id}")
+}
+
+/// The next sequence of a signer (hex public key).
+pub fn sequence(signer_hex: &str) -> String {
+    format!("seq/{signer_hex}")
+}
+
+/// A pending deadline.
+pub fn deadline(height: u64, item: &DeadlineItem) -> String {
+    match item {
+        DeadlineItem::KeyGen(k, attempt) => {
+            format!("deadline/{height:020}/keygen/{k}/{attempt:010}")
+        }
+        DeadlineItem::Sign(r) => format!("deadline/{height:020}/sign/{r}"),
+    }
+}
