@@ -1,4 +1,5 @@
-//! `make bench`: the 4-node localnet against the in-process frost-ed25519 floor, in one run.
+//! `make bench`: the 4-node localnet against the in-process FROST floors (Ed25519 and
+//! secp256k1-tr), in one run.
 //!
 //! Floor: per-party CPU of a 3-of-4 DKG and the whole CPU of one 3-of-4 signature, all parties
 //! in this thread. Network: keygen latency (committed block → share READY on every node) and
@@ -11,7 +12,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use frost_ed25519 as frost;
 use rand::rngs::OsRng;
 use seqmpc_e2e::{wait_for, Localnet, Submitter};
 use seqmpc_proto::tx::TxMsg;
@@ -31,24 +31,27 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
     v[i] as f64 / 1000.0
 }
 
-/// Per-party DKG CPU (ms) and whole-signature CPU (ms), 3-of-4, medians over `reps`.
-fn floor(reps: usize) -> anyhow::Result<(f64, f64)> {
+/// Per-party DKG CPU (ms) and whole-signature CPU (ms), 3-of-4, medians over `reps`, for any
+/// FROST ciphersuite (frost-core's generic API, the same code the nodes run).
+fn floor<C: frost_core::Ciphersuite>(reps: usize) -> anyhow::Result<(f64, f64)> {
+    use frost_core as frost;
     let (n, t) = (4u16, 3u16);
     let mut dkg_ms = Vec::new();
     let mut sign_ms = Vec::new();
     for _ in 0..reps {
         let start = Instant::now();
-        let ids: Vec<frost::Identifier> =
+        let ids: Vec<frost::Identifier<C>> =
             (1..=n).map(|i| i.try_into()).collect::<Result<_, _>>()?;
         let mut s1 = BTreeMap::new();
         let mut p1 = BTreeMap::new();
         for id in &ids {
-            let (s, p) = frost::keys::dkg::part1(*id, n, t, OsRng)?;
+            let (s, p) = frost::keys::dkg::part1::<C, _>(*id, n, t, OsRng)?;
             s1.insert(*id, s);
             p1.insert(*id, p);
         }
         let mut s2 = BTreeMap::new();
-        let mut p2: BTreeMap<frost::Identifier, BTreeMap<frost::Identifier, _>> = BTreeMap::new();
+        let mut p2: BTreeMap<frost::Identifier<C>, BTreeMap<frost::Identifier<C>, _>> =
+            BTreeMap::new();
         for id in &ids {
             let others: BTreeMap<_, _> = p1
                 .iter()
@@ -108,13 +111,6 @@ fn metrics(net: &Localnet, nodes: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn latencies(ms: &[serde_json::Value], field: &str) -> Vec<u64> {
-    ms.iter()
-        .flat_map(|m| m[field].as_array().cloned().unwrap_or_default())
-        .filter_map(|v| v.as_u64())
-        .collect()
-}
-
 /// Signatures aggregated and verified, summed over nodes (the cheap counters endpoint).
 fn signed_total(net: &Localnet, nodes: usize) -> u64 {
     (0..nodes)
@@ -155,30 +151,29 @@ fn cpu_table(net: &Localnet) -> Vec<(String, f64)> {
     v
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    if let (Some(flag), Some(dir)) = (args.next(), args.next()) {
-        if flag == "--mpcd-dir" {
-            std::env::set_var("SEQMPC_BIN_DIR", dir);
-        }
-    }
-    println!("floor: in-process frost-ed25519 3-of-4 (medians of 30)");
-    let (dkg_floor, sign_floor) = floor(30)?;
-    println!("  DKG per party          {dkg_floor:8.2} ms");
-    println!("  one signature (all 3)  {sign_floor:8.2} ms CPU");
-
-    let tmp = tempfile::tempdir()?;
-    let dir: PathBuf = tmp.path().join("bench");
-    let net = Localnet::start(&dir, 4, 3, 100, 17600)?;
-    let mut sub = Submitter::new(&net, net.client_key()?)?;
-
-    // Keygen: 5 keys one after the other; MPC part measured by every node.
+/// Keygen latency and sign throughput/latency of one scheme on the running localnet.
+fn run_scheme(
+    net: &Localnet,
+    sub: &mut Submitter,
+    scheme: Scheme,
+    (dkg_floor, sign_floor): (f64, f64),
+    inflights: &[u64],
+) -> anyhow::Result<()> {
+    let tag = match scheme {
+        Scheme::FrostEd25519 => "ed",
+        Scheme::FrostSecp256k1Tr => "tr",
+    };
+    println!("{scheme}: floor (in-process, medians of 30) DKG {dkg_floor:.2} ms per party, one signature {sign_floor:.2} ms CPU");
+    let kg_before: Vec<usize> = metrics(net, 4)
+        .iter()
+        .map(|m| m["keygen_latency_us"].as_array().map_or(0, |a| a.len()))
+        .collect();
     let t0 = Instant::now();
     for i in 0..5 {
-        let id = format!("bk{i}");
+        let id = format!("{tag}k{i}");
         sub.submit(TxMsg::KeyGen {
             key_id: KeyId::new(&id)?,
-            scheme: Scheme::FrostEd25519,
+            scheme,
             threshold: 3,
             parties: vec![],
         })?;
@@ -188,9 +183,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("keygen {id} did not finish"))?;
     }
     let wall_keygen = t0.elapsed().as_secs_f64() * 1000.0 / 5.0;
-    let ms = metrics(&net, 4);
-    let mut kg = latencies(&ms, "keygen_latency_us");
-    println!("network: 4 mpcd processes + dev sequencer (block 100 ms), 3-of-4 frost-ed25519");
+    let mut kg = since(&metrics(net, 4), "keygen_latency_us", &kg_before);
     println!(
         "  keygen MPC part (commit → READY, all nodes) p50 {:7.2} ms  max {:7.2} ms   [{:.1}x floor]; wall incl. blocks {:.0} ms",
         pct(&mut kg, 0.5),
@@ -198,53 +191,39 @@ fn main() -> anyhow::Result<()> {
         pct(&mut kg, 0.5) / dkg_floor,
         wall_keygen
     );
-
     let mut next = 0u64;
-    for inflight in [1u64, 10, 100] {
+    for &inflight in inflights {
         let total = (inflight * 20).clamp(50, 2000);
-        let before = signed_total(&net, 4);
-        let base_lat: Vec<usize> = metrics(&net, 4)
+        let before = signed_total(net, 4);
+        let base_lat: Vec<usize> = metrics(net, 4)
             .iter()
             .map(|m| m["sign_latency_us"].as_array().map_or(0, |a| a.len()))
             .collect();
-        let cpu_before = cpu_table(&net);
+        let cpu_before = cpu_table(net);
         let start = Instant::now();
         let mut submitted = 0;
         while submitted < total {
-            let done = signed_total(&net, 4) - before;
+            let done = signed_total(net, 4) - before;
             while submitted < total && submitted - done < inflight {
-                let key = format!("bk{}", next % 5);
                 sub.submit(TxMsg::KeySign {
-                    key_id: KeyId::new(key)?,
-                    request_id: RequestId::new(format!("b{next}"))?,
+                    key_id: KeyId::new(format!("{tag}k{}", next % 5))?,
+                    request_id: RequestId::new(format!("{tag}{inflight}-{next}"))?,
                     message: next.to_be_bytes().to_vec(),
                 })?;
                 next += 1;
                 submitted += 1;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(25));
             if start.elapsed() > Duration::from_secs(300) {
                 bail!("benchmark stalled");
             }
         }
         wait_for(Duration::from_secs(120), || {
-            (signed_total(&net, 4) - before >= total).then_some(())
+            (signed_total(net, 4) - before >= total).then_some(())
         })
         .context("signatures did not all complete")?;
         let secs = start.elapsed().as_secs_f64();
-        let mut lat: Vec<u64> = metrics(&net, 4)
-            .iter()
-            .zip(base_lat.iter().chain(std::iter::repeat(&0)))
-            .flat_map(|(m, skip)| {
-                m["sign_latency_us"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .skip(*skip)
-            })
-            .filter_map(|v| v.as_u64())
-            .collect();
+        let mut lat = since(&metrics(net, 4), "sign_latency_us", &base_lat);
         println!(
             "  sign, {inflight:3} in flight: {total:5} sigs  {:7.1} sig/s   MPC part p50 {:7.2} ms  p99 {:7.2} ms   [p50 {:.1}x floor]",
             total as f64 / secs,
@@ -252,7 +231,7 @@ fn main() -> anyhow::Result<()> {
             pct(&mut lat, 0.99),
             pct(&mut lat, 0.5) / sign_floor
         );
-        let per_sig: Vec<String> = cpu_table(&net)
+        let per_sig: Vec<String> = cpu_table(net)
             .iter()
             .zip(&cpu_before)
             .map(|((name, after), (_, before))| {
@@ -260,12 +239,59 @@ fn main() -> anyhow::Result<()> {
             })
             .collect();
         println!("        CPU ms per signature: {}", per_sig.join(", "));
+        let last = format!("{tag}{inflight}-{}", next - 1);
+        wait_for(Duration::from_secs(60), || {
+            (net.query(&format!("/sign/{last}")).ok()?["status"] == "DONE").then_some(())
+        })
+        .context("last signature not accepted on chain")?;
     }
-    let last = format!("b{}", next - 1);
-    wait_for(Duration::from_secs(60), || {
-        (net.query(&format!("/sign/{last}")).ok()?["status"] == "DONE").then_some(())
-    })
-    .context("last signature not accepted on chain")?;
+    Ok(())
+}
+
+/// The latencies each node recorded after the given per-node counts.
+fn since(ms: &[serde_json::Value], field: &str, before: &[usize]) -> Vec<u64> {
+    ms.iter()
+        .zip(before.iter().chain(std::iter::repeat(&0)))
+        .flat_map(|(m, skip)| {
+            m[field]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .skip(*skip)
+        })
+        .filter_map(|v| v.as_u64())
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if let (Some(flag), Some(dir)) = (args.next(), args.next()) {
+        if flag == "--mpcd-dir" {
+            std::env::set_var("SEQMPC_BIN_DIR", dir);
+        }
+    }
+    let ed_floor = floor::<frost_ed25519::Ed25519Sha512>(30)?;
+    let tr_floor = floor::<frost_secp256k1_tr::Secp256K1Sha256TR>(30)?;
+    let tmp = tempfile::tempdir()?;
+    let dir: PathBuf = tmp.path().join("bench");
+    let net = Localnet::start(&dir, 4, 3, 100, 17600)?;
+    let mut sub = Submitter::new(&net, net.client_key()?)?;
+    println!("network: 4 mpcd processes + dev sequencer (block 100 ms), 3-of-4");
+    run_scheme(
+        &net,
+        &mut sub,
+        Scheme::FrostEd25519,
+        ed_floor,
+        &[1, 10, 100],
+    )?;
+    run_scheme(
+        &net,
+        &mut sub,
+        Scheme::FrostSecp256k1Tr,
+        tr_floor,
+        &[1, 100],
+    )?;
     net.stop()?;
     Ok(())
 }
