@@ -159,6 +159,10 @@ struct KeygenSession {
     coordinator: NodeId,
     /// Coordinator only: answers collected.
     answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
+    /// Coordinator only (CGGMP24): the aux-info fingerprint each party offered to reuse.
+    aux_offered: BTreeMap<NodeId, Vec<u8>>,
+    /// CGGMP24: the aux info this node offered to reuse, if any.
+    aux_offer: Option<cggmp::AuxOffer>,
     phase: KeygenPhase,
     started: Instant,
 }
@@ -470,6 +474,8 @@ impl<S: SubmitResult> Node<S> {
                         parties: parties.clone(),
                         coordinator: coord,
                         answers: is_coord.then(BTreeMap::new),
+                        aux_offered: BTreeMap::new(),
+                        aux_offer: None,
                         phase: KeygenPhase::AwaitPrepare {
                             buffered: Vec::new(),
                         },
@@ -713,7 +719,7 @@ impl<S: SubmitResult> Node<S> {
         match payload {
             Payload::KeygenPrepare(p) => self.on_prepare(session, from, p).await,
             Payload::KeygenReady(r) => self.on_ready(session, from, r).await,
-            Payload::KeygenStart(_) => self.on_start(session, from).await,
+            Payload::KeygenStart(s) => self.on_start(session, from, s.reuse_aux).await,
             Payload::DkgRound1(r) => self.on_dkg(session, from, DkgMsg::Round1(r.package)).await,
             Payload::DkgRound2(r) => self.on_dkg(session, from, DkgMsg::Round2(r.package)).await,
             Payload::SignRound1(r) => {
@@ -770,6 +776,7 @@ impl<S: SubmitResult> Node<S> {
                 .map(String::as_str)
                 .eq(k.parties.iter().map(|n| n.as_str()));
         let coordinator = k.coordinator.clone();
+        let cggmp_parties = (k.scheme == Scheme::Cggmp24Secp256k1).then(|| k.parties.clone());
         let answer = if !matches {
             ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into())
         } else if !matches!(k.phase, KeygenPhase::AwaitPrepare { .. }) {
@@ -811,7 +818,17 @@ impl<S: SubmitResult> Node<S> {
                 Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
             }
         };
+        // CGGMP24: offer this committee's aux info for reuse, if this node holds some.
+        let offer = match (&answer, cggmp_parties) {
+            (ReadyAnswer::Fresh, Some(parties)) => self.aux_candidate(&parties).await,
+            _ => None,
+        };
+        let aux_fingerprint = offer
+            .as_ref()
+            .map(|o| o.fingerprint.to_vec())
+            .unwrap_or_default();
         if let Some(k) = self.keygen_mut(&session) {
+            k.aux_offer = offer;
             if let KeygenPhase::AwaitPrepare { buffered } =
                 std::mem::replace(&mut k.phase, KeygenPhase::Transition)
             {
@@ -825,14 +842,17 @@ impl<S: SubmitResult> Node<S> {
             }
         }
         let ready = match answer {
-            ReadyAnswer::Fresh => wire::KeyGenReady::default(),
+            ReadyAnswer::Fresh => wire::KeyGenReady {
+                aux_fingerprint,
+                ..Default::default()
+            },
             ReadyAnswer::Existing(pk) => wire::KeyGenReady {
                 existing_public_key: pk,
-                error: String::new(),
+                ..Default::default()
             },
             ReadyAnswer::Refused(error) => wire::KeyGenReady {
-                existing_public_key: Vec::new(),
                 error,
+                ..Default::default()
             },
         };
         self.send(&session, &coordinator, Payload::KeygenReady(ready))
@@ -845,6 +865,15 @@ impl<S: SubmitResult> Node<S> {
             return;
         };
         let parties = k.parties.clone();
+        if k.answers.is_some() && !k.aux_offered.contains_key(&from) {
+            k.aux_offered
+                .insert(from.clone(), r.aux_fingerprint.clone());
+        }
+        // CGGMP24 aux info is reused only if every party offered the same.
+        let fps: Vec<&Vec<u8>> = k.aux_offered.values().collect();
+        let reuse_aux = fps.len() == parties.len()
+            && fps.first().is_some_and(|f| !f.is_empty())
+            && fps.windows(2).all(|w| matches!(w, [a, b] if a == b));
         let Some(answers) = k.answers.as_mut() else {
             warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
             return;
@@ -886,7 +915,7 @@ impl<S: SubmitResult> Node<S> {
         };
         let payload = match abort {
             Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
-            None => Payload::KeygenStart(wire::KeyGenStart {}),
+            None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux }),
         };
         for p in &parties {
             self.send(&session, p, payload.clone()).await;
@@ -894,7 +923,7 @@ impl<S: SubmitResult> Node<S> {
     }
 
     /// Phase 2 at a party: run the DKG (or report the existing key).
-    async fn on_start(&mut self, session: SessionId, from: NodeId) {
+    async fn on_start(&mut self, session: SessionId, from: NodeId, reuse_aux: bool) {
         let me = self.cfg.me.clone();
         let Some(k) = self.keygen_mut(&session) else {
             return;
@@ -924,7 +953,7 @@ impl<S: SubmitResult> Node<S> {
             return;
         }
         if k.scheme == Scheme::Cggmp24Secp256k1 {
-            return self.start_cggmp_keygen(session, buffered).await;
+            return self.start_cggmp_keygen(session, buffered, reuse_aux).await;
         }
         match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, &mut OsRng) {
             Ok((dkg, out)) => {
@@ -1150,21 +1179,79 @@ impl<S: SubmitResult> Node<S> {
         })
     }
 
-    /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when this node holds the
-    /// committee's, else generated from a pool prime set) on a worker thread.
-    async fn start_cggmp_keygen(&mut self, session: SessionId, buffered: Vec<(NodeId, DkgInput)>) {
+    /// The aux info this node can offer for reuse by a keygen of `parties`: the configured
+    /// one (fixtures) if it is this committee's, else that of this committee's READY
+    /// cggmp24 key with the smallest key id (every share holds its aux info).
+    async fn aux_candidate(&self, parties: &[NodeId]) -> Option<cggmp::AuxOffer> {
+        match self.find_aux(parties).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot read reusable aux info; offering none");
+                None
+            }
+        }
+    }
+
+    async fn find_aux(&self, parties: &[NodeId]) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
+        use crate::protocol::cggmp::{AuxShare, CggmpKeyShare};
+        if let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) {
+            let fingerprint = AuxShare::from_bytes(&a.share)?.fingerprint()?;
+            return Ok(Some(cggmp::AuxOffer {
+                fingerprint,
+                share: a.share.clone(),
+            }));
+        }
+        let mut records = self
+            .store
+            .list()
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
+        records.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        for rec in records {
+            if rec.status != ShareStatus::Ready
+                || rec.scheme != Scheme::Cggmp24Secp256k1
+                || rec.parties != parties
+            {
+                continue;
+            }
+            let Some(share) = rec.share.as_ref() else {
+                continue;
+            };
+            let aux = CggmpKeyShare::from_bytes(untag_share(share, rec.scheme)?)?.aux_share()?;
+            return Ok(Some(cggmp::AuxOffer {
+                fingerprint: aux.fingerprint()?,
+                share: Arc::new(aux.to_bytes()?),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when every party offered
+    /// the same, else generated from a pool prime set) on a worker thread.
+    async fn start_cggmp_keygen(
+        &mut self,
+        session: SessionId,
+        buffered: Vec<(NodeId, DkgInput)>,
+        reuse_aux: bool,
+    ) {
         let env = match self.worker_env() {
             Ok(env) => env,
             Err(e) => return self.fail_keygen(session, e).await,
         };
-        let aux_config = self.cfg.cggmp.aux.clone();
         let primes = self.primes.clone();
         let Some(k) = self.keygen_mut(&session) else {
             return;
         };
-        let aux = match aux_config {
-            Some(a) if a.parties == k.parties => cggmp::AuxPlan::Existing(a.share),
-            _ => match primes.take() {
+        let offer = k.aux_offer.take();
+        let aux = match (reuse_aux, offer) {
+            (true, Some(o)) => cggmp::AuxPlan::Existing(o.share),
+            (true, None) => {
+                let e = ProtocolError::Local(
+                    "the coordinator asked to reuse aux info this node did not offer".into(),
+                );
+                return self.fail_keygen(session, e).await;
+            }
+            (false, _) => match primes.take() {
                 Some(p) => cggmp::AuxPlan::Generate(p),
                 None => {
                     let e = ProtocolError::Local(

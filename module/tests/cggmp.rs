@@ -585,3 +585,21 @@ fn cggmp_config__should_load_primes_and_aux_from_the_fixture_file_by_node_id() {
     let e = CggmpConfig::from_fixture_file(path, &node(9)).unwrap_err();
     assert!(e.to_string().contains("no prime set for node9"), "{e}");
 }
+
+/// Aux reuse across keys of a committee: every party's fixture aux info has the same
+/// fingerprint, and the aux info inside each party's key share is that aux info again (so the
+/// next keygen of the committee can reuse it).
+#[test]
+fn aux_share__should_have_one_fingerprint_per_run_and_survive_inside_key_shares() {
+    let fx = Fixtures::load();
+    let mut rng = seeded();
+    let fp: Vec<[u8; 32]> = (0..4).map(|i| fx.aux(i).fingerprint().unwrap()).collect();
+    assert!(fp.windows(2).all(|w| w[0] == w[1]), "{fp:?}");
+    let shares = keygen_3_of_4(&fx, &mut rng);
+    for (n, s) in &shares {
+        let aux = s.aux_share().unwrap();
+        assert_eq!(aux.fingerprint().unwrap(), fp[0], "{n}");
+        let again = AuxShare::from_bytes(&aux.to_bytes().unwrap()).unwrap();
+        assert_eq!(again.parties(), nodes(4));
+    }
+}

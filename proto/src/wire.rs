@@ -226,11 +226,18 @@ pub struct KeyGenReady {
     /// Set when the party refuses.
     #[prost(string, tag = "2")]
     pub error: String,
+    /// CGGMP24: fingerprint of the committee aux info this party can reuse (empty: none).
+    #[prost(bytes = "vec", tag = "3")]
+    pub aux_fingerprint: Vec<u8>,
 }
 
 /// Coordinator starts the DKG.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyGenStart {}
+pub struct KeyGenStart {
+    /// CGGMP24: every party offered the same aux info; reuse it instead of generating.
+    #[prost(bool, tag = "1")]
+    pub reuse_aux: bool,
+}
 
 /// DKG round 1 package.
 #[derive(Clone, PartialEq, prost::Message)]

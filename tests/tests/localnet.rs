@@ -562,6 +562,58 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         &s["recovery_id"],
     );
 
+    // Another committee (node0..node2, no fixture aux info): aux info is generated from the
+    // fixture primes beside the DKG. The next keygen of that committee reuses it (every
+    // party offers the aux info inside its first key's share): the DKG alone.
+    let keygen3 = |id: &str| {
+        let t = std::time::Instant::now();
+        let k = net
+            .mpcctl_json(&[
+                "keygen",
+                "--key-id",
+                id,
+                "--scheme",
+                "cggmp24-secp256k1",
+                "--threshold",
+                "2",
+                "--parties",
+                "node0,node1,node2",
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(k["status"], "READY", "{k}");
+        (k["public_key"].as_str().unwrap().to_owned(), t.elapsed())
+    };
+    let (pk_a, generated) = keygen3("ec3a");
+    let (pk_b, reused) = keygen3("ec3b");
+    eprintln!("timing: cggmp24 2-of-3 keygen generating aux info: {generated:?}; next keygen reusing it: {reused:?}");
+    assert_ne!(pk_a, pk_b);
+    assert!(
+        reused < generated / 2,
+        "the second keygen must reuse the aux info: {reused:?} vs {generated:?}"
+    );
+    for (id, pk) in [("ec3a", &pk_a), ("ec3b", &pk_b)] {
+        let digest = [0x11u8; 32];
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                id,
+                "--prehashed",
+                "--message",
+                &hex::encode(digest),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify_ecdsa(
+            pk,
+            digest,
+            s["signature"].as_str().unwrap(),
+            &s["recovery_id"],
+        );
+    }
+
     let d = net
         .mpcctl_json(&["delete", "--key-id", "ec", "--wait"])
         .unwrap();

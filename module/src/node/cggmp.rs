@@ -12,10 +12,12 @@
 //! Where the material comes from ([`CggmpConfig`]): a node either loads pregenerated safe
 //! primes and, optionally, a committee's aux info (test fixtures: `--cggmp-primes FILE`), or
 //! generates one prime set in the background at start ([`PrimePool`], a pool of one, in memory
-//! only). A keygen whose committee is the configured aux info's reuses it
-//! (`AuxSource::Existing`: the DKG alone, milliseconds); any other keygen runs aux-info
-//! generation from a prime set beside the DKG (`AuxSource::Generate`). Every party must make
-//! the same choice: the committee's nodes must be configured alike (no negotiation yet).
+//! only). Aux info is reused across keys of the same committee (`AuxSource::Existing`: the
+//! DKG alone, milliseconds): in KeyGenReady each party offers the fingerprint of the aux info
+//! it holds for the committee (the configured one, or the one inside a READY key share of
+//! that committee), and the coordinator's KeyGenStart says to reuse it only if every party
+//! offered the same. Otherwise the keygen runs aux-info generation from a prime set beside the
+//! DKG (`AuxSource::Generate`).
 
 use std::fmt;
 use std::path::Path;
@@ -212,6 +214,14 @@ impl PrimePool {
             Err(_) => 0,
         }
     }
+}
+
+/// Aux info a party offers to reuse for a keygen of its committee.
+pub(crate) struct AuxOffer {
+    /// [`AuxShare::fingerprint`], equal at every party of one aux-info run.
+    pub(crate) fingerprint: [u8; 32],
+    /// [`AuxShare::to_bytes`].
+    pub(crate) share: Arc<Zeroizing<Vec<u8>>>,
 }
 
 /// Aux info of a keygen.
