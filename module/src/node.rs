@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub max_early_messages: usize,
     /// Local give-up time of a CGGMP24 session (aux info alone takes tens of seconds).
     pub cggmp_session_timeout: Duration,
+    /// Most CGGMP24 worker threads at once (each session has one, busy for seconds); jobs
+    /// beyond fail fast with a clear error.
+    pub max_cggmp_workers: usize,
     /// Where this node's CGGMP24 primes and aux info come from.
     pub cggmp: cggmp::CggmpConfig,
     /// Without configured primes: generate a prime set in the background at start (true), or
@@ -62,6 +65,7 @@ impl NodeConfig {
             max_sessions: 10_000,
             max_early_messages: 100_000,
             cggmp_session_timeout: Duration::from_secs(300),
+            max_cggmp_workers: 16,
             cggmp: cggmp::CggmpConfig::default(),
             cggmp_primes_at_start: true,
         }
@@ -1167,7 +1171,24 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
+    /// CGGMP24 worker threads alive (one per running CGGMP24 session).
+    fn cggmp_workers(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| match s {
+                Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(_)),
+                Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
+            })
+            .count()
+    }
+
     fn worker_env(&self) -> Result<cggmp::WorkerEnv, ProtocolError> {
+        if self.cggmp_workers() >= self.cfg.max_cggmp_workers {
+            return Err(ProtocolError::Local(format!(
+                "node overloaded: {} CGGMP24 sessions running",
+                self.cfg.max_cggmp_workers
+            )));
+        }
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| ProtocolError::Bug(format!("no tokio runtime: {e}")))?;
         Ok(cggmp::WorkerEnv {
