@@ -175,9 +175,10 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             key_id,
             request_id,
             message,
+            prehashed,
         } => {
             require_role(&signer, Role::Sign, "request signatures")?;
-            check_sign(state, key_id, request_id, message).map(|_| ())
+            check_sign(state, key_id, request_id, message, *prehashed).map(|_| ())
         }
         TxMsg::KeyDelete { key_id } => {
             require_role(&signer, Role::Delete, "delete keys")?;
@@ -244,8 +245,10 @@ fn check_keygen(
             state.limits.max_parties
         )));
     }
+    // FROST: t = 1 would give every party the whole key. cggmp24's threshold DKG itself
+    // refuses t < 2 (and signs with exactly t signers).
     let min_t = match scheme {
-        Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => 2,
+        Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr | Scheme::Cggmp24Secp256k1 => 2,
     };
     if threshold < min_t || threshold > n {
         return Err(TxError::Invalid(format!(
@@ -260,6 +263,7 @@ fn check_sign<'a>(
     key_id: &KeyId,
     request_id: &RequestId,
     message: &[u8],
+    prehashed: bool,
 ) -> Result<&'a KeyEntry, TxError> {
     let key = state
         .keys()
@@ -273,6 +277,12 @@ fn check_sign<'a>(
             KeyStatus::Ready => "",
         };
         return Err(TxError::Invalid(format!("key {key_id} cannot sign: {why}")));
+    }
+    if prehashed && key.scheme != Scheme::Cggmp24Secp256k1 {
+        return Err(TxError::Invalid(format!(
+            "key {key_id} is a {} key: --prehashed applies to cggmp24-secp256k1 (ECDSA) only",
+            key.scheme
+        )));
     }
     if message.len() > state.limits.max_message_bytes as usize {
         return Err(TxError::Invalid(format!(
@@ -374,13 +384,75 @@ fn check_sign_result(
             .get(&req.key_id)
             .ok_or_else(|| TxError::NotFound(format!("key {} does not exist", req.key_id)))?;
         let message = hex::decode(&req.message).map_err(|e| TxError::Invalid(e.to_string()))?;
-        verify_signature(key, &message, sig)?;
+        verify_signature(key, &message, req.prehashed, sig)?;
     }
     Ok(false)
 }
 
+/// Length of a `cggmp24-secp256k1` signature in a `SignResult`: `r || s || v` (64-byte compact
+/// low-s signature, then the recovery id).
+pub const ECDSA_RESULT_LEN: usize = 65;
+
+/// The 32-byte digest an ECDSA request signs: the message itself when prehashed (32 bytes,
+/// checked at decode), else its SHA-256.
+pub fn ecdsa_digest(message: &[u8], prehashed: bool) -> Result<[u8; 32], TxError> {
+    use sha2::Digest as _;
+    if prehashed {
+        <[u8; 32]>::try_from(message).map_err(|_| {
+            TxError::Invalid(format!(
+                "a prehashed digest must be 32 bytes, got {}",
+                message.len()
+            ))
+        })
+    } else {
+        Ok(sha2::Sha256::digest(message).into())
+    }
+}
+
+/// Checks an ECDSA `r || s || v` over `digest` with libsecp256k1: `s` must be low (BIP 62) and
+/// `v` must recover `pk` (33-byte compressed SEC 1).
+pub fn verify_ecdsa(pk: &[u8], digest: &[u8; 32], sig: &[u8]) -> Result<(), String> {
+    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature as EcdsaSig};
+    let pk = <[u8; 33]>::try_from(pk)
+        .ok()
+        .and_then(|b| secp256k1::PublicKey::from_slice(&b).ok())
+        .ok_or("the key has no valid 33-byte compressed public key")?;
+    let (rs, v) = match sig {
+        [rs @ .., v] if sig.len() == ECDSA_RESULT_LEN => (rs, *v),
+        _ => {
+            return Err(format!(
+                "an ECDSA result must be {ECDSA_RESULT_LEN} bytes (r || s || v), got {}",
+                sig.len()
+            ))
+        }
+    };
+    let parsed = EcdsaSig::from_compact(rs).map_err(|_| "r || s is not a valid signature")?;
+    let mut low = parsed;
+    low.normalize_s();
+    if low != parsed {
+        return Err("s is not low (BIP 62): normalise s before submitting".into());
+    }
+    let msg = secp256k1::Message::from_digest(*digest);
+    secp256k1::SECP256K1
+        .verify_ecdsa(msg, &parsed, &pk)
+        .map_err(|_| "signature does not verify")?;
+    let id = RecoveryId::try_from(i32::from(v)).map_err(|_| format!("bad recovery id {v}"))?;
+    let recovered = RecoverableSignature::from_compact(rs, id)
+        .and_then(|r| secp256k1::SECP256K1.recover_ecdsa(msg, &r))
+        .map_err(|_| format!("recovery id {v} recovers no key"))?;
+    if recovered != pk {
+        return Err(format!("recovery id {v} recovers another key"));
+    }
+    Ok(())
+}
+
 /// Verifies a signature against a READY key, with a verifier independent of the MPC library.
-pub fn verify_signature(key: &KeyEntry, message: &[u8], sig: &[u8]) -> Result<(), TxError> {
+pub fn verify_signature(
+    key: &KeyEntry,
+    message: &[u8],
+    prehashed: bool,
+    sig: &[u8],
+) -> Result<(), TxError> {
     let pk_hex = key
         .public_key
         .as_deref()
@@ -421,6 +493,13 @@ pub fn verify_signature(key: &KeyEntry, message: &[u8], sig: &[u8]) -> Result<()
                         key.key_id
                     ))
                 })
+        }
+        // ECDSA (libsecp256k1) over SHA-256(message), or over the message when prehashed.
+        Scheme::Cggmp24Secp256k1 => {
+            let pk = hex::decode(pk_hex).map_err(|e| TxError::Invalid(e.to_string()))?;
+            let digest = ecdsa_digest(message, prehashed)?;
+            verify_ecdsa(&pk, &digest, sig)
+                .map_err(|e| TxError::Invalid(format!("ECDSA result for key {}: {e}", key.key_id)))
         }
     }
 }
@@ -471,9 +550,25 @@ pub fn deliver(
     Ok(())
 }
 
+/// CGGMP24 sessions run for seconds (full signing) to minutes (aux info from fresh primes), so
+/// their chain deadline is this many times the genesis `session_deadline_blocks`.
+pub const CGGMP_KEYGEN_DEADLINE_FACTOR: u64 = 30;
+/// See [`CGGMP_KEYGEN_DEADLINE_FACTOR`]; for a full CGGMP24 signing.
+pub const CGGMP_SIGN_DEADLINE_FACTOR: u64 = 5;
+
+/// Deadline height of a session of `scheme` started at `height`.
+fn session_deadline(state: &ChainState, scheme: Scheme, keygen: bool, height: u64) -> u64 {
+    let blocks = state.limits.session_deadline_blocks;
+    let blocks = match (scheme, keygen) {
+        (Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr, _) => blocks,
+        (Scheme::Cggmp24Secp256k1, true) => blocks.saturating_mul(CGGMP_KEYGEN_DEADLINE_FACTOR),
+        (Scheme::Cggmp24Secp256k1, false) => blocks.saturating_mul(CGGMP_SIGN_DEADLINE_FACTOR),
+    };
+    height.saturating_add(blocks)
+}
+
 fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, fx: &mut Effects) {
     let node = state.node_keys.get(signer_hex).cloned();
-    let deadline = height.saturating_add(state.limits.session_deadline_blocks);
     match &tx.msg {
         TxMsg::KeyGen {
             key_id,
@@ -486,6 +581,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             else {
                 return;
             };
+            let deadline = session_deadline(state, *scheme, true, height);
             let session = SessionId::derive(
                 "keygen",
                 &state.chain_id,
@@ -536,10 +632,13 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             key_id,
             request_id,
             message,
+            prehashed,
         } => {
             let Some(key) = state.keys().get(key_id) else {
                 return;
             };
+            let scheme = key.scheme;
+            let deadline = session_deadline(state, scheme, false, height);
             let signers = choose_signers(&key.parties, key.threshold, key_id, request_id);
             let session = SessionId::derive(
                 "sign",
@@ -553,8 +652,10 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 request_id: request_id.clone(),
                 key_id: key_id.clone(),
                 message: hex::encode(message),
+                prehashed: *prehashed,
                 status: SignStatus::Pending,
                 signature: None,
+                recovery_id: None,
                 error: None,
                 culprits: Vec::new(),
                 signers: signers.clone(),
@@ -578,6 +679,8 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 request_id: request_id.clone(),
                 key_id: key_id.clone(),
                 message: message.clone(),
+                prehashed: *prehashed,
+                scheme,
                 signers,
                 height,
                 block_time_ms: fx.block_time_ms,
@@ -618,7 +721,15 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             match outcome {
                 Outcome::Ok(sig) => {
                     req.status = SignStatus::Done;
-                    req.signature = Some(hex::encode(sig));
+                    // ECDSA results are r || s || v (checked in check_sign_result): keep r || s
+                    // as the signature and v apart.
+                    match sig.split_last() {
+                        Some((v, rs)) if sig.len() == ECDSA_RESULT_LEN => {
+                            req.signature = Some(hex::encode(rs));
+                            req.recovery_id = Some(*v);
+                        }
+                        _ => req.signature = Some(hex::encode(sig)),
+                    }
                     req.done_height = Some(height);
                     req.submitted_by = Some(node.clone());
                     fx.events.push(ev(
@@ -699,6 +810,11 @@ fn apply_keygen_result(
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
                     .is_some_and(|b| secp256k1::XOnlyPublicKey::from_byte_array(b).is_ok()),
+                // ECDSA: 33-byte compressed SEC 1 point.
+                Scheme::Cggmp24Secp256k1 => hex::decode(public_key)
+                    .ok()
+                    .filter(|b| b.len() == 33)
+                    .is_some_and(|b| secp256k1::PublicKey::from_slice(&b).is_ok()),
             };
             if !agree {
                 Some(Err((

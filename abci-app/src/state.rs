@@ -111,10 +111,17 @@ pub struct SignEntry {
     pub key_id: KeyId,
     /// Hex message.
     pub message: String,
+    /// The message is a 32-byte digest signed as is (ECDSA); otherwise the scheme hashes it.
+    #[serde(default)]
+    pub prehashed: bool,
     /// Status.
     pub status: SignStatus,
-    /// Hex signature once DONE (verified by the chain).
+    /// Hex signature once DONE (verified by the chain); for `cggmp24-secp256k1` the 64-byte
+    /// low-s `r || s`.
     pub signature: Option<String>,
+    /// ECDSA recovery id `v` once DONE (`cggmp24-secp256k1` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<u8>,
     /// Failure reason.
     pub error: Option<String>,
     /// Parties blamed.

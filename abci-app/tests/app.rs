@@ -95,6 +95,16 @@ impl Net {
         tx
     }
 
+    /// A tx at the signer's next sequence without consuming it (for txs only checked).
+    fn tx_unsequenced(&self, key: &SigningKey, msg: TxMsg) -> Vec<u8> {
+        let s = self
+            .seq
+            .get(&key.verifying_key().to_bytes())
+            .copied()
+            .unwrap_or(0);
+        sign_tx(key, "test-chain", s, msg)
+    }
+
     fn check(&mut self, tx: &[u8]) -> pb::ResponseCheckTx {
         self.app.check_tx(pb::RequestCheckTx {
             tx: tx.to_vec().into(),
@@ -185,6 +195,7 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
             key_id: KeyId::new("k1").unwrap(),
             request_id: RequestId::new("r1").unwrap(),
             message: b"hi".to_vec(),
+            prehashed: false,
         },
     );
     let (res, jobs) = net.block(vec![tx]);
@@ -256,6 +267,7 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
             key_id: KeyId::new("k1").unwrap(),
             request_id: RequestId::new("r2").unwrap(),
             message: vec![],
+            prehashed: false,
         },
     );
     let r = net.check(&tx);
@@ -283,6 +295,7 @@ fn app_rejects_bad_input_with_clear_errors_and_unchanged_state() {
         key_id: kid(id),
         request_id: RequestId::new(rid).unwrap(),
         message: m,
+        prehashed: false,
     };
     let mut flipped = sign_tx(&c, "test-chain", seq, keygen("x", 3, vec![]));
     let last = flipped.len() - 1;
@@ -435,6 +448,7 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
             key_id: KeyId::new("late").unwrap(),
             request_id: RequestId::new("rl").unwrap(),
             message: vec![1],
+            prehashed: false,
         },
     );
     let r = net.check(&tx);
@@ -498,6 +512,7 @@ fn app_can_reload_journal_and_snapshot_and_stay_in_step() {
             key_id: KeyId::new("j1").unwrap(),
             request_id: RequestId::new("jr").unwrap(),
             message: b"m".to_vec(),
+            prehashed: false,
         },
     );
     net.block(vec![tx]);
@@ -611,6 +626,7 @@ fn app_can_verify_bip340_sign_results_against_the_x_only_key() {
             key_id: KeyId::new("tr").unwrap(),
             request_id: RequestId::new("tr1").unwrap(),
             message: msg.to_vec(),
+            prehashed: false,
         },
     );
     let (res, jobs) = net.block(vec![tx]);
@@ -741,5 +757,212 @@ fn app_can_drop_a_torn_journal_tail_and_rejects_a_tampered_one() {
     assert!(
         format!("{err:#}").contains("does not match its app hash"),
         "{err:#}"
+    );
+}
+
+/// `r || s` with `s` replaced by `n - s` (the high-s twin of a low-s signature).
+fn high_s(rs: &[u8; 64]) -> [u8; 64] {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
+        0x41, 0x41,
+    ];
+    let mut out = *rs;
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(rs[32 + i]) - borrow;
+        borrow = i16::from(d < 0);
+        out[32 + i] = (d + 256 * borrow) as u8;
+    }
+    out
+}
+
+#[test]
+fn app_can_verify_ecdsa_sign_results_with_recovery_id_and_refuse_bad_ones() {
+    let mut net = Net::new();
+    // A libsecp256k1 key stands in for the CGGMP24 group key.
+    let group = secp256k1::Keypair::from_seckey_byte_array(secp256k1::SECP256K1, [42; 32]).unwrap();
+    let sk = group.secret_key();
+    let pk = group.public_key().serialize();
+    let c = net.client.clone();
+    let keygen = |t: u32| TxMsg::KeyGen {
+        key_id: KeyId::new("ec").unwrap(),
+        scheme: Scheme::Cggmp24Secp256k1,
+        threshold: t,
+        parties: vec![],
+    };
+    // cggmp24 needs 2 <= t <= n.
+    let tx = net.tx_unsequenced(&c, keygen(1));
+    let r = net.check(&tx);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.log.contains("cggmp24-secp256k1 needs 2 <= threshold"),
+        "{}",
+        r.log
+    );
+    let tx = net.tx(&c, keygen(3));
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let Job::KeyGen {
+        session, scheme, ..
+    } = jobs[0].clone()
+    else {
+        panic!("{jobs:?}")
+    };
+    assert_eq!(scheme, Scheme::Cggmp24Secp256k1);
+    let reports: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            net.tx(
+                &k,
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new("ec").unwrap(),
+                    session,
+                    outcome: Outcome::Ok(KeyGenOk {
+                        public_key: pk.to_vec(),
+                        transcript_hash: [1; 32],
+                    }),
+                },
+            )
+        })
+        .collect();
+    let (res, _) = net.block(reports);
+    assert!(res.iter().all(|r| r.code == 0));
+    let (_, k) = net.query("/key/ec");
+    assert_eq!(k["status"], "READY", "{k}");
+    assert_eq!(k["public_key"], hex::encode(pk));
+
+    let sign_req = |rid: &str, message: Vec<u8>, prehashed: bool| TxMsg::KeySign {
+        key_id: KeyId::new("ec").unwrap(),
+        request_id: RequestId::new(rid).unwrap(),
+        message,
+        prehashed,
+    };
+    // A 31-byte prehashed digest is refused at CheckTx, clearly.
+    let tx = net.tx_unsequenced(&c, sign_req("short", vec![7; 31], true));
+    let r = net.check(&tx);
+    assert_ne!(r.code, 0);
+    assert!(r.log.contains("must be 32 bytes, got 31"), "{}", r.log);
+
+    let ecdsa = |digest: [u8; 32]| {
+        let (v, rs) = secp256k1::SECP256K1
+            .sign_ecdsa_recoverable(secp256k1::Message::from_digest(digest), &sk)
+            .serialize_compact();
+        (rs, u8::try_from(i32::from(v)).unwrap())
+    };
+    let sha = |m: &[u8]| -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(m).into()
+    };
+    for (rid, message, prehashed) in [
+        ("ec-pre", vec![9u8; 32], true),
+        ("ec-msg", b"hello ecdsa".to_vec(), false),
+    ] {
+        let tx = net.tx(&c, sign_req(rid, message.clone(), prehashed));
+        let (res, jobs) = net.block(vec![tx]);
+        assert_eq!(res[0].code, 0, "{}", res[0].log);
+        let Job::Sign {
+            session,
+            signers,
+            prehashed: p,
+            scheme,
+            ..
+        } = jobs[0].clone()
+        else {
+            panic!("{jobs:?}")
+        };
+        assert_eq!((p, scheme), (prehashed, Scheme::Cggmp24Secp256k1));
+        let digest = if prehashed {
+            <[u8; 32]>::try_from(message.as_slice()).unwrap()
+        } else {
+            sha(&message)
+        };
+        let (rs, v) = ecdsa(digest);
+        let who = net.nodes[signers[0].as_str()[4..].parse::<usize>().unwrap()].clone();
+        let result = |net: &mut Net, sig: Vec<u8>| {
+            net.tx(
+                &who,
+                TxMsg::SignResult {
+                    request_id: RequestId::new(rid).unwrap(),
+                    session,
+                    outcome: Outcome::Ok(sig),
+                },
+            )
+        };
+        let with_v = |rs: &[u8], v: u8| [rs, &[v]].concat();
+        // Refused: the other digest (hashed vs not), the wrong recovery id, high s, no v.
+        let other_digest = if prehashed { sha(&message) } else { digest };
+        let other = if prehashed {
+            let (rs2, v2) = ecdsa(other_digest);
+            with_v(&rs2, v2)
+        } else {
+            let (rs2, v2) = ecdsa(<[u8; 32]>::try_from(&sha(b"x")[..]).unwrap());
+            with_v(&rs2, v2)
+        };
+        let bad = [
+            (result(&mut net, other), "does not verify"),
+            (result(&mut net, with_v(&rs, v ^ 1)), "recovers"),
+            (result(&mut net, with_v(&high_s(&rs), v ^ 1)), "not low"),
+            (result(&mut net, rs.to_vec()), "65 bytes"),
+        ];
+        let good = result(&mut net, with_v(&rs, v));
+        let mut txs: Vec<Vec<u8>> = bad.iter().map(|(t, _)| t.clone()).collect();
+        txs.push(good);
+        let (res, _) = net.block(txs);
+        for (r, (_, why)) in res.iter().zip(&bad) {
+            assert_ne!(r.code, 0, "{why}");
+            assert!(r.log.contains(why), "{why}: {}", r.log);
+        }
+        assert_eq!(res[4].code, 0, "{}", res[4].log);
+        let (_, s) = net.query(&format!("/sign/{rid}"));
+        assert_eq!(s["status"], "DONE", "{s}");
+        assert_eq!(s["signature"], hex::encode(rs), "{s}");
+        assert_eq!(s["recovery_id"], u64::from(v), "{s}");
+        assert_eq!(s["prehashed"], prehashed, "{s}");
+    }
+}
+
+#[test]
+fn app_rejects_prehashed_signing_with_a_frost_key() {
+    let mut net = Net::new();
+    let c = net.client.clone();
+    let tx = net.keygen("ed", 3);
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!("{jobs:?}")
+    };
+    let pk = SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes();
+    let reports: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            net.tx(
+                &k,
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new("ed").unwrap(),
+                    session,
+                    outcome: Outcome::Ok(KeyGenOk {
+                        public_key: pk.to_vec(),
+                        transcript_hash: [1; 32],
+                    }),
+                },
+            )
+        })
+        .collect();
+    net.block(reports);
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("ed").unwrap(),
+            request_id: RequestId::new("p").unwrap(),
+            message: vec![1; 32],
+            prehashed: true,
+        },
+    );
+    let r = net.check(&tx);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.log.contains("cggmp24-secp256k1 (ECDSA) only"),
+        "{}",
+        r.log
     );
 }

@@ -54,6 +54,11 @@ enum Cmd {
         /// Seconds to wait for every node to commit the first block.
         #[arg(long, default_value_t = 60)]
         start_timeout: u64,
+        /// CGGMP24 test fixtures (`module/tests/fixtures/cggmp24-test-fixtures.json`): passed
+        /// to every mpcd as `--cggmp-primes`, so keygens use the fixture primes and aux info
+        /// instead of generating them. TEST ONLY: the file's secrets are public.
+        #[arg(long, env = "SEQMPC_CGGMP_FIXTURES")]
+        cggmp_fixtures: Option<PathBuf>,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -124,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reset,
             max_block_txs,
             start_timeout,
+            cggmp_fixtures,
         } => {
             let stop = install_signal_handler()?;
             network::start(
@@ -137,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     reset,
                     max_block_txs,
                     start_timeout: Duration::from_secs(start_timeout),
+                    cggmp_fixtures,
                 },
                 &stop,
             )

@@ -50,6 +50,8 @@ pub struct StartOptions {
     pub max_block_txs: usize,
     /// How long to wait for every node to commit the first block.
     pub start_timeout: Duration,
+    /// CGGMP24 fixture file passed to every mpcd as `--cggmp-primes` (tests only).
+    pub cggmp_fixtures: Option<PathBuf>,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -160,6 +162,11 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             "--rpc".into(),
             rpc_url.clone(),
         ];
+        let mut cmd = cmd;
+        if let Some(f) = &opts.cggmp_fixtures {
+            cmd.push("--cggmp-primes".into());
+            cmd.push(f.to_string_lossy().into_owned());
+        }
         match NodeProcess::spawn(&format!("node{i}"), cmd, &layout.node_log(i)) {
             Ok(np) => nodes.push(np),
             Err(e) => {

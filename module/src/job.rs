@@ -39,6 +39,10 @@ pub enum Job {
         key_id: KeyId,
         /// Message to sign.
         message: Vec<u8>,
+        /// `message` is a 32-byte digest signed as is (ECDSA); otherwise the scheme hashes it.
+        prehashed: bool,
+        /// Scheme of the key.
+        scheme: Scheme,
         /// The signer subset chosen by the chain, sorted.
         signers: Vec<NodeId>,
         /// Height of the committed request.

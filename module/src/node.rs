@@ -5,7 +5,11 @@
 //! events one at a time: committed jobs, authenticated p2p messages and a periodic tick for
 //! deadlines. Protocol steps are CPU-cheap (FROST: well under a millisecond), so one task per
 //! node keeps ordering simple; sessions are bounded in number and a failed session never blocks
-//! the others.
+//! the others. CGGMP24 sessions are the exception: their steps take seconds and their engines
+//! are not `Send`, so each runs on a worker thread of its own ([`cggmp`]); this task only
+//! forwards their messages and collects their outcomes.
+
+pub mod cggmp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
+use crate::protocol::cggmp::{CggmpMsg, SignData};
 use crate::protocol::frost_dkg::{AnyDkg, AnyDkgOutput, AnyDkgProgress, DkgMsg};
 use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
 use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
@@ -38,6 +43,17 @@ pub struct NodeConfig {
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
     pub max_early_messages: usize,
+    /// Local give-up time of a CGGMP24 session (aux info alone takes tens of seconds).
+    pub cggmp_session_timeout: Duration,
+    /// Most CGGMP24 worker threads at once (each session has one, busy for seconds); jobs
+    /// beyond fail fast with a clear error.
+    pub max_cggmp_workers: usize,
+    /// Where this node's CGGMP24 primes and aux info come from.
+    pub cggmp: cggmp::CggmpConfig,
+    /// Without configured primes: generate a prime set in the background at start (true), or
+    /// only once a CGGMP24 keygen asks for one (false: that keygen fails, a retry after the
+    /// set is ready succeeds). Prime generation keeps a core busy for 28-300 s.
+    pub cggmp_primes_at_start: bool,
 }
 
 impl NodeConfig {
@@ -48,6 +64,10 @@ impl NodeConfig {
             session_timeout: Duration::from_secs(60),
             max_sessions: 10_000,
             max_early_messages: 100_000,
+            cggmp_session_timeout: Duration::from_secs(300),
+            max_cggmp_workers: 16,
+            cggmp: cggmp::CggmpConfig::default(),
+            cggmp_primes_at_start: true,
         }
     }
 }
@@ -71,6 +91,8 @@ pub struct Metrics {
     pub sign_latency_us: VecDeque<u64>,
     /// p2p messages dropped (undecodable, unknown session sender, overflow).
     pub messages_dropped: u64,
+    /// CGGMP24 safe-prime sets ready for a keygen (0 or 1).
+    pub cggmp_primes_ready: usize,
 }
 
 fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
@@ -110,17 +132,25 @@ enum ReadyAnswer {
     Refused(String),
 }
 
+/// A keygen protocol message, buffered until the DKG starts.
+enum DkgInput {
+    Frost(DkgMsg),
+    Cggmp(CggmpMsg),
+}
+
 #[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 enum KeygenPhase {
     /// Waiting for the coordinator's KeyGenPrepare.
-    AwaitPrepare { buffered: Vec<(NodeId, DkgMsg)> },
+    AwaitPrepare { buffered: Vec<(NodeId, DkgInput)> },
     /// Answered Ready; waiting for KeyGenStart.
     AwaitStart {
         existing: Option<Vec<u8>>,
-        buffered: Vec<(NodeId, DkgMsg)>,
+        buffered: Vec<(NodeId, DkgInput)>,
     },
-    /// Running the DKG of the session's scheme.
+    /// Running the DKG of the session's (FROST) scheme.
     Running(AnyDkg),
+    /// Running CGGMP24 keygen (DKG + aux info) on a worker thread.
+    CggmpRunning(cggmp::Worker),
     /// Moving between phases (never observed outside a transition).
     Transition,
 }
@@ -133,14 +163,27 @@ struct KeygenSession {
     coordinator: NodeId,
     /// Coordinator only: answers collected.
     answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
+    /// Coordinator only (CGGMP24): the aux-info fingerprint each party offered to reuse.
+    aux_offered: BTreeMap<NodeId, Vec<u8>>,
+    /// CGGMP24: the aux info this node offered to reuse, if any.
+    aux_offer: Option<cggmp::AuxOffer>,
     phase: KeygenPhase,
     started: Instant,
+}
+
+/// The engine of a sign session.
+#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
+enum SignEngine {
+    /// FROST, stepped in this task.
+    Frost(AnySigning),
+    /// CGGMP24 full signing on a worker thread.
+    Cggmp(cggmp::Worker),
 }
 
 struct SignSession {
     request_id: RequestId,
     signers: Vec<NodeId>,
-    state: Option<AnySigning>,
+    state: Option<SignEngine>,
     started: Instant,
 }
 
@@ -154,6 +197,12 @@ impl Session {
         match self {
             Session::Keygen(k) => k.started,
             Session::Sign(s) => s.started,
+        }
+    }
+    fn is_cggmp(&self) -> bool {
+        match self {
+            Session::Keygen(k) => k.scheme == Scheme::Cggmp24Secp256k1,
+            Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
         }
     }
     fn is_party(&self, n: &NodeId) -> bool {
@@ -176,9 +225,12 @@ pub struct Node<S: SubmitResult> {
     early_count: usize,
     finished: BTreeMap<SessionId, Instant>,
     keys: BTreeMap<KeyId, AnyKeyMaterial>,
+    primes: cggmp::PrimePool,
+    cggmp_done: mpsc::Sender<cggmp::Finished>,
+    cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
 }
 
-fn encode(session: &SessionId, payload: Payload) -> Vec<u8> {
+pub(crate) fn encode(session: &SessionId, payload: Payload) -> Vec<u8> {
     wire::P2pEnvelope {
         session: session.0.to_vec(),
         payload: Some(payload),
@@ -208,16 +260,37 @@ const SHARE_TAG: &[u8] = b"seqmpc/share/v2\0";
 /// Encodes a key share for the store: `SHARE_TAG`, the scheme name (one length byte, then the
 /// name), then the frost packages (`frost_sign::encode_packages`).
 fn encode_share(out: &AnyDkgOutput) -> Result<SecretShare, ProtocolError> {
-    let scheme = out.scheme().as_str().as_bytes();
+    let packages = out.encode_packages()?;
+    encode_tagged(out.scheme(), &packages)
+}
+
+/// `SHARE_TAG`, the scheme name (one length byte, then the name), then the scheme's encoding
+/// (FROST packages, or `CggmpKeyShare::to_bytes`).
+fn encode_tagged(scheme: Scheme, packages: &[u8]) -> Result<SecretShare, ProtocolError> {
+    let scheme = scheme.as_str().as_bytes();
     let scheme_len = u8::try_from(scheme.len())
         .map_err(|_| ProtocolError::Bug("scheme name too long".into()))?;
-    let packages = out.encode_packages()?;
     let mut buf = Vec::with_capacity(SHARE_TAG.len() + 1 + scheme.len() + packages.len());
     buf.extend_from_slice(SHARE_TAG);
     buf.push(scheme_len);
     buf.extend_from_slice(scheme);
-    buf.extend_from_slice(&packages);
+    buf.extend_from_slice(packages);
     Ok(SecretShare::new(buf))
+}
+
+/// The scheme's encoding inside a tagged share, checked to be of `scheme`.
+fn untag_share(share: &SecretShare, scheme: Scheme) -> Result<&[u8], ProtocolError> {
+    let bad = || ProtocolError::Local("stored share is malformed: scheme tag".into());
+    let rest = share.expose().strip_prefix(SHARE_TAG).ok_or_else(bad)?;
+    let (len, rest) = rest.split_first().ok_or_else(bad)?;
+    let name = rest.get(..usize::from(*len)).ok_or_else(bad)?;
+    if name != scheme.as_str().as_bytes() {
+        return Err(ProtocolError::Local(format!(
+            "stored share is a {} share but the record says {scheme}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    rest.get(usize::from(*len)..).ok_or_else(bad)
 }
 
 /// Decodes a stored share; the scheme it records must be the record's.
@@ -269,7 +342,12 @@ impl<S: SubmitResult> Node<S> {
         submit: Arc<S>,
         metrics: SharedMetrics,
     ) -> Self {
+        let primes = cggmp::PrimePool::new(cfg.cggmp.primes.clone());
+        let (cggmp_done, cggmp_done_rx) = mpsc::channel(1024);
         Node {
+            primes,
+            cggmp_done,
+            cggmp_done_rx: Some(cggmp_done_rx),
             cfg,
             store,
             p2p,
@@ -310,8 +388,20 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Without configured primes, generate one set in the background now.
+        if self.cfg.cggmp_primes_at_start {
+            self.primes.fill();
+        }
+        let (_keep, mut cggmp_done) = match self.cggmp_done_rx.take() {
+            Some(rx) => (None, rx),
+            None => {
+                let (tx, rx) = mpsc::channel(1);
+                (Some(tx), rx)
+            }
+        };
         loop {
             tokio::select! {
+                Some(f) = cggmp_done.recv() => self.on_cggmp_finished(f).await,
                 job = jobs.recv() => match job {
                     Some(job) => self.on_job(job, Instant::now()).await,
                     None => break,
@@ -322,8 +412,10 @@ impl<S: SubmitResult> Node<S> {
                 },
                 _ = tick.tick() => self.on_tick().await,
             }
+            let primes = self.primes.level();
             if let Ok(mut m) = self.metrics.lock() {
                 m.sessions_active = self.sessions.len();
+                m.cggmp_primes_ready = primes;
             }
         }
     }
@@ -386,6 +478,8 @@ impl<S: SubmitResult> Node<S> {
                         parties: parties.clone(),
                         coordinator: coord,
                         answers: is_coord.then(BTreeMap::new),
+                        aux_offered: BTreeMap::new(),
+                        aux_offer: None,
                         phase: KeygenPhase::AwaitPrepare {
                             buffered: Vec::new(),
                         },
@@ -412,6 +506,8 @@ impl<S: SubmitResult> Node<S> {
                 request_id,
                 key_id,
                 message,
+                prehashed,
+                scheme,
                 signers,
                 block_time_ms,
                 ..
@@ -422,10 +518,25 @@ impl<S: SubmitResult> Node<S> {
                 {
                     return;
                 }
-                if let Err(e) = self
-                    .start_sign(session, &request_id, &key_id, message, &signers, received)
-                    .await
-                {
+                let started = match scheme {
+                    Scheme::Cggmp24Secp256k1 => {
+                        self.start_cggmp_sign(
+                            session,
+                            &request_id,
+                            &key_id,
+                            message,
+                            prehashed,
+                            &signers,
+                            received,
+                        )
+                        .await
+                    }
+                    Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
+                        self.start_sign(session, &request_id, &key_id, message, &signers, received)
+                            .await
+                    }
+                };
+                if let Err(e) = started {
                     self.fail_sign(session, request_id, e);
                     return;
                 }
@@ -530,7 +641,7 @@ impl<S: SubmitResult> Node<S> {
             Session::Sign(Box::new(SignSession {
                 request_id: request_id.clone(),
                 signers: signers.to_vec(),
-                state: Some(signing),
+                state: Some(SignEngine::Frost(signing)),
                 started: received,
             })),
         );
@@ -612,7 +723,7 @@ impl<S: SubmitResult> Node<S> {
         match payload {
             Payload::KeygenPrepare(p) => self.on_prepare(session, from, p).await,
             Payload::KeygenReady(r) => self.on_ready(session, from, r).await,
-            Payload::KeygenStart(_) => self.on_start(session, from).await,
+            Payload::KeygenStart(s) => self.on_start(session, from, s.reuse_aux).await,
             Payload::DkgRound1(r) => self.on_dkg(session, from, DkgMsg::Round1(r.package)).await,
             Payload::DkgRound2(r) => self.on_dkg(session, from, DkgMsg::Round2(r.package)).await,
             Payload::SignRound1(r) => {
@@ -620,6 +731,13 @@ impl<S: SubmitResult> Node<S> {
                     .await
             }
             Payload::SignRound2(r) => self.on_sign(session, from, SignMsg::Share(r.share)).await,
+            Payload::Cggmp(c) => match CggmpMsg::from_bytes(&c.msg) {
+                Ok(msg) => self.on_cggmp(session, from, msg),
+                Err(e) => {
+                    warn!(%session, %from, error = %e, "malformed CGGMP24 message dropped");
+                    self.metrics(|x| x.messages_dropped += 1);
+                }
+            },
             Payload::Abort(a) => {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {
@@ -662,6 +780,7 @@ impl<S: SubmitResult> Node<S> {
                 .map(String::as_str)
                 .eq(k.parties.iter().map(|n| n.as_str()));
         let coordinator = k.coordinator.clone();
+        let cggmp_parties = (k.scheme == Scheme::Cggmp24Secp256k1).then(|| k.parties.clone());
         let answer = if !matches {
             ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into())
         } else if !matches!(k.phase, KeygenPhase::AwaitPrepare { .. }) {
@@ -703,7 +822,17 @@ impl<S: SubmitResult> Node<S> {
                 Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
             }
         };
+        // CGGMP24: offer this committee's aux info for reuse, if this node holds some.
+        let offer = match (&answer, cggmp_parties) {
+            (ReadyAnswer::Fresh, Some(parties)) => self.aux_candidate(&parties).await,
+            _ => None,
+        };
+        let aux_fingerprint = offer
+            .as_ref()
+            .map(|o| o.fingerprint.to_vec())
+            .unwrap_or_default();
         if let Some(k) = self.keygen_mut(&session) {
+            k.aux_offer = offer;
             if let KeygenPhase::AwaitPrepare { buffered } =
                 std::mem::replace(&mut k.phase, KeygenPhase::Transition)
             {
@@ -717,14 +846,17 @@ impl<S: SubmitResult> Node<S> {
             }
         }
         let ready = match answer {
-            ReadyAnswer::Fresh => wire::KeyGenReady::default(),
+            ReadyAnswer::Fresh => wire::KeyGenReady {
+                aux_fingerprint,
+                ..Default::default()
+            },
             ReadyAnswer::Existing(pk) => wire::KeyGenReady {
                 existing_public_key: pk,
-                error: String::new(),
+                ..Default::default()
             },
             ReadyAnswer::Refused(error) => wire::KeyGenReady {
-                existing_public_key: Vec::new(),
                 error,
+                ..Default::default()
             },
         };
         self.send(&session, &coordinator, Payload::KeygenReady(ready))
@@ -737,6 +869,15 @@ impl<S: SubmitResult> Node<S> {
             return;
         };
         let parties = k.parties.clone();
+        if k.answers.is_some() && !k.aux_offered.contains_key(&from) {
+            k.aux_offered
+                .insert(from.clone(), r.aux_fingerprint.clone());
+        }
+        // CGGMP24 aux info is reused only if every party offered the same.
+        let fps: Vec<&Vec<u8>> = k.aux_offered.values().collect();
+        let reuse_aux = fps.len() == parties.len()
+            && fps.first().is_some_and(|f| !f.is_empty())
+            && fps.windows(2).all(|w| matches!(w, [a, b] if a == b));
         let Some(answers) = k.answers.as_mut() else {
             warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
             return;
@@ -778,7 +919,7 @@ impl<S: SubmitResult> Node<S> {
         };
         let payload = match abort {
             Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
-            None => Payload::KeygenStart(wire::KeyGenStart {}),
+            None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux }),
         };
         for p in &parties {
             self.send(&session, p, payload.clone()).await;
@@ -786,7 +927,7 @@ impl<S: SubmitResult> Node<S> {
     }
 
     /// Phase 2 at a party: run the DKG (or report the existing key).
-    async fn on_start(&mut self, session: SessionId, from: NodeId) {
+    async fn on_start(&mut self, session: SessionId, from: NodeId, reuse_aux: bool) {
         let me = self.cfg.me.clone();
         let Some(k) = self.keygen_mut(&session) else {
             return;
@@ -815,6 +956,9 @@ impl<S: SubmitResult> Node<S> {
             });
             return;
         }
+        if k.scheme == Scheme::Cggmp24Secp256k1 {
+            return self.start_cggmp_keygen(session, buffered, reuse_aux).await;
+        }
         match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, &mut OsRng) {
             Ok((dkg, out)) => {
                 k.phase = KeygenPhase::Running(dkg);
@@ -822,7 +966,12 @@ impl<S: SubmitResult> Node<S> {
                     self.send(&session, &o.to, dkg_payload(o.msg)).await;
                 }
                 for (from, msg) in buffered {
-                    self.on_dkg(session, from, msg).await;
+                    match msg {
+                        DkgInput::Frost(m) => self.on_dkg(session, from, m).await,
+                        DkgInput::Cggmp(_) => {
+                            warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
+                        }
+                    }
                 }
             }
             Err(e) => self.fail_keygen(session, e).await,
@@ -836,7 +985,7 @@ impl<S: SubmitResult> Node<S> {
         let dkg = match std::mem::replace(&mut k.phase, KeygenPhase::Transition) {
             KeygenPhase::Running(dkg) => dkg,
             KeygenPhase::AwaitPrepare { mut buffered } => {
-                buffered.push((from, msg));
+                buffered.push((from, DkgInput::Frost(msg)));
                 k.phase = KeygenPhase::AwaitPrepare { buffered };
                 return;
             }
@@ -844,8 +993,13 @@ impl<S: SubmitResult> Node<S> {
                 existing,
                 mut buffered,
             } => {
-                buffered.push((from, msg));
+                buffered.push((from, DkgInput::Frost(msg)));
                 k.phase = KeygenPhase::AwaitStart { existing, buffered };
+                return;
+            }
+            phase @ KeygenPhase::CggmpRunning(_) => {
+                warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped");
+                k.phase = phase;
                 return;
             }
             KeygenPhase::Transition => return,
@@ -873,15 +1027,29 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn complete_keygen(&mut self, session: SessionId, output: AnyDkgOutput) {
-        let Some(Session::Keygen(k)) = self.finish_session(session) else {
-            return;
-        };
         let share = match encode_share(&output) {
             Ok(s) => s,
-            Err(e) => {
-                self.sessions.insert(session, Session::Keygen(k));
-                return self.fail_keygen(session, e).await;
-            }
+            Err(e) => return self.fail_keygen(session, e).await,
+        };
+        self.store_keygen(
+            session,
+            output.public_key().to_vec(),
+            output.transcript_hash(),
+            share,
+        )
+        .await
+    }
+
+    /// Stores the share READY (durably), then reports the key to the chain.
+    async fn store_keygen(
+        &mut self,
+        session: SessionId,
+        public_key: Vec<u8>,
+        transcript_hash: [u8; 32],
+        share: SecretShare,
+    ) {
+        let Some(Session::Keygen(k)) = self.finish_session(session) else {
+            return;
         };
         let rec = KeyRecord {
             key_id: k.key_id.clone(),
@@ -889,7 +1057,7 @@ impl<S: SubmitResult> Node<S> {
             scheme: k.scheme,
             threshold: k.threshold,
             parties: k.parties.clone(),
-            public_key: output.public_key().to_vec(),
+            public_key: public_key.clone(),
             status: ShareStatus::Ready,
             error: None,
             generation: 1,
@@ -907,13 +1075,13 @@ impl<S: SubmitResult> Node<S> {
             m.keygens_ok += 1;
             push_bounded(&mut m.keygen_latency_us, us, 1000);
         });
-        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(output.public_key()), us, "keygen READY locally");
+        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&public_key), us, "keygen READY locally");
         self.submit.submit(TxMsg::KeyGenResult {
             key_id: k.key_id.clone(),
             session,
             outcome: Outcome::Ok(KeyGenOk {
-                public_key: output.public_key().to_vec(),
-                transcript_hash: output.transcript_hash(),
+                public_key,
+                transcript_hash,
             }),
         });
     }
@@ -950,13 +1118,17 @@ impl<S: SubmitResult> Node<S> {
         let Some(Session::Sign(s)) = self.sessions.get_mut(&session) else {
             return;
         };
-        let Some(state) = s.state.take() else {
-            return;
+        let state = match s.state.take() {
+            Some(SignEngine::Frost(st)) => st,
+            other => {
+                s.state = other;
+                return;
+            }
         };
         let request_id = s.request_id.clone();
         match state.handle(&from, msg) {
             Ok(AnySignProgress::Continue(st, out)) => {
-                s.state = Some(st);
+                s.state = Some(SignEngine::Frost(st));
                 for o in out {
                     self.send(&session, &o.to, sign_payload(o.msg)).await;
                 }
@@ -999,19 +1171,308 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
+    /// CGGMP24 worker threads alive (one per running CGGMP24 session).
+    fn cggmp_workers(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| match s {
+                Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(_)),
+                Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
+            })
+            .count()
+    }
+
+    fn worker_env(&self) -> Result<cggmp::WorkerEnv, ProtocolError> {
+        if self.cggmp_workers() >= self.cfg.max_cggmp_workers {
+            return Err(ProtocolError::Local(format!(
+                "node overloaded: {} CGGMP24 sessions running",
+                self.cfg.max_cggmp_workers
+            )));
+        }
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| ProtocolError::Bug(format!("no tokio runtime: {e}")))?;
+        Ok(cggmp::WorkerEnv {
+            me: self.cfg.me.clone(),
+            p2p: self.p2p.clone(),
+            rt,
+            done: self.cggmp_done.clone(),
+            timeout: self.cfg.cggmp_session_timeout,
+        })
+    }
+
+    /// The aux info this node can offer for reuse by a keygen of `parties`: the configured
+    /// one (fixtures) if it is this committee's, else that of this committee's READY
+    /// cggmp24 key with the smallest key id (every share holds its aux info).
+    async fn aux_candidate(&self, parties: &[NodeId]) -> Option<cggmp::AuxOffer> {
+        match self.find_aux(parties).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot read reusable aux info; offering none");
+                None
+            }
+        }
+    }
+
+    async fn find_aux(&self, parties: &[NodeId]) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
+        use crate::protocol::cggmp::{AuxShare, CggmpKeyShare};
+        if let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) {
+            let fingerprint = AuxShare::from_bytes(&a.share)?.fingerprint()?;
+            return Ok(Some(cggmp::AuxOffer {
+                fingerprint,
+                share: a.share.clone(),
+            }));
+        }
+        let mut records = self
+            .store
+            .list()
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
+        records.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        for rec in records {
+            if rec.status != ShareStatus::Ready
+                || rec.scheme != Scheme::Cggmp24Secp256k1
+                || rec.parties != parties
+            {
+                continue;
+            }
+            let Some(share) = rec.share.as_ref() else {
+                continue;
+            };
+            let aux = CggmpKeyShare::from_bytes(untag_share(share, rec.scheme)?)?.aux_share()?;
+            return Ok(Some(cggmp::AuxOffer {
+                fingerprint: aux.fingerprint()?,
+                share: Arc::new(aux.to_bytes()?),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when every party offered
+    /// the same, else generated from a pool prime set) on a worker thread.
+    async fn start_cggmp_keygen(
+        &mut self,
+        session: SessionId,
+        buffered: Vec<(NodeId, DkgInput)>,
+        reuse_aux: bool,
+    ) {
+        let env = match self.worker_env() {
+            Ok(env) => env,
+            Err(e) => return self.fail_keygen(session, e).await,
+        };
+        let primes = self.primes.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let offer = k.aux_offer.take();
+        let aux = match (reuse_aux, offer) {
+            (true, Some(o)) => cggmp::AuxPlan::Existing(o.share),
+            (true, None) => {
+                let e = ProtocolError::Local(
+                    "the coordinator asked to reuse aux info this node did not offer".into(),
+                );
+                return self.fail_keygen(session, e).await;
+            }
+            (false, _) => match primes.take() {
+                Some(p) => cggmp::AuxPlan::Generate(p),
+                None => {
+                    let e = ProtocolError::Local(
+                        "no safe-prime set ready yet for aux info (generating in the background)"
+                            .into(),
+                    );
+                    return self.fail_keygen(session, e).await;
+                }
+            },
+        };
+        let reuse = matches!(aux, cggmp::AuxPlan::Existing(_));
+        let task = match u16::try_from(k.threshold) {
+            Ok(threshold) => cggmp::Task::Keygen {
+                parties: k.parties.clone(),
+                threshold,
+                aux,
+            },
+            Err(_) => {
+                let e = ProtocolError::Local("threshold does not fit cggmp24".into());
+                return self.fail_keygen(session, e).await;
+            }
+        };
+        info!(key_id = %k.key_id, %session, aux_reused = reuse, "CGGMP24 keygen started on a worker thread");
+        match cggmp::spawn(session, task, env) {
+            Ok(worker) => {
+                for (from, msg) in buffered {
+                    match msg {
+                        DkgInput::Cggmp(m) => worker.forward(from, m),
+                        DkgInput::Frost(_) => {
+                            warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped")
+                        }
+                    }
+                }
+                k.phase = KeygenPhase::CggmpRunning(worker);
+            }
+            Err(e) => self.fail_keygen(session, e).await,
+        }
+    }
+
+    /// A CGGMP24 sign job: full interactive signing on a worker thread.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_cggmp_sign(
+        &mut self,
+        session: SessionId,
+        request_id: &RequestId,
+        key_id: &KeyId,
+        message: Vec<u8>,
+        prehashed: bool,
+        signers: &[NodeId],
+        received: Instant,
+    ) -> Result<(), ProtocolError> {
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(ProtocolError::Local(
+                "node overloaded: too many sessions".into(),
+            ));
+        }
+        let rec = self
+            .store
+            .get(key_id)
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
+            .ok_or_else(|| ProtocolError::Local(format!("no local share for key {key_id}")))?;
+        if rec.status != ShareStatus::Ready || rec.scheme != Scheme::Cggmp24Secp256k1 {
+            return Err(ProtocolError::Local(format!(
+                "local share of {key_id} is a {:?} {} share, not a READY cggmp24-secp256k1 one",
+                rec.status, rec.scheme
+            )));
+        }
+        let stored = rec
+            .share
+            .as_ref()
+            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
+        let share = zeroize::Zeroizing::new(untag_share(stored, rec.scheme)?.to_vec());
+        let data = if prehashed {
+            SignData::prehashed(&message)?
+        } else {
+            SignData::Message(message)
+        };
+        let task = cggmp::Task::Sign {
+            share,
+            signers: signers.to_vec(),
+            data,
+        };
+        let worker = cggmp::spawn(session, task, self.worker_env()?)?;
+        self.sessions.insert(
+            session,
+            Session::Sign(Box::new(SignSession {
+                request_id: request_id.clone(),
+                signers: signers.to_vec(),
+                state: Some(SignEngine::Cggmp(worker)),
+                started: received,
+            })),
+        );
+        Ok(())
+    }
+
+    /// A CGGMP24 message from an authenticated party of the session: to its worker, or
+    /// buffered until the keygen starts.
+    fn on_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
+        match self.sessions.get_mut(&session) {
+            Some(Session::Keygen(k)) => match &mut k.phase {
+                KeygenPhase::CggmpRunning(w) => w.forward(from, msg),
+                KeygenPhase::AwaitPrepare { buffered }
+                | KeygenPhase::AwaitStart { buffered, .. } => {
+                    buffered.push((from, DkgInput::Cggmp(msg)))
+                }
+                KeygenPhase::Running(_) | KeygenPhase::Transition => {
+                    warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
+                }
+            },
+            Some(Session::Sign(s)) => match &s.state {
+                Some(SignEngine::Cggmp(w)) => w.forward(from, msg),
+                _ => warn!(%session, %from, "CGGMP24 message in a FROST signing dropped"),
+            },
+            None => {}
+        }
+    }
+
+    /// A CGGMP24 worker finished.
+    async fn on_cggmp_finished(&mut self, f: cggmp::Finished) {
+        let session = f.session;
+        match (self.sessions.get(&session), f.output) {
+            (Some(Session::Keygen(_)), cggmp::Output::Keygen(Ok(out))) => {
+                match encode_tagged(Scheme::Cggmp24Secp256k1, &out.share) {
+                    Ok(share) => {
+                        self.store_keygen(
+                            session,
+                            out.public_key.to_vec(),
+                            out.transcript_hash,
+                            share,
+                        )
+                        .await
+                    }
+                    Err(e) => self.fail_keygen(session, e).await,
+                }
+            }
+            (Some(Session::Keygen(_)), cggmp::Output::Keygen(Err(e))) => {
+                self.fail_keygen(session, e).await
+            }
+            (Some(Session::Sign(s)), cggmp::Output::Sign(res)) => {
+                let request_id = s.request_id.clone();
+                let signers = s.signers.clone();
+                let started = s.started;
+                match res {
+                    Ok(sig) => {
+                        self.finish_session(session);
+                        // Every signer holds the signature; the first in order submits it.
+                        if signers.first() == Some(&self.cfg.me) {
+                            let us = started.elapsed().as_micros() as u64;
+                            self.metrics(|m| {
+                                m.signatures_ok += 1;
+                                push_bounded(&mut m.sign_latency_us, us, 10_000);
+                            });
+                            info!(%request_id, us, recovery_id = sig.recovery_id, "ECDSA signature verified");
+                            let mut bytes = sig.rs.to_vec();
+                            bytes.push(sig.recovery_id);
+                            self.submit.submit(TxMsg::SignResult {
+                                request_id,
+                                session,
+                                outcome: Outcome::Ok(bytes),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        for p in signers.iter().filter(|p| **p != self.cfg.me) {
+                            let abort = Payload::Abort(wire::SessionAbort {
+                                reason: e.to_string(),
+                            });
+                            self.send(&session, p, abort).await;
+                        }
+                        self.fail_sign(session, request_id, e)
+                    }
+                }
+            }
+            // The session ended meanwhile (timeout, abort, chain verdict) or a mismatch.
+            _ => debug!(%session, "CGGMP24 worker outcome for no live session ignored"),
+        }
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
         let timeout = self.cfg.session_timeout;
-        let expired: Vec<SessionId> = self
+        let cggmp_timeout = self.cfg.cggmp_session_timeout;
+        let limit = |s: &Session| {
+            if s.is_cggmp() {
+                cggmp_timeout
+            } else {
+                timeout
+            }
+        };
+        let expired: Vec<(SessionId, Duration)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now.duration_since(s.started()) > timeout)
-            .map(|(id, _)| *id)
+            .filter(|(_, s)| now.duration_since(s.started()) > limit(s))
+            .map(|(id, s)| (*id, limit(s)))
             .collect();
-        for id in expired {
+        for (id, limit) in expired {
             let e = ProtocolError::Local(format!(
                 "timed out after {} s waiting for other parties",
-                timeout.as_secs()
+                limit.as_secs()
             ));
             match self.sessions.get(&id) {
                 Some(Session::Keygen(_)) => self.fail_keygen(id, e).await,
@@ -1082,14 +1543,14 @@ mod tests {
     #[test]
     fn stored_share__should_record_its_scheme_and_refuse_another() {
         let parties = vec![NodeId::new("n0").unwrap(), NodeId::new("n1").unwrap()];
-        for scheme in Scheme::ALL {
+        for scheme in Scheme::FROST {
             let out = dkg_output(scheme);
             let share = encode_share(&out).unwrap();
             assert!(share.expose().starts_with(SHARE_TAG));
             let km = decode_share(&share, scheme, parties.clone()).unwrap();
             assert_eq!(km.scheme(), scheme);
             assert_eq!(km.public_key(), out.public_key());
-            for other in Scheme::ALL.into_iter().filter(|s| *s != scheme) {
+            for other in Scheme::FROST.into_iter().filter(|s| *s != scheme) {
                 let e = decode_share(&share, other, parties.clone()).unwrap_err();
                 assert!(e.to_string().contains("the record says"), "{e}");
             }

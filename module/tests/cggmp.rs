@@ -563,3 +563,43 @@ fn cggmp__should_sign_with_multiexp_tables_precomputed() {
         check_with_libsecp256k1(sig, &pk, &digest);
     }
 }
+
+/// `mpcd --cggmp-primes FILE`: the node's prime set by node id, and its aux info when the file
+/// has some for it.
+#[test]
+fn cggmp_config__should_load_primes_and_aux_from_the_fixture_file_by_node_id() {
+    use seqmpc_module::node::cggmp::CggmpConfig;
+    let path = std::path::Path::new(FIXTURES);
+    let c = CggmpConfig::from_fixture_file(path, &node(0)).unwrap();
+    assert!(c.primes.is_some());
+    let aux = c.aux.as_ref().unwrap();
+    assert_eq!(aux.parties, nodes(4));
+    assert_eq!(
+        AuxShare::from_bytes(&aux.share).unwrap().parties(),
+        nodes(4)
+    );
+    assert!(!format!("{c:?}").contains("radix"), "Debug must redact");
+    // node4 has primes but no aux info; node9 has nothing.
+    let c = CggmpConfig::from_fixture_file(path, &node(4)).unwrap();
+    assert!(c.primes.is_some() && c.aux.is_none());
+    let e = CggmpConfig::from_fixture_file(path, &node(9)).unwrap_err();
+    assert!(e.to_string().contains("no prime set for node9"), "{e}");
+}
+
+/// Aux reuse across keys of a committee: every party's fixture aux info has the same
+/// fingerprint, and the aux info inside each party's key share is that aux info again (so the
+/// next keygen of the committee can reuse it).
+#[test]
+fn aux_share__should_have_one_fingerprint_per_run_and_survive_inside_key_shares() {
+    let fx = Fixtures::load();
+    let mut rng = seeded();
+    let fp: Vec<[u8; 32]> = (0..4).map(|i| fx.aux(i).fingerprint().unwrap()).collect();
+    assert!(fp.windows(2).all(|w| w[0] == w[1]), "{fp:?}");
+    let shares = keygen_3_of_4(&fx, &mut rng);
+    for (n, s) in &shares {
+        let aux = s.aux_share().unwrap();
+        assert_eq!(aux.fingerprint().unwrap(), fp[0], "{n}");
+        let again = AuxShare::from_bytes(&aux.to_bytes().unwrap()).unwrap();
+        assert_eq!(again.parties(), nodes(4));
+    }
+}

@@ -103,17 +103,29 @@ pub enum Scheme {
     /// BIP340 Schnorr signatures under the 32-byte x-only public key.
     #[serde(rename = "frost-secp256k1-tr")]
     FrostSecp256k1Tr,
+    /// CGGMP24 threshold ECDSA over secp256k1 (the `cggmp24` crate); 33-byte compressed
+    /// public key, signatures are low-s `r || s` plus a recovery id.
+    #[serde(rename = "cggmp24-secp256k1")]
+    Cggmp24Secp256k1,
 }
 
 impl Scheme {
     /// Every scheme this build supports.
-    pub const ALL: [Scheme; 2] = [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr];
+    pub const ALL: [Scheme; 3] = [
+        Scheme::FrostEd25519,
+        Scheme::FrostSecp256k1Tr,
+        Scheme::Cggmp24Secp256k1,
+    ];
+
+    /// The FROST schemes (one generic implementation over frost-core's `Ciphersuite`).
+    pub const FROST: [Scheme; 2] = [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr];
 
     /// Canonical name, as in txs and the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::FrostEd25519 => "frost-ed25519",
             Scheme::FrostSecp256k1Tr => "frost-secp256k1-tr",
+            Scheme::Cggmp24Secp256k1 => "cggmp24-secp256k1",
         }
     }
 }
@@ -236,6 +248,10 @@ mod tests {
         assert_eq!(
             "frost-secp256k1-tr".parse::<Scheme>().unwrap(),
             Scheme::FrostSecp256k1Tr
+        );
+        assert_eq!(
+            "cggmp24-secp256k1".parse::<Scheme>().unwrap(),
+            Scheme::Cggmp24Secp256k1
         );
         for s in Scheme::ALL {
             assert_eq!(s.as_str().parse::<Scheme>().unwrap(), s);

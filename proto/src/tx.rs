@@ -12,6 +12,8 @@ use crate::DomainError;
 pub const TX_SIGN_PREFIX: &[u8] = b"seqmpc/tx/v1\0";
 /// Hard cap on an encoded tx, before any decoding. The genesis may set a lower message cap.
 pub const MAX_TX_BYTES: usize = 256 * 1024;
+/// Length of a prehashed digest (`KeySign.prehashed`).
+pub const PREHASHED_LEN: usize = 32;
 /// Cap on the number of parties named in one tx.
 pub const MAX_PARTIES_WIRE: usize = 256;
 
@@ -52,6 +54,9 @@ pub enum TxMsg {
         request_id: RequestId,
         /// Message to sign.
         message: Vec<u8>,
+        /// `message` is a 32-byte digest signed as is (checked at decode); otherwise the
+        /// scheme hashes it.
+        prehashed: bool,
     },
     /// Request deletion.
     KeyDelete {
@@ -145,11 +150,23 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                     parties: node_ids(k.parties)?,
                 }
             }
-            tx_body::Msg::KeySign(s) => TxMsg::KeySign {
-                key_id: KeyId::new(s.key_id)?,
-                request_id: RequestId::new(s.request_id)?,
-                message: s.message,
-            },
+            tx_body::Msg::KeySign(s) => {
+                if s.prehashed && s.message.len() != PREHASHED_LEN {
+                    return Err(invalid(
+                        "message",
+                        format!(
+                            "a prehashed digest must be {PREHASHED_LEN} bytes, got {}",
+                            s.message.len()
+                        ),
+                    ));
+                }
+                TxMsg::KeySign {
+                    key_id: KeyId::new(s.key_id)?,
+                    request_id: RequestId::new(s.request_id)?,
+                    message: s.message,
+                    prehashed: s.prehashed,
+                }
+            }
             tx_body::Msg::KeyDelete(d) => TxMsg::KeyDelete {
                 key_id: KeyId::new(d.key_id)?,
             },
@@ -221,10 +238,12 @@ impl From<TxMsg> for tx_body::Msg {
                 key_id,
                 request_id,
                 message,
+                prehashed,
             } => tx_body::Msg::KeySign(wire::KeySign {
                 key_id: key_id.into(),
                 request_id: request_id.into(),
                 message,
+                prehashed,
             }),
             TxMsg::KeyDelete { key_id } => tx_body::Msg::KeyDelete(wire::KeyDelete {
                 key_id: key_id.into(),
@@ -392,5 +411,24 @@ mod tests {
         }
         let e = SignedTx::decode(&sign_tx(&key(), "c", 0, m)).unwrap_err();
         assert!(e.to_string().contains("threshold"), "{e}");
+    }
+
+    #[test]
+    fn decode__should_reject_a_prehashed_digest_that_is_not_32_bytes() {
+        let sign = |len: usize| TxMsg::KeySign {
+            key_id: KeyId::new("k1").unwrap(),
+            request_id: RequestId::new("r1").unwrap(),
+            message: vec![7; len],
+            prehashed: true,
+        };
+        let e = SignedTx::decode(&sign_tx(&key(), "c", 0, sign(31))).unwrap_err();
+        assert!(e.to_string().contains("must be 32 bytes, got 31"), "{e}");
+        assert!(SignedTx::decode(&sign_tx(&key(), "c", 0, sign(33))).is_err());
+        assert_eq!(
+            SignedTx::decode(&sign_tx(&key(), "c", 0, sign(32)))
+                .unwrap()
+                .msg,
+            sign(32)
+        );
     }
 }

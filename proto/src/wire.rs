@@ -86,6 +86,10 @@ pub struct KeySign {
     /// Message to sign.
     #[prost(bytes = "vec", tag = "3")]
     pub message: Vec<u8>,
+    /// The message is a 32-byte digest, signed as is (ECDSA schemes only); otherwise the
+    /// scheme hashes the message (SHA-256 for `cggmp24-secp256k1`).
+    #[prost(bool, tag = "4")]
+    pub prehashed: bool,
 }
 
 /// Request deletion of a key.
@@ -156,7 +160,7 @@ pub struct P2pEnvelope {
     /// Payload.
     #[prost(
         oneof = "p2p_envelope::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18"
     )]
     pub payload: Option<p2p_envelope::Payload>,
 }
@@ -190,6 +194,9 @@ pub mod p2p_envelope {
         /// The sender aborts the session.
         #[prost(message, tag = "17")]
         Abort(super::SessionAbort),
+        /// A CGGMP24 protocol message (keygen, aux info or signing).
+        #[prost(message, tag = "18")]
+        Cggmp(super::CggmpPayload),
     }
 }
 
@@ -219,11 +226,18 @@ pub struct KeyGenReady {
     /// Set when the party refuses.
     #[prost(string, tag = "2")]
     pub error: String,
+    /// CGGMP24: fingerprint of the committee aux info this party can reuse (empty: none).
+    #[prost(bytes = "vec", tag = "3")]
+    pub aux_fingerprint: Vec<u8>,
 }
 
 /// Coordinator starts the DKG.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyGenStart {}
+pub struct KeyGenStart {
+    /// CGGMP24: every party offered the same aux info; reuse it instead of generating.
+    #[prost(bool, tag = "1")]
+    pub reuse_aux: bool,
+}
 
 /// DKG round 1 package.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -263,4 +277,12 @@ pub struct SessionAbort {
     /// Reason.
     #[prost(string, tag = "1")]
     pub reason: String,
+}
+
+/// A CGGMP24 protocol message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CggmpPayload {
+    /// `[phase, routing, serialized cggmp24 message]` (the module's `CggmpMsg::to_bytes`).
+    #[prost(bytes = "vec", tag = "1")]
+    pub msg: Vec<u8>,
 }

@@ -39,7 +39,7 @@ proptest! {
     ) {
         let key = SigningKey::from_bytes(&[5; 32]);
         for msg in [
-            TxMsg::KeySign { key_id: KeyId::new(key_id.clone()).unwrap(), request_id: RequestId::new(request_id.clone()).unwrap(), message: message.clone() },
+            TxMsg::KeySign { key_id: KeyId::new(key_id.clone()).unwrap(), request_id: RequestId::new(request_id.clone()).unwrap(), message: message.clone(), prehashed: false },
             TxMsg::KeyGen { key_id: KeyId::new(key_id.clone()).unwrap(), scheme: Scheme::FrostEd25519, threshold, parties: vec![] },
         ] {
             let tx = SignedTx::decode(&sign_tx(&key, "c", seq, msg.clone())).unwrap();

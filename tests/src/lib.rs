@@ -45,6 +45,18 @@ impl Localnet {
         block_ms: u64,
         base_port: u16,
     ) -> anyhow::Result<Localnet> {
+        Localnet::start_with(dir, nodes, threshold, block_ms, base_port, &[])
+    }
+
+    /// [`Localnet::start`] with extra `localnet start` arguments.
+    pub fn start_with(
+        dir: &Path,
+        nodes: u32,
+        threshold: u32,
+        block_ms: u64,
+        base_port: u16,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Localnet> {
         let bin = bin_dir();
         let localnet = bin.join("localnet");
         if !localnet.exists() {
@@ -71,6 +83,10 @@ impl Localnet {
             ])
             .arg("--mpcd")
             .arg(bin.join("mpcd"))
+            .args(extra)
+            // FROST tests and the bench must not compete with background safe-prime generation
+            // (a core for 28-300 s per node); the CGGMP24 test passes fixture primes.
+            .env("SEQMPC_CGGMP_PRIMES_AT_START", "false")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -198,6 +198,7 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
             key_id: KeyId::new("e2e").unwrap(),
             request_id: RequestId::new(format!("bulk-r{i}")).unwrap(),
             message: format!("bulk {i}").into_bytes(),
+            prehashed: false,
         })
         .unwrap();
     }
@@ -423,5 +424,205 @@ fn n4t3_localnet__should_keygen_sign_bip340_and_delete_a_frost_secp256k1_tr_key(
         &["sign", "--key-id", "tr", "--message", "00"],
         "deleted",
     );
+    net.stop().unwrap();
+}
+
+/// Checks an ECDSA signature with libsecp256k1 (independent of cggmp24's arithmetic): low-s
+/// `r || s` over `digest` under the 33-byte compressed key, and `recovery_id` recovers the key.
+fn verify_ecdsa(public_key: &str, digest: [u8; 32], signature: &str, recovery_id: &Value) {
+    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
+    let pk = secp256k1::PublicKey::from_slice(&hex::decode(public_key).unwrap()).unwrap();
+    let rs: [u8; 64] = hex::decode(signature).unwrap().try_into().unwrap();
+    let msg = secp256k1::Message::from_digest(digest);
+    let sig = Signature::from_compact(&rs).unwrap();
+    let mut low = sig;
+    low.normalize_s();
+    assert_eq!(low, sig, "s must be low");
+    secp256k1::SECP256K1
+        .verify_ecdsa(msg, &sig, &pk)
+        .expect("ECDSA signature must verify");
+    let v = recovery_id.as_i64().expect("recovery_id") as i32;
+    let rec = RecoverableSignature::from_compact(&rs, RecoveryId::try_from(v).unwrap()).unwrap();
+    assert_eq!(
+        secp256k1::SECP256K1.recover_ecdsa(msg, &rec).unwrap(),
+        pk,
+        "recovery id must recover the key"
+    );
+}
+
+/// CGGMP24 over the real processes. The nodes load the test-only fixture primes and aux info
+/// (`--cggmp-fixtures`), so keygen is the DKG alone and no node generates primes.
+#[test]
+fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp24_key() {
+    use sha2::Digest as _;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = Localnet::start_with(
+        &dir,
+        4,
+        3,
+        100,
+        17000,
+        &["--cggmp-fixtures".as_ref(), fixtures.as_os_str()],
+    )
+    .unwrap();
+
+    let t = std::time::Instant::now();
+    let k = net
+        .mpcctl_json(&[
+            "keygen",
+            "--key-id",
+            "ec",
+            "--scheme",
+            "cggmp24-secp256k1",
+            "--threshold",
+            "3",
+            "--wait",
+        ])
+        .unwrap();
+    eprintln!(
+        "timing: cggmp24 keygen (fixture aux) on the localnet: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(k["status"], "READY", "{k}");
+    assert_eq!(k["scheme"], "cggmp24-secp256k1");
+    let pk = k["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(pk.len(), 66, "33-byte compressed key: {k}");
+    for i in 0..4 {
+        let v = net.node_get(i, "/key/ec").unwrap();
+        assert_eq!(v["status"], "READY", "node{i}: {v}");
+        assert_eq!(v["public_key"], pk.as_str());
+    }
+
+    // A 31-byte prehashed digest: refused at CheckTx.
+    expect_err(
+        &net,
+        &[
+            "sign",
+            "--key-id",
+            "ec",
+            "--prehashed",
+            "--message",
+            &"ab".repeat(31),
+        ],
+        "must be 32 bytes, got 31",
+    );
+
+    // Prehashed: the 32-byte digest is signed as is.
+    let digest = [0x5au8; 32];
+    let t = std::time::Instant::now();
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            "ec",
+            "--prehashed",
+            "--message",
+            &hex::encode(digest),
+            "--wait",
+        ])
+        .unwrap();
+    eprintln!(
+        "timing: cggmp24 full signing (prehashed) on the localnet: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s["status"], "DONE", "{s}");
+    assert_eq!(s["prehashed"], true, "{s}");
+    verify_ecdsa(
+        &pk,
+        digest,
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    );
+
+    // Not prehashed: SHA-256 of the message.
+    let msg = b"cggmp24 over the localnet";
+    let t = std::time::Instant::now();
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            "ec",
+            "--message",
+            &hex::encode(msg),
+            "--wait",
+        ])
+        .unwrap();
+    eprintln!(
+        "timing: cggmp24 full signing (message) on the localnet: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s["status"], "DONE", "{s}");
+    verify_ecdsa(
+        &pk,
+        sha2::Sha256::digest(msg).into(),
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    );
+
+    // Another committee (node0..node2, no fixture aux info): aux info is generated from the
+    // fixture primes beside the DKG. The next keygen of that committee reuses it (every
+    // party offers the aux info inside its first key's share): the DKG alone.
+    let keygen3 = |id: &str| {
+        let t = std::time::Instant::now();
+        let k = net
+            .mpcctl_json(&[
+                "keygen",
+                "--key-id",
+                id,
+                "--scheme",
+                "cggmp24-secp256k1",
+                "--threshold",
+                "2",
+                "--parties",
+                "node0,node1,node2",
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(k["status"], "READY", "{k}");
+        (k["public_key"].as_str().unwrap().to_owned(), t.elapsed())
+    };
+    let (pk_a, generated) = keygen3("ec3a");
+    let (pk_b, reused) = keygen3("ec3b");
+    eprintln!("timing: cggmp24 2-of-3 keygen generating aux info: {generated:?}; next keygen reusing it: {reused:?}");
+    assert_ne!(pk_a, pk_b);
+    assert!(
+        reused < generated / 2,
+        "the second keygen must reuse the aux info: {reused:?} vs {generated:?}"
+    );
+    for (id, pk) in [("ec3a", &pk_a), ("ec3b", &pk_b)] {
+        let digest = [0x11u8; 32];
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                id,
+                "--prehashed",
+                "--message",
+                &hex::encode(digest),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify_ecdsa(
+            pk,
+            digest,
+            s["signature"].as_str().unwrap(),
+            &s["recovery_id"],
+        );
+    }
+
+    let d = net
+        .mpcctl_json(&["delete", "--key-id", "ec", "--wait"])
+        .unwrap();
+    assert_eq!(d["status"], "DELETED", "{d}");
+    for i in 0..4 {
+        assert!(
+            net.node_get(i, "/key/ec").is_err(),
+            "node{i} still holds ec"
+        );
+    }
     net.stop().unwrap();
 }

@@ -39,9 +39,10 @@ enum Cmd {
         /// Key id (A-Z a-z 0-9 - _ ., at most 64).
         #[arg(long)]
         key_id: String,
-        /// Scheme: frost-ed25519 (RFC 8032 Ed25519 signatures, 32-byte public key) or
+        /// Scheme: frost-ed25519 (RFC 8032 Ed25519 signatures, 32-byte public key),
         /// frost-secp256k1-tr (BIP340 Schnorr signatures, 32-byte x-only public key, usable as
-        /// a taproot key-path output key).
+        /// a taproot key-path output key) or cggmp24-secp256k1 (threshold ECDSA, 33-byte
+        /// compressed public key, 2 <= threshold <= parties).
         #[arg(long, default_value = "frost-ed25519")]
         scheme: String,
         /// Threshold t (signers needed); default from localnet.json.
@@ -61,9 +62,14 @@ enum Cmd {
         key_id: String,
         /// Message as hex; signed as is: Ed25519 hashes it internally (RFC 8032); BIP340
         /// (frost-secp256k1-tr) signs the bytes as given, of any length (for taproot, pass the
-        /// 32-byte sighash).
+        /// 32-byte sighash); ECDSA (cggmp24-secp256k1) signs SHA-256(message) unless
+        /// --prehashed.
         #[arg(long)]
         message: String,
+        /// cggmp24-secp256k1 only: the message is a 32-byte digest, signed as is (not hashed
+        /// again). Anything but 32 bytes is refused.
+        #[arg(long)]
+        prehashed: bool,
         /// Request id; default derived from the account and its sequence.
         #[arg(long)]
         request_id: Option<String>,
@@ -220,11 +226,19 @@ fn key_json(k: &Value) -> Value {
 }
 
 fn sign_json(s: &Value) -> Value {
-    json!({
+    let mut v = json!({
         "request_id": s["request_id"], "key_id": s["key_id"], "status": s["status"],
         "signature": s["signature"], "message": s["message"], "signers": s["signers"],
         "error": s["error"], "culprits": s["culprits"],
-    })
+    });
+    // ECDSA (cggmp24-secp256k1): signature is r || s, and the recovery id v.
+    if let (Some(obj), Some(rid)) = (v.as_object_mut(), s.get("recovery_id")) {
+        obj.insert("recovery_id".into(), rid.clone());
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("prehashed".into(), s["prehashed"].clone());
+    }
+    v
 }
 
 fn load_localnet(home: &Path) -> anyhow::Result<Option<Value>> {
@@ -307,12 +321,14 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         Cmd::Sign {
             key_id,
             message,
+            prehashed,
             request_id,
             wait,
         } => {
             let key_id = KeyId::new(key_id)?;
             let message = hex::decode(message.trim_start_matches("0x"))
                 .map_err(|e| anyhow!("--message must be hex: {e}"))?;
+            // A prehashed digest of another length is refused by the chain at CheckTx.
             let key = ctx.key()?;
             let request_id = match request_id {
                 Some(r) => RequestId::new(r)?,
@@ -328,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                     key_id,
                     request_id: request_id.clone(),
                     message,
+                    prehashed,
                 },
             )?;
             if !wait {

@@ -12,11 +12,12 @@ use seqmpc_abci::keys::{create_key_file, load_key_file};
 use seqmpc_abci::rpc::RpcClient;
 use seqmpc_abci::status::{self, StatusContext};
 use seqmpc_abci::submit::RpcSubmitter;
+use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
 use seqmpc_module::store::{KeyStore, MasterKey, StoreHandle};
 use seqmpc_proto::NodeId;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -57,6 +58,17 @@ enum Cmd {
         /// CometBFT RPC URL where result txs are broadcast.
         #[arg(long, default_value = "http://127.0.0.1:26657")]
         rpc: String,
+        /// CGGMP24 safe primes (and, when present, a committee's aux info) for this node, from
+        /// a fixture JSON in the format of `module/tests/fixtures/cggmp24-test-fixtures.json`,
+        /// picked by node id. TEST ONLY (the fixture's secrets are public). Without it the node
+        /// generates one prime set in the background at start (28-300 s).
+        #[arg(long)]
+        cggmp_primes: Option<PathBuf>,
+        /// Without --cggmp-primes: generate the CGGMP24 prime set in the background at start
+        /// (true), or only when the first cggmp24 keygen needs it (false; that keygen fails
+        /// and a retry once the set is ready succeeds).
+        #[arg(long, env = "SEQMPC_CGGMP_PRIMES_AT_START", default_value_t = true, action = clap::ArgAction::Set)]
+        cggmp_primes_at_start: bool,
     },
 }
 
@@ -80,6 +92,14 @@ fn init(home: &Path, node_id: &NodeId) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mpcd start`'s CGGMP24 options.
+struct CggmpOptions<'a> {
+    /// `--cggmp-primes`.
+    primes: Option<&'a Path>,
+    /// `--cggmp-primes-at-start`.
+    primes_at_start: bool,
+}
+
 fn start(
     home: &Path,
     genesis_path: &Path,
@@ -87,7 +107,12 @@ fn start(
     p2p_listen: &str,
     status_listen: &str,
     rpc: &str,
+    cggmp_opts: CggmpOptions<'_>,
 ) -> anyhow::Result<()> {
+    let CggmpOptions {
+        primes: cggmp_primes,
+        primes_at_start: cggmp_primes_at_start,
+    } = cggmp_opts;
     let genesis_bytes = std::fs::read(genesis_path)
         .with_context(|| format!("cannot read genesis {}", genesis_path.display()))?;
     let genesis: Genesis = serde_json::from_slice(&genesis_bytes).context("invalid genesis")?;
@@ -99,6 +124,16 @@ fn start(
         .find(|n| n.public_key.eq_ignore_ascii_case(&my_pk))
         .map(|n| n.id.clone())
         .with_context(|| format!("this node's key {my_pk} is not in the genesis node registry"))?;
+    let cggmp = match cggmp_primes {
+        Some(path) => {
+            let c = CggmpConfig::from_fixture_file(path, &me)
+                .with_context(|| format!("--cggmp-primes {}", path.display()))?;
+            warn!(file = %path.display(), aux_committee = ?c.aux.as_ref().map(|a| &a.parties),
+                "CGGMP24 primes loaded from a TEST fixture file: never use this in production");
+            c
+        }
+        None => CggmpConfig::default(),
+    };
     let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
     let store = KeyStore::open(&home.join("keystore"), &master, &genesis.chain_id, &me)
         .context("opening the key store")?;
@@ -125,7 +160,8 @@ fn start(
         secret_key: Zeroizing::new(key.to_bytes()),
         listen: p2p_listen.to_owned(),
         peers,
-        max_message_bytes: 1 << 20,
+        // CGGMP24 aux-info messages carry Paillier moduli and their proofs (hundreds of KB).
+        max_message_bytes: 8 << 20,
     };
     let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
 
@@ -167,7 +203,10 @@ fn start(
     info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
 
     rt.block_on(async move {
-        let mut node = Node::new(NodeConfig::new(me), store, p2p, submitter, metrics);
+        let mut cfg = NodeConfig::new(me);
+        cfg.cggmp = cggmp;
+        cfg.cggmp_primes_at_start = cggmp_primes_at_start;
+        let mut node = Node::new(cfg, store, p2p, submitter, metrics);
         node.recover().await;
         for job in catch_up {
             let _ = job_tx.send(job).await;
@@ -204,6 +243,8 @@ fn main() {
             p2p_listen,
             status_listen,
             rpc,
+            cggmp_primes,
+            cggmp_primes_at_start,
         } => start(
             &home,
             &genesis,
@@ -211,6 +252,10 @@ fn main() {
             &p2p_listen,
             &status_listen,
             &rpc,
+            CggmpOptions {
+                primes: cggmp_primes.as_deref(),
+                primes_at_start: cggmp_primes_at_start,
+            },
         ),
     };
     if let Err(e) = r {

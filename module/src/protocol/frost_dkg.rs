@@ -449,6 +449,9 @@ impl AnyDkg {
                 .map(|(d, out)| (AnyDkg::Ed25519(d), out)),
             Scheme::FrostSecp256k1Tr => Dkg::start(session, me, parties, threshold, rng)
                 .map(|(d, out)| (AnyDkg::Secp256k1Tr(d), out)),
+            Scheme::Cggmp24Secp256k1 => Err(ProtocolError::Local(
+                "cggmp24-secp256k1 is not a FROST scheme".into(),
+            )),
         }
     }
 

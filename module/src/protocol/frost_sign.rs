@@ -455,6 +455,11 @@ impl AnyKeyMaterial {
             Scheme::FrostSecp256k1Tr => {
                 AnyKeyMaterial::Secp256k1Tr(Arc::new(KeyMaterial::decode(bytes, parties)?))
             }
+            Scheme::Cggmp24Secp256k1 => {
+                return Err(ProtocolError::Local(
+                    "cggmp24-secp256k1 is not a FROST scheme".into(),
+                ))
+            }
         })
     }
 

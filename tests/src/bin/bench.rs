@@ -162,6 +162,7 @@ fn run_scheme(
     let tag = match scheme {
         Scheme::FrostEd25519 => "ed",
         Scheme::FrostSecp256k1Tr => "tr",
+        Scheme::Cggmp24Secp256k1 => "ec",
     };
     println!("{scheme}: floor (in-process, medians of 30) DKG {dkg_floor:.2} ms per party, one signature {sign_floor:.2} ms CPU");
     let kg_before: Vec<usize> = metrics(net, 4)
@@ -209,6 +210,7 @@ fn run_scheme(
                     key_id: KeyId::new(format!("{tag}k{}", next % 5))?,
                     request_id: RequestId::new(format!("{tag}{inflight}-{next}"))?,
                     message: next.to_be_bytes().to_vec(),
+                    prehashed: false,
                 })?;
                 next += 1;
                 submitted += 1;

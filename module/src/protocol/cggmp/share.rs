@@ -221,6 +221,27 @@ impl AuxShare {
         seal("aux-info", &self.parties, &self.aux)
     }
 
+    /// Fingerprint of the committee's public aux info: the committee, and every party's
+    /// Paillier modulus `N_j` and ring-Pedersen parameters `(hat N_j, s_j, t_j)`. Equal at
+    /// every party of one aux-info run (the CRT and multi-exponentiation precomputations,
+    /// which differ per party, are left out), different across runs.
+    pub fn fingerprint(&self) -> Result<[u8; 32], ProtocolError> {
+        use sha2::{Digest as _, Sha256};
+        let public: Vec<_> = self
+            .aux
+            .N
+            .iter()
+            .zip(self.aux.pedersen_params.iter())
+            .map(|(n, p)| (n, &p.hat_N, &p.s, &p.t))
+            .collect();
+        let bytes = serde_json::to_vec(&(self.parties.nodes(), public))
+            .map_err(|e| ProtocolError::Bug(format!("aux fingerprint: {e}")))?;
+        let mut h = Sha256::new();
+        h.update(b"seqmpc/cggmp24-secp256k1/aux-fingerprint/v1\0");
+        h.update(bytes);
+        Ok(h.finalize().into())
+    }
+
     /// Parses and validates [`AuxShare::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<AuxShare, ProtocolError> {
         let (parties, aux): (_, AuxInfo<Level>) = open("aux-info", bytes)?;
@@ -279,6 +300,17 @@ impl CggmpKeyShare {
     /// Group public key, compressed SEC 1 (33 bytes).
     pub fn public_key(&self) -> [u8; 33] {
         self.public_key
+    }
+
+    /// This share's aux info, reusable by the next keygen of the same committee (cggmp24
+    /// docs, "On reusability of the auxiliary data").
+    pub fn aux_share(&self) -> Result<AuxShare, ProtocolError> {
+        let aux = AuxInfo::validate(self.share.aux.clone())
+            .map_err(|e| ProtocolError::Bug(format!("aux info of a key share: {}", e.error())))?;
+        Ok(AuxShare {
+            aux,
+            parties: self.parties.clone(),
+        })
     }
 
     /// Threshold: signing takes exactly this many signers.

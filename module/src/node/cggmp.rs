@@ -1,0 +1,428 @@
+//! CGGMP24 sessions on dedicated worker threads.
+//!
+//! The CGGMP24 engines are not `Send` (round-based shares an `Rc` between a protocol future
+//! and its driver) and one step can take seconds of CPU, so each CGGMP24 session runs on its
+//! own OS thread: the thread creates the engine, owns it until the end, and is the only one
+//! to touch it. The session manager task forwards the session's authenticated messages over a
+//! bounded channel ([`Worker::forward`]); the worker sends its outgoing messages itself through
+//! the p2p handle, and reports the outcome once ([`Finished`]) on a tokio channel the session
+//! manager selects on. Dropping the [`Worker`] (session failed, timed out, or was removed)
+//! closes the channel and the thread ends at its next receive.
+//!
+//! Where the material comes from ([`CggmpConfig`]): a node either loads pregenerated safe
+//! primes and, optionally, a committee's aux info (test fixtures: `--cggmp-primes FILE`), or
+//! generates one prime set in the background at start ([`PrimePool`], a pool of one, in memory
+//! only). Aux info is reused across keys of the same committee (`AuxSource::Existing`: the
+//! DKG alone, milliseconds): in KeyGenReady each party offers the fingerprint of the aux info
+//! it holds for the committee (the configured one, or the one inside a READY key share of
+//! that committee), and the coordinator's KeyGenStart says to reuse it only if every party
+//! offered the same. Otherwise the keygen runs aux-info generation from a prime set beside the
+//! DKG (`AuxSource::Generate`).
+
+use std::fmt;
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::OsRng;
+use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+use seqmpc_proto::{NodeId, SessionId};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::error::ProtocolError;
+use crate::p2p::P2pHandle;
+use crate::protocol::cggmp::{
+    AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen, Primes, Progress,
+    SignData, Signing,
+};
+use crate::protocol::Outgoing;
+
+/// Most messages queued for one worker before the session manager drops more.
+const WORKER_QUEUE: usize = 4096;
+
+/// A committee's aux info for this node (serialized [`AuxShare`], holds Paillier secrets).
+#[derive(Clone)]
+pub struct CommitteeAux {
+    /// The committee, sorted.
+    pub parties: Vec<NodeId>,
+    /// [`AuxShare::to_bytes`].
+    pub share: Arc<Zeroizing<Vec<u8>>>,
+}
+
+/// Where this node's CGGMP24 material comes from.
+#[derive(Clone, Default)]
+pub struct CggmpConfig {
+    /// A pregenerated safe-prime set ([`Primes::to_bytes`]). Reused for every aux-info run:
+    /// test fixtures only. Without it, the node generates a set in the background at start.
+    pub primes: Option<Arc<Zeroizing<Vec<u8>>>>,
+    /// Aux info of one committee, reused by every keygen of exactly that committee.
+    pub aux: Option<CommitteeAux>,
+}
+
+impl fmt::Debug for CggmpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CggmpConfig")
+            .field("primes", &self.primes.as_ref().map(|_| "<redacted>"))
+            .field("aux_parties", &self.aux.as_ref().map(|a| &a.parties))
+            .finish()
+    }
+}
+
+impl CggmpConfig {
+    /// Loads this node's prime set and, when the file has one for `me`, its aux info from the
+    /// test-fixture JSON (`module/tests/fixtures/cggmp24-test-fixtures.json`: `parties`,
+    /// `primes[i]`, `aux.parties`, `aux.shares[j]`). Test-only material: its secrets are
+    /// public.
+    pub fn from_fixture_file(path: &Path, me: &NodeId) -> Result<CggmpConfig, ProtocolError> {
+        let bad = |what: &str| ProtocolError::Local(format!("{}: {what}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&e.to_string()))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let i = names(&doc["parties"])
+            .iter()
+            .position(|p| p == me.as_str())
+            .ok_or_else(|| bad(&format!("no prime set for {me}")))?;
+        let primes_json = doc["primes"]
+            .get(i)
+            .ok_or_else(|| bad(&format!("no prime set for {me}")))?;
+        let primes = Zeroizing::new(
+            serde_json::to_vec(primes_json).map_err(|e| bad(&format!("primes: {e}")))?,
+        );
+        // Validate now, not at the first keygen.
+        Primes::from_bytes(&primes)?;
+        let aux_parties = names(&doc["aux"]["parties"]);
+        let aux = match aux_parties.iter().position(|p| p == me.as_str()) {
+            None => None,
+            Some(j) => {
+                let share_json = doc["aux"]["shares"]
+                    .get(j)
+                    .ok_or_else(|| bad(&format!("no aux share for {me}")))?;
+                let share = Zeroizing::new(
+                    serde_json::to_vec(share_json).map_err(|e| bad(&format!("aux: {e}")))?,
+                );
+                let parsed = AuxShare::from_bytes(&share)?;
+                Some(CommitteeAux {
+                    parties: parsed.parties().to_vec(),
+                    share: Arc::new(share),
+                })
+            }
+        };
+        Ok(CggmpConfig {
+            primes: Some(Arc::new(primes)),
+            aux,
+        })
+    }
+}
+
+/// State of the prime pool.
+enum PoolState {
+    /// Configured primes, never consumed (test fixtures).
+    Fixed(Arc<Zeroizing<Vec<u8>>>),
+    /// Generated in the background; a keygen takes the set and a new one is generated.
+    Slot {
+        ready: Option<Zeroizing<Vec<u8>>>,
+        generating: bool,
+    },
+}
+
+/// A pool of one safe-prime set (generation takes 28-300 s per set on the target machine).
+#[derive(Clone)]
+pub(crate) struct PrimePool(Arc<Mutex<PoolState>>);
+
+impl PrimePool {
+    pub(crate) fn new(fixed: Option<Arc<Zeroizing<Vec<u8>>>>) -> PrimePool {
+        PrimePool(Arc::new(Mutex::new(match fixed {
+            Some(p) => PoolState::Fixed(p),
+            None => PoolState::Slot {
+                ready: None,
+                generating: false,
+            },
+        })))
+    }
+
+    /// Starts generating a set in the background if the slot is empty and idle.
+    pub(crate) fn fill(&self) {
+        let Ok(mut st) = self.0.lock() else {
+            return;
+        };
+        let PoolState::Slot { ready, generating } = &mut *st else {
+            return;
+        };
+        if ready.is_some() || *generating {
+            return;
+        }
+        *generating = true;
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cggmp-primes".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let set = Primes::generate(&mut OsRng).to_bytes();
+                let Ok(mut st) = pool.0.lock() else {
+                    return;
+                };
+                if let PoolState::Slot { ready, generating } = &mut *st {
+                    *generating = false;
+                    match set {
+                        Ok(b) => {
+                            info!(secs = started.elapsed().as_secs(), "safe-prime set ready");
+                            *ready = Some(b);
+                        }
+                        Err(e) => warn!(error = %e, "cannot serialize the safe-prime set"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start safe-prime generation");
+            if let PoolState::Slot { generating, .. } = &mut *st {
+                *generating = false;
+            }
+        }
+    }
+
+    /// Takes a set for an aux-info run, if one is ready, and starts refilling.
+    pub(crate) fn take(&self) -> Option<Zeroizing<Vec<u8>>> {
+        let taken = {
+            let mut st = self.0.lock().ok()?;
+            match &mut *st {
+                PoolState::Fixed(p) => return Some(Zeroizing::new(p.to_vec())),
+                PoolState::Slot { ready, .. } => ready.take(),
+            }
+        };
+        self.fill();
+        taken
+    }
+
+    /// Sets ready now (0 or 1; fixed primes count as 1).
+    pub(crate) fn level(&self) -> usize {
+        match self.0.lock().as_deref() {
+            Ok(PoolState::Fixed(_)) => 1,
+            Ok(PoolState::Slot { ready, .. }) => usize::from(ready.is_some()),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Aux info a party offers to reuse for a keygen of its committee.
+pub(crate) struct AuxOffer {
+    /// [`AuxShare::fingerprint`], equal at every party of one aux-info run.
+    pub(crate) fingerprint: [u8; 32],
+    /// [`AuxShare::to_bytes`].
+    pub(crate) share: Arc<Zeroizing<Vec<u8>>>,
+}
+
+/// Aux info of a keygen.
+pub(crate) enum AuxPlan {
+    /// Generate from this prime set ([`Primes::to_bytes`]).
+    Generate(Zeroizing<Vec<u8>>),
+    /// Reuse this committee's ([`AuxShare::to_bytes`]).
+    Existing(Arc<Zeroizing<Vec<u8>>>),
+}
+
+/// What a worker runs.
+pub(crate) enum Task {
+    /// DKG and aux info.
+    Keygen {
+        parties: Vec<NodeId>,
+        threshold: u16,
+        aux: AuxPlan,
+    },
+    /// Full interactive signing.
+    Sign {
+        /// [`CggmpKeyShare::to_bytes`].
+        share: Zeroizing<Vec<u8>>,
+        signers: Vec<NodeId>,
+        data: SignData,
+    },
+}
+
+/// A finished keygen: the public key, the transcript hash reported to the chain, the share.
+pub(crate) struct KeygenOutput {
+    pub(crate) public_key: [u8; 33],
+    pub(crate) transcript_hash: [u8; 32],
+    pub(crate) share: Zeroizing<Vec<u8>>,
+}
+
+/// What a worker produced.
+pub(crate) enum Output {
+    Keygen(Result<KeygenOutput, ProtocolError>),
+    Sign(Result<EcdsaSignature, ProtocolError>),
+}
+
+/// A worker's report to the session manager.
+pub(crate) struct Finished {
+    pub(crate) session: SessionId,
+    pub(crate) output: Output,
+}
+
+/// The session manager's end of a worker.
+pub(crate) struct Worker {
+    tx: std_mpsc::SyncSender<(NodeId, CggmpMsg)>,
+}
+
+impl Worker {
+    /// Hands an authenticated message to the worker (never blocks; a full queue drops it).
+    pub(crate) fn forward(&self, from: NodeId, msg: CggmpMsg) {
+        match self.tx.try_send((from, msg)) {
+            Ok(()) | Err(std_mpsc::TrySendError::Disconnected(_)) => {}
+            Err(std_mpsc::TrySendError::Full((from, _))) => {
+                warn!(%from, "CGGMP24 worker queue full; message dropped");
+            }
+        }
+    }
+}
+
+/// The transcript hash a CGGMP24 keygen reports. cggmp24 enforces reliable broadcast itself
+/// (echo round), so agreement on the session and the public key is what the chain checks.
+pub(crate) fn keygen_transcript(session: &SessionId, public_key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/cggmp24-secp256k1/keygen-transcript/v1\0");
+    h.update(session.0);
+    h.update((public_key.len() as u64).to_be_bytes());
+    h.update(public_key);
+    h.finalize().into()
+}
+
+/// Everything a worker thread needs besides its task.
+pub(crate) struct WorkerEnv {
+    pub(crate) me: NodeId,
+    pub(crate) p2p: P2pHandle,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) done: mpsc::Sender<Finished>,
+    pub(crate) timeout: Duration,
+}
+
+/// Starts the worker thread of `session`.
+pub(crate) fn spawn(
+    session: SessionId,
+    task: Task,
+    env: WorkerEnv,
+) -> Result<Worker, ProtocolError> {
+    let (tx, rx) = std_mpsc::sync_channel(WORKER_QUEUE);
+    std::thread::Builder::new()
+        .name(format!(
+            "cggmp-{}",
+            hex::encode(session.0).chars().take(8).collect::<String>()
+        ))
+        .spawn(move || {
+            let deadline = Instant::now() + env.timeout;
+            let send = |out: Vec<Outgoing<CggmpMsg>>| {
+                for o in out {
+                    let bytes = crate::node::encode(
+                        &session,
+                        Payload::Cggmp(wire::CggmpPayload {
+                            msg: o.msg.to_bytes(),
+                        }),
+                    );
+                    if let Err(e) = env.rt.block_on(env.p2p.send(&o.to, bytes)) {
+                        warn!(%session, to = %o.to, error = %e, "p2p send failed");
+                    }
+                }
+            };
+            let output = match task {
+                Task::Keygen {
+                    parties,
+                    threshold,
+                    aux,
+                } => Output::Keygen(run_keygen(
+                    session, &env.me, &parties, threshold, aux, &rx, &send, deadline,
+                )),
+                Task::Sign {
+                    share,
+                    signers,
+                    data,
+                } => Output::Sign(run_sign(
+                    session, &share, &signers, data, &rx, &send, deadline,
+                )),
+            };
+            // The session manager may be gone (shutdown): nothing left to do then.
+            let _ = env.done.blocking_send(Finished { session, output });
+        })
+        .map_err(|e| ProtocolError::Local(format!("cannot start a CGGMP24 worker: {e}")))?;
+    Ok(Worker { tx })
+}
+
+type Rx = std_mpsc::Receiver<(NodeId, CggmpMsg)>;
+
+#[allow(clippy::too_many_arguments)]
+fn run_keygen(
+    session: SessionId,
+    me: &NodeId,
+    parties: &[NodeId],
+    threshold: u16,
+    aux: AuxPlan,
+    rx: &Rx,
+    send: &dyn Fn(Vec<Outgoing<CggmpMsg>>),
+    deadline: Instant,
+) -> Result<KeygenOutput, ProtocolError> {
+    let source = match aux {
+        AuxPlan::Generate(primes) => AuxSource::Generate(Box::new(Primes::from_bytes(&primes)?)),
+        AuxPlan::Existing(share) => AuxSource::Existing(AuxShare::from_bytes(&share)?),
+    };
+    let start = KeyGen::start(session, me, parties, threshold, source, &mut OsRng)?;
+    let share: CggmpKeyShare = drive(start, rx, send, deadline)?;
+    let public_key = share.public_key();
+    Ok(KeygenOutput {
+        public_key,
+        transcript_hash: keygen_transcript(&session, &public_key),
+        share: share.to_bytes()?,
+    })
+}
+
+fn run_sign(
+    session: SessionId,
+    share: &[u8],
+    signers: &[NodeId],
+    data: SignData,
+    rx: &Rx,
+    send: &dyn Fn(Vec<Outgoing<CggmpMsg>>),
+    deadline: Instant,
+) -> Result<EcdsaSignature, ProtocolError> {
+    let key = Arc::new(CggmpKeyShare::from_bytes(share)?);
+    let start = Signing::start(session, key, signers, data, &mut OsRng)?;
+    drive(start, rx, send, deadline)
+}
+
+/// Runs an engine to its end: start messages out, then one forwarded message at a time.
+fn drive<E: Engine>(
+    (mut engine, out): (E, Vec<Outgoing<CggmpMsg>>),
+    rx: &Rx,
+    send: &dyn Fn(Vec<Outgoing<CggmpMsg>>),
+    deadline: Instant,
+) -> Result<E::Output, ProtocolError> {
+    send(out);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (from, msg) = rx.recv_timeout(left).map_err(|e| match e {
+            std_mpsc::RecvTimeoutError::Timeout => {
+                ProtocolError::Local("timed out waiting for other parties".into())
+            }
+            std_mpsc::RecvTimeoutError::Disconnected => {
+                ProtocolError::Local("session closed by the session manager".into())
+            }
+        })?;
+        match engine.handle(&from, msg)? {
+            Progress::Continue(e, out) => {
+                send(out);
+                engine = e;
+            }
+            Progress::Done(o, out) => {
+                send(out);
+                return Ok(o);
+            }
+        }
+    }
+}
