@@ -1,0 +1,290 @@
+//! The session manager's side of CGGMP24 sessions: starting them on worker threads
+//! ([`super::cggmp`]), forwarding their messages and recording their outcomes.
+
+use super::*;
+
+impl<S: SubmitResult> Node<S> {
+    /// CGGMP24 worker threads alive (one per running CGGMP24 session).
+    pub(super) fn cggmp_workers(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| match s {
+                Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(_)),
+                Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
+            })
+            .count()
+    }
+
+    pub(super) fn worker_env(&self) -> Result<cggmp::WorkerEnv, ProtocolError> {
+        if self.cggmp_workers() >= self.cfg.max_cggmp_workers {
+            return Err(ProtocolError::Local(format!(
+                "node overloaded: {} CGGMP24 sessions running",
+                self.cfg.max_cggmp_workers
+            )));
+        }
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| ProtocolError::Bug(format!("no tokio runtime: {e}")))?;
+        Ok(cggmp::WorkerEnv {
+            me: self.cfg.me.clone(),
+            p2p: self.p2p.clone(),
+            rt,
+            done: self.cggmp_done.clone(),
+            timeout: self.cfg.cggmp_session_timeout,
+        })
+    }
+
+    /// The aux info this node can offer for reuse by a keygen of `parties`: the configured
+    /// one (fixtures) if it is this committee's, else that of this committee's READY
+    /// cggmp24 key with the smallest key id (every share holds its aux info).
+    pub(super) async fn aux_candidate(&self, parties: &[NodeId]) -> Option<cggmp::AuxOffer> {
+        match self.find_aux(parties).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot read reusable aux info; offering none");
+                None
+            }
+        }
+    }
+
+    pub(super) async fn find_aux(
+        &self,
+        parties: &[NodeId],
+    ) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
+        use crate::protocol::cggmp::{AuxShare, CggmpKeyShare};
+        if let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) {
+            let fingerprint = AuxShare::from_bytes(&a.share)?.fingerprint()?;
+            return Ok(Some(cggmp::AuxOffer {
+                fingerprint,
+                share: a.share.clone(),
+            }));
+        }
+        let mut records = self
+            .store
+            .list()
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
+        records.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        for rec in records {
+            if rec.status != ShareStatus::Ready
+                || rec.scheme != Scheme::Cggmp24Secp256k1
+                || rec.parties != parties
+            {
+                continue;
+            }
+            let Some(share) = rec.share.as_ref() else {
+                continue;
+            };
+            let aux = CggmpKeyShare::from_bytes(untag_share(share, rec.scheme)?)?.aux_share()?;
+            return Ok(Some(cggmp::AuxOffer {
+                fingerprint: aux.fingerprint()?,
+                share: Arc::new(aux.to_bytes()?),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when every party offered
+    /// the same, else generated from a pool prime set) on a worker thread.
+    pub(super) async fn start_cggmp_keygen(
+        &mut self,
+        session: SessionId,
+        buffered: Vec<(NodeId, DkgInput)>,
+        reuse_aux: bool,
+    ) {
+        let env = match self.worker_env() {
+            Ok(env) => env,
+            Err(e) => return self.fail_keygen(session, e).await,
+        };
+        let primes = self.primes.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let offer = k.aux_offer.take();
+        let aux = match (reuse_aux, offer) {
+            (true, Some(o)) => cggmp::AuxPlan::Existing(o.share),
+            (true, None) => {
+                let e = ProtocolError::Local(
+                    "the coordinator asked to reuse aux info this node did not offer".into(),
+                );
+                return self.fail_keygen(session, e).await;
+            }
+            (false, _) => match primes.take() {
+                Some(p) => cggmp::AuxPlan::Generate(p),
+                None => {
+                    let e = ProtocolError::Local(
+                        "no safe-prime set ready yet for aux info (generating in the background)"
+                            .into(),
+                    );
+                    return self.fail_keygen(session, e).await;
+                }
+            },
+        };
+        let reuse = matches!(aux, cggmp::AuxPlan::Existing(_));
+        let task = match u16::try_from(k.threshold) {
+            Ok(threshold) => cggmp::Task::Keygen {
+                parties: k.parties.clone(),
+                threshold,
+                aux,
+            },
+            Err(_) => {
+                let e = ProtocolError::Local("threshold does not fit cggmp24".into());
+                return self.fail_keygen(session, e).await;
+            }
+        };
+        info!(key_id = %k.key_id, %session, aux_reused = reuse, "CGGMP24 keygen started on a worker thread");
+        match cggmp::spawn(session, task, env) {
+            Ok(worker) => {
+                for (from, msg) in buffered {
+                    match msg {
+                        DkgInput::Cggmp(m) => worker.forward(from, m),
+                        DkgInput::Frost(_) => {
+                            warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped")
+                        }
+                    }
+                }
+                k.phase = KeygenPhase::CggmpRunning(worker);
+            }
+            Err(e) => self.fail_keygen(session, e).await,
+        }
+    }
+
+    /// A CGGMP24 sign job: full interactive signing on a worker thread.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn start_cggmp_sign(
+        &mut self,
+        session: SessionId,
+        request_id: &RequestId,
+        key_id: &KeyId,
+        message: Vec<u8>,
+        prehashed: bool,
+        signers: &[NodeId],
+        received: Instant,
+    ) -> Result<(), ProtocolError> {
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(ProtocolError::Local(
+                "node overloaded: too many sessions".into(),
+            ));
+        }
+        let rec = self
+            .store
+            .get(key_id)
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
+            .ok_or_else(|| ProtocolError::Local(format!("no local share for key {key_id}")))?;
+        if rec.status != ShareStatus::Ready || rec.scheme != Scheme::Cggmp24Secp256k1 {
+            return Err(ProtocolError::Local(format!(
+                "local share of {key_id} is a {:?} {} share, not a READY cggmp24-secp256k1 one",
+                rec.status, rec.scheme
+            )));
+        }
+        let stored = rec
+            .share
+            .as_ref()
+            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
+        let share = zeroize::Zeroizing::new(untag_share(stored, rec.scheme)?.to_vec());
+        let data = if prehashed {
+            SignData::prehashed(&message)?
+        } else {
+            SignData::Message(message)
+        };
+        let task = cggmp::Task::Sign {
+            share,
+            signers: signers.to_vec(),
+            data,
+        };
+        let worker = cggmp::spawn(session, task, self.worker_env()?)?;
+        self.sessions.insert(
+            session,
+            Session::Sign(Box::new(SignSession {
+                request_id: request_id.clone(),
+                signers: signers.to_vec(),
+                state: Some(SignEngine::Cggmp(worker)),
+                started: received,
+            })),
+        );
+        Ok(())
+    }
+
+    /// A CGGMP24 message from an authenticated party of the session: to its worker, or
+    /// buffered until the keygen starts.
+    pub(super) fn on_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
+        match self.sessions.get_mut(&session) {
+            Some(Session::Keygen(k)) => match &mut k.phase {
+                KeygenPhase::CggmpRunning(w) => w.forward(from, msg),
+                KeygenPhase::AwaitPrepare { buffered }
+                | KeygenPhase::AwaitStart { buffered, .. } => {
+                    buffered.push((from, DkgInput::Cggmp(msg)))
+                }
+                KeygenPhase::Running(_) | KeygenPhase::Transition => {
+                    warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
+                }
+            },
+            Some(Session::Sign(s)) => match &s.state {
+                Some(SignEngine::Cggmp(w)) => w.forward(from, msg),
+                _ => warn!(%session, %from, "CGGMP24 message in a FROST signing dropped"),
+            },
+            None => {}
+        }
+    }
+
+    /// A CGGMP24 worker finished.
+    pub(super) async fn on_cggmp_finished(&mut self, f: cggmp::Finished) {
+        let session = f.session;
+        match (self.sessions.get(&session), f.output) {
+            (Some(Session::Keygen(_)), cggmp::Output::Keygen(Ok(out))) => {
+                match encode_tagged(Scheme::Cggmp24Secp256k1, &out.share) {
+                    Ok(share) => {
+                        self.store_keygen(
+                            session,
+                            out.public_key.to_vec(),
+                            out.transcript_hash,
+                            share,
+                        )
+                        .await
+                    }
+                    Err(e) => self.fail_keygen(session, e).await,
+                }
+            }
+            (Some(Session::Keygen(_)), cggmp::Output::Keygen(Err(e))) => {
+                self.fail_keygen(session, e).await
+            }
+            (Some(Session::Sign(s)), cggmp::Output::Sign(res)) => {
+                let request_id = s.request_id.clone();
+                let signers = s.signers.clone();
+                let started = s.started;
+                match res {
+                    Ok(sig) => {
+                        self.finish_session(session);
+                        // Every signer holds the signature; the first in order submits it.
+                        if signers.first() == Some(&self.cfg.me) {
+                            let us = started.elapsed().as_micros() as u64;
+                            self.metrics(|m| {
+                                m.signatures_ok += 1;
+                                push_bounded(&mut m.sign_latency_us, us, 10_000);
+                            });
+                            info!(%request_id, us, recovery_id = sig.recovery_id, "ECDSA signature verified");
+                            let mut bytes = sig.rs.to_vec();
+                            bytes.push(sig.recovery_id);
+                            self.submit.submit(TxMsg::SignResult {
+                                request_id,
+                                session,
+                                outcome: Outcome::Ok(bytes),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        for p in signers.iter().filter(|p| **p != self.cfg.me) {
+                            let abort = Payload::Abort(wire::SessionAbort {
+                                reason: e.to_string(),
+                            });
+                            self.send(&session, p, abort).await;
+                        }
+                        self.fail_sign(session, request_id, e)
+                    }
+                }
+            }
+            // The session ended meanwhile (timeout, abort, chain verdict) or a mismatch.
+            _ => debug!(%session, "CGGMP24 worker outcome for no live session ignored"),
+        }
+    }
+}

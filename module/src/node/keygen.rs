@@ -1,0 +1,370 @@
+//! Keygen sessions (seed 001): prepare / ready / start, then the DKG, at a party and at the
+//! coordinator.
+
+use super::*;
+
+impl<S: SubmitResult> Node<S> {
+    pub(super) fn keygen_mut(&mut self, session: &SessionId) -> Option<&mut KeygenSession> {
+        match self.sessions.get_mut(session) {
+            Some(Session::Keygen(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Phase 1 at a party: check the local store (seed 001 semantics) and answer.
+    pub(super) async fn on_prepare(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        p: wire::KeyGenPrepare,
+    ) {
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if from != k.coordinator {
+            warn!(%session, %from, "KeyGenPrepare from a non-coordinator dropped");
+            return;
+        }
+        let matches = p.key_id == k.key_id.as_str()
+            && p.scheme == k.scheme.as_str()
+            && p.threshold == k.threshold
+            && p.parties
+                .iter()
+                .map(String::as_str)
+                .eq(k.parties.iter().map(|n| n.as_str()));
+        let coordinator = k.coordinator.clone();
+        let cggmp_parties = (k.scheme == Scheme::Cggmp24Secp256k1).then(|| k.parties.clone());
+        let answer = if !matches {
+            ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into())
+        } else if !matches!(k.phase, KeygenPhase::AwaitPrepare { .. }) {
+            return; // duplicate prepare
+        } else {
+            let rec = KeyRecord {
+                key_id: k.key_id.clone(),
+                session,
+                scheme: k.scheme,
+                threshold: k.threshold,
+                parties: k.parties.clone(),
+                public_key: Vec::new(),
+                status: ShareStatus::Pending,
+                error: None,
+                generation: 1,
+                share: None,
+            };
+            match self.store.insert_if_absent(rec.clone()).await {
+                Ok(None) => ReadyAnswer::Fresh,
+                Ok(Some(existing)) => match existing.status {
+                    ShareStatus::Ready if existing.scheme != rec.scheme => {
+                        ReadyAnswer::Refused(format!(
+                            "{me}: key {} is READY here as a {} key, not {}",
+                            existing.key_id, existing.scheme, rec.scheme
+                        ))
+                    }
+                    ShareStatus::Ready => ReadyAnswer::Existing(existing.public_key.clone()),
+                    ShareStatus::Pending if existing.session == session => ReadyAnswer::Fresh,
+                    ShareStatus::Pending => ReadyAnswer::Refused(format!(
+                        "{me}: key {} is PENDING in another keygen session ({})",
+                        existing.key_id, existing.session
+                    )),
+                    // An earlier attempt failed: this attempt replaces it.
+                    ShareStatus::Error => match self.store.put(rec).await {
+                        Ok(()) => ReadyAnswer::Fresh,
+                        Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
+                    },
+                },
+                Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
+            }
+        };
+        // CGGMP24: offer this committee's aux info for reuse, if this node holds some.
+        let offer = match (&answer, cggmp_parties) {
+            (ReadyAnswer::Fresh, Some(parties)) => self.aux_candidate(&parties).await,
+            _ => None,
+        };
+        let aux_fingerprint = offer
+            .as_ref()
+            .map(|o| o.fingerprint.to_vec())
+            .unwrap_or_default();
+        if let Some(k) = self.keygen_mut(&session) {
+            k.aux_offer = offer;
+            if let KeygenPhase::AwaitPrepare { buffered } =
+                std::mem::replace(&mut k.phase, KeygenPhase::Transition)
+            {
+                k.phase = KeygenPhase::AwaitStart {
+                    existing: match &answer {
+                        ReadyAnswer::Existing(pk) => Some(pk.clone()),
+                        _ => None,
+                    },
+                    buffered,
+                };
+            }
+        }
+        let ready = match answer {
+            ReadyAnswer::Fresh => wire::KeyGenReady {
+                aux_fingerprint,
+                ..Default::default()
+            },
+            ReadyAnswer::Existing(pk) => wire::KeyGenReady {
+                existing_public_key: pk,
+                ..Default::default()
+            },
+            ReadyAnswer::Refused(error) => wire::KeyGenReady {
+                error,
+                ..Default::default()
+            },
+        };
+        self.send(&session, &coordinator, Payload::KeygenReady(ready))
+            .await;
+    }
+
+    /// Phase 2 at the coordinator: once every party answered, start or abort.
+    pub(super) async fn on_ready(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        r: wire::KeyGenReady,
+    ) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let parties = k.parties.clone();
+        if k.answers.is_some() && !k.aux_offered.contains_key(&from) {
+            k.aux_offered
+                .insert(from.clone(), r.aux_fingerprint.clone());
+        }
+        // CGGMP24 aux info is reused only if every party offered the same.
+        let fps: Vec<&Vec<u8>> = k.aux_offered.values().collect();
+        let reuse_aux = fps.len() == parties.len()
+            && fps.first().is_some_and(|f| !f.is_empty())
+            && fps.windows(2).all(|w| matches!(w, [a, b] if a == b));
+        let Some(answers) = k.answers.as_mut() else {
+            warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
+            return;
+        };
+        let a = if !r.error.is_empty() {
+            ReadyAnswer::Refused(r.error)
+        } else if !r.existing_public_key.is_empty() {
+            ReadyAnswer::Existing(r.existing_public_key)
+        } else {
+            ReadyAnswer::Fresh
+        };
+        answers.entry(from).or_insert(a);
+        if answers.len() < parties.len() {
+            return;
+        }
+        let answers = std::mem::take(answers);
+        let refused: Vec<String> = answers
+            .values()
+            .filter_map(|a| match a {
+                ReadyAnswer::Refused(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let existing: Vec<&Vec<u8>> = answers
+            .values()
+            .filter_map(|a| match a {
+                ReadyAnswer::Existing(pk) => Some(pk),
+                _ => None,
+            })
+            .collect();
+        let abort = if !refused.is_empty() {
+            Some(refused.join("; "))
+        } else if !existing.is_empty()
+            && (existing.len() != parties.len() || existing.windows(2).any(|w| w[0] != w[1]))
+        {
+            Some("parties disagree: some already hold a READY share of this key id".into())
+        } else {
+            None
+        };
+        let payload = match abort {
+            Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
+            None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux }),
+        };
+        for p in &parties {
+            self.send(&session, p, payload.clone()).await;
+        }
+    }
+
+    /// Phase 2 at a party: run the DKG (or report the existing key).
+    pub(super) async fn on_start(&mut self, session: SessionId, from: NodeId, reuse_aux: bool) {
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if from != k.coordinator {
+            warn!(%session, %from, "KeyGenStart from a non-coordinator dropped");
+            return;
+        }
+        let KeygenPhase::AwaitStart { existing, buffered } =
+            std::mem::replace(&mut k.phase, KeygenPhase::Transition)
+        else {
+            return;
+        };
+        if let Some(pk) = existing {
+            let key_id = k.key_id.clone();
+            let scheme = k.scheme;
+            info!(%key_id, "key is READY locally already: reporting the existing key");
+            self.finish_session(session);
+            self.submit.submit(TxMsg::KeyGenResult {
+                key_id,
+                session,
+                outcome: Outcome::Ok(KeyGenOk {
+                    transcript_hash: existing_transcript(scheme, &pk),
+                    public_key: pk,
+                }),
+            });
+            return;
+        }
+        if k.scheme == Scheme::Cggmp24Secp256k1 {
+            return self.start_cggmp_keygen(session, buffered, reuse_aux).await;
+        }
+        match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, &mut OsRng) {
+            Ok((dkg, out)) => {
+                k.phase = KeygenPhase::Running(dkg);
+                for o in out {
+                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
+                }
+                for (from, msg) in buffered {
+                    match msg {
+                        DkgInput::Frost(m) => self.on_dkg(session, from, m).await,
+                        DkgInput::Cggmp(_) => {
+                            warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
+                        }
+                    }
+                }
+            }
+            Err(e) => self.fail_keygen(session, e).await,
+        }
+    }
+
+    pub(super) async fn on_dkg(&mut self, session: SessionId, from: NodeId, msg: DkgMsg) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let dkg = match std::mem::replace(&mut k.phase, KeygenPhase::Transition) {
+            KeygenPhase::Running(dkg) => dkg,
+            KeygenPhase::AwaitPrepare { mut buffered } => {
+                buffered.push((from, DkgInput::Frost(msg)));
+                k.phase = KeygenPhase::AwaitPrepare { buffered };
+                return;
+            }
+            KeygenPhase::AwaitStart {
+                existing,
+                mut buffered,
+            } => {
+                buffered.push((from, DkgInput::Frost(msg)));
+                k.phase = KeygenPhase::AwaitStart { existing, buffered };
+                return;
+            }
+            phase @ KeygenPhase::CggmpRunning(_) => {
+                warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped");
+                k.phase = phase;
+                return;
+            }
+            KeygenPhase::Transition => return,
+        };
+        match dkg.handle(&from, msg) {
+            Ok(AnyDkgProgress::Continue(dkg, out)) => {
+                k.phase = KeygenPhase::Running(dkg);
+                for o in out {
+                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
+                }
+            }
+            Ok(AnyDkgProgress::Done(output, out)) => {
+                for o in out {
+                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
+                }
+                self.complete_keygen(session, output).await;
+            }
+            Err(e) => self.fail_keygen(session, e).await,
+        }
+    }
+
+    pub(super) async fn complete_keygen(&mut self, session: SessionId, output: AnyDkgOutput) {
+        let share = match encode_share(&output) {
+            Ok(s) => s,
+            Err(e) => return self.fail_keygen(session, e).await,
+        };
+        self.store_keygen(
+            session,
+            output.public_key().to_vec(),
+            output.transcript_hash(),
+            share,
+        )
+        .await
+    }
+
+    /// Stores the share READY (durably), then reports the key to the chain.
+    pub(super) async fn store_keygen(
+        &mut self,
+        session: SessionId,
+        public_key: Vec<u8>,
+        transcript_hash: [u8; 32],
+        share: SecretShare,
+    ) {
+        let Some(Session::Keygen(k)) = self.finish_session(session) else {
+            return;
+        };
+        let rec = KeyRecord {
+            key_id: k.key_id.clone(),
+            session,
+            scheme: k.scheme,
+            threshold: k.threshold,
+            parties: k.parties.clone(),
+            public_key: public_key.clone(),
+            status: ShareStatus::Ready,
+            error: None,
+            generation: 1,
+            share: Some(share),
+        };
+        // Durable before the chain hears of it: a READY acknowledged on chain survives a crash.
+        if let Err(e) = self.store.put(rec).await {
+            self.sessions.insert(session, Session::Keygen(k));
+            return self
+                .fail_keygen(session, ProtocolError::Local(format!("key store: {e}")))
+                .await;
+        }
+        let us = k.started.elapsed().as_micros() as u64;
+        self.metrics(|m| {
+            m.keygens_ok += 1;
+            push_bounded(&mut m.keygen_latency_us, us, 1000);
+        });
+        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&public_key), us, "keygen READY locally");
+        self.submit.submit(TxMsg::KeyGenResult {
+            key_id: k.key_id.clone(),
+            session,
+            outcome: Outcome::Ok(KeyGenOk {
+                public_key,
+                transcript_hash,
+            }),
+        });
+    }
+
+    pub(super) async fn fail_keygen(&mut self, session: SessionId, e: ProtocolError) {
+        let Some(Session::Keygen(k)) = self.finish_session(session) else {
+            return;
+        };
+        warn!(key_id = %k.key_id, %session, error = %e, "keygen failed");
+        self.metrics(|m| m.keygens_failed += 1);
+        if let Ok(Some(mut rec)) = self.store.get(&k.key_id).await {
+            // Only this session's PENDING record: a local failure never downgrades a READY
+            // share (only the chain's verdict, Job::KeyGenFailed, does).
+            if rec.session == session && rec.status == ShareStatus::Pending {
+                rec.status = ShareStatus::Error;
+                rec.error = Some(e.to_string());
+                rec.share = None;
+                if let Err(err) = self.store.put(rec).await {
+                    warn!(key_id = %k.key_id, error = %err, "cannot record keygen failure");
+                }
+            }
+        }
+        self.submit.submit(TxMsg::KeyGenResult {
+            key_id: k.key_id.clone(),
+            session,
+            outcome: Outcome::Failed {
+                error: e.to_string(),
+                culprits: e.culprits().to_vec(),
+            },
+        });
+    }
+}
