@@ -155,12 +155,36 @@ impl Net {
     /// Drives a key to READY with node reports over a real ed25519 key (standing in for the
     /// group key: the app only checks that signatures verify under it).
     fn ready_key(&mut self, id: &str, group: &SigningKey) {
-        let tx = self.keygen(id, 3);
+        self.ready_key_as(
+            id,
+            Scheme::FrostEd25519,
+            group.verifying_key().to_bytes().to_vec(),
+        );
+    }
+
+    /// Requests a 3-of-4 key of `scheme` and drives it to READY with every node reporting
+    /// `public_key` (a stand-in for the group key: the chain checks only its form and that
+    /// signatures verify under it).
+    fn ready_key_as(&mut self, id: &str, scheme: Scheme, public_key: Vec<u8>) {
+        let c = self.client.clone();
+        let tx = self.tx(
+            &c,
+            TxMsg::KeyGen {
+                key_id: KeyId::new(id).unwrap(),
+                scheme,
+                threshold: 3,
+                parties: vec![],
+            },
+        );
         let (res, jobs) = self.block(vec![tx]);
         assert_eq!(res[0].code, 0, "{}", res[0].log);
-        let Job::KeyGen { session, .. } = jobs[0].clone() else {
-            panic!()
+        let Job::KeyGen {
+            session, scheme: s, ..
+        } = jobs[0].clone()
+        else {
+            panic!("{jobs:?}")
         };
+        assert_eq!(s, scheme);
         let reports: Vec<Vec<u8>> = (0..4)
             .map(|i| {
                 let k = self.nodes[i].clone();
@@ -170,7 +194,7 @@ impl Net {
                         key_id: KeyId::new(id).unwrap(),
                         session,
                         outcome: Outcome::Ok(KeyGenOk {
-                            public_key: group.verifying_key().to_bytes().to_vec(),
+                            public_key: public_key.clone(),
                             transcript_hash: [1; 32],
                         }),
                     },
@@ -578,42 +602,7 @@ fn app_can_verify_bip340_sign_results_against_the_x_only_key() {
     let group = secp256k1::Keypair::from_seckey_byte_array(secp256k1::SECP256K1, [42; 32]).unwrap();
     let x_only = group.x_only_public_key().0.serialize();
     let c = net.client.clone();
-    let tx = net.tx(
-        &c,
-        TxMsg::KeyGen {
-            key_id: KeyId::new("tr").unwrap(),
-            scheme: Scheme::FrostSecp256k1Tr,
-            threshold: 3,
-            parties: vec![],
-        },
-    );
-    let (res, jobs) = net.block(vec![tx]);
-    assert_eq!(res[0].code, 0, "{}", res[0].log);
-    let Job::KeyGen {
-        session, scheme, ..
-    } = jobs[0].clone()
-    else {
-        panic!("{jobs:?}")
-    };
-    assert_eq!(scheme, Scheme::FrostSecp256k1Tr);
-    let reports: Vec<Vec<u8>> = (0..4)
-        .map(|i| {
-            let k = net.nodes[i].clone();
-            net.tx(
-                &k,
-                TxMsg::KeyGenResult {
-                    key_id: KeyId::new("tr").unwrap(),
-                    session,
-                    outcome: Outcome::Ok(KeyGenOk {
-                        public_key: x_only.to_vec(),
-                        transcript_hash: [1; 32],
-                    }),
-                },
-            )
-        })
-        .collect();
-    let (res, _) = net.block(reports);
-    assert!(res.iter().all(|r| r.code == 0));
+    net.ready_key_as("tr", Scheme::FrostSecp256k1Tr, x_only.to_vec());
     let (_, k) = net.query("/key/tr");
     assert_eq!(k["status"], "READY", "{k}");
     assert_eq!(k["scheme"], "frost-secp256k1-tr");
@@ -800,34 +789,7 @@ fn app_can_verify_ecdsa_sign_results_with_recovery_id_and_refuse_bad_ones() {
         "{}",
         r.log
     );
-    let tx = net.tx(&c, keygen(3));
-    let (res, jobs) = net.block(vec![tx]);
-    assert_eq!(res[0].code, 0, "{}", res[0].log);
-    let Job::KeyGen {
-        session, scheme, ..
-    } = jobs[0].clone()
-    else {
-        panic!("{jobs:?}")
-    };
-    assert_eq!(scheme, Scheme::Cggmp24Secp256k1);
-    let reports: Vec<Vec<u8>> = (0..4)
-        .map(|i| {
-            let k = net.nodes[i].clone();
-            net.tx(
-                &k,
-                TxMsg::KeyGenResult {
-                    key_id: KeyId::new("ec").unwrap(),
-                    session,
-                    outcome: Outcome::Ok(KeyGenOk {
-                        public_key: pk.to_vec(),
-                        transcript_hash: [1; 32],
-                    }),
-                },
-            )
-        })
-        .collect();
-    let (res, _) = net.block(reports);
-    assert!(res.iter().all(|r| r.code == 0));
+    net.ready_key_as("ec", Scheme::Cggmp24Secp256k1, pk.to_vec());
     let (_, k) = net.query("/key/ec");
     assert_eq!(k["status"], "READY", "{k}");
     assert_eq!(k["public_key"], hex::encode(pk));
