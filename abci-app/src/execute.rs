@@ -6,9 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use seqmpc_module::job::Job;
 use seqmpc_proto::tx::{Outcome, SignedTx, TxMsg};
+use seqmpc_proto::verify::VerifyError;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
 use crate::genesis::Role;
@@ -458,41 +458,21 @@ pub fn verify_signature(
         .as_deref()
         .ok_or_else(|| TxError::Invalid(format!("key {} has no public key", key.key_id)))?;
     match key.scheme {
-        Scheme::FrostEd25519 => {
-            let pk = crate::state::parse_pubkey(pk_hex).map_err(TxError::Invalid)?;
-            let vk = VerifyingKey::from_bytes(&pk).map_err(|e| TxError::Invalid(e.to_string()))?;
-            let sig = Signature::from_slice(sig).map_err(|_| {
-                TxError::Invalid(format!("signature must be 64 bytes, got {}", sig.len()))
-            })?;
-            vk.verify_strict(message, &sig).map_err(|_| {
-                TxError::Invalid(format!(
+        // Ed25519 (RFC 8032 strict) or BIP340 against the x-only key: the same independent
+        // verifiers the nodes use before a signature leaves them.
+        Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
+            let pk = hex::decode(pk_hex).map_err(|e| TxError::Invalid(e.to_string()))?;
+            let verify = match key.scheme {
+                Scheme::FrostEd25519 => seqmpc_proto::verify::ed25519,
+                _ => seqmpc_proto::verify::bip340,
+            };
+            verify(&pk, message, sig).map_err(|e| match e {
+                VerifyError::Invalid => TxError::Invalid(format!(
                     "signature does not verify under key {}",
                     key.key_id
-                ))
+                )),
+                other => TxError::Invalid(format!("key {}: {other}", key.key_id)),
             })
-        }
-        // BIP340 Schnorr (libsecp256k1) against the 32-byte x-only key; the message is signed
-        // as given (BIP340 takes messages of any length).
-        Scheme::FrostSecp256k1Tr => {
-            let pk = hex::decode(pk_hex)
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                .and_then(|b| secp256k1::XOnlyPublicKey::from_byte_array(b).ok())
-                .ok_or_else(|| {
-                    TxError::Invalid(format!("key {} has no valid x-only public key", key.key_id))
-                })?;
-            let sig = <[u8; 64]>::try_from(sig).map_err(|_| {
-                TxError::Invalid(format!("signature must be 64 bytes, got {}", sig.len()))
-            })?;
-            let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
-            secp256k1::SECP256K1
-                .verify_schnorr(&sig, message, &pk)
-                .map_err(|_| {
-                    TxError::Invalid(format!(
-                        "signature does not verify under key {}",
-                        key.key_id
-                    ))
-                })
         }
         // ECDSA (libsecp256k1) over SHA-256(message), or over the message when prehashed.
         Scheme::Cggmp24Secp256k1 => {

@@ -59,14 +59,7 @@ impl FrostScheme for Ed25519Sha512 {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), ProtocolError> {
-        let pk: [u8; 32] = public_key
-            .try_into()
-            .map_err(|_| ProtocolError::Bug("public key is not 32 bytes".into()))?;
-        let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk)
-            .map_err(|e| ProtocolError::Bug(format!("public key: {e}")))?;
-        let sig = ed25519_dalek::Signature::from_slice(signature)
-            .map_err(|e| ProtocolError::Bug(format!("signature: {e}")))?;
-        vk.verify_strict(message, &sig)
+        seqmpc_proto::verify::ed25519(public_key, message, signature)
             .map_err(|e| ProtocolError::Bug(format!("aggregated signature does not verify: {e}")))
     }
 }
@@ -98,17 +91,7 @@ impl FrostScheme for Secp256K1Sha256TR {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), ProtocolError> {
-        let pk: [u8; 32] = public_key
-            .try_into()
-            .map_err(|_| ProtocolError::Bug("x-only public key is not 32 bytes".into()))?;
-        let pk = secp256k1::XOnlyPublicKey::from_byte_array(pk)
-            .map_err(|e| ProtocolError::Bug(format!("public key: {e}")))?;
-        let sig: [u8; 64] = signature
-            .try_into()
-            .map_err(|_| ProtocolError::Bug("signature is not 64 bytes".into()))?;
-        let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
-        secp256k1::SECP256K1
-            .verify_schnorr(&sig, message, &pk)
+        seqmpc_proto::verify::bip340(public_key, message, signature)
             .map_err(|e| ProtocolError::Bug(format!("aggregated signature does not verify: {e}")))
     }
 }

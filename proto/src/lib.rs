@@ -7,6 +7,7 @@
 
 pub mod ids;
 pub mod tx;
+pub mod verify;
 pub mod wire;
 
 pub use ids::{KeyId, NodeId, RequestId, Scheme, SessionId};
