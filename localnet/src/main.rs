@@ -59,6 +59,10 @@ enum Cmd {
         /// instead of generating them. TEST ONLY: the file's secrets are public.
         #[arg(long, env = "SEQMPC_CGGMP_FIXTURES")]
         cggmp_fixtures: Option<PathBuf>,
+        /// CGGMP24 presignatures each node keeps per key and signer subset: passed to every
+        /// mpcd as `--cggmp-presign-pool` (default: mpcd's).
+        #[arg(long)]
+        cggmp_presign_pool: Option<usize>,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -130,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_block_txs,
             start_timeout,
             cggmp_fixtures,
+            cggmp_presign_pool,
         } => {
             let stop = install_signal_handler()?;
             network::start(
@@ -144,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_block_txs,
                     start_timeout: Duration::from_secs(start_timeout),
                     cggmp_fixtures,
+                    cggmp_presign_pool,
                 },
                 &stop,
             )

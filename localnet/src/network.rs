@@ -52,6 +52,8 @@ pub struct StartOptions {
     pub start_timeout: Duration,
     /// CGGMP24 fixture file passed to every mpcd as `--cggmp-primes` (tests only).
     pub cggmp_fixtures: Option<PathBuf>,
+    /// `--cggmp-presign-pool` for every mpcd (None: mpcd's default).
+    pub cggmp_presign_pool: Option<usize>,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -166,6 +168,10 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         if let Some(f) = &opts.cggmp_fixtures {
             cmd.push("--cggmp-primes".into());
             cmd.push(f.to_string_lossy().into_owned());
+        }
+        if let Some(n) = opts.cggmp_presign_pool {
+            cmd.push("--cggmp-presign-pool".into());
+            cmd.push(n.to_string());
         }
         match NodeProcess::spawn(&format!("node{i}"), cmd, &layout.node_log(i)) {
             Ok(np) => nodes.push(np),

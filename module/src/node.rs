@@ -12,7 +12,10 @@
 pub mod cggmp;
 mod cggmp_sessions;
 mod keygen;
+mod presign;
 mod sign;
+
+pub use presign::PresignPoolLevel;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -30,9 +33,10 @@ use tracing::{debug, info, warn};
 use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
-use crate::protocol::cggmp::{CggmpMsg, SignData};
+use crate::protocol::cggmp::{CggmpMsg, Progress, SignData};
 use crate::protocol::frost_dkg::{AnyDkg, AnyDkgOutput, AnyDkgProgress, DkgMsg};
 use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
+use crate::protocol::Outgoing;
 use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
 
 /// Tuning of the session manager.
@@ -57,6 +61,11 @@ pub struct NodeConfig {
     /// only once a CGGMP24 keygen asks for one (false: that keygen fails, a retry after the
     /// set is ready succeeds). Prime generation keeps a core busy for 28-300 s.
     pub cggmp_primes_at_start: bool,
+    /// CGGMP24 presignatures kept ready per key and signer subset (0: no pool; every
+    /// signature runs the full protocol). Generated in the background, held in memory only.
+    pub presign_pool: usize,
+    /// Keys with more signer subsets than this (C(n, t)) get no presignature pool.
+    pub presign_max_subsets: usize,
 }
 
 impl NodeConfig {
@@ -71,6 +80,8 @@ impl NodeConfig {
             max_cggmp_workers: 16,
             cggmp: cggmp::CggmpConfig::default(),
             cggmp_primes_at_start: true,
+            presign_pool: 2,
+            presign_max_subsets: 16,
         }
     }
 }
@@ -96,6 +107,16 @@ pub struct Metrics {
     pub messages_dropped: u64,
     /// CGGMP24 safe-prime sets ready for a keygen (0 or 1).
     pub cggmp_primes_ready: usize,
+    /// CGGMP24 signatures made from a presignature (this node was the aggregator).
+    pub signatures_presigned: u64,
+    /// Sign latencies of those, microseconds, committed job → signature verified (last 10000).
+    pub presigned_sign_latency_us: VecDeque<u64>,
+    /// CGGMP24 presignatures ready here, all keys.
+    pub cggmp_presignatures_ready: usize,
+    /// Target per key and signer subset.
+    pub cggmp_presign_pool_target: usize,
+    /// Level of each pool.
+    pub cggmp_presign_pools: Vec<PresignPoolLevel>,
 }
 
 fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
@@ -181,11 +202,15 @@ enum SignEngine {
     Frost(AnySigning),
     /// CGGMP24 full signing on a worker thread.
     Cggmp(cggmp::Worker),
+    /// CGGMP24 signing of a full message: the plan, then the online step or the full protocol.
+    Plan(presign::PlanState),
 }
 
 struct SignSession {
     request_id: RequestId,
     signers: Vec<NodeId>,
+    /// CGGMP24: the key and its generation.
+    cggmp_key: Option<(KeyId, SessionId)>,
     state: Option<SignEngine>,
     started: Instant,
 }
@@ -193,6 +218,7 @@ struct SignSession {
 enum Session {
     Keygen(Box<KeygenSession>),
     Sign(Box<SignSession>),
+    Presign(Box<presign::PresignSession>),
 }
 
 impl Session {
@@ -200,18 +226,21 @@ impl Session {
         match self {
             Session::Keygen(k) => k.started,
             Session::Sign(s) => s.started,
+            Session::Presign(p) => p.started,
         }
     }
     fn is_cggmp(&self) -> bool {
         match self {
             Session::Keygen(k) => k.scheme == Scheme::Cggmp24Secp256k1,
-            Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
+            Session::Sign(s) => s.cggmp_key.is_some(),
+            Session::Presign(_) => true,
         }
     }
     fn is_party(&self, n: &NodeId) -> bool {
         match self {
             Session::Keygen(k) => k.parties.contains(n),
             Session::Sign(s) => s.signers.contains(n),
+            Session::Presign(p) => p.signers.contains(n),
         }
     }
 }
@@ -229,6 +258,11 @@ pub struct Node<S: SubmitResult> {
     finished: BTreeMap<SessionId, Instant>,
     keys: BTreeMap<KeyId, AnyKeyMaterial>,
     primes: cggmp::PrimePool,
+    /// READY cggmp24 keys held here (what the presignature pools are filled for).
+    cggmp_keys: BTreeMap<KeyId, presign::CggmpKeyInfo>,
+    presigs: presign::PresignPool,
+    /// The pool levels changed since the metrics last showed them.
+    pool_changed: bool,
     cggmp_done: mpsc::Sender<cggmp::Finished>,
     cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
 }
@@ -361,6 +395,9 @@ impl<S: SubmitResult> Node<S> {
             early_count: 0,
             finished: BTreeMap::new(),
             keys: BTreeMap::new(),
+            cggmp_keys: BTreeMap::new(),
+            presigs: presign::PresignPool::default(),
+            pool_changed: true,
         }
     }
 
@@ -370,6 +407,7 @@ impl<S: SubmitResult> Node<S> {
         match self.store.list().await {
             Ok(records) => {
                 for mut r in records {
+                    self.track_cggmp_key(&r);
                     if r.status == ShareStatus::Pending {
                         r.status = ShareStatus::Error;
                         r.error = Some("interrupted: the node restarted during keygen".into());
@@ -415,6 +453,7 @@ impl<S: SubmitResult> Node<S> {
                 },
                 _ = tick.tick() => self.on_tick().await,
             }
+            self.publish_pool_levels();
             let primes = self.primes.level();
             if let Ok(mut m) = self.metrics.lock() {
                 m.sessions_active = self.sessions.len();
@@ -552,6 +591,7 @@ impl<S: SubmitResult> Node<S> {
                     return;
                 }
                 self.keys.remove(&key_id);
+                self.untrack_cggmp_key(&key_id);
                 match self.store.delete(&key_id).await {
                     Ok(existed) => {
                         info!(%key_id, existed, "key share deleted");
@@ -567,6 +607,9 @@ impl<S: SubmitResult> Node<S> {
             } => {
                 self.sessions.remove(&session);
                 self.keys.remove(&key_id);
+                if self.cggmp_keys.get(&key_id).map(|k| k.generation) == Some(session) {
+                    self.untrack_cggmp_key(&key_id);
+                }
                 if let Ok(Some(mut rec)) = self.store.get(&key_id).await {
                     if rec.session == session && rec.status != ShareStatus::Error {
                         rec.status = ShareStatus::Error;
@@ -651,6 +694,10 @@ impl<S: SubmitResult> Node<S> {
             return;
         }
         if !self.sessions.contains_key(&session) {
+            // A presignature session starts from a p2p message, not from a committed job.
+            if let Payload::PresignStart(p) = payload {
+                return self.on_presign_start(session, m.from, p).await;
+            }
             // The sender's Commit may run ahead of ours: keep it until our job arrives.
             if self.early_count >= self.cfg.max_early_messages {
                 warn!(from = %m.from, "early-message buffer full; message dropped");
@@ -688,15 +735,21 @@ impl<S: SubmitResult> Node<S> {
             }
             Payload::SignRound2(r) => self.on_sign(session, from, SignMsg::Share(r.share)).await,
             Payload::Cggmp(c) => match CggmpMsg::from_bytes(&c.msg) {
-                Ok(msg) => self.on_cggmp(session, from, msg),
+                Ok(msg) => self.on_cggmp(session, from, msg).await,
                 Err(e) => {
                     warn!(%session, %from, error = %e, "malformed CGGMP24 message dropped");
                     self.metrics(|x| x.messages_dropped += 1);
                 }
             },
+            Payload::SignPlan(p) => self.on_sign_plan(session, from, p).await,
+            Payload::PresignStart(_) => {
+                warn!(%session, %from, "PresignStart for a session in use dropped");
+                self.metrics(|x| x.messages_dropped += 1);
+            }
             Payload::Abort(a) => {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {
+                    Some(Session::Presign(_)) => self.abort_presign(session, reason).await,
                     Some(Session::Keygen(_)) => {
                         self.fail_keygen(session, ProtocolError::Local(reason))
                             .await
@@ -744,9 +797,11 @@ impl<S: SubmitResult> Node<S> {
                     let rid = s.request_id.clone();
                     self.fail_sign(id, rid, e)
                 }
+                Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,
                 None => {}
             }
         }
+        self.fill_presign_pools().await;
         // Forget finished sessions and stale early messages after a while.
         let keep = Duration::from_secs(600);
         self.finished.retain(|_, t| now.duration_since(*t) < keep);

@@ -160,7 +160,7 @@ pub struct P2pEnvelope {
     /// Payload.
     #[prost(
         oneof = "p2p_envelope::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
     )]
     pub payload: Option<p2p_envelope::Payload>,
 }
@@ -197,6 +197,12 @@ pub mod p2p_envelope {
         /// A CGGMP24 protocol message (keygen, aux info or signing).
         #[prost(message, tag = "18")]
         Cggmp(super::CggmpPayload),
+        /// CGGMP24 signing: which presignature the signers use, or the full protocol.
+        #[prost(message, tag = "19")]
+        SignPlan(super::SignPlan),
+        /// CGGMP24: the leader of a signer subset starts generating a presignature.
+        #[prost(message, tag = "20")]
+        PresignStart(super::PresignStart),
     }
 }
 
@@ -277,6 +283,31 @@ pub struct SessionAbort {
     /// Reason.
     #[prost(string, tag = "1")]
     pub reason: String,
+}
+
+/// CGGMP24 signing plan. From the aggregator (the first signer): sign with the presignature
+/// `presignature_id` (the session id that generated it), or run the full protocol when empty.
+/// From another signer: it does not hold that presignature; every signer runs the full protocol.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignPlan {
+    /// 32-byte presignature id, or empty.
+    #[prost(bytes = "vec", tag = "1")]
+    pub presignature_id: Vec<u8>,
+}
+
+/// The leader of a signer subset (its first node) asks the other signers to generate one
+/// presignature of a key with it; the envelope's session id becomes the presignature's id.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PresignStart {
+    /// Key id.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    /// The signers, sorted; exactly the key's threshold.
+    #[prost(string, repeated, tag = "2")]
+    pub signers: Vec<String>,
+    /// The key generation the presignature belongs to (its keygen session id, 32 bytes).
+    #[prost(bytes = "vec", tag = "3")]
+    pub generation: Vec<u8>,
 }
 
 /// A CGGMP24 protocol message.

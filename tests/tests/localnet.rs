@@ -465,7 +465,12 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         3,
         100,
         17000,
-        &["--cggmp-fixtures".as_ref(), fixtures.as_os_str()],
+        &[
+            "--cggmp-fixtures".as_ref(),
+            fixtures.as_os_str(),
+            "--cggmp-presign-pool".as_ref(),
+            "1".as_ref(),
+        ],
     )
     .unwrap();
 
@@ -537,7 +542,69 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         &s["recovery_id"],
     );
 
-    // Not prehashed: SHA-256 of the message.
+    // Not prehashed, from a presignature: once every node holds one presignature for each
+    // of its 3 signer subsets (generated in the background after keygen), the request's
+    // aggregator takes one and the signers run the online step only.
+    let presigned = |i: usize| {
+        net.node_get(i, "/metrics").unwrap()["signatures_presigned"]
+            .as_u64()
+            .unwrap()
+    };
+    let pools_full = || {
+        wait_for(Duration::from_secs(180), || {
+            (0..4)
+                .all(|i| {
+                    let st = net.node_get(i, "/status").unwrap();
+                    let pools = st["cggmp_presign_pools"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    pools
+                        .iter()
+                        .filter(|p| p["key_id"] == "ec" && p["ready"].as_u64() >= Some(1))
+                        .count()
+                        == 3
+                })
+                .then_some(())
+        })
+    };
+    let t = std::time::Instant::now();
+    assert!(pools_full().is_some(), "presignature pools did not fill");
+    eprintln!(
+        "timing: cggmp24 presignature pools (1 per subset) filled in {:?}",
+        t.elapsed()
+    );
+    let before: u64 = (0..4).map(presigned).sum();
+    let msg = b"cggmp24 from a presignature";
+    let t = std::time::Instant::now();
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            "ec",
+            "--message",
+            &hex::encode(msg),
+            "--wait",
+        ])
+        .unwrap();
+    eprintln!(
+        "timing: cggmp24 presigned signing (message) on the localnet: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s["status"], "DONE", "{s}");
+    verify_ecdsa(
+        &pk,
+        sha2::Sha256::digest(msg).into(),
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    );
+    assert_eq!(
+        (0..4).map(presigned).sum::<u64>(),
+        before + 1,
+        "the signature must come from a presignature"
+    );
+
+    // Not prehashed: SHA-256 of the message (full protocol when no presignature is ready).
     let msg = b"cggmp24 over the localnet";
     let t = std::time::Instant::now();
     let s = net
@@ -560,6 +627,89 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         sha2::Sha256::digest(msg).into(),
         s["signature"].as_str().unwrap(),
         &s["recovery_id"],
+    );
+
+    // Crash and restart: presignatures live in memory only, so a restarted node2 holds none
+    // of its old ones. A request signed with node2 then falls back to the full protocol
+    // (node2 answers the aggregator's plan with "not held"), and no presignature is used.
+    // node2 comes back with no pool, so it cannot be handed fresh ones either.
+    assert!(pools_full().is_some(), "presignature pools did not refill");
+    let node2 = &net.info["nodes"][2];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node2["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let h_before = net.rpc.height().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut argv: Vec<String> = node2["cmd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let pool_arg = argv
+        .iter()
+        .position(|a| a == "--cggmp-presign-pool")
+        .unwrap();
+    argv[pool_arg + 1] = "0".into();
+    let node2_log = node2["log"].as_str().unwrap().to_owned();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&node2_log)
+        .unwrap();
+    let mut restarted = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), || {
+        let st = net.node_get(2, "/status").ok()?;
+        (st["chain_height"].as_u64()? > h_before + 3).then_some(())
+    })
+    .expect("node2 did not catch up after restart");
+    let before: u64 = [0, 1, 3].into_iter().map(presigned).sum();
+    let mut with_node2 = false;
+    for i in 0..8 {
+        let msg = format!("after node2 restarted {i}");
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "ec",
+                "--message",
+                &hex::encode(&msg),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify_ecdsa(
+            &pk,
+            sha2::Sha256::digest(msg.as_bytes()).into(),
+            s["signature"].as_str().unwrap(),
+            &s["recovery_id"],
+        );
+        if s["signers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "node2")
+        {
+            with_node2 = true;
+            break;
+        }
+    }
+    assert!(with_node2, "node2 was never chosen as a signer");
+    let node2_text = std::fs::read_to_string(&node2_log).unwrap();
+    assert!(
+        node2_text.contains("named presignature not held here"),
+        "node2 did not report the lost presignature"
+    );
+    assert_eq!(
+        [0, 1, 3].into_iter().map(presigned).sum::<u64>(),
+        before,
+        "a signature with the restarted node2 used a presignature"
     );
 
     // Another committee (node0..node2, no fixture aux info): aux info is generated from the
@@ -625,4 +775,10 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         );
     }
     net.stop().unwrap();
+    // The restarted node2 is not localnet's child: stop it ourselves.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(restarted.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = restarted.wait();
 }

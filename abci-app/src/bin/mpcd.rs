@@ -69,6 +69,12 @@ enum Cmd {
         /// and a retry once the set is ready succeeds).
         #[arg(long, env = "SEQMPC_CGGMP_PRIMES_AT_START", default_value_t = true, action = clap::ArgAction::Set)]
         cggmp_primes_at_start: bool,
+        /// CGGMP24 presignatures kept ready per key and signer subset, generated in the
+        /// background and held in memory only (a restart empties the pool). A sign request of
+        /// a full message uses one when every signer holds it (an online step of
+        /// milliseconds), else runs the full protocol (seconds). 0 disables the pool.
+        #[arg(long, env = "SEQMPC_CGGMP_PRESIGN_POOL", default_value_t = 2)]
+        cggmp_presign_pool: usize,
     },
 }
 
@@ -98,6 +104,8 @@ struct CggmpOptions<'a> {
     primes: Option<&'a Path>,
     /// `--cggmp-primes-at-start`.
     primes_at_start: bool,
+    /// `--cggmp-presign-pool`.
+    presign_pool: usize,
 }
 
 fn start(
@@ -112,6 +120,7 @@ fn start(
     let CggmpOptions {
         primes: cggmp_primes,
         primes_at_start: cggmp_primes_at_start,
+        presign_pool,
     } = cggmp_opts;
     let genesis_bytes = std::fs::read(genesis_path)
         .with_context(|| format!("cannot read genesis {}", genesis_path.display()))?;
@@ -206,6 +215,7 @@ fn start(
         let mut cfg = NodeConfig::new(me);
         cfg.cggmp = cggmp;
         cfg.cggmp_primes_at_start = cggmp_primes_at_start;
+        cfg.presign_pool = presign_pool;
         let mut node = Node::new(cfg, store, p2p, submitter, metrics);
         node.recover().await;
         for job in catch_up {
@@ -245,6 +255,7 @@ fn main() {
             rpc,
             cggmp_primes,
             cggmp_primes_at_start,
+            cggmp_presign_pool,
         } => start(
             &home,
             &genesis,
@@ -255,6 +266,7 @@ fn main() {
             CggmpOptions {
                 primes: cggmp_primes.as_deref(),
                 primes_at_start: cggmp_primes_at_start,
+                presign_pool: cggmp_presign_pool,
             },
         ),
     };

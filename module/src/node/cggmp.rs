@@ -36,8 +36,8 @@ use zeroize::Zeroizing;
 use crate::error::ProtocolError;
 use crate::p2p::P2pHandle;
 use crate::protocol::cggmp::{
-    AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen, Primes, Progress,
-    SignData, Signing,
+    AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen, Presigning,
+    Primes, Progress, SignData, Signing, SingleUsePresignature,
 };
 use crate::protocol::Outgoing;
 
@@ -247,6 +247,12 @@ pub(crate) enum Task {
         signers: Vec<NodeId>,
         data: SignData,
     },
+    /// One presignature with exactly these signers.
+    Presign {
+        /// [`CggmpKeyShare::to_bytes`].
+        share: Zeroizing<Vec<u8>>,
+        signers: Vec<NodeId>,
+    },
 }
 
 /// A finished keygen: the public key, the transcript hash reported to the chain, the share.
@@ -260,6 +266,7 @@ pub(crate) struct KeygenOutput {
 pub(crate) enum Output {
     Keygen(Result<KeygenOutput, ProtocolError>),
     Sign(Result<EcdsaSignature, ProtocolError>),
+    Presign(Result<Box<SingleUsePresignature>, ProtocolError>),
 }
 
 /// A worker's report to the session manager.
@@ -347,6 +354,9 @@ pub(crate) fn spawn(
                 } => Output::Sign(run_sign(
                     session, &share, &signers, data, &rx, &send, deadline,
                 )),
+                Task::Presign { share, signers } => {
+                    Output::Presign(run_presign(session, &share, &signers, &rx, &send, deadline))
+                }
             };
             // The session manager may be gone (shutdown): nothing left to do then.
             let _ = env.done.blocking_send(Finished { session, output });
@@ -394,6 +404,19 @@ fn run_sign(
     let key = Arc::new(CggmpKeyShare::from_bytes(share)?);
     let start = Signing::start(session, key, signers, data, &mut OsRng)?;
     drive(start, rx, send, deadline)
+}
+
+fn run_presign(
+    session: SessionId,
+    share: &[u8],
+    signers: &[NodeId],
+    rx: &Rx,
+    send: &dyn Fn(Vec<Outgoing<CggmpMsg>>),
+    deadline: Instant,
+) -> Result<Box<SingleUsePresignature>, ProtocolError> {
+    let key = Arc::new(CggmpKeyShare::from_bytes(share)?);
+    let start = Presigning::start(session, key, signers, &mut OsRng)?;
+    drive(start, rx, send, deadline).map(Box::new)
 }
 
 /// Runs an engine to its end: start messages out, then one forwarded message at a time.

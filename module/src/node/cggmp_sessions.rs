@@ -2,6 +2,7 @@
 //! ([`super::cggmp`]), forwarding their messages and recording their outcomes.
 
 use super::*;
+use crate::protocol::cggmp::{EcdsaSignature, Phase};
 
 impl<S: SubmitResult> Node<S> {
     /// CGGMP24 worker threads alive (one per running CGGMP24 session).
@@ -11,6 +12,7 @@ impl<S: SubmitResult> Node<S> {
             .filter(|s| match s {
                 Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(_)),
                 Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
+                Session::Presign(_) => true,
             })
             .count()
     }
@@ -148,7 +150,9 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
-    /// A CGGMP24 sign job: full interactive signing on a worker thread.
+    /// A CGGMP24 sign job. A prehashed digest: full interactive signing on a worker thread,
+    /// at every signer at once. A full message: the plan ([`presign`]) decides between a
+    /// presignature and the full protocol.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_cggmp_sign(
         &mut self,
@@ -165,32 +169,22 @@ impl<S: SubmitResult> Node<S> {
                 "node overloaded: too many sessions".into(),
             ));
         }
-        let rec = self
-            .store
-            .get(key_id)
-            .await
-            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
-            .ok_or_else(|| ProtocolError::Local(format!("no local share for key {key_id}")))?;
-        if rec.status != ShareStatus::Ready || rec.scheme != Scheme::Cggmp24Secp256k1 {
-            return Err(ProtocolError::Local(format!(
-                "local share of {key_id} is a {:?} {} share, not a READY cggmp24-secp256k1 one",
-                rec.status, rec.scheme
-            )));
+        let (share, generation) = self.cggmp_share(key_id).await?;
+        if !prehashed {
+            let input = presign::CggmpSignInput {
+                key_id: key_id.clone(),
+                generation,
+                share,
+                message,
+            };
+            self.start_planned_sign(session, request_id, input, signers, received)
+                .await;
+            return Ok(());
         }
-        let stored = rec
-            .share
-            .as_ref()
-            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
-        let share = zeroize::Zeroizing::new(untag_share(stored, rec.scheme)?.to_vec());
-        let data = if prehashed {
-            SignData::prehashed(&message)?
-        } else {
-            SignData::Message(message)
-        };
         let task = cggmp::Task::Sign {
             share,
             signers: signers.to_vec(),
-            data,
+            data: SignData::prehashed(&message)?,
         };
         let worker = cggmp::spawn(session, task, self.worker_env()?)?;
         self.sessions.insert(
@@ -198,6 +192,7 @@ impl<S: SubmitResult> Node<S> {
             Session::Sign(Box::new(SignSession {
                 request_id: request_id.clone(),
                 signers: signers.to_vec(),
+                cggmp_key: Some((key_id.clone(), generation)),
                 state: Some(SignEngine::Cggmp(worker)),
                 started: received,
             })),
@@ -207,7 +202,7 @@ impl<S: SubmitResult> Node<S> {
 
     /// A CGGMP24 message from an authenticated party of the session: to its worker, or
     /// buffered until the keygen starts.
-    pub(super) fn on_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
+    pub(super) async fn on_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
         match self.sessions.get_mut(&session) {
             Some(Session::Keygen(k)) => match &mut k.phase {
                 KeygenPhase::CggmpRunning(w) => w.forward(from, msg),
@@ -220,9 +215,15 @@ impl<S: SubmitResult> Node<S> {
                 }
             },
             Some(Session::Sign(s)) => match &s.state {
-                Some(SignEngine::Cggmp(w)) => w.forward(from, msg),
-                _ => warn!(%session, %from, "CGGMP24 message in a FROST signing dropped"),
+                // Partial signatures of an abandoned online step are of no use any more.
+                Some(SignEngine::Cggmp(w)) if msg.phase() != Phase::Online => w.forward(from, msg),
+                Some(SignEngine::Cggmp(_)) => {}
+                Some(SignEngine::Plan(_)) => self.on_plan_msg(session, from, msg).await,
+                Some(SignEngine::Frost(_)) | None => {
+                    warn!(%session, %from, "CGGMP24 message in a FROST signing dropped")
+                }
             },
+            Some(Session::Presign(p)) => p.worker.forward(from, msg),
             None => {}
         }
     }
@@ -248,43 +249,63 @@ impl<S: SubmitResult> Node<S> {
             (Some(Session::Keygen(_)), cggmp::Output::Keygen(Err(e))) => {
                 self.fail_keygen(session, e).await
             }
-            (Some(Session::Sign(s)), cggmp::Output::Sign(res)) => {
-                let request_id = s.request_id.clone();
-                let signers = s.signers.clone();
-                let started = s.started;
-                match res {
-                    Ok(sig) => {
-                        self.finish_session(session);
-                        // Every signer holds the signature; the first in order submits it.
-                        if signers.first() == Some(&self.cfg.me) {
-                            let us = started.elapsed().as_micros() as u64;
-                            self.metrics(|m| {
-                                m.signatures_ok += 1;
-                                push_bounded(&mut m.sign_latency_us, us, 10_000);
-                            });
-                            info!(%request_id, us, recovery_id = sig.recovery_id, "ECDSA signature verified");
-                            let mut bytes = sig.rs.to_vec();
-                            bytes.push(sig.recovery_id);
-                            self.submit.submit(TxMsg::SignResult {
-                                request_id,
-                                session,
-                                outcome: Outcome::Ok(bytes),
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        for p in signers.iter().filter(|p| **p != self.cfg.me) {
-                            let abort = Payload::Abort(wire::SessionAbort {
-                                reason: e.to_string(),
-                            });
-                            self.send(&session, p, abort).await;
-                        }
-                        self.fail_sign(session, request_id, e)
-                    }
-                }
+            (Some(Session::Sign(_)), cggmp::Output::Sign(res)) => {
+                self.cggmp_signed(session, res, false).await
+            }
+            (Some(Session::Presign(_)), cggmp::Output::Presign(res)) => {
+                self.on_presign_finished(session, res).await
             }
             // The session ended meanwhile (timeout, abort, chain verdict) or a mismatch.
             _ => debug!(%session, "CGGMP24 worker outcome for no live session ignored"),
+        }
+    }
+
+    /// A CGGMP24 sign session ended (full protocol or online step from a presignature).
+    pub(super) async fn cggmp_signed(
+        &mut self,
+        session: SessionId,
+        res: Result<EcdsaSignature, ProtocolError>,
+        presigned: bool,
+    ) {
+        let Some(Session::Sign(s)) = self.sessions.get(&session) else {
+            return;
+        };
+        let request_id = s.request_id.clone();
+        let signers = s.signers.clone();
+        let started = s.started;
+        match res {
+            Ok(sig) => {
+                self.finish_session(session);
+                // Every signer holds the signature; the first in order submits it.
+                if signers.first() == Some(&self.cfg.me) {
+                    let us = started.elapsed().as_micros() as u64;
+                    self.metrics(|m| {
+                        m.signatures_ok += 1;
+                        push_bounded(&mut m.sign_latency_us, us, 10_000);
+                        if presigned {
+                            m.signatures_presigned += 1;
+                            push_bounded(&mut m.presigned_sign_latency_us, us, 10_000);
+                        }
+                    });
+                    info!(%request_id, us, presigned, recovery_id = sig.recovery_id, "ECDSA signature verified");
+                    let mut bytes = sig.rs.to_vec();
+                    bytes.push(sig.recovery_id);
+                    self.submit.submit(TxMsg::SignResult {
+                        request_id,
+                        session,
+                        outcome: Outcome::Ok(bytes),
+                    });
+                }
+            }
+            Err(e) => {
+                for p in signers.iter().filter(|p| **p != self.cfg.me) {
+                    let abort = Payload::Abort(wire::SessionAbort {
+                        reason: e.to_string(),
+                    });
+                    self.send(&session, p, abort).await;
+                }
+                self.fail_sign(session, request_id, e)
+            }
         }
     }
 }

@@ -317,6 +317,10 @@ impl<S: SubmitResult> Node<S> {
             generation: 1,
             share: Some(share),
         };
+        let tracked = KeyRecord {
+            share: None,
+            ..rec.clone()
+        };
         // Durable before the chain hears of it: a READY acknowledged on chain survives a crash.
         if let Err(e) = self.store.put(rec).await {
             self.sessions.insert(session, Session::Keygen(k));
@@ -324,6 +328,7 @@ impl<S: SubmitResult> Node<S> {
                 .fail_keygen(session, ProtocolError::Local(format!("key store: {e}")))
                 .await;
         }
+        self.track_cggmp_key(&tracked);
         let us = k.started.elapsed().as_micros() as u64;
         self.metrics(|m| {
             m.keygens_ok += 1;

@@ -25,6 +25,7 @@ impl<S: SubmitResult> Node<S> {
             Session::Sign(Box::new(SignSession {
                 request_id: request_id.clone(),
                 signers: signers.to_vec(),
+                cggmp_key: None,
                 state: Some(SignEngine::Frost(signing)),
                 started: received,
             })),
