@@ -58,6 +58,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                         "connected_peers": peers,
                         "keys": keys.iter().map(|k| k.view()).collect::<Vec<_>>(),
                         "sessions_active": metrics.as_ref().map(|m| m.sessions_active),
+                        "keygens": metrics.as_ref().map(|m| &m.keygens),
                         "cggmp_primes_ready": metrics.as_ref().map(|m| m.cggmp_primes_ready),
                         "cggmp_presign_pool_target": metrics.as_ref().map(|m| m.cggmp_presign_pool_target),
                         "cggmp_presign_pools": metrics.as_ref().map(|m| &m.cggmp_presign_pools),

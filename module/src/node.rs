@@ -117,6 +117,22 @@ pub struct Metrics {
     pub cggmp_presign_pool_target: usize,
     /// Level of each pool.
     pub cggmp_presign_pools: Vec<PresignPoolLevel>,
+    /// Keygens running here and where each stands (refreshed every 250 ms).
+    pub keygens: Vec<KeygenProgress>,
+}
+
+/// Where a keygen running on this node stands.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeygenProgress {
+    /// Key.
+    pub key_id: KeyId,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// `awaiting-prepare`, `awaiting-start`, `dkg`, or `dkg+aux-info` (CGGMP24 generating
+    /// Paillier keys: tens of seconds).
+    pub phase: &'static str,
+    /// Milliseconds since the committed job arrived.
+    pub elapsed_ms: u64,
 }
 
 fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
@@ -173,8 +189,9 @@ enum KeygenPhase {
     },
     /// Running the DKG of the session's (FROST) scheme.
     Running(AnyDkg),
-    /// Running CGGMP24 keygen (DKG + aux info) on a worker thread.
-    CggmpRunning(cggmp::Worker),
+    /// Running CGGMP24 keygen on a worker thread: the DKG, and aux-info generation (Paillier
+    /// keys and their proofs, tens of seconds) when the flag is set.
+    CggmpRunning(cggmp::Worker, bool),
     /// Moving between phases (never observed outside a transition).
     Transition,
 }
@@ -802,6 +819,27 @@ impl<S: SubmitResult> Node<S> {
             }
         }
         self.fill_presign_pools().await;
+        let keygens: Vec<KeygenProgress> = self
+            .sessions
+            .values()
+            .filter_map(|s| match s {
+                Session::Keygen(k) => Some(KeygenProgress {
+                    key_id: k.key_id.clone(),
+                    scheme: k.scheme,
+                    phase: match k.phase {
+                        KeygenPhase::AwaitPrepare { .. } => "awaiting-prepare",
+                        KeygenPhase::AwaitStart { .. } => "awaiting-start",
+                        KeygenPhase::CggmpRunning(_, true) => "dkg+aux-info",
+                        KeygenPhase::Running(_)
+                        | KeygenPhase::CggmpRunning(_, false)
+                        | KeygenPhase::Transition => "dkg",
+                    },
+                    elapsed_ms: now.duration_since(k.started).as_millis() as u64,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.metrics(|m| m.keygens = keygens);
         // Forget finished sessions and stale early messages after a while.
         let keep = Duration::from_secs(600);
         self.finished.retain(|_, t| now.duration_since(*t) < keep);

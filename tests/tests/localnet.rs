@@ -715,27 +715,38 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
     // Another committee (node0..node2, no fixture aux info): aux info is generated from the
     // fixture primes beside the DKG. The next keygen of that committee reuses it (every
     // party offers the aux info inside its first key's share): the DKG alone.
+    // mpcctl --wait reports progress on stderr while the key is PENDING: the long one shows
+    // the nodes generating aux info.
     let keygen3 = |id: &str| {
         let t = std::time::Instant::now();
-        let k = net
-            .mpcctl_json(&[
-                "keygen",
-                "--key-id",
-                id,
-                "--scheme",
-                "cggmp24-secp256k1",
-                "--threshold",
-                "2",
-                "--parties",
-                "node0,node1,node2",
-                "--wait",
-            ])
-            .unwrap();
+        let out = net.mpcctl(&[
+            "keygen",
+            "--key-id",
+            id,
+            "--scheme",
+            "cggmp24-secp256k1",
+            "--threshold",
+            "2",
+            "--parties",
+            "node0,node1,node2",
+            "--wait",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let k: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(k["status"], "READY", "{k}");
-        (k["public_key"].as_str().unwrap().to_owned(), t.elapsed())
+        (
+            k["public_key"].as_str().unwrap().to_owned(),
+            t.elapsed(),
+            stderr,
+        )
     };
-    let (pk_a, generated) = keygen3("ec3a");
-    let (pk_b, reused) = keygen3("ec3b");
+    let (pk_a, generated, progress) = keygen3("ec3a");
+    assert!(
+        progress.contains("keygen ec3a PENDING") && progress.contains("dkg+aux-info"),
+        "no progress shown on a long keygen: {progress}"
+    );
+    let (pk_b, reused, _) = keygen3("ec3b");
     eprintln!("timing: cggmp24 2-of-3 keygen generating aux info: {generated:?}; next keygen reusing it: {reused:?}");
     assert_ne!(pk_a, pk_b);
     assert!(

@@ -51,7 +51,8 @@ enum Cmd {
         /// Committee as comma-separated node ids; default every registered node.
         #[arg(long, value_delimiter = ',')]
         parties: Vec<String>,
-        /// Wait until the key is READY or ERROR.
+        /// Wait until the key is READY or ERROR; while PENDING, prints progress to stderr every
+        /// 3 s (parties reported; on a localnet, each node's phase, e.g. `dkg+aux-info`).
         #[arg(long)]
         wait: bool,
     },
@@ -202,11 +203,26 @@ impl Ctx {
     }
 
     fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        self.wait_until_with(path, done, |_, _| {})
+    }
+
+    /// [`Ctx::wait_until`], calling `progress` with the last state every few seconds.
+    fn wait_until_with(
+        &self,
+        path: &str,
+        done: impl Fn(&Value) -> bool,
+        mut progress: impl FnMut(&Value, Duration),
+    ) -> anyhow::Result<Value> {
         let start = Instant::now();
+        let mut shown = Instant::now();
         loop {
             let v = self.query(path)?;
             if done(&v) {
                 return Ok(v);
+            }
+            if shown.elapsed() >= PROGRESS_EVERY {
+                progress(&v, start.elapsed());
+                shown = Instant::now();
             }
             if start.elapsed() > self.timeout {
                 bail!("timed out after {:?}; last state: {v}", self.timeout);
@@ -214,6 +230,65 @@ impl Ctx {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// How often `--wait` reports progress on stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// One line on a PENDING keygen: the chain's view (who reported), then, on a localnet, each
+/// node's own (e.g. `dkg+aux-info`: generating Paillier keys, tens of seconds).
+fn keygen_progress(ctx: &Ctx, key_id: &KeyId, k: &Value, elapsed: Duration) -> String {
+    let parties: Vec<&str> = k["parties"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let reported: Vec<&str> = parties
+        .iter()
+        .copied()
+        .filter(|p| k["reports"].get(p).is_some())
+        .collect();
+    let mut line = format!(
+        "keygen {key_id} PENDING for {} s: {}/{} parties reported{}",
+        elapsed.as_secs(),
+        reported.len(),
+        parties.len(),
+        if reported.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reported.join(","))
+        }
+    );
+    let nodes = ctx
+        .localnet
+        .as_ref()
+        .and_then(|l| l["nodes"].as_array().cloned())
+        .unwrap_or_default();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build();
+    for n in nodes {
+        let (Some(id), Some(url)) = (n["id"].as_str(), n["status"].as_str()) else {
+            continue;
+        };
+        if !parties.contains(&id) || reported.contains(&id) {
+            continue;
+        }
+        let phase = agent
+            .get(&format!("{url}/status"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<Value>().ok())
+            .and_then(|st| {
+                st["keygens"].as_array().and_then(|a| {
+                    a.iter()
+                        .find(|g| g["key_id"] == key_id.as_str())
+                        .and_then(|g| g["phase"].as_str().map(str::to_owned))
+                })
+            })
+            .unwrap_or_else(|| "no session".into());
+        line.push_str(&format!("; {id}: {phase}"));
+    }
+    line
 }
 
 fn key_json(k: &Value) -> Value {
@@ -311,7 +386,11 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
             }
             ctx.wait_committed(&hash)?;
-            let k = ctx.wait_until(&format!("/key/{key_id}"), |k| k["status"] != "PENDING")?;
+            let k = ctx.wait_until_with(
+                &format!("/key/{key_id}"),
+                |k| k["status"] != "PENDING",
+                |k, elapsed| eprintln!("mpcctl: {}", keygen_progress(&ctx, &key_id, k, elapsed)),
+            )?;
             if k["status"] != "READY" {
                 println!("{}", key_json(&k));
                 bail!("keygen of {key_id} ended {}: {}", k["status"], k["error"]);

@@ -10,7 +10,7 @@ impl<S: SubmitResult> Node<S> {
         self.sessions
             .values()
             .filter(|s| match s {
-                Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(_)),
+                Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(..)),
                 Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
                 Session::Presign(_) => true,
             })
@@ -144,7 +144,7 @@ impl<S: SubmitResult> Node<S> {
                         }
                     }
                 }
-                k.phase = KeygenPhase::CggmpRunning(worker);
+                k.phase = KeygenPhase::CggmpRunning(worker, !reuse);
             }
             Err(e) => self.fail_keygen(session, e).await,
         }
@@ -205,7 +205,7 @@ impl<S: SubmitResult> Node<S> {
     pub(super) async fn on_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
         match self.sessions.get_mut(&session) {
             Some(Session::Keygen(k)) => match &mut k.phase {
-                KeygenPhase::CggmpRunning(w) => w.forward(from, msg),
+                KeygenPhase::CggmpRunning(w, _) => w.forward(from, msg),
                 KeygenPhase::AwaitPrepare { buffered }
                 | KeygenPhase::AwaitStart { buffered, .. } => {
                     buffered.push((from, DkgInput::Cggmp(msg)))

@@ -256,7 +256,7 @@ impl<S: SubmitResult> Node<S> {
                 k.phase = KeygenPhase::AwaitStart { existing, buffered };
                 return;
             }
-            phase @ KeygenPhase::CggmpRunning(_) => {
+            phase @ KeygenPhase::CggmpRunning(..) => {
                 warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped");
                 k.phase = phase;
                 return;

@@ -100,8 +100,10 @@ fn floor<C: frost_core::Ciphersuite>(reps: usize) -> anyhow::Result<(f64, f64)> 
 
 /// CGGMP24 3-of-4 floor from the test-only fixtures: per-party keygen (DKG on the fixture aux
 /// info) and whole-signature CPU of a full signing by 3 signers, all parties in this thread.
-fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<(f64, f64)> {
-    use seqmpc_module::protocol::cggmp::{local, AuxShare, AuxSource, KeyGen, SignData, Signing};
+fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<CggmpFloor> {
+    use seqmpc_module::protocol::cggmp::{
+        local, AuxShare, AuxSource, KeyGen, Presigning, SignData, Signing,
+    };
     use seqmpc_proto::{NodeId, SessionId};
     use std::sync::Arc;
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures)?)?;
@@ -110,8 +112,10 @@ fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<(f64, 
         .collect::<Result<_, _>>()?;
     let mut kg_ms = Vec::new();
     let mut sign_ms = Vec::new();
+    let mut presign_ms = Vec::new();
+    let mut online_ms = Vec::new();
     for rep in 0..reps {
-        let start = Instant::now();
+        let start = thread_cpu_ms();
         let mut started = Vec::new();
         for (i, p) in parties.iter().enumerate() {
             let aux = AuxShare::from_bytes(&serde_json::to_vec(&doc["aux"]["shares"][i])?)?;
@@ -129,9 +133,9 @@ fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<(f64, 
         for (n, r) in local::run(started, None::<&mut OsRng>, None).results {
             shares.insert(n, Arc::new(r?));
         }
-        kg_ms.push(start.elapsed().as_secs_f64() * 1000.0 / 4.0);
+        kg_ms.push((thread_cpu_ms() - start) / 4.0);
         let signers = &parties[..3];
-        let start = Instant::now();
+        let start = thread_cpu_ms();
         let mut started = Vec::new();
         for s in signers {
             let share = shares.get(s).context("share")?.clone();
@@ -148,9 +152,60 @@ fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<(f64, 
         for (_, r) in local::run(started, None::<&mut OsRng>, None).results {
             r?;
         }
-        sign_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        sign_ms.push(thread_cpu_ms() - start);
+        // A presignature by the same signers, then the online step from it.
+        let start = thread_cpu_ms();
+        let mut started = Vec::new();
+        for s in signers {
+            let share = shares.get(s).context("share")?.clone();
+            let (e, out) =
+                Presigning::start(SessionId([200 + rep as u8; 32]), share, signers, &mut OsRng)?;
+            started.push((s.clone(), e, out));
+        }
+        let mut presigs = Vec::new();
+        for (n, r) in local::run(started, None::<&mut OsRng>, None).results {
+            presigs.push((n, r?));
+        }
+        presign_ms.push(thread_cpu_ms() - start);
+        let start = thread_cpu_ms();
+        let mut partials = BTreeMap::new();
+        let mut ctx = None;
+        for (me, p) in presigs {
+            let (partial, c) = p.issue_partial(b"floor");
+            partials.insert(me, partial);
+            ctx = Some(c);
+        }
+        ctx.context("no presignature")?.combine(&partials)?;
+        online_ms.push(thread_cpu_ms() - start);
     }
-    Ok((median(&mut kg_ms), median(&mut sign_ms)))
+    Ok(CggmpFloor {
+        dkg_ms: median(&mut kg_ms),
+        sign_ms: median(&mut sign_ms),
+        presign_ms: median(&mut presign_ms),
+        online_ms: median(&mut online_ms),
+    })
+}
+
+/// CPU time this thread has used, in milliseconds (`/proc/thread-self/schedstat`, in ns): the
+/// in-process floors count CPU, not wall time, so other work on the machine does not inflate
+/// them.
+fn thread_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e6)
+}
+
+/// In-process CGGMP24 figures (whole protocol, all parties in one thread, CPU time).
+struct CggmpFloor {
+    /// Keygen on fixture aux info, per party.
+    dkg_ms: f64,
+    /// Full signing, 3 signers.
+    sign_ms: f64,
+    /// One presignature, 3 signers.
+    presign_ms: f64,
+    /// The online step from presignatures: 3 partial signatures and their combination.
+    online_ms: f64,
 }
 
 /// Recent latencies of every node (the heavier endpoint; read once per phase).
@@ -294,7 +349,17 @@ fn run_scheme(
                 format!("{name} {:.2}", (after - before) * 1000.0 / total as f64)
             })
             .collect();
-        println!("        CPU ms per signature: {}", per_sig.join(", "));
+        let nodes_cpu_ms: f64 = cpu_table(net)
+            .iter()
+            .zip(&cpu_before)
+            .skip(1)
+            .map(|((_, after), (_, before))| (after - before) * 1000.0 / total as f64)
+            .sum();
+        println!(
+            "        CPU ms per signature: {}   [nodes together {:.1}x floor]",
+            per_sig.join(", "),
+            nodes_cpu_ms / sign_floor
+        );
         let last = format!("{tag}{inflight}-{}", next - 1);
         wait_for(Duration::from_secs(60), || {
             (net.query(&format!("/sign/{last}")).ok()?["status"] == "DONE").then_some(())
@@ -321,53 +386,197 @@ fn since(ms: &[serde_json::Value], field: &str, before: &[usize]) -> Vec<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `--mpcd-dir DIR` (where the binaries are), `--only ed|tr|ec` (one scheme's phases).
     let mut args = std::env::args().skip(1);
-    if let (Some(flag), Some(dir)) = (args.next(), args.next()) {
-        if flag == "--mpcd-dir" {
-            std::env::set_var("SEQMPC_BIN_DIR", dir);
+    let mut only = None;
+    while let (Some(flag), Some(value)) = (args.next(), args.next()) {
+        match flag.as_str() {
+            "--mpcd-dir" => std::env::set_var("SEQMPC_BIN_DIR", value),
+            "--only" => only = Some(value),
+            other => bail!("unknown option {other}; known: --mpcd-dir DIR, --only ed|tr|ec"),
         }
     }
+    let run = |tag: &str| only.as_deref().is_none_or(|o| o == tag);
     let ed_floor = floor::<frost_ed25519::Ed25519Sha512>(30)?;
     let tr_floor = floor::<frost_secp256k1_tr::Secp256K1Sha256TR>(30)?;
     // Test-only CGGMP24 material (public secrets): primes and the node0..node3 aux info, so
     // the bench measures keygen and signing, not safe-prime generation.
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
-    let ec_floor = cggmp_floor(&fixtures, 2)?;
     let tmp = tempfile::tempdir()?;
     let dir: PathBuf = tmp.path().join("bench");
+    // No presignature pool on this network: the CGGMP24 phase measures the full protocol
+    // without background presigning on the same cores.
     let net = Localnet::start_with(
         &dir,
         4,
         3,
         100,
         17600,
-        &["--cggmp-fixtures".as_ref(), fixtures.as_os_str()],
+        &[
+            "--cggmp-fixtures".as_ref(),
+            fixtures.as_os_str(),
+            "--cggmp-presign-pool".as_ref(),
+            "0".as_ref(),
+        ],
     )?;
     let mut sub = Submitter::new(&net, net.client_key()?)?;
     println!("network: 4 mpcd processes + dev sequencer (block 100 ms), 3-of-4");
-    run_scheme(
-        &net,
-        &mut sub,
-        Scheme::FrostEd25519,
-        ed_floor,
-        &[(1, 50), (10, 200), (100, 2000)],
-    )?;
-    run_scheme(
-        &net,
-        &mut sub,
-        Scheme::FrostSecp256k1Tr,
-        tr_floor,
-        &[(1, 50), (100, 2000)],
-    )?;
-    // Full protocol per signature (no presignature pool yet): seconds each.
+    if run("ed") {
+        run_scheme(
+            &net,
+            &mut sub,
+            Scheme::FrostEd25519,
+            (ed_floor.0, ed_floor.1),
+            &[(1, 50), (10, 200), (100, 2000)],
+        )?;
+    }
+    if run("tr") {
+        run_scheme(
+            &net,
+            &mut sub,
+            Scheme::FrostSecp256k1Tr,
+            (tr_floor.0, tr_floor.1),
+            &[(1, 50), (100, 2000)],
+        )?;
+    }
+    if !run("ec") {
+        net.stop()?;
+        return Ok(());
+    }
+    // Measured while the network idles, before its CGGMP24 phase.
+    let ec_floor = cggmp_floor(&fixtures, 2)?;
+    println!(
+        "cggmp24-secp256k1 floor (in-process, same run): presignature {:.0} ms CPU (3 signers), online step {:.2} ms CPU (3 partials + combine)",
+        ec_floor.presign_ms, ec_floor.online_ms
+    );
+    println!("  full protocol (no presignature pool on this network):");
     run_scheme(
         &net,
         &mut sub,
         Scheme::Cggmp24Secp256k1,
-        ec_floor,
+        (ec_floor.dkg_ms, ec_floor.sign_ms),
         &[(1, 4), (10, 10)],
     )?;
     net.stop()?;
+
+    // A network with presignature pools: one key, pools filled, then signing from them.
+    let pool = 5;
+    let dir: PathBuf = tmp.path().join("bench-presign");
+    let net = Localnet::start_with(
+        &dir,
+        4,
+        3,
+        100,
+        17800,
+        &[
+            "--cggmp-fixtures".as_ref(),
+            fixtures.as_os_str(),
+            "--cggmp-presign-pool".as_ref(),
+            pool.to_string().as_ref(),
+        ],
+    )?;
+    let mut sub = Submitter::new(&net, net.client_key()?)?;
+    run_presigned(&net, &mut sub, pool, &ec_floor)?;
+    net.stop()?;
+    Ok(())
+}
+
+/// CGGMP24 signing from presignatures: fills the pools of one 3-of-4 key (4 signer subsets,
+/// `pool` each), then signs one at a time and 10 at a time.
+fn run_presigned(
+    net: &Localnet,
+    sub: &mut Submitter,
+    pool: usize,
+    floor: &CggmpFloor,
+) -> anyhow::Result<()> {
+    println!("  with presignature pools ({pool} per key and signer subset, 4 subsets):");
+    sub.submit(TxMsg::KeyGen {
+        key_id: KeyId::new("ecp")?,
+        scheme: Scheme::Cggmp24Secp256k1,
+        threshold: 3,
+        parties: vec![],
+    })?;
+    wait_for(Duration::from_secs(60), || {
+        (net.query("/key/ecp").ok()?["status"] == "READY").then_some(())
+    })
+    .context("keygen ecp did not finish")?;
+    let t = Instant::now();
+    let full = || {
+        (0..4).all(|i| {
+            net.node_get(i, "/status").ok().is_some_and(|st| {
+                st["cggmp_presign_pools"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .filter(|p| p["ready"].as_u64() >= Some(pool as u64))
+                        .count()
+                        == 3
+                })
+            })
+        })
+    };
+    wait_for(Duration::from_secs(600), || full().then_some(()))
+        .context("presignature pools did not fill")?;
+    let fill = t.elapsed().as_secs_f64();
+    println!(
+        "    pools filled in {fill:.0} s: {} presignatures, {:.1} s each on this network",
+        4 * pool,
+        fill / (4 * pool) as f64
+    );
+    let presigned = |net: &Localnet| -> u64 {
+        (0..4)
+            .filter_map(|i| net.node_get(i, "/metrics").ok())
+            .filter_map(|m| m["signatures_presigned"].as_u64())
+            .sum()
+    };
+    let mut next = 0u64;
+    for (inflight, total) in [(1u64, 6u64), (10, 10)] {
+        if inflight > 1 {
+            wait_for(Duration::from_secs(600), || full().then_some(()))
+                .context("presignature pools did not refill")?;
+        }
+        let before = signed_total(net, 4);
+        let pre_before = presigned(net);
+        let base: Vec<usize> = metrics(net, 4)
+            .iter()
+            .map(|m| {
+                m["presigned_sign_latency_us"]
+                    .as_array()
+                    .map_or(0, |a| a.len())
+            })
+            .collect();
+        let start = Instant::now();
+        let mut submitted = 0;
+        while submitted < total {
+            let done = signed_total(net, 4) - before;
+            while submitted < total && submitted - done < inflight {
+                sub.submit(TxMsg::KeySign {
+                    key_id: KeyId::new("ecp")?,
+                    request_id: RequestId::new(format!("ecp{inflight}-{next}"))?,
+                    message: next.to_be_bytes().to_vec(),
+                    prehashed: false,
+                })?;
+                next += 1;
+                submitted += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("benchmark stalled");
+            }
+        }
+        wait_for(Duration::from_secs(300), || {
+            (signed_total(net, 4) - before >= total).then_some(())
+        })
+        .context("signatures did not all complete")?;
+        let secs = start.elapsed().as_secs_f64();
+        let mut lat = since(&metrics(net, 4), "presigned_sign_latency_us", &base);
+        println!(
+            "    sign, {inflight:3} in flight: {total:3} sigs ({} from presignatures)  {:6.1} sig/s   presigned MPC part p50 {:6.2} ms  p99 {:6.2} ms   [p50 {:.1}x online floor]",
+            presigned(net) - pre_before,
+            total as f64 / secs,
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99),
+            pct(&mut lat, 0.5) / floor.online_ms
+        );
+    }
     Ok(())
 }
