@@ -15,6 +15,10 @@
 //!   chain id, key id, node id, generation and schema version, so a value moved to another key,
 //!   node or chain, or with a flipped byte, fails with [`StoreError::Corrupt`] naming the key.
 //!   Layout details are in the `seal` module; key ids are stored in clear (as database keys).
+//! * **CGGMP24 safe-prime sets** waiting for an aux-info run live in a namespace of their own
+//!   (`p/<set id>`, never returned by [`KeyStore::list`]), sealed the same way under a record
+//!   kind of their own: [`KeyStore::put_prime_set`], [`KeyStore::take_prime_set`] (erases the
+//!   set durably before returning it), [`KeyStore::count_prime_sets`].
 //!
 //! # Durability
 //! rusty-leveldb never fsyncs. The database runs on our own `Env` (module `durable_env`) whose
@@ -46,6 +50,7 @@
 mod durable_env;
 mod handle;
 mod master_key;
+mod prime_sets;
 mod record;
 mod seal;
 
@@ -60,8 +65,11 @@ use zeroize::Zeroizing;
 
 pub use handle::StoreHandle;
 pub use master_key::{MasterKey, MASTER_KEY_LEN};
+pub use prime_sets::{PrimeSet, PrimeSetId};
 pub use record::{KeyRecord, KeyRecordView, SecretShare, ShareStatus};
-pub use seal::{DATA_KEY_TAG, DATA_KEY_VERSION, RECORD_TAG, SCHEMA_VERSION};
+pub use seal::{
+    DATA_KEY_TAG, DATA_KEY_VERSION, PRIME_SET_TAG, PRIME_SET_VERSION, RECORD_TAG, SCHEMA_VERSION,
+};
 
 use crate::proto::{KeyId, NodeId};
 
@@ -93,7 +101,8 @@ pub enum StoreError {
     /// value written for another key id, node or chain), bad plaintext, or a key id mismatch.
     #[error("key store record {key_id} is corrupt: {reason}")]
     Corrupt {
-        /// The key whose value is bad (`<data key>` for the wrapped data key).
+        /// The key whose value is bad (`<data key>` for the wrapped data key, `<prime set ID>`
+        /// for a prime set).
         key_id: String,
         /// What is wrong.
         reason: String,
@@ -425,11 +434,11 @@ fn load_or_create_data_key(
     // No data key: either a new store, or one that lost its data key. Never paper over the
     // latter with a fresh key (every record would become unreadable, silently).
     let mut it = db.new_iter().map_err(|e| db_err("iterate", e))?;
-    it.seek(RECORD_PREFIX);
-    if it
-        .current()
-        .is_some_and(|(k, _)| k.starts_with(RECORD_PREFIX))
-    {
+    let mut holds = |prefix: &[u8]| {
+        it.seek(prefix);
+        it.current().is_some_and(|(k, _)| k.starts_with(prefix))
+    };
+    if holds(RECORD_PREFIX) || holds(prime_sets::PRIME_SET_PREFIX) {
         return Err(StoreError::Corrupt {
             key_id: seal::DATA_KEY_NAME.into(),
             reason: "the data key is missing but the store holds records".into(),
