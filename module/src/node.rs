@@ -53,10 +53,13 @@ pub struct NodeConfig {
     pub max_cggmp_workers: usize,
     /// Where this node's CGGMP24 primes and aux info come from.
     pub cggmp: cggmp::CggmpConfig,
-    /// Without configured primes: generate a prime set in the background at start (true), or
-    /// only once a CGGMP24 keygen asks for one (false: that keygen fails, a retry after the
-    /// set is ready succeeds). Prime generation keeps a core busy for 28-300 s.
+    /// Without configured primes: fill the prime pool in the background from the start
+    /// (true), or only once a CGGMP24 keygen asks for a set (false: that keygen fails, a retry
+    /// after a set is ready succeeds). Prime generation keeps a core busy for 28-300 s a set.
     pub cggmp_primes_at_start: bool,
+    /// Safe-prime sets to keep ready in the key store (generated one at a time in the
+    /// background; 0: never generate).
+    pub cggmp_prime_pool: usize,
 }
 
 impl NodeConfig {
@@ -71,6 +74,7 @@ impl NodeConfig {
             max_cggmp_workers: 16,
             cggmp: cggmp::CggmpConfig::default(),
             cggmp_primes_at_start: true,
+            cggmp_prime_pool: 2,
         }
     }
 }
@@ -94,8 +98,12 @@ pub struct Metrics {
     pub sign_latency_us: VecDeque<u64>,
     /// p2p messages dropped (undecodable, unknown session sender, overflow).
     pub messages_dropped: u64,
-    /// CGGMP24 safe-prime sets ready for a keygen (0 or 1).
+    /// CGGMP24 safe-prime sets ready for a keygen (the pool level; fixture primes count as 1).
     pub cggmp_primes_ready: usize,
+    /// CGGMP24 safe-prime sets stored in the pool now (fixture primes: 1).
+    pub cggmp_prime_pool_level: usize,
+    /// CGGMP24 safe-prime sets the pool keeps ready (fixture primes: 1).
+    pub cggmp_prime_pool_target: usize,
 }
 
 fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
@@ -345,7 +353,11 @@ impl<S: SubmitResult> Node<S> {
         submit: Arc<S>,
         metrics: SharedMetrics,
     ) -> Self {
-        let primes = cggmp::PrimePool::new(cfg.cggmp.primes.clone());
+        let primes = cggmp::PrimePool::new(
+            cfg.cggmp.primes.clone(),
+            store.clone(),
+            cfg.cggmp_prime_pool,
+        );
         let (cggmp_done, cggmp_done_rx) = mpsc::channel(1024);
         Node {
             primes,
@@ -391,7 +403,8 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Without configured primes, generate one set in the background now.
+        // Without configured primes, count the stored sets and fill the pool in the background.
+        self.primes.load().await;
         if self.cfg.cggmp_primes_at_start {
             self.primes.fill();
         }
@@ -415,10 +428,12 @@ impl<S: SubmitResult> Node<S> {
                 },
                 _ = tick.tick() => self.on_tick().await,
             }
-            let primes = self.primes.level();
+            let (primes, target) = (self.primes.level(), self.primes.target());
             if let Ok(mut m) = self.metrics.lock() {
                 m.sessions_active = self.sessions.len();
                 m.cggmp_primes_ready = primes;
+                m.cggmp_prime_pool_level = primes;
+                m.cggmp_prime_pool_target = target;
             }
         }
     }
