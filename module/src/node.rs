@@ -57,15 +57,18 @@ pub struct NodeConfig {
     pub max_cggmp_workers: usize,
     /// Where this node's CGGMP24 primes and aux info come from.
     pub cggmp: cggmp::CggmpConfig,
-    /// Without configured primes: generate a prime set in the background at start (true), or
-    /// only once a CGGMP24 keygen asks for one (false: that keygen fails, a retry after the
-    /// set is ready succeeds). Prime generation keeps a core busy for 28-300 s.
+    /// Without configured primes: fill the prime pool in the background from the start
+    /// (true), or only once a CGGMP24 keygen asks for a set (false: that keygen fails, a retry
+    /// after a set is ready succeeds). Prime generation keeps a core busy for 28-300 s a set.
     pub cggmp_primes_at_start: bool,
     /// CGGMP24 presignatures kept ready per key and signer subset (0: no pool; every
     /// signature runs the full protocol). Generated in the background, held in memory only.
     pub presign_pool: usize,
     /// Keys with more signer subsets than this (C(n, t)) get no presignature pool.
     pub presign_max_subsets: usize,
+    /// Safe-prime sets to keep ready in the key store (generated one at a time in the
+    /// background; 0: never generate).
+    pub cggmp_prime_pool: usize,
 }
 
 impl NodeConfig {
@@ -82,6 +85,7 @@ impl NodeConfig {
             cggmp_primes_at_start: true,
             presign_pool: 2,
             presign_max_subsets: 16,
+            cggmp_prime_pool: 2,
         }
     }
 }
@@ -105,7 +109,7 @@ pub struct Metrics {
     pub sign_latency_us: VecDeque<u64>,
     /// p2p messages dropped (undecodable, unknown session sender, overflow).
     pub messages_dropped: u64,
-    /// CGGMP24 safe-prime sets ready for a keygen (0 or 1).
+    /// CGGMP24 safe-prime sets ready for a keygen (the pool level; fixture primes count as 1).
     pub cggmp_primes_ready: usize,
     /// CGGMP24 signatures made from a presignature (this node was the aggregator).
     pub signatures_presigned: u64,
@@ -119,6 +123,10 @@ pub struct Metrics {
     pub cggmp_presign_pools: Vec<PresignPoolLevel>,
     /// Keygens running here and where each stands (refreshed every 250 ms).
     pub keygens: Vec<KeygenProgress>,
+    /// CGGMP24 safe-prime sets stored in the pool now (fixture primes: 1).
+    pub cggmp_prime_pool_level: usize,
+    /// CGGMP24 safe-prime sets the pool keeps ready (fixture primes: 1).
+    pub cggmp_prime_pool_target: usize,
 }
 
 /// Where a keygen running on this node stands.
@@ -396,7 +404,11 @@ impl<S: SubmitResult> Node<S> {
         submit: Arc<S>,
         metrics: SharedMetrics,
     ) -> Self {
-        let primes = cggmp::PrimePool::new(cfg.cggmp.primes.clone());
+        let primes = cggmp::PrimePool::new(
+            cfg.cggmp.primes.clone(),
+            store.clone(),
+            cfg.cggmp_prime_pool,
+        );
         let (cggmp_done, cggmp_done_rx) = mpsc::channel(1024);
         Node {
             primes,
@@ -446,7 +458,8 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Without configured primes, generate one set in the background now.
+        // Without configured primes, count the stored sets and fill the pool in the background.
+        self.primes.load().await;
         if self.cfg.cggmp_primes_at_start {
             self.primes.fill();
         }
@@ -471,10 +484,12 @@ impl<S: SubmitResult> Node<S> {
                 _ = tick.tick() => self.on_tick().await,
             }
             self.publish_pool_levels();
-            let primes = self.primes.level();
+            let (primes, target) = (self.primes.level(), self.primes.target());
             if let Ok(mut m) = self.metrics.lock() {
                 m.sessions_active = self.sessions.len();
                 m.cggmp_primes_ready = primes;
+                m.cggmp_prime_pool_level = primes;
+                m.cggmp_prime_pool_target = target;
             }
         }
     }

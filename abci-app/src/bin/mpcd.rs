@@ -61,12 +61,13 @@ enum Cmd {
         /// CGGMP24 safe primes (and, when present, a committee's aux info) for this node, from
         /// a fixture JSON in the format of `module/tests/fixtures/cggmp24-test-fixtures.json`,
         /// picked by node id. TEST ONLY (the fixture's secrets are public). Without it the node
-        /// generates one prime set in the background at start (28-300 s).
+        /// keeps a pool of prime sets generated in the background (28-300 s a set), stored
+        /// encrypted in its key store (see --cggmp-prime-pool).
         #[arg(long)]
         cggmp_primes: Option<PathBuf>,
-        /// Without --cggmp-primes: generate the CGGMP24 prime set in the background at start
-        /// (true), or only when the first cggmp24 keygen needs it (false; that keygen fails
-        /// and a retry once the set is ready succeeds).
+        /// Without --cggmp-primes: fill the CGGMP24 prime pool in the background from the
+        /// start (true), or only once a cggmp24 keygen needs a set and finds none (false; that
+        /// keygen fails and a retry once a set is ready succeeds).
         #[arg(long, env = "SEQMPC_CGGMP_PRIMES_AT_START", default_value_t = true, action = clap::ArgAction::Set)]
         cggmp_primes_at_start: bool,
         /// CGGMP24 presignatures kept ready per key and signer subset, generated in the
@@ -75,6 +76,11 @@ enum Cmd {
         /// milliseconds), else runs the full protocol (seconds). 0 disables the pool.
         #[arg(long, env = "SEQMPC_CGGMP_PRESIGN_POOL", default_value_t = 2)]
         cggmp_presign_pool: usize,
+        /// Without --cggmp-primes: how many CGGMP24 safe-prime sets to keep ready, encrypted
+        /// in the key store (one per aux-info run; generated one at a time in the background;
+        /// 0: never generate).
+        #[arg(long, default_value_t = 2)]
+        cggmp_prime_pool: usize,
     },
 }
 
@@ -106,6 +112,8 @@ struct CggmpOptions<'a> {
     primes_at_start: bool,
     /// `--cggmp-presign-pool`.
     presign_pool: usize,
+    /// `--cggmp-prime-pool`.
+    prime_pool: usize,
 }
 
 fn start(
@@ -121,6 +129,7 @@ fn start(
         primes: cggmp_primes,
         primes_at_start: cggmp_primes_at_start,
         presign_pool,
+        prime_pool: cggmp_prime_pool,
     } = cggmp_opts;
     let genesis_bytes = std::fs::read(genesis_path)
         .with_context(|| format!("cannot read genesis {}", genesis_path.display()))?;
@@ -216,6 +225,7 @@ fn start(
         cfg.cggmp = cggmp;
         cfg.cggmp_primes_at_start = cggmp_primes_at_start;
         cfg.presign_pool = presign_pool;
+        cfg.cggmp_prime_pool = cggmp_prime_pool;
         let mut node = Node::new(cfg, store, p2p, submitter, metrics);
         node.recover().await;
         for job in catch_up {
@@ -256,6 +266,7 @@ fn main() {
             cggmp_primes,
             cggmp_primes_at_start,
             cggmp_presign_pool,
+            cggmp_prime_pool,
         } => start(
             &home,
             &genesis,
@@ -267,6 +278,7 @@ fn main() {
                 primes: cggmp_primes.as_deref(),
                 primes_at_start: cggmp_primes_at_start,
                 presign_pool: cggmp_presign_pool,
+                prime_pool: cggmp_prime_pool,
             },
         ),
     };

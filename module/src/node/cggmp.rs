@@ -11,8 +11,8 @@
 //!
 //! Where the material comes from ([`CggmpConfig`]): a node either loads pregenerated safe
 //! primes and, optionally, a committee's aux info (test fixtures: `--cggmp-primes FILE`), or
-//! generates one prime set in the background at start ([`PrimePool`], a pool of one, in memory
-//! only). Aux info is reused across keys of the same committee (`AuxSource::Existing`: the
+//! keeps a pool of prime sets generated in the background and stored sealed in the key store
+//! ([`PrimePool`]). Aux info is reused across keys of a committee (`AuxSource::Existing`: the
 //! DKG alone, milliseconds): in KeyGenReady each party offers the fingerprint of the aux info
 //! it holds for the committee (the configured one, or the one inside a READY key share of
 //! that committee), and the coordinator's KeyGenStart says to reuse it only if every party
@@ -22,7 +22,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::OsRng;
@@ -30,7 +30,7 @@ use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{NodeId, SessionId};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::warn;
 use zeroize::Zeroizing;
 
 use crate::error::ProtocolError;
@@ -40,6 +40,10 @@ use crate::protocol::cggmp::{
     Primes, Progress, SignData, Signing, SingleUsePresignature,
 };
 use crate::protocol::Outgoing;
+
+mod prime_pool;
+
+pub(crate) use prime_pool::PrimePool;
 
 /// Most messages queued for one worker before the session manager drops more.
 const WORKER_QUEUE: usize = 4096;
@@ -57,7 +61,7 @@ pub struct CommitteeAux {
 #[derive(Clone, Default)]
 pub struct CggmpConfig {
     /// A pregenerated safe-prime set ([`Primes::to_bytes`]). Reused for every aux-info run:
-    /// test fixtures only. Without it, the node generates a set in the background at start.
+    /// test fixtures only. Without it, the node keeps a pool of generated sets (`PrimePool`).
     pub primes: Option<Arc<Zeroizing<Vec<u8>>>>,
     /// Aux info of one committee, reused by every keygen of exactly that committee.
     pub aux: Option<CommitteeAux>,
@@ -124,95 +128,6 @@ impl CggmpConfig {
             primes: Some(Arc::new(primes)),
             aux,
         })
-    }
-}
-
-/// State of the prime pool.
-enum PoolState {
-    /// Configured primes, never consumed (test fixtures).
-    Fixed(Arc<Zeroizing<Vec<u8>>>),
-    /// Generated in the background; a keygen takes the set and a new one is generated.
-    Slot {
-        ready: Option<Zeroizing<Vec<u8>>>,
-        generating: bool,
-    },
-}
-
-/// A pool of one safe-prime set (generation takes 28-300 s per set on the target machine).
-#[derive(Clone)]
-pub(crate) struct PrimePool(Arc<Mutex<PoolState>>);
-
-impl PrimePool {
-    pub(crate) fn new(fixed: Option<Arc<Zeroizing<Vec<u8>>>>) -> PrimePool {
-        PrimePool(Arc::new(Mutex::new(match fixed {
-            Some(p) => PoolState::Fixed(p),
-            None => PoolState::Slot {
-                ready: None,
-                generating: false,
-            },
-        })))
-    }
-
-    /// Starts generating a set in the background if the slot is empty and idle.
-    pub(crate) fn fill(&self) {
-        let Ok(mut st) = self.0.lock() else {
-            return;
-        };
-        let PoolState::Slot { ready, generating } = &mut *st else {
-            return;
-        };
-        if ready.is_some() || *generating {
-            return;
-        }
-        *generating = true;
-        let pool = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("cggmp-primes".into())
-            .spawn(move || {
-                let started = Instant::now();
-                let set = Primes::generate(&mut OsRng).to_bytes();
-                let Ok(mut st) = pool.0.lock() else {
-                    return;
-                };
-                if let PoolState::Slot { ready, generating } = &mut *st {
-                    *generating = false;
-                    match set {
-                        Ok(b) => {
-                            info!(secs = started.elapsed().as_secs(), "safe-prime set ready");
-                            *ready = Some(b);
-                        }
-                        Err(e) => warn!(error = %e, "cannot serialize the safe-prime set"),
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start safe-prime generation");
-            if let PoolState::Slot { generating, .. } = &mut *st {
-                *generating = false;
-            }
-        }
-    }
-
-    /// Takes a set for an aux-info run, if one is ready, and starts refilling.
-    pub(crate) fn take(&self) -> Option<Zeroizing<Vec<u8>>> {
-        let taken = {
-            let mut st = self.0.lock().ok()?;
-            match &mut *st {
-                PoolState::Fixed(p) => return Some(Zeroizing::new(p.to_vec())),
-                PoolState::Slot { ready, .. } => ready.take(),
-            }
-        };
-        self.fill();
-        taken
-    }
-
-    /// Sets ready now (0 or 1; fixed primes count as 1).
-    pub(crate) fn level(&self) -> usize {
-        match self.0.lock().as_deref() {
-            Ok(PoolState::Fixed(_)) => 1,
-            Ok(PoolState::Slot { ready, .. }) => usize::from(ready.is_some()),
-            Err(_) => 0,
-        }
     }
 }
 

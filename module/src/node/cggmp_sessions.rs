@@ -110,9 +110,10 @@ impl<S: SubmitResult> Node<S> {
                 );
                 return self.fail_keygen(session, e).await;
             }
-            (false, _) => match primes.take() {
-                Some(p) => cggmp::AuxPlan::Generate(p),
-                None => {
+            (false, _) => match primes.take().await {
+                Ok(Some(p)) => cggmp::AuxPlan::Generate(p),
+                Err(e) => return self.fail_keygen(session, e).await,
+                Ok(None) => {
                     let e = ProtocolError::Local(
                         "no safe-prime set ready yet for aux info (generating in the background)"
                             .into(),

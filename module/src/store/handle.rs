@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
 
-use super::{KeyRecord, KeyStore, StoreError};
+use super::{KeyRecord, KeyStore, PrimeSet, PrimeSetId, StoreError};
 use crate::proto::KeyId;
 
 /// Commands waiting for the store thread. Bounded: callers wait (asynchronously) when full.
@@ -22,6 +23,9 @@ enum Command {
     Delete(KeyId, Reply<bool>),
     List(Reply<Vec<KeyRecord>>),
     InsertIfAbsent(Box<KeyRecord>, Reply<Option<KeyRecord>>),
+    PutPrimeSet(PrimeSetId, Zeroizing<Vec<u8>>, Reply<()>),
+    TakePrimeSet(Reply<Option<PrimeSet>>),
+    CountPrimeSets(Reply<usize>),
 }
 
 /// Async handle to the key store.
@@ -87,6 +91,15 @@ fn run(mut store: KeyStore, mut rx: mpsc::Receiver<Command>) {
             Command::InsertIfAbsent(rec, reply) => {
                 let _ = reply.send(store.insert_if_absent(&rec));
             }
+            Command::PutPrimeSet(id, set, reply) => {
+                let _ = reply.send(store.put_prime_set(&id, &set));
+            }
+            Command::TakePrimeSet(reply) => {
+                let _ = reply.send(store.take_prime_set());
+            }
+            Command::CountPrimeSets(reply) => {
+                let _ = reply.send(store.count_prime_sets());
+            }
         }
     }
     drop(store);
@@ -151,6 +164,26 @@ impl StoreHandle {
         self.call(|r| Command::InsertIfAbsent(Box::new(rec), r))
             .await
     }
+
+    /// See [`KeyStore::put_prime_set`]: durable when it returns `Ok`.
+    pub async fn put_prime_set(
+        &self,
+        id: PrimeSetId,
+        set: Zeroizing<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.call(|r| Command::PutPrimeSet(id, set, r)).await
+    }
+
+    /// See [`KeyStore::take_prime_set`]: the set is erased durably before it is returned. If
+    /// this future is dropped after the command was queued, the set may be erased unused.
+    pub async fn take_prime_set(&self) -> Result<Option<PrimeSet>, StoreError> {
+        self.call(Command::TakePrimeSet).await
+    }
+
+    /// See [`KeyStore::count_prime_sets`].
+    pub async fn count_prime_sets(&self) -> Result<usize, StoreError> {
+        self.call(Command::CountPrimeSets).await
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +243,36 @@ mod tests {
         assert!(!handle.delete(&k0).await.unwrap());
         assert!(handle.get(&k0).await.unwrap().is_none());
         assert!(format!("{handle:?}").starts_with("StoreHandle"));
+
+        // Prime sets: counted apart from keys, each taken once.
+        for i in 1..=3u8 {
+            let id = PrimeSetId::from_raw([i; 16]);
+            handle
+                .put_prime_set(id, Zeroizing::new(vec![i; 100]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(handle.count_prime_sets().await.unwrap(), 3);
+        let mut takers = Vec::new();
+        for _ in 0..4 {
+            let h = handle.clone();
+            takers.push(tokio::spawn(
+                async move { h.take_prime_set().await.unwrap() },
+            ));
+        }
+        let mut taken = Vec::new();
+        for t in takers {
+            if let Some(set) = t.await.unwrap() {
+                assert_eq!(set.bytes.as_slice(), &[set.id.as_bytes()[0]; 100]);
+                taken.push(set.id);
+            }
+        }
+        taken.sort();
+        assert_eq!(taken.len(), 3);
+        taken.dedup();
+        assert_eq!(taken.len(), 3);
+        assert_eq!(handle.count_prime_sets().await.unwrap(), 0);
+        assert_eq!(handle.list().await.unwrap().len(), 8);
 
         // Dropping the last handle joins the thread, which closes the DB: reopening works.
         drop(handle);

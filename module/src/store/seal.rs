@@ -6,6 +6,12 @@
 //! included, and the associated data is, each part as a u64 BE length then its bytes:
 //! `RECORD_TAG, chain id, key id, party, generation (u64 BE), SCHEMA_VERSION`.
 //!
+//! Prime-set value (CGGMP24 safe primes, see `super::prime_sets`):
+//! `PRIME_SET_VERSION (1 byte) || nonce (12 bytes) || ciphertext || tag (16)`, where the
+//! plaintext is the serialized set as given, and the associated data is, in the same
+//! length-prefixed form: `PRIME_SET_TAG, chain id, set id, party, PRIME_SET_VERSION`. The
+//! distinct tag keeps a prime-set value from ever opening as a key record, and back.
+//!
 //! Wrapped data key:
 //! `DATA_KEY_VERSION (1 byte) || nonce (12 bytes) || ciphertext of the 32-byte key || tag (16)`,
 //! under the master key, with associated data `DATA_KEY_TAG, chain id, party, DATA_KEY_VERSION`.
@@ -19,6 +25,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use super::prime_sets::PrimeSetId;
 use super::record::{self, KeyRecord};
 use super::{MasterKey, StoreError};
 use crate::proto::{KeyId, NodeId};
@@ -34,10 +41,17 @@ pub const DATA_KEY_TAG: &[u8] = b"seqmpc/store/datakey/v1";
 /// Do not change without a migration.
 pub const DATA_KEY_VERSION: u8 = 1;
 
+/// Domain tag of the associated data of prime-set values. Do not change without a migration.
+pub const PRIME_SET_TAG: &[u8] = b"seqmpc/store/prime-set/v1";
+/// Format version of prime-set values: their first byte, and bound into their associated data.
+/// Do not change without a migration.
+pub const PRIME_SET_VERSION: u8 = 1;
+
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const DATA_KEY_LEN: usize = 32;
 const RECORD_HEADER_LEN: usize = 1 + 8 + NONCE_LEN;
+const PRIME_SET_HEADER_LEN: usize = 1 + NONCE_LEN;
 const WRAPPED_DATA_KEY_LEN: usize = 1 + NONCE_LEN + DATA_KEY_LEN + TAG_LEN;
 
 /// How the data key is named in errors.
@@ -234,22 +248,13 @@ impl Sealer {
         let (nonce, sealed) = rest
             .split_first_chunk::<NONCE_LEN>()
             .ok_or_else(|| corrupt("truncated header (nonce)".into()))?;
-        let (body, tag) =
-            split_tag(sealed).ok_or_else(|| corrupt("shorter than the AEAD tag".into()))?;
-        let mut plain = Zeroizing::new(body.to_vec());
-        self.cipher
-            .decrypt_in_place_detached(
-                &Nonce::from(*nonce),
-                &self.record_ad(key_id, generation),
-                &mut plain,
-                &tag,
-            )
-            .map_err(|_| {
-                corrupt(
-                    "authentication failed: the value was modified, or was written for another \
-                     key id, node or chain"
-                        .into(),
-                )
+        let plain = self
+            .decrypt(nonce, &self.record_ad(key_id, generation), sealed)
+            .map_err(|why| {
+                corrupt(format!(
+                    "{why}: the value was modified, or was written for another key id, node or \
+                     chain"
+                ))
             })?;
         let rec = record::decode(&plain).map_err(|e| corrupt(format!("bad plaintext: {e}")))?;
         if &rec.key_id != key_id {
@@ -262,6 +267,86 @@ impl Sealer {
             )));
         }
         Ok(rec)
+    }
+}
+
+impl Sealer {
+    /// Opens `sealed` (ciphertext || tag) under the data key; the error says what failed.
+    fn decrypt(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        ad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+        let (body, tag) = split_tag(sealed).ok_or("shorter than the AEAD tag")?;
+        let mut plain = Zeroizing::new(body.to_vec());
+        self.cipher
+            .decrypt_in_place_detached(&Nonce::from(*nonce), ad, &mut plain, &tag)
+            .map_err(|_| "authentication failed")?;
+        Ok(plain)
+    }
+
+    fn prime_set_ad(&self, id: &PrimeSetId) -> Vec<u8> {
+        associated_data(&[
+            PRIME_SET_TAG,
+            self.chain_id.as_bytes(),
+            id.as_bytes(),
+            self.party.as_str().as_bytes(),
+            &[PRIME_SET_VERSION],
+        ])
+    }
+
+    /// The stored value for prime set `id` (`set`: the serialized primes), under a fresh nonce.
+    pub(super) fn seal_prime_set(
+        &self,
+        id: &PrimeSetId,
+        set: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        // Holds the primes until they are encrypted in place: zeroizing, and sized so that
+        // nothing reallocates.
+        let mut buf = Zeroizing::new(Vec::with_capacity(
+            PRIME_SET_HEADER_LEN + set.len() + TAG_LEN,
+        ));
+        buf.push(PRIME_SET_VERSION);
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(set);
+        let ad = self.prime_set_ad(id);
+        seal_in_place(&self.cipher, &nonce, &ad, &mut buf, PRIME_SET_HEADER_LEN)?;
+        Ok(std::mem::take(&mut *buf))
+    }
+
+    /// Opens the value stored for prime set `id`. Any mismatch is [`StoreError::Corrupt`]
+    /// naming the set: bad header, or failed authentication (flipped bytes, or a value written
+    /// for another set id, node or chain, or a key record's value).
+    pub(super) fn open_prime_set(
+        &self,
+        id: &PrimeSetId,
+        value: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key_id: id.store_name(),
+            reason,
+        };
+        let (version, rest) = value
+            .split_first()
+            .ok_or_else(|| corrupt("empty value".into()))?;
+        if *version != PRIME_SET_VERSION {
+            return Err(corrupt(format!(
+                "unsupported prime-set version {version}, this build reads {PRIME_SET_VERSION}"
+            )));
+        }
+        let (nonce, sealed) = rest
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or_else(|| corrupt("truncated header (nonce)".into()))?;
+        self.decrypt(nonce, &self.prime_set_ad(id), sealed)
+            .map_err(|why| {
+                corrupt(format!(
+                    "{why}: the value was modified, or was written for another prime set, node \
+                     or chain"
+                ))
+            })
     }
 }
 
@@ -344,6 +429,47 @@ mod tests {
                 matches!(s.open(&k, &value[..n]), Err(StoreError::Corrupt { .. })),
                 "len {n}"
             );
+        }
+    }
+
+    #[test]
+    fn seal__should_bind_prime_sets_to_chain_party_id_and_kind() {
+        let id = |b: u8| PrimeSetId::from_raw([b; 16]);
+        let s = sealer("chain-a", "node0", [1; 32]);
+        let value = s.seal_prime_set(&id(1), &[0x42; 64]).unwrap();
+        assert!(!value.windows(8).any(|w| w == [0x42; 8]), "primes in clear");
+        assert_eq!(
+            s.open_prime_set(&id(1), &value).unwrap().as_slice(),
+            &[0x42; 64]
+        );
+        for (name, other, set) in [
+            ("chain", sealer("chain-b", "node0", [1; 32]), id(1)),
+            ("party", sealer("chain-a", "node1", [1; 32]), id(1)),
+            ("data key", sealer("chain-a", "node0", [2; 32]), id(1)),
+            ("set id", sealer("chain-a", "node0", [1; 32]), id(2)),
+        ] {
+            let err = other.open_prime_set(&set, &value).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt { key_id, .. } if *key_id == set.store_name()),
+                "{name}: {err}"
+            );
+        }
+        // Record kinds do not mix: a key record never opens as a prime set, nor back.
+        let rec = s.seal(&sample("k1", &[9; 8])).unwrap();
+        assert!(matches!(
+            s.open_prime_set(&id(1), &rec),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let k1 = KeyId::new("k1").unwrap();
+        assert!(matches!(
+            s.open(&k1, &value),
+            Err(StoreError::Corrupt { .. })
+        ));
+        for n in 0..value.len() {
+            assert!(s.open_prime_set(&id(1), &value[..n]).is_err(), "len {n}");
+            let mut bad = value.clone();
+            bad[n] ^= 0x80;
+            assert!(s.open_prime_set(&id(1), &bad).is_err(), "byte {n}");
         }
     }
 
