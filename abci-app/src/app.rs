@@ -347,8 +347,24 @@ fn query_value(state: &ChainState, path: &str) -> Result<Vec<u8>, (u32, String)>
     }
     match path {
         "/keys" => json(serde_json::to_vec(&state.keys().values().collect::<Vec<_>>())),
+        // Each registry entry with its liveness: `last_seen` (height of its last committed tx)
+        // and `live` (within `liveness_window_blocks`; signers are chosen among live nodes).
         "/nodes" => json(serde_json::to_vec(
-            &state.nodes.values().collect::<Vec<_>>(),
+            &state
+                .nodes
+                .values()
+                .map(|n| {
+                    let mut v = serde_json::to_value(n).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("last_seen".into(), serde_json::json!(state.last_seen(&n.id)));
+                        o.insert(
+                            "live".into(),
+                            serde_json::json!(state.is_live(&n.id, state.height)),
+                        );
+                    }
+                    v
+                })
+                .collect::<Vec<_>>(),
         )),
         _ => Err((
             1,

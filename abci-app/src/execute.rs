@@ -202,6 +202,7 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             let node = require_node(&signer, "KeyDeleted")?;
             check_key_deleted(state, node, key_id).map(|_| ())
         }
+        TxMsg::Heartbeat => require_node(&signer, "Heartbeat").map(|_| ()),
     }
 }
 
@@ -551,6 +552,12 @@ fn session_deadline(state: &ChainState, scheme: Scheme, keygen: bool, height: u6
 
 fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, fx: &mut Effects) {
     let node = state.node_keys.get(signer_hex).cloned();
+    // Any committed tx of a node shows it live (deterministic: block height only).
+    if let Some(n) = &node {
+        if state.last_seen(n) != Some(height) {
+            state.set_seen(n, height);
+        }
+    }
     match &tx.msg {
         TxMsg::KeyGen {
             key_id,
@@ -621,7 +628,9 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             };
             let scheme = key.scheme;
             let deadline = session_deadline(state, scheme, false, height);
-            let signers = choose_signers(&key.parties, key.threshold, key_id, request_id);
+            let signers = choose_signers(&key.parties, key.threshold, key_id, request_id, |n| {
+                state.is_live(n, height)
+            });
             let session = SessionId::derive(
                 "sign",
                 &state.chain_id,
@@ -747,6 +756,8 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                     .push(ev("key_deleted", vec![("key_id", key_id.to_string())]));
             }
         }
+        // Recorded above, like every node tx.
+        TxMsg::Heartbeat => {}
     }
 }
 

@@ -68,6 +68,14 @@ pub struct Limits {
     pub max_message_bytes: u32,
     /// Blocks after the request within which a session must complete, else ERROR.
     pub session_deadline_blocks: u64,
+    /// A node is live while its last tx (heartbeat or result) is at most this many blocks old;
+    /// signers are chosen among live nodes first. Nodes never seen count from genesis.
+    #[serde(default = "default_liveness_window")]
+    pub liveness_window_blocks: u64,
+}
+
+fn default_liveness_window() -> u64 {
+    100
 }
 
 impl Default for Limits {
@@ -76,6 +84,7 @@ impl Default for Limits {
             max_parties: 16,
             max_message_bytes: 4096,
             session_deadline_blocks: 100,
+            liveness_window_blocks: default_liveness_window(),
         }
     }
 }

@@ -200,6 +200,9 @@ pub struct ChainState {
     sign_requests: BTreeMap<RequestId, SignEntry>,
     /// Pending deadlines, ordered by height.
     deadlines: BTreeSet<(u64, DeadlineItem)>,
+    /// Height of each node's last committed tx (heartbeat or result); absent = never.
+    #[serde(default)]
+    node_seen: BTreeMap<NodeId, u64>,
     /// State keys written in the block being executed (see [`crate::state_key`]). Every
     /// mutation goes through a method of this type that records its key here, so the block's
     /// write set, which the app hash and the journal are made of, is always complete.
@@ -276,6 +279,7 @@ impl ChainState {
             keys: BTreeMap::new(),
             sign_requests: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            node_seen: BTreeMap::new(),
             dirty: BTreeSet::new(),
         })
     }
@@ -337,6 +341,24 @@ impl ChainState {
         self.deadlines.remove(&(height, item));
     }
 
+    /// Records a committed tx of `node` at `height` (its liveness).
+    pub fn set_seen(&mut self, node: &NodeId, height: u64) {
+        self.dirty.insert(state_key::seen(node));
+        self.node_seen.insert(node.clone(), height);
+    }
+
+    /// Height of a node's last committed tx, if any.
+    pub fn last_seen(&self, node: &NodeId) -> Option<u64> {
+        self.node_seen.get(node).copied()
+    }
+
+    /// Whether `node` counts as live at `height`: its last committed tx (genesis if none) is
+    /// at most `liveness_window_blocks` old.
+    pub fn is_live(&self, node: &NodeId, height: u64) -> bool {
+        let seen = self.last_seen(node).unwrap_or(0);
+        height <= seen.saturating_add(self.limits.liveness_window_blocks)
+    }
+
     /// The current value of a state key (None = absent), as JSON.
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
         let (kind, rest) = key.split_once('/')?;
@@ -350,6 +372,10 @@ impl ChainState {
                 .and_then(|id| self.sign_requests.get(&id))
                 .and_then(|e| serde_json::to_value(e).ok()),
             "seq" => self.sequences.get(rest).map(|v| serde_json::json!(v)),
+            "seen" => NodeId::new(rest)
+                .ok()
+                .and_then(|n| self.node_seen.get(&n))
+                .map(|v| serde_json::json!(v)),
             "deadline" => self
                 .deadlines
                 .iter()
@@ -422,6 +448,15 @@ impl ChainState {
                 }
                 ("seq", None) => {
                     self.sequences.remove(rest);
+                }
+                ("seen", Some(v)) => {
+                    let n: u64 = serde_json::from_value(v.clone()).map_err(bad)?;
+                    let id = NodeId::new(rest).map_err(|e| e.to_string())?;
+                    self.node_seen.insert(id, n);
+                }
+                ("seen", None) => {
+                    let id = NodeId::new(rest).map_err(|e| e.to_string())?;
+                    self.node_seen.remove(&id);
                 }
                 ("deadline", Some(v)) => {
                     let d: (u64, DeadlineItem) = serde_json::from_value(v.clone()).map_err(bad)?;
@@ -504,8 +539,10 @@ pub fn choose_signers(
     threshold: u32,
     key_id: &KeyId,
     request_id: &RequestId,
+    is_live: impl Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
-    let mut ranked: Vec<([u8; 32], &NodeId)> = parties
+    // Live nodes first, each group in the request's pseudo-random order.
+    let mut ranked: Vec<(bool, [u8; 32], &NodeId)> = parties
         .iter()
         .map(|p| {
             let mut h = Sha256::new();
@@ -518,14 +555,14 @@ pub fn choose_signers(
                 h.update((part.len() as u64).to_be_bytes());
                 h.update(part);
             }
-            (h.finalize().into(), p)
+            (!is_live(p), h.finalize().into(), p)
         })
         .collect();
     ranked.sort();
     let mut chosen: Vec<NodeId> = ranked
         .into_iter()
         .take(threshold as usize)
-        .map(|(_, p)| p.clone())
+        .map(|(_, _, p)| p.clone())
         .collect();
     chosen.sort();
     chosen

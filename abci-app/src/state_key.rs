@@ -1,7 +1,7 @@
 //! Every key of the chain state's write journal, in one place (STYLE.md rule 9). Keys are
 //! hierarchical strings with zero-padded numbers so that their byte order is meaningful.
 
-use seqmpc_proto::{KeyId, RequestId};
+use seqmpc_proto::{KeyId, NodeId, RequestId};
 
 use crate::state::DeadlineItem;
 
@@ -18,6 +18,11 @@ pub fn sign(id: &RequestId) -> String {
 /// The next sequence of a signer (hex public key).
 pub fn sequence(signer_hex: &str) -> String {
     format!("seq/{signer_hex}")
+}
+
+/// Height of the last committed tx of a node (its liveness).
+pub fn seen(node: &NodeId) -> String {
+    format!("seen/{node}")
 }
 
 /// A pending deadline.

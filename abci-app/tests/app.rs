@@ -55,6 +55,7 @@ fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Ve
             max_parties: 8,
             max_message_bytes: 64,
             session_deadline_blocks: 5,
+            liveness_window_blocks: 10,
         },
     };
     serde_json::to_vec(&g).unwrap()

@@ -86,6 +86,8 @@ pub enum TxMsg {
         /// Key id.
         key_id: KeyId,
     },
+    /// A node says it is up: the chain prefers recently seen nodes as signers.
+    Heartbeat,
 }
 
 /// Successful keygen report.
@@ -208,6 +210,7 @@ impl TryFrom<tx_body::Msg> for TxMsg {
             tx_body::Msg::KeyDeleted(d) => TxMsg::KeyDeleted {
                 key_id: KeyId::new(d.key_id)?,
             },
+            tx_body::Msg::Heartbeat(wire::Heartbeat {}) => TxMsg::Heartbeat,
         })
     }
 }
@@ -295,6 +298,7 @@ impl From<TxMsg> for tx_body::Msg {
             TxMsg::KeyDeleted { key_id } => tx_body::Msg::KeyDeleted(wire::KeyDeleted {
                 key_id: key_id.into(),
             }),
+            TxMsg::Heartbeat => tx_body::Msg::Heartbeat(wire::Heartbeat {}),
         }
     }
 }

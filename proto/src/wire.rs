@@ -27,7 +27,7 @@ pub struct TxBody {
     #[prost(uint64, tag = "2")]
     pub sequence: u64,
     /// The message.
-    #[prost(oneof = "tx_body::Msg", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "tx_body::Msg", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub msg: Option<tx_body::Msg>,
 }
 
@@ -54,6 +54,9 @@ pub mod tx_body {
         /// A node's deletion attestation.
         #[prost(message, tag = "15")]
         KeyDeleted(super::KeyDeleted),
+        /// A node says it is up (liveness for signer choice).
+        #[prost(message, tag = "16")]
+        Heartbeat(super::Heartbeat),
     }
 }
 
@@ -150,6 +153,10 @@ pub struct KeyDeleted {
     #[prost(string, tag = "1")]
     pub key_id: String,
 }
+
+/// A node's periodic liveness signal; the chain picks signers among recently seen nodes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Heartbeat {}
 
 /// Envelope of every p2p message.
 #[derive(Clone, PartialEq, prost::Message)]
