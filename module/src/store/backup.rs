@@ -252,7 +252,8 @@ impl KeyStore {
 ///
 /// Writing: the entries go to a fresh database next to `dir` (durably), which is then opened
 /// and checked like a store; then a store in `dir` is moved aside to `<dir>.replaced-<random>`
-/// (never deleted) and the new one renamed to `dir`, and the parent directory fsynced. A crash
+/// (never deleted, unless it held no record and no prime set) and the new one renamed to `dir`,
+/// and the parent directory fsynced. A crash
 /// between the two renames leaves `dir` missing, the old store aside and the restored one in
 /// `.<dir>.restore-<random>`; rename it to `dir` by hand.
 pub fn restore_backup(
@@ -321,13 +322,12 @@ pub fn restore_backup(
         )));
     }
 
-    if let Some(what) = existing_store(dir, master, chain_id, party)? {
-        if !force {
-            return Err(StoreError::StoreNotEmpty {
-                path: dir.to_path_buf(),
-                what,
-            });
-        }
+    let existing = existing_store(dir, master, chain_id, party)?;
+    if let (Some(what), false) = (&existing, force) {
+        return Err(StoreError::StoreNotEmpty {
+            path: dir.to_path_buf(),
+            what: what.clone(),
+        });
     }
 
     // Write a fresh database next to `dir`, then check it opens as a store.
@@ -373,6 +373,14 @@ pub fn restore_backup(
     };
     fs::rename(&tmp, dir).map_err(io("rename", &tmp))?;
     sync_dir(parent).map_err(io("fsync dir", parent))?;
+    // A store with no record and no prime set (a data key that sealed nothing) is not kept.
+    let replaced = match (replaced, existing) {
+        (Some(aside), None) => {
+            fs::remove_dir_all(&aside).map_err(io("remove", &aside))?;
+            None
+        }
+        (replaced, _) => replaced,
+    };
     tracing::info!(dir = %dir.display(), records, prime_sets, replaced = ?replaced,
         "restored key store from backup");
     Ok(RestoreSummary {
@@ -631,8 +639,19 @@ mod tests {
         let (t, out) = backed_up();
         wipe(&t);
         drop(open(&t)); // opened once: a data key, no record
-        restore(&t, &out, false).unwrap();
+        assert_eq!(restore(&t, &out, false).unwrap().replaced, None);
         assert_restored(&t);
+        let aside = fs::read_dir(t.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("replaced")
+            })
+            .count();
+        assert_eq!(aside, 0);
     }
 
     #[test]
