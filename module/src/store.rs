@@ -9,7 +9,14 @@
 //!   wrapped with AES-256-GCM under the master key, its associated data binding it to the chain
 //!   id and this node's id. Opening with another master key, chain id or node id fails with
 //!   [`StoreError::WrongMasterKey`]. Rotating the master key only means re-wrapping this one
-//!   value.
+//!   value: [`KeyStore::rotate_master_key`], crash-safe (the argument is in the `rotate`
+//!   module; an open that finds a rotation interrupted after the key file was replaced
+//!   finishes it).
+//! * **Backups** ([`KeyStore::write_backup`], [`restore_backup`]) carry the stored values as
+//!   they are and the wrapped data key, under one AEAD over the whole file bound to chain id and
+//!   node id; restoring needs the master key current when the backup was made (`backup` module).
+//! * **Rollback is not detected**: the associated data binds the generation found in the
+//!   value's own header, so an older value of the same key id copied back opens without error.
 //! * Each **record value** is `schema version || generation || nonce || AES-256-GCM(record)`
 //!   under the data key, with a fresh random nonce per write; the associated data binds the
 //!   chain id, key id, node id, generation and schema version, so a value moved to another key,
