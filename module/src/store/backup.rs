@@ -340,28 +340,18 @@ pub fn restore_backup(
     let mut suffix = [0u8; 8];
     seal::fill_random(&mut suffix)?;
     let tmp = parent.join(format!(".{name}.restore-{}", hex::encode(suffix)));
-    create_dir(&tmp)?;
-    {
-        let mut db = super::open_db(&tmp).map_err(|e| open_err(&tmp, e))?;
-        let mut batch = WriteBatch::default();
-        batch.put(DATA_KEY_DB_KEY, header.wrapped_data_key);
-        for (k, v) in &entries {
-            batch.put(k, v);
-        }
-        db.write(batch, false)
-            .and_then(|()| db.flush())
-            .and_then(|()| db.close())
-            .map_err(|e| db_err("write the restored store", e))?;
-    }
-    {
-        let mut check = KeyStore::open(&tmp, master, chain_id, party)?;
-        let (n, p) = (check.list()?.len(), check.count_prime_sets()?);
-        if (n, p) != (records, prime_sets) {
-            return Err(StoreError::Bug(format!(
-                "restored store holds {n} records and {p} prime sets, the backup {records} and \
-                 {prime_sets}"
-            )));
-        }
+    let written = write_store(&tmp, &header, &entries, master, chain_id, party).and_then(
+        |counts| match counts == (records, prime_sets) {
+            true => Ok(()),
+            false => Err(StoreError::Bug(format!(
+                "restored store holds {counts:?} records and prime sets, the backup \
+                 {records} and {prime_sets}"
+            ))),
+        },
+    );
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
 
     let replaced = if dir.exists() {
@@ -388,6 +378,33 @@ pub fn restore_backup(
         prime_sets,
         replaced,
     })
+}
+
+/// Writes the backup's entries and wrapped data key to a new database in `tmp` (durably), then
+/// opens it as a store and returns how many records and prime sets it holds.
+fn write_store(
+    tmp: &Path,
+    header: &Header<'_>,
+    entries: &[(&[u8], &[u8])],
+    master: &MasterKey,
+    chain_id: &str,
+    party: &NodeId,
+) -> Result<(usize, usize), StoreError> {
+    create_dir(tmp)?;
+    {
+        let mut db = super::open_db(tmp).map_err(|e| open_err(tmp, e))?;
+        let mut batch = WriteBatch::default();
+        batch.put(DATA_KEY_DB_KEY, header.wrapped_data_key);
+        for (k, v) in entries {
+            batch.put(k, v);
+        }
+        db.write(batch, false)
+            .and_then(|()| db.flush())
+            .and_then(|()| db.close())
+            .map_err(|e| db_err("write the restored store", e))?;
+    }
+    let mut check = KeyStore::open(tmp, master, chain_id, party)?;
+    Ok((check.list()?.len(), check.count_prime_sets()?))
 }
 
 /// What the store in `dir` holds, if it holds anything: `None` for no directory, an empty one,
