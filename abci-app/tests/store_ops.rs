@@ -271,12 +271,26 @@ fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
     t.assert_populated(0);
 
     // After a rotation, the backup needs the old master key.
+    let old_key = t.file("old-master.key");
+    std::fs::copy(t.nodes[0].home.join("master.key"), &old_key).unwrap();
     assert!(t.run(0, "rotate-master-key", &[]).ok);
     assert_fails(
         &t.run(0, "restore", &["--from", s(&backup), "--force"]),
         "master key does not open this backup",
     );
-    t.assert_populated(0);
+    let out = t.run(
+        0,
+        "restore",
+        &[
+            "--from",
+            s(&backup),
+            "--force",
+            "--backup-master-key",
+            s(&old_key),
+        ],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    t.assert_populated(0); // opened with the current HOME/master.key
 }
 
 #[test]

@@ -140,7 +140,7 @@ pub enum StoreError {
     /// The master key does not unwrap the data key stored in a backup.
     #[error(
         "the master key does not open this backup (it was made under another master key: \
-             restore it with the master key that was current when the backup was made)"
+             pass the key that was current when it was made with --backup-master-key)"
     )]
     BackupWrongMasterKey,
     /// [`restore_backup`] found a store that is not empty and was not told to replace it.

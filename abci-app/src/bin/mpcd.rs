@@ -111,8 +111,8 @@ enum Cmd {
         out: PathBuf,
     },
     /// Restore the key store from a backup made by `mpcd backup` for this chain and node,
-    /// with HOME/master.key (the master key the backup was made under). Checks the whole file
-    /// and every record before writing anything. The node must be stopped.
+    /// opened with HOME/master.key or --backup-master-key. Checks the whole file and every
+    /// record before writing anything. The node must be stopped.
     Restore {
         /// Node home directory.
         #[arg(long)]
@@ -127,6 +127,11 @@ enum Cmd {
         /// HOME/keystore.replaced-*, not deleted).
         #[arg(long)]
         force: bool,
+        /// The master key the backup was made under, when it is not HOME/master.key (a backup
+        /// from before a `rotate-master-key`); the restored store is re-wrapped under
+        /// HOME/master.key.
+        #[arg(long)]
+        backup_master_key: Option<PathBuf>,
     },
 }
 
@@ -194,12 +199,32 @@ fn backup(home: &Path, genesis: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore(home: &Path, genesis: &Path, from: &Path, force: bool) -> anyhow::Result<()> {
+fn restore(
+    home: &Path,
+    genesis: &Path,
+    from: &Path,
+    force: bool,
+    backup_master_key: Option<&Path>,
+) -> anyhow::Result<()> {
     let (chain_id, me) = identity(home, genesis)?;
     let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
+    let backup_master = backup_master_key
+        .map(|p| {
+            MasterKey::load(p)
+                .with_context(|| format!("loading --backup-master-key {}", p.display()))
+        })
+        .transpose()?;
     let dir = home.join(KEYSTORE_DIR);
-    let summary = restore_backup(&dir, &master, &chain_id, &me, from, force)
-        .with_context(|| format!("restoring {}", from.display()))?;
+    let summary = restore_backup(
+        &dir,
+        &master,
+        backup_master.as_ref(),
+        &chain_id,
+        &me,
+        from,
+        force,
+    )
+    .with_context(|| format!("restoring {}", from.display()))?;
     println!(
         "{}",
         serde_json::json!({"restored": dir, "records": summary.records,
@@ -408,7 +433,8 @@ fn main() {
             genesis,
             from,
             force,
-        } => restore(&home, &genesis, &from, force),
+            backup_master_key,
+        } => restore(&home, &genesis, &from, force, backup_master_key.as_deref()),
     };
     if let Err(e) = r {
         eprintln!("mpcd: {e:#}");

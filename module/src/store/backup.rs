@@ -240,10 +240,12 @@ impl KeyStore {
 }
 
 /// Restores the backup file `from` into the store directory `dir`, for `chain_id` and this
-/// node (`party`), with the master key the backup was made under.
+/// node (`party`). The restored store is under `master`; the backup is opened with
+/// `backup_master` if given (a backup made before a master key rotation: its data key is then
+/// re-wrapped under `master`), else with `master`.
 ///
 /// Before anything is written: the file must parse, name `chain_id` and `party`
-/// ([`StoreError::BackupIdentity`]), its data key must unwrap under `master`
+/// ([`StoreError::BackupIdentity`]), its data key must unwrap under that key
 /// ([`StoreError::BackupWrongMasterKey`]), its whole body must authenticate
 /// ([`StoreError::Backup`]) and every entry must open ([`StoreError::Corrupt`]). A store already
 /// in `dir` that holds any record or prime set, or does not open, is replaced only with `force`
@@ -259,6 +261,7 @@ impl KeyStore {
 pub fn restore_backup(
     dir: &Path,
     master: &MasterKey,
+    backup_master: Option<&MasterKey>,
     chain_id: &str,
     party: &NodeId,
     from: &Path,
@@ -284,13 +287,22 @@ pub fn restore_backup(
             node: party.to_string(),
         });
     }
-    let cipher = match seal::unwrap_data_key(master, chain_id, party, header.wrapped_data_key) {
-        Err(StoreError::WrongMasterKey) => return Err(StoreError::BackupWrongMasterKey),
-        Err(StoreError::Corrupt { reason, .. }) => {
-            return Err(StoreError::Backup(format!("wrapped data key: {reason}")))
-        }
-        other => other?,
+    let opener = backup_master.unwrap_or(master);
+    let data_key =
+        match seal::unwrap_data_key_bytes(opener, chain_id, party, header.wrapped_data_key) {
+            Err(StoreError::WrongMasterKey) => return Err(StoreError::BackupWrongMasterKey),
+            Err(StoreError::Corrupt { reason, .. }) => {
+                return Err(StoreError::Backup(format!("wrapped data key: {reason}")))
+            }
+            other => other?,
+        };
+    let cipher = seal::data_key_cipher(&data_key)?;
+    // The restored store is under `master`: re-wrap when the backup was made under another key.
+    let wrapped = match backup_master {
+        None => header.wrapped_data_key.to_vec(),
+        Some(_) => seal::wrap_data_key(master, chain_id, party, &data_key)?,
     };
+    drop(data_key);
     let sealer = seal::Sealer::new(cipher, chain_id, party);
     let body = sealer
         .open_backup(header.raw, header.sealed)
@@ -340,15 +352,16 @@ pub fn restore_backup(
     let mut suffix = [0u8; 8];
     seal::fill_random(&mut suffix)?;
     let tmp = parent.join(format!(".{name}.restore-{}", hex::encode(suffix)));
-    let written = write_store(&tmp, &header, &entries, master, chain_id, party).and_then(
-        |counts| match counts == (records, prime_sets) {
-            true => Ok(()),
-            false => Err(StoreError::Bug(format!(
-                "restored store holds {counts:?} records and prime sets, the backup \
+    let written =
+        write_store(&tmp, &wrapped, &entries, master, chain_id, party).and_then(|counts| {
+            match counts == (records, prime_sets) {
+                true => Ok(()),
+                false => Err(StoreError::Bug(format!(
+                    "restored store holds {counts:?} records and prime sets, the backup \
                  {records} and {prime_sets}"
-            ))),
-        },
-    );
+                ))),
+            }
+        });
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
@@ -384,7 +397,7 @@ pub fn restore_backup(
 /// opens it as a store and returns how many records and prime sets it holds.
 fn write_store(
     tmp: &Path,
-    header: &Header<'_>,
+    wrapped_data_key: &[u8],
     entries: &[(&[u8], &[u8])],
     master: &MasterKey,
     chain_id: &str,
@@ -394,7 +407,7 @@ fn write_store(
     {
         let mut db = super::open_db(tmp).map_err(|e| open_err(tmp, e))?;
         let mut batch = WriteBatch::default();
-        batch.put(DATA_KEY_DB_KEY, header.wrapped_data_key);
+        batch.put(DATA_KEY_DB_KEY, wrapped_data_key);
         for (k, v) in entries {
             batch.put(k, v);
         }
@@ -471,7 +484,7 @@ mod tests {
     }
 
     fn restore(t: &TestStore, from: &Path, force: bool) -> Result<RestoreSummary, StoreError> {
-        restore_backup(&t.db_dir(), &t.master, CHAIN, &node0(), from, force)
+        restore_backup(&t.db_dir(), &t.master, None, CHAIN, &node0(), from, force)
     }
 
     fn assert_restored(t: &TestStore) {
@@ -630,9 +643,43 @@ mod tests {
         let (t, out) = backed_up();
         wipe(&t);
         let other = MasterKey::generate().unwrap();
-        let err = restore_backup(&t.db_dir(), &other, CHAIN, &node0(), &out, false).unwrap_err();
+        let err =
+            restore_backup(&t.db_dir(), &other, None, CHAIN, &node0(), &out, false).unwrap_err();
+        assert!(matches!(err, StoreError::BackupWrongMasterKey), "{err}");
+        let err = restore_backup(
+            &t.db_dir(),
+            &t.master,
+            Some(&other),
+            CHAIN,
+            &node0(),
+            &out,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::BackupWrongMasterKey), "{err}");
         assert!(!t.db_dir().exists());
+    }
+
+    #[test]
+    fn restore__should_reopen_a_backup_made_before_a_rotation_under_the_current_key() {
+        let (t, out) = backed_up();
+        let old_key = fs::read(t.key_file()).unwrap();
+        open(&t).rotate_master_key(&t.key_file()).unwrap();
+        let new = MasterKey::load(&t.key_file()).unwrap();
+        let err = restore_backup(&t.db_dir(), &new, None, CHAIN, &node0(), &out, true).unwrap_err();
+        assert!(matches!(err, StoreError::BackupWrongMasterKey), "{err}");
+        // With the old key for the backup: restored, and re-wrapped under the current key.
+        let old_file = t.dir.path().join("old.key");
+        super::super::write_private_file(&old_file, &old_key, false).unwrap();
+        let old = MasterKey::load(&old_file).unwrap();
+        restore_backup(&t.db_dir(), &new, Some(&old), CHAIN, &node0(), &out, true).unwrap();
+        assert!(matches!(
+            KeyStore::open(&t.db_dir(), &old, CHAIN, &node0()),
+            Err(StoreError::WrongMasterKey)
+        ));
+        let mut store = KeyStore::open(&t.db_dir(), &new, CHAIN, &node0()).unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+        assert_eq!(store.count_prime_sets().unwrap(), 1);
     }
 
     #[test]
