@@ -9,7 +9,14 @@
 //!   wrapped with AES-256-GCM under the master key, its associated data binding it to the chain
 //!   id and this node's id. Opening with another master key, chain id or node id fails with
 //!   [`StoreError::WrongMasterKey`]. Rotating the master key only means re-wrapping this one
-//!   value.
+//!   value: [`KeyStore::rotate_master_key`], crash-safe (the argument is in the `rotate`
+//!   module; an open that finds a rotation interrupted after the key file was replaced
+//!   finishes it).
+//! * **Backups** ([`KeyStore::write_backup`], [`restore_backup`]) carry the stored values as
+//!   they are and the wrapped data key, under one AEAD over the whole file bound to chain id and
+//!   node id; restoring needs the master key current when the backup was made (`backup` module).
+//! * **Rollback is not detected**: the associated data binds the generation found in the
+//!   value's own header, so an older value of the same key id copied back opens without error.
 //! * Each **record value** is `schema version || generation || nonce || AES-256-GCM(record)`
 //!   under the data key, with a fresh random nonce per write; the associated data binds the
 //!   chain id, key id, node id, generation and schema version, so a value moved to another key,
@@ -47,11 +54,13 @@
 //!   thread, and later calls return [`StoreError::Closed`].
 #![deny(clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod backup;
 mod durable_env;
 mod handle;
 mod master_key;
 mod prime_sets;
 mod record;
+mod rotate;
 mod seal;
 
 use std::fs::DirBuilder;
@@ -63,6 +72,7 @@ use std::rc::Rc;
 use rusty_leveldb::{LdbIterator, Options, DB};
 use zeroize::Zeroizing;
 
+pub use backup::{restore_backup, BackupSummary, RestoreSummary, BACKUP_MAGIC, BACKUP_VERSION};
 pub use handle::StoreHandle;
 pub use master_key::{MasterKey, MASTER_KEY_LEN};
 pub use prime_sets::{PrimeSet, PrimeSetId};
@@ -75,6 +85,9 @@ use crate::proto::{KeyId, NodeId};
 
 /// Database key of the wrapped data key. Do not change without a migration.
 const DATA_KEY_DB_KEY: &[u8] = b"m/datakey";
+/// Database key of the data key wrapped under the *next* master key while a rotation is in
+/// progress (see the `rotate` module). Do not change without a migration.
+const PENDING_DATA_KEY_DB_KEY: &[u8] = b"m/datakey.next";
 /// Prefix of record keys: `r/` followed by the key id (ASCII, so byte order is key id order).
 /// Do not change without a migration.
 const RECORD_PREFIX: &[u8] = b"r/";
@@ -94,9 +107,51 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// rusty-leveldb reported an error (including "lock held by another instance").
+    /// rusty-leveldb reported an error.
     #[error("key store database: {0}")]
     Db(String),
+    /// Another `KeyStore`, in this or another process (a running `mpcd`), holds the database
+    /// lock.
+    #[error("key store {} is in use by another process (is mpcd running? stop it first)",
+            path.display())]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// A backup file is not a well-formed seqmpc key store backup, or fails authentication
+    /// (truncated, modified, or not a backup at all).
+    #[error("backup file is unusable: {0}")]
+    Backup(String),
+    /// A backup belongs to another chain or node.
+    #[error(
+        "backup was made for chain {backup_chain:?}, node {backup_node:?}; this node is \
+             chain {chain:?}, node {node:?}"
+    )]
+    BackupIdentity {
+        /// Chain id named in the backup.
+        backup_chain: String,
+        /// Node id named in the backup.
+        backup_node: String,
+        /// This node's chain id.
+        chain: String,
+        /// This node's id.
+        node: String,
+    },
+    /// The master key does not unwrap the data key stored in a backup.
+    #[error(
+        "the master key does not open this backup (it was made under another master key: \
+             pass the key that was current when it was made with --backup-master-key)"
+    )]
+    BackupWrongMasterKey,
+    /// [`restore_backup`] found a store that is not empty and was not told to replace it.
+    #[error("{} already holds a key store ({what}); pass --force to replace it (it is moved \
+             aside, not deleted)", path.display())]
+    StoreNotEmpty {
+        /// The store directory.
+        path: PathBuf,
+        /// What it holds.
+        what: String,
+    },
     /// A stored value failed to open: bad header, failed authentication (modified bytes, or a
     /// value written for another key id, node or chain), bad plaintext, or a key id mismatch.
     #[error("key store record {key_id} is corrupt: {reason}")]
@@ -151,6 +206,17 @@ pub enum StoreError {
 
 fn db_err(what: &str, e: rusty_leveldb::Status) -> StoreError {
     StoreError::Db(format!("{what}: {e}"))
+}
+
+/// The error of opening the database in `dir`: [`StoreError::Locked`] for a held lock.
+fn open_err(dir: &Path, e: rusty_leveldb::Status) -> StoreError {
+    if e.code == rusty_leveldb::StatusCode::LockError {
+        StoreError::Locked {
+            path: dir.to_path_buf(),
+        }
+    } else {
+        db_err("open", e)
+    }
 }
 
 fn record_db_key(key_id: &KeyId) -> Vec<u8> {
@@ -212,7 +278,7 @@ impl KeyStore {
             return Err(StoreError::Config("empty chain id".into()));
         }
         create_dir(dir)?;
-        let mut db = open_db(dir).map_err(|e| db_err("open", e))?;
+        let mut db = open_db(dir).map_err(|e| open_err(dir, e))?;
         let cipher = load_or_create_data_key(&mut db, master, chain_id, party)?;
         tracing::info!(dir = %dir.display(), chain_id, party = %party, "opened key store");
         Ok(KeyStore {
@@ -332,16 +398,23 @@ impl KeyStore {
     /// a failed reopen or compaction poisons the store but returns `Ok`.
     fn erase(&mut self, key: &[u8], what: &str) -> Result<(), StoreError> {
         self.write_durably(what, |db| db.delete(key))?;
+        self.compact_out(key, key, what);
+        Ok(())
+    }
+
+    /// Reopens the database and compacts the range `from..=to` twice, so that overwritten and
+    /// deleted values in it leave the live files (see [`KeyStore::delete`]). A failure poisons
+    /// the store (the write before it was already durable) and is not returned.
+    fn compact_out(&mut self, from: &[u8], to: &[u8], what: &str) {
         if let Err(e) = self.reopen_db() {
             let _ = self.poison(&format!("reopen after {what}"), e);
         } else if let Err(e) = self
             .db
-            .compact_range(key, key)
-            .and_then(|()| self.db.compact_range(key, key))
+            .compact_range(from, to)
+            .and_then(|()| self.db.compact_range(from, to))
         {
             let _ = self.poison(&format!("compaction after {what}"), e);
         }
-        Ok(())
     }
 
     /// Every record, shares included, sorted by key id. Fails on the first corrupt record.
@@ -368,6 +441,54 @@ impl KeyStore {
         }
         Ok(out)
     }
+}
+
+/// Writes `bytes` to a new file `path` (mode 0600) so that after a crash `path` either holds
+/// all of them or is as before: a temporary file in the same directory (created with `O_EXCL`),
+/// fsynced, then renamed over `path` (`replace`) or hard-linked to it (fails with
+/// [`io::ErrorKind::AlreadyExists`] if `path` exists), and the directory fsynced.
+fn write_private_file(path: &Path, bytes: &[u8], replace: bool) -> Result<(), StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| StoreError::Config(format!("{} names no file", path.display())))?;
+    let mut suffix = [0u8; 8];
+    seal::fill_random(&mut suffix)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        hex::encode(suffix)
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        if replace {
+            std::fs::rename(&tmp, path).map_err(io("rename", path))
+        } else {
+            std::fs::hard_link(&tmp, path).map_err(io("link", path))
+        }
+    })();
+    if written.is_err() || !replace {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    sync_dir(dir).map_err(io("fsync dir", dir))
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -429,7 +550,12 @@ fn load_or_create_data_key(
     party: &NodeId,
 ) -> Result<aes_gcm::Aes256Gcm, StoreError> {
     if let Some(wrapped) = raw_get(db, DATA_KEY_DB_KEY)? {
-        return seal::unwrap_data_key(master, chain_id, party, &wrapped);
+        return match seal::unwrap_data_key(master, chain_id, party, &wrapped) {
+            Err(StoreError::WrongMasterKey) => {
+                rotate::finish_interrupted(db, master, chain_id, party)
+            }
+            other => other,
+        };
     }
     // No data key: either a new store, or one that lost its data key. Never paper over the
     // latter with a fresh key (every record would become unreadable, silently).
@@ -612,10 +738,7 @@ pub(super) mod tests {
         let t = TestStore::new();
         let _store = open(&t);
         let err = KeyStore::open(&t.db_dir(), &t.master, CHAIN, &node0()).unwrap_err();
-        assert!(
-            matches!(err, StoreError::Db(ref m) if m.contains("lock")),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     }
 
     #[test]
@@ -657,6 +780,34 @@ pub(super) mod tests {
         let mut store = open(&t);
         assert_corrupt(store.get(&kid("key-b")), "key-b");
         assert!(store.get(&kid("key-a")).unwrap().is_some());
+    }
+
+    #[test]
+    fn store__should_accept_an_older_generation_copied_back_over_a_newer_one() {
+        // KNOWN LIMIT, asserted so that it stays visible: the associated data binds the
+        // generation written in the value's own header, not an expected generation kept
+        // elsewhere, so a value from an earlier put of the same key id authenticates. Neither
+        // does anything detect two values of one generation. Rollback is detectable only
+        // against a source the attacker cannot roll back with the store (the chain: the key's
+        // session id and public key there; issue 5's `diverged` flag).
+        let t = TestStore::new();
+        let mut old = sample("k1", &[1; 32]);
+        old.status = ShareStatus::Pending;
+        old.share = None;
+        drop({
+            let mut s = open(&t);
+            s.put(&old).unwrap();
+            s
+        });
+        let older = raw_value(&t, "k1");
+        let mut newer = sample("k1", &[2; 32]);
+        newer.generation = old.generation + 1;
+        open(&t).put(&newer).unwrap();
+        raw_put(&t, "k1", &older);
+        let got = open(&t).get(&kid("k1")).unwrap().unwrap();
+        assert_eq!(got.generation, old.generation);
+        assert_eq!(got.status, ShareStatus::Pending);
+        assert!(got.share.is_none());
     }
 
     #[test]

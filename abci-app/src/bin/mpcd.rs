@@ -15,7 +15,7 @@ use seqmpc_abci::submit::RpcSubmitter;
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
-use seqmpc_module::store::{KeyStore, MasterKey, StoreHandle};
+use seqmpc_module::store::{restore_backup, KeyStore, MasterKey, StoreHandle};
 use seqmpc_proto::NodeId;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
@@ -82,11 +82,156 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cggmp_prime_pool: usize,
     },
+    /// Replace the master key (HOME/master.key) with a fresh one and re-wrap the key store's
+    /// data key under it (records are untouched). The node must be stopped: a running node
+    /// holds the key store's lock and the command refuses. Crash-safe: after a crash the store
+    /// opens with master.key (old or new); run the command again to clean up.
+    RotateMasterKey {
+        /// Node home directory.
+        #[arg(long)]
+        home: PathBuf,
+        /// Genesis file (gives the chain id and, with node.key, this node's id).
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+    /// Write an encrypted backup of the key store (every key record and prime set, and the
+    /// data key wrapped under the master key) to a new file, mode 0600. It holds no plaintext
+    /// secret; restoring it needs the master key that is current NOW (keep a copy of
+    /// master.key apart from the backup, and keep old master keys as long as backups made
+    /// under them). The node must be stopped.
+    Backup {
+        /// Node home directory.
+        #[arg(long)]
+        home: PathBuf,
+        /// Genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore the key store from a backup made by `mpcd backup` for this chain and node,
+    /// opened with HOME/master.key or --backup-master-key. Checks the whole file and every
+    /// record before writing anything. The node must be stopped.
+    Restore {
+        /// Node home directory.
+        #[arg(long)]
+        home: PathBuf,
+        /// Genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a key store that holds records or prime sets (it is moved aside to
+        /// HOME/keystore.replaced-*, not deleted).
+        #[arg(long)]
+        force: bool,
+        /// The master key the backup was made under, when it is not HOME/master.key (a backup
+        /// from before a `rotate-master-key`); the restored store is re-wrapped under
+        /// HOME/master.key.
+        #[arg(long)]
+        backup_master_key: Option<PathBuf>,
+    },
 }
 
 const NODE_KEY: &str = "node.key";
 const MASTER_KEY: &str = "master.key";
 const NODE_ID_FILE: &str = "node_id";
+const KEYSTORE_DIR: &str = "keystore";
+
+/// The genesis file's bytes and contents.
+fn load_genesis(path: &Path) -> anyhow::Result<(Vec<u8>, Genesis)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read genesis {}", path.display()))?;
+    let genesis = serde_json::from_slice(&bytes).context("invalid genesis")?;
+    Ok((bytes, genesis))
+}
+
+/// This node's id: the genesis registry entry of the node key's public key.
+fn my_node_id(genesis: &Genesis, my_pk: &str) -> anyhow::Result<NodeId> {
+    genesis
+        .nodes
+        .iter()
+        .find(|n| n.public_key.eq_ignore_ascii_case(my_pk))
+        .map(|n| n.id.clone())
+        .with_context(|| format!("this node's key {my_pk} is not in the genesis node registry"))
+}
+
+/// The chain id and this node's id, for the offline key store commands.
+fn identity(home: &Path, genesis_path: &Path) -> anyhow::Result<(String, NodeId)> {
+    let (_, genesis) = load_genesis(genesis_path)?;
+    let key = load_key_file(&home.join(NODE_KEY))?;
+    let me = my_node_id(&genesis, &hex::encode(key.verifying_key().to_bytes()))?;
+    Ok((genesis.chain_id, me))
+}
+
+/// Opens the key store of a stopped node.
+fn open_store(home: &Path, chain_id: &str, me: &NodeId) -> anyhow::Result<KeyStore> {
+    let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
+    KeyStore::open(&home.join(KEYSTORE_DIR), &master, chain_id, me).context("opening the key store")
+}
+
+fn rotate_master_key(home: &Path, genesis: &Path) -> anyhow::Result<()> {
+    let (chain_id, me) = identity(home, genesis)?;
+    let key_file = home.join(MASTER_KEY);
+    open_store(home, &chain_id, &me)?
+        .rotate_master_key(&key_file)
+        .context("rotating the master key")?;
+    println!(
+        "{}",
+        serde_json::json!({"rotated": true, "master_key": key_file})
+    );
+    Ok(())
+}
+
+fn backup(home: &Path, genesis: &Path, out: &Path) -> anyhow::Result<()> {
+    let (chain_id, me) = identity(home, genesis)?;
+    let summary = open_store(home, &chain_id, &me)?
+        .write_backup(out)
+        .context("writing the backup")?;
+    println!(
+        "{}",
+        serde_json::json!({"backup": out, "chain_id": chain_id, "node_id": me,
+            "records": summary.records, "prime_sets": summary.prime_sets,
+            "bytes": summary.bytes, "needs_master_key": home.join(MASTER_KEY)})
+    );
+    Ok(())
+}
+
+fn restore(
+    home: &Path,
+    genesis: &Path,
+    from: &Path,
+    force: bool,
+    backup_master_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (chain_id, me) = identity(home, genesis)?;
+    let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
+    let backup_master = backup_master_key
+        .map(|p| {
+            MasterKey::load(p)
+                .with_context(|| format!("loading --backup-master-key {}", p.display()))
+        })
+        .transpose()?;
+    let dir = home.join(KEYSTORE_DIR);
+    let summary = restore_backup(
+        &dir,
+        &master,
+        backup_master.as_ref(),
+        &chain_id,
+        &me,
+        from,
+        force,
+    )
+    .with_context(|| format!("restoring {}", from.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({"restored": dir, "records": summary.records,
+            "prime_sets": summary.prime_sets, "replaced": summary.replaced})
+    );
+    Ok(())
+}
 
 fn init(home: &Path, node_id: &NodeId) -> anyhow::Result<()> {
     if home.join(NODE_KEY).exists() {
@@ -131,17 +276,10 @@ fn start(
         presign_pool,
         prime_pool: cggmp_prime_pool,
     } = cggmp_opts;
-    let genesis_bytes = std::fs::read(genesis_path)
-        .with_context(|| format!("cannot read genesis {}", genesis_path.display()))?;
-    let genesis: Genesis = serde_json::from_slice(&genesis_bytes).context("invalid genesis")?;
+    let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_pk = hex::encode(key.verifying_key().to_bytes());
-    let me = genesis
-        .nodes
-        .iter()
-        .find(|n| n.public_key.eq_ignore_ascii_case(&my_pk))
-        .map(|n| n.id.clone())
-        .with_context(|| format!("this node's key {my_pk} is not in the genesis node registry"))?;
+    let me = my_node_id(&genesis, &my_pk)?;
     let cggmp = match cggmp_primes {
         Some(path) => {
             let c = CggmpConfig::from_fixture_file(path, &me)
@@ -152,10 +290,12 @@ fn start(
         }
         None => CggmpConfig::default(),
     };
-    let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
-    let store = KeyStore::open(&home.join("keystore"), &master, &genesis.chain_id, &me)
-        .context("opening the key store")?;
-    drop(master);
+    let old_key = home.join(format!("{MASTER_KEY}.old"));
+    if old_key.exists() {
+        warn!(path = %old_key.display(), "an old master key file is left from an interrupted \
+            `mpcd rotate-master-key`; run it again (node stopped) to finish the cleanup");
+    }
+    let store = open_store(home, &genesis.chain_id, &me)?;
     let store = StoreHandle::spawn(store).context("starting the key store")?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -246,14 +386,19 @@ fn start(
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // The one-shot commands print their result on stdout and only warnings on stderr.
+    let default_filter = match cli.cmd {
+        Cmd::Start { .. } => "info,libp2p=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Init { home, node_id } => init(&home, &node_id),
         Cmd::Start {
@@ -281,6 +426,15 @@ fn main() {
                 prime_pool: cggmp_prime_pool,
             },
         ),
+        Cmd::RotateMasterKey { home, genesis } => rotate_master_key(&home, &genesis),
+        Cmd::Backup { home, genesis, out } => backup(&home, &genesis, &out),
+        Cmd::Restore {
+            home,
+            genesis,
+            from,
+            force,
+            backup_master_key,
+        } => restore(&home, &genesis, &from, force, backup_master_key.as_deref()),
     };
     if let Err(e) = r {
         eprintln!("mpcd: {e:#}");

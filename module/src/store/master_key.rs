@@ -157,6 +157,11 @@ impl MasterKey {
         Ok(key)
     }
 
+    /// The raw key, to write it to its file. Never log it.
+    pub(super) fn expose(&self) -> &[u8; MASTER_KEY_LEN] {
+        &self.0
+    }
+
     /// An AES-256-GCM cipher under this key (wraps and unwraps the data key).
     pub(super) fn cipher(&self) -> Result<Aes256Gcm, StoreError> {
         Aes256Gcm::new_from_slice(self.0.as_slice())

@@ -54,7 +54,7 @@ impl PrimeSetId {
     }
 
     /// The id of database key `key` (which starts with the prime-set prefix).
-    fn from_db_key(key: &[u8]) -> Result<PrimeSetId, StoreError> {
+    pub(super) fn from_db_key(key: &[u8]) -> Result<PrimeSetId, StoreError> {
         key.strip_prefix(PRIME_SET_PREFIX)
             .and_then(|h| hex::decode(h).ok())
             .and_then(|b| <[u8; 16]>::try_from(b).ok())

@@ -47,9 +47,13 @@ pub const PRIME_SET_TAG: &[u8] = b"seqmpc/store/prime-set/v1";
 /// Do not change without a migration.
 pub const PRIME_SET_VERSION: u8 = 1;
 
+/// Domain tag of the associated data of a backup file's body. Do not change without a migration
+/// (old backups must stay restorable).
+pub const BACKUP_TAG: &[u8] = b"seqmpc/store/backup/v1";
+
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-const DATA_KEY_LEN: usize = 32;
+pub(super) const DATA_KEY_LEN: usize = 32;
 const RECORD_HEADER_LEN: usize = 1 + 8 + NONCE_LEN;
 const PRIME_SET_HEADER_LEN: usize = 1 + NONCE_LEN;
 const WRAPPED_DATA_KEY_LEN: usize = 1 + NONCE_LEN + DATA_KEY_LEN + TAG_LEN;
@@ -137,6 +141,23 @@ pub(super) fn unwrap_data_key(
     party: &NodeId,
     wrapped: &[u8],
 ) -> Result<Aes256Gcm, StoreError> {
+    let key = unwrap_data_key_bytes(master, chain_id, party, wrapped)?;
+    data_key_cipher(&key)
+}
+
+/// A cipher under the raw data key.
+pub(super) fn data_key_cipher(key: &[u8; DATA_KEY_LEN]) -> Result<Aes256Gcm, StoreError> {
+    Aes256Gcm::new_from_slice(key).map_err(|e| StoreError::Bug(format!("AES-256-GCM key: {e}")))
+}
+
+/// Unwraps the data key and returns its bytes (zeroized on drop), for re-wrapping it under
+/// another master key. Errors as [`unwrap_data_key`].
+pub(super) fn unwrap_data_key_bytes(
+    master: &MasterKey,
+    chain_id: &str,
+    party: &NodeId,
+    wrapped: &[u8],
+) -> Result<Zeroizing<[u8; DATA_KEY_LEN]>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key_id: DATA_KEY_NAME.into(),
         reason,
@@ -159,17 +180,21 @@ pub(super) fn unwrap_data_key(
         .split_first_chunk::<NONCE_LEN>()
         .ok_or_else(|| corrupt("truncated nonce".into()))?;
     let (body, tag) = split_tag(sealed).ok_or_else(|| corrupt("truncated tag".into()))?;
-    let mut key = Zeroizing::new(body.to_vec());
+    let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+    if body.len() != DATA_KEY_LEN {
+        return Err(corrupt("data key of wrong length".into()));
+    }
+    key.copy_from_slice(body);
     master
         .cipher()?
         .decrypt_in_place_detached(
             &Nonce::from(*nonce),
             &data_key_ad(chain_id, party),
-            &mut key,
+            key.as_mut_slice(),
             &tag,
         )
         .map_err(|_| StoreError::WrongMasterKey)?;
-    Aes256Gcm::new_from_slice(&key).map_err(|_| corrupt("data key of wrong length".into()))
+    Ok(key)
 }
 
 /// Seals and opens record values for one store (one chain id, one party, one data key).
@@ -284,6 +309,42 @@ impl Sealer {
             .decrypt_in_place_detached(&Nonce::from(*nonce), ad, &mut plain, &tag)
             .map_err(|_| "authentication failed")?;
         Ok(plain)
+    }
+
+    /// Seals a backup body under the data key: `nonce (12) || ciphertext || tag (16)`, with
+    /// associated data `BACKUP_TAG, header, chain id, party` (the header is the backup file's
+    /// clear part, which names the chain, the node and the wrapped data key).
+    pub(super) fn seal_backup(&self, header: &[u8], body: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        let mut buf = Vec::with_capacity(NONCE_LEN + body.len() + TAG_LEN);
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(body);
+        let ad = self.backup_ad(header);
+        seal_in_place(&self.cipher, &nonce, &ad, &mut buf, NONCE_LEN)?;
+        Ok(buf)
+    }
+
+    /// Opens what [`Sealer::seal_backup`] made; the error says what failed.
+    pub(super) fn open_backup(
+        &self,
+        header: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
+        let (nonce, rest) = sealed
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or("truncated (no room for the nonce)")?;
+        self.decrypt(nonce, &self.backup_ad(header), rest)
+            .map_err(|why| format!("{why}: the file was truncated or modified"))
+    }
+
+    fn backup_ad(&self, header: &[u8]) -> Vec<u8> {
+        associated_data(&[
+            BACKUP_TAG,
+            header,
+            self.chain_id.as_bytes(),
+            self.party.as_str().as_bytes(),
+        ])
     }
 
     fn prime_set_ad(&self, id: &PrimeSetId) -> Vec<u8> {

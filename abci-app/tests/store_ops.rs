@@ -1,0 +1,331 @@
+//! `mpcd rotate-master-key`, `mpcd backup` and `mpcd restore`, run as an operator would: the
+//! real binary on a node home made by `mpcd init`.
+#![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use seqmpc_abci::genesis::{Genesis, GenesisNode, Limits};
+use seqmpc_module::store::{KeyRecord, KeyStore, MasterKey, SecretShare, ShareStatus};
+use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
+
+const CHAIN: &str = "store-ops-chain";
+
+struct Node {
+    home: PathBuf,
+    id: NodeId,
+    public_key: String,
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl Setup {
+    /// Two initialized node homes and a genesis naming both.
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = (0..2)
+            .map(|i| {
+                let home = dir.path().join(format!("home{i}"));
+                let id = NodeId::new(format!("node{i}")).unwrap();
+                let out = mpcd(&["init", "--home", s(&home), "--node-id", id.as_str()]);
+                assert!(out.ok, "{}", out.stderr);
+                let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+                let public_key = v["public_key"].as_str().unwrap().to_owned();
+                Node {
+                    home,
+                    id,
+                    public_key,
+                }
+            })
+            .collect();
+        let setup = Setup { dir, nodes };
+        setup.write_genesis(CHAIN, "genesis.json");
+        setup
+    }
+
+    fn write_genesis(&self, chain_id: &str, name: &str) -> PathBuf {
+        let g = Genesis {
+            chain_id: chain_id.into(),
+            nodes: self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| GenesisNode {
+                    id: n.id.clone(),
+                    public_key: n.public_key.clone(),
+                    p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 31000 + i),
+                })
+                .collect(),
+            accounts: vec![],
+            limits: Limits::default(),
+        };
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(&g).unwrap()).unwrap();
+        path
+    }
+
+    fn genesis(&self) -> PathBuf {
+        self.dir.path().join("genesis.json")
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Opens node `i`'s key store in this process (as the running node would hold it).
+    fn open(&self, i: usize) -> KeyStore {
+        let n = &self.nodes[i];
+        let master = MasterKey::load(&n.home.join("master.key")).unwrap();
+        KeyStore::open(&n.home.join("keystore"), &master, CHAIN, &n.id).unwrap()
+    }
+
+    fn populate(&self, i: usize) {
+        let mut store = self.open(i);
+        for (k, b) in [("eth", 0xe7u8), ("btc", 0xb7)] {
+            store.put(&record(k, b)).unwrap();
+        }
+    }
+
+    /// Checks node `i`'s store holds what [`Setup::populate`] put.
+    fn assert_populated(&self, i: usize) {
+        let recs = self.open(i).list().unwrap();
+        let got: Vec<(String, Vec<u8>)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r.key_id.to_string(),
+                    r.share.as_ref().unwrap().expose().to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("btc".into(), vec![0xb7; 32]),
+                ("eth".into(), vec![0xe7; 32])
+            ]
+        );
+    }
+
+    fn run(&self, i: usize, cmd: &str, extra: &[&str]) -> Out {
+        let home = &self.nodes[i].home;
+        let genesis = self.genesis();
+        let mut args = vec![cmd, "--home", s(home), "--genesis", s(&genesis)];
+        args.extend_from_slice(extra);
+        mpcd(&args)
+    }
+}
+
+fn record(key: &str, byte: u8) -> KeyRecord {
+    KeyRecord {
+        key_id: KeyId::new(key).unwrap(),
+        session: SessionId([0x5e; 32]),
+        scheme: Scheme::FrostEd25519,
+        threshold: 2,
+        parties: vec![NodeId::new("node0").unwrap(), NodeId::new("node1").unwrap()],
+        public_key: vec![0x11; 32],
+        status: ShareStatus::Ready,
+        error: None,
+        generation: 1,
+        share: Some(SecretShare::new(vec![byte; 32])),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn mpcd(args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcd"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// The command failed with exit code 1 and one line on stderr containing `needle`.
+fn assert_fails(out: &Out, needle: &str) {
+    assert!(!out.ok, "succeeded: {}", out.stdout);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.starts_with("mpcd: "), "{}", out.stderr);
+    assert!(out.stderr.contains(needle), "{}", out.stderr);
+}
+
+#[test]
+fn mpcd_rotate_master_key__should_refuse_a_running_node_then_rotate_and_keep_every_record() {
+    let t = Setup::new();
+    t.populate(0);
+    let key_file = t.nodes[0].home.join("master.key");
+    let before = std::fs::read(&key_file).unwrap();
+
+    let running = t.open(0);
+    assert_fails(&t.run(0, "rotate-master-key", &[]), "is mpcd running");
+    drop(running);
+    assert_eq!(std::fs::read(&key_file).unwrap(), before);
+
+    let out = t.run(0, "rotate-master-key", &[]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("\"rotated\":true"), "{}", out.stdout);
+    let after = std::fs::read(&key_file).unwrap();
+    assert_ne!(after, before);
+    t.assert_populated(0);
+
+    // The old key no longer opens the store.
+    let old = t.file("old.key");
+    std::fs::write(&old, &before).unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let err = KeyStore::open(
+        &t.nodes[0].home.join("keystore"),
+        &MasterKey::load(&old).unwrap(),
+        CHAIN,
+        &t.nodes[0].id,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not open"), "{err}");
+}
+
+#[test]
+fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
+    let t = Setup::new();
+    t.populate(0);
+    let backup = t.file("node0.backup");
+    let out = t.run(0, "backup", &["--out", s(&backup)]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["records"], 2);
+    // Never overwritten.
+    assert_fails(
+        &t.run(0, "backup", &["--out", s(&backup)]),
+        "already exists",
+    );
+
+    // The store still holds records: refused without --force.
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&backup)]),
+        "pass --force",
+    );
+
+    // Wipe, then refuse damaged files before writing anything.
+    std::fs::remove_dir_all(t.nodes[0].home.join("keystore")).unwrap();
+    let good = std::fs::read(&backup).unwrap();
+    let bad = t.file("bad.backup");
+    std::fs::write(&bad, &good[..good.len() - 7]).unwrap();
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&bad)]),
+        "truncated or modified",
+    );
+    std::fs::write(&bad, &good[..20]).unwrap();
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&bad)]),
+        "backup file is unusable",
+    );
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x20;
+    std::fs::write(&bad, &flipped).unwrap();
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&bad)]),
+        "truncated or modified",
+    );
+    std::fs::write(&bad, b"hello").unwrap();
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&bad)]),
+        "not a seqmpc key store backup",
+    );
+    assert!(!t.nodes[0].home.join("keystore").exists());
+
+    // A backup of another node is refused.
+    t.populate(1);
+    let foreign = t.file("node1.backup");
+    assert!(t.run(1, "backup", &["--out", s(&foreign)]).ok);
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&foreign)]),
+        "node \"node1\"",
+    );
+
+    // The good one restores.
+    let out = t.run(0, "restore", &["--from", s(&backup)]);
+    assert!(out.ok, "{}", out.stderr);
+    t.assert_populated(0);
+
+    // With --force over a store that holds records: replaced, the old one moved aside.
+    let out = t.run(0, "restore", &["--from", s(&backup), "--force"]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(Path::new(v["replaced"].as_str().unwrap()).is_dir());
+    t.assert_populated(0);
+
+    // After a rotation, the backup needs the old master key.
+    let old_key = t.file("old-master.key");
+    std::fs::copy(t.nodes[0].home.join("master.key"), &old_key).unwrap();
+    assert!(t.run(0, "rotate-master-key", &[]).ok);
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&backup), "--force"]),
+        "master key does not open this backup",
+    );
+    let out = t.run(
+        0,
+        "restore",
+        &[
+            "--from",
+            s(&backup),
+            "--force",
+            "--backup-master-key",
+            s(&old_key),
+        ],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    t.assert_populated(0); // opened with the current HOME/master.key
+}
+
+#[test]
+fn mpcd_backup__should_refuse_a_backup_of_another_chain() {
+    let t = Setup::new();
+    t.populate(0);
+    let other_genesis = t.write_genesis("other-chain", "other.json");
+    let home = &t.nodes[0].home;
+    // A store of node0 on another chain, and its backup.
+    std::fs::rename(home.join("keystore"), t.file("keystore-main")).unwrap();
+    {
+        let master = MasterKey::load(&home.join("master.key")).unwrap();
+        let mut store = KeyStore::open(
+            &home.join("keystore"),
+            &master,
+            "other-chain",
+            &t.nodes[0].id,
+        )
+        .unwrap();
+        store.put(&record("eth", 1)).unwrap();
+    }
+    let backup = t.file("other.backup");
+    let out = mpcd(&[
+        "backup",
+        "--home",
+        s(home),
+        "--genesis",
+        s(&other_genesis),
+        "--out",
+        s(&backup),
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    std::fs::remove_dir_all(home.join("keystore")).unwrap();
+    assert_fails(
+        &t.run(0, "restore", &["--from", s(&backup)]),
+        "chain \"other-chain\"",
+    );
+}

@@ -1,0 +1,392 @@
+//! Master key rotation: the data key is re-wrapped under a fresh master key; records, which are
+//! sealed under the data key, are not touched.
+//!
+//! # Steps, and why a crash at any point leaves a store that opens
+//! The store's state is the pair (content of the key file `K`, values `m/datakey` = `W` and
+//! `m/datakey.next` = `P` in the database). Rotating from master key `k0` (data key wrapped as
+//! `w0`) to `k1`:
+//!
+//! | step | what | state after it |
+//! |---|---|---|
+//! | 1 `NewKeyWritten` | `k1` to `K.new` (temp file, fsync, rename, fsync dir) | `K`=k0, `W`=w0 |
+//! | 2 `PendingStored` | `P` := the data key wrapped under `k1` (durable put) | `K`=k0, `W`=w0, `P`=w1 |
+//! | 3 `OldKeyKept` | hard link `K` to `K.old`, fsync dir | same, `K.old`=k0 |
+//! | 4 `KeyReplaced` | rename `K.new` over `K`, fsync dir | `K`=k1, `W`=w0, `P`=w1 |
+//! | 5 `Committed` | one batch: `W` := w1, delete `P` (durable) | `K`=k1, `W`=w1 |
+//! | 6 `OldWrappingErased` | reopen + compact `m/datakey*`: w0 leaves the live files | |
+//! | 7 `Done` | remove `K.old`, fsync dir | |
+//!
+//! The rename in step 4 is atomic, so `K` always holds either `k0` or `k1` in full. Up to step 3
+//! `K` = k0 and `W` = w0 opens. From step 4 to step 5, `K` = k1: `W` no longer opens under it,
+//! but `P` does, and [`KeyStore::open`] then finishes the rotation itself (step 5, see
+//! [`finish_interrupted`]). After step 5, `W` = w1 opens under `K` = k1. The old key also stays
+//! in `K.old` from step 3 until step 7, so until step 5 an operator can still open the store with
+//! it. The next rotation starts by removing a leftover `K.new` or `K.old` (only after checking
+//! that `K` opens the store).
+//!
+//! What a crash can leave behind, and is cleaned up by the next rotation: `K.new` (crash in steps
+//! 1-3: a key that wraps at most a stale `P`), `P` (crash in steps 2-3), `K.old` (crash in steps
+//! 3-6), and `w0` in old database files until the next compaction of that range (crash before
+//! step 6). `mpcd start` warns when `K.old` exists.
+//!
+//! Offline only: the rotation needs the database open in this process, so a running node (which
+//! holds the LevelDB lock) makes it fail with [`StoreError::Locked`].
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::Aes256Gcm;
+use rusty_leveldb::{WriteBatch, DB};
+
+use super::{
+    db_err, parent_dir, raw_get, seal, sync_dir, KeyStore, MasterKey, StoreError, DATA_KEY_DB_KEY,
+    PENDING_DATA_KEY_DB_KEY,
+};
+use crate::proto::NodeId;
+
+/// The steps of a rotation, in order (see the module docs). Tests stop after one to simulate a
+/// crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Step {
+    NewKeyWritten,
+    PendingStored,
+    OldKeyKept,
+    KeyReplaced,
+    Committed,
+    OldWrappingErased,
+    Done,
+}
+
+/// `path` with `.{suffix}` appended to its file name (`master.key` -> `master.key.new`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// Removes `path` if it exists and fsyncs its directory.
+fn remove_leftover(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(),
+                "removed a key file left by an interrupted master key rotation");
+            let dir = parent_dir(path);
+            sync_dir(dir).map_err(io_err("fsync dir", dir))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+impl KeyStore {
+    /// Replaces the master key in `key_path` with a fresh one and re-wraps the data key under
+    /// it. The file must hold the master key this store is under now. Every record stays as it
+    /// is (they are sealed under the data key). Crash-safe: see the module docs of `rotate`.
+    ///
+    /// Errors: [`StoreError::MasterKey`] if `key_path` does not hold the current master key;
+    /// [`StoreError::Io`] or [`StoreError::Db`] if a step fails (the store then opens with the
+    /// key `key_path` holds, old or new, as after a crash).
+    pub fn rotate_master_key(&mut self, key_path: &Path) -> Result<(), StoreError> {
+        self.rotate_until(key_path, Step::Done)
+    }
+
+    /// [`KeyStore::rotate_master_key`], stopping right after `stop` (tests simulate crashes).
+    pub(super) fn rotate_until(&mut self, key_path: &Path, stop: Step) -> Result<(), StoreError> {
+        self.check_usable()?;
+        let old = MasterKey::load(key_path)?;
+        let wrapped = self
+            .raw_get(DATA_KEY_DB_KEY)?
+            .ok_or_else(|| StoreError::Corrupt {
+                key_id: seal::DATA_KEY_NAME.into(),
+                reason: "the wrapped data key is missing".into(),
+            })?;
+        let (chain_id, party) = (
+            self.sealer.chain_id().to_owned(),
+            self.sealer.party().clone(),
+        );
+        let data_key = seal::unwrap_data_key_bytes(&old, &chain_id, &party, &wrapped).map_err(
+            |e| match e {
+                StoreError::WrongMasterKey => StoreError::MasterKey(format!(
+                    "{} is not the master key this key store is under",
+                    key_path.display()
+                )),
+                e => e,
+            },
+        )?;
+        drop(old);
+        let new_path = sibling(key_path, "new");
+        let old_path = sibling(key_path, "old");
+        remove_leftover(&new_path)?;
+        remove_leftover(&old_path)?;
+        let dir = parent_dir(key_path);
+
+        let new = MasterKey::generate()?;
+        super::write_private_file(&new_path, new.expose(), true)?;
+        if stop == Step::NewKeyWritten {
+            return Ok(());
+        }
+        let rewrapped = seal::wrap_data_key(&new, &chain_id, &party, &data_key)?;
+        drop(data_key);
+        drop(new);
+        self.write_durably(
+            "store the data key wrapped under the new master key",
+            |db| db.put(PENDING_DATA_KEY_DB_KEY, &rewrapped),
+        )?;
+        if stop == Step::PendingStored {
+            return Ok(());
+        }
+        fs::hard_link(key_path, &old_path).map_err(io_err("link", &old_path))?;
+        sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        if stop == Step::OldKeyKept {
+            return Ok(());
+        }
+        fs::rename(&new_path, key_path).map_err(io_err("rename", key_path))?;
+        sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        tracing::info!(path = %key_path.display(), "master key replaced");
+        if stop == Step::KeyReplaced {
+            return Ok(());
+        }
+        self.write_durably(
+            "commit the data key wrapped under the new master key",
+            |db| commit(db, &rewrapped),
+        )?;
+        if stop == Step::Committed {
+            return Ok(());
+        }
+        self.compact_out(
+            DATA_KEY_DB_KEY,
+            PENDING_DATA_KEY_DB_KEY,
+            "master key rotation",
+        );
+        if stop == Step::OldWrappingErased {
+            return Ok(());
+        }
+        fs::remove_file(&old_path).map_err(io_err("remove", &old_path))?;
+        sync_dir(dir).map_err(io_err("fsync dir", dir))?;
+        tracing::info!(path = %key_path.display(), "master key rotated");
+        Ok(())
+    }
+}
+
+/// Step 5 as one batch: the pending wrapping becomes the data key, the pending value goes.
+fn commit(db: &mut DB, wrapped: &[u8]) -> rusty_leveldb::Result<()> {
+    let mut batch = WriteBatch::default();
+    batch.put(DATA_KEY_DB_KEY, wrapped);
+    batch.delete(PENDING_DATA_KEY_DB_KEY);
+    db.write(batch, false)
+}
+
+/// Called by [`KeyStore::open`] when `master` does not unwrap the data key: if a rotation was
+/// interrupted after the key file was replaced (steps 4-5), the pending wrapping opens under
+/// `master`; then the rotation is committed (step 5, durably) and the cipher returned.
+/// Otherwise [`StoreError::WrongMasterKey`].
+pub(super) fn finish_interrupted(
+    db: &mut DB,
+    master: &MasterKey,
+    chain_id: &str,
+    party: &NodeId,
+) -> Result<Aes256Gcm, StoreError> {
+    let Some(pending) = raw_get(db, PENDING_DATA_KEY_DB_KEY)? else {
+        return Err(StoreError::WrongMasterKey);
+    };
+    let Ok(cipher) = seal::unwrap_data_key(master, chain_id, party, &pending) else {
+        return Err(StoreError::WrongMasterKey);
+    };
+    commit(db, &pending)
+        .and_then(|()| db.flush())
+        .map_err(|e| db_err("finish an interrupted master key rotation", e))?;
+    tracing::warn!(
+        "finished an interrupted master key rotation (the master key file had been replaced); \
+         run `mpcd rotate-master-key` again to remove the old key file and old wrapping"
+    );
+    Ok(cipher)
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::super::record::tests::sample;
+    use super::super::tests::{node0, open, TestStore, CHAIN};
+    use super::*;
+    use crate::proto::KeyId;
+
+    fn kid(s: &str) -> KeyId {
+        KeyId::new(s).unwrap()
+    }
+
+    /// A store with two records and a prime set; returns it open.
+    fn populated(t: &TestStore) -> KeyStore {
+        let mut store = open(t);
+        store.put(&sample("k1", &[0x11; 32])).unwrap();
+        store.put(&sample("k2", &[0x22; 32])).unwrap();
+        store
+            .put_prime_set(&super::super::PrimeSetId::from_raw([7; 16]), &[0x33; 64])
+            .unwrap();
+        store
+    }
+
+    fn assert_contents(store: &mut KeyStore) {
+        let recs = store.list().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].share.as_ref().unwrap().expose(), &[0x11; 32]);
+        assert_eq!(recs[1].share.as_ref().unwrap().expose(), &[0x22; 32]);
+        assert_eq!(store.count_prime_sets().unwrap(), 1);
+    }
+
+    /// Copies a directory tree (as a crash would leave it: the store is still open).
+    fn copy_tree(src: &Path, dst: &Path) {
+        fs::create_dir_all(dst).unwrap();
+        for e in fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            let to = dst.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &to);
+            } else {
+                fs::copy(e.path(), &to).unwrap();
+            }
+        }
+    }
+
+    fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.unwrap();
+                let bytes = fs::read(e.path()).unwrap();
+                bytes
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+
+    fn wrong_key(res: Result<KeyStore, StoreError>) -> bool {
+        matches!(res, Err(StoreError::WrongMasterKey))
+    }
+
+    #[test]
+    fn rotate__should_open_with_the_new_key_only_and_keep_every_record() {
+        let t = TestStore::new();
+        let mut store = populated(&t);
+        let old_wrapping = store.raw_get(DATA_KEY_DB_KEY).unwrap().unwrap();
+        store.rotate_master_key(&t.key_file()).unwrap();
+        // The open store keeps working (same data key).
+        assert_contents(&mut store);
+        store.put(&sample("k3", &[0x44; 32])).unwrap();
+        store.delete(&kid("k3")).unwrap();
+        drop(store);
+
+        let new = MasterKey::load(&t.key_file()).unwrap();
+        assert_ne!(new.expose(), t.master.expose());
+        assert!(wrong_key(KeyStore::open(
+            &t.db_dir(),
+            &t.master,
+            CHAIN,
+            &node0()
+        )));
+        let mut store = KeyStore::open(&t.db_dir(), &new, CHAIN, &node0()).unwrap();
+        assert_contents(&mut store);
+        drop(store);
+        // No key file left but master.key, and the old wrapping is in no live file.
+        let mut names: Vec<_> = fs::read_dir(t.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["keys", "master.key"]);
+        let found = files_containing(&t.db_dir(), &old_wrapping[13..]);
+        assert!(found.is_empty(), "old wrapping still in {found:?}");
+
+        // Twice in a row works too.
+        let mut store = KeyStore::open(&t.db_dir(), &new, CHAIN, &node0()).unwrap();
+        store.rotate_master_key(&t.key_file()).unwrap();
+        drop(store);
+        let newer = MasterKey::load(&t.key_file()).unwrap();
+        assert!(wrong_key(KeyStore::open(
+            &t.db_dir(),
+            &new,
+            CHAIN,
+            &node0()
+        )));
+        assert_contents(&mut KeyStore::open(&t.db_dir(), &newer, CHAIN, &node0()).unwrap());
+    }
+
+    #[test]
+    fn rotate__should_leave_a_store_that_opens_after_a_crash_at_every_step() {
+        for step in [
+            Step::NewKeyWritten,
+            Step::PendingStored,
+            Step::OldKeyKept,
+            Step::KeyReplaced,
+            Step::Committed,
+            Step::OldWrappingErased,
+        ] {
+            let t = TestStore::new();
+            let mut store = populated(&t);
+            store.rotate_until(&t.key_file(), step).unwrap();
+            // The crash: copy the files while the store is still open, nothing else runs.
+            let crashed = tempfile::tempdir().unwrap();
+            copy_tree(t.dir.path(), crashed.path());
+            drop(store);
+            let key_file = crashed.path().join("master.key");
+            let db_dir = crashed.path().join("keys");
+            let key = MasterKey::load(&key_file).unwrap();
+            let replaced = step >= Step::KeyReplaced;
+            assert_eq!(key.expose() != t.master.expose(), replaced, "{step:?}");
+
+            // Until the commit, the old key file (kept as master.key.old from step 3) opens too.
+            let old_file = sibling(&key_file, "old");
+            if (Step::OldKeyKept..Step::Committed).contains(&step) {
+                let old = MasterKey::load(&old_file).unwrap();
+                assert_eq!(old.expose(), t.master.expose());
+                assert_contents(&mut KeyStore::open(&db_dir, &old, CHAIN, &node0()).unwrap());
+            }
+
+            // What the node does at start: open with master.key.
+            let mut store = KeyStore::open(&db_dir, &key, CHAIN, &node0())
+                .unwrap_or_else(|e| panic!("{step:?}: {e}"));
+            assert_contents(&mut store);
+            if replaced {
+                // The open finished the rotation: the old key no longer opens.
+                drop(store);
+                assert!(wrong_key(KeyStore::open(
+                    &db_dir,
+                    &t.master,
+                    CHAIN,
+                    &node0()
+                )));
+                store = KeyStore::open(&db_dir, &key, CHAIN, &node0()).unwrap();
+            }
+            // A new rotation cleans up and completes.
+            store.rotate_master_key(&key_file).unwrap();
+            drop(store);
+            assert!(!sibling(&key_file, "new").exists(), "{step:?}");
+            assert!(!old_file.exists(), "{step:?}");
+            let newest = MasterKey::load(&key_file).unwrap();
+            assert!(wrong_key(KeyStore::open(&db_dir, &key, CHAIN, &node0())));
+            assert_contents(&mut KeyStore::open(&db_dir, &newest, CHAIN, &node0()).unwrap());
+        }
+    }
+
+    #[test]
+    fn rotate__should_refuse_a_key_file_that_is_not_the_current_key() {
+        let t = TestStore::new();
+        let mut store = populated(&t);
+        let other = t.dir.path().join("other.key");
+        MasterKey::create(&other).unwrap();
+        let err = store.rotate_master_key(&other).unwrap_err();
+        assert!(matches!(err, StoreError::MasterKey(_)), "{err}");
+        assert!(!sibling(&other, "new").exists());
+        assert_contents(&mut store);
+        drop(store);
+        assert_contents(&mut open(&t));
+    }
+}
