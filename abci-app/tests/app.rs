@@ -929,3 +929,55 @@ fn app_rejects_prehashed_signing_with_a_frost_key() {
         r.log
     );
 }
+
+#[test]
+fn app_can_choose_signers_among_live_nodes_and_rejects_heartbeats_from_accounts() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[77; 32]);
+    net.ready_key("live", &group);
+    // An account is not a node: its heartbeat is refused with a clear error.
+    let c = net.client.clone();
+    let hb = net.tx_unsequenced(&c, TxMsg::Heartbeat);
+    let r = net.check(&hb);
+    assert_ne!(r.code, 0);
+    assert!(r.log.contains("Heartbeat"), "{}", r.log);
+    // Past the liveness window (10 blocks here), only nodes 0-2 keep sending heartbeats.
+    for _ in 0..12 {
+        let beats: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let k = net.nodes[i].clone();
+                net.tx(&k, TxMsg::Heartbeat)
+            })
+            .collect();
+        let (res, _) = net.block(beats);
+        assert!(res.iter().all(|r| r.code == 0), "{res:?}");
+    }
+    let (_, nodes) = net.query("/nodes");
+    let live: Vec<bool> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["live"].as_bool().unwrap())
+        .collect();
+    assert_eq!(live, vec![true, true, true, false], "{nodes}");
+    // Every request is signed by the three live nodes, never by the silent one.
+    for i in 0..8 {
+        let tx = net.tx(
+            &c,
+            TxMsg::KeySign {
+                key_id: KeyId::new("live").unwrap(),
+                request_id: RequestId::new(format!("r{i}")).unwrap(),
+                message: vec![i],
+                prehashed: false,
+            },
+        );
+        let (res, jobs) = net.block(vec![tx]);
+        assert_eq!(res[0].code, 0, "{}", res[0].log);
+        let Some(Job::Sign { signers, .. }) = jobs.first() else {
+            panic!("{jobs:?}")
+        };
+        let ids: Vec<&str> = signers.iter().map(|s| s.as_str()).collect();
+        assert!(!ids.contains(&"node3"), "{ids:?}");
+        assert_eq!(signers.len(), 3);
+    }
+}

@@ -242,38 +242,11 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
 
     // Crash and restart: kill -9 node1, restart it from localnet.json's `cmd`; it catches up
     // from the chain (its committed state survived), keeps its READY shares and signs again.
-    let node1 = &net.info["nodes"][1];
-    let pid = node1["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let h_before = net.rpc.height().unwrap();
+    kill_node(&net, 1);
     std::thread::sleep(Duration::from_millis(500));
-    let argv: Vec<String> = node1["cmd"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(node1["log"].as_str().unwrap())
-        .unwrap();
-    let restarted = Restarted(
-        std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let caught_up = wait_for(Duration::from_secs(30), || {
-        let st = net.node_get(1, "/status").ok()?;
-        (st["chain_height"].as_u64()? > h_before + 3).then_some(st)
-    });
-    let st = caught_up.expect("node1 did not catch up after restart");
+    let restarted = restart_node(&net, 1, &[]);
+    let st = net.node_get(1, "/status").unwrap();
+
     let bulk_keys = st["keys"]
         .as_array()
         .unwrap()
@@ -307,6 +280,52 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
     }
     assert!(signed_by_node1, "node1 was never chosen as a signer");
 
+    // Liveness: node3 goes down. Once its last tx (a heartbeat every 2 s) is older than the
+    // liveness window (100 blocks), the chain stops choosing it as a signer: 3-of-4 signing
+    // keeps succeeding among the three live nodes. After a restart it is live again.
+    let node3_live = |want: bool| {
+        wait_for(Duration::from_secs(60), || {
+            let nodes = net.query("/nodes").ok()?;
+            let n3 = nodes
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == "node3")?
+                .clone();
+            (n3["live"] == want).then_some(())
+        })
+        .is_some()
+    };
+    assert!(node3_live(true), "node3 not live while running");
+    kill_node(&net, 3);
+    assert!(
+        node3_live(false),
+        "node3 still counted live after it went down"
+    );
+    for i in 0..6u8 {
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "e2e",
+                "--message",
+                &hex::encode([0xd0 + i]),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify(&pk, &[0xd0 + i], s["signature"].as_str().unwrap());
+        assert!(
+            !s["signers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == "node3"),
+            "the down node3 was chosen: {s}"
+        );
+    }
+    let restarted3 = restart_node(&net, 3, &[]);
+    assert!(node3_live(true), "node3 not live again after restart");
+
     // Delete: every node zeroizes its share; the id can never be reused; signing fails clearly.
     let d = net
         .mpcctl_json(&["delete", "--key-id", "e2e", "--wait"])
@@ -336,8 +355,9 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(s["status"], "DONE");
     net.stop().unwrap();
-    // The restarted node1 is not localnet's child: stop it ourselves.
+    // The restarted nodes are not localnet's children: stop them ourselves.
     drop(restarted);
+    drop(restarted3);
 }
 
 /// A node process restarted by a test (not localnet's child): stopped when dropped, so a
@@ -352,6 +372,51 @@ impl Drop for Restarted {
         );
         let _ = self.0.wait();
     }
+}
+
+/// `kill -9` node `i` of the localnet.
+fn kill_node(net: &Localnet, i: usize) {
+    let pid = net.info["nodes"][i]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// Restarts node `i` from localnet.json's `cmd` (with `--flag value` pairs replaced), logging
+/// to its log file; returns once it has caught up with the chain.
+fn restart_node(net: &Localnet, i: usize, replace: &[(&str, &str)]) -> Restarted {
+    let node = &net.info["nodes"][i];
+    let h_before = net.rpc.height().unwrap();
+    let mut argv: Vec<String> = node["cmd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    for (flag, value) in replace {
+        let at = argv.iter().position(|a| a == flag).unwrap();
+        argv[at + 1] = (*value).into();
+    }
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(node["log"].as_str().unwrap())
+        .unwrap();
+    let restarted = Restarted(
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(30), || {
+        let st = net.node_get(i, "/status").ok()?;
+        (st["chain_height"].as_u64()? > h_before + 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node{i} did not catch up after restart"));
+    restarted
 }
 
 fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
@@ -646,43 +711,10 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
     // (node2 answers the aggregator's plan with "not held"), and no presignature is used.
     // node2 comes back with no pool, so it cannot be handed fresh ones either.
     assert!(pools_full().is_some(), "presignature pools did not refill");
-    let node2 = &net.info["nodes"][2];
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(node2["pid"].as_i64().unwrap() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let h_before = net.rpc.height().unwrap();
+    kill_node(&net, 2);
     std::thread::sleep(Duration::from_millis(300));
-    let mut argv: Vec<String> = node2["cmd"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let pool_arg = argv
-        .iter()
-        .position(|a| a == "--cggmp-presign-pool")
-        .unwrap();
-    argv[pool_arg + 1] = "0".into();
-    let node2_log = node2["log"].as_str().unwrap().to_owned();
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&node2_log)
-        .unwrap();
-    let restarted = Restarted(
-        std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(Duration::from_secs(30), || {
-        let st = net.node_get(2, "/status").ok()?;
-        (st["chain_height"].as_u64()? > h_before + 3).then_some(())
-    })
-    .expect("node2 did not catch up after restart");
+    let node2_log = net.info["nodes"][2]["log"].as_str().unwrap().to_owned();
+    let restarted = restart_node(&net, 2, &[("--cggmp-presign-pool", "0")]);
     // Signatures without node2 may still come from presignatures; the one with node2 must not.
     let mut with_node2 = false;
     for i in 0..8 {

@@ -81,6 +81,11 @@ enum Cmd {
         /// 0: never generate).
         #[arg(long, default_value_t = 2)]
         cggmp_prime_pool: usize,
+        /// Seconds between this node's Heartbeat txs (0: none). The chain chooses signers
+        /// among nodes whose last tx is at most `liveness_window_blocks` old, so a node that
+        /// stops (crash, partition) stops being chosen.
+        #[arg(long, env = "SEQMPC_HEARTBEAT_SECS", default_value_t = 2)]
+        heartbeat_secs: u64,
     },
     /// Replace the master key (HOME/master.key) with a fresh one and re-wrap the key store's
     /// data key under it (records are untouched). The node must be stopped: a running node
@@ -259,6 +264,8 @@ struct CggmpOptions<'a> {
     presign_pool: usize,
     /// `--cggmp-prime-pool`.
     prime_pool: usize,
+    /// `--heartbeat-secs` (not CGGMP24-specific; rides along with the other start options).
+    heartbeat_secs: u64,
 }
 
 fn start(
@@ -275,6 +282,7 @@ fn start(
         primes_at_start: cggmp_primes_at_start,
         presign_pool,
         prime_pool: cggmp_prime_pool,
+        heartbeat_secs,
     } = cggmp_opts;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
@@ -335,6 +343,18 @@ fn start(
         RpcClient::new(rpc),
         first_seq,
     )?);
+    if heartbeat_secs > 0 {
+        let beat = submitter.clone();
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(heartbeat_secs));
+                seqmpc_module::job::SubmitResult::submit(
+                    &*beat,
+                    seqmpc_proto::tx::TxMsg::Heartbeat,
+                );
+            })?;
+    }
     let metrics = Arc::new(Mutex::new(Default::default()));
     status::serve(
         status_listen,
@@ -412,6 +432,7 @@ fn main() {
             cggmp_primes_at_start,
             cggmp_presign_pool,
             cggmp_prime_pool,
+            heartbeat_secs,
         } => start(
             &home,
             &genesis,
@@ -424,6 +445,7 @@ fn main() {
                 primes_at_start: cggmp_primes_at_start,
                 presign_pool: cggmp_presign_pool,
                 prime_pool: cggmp_prime_pool,
+                heartbeat_secs,
             },
         ),
         Cmd::RotateMasterKey { home, genesis } => rotate_master_key(&home, &genesis),
