@@ -15,8 +15,8 @@ use rand::SeedableRng;
 use seqmpc_proto::{NodeId, SessionId};
 
 use super::cggmp::{
-    self, local, AuxShare, CggmpKeyShare, CggmpMsg, CoreShare, Engine, PartialSignature, Primes,
-    SingleUsePresignature,
+    self, local, AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, CoreShare, Engine, KeyGen,
+    PartialSignature, Primes, SignData, Signing as CggmpSigning, SingleUsePresignature,
 };
 use super::frost_dkg::{Dkg, DkgMsg, DkgOutput, DkgProgress};
 use super::frost_sign::{
@@ -469,4 +469,95 @@ fn cggmp_decoders__should_refuse_an_integer_with_radix_1() {
         };
         assert!(e.to_string().contains("radix 1"), "{what}: {e}");
     }
+}
+
+/// A 3-of-4 CGGMP24 key of node0..node3 with the fixture aux info (DKG only).
+fn cggmp_keys() -> BTreeMap<NodeId, Arc<CggmpKeyShare>> {
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(FIXTURES).unwrap()).unwrap();
+    let parties = nodes(4);
+    let mut rng = StdRng::seed_from_u64(3);
+    let started = parties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let aux = serde_json::to_vec(&doc["aux"]["shares"][i]).unwrap();
+            let aux = AuxSource::Existing(AuxShare::from_bytes(&aux).unwrap());
+            let (e, out) = KeyGen::start(SID, p, &parties, 3, aux, &mut rng).unwrap();
+            (p.clone(), e, out)
+        })
+        .collect();
+    local::run(started, Some(&mut rng), None)
+        .results
+        .into_iter()
+        .map(|(n, r)| (n, Arc::new(r.unwrap())))
+        .collect()
+}
+
+/// The first signing messages of node1 and node2 to node0 (Paillier ciphertexts and proofs).
+fn cggmp_signing_messages(keys: &BTreeMap<NodeId, Arc<CggmpKeyShare>>) -> Vec<(NodeId, CggmpMsg)> {
+    let signers = nodes(3);
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut msgs = Vec::new();
+    for s in &signers[1..] {
+        let data = SignData::prehashed(&[7; 32]).unwrap();
+        let (_, out) = CggmpSigning::start(SID, keys[s].clone(), &signers, data, &mut rng).unwrap();
+        msgs.extend(
+            out.into_iter()
+                .filter(|o| o.to == signers[0])
+                .map(|o| (s.clone(), o.msg)),
+        );
+    }
+    assert!(!msgs.is_empty());
+    msgs
+}
+
+/// Each case starts a signer (node0) and hands it one mutated first-round message: decoding
+/// and the first checks happen on that message alone.
+#[test]
+fn cggmp_sign_handle__should_not_panic_on_mutated_messages() {
+    let keys = cggmp_keys();
+    let msgs = cggmp_signing_messages(&keys);
+    let signers = nodes(3);
+    check(
+        "cggmp24 signing",
+        6,
+        (any::<u64>(), any::<usize>(), any_mutation()),
+        |(seed, k, m)| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let data = SignData::prehashed(&[7; 32]).unwrap();
+            let (victim, _) =
+                CggmpSigning::start(SID, keys[&signers[0]].clone(), &signers, data, &mut rng)
+                    .unwrap();
+            let (from, msg) = &msgs[k % msgs.len()];
+            if let Some(msg) = mutate_cggmp(msg, &m) {
+                let _ = victim.handle(from, msg);
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Regression: a peer's signing message with a Paillier ciphertext of radix 1 panicked the
+/// node inside fast-paillier's deserializer; it is now blamed on the sender.
+#[test]
+fn cggmp_sign_handle__should_blame_an_integer_with_radix_1() {
+    let keys = cggmp_keys();
+    let msgs = cggmp_signing_messages(&keys);
+    let signers = nodes(3);
+    let (from, msg) = msgs
+        .iter()
+        .find(|(_, m)| String::from_utf8_lossy(m.payload()).contains(r#""radix":16"#))
+        .unwrap();
+    let bad = String::from_utf8_lossy(msg.payload()).replacen(r#""radix":16"#, r#""radix":1"#, 1);
+    let routing = u8::from(!msg.is_broadcast());
+    let bad = CggmpMsg::from_bytes(&[vec![msg.phase() as u8, routing], bad.into_bytes()].concat())
+        .unwrap();
+    let data = SignData::prehashed(&[7; 32]).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let (victim, _) =
+        CggmpSigning::start(SID, keys[&signers[0]].clone(), &signers, data, &mut rng).unwrap();
+    let e = victim.handle(from, bad).unwrap_err();
+    assert_eq!(e.culprits(), std::slice::from_ref(from), "{e}");
+    assert!(e.to_string().contains("radix 1"), "{e}");
 }
