@@ -469,6 +469,12 @@ fn cggmp_decoders__should_refuse_an_integer_with_radix_1() {
         };
         assert!(e.to_string().contains("radix 1"), "{what}: {e}");
     }
+    // A duplicate key hides the bad radix from the pre-scan (it keeps the last value), but
+    // serde refuses duplicate fields before the radix is used.
+    let text = serde_json::to_string(&doc["primes"][0]).unwrap();
+    let dup = text.replacen(r#""radix":16"#, r#""radix":1,"radix":16"#, 1);
+    let e = Primes::from_bytes(dup.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("duplicate field"), "{e}");
 }
 
 /// A 3-of-4 CGGMP24 key of node0..node3 with the fixture aux info (DKG only).
