@@ -1,6 +1,7 @@
 # seqmpc: two commands for a newcomer.
 #   make localnet   build everything and run a 4-node local network in the foreground
 #   make test       build once (release) and run every test: unit, ABCI app, end-to-end
+#   make fuzz       run every no-panic property for FUZZ_SECS seconds each (default 60)
 CARGO        ?= cargo
 TARGET_DIR   ?= $(or $(CARGO_TARGET_DIR),target)
 BIN          := $(TARGET_DIR)/release
@@ -8,10 +9,11 @@ DIR          ?= ./localnet-data
 NODES        ?= 4
 THRESHOLD    ?= 3
 BLOCK_MS     ?= 100
+FUZZ_SECS    ?= 60
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 export SEQMPC_BIN_DIR := $(abspath $(BIN))
 
-.PHONY: build localnet test lint bench clean
+.PHONY: build localnet test fuzz lint bench clean
 
 build:
 	$(CARGO) build --release --locked --workspace --bins
@@ -26,6 +28,14 @@ test: build
 	else \
 		$(CARGO) test --release --locked --workspace --no-fail-fast; \
 	fi
+
+# The no-panic properties (txs and the chain's CheckTx/FinalizeBlock, p2p envelope and codec, every protocol message decoder, stored
+# shares and records) with fresh random inputs until FUZZ_SECS seconds have passed, each;
+# `make test` runs a short pass of the same properties (PROPTEST_CASES overrides its counts).
+fuzz:
+	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-proto --test no_panic -- --nocapture
+	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-module --lib no_panic -- --nocapture
+	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-abci --test no_panic -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

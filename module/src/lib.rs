@@ -9,3 +9,6 @@ pub mod node;
 pub mod p2p;
 pub mod protocol;
 pub mod store;
+
+#[cfg(test)]
+mod no_panic;

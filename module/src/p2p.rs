@@ -59,6 +59,9 @@ use crate::proto::NodeId;
 mod codec;
 mod event_loop;
 mod gate;
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod no_panic;
 mod peer;
 mod registry;
 mod swarm;

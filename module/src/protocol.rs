@@ -179,4 +179,7 @@ pub(crate) fn record_once<K: Ord + Clone, V: PartialEq>(
 }
 
 #[cfg(test)]
+#[allow(non_snake_case)]
+mod no_panic;
+#[cfg(test)]
 mod tests;

@@ -584,6 +584,9 @@ fn load_or_create_data_key(
 
 #[cfg(test)]
 #[allow(non_snake_case)]
+mod no_panic;
+#[cfg(test)]
+#[allow(non_snake_case)]
 pub(super) mod tests {
     use std::time::{Duration, Instant};
 

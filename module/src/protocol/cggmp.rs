@@ -58,6 +58,7 @@ pub mod verify;
 
 mod blame;
 mod driver;
+mod json;
 
 use super::Outgoing;
 

@@ -99,7 +99,7 @@ where
         }
         let broadcast = msg.is_broadcast();
         let payload = msg.into_payload();
-        let decoded: M = serde_json::from_slice(&payload).map_err(|e| {
+        let decoded: M = super::json::from_slice(&payload).map_err(|e| {
             ProtocolError::blame(
                 from,
                 format!("undecodable {} message from {from}: {e}", self.what),

@@ -202,7 +202,7 @@ impl SingleUsePresignature {
     /// Parses [`SingleUsePresignature::into_bytes`]. The caller must delete the stored record
     /// before the partial signature leaves the node.
     pub fn from_bytes(bytes: &[u8]) -> Result<SingleUsePresignature, ProtocolError> {
-        let s: Stored = serde_json::from_slice(bytes).map_err(|e| {
+        let s: Stored = super::json::from_slice(bytes).map_err(|e| {
             ProtocolError::Local(format!("stored presignature does not parse: {e}"))
         })?;
         if s.version != VERSION {

@@ -56,7 +56,7 @@ fn open<T: for<'de> Deserialize<'de>>(
     kind: &str,
     bytes: &[u8],
 ) -> Result<(Parties, T), ProtocolError> {
-    let env: Envelope<T> = serde_json::from_slice(bytes)
+    let env: Envelope<T> = super::json::from_slice(bytes)
         .map_err(|e| ProtocolError::Local(format!("stored {kind} does not parse: {e}")))?;
     if env.version != VERSION || env.scheme != SCHEME || env.kind != kind {
         return Err(ProtocolError::Local(format!(
@@ -106,7 +106,7 @@ impl Primes {
     /// Parses [`Primes::to_bytes`]; checks the sizes (not primality: a bad prime fails the
     /// aux-info proofs).
     pub fn from_bytes(bytes: &[u8]) -> Result<Primes, ProtocolError> {
-        serde_json::from_slice(bytes)
+        super::json::from_slice(bytes)
             .map(Primes)
             .map_err(|e| ProtocolError::Local(format!("stored primes do not parse: {e}")))
     }

@@ -1,0 +1,433 @@
+//! No input may panic (issue 5, "Fuzzing"): tx decoding and validation, and the p2p envelope.
+//!
+//! Each property feeds arbitrary bytes and structure-aware mutations of valid encodings
+//! (flipped and overwritten bytes, truncation, extension, insertion, removal, swapped ranges;
+//! well-signed bodies built from arbitrary field values) to the decoders and checks that they
+//! return `Ok` or a typed error. proptest turns a panic into a failure and shrinks it to a
+//! minimal input.
+//!
+//! Case counts: `PROPTEST_CASES` (default: each property's own, small enough for CI). With
+//! `FUZZ_SECS=n` each property keeps drawing fresh batches until `n` seconds have passed
+//! (`make fuzz`).
+#![allow(non_snake_case, clippy::unwrap_used)]
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
+use prost::Message;
+use seqmpc_proto::tx::{sign_tx, SignedTx, TxMsg, TX_SIGN_PREFIX};
+use seqmpc_proto::wire::{self, p2p_envelope::Payload, tx_body};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+
+// ---- harness (the module crate's `no_panic` has the same) ----
+
+/// Runs `test` over `strategy`: `PROPTEST_CASES` cases (default `cases`), repeated with fresh
+/// random inputs until `FUZZ_SECS` seconds have passed when that is set.
+fn check<S>(
+    name: &str,
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: Debug,
+{
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let batch = env("PROPTEST_CASES").map_or(cases, |c| u32::try_from(c).unwrap_or(u32::MAX));
+    let budget = env("FUZZ_SECS").map(Duration::from_secs);
+    let start = Instant::now();
+    let mut total = 0u64;
+    loop {
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases: batch,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        if let Err(e) = runner.run(&strategy, &test) {
+            panic!("{name}: {e}");
+        }
+        total += u64::from(batch);
+        if budget.is_none_or(|b| start.elapsed() >= b) {
+            break;
+        }
+    }
+    eprintln!("{name}: {total} cases in {:.1?}", start.elapsed());
+}
+
+/// One edit of an encoding.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip(usize, u8),
+    Set(usize, u8),
+    Truncate(usize),
+    Extend(Vec<u8>),
+    Insert(usize, Vec<u8>),
+    Remove(usize, usize),
+    /// Swap two ranges of equal length (swapped fields).
+    Swap(usize, usize, usize),
+    /// Overwrite with a protobuf varint of an edge value (lengths, tags, counts).
+    Varint(usize, u64),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let edge = prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(0x7f),
+        Just(0x80),
+        Just(u64::from(u32::MAX)),
+        Just(u64::MAX),
+        any::<u64>()
+    ];
+    prop_oneof![
+        (any::<usize>(), 1..=255u8).prop_map(|(p, x)| Mutation::Flip(p, x)),
+        (
+            any::<usize>(),
+            prop_oneof![Just(0u8), Just(0xff), any::<u8>()]
+        )
+            .prop_map(|(p, b)| Mutation::Set(p, b)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
+        (any::<usize>(), vec(any::<u8>(), 1..16)).prop_map(|(p, b)| Mutation::Insert(p, b)),
+        (any::<usize>(), 1..32usize).prop_map(|(p, n)| Mutation::Remove(p, n)),
+        (any::<usize>(), any::<usize>(), 1..32usize).prop_map(|(a, b, n)| Mutation::Swap(a, b, n)),
+        (any::<usize>(), edge).prop_map(|(p, v)| Mutation::Varint(p, v)),
+    ]
+}
+
+fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
+    vec(mutation(), 1..4)
+}
+
+fn apply(bytes: &mut Vec<u8>, muts: &[Mutation]) {
+    for m in muts {
+        let len = bytes.len();
+        let at = |p: usize| if len == 0 { 0 } else { p % len };
+        match m {
+            Mutation::Flip(p, x) if len > 0 => bytes[at(*p)] ^= x,
+            Mutation::Set(p, b) if len > 0 => bytes[at(*p)] = *b,
+            Mutation::Truncate(p) => bytes.truncate(p % (len + 1)),
+            Mutation::Extend(b) => bytes.extend_from_slice(b),
+            Mutation::Insert(p, b) => {
+                let p = p % (len + 1);
+                bytes.splice(p..p, b.iter().copied());
+            }
+            Mutation::Remove(p, n) if len > 0 => {
+                let p = at(*p);
+                bytes.drain(p..(p + n).min(len));
+            }
+            Mutation::Swap(a, b, n) if len > 0 => {
+                let n = (*n).min(len / 2);
+                let (a, b) = (a % (len - n + 1), b % (len - n + 1));
+                if n > 0 && (a + n <= b || b + n <= a) {
+                    for i in 0..n {
+                        bytes.swap(a + i, b + i);
+                    }
+                }
+            }
+            Mutation::Varint(p, v) if len > 0 => {
+                let p = at(*p);
+                let mut enc = Vec::new();
+                prost::encoding::encode_varint(*v, &mut enc);
+                let end = (p + enc.len()).min(len);
+                bytes.splice(p..end, enc);
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---- strategies for valid and near-valid wire values ----
+
+/// Mostly valid ids, sometimes not (empty, too long, odd characters).
+fn id_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-zA-Z0-9._-]{1,64}",
+        1 => ".{0,80}",
+        1 => Just(String::new()),
+        1 => "[a-z]{65,300}",
+    ]
+}
+
+fn scheme_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(Scheme::FrostEd25519.as_str().to_owned()),
+        Just(Scheme::FrostSecp256k1Tr.as_str().to_owned()),
+        Just(Scheme::Cggmp24Secp256k1.as_str().to_owned()),
+        ".{0,40}",
+    ]
+}
+
+fn some_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        vec(any::<u8>(), 0..80),
+        vec(any::<u8>(), 32..=32),
+        vec(any::<u8>(), 200..400)
+    ]
+}
+
+fn ids() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![vec(id_string(), 0..6), vec("[a-z0-9]{1,8}", 250..260)]
+}
+
+fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
+    prop_oneof![
+        (id_string(), scheme_string(), any::<u32>(), ids()).prop_map(|(k, s, t, p)| {
+            tx_body::Msg::KeyGen(wire::KeyGen {
+                key_id: k,
+                scheme: s,
+                threshold: t,
+                parties: p,
+            })
+        }),
+        (id_string(), id_string(), some_bytes(), any::<bool>()).prop_map(|(k, r, m, p)| {
+            tx_body::Msg::KeySign(wire::KeySign {
+                key_id: k,
+                request_id: r,
+                message: m,
+                prehashed: p,
+            })
+        }),
+        id_string().prop_map(|k| tx_body::Msg::KeyDelete(wire::KeyDelete { key_id: k })),
+        (
+            id_string(),
+            some_bytes(),
+            some_bytes(),
+            some_bytes(),
+            prop_oneof![Just(String::new()), ".{0,20}", "x{1020,1030}"],
+            ids()
+        )
+            .prop_map(|(k, s, pk, th, e, c)| {
+                tx_body::Msg::KeyGenResult(wire::KeyGenResult {
+                    key_id: k,
+                    session: s,
+                    public_key: pk,
+                    transcript_hash: th,
+                    error: e,
+                    culprits: c,
+                })
+            }),
+        (
+            id_string(),
+            some_bytes(),
+            some_bytes(),
+            prop_oneof![Just(String::new()), ".{0,20}"],
+            ids()
+        )
+            .prop_map(|(r, s, sig, e, c)| {
+                tx_body::Msg::SignResult(wire::SignResult {
+                    request_id: r,
+                    session: s,
+                    signature: sig,
+                    error: e,
+                    culprits: c,
+                })
+            }),
+        id_string().prop_map(|k| tx_body::Msg::KeyDeleted(wire::KeyDeleted { key_id: k })),
+    ]
+}
+
+fn tx_body() -> impl Strategy<Value = wire::TxBody> {
+    (
+        ".{0,20}",
+        any::<u64>(),
+        proptest::option::weighted(0.95, tx_msg()),
+    )
+        .prop_map(|(chain_id, sequence, msg)| wire::TxBody {
+            chain_id,
+            sequence,
+            msg,
+        })
+}
+
+const SIGNER: [u8; 32] = [3; 32];
+
+/// A tx whose (possibly mutated) body is correctly signed: it passes the signature check and
+/// reaches body decoding and field validation.
+fn signed(body: Vec<u8>) -> Vec<u8> {
+    let key = SigningKey::from_bytes(&SIGNER);
+    let mut sb = TX_SIGN_PREFIX.to_vec();
+    sb.extend_from_slice(&body);
+    wire::Tx {
+        body,
+        signer: key.verifying_key().to_bytes().to_vec(),
+        signature: ed25519_dalek::Signer::sign(&key, &sb).to_bytes().to_vec(),
+    }
+    .encode_to_vec()
+}
+
+fn decode_tx(bytes: &[u8]) {
+    if let Ok(tx) = SignedTx::decode(bytes) {
+        // What the chain does next with a decoded tx must not panic either.
+        let _ = format!("{:?} {}", tx.msg, hex::encode(tx.hash));
+    }
+}
+
+fn payload() -> impl Strategy<Value = Payload> {
+    let b = some_bytes;
+    prop_oneof![
+        (id_string(), scheme_string(), any::<u32>(), ids()).prop_map(|(k, s, t, p)| {
+            Payload::KeygenPrepare(wire::KeyGenPrepare {
+                key_id: k,
+                scheme: s,
+                threshold: t,
+                parties: p,
+            })
+        }),
+        (b(), ".{0,20}", b()).prop_map(|(e, r, a)| Payload::KeygenReady(wire::KeyGenReady {
+            existing_public_key: e,
+            error: r,
+            aux_fingerprint: a,
+        })),
+        any::<bool>().prop_map(|r| Payload::KeygenStart(wire::KeyGenStart { reuse_aux: r })),
+        b().prop_map(|p| Payload::DkgRound1(wire::DkgRound1 { package: p })),
+        b().prop_map(|p| Payload::DkgRound2(wire::DkgRound2 { package: p })),
+        b().prop_map(|c| Payload::SignRound1(wire::SignRound1 { commitments: c })),
+        b().prop_map(|s| Payload::SignRound2(wire::SignRound2 { share: s })),
+        ".{0,40}".prop_map(|r| Payload::Abort(wire::SessionAbort { reason: r })),
+        b().prop_map(|m| Payload::Cggmp(wire::CggmpPayload { msg: m })),
+        b().prop_map(|p| Payload::SignPlan(wire::SignPlan { presignature_id: p })),
+        (id_string(), ids(), b()).prop_map(|(k, s, g)| Payload::PresignStart(wire::PresignStart {
+            key_id: k,
+            signers: s,
+            generation: g,
+        })),
+    ]
+}
+
+fn envelope() -> impl Strategy<Value = wire::P2pEnvelope> {
+    (
+        prop_oneof![4 => vec(any::<u8>(), 32..=32), 1 => vec(any::<u8>(), 0..40)],
+        proptest::option::weighted(0.95, payload()),
+    )
+        .prop_map(|(session, payload)| wire::P2pEnvelope { session, payload })
+}
+
+/// The node's first steps with an envelope (`Node::on_message`): decode, session id, then the
+/// fields each payload handler validates first.
+fn decode_envelope(bytes: &[u8]) {
+    let Ok(env) = wire::P2pEnvelope::decode(bytes) else {
+        return;
+    };
+    let _ = SessionId::from_slice(&env.session);
+    match env.payload {
+        Some(Payload::KeygenPrepare(p)) => {
+            let _ = KeyId::new(p.key_id);
+            let _ = p.scheme.parse::<Scheme>();
+            let _: Vec<_> = p.parties.into_iter().map(NodeId::new).collect();
+        }
+        Some(Payload::SignPlan(p)) if !p.presignature_id.is_empty() => {
+            let _ = SessionId::from_slice(&p.presignature_id);
+        }
+        Some(Payload::PresignStart(p)) => {
+            let _ = KeyId::new(p.key_id);
+            let _ = SessionId::from_slice(&p.generation);
+            let _: Vec<_> = p.signers.into_iter().map(NodeId::new).collect();
+        }
+        _ => {}
+    }
+}
+
+// ---- properties ----
+
+#[test]
+fn tx_decode__should_not_panic_on_arbitrary_bytes() {
+    check("tx arbitrary", 2000, vec(any::<u8>(), 0..1024), |b| {
+        decode_tx(&b);
+        Ok(())
+    });
+}
+
+#[test]
+fn tx_decode__should_not_panic_on_mutated_valid_txs() {
+    check(
+        "tx mutated",
+        1000,
+        (tx_body(), mutations()),
+        |(body, muts)| {
+            let mut bytes = signed(body.encode_to_vec());
+            decode_tx(&bytes);
+            apply(&mut bytes, &muts);
+            decode_tx(&bytes);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn tx_validate__should_not_panic_on_well_signed_arbitrary_or_mutated_bodies() {
+    let strategy = (
+        tx_body(),
+        proptest::option::of(mutations()),
+        vec(any::<u8>(), 0..256),
+    );
+    check("tx validate", 1000, strategy, |(body, muts, raw)| {
+        let mut body = body.encode_to_vec();
+        if let Some(m) = muts {
+            apply(&mut body, &m);
+        }
+        decode_tx(&signed(body));
+        decode_tx(&signed(raw));
+        Ok(())
+    });
+}
+
+#[test]
+fn tx_decode__should_roundtrip_every_valid_generated_body() {
+    // Anything that validates re-encodes to a tx that decodes to the same message.
+    check("tx roundtrip", 500, tx_body(), |body| {
+        let key = SigningKey::from_bytes(&SIGNER);
+        if let Ok(tx) = SignedTx::decode(&signed(body.encode_to_vec())) {
+            let again = SignedTx::decode(&sign_tx(&key, &tx.chain_id, tx.sequence, tx.msg.clone()));
+            prop_assert_eq!(again.map(|t| t.msg).ok(), Some(tx.msg));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn p2p_envelope_decode__should_not_panic_on_arbitrary_bytes() {
+    check("envelope arbitrary", 2000, vec(any::<u8>(), 0..1024), |b| {
+        decode_envelope(&b);
+        Ok(())
+    });
+}
+
+#[test]
+fn p2p_envelope_decode__should_not_panic_on_mutated_valid_envelopes() {
+    check(
+        "envelope mutated",
+        1000,
+        (envelope(), mutations()),
+        |(env, muts)| {
+            let mut bytes = env.encode_to_vec();
+            prop_assert_eq!(wire::P2pEnvelope::decode(bytes.as_slice()).ok(), Some(env));
+            apply(&mut bytes, &muts);
+            decode_envelope(&bytes);
+            Ok(())
+        },
+    );
+}
+
+/// Inputs found by the properties above (or worth pinning): each must decode to an error.
+#[test]
+fn tx_decode__should_reject_pinned_edge_cases() {
+    let key = SigningKey::from_bytes(&SIGNER);
+    let big = TxMsg::KeySign {
+        key_id: KeyId::new("k").unwrap(),
+        request_id: RequestId::new("r").unwrap(),
+        message: vec![0; seqmpc_proto::tx::MAX_TX_BYTES],
+        prehashed: false,
+    };
+    assert!(SignedTx::decode(&sign_tx(&key, "c", 0, big)).is_err());
+    // A length prefix claiming u64::MAX bytes.
+    assert!(
+        SignedTx::decode(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])
+            .is_err()
+    );
+    assert!(wire::P2pEnvelope::decode(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f][..]).is_err());
+}
