@@ -55,6 +55,7 @@ fn genesis() -> Vec<u8> {
             max_parties: 8,
             max_message_bytes: 64,
             session_deadline_blocks: 5,
+            liveness_window_blocks: 10,
         },
     })
     .unwrap()
@@ -148,6 +149,7 @@ fn msg() -> impl Strategy<Value = TxMsg> {
         small_id().prop_map(|k| TxMsg::KeyDeleted {
             key_id: KeyId::new(k).unwrap()
         }),
+        Just(TxMsg::Heartbeat),
     ]
 }
 

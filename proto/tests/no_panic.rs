@@ -228,6 +228,7 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                 })
             }),
         id_string().prop_map(|k| tx_body::Msg::KeyDeleted(wire::KeyDeleted { key_id: k })),
+        Just(tx_body::Msg::Heartbeat(wire::Heartbeat {})),
     ]
 }
 
