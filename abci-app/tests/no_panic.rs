@@ -9,12 +9,10 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
 use seqmpc_abci::app::App;
 use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
@@ -273,31 +271,11 @@ impl Chain {
 
 #[test]
 fn app_rejects_or_executes_arbitrary_txs_without_panicking() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let batch = env("PROPTEST_CASES").map_or(150, |c| u32::try_from(c).unwrap_or(u32::MAX));
-    let budget = env("FUZZ_SECS").map(Duration::from_secs);
     let chain = RefCell::new(Chain::new());
-    let start = Instant::now();
-    let mut total = 0u64;
-    loop {
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases: batch,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
-        let r = runner.run(&vec(raw_tx(), 0..8), |txs| chain.borrow_mut().block(&txs));
-        if let Err(e) = r {
-            panic!("app blocks: {e}");
-        }
-        total += u64::from(batch);
-        if budget.is_none_or(|b| start.elapsed() >= b) {
-            break;
-        }
-    }
+    seqmpc_testkit::check("app blocks", 150, vec(raw_tx(), 0..8), |txs| {
+        chain.borrow_mut().block(&txs)
+    });
     let accepted = chain.borrow().accepted;
-    eprintln!(
-        "app blocks: {total} cases in {:.1?}, {accepted} txs accepted",
-        start.elapsed()
-    );
+    eprintln!("app blocks: {accepted} txs accepted");
     assert!(accepted > 0, "no tx got past validation");
 }
