@@ -302,16 +302,25 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         "node3 still counted live after it went down"
     );
     for i in 0..6u8 {
+        let rid = format!("live-{i}");
         let s = net
             .mpcctl_json(&[
                 "sign",
                 "--key-id",
                 "e2e",
+                "--request-id",
+                &rid,
                 "--message",
                 &hex::encode([0xd0 + i]),
                 "--wait",
             ])
-            .unwrap();
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}; request: {:?}; nodes: {:?}",
+                    net.query(&format!("/sign/{rid}")),
+                    net.query("/nodes")
+                )
+            });
         assert_eq!(s["status"], "DONE", "{s}");
         verify(&pk, &[0xd0 + i], s["signature"].as_str().unwrap());
         assert!(
