@@ -2,6 +2,7 @@
 //! `mpcd` daemon and the `mpcctl` client binaries.
 
 pub mod app;
+pub mod diverge;
 pub mod execute;
 pub mod genesis;
 pub mod keys;

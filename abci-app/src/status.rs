@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::app::AppHandle;
+use crate::diverge::{divergences, LocalKey};
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -50,22 +51,41 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             let keys = ctx.rt.block_on(ctx.store.list());
             let metrics = ctx.metrics.lock().map(|m| m.clone()).ok();
             match keys {
-                Ok(keys) => (
-                    200,
-                    json!({
-                        "node_id": ctx.node,
-                        "chain_height": height,
-                        "connected_peers": peers,
-                        "keys": keys.iter().map(|k| k.view()).collect::<Vec<_>>(),
-                        "sessions_active": metrics.as_ref().map(|m| m.sessions_active),
-                        "keygens": metrics.as_ref().map(|m| &m.keygens),
-                        "cggmp_primes_ready": metrics.as_ref().map(|m| m.cggmp_primes_ready),
-                        "cggmp_presign_pool_target": metrics.as_ref().map(|m| m.cggmp_presign_pool_target),
-                        "cggmp_presign_pools": metrics.as_ref().map(|m| &m.cggmp_presign_pools),
-                        "cggmp_prime_pool_level": metrics.as_ref().map(|m| m.cggmp_prime_pool_level),
-                        "cggmp_prime_pool_target": metrics.as_ref().map(|m| m.cggmp_prime_pool_target),
-                    }),
-                ),
+                Ok(keys) => {
+                    // This node's records against the chain (settled states only).
+                    let local: Vec<LocalKey> = keys
+                        .iter()
+                        .map(|k| LocalKey {
+                            key_id: k.key_id.clone(),
+                            session: k.session,
+                            status: k.status,
+                            public_key: hex::encode(&k.public_key),
+                        })
+                        .collect();
+                    let me = ctx.node.clone();
+                    let divergences = ctx
+                        .app
+                        .call(move |a| a.state().map(|s| divergences(&me, &local, s)))
+                        .flatten();
+                    (
+                        200,
+                        json!({
+                            "diverged": divergences.as_ref().map(|d| !d.is_empty()),
+                            "divergences": divergences,
+                            "node_id": ctx.node,
+                            "chain_height": height,
+                            "connected_peers": peers,
+                            "keys": keys.iter().map(|k| k.view()).collect::<Vec<_>>(),
+                            "sessions_active": metrics.as_ref().map(|m| m.sessions_active),
+                            "keygens": metrics.as_ref().map(|m| &m.keygens),
+                            "cggmp_primes_ready": metrics.as_ref().map(|m| m.cggmp_primes_ready),
+                            "cggmp_presign_pool_target": metrics.as_ref().map(|m| m.cggmp_presign_pool_target),
+                            "cggmp_presign_pools": metrics.as_ref().map(|m| &m.cggmp_presign_pools),
+                            "cggmp_prime_pool_level": metrics.as_ref().map(|m| m.cggmp_prime_pool_level),
+                            "cggmp_prime_pool_target": metrics.as_ref().map(|m| m.cggmp_prime_pool_target),
+                        }),
+                    )
+                }
                 Err(e) => (500, json!({"error": format!("key store: {e}")})),
             }
         }

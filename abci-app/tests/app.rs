@@ -8,7 +8,7 @@ use seqmpc_abci::app::App;
 use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_module::job::Job;
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
-use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use serde_json::Value;
 use tendermint_proto::v0_38::abci as pb;
 
@@ -980,4 +980,48 @@ fn app_can_choose_signers_among_live_nodes_and_rejects_heartbeats_from_accounts(
         assert!(!ids.contains(&"node3"), "{ids:?}");
         assert_eq!(signers.len(), 3);
     }
+}
+
+#[test]
+fn app_can_tell_a_local_record_that_diverges_from_the_chain() {
+    use seqmpc_abci::diverge::{divergences, LocalKey};
+    use seqmpc_module::store::ShareStatus;
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[78; 32]);
+    net.ready_key("dk", &group);
+    let (_, k) = net.query("/key/dk");
+    let session: SessionId = serde_json::from_value(k["session"].clone()).unwrap();
+    let pk = hex::encode(group.verifying_key().to_bytes());
+    let me = NodeId::new("node0").unwrap();
+    let rec = |session: SessionId, status: ShareStatus, pk: &str| LocalKey {
+        key_id: KeyId::new("dk").unwrap(),
+        session,
+        status,
+        public_key: pk.to_owned(),
+    };
+    let state = net.app.state().unwrap();
+    let reasons = |local: &[LocalKey]| -> Vec<String> {
+        divergences(&me, local, state)
+            .into_iter()
+            .map(|d| format!("{}: {}", d.key_id, d.reason))
+            .collect()
+    };
+    // In step with the chain: nothing.
+    assert!(reasons(&[rec(session, ShareStatus::Ready, &pk)]).is_empty());
+    // An older record restored (another session), a wrong public key, a lost share, a share
+    // that is not READY, and a key the chain does not know.
+    let older = SessionId([9; 32]);
+    assert!(reasons(&[rec(older, ShareStatus::Ready, &pk)])[0].contains("older record restored"));
+    assert!(reasons(&[rec(session, ShareStatus::Ready, "00")])[0].contains("not the one"));
+    assert_eq!(
+        reasons(&[]),
+        vec!["dk: chain READY, no local share".to_owned()]
+    );
+    assert!(reasons(&[rec(session, ShareStatus::Pending, "")])[0].contains("local share Pending"));
+    let stray = LocalKey {
+        key_id: KeyId::new("nope").unwrap(),
+        ..rec(session, ShareStatus::Ready, &pk)
+    };
+    let r = reasons(&[rec(session, ShareStatus::Ready, &pk), stray]);
+    assert_eq!(r, vec!["nope: no such key on chain".to_owned()]);
 }

@@ -363,6 +363,11 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         .mpcctl_json(&["sign", "--key-id", "bulk3", "--message", "ff", "--wait"])
         .unwrap();
     assert_eq!(s["status"], "DONE");
+    // Every node's records agree with the chain, the restarted ones included.
+    for i in 0..4 {
+        let st = net.node_get(i, "/status").unwrap();
+        assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
+    }
     net.stop().unwrap();
     // The restarted nodes are not localnet's children: stop them ourselves.
     drop(restarted);
