@@ -38,6 +38,8 @@ pub struct App {
     pending: Option<(BlockWrites, Vec<Job>)>,
     /// Mempool view of sequences: next expected per signer, ahead of committed.
     check_seq: BTreeMap<String, u64>,
+    /// Request txs per account admitted by CheckTx since the last Commit (rate limit).
+    check_requests: BTreeMap<String, u32>,
     /// Where committed jobs go (the MPC module).
     jobs: Option<tokio::sync::mpsc::Sender<Job>>,
 }
@@ -72,6 +74,7 @@ impl App {
             committed,
             pending: None,
             check_seq: BTreeMap::new(),
+            check_requests: BTreeMap::new(),
             jobs,
         })
     }
@@ -147,7 +150,13 @@ impl App {
         };
         let signer = hex::encode(tx.signer.as_bytes());
         let expected = self.expected_seq(state, &signer, tx.sequence);
-        match execute::check(state, &tx, expected) {
+        let checked = execute::check(state, &tx, expected).and_then(|()| {
+            let mut counts = self.check_requests.clone();
+            execute::rate_limit(state, &tx, &mut counts)?;
+            self.check_requests = counts;
+            Ok(())
+        });
+        match checked {
             Ok(()) => {
                 self.check_seq.insert(signer, tx.sequence.saturating_add(1));
                 pb::ResponseCheckTx {
@@ -248,6 +257,7 @@ impl App {
         }
         self.check_seq
             .retain(|signer, next| *next > state.sequence(signer));
+        self.check_requests.clear();
         if let Some(tx) = &self.jobs {
             for job in jobs {
                 if tx.blocking_send(job).is_err() {

@@ -4,7 +4,7 @@
 //! Every tx goes through `check` (CheckTx and the first half of delivery, read-only) and then
 //! `apply` (FinalizeBlock only). A tx that fails `check` changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use seqmpc_module::job::Job;
 use seqmpc_proto::tx::{Outcome, SignedTx, TxMsg};
@@ -52,6 +52,14 @@ pub enum TxError {
     /// Conflicts with existing state.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The account sent more requests than a block admits.
+    #[error("rate limited: account {account} already sent {limit} requests in this block; retry in a later block")]
+    RateLimited {
+        /// Account name.
+        account: String,
+        /// `max_requests_per_account_per_block`.
+        limit: u32,
+    },
 }
 
 impl TxError {
@@ -65,6 +73,7 @@ impl TxError {
             TxError::Invalid(_) => 6,
             TxError::NotFound(_) => 7,
             TxError::Conflict(_) => 8,
+            TxError::RateLimited { .. } => 9,
         }
     }
 }
@@ -91,6 +100,35 @@ pub struct Effects {
     pub jobs: Vec<Job>,
     /// Events of the current tx (or block).
     pub events: Vec<Event>,
+    /// Request txs per account (hex key) in this block, for the rate limit.
+    pub requests: BTreeMap<String, u32>,
+}
+
+/// Counts a request tx of an account against `max_requests_per_account_per_block` in
+/// `counts` (per block at delivery, per block interval at CheckTx); other txs pass.
+pub fn rate_limit(
+    state: &ChainState,
+    tx: &SignedTx,
+    counts: &mut BTreeMap<String, u32>,
+) -> Result<(), TxError> {
+    let is_request = matches!(
+        tx.msg,
+        TxMsg::KeyGen { .. } | TxMsg::KeySign { .. } | TxMsg::KeyDelete { .. }
+    );
+    let signer_hex = hex::encode(tx.signer.as_bytes());
+    let Some(account) = state.accounts.get(&signer_hex).filter(|_| is_request) else {
+        return Ok(());
+    };
+    let limit = state.limits.max_requests_per_account_per_block;
+    let n = counts.entry(signer_hex).or_insert(0);
+    if *n >= limit {
+        return Err(TxError::RateLimited {
+            account: account.name.clone(),
+            limit,
+        });
+    }
+    *n += 1;
+    Ok(())
 }
 
 /// Who signed a tx.
@@ -526,6 +564,7 @@ pub fn deliver(
     check_envelope(state, tx, state.sequence(&signer_hex))?;
     let next = tx.sequence.saturating_add(1);
     state.set_sequence(&signer_hex, next);
+    rate_limit(state, tx, &mut fx.requests)?;
     check_msg(state, tx, height)?;
     apply(state, tx, &signer_hex, height, fx);
     Ok(())

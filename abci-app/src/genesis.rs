@@ -72,6 +72,14 @@ pub struct Limits {
     /// signers are chosen among live nodes first. Nodes never seen count from genesis.
     #[serde(default = "default_liveness_window")]
     pub liveness_window_blocks: u64,
+    /// Most request txs (KeyGen, KeySign, KeyDelete) one account may have in one block; more
+    /// are refused (code 9) at CheckTx (per block interval) and at delivery.
+    #[serde(default = "default_requests_per_block")]
+    pub max_requests_per_account_per_block: u32,
+}
+
+fn default_requests_per_block() -> u32 {
+    1000
 }
 
 fn default_liveness_window() -> u64 {
@@ -85,6 +93,7 @@ impl Default for Limits {
             max_message_bytes: 4096,
             session_deadline_blocks: 100,
             liveness_window_blocks: default_liveness_window(),
+            max_requests_per_account_per_block: default_requests_per_block(),
         }
     }
 }

@@ -56,6 +56,7 @@ fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Ve
             max_message_bytes: 64,
             session_deadline_blocks: 5,
             liveness_window_blocks: 10,
+            max_requests_per_account_per_block: 20,
         },
     };
     serde_json::to_vec(&g).unwrap()
@@ -1024,4 +1025,49 @@ fn app_can_tell_a_local_record_that_diverges_from_the_chain() {
     };
     let r = reasons(&[rec(session, ShareStatus::Ready, &pk), stray]);
     assert_eq!(r, vec!["nope: no such key on chain".to_owned()]);
+}
+
+#[test]
+fn app_rejects_requests_beyond_the_per_account_block_limit() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[79; 32]);
+    net.ready_key("rl", &group);
+    let c = net.client.clone();
+    let sign = |net: &mut Net, i: usize| {
+        net.tx(
+            &c,
+            TxMsg::KeySign {
+                key_id: KeyId::new("rl").unwrap(),
+                request_id: RequestId::new(format!("rl{i}")).unwrap(),
+                message: vec![1],
+                prehashed: false,
+            },
+        )
+    };
+    // CheckTx admits 20 requests of one account until the next Commit, then refuses clearly.
+    let txs: Vec<Vec<u8>> = (0..21).map(|i| sign(&mut net, i)).collect();
+    for (i, tx) in txs.iter().enumerate() {
+        let r = net.check(tx);
+        if i < 20 {
+            assert_eq!(r.code, 0, "{i}: {}", r.log);
+        } else {
+            assert_eq!(r.code, 9, "{}", r.log);
+            assert!(r.log.contains("rate limited"), "{}", r.log);
+        }
+    }
+    // Delivery enforces the same limit per block: the 21st fails, the other 20 are requested.
+    let (res, jobs) = net.block(txs);
+    assert!(res[..20].iter().all(|r| r.code == 0));
+    assert_eq!(res[20].code, 9, "{}", res[20].log);
+    assert_eq!(jobs.len(), 20);
+    assert_eq!(
+        net.query("/sign/rl20").0,
+        7,
+        "the refused request must not be recorded"
+    );
+    // The next block admits the account again (the CheckTx count resets at Commit).
+    let tx = sign(&mut net, 21);
+    assert_eq!(net.check(&tx).code, 0);
+    let (res, _) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
 }

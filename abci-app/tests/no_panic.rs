@@ -54,6 +54,7 @@ fn genesis() -> Vec<u8> {
             max_message_bytes: 64,
             session_deadline_blocks: 5,
             liveness_window_blocks: 10,
+            max_requests_per_account_per_block: 1000,
         },
     })
     .unwrap()
