@@ -13,6 +13,9 @@ use crate::rpc::RpcClient;
 /// Depth of the submission queue.
 pub const SUBMIT_QUEUE: usize = 100_000;
 
+/// Wait at start before the first submission (a few blocks), see [`RpcSubmitter::spawn`].
+pub const STARTUP_SETTLE: Duration = Duration::from_millis(1000);
+
 /// Queues results for a worker thread that owns the node's sequence counter.
 pub struct RpcSubmitter {
     tx: mpsc::SyncSender<TxMsg>,
@@ -38,7 +41,18 @@ impl RpcSubmitter {
         std::thread::Builder::new()
             .name("submit".into())
             .spawn(move || {
-                let mut seq = first_sequence;
+                // A restarted node's previous process may have left txs in the mempool that
+                // take sequences after `first_sequence`; a result sent at such a sequence would
+                // pass CheckTx yet fail at delivery. Let them commit, then resync.
+                std::thread::sleep(STARTUP_SETTLE);
+                let account = format!("/account/{}", hex::encode(key.verifying_key().to_bytes()));
+                let on_chain = rpc
+                    .abci_query(&account)
+                    .ok()
+                    .filter(|q| q.code == 0)
+                    .and_then(|q| serde_json::from_slice::<serde_json::Value>(&q.value).ok())
+                    .and_then(|v| v["sequence"].as_u64());
+                let mut seq = on_chain.map_or(first_sequence, |c| c.max(first_sequence));
                 while let Ok(msg) = rx.recv() {
                     submit_one(&key, &chain_id, &rpc, &mut seq, msg);
                 }
