@@ -311,30 +311,16 @@ fn run_scheme(
             .map(|m| m["sign_latency_us"].as_array().map_or(0, |a| a.len()))
             .collect();
         let cpu_before = cpu_table(net);
-        let start = Instant::now();
-        let mut submitted = 0;
-        while submitted < total {
-            let done = signed_total(net, 4) - before;
-            while submitted < total && submitted - done < inflight {
-                sub.submit(TxMsg::KeySign {
-                    key_id: KeyId::new(format!("{tag}k{}", next % 5))?,
-                    request_id: RequestId::new(format!("{tag}{inflight}-{next}"))?,
-                    message: next.to_be_bytes().to_vec(),
-                    prehashed: false,
-                })?;
-                next += 1;
-                submitted += 1;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-            if start.elapsed() > Duration::from_secs(300) {
-                bail!("benchmark stalled");
-            }
-        }
-        wait_for(Duration::from_secs(120), || {
-            (signed_total(net, 4) - before >= total).then_some(())
-        })
-        .context("signatures did not all complete")?;
-        let secs = start.elapsed().as_secs_f64();
+        let secs = sign_paced(net, sub, before, inflight, total, 25, 120, |_| {
+            let n = next;
+            next += 1;
+            Ok(TxMsg::KeySign {
+                key_id: KeyId::new(format!("{tag}k{}", n % 5))?,
+                request_id: RequestId::new(format!("{tag}{inflight}-{n}"))?,
+                message: n.to_be_bytes().to_vec(),
+                prehashed: false,
+            })
+        })?;
         let mut lat = since(&metrics(net, 4), "sign_latency_us", &base_lat);
         println!(
             "  sign, {inflight:3} in flight: {total:5} sigs  {:7.1} sig/s   MPC part p50 {:7.2} ms  p99 {:7.2} ms   [p50 {:.1}x floor]",
@@ -368,6 +354,40 @@ fn run_scheme(
         .context("last signature not accepted on chain")?;
     }
     Ok(())
+}
+
+/// Submits `total` sign requests made by `request`, keeping `inflight` unfinished (counted
+/// by the nodes' `signatures_ok` above `before`, polled every `poll_ms`), and waits up to
+/// `wait_secs` for the last ones. Returns the seconds from first submission to last signature.
+#[allow(clippy::too_many_arguments)]
+fn sign_paced(
+    net: &Localnet,
+    sub: &mut Submitter,
+    before: u64,
+    inflight: u64,
+    total: u64,
+    poll_ms: u64,
+    wait_secs: u64,
+    mut request: impl FnMut(u64) -> anyhow::Result<TxMsg>,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut submitted = 0;
+    while submitted < total {
+        let done = signed_total(net, 4) - before;
+        while submitted < total && submitted - done < inflight {
+            sub.submit(request(submitted)?)?;
+            submitted += 1;
+        }
+        std::thread::sleep(Duration::from_millis(poll_ms));
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("benchmark stalled");
+        }
+    }
+    wait_for(Duration::from_secs(wait_secs), || {
+        (signed_total(net, 4) - before >= total).then_some(())
+    })
+    .context("signatures did not all complete")?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// The latencies each node recorded after the given per-node counts.
@@ -565,30 +585,16 @@ fn run_presigned(
                     .map_or(0, |a| a.len())
             })
             .collect();
-        let start = Instant::now();
-        let mut submitted = 0;
-        while submitted < total {
-            let done = signed_total(net, 4) - before;
-            while submitted < total && submitted - done < inflight {
-                sub.submit(TxMsg::KeySign {
-                    key_id: KeyId::new("ecp")?,
-                    request_id: RequestId::new(format!("ecp{inflight}-{next}"))?,
-                    message: next.to_be_bytes().to_vec(),
-                    prehashed: false,
-                })?;
-                next += 1;
-                submitted += 1;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-            if start.elapsed() > Duration::from_secs(300) {
-                bail!("benchmark stalled");
-            }
-        }
-        wait_for(Duration::from_secs(300), || {
-            (signed_total(net, 4) - before >= total).then_some(())
-        })
-        .context("signatures did not all complete")?;
-        let secs = start.elapsed().as_secs_f64();
+        let secs = sign_paced(net, sub, before, inflight, total, 5, 300, |_| {
+            let n = next;
+            next += 1;
+            Ok(TxMsg::KeySign {
+                key_id: KeyId::new("ecp")?,
+                request_id: RequestId::new(format!("ecp{inflight}-{n}"))?,
+                message: n.to_be_bytes().to_vec(),
+                prehashed: false,
+            })
+        })?;
         let mut lat = since(&metrics(net, 4), "presigned_sign_latency_us", &base);
         println!(
             "    sign, {inflight:3} in flight: {total:3} sigs ({} from presignatures)  {:6.1} sig/s   presigned MPC part p50 {:6.2} ms  p99 {:6.2} ms   [p50 {:.1}x online floor]",
