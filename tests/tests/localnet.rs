@@ -665,29 +665,33 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         "timing: cggmp24 presignature pools (1 per subset) filled in {:?}",
         t.elapsed()
     );
+    // Signs `msg` (SHA-256) with "ec", checks the result with libsecp256k1, prints the time.
+    let sign_ec = |msg: &[u8], what: &str| -> Value {
+        let t = std::time::Instant::now();
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "ec",
+                "--message",
+                &hex::encode(msg),
+                "--wait",
+            ])
+            .unwrap();
+        eprintln!("timing: cggmp24 {what} on the localnet: {:?}", t.elapsed());
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify_ecdsa(
+            &pk,
+            sha2::Sha256::digest(msg).into(),
+            s["signature"].as_str().unwrap(),
+            &s["recovery_id"],
+        );
+        s
+    };
     let before: u64 = (0..4).map(presigned).sum();
-    let msg = b"cggmp24 from a presignature";
-    let t = std::time::Instant::now();
-    let s = net
-        .mpcctl_json(&[
-            "sign",
-            "--key-id",
-            "ec",
-            "--message",
-            &hex::encode(msg),
-            "--wait",
-        ])
-        .unwrap();
-    eprintln!(
-        "timing: cggmp24 presigned signing (message) on the localnet: {:?}",
-        t.elapsed()
-    );
-    assert_eq!(s["status"], "DONE", "{s}");
-    verify_ecdsa(
-        &pk,
-        sha2::Sha256::digest(msg).into(),
-        s["signature"].as_str().unwrap(),
-        &s["recovery_id"],
+    sign_ec(
+        b"cggmp24 from a presignature",
+        "presigned signing (message)",
     );
     assert_eq!(
         (0..4).map(presigned).sum::<u64>(),
@@ -696,29 +700,7 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
     );
 
     // Not prehashed: SHA-256 of the message (full protocol when no presignature is ready).
-    let msg = b"cggmp24 over the localnet";
-    let t = std::time::Instant::now();
-    let s = net
-        .mpcctl_json(&[
-            "sign",
-            "--key-id",
-            "ec",
-            "--message",
-            &hex::encode(msg),
-            "--wait",
-        ])
-        .unwrap();
-    eprintln!(
-        "timing: cggmp24 full signing (message) on the localnet: {:?}",
-        t.elapsed()
-    );
-    assert_eq!(s["status"], "DONE", "{s}");
-    verify_ecdsa(
-        &pk,
-        sha2::Sha256::digest(msg).into(),
-        s["signature"].as_str().unwrap(),
-        &s["recovery_id"],
-    );
+    sign_ec(b"cggmp24 over the localnet", "signing (message)");
 
     // Crash and restart: presignatures live in memory only, so a restarted node2 holds none
     // of its old ones. A request signed with node2 then falls back to the full protocol
@@ -734,23 +716,7 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
     for i in 0..8 {
         let before: u64 = [0, 1, 3].into_iter().map(presigned).sum();
         let msg = format!("after node2 restarted {i}");
-        let s = net
-            .mpcctl_json(&[
-                "sign",
-                "--key-id",
-                "ec",
-                "--message",
-                &hex::encode(&msg),
-                "--wait",
-            ])
-            .unwrap();
-        assert_eq!(s["status"], "DONE", "{s}");
-        verify_ecdsa(
-            &pk,
-            sha2::Sha256::digest(msg.as_bytes()).into(),
-            s["signature"].as_str().unwrap(),
-            &s["recovery_id"],
-        );
+        let s = sign_ec(msg.as_bytes(), "signing after node2 restarted");
         if s["signers"]
             .as_array()
             .unwrap()
