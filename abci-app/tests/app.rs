@@ -154,6 +154,32 @@ impl Net {
         )
     }
 
+    /// A successful keygen report of `id` from each of the 4 nodes, node `i` reporting
+    /// `public_key(i)`.
+    fn keygen_reports(
+        &mut self,
+        id: &str,
+        session: SessionId,
+        public_key: impl Fn(usize) -> Vec<u8>,
+    ) -> Vec<Vec<u8>> {
+        (0..4)
+            .map(|i| {
+                let k = self.nodes[i].clone();
+                self.tx(
+                    &k,
+                    TxMsg::KeyGenResult {
+                        key_id: KeyId::new(id).unwrap(),
+                        session,
+                        outcome: Outcome::Ok(KeyGenOk {
+                            public_key: public_key(i),
+                            transcript_hash: [1; 32],
+                        }),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Drives a key to READY with node reports over a real ed25519 key (standing in for the
     /// group key: the app only checks that signatures verify under it).
     fn ready_key(&mut self, id: &str, group: &SigningKey) {
@@ -187,22 +213,7 @@ impl Net {
             panic!("{jobs:?}")
         };
         assert_eq!(s, scheme);
-        let reports: Vec<Vec<u8>> = (0..4)
-            .map(|i| {
-                let k = self.nodes[i].clone();
-                self.tx(
-                    &k,
-                    TxMsg::KeyGenResult {
-                        key_id: KeyId::new(id).unwrap(),
-                        session,
-                        outcome: Outcome::Ok(KeyGenOk {
-                            public_key: public_key.clone(),
-                            transcript_hash: [1; 32],
-                        }),
-                    },
-                )
-            })
-            .collect();
+        let reports = self.keygen_reports(id, session, |_| public_key.clone());
         let (res, _) = self.block(reports);
         assert!(res.iter().all(|r| r.code == 0));
         assert_eq!(self.query(&format!("/key/{id}")).1["status"], "READY");
@@ -496,23 +507,13 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
         .verifying_key()
         .to_bytes()
         .to_vec();
-    let txs: Vec<_> = (0..4)
-        .map(|i| {
-            let k = net.nodes[i].clone();
-            let pk = if i == 3 { g2.clone() } else { g1.clone() };
-            net.tx(
-                &k,
-                TxMsg::KeyGenResult {
-                    key_id: KeyId::new("split").unwrap(),
-                    session,
-                    outcome: Outcome::Ok(KeyGenOk {
-                        public_key: pk,
-                        transcript_hash: [0; 32],
-                    }),
-                },
-            )
-        })
-        .collect();
+    let txs = net.keygen_reports("split", session, |i| {
+        if i == 3 {
+            g2.clone()
+        } else {
+            g1.clone()
+        }
+    });
     let (_, jobs) = net.block(txs);
     assert_eq!(net.query("/key/split").1["status"], "ERROR");
     assert!(jobs.iter().any(|j| matches!(j, Job::KeyGenFailed { .. })));
@@ -690,22 +691,7 @@ fn app_rejects_a_secp256k1_tr_key_report_that_is_not_an_x_only_key() {
     // A 33-byte SEC 1 point is not what the chain stores for BIP340 keys.
     let group = secp256k1::Keypair::from_seckey_byte_array(secp256k1::SECP256K1, [42; 32]).unwrap();
     let sec1 = group.public_key().serialize().to_vec();
-    let reports: Vec<Vec<u8>> = (0..4)
-        .map(|i| {
-            let k = net.nodes[i].clone();
-            net.tx(
-                &k,
-                TxMsg::KeyGenResult {
-                    key_id: KeyId::new("tr").unwrap(),
-                    session,
-                    outcome: Outcome::Ok(KeyGenOk {
-                        public_key: sec1.clone(),
-                        transcript_hash: [1; 32],
-                    }),
-                },
-            )
-        })
-        .collect();
+    let reports = net.keygen_reports("tr", session, |_| sec1.clone());
     net.block(reports);
     let (_, k) = net.query("/key/tr");
     assert_eq!(k["status"], "ERROR", "{k}");
@@ -890,29 +876,7 @@ fn app_can_verify_ecdsa_sign_results_with_recovery_id_and_refuse_bad_ones() {
 fn app_rejects_prehashed_signing_with_a_frost_key() {
     let mut net = Net::new();
     let c = net.client.clone();
-    let tx = net.keygen("ed", 3);
-    let (_, jobs) = net.block(vec![tx]);
-    let Job::KeyGen { session, .. } = jobs[0].clone() else {
-        panic!("{jobs:?}")
-    };
-    let pk = SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes();
-    let reports: Vec<Vec<u8>> = (0..4)
-        .map(|i| {
-            let k = net.nodes[i].clone();
-            net.tx(
-                &k,
-                TxMsg::KeyGenResult {
-                    key_id: KeyId::new("ed").unwrap(),
-                    session,
-                    outcome: Outcome::Ok(KeyGenOk {
-                        public_key: pk.to_vec(),
-                        transcript_hash: [1; 32],
-                    }),
-                },
-            )
-        })
-        .collect();
-    net.block(reports);
+    net.ready_key("ed", &SigningKey::from_bytes(&[3; 32]));
     let tx = net.tx(
         &c,
         TxMsg::KeySign {

@@ -427,13 +427,7 @@ impl KeyStore {
             let Some(id) = k.strip_prefix(RECORD_PREFIX) else {
                 break;
             };
-            let key_id = std::str::from_utf8(id)
-                .ok()
-                .and_then(|s| KeyId::new(s).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    key_id: String::from_utf8_lossy(id).into_owned(),
-                    reason: "database key is not a valid key id".into(),
-                })?;
+            let key_id = record_key_id(id)?;
             out.push(self.sealer.open(&key_id, &v)?);
             if !it.advance() {
                 break;
@@ -527,6 +521,17 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Opens the LevelDB in `dir` on the durable `Env`.
+/// The key id of a record's database key (after [`RECORD_PREFIX`]).
+fn record_key_id(id: &[u8]) -> Result<KeyId, StoreError> {
+    std::str::from_utf8(id)
+        .ok()
+        .and_then(|s| KeyId::new(s).ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key_id: String::from_utf8_lossy(id).into_owned(),
+            reason: "database key is not a valid key id".into(),
+        })
+}
+
 fn open_db(dir: &Path) -> rusty_leveldb::Result<DB> {
     let opts = Options {
         env: Rc::new(Box::new(durable_env::SyncEnv::new())),

@@ -158,15 +158,13 @@ fn cggmp__should_sign_a_prehashed_digest_with_3_signers_verified_by_libsecp256k1
     let signers = vec![node(0), node(1), node(3)];
     let digest: [u8; 32] = Sha256::digest(b"cggmp24 prehashed").into();
     let t = Instant::now();
-    let started = signers
-        .iter()
-        .map(|s| {
-            let data = SignData::prehashed(&digest).unwrap();
-            let (e, out) =
-                Signing::start(sid(2), shares[s].clone(), &signers, data, &mut rng).unwrap();
-            (s.clone(), e, out)
-        })
-        .collect();
+    let started = start_signing(
+        &shares,
+        &signers,
+        sid(2),
+        SignData::prehashed(&digest).unwrap(),
+        &mut rng,
+    );
     let outcome = local::run(started, Some(&mut rng), None);
     let bytes = (outcome.bytes_sent.clone(), outcome.largest_message);
     let sigs = ok(outcome, &signers);
@@ -359,15 +357,13 @@ fn cggmp__should_blame_a_signer_whose_zk_proof_is_forged() {
     let signers = vec![node(0), node(1), node(2)];
     let digest = [0x42u8; 32];
     let t = Instant::now();
-    let mut started: Vec<_> = signers
-        .iter()
-        .map(|s| {
-            let data = SignData::prehashed(&digest).unwrap();
-            let (e, out) =
-                Signing::start(sid(5), shares[s].clone(), &signers, data, &mut rng).unwrap();
-            (s.clone(), e, out)
-        })
-        .collect();
+    let mut started = start_signing(
+        &shares,
+        &signers,
+        sid(5),
+        SignData::prehashed(&digest).unwrap(),
+        &mut rng,
+    );
     // node1 sends node0 the round-1 proof it made for node2 (proofs are per verifier).
     let out1 = &mut started[1].2;
     let for_node2 = out1
@@ -436,15 +432,13 @@ fn cggmp__should_generate_aux_info_and_key_2_of_2_from_fixture_primes_and_sign()
     let shares: BTreeMap<_, _> = shares.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
     let message = b"2-of-2".to_vec();
     let t = Instant::now();
-    let started = parties
-        .iter()
-        .map(|s| {
-            let data = SignData::Message(message.clone());
-            let (e, out) =
-                Signing::start(sid(9), shares[s].clone(), &parties, data, &mut rng).unwrap();
-            (s.clone(), e, out)
-        })
-        .collect();
+    let started = start_signing(
+        &shares,
+        &parties,
+        sid(9),
+        SignData::Message(message.clone()),
+        &mut rng,
+    );
     let sigs = ok(local::run(started, Some(&mut rng), None), &parties);
     eprintln!(
         "timing: full signing 2-of-2, all parties: {:?}",
@@ -492,15 +486,13 @@ fn cggmp__should_generate_aux_info_and_key_3_of_4_from_fixture_primes() {
     let signers = vec![node(0), node(2), node(3)];
     let digest = [9u8; 32];
     let t = Instant::now();
-    let started = signers
-        .iter()
-        .map(|s| {
-            let data = SignData::Prehashed(Digest32(digest));
-            let (e, out) =
-                Signing::start(sid(7), shares[s].clone(), &signers, data, &mut rng).unwrap();
-            (s.clone(), e, out)
-        })
-        .collect();
+    let started = start_signing(
+        &shares,
+        &signers,
+        sid(7),
+        SignData::Prehashed(Digest32(digest)),
+        &mut rng,
+    );
     let sigs = ok(local::run(started, Some(&mut rng), None), &signers);
     eprintln!(
         "timing: full signing 3 signers with the fresh shares, all parties: {:?}",
@@ -544,15 +536,13 @@ fn cggmp__should_sign_with_multiexp_tables_precomputed() {
     let shares: BTreeMap<_, _> = shares.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
     let digest = [3u8; 32];
     let t = Instant::now();
-    let started = signers
-        .iter()
-        .map(|s| {
-            let data = SignData::Prehashed(Digest32(digest));
-            let (e, out) =
-                Signing::start(sid(11), shares[s].clone(), &signers, data, &mut rng).unwrap();
-            (s.clone(), e, out)
-        })
-        .collect();
+    let started = start_signing(
+        &shares,
+        &signers,
+        sid(11),
+        SignData::Prehashed(Digest32(digest)),
+        &mut rng,
+    );
     let sigs = ok(local::run(started, Some(&mut rng), None), &signers);
     eprintln!(
         "timing: full signing 3 signers with multiexp tables, all parties: {:?}",
@@ -562,6 +552,24 @@ fn cggmp__should_sign_with_multiexp_tables_precomputed() {
     for sig in sigs.values() {
         check_with_libsecp256k1(sig, &pk, &digest);
     }
+}
+
+/// Starts a full signing of `data` at every signer, in order.
+fn start_signing(
+    shares: &BTreeMap<NodeId, Arc<CggmpKeyShare>>,
+    signers: &[NodeId],
+    session: SessionId,
+    data: SignData,
+    rng: &mut StdRng,
+) -> Vec<(NodeId, Signing, Vec<Outgoing<CggmpMsg>>)> {
+    signers
+        .iter()
+        .map(|s| {
+            let (e, out) =
+                Signing::start(session, shares[s].clone(), signers, data.clone(), rng).unwrap();
+            (s.clone(), e, out)
+        })
+        .collect()
 }
 
 /// `mpcd --cggmp-primes FILE`: the node's prime set by node id, and its aux info when the file

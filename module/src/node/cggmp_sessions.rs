@@ -172,13 +172,9 @@ impl<S: SubmitResult> Node<S> {
         }
         let (share, generation) = self.cggmp_share(key_id).await?;
         if !prehashed {
-            let input = presign::CggmpSignInput {
-                key_id: key_id.clone(),
-                generation,
-                share,
-                message,
-            };
-            self.start_planned_sign(session, request_id, input, signers, received)
+            let input = presign::CggmpSignInput { share, message };
+            let key = (key_id.clone(), generation);
+            self.start_planned_sign(session, request_id, key, input, signers, received)
                 .await;
             return Ok(());
         }

@@ -181,10 +181,9 @@ pub(super) struct PresignSession {
     pub(super) started: Instant,
 }
 
-/// What a cggmp24 sign session needs to fall back to the full protocol.
+/// What a cggmp24 sign session needs to fall back to the full protocol (its key and
+/// generation are the session's `cggmp_key`).
 pub(super) struct CggmpSignInput {
-    pub(super) key_id: KeyId,
-    pub(super) generation: SessionId,
     /// [`CggmpKeyShare::to_bytes`](crate::protocol::cggmp::CggmpKeyShare::to_bytes).
     pub(super) share: zeroize::Zeroizing<Vec<u8>>,
     pub(super) message: Vec<u8>,
@@ -291,16 +290,6 @@ impl<S: SubmitResult> Node<S> {
         self.pool_changed = true;
     }
 
-    /// Presignature sessions of a subset running here.
-    fn presigns_running(&self, key_id: &KeyId, signers: &[NodeId]) -> usize {
-        self.sessions
-            .values()
-            .filter(
-                |s| matches!(s, Session::Presign(p) if p.key_id == *key_id && p.signers == signers),
-            )
-            .count()
-    }
-
     /// Starts one presignature generation where this node leads a subset below target, if it
     /// leads none now and workers are free (background work keeps half the workers free for
     /// signing).
@@ -324,8 +313,7 @@ impl<S: SubmitResult> Node<S> {
                 &self.cfg.me,
                 self.cfg.presign_max_subsets,
             ) {
-                if self.presigs.level(key_id, &subset) + self.presigns_running(key_id, &subset)
-                    < target
+                if self.presigs.level(key_id, &subset) < target
                     && !self.presigs.backing_off(key_id, &subset, now)
                 {
                     next = Some((key_id.clone(), info.generation, subset));
@@ -508,7 +496,7 @@ impl<S: SubmitResult> Node<S> {
                 // A sign plan waiting for it falls back.
                 let waiting: Vec<SessionId> = self.plans_waiting_for(&session.0);
                 for s in waiting {
-                    self.plan_fallback(s, true).await;
+                    self.plan_fallback(s).await;
                 }
             }
         }
@@ -522,7 +510,7 @@ impl<S: SubmitResult> Node<S> {
                 self.presigs.back_off(&p.key_id, &p.signers, Instant::now());
             }
             for s in self.plans_waiting_for(&session.0) {
-                self.plan_fallback(s, true).await;
+                self.plan_fallback(s).await;
             }
         }
     }
@@ -545,21 +533,18 @@ impl<S: SubmitResult> Node<S> {
             };
             match self.presigs.take(&key_id, &signers, id, &generation) {
                 Some(presig) => self.go_online(s, presig).await,
-                None => self.plan_fallback(s, true).await,
+                None => self.plan_fallback(s).await,
             }
         }
     }
 
+    /// A cggmp24 sign session's key, signers and key generation.
     fn plan_subset(&self, session: &SessionId) -> Option<(KeyId, Vec<NodeId>, SessionId)> {
-        match self.sessions.get(session) {
-            Some(Session::Sign(s)) => match &s.state {
-                Some(SignEngine::Plan(
-                    PlanState::AwaitPlan { input, .. } | PlanState::Online { input, .. },
-                )) => Some((input.key_id.clone(), s.signers.clone(), input.generation)),
-                _ => None,
-            },
-            _ => None,
-        }
+        let Some(Session::Sign(s)) = self.sessions.get(session) else {
+            return None;
+        };
+        let (key_id, generation) = s.cggmp_key.clone()?;
+        Some((key_id, s.signers.clone(), generation))
     }
 
     /// The READY cggmp24 share of `key_id` and its generation.
@@ -594,27 +579,24 @@ impl<S: SubmitResult> Node<S> {
         &mut self,
         session: SessionId,
         request_id: &RequestId,
+        (key_id, generation): (KeyId, SessionId),
         input: CggmpSignInput,
         signers: &[NodeId],
         received: Instant,
     ) {
         let aggregator = signers.first() == Some(&self.cfg.me);
         let picked = if aggregator {
-            self.presigs
-                .take_oldest(&input.key_id, signers, &input.generation)
+            self.pool_changed = true;
+            self.presigs.take_oldest(&key_id, signers, &generation)
         } else {
             None
         };
-        if aggregator {
-            self.pool_changed = true;
-        }
-        let key_id = input.key_id.clone();
         self.sessions.insert(
             session,
             Session::Sign(Box::new(SignSession {
                 request_id: request_id.clone(),
                 signers: signers.to_vec(),
-                cggmp_key: Some((input.key_id.clone(), input.generation)),
+                cggmp_key: Some((key_id.clone(), generation)),
                 state: Some(SignEngine::Plan(PlanState::AwaitPlan {
                     input,
                     waiting_for: None,
@@ -668,17 +650,13 @@ impl<S: SubmitResult> Node<S> {
         let signers = s.signers.clone();
         match (&mut s.state, from_aggregator, id) {
             // The aggregator's plan.
-            (
-                Some(SignEngine::Plan(PlanState::AwaitPlan {
-                    input, waiting_for, ..
-                })),
-                true,
-                Some(id),
-            ) => {
+            (Some(SignEngine::Plan(PlanState::AwaitPlan { waiting_for, .. })), true, Some(id)) => {
                 if waiting_for.is_some() {
                     return;
                 }
-                let (key_id, generation) = (input.key_id.clone(), input.generation);
+                let Some((key_id, _, generation)) = self.plan_subset(&session) else {
+                    return;
+                };
                 if let Some(presig) = self.presigs.take(&key_id, &signers, &id, &generation) {
                     self.pool_changed = true;
                     return self.go_online(session, presig).await;
@@ -698,7 +676,7 @@ impl<S: SubmitResult> Node<S> {
                 // Lost (this node restarted): everyone falls back, and the subset's pools,
                 // which no longer match, are emptied.
                 warn!(%session, %key_id, "named presignature not held here; falling back to the full protocol");
-                self.plan_fallback(session, true).await;
+                self.plan_fallback(session).await;
             }
             (Some(SignEngine::Plan(PlanState::AwaitPlan { .. })), true, None) => {
                 self.go_full(session).await
@@ -716,7 +694,7 @@ impl<S: SubmitResult> Node<S> {
             }
             // Already on the full protocol: the named presignature is of no use any more.
             (Some(SignEngine::Cggmp(_)), true, Some(id)) => {
-                if let Some((k, g)) = self.sign_key_of(&session) {
+                if let Some((k, _, g)) = self.plan_subset(&session) {
                     drop(self.presigs.take(&k, &signers, &id, &g));
                     self.pool_changed = true;
                 }
@@ -725,28 +703,17 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
-    fn sign_key_of(&self, session: &SessionId) -> Option<(KeyId, SessionId)> {
-        let Some(Session::Sign(s)) = self.sessions.get(session) else {
-            return None;
+    /// Falls back to the full protocol: empties the subset's pool (it no longer matches the
+    /// other signers') and tells the other signers to fall back too.
+    async fn plan_fallback(&mut self, session: SessionId) {
+        let Some((key_id, signers, _)) = self.plan_subset(&session) else {
+            return;
         };
-        s.cggmp_key.clone()
-    }
-
-    /// Falls back to the full protocol; with `tell`, tells the other signers first.
-    async fn plan_fallback(&mut self, session: SessionId, tell: bool) {
-        if tell {
-            let signers = match self.sessions.get(&session) {
-                Some(Session::Sign(s)) => s.signers.clone(),
-                _ => return,
-            };
-            if let Some((k, sg, _)) = self.plan_subset(&session) {
-                self.presigs.purge_subset(&k, &sg);
-                self.pool_changed = true;
-            }
-            for p in signers.iter().filter(|p| **p != self.cfg.me) {
-                let plan = Payload::SignPlan(wire::SignPlan::default());
-                self.send(&session, p, plan).await;
-            }
+        self.presigs.purge_subset(&key_id, &signers);
+        self.pool_changed = true;
+        for p in signers.iter().filter(|p| **p != self.cfg.me) {
+            let plan = Payload::SignPlan(wire::SignPlan::default());
+            self.send(&session, p, plan).await;
         }
         self.go_full(session).await
     }
@@ -769,7 +736,7 @@ impl<S: SubmitResult> Node<S> {
                 waiting_for: None,
                 buffered,
             }));
-            return self.plan_fallback(session, true).await;
+            return self.plan_fallback(session).await;
         }
         let request_id = s.request_id.clone();
         let (engine, out) = match OnlineSigning::start(presig, &input.message) {

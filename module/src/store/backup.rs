@@ -31,7 +31,7 @@ use super::{
     create_dir, db_err, open_err, parent_dir, seal, sync_dir, KeyStore, MasterKey, StoreError,
     DATA_KEY_DB_KEY, RECORD_PREFIX,
 };
-use crate::proto::{KeyId, NodeId};
+use crate::proto::NodeId;
 
 /// First bytes of a backup file. Do not change without a migration.
 pub const BACKUP_MAGIC: &[u8] = b"seqmpc-keystore-backup\n";
@@ -155,14 +155,7 @@ enum Entry {
 /// set, nothing else.
 fn check_entry(sealer: &seal::Sealer, key: &[u8], value: &[u8]) -> Result<Entry, StoreError> {
     if let Some(id) = key.strip_prefix(RECORD_PREFIX) {
-        let key_id = std::str::from_utf8(id)
-            .ok()
-            .and_then(|s| KeyId::new(s).ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                key_id: String::from_utf8_lossy(id).into_owned(),
-                reason: "database key is not a valid key id".into(),
-            })?;
-        sealer.open(&key_id, value)?;
+        sealer.open(&super::record_key_id(id)?, value)?;
         Ok(Entry::Record)
     } else if key.starts_with(PRIME_SET_PREFIX) {
         let id = PrimeSetId::from_db_key(key)?;
