@@ -401,8 +401,16 @@ fn case(scheme: Scheme) -> Case {
 }
 
 fn blamed(r: Result<ReshareOutput, ProtocolError>) -> Vec<NodeId> {
+    blamed_for(r, "")
+}
+
+/// The culprits of an abort whose reason mentions `why`.
+fn blamed_for(r: Result<ReshareOutput, ProtocolError>, why: &str) -> Vec<NodeId> {
     match r {
-        Err(ProtocolError::Aborted { culprits, .. }) => culprits,
+        Err(ProtocolError::Aborted { culprits, reason }) => {
+            assert!(reason.contains(why), "{reason:?} does not say {why:?}");
+            culprits
+        }
         Err(e) => panic!("expected an abort, got {e}"),
         Ok(_) => panic!("expected an abort, resharing succeeded"),
     }
@@ -427,7 +435,10 @@ fn collector__should_blame_a_dealer_whose_share_fails_the_feldman_check() {
         // A valid scalar, but the point of another party.
         let other = c.deals[&d][&node(4)].share.clone();
         c.deals.get_mut(&d).unwrap().get_mut(&me).unwrap().share = other;
-        assert_eq!(blamed(one(&c.p, &c.deals, &me)), vec![d.clone()]);
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &me), "Feldman"),
+            vec![d.clone()]
+        );
         // The other parties are unaffected.
         assert!(one(&c.p, &c.deals, &node(4)).is_ok());
     });
@@ -442,13 +453,19 @@ fn collector__should_blame_a_dealer_whose_commitment_has_the_wrong_length() {
         for deal in c.deals.get_mut(&d).unwrap().values_mut() {
             deal.commitment.truncate(2 * elen); // t' - 1 points
         }
-        assert_eq!(blamed(one(&c.p, &c.deals, &node(1))), vec![d.clone()]);
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &node(1)), "expected 3 points"),
+            vec![d.clone()]
+        );
         for deal in c.deals.get_mut(&d).unwrap().values_mut() {
             let first = deal.commitment[..elen].to_vec();
             deal.commitment.extend_from_slice(&first);
             deal.commitment.extend_from_slice(&first); // t' + 1 points
         }
-        assert_eq!(blamed(one(&c.p, &c.deals, &node(1))), vec![d]);
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &node(1)), "expected 3 points"),
+            vec![d]
+        );
     });
 }
 
@@ -468,7 +485,10 @@ fn collector__should_blame_a_dealer_that_deals_another_secret() {
         }
         c.deals.insert(d.clone(), fake);
         for me in &c.p.new_parties {
-            assert_eq!(blamed(one(&c.p, &c.deals, me)), vec![d.clone()]);
+            assert_eq!(
+                blamed_for(one(&c.p, &c.deals, me), "dealt another secret"),
+                vec![d.clone()]
+            );
         }
     });
 }
@@ -484,7 +504,13 @@ fn collector__should_blame_the_dealer_whose_old_public_shares_differ_from_the_ma
             let (a, b) = deal.old_public.split_at_mut(2 * elen);
             a[elen..].swap_with_slice(&mut b[..elen]);
         }
-        assert_eq!(blamed(one(&c.p, &c.deals, &node(3))), vec![d]);
+        assert_eq!(
+            blamed_for(
+                one(&c.p, &c.deals, &node(3)),
+                "differ from the other dealers"
+            ),
+            vec![d]
+        );
     });
 }
 
@@ -500,7 +526,10 @@ fn collector__should_abort_without_culprit_when_no_majority_agrees_on_old_public
                 a[elen..2 * elen].swap_with_slice(&mut b[..elen]);
             }
         }
-        assert_eq!(blamed(one(&c.p, &c.deals, &node(1))), Vec::<NodeId>::new());
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &node(1)), "no majority"),
+            Vec::<NodeId>::new()
+        );
     });
 }
 
@@ -516,7 +545,10 @@ fn collector__should_blame_a_dealer_sending_the_old_public_shares_of_another_key
         for (to, deal) in c.deals.get_mut(&d).unwrap().iter_mut() {
             deal.old_public = theirs[to].old_public.clone();
         }
-        assert_eq!(blamed(one(&c.p, &c.deals, &node(2))), vec![d]);
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &node(2)), "not the key being reshared"),
+            vec![d]
+        );
     });
 }
 
@@ -542,7 +574,13 @@ fn collector__should_blame_all_dealers_when_the_old_public_shares_they_agree_on_
                 deal.old_public = agreed.clone();
             }
         }
-        assert_eq!(blamed(one(&c.p, &c.deals, &node(1))), nodes(&[0, 1, 2]));
+        assert_eq!(
+            blamed_for(
+                one(&c.p, &c.deals, &node(1)),
+                "do not add up to the group key"
+            ),
+            nodes(&[0, 1, 2])
+        );
     });
 }
 
@@ -587,7 +625,7 @@ fn collector__should_blame_missing_dealers_when_finished_early() {
     let me = node(1);
     let mut col = Collector::new(c.p.clone(), me.clone()).unwrap();
     col.add(&node(0), c.deals[&node(0)][&me].clone()).unwrap();
-    assert_eq!(blamed(col.finish()), nodes(&[1, 2]));
+    assert_eq!(blamed_for(col.finish(), "no reshare deal"), nodes(&[1, 2]));
 }
 
 #[test]
