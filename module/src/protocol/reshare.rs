@@ -350,6 +350,7 @@ impl Collector {
     /// agree on it. A dealer whose copy differs from the majority's is blamed; with no
     /// majority nobody can be told apart and the abort names no culprit.
     fn agreed_old_public(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut faulty = Vec::new();
         for (dealer, deal) in &self.deals {
             let checked = match self.params.scheme {
                 Scheme::FrostEd25519 => {
@@ -360,10 +361,11 @@ impl Collector {
                 }
                 Scheme::Cggmp24Secp256k1 => cggmp::check_old_public(&self.params, &deal.old_public),
             };
-            checked.map_err(|why| {
-                ProtocolError::blame(dealer, format!("{dealer} sent bad old public data: {why}"))
-            })?;
+            if let Err(why) = checked {
+                faulty.push((dealer.clone(), format!("bad old public data: {why}")));
+            }
         }
+        blame_all(faulty)?;
         let mut votes: BTreeMap<&[u8], usize> = BTreeMap::new();
         for deal in self.deals.values() {
             *votes.entry(deal.old_public.as_slice()).or_default() += 1;
@@ -396,6 +398,22 @@ impl Collector {
             reason: "dealer's old public shares differ from the other dealers'".into(),
         })
     }
+}
+
+/// Aborts naming every dealer whose deal failed a per-dealer check, if any.
+fn blame_all(faulty: Vec<(NodeId, String)>) -> Result<(), ProtocolError> {
+    if faulty.is_empty() {
+        return Ok(());
+    }
+    let reason = faulty
+        .iter()
+        .map(|(d, why)| format!("{d}'s deal: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ProtocolError::Aborted {
+        culprits: faulty.into_iter().map(|(d, _)| d).collect(),
+        reason,
+    })
 }
 
 /// Domain-separated SHA-256 of the public transcript. Every part is length-prefixed.

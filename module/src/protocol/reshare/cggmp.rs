@@ -220,6 +220,61 @@ pub(super) fn check_old_public(params: &ReshareParams, bytes: &[u8]) -> Result<(
     Ok(())
 }
 
+/// A deal that passed the per-dealer checks.
+struct CheckedDeal {
+    poly: Polynomial<Point<Curve>>,
+    share: SecretScalar<Curve>,
+    encoded: Vec<u8>,
+}
+
+/// Checks 3-5 of `docs/reshare.md` on one dealer's deal to the party at point `my_x`.
+fn check_deal(
+    deal: &Deal,
+    my_x: &Scalar<Curve>,
+    expected_c0: Point<Curve>,
+    t_new: usize,
+) -> Result<CheckedDeal, String> {
+    // The commitment: exactly t' well-formed points.
+    let chunks = deal.commitment.chunks_exact(POINT_LEN);
+    if !chunks.remainder().is_empty() || chunks.len() != t_new {
+        return Err(format!(
+            "commitment is {} bytes, expected {t_new} points",
+            deal.commitment.len()
+        ));
+    }
+    let points = chunks
+        .map(|c| parse_point(c).map(|p| *p.as_ref()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("commitment holds an invalid point")?;
+    let mut encoded = Vec::with_capacity(deal.commitment.len());
+    for p in &points {
+        encoded.extend_from_slice(&point_bytes(p).map_err(|e| e.to_string())?);
+    }
+    let c0 = points.first().copied();
+    let poly = Polynomial::from_coefs(points);
+
+    // Feldman: f_i(x'_j)·G == F_i(x'_j).
+    let mut share = Scalar::<Curve>::from_be_bytes(deal.share.as_slice())
+        .map_err(|_| "share is not a canonical scalar")?;
+    let share = SecretScalar::new(&mut share);
+    if Point::generator() * &share != poly.value::<_, Point<Curve>>(my_x) {
+        return Err("share does not match the commitment (Feldman check failed)".into());
+    }
+
+    // C_i0 == λ_i(D)·X_i: the dealer shares λ_i times its own old share.
+    if c0 != Some(expected_c0) {
+        return Err(
+            "constant term of the commitment is not λ·(its old public share): it dealt another secret"
+                .into(),
+        );
+    }
+    Ok(CheckedDeal {
+        poly,
+        share,
+        encoded,
+    })
+}
+
 /// Step 2 of `docs/reshare.md` for a CGGMP24 new party: every dealer's deal is present and
 /// `old_public` is the dealers' agreed, checked copy.
 pub(super) fn combine(
@@ -239,63 +294,33 @@ pub(super) fn combine(
     let mut sum_poly: Option<Polynomial<Point<Curve>>> = None;
     let mut constant_sum = Point::<Curve>::zero();
     let mut encoded = Vec::with_capacity(params.dealers.len());
+    let mut faulty = Vec::new();
     for (pos, dealer) in params.dealers.iter().enumerate() {
-        let blame = |why: &str| ProtocolError::blame(dealer, format!("{dealer}'s deal: {why}"));
         let deal = deals
             .get(dealer)
             .ok_or_else(|| ProtocolError::Bug(format!("no deal from {dealer}")))?;
-
-        // The commitment: exactly t' well-formed points.
-        let chunks = deal.commitment.chunks_exact(POINT_LEN);
-        if !chunks.remainder().is_empty() || chunks.len() != t_new {
-            return Err(blame(&format!(
-                "commitment is {} bytes, expected {t_new} points",
-                deal.commitment.len()
-            )));
-        }
-        let points = chunks
-            .map(|c| parse_point(c).map(|p| *p.as_ref()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| blame("commitment holds an invalid point"))?;
-        let c0 = *points.first().ok_or_else(|| blame("empty commitment"))?;
-        let mut canonical = Vec::with_capacity(deal.commitment.len());
-        for p in &points {
-            canonical.extend_from_slice(&point_bytes(p)?);
-        }
-        let big_f = Polynomial::from_coefs(points);
-
-        // Feldman: f_i(x'_j)·G == F_i(x'_j).
-        let mut share = Scalar::<Curve>::from_be_bytes(deal.share.as_slice())
-            .map_err(|_| blame("share is not a canonical scalar"))?;
-        let share = SecretScalar::new(&mut share);
-        if Point::generator() * &share != big_f.value::<_, Point<Curve>>(&my_x) {
-            return Err(blame(
-                "share does not match the commitment (Feldman check failed)",
-            ));
-        }
-
-        // C_i0 == λ_i(D)·X_i: the dealer shares λ_i times its own old share.
         let x_i = params
             .old_parties
             .binary_search(dealer)
             .ok()
             .and_then(|k| old.shares.get(k))
             .ok_or_else(|| ProtocolError::Bug(format!("{dealer}'s old public share")))?;
-        if c0 != *x_i.as_ref() * lambda(pos, &xs)? {
-            return Err(blame(
-                "constant term of the commitment is not λ·(its old public share): it dealt another secret",
-            ));
+        let expected_c0 = *x_i.as_ref() * lambda(pos, &xs)?;
+        match check_deal(deal, &my_x, expected_c0, t_new) {
+            Ok(checked) => {
+                let mut s: Scalar<Curve> = checked.share.as_ref() + sum_share.as_ref();
+                sum_share = SecretScalar::new(&mut s);
+                constant_sum += expected_c0;
+                sum_poly = Some(match sum_poly {
+                    None => checked.poly,
+                    Some(acc) => acc + &checked.poly,
+                });
+                encoded.push(checked.encoded);
+            }
+            Err(why) => faulty.push((dealer.clone(), why)),
         }
-
-        let mut s: Scalar<Curve> = share.as_ref() + sum_share.as_ref();
-        sum_share = SecretScalar::new(&mut s);
-        constant_sum += c0;
-        sum_poly = Some(match sum_poly {
-            None => big_f,
-            Some(acc) => acc + &big_f,
-        });
-        encoded.push(canonical);
     }
+    super::blame_all(faulty)?;
 
     // Σ_i C_i0 == group key. Each C_i0 matched λ_i·X_i, so this fails only if the old public
     // shares all dealers vouched for do not interpolate to the group key.

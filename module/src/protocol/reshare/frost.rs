@@ -284,6 +284,61 @@ impl<C: Ciphersuite> Drop for Coefficients<C> {
     }
 }
 
+/// A deal that passed the per-dealer checks.
+struct CheckedDeal<C: Ciphersuite> {
+    points: Vec<Element<C>>,
+    share: Scalar<C>,
+    encoded: Vec<u8>,
+}
+
+/// Checks 3-5 of `docs/reshare.md` on one dealer's deal to party `my_id`.
+fn check_deal<C: FrostScheme>(
+    deal: &Deal,
+    my_id: Identifier<C>,
+    expected_c0: Element<C>,
+    t_new: usize,
+) -> Result<CheckedDeal<C>, String> {
+    // The commitment: exactly t' well-formed points.
+    let elen = element_len::<C>().map_err(|e| e.to_string())?;
+    let chunks = deal.commitment.chunks_exact(elen);
+    if !chunks.remainder().is_empty() || chunks.len() != t_new {
+        return Err(format!(
+            "commitment is {} bytes, expected {t_new} points",
+            deal.commitment.len()
+        ));
+    }
+    let points = chunks
+        .map(element_from_bytes::<C>)
+        .collect::<Option<Vec<_>>>()
+        .ok_or("commitment holds an invalid point")?;
+    let vss = VerifiableSecretSharingCommitment::<C>::deserialize_whole(&deal.commitment)
+        .map_err(|e| format!("commitment: {e}"))?;
+
+    // Feldman: f_i(x'_j)·G == Σ_k C_ik·x'_j^k.
+    let share = scalar_from_bytes::<C>(&deal.share).ok_or("share is not a scalar")?;
+    let signing_share =
+        SigningShare::<C>::deserialize(&deal.share).map_err(|_| "share is not a scalar")?;
+    SecretShare::new(my_id, signing_share, vss.clone())
+        .verify()
+        .map_err(|_| "share does not match the commitment (Feldman check failed)")?;
+
+    // C_i0 == λ_i(D)·X_i: the dealer shares λ_i times its own old share.
+    if points.first() != Some(&expected_c0) {
+        return Err(
+            "constant term of the commitment is not λ·(its old public share): it dealt another secret"
+                .into(),
+        );
+    }
+    let encoded = vss
+        .serialize_whole()
+        .map_err(|e| format!("commitment: {e}"))?;
+    Ok(CheckedDeal {
+        points,
+        share,
+        encoded,
+    })
+}
+
 /// Step 2 of `docs/reshare.md` for a FROST new party: every dealer's deal is present and
 /// `old_public` is the dealers' agreed, checked copy.
 pub(super) fn combine<C: FrostScheme>(
@@ -296,63 +351,34 @@ pub(super) fn combine<C: FrostScheme>(
         .map_err(|e| ProtocolError::Bug(format!("agreed old public data: {e}")))?;
     let new = Committee::<C>::new(&params.new_parties)?;
     let my_id = new.id(me)?;
-    let elen = element_len::<C>()?;
     let dealer_points = params.dealer_points()?;
     let t_new = usize::from(params.new_threshold);
 
     let mut sum_share = <FieldOf<C> as Field>::zero();
     let mut commitments: Vec<Vec<Element<C>>> = Vec::with_capacity(params.dealers.len());
     let mut encoded = Vec::with_capacity(params.dealers.len());
+    let mut faulty = Vec::new();
     for (pos, dealer) in params.dealers.iter().enumerate() {
-        let blame = |why: &str| ProtocolError::blame(dealer, format!("{dealer}'s deal: {why}"));
         let deal = deals
             .get(dealer)
             .ok_or_else(|| ProtocolError::Bug(format!("no deal from {dealer}")))?;
-
-        // The commitment: exactly t' well-formed points.
-        let chunks = deal.commitment.chunks_exact(elen);
-        if !chunks.remainder().is_empty() || chunks.len() != t_new {
-            return Err(blame(&format!(
-                "commitment is {} bytes, expected {t_new} points",
-                deal.commitment.len()
-            )));
-        }
-        let points = chunks
-            .map(element_from_bytes::<C>)
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| blame("commitment holds an invalid point"))?;
-        let vss = VerifiableSecretSharingCommitment::<C>::deserialize_whole(&deal.commitment)
-            .map_err(|e| blame(&format!("commitment: {e}")))?;
-
-        // Feldman: f_i(x'_j)·G == Σ_k C_ik·x'_j^k.
-        let share =
-            scalar_from_bytes::<C>(&deal.share).ok_or_else(|| blame("share is not a scalar"))?;
-        let signing_share = SigningShare::<C>::deserialize(&deal.share)
-            .map_err(|_| blame("share is not a scalar"))?;
-        SecretShare::new(my_id, signing_share, vss.clone())
-            .verify()
-            .map_err(|_| blame("share does not match the commitment (Feldman check failed)"))?;
-
-        // C_i0 == λ_i(D)·X_i: the dealer shares λ_i times its own old share.
         let x_i = params
             .old_parties
             .binary_search(dealer)
             .ok()
             .and_then(|k| old.shares.get(k))
             .ok_or_else(|| ProtocolError::Bug(format!("{dealer}'s old public share")))?;
-        let lambda = lagrange_at_zero::<C>(pos, &dealer_points)?;
-        if points.first() != Some(&(*x_i * lambda)) {
-            return Err(blame(
-                "constant term of the commitment is not λ·(its old public share): it dealt another secret",
-            ));
+        let expected_c0 = *x_i * lagrange_at_zero::<C>(pos, &dealer_points)?;
+        match check_deal::<C>(deal, my_id, expected_c0, t_new) {
+            Ok(checked) => {
+                sum_share = sum_share + checked.share;
+                encoded.push(checked.encoded);
+                commitments.push(checked.points);
+            }
+            Err(why) => faulty.push((dealer.clone(), why)),
         }
-        sum_share = sum_share + share;
-        encoded.push(
-            vss.serialize_whole()
-                .map_err(|e| ProtocolError::Bug(format!("serialize commitment: {e}")))?,
-        );
-        commitments.push(points);
     }
+    super::blame_all(faulty)?;
 
     // Σ_i C_i0 == group key. Each C_i0 matched λ_i·X_i, so this fails only if the old public
     // shares all dealers vouched for do not interpolate to the group key.

@@ -445,6 +445,47 @@ fn collector__should_blame_a_dealer_whose_share_fails_the_feldman_check() {
 }
 
 #[test]
+fn collector__should_blame_every_faulty_dealer_at_once() {
+    for_all_schemes(|s| {
+        let mut c = case(s);
+        let me = node(4);
+        // node0: Feldman fails; node2: commitment too short.
+        let other = c.deals[&node(0)][&node(1)].share.clone();
+        c.deals
+            .get_mut(&node(0))
+            .unwrap()
+            .get_mut(&me)
+            .unwrap()
+            .share = other;
+        c.deals
+            .get_mut(&node(2))
+            .unwrap()
+            .get_mut(&me)
+            .unwrap()
+            .commitment
+            .pop();
+        assert_eq!(blamed(one(&c.p, &c.deals, &me)), nodes(&[0, 2]));
+        // Two dealers with old public data of other keys.
+        let mut c = case(s);
+        let elen = c.deals[&node(0)][&me].old_public.len() / 5;
+        for d in [node(0), node(1)] {
+            let op = &mut c
+                .deals
+                .get_mut(&d)
+                .unwrap()
+                .get_mut(&me)
+                .unwrap()
+                .old_public;
+            op.truncate(4 * elen);
+        }
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &me), "bad old public data"),
+            nodes(&[0, 1])
+        );
+    });
+}
+
+#[test]
 fn collector__should_blame_a_dealer_whose_commitment_has_the_wrong_length() {
     for_all_schemes(|s| {
         let mut c = case(s);
