@@ -62,16 +62,21 @@ enum Stored {
 }
 
 impl Stored {
+    /// Dispatches on the record's `kind` (see `cggmp::share`), so that a parse error comes
+    /// from the right decoder (and never echoes another record's content).
     fn decode(bytes: &[u8]) -> Result<Stored, ProtocolError> {
-        match CggmpKeyShare::from_bytes(bytes) {
-            Ok(k) => Ok(Stored::Full(k)),
-            Err(full) => CoreShare::from_bytes(bytes)
-                .map(Stored::Core)
-                .map_err(|core| {
-                    ProtocolError::Local(format!(
-                        "stored share is neither a key share ({full}) nor a core share ({core})"
-                    ))
-                }),
+        #[derive(serde::Deserialize)]
+        struct Kind {
+            kind: String,
+        }
+        let kind = serde_json::from_slice::<Kind>(bytes)
+            .map_err(|_| ProtocolError::Local("stored share is not a CGGMP24 record".into()))?;
+        match kind.kind.as_str() {
+            "key-share" => CggmpKeyShare::from_bytes(bytes).map(Stored::Full),
+            "core-share" => CoreShare::from_bytes(bytes).map(Stored::Core),
+            other => Err(ProtocolError::Local(format!(
+                "stored record is {other:?}, not a key share"
+            ))),
         }
     }
 

@@ -821,24 +821,34 @@ fn reshare_params__should_refuse_bad_shapes() {
         Collector::new(good.clone(), node(0)),
         Err(ProtocolError::Local(_))
     ));
-    assert!(matches!(
-        deal(&good, &node(3), &key.shares[&node(3)], &mut rng),
-        Err(ProtocolError::Local(_))
-    ));
-    // A dealer whose stored share is someone else's, or of another key.
-    assert!(matches!(
-        deal(&good, &node(0), &key.shares[&node(1)], &mut rng),
-        Err(ProtocolError::Local(_))
-    ));
-    let other = old_key(Scheme::FrostEd25519, &nodes(&[0, 1, 2, 3]), 3, &mut rng);
-    assert!(matches!(
-        deal(&good, &node(0), &other.shares[&node(0)], &mut rng),
-        Err(ProtocolError::Local(_))
-    ));
-    assert!(matches!(
-        deal(&good, &node(0), b"junk", &mut rng),
-        Err(ProtocolError::Local(_))
-    ));
+    // Dealer-side refusals, every scheme: not a dealer, someone else's share, a share of
+    // another key, junk.
+    for scheme in Scheme::ALL {
+        let key = old_key(scheme, &nodes(&[0, 1, 2, 3]), 3, &mut rng);
+        let other = old_key(scheme, &nodes(&[0, 1, 2, 3]), 3, &mut rng);
+        let good = params(&key, &nodes(&[0, 1, 2]), &nodes(&[1, 2, 3, 4]), 3);
+        let refused = |me: usize, share: &[u8], rng: &mut StdRng| {
+            matches!(
+                deal(&good, &node(me), share, rng),
+                Err(ProtocolError::Local(_))
+            )
+        };
+        assert!(
+            refused(3, &key.shares[&node(3)], &mut rng),
+            "{scheme}: not a dealer"
+        );
+        assert!(
+            refused(0, &key.shares[&node(1)], &mut rng),
+            "{scheme}: another's share"
+        );
+        assert!(
+            refused(0, &other.shares[&node(0)], &mut rng),
+            "{scheme}: another key"
+        );
+        assert!(refused(0, b"junk", &mut rng), "{scheme}: junk");
+        assert!(refused(0, b"{}", &mut rng), "{scheme}: empty record");
+        assert!(deal(&good, &node(0), &key.shares[&node(0)], &mut rng).is_ok());
+    }
 }
 
 #[test]
