@@ -135,6 +135,9 @@ pub struct Metrics {
     pub cggmp_prime_pool_target: usize,
     /// Reshared shares made READY here (the chain confirmed the resharing).
     pub reshares_ok: u64,
+    /// Resharing latencies at a new party in microseconds: committed job received → new
+    /// share checked, stored (staged) and reported (last 1000).
+    pub reshare_latency_us: VecDeque<u64>,
 }
 
 /// Where a keygen running on this node stands.
@@ -837,6 +840,7 @@ impl<S: SubmitResult> Node<S> {
                 self.metrics(|x| x.messages_dropped += 1);
             }
             Payload::ReshareDeal(d) => self.on_reshare_deal(session, from, d).await,
+            Payload::ReshareAux(a) => self.on_reshare_aux(session, from, a).await,
             Payload::Abort(a) => {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {

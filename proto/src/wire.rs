@@ -188,7 +188,7 @@ pub struct P2pEnvelope {
     /// Payload.
     #[prost(
         oneof = "p2p_envelope::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
     )]
     pub payload: Option<p2p_envelope::Payload>,
 }
@@ -234,6 +234,9 @@ pub mod p2p_envelope {
         /// Resharing: a dealer's deal to one new party (point to point, Noise-encrypted).
         #[prost(message, tag = "21")]
         ReshareDeal(super::ReshareDeal),
+        /// Resharing, CGGMP24: the aux info a new party can reuse for the new committee.
+        #[prost(message, tag = "22")]
+        ReshareAux(super::ReshareAux),
     }
 }
 
@@ -361,4 +364,13 @@ pub struct ReshareDeal {
     /// The dealer's polynomial evaluated at the recipient's point (secret).
     #[prost(bytes = "vec", tag = "3")]
     pub share: Vec<u8>,
+}
+
+/// Resharing of a CGGMP24 key: a new party's offer of the new committee's aux info, to every
+/// new party. All offer the same: reused; otherwise the new parties generate aux info together.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReshareAux {
+    /// Fingerprint of the aux info this party holds for the new committee (empty: none).
+    #[prost(bytes = "vec", tag = "1")]
+    pub fingerprint: Vec<u8>,
 }

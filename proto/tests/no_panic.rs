@@ -207,6 +207,7 @@ fn payload() -> impl Strategy<Value = Payload> {
             old_public: o,
             share: s,
         })),
+        b().prop_map(|f| Payload::ReshareAux(wire::ReshareAux { fingerprint: f })),
     ]
 }
 

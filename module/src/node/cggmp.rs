@@ -36,8 +36,8 @@ use zeroize::Zeroizing;
 use crate::error::ProtocolError;
 use crate::p2p::P2pHandle;
 use crate::protocol::cggmp::{
-    AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen, Presigning,
-    Primes, Progress, SignData, Signing, SingleUsePresignature,
+    AuxGen, AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen,
+    Presigning, Primes, Progress, SignData, Signing, SingleUsePresignature,
 };
 use crate::protocol::Outgoing;
 
@@ -162,6 +162,12 @@ pub(crate) enum Task {
         signers: Vec<NodeId>,
         data: SignData,
     },
+    /// Aux info alone, for a committee that received reshared shares.
+    Aux {
+        parties: Vec<NodeId>,
+        /// [`Primes::to_bytes`].
+        primes: Zeroizing<Vec<u8>>,
+    },
     /// One presignature with exactly these signers.
     Presign {
         /// [`CggmpKeyShare::to_bytes`].
@@ -182,6 +188,8 @@ pub(crate) enum Output {
     Keygen(Result<KeygenOutput, ProtocolError>),
     Sign(Result<EcdsaSignature, ProtocolError>),
     Presign(Result<Box<SingleUsePresignature>, ProtocolError>),
+    /// [`AuxShare::to_bytes`].
+    Aux(Result<Zeroizing<Vec<u8>>, ProtocolError>),
 }
 
 /// A worker's report to the session manager.
@@ -269,6 +277,12 @@ pub(crate) fn spawn(
                 } => Output::Sign(run_sign(
                     session, &share, &signers, data, &rx, &send, deadline,
                 )),
+                Task::Aux { parties, primes } => Output::Aux(
+                    Primes::from_bytes(&primes)
+                        .and_then(|p| AuxGen::start(session, &env.me, &parties, p, &mut OsRng))
+                        .and_then(|start| drive(start, &rx, &send, deadline))
+                        .and_then(|aux: AuxShare| aux.to_bytes()),
+                ),
                 Task::Presign { share, signers } => {
                     Output::Presign(run_presign(session, &share, &signers, &rx, &send, deadline))
                 }

@@ -13,7 +13,7 @@ impl<S: SubmitResult> Node<S> {
                 Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(..)),
                 Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
                 Session::Presign(_) => true,
-                Session::Reshare(_) => false,
+                Session::Reshare(r) => matches!(r.aux, super::reshare::AuxState::Generating(_)),
             })
             .count()
     }
@@ -222,9 +222,7 @@ impl<S: SubmitResult> Node<S> {
                 }
             },
             Some(Session::Presign(p)) => p.worker.forward(from, msg),
-            Some(Session::Reshare(_)) => {
-                warn!(%session, %from, "CGGMP24 message in a resharing dropped")
-            }
+            Some(Session::Reshare(_)) => self.on_reshare_cggmp(session, from, msg),
             None => {}
         }
     }
@@ -255,6 +253,9 @@ impl<S: SubmitResult> Node<S> {
             }
             (Some(Session::Presign(_)), cggmp::Output::Presign(res)) => {
                 self.on_presign_finished(session, res).await
+            }
+            (Some(Session::Reshare(_)), cggmp::Output::Aux(res)) => {
+                self.on_reshare_aux_done(session, res).await
             }
             // The session ended meanwhile (timeout, abort, chain verdict) or a mismatch.
             _ => debug!(%session, "CGGMP24 worker outcome for no live session ignored"),

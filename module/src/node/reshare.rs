@@ -5,6 +5,13 @@
 //! ([`Job::ReshareDone`]): new parties promote their staged share, old holders outside the new
 //! committee delete theirs. A failed resharing ([`Job::ReshareFailed`]) drops the staged
 //! shares; the old generation stays READY.
+//!
+//! A CGGMP24 share also needs the new committee's aux info. Every new party offers the
+//! fingerprint of the aux info it holds for that committee (`ReshareAux`) to the others; when
+//! all offered the same, each reuses its own, otherwise the new parties generate aux info
+//! together (a worker thread, a safe-prime set from the pool) while the deals arrive. The
+//! reported transcript binds the aux fingerprint, so the chain confirms that every new party
+//! holds the same.
 
 use super::*;
 use crate::protocol::reshare::{self, Collector, Deal, ReshareParams};
@@ -22,7 +29,27 @@ pub(super) struct ReshareSession {
     receiver: bool,
     /// New parties only: the deals received so far.
     collector: Option<Collector>,
+    /// New parties only: the checked and combined share, waiting for aux info (CGGMP24).
+    core: Option<reshare::ReshareOutput>,
+    /// New parties of a CGGMP24 key: the new committee's aux info.
+    pub(super) aux: AuxState,
     pub(super) started: Instant,
+}
+
+/// Where a CGGMP24 new party stands with the new committee's aux info.
+pub(super) enum AuxState {
+    /// FROST, or not a new party.
+    NotNeeded,
+    /// Collecting the new parties' offers; CGGMP24 messages of a generation are kept.
+    Offering {
+        mine: Option<cggmp::AuxOffer>,
+        offers: BTreeMap<NodeId, Vec<u8>>,
+        buffered: Vec<(NodeId, CggmpMsg)>,
+    },
+    /// Generating it with the other new parties.
+    Generating(cggmp::Worker),
+    /// Ready: [`crate::protocol::cggmp::AuxShare::to_bytes`].
+    Ready(Arc<zeroize::Zeroizing<Vec<u8>>>),
 }
 
 impl ReshareSession {
@@ -105,6 +132,27 @@ impl<S: SubmitResult> Node<S> {
         } else {
             None
         };
+        let cggmp = job.scheme == Scheme::Cggmp24Secp256k1;
+        let aux = if receiver && cggmp {
+            let mine = self.aux_candidate(&job.new_parties).await;
+            let offer = wire::ReshareAux {
+                fingerprint: mine
+                    .as_ref()
+                    .map(|o| o.fingerprint.to_vec())
+                    .unwrap_or_default(),
+            };
+            for p in &job.new_parties {
+                self.send(&session, p, Payload::ReshareAux(offer.clone()))
+                    .await;
+            }
+            AuxState::Offering {
+                mine,
+                offers: BTreeMap::new(),
+                buffered: Vec::new(),
+            }
+        } else {
+            AuxState::NotNeeded
+        };
         info!(key_id = %job.key_id, %session, dealer, receiver, generation = job.generation,
             "reshare session opened");
         self.sessions.insert(
@@ -119,6 +167,8 @@ impl<S: SubmitResult> Node<S> {
                 public_key: job.public_key.clone(),
                 receiver,
                 collector,
+                core: None,
+                aux,
                 started: received,
             })),
         );
@@ -210,7 +260,7 @@ impl<S: SubmitResult> Node<S> {
             Some(Session::Reshare(r)) => match r.collector.as_mut() {
                 Some(c) => c.add(&from, deal).map(|()| c.is_complete()),
                 None => {
-                    warn!(%session, %from, "deal for a node that is not a new party dropped");
+                    warn!(%session, %from, "deal dropped: this node is not a new party, or has combined its deals");
                     return;
                 }
             },
@@ -221,20 +271,166 @@ impl<S: SubmitResult> Node<S> {
             Ok(false) => return,
             Ok(true) => {}
         }
+        let finished = match self.sessions.get_mut(&session) {
+            Some(Session::Reshare(r)) => r.collector.take().map(Collector::finish),
+            _ => None,
+        };
+        match finished {
+            Some(Ok(out)) => {
+                if let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) {
+                    r.core = Some(out);
+                }
+                self.try_complete_reshare(session).await;
+            }
+            Some(Err(e)) => self.fail_reshare(session, e).await,
+            None => {}
+        }
+    }
+
+    /// A new party's aux-info offer (CGGMP24). Once every new party offered: reuse when all
+    /// offered the same, else generate together.
+    pub(super) async fn on_reshare_aux(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        a: wire::ReshareAux,
+    ) {
+        let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if !r.new_parties.contains(&from) {
+            let e = ProtocolError::blame(
+                &from,
+                "aux-info offer from a node outside the new committee",
+            );
+            return self.fail_reshare(session, e).await;
+        }
+        let n = r.new_parties.len();
+        let AuxState::Offering { offers, .. } = &mut r.aux else {
+            return; // not a CGGMP24 new party, or already decided
+        };
+        match offers.get(&from) {
+            Some(prev) if *prev == a.fingerprint => return,
+            Some(_) => {
+                let e = ProtocolError::blame(&from, "two different aux-info offers (equivocation)");
+                return self.fail_reshare(session, e).await;
+            }
+            None => {
+                offers.insert(from, a.fingerprint);
+            }
+        }
+        if offers.len() < n {
+            return;
+        }
+        let AuxState::Offering {
+            mine,
+            offers,
+            buffered,
+        } = std::mem::replace(&mut r.aux, AuxState::NotNeeded)
+        else {
+            return;
+        };
+        let parties = r.new_parties.clone();
+        let key_id = r.key_id.clone();
+        let reuse = mine.filter(|m| offers.values().all(|f| f.as_slice() == m.fingerprint));
+        if let Some(m) = reuse {
+            info!(%key_id, %session, "reshare: every new party holds the committee's aux info; reused");
+            if let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) {
+                r.aux = AuxState::Ready(m.share);
+            }
+            return self.try_complete_reshare(session).await;
+        }
+        let env = match self.worker_env() {
+            Ok(env) => env,
+            Err(e) => return self.fail_reshare(session, e).await,
+        };
+        let primes = match self.primes.take().await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let e = ProtocolError::Local(
+                    "no safe-prime set ready yet for the new committee's aux info (generating \
+                     in the background)"
+                        .into(),
+                );
+                return self.fail_reshare(session, e).await;
+            }
+            Err(e) => return self.fail_reshare(session, e).await,
+        };
+        info!(%key_id, %session, "reshare: generating aux info for the new committee");
+        match cggmp::spawn(session, cggmp::Task::Aux { parties, primes }, env) {
+            Ok(worker) => {
+                for (from, msg) in buffered {
+                    worker.forward(from, msg);
+                }
+                if let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) {
+                    r.aux = AuxState::Generating(worker);
+                }
+            }
+            Err(e) => self.fail_reshare(session, e).await,
+        }
+    }
+
+    /// A CGGMP24 message of the new committee's aux-info run.
+    pub(super) fn on_reshare_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
+        if let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) {
+            match &mut r.aux {
+                AuxState::Offering { buffered, .. } => buffered.push((from, msg)),
+                AuxState::Generating(w) => w.forward(from, msg),
+                AuxState::NotNeeded | AuxState::Ready(_) => {
+                    warn!(%session, %from, "CGGMP24 message in a resharing without aux run dropped")
+                }
+            }
+        }
+    }
+
+    /// The new committee's aux-info run ended.
+    pub(super) async fn on_reshare_aux_done(
+        &mut self,
+        session: SessionId,
+        res: Result<zeroize::Zeroizing<Vec<u8>>, ProtocolError>,
+    ) {
+        match res {
+            Ok(aux) => {
+                if let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) {
+                    r.aux = AuxState::Ready(Arc::new(aux));
+                }
+                self.try_complete_reshare(session).await;
+            }
+            Err(e) => self.fail_reshare(session, e).await,
+        }
+    }
+
+    /// Stages and reports the new share once it is combined and, for CGGMP24, its aux info is
+    /// ready.
+    async fn try_complete_reshare(&mut self, session: SessionId) {
+        let ready = match self.sessions.get(&session) {
+            Some(Session::Reshare(r)) => {
+                r.core.is_some() && matches!(r.aux, AuxState::NotNeeded | AuxState::Ready(_))
+            }
+            _ => false,
+        };
+        if !ready {
+            return;
+        }
         let Some(Session::Reshare(r)) = self.finish_session(session) else {
             return;
         };
         let mut r = *r;
-        let Some(c) = r.collector.take() else {
+        let Some(out) = r.core.take() else {
             return;
         };
-        let result = match c.finish() {
-            Ok(out) => self.stage_reshared(session, &r, out).await,
-            Err(e) => Err(e),
+        let aux = match std::mem::replace(&mut r.aux, AuxState::NotNeeded) {
+            AuxState::Ready(a) => Some(a),
+            _ => None,
         };
+        let result = self.stage_reshared(session, &r, out, aux).await;
         match &result {
-            Ok(_) => info!(key_id = %r.key_id, %session, generation = r.generation,
-                "reshared share staged; waiting for the chain"),
+            Ok(_) => {
+                info!(key_id = %r.key_id, %session, generation = r.generation,
+                    "reshared share staged; waiting for the chain");
+                let us = r.started.elapsed().as_micros() as u64;
+                self.metrics(|m| push_bounded(&mut m.reshare_latency_us, us, 1000));
+            }
             Err(e) => warn!(key_id = %r.key_id, %session, error = %e, "resharing failed"),
         }
         self.report_reshare(&r.key_id, session, result);
@@ -246,12 +442,14 @@ impl<S: SubmitResult> Node<S> {
         session: SessionId,
         r: &ReshareSession,
         out: reshare::ReshareOutput,
+        aux: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
     ) -> Result<KeyGenOk, ProtocolError> {
         if out.public_key != r.public_key {
             return Err(ProtocolError::Bug(
                 "reshare output has another public key than the chain's".into(),
             ));
         }
+        let mut fingerprint = None;
         let share = match r.scheme {
             Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
                 let share = encode_tagged(r.scheme, &out.share)?;
@@ -264,19 +462,13 @@ impl<S: SubmitResult> Node<S> {
             }
             Scheme::Cggmp24Secp256k1 => {
                 use crate::protocol::cggmp::{AuxShare, CggmpKeyShare, CoreShare};
-                let aux = self.find_aux(&r.new_parties).await?.ok_or_else(|| {
-                    ProtocolError::Local(format!(
-                        "no aux info for the committee {}: a cggmp24 key can be reshared to a \
-                         committee that has aux info (one of its keys, or the configured one)",
-                        r.new_parties
-                            .iter()
-                            .map(|p| p.as_str())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ))
+                let aux = aux.ok_or_else(|| {
+                    ProtocolError::Bug("cggmp24 reshare completed without aux info".into())
                 })?;
+                let aux = AuxShare::from_bytes(&aux)?;
+                fingerprint = Some(aux.fingerprint()?);
                 let core = CoreShare::from_bytes(&out.share)?;
-                let full = CggmpKeyShare::from_parts(core, AuxShare::from_bytes(&aux.share)?)?;
+                let full = CggmpKeyShare::from_parts(core, aux)?;
                 encode_tagged(r.scheme, &full.to_bytes()?)?
             }
         };
@@ -298,7 +490,7 @@ impl<S: SubmitResult> Node<S> {
             .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
         Ok(KeyGenOk {
             public_key: out.public_key,
-            transcript_hash: out.transcript_hash,
+            transcript_hash: reported_transcript(out.transcript_hash, fingerprint),
         })
     }
 
@@ -403,4 +595,18 @@ impl<S: SubmitResult> Node<S> {
             }
         }
     }
+}
+
+/// The transcript hash a new party reports: the resharing's, and for CGGMP24 also the new
+/// committee's aux-info fingerprint (equal at every party of one aux run), so the chain's
+/// agreement check covers both.
+fn reported_transcript(transcript: [u8; 32], aux_fingerprint: Option<[u8; 32]>) -> [u8; 32] {
+    let Some(fp) = aux_fingerprint else {
+        return transcript;
+    };
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/reshare/transcript+aux/v1\0");
+    h.update(transcript);
+    h.update(fp);
+    h.finalize().into()
 }

@@ -31,13 +31,58 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
     v[i] as f64 / 1000.0
 }
 
-/// Per-party DKG CPU (ms) and whole-signature CPU (ms), 3-of-4, medians over `reps`, for any
-/// FROST ciphersuite (frost-core's generic API, the same code the nodes run).
-fn floor<C: frost_core::Ciphersuite>(reps: usize) -> anyhow::Result<(f64, f64)> {
+/// One resharing in process, every party in this thread: the `dealers` deal from their stored
+/// shares (`shares`, the nodes' storage encoding), every new party collects and checks its
+/// deals and combines them (the module's resharing code, the same the nodes run). Wall ms.
+fn reshare_floor(
+    scheme: Scheme,
+    public_key: Vec<u8>,
+    shares: &BTreeMap<NodeId, zeroize::Zeroizing<Vec<u8>>>,
+    (old_t, dealers): (u16, &[NodeId]),
+    (new_parties, new_t): (&[NodeId], u16),
+) -> anyhow::Result<f64> {
+    use seqmpc_module::protocol::reshare::{deal, Collector, ReshareParams};
+    let params = ReshareParams {
+        session: seqmpc_proto::SessionId([9; 32]),
+        scheme,
+        old_parties: shares.keys().cloned().collect(),
+        old_threshold: old_t,
+        dealers: dealers.to_vec(),
+        new_parties: new_parties.to_vec(),
+        new_threshold: new_t,
+        public_key,
+    };
+    let start = Instant::now();
+    let mut collectors: BTreeMap<NodeId, Collector> = new_parties
+        .iter()
+        .map(|p| Ok((p.clone(), Collector::new(params.clone(), p.clone())?)))
+        .collect::<anyhow::Result<_>>()?;
+    for d in dealers {
+        for (to, deal) in deal(&params, d, shares.get(d).context("share")?, &mut OsRng)? {
+            collectors.get_mut(&to).context("party")?.add(d, deal)?;
+        }
+    }
+    for (_, c) in collectors {
+        c.finish()?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn nodes(range: std::ops::Range<usize>) -> anyhow::Result<Vec<NodeId>> {
+    Ok(range
+        .map(|i| NodeId::new(format!("node{i}")))
+        .collect::<Result<_, _>>()?)
+}
+
+/// FROST figures, 3-of-4, medians over `reps`: per-party DKG CPU (ms), whole-signature CPU
+/// (ms), and one resharing 3-of-4 -> 2-of-3 (ms, [`reshare_floor`]). frost-core's generic API,
+/// the same code the nodes run.
+fn floor<C: seqmpc_module::protocol::FrostScheme>(reps: usize) -> anyhow::Result<(f64, f64, f64)> {
     use frost_core as frost;
     let (n, t) = (4u16, 3u16);
     let mut dkg_ms = Vec::new();
     let mut sign_ms = Vec::new();
+    let mut reshare_ms = Vec::new();
     for _ in 0..reps {
         let start = Instant::now();
         let ids: Vec<frost::Identifier<C>> =
@@ -94,8 +139,28 @@ fn floor<C: frost_core::Ciphersuite>(reps: usize) -> anyhow::Result<(f64, f64)> 
         }
         frost::aggregate(&package, &shares, &pubkeys)?;
         sign_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        let stored = ids
+            .iter()
+            .zip(nodes(0..4)?)
+            .map(|(id, node)| {
+                let bytes =
+                    seqmpc_module::protocol::frost_sign::encode_packages(&keys[id], &pubkeys)?;
+                Ok((node, bytes))
+            })
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        reshare_ms.push(reshare_floor(
+            C::SCHEME,
+            C::chain_public_key(pubkeys.verifying_key())?,
+            &stored,
+            (t, &nodes(0..3)?),
+            (&nodes(0..3)?, 2),
+        )?);
     }
-    Ok((median(&mut dkg_ms), median(&mut sign_ms)))
+    Ok((
+        median(&mut dkg_ms),
+        median(&mut sign_ms),
+        median(&mut reshare_ms),
+    ))
 }
 
 /// CGGMP24 3-of-4 floor from the test-only fixtures: per-party keygen (DKG on the fixture aux
@@ -114,6 +179,7 @@ fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<CggmpF
     let mut sign_ms = Vec::new();
     let mut presign_ms = Vec::new();
     let mut online_ms = Vec::new();
+    let mut reshare_ms = Vec::new();
     for rep in 0..reps {
         let start = thread_cpu_ms();
         let mut started = Vec::new();
@@ -134,6 +200,26 @@ fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<CggmpF
             shares.insert(n, Arc::new(r?));
         }
         kg_ms.push((thread_cpu_ms() - start) / 4.0);
+        // Resharing 3-of-4 -> 2-of-4 on the same committee (its aux info carries over).
+        let stored = shares
+            .iter()
+            .map(|(n, s)| Ok((n.clone(), s.to_bytes()?)))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        let pk = shares
+            .values()
+            .next()
+            .context("share")?
+            .public_key()
+            .to_vec();
+        let start = thread_cpu_ms();
+        reshare_floor(
+            Scheme::Cggmp24Secp256k1,
+            pk,
+            &stored,
+            (3, &parties[..3]),
+            (&parties, 2),
+        )?;
+        reshare_ms.push(thread_cpu_ms() - start);
         let signers = &parties[..3];
         let start = thread_cpu_ms();
         let mut started = Vec::new();
@@ -184,6 +270,7 @@ fn cggmp_floor(fixtures: &std::path::Path, reps: usize) -> anyhow::Result<CggmpF
         sign_ms: median(&mut sign_ms),
         presign_ms: median(&mut presign_ms),
         online_ms: median(&mut online_ms),
+        reshare_ms: median(&mut reshare_ms),
     })
 }
 
@@ -207,6 +294,8 @@ struct CggmpFloor {
     presign_ms: f64,
     /// The online step from presignatures: 3 partial signatures and their combination.
     online_ms: f64,
+    /// One resharing 3-of-4 -> 2-of-4 (3 dealers, 4 new parties), CPU.
+    reshare_ms: f64,
 }
 
 /// Recent latencies of every node (the heavier endpoint; read once per phase).
@@ -267,8 +356,9 @@ fn run_scheme(
     net: &Localnet,
     sub: &mut Submitter,
     scheme: Scheme,
-    (dkg_floor, sign_floor): (f64, f64),
+    (dkg_floor, sign_floor, reshare_floor_ms): (f64, f64, f64),
     phases: &[(u64, u64)],
+    reshares: &[(&[&str], u32)],
 ) -> anyhow::Result<()> {
     let tag = match scheme {
         Scheme::FrostEd25519 => "ed",
@@ -353,6 +443,54 @@ fn run_scheme(
         })
         .context("last signature not accepted on chain")?;
     }
+    run_reshares(net, sub, &format!("{tag}k0"), reshare_floor_ms, reshares)
+}
+
+/// Reshares `key_id` to each (committee, threshold) in turn, one at a time; prints the wall
+/// time (submit → DONE on chain, blocks included) and the new parties' MPC part (committed job
+/// → new share checked, staged and reported) against the in-process floor.
+fn run_reshares(
+    net: &Localnet,
+    sub: &mut Submitter,
+    key_id: &str,
+    floor_ms: f64,
+    reshares: &[(&[&str], u32)],
+) -> anyhow::Result<()> {
+    let before: Vec<usize> = metrics(net, 4)
+        .iter()
+        .map(|m| m["reshare_latency_us"].as_array().map_or(0, |a| a.len()))
+        .collect();
+    let mut wall = Vec::new();
+    for (parties, t) in reshares {
+        let attempt = net.query(&format!("/key/{key_id}"))?["reshare"]["attempt"].as_u64();
+        let t0 = Instant::now();
+        sub.submit(TxMsg::KeyReshare {
+            key_id: KeyId::new(key_id)?,
+            parties: parties
+                .iter()
+                .map(|p| NodeId::new(*p))
+                .collect::<Result<_, _>>()?,
+            threshold: *t,
+        })?;
+        let r = wait_for(Duration::from_secs(120), || {
+            let r = net.query(&format!("/key/{key_id}")).ok()?["reshare"].clone();
+            (r["attempt"].as_u64() != attempt && r["status"] != "PENDING").then_some(r)
+        })
+        .with_context(|| format!("reshare of {key_id} did not end"))?;
+        if r["status"] != "DONE" {
+            bail!("reshare of {key_id} ended {}: {}", r["status"], r["error"]);
+        }
+        wall.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut lat = since(&metrics(net, 4), "reshare_latency_us", &before);
+    println!(
+        "  reshare ({} in turn, e.g. 3-of-4 -> 2-of-3): MPC part p50 {:7.2} ms  max {:7.2} ms   [p50 {:.1}x floor {floor_ms:.2} ms]; wall incl. blocks p50 {:.0} ms",
+        reshares.len(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 1.0),
+        pct(&mut lat, 0.5) / floor_ms,
+        median(&mut wall)
+    );
     Ok(())
 }
 
@@ -406,6 +544,11 @@ fn since(ms: &[serde_json::Value], field: &str, before: &[usize]) -> Vec<u64> {
         .collect()
 }
 
+const ALL4: &[&str] = &["node0", "node1", "node2", "node3"];
+const FIRST3: &[&str] = &["node0", "node1", "node2"];
+/// FROST keys go 3-of-4 -> 2-of-3 -> 3-of-4, twice.
+const FROST_RESHARES: &[(&[&str], u32)] = &[(FIRST3, 2), (ALL4, 3), (FIRST3, 2), (ALL4, 3)];
+
 fn main() -> anyhow::Result<()> {
     // `--mpcd-dir DIR` (where the binaries are), `--only ed|tr|ec` (one scheme's phases).
     let mut args = std::env::args().skip(1);
@@ -448,8 +591,9 @@ fn main() -> anyhow::Result<()> {
             &net,
             &mut sub,
             Scheme::FrostEd25519,
-            (ed_floor.0, ed_floor.1),
+            ed_floor,
             &[(1, 50), (10, 200), (100, 2000)],
+            FROST_RESHARES,
         )?;
     }
     if run("tr") {
@@ -457,8 +601,9 @@ fn main() -> anyhow::Result<()> {
             &net,
             &mut sub,
             Scheme::FrostSecp256k1Tr,
-            (tr_floor.0, tr_floor.1),
+            tr_floor,
             &[(1, 50), (100, 2000)],
+            FROST_RESHARES,
         )?;
     }
     if !run("ec") {
@@ -476,8 +621,9 @@ fn main() -> anyhow::Result<()> {
         &net,
         &mut sub,
         Scheme::Cggmp24Secp256k1,
-        (ec_floor.dkg_ms, ec_floor.sign_ms),
+        (ec_floor.dkg_ms, ec_floor.sign_ms, ec_floor.reshare_ms),
         &[(1, 4), (10, 10)],
+        &[(ALL4, 2), (ALL4, 3), (ALL4, 2), (ALL4, 3)],
     )?;
     // A new committee (node0..node2): aux info generated from the nodes' ready (fixture)
     // primes beside the DKG, i.e. a keygen with a warm prime pool.
