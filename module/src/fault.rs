@@ -5,7 +5,17 @@
 //! `SEQMPC_FAULTS` is a comma-separated list of faults:
 //! - `reshare-bad-deal-to=<node>`: as a resharing dealer, send `<node>` a share that is not
 //!   on the dealt polynomial (the Feldman check at `<node>` fails and blames this dealer).
+//! - `dkg-bad-share-to=<node>`: in a FROST DKG, send `<node>` a round-2 share that does not
+//!   match this node's round-1 commitment (the frost#577 case: a bad share to one party only).
+//! - `dkg-equivocate-to=<node>`: in a FROST DKG, send `<node>` a round-1 broadcast package
+//!   that differs from the one every other party gets (its proof of knowledge fails).
+//! - `sign-bad-share`: in FROST signing, send the aggregator a signature share that does not
+//!   verify.
+//!
+//! Each corrupts the message as it leaves ([`Faults::tamper`]): the lowest bit of its last
+//! byte, which is the last byte of a scalar in every one of these encodings.
 
+use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::NodeId;
 
 /// Name of the environment variable read by [`Faults::from_env`].
@@ -16,6 +26,12 @@ pub const FAULTS_ENV: &str = "SEQMPC_FAULTS";
 pub struct Faults {
     /// As a resharing dealer, corrupt the share dealt to this node.
     pub reshare_bad_deal_to: Option<NodeId>,
+    /// In a FROST DKG, corrupt the round-2 share sent to this node.
+    pub dkg_bad_share_to: Option<NodeId>,
+    /// In a FROST DKG, send this node another round-1 package than the others.
+    pub dkg_equivocate_to: Option<NodeId>,
+    /// In FROST signing, corrupt the signature share.
+    pub sign_bad_share: bool,
 }
 
 impl Faults {
@@ -23,11 +39,12 @@ impl Faults {
     pub fn parse(spec: &str) -> Result<Faults, String> {
         let mut f = Faults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let node = |v: &str| NodeId::new(v).map_err(|e| format!("{item}: {e}"));
             match item.split_once('=') {
-                Some(("reshare-bad-deal-to", node)) => {
-                    f.reshare_bad_deal_to =
-                        Some(NodeId::new(node).map_err(|e| format!("{item}: {e}"))?);
-                }
+                Some(("reshare-bad-deal-to", v)) => f.reshare_bad_deal_to = Some(node(v)?),
+                Some(("dkg-bad-share-to", v)) => f.dkg_bad_share_to = Some(node(v)?),
+                Some(("dkg-equivocate-to", v)) => f.dkg_equivocate_to = Some(node(v)?),
+                None if item == "sign-bad-share" => f.sign_bad_share = true,
                 _ => return Err(format!("unknown fault {item:?} in {FAULTS_ENV}")),
             }
         }
@@ -44,17 +61,21 @@ impl Faults {
         *self != Faults::default()
     }
 
-    /// Corrupts a dealt share in place: flips the lowest bit of the scalar (its first byte for
-    /// the little-endian Ed25519 encoding, its last for secp256k1's big-endian one), which
-    /// keeps it a valid scalar off the dealt polynomial.
-    pub fn corrupt_share(scheme: seqmpc_proto::Scheme, share: &mut [u8]) {
-        let byte = match scheme {
-            seqmpc_proto::Scheme::FrostEd25519 => share.first_mut(),
-            _ => share.last_mut(),
+    /// The payload this node sends to `to`, corrupted if a fault says so.
+    pub fn tamper(&self, to: &NodeId, mut payload: Payload) -> Payload {
+        let target = |t: &Option<NodeId>| t.as_ref() == Some(to);
+        let bytes = match &mut payload {
+            Payload::ReshareDeal(d) if target(&self.reshare_bad_deal_to) => Some(&mut d.share),
+            Payload::DkgRound2(r) if target(&self.dkg_bad_share_to) => Some(&mut r.package),
+            Payload::DkgRound1(r) if target(&self.dkg_equivocate_to) => Some(&mut r.package),
+            Payload::SignRound2(r) if self.sign_bad_share => Some(&mut r.share),
+            _ => None,
         };
-        if let Some(b) = byte {
-            *b ^= 1;
+        if let Some(last) = bytes.and_then(|b| b.last_mut()) {
+            tracing::warn!(%to, "FAULT INJECTION: sending a corrupted message");
+            *last ^= 1;
         }
+        payload
     }
 }
 
@@ -65,11 +86,35 @@ mod tests {
 
     #[test]
     fn faults__should_parse_and_refuse_unknown_ones() {
-        let f = Faults::parse("reshare-bad-deal-to=node2").unwrap();
+        let f = Faults::parse("reshare-bad-deal-to=node2, sign-bad-share").unwrap();
         assert_eq!(f.reshare_bad_deal_to, Some(NodeId::new("node2").unwrap()));
+        assert!(f.sign_bad_share);
         assert!(f.any());
         assert!(!Faults::parse("").unwrap().any());
         assert!(Faults::parse("explode").is_err());
         assert!(Faults::parse("reshare-bad-deal-to=").is_err());
+        assert!(Faults::parse("sign-bad-share=1").is_err());
+    }
+
+    #[test]
+    fn tamper__should_corrupt_only_what_a_fault_names() {
+        use seqmpc_proto::wire;
+        let n2 = NodeId::new("node2").unwrap();
+        let n3 = NodeId::new("node3").unwrap();
+        let f = Faults::parse("dkg-bad-share-to=node2").unwrap();
+        let r2 = || {
+            Payload::DkgRound2(wire::DkgRound2 {
+                package: vec![7, 8],
+            })
+        };
+        assert_eq!(
+            f.tamper(&n2, r2()),
+            Payload::DkgRound2(wire::DkgRound2 {
+                package: vec![7, 9]
+            })
+        );
+        assert_eq!(f.tamper(&n3, r2()), r2());
+        let r1 = Payload::DkgRound1(wire::DkgRound1 { package: vec![1] });
+        assert_eq!(f.tamper(&n2, r1.clone()), r1);
     }
 }

@@ -516,6 +516,8 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn send(&self, session: &SessionId, to: &NodeId, payload: Payload) {
+        #[cfg(feature = "fault-injection")]
+        let payload = self.cfg.faults.tamper(to, payload);
         if let Err(e) = self.p2p.send(to, encode(session, payload)).await {
             warn!(%session, %to, error = %e, "p2p send failed");
         }

@@ -228,20 +228,7 @@ impl<S: SubmitResult> Node<S> {
             .as_ref()
             .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
         let bytes = untag_share(share, rec.scheme)?;
-        #[allow(unused_mut)] // mutated only with fault injection
-        let mut deals = reshare::deal(params, &self.cfg.me, bytes, &mut OsRng)?;
-        #[cfg(feature = "fault-injection")]
-        if let Some(d) = self
-            .cfg
-            .faults
-            .reshare_bad_deal_to
-            .as_ref()
-            .and_then(|to| deals.get_mut(to))
-        {
-            warn!(key_id = %job.key_id, "FAULT INJECTION: dealing a bad share");
-            crate::fault::Faults::corrupt_share(job.scheme, &mut d.share);
-        }
-        Ok(deals)
+        reshare::deal(params, &self.cfg.me, bytes, &mut OsRng)
     }
 
     /// A dealer's deal at a new party.
