@@ -5,6 +5,7 @@
 //! (Ctrl-C / SIGTERM in the binary); then stops the sequencer, SIGTERMs the nodes (SIGKILL after
 //! a grace period) and removes `localnet.json`.
 
+pub mod add_node;
 pub mod children;
 pub mod layout;
 pub mod manifest;
@@ -221,11 +222,23 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
     tracing::info!("stopping: the sequencer, then the nodes");
     let seq_res = seq.stop();
     stop_all(&mut nodes, STOP_GRACE);
-    // Nodes restarted by hand with their `cmd` are part of this network too.
-    for np in &nodes {
-        let n = children::stop_by_argv(&np.cmd, STOP_GRACE);
+    // Nodes restarted by hand with their `cmd` are part of this network too, and so are the
+    // nodes `localnet add-node` started (listed in localnet.json only).
+    let mut cmds: Vec<(String, Vec<String>)> = nodes
+        .iter()
+        .map(|np| (np.id.clone(), np.cmd.clone()))
+        .collect();
+    if let Ok(m) = Manifest::read(&layout.manifest()) {
+        for n in m.nodes {
+            if !cmds.iter().any(|(id, _)| *id == n.id) {
+                cmds.push((n.id, n.cmd));
+            }
+        }
+    }
+    for (id, cmd) in &cmds {
+        let n = children::stop_by_argv(cmd, STOP_GRACE);
         if n > 0 {
-            tracing::info!(node = %np.id, "stopped {n} hand-restarted process(es)");
+            tracing::info!(node = %id, "stopped {n} process(es) not started by this localnet");
         }
     }
     let _ = std::fs::remove_file(layout.manifest());
@@ -401,7 +414,8 @@ pub fn stop(dir: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     if localnet_alive(m.pid) {
         children::terminate(m.pid)?;
         let deadline = Instant::now() + timeout;
-        while children::alive(m.pid) {
+        // A zombie has exited (its parent, e.g. a test harness, has not reaped it yet).
+        while children::alive_not_zombie(m.pid) {
             if Instant::now() >= deadline {
                 bail!(
                     "localnet (pid {}) did not exit within {timeout:?} after SIGTERM",

@@ -24,7 +24,7 @@ struct InitOutput {
 }
 
 /// Runs `mpcd init` for one node and returns its public key (hex).
-fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
+pub(super) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
     let out = Command::new(mpcd)
         .arg("init")
         .arg("--home")
@@ -95,7 +95,8 @@ pub fn create(layout: &Layout, n: usize, ports: &Ports, mpcd: &Path) -> anyhow::
             GenesisAccount {
                 name: "client".to_owned(),
                 public_key: hex::encode(client.verifying_key().to_bytes()),
-                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete]),
+                // The localnet's operator account: every role, `registry` for `add-node`.
+                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete, Role::Registry]),
             },
             GenesisAccount {
                 name: "signer".to_owned(),
