@@ -304,15 +304,12 @@ impl P2pHandle {
     /// its key is accepted after the Noise handshake, it is dialed at its address, and `send`
     /// reaches it. Only registry nodes are ever accepted; this is how the registry grows.
     /// Idempotent: the same node with the same key again (a replayed block) changes nothing;
-    /// this node itself is a no-op.
+    /// this node itself (with its own key) is a no-op.
     ///
     /// # Errors
     /// [`P2pError::InvalidPeer`] (bad key, id registered with another key, key of another
     /// node or of this one) and [`P2pError::Closed`].
     pub async fn add_peer(&self, peer: PeerInfo) -> Result<(), P2pError> {
-        if peer.node == self.inner.local {
-            return Ok(());
-        }
         let node = peer.node.clone();
         let (reply, rx) = oneshot::channel();
         self.inner
@@ -320,7 +317,9 @@ impl P2pHandle {
             .send(Command::AddPeer { peer, reply })
             .await
             .map_err(|_| P2pError::Closed)?;
-        let (target, queued) = rx.await.map_err(|_| P2pError::Closed)??;
+        let Some((target, queued)) = rx.await.map_err(|_| P2pError::Closed)?? else {
+            return Ok(()); // this node itself
+        };
         self.inner
             .slots
             .write()

@@ -67,7 +67,8 @@ pub(super) enum Command {
     /// Add a node admitted at runtime; the reply carries its target and queue counter.
     AddPeer {
         peer: PeerInfo,
-        reply: oneshot::Sender<Result<(Target, Arc<AtomicUsize>), P2pError>>,
+        /// `None`: the node is this one.
+        reply: oneshot::Sender<Result<Option<(Target, Arc<AtomicUsize>)>, P2pError>>,
     },
 }
 
@@ -228,8 +229,13 @@ impl EventLoop {
     }
 
     /// Registers a node admitted at runtime: the gate admits its key and the tick dials it.
-    fn add_peer(&mut self, info: &PeerInfo) -> Result<(Target, Arc<AtomicUsize>), P2pError> {
-        let (idx, new) = self.registry.add(self.local_peer, info)?;
+    fn add_peer(
+        &mut self,
+        info: &PeerInfo,
+    ) -> Result<Option<(Target, Arc<AtomicUsize>)>, P2pError> {
+        let Some((idx, new)) = self.registry.add(&self.local, self.local_peer, info)? else {
+            return Ok(None);
+        };
         if new {
             let Some(remote) = self.registry.remotes.get(idx) else {
                 return Err(P2pError::InvalidPeer {
@@ -244,7 +250,7 @@ impl EventLoop {
             self.peers.push(peer);
         }
         match self.peers.get(idx) {
-            Some(p) => Ok((Target::Remote(idx), Arc::clone(&p.queued))),
+            Some(p) => Ok(Some((Target::Remote(idx), Arc::clone(&p.queued)))),
             None => Err(P2pError::InvalidPeer {
                 node: info.node.clone(),
                 reason: "bug: peer index out of range".into(),
