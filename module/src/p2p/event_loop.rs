@@ -54,6 +54,9 @@ pub(super) enum Target {
     Remote(usize),
 }
 
+/// A node added at runtime: where `send` puts its messages, and its queue counter.
+pub(super) type AddedPeer = (Target, Arc<AtomicUsize>);
+
 /// Requests from the handles.
 pub(super) enum Command {
     /// Queue a message; its queue counter was already incremented by the handle.
@@ -68,7 +71,7 @@ pub(super) enum Command {
     AddPeer {
         peer: PeerInfo,
         /// `None`: the node is this one.
-        reply: oneshot::Sender<Result<Option<(Target, Arc<AtomicUsize>)>, P2pError>>,
+        reply: oneshot::Sender<Result<Option<AddedPeer>, P2pError>>,
     },
 }
 
@@ -232,7 +235,7 @@ impl EventLoop {
     fn add_peer(
         &mut self,
         info: &PeerInfo,
-    ) -> Result<Option<(Target, Arc<AtomicUsize>)>, P2pError> {
+    ) -> Result<Option<AddedPeer>, P2pError> {
         let Some((idx, new)) = self.registry.add(&self.local, self.local_peer, info)? else {
             return Ok(None);
         };
