@@ -116,7 +116,9 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             .first()
             .and_then(|node| Ports::base_from_p2p_addr(&node.p2p_addr));
         let base = opts.base_port.or(made_with).unwrap_or(DEFAULT_BASE_PORT);
-        let ports = Ports::new(base, n)?;
+        // Nodes `localnet add-node` admitted run again too, after the genesis ones.
+        let added = setup::load_added(&layout, n)?;
+        let ports = Ports::new(base, n + added.len())?;
         for (node, p) in genesis.nodes.iter().zip(&ports.nodes) {
             if node.p2p_addr != p.p2p_addr() {
                 bail!(
@@ -134,7 +136,8 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         ports
     };
     let (genesis, genesis_bytes) = setup::load_genesis(&layout)?;
-    let n = genesis.nodes.len();
+    let genesis_nodes = genesis.nodes.len();
+    let n = ports.nodes.len();
     let threshold = opts
         .threshold
         .unwrap_or(DEFAULT_THRESHOLD.min(u32::try_from(n).unwrap_or(u32::MAX)));
@@ -166,7 +169,8 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             rpc_url.clone(),
         ];
         let mut cmd = cmd;
-        if let Some(f) = &opts.cggmp_fixtures {
+        // The fixture holds primes for the genesis committee only.
+        if let Some(f) = opts.cggmp_fixtures.as_ref().filter(|_| i < genesis_nodes) {
             cmd.push("--cggmp-primes".into());
             cmd.push(f.to_string_lossy().into_owned());
         }

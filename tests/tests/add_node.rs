@@ -1,7 +1,7 @@
 //! End to end: a node admitted at runtime. A 4-node localnet, `localnet add-node` (a NodeJoin
 //! tx signed by the localnet's registry account, node4's mpcd attached to the dev sequencer),
 //! then a 3-of-5 frost-ed25519 keygen and a signature whose committee and signers include
-//! node4. Ports: base 18200 (RPC 18257, nodes 18300..18342), apart from the other e2e tests.
+//! node4; `localnet stop` stops node4, and a restart runs it again. Ports: base 18200 (RPC 18257, nodes 18300..18342), apart from the other e2e tests.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -175,4 +175,36 @@ fn n4_add_node__should_admit_node4_and_keygen_and_sign_3_of_5_with_it() {
         "node4 (pid {pid}) still runs after localnet stop"
     );
     drop(net);
+
+    // A restart runs node4 again (from added-nodes.json); it knows its id from the chain
+    // state, and signs with the others.
+    let net = Localnet::start(&dir, 4, 3, 100, 18200).unwrap();
+    assert_eq!(
+        net.info["nodes"].as_array().unwrap().len(),
+        5,
+        "{}",
+        net.info
+    );
+    assert_eq!(net.info["nodes"][4]["id"], "node4");
+    wait_for(Duration::from_secs(60), || {
+        let nodes = net.mpcctl_json(&["nodes"]).ok()?;
+        let n4 = node(&nodes, "node4")?;
+        let st = net.node_get(4, "/status").ok()?;
+        (n4["live"] == true && st["connected_peers"].as_array()?.len() == 4).then_some(())
+    })
+    .expect("node4 back, live and connected after the restart");
+    let msg = b"after restart";
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            "with-node4",
+            "--message",
+            &hex::encode(msg),
+            "--wait",
+        ])
+        .unwrap();
+    assert_eq!(s["status"], "DONE", "{s}");
+    verify(&pk, msg, s["signature"].as_str().unwrap());
+    net.stop().unwrap();
 }

@@ -192,7 +192,9 @@ fn my_node_id(
             path.display()
         );
     }
-    warn!(node = %id, key = %my_pk, "this node is not in the node registry yet: peers accept it once a NodeJoin for it is committed");
+    warn!(node = %id, key = %my_pk, "this node's key is in neither the genesis nor the committed \
+        state it holds: it learns the registry while it replays the chain, and peers accept it \
+        once a NodeJoin for it is committed");
     Ok(id)
 }
 

@@ -7,7 +7,8 @@
 //! `--cggmp-primes`: the test fixture holds no primes for added nodes); the sequencer's
 //! dev-only `dev_add_app` RPC, so the block loop replays the chain to the new app and then
 //! drives it; the node appended to `localnet.json` (`pid`, `cmd`), so `localnet stop` stops it
-//! too; then a wait until the chain lists the node and the sequencer has it up.
+//! too, and to `added-nodes.json`, so a restart (`localnet start --dir DIR`) runs it again;
+//! then a wait until the chain lists the node and the sequencer has it up.
 
 use std::path::PathBuf;
 use std::thread;
@@ -71,7 +72,7 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
         .first()
         .context("localnet.json lists no node")?;
 
-    // Id and ports: the next index of the layout.
+    // Id and ports: the next index of the layout (the manifest lists genesis and added nodes).
     let i = manifest.nodes.len();
     let id = format!("node{i}");
     let node_id = NodeId::new(id.clone()).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
@@ -123,6 +124,7 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
         )?;
         wait_committed(&rpc, &hash, opts.timeout)?;
     }
+    setup::record_added(&layout, genesis.nodes.len(), &id)?;
 
     // Its mpcd, with node0's settings.
     let mut cmd = vec![mpcd.to_string_lossy().into_owned(), "start".into()];

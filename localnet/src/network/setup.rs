@@ -118,6 +118,39 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
 }
 
+/// Records that `localnet add-node` admitted `id` (its NodeJoin is committed), so a restart
+/// of the localnet starts it again with the genesis nodes.
+pub fn record_added(layout: &Layout, genesis_nodes: usize, id: &str) -> anyhow::Result<()> {
+    let mut ids = load_added(layout, genesis_nodes)?;
+    if !ids.iter().any(|x| x == id) {
+        ids.push(id.to_owned());
+    }
+    let mut bytes = serde_json::to_vec_pretty(&ids)?;
+    bytes.push(b'\n');
+    write_atomic(&layout.added_nodes(), &bytes)
+}
+
+/// The nodes `localnet add-node` admitted, in order: `node<G>`, `node<G+1>`, ... where G is
+/// the number of genesis nodes (the port layout assumes it).
+pub fn load_added(layout: &Layout, genesis_nodes: usize) -> anyhow::Result<Vec<String>> {
+    let path = layout.added_nodes();
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let ids: Vec<String> =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    for (k, id) in ids.iter().enumerate() {
+        let want = format!("node{}", genesis_nodes + k);
+        ensure!(
+            *id == want,
+            "{}: entry {k} is {id:?}, expected {want:?}",
+            path.display()
+        );
+    }
+    Ok(ids)
+}
+
 /// Reads the genesis of an existing localnet.
 pub fn load_genesis(layout: &Layout) -> anyhow::Result<(Genesis, Vec<u8>)> {
     let path = layout.genesis();

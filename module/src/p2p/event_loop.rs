@@ -232,10 +232,7 @@ impl EventLoop {
     }
 
     /// Registers a node admitted at runtime: the gate admits its key and the tick dials it.
-    fn add_peer(
-        &mut self,
-        info: &PeerInfo,
-    ) -> Result<Option<AddedPeer>, P2pError> {
+    fn add_peer(&mut self, info: &PeerInfo) -> Result<Option<AddedPeer>, P2pError> {
         let Some((idx, new)) = self.registry.add(&self.local, self.local_peer, info)? else {
             return Ok(None);
         };
