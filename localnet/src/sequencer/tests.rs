@@ -749,7 +749,7 @@ fn sequencer__should_attach_an_app_at_runtime_and_replay_the_chain_to_it() {
 
     // Attaching the same name or address again, or a bad address, is refused.
     for params in [
-        format!(r#"{{"name":"b","addr":"127.0.0.1:1"}}"#),
+        r#"{"name":"b","addr":"127.0.0.1:1"}"#.to_owned(),
         format!(r#"{{"name":"c","addr":"{b}"}}"#),
         r#"{"name":"c","addr":"nowhere"}"#.to_owned(),
         r#"{"name":"c"}"#.to_owned(),
