@@ -10,13 +10,17 @@ NODES        ?= 4
 THRESHOLD    ?= 3
 BLOCK_MS     ?= 100
 FUZZ_SECS    ?= 60
+# The dev/test build compiles in the test-only fault injection (inert unless SEQMPC_FAULTS is
+# set; the malicious-peer e2e tests set it). Production builds leave it out:
+#   cargo build --release -p seqmpc-abci
+FEATURES     ?= --features seqmpc-abci/fault-injection
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 export SEQMPC_BIN_DIR := $(abspath $(BIN))
 
 .PHONY: build localnet test fuzz lint bench clean
 
 build:
-	$(CARGO) build --release --locked --workspace --bins
+	$(CARGO) build --release --locked --workspace --bins $(FEATURES)
 
 localnet: build
 	$(BIN)/localnet start --dir $(DIR) --nodes $(NODES) --threshold $(THRESHOLD) --block-ms $(BLOCK_MS)
@@ -24,9 +28,9 @@ localnet: build
 # One release build serves the binaries and the tests (the e2e test starts the binaries).
 test: build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --release --locked --workspace --no-fail-fast; \
+		$(CARGO) nextest run --release --locked --workspace --no-fail-fast $(FEATURES); \
 	else \
-		$(CARGO) test --release --locked --workspace --no-fail-fast; \
+		$(CARGO) test --release --locked --workspace --no-fail-fast $(FEATURES); \
 	fi
 
 # The no-panic properties (txs and the chain's CheckTx/FinalizeBlock, p2p envelope and codec, every protocol message decoder, stored
@@ -39,7 +43,7 @@ fuzz:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --workspace --all-targets $(FEATURES) -- -D warnings
 
 bench: build
 	$(BIN)/seqmpc-bench --mpcd-dir $(BIN)

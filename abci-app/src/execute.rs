@@ -13,8 +13,8 @@ use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
 use crate::genesis::Role;
 use crate::state::{
-    choose_signers, ChainState, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, SignEntry,
-    SignStatus,
+    choose_dealers, choose_signers, ChainState, DeadlineItem, KeyEntry, KeyStatus, KeygenReport,
+    ReshareEntry, ReshareStatus, SignEntry, SignStatus,
 };
 
 /// Why a tx is rejected. Each variant has a stable ABCI code.
@@ -113,7 +113,10 @@ pub fn rate_limit(
 ) -> Result<(), TxError> {
     let is_request = matches!(
         tx.msg,
-        TxMsg::KeyGen { .. } | TxMsg::KeySign { .. } | TxMsg::KeyDelete { .. }
+        TxMsg::KeyGen { .. }
+            | TxMsg::KeySign { .. }
+            | TxMsg::KeyDelete { .. }
+            | TxMsg::KeyReshare { .. }
     );
     let signer_hex = hex::encode(tx.signer.as_bytes());
     let Some(account) = state.accounts.get(&signer_hex).filter(|_| is_request) else {
@@ -249,6 +252,20 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             require_role(&signer, Role::Registry, "admit nodes")?;
             check_node_join(state, node_id, public_key)
         }
+        TxMsg::KeyReshare {
+            key_id,
+            parties,
+            threshold,
+        } => {
+            require_role(&signer, Role::Keygen, "request resharing")?;
+            check_reshare(state, key_id, parties, *threshold).map(|_| ())
+        }
+        TxMsg::ReshareResult {
+            key_id, session, ..
+        } => {
+            let node = require_node(&signer, "ReshareResult")?;
+            check_reshare_result(state, node, key_id, session).map(|_| ())
+        }
     }
 }
 
@@ -296,6 +313,18 @@ fn check_keygen(
             )))
         }
     };
+    let committee = check_committee(state, scheme, threshold, parties)?;
+    Ok((committee, attempt))
+}
+
+/// The committee a request names (empty: every registered node), sorted, checked against the
+/// registry, the party limit and the scheme's threshold range.
+fn check_committee(
+    state: &ChainState,
+    scheme: Scheme,
+    threshold: u32,
+    parties: &[NodeId],
+) -> Result<Vec<NodeId>, TxError> {
     let committee: Vec<NodeId> = if parties.is_empty() {
         state.nodes.keys().cloned().collect()
     } else {
@@ -329,7 +358,76 @@ fn check_keygen(
             "threshold {threshold} is out of range: {scheme} needs {min_t} <= threshold <= parties ({n})"
         )));
     }
-    Ok((committee, attempt))
+    Ok(committee)
+}
+
+/// Checks a resharing request; returns the key and the new committee.
+fn check_reshare<'a>(
+    state: &'a ChainState,
+    key_id: &KeyId,
+    parties: &[NodeId],
+    threshold: u32,
+) -> Result<(&'a KeyEntry, Vec<NodeId>), TxError> {
+    let key = state
+        .keys()
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    if key.status != KeyStatus::Ready {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is {:?}: only a READY key can be reshared",
+            key.status
+        )));
+    }
+    if let Some(r) = key
+        .reshare
+        .as_ref()
+        .filter(|r| r.status == ReshareStatus::Pending)
+    {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is already being reshared (session {}, deadline height {})",
+            r.session, r.deadline_height
+        )));
+    }
+    let committee = check_committee(state, key.scheme, threshold, parties)?;
+    Ok((key, committee))
+}
+
+fn check_reshare_result<'a>(
+    state: &'a ChainState,
+    node: &NodeId,
+    key_id: &KeyId,
+    session: &SessionId,
+) -> Result<&'a ReshareEntry, TxError> {
+    let key = state
+        .keys()
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    let r = key
+        .reshare
+        .as_ref()
+        .filter(|r| &r.session == session)
+        .ok_or_else(|| {
+            TxError::Invalid(format!(
+                "result for session {session}, but key {key_id} has no resharing of that session"
+            ))
+        })?;
+    if r.status != ReshareStatus::Pending {
+        return Err(TxError::Conflict(format!(
+            "resharing {session} of key {key_id} is not PENDING (status {:?})",
+            r.status
+        )));
+    }
+    if !r.parties.contains(node) {
+        return Err(TxError::Unauthorized(format!(
+            "node {node} is not a new party of the resharing of {key_id}"
+        )));
+    }
+    if r.reports.contains_key(node) {
+        return Err(TxError::Conflict(format!(
+            "node {node} already reported for the resharing of {key_id}"
+        )));
+    }
+    Ok(r)
 }
 
 fn check_sign<'a>(
@@ -378,6 +476,16 @@ fn check_delete<'a>(state: &'a ChainState, key_id: &KeyId) -> Result<&'a KeyEntr
         .keys()
         .get(key_id)
         .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    if let Some(r) = key
+        .reshare
+        .as_ref()
+        .filter(|r| r.status == ReshareStatus::Pending)
+    {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is being reshared: retry after the resharing ends (deadline height {})",
+            r.deadline_height
+        )));
+    }
     match key.status {
         KeyStatus::Ready | KeyStatus::Error => Ok(key),
         KeyStatus::Pending => Err(TxError::Conflict(format!(
@@ -671,6 +779,8 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 reports: Default::default(),
                 deleted_by: Default::default(),
                 owner: signer_hex.to_owned(),
+                reshare: None,
+                reshares: 0,
             });
             state.add_deadline(deadline, DeadlineItem::KeyGen(key_id.clone(), attempt));
             fx.events.push(ev(
@@ -857,7 +967,265 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 p2p_addr: p2p_addr.clone(),
             });
         }
+        TxMsg::KeyReshare {
+            key_id,
+            parties,
+            threshold,
+        } => {
+            let Ok((_, committee)) = check_reshare(state, key_id, parties, *threshold) else {
+                return;
+            };
+            start_reshare(state, key_id, committee, *threshold, &tx.hash, height, fx);
+        }
+        TxMsg::ReshareResult {
+            key_id, outcome, ..
+        } => {
+            let Some(node) = node else { return };
+            apply_reshare_result(state, &node, key_id, outcome, height, fx);
+        }
     }
+}
+
+/// Starts a resharing (or refresh) of a READY key to `parties` with `threshold`. `seed` is the
+/// requesting tx's hash (or, for a periodic refresh, a hash of the key and height).
+fn start_reshare(
+    state: &mut ChainState,
+    key_id: &KeyId,
+    parties: Vec<NodeId>,
+    threshold: u32,
+    seed: &[u8; 32],
+    height: u64,
+    fx: &mut Effects,
+) {
+    let Some(key) = state.keys().get(key_id) else {
+        return;
+    };
+    let Some(public_key) = key.public_key.as_ref().and_then(|p| hex::decode(p).ok()) else {
+        return;
+    };
+    let attempt = key
+        .reshare
+        .as_ref()
+        .map_or(0, |r| r.attempt.saturating_add(1));
+    let session = SessionId::derive(
+        "reshare",
+        &state.chain_id,
+        height,
+        seed,
+        key_id.as_str(),
+        attempt,
+    );
+    let dealers = choose_dealers(&key.parties, key.threshold, key_id, &session, |n| {
+        state.is_live(n, height)
+    });
+    let deadline = session_deadline(state, key.scheme, true, height);
+    let refresh = parties == key.parties && threshold == key.threshold;
+    let entry = ReshareEntry {
+        session,
+        attempt,
+        status: ReshareStatus::Pending,
+        refresh,
+        old_parties: key.parties.clone(),
+        old_threshold: key.threshold,
+        dealers: dealers.clone(),
+        parties: parties.clone(),
+        threshold,
+        requested_height: height,
+        deadline_height: deadline,
+        done_height: None,
+        reports: BTreeMap::new(),
+        error: None,
+        culprits: Vec::new(),
+    };
+    let job = Job::Reshare {
+        session,
+        key_id: key_id.clone(),
+        scheme: key.scheme,
+        key_session: key.session,
+        old_parties: key.parties.clone(),
+        old_threshold: key.threshold,
+        dealers,
+        new_parties: parties,
+        new_threshold: threshold,
+        public_key,
+        generation: key.generation.saturating_add(1),
+        height,
+        block_time_ms: fx.block_time_ms,
+    };
+    if let Some(key) = state.key_mut(key_id) {
+        key.reshare = Some(entry);
+    }
+    state.add_deadline(deadline, DeadlineItem::Reshare(key_id.clone(), attempt));
+    fx.events.push(ev(
+        "reshare_requested",
+        vec![
+            ("key_id", key_id.to_string()),
+            ("session", session.to_string()),
+            ("refresh", refresh.to_string()),
+        ],
+    ));
+    fx.jobs.push(job);
+}
+
+fn apply_reshare_result(
+    state: &mut ChainState,
+    node: &NodeId,
+    key_id: &KeyId,
+    outcome: &Outcome<seqmpc_proto::tx::KeyGenOk>,
+    height: u64,
+    fx: &mut Effects,
+) {
+    let Some(key) = state.keys().get(key_id) else {
+        return;
+    };
+    let Some(r) = key.reshare.as_ref() else {
+        return;
+    };
+    let report = match outcome {
+        Outcome::Ok(ok) => KeygenReport::Ok {
+            public_key: hex::encode(&ok.public_key),
+            transcript_hash: hex::encode(ok.transcript_hash),
+        },
+        Outcome::Failed { error, culprits } => KeygenReport::Failed {
+            error: error.clone(),
+            culprits: culprits.clone(),
+        },
+    };
+    let mut reports = r.reports.clone();
+    reports.insert(node.clone(), report.clone());
+    let verdict: Option<Result<(), (String, Vec<NodeId>)>> = match &report {
+        KeygenReport::Failed { error, culprits } => {
+            Some(Err((format!("{node} reported: {error}"), culprits.clone())))
+        }
+        KeygenReport::Ok { .. } if reports.len() < r.parties.len() => None,
+        KeygenReport::Ok {
+            public_key,
+            transcript_hash,
+        } => {
+            let agree = reports.values().all(|x| {
+                matches!(x, KeygenReport::Ok { public_key: p, transcript_hash: t }
+                    if p == public_key && t == transcript_hash)
+            });
+            if !agree {
+                Some(Err((
+                    "new parties disagree on the public key or the dealt commitments".into(),
+                    Vec::new(),
+                )))
+            } else if key.public_key.as_ref() != Some(public_key) {
+                Some(Err((
+                    "new parties report a public key that is not the key's".into(),
+                    Vec::new(),
+                )))
+            } else {
+                Some(Ok(()))
+            }
+        }
+    };
+    let (session, attempt, deadline) = (r.session, r.attempt, r.deadline_height);
+    let old_parties = key.parties.clone();
+    let generation = key.generation.saturating_add(1);
+    let Some(key) = state.key_mut(key_id) else {
+        return;
+    };
+    let Some(r) = key.reshare.as_mut() else {
+        return;
+    };
+    r.reports = reports;
+    match verdict {
+        None => return,
+        Some(Ok(())) => {
+            r.status = ReshareStatus::Done;
+            r.done_height = Some(height);
+            let (parties, threshold) = (r.parties.clone(), r.threshold);
+            key.parties = parties.clone();
+            key.threshold = threshold;
+            key.generation = generation;
+            key.session = session;
+            key.reshares = key.reshares.saturating_add(1);
+            fx.events.push(ev(
+                "key_reshared",
+                vec![
+                    ("key_id", key_id.to_string()),
+                    ("generation", generation.to_string()),
+                ],
+            ));
+            fx.jobs.push(Job::ReshareDone {
+                key_id: key_id.clone(),
+                session,
+                old_parties,
+                new_parties: parties,
+                generation,
+            });
+        }
+        Some(Err((reason, culprits))) => {
+            fail_reshare(r, key_id, reason, culprits, height, fx);
+        }
+    }
+    state.remove_deadline(deadline, DeadlineItem::Reshare(key_id.clone(), attempt));
+    schedule_refresh(state, key_id, height);
+}
+
+/// Ends a PENDING resharing in ERROR; the key keeps its committee and shares.
+fn fail_reshare(
+    r: &mut ReshareEntry,
+    key_id: &KeyId,
+    reason: String,
+    culprits: Vec<NodeId>,
+    height: u64,
+    fx: &mut Effects,
+) {
+    r.status = ReshareStatus::Error;
+    r.error = Some(reason.clone());
+    r.culprits = culprits;
+    r.done_height = Some(height);
+    fx.events.push(ev(
+        "reshare_failed",
+        vec![("key_id", key_id.to_string()), ("reason", reason.clone())],
+    ));
+    fx.jobs.push(Job::ReshareFailed {
+        key_id: key_id.clone(),
+        session: r.session,
+        reason,
+    });
+}
+
+/// Schedules the next periodic refresh of a key (genesis `refresh_every_blocks`, 0 = never).
+fn schedule_refresh(state: &mut ChainState, key_id: &KeyId, height: u64) {
+    let every = state.limits.refresh_every_blocks;
+    if every > 0 {
+        state.add_deadline(
+            height.saturating_add(every),
+            DeadlineItem::Refresh(key_id.clone()),
+        );
+    }
+}
+
+/// A periodic refresh is due at `height`: starts it if the key is READY, idle, and its shares
+/// are at least `refresh_every_blocks` old (a later resharing scheduled its own refresh).
+fn periodic_refresh(state: &mut ChainState, key_id: &KeyId, height: u64, fx: &mut Effects) {
+    let Some(key) = state.keys().get(key_id) else {
+        return;
+    };
+    let last_change = match &key.reshare {
+        Some(r) if r.status == ReshareStatus::Pending => return,
+        Some(r) => r.done_height.unwrap_or(r.requested_height),
+        None => key.ready_height.unwrap_or(key.requested_height),
+    };
+    if key.status != KeyStatus::Ready
+        || height < last_change.saturating_add(state.limits.refresh_every_blocks)
+    {
+        return;
+    }
+    let (parties, threshold) = (key.parties.clone(), key.threshold);
+    let seed: [u8; 32] = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"seqmpc/refresh/v1\0");
+        h.update(key_id.as_str().as_bytes());
+        h.update(height.to_be_bytes());
+        h.finalize().into()
+    };
+    start_reshare(state, key_id, parties, threshold, &seed, height, fx);
 }
 
 fn apply_keygen_result(
@@ -935,6 +1303,7 @@ fn apply_keygen_result(
             key.generation = 1;
             key.ready_height = Some(height);
             state.remove_deadline(item.0, item.1);
+            schedule_refresh(state, key_id, height);
             fx.events.push(ev(
                 "key_ready",
                 vec![("key_id", key_id.to_string()), ("public_key", pk)],
@@ -1010,6 +1379,31 @@ pub fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Effects) {
                     vec![("request_id", request_id.to_string())],
                 ));
             }
+            DeadlineItem::Reshare(key_id, attempt) => {
+                let Some(key) = state.key_mut(&key_id) else {
+                    continue;
+                };
+                let Some(r) = key
+                    .reshare
+                    .as_mut()
+                    .filter(|r| r.status == ReshareStatus::Pending && r.attempt == attempt)
+                else {
+                    continue;
+                };
+                let missing: Vec<String> = r
+                    .parties
+                    .iter()
+                    .filter(|p| !r.reports.contains_key(*p))
+                    .map(|p| p.to_string())
+                    .collect();
+                let reason = format!(
+                    "deadline passed at height {height}: no report from {}",
+                    missing.join(", ")
+                );
+                fail_reshare(r, &key_id, reason, Vec::new(), height, fx);
+                schedule_refresh(state, &key_id, height);
+            }
+            DeadlineItem::Refresh(key_id) => periodic_refresh(state, &key_id, height, fx),
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct Limits {
     /// are refused (code 9) at CheckTx (per block interval) and at delivery.
     #[serde(default = "default_requests_per_block")]
     pub max_requests_per_account_per_block: u32,
+    /// Refresh every READY key (new shares, same committee and public key) this many blocks
+    /// after it became READY or was last reshared; 0: only on request.
+    #[serde(default)]
+    pub refresh_every_blocks: u64,
 }
 
 fn default_requests_per_block() -> u32 {
@@ -96,6 +100,7 @@ impl Default for Limits {
             session_deadline_blocks: 100,
             liveness_window_blocks: default_liveness_window(),
             max_requests_per_account_per_block: default_requests_per_block(),
+            refresh_every_blocks: 0,
         }
     }
 }

@@ -88,6 +88,60 @@ pub struct KeyEntry {
     pub deleted_by: BTreeSet<NodeId>,
     /// Who requested the key (hex account key).
     pub owner: String,
+    /// The latest resharing (or refresh) of the key: PENDING while it runs, then DONE or
+    /// ERROR. The key stays READY (old committee, old generation) until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshare: Option<ReshareEntry>,
+    /// Resharings that succeeded.
+    #[serde(default)]
+    pub reshares: u32,
+}
+
+/// Status of a resharing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReshareStatus {
+    /// Dealers dealing, new parties reporting.
+    Pending,
+    /// Every new party reported the same public key and transcript: the key moved.
+    Done,
+    /// Failed (reason in `error`); the key kept its previous committee and shares.
+    Error,
+}
+
+/// One resharing (or refresh) attempt of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareEntry {
+    /// Session (execution id).
+    pub session: SessionId,
+    /// Attempt number (0, 1, ... over the key's life), part of the session derivation.
+    pub attempt: u32,
+    /// Status.
+    pub status: ReshareStatus,
+    /// Same committee and threshold: a refresh.
+    pub refresh: bool,
+    /// The committee before (the dealers' committee).
+    pub old_parties: Vec<NodeId>,
+    /// The threshold before.
+    pub old_threshold: u32,
+    /// The old holders who deal (old threshold of them, live first).
+    pub dealers: Vec<NodeId>,
+    /// The new committee, sorted.
+    pub parties: Vec<NodeId>,
+    /// The new threshold.
+    pub threshold: u32,
+    /// Height of the request.
+    pub requested_height: u64,
+    /// Height at which a PENDING resharing becomes ERROR.
+    pub deadline_height: u64,
+    /// Height at which it ended.
+    pub done_height: Option<u64>,
+    /// Reports of the new parties.
+    pub reports: BTreeMap<NodeId, KeygenReport>,
+    /// Failure reason.
+    pub error: Option<String>,
+    /// Parties blamed for a failure.
+    pub culprits: Vec<NodeId>,
 }
 
 /// Status of a sign request.
@@ -169,6 +223,10 @@ pub enum DeadlineItem {
     KeyGen(KeyId, u32),
     /// A sign request.
     Sign(RequestId),
+    /// A resharing attempt of a key.
+    Reshare(KeyId, u32),
+    /// The periodic refresh of a key (genesis `refresh_every_blocks`).
+    Refresh(KeyId),
 }
 
 /// The whole chain state.
@@ -567,15 +625,52 @@ pub fn choose_signers(
     request_id: &RequestId,
     is_live: impl Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
+    choose(
+        b"seqmpc/signers/v1",
+        parties,
+        threshold,
+        key_id,
+        request_id.as_str().as_bytes(),
+        is_live,
+    )
+}
+
+/// Chooses the dealers of a resharing: `threshold` (the old one) of the old committee, live
+/// first, ordered by SHA-256("seqmpc/dealers/v1" || key id || session || party).
+pub fn choose_dealers(
+    parties: &[NodeId],
+    threshold: u32,
+    key_id: &KeyId,
+    session: &SessionId,
+    is_live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    choose(
+        b"seqmpc/dealers/v1",
+        parties,
+        threshold,
+        key_id,
+        &session.0,
+        is_live,
+    )
+}
+
+fn choose(
+    domain: &[u8],
+    parties: &[NodeId],
+    threshold: u32,
+    key_id: &KeyId,
+    salt: &[u8],
+    is_live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
     // Live nodes first, each group in the request's pseudo-random order.
     let mut ranked: Vec<(bool, [u8; 32], &NodeId)> = parties
         .iter()
         .map(|p| {
             let mut h = Sha256::new();
             for part in [
-                b"seqmpc/signers/v1".as_slice(),
+                domain,
                 key_id.as_str().as_bytes(),
-                request_id.as_str().as_bytes(),
+                salt,
                 p.as_str().as_bytes(),
             ] {
                 h.update((part.len() as u64).to_be_bytes());

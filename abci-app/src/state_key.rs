@@ -37,5 +37,9 @@ pub fn deadline(height: u64, item: &DeadlineItem) -> String {
             format!("deadline/{height:020}/keygen/{k}/{attempt:010}")
         }
         DeadlineItem::Sign(r) => format!("deadline/{height:020}/sign/{r}"),
+        DeadlineItem::Reshare(k, attempt) => {
+            format!("deadline/{height:020}/reshare/{k}/{attempt:010}")
+        }
+        DeadlineItem::Refresh(k) => format!("deadline/{height:020}/refresh/{k}"),
     }
 }

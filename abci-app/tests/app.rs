@@ -28,6 +28,15 @@ fn nid(i: usize) -> NodeId {
 }
 
 fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Vec<u8> {
+    genesis_with(nodes, client, signer, 0)
+}
+
+fn genesis_with(
+    nodes: &[SigningKey],
+    client: &SigningKey,
+    signer: &SigningKey,
+    refresh_every_blocks: u64,
+) -> Vec<u8> {
     let g = Genesis {
         chain_id: "test-chain".into(),
         nodes: nodes
@@ -57,6 +66,7 @@ fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Ve
             session_deadline_blocks: 5,
             liveness_window_blocks: 10,
             max_requests_per_account_per_block: 20,
+            refresh_every_blocks,
         },
     };
     serde_json::to_vec(&g).unwrap()
@@ -64,13 +74,18 @@ fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Ve
 
 impl Net {
     fn new() -> Net {
+        Net::with_refresh(0)
+    }
+
+    /// A net whose genesis refreshes every key every `refresh_every_blocks` (0: never).
+    fn with_refresh(refresh_every_blocks: u64) -> Net {
         let nodes: Vec<SigningKey> = (0..4)
             .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
             .collect();
         let client = SigningKey::from_bytes(&[50; 32]);
         let signer_only = SigningKey::from_bytes(&[51; 32]);
         let dir = tempfile::tempdir().unwrap();
-        let g = genesis(&nodes, &client, &signer_only);
+        let g = genesis_with(&nodes, &client, &signer_only, refresh_every_blocks);
         let (tx, rx) = tokio::sync::mpsc::channel(1000);
         let mut app = App::open(dir.path(), g.clone(), Some(tx)).unwrap();
         app.init_chain(pb::RequestInitChain {
@@ -1034,6 +1049,429 @@ fn app_rejects_requests_beyond_the_per_account_block_limit() {
     assert_eq!(net.check(&tx).code, 0);
     let (res, _) = net.block(vec![tx]);
     assert_eq!(res[0].code, 0, "{}", res[0].log);
+}
+
+impl Net {
+    fn reshare_tx(&mut self, id: &str, parties: &[usize], t: u32) -> Vec<u8> {
+        let c = self.client.clone();
+        self.tx(
+            &c,
+            TxMsg::KeyReshare {
+                key_id: KeyId::new(id).unwrap(),
+                parties: parties.iter().map(|i| nid(*i)).collect(),
+                threshold: t,
+            },
+        )
+    }
+
+    /// Node `i`'s resharing report, at its next sequence without consuming it (to check).
+    fn reshare_report_unsequenced(
+        &self,
+        i: usize,
+        id: &str,
+        session: SessionId,
+        outcome: Outcome<KeyGenOk>,
+    ) -> Vec<u8> {
+        self.tx_unsequenced(
+            &self.nodes[i],
+            TxMsg::ReshareResult {
+                key_id: KeyId::new(id).unwrap(),
+                session,
+                outcome,
+            },
+        )
+    }
+
+    /// Node `i`'s resharing report.
+    fn reshare_report(
+        &mut self,
+        i: usize,
+        id: &str,
+        session: SessionId,
+        outcome: Outcome<KeyGenOk>,
+    ) -> Vec<u8> {
+        let k = self.nodes[i].clone();
+        self.tx(
+            &k,
+            TxMsg::ReshareResult {
+                key_id: KeyId::new(id).unwrap(),
+                session,
+                outcome,
+            },
+        )
+    }
+
+    /// Requests a resharing of `id` and returns its job.
+    fn start_reshare(&mut self, id: &str, parties: &[usize], t: u32) -> Job {
+        let tx = self.reshare_tx(id, parties, t);
+        let (res, jobs) = self.block(vec![tx]);
+        assert_eq!(res[0].code, 0, "{}", res[0].log);
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        jobs[0].clone()
+    }
+}
+
+fn ok_report(public_key: &[u8], transcript: u8) -> Outcome<KeyGenOk> {
+    Outcome::Ok(KeyGenOk {
+        public_key: public_key.to_vec(),
+        transcript_hash: [transcript; 32],
+    })
+}
+
+#[test]
+fn app_can_reshare_a_key_to_a_new_committee_and_switch_on_agreement() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[91; 32]);
+    let pk = group.verifying_key().to_bytes().to_vec();
+    net.ready_key("r1", &group);
+    let before = net.query("/key/r1").1;
+    let job = net.start_reshare("r1", &[0, 1, 2], 2);
+    let Job::Reshare {
+        session,
+        key_session,
+        old_parties,
+        old_threshold,
+        dealers,
+        new_parties,
+        new_threshold,
+        public_key,
+        generation,
+        ..
+    } = job
+    else {
+        panic!("{job:?}")
+    };
+    assert_eq!(old_parties, (0..4).map(nid).collect::<Vec<_>>());
+    assert_eq!((old_threshold, new_threshold, generation), (3, 2, 2));
+    assert_eq!(dealers.len(), 3);
+    assert!(dealers.iter().all(|d| old_parties.contains(d)));
+    assert_eq!(new_parties, vec![nid(0), nid(1), nid(2)]);
+    assert_eq!(public_key, pk);
+    assert_eq!(
+        before["session"],
+        serde_json::json!(key_session.to_string())
+    );
+    // While it runs, the key stays READY with its old committee, and signs with it.
+    let k = net.query("/key/r1").1;
+    assert_eq!(k["status"], "READY");
+    assert_eq!(k["reshare"]["status"], "PENDING");
+    assert_eq!(k["threshold"], 3);
+    // Two of three reports: still PENDING.
+    let a = net.reshare_report(0, "r1", session, ok_report(&pk, 4));
+    let b = net.reshare_report(1, "r1", session, ok_report(&pk, 4));
+    let (res, jobs) = net.block(vec![a, b]);
+    assert!(res.iter().all(|r| r.code == 0), "{res:?}");
+    assert!(jobs.is_empty());
+    // A party that is not in the new committee cannot report.
+    let x = net.reshare_report_unsequenced(3, "r1", session, ok_report(&pk, 4));
+    assert_eq!(net.check(&x).code, 5, "{}", net.check(&x).log);
+    let c = net.reshare_report(2, "r1", session, ok_report(&pk, 4));
+    let (res, jobs) = net.block(vec![c]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert_eq!(
+        jobs,
+        vec![Job::ReshareDone {
+            key_id: KeyId::new("r1").unwrap(),
+            session,
+            old_parties: (0..4).map(nid).collect(),
+            new_parties: vec![nid(0), nid(1), nid(2)],
+            generation: 2,
+        }]
+    );
+    let k = net.query("/key/r1").1;
+    assert_eq!(k["status"], "READY");
+    assert_eq!(k["threshold"], 2);
+    assert_eq!(k["generation"], 2);
+    assert_eq!(k["reshares"], 1);
+    assert_eq!(k["public_key"], before["public_key"]);
+    assert_eq!(k["parties"], serde_json::json!(["node0", "node1", "node2"]));
+    assert_eq!(k["session"], serde_json::json!(session.to_string()));
+    assert_eq!(k["reshare"]["status"], "DONE");
+    // Signing now picks 2 signers among the new committee only.
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("r1").unwrap(),
+            request_id: RequestId::new("after-reshare").unwrap(),
+            message: b"m".to_vec(),
+            prehashed: false,
+        },
+    );
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::Sign { signers, .. } = &jobs[0] else {
+        panic!("{jobs:?}")
+    };
+    assert_eq!(signers.len(), 2);
+    assert!(signers.iter().all(|s| s != &nid(3)));
+    // A refresh (same committee and threshold) is a resharing too; it can run again.
+    let job = net.start_reshare("r1", &[0, 1, 2], 2);
+    let Job::Reshare {
+        session: s2,
+        dealers,
+        generation,
+        ..
+    } = job
+    else {
+        panic!("{job:?}")
+    };
+    assert_ne!(s2, session);
+    assert_eq!((dealers.len(), generation), (2, 3));
+    assert_eq!(net.query("/key/r1").1["reshare"]["refresh"], true);
+    // The state survives a restart with the same app hash.
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    assert_eq!(
+        again.info().last_block_app_hash,
+        net.app.info().last_block_app_hash
+    );
+}
+
+#[test]
+fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[92; 32]);
+    let pk = group.verifying_key().to_bytes().to_vec();
+    net.ready_key("r2", &group);
+    let old = net.query("/key/r2").1;
+    let check_unchanged = |k: &Value| {
+        for f in [
+            "status",
+            "parties",
+            "threshold",
+            "generation",
+            "session",
+            "public_key",
+        ] {
+            assert_eq!(k[f], old[f], "{f}");
+        }
+    };
+    // 1. A new party blames a dealer.
+    let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2, 3], 2) else {
+        panic!()
+    };
+    let f = net.reshare_report(
+        1,
+        "r2",
+        session,
+        Outcome::Failed {
+            error: "deal of node2 fails its Feldman check".into(),
+            culprits: vec![nid(2)],
+        },
+    );
+    let (res, jobs) = net.block(vec![f]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert!(
+        matches!(&jobs[..], [Job::ReshareFailed { session: s, .. }] if *s == session),
+        "{jobs:?}"
+    );
+    let k = net.query("/key/r2").1;
+    check_unchanged(&k);
+    assert_eq!(k["reshare"]["status"], "ERROR");
+    assert_eq!(k["reshare"]["culprits"], serde_json::json!(["node2"]));
+    assert!(k["reshare"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("node1 reported"));
+    // A late report of the ended attempt is refused.
+    let late = net.reshare_report_unsequenced(0, "r2", session, ok_report(&pk, 1));
+    assert_eq!(net.check(&late).code, 8, "{}", net.check(&late).log);
+    // 2. The new parties disagree on the transcript.
+    let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2], 2) else {
+        panic!()
+    };
+    let txs: Vec<Vec<u8>> = (0..3)
+        .map(|i| net.reshare_report(i, "r2", session, ok_report(&pk, i as u8)))
+        .collect();
+    net.block(txs);
+    let k = net.query("/key/r2").1;
+    check_unchanged(&k);
+    assert!(k["reshare"]["error"].as_str().unwrap().contains("disagree"));
+    // 3. They agree on another public key.
+    let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2], 2) else {
+        panic!()
+    };
+    let txs: Vec<Vec<u8>> = (0..3)
+        .map(|i| net.reshare_report(i, "r2", session, ok_report(&[5; 32], 1)))
+        .collect();
+    net.block(txs);
+    let k = net.query("/key/r2").1;
+    check_unchanged(&k);
+    assert!(k["reshare"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not the key's"));
+    // 4. Nobody reports before the deadline.
+    let Job::Reshare { session, .. } = net.start_reshare("r2", &[1, 2, 3], 3) else {
+        panic!()
+    };
+    let mut ended = Vec::new();
+    for _ in 0..6 {
+        ended.extend(net.block(vec![]).1);
+    }
+    assert!(
+        matches!(&ended[..], [Job::ReshareFailed { session: s, .. }] if *s == session),
+        "{ended:?}"
+    );
+    let k = net.query("/key/r2").1;
+    check_unchanged(&k);
+    assert!(k["reshare"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no report from node1, node2, node3"));
+    assert_eq!(k["reshare"]["attempt"], 3);
+}
+
+#[test]
+fn app_rejects_bad_reshare_requests_with_clear_errors() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[93; 32]);
+    let pk = group.verifying_key().to_bytes().to_vec();
+    let code = |net: &mut Net, tx: Vec<u8>| {
+        let r = net.check(&tx);
+        (r.code, r.log)
+    };
+    // Unknown key.
+    let c0 = net.client.clone();
+    let unsequenced = |net: &Net, id: &str| {
+        net.tx_unsequenced(
+            &c0,
+            TxMsg::KeyReshare {
+                key_id: KeyId::new(id).unwrap(),
+                parties: vec![nid(0), nid(1)],
+                threshold: 2,
+            },
+        )
+    };
+    let tx = unsequenced(&net, "nope");
+    assert_eq!(code(&mut net, tx).0, 7);
+    // A PENDING key.
+    let tx = net.keygen("pend", 3);
+    net.block(vec![tx]);
+    let tx = unsequenced(&net, "pend");
+    let (c, log) = code(&mut net, tx);
+    assert_eq!(c, 8, "{log}");
+    assert!(log.contains("only a READY key"), "{log}");
+    net.ready_key("r3", &group);
+    // Unknown party, party twice, threshold out of range.
+    for (parties, t, want) in [
+        (vec![0, 9], 2, "unknown party"),
+        (vec![0, 0, 1], 2, "listed twice"),
+        (vec![0, 1], 3, "out of range"),
+        (vec![0, 1], 1, "out of range"),
+    ] {
+        let c = net.client.clone();
+        let tx = net.tx_unsequenced(
+            &c,
+            TxMsg::KeyReshare {
+                key_id: KeyId::new("r3").unwrap(),
+                parties: parties.iter().map(|i| nid(*i)).collect(),
+                threshold: t,
+            },
+        );
+        let (c, log) = code(&mut net, tx);
+        assert_eq!(c, 6, "{log}");
+        assert!(log.contains(want), "{want}: {log}");
+    }
+    // An account without the keygen role, and a node.
+    let so = net.signer_only.clone();
+    let tx = net.tx_unsequenced(
+        &so,
+        TxMsg::KeyReshare {
+            key_id: KeyId::new("r3").unwrap(),
+            parties: vec![nid(0), nid(1)],
+            threshold: 2,
+        },
+    );
+    assert_eq!(code(&mut net, tx).0, 5);
+    // One resharing at a time, and no deletion while it runs.
+    let Job::Reshare { session, .. } = net.start_reshare("r3", &[0, 1, 2], 2) else {
+        panic!()
+    };
+    let c0 = net.client.clone();
+    let tx = net.tx_unsequenced(
+        &c0,
+        TxMsg::KeyReshare {
+            key_id: KeyId::new("r3").unwrap(),
+            parties: vec![nid(0), nid(1)],
+            threshold: 2,
+        },
+    );
+    let (c, log) = code(&mut net, tx);
+    assert_eq!(c, 8, "{log}");
+    assert!(log.contains("already being reshared"), "{log}");
+    let tx = net.tx_unsequenced(
+        &c0,
+        TxMsg::KeyDelete {
+            key_id: KeyId::new("r3").unwrap(),
+        },
+    );
+    let (c, log) = code(&mut net, tx);
+    assert_eq!(c, 8, "{log}");
+    assert!(log.contains("being reshared"), "{log}");
+    // Reports: wrong session, from an account, twice.
+    let wrong = net.reshare_report_unsequenced(0, "r3", SessionId([7; 32]), ok_report(&pk, 1));
+    assert_eq!(code(&mut net, wrong).0, 6);
+    let acct = net.tx_unsequenced(
+        &c0,
+        TxMsg::ReshareResult {
+            key_id: KeyId::new("r3").unwrap(),
+            session,
+            outcome: ok_report(&pk, 1),
+        },
+    );
+    assert_eq!(code(&mut net, acct).0, 5);
+    let once = net.reshare_report(0, "r3", session, ok_report(&pk, 1));
+    net.block(vec![once]);
+    let twice = net.reshare_report_unsequenced(0, "r3", session, ok_report(&pk, 1));
+    let (c, log) = code(&mut net, twice);
+    assert_eq!(c, 8, "{log}");
+    assert!(log.contains("already reported"), "{log}");
+}
+
+#[test]
+fn app_can_refresh_every_key_periodically() {
+    let mut net = Net::with_refresh(4);
+    let group = SigningKey::from_bytes(&[94; 32]);
+    let pk = group.verifying_key().to_bytes().to_vec();
+    net.ready_key("p1", &group);
+    let ready_at = net.height;
+    let mut jobs = Vec::new();
+    while net.height < ready_at + 4 {
+        jobs.extend(net.block(vec![]).1);
+    }
+    let [Job::Reshare {
+        session,
+        new_parties,
+        new_threshold,
+        generation,
+        ..
+    }] = &jobs[..]
+    else {
+        panic!("{jobs:?}")
+    };
+    assert_eq!((new_parties.len(), *new_threshold, *generation), (4, 3, 2));
+    assert_eq!(net.query("/key/p1").1["reshare"]["refresh"], true);
+    let session = *session;
+    let txs: Vec<Vec<u8>> = (0..4)
+        .map(|i| net.reshare_report(i, "p1", session, ok_report(&pk, 2)))
+        .collect();
+    net.block(txs);
+    let k = net.query("/key/p1").1;
+    assert_eq!(
+        (k["generation"].as_u64(), k["reshares"].as_u64()),
+        (Some(2), Some(1))
+    );
+    // The next refresh comes 4 blocks after this one.
+    let done_at = net.height;
+    let mut jobs = Vec::new();
+    while net.height < done_at + 4 {
+        jobs.extend(net.block(vec![]).1);
+    }
+    assert!(
+        matches!(&jobs[..], [Job::Reshare { generation: 3, .. }]),
+        "{jobs:?}"
+    );
 }
 
 fn node_join(id: &str, key: &SigningKey, addr: &str) -> TxMsg {

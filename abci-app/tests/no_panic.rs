@@ -59,6 +59,7 @@ fn genesis() -> Vec<u8> {
             session_deadline_blocks: 5,
             liveness_window_blocks: 10,
             max_requests_per_account_per_block: 1000,
+            refresh_every_blocks: 0,
         },
     })
     .unwrap()
@@ -138,6 +139,26 @@ fn msg() -> impl Strategy<Value = TxMsg> {
             ))
         )
             .prop_map(|(k, session, outcome)| TxMsg::KeyGenResult {
+                key_id: KeyId::new(k).unwrap(),
+                session,
+                outcome,
+            }),
+        (small_id(), vec(0..6usize, 0..6), 0..6u32).prop_map(|(k, p, t)| TxMsg::KeyReshare {
+            key_id: KeyId::new(k).unwrap(),
+            parties: p.into_iter().map(nid).collect(),
+            threshold: t.max(1),
+        }),
+        (
+            small_id(),
+            session.clone(),
+            outcome((vec(any::<u8>(), 1..70), any::<[u8; 32]>()).prop_map(
+                |(public_key, transcript_hash)| KeyGenOk {
+                    public_key,
+                    transcript_hash
+                }
+            ))
+        )
+            .prop_map(|(k, session, outcome)| TxMsg::ReshareResult {
                 key_id: KeyId::new(k).unwrap(),
                 session,
                 outcome,
@@ -243,7 +264,8 @@ impl Chain {
                         TxMsg::KeyGen { .. }
                         | TxMsg::KeySign { .. }
                         | TxMsg::KeyDelete { .. }
-                        | TxMsg::NodeJoin { .. },
+                        | TxMsg::NodeJoin { .. }
+                        | TxMsg::KeyReshare { .. },
                         _,
                     ) => 4,
                     (_, s) => s % 4,

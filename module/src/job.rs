@@ -79,6 +79,59 @@ pub enum Job {
         /// Its libp2p multiaddr.
         p2p_addr: String,
     },
+    /// Run a resharing (or refresh) of a READY key: the dealers deal, the new parties collect.
+    Reshare {
+        /// Session (execution id).
+        session: SessionId,
+        /// Key id.
+        key_id: KeyId,
+        /// Scheme.
+        scheme: Scheme,
+        /// The session that produced the current shares (the generation the dealers deal from).
+        key_session: SessionId,
+        /// The current committee, sorted.
+        old_parties: Vec<NodeId>,
+        /// The current threshold.
+        old_threshold: u32,
+        /// The old holders who deal, sorted (old threshold of them).
+        dealers: Vec<NodeId>,
+        /// The new committee, sorted.
+        new_parties: Vec<NodeId>,
+        /// The new threshold.
+        new_threshold: u32,
+        /// The group public key (as the chain records it), unchanged by resharing.
+        public_key: Vec<u8>,
+        /// Generation of the new shares.
+        generation: u64,
+        /// Height of the committed request.
+        height: u64,
+        /// Block time (ms since the Unix epoch), see [`Job::KeyGen`].
+        block_time_ms: u64,
+    },
+    /// The chain confirmed a resharing: new parties make their staged share READY, old holders
+    /// outside the new committee delete theirs.
+    ReshareDone {
+        /// Key id.
+        key_id: KeyId,
+        /// The resharing session.
+        session: SessionId,
+        /// The committee before.
+        old_parties: Vec<NodeId>,
+        /// The committee now.
+        new_parties: Vec<NodeId>,
+        /// Generation of the new shares.
+        generation: u64,
+    },
+    /// The chain ended a resharing in ERROR: staged shares of that session are dropped; the
+    /// old generation stays READY.
+    ReshareFailed {
+        /// Key id.
+        key_id: KeyId,
+        /// The resharing session.
+        session: SessionId,
+        /// The chain's reason.
+        reason: String,
+    },
 }
 
 /// Hands a result to the chain (as a tx signed by this node's key). Implemented by the app.

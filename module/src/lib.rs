@@ -4,6 +4,8 @@
 pub use seqmpc_proto as proto;
 
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod job;
 pub mod node;
 pub mod p2p;

@@ -13,6 +13,7 @@ pub mod cggmp;
 mod cggmp_sessions;
 mod keygen;
 mod presign;
+mod reshare;
 mod sign;
 
 pub use presign::PresignPoolLevel;
@@ -69,6 +70,9 @@ pub struct NodeConfig {
     /// Safe-prime sets to keep ready in the key store (generated one at a time in the
     /// background; 0: never generate).
     pub cggmp_prime_pool: usize,
+    /// TEST ONLY: misbehaviour to inject (cargo feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::fault::Faults,
 }
 
 impl NodeConfig {
@@ -86,6 +90,8 @@ impl NodeConfig {
             presign_pool: 2,
             presign_max_subsets: 16,
             cggmp_prime_pool: 2,
+            #[cfg(feature = "fault-injection")]
+            faults: crate::fault::Faults::default(),
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct Metrics {
     pub cggmp_prime_pool_level: usize,
     /// CGGMP24 safe-prime sets the pool keeps ready (fixture primes: 1).
     pub cggmp_prime_pool_target: usize,
+    /// Reshared shares made READY here (the chain confirmed the resharing).
+    pub reshares_ok: u64,
 }
 
 /// Where a keygen running on this node stands.
@@ -244,6 +252,7 @@ enum Session {
     Keygen(Box<KeygenSession>),
     Sign(Box<SignSession>),
     Presign(Box<presign::PresignSession>),
+    Reshare(Box<reshare::ReshareSession>),
 }
 
 impl Session {
@@ -252,6 +261,7 @@ impl Session {
             Session::Keygen(k) => k.started,
             Session::Sign(s) => s.started,
             Session::Presign(p) => p.started,
+            Session::Reshare(r) => r.started,
         }
     }
     fn is_cggmp(&self) -> bool {
@@ -259,6 +269,7 @@ impl Session {
             Session::Keygen(k) => k.scheme == Scheme::Cggmp24Secp256k1,
             Session::Sign(s) => s.cggmp_key.is_some(),
             Session::Presign(_) => true,
+            Session::Reshare(r) => r.scheme == Scheme::Cggmp24Secp256k1,
         }
     }
     fn is_party(&self, n: &NodeId) -> bool {
@@ -266,6 +277,7 @@ impl Session {
             Session::Keygen(k) => k.parties.contains(n),
             Session::Sign(s) => s.signers.contains(n),
             Session::Presign(p) => p.signers.contains(n),
+            Session::Reshare(r) => r.is_party(n),
         }
     }
 }
@@ -632,6 +644,52 @@ impl<S: SubmitResult> Node<S> {
                     Err(e) => warn!(%key_id, error = %e, "cannot delete key share"),
                 }
             }
+            Job::Reshare {
+                session,
+                key_id,
+                scheme,
+                key_session,
+                old_parties,
+                old_threshold,
+                dealers,
+                new_parties,
+                new_threshold,
+                public_key,
+                generation,
+                block_time_ms,
+                ..
+            } => {
+                if self.is_stale(block_time_ms) || self.finished.contains_key(&session) {
+                    return;
+                }
+                let job = reshare::ReshareJob {
+                    session,
+                    key_id,
+                    scheme,
+                    key_session,
+                    old_parties,
+                    old_threshold,
+                    dealers,
+                    new_parties,
+                    new_threshold,
+                    public_key,
+                    generation,
+                };
+                self.on_reshare_job(job, received).await;
+            }
+            Job::ReshareDone {
+                key_id,
+                session,
+                old_parties,
+                new_parties,
+                generation,
+            } => {
+                self.on_reshare_done(key_id, session, old_parties, new_parties, generation)
+                    .await
+            }
+            Job::ReshareFailed {
+                key_id, session, ..
+            } => self.on_reshare_failed(key_id, session).await,
             Job::KeyGenFailed {
                 key_id,
                 session,
@@ -797,6 +855,7 @@ impl<S: SubmitResult> Node<S> {
                 warn!(%session, %from, "PresignStart for a session in use dropped");
                 self.metrics(|x| x.messages_dropped += 1);
             }
+            Payload::ReshareDeal(d) => self.on_reshare_deal(session, from, d).await,
             Payload::Abort(a) => {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {
@@ -808,6 +867,11 @@ impl<S: SubmitResult> Node<S> {
                     Some(Session::Sign(s)) => {
                         let rid = s.request_id.clone();
                         self.fail_sign(session, rid, ProtocolError::Local(reason))
+                    }
+                    // Only a dealer aborts a resharing (it could not deal): it is to blame.
+                    Some(Session::Reshare(_)) => {
+                        self.fail_reshare(session, ProtocolError::blame(&from, reason))
+                            .await
                     }
                     None => {}
                 }
@@ -849,6 +913,7 @@ impl<S: SubmitResult> Node<S> {
                     self.fail_sign(id, rid, e)
                 }
                 Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,
+                Some(Session::Reshare(_)) => self.expire_reshare(id, e).await,
                 None => {}
             }
         }

@@ -16,6 +16,7 @@ use crate::error::ProtocolError;
 pub mod cggmp;
 pub mod frost_dkg;
 pub mod frost_sign;
+pub mod reshare;
 
 /// A protocol message with its routing.
 #[derive(Clone, Debug, PartialEq, Eq)]

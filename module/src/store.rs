@@ -26,6 +26,8 @@
 //!   (`p/<set id>`, never returned by [`KeyStore::list`]), sealed the same way under a record
 //!   kind of their own: [`KeyStore::put_prime_set`], [`KeyStore::take_prime_set`] (erases the
 //!   set durably before returning it), [`KeyStore::count_prime_sets`].
+//! * A **resharing's next generation** of a key is staged under `n/<key id>` beside the READY
+//!   record until the chain confirms it, then promoted atomically (`staged` module).
 //!
 //! # Durability
 //! rusty-leveldb never fsyncs. The database runs on our own `Env` (module `durable_env`) whose
@@ -62,6 +64,7 @@ mod prime_sets;
 mod record;
 mod rotate;
 mod seal;
+mod staged;
 
 use std::fs::DirBuilder;
 use std::io;
@@ -79,6 +82,7 @@ pub use prime_sets::{PrimeSet, PrimeSetId};
 pub use record::{KeyRecord, KeyRecordView, SecretShare, ShareStatus};
 pub use seal::{
     DATA_KEY_TAG, DATA_KEY_VERSION, PRIME_SET_TAG, PRIME_SET_VERSION, RECORD_TAG, SCHEMA_VERSION,
+    STAGED_RECORD_TAG,
 };
 
 use crate::proto::{KeyId, NodeId};

@@ -99,6 +99,26 @@ pub enum TxMsg {
         /// Its libp2p multiaddr (parses; at most [`MAX_P2P_ADDR_BYTES`]).
         p2p_addr: String,
     },
+    /// Request resharing of a READY key to `parties` with `threshold` (the same committee and
+    /// threshold: a refresh).
+    KeyReshare {
+        /// Key id.
+        key_id: KeyId,
+        /// The new committee.
+        parties: Vec<NodeId>,
+        /// The new threshold (>= 1).
+        threshold: u32,
+    },
+    /// A new party's resharing outcome: the (unchanged) public key and the transcript hash of
+    /// the dealt commitments and new public shares.
+    ReshareResult {
+        /// Key id.
+        key_id: KeyId,
+        /// The reshare session.
+        session: SessionId,
+        /// Outcome.
+        outcome: Outcome<KeyGenOk>,
+    },
 }
 
 /// Successful keygen report.
@@ -177,6 +197,30 @@ fn failure<T>(error: String, culprits: Vec<String>) -> Result<Outcome<T>, Domain
     })
 }
 
+/// The fields of a keygen (or reshare) outcome report.
+fn keygen_outcome(
+    r: wire::KeyGenResult,
+) -> Result<(KeyId, SessionId, Outcome<KeyGenOk>), DomainError> {
+    let outcome = if r.error.is_empty() {
+        let transcript_hash = <[u8; 32]>::try_from(r.transcript_hash.as_slice())
+            .map_err(|_| invalid("transcript_hash", "must be 32 bytes"))?;
+        if r.public_key.is_empty() || r.public_key.len() > 128 {
+            return Err(invalid("public_key", "must be 1..=128 bytes"));
+        }
+        Outcome::Ok(KeyGenOk {
+            public_key: r.public_key,
+            transcript_hash,
+        })
+    } else {
+        failure(r.error, r.culprits)?
+    };
+    Ok((
+        KeyId::new(r.key_id)?,
+        SessionId::from_slice(&r.session)?,
+        outcome,
+    ))
+}
+
 impl TryFrom<tx_body::Msg> for TxMsg {
     type Error = DomainError;
     fn try_from(m: tx_body::Msg) -> Result<Self, DomainError> {
@@ -213,23 +257,32 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                 key_id: KeyId::new(d.key_id)?,
             },
             tx_body::Msg::KeyGenResult(r) => {
-                let outcome = if r.error.is_empty() {
-                    let transcript_hash = <[u8; 32]>::try_from(r.transcript_hash.as_slice())
-                        .map_err(|_| invalid("transcript_hash", "must be 32 bytes"))?;
-                    if r.public_key.is_empty() || r.public_key.len() > 128 {
-                        return Err(invalid("public_key", "must be 1..=128 bytes"));
-                    }
-                    Outcome::Ok(KeyGenOk {
-                        public_key: r.public_key,
-                        transcript_hash,
-                    })
-                } else {
-                    failure(r.error, r.culprits)?
-                };
+                let (key_id, session, outcome) = keygen_outcome(r)?;
                 TxMsg::KeyGenResult {
-                    key_id: KeyId::new(r.key_id)?,
-                    session: SessionId::from_slice(&r.session)?,
+                    key_id,
+                    session,
                     outcome,
+                }
+            }
+            tx_body::Msg::ReshareResult(r) => {
+                let (key_id, session, outcome) = keygen_outcome(r)?;
+                TxMsg::ReshareResult {
+                    key_id,
+                    session,
+                    outcome,
+                }
+            }
+            tx_body::Msg::KeyReshare(r) => {
+                if r.new_threshold == 0 {
+                    return Err(invalid("new_threshold", "must be at least 1"));
+                }
+                if r.new_parties.is_empty() {
+                    return Err(invalid("new_parties", "must name at least one node"));
+                }
+                TxMsg::KeyReshare {
+                    key_id: KeyId::new(r.key_id)?,
+                    parties: node_ids(r.new_parties)?,
+                    threshold: r.new_threshold,
                 }
             }
             tx_body::Msg::SignResult(r) => {
@@ -260,16 +313,41 @@ impl TryFrom<tx_body::Msg> for TxMsg {
     }
 }
 
+fn fail(o: Outcome<()>) -> (String, Vec<String>) {
+    match o {
+        Outcome::Ok(()) => (String::new(), Vec::new()),
+        Outcome::Failed { error, culprits } => {
+            (error, culprits.into_iter().map(String::from).collect())
+        }
+    }
+}
+
+/// The wire form of a keygen (or reshare) outcome report.
+fn keygen_report(
+    key_id: KeyId,
+    session: SessionId,
+    outcome: Outcome<KeyGenOk>,
+) -> wire::KeyGenResult {
+    let (ok, f) = match outcome {
+        Outcome::Ok(ok) => (Some(ok), Outcome::Ok(())),
+        Outcome::Failed { error, culprits } => (None, Outcome::Failed { error, culprits }),
+    };
+    let (error, culprits) = fail(f);
+    wire::KeyGenResult {
+        key_id: key_id.into(),
+        session: session.0.to_vec(),
+        public_key: ok
+            .as_ref()
+            .map(|o| o.public_key.clone())
+            .unwrap_or_default(),
+        transcript_hash: ok.map(|o| o.transcript_hash.to_vec()).unwrap_or_default(),
+        error,
+        culprits,
+    }
+}
+
 impl From<TxMsg> for tx_body::Msg {
     fn from(m: TxMsg) -> Self {
-        fn fail(o: Outcome<()>) -> (String, Vec<String>) {
-            match o {
-                Outcome::Ok(()) => (String::new(), Vec::new()),
-                Outcome::Failed { error, culprits } => {
-                    (error, culprits.into_iter().map(String::from).collect())
-                }
-            }
-        }
         match m {
             TxMsg::KeyGen {
                 key_id,
@@ -300,26 +378,21 @@ impl From<TxMsg> for tx_body::Msg {
                 key_id,
                 session,
                 outcome,
-            } => {
-                let (ok, f) = match outcome {
-                    Outcome::Ok(ok) => (Some(ok), Outcome::Ok(())),
-                    Outcome::Failed { error, culprits } => {
-                        (None, Outcome::Failed { error, culprits })
-                    }
-                };
-                let (error, culprits) = fail(f);
-                tx_body::Msg::KeyGenResult(wire::KeyGenResult {
-                    key_id: key_id.into(),
-                    session: session.0.to_vec(),
-                    public_key: ok
-                        .as_ref()
-                        .map(|o| o.public_key.clone())
-                        .unwrap_or_default(),
-                    transcript_hash: ok.map(|o| o.transcript_hash.to_vec()).unwrap_or_default(),
-                    error,
-                    culprits,
-                })
-            }
+            } => tx_body::Msg::KeyGenResult(keygen_report(key_id, session, outcome)),
+            TxMsg::ReshareResult {
+                key_id,
+                session,
+                outcome,
+            } => tx_body::Msg::ReshareResult(keygen_report(key_id, session, outcome)),
+            TxMsg::KeyReshare {
+                key_id,
+                parties,
+                threshold,
+            } => tx_body::Msg::KeyReshare(wire::KeyReshare {
+                key_id: key_id.into(),
+                new_parties: parties.into_iter().map(String::from).collect(),
+                new_threshold: threshold,
+            }),
             TxMsg::SignResult {
                 request_id,
                 session,

@@ -27,7 +27,10 @@ pub struct TxBody {
     #[prost(uint64, tag = "2")]
     pub sequence: u64,
     /// The message.
-    #[prost(oneof = "tx_body::Msg", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
+    #[prost(
+        oneof = "tx_body::Msg",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+    )]
     pub msg: Option<tx_body::Msg>,
 }
 
@@ -60,7 +63,28 @@ pub mod tx_body {
         /// A registry account admits a new MPC node.
         #[prost(message, tag = "17")]
         NodeJoin(super::NodeJoin),
+        /// Request resharing of a key to a new committee and/or threshold (or a refresh).
+        #[prost(message, tag = "18")]
+        KeyReshare(super::KeyReshare),
+        /// A new party's resharing outcome (same fields as a keygen outcome).
+        #[prost(message, tag = "19")]
+        ReshareResult(super::KeyGenResult),
     }
+}
+
+/// Request resharing of a READY key: same public key, new committee and/or threshold. The
+/// current committee and threshold again mean a refresh (new shares, proactive security).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyReshare {
+    /// Key id.
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    /// The new committee.
+    #[prost(string, repeated, tag = "2")]
+    pub new_parties: Vec<String>,
+    /// The new threshold.
+    #[prost(uint32, tag = "3")]
+    pub new_threshold: u32,
 }
 
 /// Request a new key.
@@ -184,7 +208,7 @@ pub struct P2pEnvelope {
     /// Payload.
     #[prost(
         oneof = "p2p_envelope::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
     )]
     pub payload: Option<p2p_envelope::Payload>,
 }
@@ -227,6 +251,9 @@ pub mod p2p_envelope {
         /// CGGMP24: the leader of a signer subset starts generating a presignature.
         #[prost(message, tag = "20")]
         PresignStart(super::PresignStart),
+        /// Resharing: a dealer's deal to one new party (point to point, Noise-encrypted).
+        #[prost(message, tag = "21")]
+        ReshareDeal(super::ReshareDeal),
     }
 }
 
@@ -340,4 +367,18 @@ pub struct CggmpPayload {
     /// `[phase, routing, serialized cggmp24 message]` (the module's `CggmpMsg::to_bytes`).
     #[prost(bytes = "vec", tag = "1")]
     pub msg: Vec<u8>,
+}
+
+/// Resharing: one dealer's deal to one new party (see docs/reshare.md).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReshareDeal {
+    /// Feldman commitment to the dealer's polynomial (the same for every new party).
+    #[prost(bytes = "vec", tag = "1")]
+    pub commitment: Vec<u8>,
+    /// The old committee's public shares and group key, as the dealer holds them.
+    #[prost(bytes = "vec", tag = "2")]
+    pub old_public: Vec<u8>,
+    /// The dealer's polynomial evaluated at the recipient's point (secret).
+    #[prost(bytes = "vec", tag = "3")]
+    pub share: Vec<u8>,
 }

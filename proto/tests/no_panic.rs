@@ -125,6 +125,31 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                     p2p_addr: a,
                 })
             }),
+        (id_string(), ids(), any::<u32>()).prop_map(|(k, p, t)| {
+            tx_body::Msg::KeyReshare(wire::KeyReshare {
+                key_id: k,
+                new_parties: p,
+                new_threshold: t,
+            })
+        }),
+        (
+            id_string(),
+            some_bytes(),
+            some_bytes(),
+            some_bytes(),
+            prop_oneof![Just(String::new()), ".{0,20}"],
+            ids()
+        )
+            .prop_map(|(k, s, pk, th, e, c)| {
+                tx_body::Msg::ReshareResult(wire::KeyGenResult {
+                    key_id: k,
+                    session: s,
+                    public_key: pk,
+                    transcript_hash: th,
+                    error: e,
+                    culprits: c,
+                })
+            }),
     ]
 }
 
@@ -192,6 +217,11 @@ fn payload() -> impl Strategy<Value = Payload> {
             key_id: k,
             signers: s,
             generation: g,
+        })),
+        (b(), b(), b()).prop_map(|(c, o, s)| Payload::ReshareDeal(wire::ReshareDeal {
+            commitment: c,
+            old_public: o,
+            share: s,
         })),
     ]
 }

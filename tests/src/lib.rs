@@ -245,3 +245,78 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
     None
 }
+
+/// A node process restarted by a test (not localnet's child): stopped when dropped, so a
+/// failing assertion does not leave it holding the test's ports.
+pub struct Restarted(Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Localnet {
+    /// `kill -9` node `i` (the process localnet.json names).
+    pub fn kill_node(&self, i: usize) -> anyhow::Result<()> {
+        let pid = self.info["nodes"][i]["pid"]
+            .as_i64()
+            .ok_or_else(|| anyhow!("no pid for node {i}"))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        Ok(())
+    }
+
+    /// Restarts node `i` from localnet.json's `cmd` (with `--flag value` pairs replaced and
+    /// `env` set), logging to its log file; returns once it has caught up with the chain.
+    pub fn restart_node(
+        &self,
+        i: usize,
+        replace: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Restarted> {
+        let node = &self.info["nodes"][i];
+        let h_before = self.rpc.height()?;
+        let mut argv: Vec<String> = node["cmd"]
+            .as_array()
+            .ok_or_else(|| anyhow!("no cmd for node {i}"))?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        for (flag, value) in replace {
+            let at = argv
+                .iter()
+                .position(|a| a == flag)
+                .ok_or_else(|| anyhow!("node {i}'s cmd has no {flag}"))?;
+            *argv
+                .get_mut(at + 1)
+                .ok_or_else(|| anyhow!("{flag} without a value"))? = (*value).into();
+        }
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| anyhow!("empty cmd for node {i}"))?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(node["log"].as_str().unwrap_or_default())?;
+        let restarted = Restarted(
+            Command::new(program)
+                .args(args)
+                .envs(env.iter().copied())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+        );
+        wait_for(Duration::from_secs(30), || {
+            let st = self.node_get(i, "/status").ok()?;
+            (st["chain_height"].as_u64()? > h_before + 3).then_some(())
+        })
+        .ok_or_else(|| anyhow!("node{i} did not catch up after restart"))?;
+        Ok(restarted)
+    }
+}

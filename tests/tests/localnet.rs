@@ -242,9 +242,9 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
 
     // Crash and restart: kill -9 node1, restart it from localnet.json's `cmd`; it catches up
     // from the chain (its committed state survived), keeps its READY shares and signs again.
-    kill_node(&net, 1);
+    net.kill_node(1).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let restarted = restart_node(&net, 1, &[]);
+    let restarted = net.restart_node(1, &[], &[]).unwrap();
     let st = net.node_get(1, "/status").unwrap();
 
     let bulk_keys = st["keys"]
@@ -296,7 +296,7 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         .is_some()
     };
     assert!(node3_live(true), "node3 not live while running");
-    kill_node(&net, 3);
+    net.kill_node(3).unwrap();
     assert!(
         node3_live(false),
         "node3 still counted live after it went down"
@@ -332,7 +332,7 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
             "the down node3 was chosen: {s}"
         );
     }
-    let restarted3 = restart_node(&net, 3, &[]);
+    let restarted3 = net.restart_node(3, &[], &[]).unwrap();
     assert!(node3_live(true), "node3 not live again after restart");
 
     // Delete: every node zeroizes its share; the id can never be reused; signing fails clearly.
@@ -372,65 +372,6 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
     // The restarted nodes are not localnet's children: stop them ourselves.
     drop(restarted);
     drop(restarted3);
-}
-
-/// A node process restarted by a test (not localnet's child): stopped when dropped, so a
-/// failing assertion does not leave it holding the test's ports.
-struct Restarted(std::process::Child);
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
-/// `kill -9` node `i` of the localnet.
-fn kill_node(net: &Localnet, i: usize) {
-    let pid = net.info["nodes"][i]["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-}
-
-/// Restarts node `i` from localnet.json's `cmd` (with `--flag value` pairs replaced), logging
-/// to its log file; returns once it has caught up with the chain.
-fn restart_node(net: &Localnet, i: usize, replace: &[(&str, &str)]) -> Restarted {
-    let node = &net.info["nodes"][i];
-    let h_before = net.rpc.height().unwrap();
-    let mut argv: Vec<String> = node["cmd"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    for (flag, value) in replace {
-        let at = argv.iter().position(|a| a == flag).unwrap();
-        argv[at + 1] = (*value).into();
-    }
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(node["log"].as_str().unwrap())
-        .unwrap();
-    let restarted = Restarted(
-        std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(Duration::from_secs(30), || {
-        let st = net.node_get(i, "/status").ok()?;
-        (st["chain_height"].as_u64()? > h_before + 3).then_some(())
-    })
-    .unwrap_or_else(|| panic!("node{i} did not catch up after restart"));
-    restarted
 }
 
 fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
@@ -707,10 +648,12 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
     // (node2 answers the aggregator's plan with "not held"), and no presignature is used.
     // node2 comes back with no pool, so it cannot be handed fresh ones either.
     assert!(pools_full().is_some(), "presignature pools did not refill");
-    kill_node(&net, 2);
+    net.kill_node(2).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let node2_log = net.info["nodes"][2]["log"].as_str().unwrap().to_owned();
-    let restarted = restart_node(&net, 2, &[("--cggmp-presign-pool", "0")]);
+    let restarted = net
+        .restart_node(2, &[("--cggmp-presign-pool", "0")], &[])
+        .unwrap();
     // Signatures without node2 may still come from presignatures; the one with node2 must not.
     let mut with_node2 = false;
     for i in 0..8 {
@@ -801,6 +744,74 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
             &s["recovery_id"],
         );
     }
+
+    // Resharing (issue 4): "ec" moves 3-of-4 -> 2-of-3 with node3 leaving. The new committee
+    // has aux info (from ec3a's keygen), which the reshared shares reuse; the public key stays.
+    let reshare_ec = |parties: &str, t: &str| {
+        let t0 = std::time::Instant::now();
+        let r = net.mpcctl_json(&[
+            "reshare",
+            "--key-id",
+            "ec",
+            "--parties",
+            parties,
+            "--threshold",
+            t,
+            "--wait",
+        ]);
+        eprintln!(
+            "timing: cggmp24 reshare to {parties} ({t}) on the localnet: {:?}",
+            t0.elapsed()
+        );
+        r
+    };
+    let sign_ec_prehashed = |digest: [u8; 32]| -> Value {
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "ec",
+                "--prehashed",
+                "--message",
+                &hex::encode(digest),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        verify_ecdsa(
+            &pk,
+            digest,
+            s["signature"].as_str().unwrap(),
+            &s["recovery_id"],
+        );
+        s
+    };
+    let k = reshare_ec("node0,node1,node2", "2").unwrap();
+    assert_eq!(k["public_key"], pk.as_str(), "{k}");
+    assert_eq!(
+        (k["threshold"].as_u64(), k["generation"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let s = sign_ec_prehashed([0x21; 32]);
+    assert_eq!(s["signers"].as_array().unwrap().len(), 2, "{s}");
+    assert!(net.node_get(3, "/key/ec").is_err(), "node3 still holds ec");
+    // A committee without aux info (node1..node3): the new parties cannot complete their
+    // shares, report it, and the key stays READY with its committee.
+    let e = reshare_ec("node1,node2,node3", "2").unwrap_err();
+    assert!(e.contains("no aux info"), "{e}");
+    let k = net.mpcctl_json(&["key", "--key-id", "ec"]).unwrap();
+    assert_eq!(
+        (k["status"].as_str(), k["generation"].as_u64()),
+        (Some("READY"), Some(2))
+    );
+    assert_eq!(k["reshare"]["status"], "ERROR");
+    // Back to 3-of-4 (node3 joins; the fixture aux info of the 4 nodes).
+    let k = reshare_ec("node0,node1,node2,node3", "3").unwrap();
+    assert_eq!(
+        (k["threshold"].as_u64(), k["generation"].as_u64()),
+        (Some(3), Some(3))
+    );
+    sign_ec_prehashed([0x22; 32]);
 
     let d = net
         .mpcctl_json(&["delete", "--key-id", "ec", "--wait"])

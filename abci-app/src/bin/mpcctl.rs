@@ -87,6 +87,31 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Move a READY key to a new committee and/or threshold; the public key stays the same.
+    /// Prints the key with its new parties, threshold and generation.
+    Reshare {
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+        /// The new committee as comma-separated node ids (as `nodes` lists them).
+        #[arg(long, value_delimiter = ',', required = true)]
+        parties: Vec<String>,
+        /// The new threshold.
+        #[arg(long)]
+        threshold: u32,
+        /// Wait until the resharing is DONE or ERROR (progress on stderr every 3 s).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Refresh a READY key: new shares for the same committee, threshold and public key.
+    Refresh {
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+        /// Wait until the refresh is DONE or ERROR.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Show a key.
     Key {
         /// Key id.
@@ -312,8 +337,74 @@ fn key_json(k: &Value) -> Value {
         "key_id": k["key_id"], "scheme": k["scheme"], "threshold": k["threshold"],
         "parties": k["parties"], "status": k["status"], "public_key": k["public_key"],
         "generation": k["generation"], "error": k["error"], "culprits": k["culprits"],
-        "deleted_by": k["deleted_by"],
+        "deleted_by": k["deleted_by"], "reshares": k["reshares"], "reshare": reshare_json(&k["reshare"]),
     })
+}
+
+/// The key's latest resharing, without the per-party reports.
+fn reshare_json(r: &Value) -> Value {
+    if r.is_null() {
+        return Value::Null;
+    }
+    let reported: Vec<&String> = r["reports"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    json!({
+        "session": r["session"], "status": r["status"], "refresh": r["refresh"],
+        "parties": r["parties"], "threshold": r["threshold"], "dealers": r["dealers"],
+        "old_parties": r["old_parties"], "old_threshold": r["old_threshold"],
+        "reported": reported, "error": r["error"], "culprits": r["culprits"],
+        "requested_height": r["requested_height"], "deadline_height": r["deadline_height"],
+        "done_height": r["done_height"],
+    })
+}
+
+/// Submits a resharing of `key_id` and, with `wait`, follows it to DONE (the key) or ERROR.
+fn reshare(
+    ctx: &Ctx,
+    key_id: KeyId,
+    parties: Vec<NodeId>,
+    threshold: u32,
+    wait: bool,
+) -> anyhow::Result<Value> {
+    let key = ctx.key()?;
+    let hash = ctx.submit(
+        &key,
+        TxMsg::KeyReshare {
+            key_id: key_id.clone(),
+            parties,
+            threshold,
+        },
+    )?;
+    if !wait {
+        return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
+    }
+    ctx.wait_committed(&hash)?;
+    let path = format!("/key/{key_id}");
+    let session = ctx.query(&path)?["reshare"]["session"].clone();
+    let k = ctx.wait_until_with(
+        &path,
+        |k| k["reshare"]["session"] != session || k["reshare"]["status"] != "PENDING",
+        |k, elapsed| {
+            let r = reshare_json(&k["reshare"]);
+            eprintln!(
+                "mpcctl: reshare {key_id} PENDING for {} s: {}/{} new parties reported",
+                elapsed.as_secs(),
+                r["reported"].as_array().map_or(0, Vec::len),
+                r["parties"].as_array().map_or(0, Vec::len),
+            )
+        },
+    )?;
+    if k["reshare"]["session"] != session || k["reshare"]["status"] != "DONE" {
+        println!("{}", key_json(&k));
+        bail!(
+            "resharing of {key_id} ended {}: {}",
+            k["reshare"]["status"],
+            k["reshare"]["error"]
+        );
+    }
+    Ok(key_json(&k))
 }
 
 fn sign_json(s: &Value) -> Value {
@@ -470,6 +561,34 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             ctx.wait_committed(&hash)?;
             let k = ctx.wait_until(&format!("/key/{key_id}"), |k| k["status"] == "DELETED")?;
             Ok(key_json(&k))
+        }
+        Cmd::Reshare {
+            key_id,
+            parties,
+            threshold,
+            wait,
+        } => {
+            let parties = parties
+                .into_iter()
+                .map(NodeId::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            reshare(&ctx, KeyId::new(key_id)?, parties, threshold, wait)
+        }
+        Cmd::Refresh { key_id, wait } => {
+            let key_id = KeyId::new(key_id)?;
+            let k = ctx.query(&format!("/key/{key_id}"))?;
+            let parties = k["parties"]
+                .as_array()
+                .ok_or_else(|| anyhow!("key {key_id} not found: {k}"))?
+                .iter()
+                .filter_map(Value::as_str)
+                .map(NodeId::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            let threshold = k["threshold"]
+                .as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or_else(|| anyhow!("key {key_id} has no threshold: {k}"))?;
+            reshare(&ctx, key_id, parties, threshold, wait)
         }
         Cmd::Key { key_id } => Ok(key_json(
             &ctx.query(&format!("/key/{}", KeyId::new(key_id)?))?,

@@ -448,6 +448,13 @@ fn start(
         cfg.cggmp_primes_at_start = cggmp_primes_at_start;
         cfg.presign_pool = presign_pool;
         cfg.cggmp_prime_pool = cggmp_prime_pool;
+        #[cfg(feature = "fault-injection")]
+        {
+            cfg.faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
+            if cfg.faults.any() {
+                tracing::warn!(faults = ?cfg.faults, "FAULT INJECTION ACTIVE: this node misbehaves on purpose (test build)");
+            }
+        }
         let mut node = Node::new(cfg, store, p2p, submitter, metrics);
         node.recover().await;
         for job in catch_up {

@@ -13,6 +13,7 @@ impl<S: SubmitResult> Node<S> {
                 Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(..)),
                 Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
                 Session::Presign(_) => true,
+                Session::Reshare(_) => false,
             })
             .count()
     }
@@ -221,6 +222,9 @@ impl<S: SubmitResult> Node<S> {
                 }
             },
             Some(Session::Presign(p)) => p.worker.forward(from, msg),
+            Some(Session::Reshare(_)) => {
+                warn!(%session, %from, "CGGMP24 message in a resharing dropped")
+            }
             None => {}
         }
     }

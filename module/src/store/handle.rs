@@ -26,6 +26,10 @@ enum Command {
     PutPrimeSet(PrimeSetId, Zeroizing<Vec<u8>>, Reply<()>),
     TakePrimeSet(Reply<Option<PrimeSet>>),
     CountPrimeSets(Reply<usize>),
+    PutStaged(Box<KeyRecord>, Reply<()>),
+    GetStaged(KeyId, Reply<Option<KeyRecord>>),
+    DeleteStaged(KeyId, Reply<bool>),
+    PromoteStaged(KeyId, u64, Reply<Option<KeyRecord>>),
 }
 
 /// Async handle to the key store.
@@ -99,6 +103,18 @@ fn run(mut store: KeyStore, mut rx: mpsc::Receiver<Command>) {
             }
             Command::CountPrimeSets(reply) => {
                 let _ = reply.send(store.count_prime_sets());
+            }
+            Command::PutStaged(rec, reply) => {
+                let _ = reply.send(store.put_staged(&rec));
+            }
+            Command::GetStaged(key_id, reply) => {
+                let _ = reply.send(store.get_staged(&key_id));
+            }
+            Command::DeleteStaged(key_id, reply) => {
+                let _ = reply.send(store.delete_staged(&key_id));
+            }
+            Command::PromoteStaged(key_id, generation, reply) => {
+                let _ = reply.send(store.promote_staged(&key_id, generation));
             }
         }
     }
@@ -183,6 +199,34 @@ impl StoreHandle {
     /// See [`KeyStore::count_prime_sets`].
     pub async fn count_prime_sets(&self) -> Result<usize, StoreError> {
         self.call(Command::CountPrimeSets).await
+    }
+
+    /// See [`KeyStore::put_staged`]: durable when it returns `Ok`.
+    pub async fn put_staged(&self, rec: KeyRecord) -> Result<(), StoreError> {
+        self.call(|r| Command::PutStaged(Box::new(rec), r)).await
+    }
+
+    /// See [`KeyStore::get_staged`].
+    pub async fn get_staged(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let key_id = key_id.clone();
+        self.call(|r| Command::GetStaged(key_id, r)).await
+    }
+
+    /// See [`KeyStore::delete_staged`].
+    pub async fn delete_staged(&self, key_id: &KeyId) -> Result<bool, StoreError> {
+        let key_id = key_id.clone();
+        self.call(|r| Command::DeleteStaged(key_id, r)).await
+    }
+
+    /// See [`KeyStore::promote_staged`].
+    pub async fn promote_staged(
+        &self,
+        key_id: &KeyId,
+        generation: u64,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let key_id = key_id.clone();
+        self.call(|r| Command::PromoteStaged(key_id, generation, r))
+            .await
     }
 }
 

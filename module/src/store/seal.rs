@@ -35,6 +35,8 @@ use crate::proto::{KeyId, NodeId};
 pub const SCHEMA_VERSION: u8 = 1;
 /// Domain tag of the associated data of record values. Do not change without a migration.
 pub const RECORD_TAG: &[u8] = b"seqmpc/store/record/v1";
+/// First part of the associated data of a staged record (a resharing's next generation).
+pub const STAGED_RECORD_TAG: &[u8] = b"seqmpc/store/staged-record/v1";
 /// Domain tag of the associated data of the wrapped data key. Do not change without a migration.
 pub const DATA_KEY_TAG: &[u8] = b"seqmpc/store/datakey/v1";
 /// Format version of the wrapped data key: its first byte, and bound into its associated data.
@@ -221,9 +223,9 @@ impl Sealer {
         &self.party
     }
 
-    fn record_ad(&self, key_id: &KeyId, generation: u64) -> Vec<u8> {
+    fn record_ad(&self, tag: &[u8], key_id: &KeyId, generation: u64) -> Vec<u8> {
         associated_data(&[
-            RECORD_TAG,
+            tag,
             self.chain_id.as_bytes(),
             key_id.as_str().as_bytes(),
             self.party.as_str().as_bytes(),
@@ -234,6 +236,34 @@ impl Sealer {
 
     /// The stored value for `rec`, under a fresh nonce.
     pub(super) fn seal(&self, rec: &KeyRecord) -> Result<Vec<u8>, StoreError> {
+        self.seal_as(RECORD_TAG, rec)
+    }
+
+    /// Opens the value stored under `key_id`. Any mismatch is [`StoreError::Corrupt`] naming
+    /// `key_id`: bad header, failed authentication (flipped bytes, or a value that belongs to
+    /// another key id, node or chain), bad plaintext, or a decrypted key id or generation that
+    /// is not the expected one.
+    pub(super) fn open(&self, key_id: &KeyId, value: &[u8]) -> Result<KeyRecord, StoreError> {
+        self.open_as(RECORD_TAG, key_id, value)
+    }
+
+    /// [`Sealer::seal`] for a staged record (a resharing's next generation): its associated
+    /// data starts with [`STAGED_RECORD_TAG`], so a staged value moved into the record slot
+    /// (or back) does not open.
+    pub(super) fn seal_staged(&self, rec: &KeyRecord) -> Result<Vec<u8>, StoreError> {
+        self.seal_as(STAGED_RECORD_TAG, rec)
+    }
+
+    /// Opens what [`Sealer::seal_staged`] wrote.
+    pub(super) fn open_staged(
+        &self,
+        key_id: &KeyId,
+        value: &[u8],
+    ) -> Result<KeyRecord, StoreError> {
+        self.open_as(STAGED_RECORD_TAG, key_id, value)
+    }
+
+    fn seal_as(&self, tag: &[u8], rec: &KeyRecord) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let cap = RECORD_HEADER_LEN + record::encoded_len(rec) + TAG_LEN;
@@ -244,16 +274,12 @@ impl Sealer {
         buf.extend_from_slice(&rec.generation.to_be_bytes());
         buf.extend_from_slice(&nonce);
         record::encode_into(rec, &mut buf);
-        let ad = self.record_ad(&rec.key_id, rec.generation);
+        let ad = self.record_ad(tag, &rec.key_id, rec.generation);
         seal_in_place(&self.cipher, &nonce, &ad, &mut buf, RECORD_HEADER_LEN)?;
         Ok(std::mem::take(&mut *buf))
     }
 
-    /// Opens the value stored under `key_id`. Any mismatch is [`StoreError::Corrupt`] naming
-    /// `key_id`: bad header, failed authentication (flipped bytes, or a value that belongs to
-    /// another key id, node or chain), bad plaintext, or a decrypted key id or generation that
-    /// is not the expected one.
-    pub(super) fn open(&self, key_id: &KeyId, value: &[u8]) -> Result<KeyRecord, StoreError> {
+    fn open_as(&self, tag: &[u8], key_id: &KeyId, value: &[u8]) -> Result<KeyRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             key_id: key_id.to_string(),
             reason,
@@ -274,7 +300,7 @@ impl Sealer {
             .split_first_chunk::<NONCE_LEN>()
             .ok_or_else(|| corrupt("truncated header (nonce)".into()))?;
         let plain = self
-            .decrypt(nonce, &self.record_ad(key_id, generation), sealed)
+            .decrypt(nonce, &self.record_ad(tag, key_id, generation), sealed)
             .map_err(|why| {
                 corrupt(format!(
                     "{why}: the value was modified, or was written for another key id, node or \

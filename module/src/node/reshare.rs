@@ -1,0 +1,406 @@
+//! Resharing sessions (docs/reshare.md): the dealers (old holders the chain chose) deal their
+//! Lagrange-weighted shares to the new committee; each new party checks and combines what it
+//! received, stages the new share beside its READY one (if any) and reports the public key and
+//! transcript hash. The chain switches the key when every new party reports the same
+//! ([`Job::ReshareDone`]): new parties promote their staged share, old holders outside the new
+//! committee delete theirs. A failed resharing ([`Job::ReshareFailed`]) drops the staged
+//! shares; the old generation stays READY.
+
+use super::*;
+use crate::protocol::reshare::{self, Collector, Deal, ReshareParams};
+
+/// A resharing session at a dealer, a new party, or both.
+pub(super) struct ReshareSession {
+    pub(super) key_id: KeyId,
+    pub(super) scheme: Scheme,
+    pub(super) dealers: Vec<NodeId>,
+    pub(super) new_parties: Vec<NodeId>,
+    new_threshold: u32,
+    generation: u64,
+    public_key: Vec<u8>,
+    /// This node is a new party (it reports the outcome to the chain).
+    receiver: bool,
+    /// New parties only: the deals received so far.
+    collector: Option<Collector>,
+    pub(super) started: Instant,
+}
+
+impl ReshareSession {
+    pub(super) fn is_party(&self, n: &NodeId) -> bool {
+        self.dealers.contains(n) || self.new_parties.contains(n)
+    }
+}
+
+/// What [`Job::Reshare`] carries.
+pub(super) struct ReshareJob {
+    pub(super) session: SessionId,
+    pub(super) key_id: KeyId,
+    pub(super) scheme: Scheme,
+    pub(super) key_session: SessionId,
+    pub(super) old_parties: Vec<NodeId>,
+    pub(super) old_threshold: u32,
+    pub(super) dealers: Vec<NodeId>,
+    pub(super) new_parties: Vec<NodeId>,
+    pub(super) new_threshold: u32,
+    pub(super) public_key: Vec<u8>,
+    pub(super) generation: u64,
+}
+
+impl ReshareJob {
+    fn params(&self) -> Result<ReshareParams, ProtocolError> {
+        let t = |v: u32| {
+            u16::try_from(v).map_err(|_| ProtocolError::Local(format!("threshold {v} too large")))
+        };
+        Ok(ReshareParams {
+            session: self.session,
+            scheme: self.scheme,
+            old_parties: self.old_parties.clone(),
+            old_threshold: t(self.old_threshold)?,
+            dealers: self.dealers.clone(),
+            new_parties: self.new_parties.clone(),
+            new_threshold: t(self.new_threshold)?,
+            public_key: self.public_key.clone(),
+        })
+    }
+}
+
+impl<S: SubmitResult> Node<S> {
+    /// A committed resharing: open the session, deal if this node is a dealer.
+    pub(super) async fn on_reshare_job(&mut self, job: ReshareJob, received: Instant) {
+        let me = self.cfg.me.clone();
+        let dealer = job.dealers.contains(&me);
+        let receiver = job.new_parties.contains(&me);
+        let session = job.session;
+        if !(dealer || receiver) || self.sessions.contains_key(&session) {
+            return;
+        }
+        // Idempotent: a replayed job whose share this node already staged or promoted.
+        if receiver {
+            let staged = self.store.get_staged(&job.key_id).await.ok().flatten();
+            let current = self.store.get(&job.key_id).await.ok().flatten();
+            if staged.is_some_and(|r| r.session == session)
+                || current.is_some_and(|r| r.session == session)
+            {
+                debug!(key_id = %job.key_id, %session, "reshare job already done here; skipped");
+                return;
+            }
+        }
+        let params = match job.params().and_then(|p| p.check().map(|()| p)) {
+            Ok(p) => p,
+            Err(e) => {
+                if receiver {
+                    self.report_reshare(&job.key_id, session, Err(e));
+                }
+                return;
+            }
+        };
+        let collector = if receiver {
+            match Collector::new(params.clone(), me.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.report_reshare(&job.key_id, session, Err(e));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        info!(key_id = %job.key_id, %session, dealer, receiver, generation = job.generation,
+            "reshare session opened");
+        self.sessions.insert(
+            session,
+            Session::Reshare(Box::new(ReshareSession {
+                key_id: job.key_id.clone(),
+                scheme: job.scheme,
+                dealers: job.dealers.clone(),
+                new_parties: job.new_parties.clone(),
+                new_threshold: job.new_threshold,
+                generation: job.generation,
+                public_key: job.public_key.clone(),
+                receiver,
+                collector,
+                started: received,
+            })),
+        );
+        if dealer {
+            match self.deal(&job, &params).await {
+                Ok(deals) => {
+                    for (to, d) in deals {
+                        let payload = Payload::ReshareDeal(wire::ReshareDeal {
+                            commitment: d.commitment.clone(),
+                            old_public: d.old_public.clone(),
+                            share: d.share.to_vec(),
+                        });
+                        self.send(&session, &to, payload).await;
+                    }
+                    debug!(key_id = %job.key_id, %session, "dealt to the new committee");
+                }
+                Err(e) => {
+                    warn!(key_id = %job.key_id, %session, error = %e, "cannot deal");
+                    let abort = wire::SessionAbort {
+                        reason: format!("dealer {me} cannot deal: {e}"),
+                    };
+                    for p in job.new_parties.iter().filter(|p| **p != me) {
+                        self.send(&session, p, Payload::Abort(abort.clone())).await;
+                    }
+                    self.fail_reshare(session, e).await;
+                    return;
+                }
+            }
+            if !receiver {
+                self.finish_session(session);
+                return;
+            }
+        }
+        self.replay_early(session).await;
+    }
+
+    /// This dealer's deals, from its READY share of the generation the chain reshares.
+    async fn deal(
+        &self,
+        job: &ReshareJob,
+        params: &ReshareParams,
+    ) -> Result<BTreeMap<NodeId, Deal>, ProtocolError> {
+        let rec = self
+            .store
+            .get(&job.key_id)
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
+            .ok_or_else(|| ProtocolError::Local(format!("no local share of {}", job.key_id)))?;
+        if rec.status != ShareStatus::Ready || rec.session != job.key_session {
+            return Err(ProtocolError::Local(format!(
+                "local share of {} is {:?} of session {}, not READY of the chain's generation ({})",
+                job.key_id, rec.status, rec.session, job.key_session
+            )));
+        }
+        let share = rec
+            .share
+            .as_ref()
+            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
+        let bytes = untag_share(share, rec.scheme)?;
+        #[allow(unused_mut)] // mutated only with fault injection
+        let mut deals = reshare::deal(params, &self.cfg.me, bytes, &mut OsRng)?;
+        #[cfg(feature = "fault-injection")]
+        if let Some(d) = self
+            .cfg
+            .faults
+            .reshare_bad_deal_to
+            .as_ref()
+            .and_then(|to| deals.get_mut(to))
+        {
+            warn!(key_id = %job.key_id, "FAULT INJECTION: dealing a bad share");
+            crate::fault::Faults::corrupt_share(job.scheme, &mut d.share);
+        }
+        Ok(deals)
+    }
+
+    /// A dealer's deal at a new party.
+    pub(super) async fn on_reshare_deal(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        d: wire::ReshareDeal,
+    ) {
+        let deal = Deal {
+            commitment: d.commitment,
+            old_public: d.old_public,
+            share: zeroize::Zeroizing::new(d.share),
+        };
+        let added = match self.sessions.get_mut(&session) {
+            Some(Session::Reshare(r)) => match r.collector.as_mut() {
+                Some(c) => c.add(&from, deal).map(|()| c.is_complete()),
+                None => {
+                    warn!(%session, %from, "deal for a node that is not a new party dropped");
+                    return;
+                }
+            },
+            _ => return,
+        };
+        match added {
+            Err(e) => return self.fail_reshare(session, e).await,
+            Ok(false) => return,
+            Ok(true) => {}
+        }
+        let Some(Session::Reshare(r)) = self.finish_session(session) else {
+            return;
+        };
+        let mut r = *r;
+        let Some(c) = r.collector.take() else {
+            return;
+        };
+        let result = match c.finish() {
+            Ok(out) => self.stage_reshared(session, &r, out).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(_) => info!(key_id = %r.key_id, %session, generation = r.generation,
+                "reshared share staged; waiting for the chain"),
+            Err(e) => warn!(key_id = %r.key_id, %session, error = %e, "resharing failed"),
+        }
+        self.report_reshare(&r.key_id, session, result);
+    }
+
+    /// Stores the new share as a staged record; returns what the chain is told.
+    async fn stage_reshared(
+        &self,
+        session: SessionId,
+        r: &ReshareSession,
+        out: reshare::ReshareOutput,
+    ) -> Result<KeyGenOk, ProtocolError> {
+        if out.public_key != r.public_key {
+            return Err(ProtocolError::Bug(
+                "reshare output has another public key than the chain's".into(),
+            ));
+        }
+        let share = match r.scheme {
+            Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
+                let share = encode_tagged(r.scheme, &out.share)?;
+                // Load it back as signing will, before anything is reported.
+                let km = decode_share(&share, r.scheme, r.new_parties.clone())?;
+                if km.public_key() != r.public_key.as_slice() {
+                    return Err(ProtocolError::Bug("reshared share does not load".into()));
+                }
+                share
+            }
+            Scheme::Cggmp24Secp256k1 => {
+                use crate::protocol::cggmp::{AuxShare, CggmpKeyShare, CoreShare};
+                let aux = self.find_aux(&r.new_parties).await?.ok_or_else(|| {
+                    ProtocolError::Local(format!(
+                        "no aux info for the committee {}: a cggmp24 key can be reshared to a \
+                         committee that has aux info (one of its keys, or the configured one)",
+                        r.new_parties
+                            .iter()
+                            .map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ))
+                })?;
+                let core = CoreShare::from_bytes(&out.share)?;
+                let full = CggmpKeyShare::from_parts(core, AuxShare::from_bytes(&aux.share)?)?;
+                encode_tagged(r.scheme, &full.to_bytes()?)?
+            }
+        };
+        let rec = KeyRecord {
+            key_id: r.key_id.clone(),
+            session,
+            scheme: r.scheme,
+            threshold: r.new_threshold,
+            parties: r.new_parties.clone(),
+            public_key: out.public_key.clone(),
+            status: ShareStatus::Pending,
+            error: None,
+            generation: r.generation,
+            share: Some(share),
+        };
+        self.store
+            .put_staged(rec)
+            .await
+            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
+        Ok(KeyGenOk {
+            public_key: out.public_key,
+            transcript_hash: out.transcript_hash,
+        })
+    }
+
+    fn report_reshare(
+        &self,
+        key_id: &KeyId,
+        session: SessionId,
+        result: Result<KeyGenOk, ProtocolError>,
+    ) {
+        let outcome = match result {
+            Ok(ok) => Outcome::Ok(ok),
+            Err(e) => Outcome::Failed {
+                error: e.to_string(),
+                culprits: e.culprits().to_vec(),
+            },
+        };
+        self.submit.submit(TxMsg::ReshareResult {
+            key_id: key_id.clone(),
+            session,
+            outcome,
+        });
+    }
+
+    /// Ends a resharing session here; a new party reports the failure to the chain.
+    pub(super) async fn fail_reshare(&mut self, session: SessionId, e: ProtocolError) {
+        let Some(Session::Reshare(r)) = self.finish_session(session) else {
+            return;
+        };
+        warn!(key_id = %r.key_id, %session, error = %e, "reshare session failed");
+        if r.receiver {
+            self.report_reshare(&r.key_id, session, Err(e));
+        }
+    }
+
+    /// The local timeout of a resharing: a new party names the dealers it has no deal from.
+    pub(super) async fn expire_reshare(&mut self, session: SessionId, timeout: ProtocolError) {
+        let missing = match self.sessions.get_mut(&session) {
+            Some(Session::Reshare(r)) => r.collector.take().map(|c| match c.finish() {
+                Err(e) => e,
+                Ok(_) => timeout.clone(),
+            }),
+            _ => None,
+        };
+        self.fail_reshare(session, missing.unwrap_or(timeout)).await;
+    }
+
+    /// The chain confirmed the resharing.
+    pub(super) async fn on_reshare_done(
+        &mut self,
+        key_id: KeyId,
+        session: SessionId,
+        old_parties: Vec<NodeId>,
+        new_parties: Vec<NodeId>,
+        generation: u64,
+    ) {
+        let me = &self.cfg.me;
+        if new_parties.contains(me) {
+            match self.store.promote_staged(&key_id, generation).await {
+                Ok(Some(rec)) => {
+                    info!(%key_id, %session, generation, "reshared share is READY");
+                    self.keys.remove(&key_id);
+                    self.untrack_cggmp_key(&key_id);
+                    self.track_cggmp_key(&rec);
+                    self.metrics(|m| m.reshares_ok += 1);
+                }
+                Ok(None) => {
+                    let current = self.store.get(&key_id).await.ok().flatten();
+                    if current.is_none_or(|r| r.generation < generation) {
+                        warn!(%key_id, %session, generation,
+                            "the chain switched the key but no staged share of it is here");
+                    }
+                }
+                Err(e) => warn!(%key_id, error = %e, "cannot promote the reshared share"),
+            }
+        } else if old_parties.contains(me) {
+            // Only an older generation is deleted: a replayed job must not delete the share of
+            // a later resharing that brought this node back.
+            let current = self.store.get(&key_id).await.ok().flatten();
+            if current.is_some_and(|r| r.generation < generation) {
+                self.keys.remove(&key_id);
+                self.untrack_cggmp_key(&key_id);
+                match self.store.delete(&key_id).await {
+                    Ok(_) => info!(%key_id, generation, "left the committee: old share deleted"),
+                    Err(e) => warn!(%key_id, error = %e, "cannot delete the old share"),
+                }
+            }
+            if let Err(e) = self.store.delete_staged(&key_id).await {
+                warn!(%key_id, error = %e, "cannot delete a staged share");
+            }
+        }
+    }
+
+    /// The chain ended the resharing in ERROR: drop what it staged here.
+    pub(super) async fn on_reshare_failed(&mut self, key_id: KeyId, session: SessionId) {
+        self.finish_session(session);
+        if let Ok(Some(staged)) = self.store.get_staged(&key_id).await {
+            if staged.session == session {
+                match self.store.delete_staged(&key_id).await {
+                    Ok(_) => info!(%key_id, %session, "failed resharing: staged share deleted"),
+                    Err(e) => warn!(%key_id, error = %e, "cannot delete a staged share"),
+                }
+            }
+        }
+    }
+}

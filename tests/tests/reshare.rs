@@ -1,0 +1,201 @@
+//! Resharing end to end over the real localnet (issue 4): a key moves between committees and
+//! thresholds with its public key unchanged, signs after each move (verified independently),
+//! leaves no share behind at the nodes that left, and a malicious dealer ends a resharing
+//! ERROR with its name while the old generation keeps signing.
+#![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use seqmpc_e2e::Localnet;
+use serde_json::Value;
+
+fn verify_ed25519(public_key: &str, message: &[u8], signature: &str) {
+    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
+    vk.verify_strict(message, &sig)
+        .expect("signature must verify");
+}
+
+fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
+    let pk: [u8; 32] = hex::decode(x_only_key).unwrap().try_into().unwrap();
+    let pk = secp256k1::XOnlyPublicKey::from_byte_array(pk).unwrap();
+    let sig: [u8; 64] = hex::decode(signature).unwrap().try_into().unwrap();
+    let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
+    secp256k1::SECP256K1
+        .verify_schnorr(&sig, message, &pk)
+        .expect("BIP340 signature must verify");
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Signs `msg` with `key_id` and verifies it under `pk`; returns the signers.
+fn sign_and_verify(net: &Localnet, key_id: &str, pk: &str, msg: &str) -> Vec<String> {
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            key_id,
+            "--message",
+            &hex::encode(msg),
+            "--wait",
+        ])
+        .unwrap_or_else(|e| panic!("sign {key_id}: {e}"));
+    assert_eq!(s["status"], "DONE", "{s}");
+    let sig = s["signature"].as_str().unwrap();
+    match pk.len() {
+        64 if key_id.starts_with("tr") => verify_bip340(pk, msg.as_bytes(), sig),
+        _ => verify_ed25519(pk, msg.as_bytes(), sig),
+    }
+    names(&s["signers"])
+}
+
+fn reshare(net: &Localnet, key_id: &str, parties: &str, t: u32) -> Result<Value, String> {
+    net.mpcctl_json(&[
+        "reshare",
+        "--key-id",
+        key_id,
+        "--parties",
+        parties,
+        "--threshold",
+        &t.to_string(),
+        "--wait",
+    ])
+}
+
+/// Whether node `i` holds any record of `key_id` (its local view: status endpoint).
+fn holds(net: &Localnet, i: usize, key_id: &str) -> bool {
+    net.node_get(i, &format!("/key/{key_id}")).is_ok()
+}
+
+fn assert_no_divergence(net: &Localnet, nodes: usize) {
+    for i in 0..nodes {
+        let st = net.node_get(i, "/status").unwrap();
+        assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
+    }
+}
+
+#[test]
+fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = Localnet::start(&dir, 4, 3, 100, 18400).unwrap();
+
+    for (key_id, scheme) in [("ed", "frost-ed25519"), ("tr", "frost-secp256k1-tr")] {
+        let k = net
+            .mpcctl_json(&[
+                "keygen",
+                "--key-id",
+                key_id,
+                "--scheme",
+                scheme,
+                "--threshold",
+                "3",
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(k["status"], "READY", "{k}");
+        let pk = k["public_key"].as_str().unwrap().to_owned();
+        sign_and_verify(&net, key_id, &pk, "before");
+
+        // 3-of-4 -> 2-of-3: node3 leaves, the threshold goes down.
+        let k = reshare(&net, key_id, "node0,node1,node2", 2).unwrap();
+        assert_eq!(k["public_key"], pk.as_str(), "{k}");
+        assert_eq!(names(&k["parties"]), ["node0", "node1", "node2"]);
+        assert_eq!(
+            (k["threshold"].as_u64(), k["generation"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(k["reshare"]["status"], "DONE");
+        for m in ["after-1a", "after-1b", "after-1c"] {
+            let signers = sign_and_verify(&net, key_id, &pk, m);
+            assert_eq!(signers.len(), 2);
+            assert!(!signers.contains(&"node3".to_owned()), "{signers:?}");
+        }
+        // The node that left holds nothing of the key any more; the others hold generation 2.
+        assert!(
+            !holds(&net, 3, key_id),
+            "node3 still holds {key_id} after leaving"
+        );
+        for i in 0..3 {
+            let r = net.node_get(i, &format!("/key/{key_id}")).unwrap();
+            assert_eq!(
+                (r["status"].as_str(), r["generation"].as_u64()),
+                (Some("READY"), Some(2))
+            );
+        }
+
+        // 2-of-3 -> 3-of-4: node3 joins again, the threshold goes up.
+        let k = reshare(&net, key_id, "node0,node1,node2,node3", 3).unwrap();
+        assert_eq!(k["public_key"], pk.as_str(), "{k}");
+        assert_eq!(
+            (k["threshold"].as_u64(), k["generation"].as_u64()),
+            (Some(3), Some(3))
+        );
+        let signers: BTreeSet<String> = (0..4)
+            .flat_map(|i| sign_and_verify(&net, key_id, &pk, &format!("after-2-{i}")))
+            .collect();
+        assert_eq!(signers.len(), 4, "every party signs in turn: {signers:?}");
+
+        // Refresh: same committee and public key, new shares.
+        let k = net
+            .mpcctl_json(&["refresh", "--key-id", key_id, "--wait"])
+            .unwrap();
+        assert_eq!(
+            (k["generation"].as_u64(), k["public_key"].as_str()),
+            (Some(4), Some(pk.as_str()))
+        );
+        assert_eq!(k["reshare"]["refresh"], true);
+        sign_and_verify(&net, key_id, &pk, "after-refresh");
+    }
+    assert_no_divergence(&net, 4);
+
+    // A malicious dealer: node1 deals node2 a share off its polynomial. node2's Feldman check
+    // fails and names node1; the chain ends the resharing ERROR and the key keeps signing
+    // with its old generation. (The chain picks the dealers, so retry until node1 is one.)
+    net.kill_node(1).unwrap();
+    let faulty = net
+        .restart_node(1, &[], &[("SEQMPC_FAULTS", "reshare-bad-deal-to=node2")])
+        .unwrap();
+    let before = net.mpcctl_json(&["key", "--key-id", "ed"]).unwrap();
+    let pk = before["public_key"].as_str().unwrap().to_owned();
+    let mut failed = None;
+    for _ in 0..6 {
+        match net.mpcctl_json(&["refresh", "--key-id", "ed", "--wait"]) {
+            Ok(k) => assert!(
+                !names(&k["reshare"]["dealers"]).contains(&"node1".to_owned()),
+                "node1 dealt and the refresh still succeeded: {k}"
+            ),
+            Err(_) => {
+                failed = Some(net.mpcctl_json(&["key", "--key-id", "ed"]).unwrap());
+                break;
+            }
+        }
+    }
+    let k = failed.expect("node1 was never chosen as a dealer in 6 refreshes");
+    assert_eq!(k["reshare"]["status"], "ERROR", "{k}");
+    assert_eq!(names(&k["reshare"]["culprits"]), ["node1"], "{k}");
+    assert!(
+        k["reshare"]["error"].as_str().unwrap().contains("node2"),
+        "the reporting party is named: {k}"
+    );
+    assert_eq!(k["status"], "READY");
+    assert_eq!(k["public_key"], pk.as_str());
+    // The staged shares of the failed attempt are gone and the old generation signs.
+    sign_and_verify(&net, "ed", &pk, "after-failed-reshare");
+    drop(faulty);
+    let _honest = net.restart_node(1, &[], &[]).unwrap();
+    let k = net
+        .mpcctl_json(&["refresh", "--key-id", "ed", "--wait"])
+        .unwrap();
+    assert_eq!(k["public_key"], pk.as_str());
+    sign_and_verify(&net, "ed", &pk, "after-honest-refresh");
+    assert_no_divergence(&net, 4);
+    net.stop().unwrap();
+}
