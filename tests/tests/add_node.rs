@@ -1,7 +1,8 @@
 //! End to end: a node admitted at runtime. A 4-node localnet, `localnet add-node` (a NodeJoin
 //! tx signed by the localnet's registry account, node4's mpcd attached to the dev sequencer),
 //! then a 3-of-5 frost-ed25519 keygen and a signature whose committee and signers include
-//! node4; `localnet stop` stops node4, and a restart runs it again. Ports: base 18200 (RPC 18257, nodes 18300..18342), apart from the other e2e tests.
+//! node4; a key made before the join reshared onto node4; `localnet stop` stops node4, and a
+//! restart runs it again. Ports: base 18200 (RPC 18257, nodes 18300..18342), apart from the other e2e tests.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -28,6 +29,12 @@ fn n4_add_node__should_admit_node4_and_keygen_and_sign_3_of_5_with_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let net = Localnet::start(&dir, 4, 3, 100, 18200).unwrap();
+    // A key of the genesis committee, moved onto node4 after the join.
+    let old = net
+        .mpcctl_json(&["keygen", "--key-id", "before", "--threshold", "3", "--wait"])
+        .unwrap();
+    assert_eq!(old["status"], "READY", "{old}");
+    let old_pk = old["public_key"].as_str().unwrap().to_owned();
 
     // Admit node4.
     let out = Command::new(bin_dir().join("localnet"))
@@ -148,6 +155,35 @@ fn n4_add_node__should_admit_node4_and_keygen_and_sign_3_of_5_with_it() {
         }
     }
     assert!(node4_signed, "node4 was never among the signers");
+
+    // The key made before the join reshared onto node4 (node0 leaves), same public key.
+    let k = net
+        .mpcctl_json(&[
+            "reshare",
+            "--key-id",
+            "before",
+            "--parties",
+            "node1,node2,node3,node4",
+            "--threshold",
+            "3",
+            "--wait",
+        ])
+        .unwrap();
+    assert_eq!(k["reshare"]["status"], "DONE", "{k}");
+    assert_eq!(k["public_key"], old_pk.as_str(), "{k}");
+    let msg = b"resharded onto node4";
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            "before",
+            "--message",
+            &hex::encode(msg),
+            "--wait",
+        ])
+        .unwrap();
+    assert_eq!(s["status"], "DONE", "{s}");
+    verify(&old_pk, msg, s["signature"].as_str().unwrap());
 
     // `localnet stop` stops node4 too.
     let pid = added["pid"].as_u64().unwrap();
