@@ -5,7 +5,8 @@
 //! answered by a one-byte ack. A node's libp2p identity is its ed25519 node key, so the Noise
 //! handshake authenticates the `PeerId`, and the registry maps it to the sender [`NodeId`] of
 //! every [`Incoming`]: the sender is never read from the message. Connections from keys outside
-//! the registry are refused right after the handshake.
+//! the registry are refused right after the handshake. The registry starts from
+//! [`P2pConfig::peers`] and grows by [`P2pHandle::add_peer`] (a node admitted by the chain).
 //!
 //! Of each pair of nodes, the one with the lower `PeerId` dials at once and the other half a
 //! second later, so a pair normally shares one connection; if both dials meet, the connection
