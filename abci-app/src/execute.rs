@@ -244,6 +244,14 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             check_key_deleted(state, node, key_id).map(|_| ())
         }
         TxMsg::Heartbeat => require_node(&signer, "Heartbeat").map(|_| ()),
+        TxMsg::NodeJoin {
+            node_id,
+            public_key,
+            ..
+        } => {
+            require_role(&signer, Role::Registry, "admit nodes")?;
+            check_node_join(state, node_id, public_key)
+        }
         TxMsg::KeyReshare {
             key_id,
             parties,
@@ -259,6 +267,33 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             check_reshare_result(state, node, key_id, session).map(|_| ())
         }
     }
+}
+
+/// A `NodeJoin` may not reuse a registered node id, nor a key of a node or an account (a key
+/// names exactly one signer).
+fn check_node_join(
+    state: &ChainState,
+    node_id: &NodeId,
+    public_key: &[u8; 32],
+) -> Result<(), TxError> {
+    if state.nodes.contains_key(node_id) {
+        return Err(TxError::Conflict(format!(
+            "node {node_id} is already in the node registry"
+        )));
+    }
+    let pk = hex::encode(public_key);
+    if let Some(other) = state.node_keys.get(&pk) {
+        return Err(TxError::Conflict(format!(
+            "key {pk} is already registered for node {other}"
+        )));
+    }
+    if let Some(a) = state.accounts.get(&pk) {
+        return Err(TxError::Conflict(format!(
+            "key {pk} is the key of account {:?}; a node needs a key of its own",
+            a.name
+        )));
+    }
+    Ok(())
 }
 
 fn check_keygen(
@@ -907,6 +942,31 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
         }
         // Recorded above, like every node tx.
         TxMsg::Heartbeat => {}
+        TxMsg::NodeJoin {
+            node_id,
+            public_key,
+            p2p_addr,
+        } => {
+            let pk = hex::encode(public_key);
+            state.add_node(crate::state::NodeEntry {
+                id: node_id.clone(),
+                public_key: pk.clone(),
+                p2p_addr: p2p_addr.clone(),
+            });
+            fx.events.push(ev(
+                "node_joined",
+                vec![
+                    ("node", node_id.to_string()),
+                    ("public_key", pk),
+                    ("p2p_addr", p2p_addr.clone()),
+                ],
+            ));
+            fx.jobs.push(Job::NodeJoined {
+                node: node_id.clone(),
+                public_key: *public_key,
+                p2p_addr: p2p_addr.clone(),
+            });
+        }
         TxMsg::KeyReshare {
             key_id,
             parties,

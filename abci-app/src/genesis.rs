@@ -56,6 +56,8 @@ pub enum Role {
     Sign,
     /// May send `KeyDelete`.
     Delete,
+    /// May send `NodeJoin` (admit a new MPC node).
+    Registry,
 }
 
 /// Chain limits.

@@ -417,6 +417,14 @@ impl ChainState {
         height <= seen.saturating_add(self.limits.liveness_window_blocks)
     }
 
+    /// Admits a node (a `NodeJoin` tx): inserts it into the registry and its key index.
+    pub fn add_node(&mut self, entry: NodeEntry) {
+        self.dirty.insert(state_key::node(&entry.id));
+        self.node_keys
+            .insert(entry.public_key.clone(), entry.id.clone());
+        self.nodes.insert(entry.id.clone(), entry);
+    }
+
     /// The current value of a state key (None = absent), as JSON.
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
         let (kind, rest) = key.split_once('/')?;
@@ -434,6 +442,10 @@ impl ChainState {
                 .ok()
                 .and_then(|n| self.node_seen.get(&n))
                 .map(|v| serde_json::json!(v)),
+            "node" => NodeId::new(rest)
+                .ok()
+                .and_then(|n| self.nodes.get(&n))
+                .and_then(|e| serde_json::to_value(e).ok()),
             "deadline" => self
                 .deadlines
                 .iter()
@@ -515,6 +527,20 @@ impl ChainState {
                 ("seen", None) => {
                     let id = NodeId::new(rest).map_err(|e| e.to_string())?;
                     self.node_seen.remove(&id);
+                }
+                ("node", Some(v)) => {
+                    let e: NodeEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if e.id.as_str() != rest {
+                        return Err(format!("{key}: entry is for node {}", e.id));
+                    }
+                    self.node_keys.insert(e.public_key.clone(), e.id.clone());
+                    self.nodes.insert(e.id.clone(), e);
+                }
+                ("node", None) => {
+                    let id = NodeId::new(rest).map_err(|e| e.to_string())?;
+                    if let Some(e) = self.nodes.remove(&id) {
+                        self.node_keys.remove(&e.public_key);
+                    }
                 }
                 ("deadline", Some(v)) => {
                     let d: (u64, DeadlineItem) = serde_json::from_value(v.clone()).map_err(bad)?;

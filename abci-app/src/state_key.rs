@@ -25,6 +25,11 @@ pub fn seen(node: &NodeId) -> String {
     format!("seen/{node}")
 }
 
+/// A node admitted by a `NodeJoin` tx (genesis nodes are not journaled: the genesis holds them).
+pub fn node(node: &NodeId) -> String {
+    format!("node/{node}")
+}
+
 /// A pending deadline.
 pub fn deadline(height: u64, item: &DeadlineItem) -> String {
     match item {

@@ -52,7 +52,7 @@ fn genesis_with(
             GenesisAccount {
                 name: "client".into(),
                 public_key: hex::encode(client.verifying_key().to_bytes()),
-                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete]),
+                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete, Role::Registry]),
             },
             GenesisAccount {
                 name: "signer".into(),
@@ -1472,4 +1472,212 @@ fn app_can_refresh_every_key_periodically() {
         matches!(&jobs[..], [Job::Reshare { generation: 3, .. }]),
         "{jobs:?}"
     );
+}
+
+fn node_join(id: &str, key: &SigningKey, addr: &str) -> TxMsg {
+    TxMsg::NodeJoin {
+        node_id: NodeId::new(id).unwrap(),
+        public_key: key.verifying_key().to_bytes(),
+        p2p_addr: addr.into(),
+    }
+}
+
+/// A signed tx whose NodeJoin carries raw wire fields (what `TxMsg` cannot express).
+fn raw_node_join(key: &SigningKey, seq: u64, public_key: Vec<u8>, addr: &str) -> Vec<u8> {
+    use prost::Message;
+    use seqmpc_proto::wire;
+    let body = wire::TxBody {
+        chain_id: "test-chain".into(),
+        sequence: seq,
+        msg: Some(wire::tx_body::Msg::NodeJoin(wire::NodeJoin {
+            node_id: "node7".into(),
+            public_key,
+            p2p_addr: addr.into(),
+        })),
+    }
+    .encode_to_vec();
+    let mut sb = seqmpc_proto::tx::TX_SIGN_PREFIX.to_vec();
+    sb.extend_from_slice(&body);
+    wire::Tx {
+        body,
+        signer: key.verifying_key().to_bytes().to_vec(),
+        signature: key.sign(&sb).to_bytes().to_vec(),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn app_can_admit_a_node_with_node_join_and_journal_it() {
+    let mut net = Net::new();
+    let new_key = SigningKey::from_bytes(&[60; 32]);
+    let c = net.client.clone();
+    let tx = net.tx(&c, node_join("node4", &new_key, "/ip4/127.0.0.1/tcp/30004"));
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let ev = res[0]
+        .events
+        .iter()
+        .find(|e| e.r#type == "node_joined")
+        .expect("node_joined event");
+    assert!(ev
+        .attributes
+        .iter()
+        .any(|a| a.key == "node" && a.value == "node4"));
+    assert_eq!(
+        jobs,
+        vec![Job::NodeJoined {
+            node: nid(4),
+            public_key: new_key.verifying_key().to_bytes(),
+            p2p_addr: "/ip4/127.0.0.1/tcp/30004".into(),
+        }]
+    );
+    let (_, nodes) = net.query("/nodes");
+    let ids: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["node0", "node1", "node2", "node3", "node4"]);
+    // The block's write set (journal, hence app hash) holds the new state key.
+    let journal =
+        std::fs::read_to_string(net._dir.path().join(seqmpc_abci::persist::JOURNAL)).unwrap();
+    let line = journal.lines().last().unwrap();
+    assert!(line.contains("\"node/node4\""), "{line}");
+    assert!(
+        line.contains(&hex::encode(new_key.verifying_key().to_bytes())),
+        "{line}"
+    );
+
+    // The new node signs like a node, and is a party of keys for every registered node.
+    let hb = net.tx(&new_key, TxMsg::Heartbeat);
+    let tx = net.keygen("k5", 3);
+    let (res, jobs) = net.block(vec![hb, tx]);
+    assert!(res.iter().all(|r| r.code == 0), "{res:?}");
+    let Some(Job::KeyGen { parties, .. }) = jobs.first() else {
+        panic!("{jobs:?}")
+    };
+    assert!(parties.contains(&nid(4)), "{parties:?}");
+
+    // A restart (snapshot + journal replay) keeps it, with the same app hash.
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    assert_eq!(
+        again.info().last_block_app_hash,
+        net.app.info().last_block_app_hash
+    );
+    let b = again.query(pb::RequestQuery {
+        path: "/nodes".into(),
+        ..Default::default()
+    });
+    let a = net.app.query(pb::RequestQuery {
+        path: "/nodes".into(),
+        ..Default::default()
+    });
+    assert_eq!(a.value, b.value);
+}
+
+#[test]
+fn app_rejects_node_joins_that_are_unauthorized_duplicate_or_malformed() {
+    let mut net = Net::new();
+    let new_key = SigningKey::from_bytes(&[60; 32]);
+    let addr = "/ip4/127.0.0.1/tcp/30004";
+    let expect = |net: &mut Net, key: &SigningKey, msg: TxMsg, code: u32, needle: &str| {
+        let tx = net.tx_unsequenced(key, msg);
+        let r = net.check(&tx);
+        assert_eq!(r.code, code, "{}", r.log);
+        assert!(r.log.contains(needle), "{:?} lacks {needle:?}", r.log);
+    };
+    // Unauthorized: an account without the registry role, and a node.
+    let s = net.signer_only.clone();
+    expect(
+        &mut net,
+        &s,
+        node_join("node4", &new_key, addr),
+        5,
+        "role Registry missing",
+    );
+    let n0 = net.nodes[0].clone();
+    expect(
+        &mut net,
+        &n0,
+        node_join("node4", &new_key, addr),
+        5,
+        "may not admit nodes",
+    );
+    // Duplicates: a registered id, a node's key, an account's key.
+    let c = net.client.clone();
+    expect(
+        &mut net,
+        &c,
+        node_join("node2", &new_key, addr),
+        8,
+        "already in the node registry",
+    );
+    expect(
+        &mut net,
+        &c,
+        node_join("node4", &n0, addr),
+        8,
+        "already registered for node node0",
+    );
+    expect(
+        &mut net,
+        &c,
+        node_join("node4", &s, addr),
+        8,
+        "key of account \"signer\"",
+    );
+    // Malformed: stateless checks at decode (code 2).
+    expect(
+        &mut net,
+        &c,
+        node_join("node4", &new_key, "127.0.0.1:30004"),
+        2,
+        "not a multiaddr",
+    );
+    expect(
+        &mut net,
+        &c,
+        node_join("node4", &new_key, ""),
+        2,
+        "p2p_addr",
+    );
+    let seq = 0;
+    for (pk, needle) in [
+        (vec![7u8; 31], "must be 32 bytes"),
+        (
+            {
+                let mut b = vec![0u8; 32];
+                b[0] = 2;
+                b
+            },
+            "not a valid ed25519 point",
+        ),
+        (
+            {
+                let mut b = vec![0u8; 32];
+                b[0] = 1;
+                b
+            },
+            "small-order",
+        ),
+    ] {
+        let r = net.check(&raw_node_join(&c, seq, pk, addr));
+        assert_eq!(r.code, 2, "{}", r.log);
+        assert!(r.log.contains(needle), "{:?} lacks {needle:?}", r.log);
+    }
+    // The same checks hold at delivery: the rejected join changes no registry entry, and a
+    // second join of the same id in one block loses to the first.
+    let a = net.tx(&c, node_join("node4", &new_key, addr));
+    let b = net.tx(
+        &c,
+        node_join("node4", &SigningKey::from_bytes(&[61; 32]), addr),
+    );
+    let (res, jobs) = net.block(vec![a, b]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert_eq!(res[1].code, 8, "{}", res[1].log);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let (_, nodes) = net.query("/nodes");
+    assert_eq!(nodes.as_array().unwrap().len(), 5);
 }

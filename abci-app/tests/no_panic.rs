@@ -46,7 +46,11 @@ fn genesis() -> Vec<u8> {
             })
             .collect(),
         accounts: vec![
-            account("client", 4, &[Role::Keygen, Role::Sign, Role::Delete]),
+            account(
+                "client",
+                4,
+                &[Role::Keygen, Role::Sign, Role::Delete, Role::Registry],
+            ),
             account("signer", 5, &[Role::Sign]),
         ],
         limits: Limits {
@@ -170,6 +174,22 @@ fn msg() -> impl Strategy<Value = TxMsg> {
             key_id: KeyId::new(k).unwrap()
         }),
         Just(TxMsg::Heartbeat),
+        // Joins with fresh keys, keys of genesis nodes and accounts, and taken ids.
+        (
+            "node[0-9]",
+            0..12u8,
+            prop_oneof![Just(0u16), 30000..30010u16]
+        )
+            .prop_map(|(n, k, port)| TxMsg::NodeJoin {
+                node_id: NodeId::new(n).unwrap(),
+                public_key: match k {
+                    0..=5 => key(usize::from(k)).verifying_key().to_bytes(),
+                    _ => SigningKey::from_bytes(&[k.wrapping_add(100); 32])
+                        .verifying_key()
+                        .to_bytes(),
+                },
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
+            }),
     ]
 }
 
@@ -244,6 +264,7 @@ impl Chain {
                         TxMsg::KeyGen { .. }
                         | TxMsg::KeySign { .. }
                         | TxMsg::KeyDelete { .. }
+                        | TxMsg::NodeJoin { .. }
                         | TxMsg::KeyReshare { .. },
                         _,
                     ) => 4,

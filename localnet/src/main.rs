@@ -73,6 +73,21 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Admit one more MPC node into the localnet running in DIR: `mpcd init` for the next id
+    /// (node<N>), a NodeJoin tx signed by the client account (registry role), its mpcd with
+    /// the localnet's settings, attached to the sequencer (which replays the chain to it) and
+    /// appended to localnet.json (`localnet stop` stops it). Prints the node's JSON.
+    AddNode {
+        /// Localnet directory (of a running `localnet start`).
+        #[arg(long, default_value = "./localnet-data")]
+        dir: PathBuf,
+        /// mpcd executable (default: the one next to this executable).
+        #[arg(long)]
+        mpcd: Option<PathBuf>,
+        /// Seconds to wait for the join to commit and the node to be up.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Run only the dev sequencer, for mpcd processes started by hand.
     Sequencer {
         /// ABCI addresses, comma-separated: host:port or name=host:port.
@@ -155,6 +170,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Cmd::Stop { dir, timeout } => network::stop(&dir, Duration::from_secs(timeout)),
+        Cmd::AddNode { dir, mpcd, timeout } => {
+            let node = network::add_node::add_node(&network::add_node::AddNodeOptions {
+                dir,
+                mpcd,
+                timeout: Duration::from_secs(timeout),
+            })?;
+            println!("{}", serde_json::to_string(&node)?);
+            Ok(())
+        }
         Cmd::Sequencer {
             apps,
             rpc_listen,

@@ -5,6 +5,7 @@
 //! (Ctrl-C / SIGTERM in the binary); then stops the sequencer, SIGTERMs the nodes (SIGKILL after
 //! a grace period) and removes `localnet.json`.
 
+pub mod add_node;
 pub mod children;
 pub mod layout;
 pub mod manifest;
@@ -115,7 +116,9 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             .first()
             .and_then(|node| Ports::base_from_p2p_addr(&node.p2p_addr));
         let base = opts.base_port.or(made_with).unwrap_or(DEFAULT_BASE_PORT);
-        let ports = Ports::new(base, n)?;
+        // Nodes `localnet add-node` admitted run again too, after the genesis ones.
+        let added = setup::load_added(&layout, n)?;
+        let ports = Ports::new(base, n + added.len())?;
         for (node, p) in genesis.nodes.iter().zip(&ports.nodes) {
             if node.p2p_addr != p.p2p_addr() {
                 bail!(
@@ -133,7 +136,8 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         ports
     };
     let (genesis, genesis_bytes) = setup::load_genesis(&layout)?;
-    let n = genesis.nodes.len();
+    let genesis_nodes = genesis.nodes.len();
+    let n = ports.nodes.len();
     let threshold = opts
         .threshold
         .unwrap_or(DEFAULT_THRESHOLD.min(u32::try_from(n).unwrap_or(u32::MAX)));
@@ -165,7 +169,8 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             rpc_url.clone(),
         ];
         let mut cmd = cmd;
-        if let Some(f) = &opts.cggmp_fixtures {
+        // The fixture holds primes for the genesis committee only.
+        if let Some(f) = opts.cggmp_fixtures.as_ref().filter(|_| i < genesis_nodes) {
             cmd.push("--cggmp-primes".into());
             cmd.push(f.to_string_lossy().into_owned());
         }
@@ -221,11 +226,23 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
     tracing::info!("stopping: the sequencer, then the nodes");
     let seq_res = seq.stop();
     stop_all(&mut nodes, STOP_GRACE);
-    // Nodes restarted by hand with their `cmd` are part of this network too.
-    for np in &nodes {
-        let n = children::stop_by_argv(&np.cmd, STOP_GRACE);
+    // Nodes restarted by hand with their `cmd` are part of this network too, and so are the
+    // nodes `localnet add-node` started (listed in localnet.json only).
+    let mut cmds: Vec<(String, Vec<String>)> = nodes
+        .iter()
+        .map(|np| (np.id.clone(), np.cmd.clone()))
+        .collect();
+    if let Ok(m) = Manifest::read(&layout.manifest()) {
+        for n in m.nodes {
+            if !cmds.iter().any(|(id, _)| *id == n.id) {
+                cmds.push((n.id, n.cmd));
+            }
+        }
+    }
+    for (id, cmd) in &cmds {
+        let n = children::stop_by_argv(cmd, STOP_GRACE);
         if n > 0 {
-            tracing::info!(node = %np.id, "stopped {n} hand-restarted process(es)");
+            tracing::info!(node = %id, "stopped {n} process(es) not started by this localnet");
         }
     }
     let _ = std::fs::remove_file(layout.manifest());
@@ -401,7 +418,8 @@ pub fn stop(dir: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     if localnet_alive(m.pid) {
         children::terminate(m.pid)?;
         let deadline = Instant::now() + timeout;
-        while children::alive(m.pid) {
+        // A zombie has exited (its parent, e.g. a test harness, has not reaped it yet).
+        while children::alive_not_zombie(m.pid) {
             if Instant::now() >= deadline {
                 bail!(
                     "localnet (pid {}) did not exit within {timeout:?} after SIGTERM",

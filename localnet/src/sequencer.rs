@@ -138,7 +138,7 @@ impl Sequencer {
         let validator_pub_key = dev_validator_key(&cfg.chain_id);
         let shared = Arc::new(Shared {
             chain_id: cfg.chain_id.clone(),
-            apps,
+            apps: RwLock::new(apps.into_iter().map(Arc::new).collect()),
             mempool: Mutex::new(Mempool::new(cfg.mempool_max_txs, cfg.mempool_max_bytes)),
             check_gate: Mutex::new(()),
             view: RwLock::new(ChainView {

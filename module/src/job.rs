@@ -69,6 +69,16 @@ pub enum Job {
         /// The chain's reason.
         reason: String,
     },
+    /// A registry account admitted a new MPC node: the p2p layer accepts its key and dials it,
+    /// and sessions may include it.
+    NodeJoined {
+        /// The new node's id.
+        node: NodeId,
+        /// Its ed25519 node public key (its libp2p identity).
+        public_key: [u8; 32],
+        /// Its libp2p multiaddr.
+        p2p_addr: String,
+    },
     /// Run a resharing (or refresh) of a READY key: the dealers deal, the new parties collect.
     Reshare {
         /// Session (execution id).

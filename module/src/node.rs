@@ -716,6 +716,25 @@ impl<S: SubmitResult> Node<S> {
                     }
                 }
             }
+            Job::NodeJoined {
+                node,
+                public_key,
+                p2p_addr,
+            } => self.on_node_joined(node, public_key, p2p_addr).await,
+        }
+    }
+
+    /// A committed `NodeJoin`: the p2p layer admits the node (idempotent, so replayed blocks
+    /// are harmless), and later sessions may include it.
+    async fn on_node_joined(&mut self, node: NodeId, public_key: [u8; 32], addr: String) {
+        let peer = crate::p2p::PeerInfo {
+            node: node.clone(),
+            public_key,
+            addr: addr.clone(),
+        };
+        match self.p2p.add_peer(peer).await {
+            Ok(()) => info!(%node, %addr, "node registry: node joined"),
+            Err(e) => warn!(%node, error = %e, "node registry: cannot add the joined node"),
         }
     }
 

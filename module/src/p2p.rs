@@ -5,7 +5,8 @@
 //! answered by a one-byte ack. A node's libp2p identity is its ed25519 node key, so the Noise
 //! handshake authenticates the `PeerId`, and the registry maps it to the sender [`NodeId`] of
 //! every [`Incoming`]: the sender is never read from the message. Connections from keys outside
-//! the registry are refused right after the handshake.
+//! the registry are refused right after the handshake. The registry starts from
+//! [`P2pConfig::peers`] and grows by [`P2pHandle::add_peer`] (a node admitted by the chain).
 //!
 //! Of each pair of nodes, the one with the lower `PeerId` dials at once and the other half a
 //! second later, so a pair normally shares one connection; if both dials meet, the connection
@@ -39,7 +40,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
     time::Duration,
 };
@@ -156,6 +157,14 @@ pub enum P2pError {
     /// The p2p task has stopped.
     #[error("the p2p channel is closed")]
     Closed,
+    /// A node added at runtime ([`P2pHandle::add_peer`]) conflicts with the registry.
+    #[error("cannot add node {node} to the registry: {reason}")]
+    InvalidPeer {
+        /// The node.
+        node: NodeId,
+        /// What is wrong.
+        reason: String,
+    },
     /// The configuration is unusable.
     #[error("invalid p2p config: {field}: {reason}")]
     InvalidConfig {
@@ -195,7 +204,8 @@ struct Inner {
     local: NodeId,
     listen_addr: String,
     max_message_bytes: usize,
-    slots: BTreeMap<NodeId, Slot>,
+    /// Grows when nodes are added at runtime; never shrinks.
+    slots: RwLock<BTreeMap<NodeId, Slot>>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
@@ -250,7 +260,13 @@ impl P2pHandle {
         }
         let slot = inner
             .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(to)
+            .map(|s| Slot {
+                target: s.target,
+                queued: Arc::clone(&s.queued),
+            })
             .ok_or_else(|| P2pError::UnknownPeer(to.clone()))?;
         if slot.queued.fetch_add(1, Ordering::AcqRel) >= PEER_QUEUE_CAPACITY {
             slot.queued.fetch_sub(1, Ordering::AcqRel);
@@ -283,6 +299,35 @@ impl P2pHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Adds a node admitted to the registry at runtime (a committed `NodeJoin`): from then on
+    /// its key is accepted after the Noise handshake, it is dialed at its address, and `send`
+    /// reaches it. Only registry nodes are ever accepted; this is how the registry grows.
+    /// Idempotent: the same node with the same key again (a replayed block) changes nothing;
+    /// this node itself (with its own key) is a no-op.
+    ///
+    /// # Errors
+    /// [`P2pError::InvalidPeer`] (bad key, id registered with another key, key of another
+    /// node or of this one) and [`P2pError::Closed`].
+    pub async fn add_peer(&self, peer: PeerInfo) -> Result<(), P2pError> {
+        let node = peer.node.clone();
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::AddPeer { peer, reply })
+            .await
+            .map_err(|_| P2pError::Closed)?;
+        let Some((target, queued)) = rx.await.map_err(|_| P2pError::Closed)?? else {
+            return Ok(()); // this node itself
+        };
+        self.inner
+            .slots
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(node)
+            .or_insert(Slot { target, queued });
+        Ok(())
     }
 
     /// Stops the swarm task now (connections close, queued messages are dropped).
@@ -352,7 +397,7 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
             local: cfg.node,
             listen_addr: listen_addr.to_string(),
             max_message_bytes: max,
-            slots,
+            slots: RwLock::new(slots),
             commands,
             task,
         }),

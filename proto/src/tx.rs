@@ -16,6 +16,8 @@ pub const MAX_TX_BYTES: usize = 256 * 1024;
 pub const PREHASHED_LEN: usize = 32;
 /// Cap on the number of parties named in one tx.
 pub const MAX_PARTIES_WIRE: usize = 256;
+/// Cap on a node's p2p multiaddr in a `NodeJoin`.
+pub const MAX_P2P_ADDR_BYTES: usize = 256;
 
 /// A decoded transaction whose signature and fields have been checked (stateless checks).
 #[derive(Clone, Debug)]
@@ -88,6 +90,15 @@ pub enum TxMsg {
     },
     /// A node says it is up: the chain prefers recently seen nodes as signers.
     Heartbeat,
+    /// A registry account admits a new MPC node.
+    NodeJoin {
+        /// The new node's id.
+        node_id: NodeId,
+        /// Its ed25519 node public key (a valid, non-weak point; checked at decode).
+        public_key: [u8; 32],
+        /// Its libp2p multiaddr (parses; at most [`MAX_P2P_ADDR_BYTES`]).
+        p2p_addr: String,
+    },
     /// Request resharing of a READY key to `parties` with `threshold` (the same committee and
     /// threshold: a refresh).
     KeyReshare {
@@ -145,6 +156,35 @@ fn node_ids(v: Vec<String>) -> Result<Vec<NodeId>, DomainError> {
         return Err(invalid("parties", format!("at most {MAX_PARTIES_WIRE}")));
     }
     v.into_iter().map(NodeId::new).collect()
+}
+
+/// Checks a node key: 32 bytes, a valid ed25519 point, not of small order.
+fn node_key(bytes: &[u8]) -> Result<[u8; 32], DomainError> {
+    let arr = <[u8; 32]>::try_from(bytes).map_err(|_| {
+        invalid(
+            "public_key",
+            format!("must be 32 bytes (ed25519), got {}", bytes.len()),
+        )
+    })?;
+    let vk = VerifyingKey::from_bytes(&arr)
+        .map_err(|_| invalid("public_key", "not a valid ed25519 point"))?;
+    if vk.is_weak() {
+        return Err(invalid("public_key", "a small-order ed25519 point"));
+    }
+    Ok(arr)
+}
+
+/// Checks a p2p address: non-empty, bounded, a parseable multiaddr.
+fn p2p_addr(addr: String) -> Result<String, DomainError> {
+    if addr.is_empty() || addr.len() > MAX_P2P_ADDR_BYTES {
+        return Err(invalid(
+            "p2p_addr",
+            format!("must be 1..={MAX_P2P_ADDR_BYTES} bytes, got {}", addr.len()),
+        ));
+    }
+    addr.parse::<multiaddr::Multiaddr>()
+        .map_err(|e| invalid("p2p_addr", format!("{addr:?} is not a multiaddr: {e}")))?;
+    Ok(addr)
 }
 
 fn failure<T>(error: String, culprits: Vec<String>) -> Result<Outcome<T>, DomainError> {
@@ -264,6 +304,11 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                 key_id: KeyId::new(d.key_id)?,
             },
             tx_body::Msg::Heartbeat(wire::Heartbeat {}) => TxMsg::Heartbeat,
+            tx_body::Msg::NodeJoin(j) => TxMsg::NodeJoin {
+                node_id: NodeId::new(j.node_id)?,
+                public_key: node_key(&j.public_key)?,
+                p2p_addr: p2p_addr(j.p2p_addr)?,
+            },
         })
     }
 }
@@ -372,6 +417,15 @@ impl From<TxMsg> for tx_body::Msg {
                 key_id: key_id.into(),
             }),
             TxMsg::Heartbeat => tx_body::Msg::Heartbeat(wire::Heartbeat {}),
+            TxMsg::NodeJoin {
+                node_id,
+                public_key,
+                p2p_addr,
+            } => tx_body::Msg::NodeJoin(wire::NodeJoin {
+                node_id: node_id.into(),
+                public_key: public_key.to_vec(),
+                p2p_addr,
+            }),
         }
     }
 }
@@ -507,5 +561,58 @@ mod tests {
                 .msg,
             sign(32)
         );
+    }
+
+    fn join(public_key: [u8; 32], p2p_addr: &str) -> TxMsg {
+        TxMsg::NodeJoin {
+            node_id: NodeId::new("node4").unwrap(),
+            public_key,
+            p2p_addr: p2p_addr.into(),
+        }
+    }
+
+    #[test]
+    fn decode__should_roundtrip_a_node_join() {
+        let pk = SigningKey::from_bytes(&[4u8; 32])
+            .verifying_key()
+            .to_bytes();
+        let m = join(pk, "/ip4/127.0.0.1/tcp/26741");
+        let tx = SignedTx::decode(&sign_tx(&key(), "c", 0, m.clone())).unwrap();
+        assert_eq!(tx.msg, m);
+    }
+
+    #[test]
+    fn decode__should_reject_a_node_join_with_a_bad_key_or_address() {
+        let pk = SigningKey::from_bytes(&[4u8; 32])
+            .verifying_key()
+            .to_bytes();
+        let err = |m: TxMsg| {
+            SignedTx::decode(&sign_tx(&key(), "c", 0, m))
+                .unwrap_err()
+                .to_string()
+        };
+        // Not a point: y = 2 has no x on the curve.
+        let mut bad = [0u8; 32];
+        bad[0] = 2;
+        assert!(err(join(bad, "/ip4/127.0.0.1/tcp/1")).contains("public_key"));
+        // The identity point has small order.
+        let mut ident = [0u8; 32];
+        ident[0] = 1;
+        assert!(err(join(ident, "/ip4/127.0.0.1/tcp/1")).contains("small-order"));
+        assert!(err(join(pk, "")).contains("p2p_addr"));
+        assert!(err(join(pk, "127.0.0.1:26741")).contains("not a multiaddr"));
+        let long = format!("/dns4/{}/tcp/1", "a".repeat(300));
+        assert!(err(join(pk, &long)).contains("p2p_addr"));
+        let body = wire::TxBody {
+            chain_id: "c".into(),
+            sequence: 0,
+            msg: Some(tx_body::Msg::NodeJoin(wire::NodeJoin {
+                node_id: "node4".into(),
+                public_key: vec![1; 31],
+                p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+            })),
+        };
+        let e = TxMsg::try_from(body.msg.unwrap()).unwrap_err().to_string();
+        assert!(e.contains("must be 32 bytes"), "{e}");
     }
 }

@@ -27,7 +27,10 @@ pub struct TxBody {
     #[prost(uint64, tag = "2")]
     pub sequence: u64,
     /// The message.
-    #[prost(oneof = "tx_body::Msg", tags = "10, 11, 12, 13, 14, 15, 16, 18, 19")]
+    #[prost(
+        oneof = "tx_body::Msg",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+    )]
     pub msg: Option<tx_body::Msg>,
 }
 
@@ -57,6 +60,9 @@ pub mod tx_body {
         /// A node says it is up (liveness for signer choice).
         #[prost(message, tag = "16")]
         Heartbeat(super::Heartbeat),
+        /// A registry account admits a new MPC node.
+        #[prost(message, tag = "17")]
+        NodeJoin(super::NodeJoin),
         /// Request resharing of a key to a new committee and/or threshold (or a refresh).
         #[prost(message, tag = "18")]
         KeyReshare(super::KeyReshare),
@@ -178,6 +184,20 @@ pub struct KeyDeleted {
 /// A node's periodic liveness signal; the chain picks signers among recently seen nodes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Heartbeat {}
+
+/// A registry account admits a new MPC node into the node registry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeJoin {
+    /// The new node's id, e.g. `node4`.
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    /// Its 32-byte ed25519 node public key (also its libp2p identity).
+    #[prost(bytes = "vec", tag = "2")]
+    pub public_key: Vec<u8>,
+    /// Its libp2p multiaddr, e.g. `/ip4/127.0.0.1/tcp/26741`.
+    #[prost(string, tag = "3")]
+    pub p2p_addr: String,
+}
 
 /// Envelope of every p2p message.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -109,6 +109,22 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
             }),
         id_string().prop_map(|k| tx_body::Msg::KeyDeleted(wire::KeyDeleted { key_id: k })),
         Just(tx_body::Msg::Heartbeat(wire::Heartbeat {})),
+        (
+            id_string(),
+            some_bytes(),
+            prop_oneof![
+                Just("/ip4/127.0.0.1/tcp/26741".to_owned()),
+                "/[a-z0-9]{1,6}/.{0,40}",
+                ".{0,300}"
+            ]
+        )
+            .prop_map(|(n, pk, a)| {
+                tx_body::Msg::NodeJoin(wire::NodeJoin {
+                    node_id: n,
+                    public_key: pk,
+                    p2p_addr: a,
+                })
+            }),
         (id_string(), ids(), any::<u32>()).prop_map(|(k, p, t)| {
             tx_body::Msg::KeyReshare(wire::KeyReshare {
                 key_id: k,

@@ -48,3 +48,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn sign_tx__should_roundtrip_node_joins(
+        node_id in "[a-zA-Z0-9._-]{1,32}",
+        seed in any::<[u8; 32]>(),
+        port in any::<u16>(),
+        seq in any::<u64>(),
+    ) {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let msg = TxMsg::NodeJoin {
+            node_id: seqmpc_proto::NodeId::new(node_id).unwrap(),
+            public_key: SigningKey::from_bytes(&seed).verifying_key().to_bytes(),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
+        };
+        let tx = SignedTx::decode(&sign_tx(&key, "c", seq, msg.clone())).unwrap();
+        prop_assert_eq!(tx.msg, msg);
+    }
+}

@@ -128,6 +128,22 @@ enum Cmd {
     },
     /// List the registered MPC nodes.
     Nodes,
+    /// Admit a new MPC node into the registry (a `NodeJoin` tx; the account needs the
+    /// `registry` role). Then start its mpcd (`mpcd init --node-id ID` made its key).
+    NodeJoin {
+        /// The new node's id.
+        #[arg(long)]
+        node_id: String,
+        /// Its ed25519 node public key, hex (what `mpcd init` printed).
+        #[arg(long)]
+        public_key: String,
+        /// Its libp2p multiaddr, e.g. /ip4/127.0.0.1/tcp/26741.
+        #[arg(long)]
+        p2p_addr: String,
+        /// Wait until the chain lists the node.
+        #[arg(long)]
+        wait: bool,
+    },
     /// A node's local view of its shares (never secret material).
     NodeStatus {
         /// Node id.
@@ -589,6 +605,37 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             &ctx.query(&format!("/sign/{}", RequestId::new(request_id)?))?,
         )),
         Cmd::Nodes => ctx.query("/nodes"),
+        Cmd::NodeJoin {
+            node_id,
+            public_key,
+            p2p_addr,
+            wait,
+        } => {
+            let node_id = NodeId::new(node_id)?;
+            let public_key =
+                seqmpc_abci::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
+            let key = ctx.key()?;
+            let hash = ctx.submit(
+                &key,
+                TxMsg::NodeJoin {
+                    node_id: node_id.clone(),
+                    public_key,
+                    p2p_addr,
+                },
+            )?;
+            if !wait {
+                return Ok(json!({"node_id": node_id, "tx_hash": hash, "status": "SUBMITTED"}));
+            }
+            ctx.wait_committed(&hash)?;
+            let nodes = ctx.wait_until("/nodes", |v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().any(|n| n["id"] == node_id.as_str()))
+            })?;
+            Ok(nodes
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["id"] == node_id.as_str()).cloned())
+                .unwrap_or(Value::Null))
+        }
         Cmd::NodeStatus { node, key_id } => {
             let node = NodeId::new(node)?;
             let nodes = ctx

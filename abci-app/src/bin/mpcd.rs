@@ -10,6 +10,7 @@ use seqmpc_abci::app::{App, AppHandle};
 use seqmpc_abci::genesis::Genesis;
 use seqmpc_abci::keys::{create_key_file, load_key_file};
 use seqmpc_abci::rpc::RpcClient;
+use seqmpc_abci::state::ChainState;
 use seqmpc_abci::status::{self, StatusContext};
 use seqmpc_abci::submit::RpcSubmitter;
 use seqmpc_module::node::cggmp::CggmpConfig;
@@ -34,7 +35,8 @@ enum Cmd {
         /// Node home directory.
         #[arg(long)]
         home: PathBuf,
-        /// Node id as registered in the genesis, e.g. node0.
+        /// Node id as registered in the genesis, e.g. node0, or the id a `NodeJoin` tx will
+        /// admit (written to HOME/node_id; `start` uses it until the chain knows the key).
         #[arg(long)]
         node_id: NodeId,
     },
@@ -153,21 +155,90 @@ fn load_genesis(path: &Path) -> anyhow::Result<(Vec<u8>, Genesis)> {
     Ok((bytes, genesis))
 }
 
-/// This node's id: the genesis registry entry of the node key's public key.
-fn my_node_id(genesis: &Genesis, my_pk: &str) -> anyhow::Result<NodeId> {
-    genesis
+/// This node's id: the registry entry of the node key's public key, in the genesis or (a node
+/// admitted later by a `NodeJoin` tx) in the committed chain state; for a node not admitted
+/// yet, the id `mpcd init --node-id` wrote to HOME/node_id (the node starts, replays the chain
+/// and is reachable once its `NodeJoin` is committed).
+fn my_node_id(
+    home: &Path,
+    genesis: &Genesis,
+    state: Option<&ChainState>,
+    my_pk: &str,
+) -> anyhow::Result<NodeId> {
+    if let Some(n) = genesis
         .nodes
         .iter()
         .find(|n| n.public_key.eq_ignore_ascii_case(my_pk))
-        .map(|n| n.id.clone())
-        .with_context(|| format!("this node's key {my_pk} is not in the genesis node registry"))
+    {
+        return Ok(n.id.clone());
+    }
+    let my_pk = my_pk.to_ascii_lowercase();
+    if let Some(id) = state.and_then(|s| s.node_keys.get(&my_pk)) {
+        return Ok(id.clone());
+    }
+    let path = home.join(NODE_ID_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "this node's key {my_pk} is not in the node registry, and {} cannot be read",
+            path.display()
+        )
+    })?;
+    let id = NodeId::new(text.trim()).with_context(|| format!("{}", path.display()))?;
+    let taken = genesis.nodes.iter().any(|n| n.id == id)
+        || state.is_some_and(|s| s.nodes.contains_key(&id));
+    if taken {
+        bail!(
+            "node id {id} (from {}) is registered with another key",
+            path.display()
+        );
+    }
+    warn!(node = %id, key = %my_pk, "this node's key is in neither the genesis nor the committed \
+        state it holds: it learns the registry while it replays the chain, and peers accept it \
+        once a NodeJoin for it is committed");
+    Ok(id)
+}
+
+/// The p2p registry at start: the committed state's nodes (genesis plus every `NodeJoin`
+/// committed so far), or the genesis before the first block. Later joins arrive as jobs.
+fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Result<Vec<PeerInfo>> {
+    let mut peers = Vec::new();
+    match state {
+        Some(s) => {
+            for n in s.nodes.values() {
+                let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+                    .map_err(|e| anyhow::anyhow!("registered node {}: {e}", n.id))?;
+                peers.push(PeerInfo {
+                    node: n.id.clone(),
+                    public_key: pk,
+                    addr: n.p2p_addr.clone(),
+                });
+            }
+        }
+        None => {
+            for n in &genesis.nodes {
+                let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+                    .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
+                peers.push(PeerInfo {
+                    node: n.id.clone(),
+                    public_key: pk,
+                    addr: n.p2p_addr.clone(),
+                });
+            }
+        }
+    }
+    Ok(peers)
 }
 
 /// The chain id and this node's id, for the offline key store commands.
 fn identity(home: &Path, genesis_path: &Path) -> anyhow::Result<(String, NodeId)> {
     let (_, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
-    let me = my_node_id(&genesis, &hex::encode(key.verifying_key().to_bytes()))?;
+    let me = my_node_id(
+        home,
+        &genesis,
+        None,
+        &hex::encode(key.verifying_key().to_bytes()),
+    )?;
     Ok((genesis.chain_id, me))
 }
 
@@ -287,7 +358,10 @@ fn start(
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_pk = hex::encode(key.verifying_key().to_bytes());
-    let me = my_node_id(&genesis, &my_pk)?;
+    let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
+    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+    let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
+    let peers = registry_peers(&genesis, app.state())?;
     let cggmp = match cggmp_primes {
         Some(path) => {
             let c = CggmpConfig::from_fixture_file(path, &me)
@@ -311,16 +385,6 @@ fn start(
         .enable_all()
         .thread_name("mpcd-rt")
         .build()?;
-    let mut peers = Vec::new();
-    for n in &genesis.nodes {
-        let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
-            .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
-        peers.push(PeerInfo {
-            node: n.id.clone(),
-            public_key: pk,
-            addr: n.p2p_addr.clone(),
-        });
-    }
     let p2p_cfg = P2pConfig {
         node: me.clone(),
         secret_key: Zeroizing::new(key.to_bytes()),
@@ -331,8 +395,6 @@ fn start(
     };
     let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
 
-    let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
-    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
     let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
     let catch_up = app.catch_up_jobs(&me);
     let app = AppHandle::spawn(app)?;

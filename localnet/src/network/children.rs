@@ -192,7 +192,7 @@ pub fn stop_by_argv(cmd: &[String], grace: Duration) -> usize {
 }
 
 /// Alive and not a zombie (a zombie has exited; its parent just has not reaped it).
-fn alive_not_zombie(pid: u32) -> bool {
+pub fn alive_not_zombie(pid: u32) -> bool {
     if !alive(pid) {
         return false;
     }

@@ -150,6 +150,10 @@ impl Layout {
     pub fn signer_key(&self) -> PathBuf {
         self.client_dir().join("signer.key")
     }
+    /// `DIR/added-nodes.json`: ids of the nodes `localnet add-node` admitted.
+    pub fn added_nodes(&self) -> PathBuf {
+        self.dir.join("added-nodes.json")
+    }
     /// `DIR/sequencer`.
     pub fn sequencer_dir(&self) -> PathBuf {
         self.dir.join("sequencer")

@@ -24,7 +24,7 @@ struct InitOutput {
 }
 
 /// Runs `mpcd init` for one node and returns its public key (hex).
-fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
+pub(super) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
     let out = Command::new(mpcd)
         .arg("init")
         .arg("--home")
@@ -95,7 +95,8 @@ pub fn create(layout: &Layout, n: usize, ports: &Ports, mpcd: &Path) -> anyhow::
             GenesisAccount {
                 name: "client".to_owned(),
                 public_key: hex::encode(client.verifying_key().to_bytes()),
-                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete]),
+                // The localnet's operator account: every role, `registry` for `add-node`.
+                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete, Role::Registry]),
             },
             GenesisAccount {
                 name: "signer".to_owned(),
@@ -115,6 +116,39 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// Records that `localnet add-node` admitted `id` (its NodeJoin is committed), so a restart
+/// of the localnet starts it again with the genesis nodes.
+pub fn record_added(layout: &Layout, genesis_nodes: usize, id: &str) -> anyhow::Result<()> {
+    let mut ids = load_added(layout, genesis_nodes)?;
+    if !ids.iter().any(|x| x == id) {
+        ids.push(id.to_owned());
+    }
+    let mut bytes = serde_json::to_vec_pretty(&ids)?;
+    bytes.push(b'\n');
+    write_atomic(&layout.added_nodes(), &bytes)
+}
+
+/// The nodes `localnet add-node` admitted, in order: `node<G>`, `node<G+1>`, ... where G is
+/// the number of genesis nodes (the port layout assumes it).
+pub fn load_added(layout: &Layout, genesis_nodes: usize) -> anyhow::Result<Vec<String>> {
+    let path = layout.added_nodes();
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let ids: Vec<String> =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    for (k, id) in ids.iter().enumerate() {
+        let want = format!("node{}", genesis_nodes + k);
+        ensure!(
+            *id == want,
+            "{}: entry {k} is {id:?}, expected {want:?}",
+            path.display()
+        );
+    }
+    Ok(ids)
 }
 
 /// Reads the genesis of an existing localnet.

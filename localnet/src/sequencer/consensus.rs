@@ -60,6 +60,15 @@ struct Slot {
 }
 
 impl Slot {
+    fn down() -> Self {
+        Slot {
+            link: Link::Down,
+            height: 0,
+            error: None,
+            last_attempt: None,
+        }
+    }
+
     fn state(&self) -> AppState {
         match self.link {
             Link::Down => AppState::Down,
@@ -94,16 +103,7 @@ impl Engine {
         let height = store.height();
         let reader = store.reader();
         let mut engine = Engine {
-            slots: shared
-                .apps
-                .iter()
-                .map(|_| Slot {
-                    link: Link::Down,
-                    height: 0,
-                    error: None,
-                    last_attempt: None,
-                })
-                .collect(),
+            slots: shared.app_list().iter().map(|_| Slot::down()).collect(),
             shared,
             store,
             genesis: Arc::new(genesis),
@@ -141,7 +141,7 @@ impl Engine {
         let res = self.run_inner(stop);
         for (i, slot) in self.slots.iter_mut().enumerate() {
             slot.link = Link::Down;
-            if let Some(app) = self.shared.apps.get(i) {
+            if let Some(app) = self.shared.app(i) {
                 app.set_up(false);
             }
         }
@@ -205,7 +205,7 @@ impl Engine {
                 if syncing == 0 {
                     let errors: Vec<String> = self
                         .shared
-                        .apps
+                        .app_list()
                         .iter()
                         .zip(&self.slots)
                         .map(|(a, s)| {
@@ -238,8 +238,7 @@ impl Engine {
 
     fn name(&self, i: usize) -> String {
         self.shared
-            .apps
-            .get(i)
+            .app(i)
             .map(|a| a.name.clone())
             .unwrap_or_default()
     }
@@ -255,14 +254,19 @@ impl Engine {
             }
             slot.error = Some(error);
         }
-        if let Some(app) = self.shared.apps.get(i) {
+        if let Some(app) = self.shared.app(i) {
             app.set_up(false);
         }
     }
 
     /// Connects down apps, advances syncing ones, promotes synced ones.
     fn maintain_links(&mut self) {
-        let mut changed = false;
+        // Apps attached at runtime (`dev_add_app`) start down, like every app at start.
+        let attached = self.shared.app_list().len();
+        let mut changed = self.slots.len() < attached;
+        while self.slots.len() < attached {
+            self.slots.push(Slot::down());
+        }
         for i in 0..self.slots.len() {
             let Some(slot) = self.slots.get_mut(i) else {
                 continue;
@@ -293,7 +297,7 @@ impl Engine {
 
     /// Down → Syncing, if a retry is due and the app accepts a connection.
     fn try_connect(&mut self, i: usize) -> (Link, bool) {
-        let Some(app) = self.shared.apps.get(i) else {
+        let Some(app) = self.shared.app(i) else {
             return (Link::Down, false);
         };
         let Some(slot) = self.slots.get_mut(i) else {
@@ -376,7 +380,7 @@ impl Engine {
         if let Some(slot) = self.slots.get_mut(i) {
             slot.error = None;
         }
-        if let Some(app) = self.shared.apps.get(i) {
+        if let Some(app) = self.shared.app(i) {
             app.set_up(true);
         }
         Link::Up { worker }
@@ -395,7 +399,7 @@ impl Engine {
             slot.error = Some(error);
             slot.last_attempt = Some(Instant::now());
         }
-        if let Some(app) = self.shared.apps.get(i) {
+        if let Some(app) = self.shared.app(i) {
             app.set_up(false);
         }
         Link::Down
@@ -404,7 +408,7 @@ impl Engine {
     fn publish_apps(&self) {
         let apps: Vec<AppStatus> = self
             .shared
-            .apps
+            .app_list()
             .iter()
             .zip(&self.slots)
             .map(|(a, s)| AppStatus {

@@ -3,7 +3,7 @@
 //!
 //! Routes: `status`, `health`, `abci_info`, `abci_query`, `broadcast_tx_sync`,
 //! `broadcast_tx_async`, `broadcast_tx_commit`, `block`, `block_results`, `tx`,
-//! `num_unconfirmed_txs`. Errors are `{"code", "message", "data"}` with CometBFT's codes:
+//! `num_unconfirmed_txs`, and the dev-only `dev_add_app` (attach another ABCI app at runtime). Errors are `{"code", "message", "data"}` with CometBFT's codes:
 //! -32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid params,
 //! -32603 internal error (e.g. `tx already exists in cache`, `mempool is full`).
 
@@ -307,6 +307,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("block_results", &["height"]),
     ("tx", &["hash", "prove"]),
     ("num_unconfirmed_txs", &[]),
+    ("dev_add_app", &["name", "addr"]),
 ];
 
 fn call(
@@ -317,6 +318,20 @@ fn call(
 ) -> Result<Value, RpcError> {
     match method {
         "status" => Ok(encode::status(shared, rpc_addr)),
+        // Dev only (the RPC listens on localhost): attach another ABCI app, e.g. a node that
+        // `localnet add-node` started; it gets InitChain and every stored block, then blocks.
+        "dev_add_app" => {
+            let p = params()?;
+            let need = |v: Option<String>, n: &str| {
+                v.ok_or_else(|| RpcError::invalid_params(format!("missing {n}")))
+            };
+            let name = need(p.string("name")?, "name")?;
+            let addr = need(p.string("addr")?, "addr")?;
+            shared
+                .add_app(&name, &addr)
+                .map_err(RpcError::invalid_params)?;
+            Ok(json!({"name": name, "addr": addr, "attached": true}))
+        }
         "health" => Ok(json!({})),
         "abci_info" => shared
             .info()

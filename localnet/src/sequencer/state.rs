@@ -224,8 +224,9 @@ pub enum BroadcastError {
 pub struct Shared {
     /// Chain id.
     pub chain_id: String,
-    /// The apps, in configuration order ("first available" means first up in this order).
-    pub apps: Vec<AppHandle>,
+    /// The apps, in configuration order ("first available" means first up in this order);
+    /// [`Shared::add_app`] appends to it at runtime, nothing removes from it.
+    pub apps: RwLock<Vec<Arc<AppHandle>>>,
     /// Pending txs.
     pub mempool: Mutex<Mempool>,
     /// See the module doc.
@@ -243,6 +244,44 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The app at index `i` (configuration order).
+    pub fn app(&self, i: usize) -> Option<Arc<AppHandle>> {
+        self.apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(i)
+            .cloned()
+    }
+
+    /// Every app, in configuration order.
+    pub fn app_list(&self) -> Vec<Arc<AppHandle>> {
+        self.apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Attaches another ABCI app to the running chain (`dev_add_app` RPC): the block loop
+    /// connects it, runs InitChain, replays every stored block to it, then drives it like the
+    /// others. Refuses a name or address already attached; attaching is permanent until the
+    /// sequencer stops.
+    pub fn add_app(&self, name: &str, addr: &str) -> Result<(), String> {
+        let addr = addr.strip_prefix("tcp://").unwrap_or(addr).trim();
+        let name = name.trim();
+        if name.is_empty() || addr.is_empty() || addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "bad app {name:?} at {addr:?} (expected a name and an ip:port)"
+            ));
+        }
+        let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = apps.iter().find(|a| a.name == name || a.addr == addr) {
+            return Err(format!("app {} at {} is attached already", a.name, a.addr));
+        }
+        apps.push(Arc::new(AppHandle::new(name.to_owned(), addr.to_owned())));
+        tracing::info!(app = %name, %addr, "app attached; the block loop connects and syncs it");
+        Ok(())
+    }
+
     /// Read access to the view (a poisoned lock is still readable: writers never leave it
     /// half-updated across a panic point).
     pub fn view(&self) -> std::sync::RwLockReadGuard<'_, ChainView> {
@@ -292,7 +331,7 @@ impl Shared {
     /// CheckTx on the first app that is up and answers.
     pub fn check_tx(&self, tx: Bytes, kind: CheckTxType) -> Result<ResponseCheckTx, String> {
         let mut errors = Vec::new();
-        for app in self.apps.iter().filter(|a| a.is_up()) {
+        for app in self.app_list().iter().filter(|a| a.is_up()) {
             match app.check_tx(RequestCheckTx {
                 tx: tx.clone(),
                 r#type: kind as i32,
@@ -310,7 +349,7 @@ impl Shared {
     /// Query on the first app that is up and answers.
     pub fn query(&self, req: RequestQuery) -> Result<ResponseQuery, String> {
         let mut errors = Vec::new();
-        for app in self.apps.iter().filter(|a| a.is_up()) {
+        for app in self.app_list().iter().filter(|a| a.is_up()) {
             match app.query(req.clone()) {
                 Ok(r) => return Ok(r),
                 Err(e) => errors.push(e),
@@ -322,7 +361,7 @@ impl Shared {
     /// Info on the first app that is up and answers.
     pub fn info(&self) -> Result<ResponseInfo, String> {
         let mut errors = Vec::new();
-        for app in self.apps.iter().filter(|a| a.is_up()) {
+        for app in self.app_list().iter().filter(|a| a.is_up()) {
             match app.info() {
                 Ok(r) => return Ok(r),
                 Err(e) => errors.push(e),

@@ -710,3 +710,56 @@ fn sequencer__bench_broadcast_tx_sync_throughput() {
     );
     seq.stop().unwrap();
 }
+
+#[test]
+fn sequencer__should_attach_an_app_at_runtime_and_replay_the_chain_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let seq = Sequencer::spawn(config(vec![format!("a={a}")], dir.path())).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let url = seq.rpc_url();
+    for i in 0..5 {
+        let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"new{i}=v{i}\""));
+        assert_eq!(r["result"]["code"], 0, "{r}");
+    }
+    seq.wait_for_height(seq.height() + 3, Duration::from_secs(10))
+        .unwrap();
+
+    // Attach over the RPC: InitChain, replay, then live blocks, in step with the first app.
+    let (b, chain_b) = start_app("");
+    let (code, r) = post(
+        &url,
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"dev_add_app","params":{{"name":"b","addr":"{b}"}}}}"#
+        ),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["result"]["attached"], true, "{r}");
+    wait(
+        "the attached app to catch up",
+        Duration::from_secs(10),
+        || {
+            let st = seq.status();
+            st.apps.len() == 2
+                && st.apps.iter().all(|x| x.state == AppState::Up)
+                && app_info(&a) == app_info(&b)
+        },
+    );
+    assert_eq!(chain_b.lock().unwrap().init_chains.len(), 1);
+
+    // Attaching the same name or address again, or a bad address, is refused.
+    for params in [
+        r#"{"name":"b","addr":"127.0.0.1:1"}"#.to_owned(),
+        format!(r#"{{"name":"c","addr":"{b}"}}"#),
+        r#"{"name":"c","addr":"nowhere"}"#.to_owned(),
+        r#"{"name":"c"}"#.to_owned(),
+    ] {
+        let (_, r) = post(
+            &url,
+            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"dev_add_app","params":{params}}}"#),
+        );
+        assert_eq!(r["error"]["code"], -32602, "{params}: {r}");
+    }
+    assert_eq!(seq.status().apps.len(), 2);
+    seq.stop().unwrap();
+}

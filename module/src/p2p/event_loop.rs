@@ -32,7 +32,7 @@ use super::{
     peer::{Link, Outgoing, Peer, BACKOFF_INITIAL, STABLE_AFTER},
     registry::Registry,
     swarm::{Behaviour, BehaviourEvent},
-    Incoming, MAX_ATTEMPTS, MESSAGE_DEADLINE, REQUEST_TIMEOUT, WINDOW,
+    Incoming, P2pError, PeerInfo, MAX_ATTEMPTS, MESSAGE_DEADLINE, REQUEST_TIMEOUT, WINDOW,
 };
 use crate::proto::NodeId;
 
@@ -54,6 +54,9 @@ pub(super) enum Target {
     Remote(usize),
 }
 
+/// A node added at runtime: where `send` puts its messages, and its queue counter.
+pub(super) type AddedPeer = (Target, Arc<AtomicUsize>);
+
 /// Requests from the handles.
 pub(super) enum Command {
     /// Queue a message; its queue counter was already incremented by the handle.
@@ -64,6 +67,12 @@ pub(super) enum Command {
     },
     /// Report the connected registry nodes.
     Connected { reply: oneshot::Sender<Vec<NodeId>> },
+    /// Add a node admitted at runtime; the reply carries its target and queue counter.
+    AddPeer {
+        peer: PeerInfo,
+        /// `None`: the node is this one.
+        reply: oneshot::Sender<Result<Option<AddedPeer>, P2pError>>,
+    },
 }
 
 /// How to acknowledge a message once it is in the incoming channel.
@@ -216,6 +225,36 @@ impl EventLoop {
                 // The caller may have given up waiting; nothing to do then.
                 let _ = reply.send(up);
             }
+            Command::AddPeer { peer, reply } => {
+                let _ = reply.send(self.add_peer(&peer));
+            }
+        }
+    }
+
+    /// Registers a node admitted at runtime: the gate admits its key and the tick dials it.
+    fn add_peer(&mut self, info: &PeerInfo) -> Result<Option<AddedPeer>, P2pError> {
+        let Some((idx, new)) = self.registry.add(&self.local, self.local_peer, info)? else {
+            return Ok(None);
+        };
+        if new {
+            let Some(remote) = self.registry.remotes.get(idx) else {
+                return Err(P2pError::InvalidPeer {
+                    node: info.node.clone(),
+                    reason: "bug: registry index out of range".into(),
+                });
+            };
+            let peer = Peer::new(remote, self.local_peer, Instant::now());
+            self.swarm.behaviour_mut().allow(remote.peer_id);
+            tracing::info!(node = %info.node, peer = %remote.peer_id, addr = %info.addr,
+                "node added to the registry");
+            self.peers.push(peer);
+        }
+        match self.peers.get(idx) {
+            Some(p) => Ok(Some((Target::Remote(idx), Arc::clone(&p.queued)))),
+            None => Err(P2pError::InvalidPeer {
+                node: info.node.clone(),
+                reason: "bug: peer index out of range".into(),
+            }),
         }
     }
 

@@ -37,6 +37,11 @@ impl Gate {
         Self { allowed }
     }
 
+    /// Admits `peer` from now on (a node added to the registry at runtime).
+    pub(super) fn allow(&mut self, peer: PeerId) {
+        self.allowed.insert(peer);
+    }
+
     fn check(
         &self,
         peer: PeerId,

@@ -98,6 +98,60 @@ impl Registry {
         Ok(Self { remotes, by_peer })
     }
 
+    /// Adds a node admitted at runtime. Returns its index and whether it is new (`None` for
+    /// this node itself with its own key): the same node with the same key again is not an
+    /// error (a replayed join). A different key for a known id (this node's included), a key
+    /// already registered for another node, or this node's own key under another id are
+    /// refused.
+    pub(super) fn add(
+        &mut self,
+        local: &NodeId,
+        local_peer: PeerId,
+        p: &PeerInfo,
+    ) -> Result<Option<(usize, bool)>, P2pError> {
+        let invalid = |reason: String| P2pError::InvalidPeer {
+            node: p.node.clone(),
+            reason,
+        };
+        let peer_id = peer_id_of(&p.public_key)
+            .map_err(|e| invalid(format!("not a valid ed25519 public key: {e}")))?;
+        if &p.node == local {
+            return if peer_id == local_peer {
+                Ok(None)
+            } else {
+                Err(invalid("this node's id with another key".into()))
+            };
+        }
+        if let Some(idx) = self.remotes.iter().position(|r| r.node == p.node) {
+            return match self.remotes.get(idx) {
+                Some(r) if r.peer_id == peer_id => Ok(Some((idx, false))),
+                _ => Err(invalid("registered already with another key".into())),
+            };
+        }
+        if peer_id == local_peer {
+            return Err(invalid("it carries this node's own key".into()));
+        }
+        if self.by_peer.contains_key(&peer_id) {
+            return Err(invalid("its key is registered for another node".into()));
+        }
+        let addr = match p.addr.parse::<Multiaddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(node = %p.node, addr = %p.addr, error = %e,
+                    "unparsable registry address: accepting this node's connections, not dialing it");
+                None
+            }
+        };
+        let idx = self.remotes.len();
+        self.by_peer.insert(peer_id, idx);
+        self.remotes.push(Remote {
+            node: p.node.clone(),
+            peer_id,
+            addr,
+        });
+        Ok(Some((idx, true)))
+    }
+
     /// Index of the remote node authenticated as `peer`, if it is registered.
     pub(super) fn index_of(&self, peer: &PeerId) -> Option<usize> {
         self.by_peer.get(peer).copied()

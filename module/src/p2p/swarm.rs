@@ -35,6 +35,13 @@ pub(super) struct Behaviour {
     pub(super) mpc: request_response::Behaviour<MpcCodec>,
 }
 
+impl Behaviour {
+    /// Admits `peer`'s connections from now on.
+    pub(super) fn allow(&mut self, peer: PeerId) {
+        self.gate.allow(peer);
+    }
+}
+
 /// Runs libp2p's per-connection tasks on tokio inside the node's span, so their log lines
 /// (codec refusals, Yamux warnings) say which node they belong to.
 struct SpanExecutor(tracing::Span);

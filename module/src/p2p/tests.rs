@@ -500,3 +500,49 @@ async fn p2p__should_echo_with_low_latency() {
     );
     echo.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn p2p__should_accept_a_node_only_once_it_is_added_at_runtime() {
+    init_tracing();
+    let a = TestNode::new("node-a", 91);
+    let b = TestNode::new("node-b", 92);
+    let c = TestNode::new("node-c", 93);
+    let (ha, mut rxa) = a.start(&[&a, &b], MAX).await;
+    let (_hb, _rxb) = b.start(&[&a, &b], MAX).await;
+    // c knows a and b (it learnt the registry from the chain); a does not know c yet.
+    let (hc, mut rxc) = c.start(&[&a, &b, &c], MAX).await;
+    hc.send(&a.node, b"too early".to_vec()).await.unwrap();
+    assert!(matches!(
+        ha.send(&c.node, b"x".to_vec()).await,
+        Err(P2pError::UnknownPeer(_))
+    ));
+    assert!(recv_within(&mut rxa, Duration::from_secs(1))
+        .await
+        .is_none());
+
+    // A conflicting entry is refused; the real one is admitted, twice without harm.
+    let mut forged = c.info();
+    forged.node = a.node.clone();
+    assert!(matches!(
+        ha.add_peer(forged).await,
+        Err(P2pError::InvalidPeer { .. })
+    ));
+    let mut rekeyed = b.info();
+    rekeyed.public_key = c.public_key;
+    assert!(matches!(
+        ha.add_peer(rekeyed).await,
+        Err(P2pError::InvalidPeer { .. })
+    ));
+    ha.add_peer(c.info()).await.unwrap();
+    ha.add_peer(c.info()).await.unwrap();
+    ha.add_peer(a.info()).await.unwrap();
+
+    wait_connected(&ha, &c.node).await;
+    let m = recv_within(&mut rxa, WAIT)
+        .await
+        .expect("c's message after admission");
+    assert_eq!(m.from, c.node);
+    ha.send(&c.node, b"welcome".to_vec()).await.unwrap();
+    let m = recv_within(&mut rxc, WAIT).await.expect("a's message to c");
+    assert_eq!((m.from, m.bytes), (a.node.clone(), b"welcome".to_vec()));
+}
