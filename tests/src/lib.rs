@@ -320,3 +320,24 @@ impl Localnet {
         Ok(restarted)
     }
 }
+
+impl Localnet {
+    /// `localnet add-node`: admits the next node (NodeJoin) and starts it; reloads
+    /// localnet.json so the node's status endpoint is known. Returns the node's JSON.
+    pub fn add_node(&mut self) -> anyhow::Result<Value> {
+        let out = Command::new(bin_dir().join("localnet"))
+            .args(["add-node", "--dir"])
+            .arg(&self.dir)
+            .arg("--mpcd")
+            .arg(bin_dir().join("mpcd"))
+            .env("SEQMPC_CGGMP_PRIMES_AT_START", "false")
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("add-node failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let added: Value = serde_json::from_slice(&out.stdout)?;
+        self.info = serde_json::from_slice(&std::fs::read(self.dir.join("localnet.json"))?)?;
+        Ok(added)
+    }
+}
