@@ -226,10 +226,13 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             check_delete(state, key_id).map(|_| ())
         }
         TxMsg::KeyGenResult {
-            key_id, session, ..
+            key_id,
+            session,
+            outcome,
         } => {
             let node = require_node(&signer, "KeyGenResult")?;
-            check_keygen_result(state, node, key_id, session).map(|_| ())
+            let key = check_keygen_result(state, node, key_id, session)?;
+            check_culprits(outcome, &key.parties, "the keygen committee")
         }
         TxMsg::SignResult {
             request_id,
@@ -237,7 +240,13 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             outcome,
         } => {
             let node = require_node(&signer, "SignResult")?;
-            check_sign_result(state, node, request_id, session, outcome, height).map(|_| ())
+            check_sign_result(state, node, request_id, session, outcome, height)?;
+            let signers = state
+                .sign_requests()
+                .get(request_id)
+                .map(|r| r.signers.as_slice())
+                .unwrap_or_default();
+            check_culprits(outcome, signers, "the signers")
         }
         TxMsg::KeyDeleted { key_id } => {
             let node = require_node(&signer, "KeyDeleted")?;
@@ -261,12 +270,28 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             check_reshare(state, key_id, parties, *threshold).map(|_| ())
         }
         TxMsg::ReshareResult {
-            key_id, session, ..
+            key_id,
+            session,
+            outcome,
         } => {
             let node = require_node(&signer, "ReshareResult")?;
-            check_reshare_result(state, node, key_id, session).map(|_| ())
+            let r = check_reshare_result(state, node, key_id, session)?;
+            let involved: Vec<NodeId> = r.dealers.iter().chain(&r.parties).cloned().collect();
+            check_culprits(outcome, &involved, "the dealers and new parties")
         }
     }
+}
+
+/// A failure report may blame only parties of its session (a node cannot smear an outsider).
+fn check_culprits<T>(outcome: &Outcome<T>, parties: &[NodeId], what: &str) -> Result<(), TxError> {
+    if let Outcome::Failed { culprits, .. } = outcome {
+        if let Some(c) = culprits.iter().find(|c| !parties.contains(c)) {
+            return Err(TxError::Invalid(format!(
+                "culprit {c} is not one of {what} of the session"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A `NodeJoin` may not reuse a registered node id, nor a key of a node or an account (a key

@@ -1280,6 +1280,23 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
     let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2], 2) else {
         panic!()
     };
+    // (A report may only blame parties of the session.)
+    let outsider = net.reshare_report_unsequenced(
+        0,
+        "r2",
+        session,
+        Outcome::Failed {
+            error: "x".into(),
+            culprits: vec![NodeId::new("stranger").unwrap()],
+        },
+    );
+    let r = net.check(&outsider);
+    assert_eq!(r.code, 6, "{}", r.log);
+    assert!(
+        r.log.contains("culprit stranger is not one of"),
+        "{}",
+        r.log
+    );
     let txs: Vec<Vec<u8>> = (0..3)
         .map(|i| net.reshare_report(i, "r2", session, ok_report(&pk, i as u8)))
         .collect();
