@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use seqmpc_module::job::Job;
+use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::tx::{Outcome, SignedTx, TxMsg};
 use seqmpc_proto::verify::VerifyError;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
@@ -1062,7 +1062,7 @@ fn start_reshare(
         error: None,
         culprits: Vec::new(),
     };
-    let job = Job::Reshare {
+    let job = Job::Reshare(ReshareJob {
         session,
         key_id: key_id.clone(),
         scheme: key.scheme,
@@ -1076,7 +1076,7 @@ fn start_reshare(
         generation: key.generation.saturating_add(1),
         height,
         block_time_ms: fx.block_time_ms,
-    };
+    });
     if let Some(key) = state.key_mut(key_id) {
         key.reshare = Some(entry);
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use ed25519_dalek::{Signer, SigningKey};
 use seqmpc_abci::app::App;
 use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
-use seqmpc_module::job::Job;
+use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use serde_json::Value;
@@ -1126,7 +1126,7 @@ fn app_can_reshare_a_key_to_a_new_committee_and_switch_on_agreement() {
     net.ready_key("r1", &group);
     let before = net.query("/key/r1").1;
     let job = net.start_reshare("r1", &[0, 1, 2], 2);
-    let Job::Reshare {
+    let Job::Reshare(ReshareJob {
         session,
         key_session,
         old_parties,
@@ -1137,7 +1137,7 @@ fn app_can_reshare_a_key_to_a_new_committee_and_switch_on_agreement() {
         public_key,
         generation,
         ..
-    } = job
+    }) = job
     else {
         panic!("{job:?}")
     };
@@ -1206,12 +1206,12 @@ fn app_can_reshare_a_key_to_a_new_committee_and_switch_on_agreement() {
     assert!(signers.iter().all(|s| s != &nid(3)));
     // A refresh (same committee and threshold) is a resharing too; it can run again.
     let job = net.start_reshare("r1", &[0, 1, 2], 2);
-    let Job::Reshare {
+    let Job::Reshare(ReshareJob {
         session: s2,
         dealers,
         generation,
         ..
-    } = job
+    }) = job
     else {
         panic!("{job:?}")
     };
@@ -1247,7 +1247,7 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
         }
     };
     // 1. A new party blames a dealer.
-    let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2, 3], 2) else {
+    let Job::Reshare(ReshareJob { session, .. }) = net.start_reshare("r2", &[0, 1, 2, 3], 2) else {
         panic!()
     };
     let f = net.reshare_report(
@@ -1277,7 +1277,7 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
     let late = net.reshare_report_unsequenced(0, "r2", session, ok_report(&pk, 1));
     assert_eq!(net.check(&late).code, 8, "{}", net.check(&late).log);
     // 2. The new parties disagree on the transcript.
-    let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2], 2) else {
+    let Job::Reshare(ReshareJob { session, .. }) = net.start_reshare("r2", &[0, 1, 2], 2) else {
         panic!()
     };
     // (A report may only blame parties of the session.)
@@ -1305,7 +1305,7 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
     check_unchanged(&k);
     assert!(k["reshare"]["error"].as_str().unwrap().contains("disagree"));
     // 3. They agree on another public key.
-    let Job::Reshare { session, .. } = net.start_reshare("r2", &[0, 1, 2], 2) else {
+    let Job::Reshare(ReshareJob { session, .. }) = net.start_reshare("r2", &[0, 1, 2], 2) else {
         panic!()
     };
     let txs: Vec<Vec<u8>> = (0..3)
@@ -1319,7 +1319,7 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
         .unwrap()
         .contains("not the key's"));
     // 4. Nobody reports before the deadline.
-    let Job::Reshare { session, .. } = net.start_reshare("r2", &[1, 2, 3], 3) else {
+    let Job::Reshare(ReshareJob { session, .. }) = net.start_reshare("r2", &[1, 2, 3], 3) else {
         panic!()
     };
     let mut ended = Vec::new();
@@ -1402,7 +1402,7 @@ fn app_rejects_bad_reshare_requests_with_clear_errors() {
     );
     assert_eq!(code(&mut net, tx).0, 5);
     // One resharing at a time, and no deletion while it runs.
-    let Job::Reshare { session, .. } = net.start_reshare("r3", &[0, 1, 2], 2) else {
+    let Job::Reshare(ReshareJob { session, .. }) = net.start_reshare("r3", &[0, 1, 2], 2) else {
         panic!()
     };
     let c0 = net.client.clone();
@@ -1457,13 +1457,13 @@ fn app_can_refresh_every_key_periodically() {
     while net.height < ready_at + 4 {
         jobs.extend(net.block(vec![]).1);
     }
-    let [Job::Reshare {
+    let [Job::Reshare(ReshareJob {
         session,
         new_parties,
         new_threshold,
         generation,
         ..
-    }] = &jobs[..]
+    })] = &jobs[..]
     else {
         panic!("{jobs:?}")
     };
@@ -1486,7 +1486,7 @@ fn app_can_refresh_every_key_periodically() {
         jobs.extend(net.block(vec![]).1);
     }
     assert!(
-        matches!(&jobs[..], [Job::Reshare { generation: 3, .. }]),
+        matches!(&jobs[..], [Job::Reshare(ReshareJob { generation: 3, .. })]),
         "{jobs:?}"
     );
 }

@@ -80,34 +80,7 @@ pub enum Job {
         p2p_addr: String,
     },
     /// Run a resharing (or refresh) of a READY key: the dealers deal, the new parties collect.
-    Reshare {
-        /// Session (execution id).
-        session: SessionId,
-        /// Key id.
-        key_id: KeyId,
-        /// Scheme.
-        scheme: Scheme,
-        /// The session that produced the current shares (the generation the dealers deal from).
-        key_session: SessionId,
-        /// The current committee, sorted.
-        old_parties: Vec<NodeId>,
-        /// The current threshold.
-        old_threshold: u32,
-        /// The old holders who deal, sorted (old threshold of them).
-        dealers: Vec<NodeId>,
-        /// The new committee, sorted.
-        new_parties: Vec<NodeId>,
-        /// The new threshold.
-        new_threshold: u32,
-        /// The group public key (as the chain records it), unchanged by resharing.
-        public_key: Vec<u8>,
-        /// Generation of the new shares.
-        generation: u64,
-        /// Height of the committed request.
-        height: u64,
-        /// Block time (ms since the Unix epoch), see [`Job::KeyGen`].
-        block_time_ms: u64,
-    },
+    Reshare(ReshareJob),
     /// The chain confirmed a resharing: new parties make their staged share READY, old holders
     /// outside the new committee delete theirs.
     ReshareDone {
@@ -132,6 +105,37 @@ pub enum Job {
         /// The chain's reason.
         reason: String,
     },
+}
+
+/// A committed resharing (or refresh) of a READY key ([`Job::Reshare`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReshareJob {
+    /// Session (execution id).
+    pub session: SessionId,
+    /// Key id.
+    pub key_id: KeyId,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// The session that produced the current shares (the generation the dealers deal from).
+    pub key_session: SessionId,
+    /// The current committee, sorted.
+    pub old_parties: Vec<NodeId>,
+    /// The current threshold.
+    pub old_threshold: u32,
+    /// The old holders who deal, sorted (old threshold of them).
+    pub dealers: Vec<NodeId>,
+    /// The new committee, sorted.
+    pub new_parties: Vec<NodeId>,
+    /// The new threshold.
+    pub new_threshold: u32,
+    /// The group public key (as the chain records it), unchanged by resharing.
+    pub public_key: Vec<u8>,
+    /// Generation of the new shares.
+    pub generation: u64,
+    /// Height of the committed request.
+    pub height: u64,
+    /// Block time (ms since the Unix epoch), see [`Job::KeyGen`].
+    pub block_time_ms: u64,
 }
 
 /// Hands a result to the chain (as a tx signed by this node's key). Implemented by the app.

@@ -649,37 +649,10 @@ impl<S: SubmitResult> Node<S> {
                     Err(e) => warn!(%key_id, error = %e, "cannot delete key share"),
                 }
             }
-            Job::Reshare {
-                session,
-                key_id,
-                scheme,
-                key_session,
-                old_parties,
-                old_threshold,
-                dealers,
-                new_parties,
-                new_threshold,
-                public_key,
-                generation,
-                block_time_ms,
-                ..
-            } => {
-                if self.is_stale(block_time_ms) || self.finished.contains_key(&session) {
+            Job::Reshare(job) => {
+                if self.is_stale(job.block_time_ms) || self.finished.contains_key(&job.session) {
                     return;
                 }
-                let job = reshare::ReshareJob {
-                    session,
-                    key_id,
-                    scheme,
-                    key_session,
-                    old_parties,
-                    old_threshold,
-                    dealers,
-                    new_parties,
-                    new_threshold,
-                    public_key,
-                    generation,
-                };
                 self.on_reshare_job(job, received).await;
             }
             Job::ReshareDone {

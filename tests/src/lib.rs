@@ -13,6 +13,8 @@ use seqmpc_abci::rpc::RpcClient;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use serde_json::Value;
 
+pub mod verify;
+
 /// Directory of the built binaries: `SEQMPC_BIN_DIR`, else `<workspace>/target/release`.
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("SEQMPC_BIN_DIR") {

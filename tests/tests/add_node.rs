@@ -12,12 +12,7 @@ use seqmpc_e2e::{bin_dir, wait_for, Localnet};
 use serde_json::Value;
 
 fn verify(public_key: &str, message: &[u8], signature: &str) {
-    // ed25519-dalek, independent of frost's arithmetic; strict RFC 8032 verification.
-    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
-    vk.verify_strict(message, &sig)
-        .expect("signature must verify");
+    seqmpc_e2e::verify::ed25519(public_key, message, signature).unwrap();
 }
 
 fn node(nodes: &Value, id: &str) -> Option<Value> {

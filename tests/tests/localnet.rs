@@ -12,12 +12,15 @@ use seqmpc_proto::{KeyId, RequestId, Scheme};
 use serde_json::Value;
 
 fn verify(public_key: &str, message: &[u8], signature: &str) {
-    // ed25519-dalek, independent of frost's arithmetic; strict RFC 8032 verification.
-    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
-    vk.verify_strict(message, &sig)
-        .expect("signature must verify");
+    seqmpc_e2e::verify::ed25519(public_key, message, signature).unwrap();
+}
+
+fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
+    seqmpc_e2e::verify::bip340(x_only_key, message, signature).unwrap();
+}
+
+fn verify_ecdsa(public_key: &str, digest: [u8; 32], signature: &str, recovery_id: &Value) {
+    seqmpc_e2e::verify::ecdsa(public_key, digest, signature, recovery_id).unwrap();
 }
 
 fn expect_err(net: &Localnet, args: &[&str], needle: &str) {
@@ -374,18 +377,6 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
     drop(restarted3);
 }
 
-fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
-    // libsecp256k1 (the `secp256k1` crate), independent of frost's arithmetic: plain BIP340
-    // under the 32-byte x-only key.
-    let pk: [u8; 32] = hex::decode(x_only_key).unwrap().try_into().unwrap();
-    let pk = secp256k1::XOnlyPublicKey::from_byte_array(pk).unwrap();
-    let sig: [u8; 64] = hex::decode(signature).unwrap().try_into().unwrap();
-    let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
-    secp256k1::SECP256K1
-        .verify_schnorr(&sig, message, &pk)
-        .expect("BIP340 signature must verify");
-}
-
 #[test]
 fn n4t3_localnet__should_keygen_sign_bip340_and_delete_a_frost_secp256k1_tr_key() {
     let tmp = tempfile::tempdir().unwrap();
@@ -457,29 +448,6 @@ fn n4t3_localnet__should_keygen_sign_bip340_and_delete_a_frost_secp256k1_tr_key(
         "deleted",
     );
     net.stop().unwrap();
-}
-
-/// Checks an ECDSA signature with libsecp256k1 (independent of cggmp24's arithmetic): low-s
-/// `r || s` over `digest` under the 33-byte compressed key, and `recovery_id` recovers the key.
-fn verify_ecdsa(public_key: &str, digest: [u8; 32], signature: &str, recovery_id: &Value) {
-    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
-    let pk = secp256k1::PublicKey::from_slice(&hex::decode(public_key).unwrap()).unwrap();
-    let rs: [u8; 64] = hex::decode(signature).unwrap().try_into().unwrap();
-    let msg = secp256k1::Message::from_digest(digest);
-    let sig = Signature::from_compact(&rs).unwrap();
-    let mut low = sig;
-    low.normalize_s();
-    assert_eq!(low, sig, "s must be low");
-    secp256k1::SECP256K1
-        .verify_ecdsa(msg, &sig, &pk)
-        .expect("ECDSA signature must verify");
-    let v = recovery_id.as_i64().expect("recovery_id") as i32;
-    let rec = RecoverableSignature::from_compact(&rs, RecoveryId::try_from(v).unwrap()).unwrap();
-    assert_eq!(
-        secp256k1::SECP256K1.recover_ecdsa(msg, &rec).unwrap(),
-        pk,
-        "recovery id must recover the key"
-    );
 }
 
 /// CGGMP24 over the real processes. The nodes load the test-only fixture primes and aux info

@@ -9,11 +9,7 @@ use seqmpc_e2e::Localnet;
 use serde_json::Value;
 
 fn verify(public_key: &str, message: &[u8], signature: &str) {
-    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
-    vk.verify_strict(message, &sig)
-        .expect("signature must verify");
+    seqmpc_e2e::verify::ed25519(public_key, message, signature).unwrap();
 }
 
 fn names(v: &Value) -> Vec<String> {

@@ -7,26 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use seqmpc_e2e::Localnet;
+use seqmpc_e2e::{verify, Localnet};
 use serde_json::Value;
-
-fn verify_ed25519(public_key: &str, message: &[u8], signature: &str) {
-    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
-    vk.verify_strict(message, &sig)
-        .expect("signature must verify");
-}
-
-fn verify_bip340(x_only_key: &str, message: &[u8], signature: &str) {
-    let pk: [u8; 32] = hex::decode(x_only_key).unwrap().try_into().unwrap();
-    let pk = secp256k1::XOnlyPublicKey::from_byte_array(pk).unwrap();
-    let sig: [u8; 64] = hex::decode(signature).unwrap().try_into().unwrap();
-    let sig = secp256k1::schnorr::Signature::from_byte_array(sig);
-    secp256k1::SECP256K1
-        .verify_schnorr(&sig, message, &pk)
-        .expect("BIP340 signature must verify");
-}
 
 fn names(v: &Value) -> Vec<String> {
     v.as_array()
@@ -51,9 +33,10 @@ fn sign_and_verify(net: &Localnet, key_id: &str, pk: &str, msg: &str) -> Vec<Str
     assert_eq!(s["status"], "DONE", "{s}");
     let sig = s["signature"].as_str().unwrap();
     match pk.len() {
-        64 if key_id.starts_with("tr") => verify_bip340(pk, msg.as_bytes(), sig),
-        _ => verify_ed25519(pk, msg.as_bytes(), sig),
+        64 if key_id.starts_with("tr") => verify::bip340(pk, msg.as_bytes(), sig),
+        _ => verify::ed25519(pk, msg.as_bytes(), sig),
     }
+    .unwrap_or_else(|e| panic!("{key_id}: {e:#}"));
     names(&s["signers"])
 }
 

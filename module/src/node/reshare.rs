@@ -14,6 +14,7 @@
 //! holds the same.
 
 use super::*;
+use crate::job::ReshareJob;
 use crate::protocol::reshare::{self, Collector, Deal, ReshareParams};
 
 /// A resharing session at a dealer, a new party, or both.
@@ -56,21 +57,6 @@ impl ReshareSession {
     pub(super) fn is_party(&self, n: &NodeId) -> bool {
         self.dealers.contains(n) || self.new_parties.contains(n)
     }
-}
-
-/// What [`Job::Reshare`] carries.
-pub(super) struct ReshareJob {
-    pub(super) session: SessionId,
-    pub(super) key_id: KeyId,
-    pub(super) scheme: Scheme,
-    pub(super) key_session: SessionId,
-    pub(super) old_parties: Vec<NodeId>,
-    pub(super) old_threshold: u32,
-    pub(super) dealers: Vec<NodeId>,
-    pub(super) new_parties: Vec<NodeId>,
-    pub(super) new_threshold: u32,
-    pub(super) public_key: Vec<u8>,
-    pub(super) generation: u64,
 }
 
 impl ReshareJob {

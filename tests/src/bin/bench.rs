@@ -483,9 +483,13 @@ fn run_reshares(
         wall.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     let mut lat = since(&metrics(net, 4), "reshare_latency_us", &before);
+    let moves: Vec<String> = reshares
+        .iter()
+        .map(|(p, t)| format!("{t}-of-{}", p.len()))
+        .collect();
     println!(
-        "  reshare ({} in turn, e.g. 3-of-4 -> 2-of-3): MPC part p50 {:7.2} ms  max {:7.2} ms   [p50 {:.1}x floor {floor_ms:.2} ms]; wall incl. blocks p50 {:.0} ms",
-        reshares.len(),
+        "  reshare (3-of-4 -> {}): MPC part p50 {:7.2} ms  max {:7.2} ms   [p50 {:.1}x floor {floor_ms:.2} ms]; wall incl. blocks p50 {:.0} ms",
+        moves.join(" -> "),
         pct(&mut lat, 0.5),
         pct(&mut lat, 1.0),
         pct(&mut lat, 0.5) / floor_ms,
