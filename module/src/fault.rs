@@ -14,6 +14,13 @@
 //!
 //! Each corrupts the message as it leaves ([`Faults::tamper`]): the lowest bit of its last
 //! byte, which is the last byte of a scalar in every one of these encodings.
+//!
+//! Network faults, on every p2p message this node's session manager sends ([`NetFaults`];
+//! CGGMP24 worker threads send directly and are not affected):
+//! - `net-drop-pct=<0..=100>`: drop that share of messages;
+//! - `net-dup`: send every message twice;
+//! - `net-delay-ms=<n>`: hold each message a random 0..n ms (so messages overtake each other);
+//! - `net-corrupt-pct=<0..=100>`: flip one random byte of that share of encoded envelopes.
 
 use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::NodeId;
@@ -32,6 +39,60 @@ pub struct Faults {
     pub dkg_equivocate_to: Option<NodeId>,
     /// In FROST signing, corrupt the signature share.
     pub sign_bad_share: bool,
+    /// Faults of the network as this node's messages see it.
+    pub net: NetFaults,
+}
+
+/// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetFaults {
+    /// Percent of messages dropped.
+    pub drop_pct: u8,
+    /// Every message sent twice.
+    pub dup: bool,
+    /// Each message held a random 0..this many milliseconds.
+    pub delay_ms: u64,
+    /// Percent of encoded envelopes with one random byte flipped.
+    pub corrupt_pct: u8,
+}
+
+/// What happens to one outgoing message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Copies to send (0: dropped).
+    pub copies: usize,
+    /// Hold it this long first.
+    pub delay: std::time::Duration,
+    /// Flip this byte of the encoding first.
+    pub corrupt_at: Option<usize>,
+}
+
+impl NetFaults {
+    /// The fate of one message of `len` encoded bytes.
+    pub fn plan(&self, len: usize) -> Delivery {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let hit = |pct: u8, rng: &mut rand::rngs::ThreadRng| rng.gen_range(0..100u8) < pct;
+        let copies = if hit(self.drop_pct, &mut rng) {
+            0
+        } else if self.dup {
+            2
+        } else {
+            1
+        };
+        let delay = std::time::Duration::from_millis(if self.delay_ms > 0 {
+            rng.gen_range(0..self.delay_ms)
+        } else {
+            0
+        });
+        let corrupt_at =
+            (len > 0 && hit(self.corrupt_pct, &mut rng)).then(|| rng.gen_range(0..len));
+        Delivery {
+            copies,
+            delay,
+            corrupt_at,
+        }
+    }
 }
 
 impl Faults {
@@ -40,11 +101,21 @@ impl Faults {
         let mut f = Faults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let node = |v: &str| NodeId::new(v).map_err(|e| format!("{item}: {e}"));
+            let pct = |v: &str| match v.parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(p),
+                _ => Err(format!("{item}: a percentage 0..=100")),
+            };
             match item.split_once('=') {
                 Some(("reshare-bad-deal-to", v)) => f.reshare_bad_deal_to = Some(node(v)?),
                 Some(("dkg-bad-share-to", v)) => f.dkg_bad_share_to = Some(node(v)?),
                 Some(("dkg-equivocate-to", v)) => f.dkg_equivocate_to = Some(node(v)?),
                 None if item == "sign-bad-share" => f.sign_bad_share = true,
+                None if item == "net-dup" => f.net.dup = true,
+                Some(("net-drop-pct", v)) => f.net.drop_pct = pct(v)?,
+                Some(("net-corrupt-pct", v)) => f.net.corrupt_pct = pct(v)?,
+                Some(("net-delay-ms", v)) => {
+                    f.net.delay_ms = v.parse().map_err(|e| format!("{item}: {e}"))?
+                }
                 _ => return Err(format!("unknown fault {item:?} in {FAULTS_ENV}")),
             }
         }
@@ -94,6 +165,39 @@ mod tests {
         assert!(Faults::parse("explode").is_err());
         assert!(Faults::parse("reshare-bad-deal-to=").is_err());
         assert!(Faults::parse("sign-bad-share=1").is_err());
+        let f = Faults::parse("net-dup,net-delay-ms=30,net-drop-pct=10").unwrap();
+        assert_eq!(
+            f.net,
+            NetFaults {
+                drop_pct: 10,
+                dup: true,
+                delay_ms: 30,
+                corrupt_pct: 0
+            }
+        );
+        assert!(Faults::parse("net-drop-pct=101").is_err());
+    }
+
+    #[test]
+    fn net_faults__should_drop_duplicate_delay_and_corrupt_as_told() {
+        let all = NetFaults {
+            drop_pct: 100,
+            ..NetFaults::default()
+        };
+        assert_eq!(all.plan(10).copies, 0);
+        let f = NetFaults {
+            dup: true,
+            delay_ms: 5,
+            corrupt_pct: 100,
+            ..NetFaults::default()
+        };
+        for _ in 0..50 {
+            let d = f.plan(10);
+            assert_eq!(d.copies, 2);
+            assert!(d.delay < std::time::Duration::from_millis(5));
+            assert!(d.corrupt_at.is_some_and(|i| i < 10));
+        }
+        assert_eq!(NetFaults::default().plan(10).copies, 1);
     }
 
     #[test]

@@ -518,9 +518,33 @@ impl<S: SubmitResult> Node<S> {
     async fn send(&self, session: &SessionId, to: &NodeId, payload: Payload) {
         #[cfg(feature = "fault-injection")]
         let payload = self.cfg.faults.tamper(to, payload);
+        #[cfg(feature = "fault-injection")]
+        if self.cfg.faults.net != crate::fault::NetFaults::default() {
+            return self.send_faulty(session, to, payload);
+        }
         if let Err(e) = self.p2p.send(to, encode(session, payload)).await {
             warn!(%session, %to, error = %e, "p2p send failed");
         }
+    }
+
+    /// TEST ONLY: [`Node::send`] through the configured network faults, on a task of its own
+    /// (a delayed message must not hold up the session manager).
+    #[cfg(feature = "fault-injection")]
+    fn send_faulty(&self, session: &SessionId, to: &NodeId, payload: Payload) {
+        let mut bytes = encode(session, payload);
+        let d = self.cfg.faults.net.plan(bytes.len());
+        if let Some(b) = d.corrupt_at.and_then(|i| bytes.get_mut(i)) {
+            *b ^= 0xff;
+        }
+        let (p2p, to, session) = (self.p2p.clone(), to.clone(), *session);
+        tokio::spawn(async move {
+            tokio::time::sleep(d.delay).await;
+            for _ in 0..d.copies {
+                if let Err(e) = p2p.send(&to, bytes.clone()).await {
+                    warn!(%session, %to, error = %e, "p2p send failed");
+                }
+            }
+        });
     }
 
     async fn on_job(&mut self, job: Job, received: Instant) {

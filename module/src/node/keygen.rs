@@ -195,6 +195,13 @@ impl<S: SubmitResult> Node<S> {
             warn!(%session, %from, "KeyGenStart from a non-coordinator dropped");
             return;
         }
+        // A duplicate (or late) KeyGenStart must leave a running DKG alone: taking the phase
+        // unconditionally lost the DKG and stalled the session until its deadline (found by
+        // the network-fault e2e test, which duplicates every message).
+        if !matches!(k.phase, KeygenPhase::AwaitStart { .. }) {
+            debug!(%session, "duplicate KeyGenStart ignored");
+            return;
+        }
         let KeygenPhase::AwaitStart { existing, buffered } =
             std::mem::replace(&mut k.phase, KeygenPhase::Transition)
         else {
