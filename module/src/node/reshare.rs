@@ -184,6 +184,7 @@ impl<S: SubmitResult> Node<S> {
                         self.send(&session, &to, payload).await;
                     }
                     debug!(key_id = %job.key_id, %session, "dealt to the new committee");
+                    crash_point!(self, "reshare-after-deal");
                 }
                 Err(e) => {
                     warn!(key_id = %job.key_id, %session, error = %e, "cannot deal");
@@ -433,6 +434,7 @@ impl<S: SubmitResult> Node<S> {
             }
             Err(e) => warn!(key_id = %r.key_id, %session, error = %e, "resharing failed"),
         }
+        crash_point!(self, "reshare-after-stage", when: result.is_ok());
         self.report_reshare(&r.key_id, session, result);
     }
 
@@ -548,9 +550,11 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let me = &self.cfg.me;
         if new_parties.contains(me) {
+            crash_point!(self, "reshare-before-promote");
             match self.store.promote_staged(&key_id, generation).await {
                 Ok(Some(rec)) => {
                     info!(%key_id, %session, generation, "reshared share is READY");
+                    crash_point!(self, "reshare-after-promote");
                     self.keys.remove(&key_id);
                     self.untrack_cggmp_key(&key_id);
                     self.track_cggmp_key(&rec);
