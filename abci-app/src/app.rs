@@ -21,7 +21,7 @@ use crate::execute::{self, Effects, TxError};
 use crate::genesis::Genesis;
 use crate::persist::{StateFiles, SNAPSHOT_EVERY};
 use crate::state::BlockWrites;
-use crate::state::{ChainState, KeyStatus};
+use crate::state::{ChainState, KeyStatus, ReshareStatus};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
@@ -269,13 +269,40 @@ impl App {
     }
 
     /// Jobs a node must (re)do after a restart, from committed state: deletions it has not
-    /// attested yet and keygens the chain ended in ERROR (so a stale local PENDING ends).
+    /// attested yet, keygens the chain ended in ERROR (so a stale local PENDING ends) and the
+    /// outcome of each READY key's latest resharing (promote, leave, or drop the staged share).
     pub fn catch_up_jobs(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
         let Some(state) = &self.committed else {
             return Vec::new();
         };
         let mut jobs = Vec::new();
         for key in state.keys().values() {
+            // The latest resharing's outcome, for a node that died between the chain's decision
+            // and acting on it: promote the staged share, delete the share of a committee it
+            // left, or drop the staged share of a failed attempt. Both jobs are idempotent.
+            match &key.reshare {
+                Some(r)
+                    if key.status == KeyStatus::Ready
+                        && (r.parties.contains(node) || r.old_parties.contains(node)) =>
+                {
+                    match r.status {
+                        ReshareStatus::Done => jobs.push(Job::ReshareDone {
+                            key_id: key.key_id.clone(),
+                            session: r.session,
+                            old_parties: r.old_parties.clone(),
+                            new_parties: r.parties.clone(),
+                            generation: key.generation,
+                        }),
+                        ReshareStatus::Error => jobs.push(Job::ReshareFailed {
+                            key_id: key.key_id.clone(),
+                            session: r.session,
+                            reason: r.error.clone().unwrap_or_default(),
+                        }),
+                        ReshareStatus::Pending => {}
+                    }
+                }
+                _ => {}
+            }
             if !key.parties.contains(node) {
                 continue;
             }
