@@ -581,8 +581,14 @@ impl<S: SubmitResult> Node<S> {
                     Err(e) => warn!(%key_id, error = %e, "cannot delete the old share"),
                 }
             }
-            if let Err(e) = self.store.delete_staged(&key_id).await {
-                warn!(%key_id, error = %e, "cannot delete a staged share");
+            // Likewise only a staged share of this resharing or an older one: a replayed job
+            // (the restart catch-up runs beside the replayed blocks) must not drop the share a
+            // later resharing staged here.
+            let staged = self.store.get_staged(&key_id).await.ok().flatten();
+            if staged.is_some_and(|r| r.generation <= generation) {
+                if let Err(e) = self.store.delete_staged(&key_id).await {
+                    warn!(%key_id, error = %e, "cannot delete a staged share");
+                }
             }
         }
     }
