@@ -303,24 +303,41 @@ impl App {
                 }
                 _ => {}
             }
-            if !key.parties.contains(node) {
-                continue;
-            }
-            match key.status {
-                KeyStatus::Deleting if !key.deleted_by.contains(node) => jobs.push(Job::Delete {
-                    key_id: key.key_id.clone(),
-                    parties: key.parties.clone(),
-                    height: state.height,
-                }),
-                KeyStatus::Error => jobs.push(Job::KeyGenFailed {
+            if key.status == KeyStatus::Error && key.parties.contains(node) {
+                jobs.push(Job::KeyGenFailed {
                     key_id: key.key_id.clone(),
                     session: key.session,
                     reason: key.error.clone().unwrap_or_default(),
-                }),
-                _ => {}
+                });
             }
         }
+        jobs.extend(self.unattested_deletions(node));
         jobs
+    }
+
+    /// A Delete job for each key the committed state still waits for `node` to attest. A
+    /// node's KeyDeleted can be lost after CheckTx accepted it (it then fails at delivery, e.g.
+    /// when a restarted app answers CheckTx with the committed sequence while an earlier tx of
+    /// the node is still in the mempool), and deletion has no deadline: mpcd re-runs these
+    /// (the Delete job is idempotent) so a deletion never stays DELETING forever.
+    pub fn unattested_deletions(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
+        let Some(state) = &self.committed else {
+            return Vec::new();
+        };
+        state
+            .keys()
+            .values()
+            .filter(|k| {
+                k.status == KeyStatus::Deleting
+                    && k.parties.contains(node)
+                    && !k.deleted_by.contains(node)
+            })
+            .map(|k| Job::Delete {
+                key_id: k.key_id.clone(),
+                parties: k.parties.clone(),
+                height: state.height,
+            })
+            .collect()
     }
 
     /// ABCI Query. Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`, `/nodes`,

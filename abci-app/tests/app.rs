@@ -303,7 +303,17 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
             )
         })
         .collect();
-    net.block(att);
+    // Until a party's attestation is committed, the chain waits for it (mpcd re-attests).
+    let unattested = |net: &Net, i: usize| {
+        let g = genesis(&net.nodes, &net.client, &net.signer_only);
+        let again = App::open(net._dir.path(), g, None).unwrap();
+        again.unattested_deletions(&nid(i)).len()
+    };
+    net.block(att[..3].to_vec());
+    assert_eq!(net.query("/key/k1").1["status"], "DELETING");
+    assert_eq!((unattested(&net, 0), unattested(&net, 3)), (0, 1));
+    net.block(att[3..].to_vec());
+    assert_eq!(unattested(&net, 3), 0);
     assert_eq!(net.query("/key/k1").1["status"], "DELETED");
     // The id can never be reused, and signing with it fails.
     let tx = net.keygen("k1", 3);
