@@ -21,7 +21,7 @@ use crate::execute::{self, Effects, TxError};
 use crate::genesis::Genesis;
 use crate::persist::{StateFiles, SNAPSHOT_EVERY};
 use crate::state::BlockWrites;
-use crate::state::{ChainState, KeyStatus};
+use crate::state::{ChainState, KeyStatus, ReshareStatus};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
@@ -269,31 +269,75 @@ impl App {
     }
 
     /// Jobs a node must (re)do after a restart, from committed state: deletions it has not
-    /// attested yet and keygens the chain ended in ERROR (so a stale local PENDING ends).
+    /// attested yet, keygens the chain ended in ERROR (so a stale local PENDING ends) and the
+    /// outcome of each READY key's latest resharing (promote, leave, or drop the staged share).
     pub fn catch_up_jobs(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
         let Some(state) = &self.committed else {
             return Vec::new();
         };
         let mut jobs = Vec::new();
         for key in state.keys().values() {
-            if !key.parties.contains(node) {
-                continue;
+            // The latest resharing's outcome, for a node that died between the chain's decision
+            // and acting on it: promote the staged share, delete the share of a committee it
+            // left, or drop the staged share of a failed attempt. Both jobs are idempotent.
+            match &key.reshare {
+                Some(r)
+                    if key.status == KeyStatus::Ready
+                        && (r.parties.contains(node) || r.old_parties.contains(node)) =>
+                {
+                    match r.status {
+                        ReshareStatus::Done => jobs.push(Job::ReshareDone {
+                            key_id: key.key_id.clone(),
+                            session: r.session,
+                            old_parties: r.old_parties.clone(),
+                            new_parties: r.parties.clone(),
+                            generation: key.generation,
+                        }),
+                        ReshareStatus::Error => jobs.push(Job::ReshareFailed {
+                            key_id: key.key_id.clone(),
+                            session: r.session,
+                            reason: r.error.clone().unwrap_or_default(),
+                        }),
+                        ReshareStatus::Pending => {}
+                    }
+                }
+                _ => {}
             }
-            match key.status {
-                KeyStatus::Deleting if !key.deleted_by.contains(node) => jobs.push(Job::Delete {
-                    key_id: key.key_id.clone(),
-                    parties: key.parties.clone(),
-                    height: state.height,
-                }),
-                KeyStatus::Error => jobs.push(Job::KeyGenFailed {
+            if key.status == KeyStatus::Error && key.parties.contains(node) {
+                jobs.push(Job::KeyGenFailed {
                     key_id: key.key_id.clone(),
                     session: key.session,
                     reason: key.error.clone().unwrap_or_default(),
-                }),
-                _ => {}
+                });
             }
         }
+        jobs.extend(self.unattested_deletions(node));
         jobs
+    }
+
+    /// A Delete job for each key the committed state still waits for `node` to attest. A
+    /// node's KeyDeleted can be lost after CheckTx accepted it (it then fails at delivery, e.g.
+    /// when a restarted app answers CheckTx with the committed sequence while an earlier tx of
+    /// the node is still in the mempool), and deletion has no deadline: mpcd re-runs these
+    /// (the Delete job is idempotent) so a deletion never stays DELETING forever.
+    pub fn unattested_deletions(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
+        let Some(state) = &self.committed else {
+            return Vec::new();
+        };
+        state
+            .keys()
+            .values()
+            .filter(|k| {
+                k.status == KeyStatus::Deleting
+                    && k.parties.contains(node)
+                    && !k.deleted_by.contains(node)
+            })
+            .map(|k| Job::Delete {
+                key_id: k.key_id.clone(),
+                parties: k.parties.clone(),
+                height: state.height,
+            })
+            .collect()
     }
 
     /// ABCI Query. Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`, `/nodes`,

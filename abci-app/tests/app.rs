@@ -303,7 +303,17 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
             )
         })
         .collect();
-    net.block(att);
+    // Until a party's attestation is committed, the chain waits for it (mpcd re-attests).
+    let unattested = |net: &Net, i: usize| {
+        let g = genesis(&net.nodes, &net.client, &net.signer_only);
+        let again = App::open(net._dir.path(), g, None).unwrap();
+        again.unattested_deletions(&nid(i)).len()
+    };
+    net.block(att[..3].to_vec());
+    assert_eq!(net.query("/key/k1").1["status"], "DELETING");
+    assert_eq!((unattested(&net, 0), unattested(&net, 3)), (0, 1));
+    net.block(att[3..].to_vec());
+    assert_eq!(unattested(&net, 3), 0);
     assert_eq!(net.query("/key/k1").1["status"], "DELETED");
     // The id can never be reused, and signing with it fails.
     let tx = net.keygen("k1", 3);
@@ -1168,16 +1178,22 @@ fn app_can_reshare_a_key_to_a_new_committee_and_switch_on_agreement() {
     let c = net.reshare_report(2, "r1", session, ok_report(&pk, 4));
     let (res, jobs) = net.block(vec![c]);
     assert_eq!(res[0].code, 0, "{}", res[0].log);
-    assert_eq!(
-        jobs,
-        vec![Job::ReshareDone {
-            key_id: KeyId::new("r1").unwrap(),
-            session,
-            old_parties: (0..4).map(nid).collect(),
-            new_parties: vec![nid(0), nid(1), nid(2)],
-            generation: 2,
-        }]
-    );
+    let done = Job::ReshareDone {
+        key_id: KeyId::new("r1").unwrap(),
+        session,
+        old_parties: (0..4).map(nid).collect(),
+        new_parties: vec![nid(0), nid(1), nid(2)],
+        generation: 2,
+    };
+    assert_eq!(jobs, vec![done.clone()]);
+    // A node restarted after this block (it may have died before promoting its staged share,
+    // or before deleting the share of the committee it left) is handed the outcome again.
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    for i in 0..4 {
+        assert_eq!(again.catch_up_jobs(&nid(i)), vec![done.clone()], "node{i}");
+    }
+    drop(again);
     let k = net.query("/key/r1").1;
     assert_eq!(k["status"], "READY");
     assert_eq!(k["threshold"], 2);
@@ -1265,6 +1281,15 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
         matches!(&jobs[..], [Job::ReshareFailed { session: s, .. }] if *s == session),
         "{jobs:?}"
     );
+    // A node restarted after the failure drops what it staged.
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    assert!(
+        matches!(&again.catch_up_jobs(&nid(1))[..], [Job::ReshareFailed { session: s, .. }] if *s == session),
+        "{:?}",
+        again.catch_up_jobs(&nid(1))
+    );
+    drop(again);
     let k = net.query("/key/r2").1;
     check_unchanged(&k);
     assert_eq!(k["reshare"]["status"], "ERROR");

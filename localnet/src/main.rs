@@ -63,6 +63,10 @@ enum Cmd {
         /// mpcd as `--cggmp-presign-pool` (default: mpcd's).
         #[arg(long)]
         cggmp_presign_pool: Option<usize>,
+        /// Genesis `session_deadline_blocks` of a new network: blocks after which a PENDING
+        /// session ends ERROR (default: the genesis default, 100).
+        #[arg(long)]
+        session_deadline_blocks: Option<u64>,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -150,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             start_timeout,
             cggmp_fixtures,
             cggmp_presign_pool,
+            session_deadline_blocks,
         } => {
             let stop = install_signal_handler()?;
             network::start(
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     start_timeout: Duration::from_secs(start_timeout),
                     cggmp_fixtures,
                     cggmp_presign_pool,
+                    session_deadline_blocks,
                 },
                 &stop,
             )

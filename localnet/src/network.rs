@@ -55,6 +55,8 @@ pub struct StartOptions {
     pub cggmp_fixtures: Option<PathBuf>,
     /// `--cggmp-presign-pool` for every mpcd (None: mpcd's default).
     pub cggmp_presign_pool: Option<usize>,
+    /// Genesis `session_deadline_blocks` of a new network (None: the genesis default).
+    pub session_deadline_blocks: Option<u64>,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -97,7 +99,7 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         let ports = Ports::new(opts.base_port.unwrap_or(DEFAULT_BASE_PORT), n)?;
         ports.check_free()?;
         tracing::info!(dir = %layout.dir.display(), nodes = n, "creating a new localnet");
-        setup::create(&layout, n, &ports, &mpcd)?;
+        setup::create(&layout, n, &ports, &mpcd, opts.session_deadline_blocks)?;
         ports
     } else {
         let (genesis, _) = setup::load_genesis(&layout)?;

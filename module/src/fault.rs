@@ -21,6 +21,20 @@
 //! - `net-dup`: send every message twice;
 //! - `net-delay-ms=<n>`: hold each message a random 0..n ms (so messages overtake each other);
 //! - `net-corrupt-pct=<0..=100>`: flip one random byte of that share of encoded envelopes.
+//! - `crash-at=<point>`: `std::process::abort()` when the node reaches `<point>` (a `kill -9`
+//!   at a chosen phase: no destructors run and nothing is flushed beyond what is already
+//!   durable). The points, in the order a session reaches them:
+//!   - `keygen-after-pending`: the PENDING record is written, KeyGenReady not yet sent.
+//!   - `keygen-before-store`: the DKG finished here, the READY share is not stored yet.
+//!   - `keygen-after-store`: the share is stored READY, the KeyGenResult not yet submitted.
+//!   - `sign-after-commitments`: FROST round-1 commitments sent, the nonces only in memory.
+//!   - `sign-before-share`: the signature share computed, not yet sent.
+//!   - `reshare-after-deal`: a resharing dealer sent its deals.
+//!   - `reshare-after-stage`: a new party wrote its staged share, not yet reported.
+//!   - `reshare-before-promote`: ReshareDone received, the staged share not yet promoted.
+//!   - `reshare-after-promote`: the staged share is promoted READY.
+//!   - `delete-before-erase`: a Delete job received, the share not yet erased.
+//!   - `delete-after-erase`: the share erased, KeyDeleted not yet submitted.
 
 use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::NodeId;
@@ -41,6 +55,8 @@ pub struct Faults {
     pub sign_bad_share: bool,
     /// Faults of the network as this node's messages see it.
     pub net: NetFaults,
+    /// Abort the process at this crash point (one of [`CRASH_POINTS`]).
+    pub crash_at: Option<&'static str>,
 }
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
@@ -95,6 +111,31 @@ impl NetFaults {
     }
 }
 
+/// Every crash point the node code reaches (see the module docs); `crash-at` refuses others.
+pub const CRASH_POINTS: &[&str] = &[
+    "keygen-after-pending",
+    "keygen-before-store",
+    "keygen-after-store",
+    "sign-after-commitments",
+    "sign-before-share",
+    "reshare-after-deal",
+    "reshare-after-stage",
+    "reshare-before-promote",
+    "reshare-after-promote",
+    "delete-before-erase",
+    "delete-after-erase",
+];
+
+/// Aborts the process if `faults` names `point` (`crash-at`): the test's `kill -9` at an
+/// exact phase. A process aborts once, so the point fires once per start.
+pub fn crash_point(faults: &Faults, point: &str) {
+    if faults.crash_at == Some(point) {
+        tracing::error!(point, "FAULT INJECTION: crashing at this point (abort)");
+        eprintln!("FAULT INJECTION: crash-at={point}: aborting");
+        std::process::abort();
+    }
+}
+
 impl Faults {
     /// Parses a fault list (see the module docs).
     pub fn parse(spec: &str) -> Result<Faults, String> {
@@ -115,6 +156,15 @@ impl Faults {
                 Some(("net-corrupt-pct", v)) => f.net.corrupt_pct = pct(v)?,
                 Some(("net-delay-ms", v)) => {
                     f.net.delay_ms = v.parse().map_err(|e| format!("{item}: {e}"))?
+                }
+                Some(("crash-at", point)) => {
+                    f.crash_at = Some(
+                        CRASH_POINTS
+                            .iter()
+                            .copied()
+                            .find(|p| *p == point)
+                            .ok_or_else(|| format!("{item}: unknown crash point"))?,
+                    );
                 }
                 _ => return Err(format!("unknown fault {item:?} in {FAULTS_ENV}")),
             }
@@ -220,5 +270,21 @@ mod tests {
         assert_eq!(f.tamper(&n3, r2()), r2());
         let r1 = Payload::DkgRound1(wire::DkgRound1 { package: vec![1] });
         assert_eq!(f.tamper(&n2, r1.clone()), r1);
+    }
+
+    #[test]
+    fn faults__should_parse_every_crash_point_and_refuse_unknown_ones() {
+        for p in CRASH_POINTS {
+            let f = Faults::parse(&format!("crash-at={p}")).unwrap();
+            assert_eq!(f.crash_at, Some(*p));
+            assert!(f.any());
+        }
+        assert!(Faults::parse("crash-at=keygen-somewhere").is_err());
+        assert!(Faults::parse("crash-at=").is_err());
+        // Not reached: crash_point only aborts at the named point.
+        crash_point(
+            &Faults::parse("crash-at=delete-after-erase").unwrap(),
+            "delete-before-erase",
+        );
     }
 }

@@ -9,6 +9,22 @@
 //! are not `Send`, so each runs on a worker thread of its own ([`cggmp`]); this task only
 //! forwards their messages and collects their outcomes.
 
+/// TEST ONLY: `crash_point!(self, "point")` aborts the process when `SEQMPC_FAULTS` names that
+/// crash point (`crate::fault::crash_point`; optionally only `when: <condition>`). Expands to
+/// nothing without the cargo feature `fault-injection`.
+macro_rules! crash_point {
+    ($node:expr, $point:literal) => {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::crash_point(&$node.cfg.faults, $point);
+    };
+    ($node:expr, $point:literal, when: $cond:expr) => {
+        #[cfg(feature = "fault-injection")]
+        if $cond {
+            crate::fault::crash_point(&$node.cfg.faults, $point);
+        }
+    };
+}
+
 pub mod cggmp;
 mod cggmp_sessions;
 mod keygen;
@@ -663,11 +679,13 @@ impl<S: SubmitResult> Node<S> {
                 if !parties.contains(&self.cfg.me) {
                     return;
                 }
+                crash_point!(self, "delete-before-erase");
                 self.keys.remove(&key_id);
                 self.untrack_cggmp_key(&key_id);
                 match self.store.delete(&key_id).await {
                     Ok(existed) => {
                         info!(%key_id, existed, "key share deleted");
+                        crash_point!(self, "delete-after-erase");
                         self.submit.submit(TxMsg::KeyDeleted { key_id });
                     }
                     Err(e) => warn!(%key_id, error = %e, "cannot delete key share"),

@@ -252,6 +252,13 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 /// failing assertion does not leave it holding the test's ports.
 pub struct Restarted(Child);
 
+impl Restarted {
+    /// Whether the process has exited (reaped here), e.g. at an injected crash point.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(Some(_)))
+    }
+}
+
 impl Drop for Restarted {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(

@@ -146,6 +146,8 @@ const NODE_KEY: &str = "node.key";
 const MASTER_KEY: &str = "master.key";
 const NODE_ID_FILE: &str = "node_id";
 const KEYSTORE_DIR: &str = "keystore";
+/// How often mpcd checks for deletions the chain still waits for from this node.
+const REATTEST_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The genesis file's bytes and contents.
 fn load_genesis(path: &Path) -> anyhow::Result<(Vec<u8>, Genesis)> {
@@ -405,6 +407,37 @@ fn start(
         RpcClient::new(rpc),
         first_seq,
     )?);
+    {
+        // Re-attest deletions the chain still waits for from this node (see
+        // `App::unattested_deletions`): those still unattested at two checks in a row, so a
+        // deletion in flight is not attested twice.
+        let (app, jobs, me) = (app.clone(), job_tx.clone(), me.clone());
+        std::thread::Builder::new()
+            .name("reattest".into())
+            .spawn(move || {
+                let mut waiting = std::collections::BTreeSet::new();
+                loop {
+                    std::thread::sleep(REATTEST_EVERY);
+                    let me = me.clone();
+                    let Some(due) = app.call(move |a| a.unattested_deletions(&me)) else {
+                        return;
+                    };
+                    let mut now = std::collections::BTreeSet::new();
+                    for job in due {
+                        let seqmpc_module::job::Job::Delete { key_id, .. } = &job else {
+                            continue;
+                        };
+                        if now.insert(key_id.clone()) && waiting.contains(key_id) {
+                            warn!(%key_id, "deletion still waits for this node: attesting again");
+                            if jobs.blocking_send(job).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    waiting = now;
+                }
+            })?;
+    }
     if heartbeat_secs > 0 {
         let beat = submitter.clone();
         std::thread::Builder::new()

@@ -64,8 +64,15 @@ pub(super) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<St
 }
 
 /// Creates a new localnet in `layout.dir` (which must hold no genesis): `n` node homes, the
-/// client and signer keys, and `genesis.json`.
-pub fn create(layout: &Layout, n: usize, ports: &Ports, mpcd: &Path) -> anyhow::Result<Genesis> {
+/// client and signer keys, and `genesis.json` (genesis `session_deadline_blocks` from
+/// `session_deadline_blocks` when given, else the default).
+pub fn create(
+    layout: &Layout,
+    n: usize,
+    ports: &Ports,
+    mpcd: &Path,
+    session_deadline_blocks: Option<u64>,
+) -> anyhow::Result<Genesis> {
     ensure!(
         !layout.genesis().exists(),
         "{} already exists",
@@ -104,7 +111,11 @@ pub fn create(layout: &Layout, n: usize, ports: &Ports, mpcd: &Path) -> anyhow::
                 roles: BTreeSet::from([Role::Sign]),
             },
         ],
-        limits: Limits::default(),
+        limits: Limits {
+            session_deadline_blocks: session_deadline_blocks
+                .unwrap_or(Limits::default().session_deadline_blocks),
+            ..Limits::default()
+        },
     };
     let mut bytes = serde_json::to_vec_pretty(&genesis)?;
     bytes.push(b'\n');

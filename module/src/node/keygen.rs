@@ -113,6 +113,7 @@ impl<S: SubmitResult> Node<S> {
                 ..Default::default()
             },
         };
+        crash_point!(self, "keygen-after-pending");
         self.send(&session, &coordinator, Payload::KeygenReady(ready))
             .await;
     }
@@ -328,6 +329,7 @@ impl<S: SubmitResult> Node<S> {
             share: None,
             ..rec.clone()
         };
+        crash_point!(self, "keygen-before-store");
         // Durable before the chain hears of it: a READY acknowledged on chain survives a crash.
         if let Err(e) = self.store.put(rec).await {
             self.sessions.insert(session, Session::Keygen(k));
@@ -342,6 +344,7 @@ impl<S: SubmitResult> Node<S> {
             push_bounded(&mut m.keygen_latency_us, us, 1000);
         });
         info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&public_key), us, "keygen READY locally");
+        crash_point!(self, "keygen-after-store");
         self.submit.submit(TxMsg::KeyGenResult {
             key_id: k.key_id.clone(),
             session,

@@ -170,6 +170,7 @@ impl<S: SubmitResult> Node<S> {
                         self.send(&session, &to, payload).await;
                     }
                     debug!(key_id = %job.key_id, %session, "dealt to the new committee");
+                    crash_point!(self, "reshare-after-deal");
                 }
                 Err(e) => {
                     warn!(key_id = %job.key_id, %session, error = %e, "cannot deal");
@@ -406,6 +407,7 @@ impl<S: SubmitResult> Node<S> {
             }
             Err(e) => warn!(key_id = %r.key_id, %session, error = %e, "resharing failed"),
         }
+        crash_point!(self, "reshare-after-stage", when: result.is_ok());
         self.report_reshare(&r.key_id, session, result);
     }
 
@@ -521,9 +523,11 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let me = &self.cfg.me;
         if new_parties.contains(me) {
+            crash_point!(self, "reshare-before-promote");
             match self.store.promote_staged(&key_id, generation).await {
                 Ok(Some(rec)) => {
                     info!(%key_id, %session, generation, "reshared share is READY");
+                    crash_point!(self, "reshare-after-promote");
                     self.keys.remove(&key_id);
                     self.untrack_cggmp_key(&key_id);
                     self.track_cggmp_key(&rec);
@@ -550,8 +554,14 @@ impl<S: SubmitResult> Node<S> {
                     Err(e) => warn!(%key_id, error = %e, "cannot delete the old share"),
                 }
             }
-            if let Err(e) = self.store.delete_staged(&key_id).await {
-                warn!(%key_id, error = %e, "cannot delete a staged share");
+            // Likewise only a staged share of this resharing or an older one: a replayed job
+            // (the restart catch-up runs beside the replayed blocks) must not drop the share a
+            // later resharing staged here.
+            let staged = self.store.get_staged(&key_id).await.ok().flatten();
+            if staged.is_some_and(|r| r.generation <= generation) {
+                if let Err(e) = self.store.delete_staged(&key_id).await {
+                    warn!(%key_id, error = %e, "cannot delete a staged share");
+                }
             }
         }
     }

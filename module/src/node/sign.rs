@@ -33,6 +33,7 @@ impl<S: SubmitResult> Node<S> {
         for o in out {
             self.send(&session, &o.to, sign_payload(o.msg)).await;
         }
+        crash_point!(self, "sign-after-commitments");
         Ok(())
     }
 
@@ -78,6 +79,7 @@ impl<S: SubmitResult> Node<S> {
             Ok(AnySignProgress::Finished { signature, out }) => {
                 let started = s.started;
                 self.finish_session(session);
+                crash_point!(self, "sign-before-share", when: signature.is_none());
                 for o in out {
                     self.send(&session, &o.to, sign_payload(o.msg)).await;
                 }

@@ -1,0 +1,474 @@
+//! Crashes and restarts (issue 5): a crash matrix over real processes. For each row one node
+//! is restarted with `SEQMPC_FAULTS=crash-at=<point>` (an `abort()` at that exact phase, the
+//! reproducible form of `kill -9`: FROST sessions last milliseconds), the operation that
+//! reaches the point is run with mpcctl, the node is restarted normally, and then:
+//! - the session ended (READY/DONE or ERROR) within the chain deadline plus a margin, and
+//!   neither the chain nor any node's store holds a PENDING key afterwards;
+//! - every node's `/status` reports no divergence from the chain;
+//! - the READY keys sign (4-of-4, so the restarted node is always a signer; ed25519-dalek
+//!   `verify_strict`), and a key whose keygen ended ERROR is generated again and signs;
+//! - the restarted node resumed nothing (it never persists nonces or DKG secrets: its log has
+//!   no "resumed" session), so no signature share is ever made twice from the same nonces.
+//!
+//! Run with `--nocapture` for the summary table.
+#![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use seqmpc_e2e::{wait_for, Localnet, Restarted};
+use serde_json::Value;
+
+/// Genesis `session_deadline_blocks` of this localnet (`localnet start --session-deadline-blocks`):
+/// 4 s at 100 ms blocks, so the rows that end by deadline stay short.
+const DEADLINE_BLOCKS: u64 = 40;
+const BLOCK_MS: u64 = 100;
+const NODES: usize = 4;
+/// Keys are 4-of-4: every node signs and deals in every session, so the crashing node is always
+/// reached, and a READY key that signs proves the restarted node's share.
+const THRESHOLD: &str = "4";
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// A new key (`k-<n>`).
+    Keygen,
+    /// A signature with the main key.
+    Sign,
+    /// A refresh (resharing to the same committee) of the main key.
+    Refresh,
+    /// Deletion of the key the row names.
+    Delete(&'static str),
+}
+
+/// What the crash must lead to on the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// The session ends ERROR (the crashed node never reports) by its deadline.
+    Error,
+    /// The session completes (the crash comes after everything the chain needs).
+    Done,
+}
+
+struct Row {
+    point: &'static str,
+    node: usize,
+    op: Op,
+    expect: Expect,
+}
+
+const fn row(point: &'static str, node: usize, op: Op, expect: Expect) -> Row {
+    Row {
+        point,
+        node,
+        op,
+        expect,
+    }
+}
+
+/// The matrix. FROST signing aggregates at the smallest signer id (node0), so the
+/// `sign-before-share` row crashes another node: the aggregator sends no share.
+const ROWS: &[Row] = &[
+    row("keygen-after-pending", 1, Op::Keygen, Expect::Error),
+    row("keygen-before-store", 2, Op::Keygen, Expect::Error),
+    row("keygen-after-store", 3, Op::Keygen, Expect::Error),
+    row("sign-after-commitments", 1, Op::Sign, Expect::Error),
+    row("sign-before-share", 2, Op::Sign, Expect::Error),
+    row("reshare-after-deal", 3, Op::Refresh, Expect::Error),
+    row("reshare-after-stage", 0, Op::Refresh, Expect::Error),
+    row("reshare-before-promote", 2, Op::Refresh, Expect::Done),
+    row("reshare-after-promote", 1, Op::Refresh, Expect::Done),
+    row("delete-before-erase", 3, Op::Delete("k-1"), Expect::Done),
+    row("delete-after-erase", 0, Op::Delete("k-2"), Expect::Done),
+];
+
+const MAIN: &str = "main";
+
+fn verify_ed25519(public_key: &str, message: &[u8], signature: &str) {
+    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
+    vk.verify_strict(message, &sig)
+        .expect("signature must verify");
+}
+
+/// Runs mpcctl; its JSON output whether it succeeded or not (mpcctl prints the final state
+/// of a session that ended ERROR, then exits 1), else the error text.
+fn mpcctl(net: &Localnet, args: &[&str]) -> Result<Value, String> {
+    let out = net.mpcctl(args);
+    serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!(
+            "mpcctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn keygen(net: &Localnet, key_id: &str) -> Value {
+    mpcctl(
+        net,
+        &[
+            "keygen",
+            "--key-id",
+            key_id,
+            "--threshold",
+            THRESHOLD,
+            "--wait",
+        ],
+    )
+    .unwrap()
+}
+
+fn sign_request(net: &Localnet, key_id: &str, request_id: &str, msg: &str) -> Value {
+    mpcctl(
+        net,
+        &[
+            "sign",
+            "--key-id",
+            key_id,
+            "--request-id",
+            request_id,
+            "--message",
+            &hex::encode(msg),
+            "--wait",
+        ],
+    )
+    .unwrap()
+}
+
+/// Signs with `key_id`, verifies the signature and that every node signed.
+fn sign_and_verify(net: &Localnet, key_id: &str, request_id: &str) {
+    let pk = net.query(&format!("/key/{key_id}")).unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msg = format!("after {request_id}");
+    let s = sign_request(net, key_id, request_id, &msg);
+    assert_eq!(s["status"], "DONE", "{request_id}: {s}");
+    verify_ed25519(&pk, msg.as_bytes(), s["signature"].as_str().unwrap());
+    assert_eq!(s["signers"].as_array().unwrap().len(), NODES, "{s}");
+}
+
+/// Node processes: localnet's own until a test restart replaces them.
+struct Procs(Vec<Option<Restarted>>);
+
+impl Procs {
+    /// Stops node `i` (kill -9 for localnet's process; our restarts stop on drop) and starts
+    /// it again with `faults` (empty: none).
+    fn restart(&mut self, net: &Localnet, i: usize, faults: &str) {
+        match self.0[i].take() {
+            Some(r) => drop(r),
+            None => net.kill_node(i).unwrap(),
+        }
+        // The killed process must let go of its ports and store lock.
+        std::thread::sleep(Duration::from_millis(300));
+        let env: &[(&str, &str)] = if faults.is_empty() {
+            &[]
+        } else {
+            &[("SEQMPC_FAULTS", faults)]
+        };
+        self.0[i] = Some(net.restart_node(i, &[], env).unwrap());
+    }
+
+    fn crashed(&mut self, i: usize) -> bool {
+        self.0[i].as_mut().is_some_and(Restarted::exited)
+    }
+}
+
+fn node_log(net: &Localnet, i: usize) -> String {
+    std::fs::read_to_string(net.info["nodes"][i]["log"].as_str().unwrap()).unwrap()
+}
+
+/// Waits until no node's `/status` reports a divergence; panics with the last one otherwise.
+fn assert_no_divergence(net: &Localnet, row: &str) {
+    let mut last = Value::Null;
+    let ok = wait_for(Duration::from_secs(15), || {
+        for i in 0..NODES {
+            let st = net.node_get(i, "/status").ok()?;
+            if st["diverged"] != false {
+                last = serde_json::json!({"node": i, "divergences": st["divergences"]});
+                return None;
+            }
+        }
+        Some(())
+    });
+    assert!(
+        ok.is_some(),
+        "{row}: a node diverged from the chain: {last}"
+    );
+}
+
+/// No key is PENDING on the chain, nor in any node's store.
+fn assert_nothing_pending(net: &Localnet, row: &str) {
+    let keys = net.query("/keys").unwrap();
+    let keys = keys
+        .as_array()
+        .or_else(|| keys["keys"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    for k in &keys {
+        assert_ne!(k["status"], "PENDING", "{row}: chain key PENDING: {k}");
+    }
+    for i in 0..NODES {
+        let local = net.node_get(i, "/keys").unwrap();
+        let local = local
+            .as_array()
+            .or_else(|| local["keys"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        for r in &local {
+            assert_ne!(
+                r["status"], "PENDING",
+                "{row}: node{i} holds a PENDING record: {r}"
+            );
+        }
+    }
+}
+
+/// The chain's final state of the row's session, polled until it is no longer PENDING.
+fn settled(net: &Localnet, op: Op, key_id: &str, request_id: &str, timeout: Duration) -> Value {
+    let path = match op {
+        Op::Sign => format!("/sign/{request_id}"),
+        _ => format!("/key/{key_id}"),
+    };
+    wait_for(timeout, || {
+        let v = net.query(&path).ok()?;
+        let done = match op {
+            Op::Keygen | Op::Sign => v["status"] != "PENDING",
+            Op::Refresh => v["reshare"]["status"] != "PENDING",
+            Op::Delete(_) => v["status"] == "DELETED",
+        };
+        done.then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{path} still unsettled after {timeout:?}: {}",
+            net.query(&path).unwrap()
+        )
+    })
+}
+
+#[test]
+fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_crashes_at_any_phase()
+{
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let deadline = DEADLINE_BLOCKS.to_string();
+    let net = Localnet::start_with(
+        &dir,
+        NODES as u32,
+        3,
+        BLOCK_MS,
+        19200,
+        &["--session-deadline-blocks".as_ref(), deadline.as_ref()],
+    )
+    .unwrap();
+    let mut procs = Procs((0..NODES).map(|_| None).collect());
+
+    // The main key and two keys for the deletion rows.
+    for key_id in [MAIN, "k-1", "k-2"] {
+        let k = keygen(&net, key_id);
+        assert_eq!(k["status"], "READY", "{k}");
+    }
+    sign_and_verify(&net, MAIN, "warmup");
+
+    // Deadline in wall time, with blocks slower than BLOCK_MS on 2 busy cores, plus a margin.
+    let settle = Duration::from_millis(DEADLINE_BLOCKS * BLOCK_MS * 3) + Duration::from_secs(15);
+    let mut summary = Vec::new();
+    let mut keygens = 2;
+    for (n, r) in ROWS.iter().enumerate() {
+        let t0 = Instant::now();
+        let label = format!("{} @node{}", r.point, r.node);
+        eprintln!("crash matrix: {label}: {:?}", r.op);
+        let log_before = node_log(&net, r.node).len();
+        procs.restart(&net, r.node, &format!("crash-at={}", r.point));
+
+        let request_id = format!("crash-{n}");
+        let key_id = match r.op {
+            Op::Keygen => {
+                keygens += 1;
+                format!("k-{keygens}")
+            }
+            Op::Sign | Op::Refresh => MAIN.to_owned(),
+            Op::Delete(k) => k.to_owned(),
+        };
+        let generation_before = net.query(&format!("/key/{MAIN}")).unwrap()["generation"].clone();
+        // Run the operation; it blocks until the session ends, so in a thread.
+        let op = std::thread::scope(|s| {
+            let net = &net;
+            let (key_id, request_id) = (key_id.as_str(), request_id.as_str());
+            let op = s.spawn(move || match r.op {
+                Op::Keygen => mpcctl(
+                    net,
+                    &[
+                        "keygen",
+                        "--key-id",
+                        key_id,
+                        "--threshold",
+                        THRESHOLD,
+                        "--wait",
+                    ],
+                ),
+                Op::Sign => mpcctl(
+                    net,
+                    &[
+                        "sign",
+                        "--key-id",
+                        key_id,
+                        "--request-id",
+                        request_id,
+                        "--message",
+                        &hex::encode("in flight"),
+                        "--wait",
+                    ],
+                ),
+                Op::Refresh => mpcctl(net, &["refresh", "--key-id", key_id, "--wait"]),
+                // Deletion has no deadline: it waits for every party, the restarted one too.
+                Op::Delete(_) => mpcctl(
+                    net,
+                    &["--timeout", "90", "delete", "--key-id", key_id, "--wait"],
+                ),
+            });
+            let crashed = wait_for(Duration::from_secs(30), || {
+                procs.crashed(r.node).then_some(())
+            });
+            assert!(
+                crashed.is_some(),
+                "{label}: node{} never reached its crash point",
+                r.node
+            );
+            procs.restart(net, r.node, "");
+            op.join().unwrap()
+        });
+        let log = node_log(&net, r.node);
+        let log = log.get(log_before..).unwrap_or_default();
+        assert!(
+            log.contains(&format!("crash-at={}: aborting", r.point)),
+            "{label}: the crash point was not what stopped the node"
+        );
+        assert!(
+            !log.to_lowercase().contains("resumed"),
+            "{label}: the restarted node resumed a session"
+        );
+
+        let end = settled(&net, r.op, &key_id, &request_id, settle);
+        let outcome = match r.op {
+            Op::Keygen | Op::Sign | Op::Delete(_) => end["status"].as_str().unwrap().to_owned(),
+            Op::Refresh => format!(
+                "reshare {} (generation {} -> {})",
+                end["reshare"]["status"].as_str().unwrap(),
+                generation_before,
+                end["generation"]
+            ),
+        };
+        let ended_ok = match r.op {
+            Op::Keygen => end["status"] == "READY",
+            Op::Sign => end["status"] == "DONE",
+            Op::Refresh => end["reshare"]["status"] == "DONE",
+            Op::Delete(_) => end["status"] == "DELETED",
+        };
+        assert_eq!(
+            ended_ok,
+            r.expect == Expect::Done,
+            "{label}: expected {:?}, got {end}; mpcctl: {op:?}",
+            r.expect
+        );
+        let error = end["error"]
+            .as_str()
+            .or(end["reshare"]["error"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if r.expect == Expect::Error {
+            assert!(
+                !error.is_empty(),
+                "{label}: an ERROR names its reason: {end}"
+            );
+            // Nothing was redone with other nonces or secrets after the restart: nobody saw the
+            // restarted node send a second, different message in the ended session.
+            assert!(
+                !error.contains("two different"),
+                "{label}: the restarted node equivocated: {error}"
+            );
+        }
+        if let Op::Refresh = r.op {
+            // The key never leaves READY and keeps its public key; a failed refresh keeps the
+            // old generation.
+            assert_eq!(end["status"], "READY", "{label}: {end}");
+            let expect_gen = generation_before.as_u64().unwrap() + u64::from(ended_ok);
+            assert_eq!(
+                end["generation"].as_u64(),
+                Some(expect_gen),
+                "{label}: {end}"
+            );
+            // Every node, the restarted one too, holds that generation READY.
+            for i in 0..NODES {
+                let ok = wait_for(Duration::from_secs(10), || {
+                    let k = net.node_get(i, &format!("/key/{MAIN}")).ok()?;
+                    (k["status"] == "READY" && k["generation"].as_u64() == Some(expect_gen))
+                        .then_some(())
+                });
+                assert!(
+                    ok.is_some(),
+                    "{label}: node{i} holds {}",
+                    net.node_get(i, &format!("/key/{MAIN}")).unwrap()
+                );
+            }
+        }
+
+        assert_no_divergence(&net, &label);
+        assert_nothing_pending(&net, &label);
+
+        // READY shares survive and sign, the restarted node among the signers.
+        let mut after = Vec::new();
+        if let Op::Keygen = r.op {
+            // The failed key id takes a new attempt, which must succeed with every node.
+            let k = keygen(&net, &key_id);
+            assert_eq!(k["status"], "READY", "{label}: keygen retry: {k}");
+            sign_and_verify(&net, &key_id, &format!("{request_id}-retry"));
+            after.push(format!("retry {key_id} READY+signs"));
+        }
+        if let Op::Delete(k) = r.op {
+            for i in 0..NODES {
+                assert!(
+                    net.node_get(i, &format!("/key/{k}")).is_err(),
+                    "{label}: node{i} still holds {k}"
+                );
+            }
+        }
+        sign_and_verify(&net, MAIN, &format!("{request_id}-after"));
+        after.push(format!("{MAIN} signs"));
+        assert_no_divergence(&net, &label);
+
+        let mut reason: String = error.chars().take(60).collect();
+        if reason.is_empty() {
+            reason.push('-');
+        }
+        summary.push((
+            label,
+            format!("{:?}", r.op),
+            outcome,
+            reason,
+            after.join(", "),
+            t0.elapsed(),
+        ));
+    }
+    assert_nothing_pending(&net, "end");
+
+    eprintln!(
+        "\ncrash matrix ({} rows, {:?}):",
+        summary.len(),
+        started.elapsed()
+    );
+    eprintln!(
+        "{:<36} {:<14} {:<34} {:<60} {:<32} {:>5}",
+        "scenario", "session", "outcome", "reason", "afterwards", "secs"
+    );
+    for (label, op, outcome, reason, after, t) in &summary {
+        eprintln!(
+            "{label:<36} {op:<14} {outcome:<34} {reason:<60} {after:<32} {:>5.1}",
+            t.as_secs_f64()
+        );
+    }
+    drop(procs);
+    net.stop().unwrap();
+}
