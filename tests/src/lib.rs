@@ -350,3 +350,12 @@ impl Localnet {
         Ok(added)
     }
 }
+
+impl Localnet {
+    /// The dev sequencer's record of an app hash divergence (an app replaying blocks after a
+    /// restart computed another app hash than the chain recorded), if any.
+    pub fn app_hash_divergence(&self) -> anyhow::Result<Value> {
+        let st = self.rpc.call("status", serde_json::json!({}))?;
+        Ok(st["seqmpc"]["app_hash_divergence"].clone())
+    }
+}

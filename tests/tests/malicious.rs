@@ -190,6 +190,11 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
         let st = net.node_get(i, "/status").unwrap();
         assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
     }
+    assert_eq!(
+        net.app_hash_divergence().unwrap(),
+        Value::Null,
+        "app hashes diverged"
+    );
     eprintln!("malicious-peer table: {summary:?}");
     net.stop().unwrap();
 }

@@ -145,6 +145,11 @@ fn n4_localnet__should_end_every_session_over_duplicating_reordering_lossy_links
         let st = net.node_get(i, "/status").unwrap();
         assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
     }
+    assert_eq!(
+        net.app_hash_divergence().unwrap(),
+        Value::Null,
+        "app hashes diverged"
+    );
     net.stop().unwrap();
     drop(clean);
 }

@@ -185,6 +185,11 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
         .unwrap();
     assert_eq!(k["public_key"], pk.as_str());
     sign_and_verify(&net, "ed", &pk, "after-honest-refresh");
+    assert_eq!(
+        net.app_hash_divergence().unwrap(),
+        Value::Null,
+        "app hashes diverged"
+    );
     assert_no_divergence(&net, 5);
     net.stop().unwrap();
 }
