@@ -310,22 +310,42 @@ impl Localnet {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| anyhow!("empty cmd for node {i}"))?;
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(node["log"].as_str().unwrap_or_default())?;
-        let restarted = Restarted(
-            Command::new(program)
-                .args(args)
-                .envs(env.iter().copied())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?,
-        );
-        wait_for(Duration::from_secs(30), || {
-            let st = self.node_get(i, "/status").ok()?;
-            (st["chain_height"].as_u64()? > h_before + 3).then_some(())
-        })
-        .ok_or_else(|| anyhow!("node{i} did not catch up after restart"))?;
+        let spawn = || -> anyhow::Result<Restarted> {
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(node["log"].as_str().unwrap_or_default())?;
+            Ok(Restarted(
+                Command::new(program)
+                    .args(args)
+                    .envs(env.iter().copied())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()?,
+            ))
+        };
+        // A process killed a moment ago may still hold its ports (the kernel closes them when
+        // it has exited, which takes longer on a loaded machine): the new one then exits at
+        // once, and is started again.
+        let mut restarted = spawn()?;
+        let start = Instant::now();
+        loop {
+            if restarted.exited() {
+                std::thread::sleep(Duration::from_millis(250));
+                restarted = spawn()?;
+            }
+            let caught_up = self
+                .node_get(i, "/status")
+                .ok()
+                .and_then(|st| st["chain_height"].as_u64())
+                .is_some_and(|h| h > h_before + 3);
+            if caught_up {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(45) {
+                bail!("node{i} did not catch up after restart");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Ok(restarted)
     }
 }
@@ -357,5 +377,23 @@ impl Localnet {
     pub fn app_hash_divergence(&self) -> anyhow::Result<Value> {
         let st = self.rpc.call("status", serde_json::json!({}))?;
         Ok(st["seqmpc"]["app_hash_divergence"].clone())
+    }
+}
+
+impl Localnet {
+    /// Every node's records agree with the chain (`/status` `diverged == false`, for nodes
+    /// `0..nodes`) and the sequencer saw no app hash divergence.
+    pub fn check_settled(&self, nodes: usize) -> anyhow::Result<()> {
+        for i in 0..nodes {
+            let st = self.node_get(i, "/status")?;
+            if st["diverged"] != false {
+                bail!("node{i} diverges from the chain: {}", st["divergences"]);
+            }
+        }
+        let d = self.app_hash_divergence()?;
+        if !d.is_null() {
+            bail!("app hashes diverged: {d}");
+        }
+        Ok(())
     }
 }

@@ -178,23 +178,18 @@ fn node_log(net: &Localnet, i: usize) -> String {
     std::fs::read_to_string(net.info["nodes"][i]["log"].as_str().unwrap()).unwrap()
 }
 
-/// Waits until no node's `/status` reports a divergence; panics with the last one otherwise.
+/// Waits until no node's `/status` reports a divergence and the sequencer saw no app hash
+/// divergence; panics with the last finding otherwise.
 fn assert_no_divergence(net: &Localnet, row: &str) {
-    let mut last = Value::Null;
-    let ok = wait_for(Duration::from_secs(15), || {
-        for i in 0..NODES {
-            let st = net.node_get(i, "/status").ok()?;
-            if st["diverged"] != false {
-                last = serde_json::json!({"node": i, "divergences": st["divergences"]});
-                return None;
-            }
+    let mut last = String::new();
+    wait_for(Duration::from_secs(15), || match net.check_settled(NODES) {
+        Ok(()) => Some(()),
+        Err(e) => {
+            last = format!("{e:#}");
+            None
         }
-        Some(())
-    });
-    assert!(
-        ok.is_some(),
-        "{row}: a node diverged from the chain: {last}"
-    );
+    })
+    .unwrap_or_else(|| panic!("{row}: {last}"));
 }
 
 /// No key is PENDING on the chain, nor in any node's store.

@@ -186,15 +186,7 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
         }
     }
     let _honest = net.restart_node(1, &[], &[]).unwrap();
-    for i in 0..4 {
-        let st = net.node_get(i, "/status").unwrap();
-        assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
-    }
-    assert_eq!(
-        net.app_hash_divergence().unwrap(),
-        Value::Null,
-        "app hashes diverged"
-    );
+    net.check_settled(4).unwrap();
     eprintln!("malicious-peer table: {summary:?}");
     net.stop().unwrap();
 }

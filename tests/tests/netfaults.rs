@@ -141,15 +141,7 @@ fn n4_localnet__should_end_every_session_over_duplicating_reordering_lossy_links
         let (done, error) = sign_burst(&net, id, scheme, pk, "clean", 4);
         assert_eq!((done, error), (4, 0), "{scheme} after the links healed");
     }
-    for i in 0..4 {
-        let st = net.node_get(i, "/status").unwrap();
-        assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
-    }
-    assert_eq!(
-        net.app_hash_divergence().unwrap(),
-        Value::Null,
-        "app hashes diverged"
-    );
+    net.check_settled(4).unwrap();
     net.stop().unwrap();
     drop(clean);
 }

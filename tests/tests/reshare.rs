@@ -58,13 +58,6 @@ fn holds(net: &Localnet, i: usize, key_id: &str) -> bool {
     net.node_get(i, &format!("/key/{key_id}")).is_ok()
 }
 
-fn assert_no_divergence(net: &Localnet, nodes: usize) {
-    for i in 0..nodes {
-        let st = net.node_get(i, "/status").unwrap();
-        assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
-    }
-}
-
 #[test]
 fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
     let tmp = tempfile::tempdir().unwrap();
@@ -143,7 +136,7 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
         assert_eq!(k["reshare"]["refresh"], true);
         sign_and_verify(&net, key_id, &pk, "after-refresh");
     }
-    assert_no_divergence(&net, 5);
+    net.check_settled(5).unwrap();
 
     // A malicious dealer: node1 deals node2 a share off its polynomial. node2's Feldman check
     // fails and names node1; the chain ends the resharing ERROR and the key keeps signing
@@ -185,11 +178,6 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
         .unwrap();
     assert_eq!(k["public_key"], pk.as_str());
     sign_and_verify(&net, "ed", &pk, "after-honest-refresh");
-    assert_eq!(
-        net.app_hash_divergence().unwrap(),
-        Value::Null,
-        "app hashes diverged"
-    );
-    assert_no_divergence(&net, 5);
+    net.check_settled(5).unwrap();
     net.stop().unwrap();
 }
