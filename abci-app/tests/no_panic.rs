@@ -89,6 +89,16 @@ fn outcome<T: Debug + Clone + 'static>(
     ]
 }
 
+/// A keygen or resharing report: a public key and transcript hash, or a failure.
+fn keygen_outcome() -> impl Strategy<Value = Outcome<KeyGenOk>> {
+    outcome((vec(any::<u8>(), 1..70), any::<[u8; 32]>()).prop_map(
+        |(public_key, transcript_hash)| KeyGenOk {
+            public_key,
+            transcript_hash,
+        },
+    ))
+}
+
 fn msg() -> impl Strategy<Value = TxMsg> {
     let session = prop_oneof![Just([0x11u8; 32]), any::<[u8; 32]>()].prop_map(SessionId);
     prop_oneof![
@@ -128,41 +138,25 @@ fn msg() -> impl Strategy<Value = TxMsg> {
         small_id().prop_map(|k| TxMsg::KeyDelete {
             key_id: KeyId::new(k).unwrap()
         }),
-        (
-            small_id(),
-            session.clone(),
-            outcome((vec(any::<u8>(), 1..70), any::<[u8; 32]>()).prop_map(
-                |(public_key, transcript_hash)| KeyGenOk {
-                    public_key,
-                    transcript_hash
-                }
-            ))
-        )
-            .prop_map(|(k, session, outcome)| TxMsg::KeyGenResult {
+        (small_id(), session.clone(), keygen_outcome()).prop_map(|(k, session, outcome)| {
+            TxMsg::KeyGenResult {
                 key_id: KeyId::new(k).unwrap(),
                 session,
                 outcome,
-            }),
+            }
+        }),
         (small_id(), vec(0..6usize, 0..6), 0..6u32).prop_map(|(k, p, t)| TxMsg::KeyReshare {
             key_id: KeyId::new(k).unwrap(),
             parties: p.into_iter().map(nid).collect(),
             threshold: t.max(1),
         }),
-        (
-            small_id(),
-            session.clone(),
-            outcome((vec(any::<u8>(), 1..70), any::<[u8; 32]>()).prop_map(
-                |(public_key, transcript_hash)| KeyGenOk {
-                    public_key,
-                    transcript_hash
-                }
-            ))
-        )
-            .prop_map(|(k, session, outcome)| TxMsg::ReshareResult {
+        (small_id(), session.clone(), keygen_outcome()).prop_map(|(k, session, outcome)| {
+            TxMsg::ReshareResult {
                 key_id: KeyId::new(k).unwrap(),
                 session,
                 outcome,
-            }),
+            }
+        }),
         (small_id(), session, outcome(vec(any::<u8>(), 1..100))).prop_map(
             |(r, session, outcome)| TxMsg::SignResult {
                 request_id: RequestId::new(r).unwrap(),

@@ -13,12 +13,14 @@ use rand::{RngCore, SeedableRng};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
 use secp256k1::{Message, PublicKey, SECP256K1};
 use seqmpc_module::error::ProtocolError;
+use seqmpc_module::proto::Scheme;
 use seqmpc_module::proto::{NodeId, SessionId};
 use seqmpc_module::protocol::cggmp::{
-    local, AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, Digest32, DigestLengthError, Dkg,
-    EcdsaSignature, Engine, KeyGen, OnlineSigning, Phase, Presigning, Primes, Progress, SignData,
-    Signing, SingleUsePresignature,
+    local, AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, CoreShare, Digest32, DigestLengthError,
+    Dkg, EcdsaSignature, Engine, KeyGen, OnlineSigning, Phase, Presigning, Primes, Progress,
+    SignData, Signing, SingleUsePresignature,
 };
+use seqmpc_module::protocol::reshare::{deal, Collector, ReshareParams};
 use seqmpc_module::protocol::Outgoing;
 use sha2::{Digest as _, Sha256};
 
@@ -609,5 +611,78 @@ fn aux_share__should_have_one_fingerprint_per_run_and_survive_inside_key_shares(
         assert_eq!(aux.fingerprint().unwrap(), fp[0], "{n}");
         let again = AuxShare::from_bytes(&aux.to_bytes().unwrap()).unwrap();
         assert_eq!(again.parties(), nodes(4));
+    }
+}
+
+/// Resharing a real CGGMP24 key 3-of-4 -> 2-of-4 on the same committee, dealt from complete key
+/// shares; the new core shares paired with the committee's aux info sign (a dealer and a
+/// non-dealer), verified by libsecp256k1.
+#[test]
+fn reshare__should_give_cggmp24_shares_that_sign_with_the_committees_aux_info() {
+    let fx = Fixtures::load();
+    let mut rng = seeded();
+    let parties = nodes(4);
+    let old = keygen_3_of_4(&fx, &mut rng);
+    let public_key = old[&node(0)].public_key();
+
+    let t = Instant::now();
+    let params = ReshareParams {
+        session: sid(2),
+        scheme: Scheme::Cggmp24Secp256k1,
+        old_parties: parties.clone(),
+        old_threshold: 3,
+        dealers: vec![node(0), node(2), node(3)],
+        new_parties: parties.clone(),
+        new_threshold: 2,
+        public_key: public_key.to_vec(),
+    };
+    let mut collectors: BTreeMap<NodeId, Collector> = parties
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                Collector::new(params.clone(), p.clone()).unwrap(),
+            )
+        })
+        .collect();
+    for d in &params.dealers {
+        let share = old[d].to_bytes().unwrap();
+        for (to, deal) in deal(&params, d, &share, &mut rng).unwrap() {
+            collectors.get_mut(&to).unwrap().add(d, deal).unwrap();
+        }
+    }
+    let mut new = BTreeMap::new();
+    let mut transcripts = Vec::new();
+    for (i, (p, c)) in collectors.into_iter().enumerate() {
+        assert!(c.is_complete());
+        let out = c.finish().unwrap();
+        assert_eq!(out.public_key, public_key.to_vec());
+        transcripts.push(out.transcript_hash);
+        let core = CoreShare::from_bytes(&out.share).unwrap();
+        assert_eq!(core.threshold(), 2);
+        let share = CggmpKeyShare::from_parts(core, fx.aux(i)).unwrap();
+        assert_eq!(share.public_key(), public_key);
+        new.insert(p, Arc::new(share));
+    }
+    assert!(transcripts.windows(2).all(|w| w[0] == w[1]));
+    eprintln!(
+        "timing: reshare 3-of-4 -> 2-of-4, all parties: {:?}",
+        t.elapsed()
+    );
+
+    // Two signers, one of which (node1) was not a dealer.
+    let signers = vec![node(1), node(3)];
+    let digest: [u8; 32] = Sha256::digest(b"reshared cggmp24").into();
+    let data = SignData::prehashed(&digest).unwrap();
+    let started = signers
+        .iter()
+        .map(|s| {
+            let (e, out) =
+                Signing::start(sid(3), new[s].clone(), &signers, data.clone(), &mut rng).unwrap();
+            (s.clone(), e, out)
+        })
+        .collect();
+    for sig in ok(local::run(started, Some(&mut rng), None), &signers).values() {
+        check_with_libsecp256k1(sig, &public_key, &digest);
     }
 }
