@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use seqmpc_module::evidence;
 use seqmpc_module::job::{Job, ReshareJob};
+use seqmpc_module::protocol::reshare::ReshareParams;
 use seqmpc_proto::tx::{Outcome, SignedTx, TxMsg};
 use seqmpc_proto::verify::VerifyError;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
@@ -14,7 +16,7 @@ use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use crate::genesis::Role;
 use crate::state::{
     choose_dealers, choose_signers, ChainState, DeadlineItem, KeyEntry, KeyStatus, KeygenReport,
-    ReshareEntry, ReshareStatus, SignEntry, SignStatus,
+    ProvenBlame, ReshareEntry, ReshareStatus, SignEntry, SignStatus,
 };
 
 /// Why a tx is rejected. Each variant has a stable ABCI code.
@@ -232,7 +234,8 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
         } => {
             let node = require_node(&signer, "KeyGenResult")?;
             let key = check_keygen_result(state, node, key_id, session)?;
-            check_culprits(outcome, &key.parties, "the keygen committee")
+            check_culprits(outcome, &key.parties, "the keygen committee")?;
+            proven_blame(state, node, || Ok(keygen_context(key)), outcome).map(|_| ())
         }
         TxMsg::SignResult {
             request_id,
@@ -277,7 +280,9 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             let node = require_node(&signer, "ReshareResult")?;
             let r = check_reshare_result(state, node, key_id, session)?;
             let involved: Vec<NodeId> = r.dealers.iter().chain(&r.parties).cloned().collect();
-            check_culprits(outcome, &involved, "the dealers and new parties")
+            check_culprits(outcome, &involved, "the dealers and new parties")?;
+            let ctx = || reshare_context(state, key_id, r);
+            proven_blame(state, node, ctx, outcome).map(|_| ())
         }
     }
 }
@@ -292,6 +297,77 @@ fn check_culprits<T>(outcome: &Outcome<T>, parties: &[NodeId], what: &str) -> Re
         }
     }
     Ok(())
+}
+
+/// The blames a failure report proves with the culprits' signed p2p messages it quotes (none
+/// without quoted messages). Quoted messages that are not genuine (not signed by the culprit,
+/// of another session, not to the reporter) refuse the report (code 6).
+fn proven_blame<T>(
+    state: &ChainState,
+    reporter: &NodeId,
+    ctx: impl FnOnce() -> Result<evidence::Context, String>,
+    outcome: &Outcome<T>,
+) -> Result<Vec<ProvenBlame>, TxError> {
+    let Outcome::Failed {
+        culprits, evidence, ..
+    } = outcome
+    else {
+        return Ok(Vec::new());
+    };
+    if evidence.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = ctx().map_err(|e| TxError::Invalid(format!("evidence: {e}")))?;
+    let key_of = |n: &NodeId| {
+        let e = state.nodes.get(n)?;
+        <[u8; 32]>::try_from(hex::decode(&e.public_key).ok()?).ok()
+    };
+    let proven = evidence::check(&ctx, reporter, culprits, evidence, key_of)
+        .map_err(|e| TxError::Invalid(format!("evidence: {e}")))?;
+    Ok(proven
+        .into_iter()
+        .map(|p| ProvenBlame {
+            culprit: p.culprit,
+            reporter: reporter.clone(),
+            reason: p.reason,
+        })
+        .collect())
+}
+
+fn keygen_context(key: &KeyEntry) -> evidence::Context {
+    evidence::Context::Keygen {
+        session: key.session,
+        scheme: key.scheme,
+        parties: key.parties.clone(),
+        threshold: key.threshold,
+    }
+}
+
+fn reshare_context(
+    state: &ChainState,
+    key_id: &KeyId,
+    r: &ReshareEntry,
+) -> Result<evidence::Context, String> {
+    let key = state
+        .keys()
+        .get(key_id)
+        .ok_or_else(|| format!("no key {key_id}"))?;
+    let public_key = key
+        .public_key
+        .as_deref()
+        .and_then(|pk| hex::decode(pk).ok())
+        .ok_or("the key has no public key")?;
+    let t = |t: u32| u16::try_from(t).map_err(|_| format!("threshold {t} out of range"));
+    Ok(evidence::Context::Reshare(ReshareParams {
+        session: r.session,
+        scheme: key.scheme,
+        old_parties: r.old_parties.clone(),
+        old_threshold: t(r.old_threshold)?,
+        dealers: r.dealers.clone(),
+        new_parties: r.parties.clone(),
+        new_threshold: t(r.threshold)?,
+        public_key,
+    }))
 }
 
 /// A `NodeJoin` may not reuse a registered node id, nor a key of a node or an account (a key
@@ -795,6 +871,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 public_key: None,
                 error: None,
                 culprits: Vec::new(),
+                proven_blame: Vec::new(),
                 session,
                 attempt,
                 generation: 0,
@@ -940,7 +1017,9 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                         ],
                     ));
                 }
-                Outcome::Failed { error, culprits } => {
+                Outcome::Failed {
+                    error, culprits, ..
+                } => {
                     req.status = SignStatus::Error;
                     req.error = Some(format!("{node}: {error}"));
                     req.culprits = culprits.clone();
@@ -1061,6 +1140,7 @@ fn start_reshare(
         reports: BTreeMap::new(),
         error: None,
         culprits: Vec::new(),
+        proven_blame: Vec::new(),
     };
     let job = Job::Reshare(ReshareJob {
         session,
@@ -1106,12 +1186,17 @@ fn apply_reshare_result(
     let Some(r) = key.reshare.as_ref() else {
         return;
     };
+    // Checked at delivery already (a report with forged evidence never gets here).
+    let proven = proven_blame(state, node, || reshare_context(state, key_id, r), outcome)
+        .unwrap_or_default();
     let report = match outcome {
         Outcome::Ok(ok) => KeygenReport::Ok {
             public_key: hex::encode(&ok.public_key),
             transcript_hash: hex::encode(ok.transcript_hash),
         },
-        Outcome::Failed { error, culprits } => KeygenReport::Failed {
+        Outcome::Failed {
+            error, culprits, ..
+        } => KeygenReport::Failed {
             error: error.clone(),
             culprits: culprits.clone(),
         },
@@ -1184,6 +1269,7 @@ fn apply_reshare_result(
         }
         Some(Err((reason, culprits))) => {
             fail_reshare(r, key_id, reason, culprits, height, fx);
+            r.proven_blame = proven;
         }
     }
     state.remove_deadline(deadline, DeadlineItem::Reshare(key_id.clone(), attempt));
@@ -1261,6 +1347,12 @@ fn apply_keygen_result(
     height: u64,
     fx: &mut Effects,
 ) {
+    // Checked at delivery already (a report with forged evidence never gets here).
+    let proven = match state.keys().get(key_id) {
+        Some(key) => proven_blame(state, node, || Ok(keygen_context(key)), outcome),
+        None => return,
+    }
+    .unwrap_or_default();
     let Some(key) = state.key_mut(key_id) else {
         return;
     };
@@ -1269,7 +1361,9 @@ fn apply_keygen_result(
             public_key: hex::encode(&ok.public_key),
             transcript_hash: hex::encode(ok.transcript_hash),
         },
-        Outcome::Failed { error, culprits } => KeygenReport::Failed {
+        Outcome::Failed {
+            error, culprits, ..
+        } => KeygenReport::Failed {
             error: error.clone(),
             culprits: culprits.clone(),
         },
@@ -1338,6 +1432,7 @@ fn apply_keygen_result(
             key.status = KeyStatus::Error;
             key.error = Some(reason.clone());
             key.culprits = culprits;
+            key.proven_blame = proven;
             let session = key.session;
             state.remove_deadline(item.0, item.1);
             fx.events.push(ev(

@@ -51,6 +51,19 @@ pub enum KeygenReport {
     },
 }
 
+/// A blame the chain verified itself: the culprit's own signed p2p messages, quoted by the
+/// reporter, show the misbehaviour (`seqmpc_module::evidence`). Culprits without one are the
+/// reporter's claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvenBlame {
+    /// The culprit.
+    pub culprit: NodeId,
+    /// The node whose report quoted the messages.
+    pub reporter: NodeId,
+    /// What the signed messages show.
+    pub reason: String,
+}
+
 /// A key on the chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyEntry {
@@ -70,6 +83,9 @@ pub struct KeyEntry {
     pub error: Option<String>,
     /// Parties blamed for a failure.
     pub culprits: Vec<NodeId>,
+    /// The blames of `culprits` the chain verified from signed messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proven_blame: Vec<ProvenBlame>,
     /// Current keygen session.
     pub session: SessionId,
     /// Keygen attempt (0, then +1 per retry of an ERROR key).
@@ -142,6 +158,9 @@ pub struct ReshareEntry {
     pub error: Option<String>,
     /// Parties blamed for a failure.
     pub culprits: Vec<NodeId>,
+    /// The blames of `culprits` the chain verified from signed messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proven_blame: Vec<ProvenBlame>,
 }
 
 /// Status of a sign request.

@@ -1273,6 +1273,7 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
         Outcome::Failed {
             error: "deal of node2 fails its Feldman check".into(),
             culprits: vec![nid(2)],
+            evidence: Vec::new(),
         },
     );
     let (res, jobs) = net.block(vec![f]);
@@ -1313,6 +1314,7 @@ fn app_ends_a_failed_reshare_in_error_and_keeps_the_old_committee() {
         Outcome::Failed {
             error: "x".into(),
             culprits: vec![NodeId::new("stranger").unwrap()],
+            evidence: Vec::new(),
         },
     );
     let r = net.check(&outsider);
@@ -1722,4 +1724,110 @@ fn app_rejects_node_joins_that_are_unauthorized_duplicate_or_malformed() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let (_, nodes) = net.query("/nodes");
     assert_eq!(nodes.as_array().unwrap().len(), 5);
+}
+
+/// node0's 3-of-4 FROST-Ed25519 DKG round-1 package and its round-2 package to node1 (the
+/// committee's identifiers are positions + 1), each in a p2p envelope of `session` signed by
+/// `signer` as sent from node0 to node1.
+fn dkg_evidence(
+    session: SessionId,
+    signer: &SigningKey,
+    tamper_share: bool,
+) -> Vec<seqmpc_proto::tx::SignedMessage> {
+    use ed25519_dalek::Signer as _;
+    use frost_ed25519::keys::dkg;
+    use prost::Message as _;
+    use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+    let id = |i: u16| frost_ed25519::Identifier::try_from(i).unwrap();
+    let rng = rand::rngs::OsRng;
+    let mut secrets = std::collections::BTreeMap::new();
+    let mut round1 = std::collections::BTreeMap::new();
+    for i in 1..=4 {
+        let (s, p) = dkg::part1(id(i), 4, 3, rng).unwrap();
+        secrets.insert(i, s);
+        round1.insert(id(i), p);
+    }
+    let mine = round1.remove(&id(1)).unwrap();
+    let (_, round2) = dkg::part2(secrets.remove(&1).unwrap(), &round1).unwrap();
+    let mut share = round2[&id(2)].serialize().unwrap();
+    if tamper_share {
+        *share.last_mut().unwrap() ^= 1;
+    }
+    [
+        Payload::DkgRound1(wire::DkgRound1 {
+            package: mine.serialize().unwrap(),
+        }),
+        Payload::DkgRound2(wire::DkgRound2 { package: share }),
+    ]
+    .into_iter()
+    .map(|payload| {
+        let envelope = wire::P2pEnvelope {
+            session: session.0.to_vec(),
+            payload: Some(payload),
+        }
+        .encode_to_vec();
+        let digest = wire::p2p_signing_digest("node0", "node1", &envelope);
+        seqmpc_proto::tx::SignedMessage {
+            from: nid(0),
+            to: nid(1),
+            envelope,
+            signature: signer.sign(&digest).to_bytes(),
+        }
+    })
+    .collect()
+}
+
+#[test]
+fn keygen_failure__should_record_blame_proven_by_the_culprits_signed_messages() {
+    let mut net = Net::new();
+    let tx = net.keygen("k", 3);
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!("{jobs:?}")
+    };
+    let report = |net: &mut Net, evidence, sequenced: bool| {
+        let k = net.nodes[1].clone();
+        let msg = TxMsg::KeyGenResult {
+            key_id: KeyId::new("k").unwrap(),
+            session,
+            outcome: Outcome::Failed {
+                error: "node0's share fails its Feldman check".into(),
+                culprits: vec![nid(0)],
+                evidence,
+            },
+        };
+        if sequenced {
+            net.tx(&k, msg)
+        } else {
+            net.tx_unsequenced(&k, msg)
+        }
+    };
+    // Forged: node1 cannot sign as node0.
+    let forger = net.nodes[1].clone();
+    let forged = report(&mut net, dkg_evidence(session, &forger, true), false);
+    let r = net.check(&forged);
+    assert_eq!(r.code, 6, "{}", r.log);
+    assert!(
+        r.log.contains("not signed by node0's node key"),
+        "{}",
+        r.log
+    );
+    // Honest messages quoted as evidence prove nothing, but a claim is still a claim.
+    let honest = net.nodes[0].clone();
+    let claim = report(&mut net, dkg_evidence(session, &honest, false), false);
+    assert_eq!(net.check(&claim).code, 0, "{}", net.check(&claim).log);
+    // node0's own signed share that fails the Feldman check: proven.
+    let proof = report(&mut net, dkg_evidence(session, &honest, true), true);
+    let (res, _) = net.block(vec![proof]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let k = net.query("/key/k").1;
+    assert_eq!(k["status"], "ERROR");
+    assert_eq!(k["culprits"], serde_json::json!(["node0"]));
+    let proven = &k["proven_blame"];
+    assert_eq!(proven[0]["culprit"], "node0", "{k}");
+    assert_eq!(proven[0]["reporter"], "node1", "{k}");
+    assert!(
+        proven[0]["reason"].as_str().unwrap().contains("Feldman"),
+        "{k}"
+    );
 }

@@ -15,7 +15,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use seqmpc_abci::app::App;
 use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
-use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
+use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use tendermint_proto::v0_38::abci as pb;
 
@@ -82,10 +82,25 @@ fn outcome<T: Debug + Clone + 'static>(
 ) -> impl Strategy<Value = Outcome<T>> {
     prop_oneof![
         ok.prop_map(Outcome::Ok),
-        (".{1,20}", vec(0..6usize, 0..3)).prop_map(|(error, c)| Outcome::Failed {
-            error,
-            culprits: c.into_iter().map(nid).collect(),
-        }),
+        (
+            ".{1,20}",
+            vec(0..6usize, 0..3),
+            vec((0..6usize, 0..6usize, vec(any::<u8>(), 0..200)), 0..3),
+        )
+            .prop_map(|(error, c, ev)| Outcome::Failed {
+                error,
+                culprits: c.into_iter().map(nid).collect(),
+                // Quoted messages that are not signed by their sender: refused, never a panic.
+                evidence: ev
+                    .into_iter()
+                    .map(|(from, to, envelope)| SignedMessage {
+                        from: nid(from),
+                        to: nid(to),
+                        envelope,
+                        signature: [7; 64],
+                    })
+                    .collect(),
+            }),
     ]
 }
 

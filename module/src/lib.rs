@@ -4,6 +4,7 @@
 pub use seqmpc_proto as proto;
 
 pub mod error;
+pub mod evidence;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod job;

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use rand::rngs::OsRng;
-use seqmpc_proto::tx::{KeyGenOk, Outcome, TxMsg};
+use seqmpc_proto::tx::{KeyGenOk, Outcome, SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use sha2::{Digest, Sha256};
@@ -309,8 +309,11 @@ pub struct Node<S: SubmitResult> {
     submit: Arc<S>,
     metrics: SharedMetrics,
     sessions: BTreeMap<SessionId, Session>,
-    early: BTreeMap<SessionId, Vec<(NodeId, Payload, Instant)>>,
+    early: BTreeMap<SessionId, Vec<EarlyMessage>>,
     early_count: usize,
+    /// Per live session, the signed messages the chain can check a blame with (see
+    /// [`Node::evidence`]); dropped once the session has ended.
+    evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
     finished: BTreeMap<SessionId, Instant>,
     keys: BTreeMap<KeyId, AnyKeyMaterial>,
     primes: cggmp::PrimePool,
@@ -321,6 +324,22 @@ pub struct Node<S: SubmitResult> {
     pool_changed: bool,
     cggmp_done: mpsc::Sender<cggmp::Finished>,
     cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
+}
+
+/// A message for a session this node has not started yet: sender, payload, arrival, and the
+/// signed message when it may serve as evidence.
+type EarlyMessage = (NodeId, Payload, Instant, Option<SignedMessage>);
+
+/// Most signed messages kept as evidence per session.
+const MAX_EVIDENCE_PER_SESSION: usize = 64;
+
+/// Whether the chain can check misbehaviour in this payload (`crate::evidence`): a DKG round-1
+/// package (proof of knowledge), a DKG round-2 share against it, a resharing deal.
+fn is_evidence(payload: &Payload) -> bool {
+    matches!(
+        payload,
+        Payload::DkgRound1(_) | Payload::DkgRound2(_) | Payload::ReshareDeal(_)
+    )
 }
 
 pub(crate) fn encode(session: &SessionId, payload: Payload) -> Vec<u8> {
@@ -453,6 +472,7 @@ impl<S: SubmitResult> Node<S> {
             sessions: BTreeMap::new(),
             early: BTreeMap::new(),
             early_count: 0,
+            evidence: BTreeMap::new(),
             finished: BTreeMap::new(),
             keys: BTreeMap::new(),
             cggmp_keys: BTreeMap::new(),
@@ -594,6 +614,7 @@ impl<S: SubmitResult> Node<S> {
                         outcome: Outcome::Failed {
                             error: "node overloaded: too many sessions".into(),
                             culprits: Vec::new(),
+                            evidence: Vec::new(),
                         },
                     });
                     return;
@@ -797,8 +818,8 @@ impl<S: SubmitResult> Node<S> {
     async fn replay_early(&mut self, session: SessionId) {
         if let Some(msgs) = self.early.remove(&session) {
             self.early_count = self.early_count.saturating_sub(msgs.len());
-            for (from, payload, _) in msgs {
-                self.dispatch(session, from, payload).await;
+            for (from, payload, _, quoted) in msgs {
+                self.dispatch(session, from, payload, quoted).await;
             }
         }
     }
@@ -818,6 +839,12 @@ impl<S: SubmitResult> Node<S> {
             self.metrics(|x| x.messages_dropped += 1);
             return;
         };
+        let quoted = (is_evidence(&payload) && m.from != self.cfg.me).then(|| SignedMessage {
+            from: m.from.clone(),
+            to: self.cfg.me.clone(),
+            envelope: m.bytes,
+            signature: m.signature,
+        });
         if self.finished.contains_key(&session) {
             debug!(%session, from = %m.from, "message for a finished session ignored");
             return;
@@ -837,13 +864,19 @@ impl<S: SubmitResult> Node<S> {
             self.early
                 .entry(session)
                 .or_default()
-                .push((m.from, payload, Instant::now()));
+                .push((m.from, payload, Instant::now(), quoted));
             return;
         }
-        self.dispatch(session, m.from, payload).await;
+        self.dispatch(session, m.from, payload, quoted).await;
     }
 
-    async fn dispatch(&mut self, session: SessionId, from: NodeId, payload: Payload) {
+    async fn dispatch(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        payload: Payload,
+        quoted: Option<SignedMessage>,
+    ) {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
@@ -851,6 +884,12 @@ impl<S: SubmitResult> Node<S> {
             warn!(%session, %from, "message from a node outside the session dropped");
             self.metrics(|x| x.messages_dropped += 1);
             return;
+        }
+        if let Some(q) = quoted {
+            let kept = self.evidence.entry(session).or_default();
+            if kept.len() < MAX_EVIDENCE_PER_SESSION && !kept.contains(&q) {
+                kept.push(q);
+            }
         }
         match payload {
             Payload::KeygenPrepare(p) => self.on_prepare(session, from, p).await,
@@ -966,11 +1005,27 @@ impl<S: SubmitResult> Node<S> {
         let mut dropped = 0;
         self.early.retain(|_, msgs| {
             let before = msgs.len();
-            msgs.retain(|(_, _, t)| now.duration_since(*t) < timeout);
+            msgs.retain(|(_, _, t, _)| now.duration_since(*t) < timeout);
             dropped += before - msgs.len();
             !msgs.is_empty()
         });
         self.early_count = self.early_count.saturating_sub(dropped);
+        let live = &self.sessions;
+        self.evidence.retain(|s, _| live.contains_key(s));
+    }
+
+    /// The signed messages of `culprits` kept for `session` (their DKG packages or resharing
+    /// deals to this node), for a failure report: the chain checks whether they prove the blame.
+    fn evidence(&self, session: &SessionId, culprits: &[NodeId]) -> Vec<SignedMessage> {
+        self.evidence
+            .get(session)
+            .into_iter()
+            .flatten()
+            .filter(|m| culprits.contains(&m.from))
+            .filter(|m| m.envelope.len() <= seqmpc_proto::tx::MAX_EVIDENCE_ENVELOPE_BYTES)
+            .take(MAX_EVIDENCE_MESSAGES)
+            .cloned()
+            .collect()
     }
 }
 

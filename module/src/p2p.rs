@@ -5,7 +5,15 @@
 //! answered by a one-byte ack. A node's libp2p identity is its ed25519 node key, so the Noise
 //! handshake authenticates the `PeerId`, and the registry maps it to the sender [`NodeId`] of
 //! every [`Incoming`]: the sender is never read from the message. Connections from keys outside
-//! the registry are refused right after the handshake. The registry starts from
+//! the registry are refused right after the handshake.
+//!
+//! Noise proves a message's sender to its receiver only. So that a third party (the chain) can
+//! check it too, the sender also signs every message with its node key: on the wire a request
+//! is the message followed by a 64-byte ed25519 signature over
+//! [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, to, message)`. The
+//! receiver verifies it against the sender's registered key (a message that fails is dropped)
+//! and hands it on in [`Incoming::signature`]; failure reports quote such messages as evidence
+//! ([`crate::evidence`]). The registry starts from
 //! [`P2pConfig::peers`] and grows by [`P2pHandle::add_peer`] (a node admitted by the chain).
 //!
 //! Of each pair of nodes, the one with the lower `PeerId` dials at once and the other half a
@@ -134,7 +142,14 @@ pub struct Incoming {
     pub from: NodeId,
     /// The message as sent.
     pub bytes: Vec<u8>,
+    /// The sender's ed25519 signature over
+    /// [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, this node, bytes)`,
+    /// verified against its registered key: a message it cannot later deny (evidence).
+    pub signature: [u8; SIGNATURE_LEN],
 }
+
+/// Length of the ed25519 signature that follows every message on the wire.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// Errors of the p2p channel.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +217,8 @@ struct Slot {
 
 struct Inner {
     local: NodeId,
+    /// Signs every message sent (the node key; zeroized on drop).
+    signer: ed25519_dalek::SigningKey,
     listen_addr: String,
     max_message_bytes: usize,
     /// Grows when nodes are added at runtime; never shrinks.
@@ -243,7 +260,7 @@ impl P2pHandle {
         &self.inner.listen_addr
     }
 
-    /// Queues a message for `to` and returns at once.
+    /// Signs a message for `to` with this node's key, queues it and returns at once.
     ///
     /// Sending to this node itself delivers into the incoming channel like any peer's message.
     ///
@@ -272,6 +289,10 @@ impl P2pHandle {
             slot.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(P2pError::QueueFull(to.clone()));
         }
+        let digest =
+            crate::proto::wire::p2p_signing_digest(inner.local.as_str(), to.as_str(), &bytes);
+        let mut bytes = bytes;
+        bytes.extend_from_slice(&ed25519_dalek::Signer::sign(&inner.signer, &digest).to_bytes());
         let cmd = Command::Send {
             to: slot.target,
             bytes,
@@ -363,12 +384,13 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
             reason: e.to_string(),
         })?;
     let local_peer = keypair.public().to_peer_id();
+    let signer = ed25519_dalek::SigningKey::from_bytes(&cfg.secret_key);
     let registry = registry::Registry::build(&cfg.node, local_peer, &cfg.peers)?;
 
     // Tokio names tasks only under `--cfg tokio_unstable` with its `tracing` feature, which this
     // build does not use; this span names the swarm task and libp2p's connection tasks instead.
     let span = tracing::info_span!("p2p", node = %cfg.node);
-    let mut swarm = swarm::build(keypair, &registry, max, span.clone())?;
+    let mut swarm = swarm::build(keypair, &registry, max + SIGNATURE_LEN, span.clone())?;
     swarm.listen_on(listen).map_err(|e| P2pError::Listen {
         addr: cfg.listen.clone(),
         source: Box::new(e),
@@ -395,6 +417,7 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
     let handle = P2pHandle {
         inner: Arc::new(Inner {
             local: cfg.node,
+            signer,
             listen_addr: listen_addr.to_string(),
             max_message_bytes: max,
             slots: RwLock::new(slots),

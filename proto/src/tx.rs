@@ -141,7 +141,76 @@ pub enum Outcome<T> {
         error: String,
         /// Blamed parties.
         culprits: Vec<NodeId>,
+        /// Signed p2p messages of the culprits that prove the blame (keygen and resharing
+        /// reports only; empty when the protocol gives no proof).
+        evidence: Vec<SignedMessage>,
     },
+}
+
+/// Most messages one failure report may quote as evidence.
+pub const MAX_EVIDENCE_MESSAGES: usize = 8;
+/// Largest quoted envelope.
+pub const MAX_EVIDENCE_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// A p2p message as its sender signed it (see [`wire::p2p_signing_digest`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedMessage {
+    /// The sender.
+    pub from: NodeId,
+    /// The recipient.
+    pub to: NodeId,
+    /// The encoded p2p envelope as sent.
+    pub envelope: Vec<u8>,
+    /// Ed25519 signature of the sender's node key.
+    pub signature: [u8; 64],
+}
+
+impl std::fmt::Debug for SignedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The envelope may hold a (failed session's) secret share: its length only.
+        f.debug_struct("SignedMessage")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("envelope", &format_args!("{} bytes", self.envelope.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignedMessage {
+    /// The digest the sender signed.
+    pub fn digest(&self) -> [u8; 32] {
+        wire::p2p_signing_digest(self.from.as_str(), self.to.as_str(), &self.envelope)
+    }
+}
+
+impl TryFrom<wire::SignedP2pMessage> for SignedMessage {
+    type Error = DomainError;
+    fn try_from(m: wire::SignedP2pMessage) -> Result<Self, DomainError> {
+        if m.envelope.len() > MAX_EVIDENCE_ENVELOPE_BYTES {
+            return Err(invalid(
+                "evidence",
+                format!("an envelope is at most {MAX_EVIDENCE_ENVELOPE_BYTES} bytes"),
+            ));
+        }
+        Ok(SignedMessage {
+            from: NodeId::new(m.from)?,
+            to: NodeId::new(m.to)?,
+            envelope: m.envelope,
+            signature: <[u8; 64]>::try_from(m.signature.as_slice())
+                .map_err(|_| invalid("evidence", "a signature is 64 bytes"))?,
+        })
+    }
+}
+
+impl From<SignedMessage> for wire::SignedP2pMessage {
+    fn from(m: SignedMessage) -> Self {
+        wire::SignedP2pMessage {
+            from: m.from.into(),
+            to: m.to.into(),
+            envelope: m.envelope,
+            signature: m.signature.to_vec(),
+        }
+    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {
@@ -187,13 +256,27 @@ fn p2p_addr(addr: String) -> Result<String, DomainError> {
     Ok(addr)
 }
 
-fn failure<T>(error: String, culprits: Vec<String>) -> Result<Outcome<T>, DomainError> {
+fn failure<T>(
+    error: String,
+    culprits: Vec<String>,
+    evidence: Vec<wire::SignedP2pMessage>,
+) -> Result<Outcome<T>, DomainError> {
     if error.len() > 1024 {
         return Err(invalid("error", "at most 1024 bytes"));
+    }
+    if evidence.len() > MAX_EVIDENCE_MESSAGES {
+        return Err(invalid(
+            "evidence",
+            format!("at most {MAX_EVIDENCE_MESSAGES} messages"),
+        ));
     }
     Ok(Outcome::Failed {
         error,
         culprits: node_ids(culprits)?,
+        evidence: evidence
+            .into_iter()
+            .map(SignedMessage::try_from)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -212,7 +295,7 @@ fn keygen_outcome(
             transcript_hash,
         })
     } else {
-        failure(r.error, r.culprits)?
+        failure(r.error, r.culprits, r.evidence)?
     };
     Ok((
         KeyId::new(r.key_id)?,
@@ -292,7 +375,7 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                     }
                     Outcome::Ok(r.signature)
                 } else {
-                    failure(r.error, r.culprits)?
+                    failure(r.error, r.culprits, Vec::new())?
                 };
                 TxMsg::SignResult {
                     request_id: RequestId::new(r.request_id)?,
@@ -313,12 +396,21 @@ impl TryFrom<tx_body::Msg> for TxMsg {
     }
 }
 
-fn fail(o: Outcome<()>) -> (String, Vec<String>) {
+/// The wire fields of a failure: reason, culprits, evidence.
+type WireFailure = (String, Vec<String>, Vec<wire::SignedP2pMessage>);
+
+fn fail(o: Outcome<()>) -> WireFailure {
     match o {
-        Outcome::Ok(()) => (String::new(), Vec::new()),
-        Outcome::Failed { error, culprits } => {
-            (error, culprits.into_iter().map(String::from).collect())
-        }
+        Outcome::Ok(()) => (String::new(), Vec::new(), Vec::new()),
+        Outcome::Failed {
+            error,
+            culprits,
+            evidence,
+        } => (
+            error,
+            culprits.into_iter().map(String::from).collect(),
+            evidence.into_iter().map(Into::into).collect(),
+        ),
     }
 }
 
@@ -330,9 +422,20 @@ fn keygen_report(
 ) -> wire::KeyGenResult {
     let (ok, f) = match outcome {
         Outcome::Ok(ok) => (Some(ok), Outcome::Ok(())),
-        Outcome::Failed { error, culprits } => (None, Outcome::Failed { error, culprits }),
+        Outcome::Failed {
+            error,
+            culprits,
+            evidence,
+        } => (
+            None,
+            Outcome::Failed {
+                error,
+                culprits,
+                evidence,
+            },
+        ),
     };
-    let (error, culprits) = fail(f);
+    let (error, culprits, evidence) = fail(f);
     wire::KeyGenResult {
         key_id: key_id.into(),
         session: session.0.to_vec(),
@@ -343,6 +446,7 @@ fn keygen_report(
         transcript_hash: ok.map(|o| o.transcript_hash.to_vec()).unwrap_or_default(),
         error,
         culprits,
+        evidence,
     }
 }
 
@@ -400,11 +504,18 @@ impl From<TxMsg> for tx_body::Msg {
             } => {
                 let (sig, f) = match outcome {
                     Outcome::Ok(s) => (s, Outcome::Ok(())),
-                    Outcome::Failed { error, culprits } => {
-                        (Vec::new(), Outcome::Failed { error, culprits })
-                    }
+                    Outcome::Failed {
+                        error, culprits, ..
+                    } => (
+                        Vec::new(),
+                        Outcome::Failed {
+                            error,
+                            culprits,
+                            evidence: Vec::new(),
+                        },
+                    ),
                 };
-                let (error, culprits) = fail(f);
+                let (error, culprits, _) = fail(f);
                 tx_body::Msg::SignResult(wire::SignResult {
                     request_id: request_id.into(),
                     session: session.0.to_vec(),

@@ -151,6 +151,45 @@ pub struct KeyGenResult {
     /// Parties blamed (failure).
     #[prost(string, repeated, tag = "6")]
     pub culprits: Vec<String>,
+    /// The culprits' signed p2p messages to the reporter that prove the blame (failure; may
+    /// be empty). The chain checks them (see `seqmpc_module::evidence`).
+    #[prost(message, repeated, tag = "7")]
+    pub evidence: Vec<SignedP2pMessage>,
+}
+
+/// A p2p message as its sender signed it ([`p2p_signing_digest`]), quoted as evidence.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignedP2pMessage {
+    /// Sender node id.
+    #[prost(string, tag = "1")]
+    pub from: String,
+    /// Recipient node id.
+    #[prost(string, tag = "2")]
+    pub to: String,
+    /// The encoded [`P2pEnvelope`] as sent.
+    #[prost(bytes = "vec", tag = "3")]
+    pub envelope: Vec<u8>,
+    /// Ed25519 signature of the sender's node key over [`p2p_signing_digest`].
+    #[prost(bytes = "vec", tag = "4")]
+    pub signature: Vec<u8>,
+}
+
+/// Domain of the p2p message signatures: never a tx sign doc (those start with a protobuf tag).
+pub const P2P_SIGNING_DOMAIN: &[u8] = b"seqmpc/p2p-message/v1\0";
+
+/// What a node signs for each p2p message it sends: SHA-256 over the domain, the sender and
+/// recipient ids (each length-prefixed) and the message bytes. Session ids are derived from the
+/// chain id, so a signed message cannot be quoted on another chain or in another session.
+pub fn p2p_signing_digest(from: &str, to: &str, message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(P2P_SIGNING_DOMAIN);
+    for id in [from, to] {
+        h.update((id.len() as u64).to_be_bytes());
+        h.update(id.as_bytes());
+    }
+    h.update(message);
+    h.finalize().into()
 }
 
 /// A node's signing outcome.

@@ -50,6 +50,19 @@ fn some_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Quoted p2p messages: any ids, envelopes and signature lengths, and too many of them.
+fn evidence() -> impl Strategy<Value = Vec<wire::SignedP2pMessage>> {
+    let one = (id_string(), id_string(), some_bytes(), some_bytes()).prop_map(
+        |(from, to, envelope, signature)| wire::SignedP2pMessage {
+            from,
+            to,
+            envelope,
+            signature,
+        },
+    );
+    prop_oneof![Just(Vec::new()), vec(one, 0..12)]
+}
+
 fn ids() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![vec(id_string(), 0..6), vec("[a-z0-9]{1,8}", 250..260)]
 }
@@ -79,9 +92,10 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
             some_bytes(),
             some_bytes(),
             prop_oneof![Just(String::new()), ".{0,20}", "x{1020,1030}"],
-            ids()
+            ids(),
+            evidence()
         )
-            .prop_map(|(k, s, pk, th, e, c)| {
+            .prop_map(|(k, s, pk, th, e, c, ev)| {
                 tx_body::Msg::KeyGenResult(wire::KeyGenResult {
                     key_id: k,
                     session: s,
@@ -89,6 +103,7 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                     transcript_hash: th,
                     error: e,
                     culprits: c,
+                    evidence: ev,
                 })
             }),
         (
@@ -138,9 +153,10 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
             some_bytes(),
             some_bytes(),
             prop_oneof![Just(String::new()), ".{0,20}"],
-            ids()
+            ids(),
+            evidence()
         )
-            .prop_map(|(k, s, pk, th, e, c)| {
+            .prop_map(|(k, s, pk, th, e, c, ev)| {
                 tx_body::Msg::ReshareResult(wire::KeyGenResult {
                     key_id: k,
                     session: s,
@@ -148,6 +164,7 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                     transcript_hash: th,
                     error: e,
                     culprits: c,
+                    evidence: ev,
                 })
             }),
     ]

@@ -1,7 +1,8 @@
 //! Malicious peers over the real localnet (issue 5): node1 runs a test-only build that
 //! misbehaves as `SEQMPC_FAULTS` tells it (cargo feature `fault-injection`, module
 //! `seqmpc_module::fault`); the honest nodes end each session ERROR with node1 named as the
-//! culprit on chain, a key never becomes READY from a bad DKG, and READY keys keep signing.
+//! culprit on chain (verified by the chain from node1's signed messages where they prove it),
+//! a key never becomes READY from a bad DKG, and READY keys keep signing.
 //! One table: behaviour × operation × expected outcome.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,14 @@ fn names(v: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Faults whose blame the culprit's signed p2p messages prove to the chain
+/// (`seqmpc_module::evidence`): `proven_blame` names node1.
+const PROVABLE: &[&str] = &[
+    "dkg-bad-share-to",
+    "dkg-equivocate-to",
+    "reshare-bad-deal-to",
+];
 
 /// What a row does with the misbehaving node.
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +161,15 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
                 .contains(reason),
             "{fault}: {failed}"
         );
+        // Where the culprit's own signed messages show the misbehaviour, the chain verified
+        // the blame itself; a bad signature share stays the aggregator's claim.
+        let proven = &failed["proven_blame"];
+        if PROVABLE.iter().any(|p| fault.starts_with(p)) {
+            assert_eq!(proven[0]["culprit"], "node1", "{fault}: {failed}");
+            eprintln!("    proven on chain: {}", proven[0]["reason"]);
+        } else {
+            assert!(proven.is_null(), "{fault}: {failed}");
+        }
         summary.push((fault.to_string(), sessions));
         drop(faulty);
         // The honest node1 again: the READY key signs, with node1 among the signers.

@@ -337,7 +337,7 @@ fn key_json(k: &Value) -> Value {
         "key_id": k["key_id"], "scheme": k["scheme"], "threshold": k["threshold"],
         "parties": k["parties"], "status": k["status"], "public_key": k["public_key"],
         "generation": k["generation"], "error": k["error"], "culprits": k["culprits"],
-        "deleted_by": k["deleted_by"], "reshares": k["reshares"], "reshare": reshare_json(&k["reshare"]),
+        "proven_blame": k["proven_blame"], "deleted_by": k["deleted_by"], "reshares": k["reshares"], "reshare": reshare_json(&k["reshare"]),
     })
 }
 
@@ -355,7 +355,7 @@ fn reshare_json(r: &Value) -> Value {
         "parties": r["parties"], "threshold": r["threshold"], "dealers": r["dealers"],
         "old_parties": r["old_parties"], "old_threshold": r["old_threshold"],
         "reported": reported, "error": r["error"], "culprits": r["culprits"],
-        "requested_height": r["requested_height"], "deadline_height": r["deadline_height"],
+        "proven_blame": r["proven_blame"], "requested_height": r["requested_height"], "deadline_height": r["deadline_height"],
         "done_height": r["done_height"],
     })
 }

@@ -356,6 +356,7 @@ impl<S: SubmitResult> Node<S> {
     }
 
     pub(super) async fn fail_keygen(&mut self, session: SessionId, e: ProtocolError) {
+        let evidence = self.evidence(&session, e.culprits());
         let Some(Session::Keygen(k)) = self.finish_session(session) else {
             return;
         };
@@ -379,6 +380,7 @@ impl<S: SubmitResult> Node<S> {
             outcome: Outcome::Failed {
                 error: e.to_string(),
                 culprits: e.culprits().to_vec(),
+                evidence,
             },
         });
     }

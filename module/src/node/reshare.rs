@@ -480,6 +480,7 @@ impl<S: SubmitResult> Node<S> {
             Err(e) => Outcome::Failed {
                 error: e.to_string(),
                 culprits: e.culprits().to_vec(),
+                evidence: self.evidence(&session, e.culprits()),
             },
         };
         self.submit.submit(TxMsg::ReshareResult {

@@ -53,6 +53,7 @@ impl<S: SubmitResult> Node<S> {
             outcome: Outcome::Failed {
                 error: e.to_string(),
                 culprits: e.culprits().to_vec(),
+                evidence: Vec::new(),
             },
         });
     }

@@ -32,7 +32,8 @@ use super::{
     peer::{Link, Outgoing, Peer, BACKOFF_INITIAL, STABLE_AFTER},
     registry::Registry,
     swarm::{Behaviour, BehaviourEvent},
-    Incoming, P2pError, PeerInfo, MAX_ATTEMPTS, MESSAGE_DEADLINE, REQUEST_TIMEOUT, WINDOW,
+    Incoming, P2pError, PeerInfo, MAX_ATTEMPTS, MESSAGE_DEADLINE, REQUEST_TIMEOUT, SIGNATURE_LEN,
+    WINDOW,
 };
 use crate::proto::NodeId;
 
@@ -189,9 +190,14 @@ impl EventLoop {
                 bytes,
                 ..
             } => {
+                let Some((bytes, signature)) = split_signature(bytes) else {
+                    tracing::error!("bug: a self-send without its signature");
+                    return;
+                };
                 let incoming = Incoming {
                     from: self.local.clone(),
                     bytes,
+                    signature,
                 };
                 self.backlog.push_back((incoming, Ack::Local));
                 self.flush_backlog();
@@ -445,12 +451,10 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let Some(from) = self
-                    .registry
-                    .index_of(&peer)
-                    .and_then(|i| self.peers.get(i))
-                    .map(|p| p.node.clone())
-                else {
+                let Some((from, key)) = self.registry.index_of(&peer).and_then(|i| {
+                    let p = self.peers.get(i)?;
+                    Some((p.node.clone(), self.registry.remotes.get(i)?.key))
+                }) else {
                     tracing::warn!(%peer, bytes = request.len(), "dropping request from a peer outside the registry");
                     return;
                 };
@@ -459,9 +463,30 @@ impl EventLoop {
                     self.dropped_inbound += 1;
                     return;
                 }
-                let bytes = Arc::unwrap_or_clone(request);
-                self.backlog
-                    .push_back((Incoming { from, bytes }, Ack::Remote(channel)));
+                let Some((bytes, signature)) = split_signature(Arc::unwrap_or_clone(request))
+                    .filter(|(bytes, sig)| {
+                        let digest = crate::proto::wire::p2p_signing_digest(
+                            from.as_str(),
+                            self.local.as_str(),
+                            bytes,
+                        );
+                        key.verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(sig))
+                            .is_ok()
+                    })
+                else {
+                    // Noise authenticated the peer, yet it did not sign what it sent: a faulty
+                    // or malicious node. Dropped without ack (it retries a few times at most).
+                    tracing::warn!(%from, "dropping a message whose signature does not verify under its sender's key");
+                    return;
+                };
+                self.backlog.push_back((
+                    Incoming {
+                        from,
+                        bytes,
+                        signature,
+                    },
+                    Ack::Remote(channel),
+                ));
                 self.flush_backlog();
             }
             request_response::Event::Message {
@@ -572,4 +597,12 @@ impl EventLoop {
             self.dropped_inbound = 0;
         }
     }
+}
+
+/// Splits a wire message into the message and the signature that ends it.
+fn split_signature(mut bytes: Vec<u8>) -> Option<(Vec<u8>, [u8; SIGNATURE_LEN])> {
+    let at = bytes.len().checked_sub(SIGNATURE_LEN)?;
+    let signature = <[u8; SIGNATURE_LEN]>::try_from(bytes.get(at..)?).ok()?;
+    bytes.truncate(at);
+    Some((bytes, signature))
 }

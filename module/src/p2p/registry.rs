@@ -16,6 +16,8 @@ pub(super) struct Remote {
     pub peer_id: PeerId,
     /// Where to dial it; `None` when the registered address does not parse (inbound only).
     pub addr: Option<Multiaddr>,
+    /// Its registered key, which signs every message it sends.
+    pub key: ed25519_dalek::VerifyingKey,
 }
 
 /// Registry nodes other than this one, indexed by position.
@@ -88,11 +90,16 @@ impl Registry {
                     None
                 }
             };
+            let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&p.public_key) else {
+                tracing::error!(node = %p.node, "registry entry skipped: invalid ed25519 public key");
+                continue;
+            };
             by_peer.insert(peer_id, remotes.len());
             remotes.push(Remote {
                 node: p.node.clone(),
                 peer_id,
                 addr,
+                key,
             });
         }
         Ok(Self { remotes, by_peer })
@@ -144,10 +151,13 @@ impl Registry {
         };
         let idx = self.remotes.len();
         self.by_peer.insert(peer_id, idx);
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&p.public_key)
+            .map_err(|e| invalid(format!("not a valid ed25519 public key: {e}")))?;
         self.remotes.push(Remote {
             node: p.node.clone(),
             peer_id,
             addr,
+            key,
         });
         Ok(Some((idx, true)))
     }

@@ -215,6 +215,33 @@ pub fn deal<R: RngCore + CryptoRng>(
     }
 }
 
+/// Checks one dealer's deal to `recipient` alone, as evidence: the per-dealer checks of
+/// `docs/reshare.md` (commitment shape, Feldman, old public data of this key, constant term
+/// λ·Xᵢ by the deal's own old public data). `Ok(Some(why))`: the deal is bad, and since its
+/// dealer signed it, that proves the dealer misbehaved. The cross-dealer checks (majority on
+/// the old public data, commitments summing to the key) need every deal and are not evidence.
+///
+/// # Errors
+/// [`ProtocolError::Local`] when `params` are malformed, `dealer` is not a dealer or
+/// `recipient` not a new party.
+pub fn check_deal_alone(
+    params: &ReshareParams,
+    dealer: &NodeId,
+    recipient: &NodeId,
+    deal: &Deal,
+) -> Result<Option<String>, ProtocolError> {
+    params.check()?;
+    match params.scheme {
+        Scheme::FrostEd25519 => {
+            frost::check_single::<Ed25519Sha512>(params, dealer, recipient, deal)
+        }
+        Scheme::FrostSecp256k1Tr => {
+            frost::check_single::<Secp256K1Sha256TR>(params, dealer, recipient, deal)
+        }
+        Scheme::Cggmp24Secp256k1 => cggmp::check_single(params, dealer, recipient, deal),
+    }
+}
+
 /// New-party side: collects one [`Deal`] per dealer, then checks and combines them.
 pub struct Collector {
     params: ReshareParams,

@@ -225,6 +225,39 @@ pub(super) fn check_old_public(params: &ReshareParams, bytes: &[u8]) -> Result<(
     Ok(())
 }
 
+/// One dealer's deal to `recipient` checked alone, by the per-dealer checks of `docs/reshare.md`
+/// against the deal's own old public data: `Ok(Some(why))` when the deal is bad.
+pub(super) fn check_single(
+    params: &ReshareParams,
+    dealer: &NodeId,
+    recipient: &NodeId,
+    deal: &Deal,
+) -> Result<Option<String>, ProtocolError> {
+    let new_parties = Parties::new(&params.new_parties, recipient)?;
+    let x = scalar_of(usize::from(new_parties.me()) + 1)?;
+    let pos = params
+        .dealer_index(dealer)
+        .ok_or_else(|| ProtocolError::Local(format!("{dealer} is not a dealer")))?;
+    let lambda = lambda(pos, &dealer_points(params)?)?;
+    if let Err(why) = check_old_public(params, &deal.old_public) {
+        return Ok(Some(format!("bad old public data: {why}")));
+    }
+    let old = match parse_old_public(params, &deal.old_public) {
+        Ok(old) => old,
+        Err(why) => return Ok(Some(format!("bad old public data: {why}"))),
+    };
+    let Some(x_i) = params
+        .old_parties
+        .binary_search(dealer)
+        .ok()
+        .and_then(|k| old.shares.get(k))
+    else {
+        return Ok(Some("its old public data lacks its own share".into()));
+    };
+    let t_new = usize::from(params.new_threshold);
+    Ok(check_deal(deal, &x, *x_i.as_ref() * lambda, t_new).err())
+}
+
 /// A deal that passed the per-dealer checks.
 struct CheckedDeal {
     poly: Polynomial<Point<Curve>>,

@@ -273,6 +273,39 @@ pub(super) fn deal<C: FrostScheme, R: RngCore + CryptoRng>(
     Ok(deals)
 }
 
+/// One dealer's deal to `recipient` checked alone, by the per-dealer checks of `docs/reshare.md`
+/// against the deal's own old public data: `Ok(Some(why))` when the deal is bad.
+pub(super) fn check_single<C: FrostScheme>(
+    params: &ReshareParams,
+    dealer: &NodeId,
+    recipient: &NodeId,
+    deal: &Deal,
+) -> Result<Option<String>, ProtocolError> {
+    let new = Committee::<C>::new(&params.new_parties)?;
+    let id = new.id(recipient)?;
+    let pos = params
+        .dealer_index(dealer)
+        .ok_or_else(|| ProtocolError::Local(format!("{dealer} is not a dealer")))?;
+    let lambda = lagrange_at_zero::<C>(pos, &params.dealer_points()?)?;
+    if let Err(why) = check_old_public::<C>(params, &deal.old_public) {
+        return Ok(Some(format!("bad old public data: {why}")));
+    }
+    let old = match parse_old_public::<C>(params, &deal.old_public) {
+        Ok(old) => old,
+        Err(why) => return Ok(Some(format!("bad old public data: {why}"))),
+    };
+    let Some(x_i) = params
+        .old_parties
+        .binary_search(dealer)
+        .ok()
+        .and_then(|k| old.shares.get(k))
+    else {
+        return Ok(Some("its old public data lacks its own share".into()));
+    };
+    let t_new = usize::from(params.new_threshold);
+    Ok(check_deal::<C>(deal, id, *x_i * lambda, t_new).err())
+}
+
 /// Polynomial coefficients, overwritten with zero on drop (best effort).
 struct Coefficients<C: Ciphersuite>(Vec<Scalar<C>>);
 

@@ -15,7 +15,7 @@ use rand::{RngCore, SeedableRng};
 use seqmpc_proto::{NodeId, Scheme, SessionId};
 use zeroize::Zeroizing;
 
-use super::{deal, Collector, Deal, ReshareOutput, ReshareParams};
+use super::{check_deal_alone, deal, Collector, Deal, ReshareOutput, ReshareParams};
 use crate::error::ProtocolError;
 use crate::protocol::cggmp::{CoreShare, Curve, Parties};
 use crate::protocol::frost_dkg::{AnyDkg, AnyDkgProgress};
@@ -441,6 +441,39 @@ fn collector__should_blame_a_dealer_whose_share_fails_the_feldman_check() {
         );
         // The other parties are unaffected.
         assert!(one(&c.p, &c.deals, &node(4)).is_ok());
+    });
+}
+
+#[test]
+fn check_deal_alone__should_pass_honest_deals_and_name_each_bad_one() {
+    for_all_schemes(|s| {
+        let mut c = case(s);
+        for (d, to_deals) in &c.deals {
+            for (to, deal) in to_deals {
+                assert_eq!(
+                    check_deal_alone(&c.p, d, to, deal).unwrap(),
+                    None,
+                    "{s} {d}->{to}"
+                );
+            }
+        }
+        let (d, me) = (node(1), node(3));
+        let other = c.deals[&d][&node(4)].share.clone();
+        let mut bad = c.deals[&d][&me].clone();
+        bad.share = other;
+        let why = check_deal_alone(&c.p, &d, &me, &bad).unwrap().unwrap();
+        assert!(why.contains("Feldman"), "{s}: {why}");
+        // A deal of another secret (consistent with itself) is caught by the constant term.
+        let other = other_key(&mut c);
+        let mut p_other = c.p.clone();
+        p_other.public_key = other.public_key.clone();
+        let mut fake = deal(&p_other, &d, &other.shares[&d], &mut c.rng).unwrap()[&me].clone();
+        fake.old_public = c.deals[&d][&me].old_public.clone();
+        let why = check_deal_alone(&c.p, &d, &me, &fake).unwrap().unwrap();
+        assert!(why.contains("another secret"), "{s}: {why}");
+        // Not a dealer, not a new party: the question is wrong, not the deal.
+        assert!(check_deal_alone(&c.p, &node(3), &me, &bad).is_err());
+        assert!(check_deal_alone(&c.p, &d, &node(0), &bad).is_err());
     });
 }
 
