@@ -3,8 +3,8 @@
 //! `seqmpc_module::fault`); the honest nodes end each session ERROR with node1 named as the
 //! culprit on chain, a key never becomes READY from a bad DKG, and READY keys keep signing.
 //! One table: behaviour × operation × expected outcome. Then a process whose key is not in
-//! the registry (this test, through the node's own p2p layer) talks to every node during a
-//! live session: refused at the handshake, counted, the session DONE, nobody blamed.
+//! the registry (this test, through the node's own p2p layer) talks to every node around a
+//! sign session: refused at the handshake, counted, the session DONE, nobody blamed.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -265,9 +265,11 @@ fn refused(net: &Localnet, i: usize) -> u64 {
 }
 
 /// A real endpoint whose key is not in the chain's registry: this test process, through the
-/// node's own p2p layer (libp2p, Noise) with a fresh key, dials every node and queues, for a
-/// live sign session, well-formed envelopes that would derail it if delivered: round-1
-/// commitments, a signature share and an abort. Every node refuses the connection right after
+/// node's own p2p layer (libp2p, Noise) with a fresh key, dials every node and queues, for
+/// the session of a sign request as soon as the chain shows it, well-formed envelopes that
+/// would derail it if delivered: round-1 commitments, a signature share and an abort (a FROST
+/// signing takes milliseconds, so they may be queued after it ended: the point is that nothing
+/// of this peer is ever delivered). Every node refuses the connection right after
 /// the handshake (the peer key is not in the registry), counts and logs it; the session ends
 /// DONE with a verified signature and nobody blamed. (The sender of a message is taken from
 /// the authenticated connection, never from the message, so there is nothing to claim.)
