@@ -249,7 +249,7 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
     eprintln!("malicious-peer table: {summary:?} ({:?})", t0.elapsed());
 
     let t = std::time::Instant::now();
-    non_registry_peer(&net, &pk);
+    non_registry_peer(&net);
     eprintln!(
         "non-registry peer refused, the session DONE: {:?}",
         t.elapsed()
@@ -265,15 +265,15 @@ fn refused(net: &Localnet, i: usize) -> u64 {
 }
 
 /// A real endpoint whose key is not in the chain's registry: this test process, through the
-/// node's own p2p layer (libp2p, Noise) with a fresh key, dials every node and queues, for
-/// the session of a sign request as soon as the chain shows it, well-formed envelopes that
-/// would derail it if delivered: round-1 commitments, a signature share and an abort (a FROST
-/// signing takes milliseconds, so they may be queued after it ended: the point is that nothing
-/// of this peer is ever delivered). Every node refuses the connection right after
-/// the handshake (the peer key is not in the registry), counts and logs it; the session ends
-/// DONE with a verified signature and nobody blamed. (The sender of a message is taken from
-/// the authenticated connection, never from the message, so there is nothing to claim.)
-fn non_registry_peer(net: &Localnet, pk: &str) {
+/// node's own p2p layer (libp2p, Noise) with a fresh key, dials every node and queues, for a
+/// live CGGMP24 signing session (seconds of CPU, so it is still PENDING when they are
+/// queued; the p2p layer keeps redialing to deliver them), well-formed envelopes that would
+/// derail it if delivered: a CGGMP24 signing message, FROST commitments and an abort. Every
+/// node refuses the connection right after the handshake (the peer key is not in the
+/// registry), counts and logs it; the session ends DONE with a verified signature and nobody
+/// blamed. (The sender of a message is taken from the authenticated connection, never from
+/// the message, so there is nothing to claim.)
+fn non_registry_peer(net: &Localnet) {
     let registry: Vec<PeerInfo> = net
         .query("/nodes")
         .unwrap()
@@ -310,16 +310,32 @@ fn non_registry_peer(net: &Localnet, pk: &str) {
     .unwrap_or_else(|| panic!("not every node refused the intruder: {before:?}"));
     assert!(rt.block_on(intruder.connected()).is_empty());
 
+    // A CGGMP24 key (the fixtures' aux info: the DKG alone) and a prehashed signing of it:
+    // the full interactive protocol, seconds long.
+    let k = net
+        .mpcctl_json(&[
+            "keygen",
+            "--key-id",
+            "good-ecdsa",
+            "--scheme",
+            "cggmp24-secp256k1",
+            "--threshold",
+            "3",
+            "--wait",
+        ])
+        .unwrap();
+    let ec_pk = k["public_key"].as_str().unwrap().to_owned();
     let rid = "intruder-0";
-    let msg = b"signed despite an intruder";
+    let digest = [0x1du8; 32];
     net.mpcctl_json(&[
         "sign",
         "--key-id",
-        "good",
+        "good-ecdsa",
         "--request-id",
         rid,
+        "--prehashed",
         "--message",
-        &hex::encode(msg),
+        &hex::encode(digest),
     ])
     .unwrap();
     let session = wait_for(Duration::from_secs(20), || {
@@ -327,16 +343,21 @@ fn non_registry_peer(net: &Localnet, pk: &str) {
         SessionId::try_from(s["session"].as_str()?.to_owned()).ok()
     })
     .expect("the sign request was not committed");
-    // Well-formed FROST commitments and a share (of a random signing share), and an abort.
+    // Well-formed envelopes of the session: a CGGMP24 signing broadcast, FROST commitments (of
+    // a made-up signing share) and an abort.
     let mut rng = rand::rngs::OsRng;
     let share = frost_ed25519::keys::SigningShare::deserialize(&[1u8; 32]).unwrap();
     let (_nonces, commitments) = frost_ed25519::round1::commit(&share, &mut rng);
+    let cggmp = seqmpc_module::protocol::cggmp::CggmpMsg::Broadcast {
+        phase: seqmpc_module::protocol::cggmp::Phase::Signing,
+        payload: br#"{"Round1a":{}}"#.to_vec(),
+    };
     let payloads = [
+        Payload::Cggmp(wire::CggmpPayload {
+            msg: cggmp.to_bytes(),
+        }),
         Payload::SignRound1(wire::SignRound1 {
             commitments: commitments.serialize().unwrap(),
-        }),
-        Payload::SignRound2(wire::SignRound2 {
-            share: vec![1u8; 32],
         }),
         Payload::Abort(wire::SessionAbort {
             reason: "the intruder says stop".into(),
@@ -352,7 +373,14 @@ fn non_registry_peer(net: &Localnet, pk: &str) {
                 .unwrap();
         }
     }
-    let s = wait_for(Duration::from_secs(30), || {
+    let live = net
+        .mpcctl_json(&["sign-status", "--request-id", rid])
+        .unwrap();
+    assert_eq!(
+        live["status"], "PENDING",
+        "queued for a live session: {live}"
+    );
+    let s = wait_for(Duration::from_secs(120), || {
         net.mpcctl_json(&["sign-status", "--request-id", rid])
             .ok()
             .filter(|s| s["status"] != "PENDING")
@@ -360,7 +388,13 @@ fn non_registry_peer(net: &Localnet, pk: &str) {
     .expect("the sign request did not end");
     assert_eq!(s["status"], "DONE", "{s}");
     assert!(names(&s["culprits"]).is_empty(), "{s}");
-    verify(pk, msg, s["signature"].as_str().unwrap());
+    seqmpc_e2e::verify::ecdsa(
+        &ec_pk,
+        digest,
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    )
+    .unwrap();
     let after: Vec<u64> = (0..4).map(|i| refused(net, i)).collect();
     eprintln!("p2p_refused_connections before {before:?}, after {after:?}; sign {s}");
     for i in 0..4 {
