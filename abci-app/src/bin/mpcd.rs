@@ -88,8 +88,9 @@ enum Cmd {
         /// stops (crash, partition) stops being chosen.
         #[arg(long, env = "SEQMPC_HEARTBEAT_SECS", default_value_t = 2)]
         heartbeat_secs: u64,
-        /// Seconds after which this node gives up a FROST or resharing session locally and
-        /// reports it failed (a FROST signing names the signers it heard nothing from). Keep
+        /// Seconds after which this node gives up a FROST keygen or signing, or a resharing,
+        /// locally and reports it failed (a FROST signing names the signers it heard nothing
+        /// from; CGGMP24 sessions have their own, longer timeout). Keep
         /// it under the chain's session deadline for such reports to count; a job older than
         /// this when it arrives (blocks replayed after a restart) is skipped.
         #[arg(long, env = "SEQMPC_SESSION_TIMEOUT_SECS", default_value_t = 60)]
