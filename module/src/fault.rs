@@ -15,6 +15,24 @@
 //! Each corrupts the message as it leaves ([`Faults::tamper`]): the lowest bit of its last
 //! byte, which is the last byte of a scalar in every one of these encodings.
 //!
+//! - `cggmp-bad-proof=keygen`: in a CGGMP24 DKG, send every party a round-3 message whose
+//!   Schnorr proof of knowledge (of this party's share, `sch_proof`) does not verify
+//!   ([`Faults::tamper_cggmp`]). The message is decoded as cggmp24's own type, the proof's
+//!   response scalar `z` is replaced by `z + 1` and the message is encoded again: it
+//!   deserializes fine, and cggmp24 aborts with `InvalidSchnorrProof` blaming this party's
+//!   index. Every receiver gets the same bad proof (a broadcast: cggmp24's echo round covers
+//!   round 1 only, so this is not equivocation). `keygen` is the only protocol offered: it is
+//!   the one where a bad proof keeps a key from becoming READY, and its round-3 message is
+//!   the proof alone.
+//! - `wrong-session`: send every session message (FROST, resharing, CGGMP24 worker threads)
+//!   under another session id ([`Faults::session_for`]: SHA-256 of a tag and the real one).
+//!   Receivers cannot tell such messages from those of a session whose job they have not
+//!   seen yet: they buffer them (bounded, dropped after the session timeout) and the real
+//!   session never gets this node's messages; see the e2e table for what honest nodes report.
+//!
+//! A process with a key outside the chain's node registry needs no fault: the e2e test runs
+//! one itself (the p2p layer of this crate with a fresh key).
+//!
 //! Network faults, on every p2p message this node's session manager sends ([`NetFaults`];
 //! CGGMP24 worker threads send directly and are not affected):
 //! - `net-drop-pct=<0..=100>`: drop that share of messages;
@@ -37,7 +55,9 @@
 //!   - `delete-after-erase`: the share erased, KeyDeleted not yet submitted.
 
 use seqmpc_proto::wire::p2p_envelope::Payload;
-use seqmpc_proto::NodeId;
+use seqmpc_proto::{NodeId, SessionId};
+
+use crate::protocol::cggmp::CggmpMsg;
 
 /// Name of the environment variable read by [`Faults::from_env`].
 pub const FAULTS_ENV: &str = "SEQMPC_FAULTS";
@@ -57,6 +77,10 @@ pub struct Faults {
     pub net: NetFaults,
     /// Abort the process at this crash point (one of [`CRASH_POINTS`]).
     pub crash_at: Option<&'static str>,
+    /// In this CGGMP24 protocol, send a message whose zero-knowledge proof does not verify.
+    pub cggmp_bad_proof: Option<crate::protocol::cggmp::Phase>,
+    /// Send every session message under another session id.
+    pub wrong_session: bool,
 }
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
@@ -151,6 +175,10 @@ impl Faults {
                 Some(("dkg-bad-share-to", v)) => f.dkg_bad_share_to = Some(node(v)?),
                 Some(("dkg-equivocate-to", v)) => f.dkg_equivocate_to = Some(node(v)?),
                 None if item == "sign-bad-share" => f.sign_bad_share = true,
+                None if item == "wrong-session" => f.wrong_session = true,
+                Some(("cggmp-bad-proof", "keygen")) => {
+                    f.cggmp_bad_proof = Some(crate::protocol::cggmp::Phase::Keygen)
+                }
                 None if item == "net-dup" => f.net.dup = true,
                 Some(("net-drop-pct", v)) => f.net.drop_pct = pct(v)?,
                 Some(("net-corrupt-pct", v)) => f.net.corrupt_pct = pct(v)?,
@@ -197,6 +225,46 @@ impl Faults {
             *last ^= 1;
         }
         payload
+    }
+
+    /// The session id this node's messages of `session` go out under (`wrong-session`).
+    pub fn session_for(&self, session: &SessionId) -> SessionId {
+        if !self.wrong_session {
+            return *session;
+        }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"seqmpc/fault/wrong-session\0");
+        h.update(session.0);
+        SessionId(h.finalize().into())
+    }
+
+    /// The CGGMP24 message this node sends, with a proof that does not verify if a fault says
+    /// so (`cggmp-bad-proof`, see the module docs). Other messages pass unchanged.
+    pub fn tamper_cggmp(&self, msg: CggmpMsg) -> CggmpMsg {
+        use crate::protocol::cggmp::Phase;
+        type KeygenMsg = cggmp24::keygen::ThresholdMsg<
+            cggmp24::supported_curves::Secp256k1,
+            cggmp24::security_level::SecurityLevel128,
+            sha2::Sha256,
+        >;
+        if self.cggmp_bad_proof != Some(Phase::Keygen) || msg.phase() != Phase::Keygen {
+            return msg;
+        }
+        let Ok(KeygenMsg::Round3(mut r3)) = serde_json::from_slice(msg.payload()) else {
+            return msg;
+        };
+        r3.sch_proof.0 += cggmp24::generic_ec::Scalar::one();
+        let Ok(payload) = serde_json::to_vec(&KeygenMsg::Round3(r3)) else {
+            return msg;
+        };
+        tracing::warn!(
+            "FAULT INJECTION: sending a CGGMP24 keygen round-3 proof that does not verify"
+        );
+        match msg {
+            CggmpMsg::Broadcast { phase, .. } => CggmpMsg::Broadcast { phase, payload },
+            CggmpMsg::P2p { phase, .. } => CggmpMsg::P2p { phase, payload },
+        }
     }
 }
 
@@ -270,6 +338,78 @@ mod tests {
         assert_eq!(f.tamper(&n3, r2()), r2());
         let r1 = Payload::DkgRound1(wire::DkgRound1 { package: vec![1] });
         assert_eq!(f.tamper(&n2, r1.clone()), r1);
+    }
+
+    #[test]
+    fn faults__should_parse_the_cggmp_proof_and_session_faults() {
+        use crate::protocol::cggmp::Phase;
+        let f = Faults::parse("cggmp-bad-proof=keygen,wrong-session").unwrap();
+        assert_eq!(f.cggmp_bad_proof, Some(Phase::Keygen));
+        assert!(f.wrong_session);
+        assert!(f.any());
+        assert!(Faults::parse("cggmp-bad-proof=signing").is_err());
+        assert!(Faults::parse("cggmp-bad-proof").is_err());
+        assert!(Faults::parse("wrong-session=1").is_err());
+    }
+
+    #[test]
+    fn session_for__should_change_the_session_only_under_the_fault() {
+        let s = SessionId([7; 32]);
+        assert_eq!(Faults::default().session_for(&s), s);
+        let f = Faults::parse("wrong-session").unwrap();
+        assert_ne!(f.session_for(&s), s);
+        assert_eq!(f.session_for(&s), f.session_for(&s), "deterministic");
+    }
+
+    #[test]
+    fn tamper_cggmp__should_make_honest_parties_blame_the_sender_of_a_bad_proof() {
+        use crate::protocol::cggmp::{local, Dkg};
+        use rand::SeedableRng;
+        let parties: Vec<NodeId> = (0..4)
+            .map(|i| NodeId::new(format!("node{i}")).unwrap())
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let session = SessionId([9; 32]);
+        let started: Vec<_> = parties
+            .iter()
+            .map(|p| {
+                let (d, out) = Dkg::start(session, p, &parties, 3, &mut rng).unwrap();
+                (p.clone(), d, out)
+            })
+            .collect();
+        let f = Faults::parse("cggmp-bad-proof=keygen").unwrap();
+        let node1 = parties[1].clone();
+        let mut tampered = 0;
+        let mut tamper = |from: &NodeId, o: &mut crate::protocol::Outgoing<CggmpMsg>| {
+            if *from == node1 {
+                let before = o.msg.clone();
+                o.msg = f.tamper_cggmp(o.msg.clone());
+                if o.msg != before {
+                    tampered += 1;
+                    // Still a well-formed message of the same phase and routing.
+                    assert_eq!(o.msg.phase(), before.phase());
+                    assert_eq!(o.msg.is_broadcast(), before.is_broadcast());
+                }
+            }
+            true
+        };
+        let outcome = local::run(started, Some(&mut rng), Some(&mut tamper));
+        assert_eq!(tampered, 3, "node1's round-3 proof to each other party");
+        for p in parties.iter().filter(|p| **p != node1) {
+            let err = outcome.results[p].as_ref().unwrap_err();
+            assert!(
+                matches!(err, crate::error::ProtocolError::Aborted { .. }),
+                "{err}"
+            );
+            assert_eq!(err.culprits(), [node1.clone()].as_slice(), "{p}: {err}");
+            assert!(err.to_string().contains("schnorr proof"), "{err}");
+        }
+        // Without the fault nothing changes.
+        let m = CggmpMsg::Broadcast {
+            phase: crate::protocol::cggmp::Phase::Keygen,
+            payload: b"{}".to_vec(),
+        };
+        assert_eq!(Faults::default().tamper_cggmp(m.clone()), m);
     }
 
     #[test]

@@ -555,6 +555,8 @@ impl<S: SubmitResult> Node<S> {
         #[cfg(feature = "fault-injection")]
         let payload = self.cfg.faults.tamper(to, payload);
         #[cfg(feature = "fault-injection")]
+        let session = &self.cfg.faults.session_for(session);
+        #[cfg(feature = "fault-injection")]
         if self.cfg.faults.net != crate::fault::NetFaults::default() {
             return self.send_faulty(session, to, payload);
         }
@@ -970,6 +972,28 @@ impl<S: SubmitResult> Node<S> {
                 Some(Session::Keygen(_)) => self.fail_keygen(id, e).await,
                 Some(Session::Sign(s)) => {
                     let rid = s.request_id.clone();
+                    // FROST signing knows whom it waits for (every signer sends its round-1
+                    // commitments to all at once): name the silent signers.
+                    let silent = match &s.state {
+                        Some(SignEngine::Frost(st)) => st.waiting_for(),
+                        _ => Vec::new(),
+                    };
+                    let e = if silent.is_empty() {
+                        e
+                    } else {
+                        ProtocolError::Aborted {
+                            reason: format!(
+                                "timed out after {} s: nothing received from {} in this round",
+                                limit.as_secs(),
+                                silent
+                                    .iter()
+                                    .map(|n| n.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            culprits: silent,
+                        }
+                    };
                     self.fail_sign(id, rid, e)
                 }
                 Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,

@@ -5,7 +5,9 @@
 //! answered by a one-byte ack. A node's libp2p identity is its ed25519 node key, so the Noise
 //! handshake authenticates the `PeerId`, and the registry maps it to the sender [`NodeId`] of
 //! every [`Incoming`]: the sender is never read from the message. Connections from keys outside
-//! the registry are refused right after the handshake.
+//! the registry are refused right after the handshake (logged, and counted:
+//! [`P2pHandle::refused_connections`]). The registry starts from
+//! [`P2pConfig::peers`] and grows by [`P2pHandle::add_peer`] (a node admitted by the chain).
 //!
 //! Noise proves a message's sender to its receiver only. So that a third party (the chain) can
 //! check it too, the sender also signs every message with its node key: on the wire a request
@@ -13,8 +15,7 @@
 //! [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, to, message)`. The
 //! receiver verifies it against the sender's registered key (a message that fails is dropped)
 //! and hands it on in [`Incoming::signature`]; failure reports quote such messages as evidence
-//! ([`crate::evidence`]). The registry starts from
-//! [`P2pConfig::peers`] and grows by [`P2pHandle::add_peer`] (a node admitted by the chain).
+//! ([`crate::evidence`]).
 //!
 //! Of each pair of nodes, the one with the lower `PeerId` dials at once and the other half a
 //! second later, so a pair normally shares one connection; if both dials meet, the connection
@@ -47,7 +48,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, PoisonError, RwLock,
     },
     time::Duration,
@@ -225,6 +226,8 @@ struct Inner {
     slots: RwLock<BTreeMap<NodeId, Slot>>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
+    /// Connections refused because the peer's key is not in the registry.
+    refused: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -351,6 +354,12 @@ impl P2pHandle {
         Ok(())
     }
 
+    /// Connections refused so far because the peer's authenticated key is not in the node
+    /// registry (each one is also logged at warn).
+    pub fn refused_connections(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
     /// Stops the swarm task now (connections close, queued messages are dropped).
     pub fn shutdown(&self) {
         self.inner.task.abort();
@@ -390,7 +399,14 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
     // Tokio names tasks only under `--cfg tokio_unstable` with its `tracing` feature, which this
     // build does not use; this span names the swarm task and libp2p's connection tasks instead.
     let span = tracing::info_span!("p2p", node = %cfg.node);
-    let mut swarm = swarm::build(keypair, &registry, max + SIGNATURE_LEN, span.clone())?;
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut swarm = swarm::build(
+        keypair,
+        &registry,
+        max + SIGNATURE_LEN,
+        span.clone(),
+        refused.clone(),
+    )?;
     swarm.listen_on(listen).map_err(|e| P2pError::Listen {
         addr: cfg.listen.clone(),
         source: Box::new(e),
@@ -423,6 +439,7 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
             slots: RwLock::new(slots),
             commands,
             task,
+            refused,
         }),
     };
     Ok((handle, incoming_rx))

@@ -59,6 +59,21 @@ impl Localnet {
         base_port: u16,
         extra: &[&std::ffi::OsStr],
     ) -> anyhow::Result<Localnet> {
+        Localnet::start_with_env(dir, nodes, threshold, block_ms, base_port, extra, &[])
+    }
+
+    /// [`Localnet::start_with`] with environment variables for `localnet` and so for every
+    /// mpcd it starts (e.g. `SEQMPC_SESSION_TIMEOUT_SECS`). A node restarted by
+    /// [`Localnet::restart_node`] gets only the environment given there.
+    pub fn start_with_env(
+        dir: &Path,
+        nodes: u32,
+        threshold: u32,
+        block_ms: u64,
+        base_port: u16,
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Localnet> {
         let bin = bin_dir();
         let localnet = bin.join("localnet");
         if !localnet.exists() {
@@ -89,6 +104,7 @@ impl Localnet {
             // FROST tests and the bench must not compete with background safe-prime generation
             // (a core for 28-300 s per node); the CGGMP24 test passes fixture primes.
             .env("SEQMPC_CGGMP_PRIMES_AT_START", "false")
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

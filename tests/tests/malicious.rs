@@ -3,11 +3,28 @@
 //! `seqmpc_module::fault`); the honest nodes end each session ERROR with node1 named as the
 //! culprit on chain (verified by the chain from node1's signed messages where they prove it),
 //! a key never becomes READY from a bad DKG, and READY keys keep signing.
-//! One table: behaviour × operation × expected outcome.
+//! One table: behaviour × operation × expected outcome. Then a process whose key is not in
+//! the registry (this test, through the node's own p2p layer) talks to every node around a
+//! sign session: refused at the handshake, counted, the session DONE, nobody blamed.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
-use seqmpc_e2e::Localnet;
+use std::time::Duration;
+
+use seqmpc_e2e::{wait_for, Localnet};
+use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
+use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+use seqmpc_proto::{NodeId, SessionId};
 use serde_json::Value;
+
+/// Genesis session deadline of this localnet: 200 blocks (20 s or more at 100 ms blocks).
+const DEADLINE_BLOCKS: &str = "200";
+/// The honest nodes give up a FROST session locally after this many seconds, well before
+/// the chain's deadline, so their report (naming whom they heard nothing from) counts.
+const SESSION_TIMEOUT_SECS: &str = "6";
+/// The FROST scheme of the FROST rows.
+const FROST: &str = "frost-ed25519";
+/// Environment of an honest node.
+const HONEST: &[(&str, &str)] = &[("SEQMPC_SESSION_TIMEOUT_SECS", SESSION_TIMEOUT_SECS)];
 
 fn verify(public_key: &str, message: &[u8], signature: &str) {
     seqmpc_e2e::verify::ed25519(public_key, message, signature).unwrap();
@@ -34,8 +51,8 @@ const PROVABLE: &[&str] = &[
 /// What a row does with the misbehaving node.
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    /// A 3-of-4 frost-ed25519 keygen of a fresh key id.
-    Keygen,
+    /// A 3-of-4 keygen of a fresh key id with this scheme.
+    Keygen(&'static str),
     /// Sign requests with the READY key until one has node1 as a non-aggregating signer.
     Sign,
     /// Refreshes of the READY key until node1 is one of the dealers.
@@ -45,7 +62,7 @@ enum Op {
 /// Runs `op` once or more; returns (sessions run, the outcome JSON of the failed session).
 fn run(net: &Localnet, op: Op, row: usize, pk: &str) -> (usize, Value) {
     match op {
-        Op::Keygen => {
+        Op::Keygen(scheme) => {
             let id = format!("bad{row}");
             let err = net
                 .mpcctl_json(&[
@@ -53,7 +70,7 @@ fn run(net: &Localnet, op: Op, row: usize, pk: &str) -> (usize, Value) {
                     "--key-id",
                     &id,
                     "--scheme",
-                    "frost-ed25519",
+                    scheme,
                     "--threshold",
                     "3",
                     "--wait",
@@ -118,7 +135,28 @@ fn run(net: &Localnet, op: Op, row: usize, pk: &str) -> (usize, Value) {
 fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let net = Localnet::start(&dir, 4, 3, 100, 19000).unwrap();
+    // CGGMP24 from the test fixtures (primes and the 4 nodes' aux info: a keygen is the DKG
+    // alone), no presignature pool (no background CPU).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let t0 = std::time::Instant::now();
+    let net = Localnet::start_with_env(
+        &dir,
+        4,
+        3,
+        100,
+        19000,
+        &[
+            "--cggmp-fixtures".as_ref(),
+            fixtures.as_os_str(),
+            "--cggmp-presign-pool".as_ref(),
+            "0".as_ref(),
+            "--session-deadline-blocks".as_ref(),
+            DEADLINE_BLOCKS.as_ref(),
+        ],
+        HONEST,
+    )
+    .unwrap();
     let k = net
         .mpcctl_json(&[
             "keygen",
@@ -136,13 +174,34 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
     // (fault of node1, operation, what the failed session must show)
     let table: &[(&str, Op, &str)] = &[
         // frost#577: a bad DKG share to one party only. The key must never become READY.
-        ("dkg-bad-share-to=node2", Op::Keygen, "node2 reported"),
+        (
+            "dkg-bad-share-to=node2",
+            Op::Keygen(FROST),
+            "node2 reported",
+        ),
         // An equivocating broadcast: node3 gets another round-1 package than the others.
-        ("dkg-equivocate-to=node3", Op::Keygen, "node3 reported"),
+        (
+            "dkg-equivocate-to=node3",
+            Op::Keygen(FROST),
+            "node3 reported",
+        ),
         // A signature share that does not verify, caught by the aggregator.
         ("sign-bad-share", Op::Sign, "node1"),
         // A resharing dealer deals node2 a share off its polynomial.
         ("reshare-bad-deal-to=node2", Op::Reshare, "node2 reported"),
+        // CGGMP24 DKG: a round-3 Schnorr proof that does not verify, to everybody. cggmp24
+        // blames the prover's index; no key becomes READY.
+        (
+            "cggmp-bad-proof=keygen",
+            Op::Keygen("cggmp24-secp256k1"),
+            "schnorr proof",
+        ),
+        // Every message of node1 under another session id: the honest signers buffer them as
+        // early messages of an unknown session, never see node1's commitments, and at their
+        // local timeout (before the chain's deadline) name node1 as the signer they heard
+        // nothing from. node1 itself keeps the default 60 s timeout (a malicious node reports
+        // what it likes; the chain takes the first report, see the README's known limits).
+        ("wrong-session", Op::Sign, "nothing received from node1"),
     ];
     let mut summary = Vec::new();
     for (row, (fault, op, reason)) in table.iter().enumerate() {
@@ -173,7 +232,7 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
         summary.push((fault.to_string(), sessions));
         drop(faulty);
         // The honest node1 again: the READY key signs, with node1 among the signers.
-        let honest = net.restart_node(1, &[], &[]).unwrap();
+        let honest = net.restart_node(1, &[], HONEST).unwrap();
         let mut with_node1 = false;
         for i in 0..8 {
             let msg = format!("honest after row {row} #{i}");
@@ -203,8 +262,165 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
             assert_eq!(k["status"], "ERROR", "{k}");
         }
     }
-    let _honest = net.restart_node(1, &[], &[]).unwrap();
+    let _honest = net.restart_node(1, &[], HONEST).unwrap();
     net.check_settled(4).unwrap();
-    eprintln!("malicious-peer table: {summary:?}");
+    eprintln!("malicious-peer table: {summary:?} ({:?})", t0.elapsed());
+
+    let t = std::time::Instant::now();
+    non_registry_peer(&net);
+    eprintln!(
+        "non-registry peer refused, the session DONE: {:?}",
+        t.elapsed()
+    );
+    net.check_settled(4).unwrap();
     net.stop().unwrap();
+}
+
+fn refused(net: &Localnet, i: usize) -> u64 {
+    net.node_get(i, "/metrics").unwrap()["p2p_refused_connections"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A real endpoint whose key is not in the chain's registry: this test process, through the
+/// node's own p2p layer (libp2p, Noise) with a fresh key, dials every node and queues, for a
+/// live CGGMP24 signing session (seconds of CPU, so it is still PENDING when they are
+/// queued; the p2p layer keeps redialing to deliver them), well-formed envelopes that would
+/// derail it if delivered: a CGGMP24 signing message, FROST commitments and an abort. Every
+/// node refuses the connection right after the handshake (the peer key is not in the
+/// registry), counts and logs it; the session ends DONE with a verified signature and nobody
+/// blamed. (The sender of a message is taken from the authenticated connection, never from
+/// the message, so there is nothing to claim.)
+fn non_registry_peer(net: &Localnet) {
+    let registry: Vec<PeerInfo> = net
+        .query("/nodes")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| PeerInfo {
+            node: NodeId::new(n["id"].as_str().unwrap()).unwrap(),
+            public_key: hex::decode(n["public_key"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+            addr: n["p2p_addr"].as_str().unwrap().to_owned(),
+        })
+        .collect();
+    assert_eq!(registry.len(), 4);
+    let before: Vec<u64> = (0..4).map(|i| refused(net, i)).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *seed);
+    let (intruder, _incoming) = rt
+        .block_on(p2p::spawn(P2pConfig {
+            node: NodeId::new("intruder").unwrap(),
+            secret_key: seed,
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            peers: registry.clone(),
+            max_message_bytes: 1 << 20,
+        }))
+        .unwrap();
+    // Every node refuses it (and keeps refusing its redials).
+    wait_for(Duration::from_secs(20), || {
+        (0..4).all(|i| refused(net, i) > before[i]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not every node refused the intruder: {before:?}"));
+    assert!(rt.block_on(intruder.connected()).is_empty());
+
+    // A CGGMP24 key (the fixtures' aux info: the DKG alone) and a prehashed signing of it:
+    // the full interactive protocol, seconds long.
+    let k = net
+        .mpcctl_json(&[
+            "keygen",
+            "--key-id",
+            "good-ecdsa",
+            "--scheme",
+            "cggmp24-secp256k1",
+            "--threshold",
+            "3",
+            "--wait",
+        ])
+        .unwrap();
+    let ec_pk = k["public_key"].as_str().unwrap().to_owned();
+    let rid = "intruder-0";
+    let digest = [0x1du8; 32];
+    net.mpcctl_json(&[
+        "sign",
+        "--key-id",
+        "good-ecdsa",
+        "--request-id",
+        rid,
+        "--prehashed",
+        "--message",
+        &hex::encode(digest),
+    ])
+    .unwrap();
+    let session = wait_for(Duration::from_secs(20), || {
+        let s = net.query(&format!("/sign/{rid}")).ok()?;
+        SessionId::try_from(s["session"].as_str()?.to_owned()).ok()
+    })
+    .expect("the sign request was not committed");
+    // Well-formed envelopes of the session: a CGGMP24 signing broadcast, FROST commitments (of
+    // a made-up signing share) and an abort.
+    let mut rng = rand::rngs::OsRng;
+    let share = frost_ed25519::keys::SigningShare::deserialize(&[1u8; 32]).unwrap();
+    let (_nonces, commitments) = frost_ed25519::round1::commit(&share, &mut rng);
+    let cggmp = seqmpc_module::protocol::cggmp::CggmpMsg::Broadcast {
+        phase: seqmpc_module::protocol::cggmp::Phase::Signing,
+        payload: br#"{"Round1a":{}}"#.to_vec(),
+    };
+    let payloads = [
+        Payload::Cggmp(wire::CggmpPayload {
+            msg: cggmp.to_bytes(),
+        }),
+        Payload::SignRound1(wire::SignRound1 {
+            commitments: commitments.serialize().unwrap(),
+        }),
+        Payload::Abort(wire::SessionAbort {
+            reason: "the intruder says stop".into(),
+        }),
+    ];
+    for p in &registry {
+        for payload in &payloads {
+            let env = wire::P2pEnvelope {
+                session: session.0.to_vec(),
+                payload: Some(payload.clone()),
+            };
+            rt.block_on(intruder.send(&p.node, prost::Message::encode_to_vec(&env)))
+                .unwrap();
+        }
+    }
+    let live = net
+        .mpcctl_json(&["sign-status", "--request-id", rid])
+        .unwrap();
+    assert_eq!(
+        live["status"], "PENDING",
+        "queued for a live session: {live}"
+    );
+    let s = wait_for(Duration::from_secs(120), || {
+        net.mpcctl_json(&["sign-status", "--request-id", rid])
+            .ok()
+            .filter(|s| s["status"] != "PENDING")
+    })
+    .expect("the sign request did not end");
+    assert_eq!(s["status"], "DONE", "{s}");
+    assert!(names(&s["culprits"]).is_empty(), "{s}");
+    seqmpc_e2e::verify::ecdsa(
+        &ec_pk,
+        digest,
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    )
+    .unwrap();
+    let after: Vec<u64> = (0..4).map(|i| refused(net, i)).collect();
+    eprintln!("p2p_refused_connections before {before:?}, after {after:?}; sign {s}");
+    for i in 0..4 {
+        let log = std::fs::read_to_string(net.info["nodes"][i]["log"].as_str().unwrap()).unwrap();
+        assert!(
+            log.contains("peer key is not in the node registry"),
+            "node{i} did not log the refusal"
+        );
+    }
+    intruder.shutdown();
 }

@@ -88,6 +88,13 @@ enum Cmd {
         /// stops (crash, partition) stops being chosen.
         #[arg(long, env = "SEQMPC_HEARTBEAT_SECS", default_value_t = 2)]
         heartbeat_secs: u64,
+        /// Seconds after which this node gives up a FROST keygen or signing, or a resharing,
+        /// locally and reports it failed (a FROST signing names the signers it heard nothing
+        /// from; CGGMP24 sessions have their own, longer timeout). Keep
+        /// it under the chain's session deadline for such reports to count; a job older than
+        /// this when it arrives (blocks replayed after a restart) is skipped.
+        #[arg(long, env = "SEQMPC_SESSION_TIMEOUT_SECS", default_value_t = 60)]
+        session_timeout_secs: u64,
     },
     /// Replace the master key (HOME/master.key) with a fresh one and re-wrap the key store's
     /// data key under it (records are untouched). The node must be stopped: a running node
@@ -339,6 +346,8 @@ struct CggmpOptions<'a> {
     prime_pool: usize,
     /// `--heartbeat-secs` (not CGGMP24-specific; rides along with the other start options).
     heartbeat_secs: u64,
+    /// `--session-timeout-secs` (not CGGMP24-specific either).
+    session_timeout_secs: u64,
 }
 
 fn start(
@@ -356,6 +365,7 @@ fn start(
         presign_pool,
         prime_pool: cggmp_prime_pool,
         heartbeat_secs,
+        session_timeout_secs,
     } = cggmp_opts;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
@@ -481,6 +491,7 @@ fn start(
         cfg.cggmp_primes_at_start = cggmp_primes_at_start;
         cfg.presign_pool = presign_pool;
         cfg.cggmp_prime_pool = cggmp_prime_pool;
+        cfg.session_timeout = std::time::Duration::from_secs(session_timeout_secs.max(1));
         #[cfg(feature = "fault-injection")]
         {
             cfg.faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
@@ -535,6 +546,7 @@ fn main() {
             cggmp_presign_pool,
             cggmp_prime_pool,
             heartbeat_secs,
+            session_timeout_secs,
         } => start(
             &home,
             &genesis,
@@ -548,6 +560,7 @@ fn main() {
                 presign_pool: cggmp_presign_pool,
                 prime_pool: cggmp_prime_pool,
                 heartbeat_secs,
+                session_timeout_secs,
             },
         ),
         Cmd::RotateMasterKey { home, genesis } => rotate_master_key(&home, &genesis),

@@ -233,6 +233,9 @@ pub(crate) struct WorkerEnv {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) done: mpsc::Sender<Finished>,
     pub(crate) timeout: Duration,
+    /// TEST ONLY: misbehaviour to inject into this worker's messages.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) faults: crate::fault::Faults,
 }
 
 /// Starts the worker thread of `session`.
@@ -251,6 +254,14 @@ pub(crate) fn spawn(
             let deadline = Instant::now() + env.timeout;
             let send = |out: Vec<Outgoing<CggmpMsg>>| {
                 for o in out {
+                    #[cfg(feature = "fault-injection")]
+                    let (o, session) = (
+                        Outgoing {
+                            msg: env.faults.tamper_cggmp(o.msg),
+                            to: o.to,
+                        },
+                        env.faults.session_for(&session),
+                    );
                     let bytes = crate::node::encode(
                         &session,
                         Payload::Cggmp(wire::CggmpPayload {

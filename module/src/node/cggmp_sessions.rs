@@ -33,6 +33,8 @@ impl<S: SubmitResult> Node<S> {
             rt,
             done: self.cggmp_done.clone(),
             timeout: self.cfg.cggmp_session_timeout,
+            #[cfg(feature = "fault-injection")]
+            faults: self.cfg.faults.clone(),
         })
     }
 

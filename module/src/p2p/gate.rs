@@ -6,6 +6,10 @@
 use std::{
     collections::BTreeSet,
     convert::Infallible,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -26,15 +30,17 @@ pub(super) struct NotInRegistry {
     pub peer: PeerId,
 }
 
-/// Denies every established connection whose peer is not in `allowed`.
+/// Denies every established connection whose peer is not in `allowed`, counting them.
 pub(super) struct Gate {
     allowed: BTreeSet<PeerId>,
+    /// Connections denied so far (shared with [`super::P2pHandle::refused_connections`]).
+    refused: Arc<AtomicU64>,
 }
 
 impl Gate {
-    /// A gate admitting exactly `allowed`.
-    pub(super) fn new(allowed: BTreeSet<PeerId>) -> Self {
-        Self { allowed }
+    /// A gate admitting exactly `allowed`; every refusal increments `refused`.
+    pub(super) fn new(allowed: BTreeSet<PeerId>, refused: Arc<AtomicU64>) -> Self {
+        Self { allowed, refused }
     }
 
     /// Admits `peer` from now on (a node added to the registry at runtime).
@@ -50,6 +56,7 @@ impl Gate {
         if self.allowed.contains(&peer) {
             Ok(dummy::ConnectionHandler)
         } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, %remote, "closing connection: peer key is not in the node registry");
             Err(ConnectionDenied::new(NotInRegistry { peer }))
         }

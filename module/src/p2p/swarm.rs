@@ -52,13 +52,14 @@ impl lswarm::Executor for SpanExecutor {
     }
 }
 
-/// Builds the swarm for `keypair`, admitting only the registry's peers; connection tasks run
-/// in `span`.
+/// Builds the swarm for `keypair`, admitting only the registry's peers (counting refusals in
+/// `refused`); connection tasks run in `span`.
 pub(super) fn build(
     keypair: identity::Keypair,
     registry: &Registry,
     max_message_bytes: usize,
     span: tracing::Span,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let allowed: std::collections::BTreeSet<PeerId> =
         registry.remotes.iter().map(|r| r.peer_id).collect();
@@ -70,7 +71,7 @@ pub(super) fn build(
             .with_max_concurrent_streams(MAX_STREAMS),
     );
     let behaviour = Behaviour {
-        gate: Gate::new(allowed),
+        gate: Gate::new(allowed, refused),
         mpc,
     };
     let mut yamux_cfg = yamux::Config::default();

@@ -182,7 +182,7 @@ async fn p2p__should_not_deliver_from_key_outside_registry() {
     let mut x = TestNode::new("node-a", 29);
     x.addr = format!("/ip4/127.0.0.1/tcp/{}", free_port());
 
-    let (_hb, mut rxb) = b.start(&[&a, &b], MAX).await;
+    let (hb, mut rxb) = b.start(&[&a, &b], MAX).await;
     let (hx, _rxx) = x.start(&[&x, &b], MAX).await;
     hx.send(&b.node, b"forged".to_vec()).await.unwrap();
     let (ha, _rxa) = a.start(&[&a, &b], MAX).await;
@@ -201,6 +201,12 @@ async fn p2p__should_not_deliver_from_key_outside_registry() {
         .await
         .expect("receiver stopped working");
     assert_eq!(m.bytes, b"genuine-2".to_vec());
+    // Every refusal is counted; the genuine peer never was refused.
+    assert!(
+        hb.refused_connections() >= 1,
+        "the impostor's refusal was not counted"
+    );
+    assert_eq!(ha.refused_connections(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -257,6 +257,28 @@ impl<C: FrostScheme> Signing<C> {
         Ok((signing, out))
     }
 
+    /// The other signers whose message of the current round this party still waits for:
+    /// in round 1 those whose commitments are missing, on the aggregator in round 2 those
+    /// whose signature shares are missing. Every signer sends both to whoever waits for them
+    /// as soon as it can, so at a timeout these are the signers that stayed silent.
+    pub fn waiting_for(&self) -> Vec<NodeId> {
+        let missing = |s: &&NodeId| {
+            let Ok(id) = self.committee.id(s) else {
+                return false;
+            };
+            match &self.step {
+                Step::Round1 { commitments, .. } => !commitments.contains_key(&id),
+                Step::Round2 { shares, .. } => !shares.contains_key(&id),
+            }
+        };
+        self.signers
+            .iter()
+            .filter(|s| **s != self.me)
+            .filter(missing)
+            .cloned()
+            .collect()
+    }
+
     fn is_aggregator(&self) -> bool {
         aggregator(&self.signers) == Some(&self.me)
     }
@@ -519,6 +541,14 @@ impl AnySigning {
                 .map(|(s, out)| (AnySigning::Ed25519(s), out)),
             AnyKeyMaterial::Secp256k1Tr(k) => Signing::start(session, me, signers, message, k, rng)
                 .map(|(s, out)| (AnySigning::Secp256k1Tr(s), out)),
+        }
+    }
+
+    /// The signers this party still waits for, see [`Signing::waiting_for`].
+    pub fn waiting_for(&self) -> Vec<NodeId> {
+        match self {
+            AnySigning::Ed25519(s) => s.waiting_for(),
+            AnySigning::Secp256k1Tr(s) => s.waiting_for(),
         }
     }
 

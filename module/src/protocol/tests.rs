@@ -363,6 +363,51 @@ fn blame_equivocating_commitments<C: TestScheme>() {
     assert_eq!(e.culprits(), &[parties[1].clone()], "{e}");
 }
 
+fn waiting_for_silent_signers<C: TestScheme>() {
+    let mut rng = seeded();
+    let parties = nodes(3);
+    let keys = keygen::<C>(&parties, 3, &mut rng);
+    let start = |me: usize, rng: &mut StdRng| {
+        Signing::start(
+            SID,
+            &parties[me],
+            &parties,
+            b"m".to_vec(),
+            keys[&parties[me]].clone(),
+            rng,
+        )
+        .unwrap()
+    };
+    let (s0, _) = start(0, &mut rng);
+    let (s1, out1) = start(1, &mut rng);
+    let (_, out2) = start(2, &mut rng);
+    assert_eq!(
+        s0.waiting_for(),
+        vec![parties[1].clone(), parties[2].clone()]
+    );
+    assert_eq!(
+        s1.waiting_for(),
+        vec![parties[0].clone(), parties[2].clone()]
+    );
+    // The aggregator (node0) has node1's commitments: only node2 is silent.
+    let s0 = match s0.handle(&parties[1], out1[0].msg.clone()).unwrap() {
+        SignProgress::Continue(s, _) => s,
+        SignProgress::Finished { .. } => panic!("early"),
+    };
+    assert_eq!(s0.waiting_for(), vec![parties[2].clone()]);
+    // With every commitment, the aggregator waits for the other signers' shares.
+    let to0 =
+        |out: &[Outgoing<SignMsg>]| out.iter().find(|o| o.to == parties[0]).unwrap().msg.clone();
+    let s0 = match s0.handle(&parties[2], to0(&out2)).unwrap() {
+        SignProgress::Continue(s, _) => s,
+        SignProgress::Finished { .. } => panic!("early"),
+    };
+    assert_eq!(
+        s0.waiting_for(),
+        vec![parties[1].clone(), parties[2].clone()]
+    );
+}
+
 macro_rules! for_both_schemes {
     ($($name:ident => $body:ident;)*) => {
         mod ed25519 {
@@ -383,6 +428,7 @@ for_both_schemes! {
     frost_dkg__should_blame_undecodable_and_unknown_senders => blame_undecodable_and_unknown;
     frost_sign__should_blame_a_bad_signature_share => blame_bad_signature_share;
     frost_sign__should_ignore_duplicate_and_blame_equivocating_commitments => blame_equivocating_commitments;
+    frost_sign__should_say_which_signers_it_still_waits_for => waiting_for_silent_signers;
 }
 
 // ---- secp256k1-tr specifics ----
