@@ -6,6 +6,8 @@ pub mod diverge;
 pub mod execute;
 pub mod genesis;
 pub mod keys;
+#[cfg(feature = "fault-injection")]
+pub mod partition;
 pub mod persist;
 pub mod rpc;
 pub mod state;
