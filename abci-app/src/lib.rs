@@ -9,6 +9,7 @@ pub mod keys;
 #[cfg(feature = "fault-injection")]
 pub mod partition;
 pub mod persist;
+pub mod replay_gate;
 pub mod rpc;
 pub mod state;
 pub mod state_key;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use seqmpc_abci::app::{App, AppHandle};
 use seqmpc_abci::genesis::Genesis;
 use seqmpc_abci::keys::{create_key_file, load_key_file};
+use seqmpc_abci::replay_gate::ReplayGate;
 use seqmpc_abci::rpc::RpcClient;
 use seqmpc_abci::state::ChainState;
 use seqmpc_abci::status::{self, StatusContext};
@@ -370,7 +371,11 @@ fn start(
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_pk = hex::encode(key.verifying_key().to_bytes());
     let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
-    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+    // Committed jobs pass the replay gate on their way to the module: a replayed block's
+    // session that the chain has already ended is not started again.
+    let (chain_tx, chain_rx) = tokio::sync::mpsc::channel(10_000);
+    ReplayGate::new(RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
+    let app = App::open(home, genesis_bytes, Some(chain_tx))?;
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
     let peers = registry_peers(&genesis, app.state())?;
     let cggmp = match cggmp_primes {
