@@ -345,6 +345,19 @@ fn n4t3_localnet__should_sign_among_live_nodes_while_node3_is_partitioned_and_he
         "[{:5.1} s] healed: node3 caught up and live",
         t0.elapsed().as_secs_f64()
     );
+    //    The replayed blocks carried the keygens that ended while node3 was away: none of them
+    //    started again on node3 (no session, no PENDING record, no message to peers).
+    let log = log3();
+    let skipped = log
+        .lines()
+        .filter(|l| l.contains("already ended: skipped") && l.contains("keygen all4-"))
+        .count();
+    assert_eq!(skipped, all4.len(), "replayed keygens skipped by node3");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("keygen session opened") && l.contains("all4-")),
+        "node3 opened a keygen session that ended while it was away"
+    );
     for (id, scheme, pk) in &keys {
         let with_node3 = (0..12).any(|i| {
             let s = sign_one(&net, id, scheme, pk, &format!("healed-{id}-{i}"));
