@@ -39,10 +39,11 @@
 //!   and from the chain; removing the file heals the partition. A watcher thread
 //!   ([`Partition::watch`], polling every [`PARTITION_POLL`]) keeps one flag per process,
 //!   which `mpcd` hands to the layers that cut the node off:
-//!   - p2p ([`crate::p2p::P2pHandle::partition_by`]): every message to another node is dropped as it would go on the
-//!     wire, whoever queued it (the session manager or a CGGMP24 worker thread), and every
-//!     request from another node is dropped unacknowledged (its sender retries, then gives
-//!     up). Connections stay open; messages to this node itself still arrive.
+//!   - p2p ([`crate::p2p::P2pHandle::partition_by`]): every message to another node is
+//!     dropped as it would go on the wire, whoever queued it (the session manager or a
+//!     CGGMP24 worker thread), and every request from another node is dropped
+//!     unacknowledged (its sender retries, then gives up). Connections stay open; messages
+//!     to this node itself still arrive.
 //!   - chain (`mpcd`): the ABCI server is reached through a relay that closes every
 //!     connection when the partition starts and refuses new ones while it lasts (the
 //!     sequencer marks the app down, then replays the missed blocks once it connects again),
