@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use seqmpc_module::job::Job;
+use seqmpc_proto::NodeId;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
@@ -30,15 +31,16 @@ pub const TIP_REFRESH: Duration = Duration::from_secs(1);
 
 /// Decides which jobs still need to run (see the module docs).
 pub struct ReplayGate {
+    me: NodeId,
     rpc: RpcClient,
     /// A height the chain has reached, and when it was read.
     tip: Option<(u64, Instant)>,
 }
 
 impl ReplayGate {
-    /// A gate reading the chain's height from `rpc`.
-    pub fn new(rpc: RpcClient) -> Self {
-        ReplayGate { rpc, tip: None }
+    /// The gate of node `me`, reading the chain's height from `rpc`.
+    pub fn new(me: NodeId, rpc: RpcClient) -> Self {
+        ReplayGate { me, rpc, tip: None }
     }
 
     /// Whether `job` must still run: false for a session job whose deadline the chain has
@@ -76,7 +78,12 @@ impl ReplayGate {
             .spawn(move || {
                 while let Some(job) = from.blocking_recv() {
                     if !self.admit(&job) {
-                        info!(job = %describe(&job), "replayed job of a session the chain already ended: skipped");
+                        // Jobs of sessions without this node are dropped by the module anyway.
+                        if involves(&job, &self.me) {
+                            info!(job = %describe(&job), "replayed job of a session the chain already ended: skipped");
+                        } else {
+                            debug!(job = %describe(&job), "replayed job of an ended session without this node: skipped");
+                        }
                         continue;
                     }
                     if to.blocking_send(job).is_err() {
@@ -85,6 +92,16 @@ impl ReplayGate {
                 }
             })
             .map(drop)
+    }
+}
+
+/// Whether `me` takes part in the session of `job`.
+fn involves(job: &Job, me: &NodeId) -> bool {
+    match job {
+        Job::KeyGen { parties, .. } => parties.contains(me),
+        Job::Sign { signers, .. } => signers.contains(me),
+        Job::Reshare(r) => r.dealers.contains(me) || r.new_parties.contains(me),
+        _ => true,
     }
 }
 

@@ -374,9 +374,9 @@ fn start(
     // Committed jobs pass the replay gate on their way to the module: a replayed block's
     // session that the chain has already ended is not started again.
     let (chain_tx, chain_rx) = tokio::sync::mpsc::channel(10_000);
-    ReplayGate::new(RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
     let app = App::open(home, genesis_bytes, Some(chain_tx))?;
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
+    ReplayGate::new(me.clone(), RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
     let peers = registry_peers(&genesis, app.state())?;
     let cggmp = match cggmp_primes {
         Some(path) => {
