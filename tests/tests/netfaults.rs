@@ -345,13 +345,22 @@ fn n4t3_localnet__should_sign_among_live_nodes_while_node3_is_partitioned_and_he
         let h3 = net.node_get(3, "/status").ok()?["chain_height"].as_u64()?;
         (node3_app_up(&net) && h3 + 2 >= net.rpc.height().ok()?).then_some(h3)
     });
+    let apps = || {
+        net.rpc
+            .call("status", serde_json::json!({}))
+            .map(|st| st["seqmpc"]["apps"].clone())
+    };
     assert!(
         caught_up.is_some(),
-        "node3 did not catch up after the partition healed"
+        "node3 did not catch up after the partition healed: node3 {:?}, sequencer apps {:?}, height {:?}",
+        net.node_get(3, "/status").map(|st| st["chain_height"].clone()),
+        apps(),
+        net.rpc.height()
     );
     assert!(
         wait_for(Duration::from_secs(20), || node3_live(&net).filter(|l| *l)).is_some(),
-        "node3 not live again after the partition healed"
+        "node3 not live again after the partition healed: {:?}",
+        net.query("/nodes")
     );
     eprintln!(
         "[{:5.1} s] healed: node3 caught up and live",
