@@ -900,6 +900,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 threshold: *threshold,
                 parties: committee,
                 height,
+                deadline_height: deadline,
                 block_time_ms: fx.block_time_ms,
             });
         }
@@ -960,6 +961,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 scheme,
                 signers,
                 height,
+                deadline_height: deadline,
                 block_time_ms: fx.block_time_ms,
             });
         }
@@ -1155,6 +1157,7 @@ fn start_reshare(
         public_key,
         generation: key.generation.saturating_add(1),
         height,
+        deadline_height: deadline,
         block_time_ms: fx.block_time_ms,
     });
     if let Some(key) = state.key_mut(key_id) {

@@ -6,7 +6,10 @@ pub mod diverge;
 pub mod execute;
 pub mod genesis;
 pub mod keys;
+#[cfg(feature = "fault-injection")]
+pub mod partition;
 pub mod persist;
+pub mod replay_gate;
 pub mod rpc;
 pub mod state;
 pub mod state_key;

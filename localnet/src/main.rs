@@ -67,6 +67,11 @@ enum Cmd {
         /// session ends ERROR (default: the genesis default, 100).
         #[arg(long)]
         session_deadline_blocks: Option<u64>,
+        /// Genesis `liveness_window_blocks` of a new network: a node whose last tx is older
+        /// than this many blocks is not live, and signers are chosen among live nodes first
+        /// (default: the genesis default, 100; nodes send a heartbeat every 2 s).
+        #[arg(long)]
+        liveness_window_blocks: Option<u64>,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -155,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cggmp_fixtures,
             cggmp_presign_pool,
             session_deadline_blocks,
+            liveness_window_blocks,
         } => {
             let stop = install_signal_handler()?;
             network::start(
@@ -171,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cggmp_fixtures,
                     cggmp_presign_pool,
                     session_deadline_blocks,
+                    liveness_window_blocks,
                 },
                 &stop,
             )

@@ -57,6 +57,8 @@ pub struct StartOptions {
     pub cggmp_presign_pool: Option<usize>,
     /// Genesis `session_deadline_blocks` of a new network (None: the genesis default).
     pub session_deadline_blocks: Option<u64>,
+    /// Genesis `liveness_window_blocks` of a new network (None: the genesis default).
+    pub liveness_window_blocks: Option<u64>,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -99,7 +101,11 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         let ports = Ports::new(opts.base_port.unwrap_or(DEFAULT_BASE_PORT), n)?;
         ports.check_free()?;
         tracing::info!(dir = %layout.dir.display(), nodes = n, "creating a new localnet");
-        setup::create(&layout, n, &ports, &mpcd, opts.session_deadline_blocks)?;
+        let limits = setup::LimitOptions {
+            session_deadline_blocks: opts.session_deadline_blocks,
+            liveness_window_blocks: opts.liveness_window_blocks,
+        };
+        setup::create(&layout, n, &ports, &mpcd, &limits)?;
         ports
     } else {
         let (genesis, _) = setup::load_genesis(&layout)?;

@@ -53,6 +53,24 @@
 //!   - `reshare-after-promote`: the staged share is promoted READY.
 //!   - `delete-before-erase`: a Delete job received, the share not yet erased.
 //!   - `delete-after-erase`: the share erased, KeyDeleted not yet submitted.
+//! - `partition-file=<path>`: while `<path>` exists, this node is cut off from the p2p network
+//!   and from the chain; removing the file heals the partition. A watcher thread
+//!   ([`Partition::watch`], polling every [`PARTITION_POLL`]) keeps one flag per process,
+//!   which `mpcd` hands to the layers that cut the node off:
+//!   - p2p ([`crate::p2p::P2pHandle::partition_by`]): every message to another node is
+//!     dropped as it would go on the wire, whoever queued it (the session manager or a
+//!     CGGMP24 worker thread), and every request from another node is dropped
+//!     unacknowledged (its sender retries, then gives up). Connections stay open; messages
+//!     to this node itself still arrive.
+//!   - chain (`mpcd`): the ABCI server is reached through a relay that closes every
+//!     connection when the partition starts and refuses new ones while it lasts (the
+//!     sequencer marks the app down, then replays the missed blocks once it connects again),
+//!     and result txs and heartbeats are held, not sent, until the partition heals.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::{NodeId, SessionId};
@@ -81,6 +99,8 @@ pub struct Faults {
     pub cggmp_bad_proof: Option<crate::protocol::cggmp::Phase>,
     /// Send every session message under another session id.
     pub wrong_session: bool,
+    /// Partitioned from the network and the chain while this file exists.
+    pub partition_file: Option<PathBuf>,
 }
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
@@ -160,6 +180,56 @@ pub fn crash_point(faults: &Faults, point: &str) {
     }
 }
 
+/// How often a [`Partition`] watcher looks for its file.
+pub const PARTITION_POLL: Duration = Duration::from_millis(100);
+
+/// Whether a node is partitioned now (`partition-file`): one flag per process, shared by the
+/// layers that cut the node off (p2p, the ABCI relay, the result submitter). Off by default.
+#[derive(Clone, Debug, Default)]
+pub struct Partition(Arc<AtomicBool>);
+
+impl Partition {
+    /// Whether the node is cut off now.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Cuts the node off (`true`) or heals it; returns whether this changed anything.
+    pub fn set(&self, on: bool) -> bool {
+        self.0.swap(on, Ordering::Relaxed) != on
+    }
+
+    /// A flag that follows `path`: on while the file exists. It is set from the file now,
+    /// then every [`PARTITION_POLL`] by a thread of its own (which logs each change and
+    /// stops once every clone of the flag is dropped).
+    pub fn watch(path: PathBuf) -> std::io::Result<Partition> {
+        let flag = Partition::default();
+        flag.follow(&path);
+        let watched = flag.clone();
+        std::thread::Builder::new()
+            .name("partition".into())
+            .spawn(move || {
+                while Arc::strong_count(&watched.0) > 1 {
+                    std::thread::sleep(PARTITION_POLL);
+                    watched.follow(&path);
+                }
+            })?;
+        Ok(flag)
+    }
+
+    /// Sets the flag from `path`'s existence, logging a change.
+    fn follow(&self, path: &std::path::Path) {
+        let on = path.exists();
+        if self.set(on) {
+            if on {
+                tracing::warn!(file = %path.display(), "FAULT INJECTION: partitioned: p2p messages dropped, chain unreachable");
+            } else {
+                tracing::warn!(file = %path.display(), "FAULT INJECTION: partition healed");
+            }
+        }
+    }
+}
+
 impl Faults {
     /// Parses a fault list (see the module docs).
     pub fn parse(spec: &str) -> Result<Faults, String> {
@@ -185,6 +255,8 @@ impl Faults {
                 Some(("net-delay-ms", v)) => {
                     f.net.delay_ms = v.parse().map_err(|e| format!("{item}: {e}"))?
                 }
+                Some(("partition-file", "")) => return Err(format!("{item}: a file path")),
+                Some(("partition-file", path)) => f.partition_file = Some(PathBuf::from(path)),
                 Some(("crash-at", point)) => {
                     f.crash_at = Some(
                         CRASH_POINTS
@@ -426,5 +498,45 @@ mod tests {
             &Faults::parse("crash-at=delete-after-erase").unwrap(),
             "delete-before-erase",
         );
+    }
+
+    #[test]
+    fn faults__should_parse_a_partition_file_and_refuse_an_empty_path() {
+        let f = Faults::parse("partition-file=/tmp/node3.partition, net-dup").unwrap();
+        assert_eq!(
+            f.partition_file,
+            Some(PathBuf::from("/tmp/node3.partition"))
+        );
+        assert!(f.net.dup);
+        assert!(f.any());
+        assert!(Faults::parse("partition-file=").is_err());
+        assert!(Faults::parse("partition-file").is_err());
+    }
+
+    #[test]
+    fn partition__should_follow_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("partition");
+        std::fs::write(&file, b"").unwrap();
+        // Set before `watch` returns, so a node started partitioned is cut off at once.
+        let p = Partition::watch(file.clone()).unwrap();
+        assert!(p.is_on());
+        let wait = |want: bool| {
+            let start = std::time::Instant::now();
+            while p.is_on() != want {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "not {want} in 5 s"
+                );
+                std::thread::sleep(PARTITION_POLL / 2);
+            }
+        };
+        std::fs::remove_file(&file).unwrap();
+        wait(false);
+        std::fs::write(&file, b"").unwrap();
+        wait(true);
+        std::fs::remove_file(&file).unwrap();
+        wait(false);
+        assert!(!Partition::default().is_on());
     }
 }

@@ -25,6 +25,8 @@ pub enum Job {
         parties: Vec<NodeId>,
         /// Height of the committed request.
         height: u64,
+        /// The chain ends the session ERROR at this height if it is still PENDING.
+        deadline_height: u64,
         /// Block time (ms since the Unix epoch) of that height, as the proposer set it. Lets a
         /// node replaying old blocks after a restart skip sessions that are long over.
         block_time_ms: u64,
@@ -47,6 +49,8 @@ pub enum Job {
         signers: Vec<NodeId>,
         /// Height of the committed request.
         height: u64,
+        /// See [`Job::KeyGen`].
+        deadline_height: u64,
         /// Block time (ms since the Unix epoch), see [`Job::KeyGen`].
         block_time_ms: u64,
     },
@@ -107,6 +111,28 @@ pub enum Job {
     },
 }
 
+impl Job {
+    /// The deadline height of a job that runs a session (keygen, sign, resharing): once the
+    /// chain has reached it, the session is over (READY/DONE, or ERROR). `None` for the other
+    /// jobs, which carry an outcome or need no peer.
+    pub fn deadline_height(&self) -> Option<u64> {
+        match self {
+            Job::KeyGen {
+                deadline_height, ..
+            }
+            | Job::Sign {
+                deadline_height, ..
+            } => Some(*deadline_height),
+            Job::Reshare(r) => Some(r.deadline_height),
+            Job::Delete { .. }
+            | Job::KeyGenFailed { .. }
+            | Job::NodeJoined { .. }
+            | Job::ReshareDone { .. }
+            | Job::ReshareFailed { .. } => None,
+        }
+    }
+}
+
 /// A committed resharing (or refresh) of a READY key ([`Job::Reshare`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReshareJob {
@@ -134,6 +160,8 @@ pub struct ReshareJob {
     pub generation: u64,
     /// Height of the committed request.
     pub height: u64,
+    /// See [`Job::KeyGen`].
+    pub deadline_height: u64,
     /// Block time (ms since the Unix epoch), see [`Job::KeyGen`].
     pub block_time_ms: u64,
 }

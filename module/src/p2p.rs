@@ -360,6 +360,22 @@ impl P2pHandle {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
+    /// TEST ONLY (`partition-file`, see [`crate::fault`]): while `partition` is on, every
+    /// message to another node is dropped where it would go on the wire (whoever queued it),
+    /// and every request from another node is dropped un-acked. Connections stay up; this
+    /// node's messages to itself still arrive.
+    ///
+    /// # Errors
+    /// [`P2pError::Closed`].
+    #[cfg(feature = "fault-injection")]
+    pub async fn partition_by(&self, partition: crate::fault::Partition) -> Result<(), P2pError> {
+        self.inner
+            .commands
+            .send(Command::Partition(partition))
+            .await
+            .map_err(|_| P2pError::Closed)
+    }
+
     /// Stops the swarm task now (connections close, queued messages are dropped).
     pub fn shutdown(&self) {
         self.inner.task.abort();

@@ -145,6 +145,7 @@ fn keygen_job(key: &str, session: u8, parties: &[NodeId]) -> Job {
         threshold: 3,
         parties: parties.to_vec(),
         height: 1,
+        deadline_height: 100,
         block_time_ms: 0,
     }
 }
@@ -245,6 +246,7 @@ async fn sessions__should_follow_seed_semantics_and_isolate_failures() {
         scheme: Scheme::FrostEd25519,
         signers: vec![c.ids[1].clone(), c.ids[2].clone(), c.ids[3].clone()],
         height: 2,
+        deadline_height: 100,
         block_time_ms: 0,
     };
     c.job(stuck, &[1, 2]).await;
@@ -257,6 +259,7 @@ async fn sessions__should_follow_seed_semantics_and_isolate_failures() {
         scheme: Scheme::FrostEd25519,
         signers: vec![c.ids[0].clone(), c.ids[1].clone(), c.ids[2].clone()],
         height: 2,
+        deadline_height: 100,
         block_time_ms: 0,
     };
     c.job(ok, &[0, 1, 2]).await;

@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 use seqmpc_abci::app::{App, AppHandle};
 use seqmpc_abci::genesis::Genesis;
 use seqmpc_abci::keys::{create_key_file, load_key_file};
+use seqmpc_abci::replay_gate::ReplayGate;
 use seqmpc_abci::rpc::RpcClient;
 use seqmpc_abci::state::ChainState;
 use seqmpc_abci::status::{self, StatusContext};
-use seqmpc_abci::submit::RpcSubmitter;
+use seqmpc_abci::submit::{Hold, RpcSubmitter};
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
@@ -367,12 +368,25 @@ fn start(
         heartbeat_secs,
         session_timeout_secs,
     } = cggmp_opts;
+    #[cfg(feature = "fault-injection")]
+    let faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
+    #[cfg(feature = "fault-injection")]
+    let partition = faults
+        .partition_file
+        .clone()
+        .map(seqmpc_module::fault::Partition::watch)
+        .transpose()
+        .context("starting the partition watcher")?;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_pk = hex::encode(key.verifying_key().to_bytes());
     let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
-    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+    // Committed jobs pass the replay gate on their way to the module: a replayed block's
+    // session that the chain has already ended is not started again.
+    let (chain_tx, chain_rx) = tokio::sync::mpsc::channel(10_000);
+    let app = App::open(home, genesis_bytes, Some(chain_tx))?;
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
+    ReplayGate::new(me.clone(), RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
     let peers = registry_peers(&genesis, app.state())?;
     let cggmp = match cggmp_primes {
         Some(path) => {
@@ -406,16 +420,29 @@ fn start(
         max_message_bytes: 8 << 20,
     };
     let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(p) = &partition {
+        rt.block_on(p2p.partition_by(p.clone()))
+            .context("partitioning p2p")?;
+    }
 
     let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
     let catch_up = app.catch_up_jobs(&me);
     let app = AppHandle::spawn(app)?;
 
-    let submitter = Arc::new(RpcSubmitter::spawn(
+    #[cfg(feature = "fault-injection")]
+    let hold = partition
+        .clone()
+        .map(Hold::while_partitioned)
+        .unwrap_or_default();
+    #[cfg(not(feature = "fault-injection"))]
+    let hold = Hold::default();
+    let submitter = Arc::new(RpcSubmitter::spawn_holding(
         key,
         genesis.chain_id.clone(),
         RpcClient::new(rpc),
         first_seq,
+        hold,
     )?);
     {
         // Re-attest deletions the chain still waits for from this node (see
@@ -473,9 +500,27 @@ fn start(
         },
     )?;
 
+    // TEST ONLY: a partitioned node's ABCI server sits behind a relay that can cut it off.
+    #[cfg(feature = "fault-injection")]
+    let abci_bind = if partition.is_some() {
+        "127.0.0.1:0"
+    } else {
+        abci_listen
+    };
+    #[cfg(not(feature = "fault-injection"))]
+    let abci_bind = abci_listen;
     let server = tendermint_abci::ServerBuilder::default()
-        .bind(abci_listen, app)
-        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {abci_listen}: {e}"))?;
+        .bind(abci_bind, app)
+        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {abci_bind}: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(p) = &partition {
+        let at = server
+            .local_addr()
+            .parse()
+            .context("the ABCI server's address")?;
+        seqmpc_abci::partition::relay_abci(abci_listen, at, p.clone())
+            .with_context(|| format!("cannot serve ABCI on {abci_listen}"))?;
+    }
     std::thread::Builder::new()
         .name("abci-server".into())
         .spawn(move || {
@@ -494,7 +539,7 @@ fn start(
         cfg.session_timeout = std::time::Duration::from_secs(session_timeout_secs.max(1));
         #[cfg(feature = "fault-injection")]
         {
-            cfg.faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
+            cfg.faults = faults;
             if cfg.faults.any() {
                 tracing::warn!(faults = ?cfg.faults, "FAULT INJECTION ACTIVE: this node misbehaves on purpose (test build)");
             }

@@ -63,15 +63,23 @@ pub(super) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<St
     Ok(parsed.public_key.to_lowercase())
 }
 
+/// Genesis limits of a new localnet that differ from the defaults (None: the default).
+#[derive(Clone, Debug, Default)]
+pub struct LimitOptions {
+    /// `session_deadline_blocks`.
+    pub session_deadline_blocks: Option<u64>,
+    /// `liveness_window_blocks`.
+    pub liveness_window_blocks: Option<u64>,
+}
+
 /// Creates a new localnet in `layout.dir` (which must hold no genesis): `n` node homes, the
-/// client and signer keys, and `genesis.json` (genesis `session_deadline_blocks` from
-/// `session_deadline_blocks` when given, else the default).
+/// client and signer keys, and `genesis.json` (default limits but those `limits` sets).
 pub fn create(
     layout: &Layout,
     n: usize,
     ports: &Ports,
     mpcd: &Path,
-    session_deadline_blocks: Option<u64>,
+    limits: &LimitOptions,
 ) -> anyhow::Result<Genesis> {
     ensure!(
         !layout.genesis().exists(),
@@ -111,10 +119,17 @@ pub fn create(
                 roles: BTreeSet::from([Role::Sign]),
             },
         ],
-        limits: Limits {
-            session_deadline_blocks: session_deadline_blocks
-                .unwrap_or(Limits::default().session_deadline_blocks),
-            ..Limits::default()
+        limits: {
+            let default = Limits::default();
+            Limits {
+                session_deadline_blocks: limits
+                    .session_deadline_blocks
+                    .unwrap_or(default.session_deadline_blocks),
+                liveness_window_blocks: limits
+                    .liveness_window_blocks
+                    .unwrap_or(default.liveness_window_blocks),
+                ..default
+            }
         },
     };
     let mut bytes = serde_json::to_vec_pretty(&genesis)?;

@@ -74,6 +74,9 @@ pub(super) enum Command {
         /// `None`: the node is this one.
         reply: oneshot::Sender<Result<Option<AddedPeer>, P2pError>>,
     },
+    /// TEST ONLY: cut this node off from its peers while the flag is on.
+    #[cfg(feature = "fault-injection")]
+    Partition(crate::fault::Partition),
 }
 
 /// How to acknowledge a message once it is in the incoming channel.
@@ -97,6 +100,11 @@ pub(super) struct EventLoop {
     backlog: VecDeque<(Incoming, Ack)>,
     /// Inbound requests dropped on a full backlog since the last log line.
     dropped_inbound: usize,
+    /// Messages to and from peers dropped by a partition since the last log line.
+    partition_dropped: (usize, usize),
+    /// TEST ONLY: while on, nothing goes to or comes from a peer ([`EventLoop::partitioned`]).
+    #[cfg(feature = "fault-injection")]
+    partition: Option<crate::fault::Partition>,
     commands: mpsc::Receiver<Command>,
     incoming: mpsc::Sender<Incoming>,
     stop: Option<&'static str>,
@@ -127,6 +135,9 @@ impl EventLoop {
             in_flight: BTreeMap::new(),
             backlog: VecDeque::new(),
             dropped_inbound: 0,
+            partition_dropped: (0, 0),
+            #[cfg(feature = "fault-injection")]
+            partition: None,
             commands,
             incoming,
             stop: None,
@@ -183,6 +194,19 @@ impl EventLoop {
         tracing::info!(reason = self.stop.unwrap_or_default(), "p2p task stopped");
     }
 
+    /// Whether this node is partitioned now (`partition-file`; always false without the
+    /// `fault-injection` feature). Checked where a message would go on the wire and where a
+    /// peer's request arrives, so no sender bypasses it.
+    #[cfg(feature = "fault-injection")]
+    fn partitioned(&self) -> bool {
+        self.partition.as_ref().is_some_and(|p| p.is_on())
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn partitioned(&self) -> bool {
+        false
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Send {
@@ -234,6 +258,8 @@ impl EventLoop {
             Command::AddPeer { peer, reply } => {
                 let _ = reply.send(self.add_peer(&peer));
             }
+            #[cfg(feature = "fault-injection")]
+            Command::Partition(p) => self.partition = Some(p),
         }
     }
 
@@ -266,6 +292,7 @@ impl EventLoop {
 
     /// Sends queued messages of peer `idx` while it is connected and its window has room.
     fn pump(&mut self, idx: usize) {
+        let cut = self.partitioned();
         let Some(p) = self.peers.get_mut(idx) else {
             return;
         };
@@ -279,6 +306,12 @@ impl EventLoop {
             };
             if now.duration_since(m.at) > MESSAGE_DEADLINE {
                 p.expired += 1;
+                p.release();
+                continue;
+            }
+            if cut {
+                // Lost on the wire: never sent, never retried.
+                self.partition_dropped.0 += 1;
                 p.release();
                 continue;
             }
@@ -458,6 +491,11 @@ impl EventLoop {
                     tracing::warn!(%peer, bytes = request.len(), "dropping request from a peer outside the registry");
                     return;
                 };
+                if self.partitioned() {
+                    // Dropping `channel` un-acked: the sender retries, then gives up.
+                    self.partition_dropped.1 += 1;
+                    return;
+                }
                 if self.backlog.len() >= BACKLOG_MAX {
                     // Dropping `channel` closes the stream without ack: the sender retries.
                     self.dropped_inbound += 1;
@@ -588,6 +626,14 @@ impl EventLoop {
                     "gave up on messages not delivered within {MESSAGE_DEADLINE:?}");
                 p.expired = 0;
             }
+        }
+        if self.partition_dropped != (0, 0) {
+            let (outgoing, incoming) = std::mem::take(&mut self.partition_dropped);
+            tracing::warn!(
+                outgoing,
+                incoming,
+                "FAULT INJECTION: partitioned: dropped messages to and from peers"
+            );
         }
         if self.dropped_inbound > 0 {
             tracing::warn!(

@@ -552,3 +552,41 @@ async fn p2p__should_accept_a_node_only_once_it_is_added_at_runtime() {
     let m = recv_within(&mut rxc, WAIT).await.expect("a's message to c");
     assert_eq!((m.from, m.bytes), (a.node.clone(), b"welcome".to_vec()));
 }
+
+/// `partition-file` at the p2p layer: while node-b is partitioned nothing passes between it
+/// and node-a, in either direction, though node-b still hears itself; once healed, new
+/// messages flow both ways again.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread")]
+async fn p2p__should_drop_every_message_to_and_from_a_partitioned_node_until_healed() {
+    init_tracing();
+    let (a, b) = (TestNode::new("node-a", 31), TestNode::new("node-b", 32));
+    let (ha, mut ra) = a.start(&[&a, &b], MAX).await;
+    let (hb, mut rb) = b.start(&[&a, &b], MAX).await;
+    wait_connected(&ha, &b.node).await;
+    wait_connected(&hb, &a.node).await;
+    let cut = crate::fault::Partition::default();
+    hb.partition_by(cut.clone()).await.unwrap();
+    assert!(cut.set(true));
+    for i in 0..20 {
+        hb.send(&a.node, numbered(i, 16)).await.unwrap();
+        ha.send(&b.node, numbered(i, 16)).await.unwrap();
+    }
+    hb.send(&b.node, b"self".to_vec()).await.unwrap();
+    let own = recv_within(&mut rb, WAIT)
+        .await
+        .expect("a self-send passes");
+    assert_eq!(own.bytes, b"self");
+    assert!(recv_within(&mut ra, Duration::from_secs(2)).await.is_none());
+    assert!(recv_within(&mut rb, Duration::from_millis(100))
+        .await
+        .is_none());
+
+    assert!(cut.set(false));
+    hb.send(&a.node, numbered(100, 16)).await.unwrap();
+    let m = recv_within(&mut ra, WAIT).await.expect("healed: b -> a");
+    assert_eq!((m.from, number_of(&m.bytes)), (b.node.clone(), 100));
+    ha.send(&b.node, numbered(101, 16)).await.unwrap();
+    let m = recv_within(&mut rb, WAIT).await.expect("healed: a -> b");
+    assert_eq!((m.from, number_of(&m.bytes)), (a.node.clone(), 101));
+}
