@@ -329,21 +329,29 @@ fn blame_bad_signature_share<C: TestScheme>() {
     assert_eq!(e.culprits(), &[signers[1].clone()], "{e}");
 }
 
+/// Party `me` of `parties` starts signing `m` with every party as a signer.
+fn start_signing<C: FrostScheme>(
+    parties: &[NodeId],
+    keys: &BTreeMap<NodeId, Arc<KeyMaterial<C>>>,
+    me: usize,
+    rng: &mut StdRng,
+) -> (Signing<C>, Vec<Outgoing<SignMsg>>) {
+    Signing::start(
+        SID,
+        &parties[me],
+        parties,
+        b"m".to_vec(),
+        keys[&parties[me]].clone(),
+        rng,
+    )
+    .unwrap()
+}
+
 fn blame_equivocating_commitments<C: TestScheme>() {
     let mut rng = seeded();
     let parties = nodes(3);
     let keys = keygen::<C>(&parties, 3, &mut rng);
-    let start = |me: usize, rng: &mut StdRng| {
-        Signing::start(
-            SID,
-            &parties[me],
-            &parties,
-            b"m".to_vec(),
-            keys[&parties[me]].clone(),
-            rng,
-        )
-        .unwrap()
-    };
+    let start = |me: usize, rng: &mut StdRng| start_signing(&parties, &keys, me, rng);
     let (s0, _) = start(0, &mut rng);
     let (_, out1) = start(1, &mut rng);
     let (_, out1b) = start(1, &mut rng);
@@ -367,17 +375,7 @@ fn waiting_for_silent_signers<C: TestScheme>() {
     let mut rng = seeded();
     let parties = nodes(3);
     let keys = keygen::<C>(&parties, 3, &mut rng);
-    let start = |me: usize, rng: &mut StdRng| {
-        Signing::start(
-            SID,
-            &parties[me],
-            &parties,
-            b"m".to_vec(),
-            keys[&parties[me]].clone(),
-            rng,
-        )
-        .unwrap()
-    };
+    let start = |me: usize, rng: &mut StdRng| start_signing(&parties, &keys, me, rng);
     let (s0, _) = start(0, &mut rng);
     let (s1, out1) = start(1, &mut rng);
     let (_, out2) = start(2, &mut rng);
