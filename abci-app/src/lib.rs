@@ -1,6 +1,7 @@
 //! seqmpc ABCI 2.0 application: deterministic chain state, tx handling and queries, plus the
 //! `mpcd` daemon and the `mpcctl` client binaries.
 
+pub mod admin;
 pub mod app;
 pub mod diverge;
 pub mod execute;

@@ -329,3 +329,111 @@ fn mpcd_backup__should_refuse_a_backup_of_another_chain() {
         "chain \"other-chain\"",
     );
 }
+
+/// A real `mpcd start` on node0's home (no chain behind it: its store, p2p and operator
+/// socket run; result txs find no RPC, which does not matter here). Killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node0(t: &Setup) -> Running {
+    let home = &t.nodes[0].home;
+    let genesis = t.genesis();
+    let child = Command::new(env!("CARGO_BIN_EXE_mpcd"))
+        .args(["start", "--home", s(home), "--genesis", s(&genesis)])
+        .args(["--abci-listen", "127.0.0.1:20910"])
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/20911"])
+        .args(["--status-listen", "127.0.0.1:20912"])
+        .args(["--rpc", "http://127.0.0.1:1", "--heartbeat-secs", "0"])
+        .env("SEQMPC_CGGMP_PRIMES_AT_START", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(t.file("mpcd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let sock = home.join("admin.sock");
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no operator socket: {}",
+            std::fs::read_to_string(t.file("mpcd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    running
+}
+
+#[test]
+fn mpcd_rotate_master_key_and_backup__should_run_online_through_the_running_node() {
+    let t = Setup::new();
+    t.populate(0);
+    let key_file = t.nodes[0].home.join("master.key");
+    let before = std::fs::read(&key_file).unwrap();
+    let node = start_node0(&t);
+    let sock = t.nodes[0].home.join("admin.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the operator socket is the node user's only"
+    );
+
+    // The running node holds the store's lock: the node itself rotates.
+    let out = t.run(0, "rotate-master-key", &[]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (v["rotated"].clone(), v["online"].clone()),
+        (true.into(), true.into()),
+        "{v}"
+    );
+    assert_ne!(std::fs::read(&key_file).unwrap(), before);
+
+    // ... and writes a backup (under the new master key), refusing to overwrite one.
+    let backup = t.file("online.backup");
+    let out = t.run(0, "backup", &["--out", s(&backup)]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (v["online"].clone(), v["records"].clone()),
+        (true.into(), 2.into()),
+        "{v}"
+    );
+    assert_fails(
+        &t.run(0, "backup", &["--out", s(&backup)]),
+        "already exists",
+    );
+    // A bad request gets a clear answer, and the node keeps serving.
+    let answer = {
+        use std::io::{BufRead, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        c.write_all(b"{\"op\":\"format-disk\"}\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&c).read_line(&mut line).unwrap();
+        line
+    };
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("bad request"),
+        "{answer}"
+    );
+    drop(node);
+
+    // Stopped: the store opens under the new master key with every record, and the online
+    // backup restores.
+    t.assert_populated(0);
+    std::fs::remove_dir_all(t.nodes[0].home.join("keystore")).unwrap();
+    let out = t.run(0, "restore", &["--from", s(&backup)]);
+    assert!(out.ok, "{}", out.stderr);
+    t.assert_populated(0);
+    // With no node running, the commands work offline as before (the socket file is stale).
+    let out = t.run(0, "rotate-master-key", &[]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stdout.contains("online"), "{}", out.stdout);
+}

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use seqmpc_abci::admin;
 use seqmpc_abci::app::{App, AppHandle};
 use seqmpc_abci::genesis::Genesis;
 use seqmpc_abci::keys::{create_key_file, load_key_file};
@@ -98,8 +99,9 @@ enum Cmd {
         session_timeout_secs: u64,
     },
     /// Replace the master key (HOME/master.key) with a fresh one and re-wrap the key store's
-    /// data key under it (records are untouched). The node must be stopped: a running node
-    /// holds the key store's lock and the command refuses. Crash-safe: after a crash the store
+    /// data key under it (records are untouched). With the node running, the node does it
+    /// (operator socket HOME/admin.sock, between two store commands: signing goes on); with it
+    /// stopped, this command opens the store itself. Crash-safe: after a crash the store
     /// opens with master.key (old or new); run the command again to clean up.
     RotateMasterKey {
         /// Node home directory.
@@ -113,7 +115,8 @@ enum Cmd {
     /// data key wrapped under the master key) to a new file, mode 0600. It holds no plaintext
     /// secret; restoring it needs the master key that is current NOW (keep a copy of
     /// master.key apart from the backup, and keep old master keys as long as backups made
-    /// under them). The node must be stopped.
+    /// under them). A running node writes it itself (operator socket HOME/admin.sock); a
+    /// stopped one is read by this command.
     Backup {
         /// Node home directory.
         #[arg(long)]
@@ -258,7 +261,19 @@ fn open_store(home: &Path, chain_id: &str, me: &NodeId) -> anyhow::Result<KeySto
     KeyStore::open(&home.join(KEYSTORE_DIR), &master, chain_id, me).context("opening the key store")
 }
 
+/// A running node's answer as the command prints it.
+fn without_ok(mut answer: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = answer.as_object_mut() {
+        o.remove("ok");
+    }
+    answer
+}
+
 fn rotate_master_key(home: &Path, genesis: &Path) -> anyhow::Result<()> {
+    if let Some(answer) = admin::call(home, &admin::Request::RotateMasterKey)? {
+        println!("{}", without_ok(answer));
+        return Ok(());
+    }
     let (chain_id, me) = identity(home, genesis)?;
     let key_file = home.join(MASTER_KEY);
     open_store(home, &chain_id, &me)?
@@ -272,6 +287,13 @@ fn rotate_master_key(home: &Path, genesis: &Path) -> anyhow::Result<()> {
 }
 
 fn backup(home: &Path, genesis: &Path, out: &Path) -> anyhow::Result<()> {
+    // The running node writes it: relative to this command's directory, not the node's.
+    let out_abs = std::path::absolute(out).with_context(|| format!("{}", out.display()))?;
+    let req = admin::Request::Backup { out: out_abs };
+    if let Some(answer) = admin::call(home, &req)? {
+        println!("{}", without_ok(answer));
+        return Ok(());
+    }
     let (chain_id, me) = identity(home, genesis)?;
     let summary = open_store(home, &chain_id, &me)?
         .write_backup(out)
@@ -530,7 +552,16 @@ fn start(
         })?;
     info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
 
+    let admin_home = home.to_owned();
     rt.block_on(async move {
+        // The operator socket: online master-key rotation and backup by the store's thread.
+        let admin_store = store.clone();
+        tokio::spawn(async move {
+            let key_file = admin_home.join(MASTER_KEY);
+            if let Err(e) = seqmpc_abci::admin::serve(&admin_home, key_file, admin_store).await {
+                error!(error = %e, "operator socket stopped: rotate-master-key and backup work only with the node stopped");
+            }
+        });
         let mut cfg = NodeConfig::new(me);
         cfg.cggmp = cggmp;
         cfg.cggmp_primes_at_start = cggmp_primes_at_start;

@@ -1,13 +1,14 @@
 //! Async handle to a [`KeyStore`] owned by a dedicated thread.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use super::{KeyRecord, KeyStore, PrimeSet, PrimeSetId, StoreError};
+use super::{BackupSummary, KeyRecord, KeyStore, PrimeSet, PrimeSetId, StoreError};
 use crate::proto::KeyId;
 
 /// Commands waiting for the store thread. Bounded: callers wait (asynchronously) when full.
@@ -30,6 +31,8 @@ enum Command {
     GetStaged(KeyId, Reply<Option<KeyRecord>>),
     DeleteStaged(KeyId, Reply<bool>),
     PromoteStaged(KeyId, u64, Reply<Option<KeyRecord>>),
+    RotateMasterKey(PathBuf, Reply<()>),
+    WriteBackup(PathBuf, Reply<BackupSummary>),
 }
 
 /// Async handle to the key store.
@@ -113,6 +116,12 @@ fn run(mut store: KeyStore, mut rx: mpsc::Receiver<Command>) {
             Command::DeleteStaged(key_id, reply) => {
                 let _ = reply.send(store.delete_staged(&key_id));
             }
+            Command::RotateMasterKey(path, reply) => {
+                let _ = reply.send(store.rotate_master_key(&path));
+            }
+            Command::WriteBackup(out, reply) => {
+                let _ = reply.send(store.write_backup(&out));
+            }
             Command::PromoteStaged(key_id, generation, reply) => {
                 let _ = reply.send(store.promote_staged(&key_id, generation));
             }
@@ -149,6 +158,17 @@ impl StoreHandle {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// See [`KeyStore::rotate_master_key`]: the running node's store re-wraps its data key
+    /// under a fresh master key written to `key_path`, between two other commands.
+    pub async fn rotate_master_key(&self, key_path: PathBuf) -> Result<(), StoreError> {
+        self.call(|r| Command::RotateMasterKey(key_path, r)).await
+    }
+
+    /// See [`KeyStore::write_backup`], run by the store's own thread while the node runs.
+    pub async fn write_backup(&self, out: PathBuf) -> Result<BackupSummary, StoreError> {
+        self.call(|r| Command::WriteBackup(out, r)).await
     }
 
     /// See [`KeyStore::get`].
