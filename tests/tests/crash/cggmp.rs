@@ -13,7 +13,8 @@
 //! CGGMP24 signing); the chain picks a request's signers from its id, so the test picks ids
 //! whose signers include the node it crashes ([`request_for`]). Rows, each with one node
 //! crashed (`abort()` at the point) and restarted normally:
-//! - `presign-after-take` at a signer that is not the aggregator of a presigned signing: the
+//! - `presign-after-take` at a signer that is not the aggregator of a presigned signing (that
+//!   node carries the fault from before the key exists, since a restart empties its pools): the
 //!   session ends ERROR at its deadline. The restarted node holds none of its presignatures
 //!   of before (pools are memory-only), and a signing with it and a node that still holds
 //!   their subset's old presignature falls back to the full protocol and verifies.
