@@ -53,6 +53,14 @@
 //!   - `reshare-after-promote`: the staged share is promoted READY.
 //!   - `delete-before-erase`: a Delete job received, the share not yet erased.
 //!   - `delete-after-erase`: the share erased, KeyDeleted not yet submitted.
+//!
+//!   CGGMP24 keygens end in the same code as FROST ones (the worker's share is stored READY
+//!   by the session manager), so the three `keygen-*` points cover them too. CGGMP24 signing
+//!   has points of its own:
+//!   - `cggmp-sign-mid`: a full CGGMP24 signing worker sent its first round (presigning
+//!     round 1), the rest of the protocol not yet run.
+//!   - `presign-after-take`: a presignature was taken out of the pool for a sign plan and
+//!     consumed by the online step, its partial signature not yet sent.
 //! - `partition-file=<path>`: while `<path>` exists, this node is cut off from the p2p network
 //!   and from the chain; removing the file heals the partition. A watcher thread
 //!   ([`Partition::watch`], polling every [`PARTITION_POLL`]) keeps one flag per process,
@@ -168,6 +176,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "reshare-after-promote",
     "delete-before-erase",
     "delete-after-erase",
+    "cggmp-sign-mid",
+    "presign-after-take",
 ];
 
 /// Aborts the process if `faults` names `point` (`crash-at`): the test's `kill -9` at an
@@ -491,6 +501,13 @@ mod tests {
             assert_eq!(f.crash_at, Some(*p));
             assert!(f.any());
         }
+        for p in ["cggmp-sign-mid", "presign-after-take"] {
+            assert_eq!(
+                Faults::parse(&format!("crash-at={p}")).unwrap().crash_at,
+                Some(p)
+            );
+        }
+        assert!(Faults::parse("crash-at=cggmp-sign").is_err());
         assert!(Faults::parse("crash-at=keygen-somewhere").is_err());
         assert!(Faults::parse("crash-at=").is_err());
         // Not reached: crash_point only aborts at the named point.

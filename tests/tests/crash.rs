@@ -6,17 +6,25 @@
 //!   neither the chain nor any node's store holds a PENDING key afterwards;
 //! - every node's `/status` reports no divergence from the chain;
 //! - the READY keys sign (4-of-4, so the restarted node is always a signer; ed25519-dalek
-//!   `verify_strict`), and a key whose keygen ended ERROR is generated again and signs;
+//!   `verify_strict`, or BIP340 with libsecp256k1), and a key whose keygen ended ERROR is
+//!   generated again and signs;
 //! - the restarted node resumed nothing (it never persists nonces or DKG secrets: its log has
 //!   no "resumed" session), so no signature share is ever made twice from the same nonces.
+//!
+//! Rows run on frost-ed25519 keys, and three on frost-secp256k1-tr keys (keygen, signing,
+//! resharing: the FROST node code is generic over the ciphersuite; BIP340 checked with
+//! libsecp256k1). The CGGMP24 rows run on a localnet of their own, in [`cggmp`].
 //!
 //! Run with `--nocapture` for the summary table.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use seqmpc_e2e::{wait_for, Localnet, Restarted};
+use seqmpc_e2e::{verify, wait_for, Localnet, Restarted};
 use serde_json::Value;
+
+#[path = "crash/cggmp.rs"]
+mod cggmp;
 
 /// Genesis `session_deadline_blocks` of this localnet (`localnet start --session-deadline-blocks`):
 /// 4 s at 100 ms blocks, so the rows that end by deadline stay short.
@@ -48,11 +56,38 @@ enum Expect {
     Done,
 }
 
+/// The FROST scheme of a row's keys (the FROST node code is generic over the ciphersuite, so
+/// a few rows on frost-secp256k1-tr keys check that the generic paths behave alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frost {
+    Ed25519,
+    Secp256k1Tr,
+}
+
+impl Frost {
+    /// mpcctl's `--scheme`.
+    fn name(self) -> &'static str {
+        match self {
+            Frost::Ed25519 => "frost-ed25519",
+            Frost::Secp256k1Tr => "frost-secp256k1-tr",
+        }
+    }
+
+    /// The key the sign and refresh rows of this scheme use.
+    fn main_key(self) -> &'static str {
+        match self {
+            Frost::Ed25519 => MAIN,
+            Frost::Secp256k1Tr => TR_MAIN,
+        }
+    }
+}
+
 struct Row {
     point: &'static str,
     node: usize,
     op: Op,
     expect: Expect,
+    scheme: Frost,
 }
 
 const fn row(point: &'static str, node: usize, op: Op, expect: Expect) -> Row {
@@ -61,6 +96,15 @@ const fn row(point: &'static str, node: usize, op: Op, expect: Expect) -> Row {
         node,
         op,
         expect,
+        scheme: Frost::Ed25519,
+    }
+}
+
+/// A row on frost-secp256k1-tr keys.
+const fn tr(point: &'static str, node: usize, op: Op, expect: Expect) -> Row {
+    Row {
+        scheme: Frost::Secp256k1Tr,
+        ..row(point, node, op, expect)
     }
 }
 
@@ -78,17 +122,14 @@ const ROWS: &[Row] = &[
     row("reshare-after-promote", 1, Op::Refresh, Expect::Done),
     row("delete-before-erase", 3, Op::Delete("k-1"), Expect::Done),
     row("delete-after-erase", 0, Op::Delete("k-2"), Expect::Done),
+    tr("keygen-before-store", 1, Op::Keygen, Expect::Error),
+    tr("sign-before-share", 3, Op::Sign, Expect::Error),
+    tr("reshare-after-stage", 2, Op::Refresh, Expect::Error),
 ];
 
 const MAIN: &str = "main";
-
-fn verify_ed25519(public_key: &str, message: &[u8], signature: &str) {
-    let pk: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(signature).unwrap()).unwrap();
-    vk.verify_strict(message, &sig)
-        .expect("signature must verify");
-}
+/// The frost-secp256k1-tr key of the tr rows.
+const TR_MAIN: &str = "tr-main";
 
 /// Runs mpcctl; its JSON output whether it succeeded or not (mpcctl prints the final state
 /// of a session that ended ERROR, then exits 1), else the error text.
@@ -103,13 +144,15 @@ fn mpcctl(net: &Localnet, args: &[&str]) -> Result<Value, String> {
     })
 }
 
-fn keygen(net: &Localnet, key_id: &str) -> Value {
+fn keygen(net: &Localnet, key_id: &str, scheme: Frost) -> Value {
     mpcctl(
         net,
         &[
             "keygen",
             "--key-id",
             key_id,
+            "--scheme",
+            scheme.name(),
             "--threshold",
             THRESHOLD,
             "--wait",
@@ -135,16 +178,21 @@ fn sign_request(net: &Localnet, key_id: &str, request_id: &str, msg: &str) -> Va
     .unwrap()
 }
 
-/// Signs with `key_id`, verifies the signature and that every node signed.
+/// Signs with `key_id`, verifies the signature (ed25519-dalek `verify_strict`, or BIP340 with
+/// libsecp256k1, after the key's scheme on the chain) and that every node signed.
 fn sign_and_verify(net: &Localnet, key_id: &str, request_id: &str) {
-    let pk = net.query(&format!("/key/{key_id}")).unwrap()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = net.query(&format!("/key/{key_id}")).unwrap();
+    let pk = key["public_key"].as_str().unwrap();
     let msg = format!("after {request_id}");
     let s = sign_request(net, key_id, request_id, &msg);
     assert_eq!(s["status"], "DONE", "{request_id}: {s}");
-    verify_ed25519(&pk, msg.as_bytes(), s["signature"].as_str().unwrap());
+    let sig = s["signature"].as_str().unwrap();
+    match key["scheme"].as_str().unwrap() {
+        "frost-ed25519" => verify::ed25519(pk, msg.as_bytes(), sig),
+        "frost-secp256k1-tr" => verify::bip340(pk, msg.as_bytes(), sig),
+        other => panic!("{key_id}: unexpected scheme {other}"),
+    }
+    .unwrap_or_else(|e| panic!("{request_id}: {e:#}"));
     assert_eq!(s["signers"].as_array().unwrap().len(), NODES, "{s}");
 }
 
@@ -260,12 +308,19 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
     .unwrap();
     let mut procs = Procs((0..NODES).map(|_| None).collect());
 
-    // The main key and two keys for the deletion rows.
-    for key_id in [MAIN, "k-1", "k-2"] {
-        let k = keygen(&net, key_id);
+    // The main keys and two keys for the deletion rows.
+    for (key_id, scheme) in [
+        (MAIN, Frost::Ed25519),
+        ("k-1", Frost::Ed25519),
+        ("k-2", Frost::Ed25519),
+        (TR_MAIN, Frost::Secp256k1Tr),
+    ] {
+        let k = keygen(&net, key_id, scheme);
         assert_eq!(k["status"], "READY", "{k}");
+        assert_eq!(k["scheme"], scheme.name(), "{k}");
     }
     sign_and_verify(&net, MAIN, "warmup");
+    sign_and_verify(&net, TR_MAIN, "warmup-tr");
 
     // Deadline in wall time, with blocks slower than BLOCK_MS on 2 busy cores, plus a margin.
     let settle = Duration::from_millis(DEADLINE_BLOCKS * BLOCK_MS * 3) + Duration::from_secs(15);
@@ -273,7 +328,11 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
     let mut keygens = 2;
     for (n, r) in ROWS.iter().enumerate() {
         let t0 = Instant::now();
-        let label = format!("{} @node{}", r.point, r.node);
+        let main = r.scheme.main_key();
+        let label = match r.scheme {
+            Frost::Ed25519 => format!("{} @node{}", r.point, r.node),
+            Frost::Secp256k1Tr => format!("tr {} @node{}", r.point, r.node),
+        };
         eprintln!("crash matrix: {label}: {:?}", r.op);
         let log_before = node_log(&net, r.node).len();
         procs.restart(&net, r.node, &format!("crash-at={}", r.point));
@@ -284,10 +343,10 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
                 keygens += 1;
                 format!("k-{keygens}")
             }
-            Op::Sign | Op::Refresh => MAIN.to_owned(),
+            Op::Sign | Op::Refresh => main.to_owned(),
             Op::Delete(k) => k.to_owned(),
         };
-        let generation_before = net.query(&format!("/key/{MAIN}")).unwrap()["generation"].clone();
+        let generation_before = net.query(&format!("/key/{main}")).unwrap()["generation"].clone();
         // Run the operation; it blocks until the session ends, so in a thread.
         let op = std::thread::scope(|s| {
             let net = &net;
@@ -299,6 +358,8 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
                         "keygen",
                         "--key-id",
                         key_id,
+                        "--scheme",
+                        r.scheme.name(),
                         "--threshold",
                         THRESHOLD,
                         "--wait",
@@ -398,14 +459,14 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
             // Every node, the restarted one too, holds that generation READY.
             for i in 0..NODES {
                 let ok = wait_for(Duration::from_secs(10), || {
-                    let k = net.node_get(i, &format!("/key/{MAIN}")).ok()?;
+                    let k = net.node_get(i, &format!("/key/{main}")).ok()?;
                     (k["status"] == "READY" && k["generation"].as_u64() == Some(expect_gen))
                         .then_some(())
                 });
                 assert!(
                     ok.is_some(),
                     "{label}: node{i} holds {}",
-                    net.node_get(i, &format!("/key/{MAIN}")).unwrap()
+                    net.node_get(i, &format!("/key/{main}")).unwrap()
                 );
             }
         }
@@ -417,7 +478,7 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
         let mut after = Vec::new();
         if let Op::Keygen = r.op {
             // The failed key id takes a new attempt, which must succeed with every node.
-            let k = keygen(&net, &key_id);
+            let k = keygen(&net, &key_id, r.scheme);
             assert_eq!(k["status"], "READY", "{label}: keygen retry: {k}");
             sign_and_verify(&net, &key_id, &format!("{request_id}-retry"));
             after.push(format!("retry {key_id} READY+signs"));
@@ -430,8 +491,8 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
                 );
             }
         }
-        sign_and_verify(&net, MAIN, &format!("{request_id}-after"));
-        after.push(format!("{MAIN} signs"));
+        sign_and_verify(&net, main, &format!("{request_id}-after"));
+        after.push(format!("{main} signs"));
         assert_no_divergence(&net, &label);
 
         let mut reason: String = error.chars().take(60).collect();

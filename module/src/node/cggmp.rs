@@ -285,9 +285,17 @@ pub(crate) fn spawn(
                     share,
                     signers,
                     data,
-                } => Output::Sign(run_sign(
-                    session, &share, &signers, data, &rx, &send, deadline,
-                )),
+                } => {
+                    // TEST ONLY: `crash-at=cggmp-sign-mid` aborts once the first round is out.
+                    let send = |out: Vec<Outgoing<CggmpMsg>>| {
+                        send(out);
+                        #[cfg(feature = "fault-injection")]
+                        crate::fault::crash_point(&env.faults, "cggmp-sign-mid");
+                    };
+                    Output::Sign(run_sign(
+                        session, &share, &signers, data, &rx, &send, deadline,
+                    ))
+                }
                 Task::Aux { parties, primes } => Output::Aux(
                     Primes::from_bytes(&primes)
                         .and_then(|p| AuxGen::start(session, &env.me, &parties, p, &mut OsRng))

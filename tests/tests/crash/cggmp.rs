@@ -1,0 +1,416 @@
+//! The CGGMP24 rows of the crash matrix, on a localnet of their own (ports from 20000).
+//!
+//! Why apart: a CGGMP24 session's chain deadline is 20x (signing) or 30x (keygen) the genesis
+//! `session_deadline_blocks`, and a crash before the point of no return always ends the
+//! session at its deadline (the restarted node resumes nothing, and the others wait for it).
+//! On the FROST localnet (40 blocks) that is 80 s per signing row; here the genesis deadline
+//! is [`DEADLINE_BLOCKS`], so a signing ends in 160 blocks and a keygen in 240, still well
+//! above what a 2-party signing takes on a loaded 2-core machine.
+//!
+//! The nodes load the test-only fixture primes and committee aux info (`--cggmp-fixtures`:
+//! no prime is generated) and keep one presignature per signer subset in memory
+//! (`--cggmp-presign-pool 1`). The key is 2-of-4 (two signers per request, the cheapest
+//! CGGMP24 signing); the chain picks a request's signers from its id, so the test picks ids
+//! whose signers include the node it crashes ([`request_for`]). Rows, each with one node
+//! crashed (`abort()` at the point) and restarted normally:
+//! - `presign-after-take` at a signer that is not the aggregator of a presigned signing (that
+//!   node carries the fault from before the key exists, since a restart empties its pools): the
+//!   session ends ERROR at its deadline. The restarted node holds none of its presignatures
+//!   of before (pools are memory-only), and a signing with it and a node that still holds
+//!   their subset's old presignature falls back to the full protocol and verifies.
+//! - `cggmp-sign-mid` in a full signing (prehashed): ERROR at its deadline; then signs.
+//! - `keygen-before-store` in a CGGMP24 keygen: the worker's share reaches the same store code
+//!   as FROST's, so the FROST point covers it. ERROR at the keygen deadline; the key id is
+//!   generated again, READY at every node, and signs.
+//!
+//! After every row: nothing PENDING on the chain or in any store, no divergence, and the
+//! signatures verify with libsecp256k1 (`verify::ecdsa`).
+
+use super::{assert_no_divergence, assert_nothing_pending, mpcctl, node_log, Procs, BLOCK_MS};
+use seqmpc_e2e::{verify, wait_for, Localnet};
+use seqmpc_proto::{KeyId, NodeId, RequestId};
+use serde_json::Value;
+use sha2::Digest as _;
+use std::time::{Duration, Instant};
+
+/// Genesis `session_deadline_blocks` of this localnet: CGGMP24 signing 160 blocks, keygen 240.
+const DEADLINE_BLOCKS: u64 = 8;
+const SIGN_DEADLINE_BLOCKS: u64 =
+    DEADLINE_BLOCKS * seqmpc_abci::execute::CGGMP_SIGN_DEADLINE_FACTOR;
+const KEYGEN_DEADLINE_BLOCKS: u64 =
+    DEADLINE_BLOCKS * seqmpc_abci::execute::CGGMP_KEYGEN_DEADLINE_FACTOR;
+const NODES: usize = super::NODES;
+const EC: &str = "ec";
+const THRESHOLD: u32 = 2;
+
+fn node(i: usize) -> NodeId {
+    NodeId::new(format!("node{i}")).unwrap()
+}
+
+/// The first request id `<prefix>-<n>` whose signers (the chain's choice, every node live)
+/// are exactly the nodes `want`.
+fn request_for(key_id: &str, prefix: &str, want: &[usize]) -> String {
+    let parties: Vec<NodeId> = (0..NODES).map(node).collect();
+    let want: Vec<NodeId> = want.iter().map(|&i| node(i)).collect();
+    let key = KeyId::new(key_id).unwrap();
+    (0..10_000)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| {
+            let req = RequestId::new(id.as_str()).unwrap();
+            seqmpc_abci::state::choose_signers(&parties, THRESHOLD, &key, &req, |_| true) == want
+        })
+        .expect("some request id picks these signers")
+}
+
+fn keygen_args(key_id: &str) -> Vec<&str> {
+    vec![
+        "keygen",
+        "--key-id",
+        key_id,
+        "--scheme",
+        "cggmp24-secp256k1",
+        "--threshold",
+        "2",
+        "--wait",
+    ]
+}
+
+/// mpcctl sign arguments: a 32-byte digest when `prehashed` (full protocol), else a message
+/// (from a presignature when every signer holds the one named, else the full protocol).
+fn sign_args<'a>(
+    key_id: &'a str,
+    request_id: &'a str,
+    msg: &'a str,
+    prehashed: bool,
+) -> Vec<&'a str> {
+    let mut a = vec![
+        "sign",
+        "--key-id",
+        key_id,
+        "--request-id",
+        request_id,
+        "--message",
+        msg,
+        "--wait",
+    ];
+    if prehashed {
+        a.push("--prehashed");
+    }
+    a
+}
+
+/// Signs `msg` (hex; a digest when `prehashed`) with `key_id` as `request_id`, checks that
+/// the signers are `want`, and verifies the ECDSA signature with libsecp256k1.
+fn sign_verified(
+    net: &Localnet,
+    key_id: &str,
+    request_id: &str,
+    msg: &[u8],
+    prehashed: bool,
+    want: &[usize],
+) -> Value {
+    let pk = net.query(&format!("/key/{key_id}")).unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex_msg = hex::encode(msg);
+    let s = mpcctl(net, &sign_args(key_id, request_id, &hex_msg, prehashed)).unwrap();
+    assert_eq!(s["status"], "DONE", "{request_id}: {s}");
+    let signers: Vec<String> = want.iter().map(|&i| format!("node{i}")).collect();
+    assert_eq!(
+        s["signers"],
+        serde_json::json!(signers),
+        "{request_id}: {s}"
+    );
+    let digest: [u8; 32] = if prehashed {
+        msg.try_into().unwrap()
+    } else {
+        sha2::Sha256::digest(msg).into()
+    };
+    verify::ecdsa(
+        &pk,
+        digest,
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    )
+    .unwrap_or_else(|e| panic!("{request_id}: {e:#}"));
+    s
+}
+
+/// Presignatures node `i` holds ready for `key_id` and exactly the signers `subset`.
+fn pool_level(net: &Localnet, i: usize, key_id: &str, subset: &[usize]) -> u64 {
+    let signers: Vec<String> = subset.iter().map(|&j| format!("node{j}")).collect();
+    let st = net.node_get(i, "/status").unwrap();
+    st["cggmp_presign_pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["key_id"] == key_id && p["signers"] == serde_json::json!(signers))
+        .and_then(|p| p["ready"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Whether every node holds a presignature of `key_id` for each 2-node subset it is in.
+fn pools_full(net: &Localnet, key_id: &str) -> bool {
+    (0..NODES).all(|i| {
+        (0..NODES)
+            .filter(|&j| j != i)
+            .all(|j| pool_level(net, i, key_id, &[i.min(j), i.max(j)]) >= 1)
+    })
+}
+
+fn presigned(net: &Localnet, i: usize) -> u64 {
+    net.node_get(i, "/metrics").unwrap()["signatures_presigned"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A node restarted with `crash-at=<point>`, and its log's length then.
+struct Armed {
+    node: usize,
+    point: &'static str,
+    log_from: usize,
+}
+
+/// Restarts node `i` with `crash-at=point`.
+fn arm(net: &Localnet, procs: &mut Procs, i: usize, point: &'static str) -> Armed {
+    let log_from = node_log(net, i).len();
+    procs.restart(net, i, &format!("crash-at={point}"));
+    Armed {
+        node: i,
+        point,
+        log_from,
+    }
+}
+
+/// Runs mpcctl with `args` (it blocks until the session ends) while waiting for the armed
+/// node to abort at its point, restarts it normally, and returns mpcctl's output. Checks that
+/// the crash point stopped the node and that the restarted node resumed nothing.
+fn crash_during(
+    net: &Localnet,
+    procs: &mut Procs,
+    armed: Armed,
+    args: &[&str],
+) -> Result<Value, String> {
+    let Armed {
+        node: i,
+        point,
+        log_from,
+    } = armed;
+    let out = std::thread::scope(|s| {
+        let op = s.spawn(|| mpcctl(net, args));
+        let crashed = wait_for(Duration::from_secs(60), || procs.crashed(i).then_some(()));
+        assert!(crashed.is_some(), "{point}: node{i} never reached it");
+        procs.restart(net, i, "");
+        op.join().unwrap()
+    });
+    let log = node_log(net, i);
+    let log = log.get(log_from..).unwrap_or_default();
+    assert!(
+        log.contains(&format!("crash-at={point}: aborting")),
+        "{point}: the crash point was not what stopped node{i}"
+    );
+    assert!(
+        !log.to_lowercase().contains("resumed"),
+        "{point}: the restarted node{i} resumed a session"
+    );
+    out
+}
+
+/// The chain's final state at `path` (a key or a sign request), polled until it leaves PENDING
+/// within `blocks` of deadline (wall time with slow blocks, plus a margin).
+fn settled(net: &Localnet, path: &str, blocks: u64) -> Value {
+    let timeout = Duration::from_millis(blocks * BLOCK_MS * 3) + Duration::from_secs(30);
+    wait_for(timeout, || {
+        let v = net.query(path).ok()?;
+        (v["status"] != "PENDING").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{path} still PENDING after {timeout:?}"))
+}
+
+/// The row's checks once its session ended ERROR by deadline.
+fn ended_by_deadline(net: &Localnet, label: &str, end: &Value) -> String {
+    assert_eq!(end["status"], "ERROR", "{label}: {end}");
+    let error = end["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        !error.is_empty(),
+        "{label}: an ERROR names its reason: {end}"
+    );
+    assert!(
+        !error.contains("two different"),
+        "{label}: the restarted node equivocated: {error}"
+    );
+    assert_no_divergence(net, label);
+    assert_nothing_pending(net, label);
+    error
+}
+
+#[test]
+fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_crashes_mid_signing_or_keygen(
+) {
+    let started = Instant::now();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let deadline = DEADLINE_BLOCKS.to_string();
+    let net = Localnet::start_with(
+        &dir,
+        NODES as u32,
+        THRESHOLD,
+        BLOCK_MS,
+        20000,
+        &[
+            "--session-deadline-blocks".as_ref(),
+            deadline.as_ref(),
+            "--cggmp-fixtures".as_ref(),
+            fixtures.as_os_str(),
+            "--cggmp-presign-pool".as_ref(),
+            "1".as_ref(),
+        ],
+    )
+    .unwrap();
+    let mut procs = Procs((0..NODES).map(|_| None).collect());
+    let mut summary: Vec<(String, String, String, String, Duration)> = Vec::new();
+
+    // node2 carries row 1's crash point from the start: a restart empties the presignature
+    // pools, so it must hold its presignatures from before the row. The point is reached only
+    // by a signing from a presignature, which nothing runs before row 1.
+    let armed = arm(&net, &mut procs, 2, "presign-after-take");
+    let k = mpcctl(&net, &keygen_args(EC)).unwrap();
+    assert_eq!(k["status"], "READY", "{k}");
+    let t = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(180), || pools_full(&net, EC)
+            .then_some(()))
+        .is_some(),
+        "presignature pools did not fill"
+    );
+    eprintln!(
+        "cggmp crash matrix: pools of {EC} full in {:?}",
+        t.elapsed()
+    );
+
+    // Row 1: node2 takes the presignature of subset (node0, node2) that the aggregator node0
+    // named, and aborts before sending its partial signature.
+    let t0 = Instant::now();
+    let label = "presign-after-take @node2";
+    eprintln!("cggmp crash matrix: {label}");
+    assert!(
+        pool_level(&net, 1, EC, &[1, 2]) >= 1,
+        "node1 holds a (node1, node2) presignature"
+    );
+    let rid = request_for(EC, "presigned", &[0, 2]);
+    let msg = hex::encode("in flight, presigned");
+    let out = crash_during(&net, &mut procs, armed, &sign_args(EC, &rid, &msg, false));
+    // Memory-only pools: the restarted node2 holds no presignature of subset (node1, node2),
+    // whose leader node1 still holds the old one (and generates no other: its pool is full).
+    assert_eq!(
+        pool_level(&net, 2, EC, &[1, 2]),
+        0,
+        "{label}: node2 kept a presignature"
+    );
+    assert!(pool_level(&net, 1, EC, &[1, 2]) >= 1);
+    let end = settled(&net, &format!("/sign/{rid}"), SIGN_DEADLINE_BLOCKS);
+    let error = ended_by_deadline(&net, label, &end);
+    assert!(
+        error.contains("deadline"),
+        "{label}: {end}; mpcctl: {out:?}"
+    );
+    assert_eq!(
+        pool_level(&net, 2, EC, &[1, 2]),
+        0,
+        "{label}: node2 kept a presignature"
+    );
+    // node1 names its old presignature; node2 lacks it: both fall back to the full protocol.
+    let log_before = node_log(&net, 2).len();
+    let presigned_before = presigned(&net, 1);
+    let rid = request_for(EC, "after-presigned", &[1, 2]);
+    sign_verified(&net, EC, &rid, b"after presign-after-take", false, &[1, 2]);
+    assert_eq!(
+        presigned(&net, 1),
+        presigned_before,
+        "{label}: a presignature was used"
+    );
+    let log = node_log(&net, 2);
+    assert!(
+        log.get(log_before..)
+            .unwrap_or_default()
+            .contains("named presignature not held here"),
+        "{label}: node2 did not fall back for lack of the old presignature"
+    );
+    summary.push((
+        label.into(),
+        "sign (presigned)".into(),
+        "ERROR".into(),
+        format!("{error}; then full-protocol fallback signs"),
+        t0.elapsed(),
+    ));
+
+    // Row 2: a full signing (prehashed digest); node3 aborts once its first round is out.
+    let t0 = Instant::now();
+    let label = "cggmp-sign-mid @node3";
+    eprintln!("cggmp crash matrix: {label}");
+    let rid = request_for(EC, "full", &[1, 3]);
+    let digest = hex::encode([0x33u8; 32]);
+    let armed = arm(&net, &mut procs, 3, "cggmp-sign-mid");
+    let out = crash_during(&net, &mut procs, armed, &sign_args(EC, &rid, &digest, true));
+    let end = settled(&net, &format!("/sign/{rid}"), SIGN_DEADLINE_BLOCKS);
+    let error = ended_by_deadline(&net, label, &end);
+    assert!(
+        error.contains("deadline"),
+        "{label}: {end}; mpcctl: {out:?}"
+    );
+    let rid = request_for(EC, "after-full", &[0, 3]);
+    sign_verified(&net, EC, &rid, &[0x34u8; 32], true, &[0, 3]);
+    summary.push((
+        label.into(),
+        "sign (full)".into(),
+        "ERROR".into(),
+        format!("{error}; then signs with node3"),
+        t0.elapsed(),
+    ));
+
+    // Row 3: a CGGMP24 keygen; node1 has its share in hand and aborts before storing it.
+    let t0 = Instant::now();
+    let label = "keygen-before-store @node1";
+    eprintln!("cggmp crash matrix: {label}");
+    let key = "ec-k";
+    let armed = arm(&net, &mut procs, 1, "keygen-before-store");
+    let out = crash_during(&net, &mut procs, armed, &keygen_args(key));
+    let end = settled(&net, &format!("/key/{key}"), KEYGEN_DEADLINE_BLOCKS);
+    assert_eq!(end["status"], "ERROR", "{label}: {end}; mpcctl: {out:?}");
+    let error = ended_by_deadline(&net, label, &end);
+    let k = mpcctl(&net, &keygen_args(key)).unwrap();
+    assert_eq!(k["status"], "READY", "{label}: keygen retry: {k}");
+    for i in 0..NODES {
+        let v = net.node_get(i, &format!("/key/{key}")).unwrap();
+        assert_eq!(v["status"], "READY", "{label}: node{i}: {v}");
+        assert_eq!(v["public_key"], k["public_key"], "{label}: node{i}: {v}");
+    }
+    let rid = request_for(key, "after-keygen", &[1, 2]);
+    sign_verified(&net, key, &rid, &[0x35u8; 32], true, &[1, 2]);
+    summary.push((
+        label.into(),
+        "keygen".into(),
+        "ERROR".into(),
+        format!("{error}; retry READY + signs"),
+        t0.elapsed(),
+    ));
+
+    assert_no_divergence(&net, "end");
+    assert_nothing_pending(&net, "end");
+    eprintln!(
+        "\ncggmp24 crash matrix ({} rows, {:?}):",
+        summary.len(),
+        started.elapsed()
+    );
+    for (label, op, outcome, reason, t) in &summary {
+        eprintln!(
+            "{label:<30} {op:<18} {outcome:<6} {reason:<90} {:>5.1}",
+            t.as_secs_f64()
+        );
+    }
+    drop(procs);
+    net.stop().unwrap();
+}
