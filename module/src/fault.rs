@@ -61,6 +61,9 @@
 //!     round 1), the rest of the protocol not yet run.
 //!   - `presign-after-take`: a presignature was taken out of the pool for a sign plan and
 //!     consumed by the online step, its partial signature not yet sent.
+//! - `lose-result-txs=<n>`: the submitter signs this node's first `n` result txs and drops
+//!   them instead of broadcasting them, yet counts them sent (a tx a mempool accepted and then
+//!   lost): the submitter's inclusion check must find them missing and send them again.
 //! - `partition-file=<path>`: while `<path>` exists, this node is cut off from the p2p network
 //!   and from the chain; removing the file heals the partition. A watcher thread
 //!   ([`Partition::watch`], polling every [`PARTITION_POLL`]) keeps one flag per process,
@@ -109,6 +112,9 @@ pub struct Faults {
     pub wrong_session: bool,
     /// Partitioned from the network and the chain while this file exists.
     pub partition_file: Option<PathBuf>,
+    /// The submitter loses this node's first this-many result txs after signing them (as a
+    /// mempool that drops a tx it accepted would): the resend path must bring them in.
+    pub lose_result_txs: u32,
 }
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
@@ -264,6 +270,9 @@ impl Faults {
                 Some(("net-corrupt-pct", v)) => f.net.corrupt_pct = pct(v)?,
                 Some(("net-delay-ms", v)) => {
                     f.net.delay_ms = v.parse().map_err(|e| format!("{item}: {e}"))?
+                }
+                Some(("lose-result-txs", v)) => {
+                    f.lose_result_txs = v.parse().map_err(|e| format!("{item}: {e}"))?
                 }
                 Some(("partition-file", "")) => return Err(format!("{item}: a file path")),
                 Some(("partition-file", path)) => f.partition_file = Some(PathBuf::from(path)),
@@ -519,6 +528,9 @@ mod tests {
 
     #[test]
     fn faults__should_parse_a_partition_file_and_refuse_an_empty_path() {
+        let f = Faults::parse("lose-result-txs=2").unwrap();
+        assert_eq!(f.lose_result_txs, 2);
+        assert!(Faults::parse("lose-result-txs=x").is_err());
         let f = Faults::parse("partition-file=/tmp/node3.partition, net-dup").unwrap();
         assert_eq!(
             f.partition_file,

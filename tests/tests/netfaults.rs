@@ -22,6 +22,7 @@ use serde_json::Value;
 
 const PORT_BASE: u16 = 19400;
 const PARTITION_PORT_BASE: u16 = 19700;
+const RESEND_PORT_BASE: u16 = 20400;
 
 /// Held while a test's localnet starts: the mpcd processes inherit this process' environment,
 /// which a test sets `SEQMPC_FAULTS` in, and the tests of this file run in parallel.
@@ -415,4 +416,80 @@ fn n4t3_localnet__should_sign_among_live_nodes_while_node3_is_partitioned_and_he
     );
     net.stop().unwrap();
     drop(node3);
+}
+
+/// node1's submitter loses its first two result txs after signing them, as a mempool that
+/// accepted a tx and then dropped it would (`SEQMPC_FAULTS=lose-result-txs=2`): its keygen
+/// report, and that report's first copy sent again. The submitter follows each result tx to a
+/// block and sends a lost one again, so the keygen needing node1's report becomes READY after
+/// the second resend (about 18 s), before its deadline (300 blocks, 30 s or more), where it
+/// would end ERROR without the resend; node1 then aggregates a signature that lands.
+#[test]
+fn n4t3_localnet__should_send_again_the_result_txs_a_mempool_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let extra: Vec<&std::ffi::OsStr> = ["--session-deadline-blocks", "300"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    let env = ENV.lock().unwrap_or_else(PoisonError::into_inner);
+    let net = Localnet::start_with(&dir, 4, 3, 100, RESEND_PORT_BASE, &extra);
+    drop(env);
+    let net = net.unwrap();
+    net.kill_node(1).unwrap();
+    let _node1 = net
+        .restart_node(1, &[], &[("SEQMPC_FAULTS", "lose-result-txs=2")])
+        .unwrap();
+
+    let t = Instant::now();
+    let k = keygen(&net, "resent", "frost-ed25519").unwrap();
+    assert_eq!(k["status"], "READY", "{k}");
+    let keygen_secs = t.elapsed().as_secs_f64();
+    let pk = k["public_key"].as_str().unwrap().to_owned();
+    let mut aggregated = false;
+    // node1 aggregates (the lowest signer id) when node0 is not a signer: 1 in 4.
+    for i in 0..24 {
+        let rid = format!("resent-{i}");
+        let msg = format!("lost and sent again {i}");
+        let s = net
+            .mpcctl_json(&[
+                "sign",
+                "--key-id",
+                "resent",
+                "--request-id",
+                &rid,
+                "--message",
+                &hex::encode(&msg),
+                "--wait",
+            ])
+            .unwrap();
+        assert_eq!(s["status"], "DONE", "{s}");
+        check(
+            "frost-ed25519",
+            &pk,
+            msg.as_bytes(),
+            s["signature"].as_str().unwrap(),
+        );
+        if s["signers"][0] == "node1" {
+            aggregated = true;
+            break;
+        }
+    }
+    assert!(
+        aggregated,
+        "node1 never aggregated a signature in 24 requests"
+    );
+    let log = std::fs::read_to_string(net.info["nodes"][1]["log"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        log.matches("losing a signed result tx").count(),
+        2,
+        "the fault did not fire twice"
+    );
+    assert!(
+        log.matches("sending it again").count() >= 2,
+        "node1 never sent a lost result tx again"
+    );
+    eprintln!("keygen READY in {keygen_secs:.1} s, node1's report lost twice and sent again");
+    net.check_settled(4).unwrap();
+    net.stop().unwrap();
 }

@@ -14,7 +14,7 @@ use seqmpc_abci::replay_gate::ReplayGate;
 use seqmpc_abci::rpc::RpcClient;
 use seqmpc_abci::state::ChainState;
 use seqmpc_abci::status::{self, StatusContext};
-use seqmpc_abci::submit::{Hold, RpcSubmitter};
+use seqmpc_abci::submit::{RpcSubmitter, SubmitFaults};
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
@@ -453,18 +453,15 @@ fn start(
     let app = AppHandle::spawn(app)?;
 
     #[cfg(feature = "fault-injection")]
-    let hold = partition
-        .clone()
-        .map(Hold::while_partitioned)
-        .unwrap_or_default();
+    let submit_faults = SubmitFaults::new(partition.clone(), &faults);
     #[cfg(not(feature = "fault-injection"))]
-    let hold = Hold::default();
-    let submitter = Arc::new(RpcSubmitter::spawn_holding(
+    let submit_faults = SubmitFaults::default();
+    let submitter = Arc::new(RpcSubmitter::spawn_with(
         key,
         genesis.chain_id.clone(),
         RpcClient::new(rpc),
         first_seq,
-        hold,
+        submit_faults,
     )?);
     {
         // Re-attest deletions the chain still waits for from this node (see
