@@ -429,23 +429,11 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
             "{label}: expected {:?}, got {end}; mpcctl: {op:?}",
             r.expect
         );
-        let error = end["error"]
-            .as_str()
-            .or(end["reshare"]["error"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        if r.expect == Expect::Error {
-            assert!(
-                !error.is_empty(),
-                "{label}: an ERROR names its reason: {end}"
-            );
-            // Nothing was redone with other nonces or secrets after the restart: nobody saw the
-            // restarted node send a second, different message in the ended session.
-            assert!(
-                !error.contains("two different"),
-                "{label}: the restarted node equivocated: {error}"
-            );
-        }
+        let error = if r.expect == Expect::Error {
+            error_reason(&label, &end)
+        } else {
+            String::new()
+        };
         if let Op::Refresh = r.op {
             // The key never leaves READY and keeps its public key; a failed refresh keeps the
             // old generation.
@@ -527,4 +515,24 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
     }
     drop(procs);
     net.stop().unwrap();
+}
+
+/// The reason of a session (or the key's resharing) that ended ERROR: it names one, and does
+/// not show the restarted node redoing anything with other nonces or secrets (nobody saw it
+/// send a second, different message in the ended session).
+fn error_reason(label: &str, end: &Value) -> String {
+    let error = end["error"]
+        .as_str()
+        .or(end["reshare"]["error"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !error.is_empty(),
+        "{label}: an ERROR names its reason: {end}"
+    );
+    assert!(
+        !error.contains("two different"),
+        "{label}: the restarted node equivocated: {error}"
+    );
+    error
 }

@@ -26,7 +26,9 @@
 //! After every row: nothing PENDING on the chain or in any store, no divergence, and the
 //! signatures verify with libsecp256k1 (`verify::ecdsa`).
 
-use super::{assert_no_divergence, assert_nothing_pending, mpcctl, node_log, Procs, BLOCK_MS};
+use super::{
+    assert_no_divergence, assert_nothing_pending, error_reason, mpcctl, node_log, Procs, BLOCK_MS,
+};
 use seqmpc_e2e::{verify, wait_for, Localnet};
 use seqmpc_proto::{KeyId, NodeId, RequestId};
 use serde_json::Value;
@@ -231,15 +233,7 @@ fn settled(net: &Localnet, path: &str, blocks: u64) -> Value {
 /// The row's checks once its session ended ERROR by deadline.
 fn ended_by_deadline(net: &Localnet, label: &str, end: &Value) -> String {
     assert_eq!(end["status"], "ERROR", "{label}: {end}");
-    let error = end["error"].as_str().unwrap_or_default().to_owned();
-    assert!(
-        !error.is_empty(),
-        "{label}: an ERROR names its reason: {end}"
-    );
-    assert!(
-        !error.contains("two different"),
-        "{label}: the restarted node equivocated: {error}"
-    );
+    let error = error_reason(label, end);
     assert_no_divergence(net, label);
     assert_nothing_pending(net, label);
     error
