@@ -83,7 +83,7 @@ enum Cmd {
         timeout: u64,
     },
     /// Admit one more MPC node into the localnet running in DIR: `mpcd init` for the next id
-    /// (node<N>), a NodeJoin tx signed by the client account (registry role), its mpcd with
+    /// (`node<N>`), a NodeJoin tx signed by the client account (registry role), its mpcd with
     /// the localnet's settings, attached to the sequencer (which replays the chain to it) and
     /// appended to localnet.json (`localnet stop` stops it). Prints the node's JSON.
     AddNode {

@@ -1,6 +1,6 @@
 //! Raw protobuf types, written to match `proto/seqmpc/v1/*.proto` field for field.
 //!
-//! These are what goes over the wire. Logic never uses them directly: see [`crate::domain`],
+//! These are what goes over the wire. Logic never uses them directly: see [`crate::tx`] and [`crate::ids`],
 //! whose `TryFrom` conversions validate every field.
 
 /// Signed transaction envelope.

@@ -5,7 +5,7 @@
 //! back to `Down`; it is retried every [`RETRY_INTERVAL`]. Blocks go on with the apps that are up.
 //!
 //! Per block: take txs → store the block (fsync) → FinalizeBlock on every up app in parallel →
-//! compare app hashes → store the reference result (fsync) → [gate] Commit on every app →
+//! compare app hashes → store the reference result (fsync) → \[gate\] Commit on every app →
 //! publish → Recheck the mempool [/gate] (`consensus/block.rs`). See `store.rs` for why this
 //! order makes crash recovery simple.
 

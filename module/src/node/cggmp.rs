@@ -4,15 +4,15 @@
 //! and its driver) and one step can take seconds of CPU, so each CGGMP24 session runs on its
 //! own OS thread: the thread creates the engine, owns it until the end, and is the only one
 //! to touch it. The session manager task forwards the session's authenticated messages over a
-//! bounded channel ([`Worker::forward`]); the worker sends its outgoing messages itself through
-//! the p2p handle, and reports the outcome once ([`Finished`]) on a tokio channel the session
-//! manager selects on. Dropping the [`Worker`] (session failed, timed out, or was removed)
+//! bounded channel (`Worker::forward`); the worker sends its outgoing messages itself through
+//! the p2p handle, and reports the outcome once (`Finished`) on a tokio channel the session
+//! manager selects on. Dropping the `Worker` (session failed, timed out, or was removed)
 //! closes the channel and the thread ends at its next receive.
 //!
 //! Where the material comes from ([`CggmpConfig`]): a node either loads pregenerated safe
 //! primes and, optionally, a committee's aux info (test fixtures: `--cggmp-primes FILE`), or
 //! keeps a pool of prime sets generated in the background and stored sealed in the key store
-//! ([`PrimePool`]). Aux info is reused across keys of a committee (`AuxSource::Existing`: the
+//! (`PrimePool`). Aux info is reused across keys of a committee (`AuxSource::Existing`: the
 //! DKG alone, milliseconds): in KeyGenReady each party offers the fingerprint of the aux info
 //! it holds for the committee (the configured one, or the one inside a READY key share of
 //! that committee), and the coordinator's KeyGenStart says to reuse it only if every party

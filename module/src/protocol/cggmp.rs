@@ -3,7 +3,7 @@
 //! cggmp24 writes its protocols as async functions against `round_based`. round-based 0.4's
 //! [`round_based::state_machine::wrap_protocol`] turns such a function into a pollable state
 //! machine without a runtime: polling it runs the protocol until it wants to send a message,
-//! wants the next incoming message, yields between heavy computations, or returns. [`driver`]
+//! wants the next incoming message, yields between heavy computations, or returns. `driver`
 //! wraps one of those per protocol run and maps it onto this module's by-value transitions:
 //! `start(..) -> (State, Vec<Outgoing<CggmpMsg>>)` and
 //! `handle(self, from, msg) -> Progress::{Continue, Done}`. No thread, executor or clock is
