@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use seqmpc_module::evidence;
 use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_module::protocol::reshare::ReshareParams;
-use seqmpc_proto::tx::{Outcome, SignedTx, TxMsg};
+use seqmpc_proto::tx::{KeyGenOk, Outcome, SignedTx, TxMsg};
 use seqmpc_proto::verify::VerifyError;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
@@ -241,15 +241,19 @@ fn check_msg(state: &ChainState, tx: &SignedTx, height: u64) -> Result<(), TxErr
             request_id,
             session,
             outcome,
+            signing_package,
         } => {
             let node = require_node(&signer, "SignResult")?;
-            check_sign_result(state, node, request_id, session, outcome, height)?;
-            let signers = state
-                .sign_requests()
-                .get(request_id)
-                .map(|r| r.signers.as_slice())
-                .unwrap_or_default();
-            check_culprits(outcome, signers, "the signers")
+            let finished = check_sign_result(state, node, request_id, session, outcome, height)?;
+            let Some(req) = state.sign_requests().get(request_id) else {
+                return Ok(());
+            };
+            check_culprits(outcome, &req.signers, "the signers")?;
+            if finished {
+                return Ok(()); // a redundant report: a no-op, its evidence is not looked at
+            }
+            let ctx = || sign_context(state, req, signing_package);
+            proven_blame(state, node, ctx, outcome).map(|_| ())
         }
         TxMsg::KeyDeleted { key_id } => {
             let node = require_node(&signer, "KeyDeleted")?;
@@ -332,6 +336,35 @@ fn proven_blame<T>(
             reason: p.reason,
         })
         .collect())
+}
+
+/// A FROST signing as the chain knows it, for the evidence of a failure report: the key's
+/// public key package counts only while the key is still of the request's generation.
+fn sign_context(
+    state: &ChainState,
+    req: &SignEntry,
+    signing_package: &[u8],
+) -> Result<evidence::Context, String> {
+    let key = state
+        .keys()
+        .get(&req.key_id)
+        .ok_or_else(|| format!("no key {}", req.key_id))?;
+    let message = hex::decode(&req.message).map_err(|e| format!("stored message: {e}"))?;
+    let public_key_package = key
+        .public_key_package
+        .as_deref()
+        .and_then(|p| hex::decode(p).ok())
+        .unwrap_or_default();
+    Ok(evidence::Context::Sign(evidence::SignContext {
+        session: req.session,
+        scheme: key.scheme,
+        parties: key.parties.clone(),
+        signers: req.signers.clone(),
+        message,
+        generation: (key.generation == req.generation).then_some(key.generation),
+        public_key_package,
+        signing_package: signing_package.to_vec(),
+    }))
 }
 
 fn keygen_context(key: &KeyEntry) -> evidence::Context {
@@ -869,6 +902,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 parties: committee.clone(),
                 status: KeyStatus::Pending,
                 public_key: None,
+                public_key_package: None,
                 error: None,
                 culprits: Vec::new(),
                 proven_blame: Vec::new(),
@@ -942,6 +976,8 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 deadline_height: deadline,
                 done_height: None,
                 submitted_by: None,
+                generation: key.generation,
+                proven_blame: Vec::new(),
             });
             state.add_deadline(deadline, DeadlineItem::Sign(request_id.clone()));
             fx.events.push(ev(
@@ -988,9 +1024,21 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
         TxMsg::SignResult {
             request_id,
             outcome,
+            signing_package,
             ..
         } => {
             let Some(node) = node else { return };
+            // Checked at delivery already (a report with forged evidence never gets here).
+            let proven = match state.sign_requests().get(request_id) {
+                Some(req) if req.status == SignStatus::Pending => proven_blame(
+                    state,
+                    &node,
+                    || sign_context(state, req, signing_package),
+                    outcome,
+                )
+                .unwrap_or_default(),
+                _ => Vec::new(),
+            };
             let Some(req) = state.sign_mut(request_id) else {
                 return;
             };
@@ -1025,6 +1073,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                     req.status = SignStatus::Error;
                     req.error = Some(format!("{node}: {error}"));
                     req.culprits = culprits.clone();
+                    req.proven_blame = proven;
                     fx.events.push(ev(
                         "sign_failed",
                         vec![("request_id", request_id.to_string())],
@@ -1179,7 +1228,7 @@ fn apply_reshare_result(
     state: &mut ChainState,
     node: &NodeId,
     key_id: &KeyId,
-    outcome: &Outcome<seqmpc_proto::tx::KeyGenOk>,
+    outcome: &Outcome<KeyGenOk>,
     height: u64,
     fx: &mut Effects,
 ) {
@@ -1192,18 +1241,7 @@ fn apply_reshare_result(
     // Checked at delivery already (a report with forged evidence never gets here).
     let proven = proven_blame(state, node, || reshare_context(state, key_id, r), outcome)
         .unwrap_or_default();
-    let report = match outcome {
-        Outcome::Ok(ok) => KeygenReport::Ok {
-            public_key: hex::encode(&ok.public_key),
-            transcript_hash: hex::encode(ok.transcript_hash),
-        },
-        Outcome::Failed {
-            error, culprits, ..
-        } => KeygenReport::Failed {
-            error: error.clone(),
-            culprits: culprits.clone(),
-        },
-    };
+    let report = keygen_report(outcome);
     let mut reports = r.reports.clone();
     reports.insert(node.clone(), report.clone());
     let verdict: Option<Result<(), (String, Vec<NodeId>)>> = match &report {
@@ -1211,17 +1249,13 @@ fn apply_reshare_result(
             Some(Err((format!("{node} reported: {error}"), culprits.clone())))
         }
         KeygenReport::Ok { .. } if reports.len() < r.parties.len() => None,
-        KeygenReport::Ok {
-            public_key,
-            transcript_hash,
-        } => {
-            let agree = reports.values().all(|x| {
-                matches!(x, KeygenReport::Ok { public_key: p, transcript_hash: t }
-                    if p == public_key && t == transcript_hash)
-            });
+        KeygenReport::Ok { public_key, .. } => {
+            let agree = reports.values().all(|x| x == &report);
             if !agree {
                 Some(Err((
-                    "new parties disagree on the public key or the dealt commitments".into(),
+                    "new parties disagree on the public key, the dealt commitments or the \
+                     verifying shares"
+                        .into(),
                     Vec::new(),
                 )))
             } else if key.public_key.as_ref() != Some(public_key) {
@@ -1229,6 +1263,8 @@ fn apply_reshare_result(
                     "new parties report a public key that is not the key's".into(),
                     Vec::new(),
                 )))
+            } else if let Err(e) = reported_package(key.scheme, &r.parties, outcome) {
+                Some(Err((e, Vec::new())))
             } else {
                 Some(Ok(()))
             }
@@ -1254,6 +1290,7 @@ fn apply_reshare_result(
             key.threshold = threshold;
             key.generation = generation;
             key.session = session;
+            key.public_key_package = public_key_package(outcome);
             key.reshares = key.reshares.saturating_add(1);
             fx.events.push(ev(
                 "key_reshared",
@@ -1342,11 +1379,58 @@ fn periodic_refresh(state: &mut ChainState, key_id: &KeyId, height: u64, fx: &mu
     start_reshare(state, key_id, parties, threshold, &seed, height, fx);
 }
 
+/// A node's keygen (or resharing) report as the chain keeps it: the public key package only
+/// by its hash (the key keeps the one every party agreed on).
+fn keygen_report(outcome: &Outcome<KeyGenOk>) -> KeygenReport {
+    use sha2::Digest as _;
+    match outcome {
+        Outcome::Ok(ok) => KeygenReport::Ok {
+            public_key: hex::encode(&ok.public_key),
+            transcript_hash: hex::encode(ok.transcript_hash),
+            public_key_package_hash: if ok.public_key_package.is_empty() {
+                String::new()
+            } else {
+                hex::encode(sha2::Sha256::digest(&ok.public_key_package))
+            },
+        },
+        Outcome::Failed {
+            error, culprits, ..
+        } => KeygenReport::Failed {
+            error: error.clone(),
+            culprits: culprits.clone(),
+        },
+    }
+}
+
+/// Checks the public key package of a successful report that every party agreed on
+/// ([`evidence::check_public_key_package`]).
+fn reported_package(
+    scheme: Scheme,
+    parties: &[NodeId],
+    outcome: &Outcome<KeyGenOk>,
+) -> Result<(), String> {
+    let Outcome::Ok(ok) = outcome else {
+        return Ok(());
+    };
+    evidence::check_public_key_package(scheme, parties, &ok.public_key_package, &ok.public_key)
+        .map_err(|e| format!("reported {e}"))
+}
+
+/// The hex public key package of a successful report (`None` for CGGMP24).
+fn public_key_package(outcome: &Outcome<KeyGenOk>) -> Option<String> {
+    match outcome {
+        Outcome::Ok(ok) if !ok.public_key_package.is_empty() => {
+            Some(hex::encode(&ok.public_key_package))
+        }
+        _ => None,
+    }
+}
+
 fn apply_keygen_result(
     state: &mut ChainState,
     node: &NodeId,
     key_id: &KeyId,
-    outcome: &Outcome<seqmpc_proto::tx::KeyGenOk>,
+    outcome: &Outcome<KeyGenOk>,
     height: u64,
     fx: &mut Effects,
 ) {
@@ -1359,32 +1443,15 @@ fn apply_keygen_result(
     let Some(key) = state.key_mut(key_id) else {
         return;
     };
-    let report = match outcome {
-        Outcome::Ok(ok) => KeygenReport::Ok {
-            public_key: hex::encode(&ok.public_key),
-            transcript_hash: hex::encode(ok.transcript_hash),
-        },
-        Outcome::Failed {
-            error, culprits, ..
-        } => KeygenReport::Failed {
-            error: error.clone(),
-            culprits: culprits.clone(),
-        },
-    };
+    let report = keygen_report(outcome);
     key.reports.insert(node.clone(), report.clone());
     let verdict: Option<Result<String, (String, Vec<NodeId>)>> = match &report {
         KeygenReport::Failed { error, culprits } => {
             Some(Err((format!("{node} reported: {error}"), culprits.clone())))
         }
         KeygenReport::Ok { .. } if key.reports.len() < key.parties.len() => None,
-        KeygenReport::Ok {
-            public_key,
-            transcript_hash,
-        } => {
-            let agree = key.reports.values().all(|r| {
-                matches!(r, KeygenReport::Ok { public_key: p, transcript_hash: t }
-                    if p == public_key && t == transcript_hash)
-            });
+        KeygenReport::Ok { public_key, .. } => {
+            let agree = key.reports.values().all(|r| r == &report);
             let valid_point = match key.scheme {
                 Scheme::FrostEd25519 => crate::state::parse_pubkey(public_key).is_ok(),
                 // BIP340: 32-byte x-only key, the x coordinate of a curve point.
@@ -1400,7 +1467,9 @@ fn apply_keygen_result(
             };
             if !agree {
                 Some(Err((
-                    "parties disagree on the public key or the broadcast transcript".into(),
+                    "parties disagree on the public key, the broadcast transcript or the \
+                     verifying shares"
+                        .into(),
                     Vec::new(),
                 )))
             } else if !valid_point {
@@ -1408,6 +1477,8 @@ fn apply_keygen_result(
                     "reported public key is not a valid point".into(),
                     Vec::new(),
                 )))
+            } else if let Err(e) = reported_package(key.scheme, &key.parties, outcome) {
+                Some(Err((e, Vec::new())))
             } else {
                 Some(Ok(public_key.clone()))
             }
@@ -1422,6 +1493,7 @@ fn apply_keygen_result(
         Some(Ok(pk)) => {
             key.status = KeyStatus::Ready;
             key.public_key = Some(pk.clone());
+            key.public_key_package = public_key_package(outcome);
             key.generation = 1;
             key.ready_height = Some(height);
             state.remove_deadline(item.0, item.1);

@@ -41,6 +41,10 @@ pub enum KeygenReport {
         public_key: String,
         /// Hex transcript hash.
         transcript_hash: String,
+        /// Hex SHA-256 of the reported FROST public key package (empty for CGGMP24): the
+        /// parties must agree on it too.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        public_key_package_hash: String,
     },
     /// Failure.
     Failed {
@@ -79,6 +83,11 @@ pub struct KeyEntry {
     pub status: KeyStatus,
     /// Hex public key once READY.
     pub public_key: Option<String>,
+    /// FROST keys once READY: hex of frost's serialized public key package of the current
+    /// generation (the group key and every party's verifying share), on which every party
+    /// agreed. The chain checks signature shares quoted in failure reports against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_package: Option<String>,
     /// Failure reason.
     pub error: Option<String>,
     /// Parties blamed for a failure.
@@ -211,6 +220,13 @@ pub struct SignEntry {
     pub done_height: Option<u64>,
     /// Signer who submitted the accepted signature.
     pub submitted_by: Option<NodeId>,
+    /// The key generation when the request was committed.
+    #[serde(default)]
+    pub generation: u64,
+    /// The blames of `culprits` the chain verified from signed messages (FROST signature
+    /// shares).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proven_blame: Vec<ProvenBlame>,
 }
 
 /// A registered MPC node.

@@ -174,6 +174,7 @@ impl Net {
     fn keygen_reports(
         &mut self,
         id: &str,
+        scheme: Scheme,
         session: SessionId,
         public_key: impl Fn(usize) -> Vec<u8>,
     ) -> Vec<Vec<u8>> {
@@ -186,6 +187,7 @@ impl Net {
                         key_id: KeyId::new(id).unwrap(),
                         session,
                         outcome: Outcome::Ok(KeyGenOk {
+                            public_key_package: package_for(scheme, &public_key(i)),
                             public_key: public_key(i),
                             transcript_hash: [1; 32],
                         }),
@@ -228,7 +230,7 @@ impl Net {
             panic!("{jobs:?}")
         };
         assert_eq!(s, scheme);
-        let reports = self.keygen_reports(id, session, |_| public_key.clone());
+        let reports = self.keygen_reports(id, scheme, session, |_| public_key.clone());
         let (res, _) = self.block(reports);
         assert!(res.iter().all(|r| r.code == 0));
         assert_eq!(self.query(&format!("/key/{id}")).1["status"], "READY");
@@ -267,6 +269,7 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
             request_id: RequestId::new("r1").unwrap(),
             session,
             outcome: Outcome::Ok(group.sign(b"other").to_bytes().to_vec()),
+            signing_package: Vec::new(),
         },
     );
     let good = net.tx(
@@ -275,6 +278,7 @@ fn app_can_run_keygen_sign_delete_and_emit_jobs_after_commit() {
             request_id: RequestId::new("r1").unwrap(),
             session,
             outcome: Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()),
+            signing_package: Vec::new(),
         },
     );
     let (res, _) = net.block(vec![bad, good]);
@@ -532,7 +536,7 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
         .verifying_key()
         .to_bytes()
         .to_vec();
-    let txs = net.keygen_reports("split", session, |i| {
+    let txs = net.keygen_reports("split", Scheme::FrostEd25519, session, |i| {
         if i == 3 {
             g2.clone()
         } else {
@@ -668,6 +672,7 @@ fn app_can_verify_bip340_sign_results_against_the_x_only_key() {
                 request_id: RequestId::new("tr1").unwrap(),
                 session,
                 outcome: Outcome::Ok(sig),
+                signing_package: Vec::new(),
             },
         )
     };
@@ -716,7 +721,7 @@ fn app_rejects_a_secp256k1_tr_key_report_that_is_not_an_x_only_key() {
     // A 33-byte SEC 1 point is not what the chain stores for BIP340 keys.
     let group = secp256k1::Keypair::from_seckey_byte_array(secp256k1::SECP256K1, [42; 32]).unwrap();
     let sec1 = group.public_key().serialize().to_vec();
-    let reports = net.keygen_reports("tr", session, |_| sec1.clone());
+    let reports = net.keygen_reports("tr", Scheme::FrostSecp256k1Tr, session, |_| sec1.clone());
     net.block(reports);
     let (_, k) = net.query("/key/tr");
     assert_eq!(k["status"], "ERROR", "{k}");
@@ -861,6 +866,7 @@ fn app_can_verify_ecdsa_sign_results_with_recovery_id_and_refuse_bad_ones() {
                     request_id: RequestId::new(rid).unwrap(),
                     session,
                     outcome: Outcome::Ok(sig),
+                    signing_package: Vec::new(),
                 },
             )
         };
@@ -1125,7 +1131,37 @@ fn ok_report(public_key: &[u8], transcript: u8) -> Outcome<KeyGenOk> {
     Outcome::Ok(KeyGenOk {
         public_key: public_key.to_vec(),
         transcript_hash: [transcript; 32],
+        public_key_package: package_for(Scheme::FrostEd25519, public_key),
     })
+}
+
+/// A stand-in public key package of `scheme` over the stand-in group key `public_key` (the
+/// chain's form) for node0..node3, each verifying share being the group key: these tests check
+/// no signature share. Empty for CGGMP24 and for a key that is no valid point.
+fn package_for(scheme: Scheme, public_key: &[u8]) -> Vec<u8> {
+    use seqmpc_module::protocol::Committee;
+    fn build<C: frost_core::Ciphersuite>(key: &[u8]) -> Option<Vec<u8>> {
+        let nodes: Vec<NodeId> = (0..4)
+            .map(|i| NodeId::new(format!("node{i}")).unwrap())
+            .collect();
+        let vk = frost_core::VerifyingKey::<C>::deserialize(key).ok()?;
+        let share = frost_core::keys::VerifyingShare::<C>::deserialize(key).ok()?;
+        let committee = Committee::<C>::new(&nodes).ok()?;
+        let shares = nodes
+            .iter()
+            .map(|n| Some((committee.id(n).ok()?, share)))
+            .collect::<Option<_>>()?;
+        frost_core::keys::PublicKeyPackage::new(shares, vk, None)
+            .serialize()
+            .ok()
+    }
+    let sec1: Vec<u8> = [0x02].iter().chain(public_key).copied().collect();
+    match scheme {
+        Scheme::FrostEd25519 => build::<frost_ed25519::Ed25519Sha512>(public_key),
+        Scheme::FrostSecp256k1Tr => build::<frost_secp256k1_tr::Secp256K1Sha256TR>(&sec1),
+        Scheme::Cggmp24Secp256k1 => None,
+    }
+    .unwrap_or_default()
 }
 
 #[test]

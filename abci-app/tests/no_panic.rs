@@ -106,12 +106,16 @@ fn outcome<T: Debug + Clone + 'static>(
 
 /// A keygen or resharing report: a public key and transcript hash, or a failure.
 fn keygen_outcome() -> impl Strategy<Value = Outcome<KeyGenOk>> {
-    outcome((vec(any::<u8>(), 1..70), any::<[u8; 32]>()).prop_map(
-        |(public_key, transcript_hash)| KeyGenOk {
-            public_key,
-            transcript_hash,
-        },
-    ))
+    let package = prop_oneof![Just(Vec::new()), vec(any::<u8>(), 0..300)];
+    outcome(
+        (vec(any::<u8>(), 1..70), any::<[u8; 32]>(), package).prop_map(
+            |(public_key, transcript_hash, public_key_package)| KeyGenOk {
+                public_key,
+                transcript_hash,
+                public_key_package,
+            },
+        ),
+    )
 }
 
 fn msg() -> impl Strategy<Value = TxMsg> {
@@ -172,13 +176,21 @@ fn msg() -> impl Strategy<Value = TxMsg> {
                 outcome,
             }
         }),
-        (small_id(), session, outcome(vec(any::<u8>(), 1..100))).prop_map(
-            |(r, session, outcome)| TxMsg::SignResult {
+        (
+            small_id(),
+            session,
+            outcome(vec(any::<u8>(), 1..100)),
+            vec(any::<u8>(), 0..200)
+        )
+            .prop_map(|(r, session, outcome, package)| TxMsg::SignResult {
                 request_id: RequestId::new(r).unwrap(),
                 session,
+                signing_package: match outcome {
+                    Outcome::Ok(_) => Vec::new(),
+                    Outcome::Failed { .. } => package,
+                },
                 outcome,
-            }
-        ),
+            }),
         small_id().prop_map(|k| TxMsg::KeyDeleted {
             key_id: KeyId::new(k).unwrap()
         }),

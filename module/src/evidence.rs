@@ -13,9 +13,14 @@
 //! | the same and the round-2 package | the share fails the Feldman check against that commitment (frost-core `SecretShare::verify`): the frost#577 case |
 //! | two different round-1 packages, or two different deals | equivocation |
 //! | resharing deal | a per-dealer check of `docs/reshare.md` fails ([`reshare::check_deal_alone`]) |
+//! | FROST signature share (with the hash of the key generation and signing package it was computed for), and that package | the share does not decode, or fails frost-core's `verify_signature_share` against the culprit's verifying share in the chain's public key package (RFC 9591 §5.4) |
+//! | two different signature shares | equivocation |
 //!
-//! A bad signature share or a silent party is not provable this way (the chain holds no
-//! verifying shares and cannot see silence): such blame stays the reporter's claim.
+//! A share is checked only when the quoted package is the one its signed hash names, for the
+//! key generation whose verifying shares the chain holds, with the request's message and
+//! signers; otherwise it proves nothing (an honest share is valid for the package it names,
+//! so it can never be proven bad). Silence, and cggmp24's blame, are not provable this way:
+//! such blame stays the reporter's claim.
 //!
 //! The chain refuses a report whose quoted messages are not genuine (bad signature, another
 //! session, not from a culprit or not to the reporter): honest nodes only quote messages whose
@@ -24,7 +29,9 @@
 use std::collections::BTreeMap;
 
 use frost_core::keys::dkg::{round1, round2};
-use frost_core::keys::SecretShare;
+use frost_core::keys::{PublicKeyPackage, SecretShare};
+use frost_core::round2::SignatureShare;
+use frost_core::SigningPackage;
 use frost_ed25519::Ed25519Sha512;
 use frost_secp256k1_tr::Secp256K1Sha256TR;
 use prost::Message;
@@ -32,6 +39,7 @@ use seqmpc_proto::tx::SignedMessage;
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{NodeId, Scheme, SessionId};
 
+use crate::protocol::frost_sign::package_hash;
 use crate::protocol::reshare::{self, Deal, ReshareParams};
 use crate::protocol::{Committee, FrostScheme};
 
@@ -51,6 +59,30 @@ pub enum Context {
     },
     /// A resharing.
     Reshare(ReshareParams),
+    /// A FROST signing.
+    Sign(SignContext),
+}
+
+/// A FROST signing as the chain knows it, with what the failure report quotes.
+#[derive(Clone, Debug)]
+pub struct SignContext {
+    /// The session.
+    pub session: SessionId,
+    /// The key's scheme.
+    pub scheme: Scheme,
+    /// The key's committee, sorted (it fixes the FROST identifiers).
+    pub parties: Vec<NodeId>,
+    /// The signers the chain chose.
+    pub signers: Vec<NodeId>,
+    /// The message of the request.
+    pub message: Vec<u8>,
+    /// The key generation the chain's `public_key_package` is of; `None` when the key has
+    /// changed generation since the request (nothing is provable then).
+    pub generation: Option<u64>,
+    /// frost's serialized public key package of that generation (empty: nothing provable).
+    pub public_key_package: Vec<u8>,
+    /// The serialized `SigningPackage` the report quotes.
+    pub signing_package: Vec<u8>,
 }
 
 impl Context {
@@ -58,6 +90,7 @@ impl Context {
         match self {
             Context::Keygen { session, .. } => session,
             Context::Reshare(p) => &p.session,
+            Context::Sign(s) => &s.session,
         }
     }
 }
@@ -126,6 +159,7 @@ struct Quoted {
     round1: Vec<Vec<u8>>,
     round2: Vec<Vec<u8>>,
     deals: Vec<wire::ReshareDeal>,
+    shares: Vec<wire::SignRound2>,
 }
 
 /// Checks the messages a failure report of `reporter` quotes against the blamed `culprits`.
@@ -176,6 +210,7 @@ pub fn check(
             (Context::Keygen { .. }, Some(Payload::DkgRound1(r))) => q.round1.push(r.package),
             (Context::Keygen { .. }, Some(Payload::DkgRound2(r))) => q.round2.push(r.package),
             (Context::Reshare(_), Some(Payload::ReshareDeal(d))) => q.deals.push(d),
+            (Context::Sign(_), Some(Payload::SignRound2(s))) => q.shares.push(s),
             _ => return Err(bad("not a message this session's blame can rest on".into())),
         }
     }
@@ -198,6 +233,11 @@ pub fn check(
                 Scheme::Cggmp24Secp256k1 => None,
             },
             Context::Reshare(params) => prove_deal(params, culprit, reporter, &q)?,
+            Context::Sign(s) => match s.scheme {
+                Scheme::FrostEd25519 => prove_share::<Ed25519Sha512>(s, culprit, &q),
+                Scheme::FrostSecp256k1Tr => prove_share::<Secp256K1Sha256TR>(s, culprit, &q),
+                Scheme::Cggmp24Secp256k1 => None,
+            },
         };
         if let Some(reason) = reason {
             proven.push(Proven {
@@ -280,6 +320,92 @@ fn prove_dkg<C: FrostScheme>(
             "{culprit}'s signed DKG share to {reporter} fails the Feldman check against its signed round-1 commitment"
         )
     }))
+}
+
+/// Checks a reported FROST public key package before the chain keeps it for [`SignContext`]:
+/// it decodes as `scheme`'s, its group key is `public_key` (the chain's form), and it holds a
+/// verifying share for each of `parties`. CGGMP24 reports none.
+pub fn check_public_key_package(
+    scheme: Scheme,
+    parties: &[NodeId],
+    package: &[u8],
+    public_key: &[u8],
+) -> Result<(), String> {
+    fn check<C: FrostScheme>(
+        parties: &[NodeId],
+        package: &[u8],
+        public_key: &[u8],
+    ) -> Result<(), String> {
+        let pkp = PublicKeyPackage::<C>::deserialize(package)
+            .map_err(|e| format!("public key package does not decode: {e}"))?;
+        let group = C::chain_public_key(pkp.verifying_key()).map_err(|e| e.to_string())?;
+        if group != public_key {
+            return Err("public key package is of another group key".into());
+        }
+        let committee = Committee::<C>::new(parties).map_err(|e| e.to_string())?;
+        let ids = parties
+            .iter()
+            .map(|p| committee.id(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        if !ids.iter().all(|id| pkp.verifying_shares().contains_key(id)) {
+            return Err("public key package lacks a party's verifying share".into());
+        }
+        Ok(())
+    }
+    match scheme {
+        Scheme::FrostEd25519 => check::<Ed25519Sha512>(parties, package, public_key),
+        Scheme::FrostSecp256k1Tr => check::<Secp256K1Sha256TR>(parties, package, public_key),
+        Scheme::Cggmp24Secp256k1 if package.is_empty() => Ok(()),
+        Scheme::Cggmp24Secp256k1 => Err("a cggmp24 key has no public key package".into()),
+    }
+}
+
+/// Whether `culprit`'s quoted signature share is bad (module docs). `None` when the quotes do
+/// not show it, whatever the reason (another package or generation, a package that does not
+/// decode or is of another message or signer set): the blame then stays a claim.
+fn prove_share<C: FrostScheme>(ctx: &SignContext, culprit: &NodeId, q: &Quoted) -> Option<String> {
+    if equivocates(&q.shares) {
+        return Some(format!("{culprit} signed two different signature shares"));
+    }
+    let quoted = q.shares.first()?;
+    let generation = ctx.generation?;
+    if quoted.package_hash != package_hash(generation, &ctx.signing_package) {
+        return None;
+    }
+    let package = SigningPackage::<C>::deserialize(&ctx.signing_package).ok()?;
+    let committee = Committee::<C>::new(&ctx.parties).ok()?;
+    let signer_ids = ctx
+        .signers
+        .iter()
+        .map(|s| committee.id(s).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let same_signers = package.signing_commitments().len() == signer_ids.len()
+        && signer_ids
+            .iter()
+            .all(|id| package.signing_commitments().contains_key(id));
+    if package.message() != &ctx.message || !same_signers {
+        return None;
+    }
+    let share = match SignatureShare::<C>::deserialize(&quoted.share) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(format!(
+                "{culprit}'s signed signature share does not decode: {e}"
+            ))
+        }
+    };
+    let pkp = PublicKeyPackage::<C>::deserialize(&ctx.public_key_package).ok()?;
+    let id = committee.id(culprit).ok()?;
+    let verifying_share = pkp.verifying_shares().get(&id)?;
+    frost_core::verify_signature_share(id, verifying_share, &share, &package, pkp.verifying_key())
+        .is_err()
+        .then(|| {
+            format!(
+                "{culprit}'s signed signature share fails verification against its verifying \
+                 share for the signing package it names (RFC 9591 section 5.4)"
+            )
+        })
 }
 
 fn prove_deal(

@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use rand::rngs::OsRng;
-use seqmpc_proto::tx::{KeyGenOk, Outcome, SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES};
+use seqmpc_proto::tx::{
+    KeyGenOk, Outcome, SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES, MAX_SIGNING_PACKAGE_BYTES,
+};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use sha2::{Digest, Sha256};
@@ -315,7 +317,7 @@ pub struct Node<S: SubmitResult> {
     /// [`Node::evidence`]); dropped once the session has ended.
     evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
     finished: BTreeMap<SessionId, Instant>,
-    keys: BTreeMap<KeyId, AnyKeyMaterial>,
+    keys: BTreeMap<KeyId, (AnyKeyMaterial, u64)>,
     primes: cggmp::PrimePool,
     /// READY cggmp24 keys held here (what the presignature pools are filled for).
     cggmp_keys: BTreeMap<KeyId, presign::CggmpKeyInfo>,
@@ -334,11 +336,15 @@ type EarlyMessage = (NodeId, Payload, Instant, Option<SignedMessage>);
 const MAX_EVIDENCE_PER_SESSION: usize = 64;
 
 /// Whether the chain can check misbehaviour in this payload (`crate::evidence`): a DKG round-1
-/// package (proof of knowledge), a DKG round-2 share against it, a resharing deal.
+/// package (proof of knowledge), a DKG round-2 share against it, a resharing deal, a FROST
+/// signature share (against its signing package and verifying share).
 fn is_evidence(payload: &Payload) -> bool {
     matches!(
         payload,
-        Payload::DkgRound1(_) | Payload::DkgRound2(_) | Payload::ReshareDeal(_)
+        Payload::DkgRound1(_)
+            | Payload::DkgRound2(_)
+            | Payload::ReshareDeal(_)
+            | Payload::SignRound2(_)
     )
 }
 
@@ -360,7 +366,13 @@ fn dkg_payload(m: DkgMsg) -> Payload {
 fn sign_payload(m: SignMsg) -> Payload {
     match m {
         SignMsg::Commitments(commitments) => Payload::SignRound1(wire::SignRound1 { commitments }),
-        SignMsg::Share(share) => Payload::SignRound2(wire::SignRound2 { share }),
+        SignMsg::Share {
+            share,
+            package_hash,
+        } => Payload::SignRound2(wire::SignRound2 {
+            share,
+            package_hash,
+        }),
     }
 }
 
@@ -691,7 +703,7 @@ impl<S: SubmitResult> Node<S> {
                     }
                 };
                 if let Err(e) = started {
-                    self.fail_sign(session, request_id, e);
+                    self.fail_sign(session, request_id, e, None);
                     return;
                 }
                 self.replay_early(session).await;
@@ -787,7 +799,8 @@ impl<S: SubmitResult> Node<S> {
             && now_ms.saturating_sub(block_time_ms) > self.cfg.session_timeout.as_millis() as u64
     }
 
-    async fn load_key(&mut self, key_id: &KeyId) -> Result<AnyKeyMaterial, ProtocolError> {
+    /// A READY FROST share and its generation, from the cache or the store.
+    async fn load_key(&mut self, key_id: &KeyId) -> Result<(AnyKeyMaterial, u64), ProtocolError> {
         if let Some(k) = self.keys.get(key_id) {
             return Ok(k.clone());
         }
@@ -813,8 +826,9 @@ impl<S: SubmitResult> Node<S> {
                 "stored share of {key_id} does not match the record's public key"
             )));
         }
-        self.keys.insert(key_id.clone(), km.clone());
-        Ok(km)
+        self.keys
+            .insert(key_id.clone(), (km.clone(), rec.generation));
+        Ok((km, rec.generation))
     }
 
     async fn replay_early(&mut self, session: SessionId) {
@@ -903,7 +917,13 @@ impl<S: SubmitResult> Node<S> {
                 self.on_sign(session, from, SignMsg::Commitments(r.commitments))
                     .await
             }
-            Payload::SignRound2(r) => self.on_sign(session, from, SignMsg::Share(r.share)).await,
+            Payload::SignRound2(r) => {
+                let msg = SignMsg::Share {
+                    share: r.share,
+                    package_hash: r.package_hash,
+                };
+                self.on_sign(session, from, msg).await
+            }
             Payload::Cggmp(c) => match CggmpMsg::from_bytes(&c.msg) {
                 Ok(msg) => self.on_cggmp(session, from, msg).await,
                 Err(e) => {
@@ -928,7 +948,7 @@ impl<S: SubmitResult> Node<S> {
                     }
                     Some(Session::Sign(s)) => {
                         let rid = s.request_id.clone();
-                        self.fail_sign(session, rid, ProtocolError::Local(reason))
+                        self.fail_sign(session, rid, ProtocolError::Local(reason), None)
                     }
                     // Only a dealer aborts a resharing (it could not deal): it is to blame.
                     Some(Session::Reshare(_)) => {
@@ -994,7 +1014,7 @@ impl<S: SubmitResult> Node<S> {
                             culprits: silent,
                         }
                     };
-                    self.fail_sign(id, rid, e)
+                    self.fail_sign(id, rid, e, None)
                 }
                 Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,
                 Some(Session::Reshare(_)) => self.expire_reshare(id, e).await,

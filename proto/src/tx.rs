@@ -82,6 +82,9 @@ pub enum TxMsg {
         session: SessionId,
         /// Outcome: the signature bytes.
         outcome: Outcome<Vec<u8>>,
+        /// Failure only, may be empty: the FROST `SigningPackage` the quoted signature shares
+        /// (the outcome's evidence) were computed for.
+        signing_package: Vec<u8>,
     },
     /// A node attests it deleted its share.
     KeyDeleted {
@@ -128,6 +131,9 @@ pub struct KeyGenOk {
     pub public_key: Vec<u8>,
     /// Hash of the DKG broadcast transcript.
     pub transcript_hash: [u8; 32],
+    /// FROST schemes: frost's serialized `PublicKeyPackage` (the group key and every party's
+    /// verifying share); empty for CGGMP24.
+    pub public_key_package: Vec<u8>,
 }
 
 /// Outcome reported by a node.
@@ -141,8 +147,8 @@ pub enum Outcome<T> {
         error: String,
         /// Blamed parties.
         culprits: Vec<NodeId>,
-        /// Signed p2p messages of the culprits that prove the blame (keygen and resharing
-        /// reports only; empty when the protocol gives no proof).
+        /// Signed p2p messages of the culprits that prove the blame (empty when the protocol
+        /// gives no proof).
         evidence: Vec<SignedMessage>,
     },
 }
@@ -151,6 +157,10 @@ pub enum Outcome<T> {
 pub const MAX_EVIDENCE_MESSAGES: usize = 8;
 /// Largest quoted envelope.
 pub const MAX_EVIDENCE_ENVELOPE_BYTES: usize = 64 * 1024;
+/// Largest quoted FROST signing package in a `SignResult` (it holds the message).
+pub const MAX_SIGNING_PACKAGE_BYTES: usize = 160 * 1024;
+/// Largest reported FROST public key package (256 parties fit).
+pub const MAX_PUBLIC_KEY_PACKAGE_BYTES: usize = 32 * 1024;
 
 /// A p2p message as its sender signed it (see [`wire::p2p_signing_digest`]).
 #[derive(Clone, PartialEq, Eq)]
@@ -290,9 +300,16 @@ fn keygen_outcome(
         if r.public_key.is_empty() || r.public_key.len() > 128 {
             return Err(invalid("public_key", "must be 1..=128 bytes"));
         }
+        if r.public_key_package.len() > MAX_PUBLIC_KEY_PACKAGE_BYTES {
+            return Err(invalid(
+                "public_key_package",
+                format!("at most {MAX_PUBLIC_KEY_PACKAGE_BYTES} bytes"),
+            ));
+        }
         Outcome::Ok(KeyGenOk {
             public_key: r.public_key,
             transcript_hash,
+            public_key_package: r.public_key_package,
         })
     } else {
         failure(r.error, r.culprits, r.evidence)?
@@ -373,14 +390,27 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                     if r.signature.is_empty() || r.signature.len() > 256 {
                         return Err(invalid("signature", "must be 1..=256 bytes"));
                     }
+                    if !r.evidence.is_empty() || !r.signing_package.is_empty() {
+                        return Err(invalid(
+                            "evidence",
+                            "a signature comes without evidence or signing package",
+                        ));
+                    }
                     Outcome::Ok(r.signature)
                 } else {
-                    failure(r.error, r.culprits, Vec::new())?
+                    if r.signing_package.len() > MAX_SIGNING_PACKAGE_BYTES {
+                        return Err(invalid(
+                            "signing_package",
+                            format!("at most {MAX_SIGNING_PACKAGE_BYTES} bytes"),
+                        ));
+                    }
+                    failure(r.error, r.culprits, r.evidence)?
                 };
                 TxMsg::SignResult {
                     request_id: RequestId::new(r.request_id)?,
                     session: SessionId::from_slice(&r.session)?,
                     outcome,
+                    signing_package: r.signing_package,
                 }
             }
             tx_body::Msg::KeyDeleted(d) => TxMsg::KeyDeleted {
@@ -443,10 +473,14 @@ fn keygen_report(
             .as_ref()
             .map(|o| o.public_key.clone())
             .unwrap_or_default(),
-        transcript_hash: ok.map(|o| o.transcript_hash.to_vec()).unwrap_or_default(),
+        transcript_hash: ok
+            .as_ref()
+            .map(|o| o.transcript_hash.to_vec())
+            .unwrap_or_default(),
         error,
         culprits,
         evidence,
+        public_key_package: ok.map(|o| o.public_key_package).unwrap_or_default(),
     }
 }
 
@@ -501,27 +535,32 @@ impl From<TxMsg> for tx_body::Msg {
                 request_id,
                 session,
                 outcome,
+                signing_package,
             } => {
                 let (sig, f) = match outcome {
                     Outcome::Ok(s) => (s, Outcome::Ok(())),
                     Outcome::Failed {
-                        error, culprits, ..
+                        error,
+                        culprits,
+                        evidence,
                     } => (
                         Vec::new(),
                         Outcome::Failed {
                             error,
                             culprits,
-                            evidence: Vec::new(),
+                            evidence,
                         },
                     ),
                 };
-                let (error, culprits, _) = fail(f);
+                let (error, culprits, evidence) = fail(f);
                 tx_body::Msg::SignResult(wire::SignResult {
                     request_id: request_id.into(),
                     session: session.0.to_vec(),
                     signature: sig,
                     error,
                     culprits,
+                    evidence,
+                    signing_package,
                 })
             }
             TxMsg::KeyDeleted { key_id } => tx_body::Msg::KeyDeleted(wire::KeyDeleted {

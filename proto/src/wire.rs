@@ -155,6 +155,10 @@ pub struct KeyGenResult {
     /// be empty). The chain checks them (see `seqmpc_module::evidence`).
     #[prost(message, repeated, tag = "7")]
     pub evidence: Vec<SignedP2pMessage>,
+    /// FROST schemes (success): frost's serialized `PublicKeyPackage` (the group key and
+    /// every party's verifying share), which lets the chain check a signature share.
+    #[prost(bytes = "vec", tag = "8")]
+    pub public_key_package: Vec<u8>,
 }
 
 /// A p2p message as its sender signed it ([`p2p_signing_digest`]), quoted as evidence.
@@ -210,6 +214,13 @@ pub struct SignResult {
     /// Parties blamed (failure).
     #[prost(string, repeated, tag = "5")]
     pub culprits: Vec<String>,
+    /// The culprits' signed p2p messages to the reporter that prove the blame (failure; may
+    /// be empty): FROST signature shares.
+    #[prost(message, repeated, tag = "6")]
+    pub evidence: Vec<SignedP2pMessage>,
+    /// The FROST `SigningPackage` the quoted shares were computed for (failure; may be empty).
+    #[prost(bytes = "vec", tag = "7")]
+    pub signing_package: Vec<u8>,
 }
 
 /// A node's attestation that it deleted its share of a key.
@@ -368,6 +379,11 @@ pub struct SignRound2 {
     /// Serialized signature share.
     #[prost(bytes = "vec", tag = "1")]
     pub share: Vec<u8>,
+    /// The 32-byte hash of the key generation and the `SigningPackage` the share was
+    /// computed for (`seqmpc_module::protocol::frost_sign::package_hash`): signed with the
+    /// message, it lets the chain check the share against that package.
+    #[prost(bytes = "vec", tag = "2")]
+    pub package_hash: Vec<u8>,
 }
 
 /// Abort notice.

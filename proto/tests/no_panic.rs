@@ -93,9 +93,10 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
             some_bytes(),
             prop_oneof![Just(String::new()), ".{0,20}", "x{1020,1030}"],
             ids(),
-            evidence()
+            evidence(),
+            some_bytes()
         )
-            .prop_map(|(k, s, pk, th, e, c, ev)| {
+            .prop_map(|(k, s, pk, th, e, c, ev, pkp)| {
                 tx_body::Msg::KeyGenResult(wire::KeyGenResult {
                     key_id: k,
                     session: s,
@@ -104,6 +105,7 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                     error: e,
                     culprits: c,
                     evidence: ev,
+                    public_key_package: pkp,
                 })
             }),
         (
@@ -111,15 +113,19 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
             some_bytes(),
             some_bytes(),
             prop_oneof![Just(String::new()), ".{0,20}"],
-            ids()
+            ids(),
+            evidence(),
+            some_bytes()
         )
-            .prop_map(|(r, s, sig, e, c)| {
+            .prop_map(|(r, s, sig, e, c, ev, sp)| {
                 tx_body::Msg::SignResult(wire::SignResult {
                     request_id: r,
                     session: s,
                     signature: sig,
                     error: e,
                     culprits: c,
+                    evidence: ev,
+                    signing_package: sp,
                 })
             }),
         id_string().prop_map(|k| tx_body::Msg::KeyDeleted(wire::KeyDeleted { key_id: k })),
@@ -154,9 +160,10 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
             some_bytes(),
             prop_oneof![Just(String::new()), ".{0,20}"],
             ids(),
-            evidence()
+            evidence(),
+            some_bytes()
         )
-            .prop_map(|(k, s, pk, th, e, c, ev)| {
+            .prop_map(|(k, s, pk, th, e, c, ev, pkp)| {
                 tx_body::Msg::ReshareResult(wire::KeyGenResult {
                     key_id: k,
                     session: s,
@@ -165,6 +172,7 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                     error: e,
                     culprits: c,
                     evidence: ev,
+                    public_key_package: pkp,
                 })
             }),
     ]
@@ -226,7 +234,10 @@ fn payload() -> impl Strategy<Value = Payload> {
         b().prop_map(|p| Payload::DkgRound1(wire::DkgRound1 { package: p })),
         b().prop_map(|p| Payload::DkgRound2(wire::DkgRound2 { package: p })),
         b().prop_map(|c| Payload::SignRound1(wire::SignRound1 { commitments: c })),
-        b().prop_map(|s| Payload::SignRound2(wire::SignRound2 { share: s })),
+        (b(), b()).prop_map(|(s, h)| Payload::SignRound2(wire::SignRound2 {
+            share: s,
+            package_hash: h,
+        })),
         ".{0,40}".prop_map(|r| Payload::Abort(wire::SessionAbort { reason: r })),
         b().prop_map(|m| Payload::Cggmp(wire::CggmpPayload { msg: m })),
         b().prop_map(|p| Payload::SignPlan(wire::SignPlan { presignature_id: p })),

@@ -46,6 +46,7 @@ const PROVABLE: &[&str] = &[
     "dkg-bad-share-to",
     "dkg-equivocate-to",
     "reshare-bad-deal-to",
+    "sign-bad-share",
 ];
 
 /// What a row does with the misbehaving node.
@@ -185,7 +186,8 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
             Op::Keygen(FROST),
             "node3 reported",
         ),
-        // A signature share that does not verify, caught by the aggregator.
+        // A signature share that does not verify, caught by the aggregator and proven on
+        // chain from node1's signed share and the signing package it names.
         ("sign-bad-share", Op::Sign, "node1"),
         // A resharing dealer deals node2 a share off its polynomial.
         ("reshare-bad-deal-to=node2", Op::Reshare, "node2 reported"),
@@ -221,7 +223,8 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
             "{fault}: {failed}"
         );
         // Where the culprit's own signed messages show the misbehaviour, the chain verified
-        // the blame itself; a bad signature share stays the aggregator's claim.
+        // the blame itself (a bad signature share: against node1's verifying share in the
+        // key's public key package); silence and cggmp24's blame stay the reporter's claim.
         let proven = &failed["proven_blame"];
         if PROVABLE.iter().any(|p| fault.starts_with(p)) {
             assert_eq!(proven[0]["culprit"], "node1", "{fault}: {failed}");

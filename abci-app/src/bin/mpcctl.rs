@@ -419,6 +419,10 @@ fn sign_json(s: &Value) -> Value {
     }
     if let Some(obj) = v.as_object_mut() {
         obj.insert("prehashed".into(), s["prehashed"].clone());
+        // Blame the chain verified from the culprits' signed messages (FROST signature shares).
+        if let Some(p) = s.get("proven_blame") {
+            obj.insert("proven_blame".into(), p.clone());
+        }
     }
     v
 }

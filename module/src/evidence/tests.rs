@@ -271,6 +271,214 @@ fn check__should_not_panic_on_a_package_of_the_other_scheme() {
     assert_eq!(proven.len(), 1);
 }
 
+// ---- FROST signature shares ----
+
+/// A real 2-of-3 FROST signing (trusted-dealer key of node0..node2, generation 1) by node0,
+/// the aggregator, and node1: node1's share and package hash as it sent them, and the context
+/// the chain builds for node0's failure report quoting that package.
+struct Signed {
+    share: Vec<u8>,
+    package_hash: Vec<u8>,
+    ctx: super::SignContext,
+}
+
+fn frost_signing<C: FrostScheme>() -> Signed {
+    use crate::protocol::frost_sign::{package_hash, KeyMaterial, SignMsg, SignProgress, Signing};
+    use frost_core::keys::{IdentifierList, KeyPackage};
+    use std::sync::Arc;
+
+    let parties = vec![node(0), node(1), node(2)];
+    let committee = Committee::<C>::new(&parties).unwrap();
+    let ids: Vec<_> = parties.iter().map(|p| committee.id(p).unwrap()).collect();
+    let (shares, pkp) = frost_core::keys::generate_with_dealer::<C, _>(
+        3,
+        2,
+        IdentifierList::Custom(&ids),
+        &mut OsRng,
+    )
+    .unwrap();
+    let km = |i: usize| {
+        let kp = KeyPackage::try_from(shares[&ids[i]].clone()).unwrap();
+        Arc::new(KeyMaterial::new(kp, pkp.clone(), parties.clone()).unwrap())
+    };
+    let signers = vec![node(0), node(1)];
+    let message = b"pay 1 to node2".to_vec();
+    let (_, out0) = Signing::start(
+        SID,
+        &node(0),
+        &signers,
+        message.clone(),
+        km(0),
+        1,
+        &mut OsRng,
+    )
+    .unwrap();
+    let (s1, out1) = Signing::start(
+        SID,
+        &node(1),
+        &signers,
+        message.clone(),
+        km(1),
+        1,
+        &mut OsRng,
+    )
+    .unwrap();
+    let commitments = |m: &SignMsg| match m {
+        SignMsg::Commitments(b) => {
+            frost_core::round1::SigningCommitments::<C>::deserialize(b).unwrap()
+        }
+        SignMsg::Share { .. } => panic!("not round 1"),
+    };
+    let package = frost_core::SigningPackage::new(
+        BTreeMap::from([
+            (ids[0], commitments(&out0[0].msg)),
+            (ids[1], commitments(&out1[0].msg)),
+        ]),
+        &message,
+    )
+    .serialize()
+    .unwrap();
+    let Ok(SignProgress::Finished { out, .. }) = s1.handle(&node(0), out0[0].msg.clone()) else {
+        panic!("node1 did not sign");
+    };
+    let SignMsg::Share {
+        share,
+        package_hash: hash,
+    } = out[0].msg.clone()
+    else {
+        panic!("node1 sent no share");
+    };
+    assert_eq!(
+        hash,
+        package_hash(1, &package),
+        "the aggregator's package is node1's"
+    );
+    Signed {
+        share,
+        package_hash: hash,
+        ctx: super::SignContext {
+            session: SID,
+            scheme: C::SCHEME,
+            parties,
+            signers,
+            message,
+            generation: Some(1),
+            public_key_package: pkp.serialize().unwrap(),
+            signing_package: package,
+        },
+    }
+}
+
+fn share_msg(share: Vec<u8>, package_hash: Vec<u8>) -> Payload {
+    Payload::SignRound2(wire::SignRound2 {
+        share,
+        package_hash,
+    })
+}
+
+/// Whether node0's report quoting `quoted` (node1's signed messages to it) against `ctx`
+/// proves node1's blame.
+fn proves(keys: &Keys, ctx: super::SignContext, quoted: Vec<Payload>) -> Option<String> {
+    let ev: Vec<_> = quoted
+        .into_iter()
+        .map(|p| keys.sign(1, 0, SID, p))
+        .collect();
+    let proven = check(
+        &Context::Sign(ctx),
+        &node(0),
+        &[node(1)],
+        &ev,
+        keys.key_of(),
+    )
+    .unwrap();
+    assert!(proven.iter().all(|p| p.culprit == node(1)));
+    proven.into_iter().next().map(|p| p.reason)
+}
+
+fn for_frost_signing(f: impl Fn(Signed)) {
+    f(frost_signing::<frost_ed25519::Ed25519Sha512>());
+    f(frost_signing::<frost_secp256k1_tr::Secp256K1Sha256TR>());
+}
+
+/// A valid scalar in both encodings that is not the signer's share.
+const WRONG_SHARE: [u8; 32] = [1; 32];
+
+#[test]
+fn check__should_prove_a_signature_share_that_fails_against_its_verifying_share() {
+    for_frost_signing(|s| {
+        let keys = Keys::new();
+        let honest = proves(
+            &keys,
+            s.ctx.clone(),
+            vec![share_msg(s.share, s.package_hash.clone())],
+        );
+        assert_eq!(honest, None, "an honest share proves nothing");
+        let bad = share_msg(WRONG_SHARE.to_vec(), s.package_hash);
+        let why = proves(&keys, s.ctx, vec![bad]).expect("a bad share is proven");
+        assert!(why.contains("fails verification"), "{why}");
+    });
+}
+
+#[test]
+fn check__should_prove_nothing_for_another_package_generation_message_or_signer_set() {
+    for_frost_signing(|s| {
+        let keys = Keys::new();
+        let bad = || vec![share_msg(WRONG_SHARE.to_vec(), s.package_hash.clone())];
+        // The key changed generation since the request; or the share names generation 1 and
+        // the chain holds another.
+        for generation in [None, Some(2)] {
+            let ctx = super::SignContext {
+                generation,
+                ..s.ctx.clone()
+            };
+            assert_eq!(proves(&keys, ctx, bad()), None, "{generation:?}");
+        }
+        // The quoted package is not the one the share names.
+        let ctx = super::SignContext {
+            signing_package: flip_last(s.ctx.signing_package.clone()),
+            ..s.ctx.clone()
+        };
+        assert_eq!(proves(&keys, ctx, bad()), None);
+        // The package is of another message, or another signer set, than the request's.
+        let ctx = super::SignContext {
+            message: b"pay 2 to node2".to_vec(),
+            ..s.ctx.clone()
+        };
+        assert_eq!(proves(&keys, ctx, bad()), None);
+        let ctx = super::SignContext {
+            signers: vec![node(0), node(1), node(2)],
+            ..s.ctx.clone()
+        };
+        assert_eq!(proves(&keys, ctx, bad()), None);
+        // The chain holds no public key package (a key from before they were reported).
+        let ctx = super::SignContext {
+            public_key_package: Vec::new(),
+            ..s.ctx.clone()
+        };
+        assert_eq!(proves(&keys, ctx, bad()), None);
+    });
+}
+
+#[test]
+fn check__should_prove_undecodable_and_equivocating_signature_shares() {
+    for_frost_signing(|s| {
+        let keys = Keys::new();
+        let why = proves(
+            &keys,
+            s.ctx.clone(),
+            vec![share_msg(vec![0xff; 32], s.package_hash.clone())],
+        )
+        .expect("an undecodable share is proven");
+        assert!(why.contains("does not decode"), "{why}");
+        let twice = vec![
+            share_msg(s.share.clone(), s.package_hash.clone()),
+            share_msg(WRONG_SHARE.to_vec(), s.package_hash.clone()),
+        ];
+        let why = proves(&keys, s.ctx, twice).expect("two shares are proven");
+        assert!(why.contains("two different signature shares"), "{why}");
+    });
+}
+
 mod no_panic {
     use proptest::collection::vec;
     use proptest::prelude::*;
@@ -303,6 +511,7 @@ mod no_panic {
                     share,
                 })
             }),
+            (bytes(), bytes()).prop_map(|(share, hash)| share_msg(share, hash)),
         ]
     }
 
@@ -312,6 +521,19 @@ mod no_panic {
             Just(keygen(Scheme::FrostSecp256k1Tr)),
             Just(keygen(Scheme::Cggmp24Secp256k1)),
             Just(reshare()),
+            Just(Context::Sign(
+                frost_signing::<frost_ed25519::Ed25519Sha512>().ctx
+            )),
+            Just(Context::Sign(
+                frost_signing::<frost_secp256k1_tr::Secp256K1Sha256TR>().ctx
+            )),
+            // A quoted package and public key package of arbitrary bytes.
+            (vec(any::<u8>(), 0..300), vec(any::<u8>(), 0..300)).prop_map(|(sp, pkp)| {
+                let mut c = frost_signing::<frost_ed25519::Ed25519Sha512>().ctx;
+                c.signing_package = sp;
+                c.public_key_package = pkp;
+                Context::Sign(c)
+            }),
         ]
     }
 

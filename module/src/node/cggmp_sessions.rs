@@ -236,13 +236,12 @@ impl<S: SubmitResult> Node<S> {
             (Some(Session::Keygen(_)), cggmp::Output::Keygen(Ok(out))) => {
                 match encode_tagged(Scheme::Cggmp24Secp256k1, &out.share) {
                     Ok(share) => {
-                        self.store_keygen(
-                            session,
-                            out.public_key.to_vec(),
-                            out.transcript_hash,
-                            share,
-                        )
-                        .await
+                        let ok = KeyGenOk {
+                            public_key: out.public_key.to_vec(),
+                            transcript_hash: out.transcript_hash,
+                            public_key_package: Vec::new(),
+                        };
+                        self.store_keygen(session, ok, share).await
                     }
                     Err(e) => self.fail_keygen(session, e).await,
                 }
@@ -298,6 +297,7 @@ impl<S: SubmitResult> Node<S> {
                         request_id,
                         session,
                         outcome: Outcome::Ok(bytes),
+                        signing_package: Vec::new(),
                     });
                 }
             }
@@ -308,7 +308,7 @@ impl<S: SubmitResult> Node<S> {
                     });
                     self.send(&session, p, abort).await;
                 }
-                self.fail_sign(session, request_id, e)
+                self.fail_sign(session, request_id, e, None)
             }
         }
     }

@@ -213,13 +213,30 @@ impl<S: SubmitResult> Node<S> {
             let scheme = k.scheme;
             info!(%key_id, "key is READY locally already: reporting the existing key");
             self.finish_session(session);
+            // FROST: the verifying shares too, from the READY share (CGGMP24 reports none).
+            let public_key_package = match scheme {
+                Scheme::Cggmp24Secp256k1 => Ok(Vec::new()),
+                _ => self
+                    .load_key(&key_id)
+                    .await
+                    .and_then(|(km, _)| km.public_key_package()),
+            };
+            let outcome = match public_key_package {
+                Ok(public_key_package) => Outcome::Ok(KeyGenOk {
+                    transcript_hash: existing_transcript(scheme, &pk),
+                    public_key: pk,
+                    public_key_package,
+                }),
+                Err(e) => Outcome::Failed {
+                    error: e.to_string(),
+                    culprits: Vec::new(),
+                    evidence: Vec::new(),
+                },
+            };
             self.submit.submit(TxMsg::KeyGenResult {
                 key_id,
                 session,
-                outcome: Outcome::Ok(KeyGenOk {
-                    transcript_hash: existing_transcript(scheme, &pk),
-                    public_key: pk,
-                }),
+                outcome,
             });
             return;
         }
@@ -289,25 +306,24 @@ impl<S: SubmitResult> Node<S> {
     }
 
     pub(super) async fn complete_keygen(&mut self, session: SessionId, output: AnyDkgOutput) {
-        let share = match encode_share(&output) {
-            Ok(s) => s,
-            Err(e) => return self.fail_keygen(session, e).await,
+        let (share, public_key_package) =
+            match encode_share(&output).and_then(|s| Ok((s, output.public_key_package()?))) {
+                Ok(s) => s,
+                Err(e) => return self.fail_keygen(session, e).await,
+            };
+        let ok = KeyGenOk {
+            public_key: output.public_key().to_vec(),
+            transcript_hash: output.transcript_hash(),
+            public_key_package,
         };
-        self.store_keygen(
-            session,
-            output.public_key().to_vec(),
-            output.transcript_hash(),
-            share,
-        )
-        .await
+        self.store_keygen(session, ok, share).await
     }
 
     /// Stores the share READY (durably), then reports the key to the chain.
     pub(super) async fn store_keygen(
         &mut self,
         session: SessionId,
-        public_key: Vec<u8>,
-        transcript_hash: [u8; 32],
+        ok: KeyGenOk,
         share: SecretShare,
     ) {
         let Some(Session::Keygen(k)) = self.finish_session(session) else {
@@ -319,7 +335,7 @@ impl<S: SubmitResult> Node<S> {
             scheme: k.scheme,
             threshold: k.threshold,
             parties: k.parties.clone(),
-            public_key: public_key.clone(),
+            public_key: ok.public_key.clone(),
             status: ShareStatus::Ready,
             error: None,
             generation: 1,
@@ -343,15 +359,12 @@ impl<S: SubmitResult> Node<S> {
             m.keygens_ok += 1;
             push_bounded(&mut m.keygen_latency_us, us, 1000);
         });
-        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&public_key), us, "keygen READY locally");
+        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&ok.public_key), us, "keygen READY locally");
         crash_point!(self, "keygen-after-store");
         self.submit.submit(TxMsg::KeyGenResult {
             key_id: k.key_id.clone(),
             session,
-            outcome: Outcome::Ok(KeyGenOk {
-                public_key,
-                transcript_hash,
-            }),
+            outcome: Outcome::Ok(ok),
         });
     }
 

@@ -741,7 +741,7 @@ impl<S: SubmitResult> Node<S> {
         let request_id = s.request_id.clone();
         let (engine, out) = match OnlineSigning::start(presig, &input.message) {
             Ok(x) => x,
-            Err(e) => return self.fail_sign(session, request_id, e),
+            Err(e) => return self.fail_sign(session, request_id, e, None),
         };
         let (online, rest): (Vec<_>, Vec<_>) = buffered
             .into_iter()
@@ -793,7 +793,7 @@ impl<S: SubmitResult> Node<S> {
                 }
                 s.state = Some(SignEngine::Cggmp(worker));
             }
-            Err(e) => self.fail_sign(session, request_id, e),
+            Err(e) => self.fail_sign(session, request_id, e, None),
         }
     }
 

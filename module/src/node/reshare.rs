@@ -425,6 +425,7 @@ impl<S: SubmitResult> Node<S> {
             ));
         }
         let mut fingerprint = None;
+        let mut public_key_package = Vec::new();
         let share = match r.scheme {
             Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
                 let share = encode_tagged(r.scheme, &out.share)?;
@@ -433,6 +434,7 @@ impl<S: SubmitResult> Node<S> {
                 if km.public_key() != r.public_key.as_slice() {
                     return Err(ProtocolError::Bug("reshared share does not load".into()));
                 }
+                public_key_package = km.public_key_package()?;
                 share
             }
             Scheme::Cggmp24Secp256k1 => {
@@ -466,6 +468,7 @@ impl<S: SubmitResult> Node<S> {
         Ok(KeyGenOk {
             public_key: out.public_key,
             transcript_hash: reported_transcript(out.transcript_hash, fingerprint),
+            public_key_package,
         })
     }
 

@@ -17,9 +17,16 @@ impl<S: SubmitResult> Node<S> {
                 "node overloaded: too many sessions".into(),
             ));
         }
-        let key = self.load_key(key_id).await?;
-        let (signing, out) =
-            AnySigning::start(session, &self.cfg.me, signers, message, key, &mut OsRng)?;
+        let (key, generation) = self.load_key(key_id).await?;
+        let (signing, out) = AnySigning::start(
+            session,
+            &self.cfg.me,
+            signers,
+            message,
+            key,
+            generation,
+            &mut OsRng,
+        )?;
         self.sessions.insert(
             session,
             Session::Sign(Box::new(SignSession {
@@ -37,24 +44,34 @@ impl<S: SubmitResult> Node<S> {
         Ok(())
     }
 
+    /// Ends a FROST signing session ERROR and reports it. With `signing_package` (the
+    /// aggregator's, when shares did not verify) the report quotes it with the culprits'
+    /// signed shares, for the chain to check (`crate::evidence`).
     pub(super) fn fail_sign(
         &mut self,
         session: SessionId,
         request_id: RequestId,
         e: ProtocolError,
+        signing_package: Option<Vec<u8>>,
     ) {
         warn!(%request_id, %session, error = %e, "sign session failed");
         self.sessions.remove(&session);
         self.finished.insert(session, Instant::now());
         self.metrics(|m| m.signs_failed += 1);
+        let evidence = self.evidence(&session, e.culprits());
+        self.evidence.remove(&session);
+        let signing_package = signing_package
+            .filter(|p| !evidence.is_empty() && p.len() <= MAX_SIGNING_PACKAGE_BYTES)
+            .unwrap_or_default();
         self.submit.submit(TxMsg::SignResult {
             request_id,
             session,
             outcome: Outcome::Failed {
                 error: e.to_string(),
                 culprits: e.culprits().to_vec(),
-                evidence: Vec::new(),
+                evidence,
             },
+            signing_package,
         });
     }
 
@@ -80,6 +97,7 @@ impl<S: SubmitResult> Node<S> {
             Ok(AnySignProgress::Finished { signature, out }) => {
                 let started = s.started;
                 self.finish_session(session);
+                self.evidence.remove(&session);
                 crash_point!(self, "sign-before-share", when: signature.is_none());
                 for o in out {
                     self.send(&session, &o.to, sign_payload(o.msg)).await;
@@ -95,24 +113,38 @@ impl<S: SubmitResult> Node<S> {
                         request_id,
                         session,
                         outcome: Outcome::Ok(signature),
+                        signing_package: Vec::new(),
                     });
                 }
             }
-            Err(e) => {
-                // Tell the other signers so they stop waiting.
-                let signers = s.signers.clone();
-                for p in signers.iter().filter(|p| **p != self.cfg.me) {
-                    self.send(
-                        &session,
-                        p,
-                        Payload::Abort(wire::SessionAbort {
-                            reason: e.to_string(),
-                        }),
-                    )
-                    .await;
-                }
-                self.fail_sign(session, request_id, e)
+            Ok(AnySignProgress::Blamed {
+                error,
+                signing_package,
+            }) => {
+                self.abort_sign(session, request_id, error, Some(signing_package))
+                    .await
             }
+            Err(e) => self.abort_sign(session, request_id, e, None).await,
         }
+    }
+
+    /// Tells the other signers to stop waiting, then fails the session.
+    async fn abort_sign(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        e: ProtocolError,
+        signing_package: Option<Vec<u8>>,
+    ) {
+        let Some(Session::Sign(s)) = self.sessions.get(&session) else {
+            return;
+        };
+        let signers = s.signers.clone();
+        for p in signers.iter().filter(|p| **p != self.cfg.me) {
+            let reason = e.to_string();
+            self.send(&session, p, Payload::Abort(wire::SessionAbort { reason }))
+                .await;
+        }
+        self.fail_sign(session, request_id, e, signing_package)
     }
 }

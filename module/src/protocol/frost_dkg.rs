@@ -505,6 +505,22 @@ impl AnyDkgOutput {
         }
     }
 
+    /// frost's serialization of the public key package (group key and verifying shares),
+    /// reported to the chain.
+    pub fn public_key_package(&self) -> Result<Vec<u8>, ProtocolError> {
+        let bug = |e: String| ProtocolError::Bug(format!("serialize public key package: {e}"));
+        match self {
+            AnyDkgOutput::Ed25519(o) => o
+                .public_key_package
+                .serialize()
+                .map_err(|e| bug(e.to_string())),
+            AnyDkgOutput::Secp256k1Tr(o) => o
+                .public_key_package
+                .serialize()
+                .map_err(|e| bug(e.to_string())),
+        }
+    }
+
     /// Encodes the share for storage ([`encode_packages`]); the caller records the scheme.
     pub fn encode_packages(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         match self {

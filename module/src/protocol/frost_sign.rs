@@ -7,6 +7,12 @@
 //! Nonces are consumed by the transition that signs. One state machine, generic over the
 //! ciphersuite; [`AnySigning`] picks it from the key.
 //!
+//! A share travels with [`package_hash`] (the key generation and the `SigningPackage` it was
+//! computed for) in the sender's signed message. The aggregator takes only shares of its own
+//! package; when frost names a share that does not verify, [`SignProgress::Blamed`] hands out
+//! the package, so that the failure report can quote it with the culprit's signed share and the
+//! chain can check the share against the culprit's verifying share (`crate::evidence`).
+//!
 //! secp256k1-tr signs plain BIP340 under the key's x-only public key: frost-secp256k1-tr
 //! negates nonces and shares as BIP340 needs (even-y R and key), and no further taproot tweak
 //! is applied here (its DKG already made the key a BIP341 key-path-only output key).
@@ -22,6 +28,7 @@ use frost_ed25519::Ed25519Sha512;
 use frost_secp256k1_tr::Secp256K1Sha256TR;
 use rand::{CryptoRng, RngCore};
 use seqmpc_proto::{NodeId, Scheme, SessionId};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::frost_dkg::DkgOutput;
@@ -33,8 +40,27 @@ use crate::error::ProtocolError;
 pub enum SignMsg {
     /// Round 1: serialized `SigningCommitments`.
     Commitments(Vec<u8>),
-    /// Round 2: serialized `SignatureShare`, to the aggregator.
-    Share(Vec<u8>),
+    /// Round 2, to the aggregator: a serialized `SignatureShare` and the [`package_hash`] it
+    /// was computed for (32 bytes from an honest signer).
+    Share {
+        /// Serialized `SignatureShare`.
+        share: Vec<u8>,
+        /// [`package_hash`] of the signer's key generation and package.
+        package_hash: Vec<u8>,
+    },
+}
+
+/// Domain separation of [`package_hash`].
+const PACKAGE_HASH_TAG: &[u8] = b"seqmpc/frost-sign-package/v1\0";
+
+/// SHA-256 over a tag, the key `generation` (big-endian) and a serialized `SigningPackage`:
+/// what a signer's share message says it signed.
+pub fn package_hash(generation: u64, package: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(PACKAGE_HASH_TAG);
+    h.update(generation.to_be_bytes());
+    h.update(package);
+    h.finalize().into()
 }
 
 /// A READY key share with its group data, as loaded from the store.
@@ -149,11 +175,15 @@ enum Step<C: FrostScheme> {
     Round1 {
         nonces: SingleUseNonces<C>,
         commitments: BTreeMap<Identifier<C>, SigningCommitments<C>>,
-        early_shares: BTreeMap<Identifier<C>, SignatureShare<C>>,
+        /// Shares that overtook the last commitments, with the hash each names.
+        early_shares: BTreeMap<Identifier<C>, (SignatureShare<C>, Vec<u8>)>,
     },
     /// Aggregator only: collecting signature shares.
     Round2 {
         package: SigningPackage<C>,
+        /// The serialized package and its [`package_hash`].
+        package_bytes: Vec<u8>,
+        hash: [u8; 32],
         shares: BTreeMap<Identifier<C>, SignatureShare<C>>,
     },
 }
@@ -166,6 +196,8 @@ pub struct Signing<C: FrostScheme> {
     signers: Vec<NodeId>,
     message: Vec<u8>,
     key: Arc<KeyMaterial<C>>,
+    /// The key generation of `key` (bound into [`package_hash`]).
+    generation: u64,
     step: Step<C>,
 }
 
@@ -193,6 +225,14 @@ pub enum SignProgress<C: FrostScheme> {
         /// Last messages to send.
         out: Vec<Outgoing<SignMsg>>,
     },
+    /// Aggregator only: shares of the aggregator's own package did not verify. `error` names
+    /// their senders; `signing_package` is the serialized package, for the failure report.
+    Blamed {
+        /// The abort, with the culprits.
+        error: ProtocolError,
+        /// The serialized `SigningPackage` every quoted share names.
+        signing_package: Vec<u8>,
+    },
 }
 
 /// The aggregator of a signer set: the first signer in sorted order.
@@ -201,13 +241,15 @@ pub fn aggregator(signers: &[NodeId]) -> Option<&NodeId> {
 }
 
 impl<C: FrostScheme> Signing<C> {
-    /// Round 1: commits to fresh nonces and returns the commitments to send.
+    /// Round 1: commits to fresh nonces and returns the commitments to send. `generation` is
+    /// the key generation of `key` (its record's).
     pub fn start<R: RngCore + CryptoRng>(
         session: SessionId,
         me: &NodeId,
         signers: &[NodeId],
         message: Vec<u8>,
         key: Arc<KeyMaterial<C>>,
+        generation: u64,
         rng: &mut R,
     ) -> Result<(Signing<C>, Vec<Outgoing<SignMsg>>), ProtocolError> {
         let committee = Committee::new(&key.parties)?;
@@ -248,6 +290,7 @@ impl<C: FrostScheme> Signing<C> {
             signers,
             message,
             key,
+            generation,
             step: Step::Round1 {
                 nonces: SingleUseNonces(nonces),
                 commitments: all,
@@ -299,6 +342,7 @@ impl<C: FrostScheme> Signing<C> {
             signers,
             message,
             key,
+            generation,
             step,
         } = self;
         let rebuild = |step| Signing {
@@ -308,6 +352,7 @@ impl<C: FrostScheme> Signing<C> {
             signers: signers.clone(),
             message: message.clone(),
             key: key.clone(),
+            generation,
             step,
         };
         match (step, msg) {
@@ -338,12 +383,21 @@ impl<C: FrostScheme> Signing<C> {
                     commitments,
                     mut early_shares,
                 },
-                SignMsg::Share(bytes),
+                SignMsg::Share {
+                    share,
+                    package_hash,
+                },
             ) => {
-                let share = SignatureShare::deserialize(&bytes).map_err(|e| {
+                let share = SignatureShare::deserialize(&share).map_err(|e| {
                     ProtocolError::blame(from, format!("undecodable signature share: {e}"))
                 })?;
-                record_once(&mut early_shares, from_id, share, from, "signing round-2")?;
+                record_once(
+                    &mut early_shares,
+                    from_id,
+                    (share, package_hash),
+                    from,
+                    "signing round-2",
+                )?;
                 Ok(SignProgress::Continue(
                     rebuild(Step::Round1 {
                         nonces,
@@ -356,17 +410,37 @@ impl<C: FrostScheme> Signing<C> {
             (
                 Step::Round2 {
                     package,
+                    package_bytes,
+                    hash,
                     mut shares,
                 },
-                SignMsg::Share(bytes),
+                SignMsg::Share {
+                    share,
+                    package_hash,
+                },
             ) => {
-                let share = SignatureShare::deserialize(&bytes).map_err(|e| {
+                let share = SignatureShare::deserialize(&share).map_err(|e| {
                     ProtocolError::blame(from, format!("undecodable signature share: {e}"))
                 })?;
+                same_package(from, &package_hash, &hash)?;
                 record_once(&mut shares, from_id, share, from, "signing round-2")?;
-                rebuild(Step::Round2 { package, shares }).maybe_aggregate(Vec::new())
+                rebuild(Step::Round2 {
+                    package,
+                    package_bytes,
+                    hash,
+                    shares,
+                })
+                .maybe_aggregate(Vec::new())
             }
-            (Step::Round2 { package, shares }, SignMsg::Commitments(bytes)) => {
+            (
+                Step::Round2 {
+                    package,
+                    package_bytes,
+                    hash,
+                    shares,
+                },
+                SignMsg::Commitments(bytes),
+            ) => {
                 let same = SigningCommitments::deserialize(&bytes)
                     .ok()
                     .is_some_and(|c| package.signing_commitments().get(&from_id) == Some(&c));
@@ -377,7 +451,12 @@ impl<C: FrostScheme> Signing<C> {
                     ));
                 }
                 Ok(SignProgress::Continue(
-                    rebuild(Step::Round2 { package, shares }),
+                    rebuild(Step::Round2 {
+                        package,
+                        package_bytes,
+                        hash,
+                        shares,
+                    }),
                     Vec::new(),
                 ))
             }
@@ -399,6 +478,10 @@ impl<C: FrostScheme> Signing<C> {
                         reason: format!("FROST sign: {e}"),
                     }
                 })?;
+                let package_bytes = package
+                    .serialize()
+                    .map_err(|e| ProtocolError::Bug(format!("serialize signing package: {e}")))?;
+                let hash = package_hash(self.generation, &package_bytes);
                 let my_id = self.committee.id(&self.me)?;
                 let aggregator = aggregator(&self.signers)
                     .ok_or_else(|| ProtocolError::Bug("no signers".into()))?
@@ -408,14 +491,30 @@ impl<C: FrostScheme> Signing<C> {
                         signature: None,
                         out: vec![Outgoing {
                             to: aggregator,
-                            msg: SignMsg::Share(my_share.serialize()),
+                            msg: SignMsg::Share {
+                                share: my_share.serialize(),
+                                package_hash: hash.to_vec(),
+                            },
                         }],
                     });
                 }
-                let mut shares = early_shares;
+                let mut shares = BTreeMap::new();
+                for (id, (share, their_hash)) in early_shares {
+                    let from = self
+                        .committee
+                        .node(&id)
+                        .ok_or_else(|| ProtocolError::Bug("share of an unknown signer".into()))?;
+                    same_package(from, &their_hash, &hash)?;
+                    shares.insert(id, share);
+                }
                 shares.insert(my_id, my_share);
                 Signing {
-                    step: Step::Round2 { package, shares },
+                    step: Step::Round2 {
+                        package,
+                        package_bytes,
+                        hash,
+                        shares,
+                    },
                     ..self
                 }
                 .maybe_aggregate(Vec::new())
@@ -432,14 +531,27 @@ impl<C: FrostScheme> Signing<C> {
             return Err(ProtocolError::Bug("aggregating on a non-aggregator".into()));
         }
         match &self.step {
-            Step::Round2 { package, shares } if shares.len() == self.signers.len() => {
+            Step::Round2 {
+                package,
+                package_bytes,
+                shares,
+                ..
+            } if shares.len() == self.signers.len() => {
                 // RFC 9591 5.3: aggregate; frost verifies the group signature and, on failure,
                 // each share, naming the cheaters.
-                let sig = frost_core::aggregate(package, shares, &self.key.public_key_package)
-                    .map_err(|e| ProtocolError::Aborted {
-                        culprits: self.committee.culprits(&e.culprits()),
-                        reason: format!("FROST aggregate: {e}"),
-                    })?;
+                let sig = match frost_core::aggregate(package, shares, &self.key.public_key_package)
+                {
+                    Ok(sig) => sig,
+                    Err(e) => {
+                        return Ok(SignProgress::Blamed {
+                            error: ProtocolError::Aborted {
+                                culprits: self.committee.culprits(&e.culprits()),
+                                reason: format!("FROST aggregate: {e}"),
+                            },
+                            signing_package: package_bytes.clone(),
+                        })
+                    }
+                };
                 let bytes = sig
                     .serialize()
                     .map_err(|e| ProtocolError::Bug(format!("serialize signature: {e}")))?;
@@ -452,6 +564,23 @@ impl<C: FrostScheme> Signing<C> {
             _ => Ok(SignProgress::Continue(self, out)),
         }
     }
+}
+
+/// A share is taken only for the aggregator's own package. A share that names another one ends
+/// the session without a culprit: the aggregator cannot tell a signer that lies about its
+/// package from one that was sent other commitments than the aggregator (an equivocating
+/// signer), nor a stale key generation from either.
+fn same_package(from: &NodeId, theirs: &[u8], mine: &[u8; 32]) -> Result<(), ProtocolError> {
+    if theirs == mine.as_slice() {
+        return Ok(());
+    }
+    Err(ProtocolError::Aborted {
+        culprits: Vec::new(),
+        reason: format!(
+            "{from}'s signature share is for another signing package or key generation than \
+             the aggregator's (commitments differ between signers, or {from} lies)"
+        ),
+    })
 }
 
 /// A READY key share of either scheme.
@@ -500,6 +629,22 @@ impl AnyKeyMaterial {
             AnyKeyMaterial::Secp256k1Tr(k) => k.public_key(),
         }
     }
+
+    /// frost's serialization of the public key package (group key and verifying shares),
+    /// reported to the chain.
+    pub fn public_key_package(&self) -> Result<Vec<u8>, ProtocolError> {
+        let bug = |e: String| ProtocolError::Bug(format!("serialize public key package: {e}"));
+        match self {
+            AnyKeyMaterial::Ed25519(k) => k
+                .public_key_package()
+                .serialize()
+                .map_err(|e| bug(e.to_string())),
+            AnyKeyMaterial::Secp256k1Tr(k) => k
+                .public_key_package()
+                .serialize()
+                .map_err(|e| bug(e.to_string())),
+        }
+    }
 }
 
 /// A signing session of the key's scheme: dispatch over [`Signing`]'s ciphersuites.
@@ -524,6 +669,13 @@ pub enum AnySignProgress {
         /// Last messages to send.
         out: Vec<Outgoing<SignMsg>>,
     },
+    /// Shares did not verify, see [`SignProgress::Blamed`].
+    Blamed {
+        /// The abort, with the culprits.
+        error: ProtocolError,
+        /// The serialized `SigningPackage`.
+        signing_package: Vec<u8>,
+    },
 }
 
 impl AnySigning {
@@ -534,13 +686,18 @@ impl AnySigning {
         signers: &[NodeId],
         message: Vec<u8>,
         key: AnyKeyMaterial,
+        generation: u64,
         rng: &mut R,
     ) -> Result<(AnySigning, Vec<Outgoing<SignMsg>>), ProtocolError> {
         match key {
-            AnyKeyMaterial::Ed25519(k) => Signing::start(session, me, signers, message, k, rng)
-                .map(|(s, out)| (AnySigning::Ed25519(s), out)),
-            AnyKeyMaterial::Secp256k1Tr(k) => Signing::start(session, me, signers, message, k, rng)
-                .map(|(s, out)| (AnySigning::Secp256k1Tr(s), out)),
+            AnyKeyMaterial::Ed25519(k) => {
+                Signing::start(session, me, signers, message, k, generation, rng)
+                    .map(|(s, out)| (AnySigning::Ed25519(s), out))
+            }
+            AnyKeyMaterial::Secp256k1Tr(k) => {
+                Signing::start(session, me, signers, message, k, generation, rng)
+                    .map(|(s, out)| (AnySigning::Secp256k1Tr(s), out))
+            }
         }
     }
 
@@ -563,6 +720,13 @@ impl AnySigning {
                 SignProgress::Finished { signature, out } => {
                     AnySignProgress::Finished { signature, out }
                 }
+                SignProgress::Blamed {
+                    error,
+                    signing_package,
+                } => AnySignProgress::Blamed {
+                    error,
+                    signing_package,
+                },
             }
         }
         Ok(match self {

@@ -183,9 +183,12 @@ fn frost_dkg_handle__should_not_panic_on_mutated_or_arbitrary_messages_secp256k1
 
 // ---- FROST signing ----
 
-fn sign_bytes(m: &mut SignMsg) -> &mut Vec<u8> {
+/// The bytes of a signing message to mutate: a share's hash instead of the share when `hash`.
+fn sign_bytes(m: &mut SignMsg, hash: bool) -> &mut Vec<u8> {
     match m {
-        SignMsg::Commitments(b) | SignMsg::Share(b) => b,
+        SignMsg::Commitments(b) => b,
+        SignMsg::Share { package_hash, .. } if hash => package_hash,
+        SignMsg::Share { share, .. } => share,
     }
 }
 
@@ -218,9 +221,9 @@ fn frost_sign_messages<C: FrostScheme>(name: &str) {
         let mut states = BTreeMap::new();
         let mut queue = VecDeque::new();
         for s in &signers {
+            let key = keys[s].clone();
             let (st, out) =
-                Signing::start(SID, s, &signers, message.clone(), keys[s].clone(), &mut rng)
-                    .unwrap();
+                Signing::start(SID, s, &signers, message.clone(), key, 1, &mut rng).unwrap();
             states.insert(s.clone(), st);
             queue.extend(out.into_iter().map(|o| (s.clone(), o)));
         }
@@ -228,7 +231,11 @@ fn frost_sign_messages<C: FrostScheme>(name: &str) {
             let m = if commit {
                 SignMsg::Commitments(bytes)
             } else {
-                SignMsg::Share(bytes)
+                let package_hash = bytes.iter().rev().copied().collect();
+                SignMsg::Share {
+                    share: bytes,
+                    package_hash,
+                }
             };
             let at = at % (queue.len() + 1);
             queue.insert(
@@ -245,7 +252,7 @@ fn frost_sign_messages<C: FrostScheme>(name: &str) {
         let mut delivered = 0;
         while let Some((from, mut o)) = queue.pop_front() {
             if delivered == k % 8 {
-                apply(sign_bytes(&mut o.msg), &muts);
+                apply(sign_bytes(&mut o.msg, k / 8 % 2 == 1), &muts);
             }
             delivered += 1;
             let Some(st) = states.remove(&o.to) else {
@@ -259,7 +266,7 @@ fn frost_sign_messages<C: FrostScheme>(name: &str) {
                 Ok(SignProgress::Finished { out, .. }) => {
                     queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
                 }
-                Err(_) => {}
+                Ok(SignProgress::Blamed { .. }) | Err(_) => {}
             }
         }
         Ok(())

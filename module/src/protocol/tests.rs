@@ -116,7 +116,7 @@ fn run_sign<C: FrostScheme>(
     let mut states = BTreeMap::new();
     let mut queue = VecDeque::new();
     for s in signers {
-        let (st, out) = Signing::start(SID, s, signers, msg.to_vec(), keys[s].clone(), rng)?;
+        let (st, out) = Signing::start(SID, s, signers, msg.to_vec(), keys[s].clone(), 1, rng)?;
         states.insert(s.clone(), Some(st));
         queue.extend(out.into_iter().map(|o| (s.clone(), o)));
     }
@@ -143,6 +143,7 @@ fn run_sign<C: FrostScheme>(
                         signature = sig;
                     }
                 }
+                SignProgress::Blamed { error, .. } => return Err(error),
             }
         }
     }
@@ -293,40 +294,80 @@ fn blame_undecodable_and_unknown<C: TestScheme>() {
     assert_eq!(e.culprits(), &[stranger]);
 }
 
-fn blame_bad_signature_share<C: TestScheme>() {
+/// The aggregator (node0) of a 2-of-3 signing with node1 in round 2, and node1's share message
+/// (share, package hash), which node1 computed for generation `generation` of its key.
+fn aggregator_and_share<C: TestScheme>(generation: u64) -> (Signing<C>, Vec<u8>, Vec<u8>) {
     let mut rng = seeded();
     let parties = nodes(3);
     let keys = keygen::<C>(&parties, 2, &mut rng);
     let signers = vec![parties[0].clone(), parties[1].clone()];
-    let (agg, _) = Signing::start(
-        SID,
-        &signers[0],
-        &signers,
-        b"m".to_vec(),
-        keys[&signers[0]].clone(),
-        &mut rng,
-    )
-    .unwrap();
-    let (other, out) = Signing::start(
-        SID,
-        &signers[1],
-        &signers,
-        b"m".to_vec(),
-        keys[&signers[1]].clone(),
-        &mut rng,
-    )
-    .unwrap();
-    drop(other);
-    // node1 commits, then sends a share that is a valid scalar but not its share.
+    let start = |me: &NodeId, g: u64, rng: &mut StdRng| {
+        let key = keys[me].clone();
+        Signing::start(SID, me, &signers, b"m".to_vec(), key, g, rng).unwrap()
+    };
+    let (agg, agg_out) = start(&signers[0], 1, &mut rng);
+    let (other, out) = start(&signers[1], generation, &mut rng);
+    let Ok(SignProgress::Finished { out: share, .. }) =
+        other.handle(&signers[0], agg_out[0].msg.clone())
+    else {
+        panic!("node1 did not sign");
+    };
+    let Some(Outgoing {
+        msg: SignMsg::Share {
+            share,
+            package_hash,
+        },
+        ..
+    }) = share.into_iter().next()
+    else {
+        panic!("node1 sent no share");
+    };
     let agg = match agg.handle(&signers[1], out[0].msg.clone()).unwrap() {
         SignProgress::Continue(s, _) => s,
-        SignProgress::Finished { .. } => panic!("early"),
+        _ => panic!("early"),
     };
+    (agg, share, package_hash)
+}
+
+fn blame_bad_signature_share<C: TestScheme>() {
+    let (agg, _, package_hash) = aggregator_and_share::<C>(1);
+    let node1 = nodes(2).pop().unwrap();
+    // node1 sends, for the right package, a share that is a valid scalar but not its share:
+    // the aggregator blames it and hands out the package that share names.
     let bad = frost_core::round2::SignatureShare::<C>::deserialize(&[1u8; 32]).unwrap();
-    let e = agg
-        .handle(&signers[1], SignMsg::Share(bad.serialize()))
-        .unwrap_err();
-    assert_eq!(e.culprits(), &[signers[1].clone()], "{e}");
+    let msg = SignMsg::Share {
+        share: bad.serialize(),
+        package_hash: package_hash.clone(),
+    };
+    let Ok(SignProgress::Blamed {
+        error,
+        signing_package,
+    }) = agg.handle(&node1, msg)
+    else {
+        panic!("a bad share was not blamed");
+    };
+    assert_eq!(error.culprits(), &[node1], "{error}");
+    assert_eq!(package_hash, package_hash_of(1, &signing_package));
+}
+
+fn package_hash_of(generation: u64, package: &[u8]) -> Vec<u8> {
+    super::frost_sign::package_hash(generation, package).to_vec()
+}
+
+/// A share computed for another key generation (or package) is refused without a culprit:
+/// the aggregator cannot tell who is at fault.
+fn refuse_a_share_of_another_generation<C: TestScheme>() {
+    let (agg, share, package_hash) = aggregator_and_share::<C>(2);
+    let node1 = nodes(2).pop().unwrap();
+    let msg = SignMsg::Share {
+        share,
+        package_hash,
+    };
+    let Err(e) = agg.handle(&node1, msg) else {
+        panic!("a share of another generation was taken");
+    };
+    assert!(e.culprits().is_empty(), "{e}");
+    assert!(e.to_string().contains("another signing package"), "{e}");
 }
 
 /// Party `me` of `parties` starts signing `m` with every party as a signer.
@@ -342,6 +383,7 @@ fn start_signing<C: FrostScheme>(
         parties,
         b"m".to_vec(),
         keys[&parties[me]].clone(),
+        1,
         rng,
     )
     .unwrap()
@@ -357,7 +399,7 @@ fn blame_equivocating_commitments<C: TestScheme>() {
     let (_, out1b) = start(1, &mut rng);
     let s0 = match s0.handle(&parties[1], out1[0].msg.clone()).unwrap() {
         SignProgress::Continue(s, _) => s,
-        SignProgress::Finished { .. } => panic!("early"),
+        _ => panic!("early"),
     };
     // The same commitments again are a harmless duplicate; different ones are equivocation.
     let s0 = match s0.handle(&parties[1], out1[0].msg.clone()).unwrap() {
@@ -365,7 +407,7 @@ fn blame_equivocating_commitments<C: TestScheme>() {
             assert!(out.is_empty());
             s
         }
-        SignProgress::Finished { .. } => panic!("early"),
+        _ => panic!("early"),
     };
     let e = s0.handle(&parties[1], out1b[0].msg.clone()).unwrap_err();
     assert_eq!(e.culprits(), &[parties[1].clone()], "{e}");
@@ -390,7 +432,7 @@ fn waiting_for_silent_signers<C: TestScheme>() {
     // The aggregator (node0) has node1's commitments: only node2 is silent.
     let s0 = match s0.handle(&parties[1], out1[0].msg.clone()).unwrap() {
         SignProgress::Continue(s, _) => s,
-        SignProgress::Finished { .. } => panic!("early"),
+        _ => panic!("early"),
     };
     assert_eq!(s0.waiting_for(), vec![parties[2].clone()]);
     // With every commitment, the aggregator waits for the other signers' shares.
@@ -398,7 +440,7 @@ fn waiting_for_silent_signers<C: TestScheme>() {
         |out: &[Outgoing<SignMsg>]| out.iter().find(|o| o.to == parties[0]).unwrap().msg.clone();
     let s0 = match s0.handle(&parties[2], to0(&out2)).unwrap() {
         SignProgress::Continue(s, _) => s,
-        SignProgress::Finished { .. } => panic!("early"),
+        _ => panic!("early"),
     };
     assert_eq!(
         s0.waiting_for(),
@@ -425,6 +467,7 @@ for_both_schemes! {
     frost_dkg__should_ignore_duplicates_and_blame_equivocation => duplicates_and_equivocation;
     frost_dkg__should_blame_undecodable_and_unknown_senders => blame_undecodable_and_unknown;
     frost_sign__should_blame_a_bad_signature_share => blame_bad_signature_share;
+    frost_sign__should_refuse_a_share_of_another_key_generation_without_blame => refuse_a_share_of_another_generation;
     frost_sign__should_ignore_duplicate_and_blame_equivocating_commitments => blame_equivocating_commitments;
     frost_sign__should_say_which_signers_it_still_waits_for => waiting_for_silent_signers;
 }

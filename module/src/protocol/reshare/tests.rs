@@ -230,7 +230,7 @@ fn frost_sign(key: &OldKey, signers: &[NodeId], rng: &mut StdRng) -> Vec<u8> {
     for s in signers {
         let km = AnyKeyMaterial::decode(key.scheme, &key.shares[s], key.parties.clone()).unwrap();
         assert_eq!(km.public_key(), key.public_key.as_slice());
-        let (st, out) = AnySigning::start(SID, s, signers, msg.clone(), km, rng).unwrap();
+        let (st, out) = AnySigning::start(SID, s, signers, msg.clone(), km, 1, rng).unwrap();
         states.insert(s.clone(), Some(st));
         queue.extend(out.into_iter().map(|o| (s.clone(), o)));
     }
@@ -250,6 +250,7 @@ fn frost_sign(key: &OldKey, signers: &[NodeId], rng: &mut StdRng) -> Vec<u8> {
                 queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
                 signature = signature.or(sig);
             }
+            AnySignProgress::Blamed { error, .. } => panic!("{error}"),
         }
     }
     // The engine verified it with ed25519-dalek / libsecp256k1 before returning it.
