@@ -1867,3 +1867,217 @@ fn keygen_failure__should_record_blame_proven_by_the_culprits_signed_messages() 
         "{k}"
     );
 }
+
+/// A FROST-Ed25519 signing whose failure report quotes a signer's signed signature share and
+/// the signing package it names: the chain checks the share against the signer's verifying
+/// share in the key's public key package (reported at keygen) and records the proven blame.
+#[test]
+fn sign_failure__should_record_blame_proven_by_a_signed_bad_signature_share() {
+    use ed25519_dalek::Signer as _;
+    use frost_ed25519::keys::{IdentifierList, KeyPackage};
+    use prost::Message as _;
+    use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+    let mut net = Net::new();
+    // A 3-of-4 key from frost's trusted dealer (identifiers: committee positions + 1), with
+    // its real public key package in every keygen report.
+    let ids: Vec<_> = (1..=4u16)
+        .map(|i| frost_ed25519::Identifier::try_from(i).unwrap())
+        .collect();
+    let (shares, pkp) = frost_ed25519::keys::generate_with_dealer(
+        4,
+        3,
+        IdentifierList::Custom(&ids),
+        rand::rngs::OsRng,
+    )
+    .unwrap();
+    let public_key = pkp.verifying_key().serialize().unwrap();
+    let tx = net.keygen("k", 3);
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!("{jobs:?}")
+    };
+    let reports: Vec<_> = (0..4)
+        .map(|i| {
+            let k = net.nodes[i].clone();
+            let outcome = Outcome::Ok(KeyGenOk {
+                public_key: public_key.clone(),
+                transcript_hash: [1; 32],
+                public_key_package: pkp.serialize().unwrap(),
+            });
+            net.tx(
+                &k,
+                TxMsg::KeyGenResult {
+                    key_id: KeyId::new("k").unwrap(),
+                    session,
+                    outcome,
+                },
+            )
+        })
+        .collect();
+    net.block(reports);
+    let k = net.query("/key/k").1;
+    assert_eq!(k["status"], "READY", "{k}");
+    assert_eq!(
+        k["public_key_package"],
+        hex::encode(pkp.serialize().unwrap())
+    );
+
+    let c = net.client.clone();
+    let message = b"pay 1".to_vec();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("k").unwrap(),
+            request_id: RequestId::new("r").unwrap(),
+            message: message.clone(),
+            prehashed: false,
+        },
+    );
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::Sign {
+        session, signers, ..
+    } = jobs[0].clone()
+    else {
+        panic!("{jobs:?}")
+    };
+    let index = |n: &NodeId| n.as_str()["node".len()..].parse::<usize>().unwrap();
+    let (aggregator, culprit) = (index(&signers[0]), index(&signers[1]));
+    // Every signer's commitments, the package, and the culprit's share of it (or a wrong one).
+    let mut nonces = std::collections::BTreeMap::new();
+    let mut commitments = std::collections::BTreeMap::new();
+    for s in &signers {
+        let id = ids[index(s)];
+        let (n, c) =
+            frost_ed25519::round1::commit(shares[&id].signing_share(), &mut rand::rngs::OsRng);
+        nonces.insert(id, n);
+        commitments.insert(id, c);
+    }
+    let package = frost_ed25519::SigningPackage::new(commitments, &message);
+    let package_bytes = package.serialize().unwrap();
+    let culprit_id = ids[culprit];
+    let good_share = frost_ed25519::round2::sign(
+        &package,
+        &nonces[&culprit_id],
+        &KeyPackage::try_from(shares[&culprit_id].clone()).unwrap(),
+    )
+    .unwrap()
+    .serialize();
+    let quote = |share: Vec<u8>, signer: &SigningKey| {
+        let envelope = wire::P2pEnvelope {
+            session: session.0.to_vec(),
+            payload: Some(Payload::SignRound2(wire::SignRound2 {
+                share,
+                package_hash: seqmpc_module::protocol::frost_sign::package_hash(1, &package_bytes)
+                    .to_vec(),
+            })),
+        }
+        .encode_to_vec();
+        let (from, to) = (nid(culprit), nid(aggregator));
+        let digest = wire::p2p_signing_digest(from.as_str(), to.as_str(), &envelope);
+        seqmpc_proto::tx::SignedMessage {
+            from,
+            to,
+            envelope,
+            signature: signer.sign(&digest).to_bytes(),
+        }
+    };
+    let report = |net: &mut Net, evidence, sequenced: bool| {
+        let msg = TxMsg::SignResult {
+            request_id: RequestId::new("r").unwrap(),
+            session,
+            outcome: Outcome::Failed {
+                error: "FROST aggregate: Invalid signature share.".into(),
+                culprits: vec![nid(culprit)],
+                evidence,
+            },
+            signing_package: package_bytes.clone(),
+        };
+        let k = net.nodes[aggregator].clone();
+        if sequenced {
+            net.tx(&k, msg)
+        } else {
+            net.tx_unsequenced(&k, msg)
+        }
+    };
+    let culprit_key = net.nodes[culprit].clone();
+    let aggregator_key = net.nodes[aggregator].clone();
+    // Forged: the aggregator cannot sign as the culprit.
+    let forged = report(&mut net, vec![quote(vec![1; 32], &aggregator_key)], false);
+    let r = net.check(&forged);
+    assert_eq!(r.code, 6, "{}", r.log);
+    assert!(r.log.contains("node key"), "{}", r.log);
+    // The culprit's honest share proves nothing (a claim stays a claim).
+    let claim = report(&mut net, vec![quote(good_share, &culprit_key)], false);
+    assert_eq!(net.check(&claim).code, 0, "{}", net.check(&claim).log);
+    // Its signed share that is not its share: proven.
+    let proof = report(&mut net, vec![quote(vec![1; 32], &culprit_key)], true);
+    let (res, _) = net.block(vec![proof]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["status"], "ERROR", "{s}");
+    let proven = &s["proven_blame"];
+    assert_eq!(proven[0]["culprit"], nid(culprit).as_str(), "{s}");
+    assert_eq!(proven[0]["reporter"], nid(aggregator).as_str(), "{s}");
+    assert!(
+        proven[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fails verification"),
+        "{s}"
+    );
+}
+
+/// A FROST key becomes READY only with a public key package every party reports, of the
+/// reported group key, with a verifying share for each party.
+#[test]
+fn app_ends_a_frost_keygen_in_error_without_a_usable_public_key_package() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[33; 32]).verifying_key().to_bytes();
+    let other = SigningKey::from_bytes(&[34; 32]).verifying_key().to_bytes();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("none", Vec::new(), "does not decode"),
+        (
+            "other",
+            package_for(Scheme::FrostEd25519, &other),
+            "another group key",
+        ),
+        (
+            "cut",
+            {
+                let mut p = package_for(Scheme::FrostEd25519, &group);
+                p.truncate(p.len() - 1);
+                p
+            },
+            "does not decode",
+        ),
+    ];
+    for (id, package, needle) in cases {
+        let tx = net.keygen(id, 3);
+        let (_, jobs) = net.block(vec![tx]);
+        let Job::KeyGen { session, .. } = jobs[0].clone() else {
+            panic!("{jobs:?}")
+        };
+        let reports: Vec<_> = (0..4)
+            .map(|i| {
+                let k = net.nodes[i].clone();
+                let outcome = Outcome::Ok(KeyGenOk {
+                    public_key: group.to_vec(),
+                    transcript_hash: [1; 32],
+                    public_key_package: package.clone(),
+                });
+                net.tx(
+                    &k,
+                    TxMsg::KeyGenResult {
+                        key_id: KeyId::new(id).unwrap(),
+                        session,
+                        outcome,
+                    },
+                )
+            })
+            .collect();
+        net.block(reports);
+        let k = net.query(&format!("/key/{id}")).1;
+        assert_eq!(k["status"], "ERROR", "{id}: {k}");
+        assert!(k["error"].as_str().unwrap().contains(needle), "{id}: {k}");
+    }
+}

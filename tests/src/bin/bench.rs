@@ -555,13 +555,21 @@ const FROST_RESHARES: &[(&[&str], u32)] = &[(FIRST3, 2), (ALL4, 3), (FIRST3, 2),
 
 fn main() -> anyhow::Result<()> {
     // `--mpcd-dir DIR` (where the binaries are), `--only ed|tr|ec` (one scheme's phases).
+    const USAGE: &str = "usage: seqmpc-bench [--mpcd-dir DIR] [--only ed|tr|ec]";
     let mut args = std::env::args().skip(1);
     let mut only = None;
-    while let (Some(flag), Some(value)) = (args.next(), args.next()) {
+    while let Some(flag) = args.next() {
+        if matches!(flag.as_str(), "-h" | "--help") {
+            println!("{USAGE}\n  runs a 4-node network and measures keygen, signing and resharing of each scheme against the library's in-process floor");
+            return Ok(());
+        }
+        let Some(value) = args.next() else {
+            bail!("{flag} needs a value; {USAGE}");
+        };
         match flag.as_str() {
             "--mpcd-dir" => std::env::set_var("SEQMPC_BIN_DIR", value),
-            "--only" => only = Some(value),
-            other => bail!("unknown option {other}; known: --mpcd-dir DIR, --only ed|tr|ec"),
+            "--only" if matches!(value.as_str(), "ed" | "tr" | "ec") => only = Some(value),
+            _ => bail!("unknown option {flag} {value}; {USAGE}"),
         }
     }
     let run = |tag: &str| only.as_deref().is_none_or(|o| o == tag);
