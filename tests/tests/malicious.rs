@@ -56,6 +56,9 @@ enum Op {
     Keygen(&'static str),
     /// Sign requests with the READY key until one has node1 as a non-aggregating signer.
     Sign,
+    /// One refresh of the READY key first (node1's fault leaves resharing alone), then as
+    /// `Sign`: the chain checks shares against the new generation's verifying shares.
+    SignNewGeneration,
     /// Refreshes of the READY key until node1 is one of the dealers.
     Reshare,
 }
@@ -79,6 +82,18 @@ fn run(net: &Localnet, op: Op, row: usize, pk: &str) -> (usize, Value) {
                 .expect_err("a keygen with a malicious party must not succeed");
             assert!(err.contains("ERROR"), "{err}");
             (1, net.mpcctl_json(&["key", "--key-id", &id]).unwrap())
+        }
+        Op::SignNewGeneration => {
+            let before = net.mpcctl_json(&["key", "--key-id", "good"]).unwrap();
+            let after = net
+                .mpcctl_json(&["refresh", "--key-id", "good", "--wait"])
+                .unwrap();
+            assert_eq!(
+                after["generation"].as_u64(),
+                before["generation"].as_u64().map(|g| g + 1),
+                "{after}"
+            );
+            run(net, Op::Sign, row, pk)
         }
         Op::Sign => {
             for i in 0..12 {
@@ -186,11 +201,12 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
             Op::Keygen(FROST),
             "node3 reported",
         ),
-        // A signature share that does not verify, caught by the aggregator and proven on
-        // chain from node1's signed share and the signing package it names.
-        ("sign-bad-share", Op::Sign, "node1"),
         // A resharing dealer deals node2 a share off its polynomial.
         ("reshare-bad-deal-to=node2", Op::Reshare, "node2 reported"),
+        // A signature share that does not verify, caught by the aggregator and proven on
+        // chain from node1's signed share and the signing package it names, after a refresh:
+        // against the verifying shares of the key's new generation.
+        ("sign-bad-share", Op::SignNewGeneration, "node1"),
         // CGGMP24 DKG: a round-3 Schnorr proof that does not verify, to everybody. cggmp24
         // blames the prover's index; no key becomes READY.
         (
