@@ -197,6 +197,36 @@ impl Net {
             .collect()
     }
 
+    /// Requests a 3-of-4 FROST-Ed25519 key and has every node report `public_key` with
+    /// `package` as its public key package, in one block.
+    fn keygen_reporting(&mut self, id: &str, public_key: &[u8], package: &[u8]) {
+        let tx = self.keygen(id, 3);
+        let (_, jobs) = self.block(vec![tx]);
+        let Job::KeyGen { session, .. } = jobs[0].clone() else {
+            panic!("{jobs:?}")
+        };
+        let reports: Vec<_> = (0..4)
+            .map(|i| {
+                let k = self.nodes[i].clone();
+                let outcome = Outcome::Ok(KeyGenOk {
+                    public_key: public_key.to_vec(),
+                    transcript_hash: [1; 32],
+                    public_key_package: package.to_vec(),
+                });
+                let key_id = KeyId::new(id).unwrap();
+                self.tx(
+                    &k,
+                    TxMsg::KeyGenResult {
+                        key_id,
+                        session,
+                        outcome,
+                    },
+                )
+            })
+            .collect();
+        self.block(reports);
+    }
+
     /// Drives a key to READY with node reports over a real ed25519 key (standing in for the
     /// group key: the app only checks that signatures verify under it).
     fn ready_key(&mut self, id: &str, group: &SigningKey) {
@@ -1891,30 +1921,7 @@ fn sign_failure__should_record_blame_proven_by_a_signed_bad_signature_share() {
     )
     .unwrap();
     let public_key = pkp.verifying_key().serialize().unwrap();
-    let tx = net.keygen("k", 3);
-    let (_, jobs) = net.block(vec![tx]);
-    let Job::KeyGen { session, .. } = jobs[0].clone() else {
-        panic!("{jobs:?}")
-    };
-    let reports: Vec<_> = (0..4)
-        .map(|i| {
-            let k = net.nodes[i].clone();
-            let outcome = Outcome::Ok(KeyGenOk {
-                public_key: public_key.clone(),
-                transcript_hash: [1; 32],
-                public_key_package: pkp.serialize().unwrap(),
-            });
-            net.tx(
-                &k,
-                TxMsg::KeyGenResult {
-                    key_id: KeyId::new("k").unwrap(),
-                    session,
-                    outcome,
-                },
-            )
-        })
-        .collect();
-    net.block(reports);
+    net.keygen_reporting("k", &public_key, &pkp.serialize().unwrap());
     let k = net.query("/key/k").1;
     assert_eq!(k["status"], "READY", "{k}");
     assert_eq!(
@@ -2052,30 +2059,7 @@ fn app_ends_a_frost_keygen_in_error_without_a_usable_public_key_package() {
         ),
     ];
     for (id, package, needle) in cases {
-        let tx = net.keygen(id, 3);
-        let (_, jobs) = net.block(vec![tx]);
-        let Job::KeyGen { session, .. } = jobs[0].clone() else {
-            panic!("{jobs:?}")
-        };
-        let reports: Vec<_> = (0..4)
-            .map(|i| {
-                let k = net.nodes[i].clone();
-                let outcome = Outcome::Ok(KeyGenOk {
-                    public_key: group.to_vec(),
-                    transcript_hash: [1; 32],
-                    public_key_package: package.clone(),
-                });
-                net.tx(
-                    &k,
-                    TxMsg::KeyGenResult {
-                        key_id: KeyId::new(id).unwrap(),
-                        session,
-                        outcome,
-                    },
-                )
-            })
-            .collect();
-        net.block(reports);
+        net.keygen_reporting(id, &group, &package);
         let k = net.query(&format!("/key/{id}")).1;
         assert_eq!(k["status"], "ERROR", "{id}: {k}");
         assert!(k["error"].as_str().unwrap().contains(needle), "{id}: {k}");
