@@ -369,6 +369,15 @@ fn prove_share<C: FrostScheme>(ctx: &SignContext, culprit: &NodeId, q: &Quoted) 
         return Some(format!("{culprit} signed two different signature shares"));
     }
     let quoted = q.shares.first()?;
+    // An honest signer of this key never sends a share that does not decode: no package needed.
+    let share = match SignatureShare::<C>::deserialize(&quoted.share) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(format!(
+                "{culprit}'s signed signature share does not decode: {e}"
+            ))
+        }
+    };
     let generation = ctx.generation?;
     if quoted.package_hash != package_hash(generation, &ctx.signing_package) {
         return None;
@@ -387,14 +396,6 @@ fn prove_share<C: FrostScheme>(ctx: &SignContext, culprit: &NodeId, q: &Quoted) 
     if package.message() != &ctx.message || !same_signers {
         return None;
     }
-    let share = match SignatureShare::<C>::deserialize(&quoted.share) {
-        Ok(s) => s,
-        Err(e) => {
-            return Some(format!(
-                "{culprit}'s signed signature share does not decode: {e}"
-            ))
-        }
-    };
     let pkp = PublicKeyPackage::<C>::deserialize(&ctx.public_key_package).ok()?;
     let id = committee.id(culprit).ok()?;
     let verifying_share = pkp.verifying_shares().get(&id)?;

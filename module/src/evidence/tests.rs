@@ -463,13 +463,16 @@ fn check__should_prove_nothing_for_another_package_generation_message_or_signer_
 fn check__should_prove_undecodable_and_equivocating_signature_shares() {
     for_frost_signing(|s| {
         let keys = Keys::new();
-        let why = proves(
-            &keys,
-            s.ctx.clone(),
-            vec![share_msg(vec![0xff; 32], s.package_hash.clone())],
-        )
-        .expect("an undecodable share is proven");
-        assert!(why.contains("does not decode"), "{why}");
+        // Also without the package: the aggregator quotes none when a share does not decode.
+        let no_package = super::SignContext {
+            signing_package: Vec::new(),
+            ..s.ctx.clone()
+        };
+        for ctx in [s.ctx.clone(), no_package] {
+            let undecodable = vec![share_msg(vec![0xff; 32], s.package_hash.clone())];
+            let why = proves(&keys, ctx, undecodable).expect("an undecodable share is proven");
+            assert!(why.contains("does not decode"), "{why}");
+        }
         let twice = vec![
             share_msg(s.share.clone(), s.package_hash.clone()),
             share_msg(WRONG_SHARE.to_vec(), s.package_hash.clone()),
