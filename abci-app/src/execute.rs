@@ -1073,7 +1073,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                     req.status = SignStatus::Error;
                     req.error = Some(format!("{node}: {error}"));
                     req.culprits = culprits.clone();
-                    req.proven_blame = proven;
+                    req.proven_blame = proven.clone();
                     fx.events.push(ev(
                         "sign_failed",
                         vec![("request_id", request_id.to_string())],
@@ -1082,6 +1082,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
             }
             let item = (req.deadline_height, DeadlineItem::Sign(request_id.clone()));
             state.remove_deadline(item.0, item.1);
+            state.count_proven_blames(&proven);
         }
         TxMsg::KeyDeleted { key_id } => {
             let Some(node) = node else { return };
@@ -1107,6 +1108,7 @@ fn apply(state: &mut ChainState, tx: &SignedTx, signer_hex: &str, height: u64, f
                 id: node_id.clone(),
                 public_key: pk.clone(),
                 p2p_addr: p2p_addr.clone(),
+                proven_blames: 0,
             });
             fx.events.push(ev(
                 "node_joined",
@@ -1309,7 +1311,8 @@ fn apply_reshare_result(
         }
         Some(Err((reason, culprits))) => {
             fail_reshare(r, key_id, reason, culprits, height, fx);
-            r.proven_blame = proven;
+            r.proven_blame = proven.clone();
+            state.count_proven_blames(&proven);
         }
     }
     state.remove_deadline(deadline, DeadlineItem::Reshare(key_id.clone(), attempt));
@@ -1507,9 +1510,10 @@ fn apply_keygen_result(
             key.status = KeyStatus::Error;
             key.error = Some(reason.clone());
             key.culprits = culprits;
-            key.proven_blame = proven;
+            key.proven_blame = proven.clone();
             let session = key.session;
             state.remove_deadline(item.0, item.1);
+            state.count_proven_blames(&proven);
             fx.events.push(ev(
                 "key_error",
                 vec![("key_id", key_id.to_string()), ("reason", reason.clone())],

@@ -238,6 +238,14 @@ pub struct NodeEntry {
     pub public_key: String,
     /// p2p multiaddr.
     pub p2p_addr: String,
+    /// Sessions that ended with a blame of this node the chain verified itself
+    /// (`proven_blame` on a key, a resharing or a sign request).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proven_blames: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An account allowed to send requests.
@@ -332,6 +340,7 @@ impl ChainState {
                     id: n.id.clone(),
                     public_key: pk,
                     p2p_addr: n.p2p_addr.clone(),
+                    proven_blames: 0,
                 },
             );
         }
@@ -458,6 +467,17 @@ impl ChainState {
         self.node_keys
             .insert(entry.public_key.clone(), entry.id.clone());
         self.nodes.insert(entry.id.clone(), entry);
+    }
+
+    /// Counts one more proven blame of each culprit in `proven` (one session's).
+    pub fn count_proven_blames(&mut self, proven: &[ProvenBlame]) {
+        let culprits: BTreeSet<&NodeId> = proven.iter().map(|p| &p.culprit).collect();
+        for c in culprits {
+            if let Some(n) = self.nodes.get_mut(c) {
+                n.proven_blames = n.proven_blames.saturating_add(1);
+                self.dirty.insert(state_key::node(c));
+            }
+        }
     }
 
     /// The current value of a state key (None = absent), as JSON.

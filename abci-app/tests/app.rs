@@ -1896,6 +1896,18 @@ fn keygen_failure__should_record_blame_proven_by_the_culprits_signed_messages() 
         proven[0]["reason"].as_str().unwrap().contains("Feldman"),
         "{k}"
     );
+    assert_eq!(proven_blames(&mut net), [1, 0, 0, 0]);
+}
+
+/// Each registry node's count of sessions that ended with a blame of it the chain verified.
+fn proven_blames(net: &mut Net) -> Vec<u64> {
+    let (_, nodes) = net.query("/nodes");
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["proven_blames"].as_u64().unwrap_or(0))
+        .collect()
 }
 
 /// A FROST-Ed25519 signing whose failure report quotes a signer's signed signature share and
@@ -2032,6 +2044,9 @@ fn sign_failure__should_record_blame_proven_by_a_signed_bad_signature_share() {
             .contains("fails verification"),
         "{s}"
     );
+    let mut expected = vec![0; 4];
+    expected[culprit] = 1;
+    assert_eq!(proven_blames(&mut net), expected);
 }
 
 /// A FROST key becomes READY only with a public key package every party reports, of the

@@ -283,6 +283,20 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
     }
     let _honest = net.restart_node(1, &[], HONEST).unwrap();
     net.check_settled(4).unwrap();
+    // The registry counts, per node, the sessions that ended with a blame the chain verified.
+    let counts: Vec<u64> = net
+        .query("/nodes")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["proven_blames"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        counts,
+        [0, PROVABLE.len() as u64, 0, 0],
+        "proven blames per node"
+    );
     eprintln!("malicious-peer table: {summary:?} ({:?})", t0.elapsed());
 
     let t = std::time::Instant::now();
