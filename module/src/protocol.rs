@@ -159,6 +159,15 @@ impl<C: Ciphersuite> Committee<C> {
 
 /// Records one message per sender per round: identical duplicates are ignored, a different
 /// message from the same sender is equivocation, blamed on the sender.
+/// frost's serialization of a public key package (group key and verifying shares), as keygen
+/// and resharing reports carry it to the chain.
+pub(crate) fn encode_public_key_package<C: Ciphersuite>(
+    pkp: &frost_core::keys::PublicKeyPackage<C>,
+) -> Result<Vec<u8>, ProtocolError> {
+    pkp.serialize()
+        .map_err(|e| ProtocolError::Bug(format!("serialize public key package: {e}")))
+}
+
 pub(crate) fn record_once<K: Ord + Clone, V: PartialEq>(
     map: &mut BTreeMap<K, V>,
     key: K,

@@ -411,7 +411,7 @@ fn sign_json(s: &Value) -> Value {
     let mut v = json!({
         "request_id": s["request_id"], "key_id": s["key_id"], "status": s["status"],
         "signature": s["signature"], "message": s["message"], "signers": s["signers"],
-        "error": s["error"], "culprits": s["culprits"],
+        "error": s["error"], "culprits": s["culprits"], "proven_blame": s["proven_blame"],
     });
     // ECDSA (cggmp24-secp256k1): signature is r || s, and the recovery id v.
     if let (Some(obj), Some(rid)) = (v.as_object_mut(), s.get("recovery_id")) {
@@ -419,10 +419,6 @@ fn sign_json(s: &Value) -> Value {
     }
     if let Some(obj) = v.as_object_mut() {
         obj.insert("prehashed".into(), s["prehashed"].clone());
-        // Blame the chain verified from the culprits' signed messages (FROST signature shares).
-        if let Some(p) = s.get("proven_blame") {
-            obj.insert("proven_blame".into(), p.clone());
-        }
     }
     v
 }

@@ -306,11 +306,12 @@ impl<S: SubmitResult> Node<S> {
     }
 
     pub(super) async fn complete_keygen(&mut self, session: SessionId, output: AnyDkgOutput) {
-        let (share, public_key_package) =
-            match encode_share(&output).and_then(|s| Ok((s, output.public_key_package()?))) {
-                Ok(s) => s,
-                Err(e) => return self.fail_keygen(session, e).await,
-            };
+        let encoded =
+            encode_share(&output).and_then(|share| Ok((share, output.public_key_package()?)));
+        let (share, public_key_package) = match encoded {
+            Ok(x) => x,
+            Err(e) => return self.fail_keygen(session, e).await,
+        };
         let ok = KeyGenOk {
             public_key: output.public_key().to_vec(),
             transcript_hash: output.transcript_hash(),

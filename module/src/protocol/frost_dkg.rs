@@ -508,16 +508,9 @@ impl AnyDkgOutput {
     /// frost's serialization of the public key package (group key and verifying shares),
     /// reported to the chain.
     pub fn public_key_package(&self) -> Result<Vec<u8>, ProtocolError> {
-        let bug = |e: String| ProtocolError::Bug(format!("serialize public key package: {e}"));
         match self {
-            AnyDkgOutput::Ed25519(o) => o
-                .public_key_package
-                .serialize()
-                .map_err(|e| bug(e.to_string())),
-            AnyDkgOutput::Secp256k1Tr(o) => o
-                .public_key_package
-                .serialize()
-                .map_err(|e| bug(e.to_string())),
+            AnyDkgOutput::Ed25519(o) => super::encode_public_key_package(&o.public_key_package),
+            AnyDkgOutput::Secp256k1Tr(o) => super::encode_public_key_package(&o.public_key_package),
         }
     }
 

@@ -181,8 +181,7 @@ enum Step<C: FrostScheme> {
     /// Aggregator only: collecting signature shares.
     Round2 {
         package: SigningPackage<C>,
-        /// The serialized package and its [`package_hash`].
-        package_bytes: Vec<u8>,
+        /// The [`package_hash`] of `package` and this key generation.
         hash: [u8; 32],
         shares: BTreeMap<Identifier<C>, SignatureShare<C>>,
     },
@@ -410,7 +409,6 @@ impl<C: FrostScheme> Signing<C> {
             (
                 Step::Round2 {
                     package,
-                    package_bytes,
                     hash,
                     mut shares,
                 },
@@ -426,7 +424,6 @@ impl<C: FrostScheme> Signing<C> {
                 record_once(&mut shares, from_id, share, from, "signing round-2")?;
                 rebuild(Step::Round2 {
                     package,
-                    package_bytes,
                     hash,
                     shares,
                 })
@@ -435,7 +432,6 @@ impl<C: FrostScheme> Signing<C> {
             (
                 Step::Round2 {
                     package,
-                    package_bytes,
                     hash,
                     shares,
                 },
@@ -453,7 +449,6 @@ impl<C: FrostScheme> Signing<C> {
                 Ok(SignProgress::Continue(
                     rebuild(Step::Round2 {
                         package,
-                        package_bytes,
                         hash,
                         shares,
                     }),
@@ -511,7 +506,6 @@ impl<C: FrostScheme> Signing<C> {
                 Signing {
                     step: Step::Round2 {
                         package,
-                        package_bytes,
                         hash,
                         shares,
                     },
@@ -532,10 +526,7 @@ impl<C: FrostScheme> Signing<C> {
         }
         match &self.step {
             Step::Round2 {
-                package,
-                package_bytes,
-                shares,
-                ..
+                package, shares, ..
             } if shares.len() == self.signers.len() => {
                 // RFC 9591 5.3: aggregate; frost verifies the group signature and, on failure,
                 // each share, naming the cheaters.
@@ -543,13 +534,16 @@ impl<C: FrostScheme> Signing<C> {
                 {
                     Ok(sig) => sig,
                     Err(e) => {
+                        let signing_package = package.serialize().map_err(|e| {
+                            ProtocolError::Bug(format!("serialize signing package: {e}"))
+                        })?;
                         return Ok(SignProgress::Blamed {
                             error: ProtocolError::Aborted {
                                 culprits: self.committee.culprits(&e.culprits()),
                                 reason: format!("FROST aggregate: {e}"),
                             },
-                            signing_package: package_bytes.clone(),
-                        })
+                            signing_package,
+                        });
                     }
                 };
                 let bytes = sig
@@ -633,16 +627,11 @@ impl AnyKeyMaterial {
     /// frost's serialization of the public key package (group key and verifying shares),
     /// reported to the chain.
     pub fn public_key_package(&self) -> Result<Vec<u8>, ProtocolError> {
-        let bug = |e: String| ProtocolError::Bug(format!("serialize public key package: {e}"));
         match self {
-            AnyKeyMaterial::Ed25519(k) => k
-                .public_key_package()
-                .serialize()
-                .map_err(|e| bug(e.to_string())),
-            AnyKeyMaterial::Secp256k1Tr(k) => k
-                .public_key_package()
-                .serialize()
-                .map_err(|e| bug(e.to_string())),
+            AnyKeyMaterial::Ed25519(k) => super::encode_public_key_package(k.public_key_package()),
+            AnyKeyMaterial::Secp256k1Tr(k) => {
+                super::encode_public_key_package(k.public_key_package())
+            }
         }
     }
 }
