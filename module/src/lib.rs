@@ -11,6 +11,7 @@ pub mod job;
 pub mod node;
 pub mod p2p;
 pub mod protocol;
+pub mod session;
 pub mod store;
 
 #[cfg(test)]

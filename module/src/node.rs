@@ -27,6 +27,7 @@ macro_rules! crash_point {
 
 pub mod cggmp;
 mod cggmp_sessions;
+mod drive;
 mod keygen;
 mod presign;
 mod reshare;
@@ -53,9 +54,10 @@ use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
 use crate::protocol::cggmp::{CggmpMsg, Progress, SignData};
-use crate::protocol::frost_dkg::{AnyDkg, AnyDkgOutput, AnyDkgProgress, DkgMsg};
-use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
+use crate::protocol::frost_sign::AnyKeyMaterial;
 use crate::protocol::Outgoing;
+use crate::session::codec::*;
+use crate::session::{self as frost_session, Millis};
 use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
 
 /// Tuning of the session manager.
@@ -182,25 +184,6 @@ fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
 /// Shared view of the metrics.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
 
-/// The coordinator of a keygen session: chosen from the session id among the parties.
-pub fn coordinator(session: &SessionId, parties: &[NodeId]) -> Option<NodeId> {
-    let n = parties.len();
-    if n == 0 {
-        return None;
-    }
-    let x = u64::from_be_bytes([
-        session.0[0],
-        session.0[1],
-        session.0[2],
-        session.0[3],
-        session.0[4],
-        session.0[5],
-        session.0[6],
-        session.0[7],
-    ]);
-    parties.get((x % n as u64) as usize).cloned()
-}
-
 /// What a party answered to KeyGenPrepare.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum ReadyAnswer {
@@ -211,7 +194,6 @@ enum ReadyAnswer {
 
 /// A keygen protocol message, buffered until the DKG starts.
 enum DkgInput {
-    Frost(DkgMsg),
     Cggmp(CggmpMsg),
 }
 
@@ -224,8 +206,6 @@ enum KeygenPhase {
         existing: Option<Vec<u8>>,
         buffered: Vec<(NodeId, DkgInput)>,
     },
-    /// Running the DKG of the session's (FROST) scheme.
-    Running(AnyDkg),
     /// Running CGGMP24 keygen on a worker thread: the DKG, and aux-info generation (Paillier
     /// keys and their proofs, tens of seconds) when the flag is set.
     CggmpRunning(cggmp::Worker, bool),
@@ -252,8 +232,6 @@ struct KeygenSession {
 /// The engine of a sign session.
 #[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 enum SignEngine {
-    /// FROST, stepped in this task.
-    Frost(AnySigning),
     /// CGGMP24 full signing on a worker thread.
     Cggmp(cggmp::Worker),
     /// CGGMP24 signing of a full message: the plan, then the online step or the full protocol.
@@ -311,8 +289,6 @@ pub struct Node<S: SubmitResult> {
     submit: Arc<S>,
     metrics: SharedMetrics,
     sessions: BTreeMap<SessionId, Session>,
-    early: BTreeMap<SessionId, Vec<EarlyMessage>>,
-    early_count: usize,
     /// Per live session, the signed messages the chain can check a blame with (see
     /// [`Node::evidence`]); dropped once the session has ended.
     evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
@@ -326,136 +302,13 @@ pub struct Node<S: SubmitResult> {
     pool_changed: bool,
     cggmp_done: mpsc::Sender<cggmp::Finished>,
     cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
+    /// The sans-IO manager of the FROST sessions (`crate::session`); this runtime executes
+    /// its effects.
+    frost: frost_session::Manager,
 }
-
-/// A message for a session this node has not started yet: sender, payload, arrival, and the
-/// signed message when it may serve as evidence.
-type EarlyMessage = (NodeId, Payload, Instant, Option<SignedMessage>);
 
 /// Most signed messages kept as evidence per session.
 const MAX_EVIDENCE_PER_SESSION: usize = 64;
-
-/// Whether the chain can check misbehaviour in this payload (`crate::evidence`): a DKG round-1
-/// package (proof of knowledge), a DKG round-2 share against it, a resharing deal, a FROST
-/// signature share (against its signing package and verifying share).
-fn is_evidence(payload: &Payload) -> bool {
-    matches!(
-        payload,
-        Payload::DkgRound1(_)
-            | Payload::DkgRound2(_)
-            | Payload::ReshareDeal(_)
-            | Payload::SignRound2(_)
-    )
-}
-
-pub(crate) fn encode(session: &SessionId, payload: Payload) -> Vec<u8> {
-    wire::P2pEnvelope {
-        session: session.0.to_vec(),
-        payload: Some(payload),
-    }
-    .encode_to_vec()
-}
-
-fn dkg_payload(m: DkgMsg) -> Payload {
-    match m {
-        DkgMsg::Round1(package) => Payload::DkgRound1(wire::DkgRound1 { package }),
-        DkgMsg::Round2(package) => Payload::DkgRound2(wire::DkgRound2 { package }),
-    }
-}
-
-fn sign_payload(m: SignMsg) -> Payload {
-    match m {
-        SignMsg::Commitments(commitments) => Payload::SignRound1(wire::SignRound1 { commitments }),
-        SignMsg::Share {
-            share,
-            package_hash,
-        } => Payload::SignRound2(wire::SignRound2 {
-            share,
-            package_hash,
-        }),
-    }
-}
-
-/// Tag of the stored share encoding that records its scheme. The first encoding (v1: the
-/// packages alone, Ed25519 only) starts with a zero byte (a big-endian length below 2^24), so
-/// the two cannot be confused.
-const SHARE_TAG: &[u8] = b"seqmpc/share/v2\0";
-
-/// Encodes a key share for the store: `SHARE_TAG`, the scheme name (one length byte, then the
-/// name), then the frost packages (`frost_sign::encode_packages`).
-fn encode_share(out: &AnyDkgOutput) -> Result<SecretShare, ProtocolError> {
-    let packages = out.encode_packages()?;
-    encode_tagged(out.scheme(), &packages)
-}
-
-/// `SHARE_TAG`, the scheme name (one length byte, then the name), then the scheme's encoding
-/// (FROST packages, or `CggmpKeyShare::to_bytes`).
-fn encode_tagged(scheme: Scheme, packages: &[u8]) -> Result<SecretShare, ProtocolError> {
-    let scheme = scheme.as_str().as_bytes();
-    let scheme_len = u8::try_from(scheme.len())
-        .map_err(|_| ProtocolError::Bug("scheme name too long".into()))?;
-    let mut buf = Vec::with_capacity(SHARE_TAG.len() + 1 + scheme.len() + packages.len());
-    buf.extend_from_slice(SHARE_TAG);
-    buf.push(scheme_len);
-    buf.extend_from_slice(scheme);
-    buf.extend_from_slice(packages);
-    Ok(SecretShare::new(buf))
-}
-
-/// The scheme's encoding inside a tagged share, checked to be of `scheme`.
-fn untag_share(share: &SecretShare, scheme: Scheme) -> Result<&[u8], ProtocolError> {
-    let bad = || ProtocolError::Local("stored share is malformed: scheme tag".into());
-    let rest = share.expose().strip_prefix(SHARE_TAG).ok_or_else(bad)?;
-    let (len, rest) = rest.split_first().ok_or_else(bad)?;
-    let name = rest.get(..usize::from(*len)).ok_or_else(bad)?;
-    if name != scheme.as_str().as_bytes() {
-        return Err(ProtocolError::Local(format!(
-            "stored share is a {} share but the record says {scheme}",
-            String::from_utf8_lossy(name)
-        )));
-    }
-    rest.get(usize::from(*len)..).ok_or_else(bad)
-}
-
-/// Decodes a stored share; the scheme it records must be the record's.
-fn decode_share(
-    share: &SecretShare,
-    scheme: Scheme,
-    parties: Vec<NodeId>,
-) -> Result<AnyKeyMaterial, ProtocolError> {
-    let b = share.expose();
-    let Some(rest) = b.strip_prefix(SHARE_TAG) else {
-        // v1: written before the share recorded its scheme, when Ed25519 was the only one.
-        return match scheme {
-            Scheme::FrostEd25519 => AnyKeyMaterial::decode(scheme, b, parties),
-            other => Err(ProtocolError::Local(format!(
-                "stored share has no scheme tag but the record says {other}"
-            ))),
-        };
-    };
-    let bad = || ProtocolError::Local("stored share is malformed: scheme tag".into());
-    let (len, rest) = rest.split_first().ok_or_else(bad)?;
-    let name = rest.get(..usize::from(*len)).ok_or_else(bad)?;
-    let packages = rest.get(usize::from(*len)..).ok_or_else(bad)?;
-    if name != scheme.as_str().as_bytes() {
-        return Err(ProtocolError::Local(format!(
-            "stored share is a {} share but the record says {scheme}",
-            String::from_utf8_lossy(name)
-        )));
-    }
-    AnyKeyMaterial::decode(scheme, packages, parties)
-}
-
-/// The transcript hash a party reports when it already holds the READY key (no DKG ran).
-fn existing_transcript(scheme: Scheme, pk: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"seqmpc/dkg-transcript/existing/v2\0");
-    for part in [scheme.as_str().as_bytes(), pk] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    h.finalize().into()
-}
 
 impl<S: SubmitResult> Node<S> {
     /// Builds the manager.
@@ -472,7 +325,15 @@ impl<S: SubmitResult> Node<S> {
             cfg.cggmp_prime_pool,
         );
         let (cggmp_done, cggmp_done_rx) = mpsc::channel(1024);
+        let frost = frost_session::Manager::new(frost_session::Config {
+            me: cfg.me.clone(),
+            session_timeout_ms: cfg.session_timeout.as_millis() as u64,
+            max_sessions: cfg.max_sessions,
+            max_early_messages: cfg.max_early_messages,
+            finished_keep_ms: 600_000,
+        });
         Node {
+            frost,
             primes,
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
@@ -482,8 +343,6 @@ impl<S: SubmitResult> Node<S> {
             submit,
             metrics,
             sessions: BTreeMap::new(),
-            early: BTreeMap::new(),
-            early_count: 0,
             evidence: BTreeMap::new(),
             finished: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -498,14 +357,12 @@ impl<S: SubmitResult> Node<S> {
     pub async fn recover(&mut self) {
         match self.store.list().await {
             Ok(records) => {
-                for mut r in records {
-                    self.track_cggmp_key(&r);
-                    if r.status == ShareStatus::Pending {
-                        r.status = ShareStatus::Error;
-                        r.error = Some("interrupted: the node restarted during keygen".into());
-                        if let Err(e) = self.store.put(r).await {
-                            warn!(error = %e, "cannot mark interrupted keygen ERROR");
-                        }
+                for r in &records {
+                    self.track_cggmp_key(r);
+                }
+                for r in frost_session::mem_store::recover(records) {
+                    if let Err(e) = self.store.put(r).await {
+                        warn!(error = %e, "cannot mark interrupted keygen ERROR");
                     }
                 }
             }
@@ -549,7 +406,7 @@ impl<S: SubmitResult> Node<S> {
             self.publish_pool_levels();
             let (primes, target) = (self.primes.level(), self.primes.target());
             if let Ok(mut m) = self.metrics.lock() {
-                m.sessions_active = self.sessions.len();
+                m.sessions_active = self.sessions.len() + self.frost.active();
                 m.cggmp_primes_ready = primes;
                 m.cggmp_prime_pool_level = primes;
                 m.cggmp_prime_pool_target = target;
@@ -598,6 +455,35 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn on_job(&mut self, job: Job, received: Instant) {
+        // The FROST sessions, deletions and the chain's keygen verdicts belong to the sans-IO
+        // manager; CGGMP24 and resharing stay here for now.
+        match &job {
+            Job::KeyGen { scheme, .. } | Job::Sign { scheme, .. }
+                if *scheme != Scheme::Cggmp24Secp256k1 =>
+            {
+                return self.drive(frost_session::Input::Job(job)).await;
+            }
+            Job::Delete {
+                key_id, parties, ..
+            } => {
+                if parties.contains(&self.cfg.me) {
+                    self.keys.remove(key_id);
+                    self.untrack_cggmp_key(key_id);
+                }
+                return self.drive(frost_session::Input::Job(job)).await;
+            }
+            Job::KeyGenFailed {
+                key_id, session, ..
+            } => {
+                self.sessions.remove(session);
+                self.keys.remove(key_id);
+                if self.cggmp_keys.get(key_id).map(|k| k.generation) == Some(*session) {
+                    self.untrack_cggmp_key(key_id);
+                }
+                return self.drive(frost_session::Input::Job(job)).await;
+            }
+            _ => {}
+        }
         match job {
             Job::KeyGen {
                 session,
@@ -698,8 +584,7 @@ impl<S: SubmitResult> Node<S> {
                         .await
                     }
                     Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
-                        self.start_sign(session, &request_id, &key_id, message, &signers, received)
-                            .await
+                        return; // the session manager's (above)
                     }
                 };
                 if let Err(e) = started {
@@ -708,24 +593,8 @@ impl<S: SubmitResult> Node<S> {
                 }
                 self.replay_early(session).await;
             }
-            Job::Delete {
-                key_id, parties, ..
-            } => {
-                if !parties.contains(&self.cfg.me) {
-                    return;
-                }
-                crash_point!(self, "delete-before-erase");
-                self.keys.remove(&key_id);
-                self.untrack_cggmp_key(&key_id);
-                match self.store.delete(&key_id).await {
-                    Ok(existed) => {
-                        info!(%key_id, existed, "key share deleted");
-                        crash_point!(self, "delete-after-erase");
-                        self.submit.submit(TxMsg::KeyDeleted { key_id });
-                    }
-                    Err(e) => warn!(%key_id, error = %e, "cannot delete key share"),
-                }
-            }
+            // The session manager's (above).
+            Job::Delete { .. } | Job::KeyGenFailed { .. } => {}
             Job::Reshare(job) => {
                 if self.is_stale(job.block_time_ms) || self.finished.contains_key(&job.session) {
                     return;
@@ -745,27 +614,6 @@ impl<S: SubmitResult> Node<S> {
             Job::ReshareFailed {
                 key_id, session, ..
             } => self.on_reshare_failed(key_id, session).await,
-            Job::KeyGenFailed {
-                key_id,
-                session,
-                reason,
-            } => {
-                self.sessions.remove(&session);
-                self.keys.remove(&key_id);
-                if self.cggmp_keys.get(&key_id).map(|k| k.generation) == Some(session) {
-                    self.untrack_cggmp_key(&key_id);
-                }
-                if let Ok(Some(mut rec)) = self.store.get(&key_id).await {
-                    if rec.session == session && rec.status != ShareStatus::Error {
-                        rec.status = ShareStatus::Error;
-                        rec.error = Some(format!("chain: {reason}"));
-                        rec.share = None;
-                        if let Err(e) = self.store.put(rec).await {
-                            warn!(%key_id, error = %e, "cannot record keygen failure");
-                        }
-                    }
-                }
-            }
             Job::NodeJoined {
                 node,
                 public_key,
@@ -791,12 +639,7 @@ impl<S: SubmitResult> Node<S> {
     /// A job from a block older than the session timeout (a node replaying blocks after a
     /// restart): its session is over on every other node, so it is not started.
     fn is_stale(&self, block_time_ms: u64) -> bool {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        block_time_ms != 0
-            && now_ms.saturating_sub(block_time_ms) > self.cfg.session_timeout.as_millis() as u64
+        self.frost.is_stale(drive::now_ms(), block_time_ms)
     }
 
     /// A READY FROST share and its generation, from the cache or the store.
@@ -831,12 +674,11 @@ impl<S: SubmitResult> Node<S> {
         Ok((km, rec.generation))
     }
 
+    /// Feeds a session this runtime started the messages that arrived before it (the session
+    /// manager buffers them).
     async fn replay_early(&mut self, session: SessionId) {
-        if let Some(msgs) = self.early.remove(&session) {
-            self.early_count = self.early_count.saturating_sub(msgs.len());
-            for (from, payload, _, quoted) in msgs {
-                self.dispatch(session, from, payload, quoted).await;
-            }
+        for m in self.frost.take_early(&session) {
+            self.dispatch(session, m.from, m.payload, m.quoted).await;
         }
     }
 
@@ -868,20 +710,19 @@ impl<S: SubmitResult> Node<S> {
         if !self.sessions.contains_key(&session) {
             // A presignature session starts from a p2p message, not from a committed job.
             if let Payload::PresignStart(p) = payload {
-                return self.on_presign_start(session, m.from, p).await;
-            }
-            // The sender's Commit may run ahead of ours: keep it until our job arrives.
-            if self.early_count >= self.cfg.max_early_messages {
-                warn!(from = %m.from, "early-message buffer full; message dropped");
-                self.metrics(|x| x.messages_dropped += 1);
+                if !self.frost.knows(&session) {
+                    return self.on_presign_start(session, m.from, p).await;
+                }
                 return;
             }
-            self.early_count += 1;
-            self.early
-                .entry(session)
-                .or_default()
-                .push((m.from, payload, Instant::now(), quoted));
-            return;
+            // The session manager's session, or one not started here yet (it buffers those).
+            let msg = frost_session::Msg {
+                from: m.from,
+                session,
+                payload,
+                quoted,
+            };
+            return self.drive(frost_session::Input::Msg(msg)).await;
         }
         self.dispatch(session, m.from, payload, quoted).await;
     }
@@ -911,18 +752,13 @@ impl<S: SubmitResult> Node<S> {
             Payload::KeygenPrepare(p) => self.on_prepare(session, from, p).await,
             Payload::KeygenReady(r) => self.on_ready(session, from, r).await,
             Payload::KeygenStart(s) => self.on_start(session, from, s.reuse_aux).await,
-            Payload::DkgRound1(r) => self.on_dkg(session, from, DkgMsg::Round1(r.package)).await,
-            Payload::DkgRound2(r) => self.on_dkg(session, from, DkgMsg::Round2(r.package)).await,
-            Payload::SignRound1(r) => {
-                self.on_sign(session, from, SignMsg::Commitments(r.commitments))
-                    .await
-            }
-            Payload::SignRound2(r) => {
-                let msg = SignMsg::Share {
-                    share: r.share,
-                    package_hash: r.package_hash,
-                };
-                self.on_sign(session, from, msg).await
+            // FROST messages belong to the session manager's sessions.
+            Payload::DkgRound1(_)
+            | Payload::DkgRound2(_)
+            | Payload::SignRound1(_)
+            | Payload::SignRound2(_) => {
+                warn!(%session, %from, "FROST message in a CGGMP24 or resharing session dropped");
+                self.metrics(|x| x.messages_dropped += 1);
             }
             Payload::Cggmp(c) => match CggmpMsg::from_bytes(&c.msg) {
                 Ok(msg) => self.on_cggmp(session, from, msg).await,
@@ -992,28 +828,6 @@ impl<S: SubmitResult> Node<S> {
                 Some(Session::Keygen(_)) => self.fail_keygen(id, e).await,
                 Some(Session::Sign(s)) => {
                     let rid = s.request_id.clone();
-                    // FROST signing knows whom it waits for (every signer sends its round-1
-                    // commitments to all at once): name the silent signers.
-                    let silent = match &s.state {
-                        Some(SignEngine::Frost(st)) => st.waiting_for(),
-                        _ => Vec::new(),
-                    };
-                    let e = if silent.is_empty() {
-                        e
-                    } else {
-                        ProtocolError::Aborted {
-                            reason: format!(
-                                "timed out after {} s: nothing received from {} in this round",
-                                limit.as_secs(),
-                                silent
-                                    .iter()
-                                    .map(|n| n.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                            culprits: silent,
-                        }
-                    };
                     self.fail_sign(id, rid, e, None)
                 }
                 Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,
@@ -1033,29 +847,35 @@ impl<S: SubmitResult> Node<S> {
                         KeygenPhase::AwaitPrepare { .. } => "awaiting-prepare",
                         KeygenPhase::AwaitStart { .. } => "awaiting-start",
                         KeygenPhase::CggmpRunning(_, true) => "dkg+aux-info",
-                        KeygenPhase::Running(_)
-                        | KeygenPhase::CggmpRunning(_, false)
-                        | KeygenPhase::Transition => "dkg",
+                        KeygenPhase::CggmpRunning(_, false) | KeygenPhase::Transition => "dkg",
                     },
                     elapsed_ms: now.duration_since(k.started).as_millis() as u64,
                 }),
                 _ => None,
             })
             .collect();
+        let now_ms = drive::now_ms();
+        let keygens = keygens
+            .into_iter()
+            .chain(
+                self.frost
+                    .keygens()
+                    .into_iter()
+                    .map(|(key_id, scheme, phase, started)| KeygenProgress {
+                        key_id,
+                        scheme,
+                        phase,
+                        elapsed_ms: now_ms.saturating_sub(started),
+                    }),
+            )
+            .collect();
         self.metrics(|m| m.keygens = keygens);
         // Forget finished sessions and stale early messages after a while.
         let keep = Duration::from_secs(600);
         self.finished.retain(|_, t| now.duration_since(*t) < keep);
-        let mut dropped = 0;
-        self.early.retain(|_, msgs| {
-            let before = msgs.len();
-            msgs.retain(|(_, _, t, _)| now.duration_since(*t) < timeout);
-            dropped += before - msgs.len();
-            !msgs.is_empty()
-        });
-        self.early_count = self.early_count.saturating_sub(dropped);
         let live = &self.sessions;
         self.evidence.retain(|s, _| live.contains_key(s));
+        self.drive(frost_session::Input::Tick).await;
     }
 
     /// The signed messages of `culprits` kept for `session` (their DKG packages or resharing
@@ -1070,85 +890,5 @@ impl<S: SubmitResult> Node<S> {
             .take(MAX_EVIDENCE_MESSAGES)
             .cloned()
             .collect()
-    }
-}
-
-#[cfg(test)]
-#[allow(non_snake_case)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coordinator_is_a_party_and_deterministic() {
-        let parties: Vec<NodeId> = (0..4)
-            .map(|i| NodeId::new(format!("n{i}")).unwrap())
-            .collect();
-        let s = SessionId([3; 32]);
-        let c = coordinator(&s, &parties).unwrap();
-        assert!(parties.contains(&c));
-        assert_eq!(coordinator(&s, &parties), Some(c));
-        assert_eq!(coordinator(&s, &[]), None);
-    }
-
-    /// A 2-of-2 DKG of `scheme` in process; returns one party's output.
-    fn dkg_output(scheme: Scheme) -> AnyDkgOutput {
-        let parties: Vec<NodeId> = (0..2)
-            .map(|i| NodeId::new(format!("n{i}")).unwrap())
-            .collect();
-        let s = SessionId([5; 32]);
-        let mut states = BTreeMap::new();
-        let mut queue = VecDeque::new();
-        for p in &parties {
-            let (d, out) = AnyDkg::start(scheme, s, p, &parties, 2, &mut OsRng).unwrap();
-            states.insert(p.clone(), d);
-            queue.extend(out.into_iter().map(|o| (p.clone(), o)));
-        }
-        while let Some((from, o)) = queue.pop_front() {
-            let d = states.remove(&o.to).unwrap();
-            match d.handle(&from, o.msg).unwrap() {
-                AnyDkgProgress::Continue(d, out) => {
-                    states.insert(o.to.clone(), d);
-                    queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
-                }
-                AnyDkgProgress::Done(res, _) => return res,
-            }
-        }
-        panic!("DKG did not finish");
-    }
-
-    #[test]
-    fn stored_share__should_record_its_scheme_and_refuse_another() {
-        let parties = vec![NodeId::new("n0").unwrap(), NodeId::new("n1").unwrap()];
-        for scheme in Scheme::FROST {
-            let out = dkg_output(scheme);
-            let share = encode_share(&out).unwrap();
-            assert!(share.expose().starts_with(SHARE_TAG));
-            let km = decode_share(&share, scheme, parties.clone()).unwrap();
-            assert_eq!(km.scheme(), scheme);
-            assert_eq!(km.public_key(), out.public_key());
-            for other in Scheme::FROST.into_iter().filter(|s| *s != scheme) {
-                let e = decode_share(&share, other, parties.clone()).unwrap_err();
-                assert!(e.to_string().contains("the record says"), "{e}");
-            }
-        }
-    }
-
-    #[test]
-    fn stored_share__should_read_untagged_v1_shares_as_ed25519_only() {
-        let parties = vec![NodeId::new("n0").unwrap(), NodeId::new("n1").unwrap()];
-        let out = dkg_output(Scheme::FrostEd25519);
-        let v1 = SecretShare::new(out.encode_packages().unwrap().to_vec());
-        let km = decode_share(&v1, Scheme::FrostEd25519, parties.clone()).unwrap();
-        assert_eq!(km.public_key(), out.public_key());
-        assert!(decode_share(&v1, Scheme::FrostSecp256k1Tr, parties).is_err());
-    }
-
-    #[test]
-    fn existing_transcript__should_depend_on_the_scheme() {
-        let pk = [9u8; 32];
-        assert_ne!(
-            existing_transcript(Scheme::FrostEd25519, &pk),
-            existing_transcript(Scheme::FrostSecp256k1Tr, &pk)
-        );
     }
 }

@@ -33,7 +33,7 @@ impl Keys {
         }
     }
     fn sign(&self, from: usize, to: usize, session: SessionId, payload: Payload) -> SignedMessage {
-        let envelope = crate::node::encode(&session, payload);
+        let envelope = crate::session::codec::encode(&session, payload);
         let (from, to) = (node(from), node(to));
         let digest = wire::p2p_signing_digest(from.as_str(), to.as_str(), &envelope);
         let signature = self.0[from_index(&from)].sign(&digest).to_bytes();
@@ -193,7 +193,7 @@ fn check__should_refuse_messages_that_are_not_genuine_evidence() {
         ));
         // Altered after signing.
         let mut altered = good.clone();
-        altered.envelope = crate::node::encode(&SID, r1(flip_last(p1.clone())));
+        altered.envelope = crate::session::codec::encode(&SID, r1(flip_last(p1.clone())));
         assert!(matches!(
             run(&[altered], &[node(0)]),
             EvidenceError::BadSignature { .. }

@@ -143,9 +143,6 @@ impl<S: SubmitResult> Node<S> {
                 for (from, msg) in buffered {
                     match msg {
                         DkgInput::Cggmp(m) => worker.forward(from, m),
-                        DkgInput::Frost(_) => {
-                            warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped")
-                        }
                     }
                 }
                 k.phase = KeygenPhase::CggmpRunning(worker, !reuse);
@@ -210,7 +207,7 @@ impl<S: SubmitResult> Node<S> {
                 | KeygenPhase::AwaitStart { buffered, .. } => {
                     buffered.push((from, DkgInput::Cggmp(msg)))
                 }
-                KeygenPhase::Running(_) | KeygenPhase::Transition => {
+                KeygenPhase::Transition => {
                     warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
                 }
             },
@@ -219,9 +216,7 @@ impl<S: SubmitResult> Node<S> {
                 Some(SignEngine::Cggmp(w)) if msg.phase() != Phase::Online => w.forward(from, msg),
                 Some(SignEngine::Cggmp(_)) => {}
                 Some(SignEngine::Plan(_)) => self.on_plan_msg(session, from, msg).await,
-                Some(SignEngine::Frost(_)) | None => {
-                    warn!(%session, %from, "CGGMP24 message in a FROST signing dropped")
-                }
+                None => {}
             },
             Some(Session::Presign(p)) => p.worker.forward(from, msg),
             Some(Session::Reshare(_)) => self.on_reshare_cggmp(session, from, msg),

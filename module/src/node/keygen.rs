@@ -1,5 +1,5 @@
-//! Keygen sessions (seed 001): prepare / ready / start, then the DKG, at a party and at the
-//! coordinator.
+//! CGGMP24 keygen sessions (seed 001): prepare / ready / start, then the DKG and aux info on a
+//! worker, at a party and at the coordinator. FROST keygens run in `crate::session`.
 
 use super::*;
 
@@ -188,7 +188,6 @@ impl<S: SubmitResult> Node<S> {
 
     /// Phase 2 at a party: run the DKG (or report the existing key).
     pub(super) async fn on_start(&mut self, session: SessionId, from: NodeId, reuse_aux: bool) {
-        let me = self.cfg.me.clone();
         let Some(k) = self.keygen_mut(&session) else {
             return;
         };
@@ -240,84 +239,16 @@ impl<S: SubmitResult> Node<S> {
             });
             return;
         }
-        if k.scheme == Scheme::Cggmp24Secp256k1 {
-            return self.start_cggmp_keygen(session, buffered, reuse_aux).await;
+        if k.scheme != Scheme::Cggmp24Secp256k1 {
+            // FROST keygens run in the session manager (`crate::session`).
+            return self
+                .fail_keygen(
+                    session,
+                    ProtocolError::Bug("FROST keygen in the runtime".into()),
+                )
+                .await;
         }
-        match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, &mut OsRng) {
-            Ok((dkg, out)) => {
-                k.phase = KeygenPhase::Running(dkg);
-                for o in out {
-                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
-                }
-                for (from, msg) in buffered {
-                    match msg {
-                        DkgInput::Frost(m) => self.on_dkg(session, from, m).await,
-                        DkgInput::Cggmp(_) => {
-                            warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
-                        }
-                    }
-                }
-            }
-            Err(e) => self.fail_keygen(session, e).await,
-        }
-    }
-
-    pub(super) async fn on_dkg(&mut self, session: SessionId, from: NodeId, msg: DkgMsg) {
-        let Some(k) = self.keygen_mut(&session) else {
-            return;
-        };
-        let dkg = match std::mem::replace(&mut k.phase, KeygenPhase::Transition) {
-            KeygenPhase::Running(dkg) => dkg,
-            KeygenPhase::AwaitPrepare { mut buffered } => {
-                buffered.push((from, DkgInput::Frost(msg)));
-                k.phase = KeygenPhase::AwaitPrepare { buffered };
-                return;
-            }
-            KeygenPhase::AwaitStart {
-                existing,
-                mut buffered,
-            } => {
-                buffered.push((from, DkgInput::Frost(msg)));
-                k.phase = KeygenPhase::AwaitStart { existing, buffered };
-                return;
-            }
-            phase @ KeygenPhase::CggmpRunning(..) => {
-                warn!(%session, %from, "FROST message in a CGGMP24 keygen dropped");
-                k.phase = phase;
-                return;
-            }
-            KeygenPhase::Transition => return,
-        };
-        match dkg.handle(&from, msg) {
-            Ok(AnyDkgProgress::Continue(dkg, out)) => {
-                k.phase = KeygenPhase::Running(dkg);
-                for o in out {
-                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
-                }
-            }
-            Ok(AnyDkgProgress::Done(output, out)) => {
-                for o in out {
-                    self.send(&session, &o.to, dkg_payload(o.msg)).await;
-                }
-                self.complete_keygen(session, output).await;
-            }
-            Err(e) => self.fail_keygen(session, e).await,
-        }
-    }
-
-    pub(super) async fn complete_keygen(&mut self, session: SessionId, output: AnyDkgOutput) {
-        let encoded =
-            encode_share(&output).and_then(|share| Ok((share, output.public_key_package()?)));
-        let (share, public_key_package) = match encoded {
-            Ok(x) => x,
-            Err(e) => return self.fail_keygen(session, e).await,
-        };
-        let ok = KeyGenOk {
-            public_key: output.public_key().to_vec(),
-            transcript_hash: output.transcript_hash(),
-            public_key_package,
-        };
-        self.store_keygen(session, ok, share).await
+        self.start_cggmp_keygen(session, buffered, reuse_aux).await
     }
 
     /// Stores the share READY (durably), then reports the key to the chain.

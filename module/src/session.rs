@@ -1,0 +1,589 @@
+//! The sans-IO session layer: `Manager::handle(now, Input, rng) -> Vec<Effect>`.
+//!
+//! The manager owns the FROST sessions of a node (keygen with its prepare/ready/start
+//! handshake, and signing), the buffer of messages that arrive before their session's job, the
+//! evidence kept for failure reports, and the one admission policy that decides whether a
+//! committed job runs here ([`Manager::admit`]). It does no I/O: it never awaits, never reads
+//! a clock (time comes in as `now`, milliseconds on the node's clock) and never draws from the
+//! OS (the RNG is passed in). What it wants done comes out as [`Effect`]s, executed in order by
+//! the runtime (`crate::node`, over libp2p, LevelDB and the result submitter) or by the
+//! deterministic simulator (`seqmpc-sim`), which feeds the answers back as inputs.
+//!
+//! Every session is one `enum` state per kind ([`keygen::KeygenState`],
+//! [`sign::SignState`]); transitions are exhaustive matches.
+//!
+//! Not here yet: CGGMP24 keygen, signing and presignatures, and resharing, which the runtime
+//! still drives itself; messages of those sessions reach them through
+//! [`Manager::take_early`].
+
+pub mod codec;
+mod keygen;
+pub mod mem_store;
+mod sign;
+
+use std::collections::BTreeMap;
+
+use rand::{CryptoRng, RngCore};
+use seqmpc_proto::tx::{SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES};
+use seqmpc_proto::wire::p2p_envelope::Payload;
+use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
+use tracing::{debug, warn};
+
+use crate::job::Job;
+use crate::protocol::frost_sign::AnyKeyMaterial;
+use crate::store::KeyRecord;
+
+pub use keygen::KeygenState;
+pub use sign::SignState;
+
+/// Milliseconds on the node's clock (Unix time in production, simulated time in the simulator).
+pub type Millis = u64;
+
+/// Tuning of the session layer.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub me: NodeId,
+    /// Local give-up time of a session (the chain's deadline in blocks is authoritative).
+    pub session_timeout_ms: Millis,
+    /// Most sessions alive at once; jobs beyond fail fast with a clear error.
+    pub max_sessions: usize,
+    /// Most buffered messages for sessions this node has not started yet.
+    pub max_early_messages: usize,
+    /// How long a finished session is remembered (its late messages are dropped quietly).
+    pub finished_keep_ms: Millis,
+}
+
+impl Config {
+    /// Defaults for `me`.
+    pub fn new(me: NodeId) -> Self {
+        Config {
+            me,
+            session_timeout_ms: 60_000,
+            max_sessions: 10_000,
+            max_early_messages: 100_000,
+            finished_keep_ms: 600_000,
+        }
+    }
+}
+
+/// An authenticated p2p message, decoded.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    /// Sender, from the authenticated transport.
+    pub from: NodeId,
+    /// Session it belongs to.
+    pub session: SessionId,
+    /// What it carries.
+    pub payload: Payload,
+    /// The signed message as received, when it may serve as evidence ([`codec::is_evidence`]).
+    pub quoted: Option<SignedMessage>,
+}
+
+/// What the manager reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A committed job (FROST keygen or signing, a deletion, or the chain's verdict on a
+    /// keygen). Other jobs are the runtime's.
+    Job(Job),
+    /// A p2p message.
+    Msg(Msg),
+    /// Time passed: expire sessions and forget old state.
+    Tick,
+    /// The answer to an [`Effect::Store`] that asked for one.
+    StoreReply {
+        /// Which step waits for it.
+        token: StoreToken,
+        /// The store's answer, or its error.
+        reply: Result<StoreReply, String>,
+    },
+}
+
+/// A key-store operation. Each is one durable step of the store.
+#[derive(Clone, Debug)]
+pub enum StoreOp {
+    /// Read a record.
+    Get(KeyId),
+    /// Write a record unless one exists; answers the existing one.
+    InsertIfAbsent(KeyRecord),
+    /// Write a record.
+    Put(KeyRecord),
+    /// Mark the record of `session` ERROR, dropping its share; only a PENDING one when
+    /// `only_pending` (a local failure never downgrades a READY share; the chain's verdict may).
+    MarkError {
+        /// Key.
+        key_id: KeyId,
+        /// Only the record of this session.
+        session: SessionId,
+        /// Why.
+        reason: String,
+        /// Leave a READY record alone.
+        only_pending: bool,
+    },
+    /// Delete (and zeroize) a record.
+    Delete(KeyId),
+}
+
+/// The store's answer to a [`StoreOp`].
+#[derive(Clone, Debug)]
+pub enum StoreReply {
+    /// `Get`: the record; `InsertIfAbsent`: the record that was already there.
+    Record(Option<KeyRecord>),
+    /// `Put` / `MarkError`: durable.
+    Done,
+    /// `Delete`: whether there was a record.
+    Deleted(bool),
+}
+
+/// Which step waits for a store answer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoreToken {
+    /// A keygen job: has this session already completed here (a replayed job)?
+    KeygenJob(SessionId),
+    /// KeyGenPrepare: the PENDING record was inserted (or another was there).
+    Prepared(SessionId),
+    /// KeyGenPrepare over an ERROR record: the PENDING record replaced it.
+    ReplacedError(SessionId),
+    /// The READY share is durable: the result may go to the chain.
+    Stored(SessionId),
+    /// KeyGenStart with the key READY here already: its share, for the public key package.
+    Existing(SessionId),
+    /// A signing job: the key share.
+    SignKey(SessionId),
+    /// A deletion is durable.
+    Deleted(KeyId),
+}
+
+/// A counter or latency for the node's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricEvent {
+    /// A keygen ended READY here, after this many microseconds.
+    KeygenOk(u64),
+    /// A keygen failed here.
+    KeygenFailed,
+    /// This node aggregated and verified a signature, after this many microseconds.
+    SignOk(u64),
+    /// A signing failed here.
+    SignFailed,
+    /// A p2p message was dropped.
+    Dropped,
+}
+
+/// What the manager wants done, in order.
+#[derive(Debug)]
+pub enum Effect {
+    /// Send a p2p message.
+    Send {
+        /// Session.
+        session: SessionId,
+        /// Recipient.
+        to: NodeId,
+        /// Payload.
+        payload: Payload,
+    },
+    /// Run a store operation; with a token, answer with [`Input::StoreReply`].
+    Store {
+        /// Operation.
+        op: StoreOp,
+        /// Who waits for the answer.
+        token: Option<StoreToken>,
+    },
+    /// Hand a result tx to the chain.
+    Submit(TxMsg),
+    /// A named point of a session's life (test builds may crash the node there).
+    Checkpoint(&'static str),
+    /// A metric.
+    Metric(MetricEvent),
+}
+
+/// A running session.
+enum Session {
+    Keygen(Box<keygen::Keygen>),
+    Sign(Box<sign::Sign>),
+}
+
+impl Session {
+    fn started(&self) -> Millis {
+        match self {
+            Session::Keygen(k) => k.started,
+            Session::Sign(s) => s.started,
+        }
+    }
+    fn is_party(&self, n: &NodeId) -> bool {
+        match self {
+            Session::Keygen(k) => k.parties.contains(n),
+            Session::Sign(s) => s.signers.contains(n),
+        }
+    }
+}
+
+/// Why a committed job does not run here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// This node is not a party.
+    NotAParty,
+    /// The job's block is older than the session timeout: the session is over elsewhere.
+    Stale,
+    /// This session already ran here.
+    Finished,
+    /// The session is running here.
+    Running,
+}
+
+/// Most signed messages kept as evidence per session.
+const MAX_EVIDENCE_PER_SESSION: usize = 64;
+
+/// The FROST session manager of one node. See the module docs.
+pub struct Manager {
+    cfg: Config,
+    sessions: BTreeMap<SessionId, Session>,
+    /// Messages of sessions not started here yet: sender's Commit may run ahead of ours.
+    early: BTreeMap<SessionId, Vec<(Msg, Millis)>>,
+    early_count: usize,
+    /// Per live session, the signed messages the chain can check a blame with.
+    evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
+    finished: BTreeMap<SessionId, Millis>,
+    /// READY FROST shares and their generation, decoded once.
+    keys: BTreeMap<KeyId, (AnyKeyMaterial, u64)>,
+}
+
+impl Manager {
+    /// A manager with no session.
+    pub fn new(cfg: Config) -> Self {
+        Manager {
+            cfg,
+            sessions: BTreeMap::new(),
+            early: BTreeMap::new(),
+            early_count: 0,
+            evidence: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeId {
+        &self.cfg.me
+    }
+
+    /// Sessions alive now.
+    pub fn active(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether `session` is a session of this manager (running or recently finished).
+    pub fn knows(&self, session: &SessionId) -> bool {
+        self.sessions.contains_key(session) || self.finished.contains_key(session)
+    }
+
+    /// Keygens running here: key, scheme, phase and start time.
+    pub fn keygens(&self) -> Vec<(KeyId, Scheme, &'static str, Millis)> {
+        self.sessions
+            .values()
+            .filter_map(|s| match s {
+                Session::Keygen(k) => {
+                    Some((k.key_id.clone(), k.scheme, k.state.phase(), k.started))
+                }
+                Session::Sign(_) => None,
+            })
+            .collect()
+    }
+
+    /// Messages buffered for `session`, for a session the runtime starts itself.
+    pub fn take_early(&mut self, session: &SessionId) -> Vec<Msg> {
+        let msgs = self.early.remove(session).unwrap_or_default();
+        self.early_count = self.early_count.saturating_sub(msgs.len());
+        msgs.into_iter().map(|(m, _)| m).collect()
+    }
+
+    /// Forget a decoded key (its share changed or went away outside this manager).
+    pub fn forget_key(&mut self, key_id: &KeyId) {
+        self.keys.remove(key_id);
+    }
+
+    /// The one admission policy for committed session jobs (this manager's and the
+    /// runtime's): whether a job for `session` with `parties` from a block of
+    /// `block_time_ms` runs here at `now`.
+    pub fn admit(
+        &self,
+        now: Millis,
+        session: &SessionId,
+        parties: &[NodeId],
+        block_time_ms: u64,
+    ) -> Result<(), Skip> {
+        if !parties.contains(&self.cfg.me) {
+            return Err(Skip::NotAParty);
+        }
+        if self.is_stale(now, block_time_ms) {
+            return Err(Skip::Stale);
+        }
+        if self.finished.contains_key(session) {
+            return Err(Skip::Finished);
+        }
+        if self.sessions.contains_key(session) {
+            return Err(Skip::Running);
+        }
+        Ok(())
+    }
+
+    /// Whether a job from a block of `block_time_ms` is older than the session timeout at
+    /// `now` (a node replaying blocks after a restart): its session is over on every other
+    /// node, so it is not started.
+    pub fn is_stale(&self, now: Millis, block_time_ms: u64) -> bool {
+        block_time_ms != 0 && now.saturating_sub(block_time_ms) > self.cfg.session_timeout_ms
+    }
+
+    /// Whether another session fits (the overload part of admission).
+    fn has_room(&self) -> bool {
+        self.sessions.len() < self.cfg.max_sessions
+    }
+
+    /// Handles one input; returns what to do, in order.
+    pub fn handle<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        input: Input,
+        rng: &mut R,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Job(job) => self.on_job(now, job, rng, &mut fx),
+            Input::Msg(m) => self.on_msg(now, m, rng, &mut fx),
+            Input::Tick => self.on_tick(now, &mut fx),
+            Input::StoreReply { token, reply } => self.on_store(now, token, reply, rng, &mut fx),
+        }
+        fx
+    }
+
+    fn on_job<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        job: Job,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        match job {
+            Job::KeyGen {
+                session,
+                key_id,
+                scheme,
+                threshold,
+                parties,
+                block_time_ms,
+                ..
+            } => {
+                if let Err(skip) = self.admit(now, &session, &parties, block_time_ms) {
+                    debug!(%key_id, %session, ?skip, "keygen job not run here");
+                    return;
+                }
+                let job = keygen::KeygenJob {
+                    session,
+                    key_id,
+                    scheme,
+                    threshold,
+                    parties,
+                };
+                self.start_keygen(now, job, fx);
+            }
+            Job::Sign {
+                session,
+                request_id,
+                key_id,
+                message,
+                signers,
+                block_time_ms,
+                ..
+            } => {
+                if let Err(skip) = self.admit(now, &session, &signers, block_time_ms) {
+                    debug!(%request_id, %session, ?skip, "sign job not run here");
+                    return;
+                }
+                let job = sign::SignJob {
+                    session,
+                    request_id,
+                    key_id,
+                    message,
+                    signers,
+                };
+                self.start_sign(now, job, rng, fx);
+            }
+            Job::Delete {
+                key_id, parties, ..
+            } => {
+                if !parties.contains(&self.cfg.me) {
+                    return;
+                }
+                fx.push(Effect::Checkpoint("delete-before-erase"));
+                self.keys.remove(&key_id);
+                fx.push(Effect::Store {
+                    op: StoreOp::Delete(key_id.clone()),
+                    token: Some(StoreToken::Deleted(key_id)),
+                });
+            }
+            Job::KeyGenFailed {
+                key_id,
+                session,
+                reason,
+            } => {
+                self.sessions.remove(&session);
+                self.keys.remove(&key_id);
+                fx.push(Effect::Store {
+                    op: StoreOp::MarkError {
+                        key_id,
+                        session,
+                        reason: format!("chain: {reason}"),
+                        only_pending: false,
+                    },
+                    token: None,
+                });
+            }
+            Job::NodeJoined { .. }
+            | Job::Reshare(_)
+            | Job::ReshareDone { .. }
+            | Job::ReshareFailed { .. } => {
+                warn!("a job of the runtime reached the session manager; ignored");
+            }
+        }
+    }
+
+    fn on_msg<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        m: Msg,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.finished.contains_key(&m.session) {
+            debug!(session = %m.session, from = %m.from, "message for a finished session ignored");
+            return;
+        }
+        let checking = matches!(
+            self.sessions.get(&m.session),
+            Some(Session::Keygen(k)) if matches!(k.state, KeygenState::Checking)
+        );
+        let Some(s) = self.sessions.get(&m.session).filter(|_| !checking) else {
+            // The sender's Commit may run ahead of ours (or the job waits for the store):
+            // keep it until the session can take it.
+            if self.early_count >= self.cfg.max_early_messages {
+                warn!(from = %m.from, "early-message buffer full; message dropped");
+                fx.push(Effect::Metric(MetricEvent::Dropped));
+                return;
+            }
+            self.early_count += 1;
+            self.early.entry(m.session).or_default().push((m, now));
+            return;
+        };
+        if !s.is_party(&m.from) {
+            warn!(session = %m.session, from = %m.from, "message from a node outside the session dropped");
+            fx.push(Effect::Metric(MetricEvent::Dropped));
+            return;
+        }
+        if let Some(q) = m.quoted.clone() {
+            let kept = self.evidence.entry(m.session).or_default();
+            if kept.len() < MAX_EVIDENCE_PER_SESSION && !kept.contains(&q) {
+                kept.push(q);
+            }
+        }
+        match s {
+            Session::Keygen(_) => self.keygen_msg(now, m.session, m.from, m.payload, rng, fx),
+            Session::Sign(_) => self.sign_msg(now, m.session, m.from, m.payload, fx),
+        }
+    }
+
+    /// Feeds the messages that arrived before `session` started.
+    fn replay_early<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        for m in self.take_early(&session) {
+            self.on_msg(now, m, rng, fx);
+        }
+    }
+
+    fn on_store<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        token: StoreToken,
+        reply: Result<StoreReply, String>,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        match token {
+            StoreToken::KeygenJob(s) => self.keygen_checked(now, s, reply, rng, fx),
+            StoreToken::Prepared(s) => self.keygen_prepared(now, s, reply, fx),
+            StoreToken::ReplacedError(s) => self.keygen_replaced(s, reply, fx),
+            StoreToken::Stored(s) => self.keygen_stored(now, s, reply, fx),
+            StoreToken::Existing(s) => self.keygen_existing(now, s, reply, fx),
+            StoreToken::SignKey(s) => self.sign_key_loaded(now, s, reply, rng, fx),
+            StoreToken::Deleted(key_id) => match reply {
+                Ok(_) => {
+                    fx.push(Effect::Checkpoint("delete-after-erase"));
+                    fx.push(Effect::Submit(TxMsg::KeyDeleted { key_id }));
+                }
+                Err(e) => warn!(%key_id, error = %e, "cannot delete key share"),
+            },
+        }
+    }
+
+    fn on_tick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let timeout = self.cfg.session_timeout_ms;
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.started()) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            match self.sessions.get(&id) {
+                Some(Session::Keygen(_)) => self.keygen_timeout(now, id, fx),
+                Some(Session::Sign(_)) => self.sign_timeout(now, id, fx),
+                None => {}
+            }
+        }
+        let keep = self.cfg.finished_keep_ms;
+        self.finished.retain(|_, t| now.saturating_sub(*t) < keep);
+        let mut dropped = 0;
+        self.early.retain(|_, msgs| {
+            let before = msgs.len();
+            msgs.retain(|(_, t)| now.saturating_sub(*t) < timeout);
+            dropped += before - msgs.len();
+            !msgs.is_empty()
+        });
+        self.early_count = self.early_count.saturating_sub(dropped);
+        let live = &self.sessions;
+        self.evidence.retain(|s, _| live.contains_key(s));
+    }
+
+    /// Ends a session: remembered as finished, its evidence dropped by the next tick.
+    fn finish(&mut self, now: Millis, session: SessionId) -> Option<Session> {
+        self.finished.insert(session, now);
+        self.sessions.remove(&session)
+    }
+
+    /// The signed messages of `culprits` kept for `session`, for a failure report.
+    fn evidence_of(&self, session: &SessionId, culprits: &[NodeId]) -> Vec<SignedMessage> {
+        self.evidence
+            .get(session)
+            .into_iter()
+            .flatten()
+            .filter(|m| culprits.contains(&m.from))
+            .filter(|m| m.envelope.len() <= seqmpc_proto::tx::MAX_EVIDENCE_ENVELOPE_BYTES)
+            .take(MAX_EVIDENCE_MESSAGES)
+            .cloned()
+            .collect()
+    }
+
+    fn send(fx: &mut Vec<Effect>, session: SessionId, to: &NodeId, payload: Payload) {
+        fx.push(Effect::Send {
+            session,
+            to: to.clone(),
+            payload,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

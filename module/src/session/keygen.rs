@@ -1,0 +1,701 @@
+//! FROST keygen sessions (seed 001): prepare / ready / start, then the DKG, at a party and at
+//! the coordinator.
+//!
+//! ```text
+//! job ─► Checking ─store─► AwaitPrepare ─prepare─► Preparing ─store─► AwaitStart ─start─► Running ─done─► Storing ─store─► (reported)
+//!                                                                          └─ existing key ─► Existing ─store─► (reported)
+//! ```
+
+use std::collections::BTreeMap;
+
+use rand::{CryptoRng, RngCore};
+use seqmpc_proto::tx::{KeyGenOk, Outcome, TxMsg};
+use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
+use tracing::{debug, info, warn};
+
+use super::codec::{coordinator, decode_share, dkg_payload, encode_share, existing_transcript};
+use super::{Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, StoreToken};
+use crate::error::ProtocolError;
+use crate::protocol::frost_dkg::{AnyDkg, AnyDkgOutput, AnyDkgProgress, DkgMsg};
+use crate::protocol::Outgoing;
+use crate::store::{KeyRecord, ShareStatus};
+
+/// A committed keygen, as the session needs it.
+pub(super) struct KeygenJob {
+    pub session: SessionId,
+    pub key_id: KeyId,
+    pub scheme: Scheme,
+    pub threshold: u32,
+    pub parties: Vec<NodeId>,
+}
+
+/// What a party answered to KeyGenPrepare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ReadyAnswer {
+    Fresh,
+    Existing(Vec<u8>),
+    Refused(String),
+}
+
+/// DKG messages that arrived before the DKG started: sender and message.
+type Buffered = Vec<(NodeId, DkgMsg)>;
+
+/// Where a keygen stands at this party.
+#[allow(clippy::large_enum_variant)] // moved by value once per step
+pub enum KeygenState {
+    /// The store is asked whether this session already completed here (a replayed job).
+    /// Messages wait in the manager's early buffer meanwhile.
+    Checking,
+    /// Waiting for the coordinator's KeyGenPrepare.
+    AwaitPrepare {
+        /// Early DKG messages.
+        buffered: Buffered,
+    },
+    /// The PENDING record is being written.
+    Preparing {
+        /// Early DKG messages.
+        buffered: Buffered,
+    },
+    /// Answered Ready; waiting for KeyGenStart.
+    AwaitStart {
+        /// The key is READY here already with this public key.
+        existing: Option<Vec<u8>>,
+        /// Early DKG messages.
+        buffered: Buffered,
+    },
+    /// Running the DKG.
+    Running(AnyDkg),
+    /// Ended: the READY share is being written, or the existing share read; the result goes
+    /// to the chain once the store answers.
+    Storing {
+        /// The result to report.
+        ok: KeyGenOk,
+    },
+    /// Reading the existing READY share for its public key package.
+    Existing {
+        /// The existing public key.
+        public_key: Vec<u8>,
+    },
+    /// Moving between states (never observed outside a transition).
+    Transition,
+}
+
+impl KeygenState {
+    /// A short name for status views.
+    pub fn phase(&self) -> &'static str {
+        match self {
+            KeygenState::Checking | KeygenState::AwaitPrepare { .. } => "awaiting-prepare",
+            KeygenState::Preparing { .. } | KeygenState::AwaitStart { .. } => "awaiting-start",
+            KeygenState::Running(_) | KeygenState::Transition => "dkg",
+            KeygenState::Storing { .. } | KeygenState::Existing { .. } => "storing",
+        }
+    }
+
+    fn buffer(&mut self, from: NodeId, msg: DkgMsg) -> bool {
+        match self {
+            KeygenState::AwaitPrepare { buffered }
+            | KeygenState::Preparing { buffered }
+            | KeygenState::AwaitStart { buffered, .. } => {
+                buffered.push((from, msg));
+                true
+            }
+            KeygenState::Checking
+            | KeygenState::Running(_)
+            | KeygenState::Storing { .. }
+            | KeygenState::Existing { .. }
+            | KeygenState::Transition => false,
+        }
+    }
+}
+
+/// A keygen session.
+pub(super) struct Keygen {
+    pub key_id: KeyId,
+    pub scheme: Scheme,
+    pub threshold: u32,
+    pub parties: Vec<NodeId>,
+    pub coordinator: NodeId,
+    /// Coordinator only: answers collected.
+    answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
+    pub state: KeygenState,
+    pub started: Millis,
+}
+
+impl Keygen {
+    fn record(&self, session: SessionId, status: ShareStatus) -> KeyRecord {
+        KeyRecord {
+            key_id: self.key_id.clone(),
+            session,
+            scheme: self.scheme,
+            threshold: self.threshold,
+            parties: self.parties.clone(),
+            public_key: Vec::new(),
+            status,
+            error: None,
+            generation: 1,
+            share: None,
+        }
+    }
+}
+
+impl Manager {
+    fn keygen_mut(&mut self, session: &SessionId) -> Option<&mut Keygen> {
+        match self.sessions.get_mut(session) {
+            Some(Session::Keygen(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// A keygen job was admitted: ask the store whether it already ran here.
+    pub(super) fn start_keygen(&mut self, now: Millis, job: KeygenJob, fx: &mut Vec<Effect>) {
+        let Some(coord) = coordinator(&job.session, &job.parties) else {
+            return;
+        };
+        if !self.has_room() {
+            fx.push(Effect::Submit(TxMsg::KeyGenResult {
+                key_id: job.key_id,
+                session: job.session,
+                outcome: Outcome::Failed {
+                    error: "node overloaded: too many sessions".into(),
+                    culprits: Vec::new(),
+                    evidence: Vec::new(),
+                },
+            }));
+            return;
+        }
+        let is_coord = coord == self.cfg.me;
+        fx.push(Effect::Store {
+            op: StoreOp::Get(job.key_id.clone()),
+            token: Some(StoreToken::KeygenJob(job.session)),
+        });
+        self.sessions.insert(
+            job.session,
+            Session::Keygen(Box::new(Keygen {
+                key_id: job.key_id,
+                scheme: job.scheme,
+                threshold: job.threshold,
+                parties: job.parties,
+                coordinator: coord,
+                answers: is_coord.then(BTreeMap::new),
+                state: KeygenState::Checking,
+                started: now,
+            })),
+        );
+    }
+
+    /// The store answered whether this session already completed here.
+    pub(super) fn keygen_checked<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        reply: Result<StoreReply, String>,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        if let Ok(StoreReply::Record(Some(rec))) = &reply {
+            // Idempotent: a replayed job for a session this node completed does nothing.
+            if rec.session == session && rec.status != ShareStatus::Pending {
+                debug!(key_id = %rec.key_id, %session, "keygen job already done here; skipped");
+                self.finish(now, session);
+                self.take_early(&session);
+                return;
+            }
+        }
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if !matches!(k.state, KeygenState::Checking) {
+            return;
+        }
+        k.state = KeygenState::AwaitPrepare {
+            buffered: Vec::new(),
+        };
+        info!(key_id = %k.key_id, %session, coord = %k.coordinator, "keygen session opened");
+        if k.coordinator == me {
+            // Phase 1 (seed 001): ask every party to prepare.
+            let prepare = wire::KeyGenPrepare {
+                key_id: k.key_id.to_string(),
+                scheme: k.scheme.as_str().into(),
+                threshold: k.threshold,
+                parties: k.parties.iter().map(|p| p.to_string()).collect(),
+            };
+            for p in &k.parties {
+                Self::send(fx, session, p, Payload::KeygenPrepare(prepare.clone()));
+            }
+        }
+        self.replay_early(now, session, rng, fx);
+    }
+
+    pub(super) fn keygen_msg<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        from: NodeId,
+        payload: Payload,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        match payload {
+            Payload::KeygenPrepare(p) => self.on_prepare(session, from, p, fx),
+            Payload::KeygenReady(r) => self.on_ready(session, from, r, fx),
+            Payload::KeygenStart(_) => self.on_start(now, session, from, rng, fx),
+            Payload::DkgRound1(r) => self.on_dkg(now, session, from, DkgMsg::Round1(r.package), fx),
+            Payload::DkgRound2(r) => self.on_dkg(now, session, from, DkgMsg::Round2(r.package), fx),
+            Payload::Abort(a) => {
+                let reason = format!("aborted by {from}: {}", a.reason);
+                self.fail_keygen(now, session, ProtocolError::Local(reason), fx)
+            }
+            Payload::SignRound1(_)
+            | Payload::SignRound2(_)
+            | Payload::Cggmp(_)
+            | Payload::SignPlan(_)
+            | Payload::PresignStart(_)
+            | Payload::ReshareDeal(_)
+            | Payload::ReshareAux(_) => {
+                warn!(%session, %from, "message of another kind in a FROST keygen dropped");
+                fx.push(Effect::Metric(MetricEvent::Dropped));
+            }
+        }
+    }
+
+    /// Phase 1 at a party: check the local store (seed 001 semantics) and answer.
+    fn on_prepare(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        p: wire::KeyGenPrepare,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if from != k.coordinator {
+            warn!(%session, %from, "KeyGenPrepare from a non-coordinator dropped");
+            return;
+        }
+        let matches = p.key_id == k.key_id.as_str()
+            && p.scheme == k.scheme.as_str()
+            && p.threshold == k.threshold
+            && p.parties
+                .iter()
+                .map(String::as_str)
+                .eq(k.parties.iter().map(|n| n.as_str()));
+        if !matches {
+            let coordinator = k.coordinator.clone();
+            let refused =
+                ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into());
+            return Self::answer_ready(fx, session, &coordinator, refused);
+        }
+        if !matches!(k.state, KeygenState::AwaitPrepare { .. }) {
+            return; // a duplicate prepare
+        }
+        let KeygenState::AwaitPrepare { buffered } =
+            std::mem::replace(&mut k.state, KeygenState::Transition)
+        else {
+            return;
+        };
+        k.state = KeygenState::Preparing { buffered };
+        fx.push(Effect::Store {
+            op: StoreOp::InsertIfAbsent(k.record(session, ShareStatus::Pending)),
+            token: Some(StoreToken::Prepared(session)),
+        });
+    }
+
+    /// The PENDING insert answered: decide the Ready answer.
+    pub(super) fn keygen_prepared(
+        &mut self,
+        _now: Millis,
+        session: SessionId,
+        reply: Result<StoreReply, String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let answer = match reply {
+            Ok(StoreReply::Record(None)) => ReadyAnswer::Fresh,
+            Ok(StoreReply::Record(Some(existing))) => match existing.status {
+                ShareStatus::Ready if existing.scheme != k.scheme => ReadyAnswer::Refused(format!(
+                    "{me}: key {} is READY here as a {} key, not {}",
+                    existing.key_id, existing.scheme, k.scheme
+                )),
+                ShareStatus::Ready => ReadyAnswer::Existing(existing.public_key.clone()),
+                ShareStatus::Pending if existing.session == session => ReadyAnswer::Fresh,
+                ShareStatus::Pending => ReadyAnswer::Refused(format!(
+                    "{me}: key {} is PENDING in another keygen session ({})",
+                    existing.key_id, existing.session
+                )),
+                // An earlier attempt failed: this attempt replaces it.
+                ShareStatus::Error => {
+                    fx.push(Effect::Store {
+                        op: StoreOp::Put(k.record(session, ShareStatus::Pending)),
+                        token: Some(StoreToken::ReplacedError(session)),
+                    });
+                    return;
+                }
+            },
+            Ok(other) => ReadyAnswer::Refused(format!("{me}: key store answered {other:?}")),
+            Err(e) => ReadyAnswer::Refused(format!("{me}: key store: {e}")),
+        };
+        self.keygen_answer(session, answer, fx);
+    }
+
+    /// The PENDING record replaced an ERROR one.
+    pub(super) fn keygen_replaced(
+        &mut self,
+        session: SessionId,
+        reply: Result<StoreReply, String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let answer = match reply {
+            Ok(_) => ReadyAnswer::Fresh,
+            Err(e) => ReadyAnswer::Refused(format!("{}: key store: {e}", self.cfg.me)),
+        };
+        self.keygen_answer(session, answer, fx);
+    }
+
+    fn keygen_answer(&mut self, session: SessionId, answer: ReadyAnswer, fx: &mut Vec<Effect>) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let KeygenState::Preparing { buffered } =
+            std::mem::replace(&mut k.state, KeygenState::Transition)
+        else {
+            return;
+        };
+        k.state = KeygenState::AwaitStart {
+            existing: match &answer {
+                ReadyAnswer::Existing(pk) => Some(pk.clone()),
+                _ => None,
+            },
+            buffered,
+        };
+        let coordinator = k.coordinator.clone();
+        fx.push(Effect::Checkpoint("keygen-after-pending"));
+        Self::answer_ready(fx, session, &coordinator, answer);
+    }
+
+    fn answer_ready(fx: &mut Vec<Effect>, session: SessionId, to: &NodeId, a: ReadyAnswer) {
+        let ready = match a {
+            ReadyAnswer::Fresh => wire::KeyGenReady::default(),
+            ReadyAnswer::Existing(pk) => wire::KeyGenReady {
+                existing_public_key: pk,
+                ..Default::default()
+            },
+            ReadyAnswer::Refused(error) => wire::KeyGenReady {
+                error,
+                ..Default::default()
+            },
+        };
+        Self::send(fx, session, to, Payload::KeygenReady(ready));
+    }
+
+    /// Phase 2 at the coordinator: once every party answered, start or abort.
+    fn on_ready(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        r: wire::KeyGenReady,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let parties = k.parties.clone();
+        let Some(answers) = k.answers.as_mut() else {
+            warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
+            return;
+        };
+        let a = if !r.error.is_empty() {
+            ReadyAnswer::Refused(r.error)
+        } else if !r.existing_public_key.is_empty() {
+            ReadyAnswer::Existing(r.existing_public_key)
+        } else {
+            ReadyAnswer::Fresh
+        };
+        answers.entry(from).or_insert(a);
+        if answers.len() < parties.len() {
+            return;
+        }
+        let answers = std::mem::take(answers);
+        let refused: Vec<String> = answers
+            .values()
+            .filter_map(|a| match a {
+                ReadyAnswer::Refused(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let existing: Vec<&Vec<u8>> = answers
+            .values()
+            .filter_map(|a| match a {
+                ReadyAnswer::Existing(pk) => Some(pk),
+                _ => None,
+            })
+            .collect();
+        let abort = if !refused.is_empty() {
+            Some(refused.join("; "))
+        } else if !existing.is_empty()
+            && (existing.len() != parties.len() || existing.windows(2).any(|w| w[0] != w[1]))
+        {
+            Some("parties disagree: some already hold a READY share of this key id".into())
+        } else {
+            None
+        };
+        let payload = match abort {
+            Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
+            None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux: false }),
+        };
+        for p in &parties {
+            Self::send(fx, session, p, payload.clone());
+        }
+    }
+
+    /// Phase 2 at a party: run the DKG (or report the existing key).
+    fn on_start<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        from: NodeId,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        let me = self.cfg.me.clone();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        if from != k.coordinator {
+            warn!(%session, %from, "KeyGenStart from a non-coordinator dropped");
+            return;
+        }
+        // A duplicate (or late) KeyGenStart must leave a running DKG alone (found by the
+        // network-fault e2e test, which duplicates every message).
+        if !matches!(k.state, KeygenState::AwaitStart { .. }) {
+            debug!(%session, "duplicate KeyGenStart ignored");
+            return;
+        }
+        let KeygenState::AwaitStart { existing, buffered } =
+            std::mem::replace(&mut k.state, KeygenState::Transition)
+        else {
+            return;
+        };
+        if let Some(public_key) = existing {
+            info!(key_id = %k.key_id, "key is READY locally already: reporting the existing key");
+            let key_id = k.key_id.clone();
+            k.state = KeygenState::Existing { public_key };
+            // The verifying shares too, from the READY share.
+            fx.push(Effect::Store {
+                op: StoreOp::Get(key_id),
+                token: Some(StoreToken::Existing(session)),
+            });
+            return;
+        }
+        match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, rng) {
+            Ok((dkg, out)) => {
+                k.state = KeygenState::Running(dkg);
+                send_dkg(fx, session, out);
+                for (from, msg) in buffered {
+                    self.on_dkg(now, session, from, msg, fx);
+                }
+            }
+            Err(e) => self.fail_keygen(now, session, e, fx),
+        }
+    }
+
+    fn on_dkg(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        from: NodeId,
+        msg: DkgMsg,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let dkg = match std::mem::replace(&mut k.state, KeygenState::Transition) {
+            KeygenState::Running(dkg) => dkg,
+            mut other => {
+                if !other.buffer(from.clone(), msg) {
+                    debug!(%session, %from, "DKG message after the DKG ended dropped");
+                }
+                k.state = other;
+                return;
+            }
+        };
+        match dkg.handle(&from, msg) {
+            Ok(AnyDkgProgress::Continue(dkg, out)) => {
+                k.state = KeygenState::Running(dkg);
+                send_dkg(fx, session, out);
+            }
+            Ok(AnyDkgProgress::Done(output, out)) => {
+                send_dkg(fx, session, out);
+                self.complete_keygen(now, session, output, fx);
+            }
+            Err(e) => self.fail_keygen(now, session, e, fx),
+        }
+    }
+
+    /// Stores the share READY (durably); the result goes to the chain once it is.
+    fn complete_keygen(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        output: AnyDkgOutput,
+        fx: &mut Vec<Effect>,
+    ) {
+        let encoded =
+            encode_share(&output).and_then(|share| Ok((share, output.public_key_package()?)));
+        let (share, public_key_package) = match encoded {
+            Ok(x) => x,
+            Err(e) => return self.fail_keygen(now, session, e, fx),
+        };
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let ok = KeyGenOk {
+            public_key: output.public_key().to_vec(),
+            transcript_hash: output.transcript_hash(),
+            public_key_package,
+        };
+        let rec = KeyRecord {
+            public_key: ok.public_key.clone(),
+            share: Some(share),
+            ..k.record(session, ShareStatus::Ready)
+        };
+        k.state = KeygenState::Storing { ok };
+        fx.push(Effect::Checkpoint("keygen-before-store"));
+        // Durable before the chain hears of it: a READY acknowledged on chain survives a crash.
+        fx.push(Effect::Store {
+            op: StoreOp::Put(rec),
+            token: Some(StoreToken::Stored(session)),
+        });
+    }
+
+    /// The READY share is durable (or the write failed).
+    pub(super) fn keygen_stored(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        reply: Result<StoreReply, String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        if let Err(e) = reply {
+            let e = ProtocolError::Local(format!("key store: {e}"));
+            return self.fail_keygen(now, session, e, fx);
+        }
+        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+            return;
+        };
+        let KeygenState::Storing { ok } = k.state else {
+            return;
+        };
+        let us = now.saturating_sub(k.started).saturating_mul(1000);
+        fx.push(Effect::Metric(MetricEvent::KeygenOk(us)));
+        info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&ok.public_key), "keygen READY locally");
+        fx.push(Effect::Checkpoint("keygen-after-store"));
+        fx.push(Effect::Submit(TxMsg::KeyGenResult {
+            key_id: k.key_id,
+            session,
+            outcome: Outcome::Ok(ok),
+        }));
+    }
+
+    /// The existing READY share was read: report the key again.
+    pub(super) fn keygen_existing(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        reply: Result<StoreReply, String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+            return;
+        };
+        let KeygenState::Existing { public_key } = k.state else {
+            return;
+        };
+        let package = match reply {
+            Ok(StoreReply::Record(Some(rec))) if rec.status == ShareStatus::Ready => rec
+                .share
+                .as_ref()
+                .ok_or_else(|| ProtocolError::Local("READY record without share".into()))
+                .and_then(|s| decode_share(s, rec.scheme, rec.parties.clone()))
+                .and_then(|km| km.public_key_package()),
+            Ok(_) => Err(ProtocolError::Local(format!(
+                "no READY share of {} here any more",
+                k.key_id
+            ))),
+            Err(e) => Err(ProtocolError::Local(format!("key store: {e}"))),
+        };
+        let outcome = match package {
+            Ok(public_key_package) => Outcome::Ok(KeyGenOk {
+                transcript_hash: existing_transcript(k.scheme, &public_key),
+                public_key,
+                public_key_package,
+            }),
+            Err(e) => Outcome::Failed {
+                error: e.to_string(),
+                culprits: Vec::new(),
+                evidence: Vec::new(),
+            },
+        };
+        fx.push(Effect::Submit(TxMsg::KeyGenResult {
+            key_id: k.key_id,
+            session,
+            outcome,
+        }));
+    }
+
+    pub(super) fn keygen_timeout(&mut self, now: Millis, session: SessionId, fx: &mut Vec<Effect>) {
+        let e = ProtocolError::Local(format!(
+            "timed out after {} s waiting for other parties",
+            self.cfg.session_timeout_ms / 1000
+        ));
+        self.fail_keygen(now, session, e, fx);
+    }
+
+    /// Ends a keygen ERROR: its PENDING record too, and reports the failure with evidence.
+    fn fail_keygen(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        e: ProtocolError,
+        fx: &mut Vec<Effect>,
+    ) {
+        let evidence = self.evidence_of(&session, e.culprits());
+        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+            return;
+        };
+        warn!(key_id = %k.key_id, %session, error = %e, "keygen failed");
+        fx.push(Effect::Metric(MetricEvent::KeygenFailed));
+        // Only this session's PENDING record: a local failure never downgrades a READY share
+        // (only the chain's verdict, Job::KeyGenFailed, does).
+        fx.push(Effect::Store {
+            op: StoreOp::MarkError {
+                key_id: k.key_id.clone(),
+                session,
+                reason: e.to_string(),
+                only_pending: true,
+            },
+            token: None,
+        });
+        fx.push(Effect::Submit(TxMsg::KeyGenResult {
+            key_id: k.key_id,
+            session,
+            outcome: Outcome::Failed {
+                error: e.to_string(),
+                culprits: e.culprits().to_vec(),
+                evidence,
+            },
+        }));
+    }
+}
+
+fn send_dkg(fx: &mut Vec<Effect>, session: SessionId, out: Vec<Outgoing<DkgMsg>>) {
+    for o in out {
+        Manager::send(fx, session, &o.to, dkg_payload(o.msg));
+    }
+}

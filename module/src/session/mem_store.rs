@@ -1,0 +1,91 @@
+//! The key-store semantics the session manager relies on, over a map in memory: what each
+//! [`StoreOp`] does and answers. The LevelDB runtime (`crate::node`) implements the same ops
+//! over the encrypted store; the simulator and the manager's tests use this one.
+
+use std::collections::BTreeMap;
+
+use seqmpc_proto::{KeyId, SessionId};
+
+use super::{StoreOp, StoreReply};
+use crate::store::{KeyRecord, ShareStatus};
+
+/// Whether [`StoreOp::MarkError`] changes `rec`: only the record of `session`, and only a
+/// PENDING one when `only_pending` (else any but an ERROR one).
+pub fn mark_error_applies(rec: &KeyRecord, session: &SessionId, only_pending: bool) -> bool {
+    rec.session == *session
+        && if only_pending {
+            rec.status == ShareStatus::Pending
+        } else {
+            rec.status != ShareStatus::Error
+        }
+}
+
+/// What a node does with its records after a restart: a PENDING record cannot resume (nonces
+/// and DKG secrets live only in memory), so it becomes ERROR and is never taken for a usable
+/// key. Returns the records to write back.
+pub fn recover(records: Vec<KeyRecord>) -> Vec<KeyRecord> {
+    records
+        .into_iter()
+        .filter(|r| r.status == ShareStatus::Pending)
+        .map(|mut r| {
+            r.status = ShareStatus::Error;
+            r.error = Some("interrupted: the node restarted during keygen".into());
+            r
+        })
+        .collect()
+}
+
+/// Key records in memory (every write is durable at once).
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    records: BTreeMap<KeyId, KeyRecord>,
+}
+
+impl MemStore {
+    /// Runs one operation.
+    pub fn apply(&mut self, op: StoreOp) -> StoreReply {
+        match op {
+            StoreOp::Get(key_id) => StoreReply::Record(self.records.get(&key_id).cloned()),
+            StoreOp::InsertIfAbsent(rec) => match self.records.get(&rec.key_id) {
+                Some(existing) => StoreReply::Record(Some(existing.clone())),
+                None => {
+                    self.records.insert(rec.key_id.clone(), rec);
+                    StoreReply::Record(None)
+                }
+            },
+            StoreOp::Put(rec) => {
+                self.records.insert(rec.key_id.clone(), rec);
+                StoreReply::Done
+            }
+            StoreOp::MarkError {
+                key_id,
+                session,
+                reason,
+                only_pending,
+            } => {
+                if let Some(rec) = self.records.get_mut(&key_id) {
+                    if mark_error_applies(rec, &session, only_pending) {
+                        rec.status = ShareStatus::Error;
+                        rec.error = Some(reason);
+                        rec.share = None;
+                    }
+                }
+                StoreReply::Done
+            }
+            StoreOp::Delete(key_id) => StoreReply::Deleted(self.records.remove(&key_id).is_some()),
+        }
+    }
+
+    /// Every record, by key id.
+    pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.records.values()
+    }
+
+    /// A node restarted: [`recover`] its records.
+    pub fn restart(&mut self) {
+        let all = self.records.values().cloned().collect();
+        for r in recover(all) {
+            self.records.insert(r.key_id.clone(), r);
+        }
+    }
+}

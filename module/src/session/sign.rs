@@ -1,0 +1,381 @@
+//! FROST signing sessions: load the share, commit, sign, and (at the aggregator) aggregate,
+//! verify and report.
+//!
+//! ```text
+//! job ─► Loading ─store─► Running ─► (reported / share sent)
+//! ```
+
+use rand::{CryptoRng, RngCore};
+use seqmpc_proto::tx::{Outcome, TxMsg, MAX_SIGNING_PACKAGE_BYTES};
+use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
+use tracing::{debug, warn};
+
+use super::codec::{decode_share, sign_payload};
+use super::{Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, StoreToken};
+use crate::error::ProtocolError;
+use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
+use crate::store::ShareStatus;
+
+/// A committed signing, as the session needs it.
+pub(super) struct SignJob {
+    pub session: SessionId,
+    pub request_id: RequestId,
+    pub key_id: KeyId,
+    pub message: Vec<u8>,
+    pub signers: Vec<NodeId>,
+}
+
+/// Where a signing stands at this signer.
+#[allow(clippy::large_enum_variant)] // moved by value once per step
+pub enum SignState {
+    /// The key share is being read from the store.
+    Loading {
+        /// The message to sign.
+        message: Vec<u8>,
+        /// Signing messages that arrived meanwhile.
+        buffered: Vec<(NodeId, SignMsg)>,
+    },
+    /// The FROST signing engine runs.
+    Running(AnySigning),
+    /// Moving between states (never observed outside a transition).
+    Transition,
+}
+
+/// A signing session.
+pub(super) struct Sign {
+    pub request_id: RequestId,
+    pub key_id: KeyId,
+    pub signers: Vec<NodeId>,
+    pub state: SignState,
+    pub started: Millis,
+}
+
+impl Manager {
+    fn sign_mut(&mut self, session: &SessionId) -> Option<&mut Sign> {
+        match self.sessions.get_mut(session) {
+            Some(Session::Sign(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A signing job was admitted: start with the cached share, or read it first.
+    pub(super) fn start_sign<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        job: SignJob,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        if !self.has_room() {
+            let e = ProtocolError::Local("node overloaded: too many sessions".into());
+            return self.report_sign_failure(now, job.session, job.request_id, e, None, fx);
+        }
+        let cached = self.keys.get(&job.key_id).cloned();
+        self.sessions.insert(
+            job.session,
+            Session::Sign(Box::new(Sign {
+                request_id: job.request_id,
+                key_id: job.key_id.clone(),
+                signers: job.signers,
+                state: SignState::Loading {
+                    message: job.message,
+                    buffered: Vec::new(),
+                },
+                started: now,
+            })),
+        );
+        match cached {
+            Some(key) => self.run_sign(now, job.session, Ok(key), rng, fx),
+            None => fx.push(Effect::Store {
+                op: StoreOp::Get(job.key_id),
+                token: Some(StoreToken::SignKey(job.session)),
+            }),
+        }
+        self.replay_early(now, job.session, rng, fx);
+    }
+
+    /// The store answered with the key share of a signing.
+    pub(super) fn sign_key_loaded<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        reply: Result<StoreReply, String>,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.sign_mut(&session) else {
+            return;
+        };
+        let key_id = s.key_id.clone();
+        let key = match reply {
+            Ok(StoreReply::Record(Some(rec))) => {
+                if rec.status != ShareStatus::Ready {
+                    Err(ProtocolError::Local(format!(
+                        "local share of {key_id} is {:?}, not READY",
+                        rec.status
+                    )))
+                } else {
+                    rec.share
+                        .as_ref()
+                        .ok_or_else(|| ProtocolError::Local("READY record without share".into()))
+                        .and_then(|share| decode_share(share, rec.scheme, rec.parties.clone()))
+                        .and_then(|km| {
+                            if km.public_key() == rec.public_key.as_slice() {
+                                Ok((km, rec.generation))
+                            } else {
+                                Err(ProtocolError::Local(format!(
+                                    "stored share of {key_id} does not match the record's public key"
+                                )))
+                            }
+                        })
+                }
+            }
+            Ok(_) => Err(ProtocolError::Local(format!(
+                "no local share for key {key_id}"
+            ))),
+            Err(e) => Err(ProtocolError::Local(format!("key store: {e}"))),
+        };
+        if let Ok(k) = &key {
+            self.keys.insert(key_id, k.clone());
+        }
+        self.run_sign(now, session, key, rng, fx);
+    }
+
+    /// Starts the FROST engine once the share is at hand, then feeds what arrived meanwhile.
+    fn run_sign<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        key: Result<(AnyKeyMaterial, u64), ProtocolError>,
+        rng: &mut R,
+        fx: &mut Vec<Effect>,
+    ) {
+        let me = self.cfg.me.clone();
+        let Some(s) = self.sign_mut(&session) else {
+            return;
+        };
+        let SignState::Loading { message, buffered } =
+            std::mem::replace(&mut s.state, SignState::Transition)
+        else {
+            return;
+        };
+        let started = key.and_then(|(key, generation)| {
+            AnySigning::start(session, &me, &s.signers, message, key, generation, rng)
+        });
+        match started {
+            Ok((signing, out)) => {
+                s.state = SignState::Running(signing);
+                send_sign(fx, session, out);
+                fx.push(Effect::Checkpoint("sign-after-commitments"));
+                for (from, msg) in buffered {
+                    self.on_sign(now, session, from, msg, fx);
+                }
+            }
+            Err(e) => {
+                let request_id = s.request_id.clone();
+                self.report_sign_failure(now, session, request_id, e, None, fx)
+            }
+        }
+    }
+
+    pub(super) fn sign_msg(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        from: NodeId,
+        payload: Payload,
+        fx: &mut Vec<Effect>,
+    ) {
+        match payload {
+            Payload::SignRound1(r) => {
+                self.on_sign(now, session, from, SignMsg::Commitments(r.commitments), fx)
+            }
+            Payload::SignRound2(r) => {
+                let msg = SignMsg::Share {
+                    share: r.share,
+                    package_hash: r.package_hash,
+                };
+                self.on_sign(now, session, from, msg, fx)
+            }
+            Payload::Abort(a) => {
+                let Some(s) = self.sign_mut(&session) else {
+                    return;
+                };
+                let request_id = s.request_id.clone();
+                let e = ProtocolError::Local(format!("aborted by {from}: {}", a.reason));
+                self.report_sign_failure(now, session, request_id, e, None, fx)
+            }
+            Payload::KeygenPrepare(_)
+            | Payload::KeygenReady(_)
+            | Payload::KeygenStart(_)
+            | Payload::DkgRound1(_)
+            | Payload::DkgRound2(_)
+            | Payload::Cggmp(_)
+            | Payload::SignPlan(_)
+            | Payload::PresignStart(_)
+            | Payload::ReshareDeal(_)
+            | Payload::ReshareAux(_) => {
+                warn!(%session, %from, "message of another kind in a FROST signing dropped");
+                fx.push(Effect::Metric(MetricEvent::Dropped));
+            }
+        }
+    }
+
+    fn on_sign(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        from: NodeId,
+        msg: SignMsg,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.sign_mut(&session) else {
+            return;
+        };
+        let state = match std::mem::replace(&mut s.state, SignState::Transition) {
+            SignState::Running(st) => st,
+            SignState::Loading {
+                message,
+                mut buffered,
+            } => {
+                buffered.push((from, msg));
+                s.state = SignState::Loading { message, buffered };
+                return;
+            }
+            SignState::Transition => return,
+        };
+        let request_id = s.request_id.clone();
+        match state.handle(&from, msg) {
+            Ok(AnySignProgress::Continue(st, out)) => {
+                s.state = SignState::Running(st);
+                send_sign(fx, session, out);
+            }
+            Ok(AnySignProgress::Finished { signature, out }) => {
+                let started = s.started;
+                self.finish(now, session);
+                self.evidence.remove(&session);
+                if signature.is_none() {
+                    fx.push(Effect::Checkpoint("sign-before-share"));
+                }
+                send_sign(fx, session, out);
+                if let Some(signature) = signature {
+                    let us = now.saturating_sub(started).saturating_mul(1000);
+                    fx.push(Effect::Metric(MetricEvent::SignOk(us)));
+                    debug!(%request_id, "signature verified");
+                    fx.push(Effect::Submit(TxMsg::SignResult {
+                        request_id,
+                        session,
+                        outcome: Outcome::Ok(signature),
+                        signing_package: Vec::new(),
+                    }));
+                }
+            }
+            Ok(AnySignProgress::Blamed {
+                error,
+                signing_package,
+            }) => self.abort_sign(now, session, request_id, error, Some(signing_package), fx),
+            Err(e) => self.abort_sign(now, session, request_id, e, None, fx),
+        }
+    }
+
+    /// Tells the other signers to stop waiting, then fails the session.
+    fn abort_sign(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        request_id: RequestId,
+        e: ProtocolError,
+        signing_package: Option<Vec<u8>>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let me = self.cfg.me.clone();
+        let Some(s) = self.sign_mut(&session) else {
+            return;
+        };
+        for p in s.signers.iter().filter(|p| **p != me) {
+            let reason = e.to_string();
+            Self::send(
+                fx,
+                session,
+                p,
+                Payload::Abort(wire::SessionAbort { reason }),
+            );
+        }
+        self.report_sign_failure(now, session, request_id, e, signing_package, fx)
+    }
+
+    /// A signing that waited too long: FROST knows whom it waits for (every signer sends its
+    /// round-1 commitments to all at once), so the silent signers are named.
+    pub(super) fn sign_timeout(&mut self, now: Millis, session: SessionId, fx: &mut Vec<Effect>) {
+        let limit = self.cfg.session_timeout_ms / 1000;
+        let Some(s) = self.sign_mut(&session) else {
+            return;
+        };
+        let silent = match &s.state {
+            SignState::Running(st) => st.waiting_for(),
+            SignState::Loading { .. } | SignState::Transition => Vec::new(),
+        };
+        let e = if silent.is_empty() {
+            ProtocolError::Local(format!(
+                "timed out after {limit} s waiting for other parties"
+            ))
+        } else {
+            ProtocolError::Aborted {
+                reason: format!(
+                    "timed out after {limit} s: nothing received from {} in this round",
+                    silent
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                culprits: silent,
+            }
+        };
+        let request_id = s.request_id.clone();
+        self.report_sign_failure(now, session, request_id, e, None, fx)
+    }
+
+    /// Ends a signing ERROR and reports it. With `signing_package` (the aggregator's, when
+    /// shares did not verify) the report quotes it with the culprits' signed shares, for the
+    /// chain to check (`crate::evidence`).
+    fn report_sign_failure(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        request_id: RequestId,
+        e: ProtocolError,
+        signing_package: Option<Vec<u8>>,
+        fx: &mut Vec<Effect>,
+    ) {
+        warn!(%request_id, %session, error = %e, "sign session failed");
+        let evidence = self.evidence_of(&session, e.culprits());
+        self.finish(now, session);
+        self.evidence.remove(&session);
+        fx.push(Effect::Metric(MetricEvent::SignFailed));
+        let signing_package = signing_package
+            .filter(|p| !evidence.is_empty() && p.len() <= MAX_SIGNING_PACKAGE_BYTES)
+            .unwrap_or_default();
+        fx.push(Effect::Submit(TxMsg::SignResult {
+            request_id,
+            session,
+            outcome: Outcome::Failed {
+                error: e.to_string(),
+                culprits: e.culprits().to_vec(),
+                evidence,
+            },
+            signing_package,
+        }));
+    }
+}
+
+fn send_sign(
+    fx: &mut Vec<Effect>,
+    session: SessionId,
+    out: Vec<crate::protocol::Outgoing<SignMsg>>,
+) {
+    for o in out {
+        Manager::send(fx, session, &o.to, sign_payload(o.msg));
+    }
+}

@@ -1,0 +1,273 @@
+//! The session manager alone: n managers over in-memory stores and a FIFO router, on a seeded
+//! RNG. (The simulator, `seqmpc-sim`, adds the chain, time and faults.)
+#![allow(
+    non_snake_case,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use seqmpc_proto::tx::{Outcome, TxMsg};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+
+use super::mem_store::MemStore;
+use super::*;
+use crate::store::ShareStatus;
+
+fn nid(i: usize) -> NodeId {
+    NodeId::new(format!("node{i}")).unwrap()
+}
+
+struct Harness {
+    managers: BTreeMap<NodeId, Manager>,
+    stores: BTreeMap<NodeId, MemStore>,
+    /// Inputs waiting, with their recipient.
+    queue: VecDeque<(NodeId, Input)>,
+    submitted: Vec<(NodeId, TxMsg)>,
+    /// Messages to drop: (from, to) pairs cut off.
+    cut: Vec<NodeId>,
+    rng: StdRng,
+    now: Millis,
+}
+
+impl Harness {
+    fn new(n: usize, seed: u64) -> Harness {
+        let nodes: Vec<NodeId> = (0..n).map(nid).collect();
+        Harness {
+            managers: nodes
+                .iter()
+                .map(|n| (n.clone(), Manager::new(Config::new(n.clone()))))
+                .collect(),
+            stores: nodes
+                .iter()
+                .map(|n| (n.clone(), MemStore::default()))
+                .collect(),
+            queue: VecDeque::new(),
+            submitted: Vec::new(),
+            cut: Vec::new(),
+            rng: StdRng::seed_from_u64(seed),
+            now: 1_000_000,
+        }
+    }
+
+    fn parties(&self) -> Vec<NodeId> {
+        self.managers.keys().cloned().collect()
+    }
+
+    fn job_for_all(&mut self, job: Job) {
+        for n in self.parties() {
+            self.queue.push_back((n, Input::Job(job.clone())));
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some((node, input)) = self.queue.pop_front() {
+            if self.cut.contains(&node) {
+                continue;
+            }
+            let m = self.managers.get_mut(&node).unwrap();
+            let fx = m.handle(self.now, input, &mut self.rng);
+            for e in fx {
+                match e {
+                    Effect::Send {
+                        session,
+                        to,
+                        payload,
+                    } => {
+                        let msg = Msg {
+                            from: node.clone(),
+                            session,
+                            payload,
+                            quoted: None,
+                        };
+                        self.queue.push_back((to, Input::Msg(msg)));
+                    }
+                    Effect::Store { op, token } => {
+                        let reply = self.stores.get_mut(&node).unwrap().apply(op);
+                        if let Some(token) = token {
+                            let input = Input::StoreReply {
+                                token,
+                                reply: Ok(reply),
+                            };
+                            self.queue.push_back((node.clone(), input));
+                        }
+                    }
+                    Effect::Submit(tx) => self.submitted.push((node.clone(), tx)),
+                    Effect::Checkpoint(_) | Effect::Metric(_) => {}
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, advance: Millis) {
+        self.now += advance;
+        for n in self.parties() {
+            self.queue.push_back((n, Input::Tick));
+        }
+        self.run();
+    }
+}
+
+fn keygen_job(session: SessionId, key: &str, scheme: Scheme, parties: Vec<NodeId>) -> Job {
+    Job::KeyGen {
+        session,
+        key_id: KeyId::new(key).unwrap(),
+        scheme,
+        threshold: 3,
+        parties,
+        height: 1,
+        deadline_height: 100,
+        block_time_ms: 0,
+    }
+}
+
+fn sign_job(session: SessionId, key: &str, scheme: Scheme, signers: Vec<NodeId>) -> Job {
+    Job::Sign {
+        session,
+        request_id: RequestId::new(format!("r{}", session.0[0])).unwrap(),
+        key_id: KeyId::new(key).unwrap(),
+        message: b"hello".to_vec(),
+        prehashed: false,
+        scheme,
+        signers,
+        height: 2,
+        deadline_height: 100,
+        block_time_ms: 0,
+    }
+}
+
+fn keygen_results(h: &Harness) -> Vec<Vec<u8>> {
+    h.submitted
+        .iter()
+        .filter_map(|(_, tx)| match tx {
+            TxMsg::KeyGenResult {
+                outcome: Outcome::Ok(ok),
+                ..
+            } => Some(ok.public_key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn manager__should_generate_a_key_and_sign_with_it_in_both_frost_schemes() {
+    for (i, scheme) in Scheme::FROST.into_iter().enumerate() {
+        let mut h = Harness::new(4, 7 + i as u64);
+        let parties = h.parties();
+        h.job_for_all(keygen_job(SessionId([1; 32]), "k", scheme, parties.clone()));
+        h.run();
+        let pks = keygen_results(&h);
+        assert_eq!(pks.len(), 4, "{:?}", h.submitted);
+        assert!(pks.windows(2).all(|w| w[0] == w[1]));
+        for s in h.stores.values() {
+            let rec = s.records().next().unwrap();
+            assert_eq!(rec.status, ShareStatus::Ready);
+            assert_eq!(rec.public_key, pks[0]);
+        }
+        h.submitted.clear();
+        let signers = parties[..3].to_vec();
+        h.job_for_all(sign_job(SessionId([2; 32]), "k", scheme, signers));
+        h.run();
+        let sigs: Vec<&Vec<u8>> = h
+            .submitted
+            .iter()
+            .filter_map(|(_, tx)| match tx {
+                TxMsg::SignResult {
+                    outcome: Outcome::Ok(sig),
+                    ..
+                } => Some(sig),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sigs.len(), 1, "{:?}", h.submitted);
+        let verified = match scheme {
+            Scheme::FrostEd25519 => seqmpc_proto::verify::ed25519(&pks[0], b"hello", sigs[0]),
+            _ => seqmpc_proto::verify::bip340(&pks[0], b"hello", sigs[0]),
+        };
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+}
+
+#[test]
+fn manager__should_replay_messages_that_arrive_before_the_job() {
+    let mut h = Harness::new(4, 3);
+    let parties = h.parties();
+    let job = keygen_job(SessionId([9; 32]), "early", Scheme::FrostEd25519, parties);
+    // node3 gets its job only after every other node has run as far as it can.
+    for n in h.parties().into_iter().take(3) {
+        h.queue.push_back((n, Input::Job(job.clone())));
+    }
+    h.run();
+    assert!(keygen_results(&h).is_empty());
+    h.queue.push_back((nid(3), Input::Job(job)));
+    h.run();
+    assert_eq!(keygen_results(&h).len(), 4, "{:?}", h.submitted);
+}
+
+#[test]
+fn manager__should_name_a_silent_signer_at_the_timeout() {
+    let mut h = Harness::new(4, 5);
+    let parties = h.parties();
+    h.job_for_all(keygen_job(
+        SessionId([1; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties.clone(),
+    ));
+    h.run();
+    h.submitted.clear();
+    h.cut = vec![nid(2)];
+    h.job_for_all(sign_job(
+        SessionId([3; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties[..3].to_vec(),
+    ));
+    h.run();
+    assert!(h.submitted.is_empty());
+    h.tick(61_000);
+    let culprits: Vec<&Vec<NodeId>> = h
+        .submitted
+        .iter()
+        .filter_map(|(_, tx)| match tx {
+            TxMsg::SignResult {
+                outcome: Outcome::Failed { culprits, .. },
+                ..
+            } => Some(culprits),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(culprits.len(), 2);
+    assert!(culprits.iter().all(|c| **c == vec![nid(2)]));
+}
+
+#[test]
+fn manager__should_skip_a_replayed_keygen_that_completed_here() {
+    let mut h = Harness::new(4, 11);
+    let parties = h.parties();
+    let job = keygen_job(SessionId([4; 32]), "k", Scheme::FrostEd25519, parties);
+    h.job_for_all(job.clone());
+    h.run();
+    assert_eq!(keygen_results(&h).len(), 4);
+    // A restarted node forgets its finished sessions; the store still knows.
+    let me = nid(1);
+    h.managers
+        .insert(me.clone(), Manager::new(Config::new(me.clone())));
+    h.submitted.clear();
+    h.queue.push_back((me, Input::Job(job)));
+    h.run();
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+}
+
+#[test]
+fn admit__should_refuse_non_parties_stale_and_finished_jobs() {
+    let m = Manager::new(Config::new(nid(0)));
+    let s = SessionId([1; 32]);
+    assert_eq!(m.admit(100_000, &s, &[nid(1)], 0), Err(Skip::NotAParty));
+    assert_eq!(m.admit(100_000, &s, &[nid(0)], 1), Err(Skip::Stale));
+    assert_eq!(m.admit(100_000, &s, &[nid(0)], 99_000), Ok(()));
+}
