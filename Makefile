@@ -2,6 +2,7 @@
 #   make localnet   build everything and run a 4-node local network in the foreground
 #   make test       build once (release) and run every test: unit, ABCI app, end-to-end
 #   make fuzz       run every no-panic property for FUZZ_SECS seconds each (default 60)
+#   make sim        run the deterministic simulator over SEEDS seeds per scenario (default 20)
 CARGO        ?= cargo
 TARGET_DIR   ?= $(or $(CARGO_TARGET_DIR),target)
 BIN          := $(TARGET_DIR)/release
@@ -10,6 +11,8 @@ NODES        ?= 4
 THRESHOLD    ?= 3
 BLOCK_MS     ?= 100
 FUZZ_SECS    ?= 60
+SEEDS        ?= 20
+SCENARIO     ?=
 # The dev/test build compiles in the test-only fault injection (inert unless SEQMPC_FAULTS is
 # set; the malicious-peer e2e tests set it). Production builds leave it out:
 #   cargo build --release -p seqmpc-abci
@@ -17,7 +20,7 @@ FEATURES     ?= --features seqmpc-abci/fault-injection
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 export SEQMPC_BIN_DIR := $(abspath $(BIN))
 
-.PHONY: build localnet test fuzz lint bench clean
+.PHONY: build localnet test sim fuzz lint bench clean
 
 build:
 	$(CARGO) build --release --locked --workspace --bins $(FEATURES)
@@ -32,6 +35,11 @@ test: build
 	else \
 		$(CARGO) test --release --locked --workspace --no-fail-fast $(FEATURES); \
 	fi
+
+# The deterministic simulator (sim/): every scenario over SEEDS seeds; a failing run prints
+# the command that replays it. SCENARIO=<name> runs one scenario.
+sim:
+	$(CARGO) run --release --locked -p seqmpc-sim -- --seeds $(SEEDS) $(if $(SCENARIO),--scenario $(SCENARIO))
 
 # The no-panic properties (txs and the chain's CheckTx/FinalizeBlock, p2p envelope and codec, every protocol message decoder, stored
 # shares and records) with fresh random inputs until FUZZ_SECS seconds have passed, each;

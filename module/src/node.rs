@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub me: NodeId,
     /// Local give-up time of a session (the chain's deadline in blocks is authoritative).
     pub session_timeout: Duration,
+    /// Local give-up time of a FROST signing, when its silent signers are reported (so the
+    /// chain can start another attempt without them).
+    pub sign_timeout: Duration,
     /// Most sessions alive at once; jobs beyond fail fast with a clear error.
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
@@ -101,6 +104,7 @@ impl NodeConfig {
         NodeConfig {
             me,
             session_timeout: Duration::from_secs(60),
+            sign_timeout: Duration::from_secs(2),
             max_sessions: 10_000,
             max_early_messages: 100_000,
             cggmp_session_timeout: Duration::from_secs(300),
@@ -328,6 +332,7 @@ impl<S: SubmitResult> Node<S> {
         let frost = frost_session::Manager::new(frost_session::Config {
             me: cfg.me.clone(),
             session_timeout_ms: cfg.session_timeout.as_millis() as u64,
+            sign_timeout_ms: cfg.sign_timeout.as_millis() as u64,
             max_sessions: cfg.max_sessions,
             max_early_messages: cfg.max_early_messages,
             finished_keep_ms: 600_000,

@@ -46,6 +46,10 @@ pub struct Config {
     pub me: NodeId,
     /// Local give-up time of a session (the chain's deadline in blocks is authoritative).
     pub session_timeout_ms: Millis,
+    /// Local give-up time of a FROST signing: then its silent signers are named in a failure
+    /// report, so the chain can start another attempt without them well before the
+    /// request's deadline (see `sign_attempt_blocks` in the chain's limits).
+    pub sign_timeout_ms: Millis,
     /// Most sessions alive at once; jobs beyond fail fast with a clear error.
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
@@ -60,6 +64,7 @@ impl Config {
         Config {
             me,
             session_timeout_ms: 60_000,
+            sign_timeout_ms: 2_000,
             max_sessions: 10_000,
             max_early_messages: 100_000,
             finished_keep_ms: 600_000,
@@ -530,10 +535,14 @@ impl Manager {
 
     fn on_tick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let timeout = self.cfg.session_timeout_ms;
+        let limit = |s: &Session| match s {
+            Session::Keygen(_) => timeout,
+            Session::Sign(_) => self.cfg.sign_timeout_ms,
+        };
         let expired: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now.saturating_sub(s.started()) > timeout)
+            .filter(|(_, s)| now.saturating_sub(s.started()) > limit(s))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {

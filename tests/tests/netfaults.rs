@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use seqmpc_e2e::{verify, wait_for, Localnet, Submitter};
-use seqmpc_module::node::coordinator;
+use seqmpc_module::session::codec::coordinator;
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use serde_json::Value;

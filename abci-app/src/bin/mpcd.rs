@@ -97,6 +97,11 @@ enum Cmd {
         /// this when it arrives (blocks replayed after a restart) is skipped.
         #[arg(long, env = "SEQMPC_SESSION_TIMEOUT_SECS", default_value_t = 60)]
         session_timeout_secs: u64,
+        /// Milliseconds a FROST signer waits for the others before it reports the silent
+        /// ones; the chain then starts another attempt without them. Keep it well under the
+        /// chain's `sign_attempt_blocks` (in time).
+        #[arg(long, env = "SEQMPC_SIGN_TIMEOUT_MS", default_value_t = 2000)]
+        sign_timeout_ms: u64,
     },
     /// Replace the master key (HOME/master.key) with a fresh one and re-wrap the key store's
     /// data key under it (records are untouched). With the node running, the node does it
@@ -371,6 +376,8 @@ struct CggmpOptions<'a> {
     heartbeat_secs: u64,
     /// `--session-timeout-secs` (not CGGMP24-specific either).
     session_timeout_secs: u64,
+    /// `--sign-timeout-ms`.
+    sign_timeout_ms: u64,
 }
 
 fn start(
@@ -389,6 +396,7 @@ fn start(
         prime_pool: cggmp_prime_pool,
         heartbeat_secs,
         session_timeout_secs,
+        sign_timeout_ms,
     } = cggmp_opts;
     #[cfg(feature = "fault-injection")]
     let faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
@@ -565,6 +573,7 @@ fn start(
         cfg.presign_pool = presign_pool;
         cfg.cggmp_prime_pool = cggmp_prime_pool;
         cfg.session_timeout = std::time::Duration::from_secs(session_timeout_secs.max(1));
+        cfg.sign_timeout = std::time::Duration::from_millis(sign_timeout_ms.max(1));
         #[cfg(feature = "fault-injection")]
         {
             cfg.faults = faults;
@@ -620,6 +629,7 @@ fn main() {
             cggmp_prime_pool,
             heartbeat_secs,
             session_timeout_secs,
+            sign_timeout_ms,
         } => start(
             &home,
             &genesis,
@@ -634,6 +644,7 @@ fn main() {
                 prime_pool: cggmp_prime_pool,
                 heartbeat_secs,
                 session_timeout_secs,
+                sign_timeout_ms,
             },
         ),
         Cmd::RotateMasterKey { home, genesis } => rotate_master_key(&home, &genesis),

@@ -308,7 +308,7 @@ impl Manager {
     /// A signing that waited too long: FROST knows whom it waits for (every signer sends its
     /// round-1 commitments to all at once), so the silent signers are named.
     pub(super) fn sign_timeout(&mut self, now: Millis, session: SessionId, fx: &mut Vec<Effect>) {
-        let limit = self.cfg.session_timeout_ms / 1000;
+        let limit = self.cfg.sign_timeout_ms;
         let Some(s) = self.sign_mut(&session) else {
             return;
         };
@@ -318,12 +318,12 @@ impl Manager {
         };
         let e = if silent.is_empty() {
             ProtocolError::Local(format!(
-                "timed out after {limit} s waiting for other parties"
+                "timed out after {limit} ms waiting for other parties"
             ))
         } else {
             ProtocolError::Aborted {
                 reason: format!(
-                    "timed out after {limit} s: nothing received from {} in this round",
+                    "timed out after {limit} ms: nothing received from {} in this round",
                     silent
                         .iter()
                         .map(|n| n.as_str())

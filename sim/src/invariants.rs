@@ -1,0 +1,245 @@
+//! What must hold after every run, and what the run observed to check it.
+
+use std::collections::BTreeMap;
+
+use seqmpc_abci::state::{KeyStatus, SignStatus};
+use seqmpc_module::session::mem_store::MemStore;
+use seqmpc_module::session::Millis;
+use seqmpc_module::store::ShareStatus;
+use seqmpc_proto::tx::TxMsg;
+use seqmpc_proto::wire::p2p_envelope::Payload;
+use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
+
+use crate::chain::Chain;
+use crate::scenario::{Behaviour, Scenario};
+
+/// What the run saw happen, beside the chain and the stores.
+#[derive(Default)]
+pub struct Observed {
+    /// When each sign request was sent.
+    signs: BTreeMap<RequestId, Millis>,
+    /// When each keygen was sent.
+    keygens: BTreeMap<KeyId, Millis>,
+    /// (time, node, up) changes, in time order.
+    status: Vec<(Millis, usize, bool)>,
+    /// (time, height) after each block.
+    pub height_at: Vec<(Millis, u64)>,
+    /// Each signing commitment an honest node sent: where first.
+    commitments: BTreeMap<Vec<u8>, (usize, SessionId)>,
+    /// Each signature share an honest node sent per session.
+    shares: BTreeMap<(usize, SessionId), Vec<u8>>,
+    /// Nonce or share reuse seen.
+    reuse: Vec<String>,
+}
+
+impl Observed {
+    /// The client sent `msg` at `t`.
+    pub fn requested(&mut self, t: Millis, msg: &TxMsg) {
+        match msg {
+            TxMsg::KeySign { request_id, .. } => {
+                self.signs.insert(request_id.clone(), t);
+            }
+            TxMsg::KeyGen { key_id, .. } => {
+                self.keygens.insert(key_id.clone(), t);
+            }
+            _ => {}
+        }
+    }
+
+    /// Node `i` went down (crash or partition) at `t`.
+    pub fn down(&mut self, t: Millis, i: usize) {
+        self.status.push((t, i, false));
+    }
+
+    /// Node `i` came back at `t`.
+    pub fn up(&mut self, t: Millis, i: usize) {
+        self.status.push((t, i, true));
+    }
+
+    /// Honest node `i` sent `payload` in `session`: a signing nonce commitment must never
+    /// appear in two sessions, and a signer sends one share per session.
+    pub fn sent(&mut self, i: usize, session: &SessionId, payload: &Payload) {
+        match payload {
+            Payload::SignRound1(r) => match self.commitments.get(&r.commitments) {
+                Some((j, s)) if s != session => self.reuse.push(format!(
+                    "node{i} sent in session {session} the signing commitments node{j} sent in {s}"
+                )),
+                Some(_) => {}
+                None => {
+                    self.commitments
+                        .insert(r.commitments.clone(), (i, *session));
+                }
+            },
+            Payload::SignRound2(r) => {
+                let kept = self.shares.entry((i, *session)).or_insert(r.share.clone());
+                if *kept != r.share {
+                    self.reuse.push(format!(
+                        "node{i} sent two different signature shares in session {session}"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether node `i` was up for the whole of `[from, to]`.
+    fn up_throughout(&self, i: usize, from: Millis, to: Millis) -> bool {
+        let mut up = true;
+        for (t, j, u) in &self.status {
+            if *j != i {
+                continue;
+            }
+            if *t <= from {
+                up = *u;
+            } else if *t <= to && !*u {
+                return false;
+            }
+        }
+        up
+    }
+
+    /// The time the chain reached `height` (the end of the run if it never did).
+    fn time_of(&self, height: u64, end: Millis) -> Millis {
+        self.height_at
+            .iter()
+            .find(|(_, h)| *h >= height)
+            .map(|(t, _)| *t)
+            .unwrap_or(end)
+    }
+}
+
+fn honest_up(
+    sc: &Scenario,
+    obs: &Observed,
+    parties: &[NodeId],
+    from: Millis,
+    to: Millis,
+) -> usize {
+    (0..sc.nodes)
+        .filter(|i| parties.iter().any(|p| p.as_str() == format!("node{i}")))
+        .filter(|i| sc.behaviour_of(*i) == Behaviour::Honest)
+        .filter(|i| obs.up_throughout(*i, from, to))
+        .count()
+}
+
+/// Checks every invariant; one line per violation.
+pub fn check(
+    sc: &Scenario,
+    chain: &Chain,
+    stores: &[(NodeId, Behaviour, &MemStore)],
+    obs: &Observed,
+    end: Millis,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    let state = &chain.state;
+    let height = state.height;
+    // Every request ends by its deadline; every one ends DONE while t honest nodes are up.
+    for req in state.sign_requests().values() {
+        if req.status == SignStatus::Pending && req.deadline_height <= height {
+            v.push(format!(
+                "sign {} still PENDING at height {height}, past its deadline {}",
+                req.request_id, req.deadline_height
+            ));
+        }
+        let Some(key) = state.keys().get(&req.key_id) else {
+            continue;
+        };
+        let from = obs.signs.get(&req.request_id).copied().unwrap_or(0);
+        let to = obs.time_of(req.deadline_height, end);
+        let up = honest_up(sc, obs, &key.parties, from, to);
+        if req.status != SignStatus::Done && up >= key.threshold as usize {
+            v.push(format!(
+                "sign {} ended {:?} while {up} honest nodes (threshold {}) were up: {}",
+                req.request_id,
+                req.status,
+                key.threshold,
+                req.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    for key in state.keys().values() {
+        if key.status == KeyStatus::Pending && key.deadline_height <= height {
+            v.push(format!(
+                "key {} still PENDING at height {height}, past its deadline",
+                key.key_id
+            ));
+        }
+        let from = obs.keygens.get(&key.key_id).copied().unwrap_or(0);
+        let to = obs.time_of(key.deadline_height, end);
+        let up = honest_up(sc, obs, &key.parties, from, to);
+        if key.status == KeyStatus::Error && up == key.parties.len() && key.attempt == 0 {
+            v.push(format!(
+                "keygen {} ended ERROR with every party honest and up: {}",
+                key.key_id,
+                key.error.as_deref().unwrap_or("")
+            ));
+        }
+        // No READY share lost: every party holds its share READY, of the chain's key.
+        if key.status == KeyStatus::Ready {
+            for (node, _, store) in stores {
+                if !key.parties.contains(node) {
+                    continue;
+                }
+                let rec = store.records().find(|r| r.key_id == key.key_id);
+                let ok = rec.is_some_and(|r| {
+                    r.status == ShareStatus::Ready
+                        && Some(hex::encode(&r.public_key)) == key.public_key
+                });
+                if !ok {
+                    v.push(format!(
+                        "key {} is READY on chain but {node} holds {:?}",
+                        key.key_id,
+                        rec.map(|r| r.status)
+                    ));
+                }
+            }
+        }
+    }
+    // The chain and the nodes agree: a share READY here is a READY key there, of its key.
+    for (node, _, store) in stores {
+        for r in store.records().filter(|r| r.status == ShareStatus::Ready) {
+            let key = state.keys().get(&r.key_id);
+            let agrees = key.is_some_and(|k| {
+                matches!(k.status, KeyStatus::Ready | KeyStatus::Deleting | KeyStatus::Deleted)
+                    && k.public_key == Some(hex::encode(&r.public_key))
+            });
+            if !agrees {
+                v.push(format!(
+                    "{node} holds {} READY but the chain says {:?}",
+                    r.key_id,
+                    key.map(|k| k.status)
+                ));
+            }
+        }
+    }
+    // No honest node proven guilty.
+    for (node, behaviour, _) in stores {
+        let proven = state.nodes.get(node).map(|n| n.proven_blames).unwrap_or(0);
+        if *behaviour == Behaviour::Honest && proven > 0 {
+            v.push(format!("honest {node} proven guilty {proven} times"));
+        }
+    }
+    v.extend(obs.reuse.iter().cloned());
+    v
+}
+
+/// Sign requests: committed, DONE, ERROR.
+pub fn sign_counts(chain: &Chain) -> (usize, usize, usize) {
+    let reqs = chain.state.sign_requests();
+    let count = |s: SignStatus| reqs.values().filter(|r| r.status == s).count();
+    (reqs.len(), count(SignStatus::Done), count(SignStatus::Error))
+}
+
+/// Keygens: committed, READY (or deleted since), ERROR.
+pub fn keygen_counts(chain: &Chain) -> (usize, usize, usize) {
+    let keys = chain.state.keys();
+    let ready = keys
+        .values()
+        .filter(|k| k.ready_height.is_some())
+        .count();
+    let error = keys
+        .values()
+        .filter(|k| k.status == KeyStatus::Error)
+        .count();
+    (keys.len(), ready, error)
+}

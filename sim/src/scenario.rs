@@ -1,0 +1,138 @@
+//! Scenarios: a network, its faults and its workload. A run is (scenario, seed); every random
+//! choice comes from the seed, so a run replays exactly.
+
+/// How a node misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Follows the protocol.
+    Honest,
+    /// Corrupts every FROST signature share it sends (`sign-bad-share`).
+    BadShare,
+    /// Files a failure report blaming another signer for every signing it is chosen for,
+    /// and otherwise takes part honestly.
+    FalseClaim,
+}
+
+/// A timed fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAt {
+    /// `kill -9` of a node at this time (ms from the start).
+    Crash(u64, usize),
+    /// The node starts again (its store keeps what was durable).
+    Restart(u64, usize),
+    /// The node is cut off from its peers and from the chain.
+    Partition(u64, usize),
+    /// Every partition heals.
+    Heal(u64),
+}
+
+/// A scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Name, for the replay command.
+    pub name: &'static str,
+    /// Nodes.
+    pub nodes: usize,
+    /// Threshold of the keys.
+    pub threshold: u32,
+    /// Block interval, ms.
+    pub block_ms: u64,
+    /// Requests stop being sent after this long (ms); the run goes on until every deadline
+    /// has passed.
+    pub load_ms: u64,
+    /// Keys generated at the start (alternating FROST schemes).
+    pub keys: usize,
+    /// Signing requests, spread over the load time.
+    pub signs: usize,
+    /// Keygens sent in one block, after the keys are READY (a burst).
+    pub burst_keygens: usize,
+    /// Deletions at the end of the load.
+    pub deletes: usize,
+    /// Percent of p2p messages dropped.
+    pub drop_pct: u8,
+    /// Percent of p2p messages delivered twice.
+    pub dup_pct: u8,
+    /// Delay of a p2p message, ms: a uniform draw from this range (so messages reorder).
+    pub delay_ms: (u64, u64),
+    /// Store latency, ms (a slow disk).
+    pub store_ms: (u64, u64),
+    /// Misbehaviour per node (missing: honest).
+    pub behaviour: Vec<Behaviour>,
+    /// Timed faults.
+    pub faults: Vec<FaultAt>,
+    /// Random crash/restart and partition/heal events drawn from the seed (at most n - t
+    /// nodes down at once).
+    pub random_faults: usize,
+}
+
+impl Scenario {
+    fn base(name: &'static str) -> Scenario {
+        Scenario {
+            name,
+            nodes: 4,
+            threshold: 3,
+            block_ms: 100,
+            load_ms: 20_000,
+            keys: 2,
+            signs: 20,
+            burst_keygens: 0,
+            deletes: 1,
+            drop_pct: 0,
+            dup_pct: 0,
+            delay_ms: (1, 5),
+            store_ms: (0, 2),
+            behaviour: Vec::new(),
+            faults: Vec::new(),
+            random_faults: 0,
+        }
+    }
+
+    /// Every scenario, by name.
+    pub fn all() -> Vec<Scenario> {
+        vec![
+            Scenario::base("steady"),
+            Scenario {
+                drop_pct: 0,
+                dup_pct: 20,
+                delay_ms: (0, 60),
+                store_ms: (0, 40),
+                ..Scenario::base("lossy-slow")
+            },
+            Scenario {
+                // Signing starts at 5 s, once both keys are READY; node2 dies just then.
+                faults: vec![FaultAt::Crash(6_000, 2)],
+                ..Scenario::base("dead-signer")
+            },
+            Scenario {
+                behaviour: vec![Behaviour::Honest, Behaviour::FalseClaim],
+                ..Scenario::base("false-claim")
+            },
+            Scenario {
+                behaviour: vec![Behaviour::Honest, Behaviour::BadShare],
+                ..Scenario::base("bad-share")
+            },
+            Scenario {
+                burst_keygens: 200,
+                signs: 10,
+                ..Scenario::base("burst")
+            },
+            Scenario {
+                drop_pct: 2,
+                dup_pct: 5,
+                delay_ms: (0, 30),
+                random_faults: 4,
+                ..Scenario::base("chaos")
+            },
+        ]
+    }
+
+    /// The scenario called `name`.
+    pub fn named(name: &str) -> Option<Scenario> {
+        Scenario::all().into_iter().find(|s| s.name == name)
+    }
+
+    /// How node `i` behaves.
+    pub fn behaviour_of(&self, i: usize) -> Behaviour {
+        self.behaviour.get(i).copied().unwrap_or(Behaviour::Honest)
+    }
+}

@@ -1,0 +1,604 @@
+//! One simulated run: the event queue, the nodes, the network, the chain and the workload.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use ed25519_dalek::{Signer, SigningKey};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_module::job::Job;
+use seqmpc_module::session::mem_store::MemStore;
+use seqmpc_module::session::{
+    codec, Config, Effect, Input, Manager, Millis, Msg, StoreOp, StoreToken,
+};
+use seqmpc_proto::tx::{sign_tx, Outcome, SignedMessage, TxMsg};
+use seqmpc_proto::wire::{self, p2p_envelope::Payload};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+
+use crate::chain::Chain;
+use crate::invariants::{self, Observed};
+use crate::scenario::{Behaviour, FaultAt, Scenario};
+
+/// The simulated clock starts here (ms since the Unix epoch), so block times look real.
+const EPOCH: Millis = 1_700_000_000_000;
+/// Session managers tick this often.
+const TICK_MS: Millis = 250;
+/// Nodes send a heartbeat this often (mpcd's default).
+const HEARTBEAT_MS: Millis = 2_000;
+/// A result tx reaches the mempool this long after the node hands it over.
+const SUBMIT_MS: (Millis, Millis) = (1, 10);
+/// A committed block's jobs reach a node this long after the block.
+const COMMIT_MS: (Millis, Millis) = (0, 15);
+/// The client's first keygens.
+const KEYGEN_AT: Millis = 500;
+/// The burst of keygens.
+const BURST_AT: Millis = 4_000;
+/// Signing requests start here (the keys are READY well before).
+const SIGN_FROM: Millis = 5_000;
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Blocks produced.
+    pub blocks: u64,
+    /// Events handled.
+    pub events: u64,
+    /// p2p messages sent.
+    pub messages: u64,
+    /// Sign requests committed / ended DONE / ended ERROR.
+    pub signs: (usize, usize, usize),
+    /// Keygens committed / ended READY / ended ERROR.
+    pub keygens: (usize, usize, usize),
+    /// Simulated time, ms.
+    pub sim_ms: Millis,
+    /// Txs the chain refused at delivery (first few, for diagnostics).
+    pub refused: Vec<String>,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Scenario.
+    pub scenario: &'static str,
+    /// Seed.
+    pub seed: u64,
+    /// Broken invariants, one line each (empty: the run passed).
+    pub violations: Vec<String>,
+    /// Figures.
+    pub stats: Stats,
+}
+
+impl Report {
+    /// The command that replays this run.
+    pub fn replay(&self) -> String {
+        format!(
+            "cargo run --release -p seqmpc-sim -- --scenario {} --seed {}",
+            self.scenario, self.seed
+        )
+    }
+}
+
+enum Ev {
+    Block,
+    Tick(usize),
+    Heartbeat(usize),
+    /// An input for a node's manager, valid only for that incarnation of the node.
+    Input(usize, u64, Input),
+    /// A store operation completes (and becomes durable) now.
+    Store(usize, u64, StoreOp, Option<StoreToken>),
+    /// A signed tx reaches the mempool.
+    Tx(Vec<u8>),
+    /// The client sends a request.
+    Client(TxMsg),
+    Fault(FaultAt),
+}
+
+struct Node {
+    id: NodeId,
+    key: SigningKey,
+    manager: Option<Manager>,
+    store: MemStore,
+    rng: StdRng,
+    incarnation: u64,
+    seq: u64,
+    behaviour: Behaviour,
+    partitioned: bool,
+    /// Jobs of blocks missed while down or cut off, replayed when it comes back (as the
+    /// consensus engine replays missed blocks to a restarted app).
+    missed: Vec<Job>,
+    /// Txs held while cut off (the submitter holds them).
+    held: Vec<TxMsg>,
+    /// When its last tx reaches the mempool: one submitter thread sends in order.
+    last_tx_at: Millis,
+}
+
+impl Node {
+    fn up(&self) -> bool {
+        self.manager.is_some() && !self.partitioned
+    }
+}
+
+struct World {
+    sc: Scenario,
+    rng: StdRng,
+    now: Millis,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Millis, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    nodes: Vec<Node>,
+    chain: Chain,
+    client: SigningKey,
+    client_seq: u64,
+    obs: Observed,
+    stats: Stats,
+    end: Millis,
+}
+
+fn nid(i: usize) -> NodeId {
+    // Ids are fixed strings of a valid shape: this cannot fail.
+    NodeId::new(format!("node{i}")).unwrap_or_else(|_| unreachable!())
+}
+
+fn genesis(sc: &Scenario, nodes: &[SigningKey], client: &SigningKey) -> Genesis {
+    Genesis {
+        chain_id: "sim".into(),
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GenesisNode {
+                id: nid(i),
+                public_key: hex::encode(k.verifying_key().to_bytes()),
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 30000 + i),
+            })
+            .collect(),
+        accounts: vec![GenesisAccount {
+            name: "client".into(),
+            public_key: hex::encode(client.verifying_key().to_bytes()),
+            roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete]),
+        }],
+        limits: Limits {
+            max_requests_per_account_per_block: u32::try_from(sc.burst_keygens.max(100))
+                .unwrap_or(u32::MAX),
+            ..Limits::default()
+        },
+    }
+}
+
+/// Runs `scenario` with `seed` and checks the invariants.
+pub fn run(scenario: &Scenario, seed: u64) -> Report {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let keys: Vec<SigningKey> = (0..scenario.nodes)
+        .map(|_| SigningKey::from_bytes(&rng.gen()))
+        .collect();
+    let client = SigningKey::from_bytes(&rng.gen());
+    let chain = match Chain::new(&genesis(scenario, &keys, &client)) {
+        Ok(c) => c,
+        Err(e) => {
+            return Report {
+                scenario: scenario.name,
+                seed,
+                violations: vec![format!("genesis refused: {e}")],
+                stats: Stats::default(),
+            }
+        }
+    };
+    let deadline_ms = chain
+        .state
+        .limits
+        .session_deadline_blocks
+        .saturating_mul(scenario.block_ms);
+    let nodes = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| Node {
+            id: nid(i),
+            key,
+            manager: Some(Manager::new(Config::new(nid(i)))),
+            store: MemStore::default(),
+            rng: StdRng::seed_from_u64(seed.wrapping_add(1 + i as u64)),
+            incarnation: 0,
+            seq: 0,
+            behaviour: scenario.behaviour_of(i),
+            partitioned: false,
+            missed: Vec::new(),
+            held: Vec::new(),
+            last_tx_at: 0,
+        })
+        .collect();
+    let mut w = World {
+        sc: scenario.clone(),
+        rng,
+        now: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        events: BTreeMap::new(),
+        nodes,
+        chain,
+        client,
+        client_seq: 0,
+        obs: Observed::default(),
+        stats: Stats::default(),
+        end: scenario.load_ms + deadline_ms + 5_000,
+    };
+    w.plan();
+    w.run();
+    let violations = invariants::check(&w.sc, &w.chain, &w.stores(), &w.obs, w.end);
+    w.stats.sim_ms = w.now;
+    w.stats.signs = invariants::sign_counts(&w.chain);
+    w.stats.keygens = invariants::keygen_counts(&w.chain);
+    w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
+    Report {
+        scenario: scenario.name,
+        seed,
+        violations,
+        stats: w.stats,
+    }
+}
+
+impl World {
+    fn at(&mut self, t: Millis, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn draw(&mut self, (lo, hi): (Millis, Millis)) -> Millis {
+        if hi <= lo {
+            lo
+        } else {
+            self.rng.gen_range(lo..=hi)
+        }
+    }
+
+    /// The workload and the faults, all drawn up front.
+    fn plan(&mut self) {
+        self.at(self.sc.block_ms, Ev::Block);
+        for i in 0..self.nodes.len() {
+            let t = self.draw((0, TICK_MS));
+            self.at(t, Ev::Tick(i));
+            let t = self.draw((0, HEARTBEAT_MS));
+            self.at(t, Ev::Heartbeat(i));
+        }
+        let parties: Vec<NodeId> = (0..self.sc.nodes).map(nid).collect();
+        let threshold = self.sc.threshold;
+        let keygen = |key: String, i: usize| TxMsg::KeyGen {
+            key_id: KeyId::new(key).unwrap_or_else(|_| unreachable!()),
+            scheme: Scheme::FROST[i % Scheme::FROST.len()],
+            threshold,
+            parties: parties.clone(),
+        };
+        for k in 0..self.sc.keys + self.sc.deletes {
+            self.at(KEYGEN_AT, Ev::Client(keygen(format!("key{k}"), k)));
+        }
+        for b in 0..self.sc.burst_keygens {
+            self.at(BURST_AT, Ev::Client(keygen(format!("burst{b}"), b)));
+        }
+        for r in 0..self.sc.signs {
+            let t = self.draw((SIGN_FROM, self.sc.load_ms.max(SIGN_FROM)));
+            let key = self.rng.gen_range(0..self.sc.keys.max(1));
+            let tx = TxMsg::KeySign {
+                key_id: KeyId::new(format!("key{key}")).unwrap_or_else(|_| unreachable!()),
+                request_id: RequestId::new(format!("req{r}")).unwrap_or_else(|_| unreachable!()),
+                message: format!("message {r}").into_bytes(),
+                prehashed: false,
+            };
+            self.at(t, Ev::Client(tx));
+        }
+        for d in 0..self.sc.deletes {
+            let key_id = KeyId::new(format!("key{}", self.sc.keys + d))
+                .unwrap_or_else(|_| unreachable!());
+            self.at(self.sc.load_ms, Ev::Client(TxMsg::KeyDelete { key_id }));
+        }
+        for f in self.sc.faults.clone() {
+            let t = match f {
+                FaultAt::Crash(t, _)
+                | FaultAt::Restart(t, _)
+                | FaultAt::Partition(t, _)
+                | FaultAt::Heal(t) => t,
+            };
+            self.at(t, Ev::Fault(f));
+        }
+        // Random faults: one node at a time goes down (crash or partition) and comes back.
+        let n = self.sc.nodes;
+        let tolerated = n.saturating_sub(self.sc.threshold as usize).max(1);
+        let mut t = 2_000;
+        for _ in 0..self.sc.random_faults {
+            t += self.draw((500, 4_000));
+            let node = self.rng.gen_range(0..n);
+            let down_for = self.draw((300, 6_000));
+            if self.rng.gen_bool(0.5) && tolerated >= 1 {
+                self.at(t, Ev::Fault(FaultAt::Crash(t, node)));
+                self.at(t + down_for, Ev::Fault(FaultAt::Restart(t + down_for, node)));
+            } else {
+                self.at(t, Ev::Fault(FaultAt::Partition(t, node)));
+                self.at(t + down_for, Ev::Fault(FaultAt::Heal(t + down_for)));
+            }
+            t += down_for;
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse((t, id))) = self.queue.pop() {
+            if t > self.end {
+                break;
+            }
+            let Some(ev) = self.events.remove(&id) else {
+                continue;
+            };
+            self.now = t;
+            self.stats.events += 1;
+            self.handle(ev);
+        }
+        self.now = self.now.max(self.end);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Block => {
+                let jobs = self.chain.block(EPOCH + self.now);
+                self.stats.blocks += 1;
+                self.obs.height_at.push((self.now, self.chain.state.height));
+                for i in 0..self.nodes.len() {
+                    for job in &jobs {
+                        self.job_to(i, job.clone());
+                    }
+                }
+                self.at(self.now + self.sc.block_ms, Ev::Block);
+            }
+            Ev::Tick(i) => {
+                self.input(i, Input::Tick);
+                self.at(self.now + TICK_MS, Ev::Tick(i));
+            }
+            Ev::Heartbeat(i) => {
+                if self.nodes.get(i).is_some_and(|n| n.manager.is_some()) {
+                    self.submit(i, TxMsg::Heartbeat);
+                }
+                self.at(self.now + HEARTBEAT_MS, Ev::Heartbeat(i));
+            }
+            Ev::Input(i, inc, input) => {
+                if self.nodes.get(i).is_some_and(|n| n.incarnation == inc) {
+                    self.input(i, input);
+                }
+            }
+            Ev::Store(i, inc, op, token) => {
+                let Some(node) = self.nodes.get_mut(i) else {
+                    return;
+                };
+                if node.incarnation != inc || node.manager.is_none() {
+                    return; // the node crashed first: the write never completed
+                }
+                let reply = node.store.apply(op);
+                if let Some(token) = token {
+                    let input = Input::StoreReply {
+                        token,
+                        reply: Ok(reply),
+                    };
+                    self.input(i, input);
+                }
+            }
+            Ev::Tx(tx) => self.chain.submit(tx),
+            Ev::Client(msg) => {
+                self.obs.requested(self.now, &msg);
+                let tx = sign_tx(&self.client, "sim", self.client_seq, msg);
+                self.client_seq += 1;
+                self.chain.submit(tx);
+            }
+            Ev::Fault(f) => self.fault(f),
+        }
+    }
+
+    fn fault(&mut self, f: FaultAt) {
+        match f {
+            FaultAt::Crash(_, i) => {
+                if let Some(n) = self.nodes.get_mut(i) {
+                    n.manager = None;
+                    n.incarnation += 1;
+                    self.obs.down(self.now, i);
+                }
+            }
+            FaultAt::Restart(_, i) => {
+                let Some(n) = self.nodes.get_mut(i) else {
+                    return;
+                };
+                if n.manager.is_some() {
+                    return;
+                }
+                n.store.restart();
+                n.manager = Some(Manager::new(Config::new(n.id.clone())));
+                if !n.partitioned {
+                    self.obs.up(self.now, i);
+                }
+                self.replay_missed(i);
+            }
+            FaultAt::Partition(_, i) => {
+                if let Some(n) = self.nodes.get_mut(i) {
+                    n.partitioned = true;
+                    self.obs.down(self.now, i);
+                }
+            }
+            FaultAt::Heal(_) => {
+                for i in 0..self.nodes.len() {
+                    let Some(n) = self.nodes.get_mut(i) else {
+                        continue;
+                    };
+                    if !n.partitioned {
+                        continue;
+                    }
+                    n.partitioned = false;
+                    let held = std::mem::take(&mut n.held);
+                    if n.manager.is_some() {
+                        self.obs.up(self.now, i);
+                    }
+                    for msg in held {
+                        self.submit(i, msg);
+                    }
+                    self.replay_missed(i);
+                }
+            }
+        }
+    }
+
+    fn replay_missed(&mut self, i: usize) {
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if !n.up() {
+            return;
+        }
+        let jobs = std::mem::take(&mut n.missed);
+        for job in jobs {
+            self.job_to(i, job);
+        }
+    }
+
+    fn job_to(&mut self, i: usize, job: Job) {
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if !n.up() {
+            n.missed.push(job);
+            return;
+        }
+        if n.behaviour == Behaviour::FalseClaim {
+            if let Job::Sign {
+                session,
+                request_id,
+                signers,
+                ..
+            } = &job
+            {
+                let me = n.id.clone();
+                if let Some(victim) = signers.iter().find(|s| **s != me).cloned() {
+                    let lie = TxMsg::SignResult {
+                        request_id: request_id.clone(),
+                        session: *session,
+                        outcome: Outcome::Failed {
+                            error: "false claim".into(),
+                            culprits: vec![victim],
+                            evidence: Vec::new(),
+                        },
+                        signing_package: Vec::new(),
+                    };
+                    if signers.contains(&me) {
+                        self.submit(i, lie);
+                    }
+                }
+            }
+        }
+        let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
+        let t = self.now + self.draw(COMMIT_MS);
+        self.at(t, Ev::Input(i, inc, Input::Job(job)));
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        let now = EPOCH + self.now;
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        let Some(m) = n.manager.as_mut() else {
+            return;
+        };
+        let effects = m.handle(now, input, &mut n.rng);
+        for e in effects {
+            self.effect(i, e);
+        }
+    }
+
+    fn effect(&mut self, i: usize, e: Effect) {
+        match e {
+            Effect::Send {
+                session,
+                to,
+                payload,
+            } => self.send(i, session, to, payload),
+            Effect::Store { op, token } => {
+                let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
+                let t = self.now + self.draw(self.sc.store_ms);
+                self.at(t, Ev::Store(i, inc, op, token));
+            }
+            Effect::Submit(msg) => self.submit(i, msg),
+            Effect::Checkpoint(_) | Effect::Metric(_) => {}
+        }
+    }
+
+    fn send(&mut self, i: usize, session: SessionId, to: NodeId, mut payload: Payload) {
+        let Some(from) = self.nodes.get(i) else {
+            return;
+        };
+        if from.behaviour == Behaviour::BadShare {
+            if let Payload::SignRound2(r) = &mut payload {
+                if let Some(b) = r.share.last_mut() {
+                    *b ^= 0x01;
+                }
+            }
+        } else {
+            self.obs.sent(i, &session, &payload);
+        }
+        self.stats.messages += 1;
+        let Some(j) = self.nodes.iter().position(|n| n.id == to) else {
+            return;
+        };
+        let cut = from.partitioned || self.nodes.get(j).is_some_and(|n| n.partitioned);
+        if cut || self.rng.gen_range(0..100u8) < self.sc.drop_pct {
+            return;
+        }
+        let Some(from) = self.nodes.get(i) else {
+            return;
+        };
+        // Signed as the p2p layer signs every message, so a quoted one is evidence.
+        let quoted = (codec::is_evidence(&payload) && i != j).then(|| {
+            let envelope = codec::encode(&session, payload.clone());
+            let digest = wire::p2p_signing_digest(from.id.as_str(), to.as_str(), &envelope);
+            SignedMessage {
+                from: from.id.clone(),
+                to: to.clone(),
+                envelope,
+                signature: from.key.sign(&digest).to_bytes(),
+            }
+        });
+        let msg = Msg {
+            from: from.id.clone(),
+            session,
+            payload,
+            quoted,
+        };
+        let copies = if self.rng.gen_range(0..100u8) < self.sc.dup_pct {
+            2
+        } else {
+            1
+        };
+        let inc = self.nodes.get(j).map(|n| n.incarnation).unwrap_or_default();
+        for _ in 0..copies {
+            let t = self.now + if i == j { 0 } else { self.draw(self.sc.delay_ms) };
+            self.at(t, Ev::Input(j, inc, Input::Msg(msg.clone())));
+        }
+    }
+
+    fn submit(&mut self, i: usize, msg: TxMsg) {
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if n.partitioned {
+            if !(matches!(msg, TxMsg::Heartbeat) && n.held.iter().any(|m| matches!(m, TxMsg::Heartbeat))) {
+                n.held.push(msg);
+            }
+            return;
+        }
+        let tx = sign_tx(&n.key, "sim", n.seq, msg);
+        n.seq += 1;
+        let last = n.last_tx_at;
+        let t = (self.now + self.draw(SUBMIT_MS)).max(last);
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.last_tx_at = t;
+        }
+        self.at(t, Ev::Tx(tx));
+    }
+
+    fn stores(&self) -> Vec<(NodeId, Behaviour, &MemStore)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.behaviour, &n.store))
+            .collect()
+    }
+}
