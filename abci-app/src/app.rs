@@ -17,11 +17,11 @@ use sha2::{Digest, Sha256};
 use tendermint_proto::v0_38::abci as pb;
 use tracing::{error, info, warn};
 
-use crate::execute::{self, Effects, TxError};
-use crate::genesis::Genesis;
+use crate::chain::block::expire_deadlines;
+use crate::chain::genesis::Genesis;
+use crate::chain::tx::{self, Effects, Event, TxError};
+use crate::chain::{BlockWrites, ChainState, KeyStatus, ReshareStatus};
 use crate::persist::{StateFiles, SNAPSHOT_EVERY};
-use crate::state::BlockWrites;
-use crate::state::{ChainState, KeyStatus, ReshareStatus};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
@@ -150,9 +150,9 @@ impl App {
         };
         let signer = hex::encode(tx.signer.as_bytes());
         let expected = self.expected_seq(state, &signer, tx.sequence);
-        let checked = execute::check(state, &tx, expected).and_then(|()| {
+        let checked = tx::check(state, &tx, expected).and_then(|()| {
             let mut counts = self.check_requests.clone();
-            execute::rate_limit(state, &tx, &mut counts)?;
+            tx::rate_limit(state, &tx, &mut counts)?;
             self.check_requests = counts;
             Ok(())
         });
@@ -206,13 +206,13 @@ impl App {
                 .unwrap_or(0),
             ..Effects::default()
         };
-        execute::expire_deadlines(state, height, &mut fx);
+        expire_deadlines(state, height, &mut fx);
         let block_events: Vec<pb::Event> = fx.events.drain(..).map(to_pb_event).collect();
         let mut tx_results = Vec::with_capacity(req.txs.len());
         for raw in &req.txs {
             let result = match SignedTx::decode(raw) {
                 Err(e) => Err(TxError::Malformed(e.to_string())),
-                Ok(tx) => execute::deliver(state, &tx, height, &mut fx),
+                Ok(tx) => tx::deliver(state, &tx, height, &mut fx),
             };
             let events = fx.events.drain(..).map(to_pb_event).collect();
             tx_results.push(match result {
@@ -447,7 +447,7 @@ fn query_err(code: u32, log: String) -> pb::ResponseQuery {
     }
 }
 
-fn to_pb_event(e: execute::Event) -> pb::Event {
+fn to_pb_event(e: Event) -> pb::Event {
     pb::Event {
         r#type: e.kind.into(),
         attributes: e

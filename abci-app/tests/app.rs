@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use ed25519_dalek::{Signer, SigningKey};
 use seqmpc_abci::app::App;
-use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};

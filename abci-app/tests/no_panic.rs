@@ -14,7 +14,7 @@ use ed25519_dalek::SigningKey;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use seqmpc_abci::app::App;
-use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use tendermint_proto::v0_38::abci as pb;

@@ -613,7 +613,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         } => {
             let node_id = NodeId::new(node_id)?;
             let public_key =
-                seqmpc_abci::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
+                seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
             let key = ctx.key()?;
             let hash = ctx.submit(
                 &key,

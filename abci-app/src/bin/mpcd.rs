@@ -8,11 +8,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use seqmpc_abci::admin;
 use seqmpc_abci::app::{App, AppHandle};
-use seqmpc_abci::genesis::Genesis;
+use seqmpc_abci::chain::genesis::Genesis;
+use seqmpc_abci::chain::ChainState;
 use seqmpc_abci::keys::{create_key_file, load_key_file};
 use seqmpc_abci::replay_gate::ReplayGate;
 use seqmpc_abci::rpc::RpcClient;
-use seqmpc_abci::state::ChainState;
 use seqmpc_abci::status::{self, StatusContext};
 use seqmpc_abci::submit::{RpcSubmitter, SubmitFaults};
 use seqmpc_module::node::cggmp::CggmpConfig;
@@ -218,7 +218,7 @@ fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Resu
     match state {
         Some(s) => {
             for n in s.nodes.values() {
-                let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+                let pk = seqmpc_abci::chain::state::parse_pubkey(&n.public_key)
                     .map_err(|e| anyhow::anyhow!("registered node {}: {e}", n.id))?;
                 peers.push(PeerInfo {
                     node: n.id.clone(),
@@ -229,7 +229,7 @@ fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Resu
         }
         None => {
             for n in &genesis.nodes {
-                let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+                let pk = seqmpc_abci::chain::state::parse_pubkey(&n.public_key)
                     .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
                 peers.push(PeerInfo {
                     node: n.id.clone(),

@@ -106,7 +106,8 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
     } else {
         setup::mpcd_init(&mpcd, &home, &id)?
     };
-    let pk_bytes = seqmpc_abci::state::parse_pubkey(&public_key).map_err(|e| anyhow::anyhow!(e))?;
+    let pk_bytes =
+        seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow::anyhow!(e))?;
 
     // The NodeJoin, signed by the client account (it holds the registry role).
     let rpc = RpcClient::new(&manifest.rpc);

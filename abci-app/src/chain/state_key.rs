@@ -3,7 +3,7 @@
 
 use seqmpc_proto::{KeyId, NodeId, RequestId};
 
-use crate::state::DeadlineItem;
+use crate::chain::entries::DeadlineItem;
 
 /// A key.
 pub fn key(id: &KeyId) -> String {
