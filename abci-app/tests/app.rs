@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use ed25519_dalek::{Signer, SigningKey};
 use seqmpc_abci::app::App;
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::KeyStatus;
 use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
@@ -1005,6 +1006,62 @@ fn app_can_choose_signers_among_live_nodes_and_rejects_heartbeats_from_accounts(
         let ids: Vec<&str> = signers.iter().map(|s| s.as_str()).collect();
         assert!(!ids.contains(&"node3"), "{ids:?}");
         assert_eq!(signers.len(), 3);
+    }
+}
+
+/// The chain's pure entry points run the app's blocks in memory, without ABCI or disk, to the
+/// same state, results, jobs and app hash as the app.
+#[test]
+fn chain_can_run_the_apps_blocks_in_memory_without_abci() {
+    use seqmpc_abci::chain::{self, CheckState};
+    let mut net = Net::new();
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let (mut state, _) = chain::init_chain(&serde_json::from_slice(&g).unwrap(), &g).unwrap();
+    assert_eq!(&state, net.app.state().unwrap());
+    let mut mempool = CheckState::default();
+    let mut run = |net: &mut Net, state: &mut chain::ChainState, txs: Vec<Vec<u8>>| {
+        for tx in &txs {
+            let pure = chain::check_tx(state, &mut mempool, tx).map_or_else(|e| e.code(), |()| 0);
+            assert_eq!(pure, net.check(tx).code);
+        }
+        let block = chain::finalize_block(state, state.height + 1, 0, &txs).unwrap();
+        let (results, jobs) = net.block(txs);
+        mempool.committed(state);
+        let pure: Vec<(u32, &str, usize)> = block
+            .tx_results
+            .iter()
+            .map(|r| (r.code, r.log.as_str(), r.events.len()))
+            .collect();
+        let app: Vec<(u32, &str, usize)> = results
+            .iter()
+            .map(|r| (r.code, r.log.as_str(), r.events.len()))
+            .collect();
+        assert_eq!(pure, app);
+        assert_eq!(block.jobs, jobs);
+        assert_eq!(state, net.app.state().unwrap());
+        assert_eq!(hex::encode(block.app_hash), state.app_hash);
+        block.jobs
+    };
+    let (k1, again) = (net.keygen("k1", 3), net.keygen("k1", 3));
+    let jobs = run(&mut net, &mut state, vec![k1, b"junk".to_vec(), again]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!("{jobs:?}")
+    };
+    let group = SigningKey::from_bytes(&[79; 32]).verifying_key().to_bytes();
+    let reports = net.keygen_reports("k1", Scheme::FrostEd25519, session, |_| group.to_vec());
+    run(&mut net, &mut state, reports);
+    assert_eq!(
+        state.keys()[&KeyId::new("k1").unwrap()].status,
+        KeyStatus::Ready
+    );
+    // A height other than the next is refused, not executed.
+    let wrong = chain::finalize_block(&mut state, 7, 0, &[] as &[Vec<u8>]).unwrap_err();
+    assert_eq!((wrong.expected, wrong.got), (3, 7));
+    for i in 0..4 {
+        assert_eq!(
+            chain::catch_up_jobs(&state, &nid(i)),
+            net.app.catch_up_jobs(&nid(i))
+        );
     }
 }
 

@@ -105,9 +105,12 @@ pub(crate) fn ev(kind: &'static str, attrs: Vec<(&'static str, String)>) -> Even
     Event { kind, attrs }
 }
 
+/// The ABCI codespace of every rejected tx.
+pub const CODESPACE: &str = "seqmpc";
+
 /// Effects collected while executing a block.
 #[derive(Debug, Default)]
-pub struct Effects {
+pub(crate) struct Effects {
     /// Block time in ms since the epoch (from the proposer), passed through to jobs.
     pub block_time_ms: u64,
     /// Jobs for the MPC module, handed over after Commit.
@@ -120,7 +123,7 @@ pub struct Effects {
 
 /// Counts a request tx of an account against `max_requests_per_account_per_block` in
 /// `counts` (per block at delivery, per block interval at CheckTx); other txs pass.
-pub fn rate_limit(
+pub(crate) fn rate_limit(
     state: &ChainState,
     tx: &SignedTx,
     counts: &mut BTreeMap<String, u32>,
@@ -148,9 +151,10 @@ pub fn rate_limit(
     Ok(())
 }
 
-/// Checks a decoded tx against the state without changing it. `expected_seq` is the sequence
+/// Checks a decoded tx against the state without changing it (CheckTx: see
+/// [`crate::chain::check_tx`]). `expected_seq` is the sequence
 /// the signer must use (committed, or the mempool's view in CheckTx).
-pub fn check(state: &ChainState, tx: &SignedTx, expected_seq: u64) -> Result<(), TxError> {
+pub(crate) fn check(state: &ChainState, tx: &SignedTx, expected_seq: u64) -> Result<(), TxError> {
     check_envelope(state, tx, expected_seq)?;
     let signer_hex = hex::encode(tx.signer.as_bytes());
     let height = state.height.saturating_add(1);
@@ -167,7 +171,7 @@ pub fn check(state: &ChainState, tx: &SignedTx, expected_seq: u64) -> Result<(),
 /// Delivers a tx in FinalizeBlock: full check, then (only if it passes) execution. The
 /// sequence advances for every tx whose envelope is valid, even if its message then fails (as
 /// in the Cosmos SDK), so a signer's later txs in the same block are not stranded.
-pub fn deliver(
+pub(crate) fn deliver(
     state: &mut ChainState,
     tx: &SignedTx,
     height: u64,
