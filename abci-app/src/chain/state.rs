@@ -13,7 +13,7 @@ use crate::chain::entries::{
     AccountEntry, DeadlineItem, KeyEntry, NodeEntry, ProvenBlame, SignEntry,
 };
 use crate::chain::genesis::{Genesis, Limits};
-use crate::chain::state_key;
+use crate::chain::state_key::StateKey;
 
 /// Version of the persisted state format. Do not change without a migration.
 pub const STATE_VERSION: u32 = 1;
@@ -50,11 +50,12 @@ pub struct ChainState {
     /// Height of each node's last committed tx (heartbeat or result); absent = never.
     #[serde(default)]
     node_seen: BTreeMap<NodeId, u64>,
-    /// State keys written in the block being executed (see [`crate::chain::state_key`]). Every
-    /// mutation goes through a method of this type that records its key here, so the block's
-    /// write set, which the app hash and the journal are made of, is always complete.
+    /// State keys written in the block being executed, by their encoding (whose byte order is
+    /// the order of the block's writes). Every mutation goes through a method of this type
+    /// that records its key here, so the block's write set, which the app hash and the journal
+    /// are made of, is always complete.
     #[serde(skip)]
-    dirty: BTreeSet<String>,
+    dirty: BTreeMap<String, StateKey>,
 }
 
 /// One block's writes: each state key written, with its new JSON value (None = removed).
@@ -64,7 +65,7 @@ pub struct BlockWrites {
     pub height: u64,
     /// App hash after this block.
     pub app_hash: String,
-    /// Writes in key order.
+    /// Writes in key order: the encoded [`StateKey`] and the new value.
     pub writes: Vec<(String, Option<serde_json::Value>)>,
 }
 
@@ -128,7 +129,7 @@ impl ChainState {
             sign_requests: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             node_seen: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
         })
     }
 
@@ -149,49 +150,49 @@ impl ChainState {
 
     /// A key, for writing (recorded in the block's write set).
     pub fn key_mut(&mut self, id: &KeyId) -> Option<&mut KeyEntry> {
-        self.dirty.insert(state_key::key(id));
+        self.touch(StateKey::Key(id.clone()));
         self.keys.get_mut(id)
     }
 
     /// Inserts or replaces a key.
     pub fn put_key(&mut self, entry: KeyEntry) {
-        self.dirty.insert(state_key::key(&entry.key_id));
+        self.touch(StateKey::Key(entry.key_id.clone()));
         self.keys.insert(entry.key_id.clone(), entry);
     }
 
     /// A sign request, for writing.
     pub fn sign_mut(&mut self, id: &RequestId) -> Option<&mut SignEntry> {
-        self.dirty.insert(state_key::sign(id));
+        self.touch(StateKey::Sign(id.clone()));
         self.sign_requests.get_mut(id)
     }
 
     /// Inserts or replaces a sign request.
     pub fn put_sign(&mut self, entry: SignEntry) {
-        self.dirty.insert(state_key::sign(&entry.request_id));
+        self.touch(StateKey::Sign(entry.request_id.clone()));
         self.sign_requests.insert(entry.request_id.clone(), entry);
     }
 
     /// Sets a signer's next sequence.
     pub fn set_sequence(&mut self, signer_hex: &str, next: u64) {
-        self.dirty.insert(state_key::sequence(signer_hex));
+        self.touch(StateKey::Sequence(signer_hex.to_owned()));
         self.sequences.insert(signer_hex.to_owned(), next);
     }
 
     /// Adds a deadline.
     pub fn add_deadline(&mut self, height: u64, item: DeadlineItem) {
-        self.dirty.insert(state_key::deadline(height, &item));
+        self.touch(StateKey::Deadline(height, item.clone()));
         self.deadlines.insert((height, item));
     }
 
     /// Removes a deadline.
     pub fn remove_deadline(&mut self, height: u64, item: DeadlineItem) {
-        self.dirty.insert(state_key::deadline(height, &item));
+        self.touch(StateKey::Deadline(height, item.clone()));
         self.deadlines.remove(&(height, item));
     }
 
     /// Records a committed tx of `node` at `height` (its liveness).
     pub fn set_seen(&mut self, node: &NodeId, height: u64) {
-        self.dirty.insert(state_key::seen(node));
+        self.touch(StateKey::Seen(node.clone()));
         self.node_seen.insert(node.clone(), height);
     }
 
@@ -209,7 +210,7 @@ impl ChainState {
 
     /// Admits a node (a `NodeJoin` tx): inserts it into the registry and its key index.
     pub fn add_node(&mut self, entry: NodeEntry) {
-        self.dirty.insert(state_key::node(&entry.id));
+        self.touch(StateKey::Node(entry.id.clone()));
         self.node_keys
             .insert(entry.public_key.clone(), entry.id.clone());
         self.nodes.insert(entry.id.clone(), entry);
@@ -221,38 +222,36 @@ impl ChainState {
         for c in culprits {
             if let Some(n) = self.nodes.get_mut(c) {
                 n.proven_blames = n.proven_blames.saturating_add(1);
-                self.dirty.insert(state_key::node(c));
+                self.touch(StateKey::Node(c.clone()));
             }
         }
     }
 
+    /// Records a write of `key` in the block's write set.
+    fn touch(&mut self, key: StateKey) {
+        self.dirty.insert(key.to_string(), key);
+    }
+
     /// The current value of a state key (None = absent), as JSON.
-    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
-        let (kind, rest) = key.split_once('/')?;
-        match kind {
-            "key" => KeyId::new(rest)
-                .ok()
-                .and_then(|id| self.keys.get(&id))
+    fn value_of(&self, key: &StateKey) -> Option<serde_json::Value> {
+        match key {
+            StateKey::Key(id) => self.keys.get(id).and_then(|e| serde_json::to_value(e).ok()),
+            StateKey::Sign(id) => self
+                .sign_requests
+                .get(id)
                 .and_then(|e| serde_json::to_value(e).ok()),
-            "sign" => RequestId::new(rest)
-                .ok()
-                .and_then(|id| self.sign_requests.get(&id))
+            StateKey::Sequence(signer_hex) => {
+                self.sequences.get(signer_hex).map(|v| serde_json::json!(v))
+            }
+            StateKey::Seen(node) => self.node_seen.get(node).map(|v| serde_json::json!(v)),
+            StateKey::Node(node) => self
+                .nodes
+                .get(node)
                 .and_then(|e| serde_json::to_value(e).ok()),
-            "seq" => self.sequences.get(rest).map(|v| serde_json::json!(v)),
-            "seen" => NodeId::new(rest)
-                .ok()
-                .and_then(|n| self.node_seen.get(&n))
-                .map(|v| serde_json::json!(v)),
-            "node" => NodeId::new(rest)
-                .ok()
-                .and_then(|n| self.nodes.get(&n))
-                .and_then(|e| serde_json::to_value(e).ok()),
-            "deadline" => self
+            StateKey::Deadline(height, item) => self
                 .deadlines
-                .iter()
-                .find(|(h, item)| state_key::deadline(*h, item) == key)
+                .get(&(*height, item.clone()))
                 .and_then(|d| serde_json::to_value(d).ok()),
-            _ => None,
         }
     }
 
@@ -263,10 +262,7 @@ impl ChainState {
         let dirty = std::mem::take(&mut self.dirty);
         let writes: Vec<(String, Option<serde_json::Value>)> = dirty
             .into_iter()
-            .map(|k| {
-                let v = self.value_of(&k);
-                (k, v)
-            })
+            .map(|(encoded, key)| (encoded, self.value_of(&key)))
             .collect();
         self.height = height;
         let hash = chain_hash(&self.app_hash, height, &writes);
@@ -291,67 +287,68 @@ impl ChainState {
                 block.height
             ));
         }
-        for (key, value) in &block.writes {
-            let (kind, rest) = key
-                .split_once('/')
-                .ok_or_else(|| format!("bad state key {key:?}"))?;
-            let bad = |e: serde_json::Error| format!("{key}: {e}");
-            match (kind, value) {
-                ("key", Some(v)) => {
+        for (encoded, value) in &block.writes {
+            let key = StateKey::parse(encoded)?;
+            let bad = |e: serde_json::Error| format!("{encoded}: {e}");
+            let other = |what: &dyn std::fmt::Display| format!("{encoded}: entry is for {what}");
+            match (key, value) {
+                (StateKey::Key(id), Some(v)) => {
                     let e: KeyEntry = serde_json::from_value(v.clone()).map_err(bad)?;
-                    self.keys.insert(e.key_id.clone(), e);
+                    if e.key_id != id {
+                        return Err(other(&format_args!("key {}", e.key_id)));
+                    }
+                    self.keys.insert(id, e);
                 }
-                ("key", None) => {
-                    let id = KeyId::new(rest).map_err(|e| e.to_string())?;
+                (StateKey::Key(id), None) => {
                     self.keys.remove(&id);
                 }
-                ("sign", Some(v)) => {
+                (StateKey::Sign(id), Some(v)) => {
                     let e: SignEntry = serde_json::from_value(v.clone()).map_err(bad)?;
-                    self.sign_requests.insert(e.request_id.clone(), e);
+                    if e.request_id != id {
+                        return Err(other(&format_args!("sign request {}", e.request_id)));
+                    }
+                    self.sign_requests.insert(id, e);
                 }
-                ("sign", None) => {
-                    let id = RequestId::new(rest).map_err(|e| e.to_string())?;
+                (StateKey::Sign(id), None) => {
                     self.sign_requests.remove(&id);
                 }
-                ("seq", Some(v)) => {
+                (StateKey::Sequence(signer_hex), Some(v)) => {
                     let n: u64 = serde_json::from_value(v.clone()).map_err(bad)?;
-                    self.sequences.insert(rest.to_owned(), n);
+                    self.sequences.insert(signer_hex, n);
                 }
-                ("seq", None) => {
-                    self.sequences.remove(rest);
+                (StateKey::Sequence(signer_hex), None) => {
+                    self.sequences.remove(&signer_hex);
                 }
-                ("seen", Some(v)) => {
+                (StateKey::Seen(node), Some(v)) => {
                     let n: u64 = serde_json::from_value(v.clone()).map_err(bad)?;
-                    let id = NodeId::new(rest).map_err(|e| e.to_string())?;
-                    self.node_seen.insert(id, n);
+                    self.node_seen.insert(node, n);
                 }
-                ("seen", None) => {
-                    let id = NodeId::new(rest).map_err(|e| e.to_string())?;
-                    self.node_seen.remove(&id);
+                (StateKey::Seen(node), None) => {
+                    self.node_seen.remove(&node);
                 }
-                ("node", Some(v)) => {
+                (StateKey::Node(node), Some(v)) => {
                     let e: NodeEntry = serde_json::from_value(v.clone()).map_err(bad)?;
-                    if e.id.as_str() != rest {
-                        return Err(format!("{key}: entry is for node {}", e.id));
+                    if e.id != node {
+                        return Err(other(&format_args!("node {}", e.id)));
                     }
-                    self.node_keys.insert(e.public_key.clone(), e.id.clone());
-                    self.nodes.insert(e.id.clone(), e);
+                    self.node_keys.insert(e.public_key.clone(), node.clone());
+                    self.nodes.insert(node, e);
                 }
-                ("node", None) => {
-                    let id = NodeId::new(rest).map_err(|e| e.to_string())?;
-                    if let Some(e) = self.nodes.remove(&id) {
+                (StateKey::Node(node), None) => {
+                    if let Some(e) = self.nodes.remove(&node) {
                         self.node_keys.remove(&e.public_key);
                     }
                 }
-                ("deadline", Some(v)) => {
+                (StateKey::Deadline(height, item), Some(v)) => {
                     let d: (u64, DeadlineItem) = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if d != (height, item) {
+                        return Err(other(&format_args!("deadline {d:?}")));
+                    }
                     self.deadlines.insert(d);
                 }
-                ("deadline", None) => {
-                    self.deadlines
-                        .retain(|(h, item)| state_key::deadline(*h, item) != *key);
+                (StateKey::Deadline(height, item), None) => {
+                    self.deadlines.remove(&(height, item));
                 }
-                _ => return Err(format!("unknown state key {key:?}")),
             }
         }
         self.height = block.height;
