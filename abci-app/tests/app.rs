@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use ed25519_dalek::{Signer, SigningKey};
-use seqmpc_abci::app::App;
+use seqmpc_abci::abci::App;
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_abci::chain::KeyStatus;
 use seqmpc_module::job::{Job, ReshareJob};
@@ -604,7 +604,7 @@ fn app_can_reload_journal_and_snapshot_and_stay_in_step() {
     );
     net.block(vec![tx]);
     // Cross a snapshot boundary, then write more after it.
-    while net.height < seqmpc_abci::persist::SNAPSHOT_EVERY as i64 + 2 {
+    while net.height < seqmpc_abci::abci::persist::SNAPSHOT_EVERY as i64 + 2 {
         net.block(vec![]);
     }
     let tx = net.keygen("after-snapshot", 3);
@@ -770,7 +770,7 @@ fn app_can_drop_a_torn_journal_tail_and_rejects_a_tampered_one() {
     net.block(vec![tx]);
     net.block(vec![]);
     let info = net.app.info();
-    let journal = net._dir.path().join(seqmpc_abci::persist::JOURNAL);
+    let journal = net._dir.path().join(seqmpc_abci::abci::persist::JOURNAL);
     let clean = std::fs::read(&journal).unwrap();
     // A crash in the middle of an append leaves a partial last line.
     std::fs::OpenOptions::new()
@@ -1067,7 +1067,7 @@ fn chain_can_run_the_apps_blocks_in_memory_without_abci() {
 
 #[test]
 fn app_can_tell_a_local_record_that_diverges_from_the_chain() {
-    use seqmpc_abci::diverge::{divergences, LocalKey};
+    use seqmpc_abci::daemon::diverge::{divergences, LocalKey};
     use seqmpc_module::store::ShareStatus;
     let mut net = Net::new();
     let group = SigningKey::from_bytes(&[78; 32]);
@@ -1708,7 +1708,7 @@ fn app_can_admit_a_node_with_node_join_and_journal_it() {
     assert_eq!(ids, ["node0", "node1", "node2", "node3", "node4"]);
     // The block's write set (journal, hence app hash) holds the new state key.
     let journal =
-        std::fs::read_to_string(net._dir.path().join(seqmpc_abci::persist::JOURNAL)).unwrap();
+        std::fs::read_to_string(net._dir.path().join(seqmpc_abci::abci::persist::JOURNAL)).unwrap();
     let line = journal.lines().last().unwrap();
     assert!(line.contains("\"node/node4\""), "{line}");
     assert!(

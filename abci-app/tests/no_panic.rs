@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use ed25519_dalek::SigningKey;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use seqmpc_abci::app::App;
+use seqmpc_abci::abci::App;
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};

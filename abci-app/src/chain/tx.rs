@@ -1,9 +1,9 @@
 //! Transactions: validation and execution against [`ChainState`]. Pure and deterministic: no
 //! clock, no randomness, no I/O, no local MPC state.
 //!
-//! Each tx type has one file under `tx/` holding its [`Handler`]: `check` (read-only: CheckTx
+//! Each tx type has one file under `tx/` holding its `Handler`: `check` (read-only: CheckTx
 //! and the first half of delivery) beside `execute` (delivery only, once `check` passed; it
-//! gets what `check` found). [`dispatch`] is the one place that maps a message to its handler.
+//! gets what `check` found). `dispatch` is the one place that maps a message to its handler.
 //! A tx that fails `check` changes nothing.
 
 mod blame;

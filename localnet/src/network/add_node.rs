@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use seqmpc_abci::keys::load_key_file;
-use seqmpc_abci::rpc::RpcClient;
+use seqmpc_abci::daemon::keys::load_key_file;
+use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::NodeId;
 use serde_json::{json, Value};

@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use tendermint_proto::v0_38::abci as pb;
 use tracing::{error, info, warn};
 
+use crate::abci::persist::{StateFiles, SNAPSHOT_EVERY};
 use crate::chain::genesis::Genesis;
 use crate::chain::tx::{Event, TxError, CODESPACE};
 use crate::chain::{self, BlockWrites, ChainState, CheckState};
-use crate::persist::{StateFiles, SNAPSHOT_EVERY};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
