@@ -1,18 +1,13 @@
-//! seqmpc ABCI 2.0 application: deterministic chain state, tx handling and queries, plus the
-//! `mpcd` daemon and the `mpcctl` client binaries.
+//! seqmpc ABCI 2.0 application, the `mpcd` daemon and the `mpcctl` client, in three layers:
+//!
+//! - [`chain`]: the chain's state machine, pure and deterministic (state, txs, blocks). Every
+//!   validator must compute the same results from it; panics and nondeterminism are linted
+//!   out.
+//! - [`abci`]: the ABCI actor and the persistence of the committed state: consensus-critical
+//!   glue with I/O around `chain`.
+//! - [`daemon`]: the rest of `mpcd` (result submission, status, operator socket, ...),
+//!   node-local and not consensus-critical.
 
-pub mod admin;
-pub mod app;
-pub mod diverge;
-pub mod execute;
-pub mod genesis;
-pub mod keys;
-#[cfg(feature = "fault-injection")]
-pub mod partition;
-pub mod persist;
-pub mod replay_gate;
-pub mod rpc;
-pub mod state;
-pub mod state_key;
-pub mod status;
-pub mod submit;
+pub mod abci;
+pub mod chain;
+pub mod daemon;

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 
 use ed25519_dalek::{Signer, SigningKey};
-use seqmpc_abci::app::App;
-use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::abci::App;
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::KeyStatus;
 use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
@@ -603,7 +604,7 @@ fn app_can_reload_journal_and_snapshot_and_stay_in_step() {
     );
     net.block(vec![tx]);
     // Cross a snapshot boundary, then write more after it.
-    while net.height < seqmpc_abci::persist::SNAPSHOT_EVERY as i64 + 2 {
+    while net.height < seqmpc_abci::abci::persist::SNAPSHOT_EVERY as i64 + 2 {
         net.block(vec![]);
     }
     let tx = net.keygen("after-snapshot", 3);
@@ -769,7 +770,7 @@ fn app_can_drop_a_torn_journal_tail_and_rejects_a_tampered_one() {
     net.block(vec![tx]);
     net.block(vec![]);
     let info = net.app.info();
-    let journal = net._dir.path().join(seqmpc_abci::persist::JOURNAL);
+    let journal = net._dir.path().join(seqmpc_abci::abci::persist::JOURNAL);
     let clean = std::fs::read(&journal).unwrap();
     // A crash in the middle of an append leaves a partial last line.
     std::fs::OpenOptions::new()
@@ -1008,9 +1009,65 @@ fn app_can_choose_signers_among_live_nodes_and_rejects_heartbeats_from_accounts(
     }
 }
 
+/// The chain's pure entry points run the app's blocks in memory, without ABCI or disk, to the
+/// same state, results, jobs and app hash as the app.
+#[test]
+fn chain_can_run_the_apps_blocks_in_memory_without_abci() {
+    use seqmpc_abci::chain::{self, CheckState};
+    let mut net = Net::new();
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let (mut state, _) = chain::init_chain(&serde_json::from_slice(&g).unwrap(), &g).unwrap();
+    assert_eq!(&state, net.app.state().unwrap());
+    let mut mempool = CheckState::default();
+    let mut run = |net: &mut Net, state: &mut chain::ChainState, txs: Vec<Vec<u8>>| {
+        for tx in &txs {
+            let pure = chain::check_tx(state, &mut mempool, tx).map_or_else(|e| e.code(), |()| 0);
+            assert_eq!(pure, net.check(tx).code);
+        }
+        let block = chain::finalize_block(state, state.height + 1, 0, &txs).unwrap();
+        let (results, jobs) = net.block(txs);
+        mempool.committed(state);
+        let pure: Vec<(u32, &str, usize)> = block
+            .tx_results
+            .iter()
+            .map(|r| (r.code, r.log.as_str(), r.events.len()))
+            .collect();
+        let app: Vec<(u32, &str, usize)> = results
+            .iter()
+            .map(|r| (r.code, r.log.as_str(), r.events.len()))
+            .collect();
+        assert_eq!(pure, app);
+        assert_eq!(block.jobs, jobs);
+        assert_eq!(state, net.app.state().unwrap());
+        assert_eq!(hex::encode(block.app_hash), state.app_hash);
+        block.jobs
+    };
+    let (k1, again) = (net.keygen("k1", 3), net.keygen("k1", 3));
+    let jobs = run(&mut net, &mut state, vec![k1, b"junk".to_vec(), again]);
+    let Job::KeyGen { session, .. } = jobs[0].clone() else {
+        panic!("{jobs:?}")
+    };
+    let group = SigningKey::from_bytes(&[79; 32]).verifying_key().to_bytes();
+    let reports = net.keygen_reports("k1", Scheme::FrostEd25519, session, |_| group.to_vec());
+    run(&mut net, &mut state, reports);
+    assert_eq!(
+        state.keys()[&KeyId::new("k1").unwrap()].status,
+        KeyStatus::Ready
+    );
+    // A height other than the next is refused, not executed.
+    let wrong = chain::finalize_block(&mut state, 7, 0, &[] as &[Vec<u8>]).unwrap_err();
+    assert_eq!((wrong.expected, wrong.got), (3, 7));
+    for i in 0..4 {
+        assert_eq!(
+            chain::catch_up_jobs(&state, &nid(i)),
+            net.app.catch_up_jobs(&nid(i))
+        );
+    }
+}
+
 #[test]
 fn app_can_tell_a_local_record_that_diverges_from_the_chain() {
-    use seqmpc_abci::diverge::{divergences, LocalKey};
+    use seqmpc_abci::daemon::diverge::{divergences, LocalKey};
     use seqmpc_module::store::ShareStatus;
     let mut net = Net::new();
     let group = SigningKey::from_bytes(&[78; 32]);
@@ -1651,7 +1708,7 @@ fn app_can_admit_a_node_with_node_join_and_journal_it() {
     assert_eq!(ids, ["node0", "node1", "node2", "node3", "node4"]);
     // The block's write set (journal, hence app hash) holds the new state key.
     let journal =
-        std::fs::read_to_string(net._dir.path().join(seqmpc_abci::persist::JOURNAL)).unwrap();
+        std::fs::read_to_string(net._dir.path().join(seqmpc_abci::abci::persist::JOURNAL)).unwrap();
     let line = journal.lines().last().unwrap();
     assert!(line.contains("\"node/node4\""), "{line}");
     assert!(

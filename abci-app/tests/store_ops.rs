@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use seqmpc_abci::genesis::{Genesis, GenesisNode, Limits};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisNode, Limits};
 use seqmpc_module::store::{KeyRecord, KeyStore, MasterKey, SecretShare, ShareStatus};
 use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use ed25519_dalek::SigningKey;
-use seqmpc_abci::keys::load_key_file;
-use seqmpc_abci::rpc::RpcClient;
+use seqmpc_abci::daemon::keys::load_key_file;
+use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use serde_json::Value;
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use ed25519_dalek::SigningKey;
-use seqmpc_abci::keys::load_key_file;
-use seqmpc_abci::rpc::RpcClient;
+use seqmpc_abci::daemon::keys::load_key_file;
+use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
 use serde_json::{json, Value};
@@ -613,7 +613,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         } => {
             let node_id = NodeId::new(node_id)?;
             let public_key =
-                seqmpc_abci::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
+                seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
             let key = ctx.key()?;
             let hash = ctx.submit(
                 &key,

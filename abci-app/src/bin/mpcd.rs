@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use seqmpc_abci::admin;
-use seqmpc_abci::app::{App, AppHandle};
-use seqmpc_abci::genesis::Genesis;
-use seqmpc_abci::keys::{create_key_file, load_key_file};
-use seqmpc_abci::replay_gate::ReplayGate;
-use seqmpc_abci::rpc::RpcClient;
-use seqmpc_abci::state::ChainState;
-use seqmpc_abci::status::{self, StatusContext};
-use seqmpc_abci::submit::{RpcSubmitter, SubmitFaults};
+use seqmpc_abci::abci::{App, AppHandle};
+use seqmpc_abci::chain::genesis::Genesis;
+use seqmpc_abci::chain::ChainState;
+use seqmpc_abci::daemon::admin;
+use seqmpc_abci::daemon::keys::{create_key_file, load_key_file};
+use seqmpc_abci::daemon::replay_gate::ReplayGate;
+use seqmpc_abci::daemon::rpc::RpcClient;
+use seqmpc_abci::daemon::status::{self, StatusContext};
+use seqmpc_abci::daemon::submit::{RpcSubmitter, SubmitFaults};
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
@@ -223,7 +223,7 @@ fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Resu
     match state {
         Some(s) => {
             for n in s.nodes.values() {
-                let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+                let pk = seqmpc_abci::chain::state::parse_pubkey(&n.public_key)
                     .map_err(|e| anyhow::anyhow!("registered node {}: {e}", n.id))?;
                 peers.push(PeerInfo {
                     node: n.id.clone(),
@@ -234,7 +234,7 @@ fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Resu
         }
         None => {
             for n in &genesis.nodes {
-                let pk = seqmpc_abci::state::parse_pubkey(&n.public_key)
+                let pk = seqmpc_abci::chain::state::parse_pubkey(&n.public_key)
                     .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
                 peers.push(PeerInfo {
                     node: n.id.clone(),
@@ -545,7 +545,7 @@ fn start(
             .local_addr()
             .parse()
             .context("the ABCI server's address")?;
-        seqmpc_abci::partition::relay_abci(abci_listen, at, p.clone())
+        seqmpc_abci::daemon::partition::relay_abci(abci_listen, at, p.clone())
             .with_context(|| format!("cannot serve ABCI on {abci_listen}"))?;
     }
     std::thread::Builder::new()
@@ -563,7 +563,7 @@ fn start(
         let admin_store = store.clone();
         tokio::spawn(async move {
             let key_file = admin_home.join(MASTER_KEY);
-            if let Err(e) = seqmpc_abci::admin::serve(&admin_home, key_file, admin_store).await {
+            if let Err(e) = seqmpc_abci::daemon::admin::serve(&admin_home, key_file, admin_store).await {
                 error!(error = %e, "operator socket stopped: rotate-master-key and backup work only with the node stopped");
             }
         });

@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use seqmpc_abci::keys::load_key_file;
-use seqmpc_abci::rpc::RpcClient;
+use seqmpc_abci::daemon::keys::load_key_file;
+use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::NodeId;
 use serde_json::{json, Value};
@@ -106,7 +106,8 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
     } else {
         setup::mpcd_init(&mpcd, &home, &id)?
     };
-    let pk_bytes = seqmpc_abci::state::parse_pubkey(&public_key).map_err(|e| anyhow::anyhow!(e))?;
+    let pk_bytes =
+        seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow::anyhow!(e))?;
 
     // The NodeJoin, signed by the client account (it holds the registry role).
     let rpc = RpcClient::new(&manifest.rpc);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context};
-use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
-use seqmpc_abci::keys::create_key_file;
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::daemon::keys::create_key_file;
 use seqmpc_proto::NodeId;
 use serde::Deserialize;
 

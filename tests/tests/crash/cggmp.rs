@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 /// Genesis `session_deadline_blocks` of this localnet: CGGMP24 signing 160 blocks, keygen 240.
 const DEADLINE_BLOCKS: u64 = 8;
 const SIGN_DEADLINE_BLOCKS: u64 =
-    DEADLINE_BLOCKS * seqmpc_abci::execute::CGGMP_SIGN_DEADLINE_FACTOR;
+    DEADLINE_BLOCKS * seqmpc_abci::chain::tx::CGGMP_SIGN_DEADLINE_FACTOR;
 const KEYGEN_DEADLINE_BLOCKS: u64 =
-    DEADLINE_BLOCKS * seqmpc_abci::execute::CGGMP_KEYGEN_DEADLINE_FACTOR;
+    DEADLINE_BLOCKS * seqmpc_abci::chain::tx::CGGMP_KEYGEN_DEADLINE_FACTOR;
 const NODES: usize = super::NODES;
 const EC: &str = "ec";
 const THRESHOLD: u32 = 2;
@@ -59,7 +59,8 @@ fn request_for(key_id: &str, prefix: &str, want: &[usize]) -> String {
         .map(|n| format!("{prefix}-{n}"))
         .find(|id| {
             let req = RequestId::new(id.as_str()).unwrap();
-            seqmpc_abci::state::choose_signers(&parties, THRESHOLD, &key, &req, |_| true) == want
+            seqmpc_abci::chain::committee::choose_signers(&parties, THRESHOLD, &key, &req, |_| true)
+                == want
         })
         .expect("some request id picks these signers")
 }

@@ -24,7 +24,7 @@ use seqmpc_proto::NodeId;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::rpc::RpcClient;
+use crate::daemon::rpc::RpcClient;
 
 /// Longest age of the known chain height before a session job asks the RPC again.
 pub const TIP_REFRESH: Duration = Duration::from_secs(1);

@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use crate::state::{app_hash_of, BlockWrites, ChainState};
+use crate::chain::state::{app_hash_of, BlockWrites, ChainState};
 
 /// Blocks between two snapshots.
 pub const SNAPSHOT_EVERY: u64 = 1000;

@@ -5,23 +5,20 @@
 //! to one thread owning [`App`] through a bounded queue, so chain state has exactly one owner and
 //! requests are handled one at a time in arrival order (STYLE.md rule 10/13).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
 
 use prost::bytes::Bytes;
 use seqmpc_module::job::Job;
-use seqmpc_proto::tx::SignedTx;
 use seqmpc_proto::{KeyId, RequestId};
 use sha2::{Digest, Sha256};
 use tendermint_proto::v0_38::abci as pb;
 use tracing::{error, info, warn};
 
-use crate::execute::{self, Effects, TxError};
-use crate::genesis::Genesis;
-use crate::persist::{StateFiles, SNAPSHOT_EVERY};
-use crate::state::BlockWrites;
-use crate::state::{ChainState, KeyStatus, ReshareStatus};
+use crate::abci::persist::{StateFiles, SNAPSHOT_EVERY};
+use crate::chain::genesis::Genesis;
+use crate::chain::tx::{Event, TxError, CODESPACE};
+use crate::chain::{self, BlockWrites, ChainState, CheckState};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
@@ -36,10 +33,8 @@ pub struct App {
     committed: Option<ChainState>,
     /// Writes and jobs of the block being finalized, until Commit.
     pending: Option<(BlockWrites, Vec<Job>)>,
-    /// Mempool view of sequences: next expected per signer, ahead of committed.
-    check_seq: BTreeMap<String, u64>,
-    /// Request txs per account admitted by CheckTx since the last Commit (rate limit).
-    check_requests: BTreeMap<String, u32>,
+    /// CheckTx's view since the last Commit: sequences ahead of committed, request counts.
+    mempool: CheckState,
     /// Where committed jobs go (the MPC module).
     jobs: Option<tokio::sync::mpsc::Sender<Job>>,
 }
@@ -73,8 +68,7 @@ impl App {
             files,
             committed,
             pending: None,
-            check_seq: BTreeMap::new(),
-            check_requests: BTreeMap::new(),
+            mempool: CheckState::default(),
             jobs,
         })
     }
@@ -112,11 +106,10 @@ impl App {
                 req.chain_id, self.genesis.chain_id
             );
         }
-        let mut state = match ChainState::from_genesis(&self.genesis, &self.genesis_bytes) {
+        let (state, hash) = match chain::init_chain(&self.genesis, &self.genesis_bytes) {
             Ok(s) => s,
             Err(e) => panic!("invalid genesis: {e}"),
         };
-        let (_, hash) = state.seal();
         if let Err(e) = self.files.snapshot(&state) {
             panic!("cannot persist state: {e}");
         }
@@ -128,42 +121,16 @@ impl App {
         }
     }
 
-    fn expected_seq(&self, state: &ChainState, signer: &str, got: u64) -> u64 {
-        let committed = state.sequence(signer);
-        match self.check_seq.get(signer) {
-            // A signer going back to its committed sequence recovers from txs the mempool
-            // dropped; a duplicate of a mempool tx then fails at delivery, harmlessly.
-            Some(&ahead) if ahead > committed && got == committed => committed,
-            Some(&ahead) if ahead > committed => ahead,
-            _ => committed,
-        }
-    }
-
-    /// ABCI CheckTx.
+    /// ABCI CheckTx ([`chain::check_tx`]).
     pub fn check_tx(&mut self, req: pb::RequestCheckTx) -> pb::ResponseCheckTx {
         let Some(state) = &self.committed else {
             return check_err(&TxError::Invalid("chain not initialized".into()));
         };
-        let tx = match SignedTx::decode(&req.tx) {
-            Ok(tx) => tx,
-            Err(e) => return check_err(&TxError::Malformed(e.to_string())),
-        };
-        let signer = hex::encode(tx.signer.as_bytes());
-        let expected = self.expected_seq(state, &signer, tx.sequence);
-        let checked = execute::check(state, &tx, expected).and_then(|()| {
-            let mut counts = self.check_requests.clone();
-            execute::rate_limit(state, &tx, &mut counts)?;
-            self.check_requests = counts;
-            Ok(())
-        });
-        match checked {
-            Ok(()) => {
-                self.check_seq.insert(signer, tx.sequence.saturating_add(1));
-                pb::ResponseCheckTx {
-                    code: 0,
-                    ..Default::default()
-                }
-            }
+        match chain::check_tx(state, &mut self.mempool, &req.tx) {
+            Ok(()) => pb::ResponseCheckTx {
+                code: 0,
+                ..Default::default()
+            },
             Err(e) => {
                 let mut r = check_err(&e);
                 if let TxError::Sequence { expected, .. } = e {
@@ -174,7 +141,9 @@ impl App {
         }
     }
 
-    /// ABCI FinalizeBlock: executes the block on a copy of the committed state.
+    /// ABCI FinalizeBlock: executes the block in place on the committed state
+    /// ([`chain::finalize_block`]) and converts its outcome to ABCI; its writes and jobs wait
+    /// for Commit.
     pub fn finalize_block(&mut self, req: pb::RequestFinalizeBlock) -> pb::ResponseFinalizeBlock {
         if self.pending.take().is_some() {
             // The engine re-sends a height it never committed: drop the executed block by
@@ -189,52 +158,33 @@ impl App {
             panic!("FinalizeBlock before InitChain");
         };
         let height = u64::try_from(req.height).unwrap_or(0);
-        if height != state.height.saturating_add(1) {
-            panic!(
-                "FinalizeBlock at height {height}, expected {}",
-                state.height.saturating_add(1)
-            );
-        }
-        let mut fx = Effects {
-            block_time_ms: req
-                .time
-                .as_ref()
-                .map(|t| {
-                    u64::try_from(t.seconds).unwrap_or(0).saturating_mul(1000)
-                        + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
-                })
-                .unwrap_or(0),
-            ..Effects::default()
+        let block_time_ms = req
+            .time
+            .as_ref()
+            .map(|t| {
+                u64::try_from(t.seconds).unwrap_or(0).saturating_mul(1000)
+                    + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let block = match chain::finalize_block(state, height, block_time_ms, &req.txs) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
         };
-        execute::expire_deadlines(state, height, &mut fx);
-        let block_events: Vec<pb::Event> = fx.events.drain(..).map(to_pb_event).collect();
-        let mut tx_results = Vec::with_capacity(req.txs.len());
-        for raw in &req.txs {
-            let result = match SignedTx::decode(raw) {
-                Err(e) => Err(TxError::Malformed(e.to_string())),
-                Ok(tx) => execute::deliver(state, &tx, height, &mut fx),
-            };
-            let events = fx.events.drain(..).map(to_pb_event).collect();
-            tx_results.push(match result {
-                Ok(()) => pb::ExecTxResult {
-                    code: 0,
-                    events,
-                    ..Default::default()
-                },
-                Err(e) => pb::ExecTxResult {
-                    code: e.code(),
-                    log: e.to_string(),
-                    codespace: "seqmpc".into(),
-                    ..Default::default()
-                },
-            });
-        }
-        let (writes, hash) = state.seal_block(height);
-        self.pending = Some((writes, fx.jobs));
+        self.pending = Some((block.writes, block.jobs));
         pb::ResponseFinalizeBlock {
-            events: block_events,
-            tx_results,
-            app_hash: hash.to_vec().into(),
+            events: block.block_events.into_iter().map(to_pb_event).collect(),
+            tx_results: block
+                .tx_results
+                .into_iter()
+                .map(|r| pb::ExecTxResult {
+                    code: r.code,
+                    codespace: if r.code == 0 { "" } else { CODESPACE }.into(),
+                    log: r.log,
+                    events: r.events.into_iter().map(to_pb_event).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            app_hash: block.app_hash.to_vec().into(),
             ..Default::default()
         }
     }
@@ -255,9 +205,7 @@ impl App {
         if let Err(e) = persisted {
             panic!("cannot persist committed state: {e}");
         }
-        self.check_seq
-            .retain(|signer, next| *next > state.sequence(signer));
-        self.check_requests.clear();
+        self.mempool.committed(state);
         if let Some(tx) = &self.jobs {
             for job in jobs {
                 if tx.blocking_send(job).is_err() {
@@ -268,76 +216,22 @@ impl App {
         pb::ResponseCommit { retain_height: 0 }
     }
 
-    /// Jobs a node must (re)do after a restart, from committed state: deletions it has not
-    /// attested yet, keygens the chain ended in ERROR (so a stale local PENDING ends) and the
-    /// outcome of each READY key's latest resharing (promote, leave, or drop the staged share).
+    /// Jobs a node must (re)do after a restart ([`chain::catch_up_jobs`]; none before
+    /// InitChain).
     pub fn catch_up_jobs(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
-        let Some(state) = &self.committed else {
-            return Vec::new();
-        };
-        let mut jobs = Vec::new();
-        for key in state.keys().values() {
-            // The latest resharing's outcome, for a node that died between the chain's decision
-            // and acting on it: promote the staged share, delete the share of a committee it
-            // left, or drop the staged share of a failed attempt. Both jobs are idempotent.
-            match &key.reshare {
-                Some(r)
-                    if key.status == KeyStatus::Ready
-                        && (r.parties.contains(node) || r.old_parties.contains(node)) =>
-                {
-                    match r.status {
-                        ReshareStatus::Done => jobs.push(Job::ReshareDone {
-                            key_id: key.key_id.clone(),
-                            session: r.session,
-                            old_parties: r.old_parties.clone(),
-                            new_parties: r.parties.clone(),
-                            generation: key.generation,
-                        }),
-                        ReshareStatus::Error => jobs.push(Job::ReshareFailed {
-                            key_id: key.key_id.clone(),
-                            session: r.session,
-                            reason: r.error.clone().unwrap_or_default(),
-                        }),
-                        ReshareStatus::Pending => {}
-                    }
-                }
-                _ => {}
-            }
-            if key.status == KeyStatus::Error && key.parties.contains(node) {
-                jobs.push(Job::KeyGenFailed {
-                    key_id: key.key_id.clone(),
-                    session: key.session,
-                    reason: key.error.clone().unwrap_or_default(),
-                });
-            }
-        }
-        jobs.extend(self.unattested_deletions(node));
-        jobs
+        self.committed
+            .as_ref()
+            .map(|s| chain::catch_up_jobs(s, node))
+            .unwrap_or_default()
     }
 
-    /// A Delete job for each key the committed state still waits for `node` to attest. A
-    /// node's KeyDeleted can be lost after CheckTx accepted it (it then fails at delivery, e.g.
-    /// when a restarted app answers CheckTx with the committed sequence while an earlier tx of
-    /// the node is still in the mempool), and deletion has no deadline: mpcd re-runs these
-    /// (the Delete job is idempotent) so a deletion never stays DELETING forever.
+    /// Deletions the committed state still waits for `node` to attest
+    /// ([`chain::unattested_deletions`]; none before InitChain).
     pub fn unattested_deletions(&self, node: &seqmpc_proto::NodeId) -> Vec<Job> {
-        let Some(state) = &self.committed else {
-            return Vec::new();
-        };
-        state
-            .keys()
-            .values()
-            .filter(|k| {
-                k.status == KeyStatus::Deleting
-                    && k.parties.contains(node)
-                    && !k.deleted_by.contains(node)
-            })
-            .map(|k| Job::Delete {
-                key_id: k.key_id.clone(),
-                parties: k.parties.clone(),
-                height: state.height,
-            })
-            .collect()
+        self.committed
+            .as_ref()
+            .map(|s| chain::unattested_deletions(s, node))
+            .unwrap_or_default()
     }
 
     /// ABCI Query. Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`, `/nodes`,
@@ -433,7 +327,7 @@ fn check_err(e: &TxError) -> pb::ResponseCheckTx {
     pb::ResponseCheckTx {
         code: e.code(),
         log: e.to_string(),
-        codespace: "seqmpc".into(),
+        codespace: CODESPACE.into(),
         ..Default::default()
     }
 }
@@ -442,12 +336,12 @@ fn query_err(code: u32, log: String) -> pb::ResponseQuery {
     pb::ResponseQuery {
         code,
         log,
-        codespace: "seqmpc".into(),
+        codespace: CODESPACE.into(),
         ..Default::default()
     }
 }
 
-fn to_pb_event(e: execute::Event) -> pb::Event {
+fn to_pb_event(e: Event) -> pb::Event {
     pb::Event {
         r#type: e.kind.into(),
         attributes: e

@@ -11,8 +11,8 @@ use seqmpc_proto::{KeyId, NodeId};
 use serde_json::{json, Value};
 use tracing::warn;
 
-use crate::app::AppHandle;
-use crate::diverge::{divergences, LocalKey};
+use crate::abci::AppHandle;
+use crate::daemon::diverge::{divergences, LocalKey};
 
 /// What the endpoint reads.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use seqmpc_module::store::ShareStatus;
 use seqmpc_proto::{KeyId, NodeId, SessionId};
 use serde::Serialize;
 
-use crate::state::{ChainState, KeyStatus};
+use crate::chain::{ChainState, KeyStatus};
 
 /// What the comparison needs of a local record (no secret).
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use seqmpc_proto::tx::{sign_tx, TxMsg};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use crate::rpc::RpcClient;
+use crate::daemon::rpc::RpcClient;
 
 /// Depth of the submission queue.
 pub const SUBMIT_QUEUE: usize = 100_000;

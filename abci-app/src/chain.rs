@@ -1,0 +1,32 @@
+//! The chain: the state machine every validator runs, pure and deterministic. Nothing under
+//! `chain/` reads a clock, draws randomness, does I/O or sees a node's local MPC state; given
+//! the same state and the same block, every validator computes the same writes, results,
+//! events, jobs and app hash. Ordered maps only (`clippy.toml` bans `HashMap`/`HashSet`).
+//!
+//! - [`state`]: the [`ChainState`] and its hash chain; [`entries`]: what it holds;
+//!   [`state_key`]: the keys of its write journal; [`genesis`]: the genesis document.
+//! - [`tx`]: the tx handlers, one file per tx type, each with its `check` and `execute`.
+//! - [`block`]: block execution, [`finalize_block`]; [`mempool`]: CheckTx, [`check_tx`];
+//!   [`catch_up`]: the jobs a node must (re)do from committed state.
+//! - [`committee`]: the choice of signers and dealers; [`verify`]: signature checks.
+
+pub mod block;
+pub mod catch_up;
+pub mod committee;
+pub mod entries;
+pub mod genesis;
+pub mod mempool;
+pub mod state;
+pub mod state_key;
+pub mod tx;
+pub mod verify;
+
+pub use block::{finalize_block, init_chain, FinalizedBlock, TxOutcome, WrongHeight};
+pub use catch_up::{catch_up_jobs, unattested_deletions};
+pub use entries::{
+    AccountEntry, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, NodeEntry, ProvenBlame,
+    ReshareEntry, ReshareStatus, SignEntry, SignStatus,
+};
+pub use mempool::{check_tx, CheckState};
+pub use state::{BlockWrites, ChainState};
+pub use tx::{Event, TxError};

@@ -1,0 +1,79 @@
+//! Who works on a session: the signers of a sign request and the dealers of a resharing, chosen
+//! deterministically (every node derives the same subset) among live nodes first.
+
+use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
+use sha2::{Digest, Sha256};
+
+/// Chooses the `t` signers of a request: the parties ordered by
+/// SHA-256("seqmpc/signers/v1" || key id || request id || party), first `t`. Every node derives
+/// the same subset; the spread balances load across parties.
+pub fn choose_signers(
+    parties: &[NodeId],
+    threshold: u32,
+    key_id: &KeyId,
+    request_id: &RequestId,
+    is_live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    choose(
+        b"seqmpc/signers/v1",
+        parties,
+        threshold,
+        key_id,
+        request_id.as_str().as_bytes(),
+        is_live,
+    )
+}
+
+/// Chooses the dealers of a resharing: `threshold` (the old one) of the old committee, live
+/// first, ordered by SHA-256("seqmpc/dealers/v1" || key id || session || party).
+pub fn choose_dealers(
+    parties: &[NodeId],
+    threshold: u32,
+    key_id: &KeyId,
+    session: &SessionId,
+    is_live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    choose(
+        b"seqmpc/dealers/v1",
+        parties,
+        threshold,
+        key_id,
+        &session.0,
+        is_live,
+    )
+}
+
+fn choose(
+    domain: &[u8],
+    parties: &[NodeId],
+    threshold: u32,
+    key_id: &KeyId,
+    salt: &[u8],
+    is_live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    // Live nodes first, each group in the request's pseudo-random order.
+    let mut ranked: Vec<(bool, [u8; 32], &NodeId)> = parties
+        .iter()
+        .map(|p| {
+            let mut h = Sha256::new();
+            for part in [
+                domain,
+                key_id.as_str().as_bytes(),
+                salt,
+                p.as_str().as_bytes(),
+            ] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            (!is_live(p), h.finalize().into(), p)
+        })
+        .collect();
+    ranked.sort();
+    let mut chosen: Vec<NodeId> = ranked
+        .into_iter()
+        .take(threshold as usize)
+        .map(|(_, _, p)| p.clone())
+        .collect();
+    chosen.sort();
+    chosen
+}

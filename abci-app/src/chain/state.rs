@@ -1,0 +1,414 @@
+//! Deterministic chain state: node registry, accounts and sequences, keys, sign requests.
+//!
+//! Everything is in ordered maps so that serialization, iteration, events and the app hash are
+//! identical on every validator.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use seqmpc_proto::{KeyId, NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::chain::entries::{
+    AccountEntry, DeadlineItem, KeyEntry, NodeEntry, ProvenBlame, SignEntry,
+};
+use crate::chain::genesis::{Genesis, Limits};
+use crate::chain::state_key::StateKey;
+
+/// Version of the persisted state format. Do not change without a migration.
+pub const STATE_VERSION: u32 = 1;
+
+/// The whole chain state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainState {
+    /// Format version.
+    pub version: u32,
+    /// Chain id.
+    pub chain_id: String,
+    /// SHA-256 of the genesis app state bytes.
+    pub genesis_hash: String,
+    /// Last committed height.
+    pub height: u64,
+    /// App hash of the last committed height.
+    pub app_hash: String,
+    /// Limits.
+    pub limits: Limits,
+    /// Node registry by id.
+    pub nodes: BTreeMap<NodeId, NodeEntry>,
+    /// Node id by hex public key.
+    pub node_keys: BTreeMap<String, NodeId>,
+    /// Accounts by hex public key.
+    pub accounts: BTreeMap<String, AccountEntry>,
+    /// Next sequence per signer (hex public key); absent = 0.
+    sequences: BTreeMap<String, u64>,
+    /// Keys.
+    keys: BTreeMap<KeyId, KeyEntry>,
+    /// Sign requests.
+    sign_requests: BTreeMap<RequestId, SignEntry>,
+    /// Pending deadlines, ordered by height.
+    deadlines: BTreeSet<(u64, DeadlineItem)>,
+    /// Height of each node's last committed tx (heartbeat or result); absent = never.
+    #[serde(default)]
+    node_seen: BTreeMap<NodeId, u64>,
+    /// State keys written in the block being executed, by their encoding (whose byte order is
+    /// the order of the block's writes). Every mutation goes through a method of this type
+    /// that records its key here, so the block's write set, which the app hash and the journal
+    /// are made of, is always complete.
+    #[serde(skip)]
+    dirty: BTreeMap<String, StateKey>,
+}
+
+/// One block's writes: each state key written, with its new JSON value (None = removed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockWrites {
+    /// Height.
+    pub height: u64,
+    /// App hash after this block.
+    pub app_hash: String,
+    /// Writes in key order: the encoded [`StateKey`] and the new value.
+    pub writes: Vec<(String, Option<serde_json::Value>)>,
+}
+
+impl ChainState {
+    /// Builds the state at genesis.
+    pub fn from_genesis(genesis: &Genesis, app_state: &[u8]) -> Result<ChainState, String> {
+        let mut nodes = BTreeMap::new();
+        let mut node_keys = BTreeMap::new();
+        for n in &genesis.nodes {
+            let pk = parse_pubkey(&n.public_key).map_err(|e| format!("node {}: {e}", n.id))?;
+            let pk = hex::encode(pk);
+            if nodes.contains_key(&n.id) || node_keys.contains_key(&pk) {
+                return Err(format!("node {} is listed twice", n.id));
+            }
+            node_keys.insert(pk.clone(), n.id.clone());
+            nodes.insert(
+                n.id.clone(),
+                NodeEntry {
+                    id: n.id.clone(),
+                    public_key: pk,
+                    p2p_addr: n.p2p_addr.clone(),
+                    proven_blames: 0,
+                },
+            );
+        }
+        if nodes.is_empty() {
+            return Err("genesis lists no MPC node".into());
+        }
+        let mut accounts = BTreeMap::new();
+        for a in &genesis.accounts {
+            let pk = hex::encode(
+                parse_pubkey(&a.public_key).map_err(|e| format!("account {}: {e}", a.name))?,
+            );
+            if node_keys.contains_key(&pk) || accounts.contains_key(&pk) {
+                return Err(format!("account {} reuses a key", a.name));
+            }
+            accounts.insert(
+                pk.clone(),
+                AccountEntry {
+                    name: a.name.clone(),
+                    public_key: pk,
+                    roles: a.roles.clone(),
+                },
+            );
+        }
+        if genesis.limits.session_deadline_blocks == 0 || genesis.limits.max_parties == 0 {
+            return Err("limits must be positive".into());
+        }
+        Ok(ChainState {
+            version: STATE_VERSION,
+            chain_id: genesis.chain_id.clone(),
+            genesis_hash: hex::encode(Sha256::digest(app_state)),
+            height: 0,
+            app_hash: String::new(),
+            limits: genesis.limits.clone(),
+            nodes,
+            node_keys,
+            accounts,
+            sequences: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            sign_requests: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            node_seen: BTreeMap::new(),
+            dirty: BTreeMap::new(),
+        })
+    }
+
+    /// Keys.
+    pub fn keys(&self) -> &BTreeMap<KeyId, KeyEntry> {
+        &self.keys
+    }
+
+    /// Sign requests.
+    pub fn sign_requests(&self) -> &BTreeMap<RequestId, SignEntry> {
+        &self.sign_requests
+    }
+
+    /// Pending deadlines.
+    pub fn deadlines(&self) -> &BTreeSet<(u64, DeadlineItem)> {
+        &self.deadlines
+    }
+
+    /// A key, for writing (recorded in the block's write set).
+    pub fn key_mut(&mut self, id: &KeyId) -> Option<&mut KeyEntry> {
+        self.touch(StateKey::Key(id.clone()));
+        self.keys.get_mut(id)
+    }
+
+    /// Inserts or replaces a key.
+    pub fn put_key(&mut self, entry: KeyEntry) {
+        self.touch(StateKey::Key(entry.key_id.clone()));
+        self.keys.insert(entry.key_id.clone(), entry);
+    }
+
+    /// A sign request, for writing.
+    pub fn sign_mut(&mut self, id: &RequestId) -> Option<&mut SignEntry> {
+        self.touch(StateKey::Sign(id.clone()));
+        self.sign_requests.get_mut(id)
+    }
+
+    /// Inserts or replaces a sign request.
+    pub fn put_sign(&mut self, entry: SignEntry) {
+        self.touch(StateKey::Sign(entry.request_id.clone()));
+        self.sign_requests.insert(entry.request_id.clone(), entry);
+    }
+
+    /// Sets a signer's next sequence.
+    pub fn set_sequence(&mut self, signer_hex: &str, next: u64) {
+        self.touch(StateKey::Sequence(signer_hex.to_owned()));
+        self.sequences.insert(signer_hex.to_owned(), next);
+    }
+
+    /// Adds a deadline.
+    pub fn add_deadline(&mut self, height: u64, item: DeadlineItem) {
+        self.touch(StateKey::Deadline(height, item.clone()));
+        self.deadlines.insert((height, item));
+    }
+
+    /// Removes a deadline.
+    pub fn remove_deadline(&mut self, height: u64, item: DeadlineItem) {
+        self.touch(StateKey::Deadline(height, item.clone()));
+        self.deadlines.remove(&(height, item));
+    }
+
+    /// Records a committed tx of `node` at `height` (its liveness).
+    pub fn set_seen(&mut self, node: &NodeId, height: u64) {
+        self.touch(StateKey::Seen(node.clone()));
+        self.node_seen.insert(node.clone(), height);
+    }
+
+    /// Height of a node's last committed tx, if any.
+    pub fn last_seen(&self, node: &NodeId) -> Option<u64> {
+        self.node_seen.get(node).copied()
+    }
+
+    /// Whether `node` counts as live at `height`: its last committed tx (genesis if none) is
+    /// at most `liveness_window_blocks` old.
+    pub fn is_live(&self, node: &NodeId, height: u64) -> bool {
+        let seen = self.last_seen(node).unwrap_or(0);
+        height <= seen.saturating_add(self.limits.liveness_window_blocks)
+    }
+
+    /// Admits a node (a `NodeJoin` tx): inserts it into the registry and its key index.
+    pub fn add_node(&mut self, entry: NodeEntry) {
+        self.touch(StateKey::Node(entry.id.clone()));
+        self.node_keys
+            .insert(entry.public_key.clone(), entry.id.clone());
+        self.nodes.insert(entry.id.clone(), entry);
+    }
+
+    /// Counts one more proven blame of each culprit in `proven` (one session's).
+    pub fn count_proven_blames(&mut self, proven: &[ProvenBlame]) {
+        let culprits: BTreeSet<&NodeId> = proven.iter().map(|p| &p.culprit).collect();
+        for c in culprits {
+            if let Some(n) = self.nodes.get_mut(c) {
+                n.proven_blames = n.proven_blames.saturating_add(1);
+                self.touch(StateKey::Node(c.clone()));
+            }
+        }
+    }
+
+    /// Records a write of `key` in the block's write set.
+    fn touch(&mut self, key: StateKey) {
+        self.dirty.insert(key.to_string(), key);
+    }
+
+    /// The current value of a state key (None = absent), as JSON.
+    fn value_of(&self, key: &StateKey) -> Option<serde_json::Value> {
+        match key {
+            StateKey::Key(id) => self.keys.get(id).and_then(|e| serde_json::to_value(e).ok()),
+            StateKey::Sign(id) => self
+                .sign_requests
+                .get(id)
+                .and_then(|e| serde_json::to_value(e).ok()),
+            StateKey::Sequence(signer_hex) => {
+                self.sequences.get(signer_hex).map(|v| serde_json::json!(v))
+            }
+            StateKey::Seen(node) => self.node_seen.get(node).map(|v| serde_json::json!(v)),
+            StateKey::Node(node) => self
+                .nodes
+                .get(node)
+                .and_then(|e| serde_json::to_value(e).ok()),
+            StateKey::Deadline(height, item) => self
+                .deadlines
+                .get(&(*height, item.clone()))
+                .and_then(|d| serde_json::to_value(d).ok()),
+        }
+    }
+
+    /// Ends a block: collects its write set, chains the app hash
+    /// (SHA-256 of tag, previous app hash and the block's writes) and returns the writes to
+    /// journal. Cost is proportional to what the block wrote, not to the whole state.
+    pub fn seal_block(&mut self, height: u64) -> (BlockWrites, [u8; 32]) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let writes: Vec<(String, Option<serde_json::Value>)> = dirty
+            .into_iter()
+            .map(|(encoded, key)| (encoded, self.value_of(&key)))
+            .collect();
+        self.height = height;
+        let hash = chain_hash(&self.app_hash, height, &writes);
+        self.app_hash = hex::encode(hash);
+        (
+            BlockWrites {
+                height,
+                app_hash: self.app_hash.clone(),
+                writes,
+            },
+            hash,
+        )
+    }
+
+    /// Applies a journaled block to a state loaded from an older snapshot, checking that the
+    /// hash chain matches.
+    pub fn apply_writes(&mut self, block: &BlockWrites) -> Result<(), String> {
+        let expected = hex::encode(chain_hash(&self.app_hash, block.height, &block.writes));
+        if expected != block.app_hash {
+            return Err(format!(
+                "journal block {} does not match its app hash",
+                block.height
+            ));
+        }
+        for (encoded, value) in &block.writes {
+            let key = StateKey::parse(encoded)?;
+            let bad = |e: serde_json::Error| format!("{encoded}: {e}");
+            let other = |what: &dyn std::fmt::Display| format!("{encoded}: entry is for {what}");
+            match (key, value) {
+                (StateKey::Key(id), Some(v)) => {
+                    let e: KeyEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if e.key_id != id {
+                        return Err(other(&format_args!("key {}", e.key_id)));
+                    }
+                    self.keys.insert(id, e);
+                }
+                (StateKey::Key(id), None) => {
+                    self.keys.remove(&id);
+                }
+                (StateKey::Sign(id), Some(v)) => {
+                    let e: SignEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if e.request_id != id {
+                        return Err(other(&format_args!("sign request {}", e.request_id)));
+                    }
+                    self.sign_requests.insert(id, e);
+                }
+                (StateKey::Sign(id), None) => {
+                    self.sign_requests.remove(&id);
+                }
+                (StateKey::Sequence(signer_hex), Some(v)) => {
+                    let n: u64 = serde_json::from_value(v.clone()).map_err(bad)?;
+                    self.sequences.insert(signer_hex, n);
+                }
+                (StateKey::Sequence(signer_hex), None) => {
+                    self.sequences.remove(&signer_hex);
+                }
+                (StateKey::Seen(node), Some(v)) => {
+                    let n: u64 = serde_json::from_value(v.clone()).map_err(bad)?;
+                    self.node_seen.insert(node, n);
+                }
+                (StateKey::Seen(node), None) => {
+                    self.node_seen.remove(&node);
+                }
+                (StateKey::Node(node), Some(v)) => {
+                    let e: NodeEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if e.id != node {
+                        return Err(other(&format_args!("node {}", e.id)));
+                    }
+                    self.node_keys.insert(e.public_key.clone(), node.clone());
+                    self.nodes.insert(node, e);
+                }
+                (StateKey::Node(node), None) => {
+                    if let Some(e) = self.nodes.remove(&node) {
+                        self.node_keys.remove(&e.public_key);
+                    }
+                }
+                (StateKey::Deadline(height, item), Some(v)) => {
+                    let d: (u64, DeadlineItem) = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if d != (height, item) {
+                        return Err(other(&format_args!("deadline {d:?}")));
+                    }
+                    self.deadlines.insert(d);
+                }
+                (StateKey::Deadline(height, item), None) => {
+                    self.deadlines.remove(&(height, item));
+                }
+            }
+        }
+        self.height = block.height;
+        self.app_hash = block.app_hash.clone();
+        Ok(())
+    }
+
+    /// Canonical encoding (JSON of ordered maps: deterministic).
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data of strings, numbers and ordered maps cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Seals the state after a block: encodes it once (with `app_hash` empty), hashes the
+    /// encoding (SHA-256 over a domain tag and the bytes) and records the hash. Returns the
+    /// bytes to persist and the app hash. One encoding serves both hash and persistence.
+    pub fn seal(&mut self) -> (Vec<u8>, [u8; 32]) {
+        self.app_hash.clear();
+        let bytes = self.encode();
+        let hash = app_hash_of(&bytes);
+        self.app_hash = hex::encode(hash);
+        (bytes, hash)
+    }
+
+    /// Next sequence number of a signer.
+    pub fn sequence(&self, signer_hex: &str) -> u64 {
+        self.sequences.get(signer_hex).copied().unwrap_or(0)
+    }
+}
+
+/// The app hash after a block: SHA-256 over a tag, the previous app hash, the height and the
+/// block's writes (canonical JSON, keys in order). It commits to the whole state by induction
+/// from the genesis hash.
+pub fn chain_hash(
+    prev: &str,
+    height: u64,
+    writes: &[(String, Option<serde_json::Value>)],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/app-hash/block/v1\0");
+    h.update(prev.as_bytes());
+    h.update(height.to_be_bytes());
+    h.update(serde_json::to_vec(writes).unwrap_or_default());
+    h.finalize().into()
+}
+
+/// App hash of a sealed encoding.
+pub fn app_hash_of(encoded: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"seqmpc/app-hash/v1\0");
+    h.update(encoded);
+    h.finalize().into()
+}
+
+/// Parses a hex ed25519 public key.
+pub fn parse_pubkey(hex_str: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(hex_str).map_err(|e| format!("public key is not hex: {e}"))?;
+    let arr = <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("public key must be 32 bytes, got {}", bytes.len()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&arr)
+        .map_err(|_| "public key is not a valid ed25519 point".to_string())?;
+    Ok(arr)
+}

@@ -1,0 +1,147 @@
+//! `SignResult`: a signer reports its signing outcome. The first signature that verifies under
+//! the key ends the request DONE; a failure ends it in ERROR; reports of a finished request are
+//! accepted as no-ops (every signer reports, the first valid one wins).
+
+use seqmpc_module::evidence;
+use seqmpc_proto::tx::Outcome;
+use seqmpc_proto::{NodeId, RequestId, SessionId};
+
+use super::blame::{check_culprits, proven_blame};
+use super::{ev, Exec, Handler, Signer, TxError};
+use crate::chain::entries::{DeadlineItem, ProvenBlame, SignEntry, SignStatus};
+use crate::chain::state::ChainState;
+use crate::chain::verify::{verify_signature, ECDSA_RESULT_LEN};
+
+/// The message.
+pub(crate) struct SignResult<'a> {
+    pub request_id: &'a RequestId,
+    pub session: &'a SessionId,
+    pub outcome: &'a Outcome<Vec<u8>>,
+    pub signing_package: &'a [u8],
+}
+
+impl Handler for SignResult<'_> {
+    /// The reporting signer and the blames its report proves (none for a redundant report).
+    type Checked = (NodeId, Vec<ProvenBlame>);
+
+    fn check(
+        &self,
+        state: &ChainState,
+        signer: &Signer<'_>,
+        _height: u64,
+    ) -> Result<Self::Checked, TxError> {
+        let node = signer.require_node("SignResult")?;
+        let (request_id, session) = (self.request_id, self.session);
+        let req = state.sign_requests().get(request_id).ok_or_else(|| {
+            TxError::NotFound(format!("sign request {request_id} does not exist"))
+        })?;
+        if &req.session != session {
+            return Err(TxError::Invalid(format!(
+                "result for session {session}, but request {request_id} is session {}",
+                req.session
+            )));
+        }
+        if !req.signers.contains(node) {
+            return Err(TxError::Unauthorized(format!(
+                "node {node} is not a signer of request {request_id}"
+            )));
+        }
+        // A redundant report for a request already finished is a no-op: its signature and
+        // its evidence are not looked at.
+        let finished = req.status != SignStatus::Pending;
+        if !finished {
+            if let Outcome::Ok(sig) = self.outcome {
+                let key = state.keys().get(&req.key_id).ok_or_else(|| {
+                    TxError::NotFound(format!("key {} does not exist", req.key_id))
+                })?;
+                let message =
+                    hex::decode(&req.message).map_err(|e| TxError::Invalid(e.to_string()))?;
+                verify_signature(key, &message, req.prehashed, sig)?;
+            }
+        }
+        check_culprits(self.outcome, &req.signers, "the signers")?;
+        if finished {
+            return Ok((node.clone(), Vec::new()));
+        }
+        let ctx = || sign_context(state, req, self.signing_package);
+        let proven = proven_blame(state, node, ctx, self.outcome)?;
+        Ok((node.clone(), proven))
+    }
+
+    fn execute(&self, state: &mut ChainState, (node, proven): Self::Checked, cx: &mut Exec<'_>) {
+        let (request_id, outcome, height) = (self.request_id, self.outcome, cx.height);
+        let Some(req) = state.sign_mut(request_id) else {
+            return;
+        };
+        if req.status != SignStatus::Pending {
+            return; // redundant report of a finished request: no-op
+        }
+        match outcome {
+            Outcome::Ok(sig) => {
+                req.status = SignStatus::Done;
+                // ECDSA results are r || s || v (checked in `check`): keep r || s as the
+                // signature and v apart.
+                match sig.split_last() {
+                    Some((v, rs)) if sig.len() == ECDSA_RESULT_LEN => {
+                        req.signature = Some(hex::encode(rs));
+                        req.recovery_id = Some(*v);
+                    }
+                    _ => req.signature = Some(hex::encode(sig)),
+                }
+                req.done_height = Some(height);
+                req.submitted_by = Some(node.clone());
+                cx.fx.events.push(ev(
+                    "sign_done",
+                    vec![
+                        ("request_id", request_id.to_string()),
+                        ("signature", hex::encode(sig)),
+                    ],
+                ));
+            }
+            Outcome::Failed {
+                error, culprits, ..
+            } => {
+                req.status = SignStatus::Error;
+                req.error = Some(format!("{node}: {error}"));
+                req.culprits = culprits.clone();
+                req.proven_blame = proven.clone();
+                cx.fx.events.push(ev(
+                    "sign_failed",
+                    vec![("request_id", request_id.to_string())],
+                ));
+            }
+        }
+        let item = (req.deadline_height, DeadlineItem::Sign(request_id.clone()));
+        state.remove_deadline(item.0, item.1);
+        state.count_proven_blames(&proven);
+    }
+}
+
+/// A FROST signing as the chain knows it, for the evidence of a failure report: the key's
+/// public key package counts only while the key is still of the request's generation.
+fn sign_context(
+    state: &ChainState,
+    req: &SignEntry,
+    signing_package: &[u8],
+) -> Result<evidence::Context, String> {
+    let key = state
+        .keys()
+        .get(&req.key_id)
+        .ok_or_else(|| format!("no key {}", req.key_id))?;
+    let message = hex::decode(&req.message).map_err(|e| format!("stored message: {e}"))?;
+    let public_key_package = key
+        .public_key_package
+        .as_deref()
+        .and_then(|p| hex::decode(p).ok())
+        .unwrap_or_default();
+    Ok(evidence::Context::Sign(evidence::SignContext {
+        session: req.session,
+        scheme: key.scheme,
+        parties: key.parties.clone(),
+        signers: req.signers.clone(),
+        message,
+        generation: (key.generation == req.generation).then_some(key.generation),
+        public_key_package,
+        signing_package: signing_package.to_vec(),
+    }))
+}

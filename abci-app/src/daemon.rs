@@ -1,0 +1,21 @@
+//! The node daemon's parts (`mpcd`), beside the chain: the node's own view and operations,
+//! none of them consensus-critical (a bug here cannot fork the chain; it can only make this
+//! node slow, wrong about itself, or silent).
+//!
+//! - [`submit`]: signs and broadcasts the MPC module's results; [`rpc`]: the CometBFT RPC
+//!   client (also used by `mpcctl` and `localnet`); [`keys`]: key files.
+//! - [`replay_gate`]: skips jobs of replayed blocks whose sessions are over.
+//! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
+//!   the chain; [`admin`]: the operator socket (master key rotation, backups).
+//! - `partition` (TEST ONLY, feature `fault-injection`): the ABCI relay of the
+//!   `partition-file` fault.
+
+pub mod admin;
+pub mod diverge;
+pub mod keys;
+#[cfg(feature = "fault-injection")]
+pub mod partition;
+pub mod replay_gate;
+pub mod rpc;
+pub mod status;
+pub mod submit;
