@@ -68,6 +68,7 @@ fn genesis_with(
             liveness_window_blocks: 10,
             max_requests_per_account_per_block: 20,
             refresh_every_blocks,
+            sign_attempt_blocks: 30,
         },
     };
     serde_json::to_vec(&g).unwrap()
@@ -2087,10 +2088,31 @@ fn sign_failure__should_record_blame_proven_by_a_signed_bad_signature_share() {
     assert_eq!(net.check(&claim).code, 0, "{}", net.check(&claim).log);
     // Its signed share that is not its share: proven.
     let proof = report(&mut net, vec![quote(vec![1; 32], &culprit_key)], true);
-    let (res, _) = net.block(vec![proof]);
+    let (res, jobs) = net.block(vec![proof]);
     assert_eq!(res[0].code, 0, "{}", res[0].log);
     let s = net.query("/sign/r").1;
-    assert_eq!(s["status"], "ERROR", "{s}");
+    // The proven culprit is left out and another attempt starts at once without it.
+    assert_eq!(s["status"], "PENDING", "{s}");
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert_eq!(
+        s["excluded"],
+        serde_json::json!([nid(culprit).as_str()]),
+        "{s}"
+    );
+    let retry: Vec<&Vec<NodeId>> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Sign {
+                signers,
+                session: s2,
+                ..
+            } if *s2 != session => Some(signers),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retry.len(), 1, "{jobs:?}");
+    assert_eq!(retry[0].len(), 3);
+    assert!(!retry[0].contains(&nid(culprit)), "{retry:?}");
     let proven = &s["proven_blame"];
     assert_eq!(proven[0]["culprit"], nid(culprit).as_str(), "{s}");
     assert_eq!(proven[0]["reporter"], nid(aggregator).as_str(), "{s}");
@@ -2136,4 +2158,134 @@ fn app_ends_a_frost_keygen_in_error_without_a_usable_public_key_package() {
         assert_eq!(k["status"], "ERROR", "{id}: {k}");
         assert!(k["error"].as_str().unwrap().contains(needle), "{id}: {k}");
     }
+}
+
+/// A signing request and its first attempt's job.
+fn sign_request(net: &mut Net, key: &str, rid: &str, message: &[u8]) -> (SessionId, Vec<NodeId>) {
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new(key).unwrap(),
+            request_id: RequestId::new(rid).unwrap(),
+            message: message.to_vec(),
+            prehashed: false,
+        },
+    );
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let Some(Job::Sign {
+        session, signers, ..
+    }) = jobs.into_iter().next()
+    else {
+        panic!("no sign job")
+    };
+    (session, signers)
+}
+
+fn sign_report(
+    net: &mut Net,
+    by: &NodeId,
+    rid: &str,
+    session: SessionId,
+    outcome: Outcome<Vec<u8>>,
+) -> pb::ExecTxResult {
+    let key = net.nodes[by.as_str()[4..].parse::<usize>().unwrap()].clone();
+    let tx = net.tx(
+        &key,
+        TxMsg::SignResult {
+            request_id: RequestId::new(rid).unwrap(),
+            session,
+            outcome,
+            signing_package: Vec::new(),
+        },
+    );
+    let (mut res, _) = net.block(vec![tx]);
+    res.remove(0)
+}
+
+fn silent(culprit: &NodeId) -> Outcome<Vec<u8>> {
+    Outcome::Failed {
+        error: format!("timed out: nothing received from {culprit}"),
+        culprits: vec![culprit.clone()],
+        evidence: Vec::new(),
+    }
+}
+
+#[test]
+fn app_can_retry_a_signing_without_the_signer_its_peers_name_and_take_an_earlier_attempts_signature(
+) {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[78; 32]);
+    net.ready_key("k", &group);
+    let (session, signers) = sign_request(&mut net, "k", "r", b"hi");
+    let (a, b, dead) = (signers[0].clone(), signers[1].clone(), signers[2].clone());
+    // One report names the dead signer: not yet a majority of the others.
+    let r = sign_report(&mut net, &a, "r", session, silent(&dead));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(
+        (s["status"].as_str(), s["attempt"].as_u64()),
+        (Some("PENDING"), None),
+        "{s}"
+    );
+    // The second: every other signer names it, so attempt 1 starts without it.
+    let key = net.nodes[b.as_str()[4..].parse::<usize>().unwrap()].clone();
+    let tx = net.tx(
+        &key,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r").unwrap(),
+            session,
+            outcome: silent(&dead),
+            signing_package: Vec::new(),
+        },
+    );
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["status"], "PENDING", "{s}");
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert_eq!(s["excluded"], serde_json::json!([dead.as_str()]), "{s}");
+    let Some(Job::Sign {
+        session: retry,
+        signers: again,
+        ..
+    }) = jobs.into_iter().next()
+    else {
+        panic!("no retry job")
+    };
+    assert_ne!(retry, session);
+    assert_eq!(again.len(), 3);
+    assert!(!again.contains(&dead), "{again:?}");
+    // A failure report of the old attempt no longer counts.
+    let stale = sign_report(&mut net, &a, "r", session, silent(&b));
+    assert_ne!(stale.code, 0);
+    // A valid signature is a valid signature, whichever attempt made it.
+    let done = sign_report(
+        &mut net,
+        &a,
+        "r",
+        session,
+        Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()),
+    );
+    assert_eq!(done.code, 0, "{}", done.log);
+    assert_eq!(net.query("/sign/r").1["status"], "DONE");
+}
+
+#[test]
+fn app_rejects_a_lone_false_claim_as_a_reason_to_end_a_signing() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[79; 32]);
+    net.ready_key("k", &group);
+    let (session, signers) = sign_request(&mut net, "k", "r", b"yo");
+    let (liar, victim, honest) = (&signers[0], &signers[1], &signers[2]);
+    let r = sign_report(&mut net, liar, "r", session, silent(victim));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["status"], "PENDING", "{s}");
+    assert!(s.get("excluded").is_none(), "{s}");
+    let sig = group.sign(b"yo").to_bytes().to_vec();
+    let done = sign_report(&mut net, honest, "r", session, Outcome::Ok(sig));
+    assert_eq!(done.code, 0, "{}", done.log);
+    assert_eq!(net.query("/sign/r").1["status"], "DONE");
 }

@@ -60,6 +60,7 @@ fn genesis() -> Vec<u8> {
             liveness_window_blocks: 10,
             max_requests_per_account_per_block: 1000,
             refresh_every_blocks: 0,
+            sign_attempt_blocks: 30,
         },
     })
     .unwrap()

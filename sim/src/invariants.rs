@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use seqmpc_abci::state::{KeyStatus, SignStatus};
+use seqmpc_abci::chain::{KeyStatus, SignStatus};
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::Millis;
 use seqmpc_module::store::ShareStatus;
@@ -108,13 +108,7 @@ impl Observed {
     }
 }
 
-fn honest_up(
-    sc: &Scenario,
-    obs: &Observed,
-    parties: &[NodeId],
-    from: Millis,
-    to: Millis,
-) -> usize {
+fn honest_up(sc: &Scenario, obs: &Observed, parties: &[NodeId], from: Millis, to: Millis) -> usize {
     (0..sc.nodes)
         .filter(|i| parties.iter().any(|p| p.as_str() == format!("node{i}")))
         .filter(|i| sc.behaviour_of(*i) == Behaviour::Honest)
@@ -200,8 +194,10 @@ pub fn check(
         for r in store.records().filter(|r| r.status == ShareStatus::Ready) {
             let key = state.keys().get(&r.key_id);
             let agrees = key.is_some_and(|k| {
-                matches!(k.status, KeyStatus::Ready | KeyStatus::Deleting | KeyStatus::Deleted)
-                    && k.public_key == Some(hex::encode(&r.public_key))
+                matches!(
+                    k.status,
+                    KeyStatus::Ready | KeyStatus::Deleting | KeyStatus::Deleted
+                ) && k.public_key == Some(hex::encode(&r.public_key))
             });
             if !agrees {
                 v.push(format!(
@@ -227,16 +223,17 @@ pub fn check(
 pub fn sign_counts(chain: &Chain) -> (usize, usize, usize) {
     let reqs = chain.state.sign_requests();
     let count = |s: SignStatus| reqs.values().filter(|r| r.status == s).count();
-    (reqs.len(), count(SignStatus::Done), count(SignStatus::Error))
+    (
+        reqs.len(),
+        count(SignStatus::Done),
+        count(SignStatus::Error),
+    )
 }
 
 /// Keygens: committed, READY (or deleted since), ERROR.
 pub fn keygen_counts(chain: &Chain) -> (usize, usize, usize) {
     let keys = chain.state.keys();
-    let ready = keys
-        .values()
-        .filter(|k| k.ready_height.is_some())
-        .count();
+    let ready = keys.values().filter(|k| k.ready_height.is_some()).count();
     let error = keys
         .values()
         .filter(|k| k.status == KeyStatus::Error)

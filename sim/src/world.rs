@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use ed25519_dalek::{Signer, SigningKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use seqmpc_abci::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_module::job::Job;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
@@ -286,8 +286,8 @@ impl World {
             self.at(t, Ev::Client(tx));
         }
         for d in 0..self.sc.deletes {
-            let key_id = KeyId::new(format!("key{}", self.sc.keys + d))
-                .unwrap_or_else(|_| unreachable!());
+            let key_id =
+                KeyId::new(format!("key{}", self.sc.keys + d)).unwrap_or_else(|_| unreachable!());
             self.at(self.sc.load_ms, Ev::Client(TxMsg::KeyDelete { key_id }));
         }
         for f in self.sc.faults.clone() {
@@ -309,7 +309,10 @@ impl World {
             let down_for = self.draw((300, 6_000));
             if self.rng.gen_bool(0.5) && tolerated >= 1 {
                 self.at(t, Ev::Fault(FaultAt::Crash(t, node)));
-                self.at(t + down_for, Ev::Fault(FaultAt::Restart(t + down_for, node)));
+                self.at(
+                    t + down_for,
+                    Ev::Fault(FaultAt::Restart(t + down_for, node)),
+                );
             } else {
                 self.at(t, Ev::Fault(FaultAt::Partition(t, node)));
                 self.at(t + down_for, Ev::Fault(FaultAt::Heal(t + down_for)));
@@ -570,7 +573,12 @@ impl World {
         };
         let inc = self.nodes.get(j).map(|n| n.incarnation).unwrap_or_default();
         for _ in 0..copies {
-            let t = self.now + if i == j { 0 } else { self.draw(self.sc.delay_ms) };
+            let t = self.now
+                + if i == j {
+                    0
+                } else {
+                    self.draw(self.sc.delay_ms)
+                };
             self.at(t, Ev::Input(j, inc, Input::Msg(msg.clone())));
         }
     }
@@ -580,7 +588,9 @@ impl World {
             return;
         };
         if n.partitioned {
-            if !(matches!(msg, TxMsg::Heartbeat) && n.held.iter().any(|m| matches!(m, TxMsg::Heartbeat))) {
+            if !(matches!(msg, TxMsg::Heartbeat)
+                && n.held.iter().any(|m| matches!(m, TxMsg::Heartbeat)))
+            {
                 n.held.push(msg);
             }
             return;

@@ -9,7 +9,7 @@ use seqmpc_proto::tx::SignedTx;
 use crate::chain::entries::DeadlineItem;
 use crate::chain::genesis::Genesis;
 use crate::chain::state::{BlockWrites, ChainState};
-use crate::chain::tx::{self, keygen, reshare, sign, Effects, Event, TxError};
+use crate::chain::tx::{self, keygen, reshare, sign, sign_attempt, Effects, Event, TxError};
 
 /// InitChain without ABCI: the state at genesis (height 0) built from the genesis document and
 /// its bytes (`app_state`, whose hash the state keeps), and its app hash.
@@ -126,6 +126,9 @@ pub(crate) fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Eff
                 reshare::expire(state, key_id, attempt, height, fx)
             }
             DeadlineItem::Refresh(key_id) => reshare::periodic_refresh(state, &key_id, height, fx),
+            DeadlineItem::SignAttempt(request_id, attempt) => {
+                sign_attempt::expire(state, request_id, attempt, height, fx)
+            }
         }
     }
 }

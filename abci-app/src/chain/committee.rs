@@ -24,6 +24,32 @@ pub fn choose_signers(
     )
 }
 
+/// The signers of attempt `attempt` of a request (see `tx::sign_attempt`): attempt 0 is
+/// [`choose_signers`]; a later attempt draws among `usable` (the parties not left out) in an
+/// order salted with the attempt, so it tries another subset even when nobody was left out.
+pub fn choose_signers_for_attempt(
+    usable: &[NodeId],
+    threshold: u32,
+    key_id: &KeyId,
+    request_id: &RequestId,
+    attempt: u32,
+    is_live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    if attempt == 0 {
+        return choose_signers(usable, threshold, key_id, request_id, is_live);
+    }
+    let mut salt = request_id.as_str().as_bytes().to_vec();
+    salt.extend_from_slice(&attempt.to_be_bytes());
+    choose(
+        b"seqmpc/signers/attempt/v1",
+        usable,
+        threshold,
+        key_id,
+        &salt,
+        is_live,
+    )
+}
+
 /// Chooses the dealers of a resharing: `threshold` (the old one) of the old committee, live
 /// first, ordered by SHA-256("seqmpc/dealers/v1" || key id || session || party).
 pub fn choose_dealers(

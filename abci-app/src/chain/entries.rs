@@ -220,6 +220,23 @@ pub struct SignEntry {
     /// shares).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proven_blame: Vec<ProvenBlame>,
+    /// The current attempt (0: the first); `signers` and `session` are the attempt's.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub attempt: u32,
+    /// Height at which the current attempt is given up (0: the request's deadline).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt_deadline: u64,
+    /// Parties left out of this request's later attempts (silent, named by a majority of the
+    /// other signers, or proven guilty), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<NodeId>,
+    /// Failure reports of the current attempt: reporter, and the signers it named.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<NodeId, Vec<NodeId>>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A registered MPC node.
@@ -263,4 +280,6 @@ pub enum DeadlineItem {
     Reshare(KeyId, u32),
     /// The periodic refresh of a key (genesis `refresh_every_blocks`).
     Refresh(KeyId),
+    /// An attempt of a sign request (genesis `sign_attempt_blocks`).
+    SignAttempt(RequestId, u32),
 }

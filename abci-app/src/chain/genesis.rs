@@ -82,6 +82,15 @@ pub struct Limits {
     /// after it became READY or was last reshared; 0: only on request.
     #[serde(default)]
     pub refresh_every_blocks: u64,
+    /// Blocks one signing attempt may take (CGGMP24: 20 times as many); then, or sooner on
+    /// failure reports, the chain starts another attempt with other signers, until the
+    /// request's own deadline (`session_deadline_blocks`).
+    #[serde(default = "default_sign_attempt_blocks")]
+    pub sign_attempt_blocks: u64,
+}
+
+fn default_sign_attempt_blocks() -> u64 {
+    30
 }
 
 fn default_requests_per_block() -> u32 {
@@ -101,6 +110,7 @@ impl Default for Limits {
             liveness_window_blocks: default_liveness_window(),
             max_requests_per_account_per_block: default_requests_per_block(),
             refresh_every_blocks: 0,
+            sign_attempt_blocks: default_sign_attempt_blocks(),
         }
     }
 }

@@ -44,6 +44,9 @@ impl fmt::Display for StateKey {
                     DeadlineItem::Sign(r) => write!(f, "sign/{r}"),
                     DeadlineItem::Reshare(k, attempt) => write!(f, "reshare/{k}/{attempt:010}"),
                     DeadlineItem::Refresh(k) => write!(f, "refresh/{k}"),
+                    DeadlineItem::SignAttempt(r, attempt) => {
+                        write!(f, "sign-attempt/{r}/{attempt:010}")
+                    }
                 }
             }
         }
@@ -76,6 +79,11 @@ impl StateKey {
                     "sign" => DeadlineItem::Sign(RequestId::new(rest).map_err(|e| e.to_string())?),
                     "reshare" => attempt(rest).map(|(k, a)| DeadlineItem::Reshare(k, a))?,
                     "refresh" => DeadlineItem::Refresh(key_id(rest)?),
+                    "sign-attempt" => {
+                        let (r, a) = rest.rsplit_once('/').ok_or_else(bad)?;
+                        let r = RequestId::new(r).map_err(|e| e.to_string())?;
+                        DeadlineItem::SignAttempt(r, a.parse().map_err(|_| bad())?)
+                    }
                     _ => return Err(bad()),
                 };
                 StateKey::Deadline(height, item)
@@ -111,7 +119,7 @@ mod tests {
                 "deadline/00000000000000000007/keygen/k1/0000000002",
             ),
             (
-                StateKey::Deadline(u64::MAX, DeadlineItem::Sign(r)),
+                StateKey::Deadline(u64::MAX, DeadlineItem::Sign(r.clone())),
                 "deadline/18446744073709551615/sign/r1",
             ),
             (
@@ -121,6 +129,10 @@ mod tests {
             (
                 StateKey::Deadline(0, DeadlineItem::Refresh(k)),
                 "deadline/00000000000000000000/refresh/k1",
+            ),
+            (
+                StateKey::Deadline(3, DeadlineItem::SignAttempt(r.clone(), 7)),
+                "deadline/00000000000000000003/sign-attempt/r1/0000000007",
             ),
         ];
         for (key, encoded) in cases {

@@ -17,6 +17,7 @@ pub(crate) mod reshare;
 mod reshare_result;
 mod session;
 pub(crate) mod sign;
+pub(crate) mod sign_attempt;
 mod sign_result;
 
 use std::collections::BTreeMap;

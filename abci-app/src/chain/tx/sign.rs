@@ -6,6 +6,7 @@ use seqmpc_module::job::Job;
 use seqmpc_proto::{KeyId, RequestId, Scheme, SessionId};
 
 use super::session::session_deadline;
+use super::sign_attempt::attempt_deadline;
 use super::{ev, Effects, Exec, Handler, Signer, TxError};
 use crate::chain::committee::choose_signers;
 use crate::chain::entries::{DeadlineItem, KeyStatus, SignEntry, SignStatus};
@@ -67,6 +68,7 @@ impl Handler for KeySign<'_> {
         };
         let scheme = key.scheme;
         let deadline = session_deadline(state, scheme, false, height);
+        let attempt_deadline = attempt_deadline(state, scheme, height, deadline);
         let signers = choose_signers(&key.parties, key.threshold, key_id, request_id, |n| {
             state.is_live(n, height)
         });
@@ -96,8 +98,16 @@ impl Handler for KeySign<'_> {
             submitted_by: None,
             generation: key.generation,
             proven_blame: Vec::new(),
+            attempt: 0,
+            attempt_deadline,
+            excluded: Vec::new(),
+            claims: Default::default(),
         });
         state.add_deadline(deadline, DeadlineItem::Sign(request_id.clone()));
+        if attempt_deadline < deadline {
+            let item = DeadlineItem::SignAttempt(request_id.clone(), 0);
+            state.add_deadline(attempt_deadline, item);
+        }
         cx.fx.events.push(ev(
             "sign_requested",
             vec![
@@ -115,7 +125,7 @@ impl Handler for KeySign<'_> {
             scheme,
             signers,
             height,
-            deadline_height: deadline,
+            deadline_height: attempt_deadline,
             block_time_ms: cx.fx.block_time_ms,
         });
     }

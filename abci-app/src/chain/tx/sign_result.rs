@@ -1,13 +1,14 @@
 //! `SignResult`: a signer reports its signing outcome. The first signature that verifies under
-//! the key ends the request DONE; a failure ends it in ERROR; reports of a finished request are
-//! accepted as no-ops (every signer reports, the first valid one wins).
+//! the key ends the request DONE, whichever attempt it comes from; a failure report of the
+//! current attempt counts towards the next attempt (`sign_attempt`); reports of a finished
+//! request are accepted as no-ops (every signer reports, the first valid one wins).
 
 use seqmpc_module::evidence;
 use seqmpc_proto::tx::Outcome;
 use seqmpc_proto::{NodeId, RequestId, SessionId};
 
 use super::blame::{check_culprits, proven_blame};
-use super::{ev, Exec, Handler, Signer, TxError};
+use super::{ev, sign_attempt, Exec, Handler, Signer, TxError};
 use crate::chain::entries::{DeadlineItem, ProvenBlame, SignEntry, SignStatus};
 use crate::chain::state::ChainState;
 use crate::chain::verify::{verify_signature, ECDSA_RESULT_LEN};
@@ -35,13 +36,22 @@ impl Handler for SignResult<'_> {
         let req = state.sign_requests().get(request_id).ok_or_else(|| {
             TxError::NotFound(format!("sign request {request_id} does not exist"))
         })?;
-        if &req.session != session {
+        // A signature from an earlier attempt is as good as any: it is verified below against
+        // the key, and any party of the key may bring it. A failure report counts only for
+        // the current attempt.
+        let earlier_signature = &req.session != session
+            && matches!(self.outcome, Outcome::Ok(_))
+            && state
+                .keys()
+                .get(&req.key_id)
+                .is_some_and(|k| k.parties.contains(node));
+        if &req.session != session && !earlier_signature {
             return Err(TxError::Invalid(format!(
                 "result for session {session}, but request {request_id} is session {}",
                 req.session
             )));
         }
-        if !req.signers.contains(node) {
+        if !req.signers.contains(node) && !earlier_signature {
             return Err(TxError::Unauthorized(format!(
                 "node {node} is not a signer of request {request_id}"
             )));
@@ -101,18 +111,22 @@ impl Handler for SignResult<'_> {
             Outcome::Failed {
                 error, culprits, ..
             } => {
-                req.status = SignStatus::Error;
-                req.error = Some(format!("{node}: {error}"));
-                req.culprits = culprits.clone();
-                req.proven_blame = proven.clone();
-                cx.fx.events.push(ev(
-                    "sign_failed",
-                    vec![("request_id", request_id.to_string())],
-                ));
+                req.proven_blame.extend(proven.iter().cloned());
+                let guilty: Vec<NodeId> = proven.iter().map(|b| b.culprit.clone()).collect();
+                let reason = format!("{node}: {error}");
+                state.count_proven_blames(&proven);
+                let fx = &mut *cx.fx;
+                sign_attempt::on_failure(
+                    state, request_id, &node, culprits, &guilty, reason, height, fx,
+                );
+                return;
             }
         }
         let item = (req.deadline_height, DeadlineItem::Sign(request_id.clone()));
+        let attempt = (req.attempt_deadline, req.attempt);
         state.remove_deadline(item.0, item.1);
+        let attempt_item = DeadlineItem::SignAttempt(request_id.clone(), attempt.1);
+        state.remove_deadline(attempt.0, attempt_item);
         state.count_proven_blames(&proven);
     }
 }

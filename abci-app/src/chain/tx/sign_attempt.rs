@@ -1,0 +1,240 @@
+//! Signing liveness: attempts. A signing request runs in attempts, each with its own signer
+//! set, session and short deadline (`sign_attempt_blocks`). The request ends DONE on the first
+//! signature that verifies (from any attempt), and ERROR only at its own deadline or when
+//! fewer than `threshold` usable signers remain.
+//!
+//! Who is left out of the next attempts, for this request only (a preference: they are drawn
+//! only when too few others remain, except the proven guilty, who are never drawn again):
+//! - a signer whose misbehaviour the chain proved (evidence);
+//! - a signer that a strict majority of the attempt's other signers name in their failure
+//!   reports (a dead or silent signer is named by every live one; one lying signer cannot
+//!   exclude an honest one, and its false report alone ends nothing: the honest signers still
+//!   finish and the first valid signature wins);
+//! - at the attempt's deadline, a signer that sent no report while another one did (it was
+//!   silent towards the chain as well).
+//!
+//! A new attempt starts at once when a report excludes someone, or when every signer of the
+//! attempt has reported a failure; otherwise at the attempt deadline. Each attempt draws its
+//! signers in a new order (live nodes first), so even an attempt that excluded nobody tries
+//! another subset.
+
+use seqmpc_module::job::Job;
+use seqmpc_proto::{NodeId, RequestId, Scheme, SessionId};
+
+use super::session::CGGMP_SIGN_DEADLINE_FACTOR;
+use super::{ev, Effects};
+use crate::chain::committee::choose_signers_for_attempt;
+use crate::chain::entries::{DeadlineItem, SignStatus};
+use crate::chain::state::ChainState;
+
+/// Height at which an attempt of a `scheme` signing started at `height` is given up (never
+/// after the request's own deadline).
+pub(crate) fn attempt_deadline(
+    state: &ChainState,
+    scheme: Scheme,
+    height: u64,
+    request_deadline: u64,
+) -> u64 {
+    let blocks = state.limits.sign_attempt_blocks.max(1);
+    let blocks = match scheme {
+        Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => blocks,
+        Scheme::Cggmp24Secp256k1 => blocks.saturating_mul(CGGMP_SIGN_DEADLINE_FACTOR),
+    };
+    height.saturating_add(blocks).min(request_deadline)
+}
+
+/// The signers of `signers` that a strict majority of the others name in `claims`.
+fn majority_accused(
+    signers: &[NodeId],
+    claims: &std::collections::BTreeMap<NodeId, Vec<NodeId>>,
+) -> Vec<NodeId> {
+    let others = signers.len().saturating_sub(1);
+    signers
+        .iter()
+        .filter(|x| {
+            let accusers = claims
+                .iter()
+                .filter(|(by, named)| by != x && signers.contains(by) && named.contains(x))
+                .count();
+            others > 0 && accusers.saturating_mul(2) > others
+        })
+        .cloned()
+        .collect()
+}
+
+/// A failure report of `node` in the current attempt of `request_id`, naming `culprits`
+/// (`proven`: the ones the chain proved guilty). Records it and starts the next attempt when
+/// the rules above say so.
+pub(crate) fn on_failure(
+    state: &mut ChainState,
+    request_id: &RequestId,
+    node: &NodeId,
+    culprits: &[NodeId],
+    proven: &[NodeId],
+    reason: String,
+    height: u64,
+    fx: &mut Effects,
+) {
+    let Some(req) = state.sign_mut(request_id) else {
+        return;
+    };
+    req.claims.insert(node.clone(), culprits.to_vec());
+    req.error = Some(reason);
+    let mut out: Vec<NodeId> = proven.to_vec();
+    out.extend(majority_accused(&req.signers, &req.claims));
+    let everyone_failed = req.signers.iter().all(|s| req.claims.contains_key(s));
+    if out.is_empty() && !everyone_failed {
+        return; // wait for the other signers, a signature, or the attempt deadline
+    }
+    exclude(req, out);
+    next_attempt(state, request_id, height, fx);
+}
+
+/// The attempt deadline of `request_id` passed: the signers silent towards the chain while
+/// another reported are left out, and the next attempt starts.
+pub(crate) fn expire(
+    state: &mut ChainState,
+    request_id: RequestId,
+    attempt: u32,
+    height: u64,
+    fx: &mut Effects,
+) {
+    let Some(req) = state.sign_mut(&request_id) else {
+        return;
+    };
+    if req.status != SignStatus::Pending || req.attempt != attempt {
+        return;
+    }
+    let silent: Vec<NodeId> = if req.claims.is_empty() {
+        Vec::new()
+    } else {
+        req.signers
+            .iter()
+            .filter(|s| !req.claims.contains_key(*s))
+            .cloned()
+            .collect()
+    };
+    if req.error.is_none() {
+        req.error = Some(format!(
+            "attempt {attempt} passed its deadline at height {height}"
+        ));
+    }
+    exclude(req, silent);
+    next_attempt(state, &request_id, height, fx);
+}
+
+fn exclude(req: &mut crate::chain::entries::SignEntry, nodes: Vec<NodeId>) {
+    for n in nodes {
+        if !req.excluded.contains(&n) {
+            req.excluded.push(n);
+        }
+    }
+    req.excluded.sort();
+}
+
+/// Starts attempt `attempt + 1` of a PENDING request among the parties not excluded, or ends
+/// it ERROR when fewer than the threshold remain.
+fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx: &mut Effects) {
+    let Some(req) = state.sign_requests().get(request_id) else {
+        return;
+    };
+    let Some(key) = state.keys().get(&req.key_id) else {
+        return;
+    };
+    let (key_id, scheme, threshold) = (key.key_id.clone(), key.scheme, key.threshold);
+    // The proven guilty never sign again for this request; the others left out only when
+    // too few remain (a silent signer may have been cut off for a moment).
+    let usable: Vec<NodeId> = key
+        .parties
+        .iter()
+        .filter(|p| !req.proven_blame.iter().any(|b| &b.culprit == *p))
+        .cloned()
+        .collect();
+    let excluded = req.excluded.clone();
+    let attempt = req.attempt.saturating_add(1);
+    let old = (req.attempt_deadline, req.attempt);
+    let request_deadline = req.deadline_height;
+    let signers =
+        choose_signers_for_attempt(&usable, threshold, &key_id, request_id, attempt, |n| {
+            !excluded.contains(n) && state.is_live(n, height)
+        });
+    let session = SessionId::derive(
+        "sign",
+        &state.chain_id,
+        height,
+        &req.session.0,
+        request_id.as_str(),
+        attempt,
+    );
+    let deadline = attempt_deadline(state, scheme, height, request_deadline);
+    let (message, prehashed) = (req.message.clone(), req.prehashed);
+    state.remove_deadline(old.0, DeadlineItem::SignAttempt(request_id.clone(), old.1));
+    let Some(req) = state.sign_mut(request_id) else {
+        return;
+    };
+    if (usable.len() as u64) < u64::from(threshold) || deadline <= height {
+        let why = if deadline <= height {
+            format!("no time left for another attempt before height {request_deadline}")
+        } else {
+            format!(
+                "fewer than {threshold} signers remain that are not proven guilty (left out: {})",
+                names(&req.excluded)
+            )
+        };
+        let last = req.error.take().unwrap_or_default();
+        req.status = SignStatus::Error;
+        req.error = Some(if last.is_empty() {
+            why
+        } else {
+            format!("{why}; last: {last}")
+        });
+        req.culprits = req.excluded.clone();
+        let item = DeadlineItem::Sign(request_id.clone());
+        state.remove_deadline(request_deadline, item);
+        fx.events.push(ev(
+            "sign_failed",
+            vec![("request_id", request_id.to_string())],
+        ));
+        return;
+    }
+    req.attempt = attempt;
+    req.attempt_deadline = deadline;
+    req.signers = signers.clone();
+    req.session = session;
+    req.claims.clear();
+    let excluded = names(&req.excluded);
+    state.add_deadline(
+        deadline,
+        DeadlineItem::SignAttempt(request_id.clone(), attempt),
+    );
+    fx.events.push(ev(
+        "sign_attempt",
+        vec![
+            ("request_id", request_id.to_string()),
+            ("attempt", attempt.to_string()),
+            ("signers", names(&signers)),
+            ("left_out", excluded),
+        ],
+    ));
+    let message = hex::decode(message).unwrap_or_default();
+    fx.jobs.push(Job::Sign {
+        session,
+        request_id: request_id.clone(),
+        key_id,
+        message,
+        prehashed,
+        scheme,
+        signers,
+        height,
+        deadline_height: deadline,
+        block_time_ms: fx.block_time_ms,
+    });
+}
+
+fn names(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
