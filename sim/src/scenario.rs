@@ -60,9 +60,13 @@ pub struct Scenario {
     pub behaviour: Vec<Behaviour>,
     /// Timed faults.
     pub faults: Vec<FaultAt>,
-    /// Random crash/restart and partition/heal events drawn from the seed (at most n - t
-    /// nodes down at once).
+    /// Random crash/restart and partition/heal events drawn from the seed (one node down at
+    /// a time).
     pub random_faults: usize,
+    /// Genesis `sign_attempt_blocks` (None: the default).
+    pub sign_attempt_blocks: Option<u64>,
+    /// The nodes' local signing timeout, ms (None: the default).
+    pub sign_timeout_ms: Option<u64>,
 }
 
 impl Scenario {
@@ -84,6 +88,8 @@ impl Scenario {
             behaviour: Vec::new(),
             faults: Vec::new(),
             random_faults: 0,
+            sign_attempt_blocks: None,
+            sign_timeout_ms: None,
         }
     }
 

@@ -160,9 +160,20 @@ fn genesis(sc: &Scenario, nodes: &[SigningKey], client: &SigningKey) -> Genesis 
         limits: Limits {
             max_requests_per_account_per_block: u32::try_from(sc.burst_keygens.max(100))
                 .unwrap_or(u32::MAX),
+            sign_attempt_blocks: sc
+                .sign_attempt_blocks
+                .unwrap_or(Limits::default().sign_attempt_blocks),
             ..Limits::default()
         },
     }
+}
+
+fn config(sc: &Scenario, me: NodeId) -> Config {
+    let mut cfg = Config::new(me);
+    if let Some(ms) = sc.sign_timeout_ms {
+        cfg.sign_timeout_ms = ms;
+    }
+    cfg
 }
 
 /// Runs `scenario` with `seed` and checks the invariants.
@@ -194,7 +205,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         .map(|(i, key)| Node {
             id: nid(i),
             key,
-            manager: Some(Manager::new(Config::new(nid(i)))),
+            manager: Some(Manager::new(config(scenario, nid(i)))),
             store: MemStore::default(),
             rng: StdRng::seed_from_u64(seed.wrapping_add(1 + i as u64)),
             incarnation: 0,
@@ -408,7 +419,7 @@ impl World {
                     return;
                 }
                 n.store.restart();
-                n.manager = Some(Manager::new(Config::new(n.id.clone())));
+                n.manager = Some(Manager::new(config(&self.sc, n.id.clone())));
                 if !n.partitioned {
                     self.obs.up(self.now, i);
                 }
