@@ -7,7 +7,8 @@
 //!   [`state_key`]: the keys of its write journal; [`genesis`]: the genesis document.
 //! - [`tx`]: the tx handlers, one file per tx type, each with its `check` and `execute`.
 //! - [`block`]: block execution, [`finalize_block`]; [`mempool`]: CheckTx, [`check_tx`];
-//!   [`catch_up`]: the jobs a node must (re)do from committed state.
+//!   [`catch_up`]: the jobs a node must (re)do from committed state; [`query`]: the query
+//!   paths and the types they answer with (shared with the clients).
 //! - [`committee`]: the choice of signers and dealers; [`verify`]: signature checks.
 
 pub mod block;
@@ -16,6 +17,7 @@ pub mod committee;
 pub mod entries;
 pub mod genesis;
 pub mod mempool;
+pub mod query;
 pub mod state;
 pub mod state_key;
 pub mod tx;
