@@ -1,7 +1,7 @@
 //! mpcctl: client of a seqmpc chain. Submits signed request txs and reads chain and node state.
 //! Every command prints one JSON value on stdout; failures print one line on stderr and exit 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -11,6 +11,7 @@ use seqmpc_abci::chain::query::{AccountView, NodeView, Query};
 use seqmpc_abci::chain::{KeyEntry, KeyStatus, ReshareEntry, ReshareStatus, SignEntry, SignStatus};
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
+use seqmpc_abci::manifest::Manifest;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
 use serde::de::DeserializeOwned;
@@ -163,7 +164,7 @@ struct Ctx {
     home: PathBuf,
     rpc: RpcClient,
     key_path: Option<PathBuf>,
-    localnet: Option<Value>,
+    localnet: Option<Manifest>,
     timeout: Duration,
 }
 
@@ -171,11 +172,7 @@ impl Ctx {
     fn key(&self) -> anyhow::Result<SigningKey> {
         let path = match (&self.key_path, &self.localnet) {
             (Some(p), _) => p.clone(),
-            (None, Some(l)) => PathBuf::from(
-                l["client_key"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("localnet.json has no client_key"))?,
-            ),
+            (None, Some(l)) => PathBuf::from(&l.client_key),
             (None, None) => bail!(
                 "no account key: pass --key FILE or --home DIR of a localnet ({} has no localnet.json)",
                 self.home.display()
@@ -219,8 +216,8 @@ impl Ctx {
     }
 
     fn chain_id(&self) -> anyhow::Result<String> {
-        if let Some(c) = self.localnet.as_ref().and_then(|l| l["chain_id"].as_str()) {
-            return Ok(c.to_owned());
+        if let Some(l) = &self.localnet {
+            return Ok(l.chain_id.clone());
         }
         let s = self.rpc.call("status", json!({}))?;
         s["node_info"]["network"]
@@ -308,18 +305,12 @@ fn keygen_progress(ctx: &Ctx, key_id: &KeyId, k: &KeyEntry, elapsed: Duration) -
             format!(" ({})", reported.join(","))
         }
     );
-    let nodes = ctx
-        .localnet
-        .as_ref()
-        .and_then(|l| l["nodes"].as_array().cloned())
-        .unwrap_or_default();
+    let nodes = ctx.localnet.as_ref().map_or(&[][..], |l| &l.nodes);
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(1))
         .build();
     for n in nodes {
-        let (Some(id), Some(url)) = (n["id"].as_str(), n["status"].as_str()) else {
-            continue;
-        };
+        let (id, url) = (n.id.as_str(), &n.status);
         if !parties.contains(&id) || reported.contains(&id) {
             continue;
         }
@@ -435,27 +426,11 @@ fn sign_json(s: &SignEntry) -> Value {
     v
 }
 
-fn load_localnet(home: &Path) -> anyhow::Result<Option<Value>> {
-    let path = home.join("localnet.json");
-    match std::fs::read(&path) {
-        Ok(b) => {
-            Ok(Some(serde_json::from_slice(&b).with_context(|| {
-                format!("{} is not JSON", path.display())
-            })?))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<Value> {
-    let localnet = load_localnet(&cli.home)?;
+    let localnet = Manifest::load(&cli.home)?;
     let rpc_url = match (&cli.rpc, &localnet) {
         (Some(u), _) => u.clone(),
-        (None, Some(l)) => l["rpc"]
-            .as_str()
-            .ok_or_else(|| anyhow!("localnet.json has no rpc"))?
-            .to_owned(),
+        (None, Some(l)) => l.rpc.clone(),
         (None, None) => bail!(
             "no RPC: {} has no localnet.json (is `make localnet` running?) and --rpc is not set",
             cli.home.display()
@@ -483,8 +458,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 None => ctx
                     .localnet
                     .as_ref()
-                    .and_then(|l| l["default_threshold"].as_u64())
-                    .and_then(|t| u32::try_from(t).ok())
+                    .map(|l| l.default_threshold)
                     .ok_or_else(|| anyhow!("--threshold is required"))?,
             };
             let parties = parties
@@ -645,16 +619,15 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         }
         Cmd::NodeStatus { node, key_id } => {
             let node = NodeId::new(node)?;
-            let nodes = ctx
-                .localnet
-                .as_ref()
-                .and_then(|l| l["nodes"].as_array().cloned())
-                .ok_or_else(|| anyhow!("node-status needs --home of a localnet (localnet.json lists node endpoints)"))?;
-            let url = nodes
-                .iter()
-                .find(|n| n["id"] == node.as_str())
-                .and_then(|n| n["status"].as_str())
-                .ok_or_else(|| anyhow!("no node {node} in localnet.json"))?;
+            let manifest = ctx.localnet.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "node-status needs --home of a localnet (localnet.json lists node endpoints)"
+                )
+            })?;
+            let url = &manifest
+                .node(node.as_str())
+                .ok_or_else(|| anyhow!("no node {node} in localnet.json"))?
+                .status;
             let path = match key_id {
                 Some(k) => format!("/key/{}", KeyId::new(k)?),
                 None => "/status".into(),

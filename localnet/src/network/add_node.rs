@@ -18,13 +18,13 @@ use anyhow::{bail, Context};
 use seqmpc_abci::chain::query::{AccountView, NodeView, Query};
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
+use seqmpc_abci::manifest::{Manifest, ManifestNode};
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::NodeId;
 use serde_json::json;
 
 use super::children::NodeProcess;
 use super::layout::{Layout, Ports};
-use super::manifest::{Manifest, ManifestNode};
 use super::{localnet_alive, setup};
 
 /// Options of `localnet add-node`.
