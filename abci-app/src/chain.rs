@@ -11,6 +11,17 @@
 //!   paths and the types they answer with (shared with the clients).
 //! - [`committee`]: the choice of signers and dealers; [`verify`]: signature checks.
 
+// A panic in the chain halts every validator at once: no unwrap, expect, panic or unchecked
+// indexing here (tests excepted, see clippy.toml); errors are returned instead. Nor unchecked
+// arithmetic: release builds check overflow (Cargo.toml), so an overflow would panic too.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 pub mod block;
 pub mod catch_up;
 pub mod committee;
