@@ -7,8 +7,20 @@
 //!   [`state_key`]: the keys of its write journal; [`genesis`]: the genesis document.
 //! - [`tx`]: the tx handlers, one file per tx type, each with its `check` and `execute`.
 //! - [`block`]: block execution, [`finalize_block`]; [`mempool`]: CheckTx, [`check_tx`];
-//!   [`catch_up`]: the jobs a node must (re)do from committed state.
+//!   [`catch_up`]: the jobs a node must (re)do from committed state; [`query`]: the query
+//!   paths and the types they answer with (shared with the clients).
 //! - [`committee`]: the choice of signers and dealers; [`verify`]: signature checks.
+
+// A panic in the chain halts every validator at once: no unwrap, expect, panic or unchecked
+// indexing here (tests excepted, see clippy.toml); errors are returned instead. Nor unchecked
+// arithmetic: release builds check overflow (Cargo.toml), so an overflow would panic too.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 pub mod block;
 pub mod catch_up;
@@ -16,6 +28,7 @@ pub mod committee;
 pub mod entries;
 pub mod genesis;
 pub mod mempool;
+pub mod query;
 pub mod state;
 pub mod state_key;
 pub mod tx;

@@ -7,7 +7,10 @@
 //!   glue with I/O around `chain`.
 //! - [`daemon`]: the rest of `mpcd` (result submission, status, operator socket, ...),
 //!   node-local and not consensus-critical.
+//!
+//! Beside them, [`manifest`]: the `localnet.json` a running localnet writes for its clients.
 
 pub mod abci;
 pub mod chain;
 pub mod daemon;
+pub mod manifest;

@@ -8,7 +8,6 @@
 pub mod add_node;
 pub mod children;
 pub mod layout;
-pub mod manifest;
 pub mod setup;
 
 use std::path::PathBuf;
@@ -17,10 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use seqmpc_abci::manifest::{Manifest, ManifestNode};
 
 use self::children::{log_tail, stop_all, NodeProcess};
 use self::layout::{Layout, Ports, DEFAULT_BASE_PORT};
-use self::manifest::{Manifest, ManifestNode};
 use crate::sequencer::{AppState, Sequencer, SequencerConfig, SequencerStatus};
 
 /// How long nodes get to exit after SIGTERM.

@@ -10,7 +10,6 @@ use std::sync::mpsc;
 
 use prost::bytes::Bytes;
 use seqmpc_module::job::Job;
-use seqmpc_proto::{KeyId, RequestId};
 use sha2::{Digest, Sha256};
 use tendermint_proto::v0_38::abci as pb;
 use tracing::{error, info, warn};
@@ -234,18 +233,17 @@ impl App {
             .unwrap_or_default()
     }
 
-    /// ABCI Query. Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`, `/nodes`,
-    /// `/account/<hex public key>`.
+    /// ABCI Query ([`chain::query::query`]). Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`,
+    /// `/nodes`, `/account/<hex public key>`.
     pub fn query(&self, req: pb::RequestQuery) -> pb::ResponseQuery {
         let Some(state) = &self.committed else {
             return query_err(1, "chain not initialized".into());
         };
         let height = i64::try_from(state.height).unwrap_or(i64::MAX);
-        let path = req.path.trim_end_matches('/');
-        let value = match query_value(state, path) {
+        let value = match chain::query::query(state, &req.path) {
             Ok(v) => v,
-            Err((code, log)) => {
-                let mut r = query_err(code, log);
+            Err(e) => {
+                let mut r = query_err(e.code, e.log);
                 r.height = height;
                 return r;
             }
@@ -257,69 +255,6 @@ impl App {
             key: req.path.into_bytes().into(),
             ..Default::default()
         }
-    }
-}
-
-fn query_value(state: &ChainState, path: &str) -> Result<Vec<u8>, (u32, String)> {
-    let json = |v: serde_json::Result<Vec<u8>>| v.map_err(|e| (1, e.to_string()));
-    let not_found = |what: String| (TxError::NotFound(String::new()).code(), what);
-    if let Some(id) = path.strip_prefix("/key/") {
-        let id = KeyId::new(id).map_err(|e| (6, e.to_string()))?;
-        let key = state
-            .keys()
-            .get(&id)
-            .ok_or_else(|| not_found(format!("key {id} does not exist")))?;
-        return json(serde_json::to_vec(key));
-    }
-    if let Some(id) = path.strip_prefix("/sign/") {
-        let id = RequestId::new(id).map_err(|e| (6, e.to_string()))?;
-        let req = state
-            .sign_requests()
-            .get(&id)
-            .ok_or_else(|| not_found(format!("sign request {id} does not exist")))?;
-        return json(serde_json::to_vec(req));
-    }
-    if let Some(pk) = path.strip_prefix("/account/") {
-        let pk = pk.to_ascii_lowercase();
-        let account = state.accounts.get(&pk);
-        let node = state.node_keys.get(&pk);
-        if account.is_none() && node.is_none() {
-            return Err(not_found(format!("no account or node with key {pk}")));
-        }
-        return json(serde_json::to_vec(&serde_json::json!({
-            "public_key": pk,
-            "sequence": state.sequence(&pk),
-            "account": account,
-            "node": node,
-        })));
-    }
-    match path {
-        "/keys" => json(serde_json::to_vec(&state.keys().values().collect::<Vec<_>>())),
-        // Each registry entry with its liveness: `last_seen` (height of its last committed tx)
-        // and `live` (within `liveness_window_blocks`; signers are chosen among live nodes).
-        "/nodes" => json(serde_json::to_vec(
-            &state
-                .nodes
-                .values()
-                .map(|n| {
-                    let mut v = serde_json::to_value(n).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("last_seen".into(), serde_json::json!(state.last_seen(&n.id)));
-                        o.insert(
-                            "live".into(),
-                            serde_json::json!(state.is_live(&n.id, state.height)),
-                        );
-                    }
-                    v
-                })
-                .collect::<Vec<_>>(),
-        )),
-        _ => Err((
-            1,
-            format!(
-                "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>"
-            ),
-        )),
     }
 }
 

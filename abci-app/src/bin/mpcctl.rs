@@ -1,16 +1,21 @@
 //! mpcctl: client of a seqmpc chain. Submits signed request txs and reads chain and node state.
 //! Every command prints one JSON value on stdout; failures print one line on stderr and exit 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use ed25519_dalek::SigningKey;
+use seqmpc_abci::chain::query::{AccountView, NodeView, Query};
+use seqmpc_abci::chain::{KeyEntry, KeyStatus, ReshareEntry, ReshareStatus, SignEntry, SignStatus};
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
+use seqmpc_abci::manifest::Manifest;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -159,7 +164,7 @@ struct Ctx {
     home: PathBuf,
     rpc: RpcClient,
     key_path: Option<PathBuf>,
-    localnet: Option<Value>,
+    localnet: Option<Manifest>,
     timeout: Duration,
 }
 
@@ -167,11 +172,7 @@ impl Ctx {
     fn key(&self) -> anyhow::Result<SigningKey> {
         let path = match (&self.key_path, &self.localnet) {
             (Some(p), _) => p.clone(),
-            (None, Some(l)) => PathBuf::from(
-                l["client_key"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("localnet.json has no client_key"))?,
-            ),
+            (None, Some(l)) => PathBuf::from(&l.client_key),
             (None, None) => bail!(
                 "no account key: pass --key FILE or --home DIR of a localnet ({} has no localnet.json)",
                 self.home.display()
@@ -180,8 +181,9 @@ impl Ctx {
         load_key_file(&path)
     }
 
-    fn query(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self.rpc.abci_query(path)?;
+    /// Queries the chain; `T` is the type the path answers with ([`Query`]).
+    fn query<T: DeserializeOwned>(&self, q: &Query) -> anyhow::Result<T> {
+        let r = self.rpc.abci_query(&q.path())?;
         if r.code != 0 {
             bail!("{}", r.log);
         }
@@ -192,9 +194,7 @@ impl Ctx {
     fn submit(&self, key: &SigningKey, msg: TxMsg) -> anyhow::Result<String> {
         let chain_id = self.chain_id()?;
         let pk = hex::encode(key.verifying_key().to_bytes());
-        let mut seq = self.query(&format!("/account/{pk}"))?["sequence"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("account has no sequence"))?;
+        let mut seq = self.query::<AccountView>(&Query::Account(pk))?.sequence;
         for _ in 0..5 {
             let tx = sign_tx(key, &chain_id, seq, msg.clone());
             let r = self.rpc.broadcast_tx_sync(&tx)?;
@@ -216,8 +216,8 @@ impl Ctx {
     }
 
     fn chain_id(&self) -> anyhow::Result<String> {
-        if let Some(c) = self.localnet.as_ref().and_then(|l| l["chain_id"].as_str()) {
-            return Ok(c.to_owned());
+        if let Some(l) = &self.localnet {
+            return Ok(l.chain_id.clone());
         }
         let s = self.rpc.call("status", json!({}))?;
         s["node_info"]["network"]
@@ -243,21 +243,25 @@ impl Ctx {
         }
     }
 
-    fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        self.wait_until_with(path, done, |_, _| {})
+    fn wait_until<T: DeserializeOwned + Serialize>(
+        &self,
+        q: &Query,
+        done: impl Fn(&T) -> bool,
+    ) -> anyhow::Result<T> {
+        self.wait_until_with(q, done, |_, _| {})
     }
 
     /// [`Ctx::wait_until`], calling `progress` with the last state every few seconds.
-    fn wait_until_with(
+    fn wait_until_with<T: DeserializeOwned + Serialize>(
         &self,
-        path: &str,
-        done: impl Fn(&Value) -> bool,
-        mut progress: impl FnMut(&Value, Duration),
-    ) -> anyhow::Result<Value> {
+        q: &Query,
+        done: impl Fn(&T) -> bool,
+        mut progress: impl FnMut(&T, Duration),
+    ) -> anyhow::Result<T> {
         let start = Instant::now();
         let mut shown = Instant::now();
         loop {
-            let v = self.query(path)?;
+            let v = self.query(q)?;
             if done(&v) {
                 return Ok(v);
             }
@@ -266,7 +270,11 @@ impl Ctx {
                 shown = Instant::now();
             }
             if start.elapsed() > self.timeout {
-                bail!("timed out after {:?}; last state: {v}", self.timeout);
+                bail!(
+                    "timed out after {:?}; last state: {}",
+                    self.timeout,
+                    serde_json::to_value(&v).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -278,15 +286,13 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 /// One line on a PENDING keygen: the chain's view (who reported), then, on a localnet, each
 /// node's own (e.g. `dkg+aux-info`: generating Paillier keys, tens of seconds).
-fn keygen_progress(ctx: &Ctx, key_id: &KeyId, k: &Value, elapsed: Duration) -> String {
-    let parties: Vec<&str> = k["parties"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let reported: Vec<&str> = parties
+fn keygen_progress(ctx: &Ctx, key_id: &KeyId, k: &KeyEntry, elapsed: Duration) -> String {
+    let parties: Vec<&str> = k.parties.iter().map(NodeId::as_str).collect();
+    let reported: Vec<&str> = k
+        .parties
         .iter()
-        .copied()
-        .filter(|p| k["reports"].get(p).is_some())
+        .filter(|p| k.reports.contains_key(*p))
+        .map(NodeId::as_str)
         .collect();
     let mut line = format!(
         "keygen {key_id} PENDING for {} s: {}/{} parties reported{}",
@@ -299,18 +305,12 @@ fn keygen_progress(ctx: &Ctx, key_id: &KeyId, k: &Value, elapsed: Duration) -> S
             format!(" ({})", reported.join(","))
         }
     );
-    let nodes = ctx
-        .localnet
-        .as_ref()
-        .and_then(|l| l["nodes"].as_array().cloned())
-        .unwrap_or_default();
+    let nodes = ctx.localnet.as_ref().map_or(&[][..], |l| &l.nodes);
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(1))
         .build();
     for n in nodes {
-        let (Some(id), Some(url)) = (n["id"].as_str(), n["status"].as_str()) else {
-            continue;
-        };
+        let (id, url) = (n.id.as_str(), &n.status);
         if !parties.contains(&id) || reported.contains(&id) {
             continue;
         }
@@ -332,31 +332,32 @@ fn keygen_progress(ctx: &Ctx, key_id: &KeyId, k: &Value, elapsed: Duration) -> S
     line
 }
 
-fn key_json(k: &Value) -> Value {
+/// A list the chain leaves out of its JSON when empty: mpcctl shows it as null then.
+fn shown<T>(list: &[T]) -> Option<&[T]> {
+    (!list.is_empty()).then_some(list)
+}
+
+/// A key as mpcctl prints it: without the per-party reports.
+fn key_json(k: &KeyEntry) -> Value {
     json!({
-        "key_id": k["key_id"], "scheme": k["scheme"], "threshold": k["threshold"],
-        "parties": k["parties"], "status": k["status"], "public_key": k["public_key"],
-        "generation": k["generation"], "error": k["error"], "culprits": k["culprits"],
-        "proven_blame": k["proven_blame"], "deleted_by": k["deleted_by"], "reshares": k["reshares"], "reshare": reshare_json(&k["reshare"]),
+        "key_id": k.key_id, "scheme": k.scheme, "threshold": k.threshold,
+        "parties": k.parties, "status": k.status, "public_key": k.public_key,
+        "generation": k.generation, "error": k.error, "culprits": k.culprits,
+        "proven_blame": shown(&k.proven_blame), "deleted_by": k.deleted_by, "reshares": k.reshares,
+        "reshare": k.reshare.as_ref().map(reshare_json),
     })
 }
 
-/// The key's latest resharing, without the per-party reports.
-fn reshare_json(r: &Value) -> Value {
-    if r.is_null() {
-        return Value::Null;
-    }
-    let reported: Vec<&String> = r["reports"]
-        .as_object()
-        .map(|m| m.keys().collect())
-        .unwrap_or_default();
+/// The key's latest resharing, with who reported instead of the per-party reports.
+fn reshare_json(r: &ReshareEntry) -> Value {
+    let reported: Vec<&NodeId> = r.reports.keys().collect();
     json!({
-        "session": r["session"], "status": r["status"], "refresh": r["refresh"],
-        "parties": r["parties"], "threshold": r["threshold"], "dealers": r["dealers"],
-        "old_parties": r["old_parties"], "old_threshold": r["old_threshold"],
-        "reported": reported, "error": r["error"], "culprits": r["culprits"],
-        "proven_blame": r["proven_blame"], "requested_height": r["requested_height"], "deadline_height": r["deadline_height"],
-        "done_height": r["done_height"],
+        "session": r.session, "status": r.status, "refresh": r.refresh,
+        "parties": r.parties, "threshold": r.threshold, "dealers": r.dealers,
+        "old_parties": r.old_parties, "old_threshold": r.old_threshold,
+        "reported": reported, "error": r.error, "culprits": r.culprits,
+        "proven_blame": shown(&r.proven_blame), "requested_height": r.requested_height, "deadline_height": r.deadline_height,
+        "done_height": r.done_height,
     })
 }
 
@@ -381,69 +382,55 @@ fn reshare(
         return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
     }
     ctx.wait_committed(&hash)?;
-    let path = format!("/key/{key_id}");
-    let session = ctx.query(&path)?["reshare"]["session"].clone();
+    let q = Query::Key(key_id.clone());
+    let session = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.session);
+    let status = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.status);
+    let started = session(&ctx.query(&q)?);
     let k = ctx.wait_until_with(
-        &path,
-        |k| k["reshare"]["session"] != session || k["reshare"]["status"] != "PENDING",
+        &q,
+        |k: &KeyEntry| session(k) != started || status(k) != Some(ReshareStatus::Pending),
         |k, elapsed| {
-            let r = reshare_json(&k["reshare"]);
+            let (reported, parties) = k
+                .reshare
+                .as_ref()
+                .map_or((0, 0), |r| (r.reports.len(), r.parties.len()));
             eprintln!(
-                "mpcctl: reshare {key_id} PENDING for {} s: {}/{} new parties reported",
+                "mpcctl: reshare {key_id} PENDING for {} s: {reported}/{parties} new parties reported",
                 elapsed.as_secs(),
-                r["reported"].as_array().map_or(0, Vec::len),
-                r["parties"].as_array().map_or(0, Vec::len),
             )
         },
     )?;
-    if k["reshare"]["session"] != session || k["reshare"]["status"] != "DONE" {
+    if session(&k) != started || status(&k) != Some(ReshareStatus::Done) {
         println!("{}", key_json(&k));
         bail!(
             "resharing of {key_id} ended {}: {}",
-            k["reshare"]["status"],
-            k["reshare"]["error"]
+            json!(status(&k)),
+            json!(k.reshare.as_ref().map(|r| &r.error))
         );
     }
     Ok(key_json(&k))
 }
 
-fn sign_json(s: &Value) -> Value {
+/// A sign request as mpcctl prints it.
+fn sign_json(s: &SignEntry) -> Value {
     let mut v = json!({
-        "request_id": s["request_id"], "key_id": s["key_id"], "status": s["status"],
-        "signature": s["signature"], "message": s["message"], "signers": s["signers"],
-        "error": s["error"], "culprits": s["culprits"], "proven_blame": s["proven_blame"],
+        "request_id": s.request_id, "key_id": s.key_id, "status": s.status,
+        "signature": s.signature, "message": s.message, "signers": s.signers,
+        "error": s.error, "culprits": s.culprits, "proven_blame": shown(&s.proven_blame),
+        "prehashed": s.prehashed,
     });
     // ECDSA (cggmp24-secp256k1): signature is r || s, and the recovery id v.
-    if let (Some(obj), Some(rid)) = (v.as_object_mut(), s.get("recovery_id")) {
-        obj.insert("recovery_id".into(), rid.clone());
-    }
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("prehashed".into(), s["prehashed"].clone());
+    if let (Some(obj), Some(rid)) = (v.as_object_mut(), s.recovery_id) {
+        obj.insert("recovery_id".into(), json!(rid));
     }
     v
 }
 
-fn load_localnet(home: &Path) -> anyhow::Result<Option<Value>> {
-    let path = home.join("localnet.json");
-    match std::fs::read(&path) {
-        Ok(b) => {
-            Ok(Some(serde_json::from_slice(&b).with_context(|| {
-                format!("{} is not JSON", path.display())
-            })?))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<Value> {
-    let localnet = load_localnet(&cli.home)?;
+    let localnet = Manifest::load(&cli.home)?;
     let rpc_url = match (&cli.rpc, &localnet) {
         (Some(u), _) => u.clone(),
-        (None, Some(l)) => l["rpc"]
-            .as_str()
-            .ok_or_else(|| anyhow!("localnet.json has no rpc"))?
-            .to_owned(),
+        (None, Some(l)) => l.rpc.clone(),
         (None, None) => bail!(
             "no RPC: {} has no localnet.json (is `make localnet` running?) and --rpc is not set",
             cli.home.display()
@@ -471,8 +458,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 None => ctx
                     .localnet
                     .as_ref()
-                    .and_then(|l| l["default_threshold"].as_u64())
-                    .and_then(|t| u32::try_from(t).ok())
+                    .map(|l| l.default_threshold)
                     .ok_or_else(|| anyhow!("--threshold is required"))?,
             };
             let parties = parties
@@ -494,13 +480,17 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             }
             ctx.wait_committed(&hash)?;
             let k = ctx.wait_until_with(
-                &format!("/key/{key_id}"),
-                |k| k["status"] != "PENDING",
+                &Query::Key(key_id.clone()),
+                |k: &KeyEntry| k.status != KeyStatus::Pending,
                 |k, elapsed| eprintln!("mpcctl: {}", keygen_progress(&ctx, &key_id, k, elapsed)),
             )?;
-            if k["status"] != "READY" {
+            if k.status != KeyStatus::Ready {
                 println!("{}", key_json(&k));
-                bail!("keygen of {key_id} ended {}: {}", k["status"], k["error"]);
+                bail!(
+                    "keygen of {key_id} ended {}: {}",
+                    json!(k.status),
+                    json!(k.error)
+                );
             }
             Ok(key_json(&k))
         }
@@ -539,10 +529,16 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 );
             }
             ctx.wait_committed(&hash)?;
-            let s = ctx.wait_until(&format!("/sign/{request_id}"), |s| s["status"] != "PENDING")?;
-            if s["status"] != "DONE" {
+            let s = ctx.wait_until(&Query::Sign(request_id.clone()), |s: &SignEntry| {
+                s.status != SignStatus::Pending
+            })?;
+            if s.status != SignStatus::Done {
                 println!("{}", sign_json(&s));
-                bail!("signing {request_id} ended {}: {}", s["status"], s["error"]);
+                bail!(
+                    "signing {request_id} ended {}: {}",
+                    json!(s.status),
+                    json!(s.error)
+                );
             }
             Ok(sign_json(&s))
         }
@@ -559,7 +555,9 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
             }
             ctx.wait_committed(&hash)?;
-            let k = ctx.wait_until(&format!("/key/{key_id}"), |k| k["status"] == "DELETED")?;
+            let k = ctx.wait_until(&Query::Key(key_id), |k: &KeyEntry| {
+                k.status == KeyStatus::Deleted
+            })?;
             Ok(key_json(&k))
         }
         Cmd::Reshare {
@@ -576,35 +574,20 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         }
         Cmd::Refresh { key_id, wait } => {
             let key_id = KeyId::new(key_id)?;
-            let k = ctx.query(&format!("/key/{key_id}"))?;
-            let parties = k["parties"]
-                .as_array()
-                .ok_or_else(|| anyhow!("key {key_id} not found: {k}"))?
-                .iter()
-                .filter_map(Value::as_str)
-                .map(NodeId::new)
-                .collect::<Result<Vec<_>, _>>()?;
-            let threshold = k["threshold"]
-                .as_u64()
-                .and_then(|t| u32::try_from(t).ok())
-                .ok_or_else(|| anyhow!("key {key_id} has no threshold: {k}"))?;
-            reshare(&ctx, key_id, parties, threshold, wait)
+            let k: KeyEntry = ctx.query(&Query::Key(key_id.clone()))?;
+            reshare(&ctx, key_id, k.parties, k.threshold, wait)
         }
-        Cmd::Key { key_id } => Ok(key_json(
-            &ctx.query(&format!("/key/{}", KeyId::new(key_id)?))?,
-        )),
+        Cmd::Key { key_id } => Ok(key_json(&ctx.query(&Query::Key(KeyId::new(key_id)?))?)),
         Cmd::Keys => {
-            let v = ctx.query("/keys")?;
-            Ok(Value::Array(
-                v.as_array()
-                    .map(|a| a.iter().map(key_json).collect())
-                    .unwrap_or_default(),
-            ))
+            let keys: Vec<KeyEntry> = ctx.query(&Query::Keys)?;
+            Ok(Value::Array(keys.iter().map(key_json).collect()))
         }
         Cmd::SignStatus { request_id } => Ok(sign_json(
-            &ctx.query(&format!("/sign/{}", RequestId::new(request_id)?))?,
+            &ctx.query(&Query::Sign(RequestId::new(request_id)?))?,
         )),
-        Cmd::Nodes => ctx.query("/nodes"),
+        Cmd::Nodes => Ok(serde_json::to_value(
+            ctx.query::<Vec<NodeView>>(&Query::Nodes)?,
+        )?),
         Cmd::NodeJoin {
             node_id,
             public_key,
@@ -627,27 +610,24 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 return Ok(json!({"node_id": node_id, "tx_hash": hash, "status": "SUBMITTED"}));
             }
             ctx.wait_committed(&hash)?;
-            let nodes = ctx.wait_until("/nodes", |v| {
-                v.as_array()
-                    .is_some_and(|a| a.iter().any(|n| n["id"] == node_id.as_str()))
+            let nodes = ctx.wait_until(&Query::Nodes, |nodes: &Vec<NodeView>| {
+                nodes.iter().any(|n| n.node.id == node_id)
             })?;
-            Ok(nodes
-                .as_array()
-                .and_then(|a| a.iter().find(|n| n["id"] == node_id.as_str()).cloned())
-                .unwrap_or(Value::Null))
+            Ok(serde_json::to_value(
+                nodes.into_iter().find(|n| n.node.id == node_id),
+            )?)
         }
         Cmd::NodeStatus { node, key_id } => {
             let node = NodeId::new(node)?;
-            let nodes = ctx
-                .localnet
-                .as_ref()
-                .and_then(|l| l["nodes"].as_array().cloned())
-                .ok_or_else(|| anyhow!("node-status needs --home of a localnet (localnet.json lists node endpoints)"))?;
-            let url = nodes
-                .iter()
-                .find(|n| n["id"] == node.as_str())
-                .and_then(|n| n["status"].as_str())
-                .ok_or_else(|| anyhow!("no node {node} in localnet.json"))?;
+            let manifest = ctx.localnet.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "node-status needs --home of a localnet (localnet.json lists node endpoints)"
+                )
+            })?;
+            let url = &manifest
+                .node(node.as_str())
+                .ok_or_else(|| anyhow!("no node {node} in localnet.json"))?
+                .status;
             let path = match key_id {
                 Some(k) => format!("/key/{}", KeyId::new(k)?),
                 None => "/status".into(),

@@ -148,7 +148,7 @@ pub(crate) fn rate_limit(
             limit,
         });
     }
-    *n += 1;
+    *n = n.saturating_add(1); // n < limit: never saturates
     Ok(())
 }
 

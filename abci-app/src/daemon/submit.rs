@@ -17,6 +17,7 @@ use seqmpc_proto::tx::{sign_tx, TxMsg};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
+use crate::chain::query::{AccountView, Query};
 use crate::daemon::rpc::RpcClient;
 
 /// Depth of the submission queue.
@@ -141,13 +142,13 @@ impl RpcSubmitter {
                 // pass CheckTx yet fail at delivery. Let them commit, then resync.
                 std::thread::sleep(STARTUP_SETTLE);
                 faults.wait();
-                let account = format!("/account/{}", hex::encode(key.verifying_key().to_bytes()));
+                let account = Query::Account(hex::encode(key.verifying_key().to_bytes()));
                 let on_chain = rpc
-                    .abci_query(&account)
+                    .abci_query(&account.path())
                     .ok()
                     .filter(|q| q.code == 0)
-                    .and_then(|q| serde_json::from_slice::<serde_json::Value>(&q.value).ok())
-                    .and_then(|v| v["sequence"].as_u64());
+                    .and_then(|q| serde_json::from_slice::<AccountView>(&q.value).ok())
+                    .map(|a| a.sequence);
                 let mut w = Worker {
                     key,
                     chain_id,

@@ -15,15 +15,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use seqmpc_abci::chain::query::{AccountView, NodeView, Query};
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
+use seqmpc_abci::manifest::{Manifest, ManifestNode};
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use seqmpc_proto::NodeId;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::children::NodeProcess;
 use super::layout::{Layout, Ports};
-use super::manifest::{Manifest, ManifestNode};
 use super::{localnet_alive, setup};
 
 /// Options of `localnet add-node`.
@@ -190,13 +191,12 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
 
 /// Whether the chain's `/nodes` lists `id`.
 fn listed(rpc: &RpcClient, id: &str) -> anyhow::Result<bool> {
-    let r = rpc.abci_query("/nodes")?;
+    let r = rpc.abci_query(&Query::Nodes.path())?;
     if r.code != 0 {
         bail!("query /nodes: {}", r.log);
     }
-    let v: Value = serde_json::from_slice(&r.value).context("/nodes is not JSON")?;
-    Ok(v.as_array()
-        .is_some_and(|a| a.iter().any(|n| n["id"] == id)))
+    let nodes: Vec<NodeView> = serde_json::from_slice(&r.value).context("/nodes is not JSON")?;
+    Ok(nodes.iter().any(|n| n.node.id.as_str() == id))
 }
 
 /// Signs and broadcasts `msg` with the account's next sequence; returns the tx hash.
@@ -207,14 +207,12 @@ fn submit(
     msg: TxMsg,
 ) -> anyhow::Result<String> {
     let pk = hex::encode(key.verifying_key().to_bytes());
-    let r = rpc.abci_query(&format!("/account/{pk}"))?;
+    let r = rpc.abci_query(&Query::Account(pk.clone()).path())?;
     if r.code != 0 {
         bail!("query /account/{pk}: {}", r.log);
     }
-    let v: Value = serde_json::from_slice(&r.value).context("/account is not JSON")?;
-    let mut seq = v["sequence"]
-        .as_u64()
-        .context("the account has no sequence")?;
+    let account: AccountView = serde_json::from_slice(&r.value).context("/account is not JSON")?;
+    let mut seq = account.sequence;
     for _ in 0..5 {
         let tx = sign_tx(key, chain_id, seq, msg.clone());
         let r = rpc.broadcast_tx_sync(&tx)?;

@@ -128,7 +128,7 @@ impl Layout {
     }
     /// `DIR/localnet.json`.
     pub fn manifest(&self) -> PathBuf {
-        self.dir.join("localnet.json")
+        self.dir.join(seqmpc_abci::manifest::FILE)
     }
     /// `DIR/node{i}`.
     pub fn node_home(&self, i: usize) -> PathBuf {

@@ -8,11 +8,11 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context};
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_abci::daemon::keys::create_key_file;
+use seqmpc_abci::manifest::write_atomic;
 use seqmpc_proto::NodeId;
 use serde::Deserialize;
 
 use super::layout::{Layout, Ports};
-use super::manifest::write_atomic;
 
 /// Chain id of every localnet.
 pub const CHAIN_ID: &str = "seqmpc-localnet";

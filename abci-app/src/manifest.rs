@@ -1,5 +1,6 @@
 //! `DIR/localnet.json`: what a running localnet tells its clients (mpcctl, tests, scripts).
-//! It exists while the localnet runs and is removed when it stops.
+//! It exists while the localnet runs and is removed when it stops. `localnet` writes it and
+//! `mpcctl` reads it, both through these types.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -7,6 +8,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+/// Its file name in the localnet directory.
+pub const FILE: &str = "localnet.json";
 
 /// The manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +66,23 @@ impl Manifest {
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
     }
 
+    /// Reads `dir`'s manifest; `None` if there is none (no localnet runs there).
+    pub fn load(dir: &Path) -> anyhow::Result<Option<Manifest>> {
+        let path = dir.join(FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// The node `id`, if the manifest lists it.
+    pub fn node(&self, id: &str) -> Option<&ManifestNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
     /// Writes the manifest atomically.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
@@ -71,7 +92,7 @@ impl Manifest {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
-/// fsync of the directory.
+/// fsync of the directory. (`localnet` writes its other files with it too.)
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
         .parent()

@@ -1,0 +1,202 @@
+//! ABCI Query: the paths the app answers and the JSON each returns, as one set of types that
+//! the app serializes and its clients (`mpcctl`, `localnet`, mpcd's submitter) deserialize.
+//! Read-only over the committed state.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/key/<id>` | [`KeyEntry`] |
+//! | `/keys` | `Vec<KeyEntry>` |
+//! | `/sign/<request id>` | [`SignEntry`] |
+//! | `/nodes` | `Vec<NodeView>` |
+//! | `/account/<hex public key>` | [`AccountView`] |
+
+use seqmpc_proto::{KeyId, NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::entries::{AccountEntry, NodeEntry};
+#[cfg(doc)]
+use crate::chain::entries::{KeyEntry, SignEntry};
+use crate::chain::state::ChainState;
+use crate::chain::tx::TxError;
+
+/// A query path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// `/key/<id>`: a [`KeyEntry`].
+    Key(KeyId),
+    /// `/keys`: every [`KeyEntry`], by key id.
+    Keys,
+    /// `/sign/<request id>`: a [`SignEntry`].
+    Sign(RequestId),
+    /// `/nodes`: every registered node, as a [`NodeView`], by node id.
+    Nodes,
+    /// `/account/<hex public key>`: an [`AccountView`] (the key is lowercased).
+    Account(String),
+}
+
+impl Query {
+    /// The path to send.
+    pub fn path(&self) -> String {
+        match self {
+            Query::Key(id) => format!("/key/{id}"),
+            Query::Keys => "/keys".into(),
+            Query::Sign(id) => format!("/sign/{id}"),
+            Query::Nodes => "/nodes".into(),
+            Query::Account(pk) => format!("/account/{pk}"),
+        }
+    }
+
+    /// Parses a path (trailing slashes ignored).
+    pub fn parse(path: &str) -> Result<Query, QueryError> {
+        let path = path.trim_end_matches('/');
+        let invalid = |e: seqmpc_proto::DomainError| QueryError {
+            code: 6,
+            log: e.to_string(),
+        };
+        if let Some(id) = path.strip_prefix("/key/") {
+            return KeyId::new(id).map(Query::Key).map_err(invalid);
+        }
+        if let Some(id) = path.strip_prefix("/sign/") {
+            return RequestId::new(id).map(Query::Sign).map_err(invalid);
+        }
+        if let Some(pk) = path.strip_prefix("/account/") {
+            return Ok(Query::Account(pk.to_ascii_lowercase()));
+        }
+        match path {
+            "/keys" => Ok(Query::Keys),
+            "/nodes" => Ok(Query::Nodes),
+            _ => Err(QueryError {
+                code: 1,
+                log: format!(
+                    "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>"
+                ),
+            }),
+        }
+    }
+}
+
+/// A registered node with its liveness (`/nodes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The registry entry.
+    #[serde(flatten)]
+    pub node: NodeEntry,
+    /// Height of its last committed tx (heartbeat or result), if any.
+    pub last_seen: Option<u64>,
+    /// Whether it is live (within `liveness_window_blocks`; signers are chosen among live
+    /// nodes first).
+    pub live: bool,
+}
+
+/// A signer's key, its next sequence and who it is (`/account/<hex key>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The hex public key, lowercase.
+    pub public_key: String,
+    /// The sequence its next tx must carry.
+    pub sequence: u64,
+    /// The genesis account of this key, if it is one.
+    pub account: Option<AccountEntry>,
+    /// The node of this key, if it is one.
+    pub node: Option<NodeId>,
+}
+
+/// A query the app cannot answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{log}")]
+pub struct QueryError {
+    /// ABCI code: 1 (unknown path or encoding), 6 (bad id) or 7 (not found).
+    pub code: u32,
+    /// Why.
+    pub log: String,
+}
+
+/// Answers query `path` from `state`: the JSON of the path's type (see the module docs).
+pub fn query(state: &ChainState, path: &str) -> Result<Vec<u8>, QueryError> {
+    let json = |v: serde_json::Result<Vec<u8>>| {
+        v.map_err(|e| QueryError {
+            code: 1,
+            log: e.to_string(),
+        })
+    };
+    let not_found = |log: String| QueryError {
+        code: TxError::NotFound(String::new()).code(),
+        log,
+    };
+    match Query::parse(path)? {
+        Query::Key(id) => {
+            let key = state
+                .keys()
+                .get(&id)
+                .ok_or_else(|| not_found(format!("key {id} does not exist")))?;
+            json(serde_json::to_vec(key))
+        }
+        Query::Sign(id) => {
+            let req = state
+                .sign_requests()
+                .get(&id)
+                .ok_or_else(|| not_found(format!("sign request {id} does not exist")))?;
+            json(serde_json::to_vec(req))
+        }
+        Query::Account(pk) => {
+            let account = state.accounts.get(&pk).cloned();
+            let node = state.node_keys.get(&pk).cloned();
+            if account.is_none() && node.is_none() {
+                return Err(not_found(format!("no account or node with key {pk}")));
+            }
+            json(sorted(&AccountView {
+                sequence: state.sequence(&pk),
+                public_key: pk,
+                account,
+                node,
+            }))
+        }
+        Query::Keys => json(serde_json::to_vec(
+            &state.keys().values().collect::<Vec<_>>(),
+        )),
+        Query::Nodes => json(sorted(
+            &state
+                .nodes
+                .values()
+                .map(|n| NodeView {
+                    node: n.clone(),
+                    last_seen: state.last_seen(&n.id),
+                    live: state.is_live(&n.id, state.height),
+                })
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+/// JSON with every object's fields in name order (as the app has always answered these).
+fn sorted<T: Serialize>(v: &T) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_value(v).and_then(|v| serde_json::to_vec(&v))
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_paths__should_parse_back_to_what_they_name() {
+        let queries = [
+            Query::Key(KeyId::new("k1").unwrap()),
+            Query::Keys,
+            Query::Sign(RequestId::new("r1").unwrap()),
+            Query::Nodes,
+            Query::Account("ab01".into()),
+        ];
+        for q in queries {
+            assert_eq!(Query::parse(&q.path()), Ok(q.clone()));
+            assert_eq!(Query::parse(&format!("{}/", q.path())), Ok(q));
+        }
+        assert_eq!(
+            Query::parse("/account/AB01"),
+            Ok(Query::Account("ab01".into()))
+        );
+        assert_eq!(Query::parse("/key/bad id").unwrap_err().code, 6);
+        assert_eq!(Query::parse("/key").unwrap_err().code, 1);
+        assert_eq!(Query::parse("/other").unwrap_err().code, 1);
+    }
+}
