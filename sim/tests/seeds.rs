@@ -51,7 +51,17 @@ fn run__should_replay_exactly_from_its_seed() {
     let (a, b) = (run(&sc, 7), run(&sc, 7));
     assert_eq!(a.violations, b.violations);
     assert_eq!(
-        (a.stats.events, a.stats.messages, a.stats.signs, a.stats.keygens),
-        (b.stats.events, b.stats.messages, b.stats.signs, b.stats.keygens)
+        (
+            a.stats.events,
+            a.stats.messages,
+            a.stats.signs,
+            a.stats.keygens
+        ),
+        (
+            b.stats.events,
+            b.stats.messages,
+            b.stats.signs,
+            b.stats.keygens
+        )
     );
 }
