@@ -57,6 +57,7 @@ use crate::protocol::cggmp::{CggmpMsg, Progress, SignData};
 use crate::protocol::frost_sign::AnyKeyMaterial;
 use crate::protocol::Outgoing;
 use crate::session::codec::*;
+use crate::session::keygen::{why_not_start, ReadyAnswer};
 use crate::session::{self as frost_session, Millis};
 use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
 
@@ -187,14 +188,6 @@ fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
 
 /// Shared view of the metrics.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
-
-/// What a party answered to KeyGenPrepare.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum ReadyAnswer {
-    Fresh,
-    Existing(Vec<u8>),
-    Refused(String),
-}
 
 /// A keygen protocol message, buffered until the DKG starts.
 enum DkgInput {
@@ -472,7 +465,7 @@ impl<S: SubmitResult> Node<S> {
                 key_id, parties, ..
             } => {
                 if parties.contains(&self.cfg.me) {
-                    self.keys.remove(key_id);
+                    self.forget_key(key_id);
                     self.untrack_cggmp_key(key_id);
                 }
                 return self.drive(frost_session::Input::Job(job)).await;
@@ -481,7 +474,7 @@ impl<S: SubmitResult> Node<S> {
                 key_id, session, ..
             } => {
                 self.sessions.remove(session);
-                self.keys.remove(key_id);
+                self.forget_key(key_id);
                 if self.cggmp_keys.get(key_id).map(|k| k.generation) == Some(*session) {
                     self.untrack_cggmp_key(key_id);
                 }
@@ -645,6 +638,14 @@ impl<S: SubmitResult> Node<S> {
     /// restart): its session is over on every other node, so it is not started.
     fn is_stale(&self, block_time_ms: u64) -> bool {
         self.frost.is_stale(drive::now_ms(), block_time_ms)
+    }
+
+    /// Drops the decoded share of `key_id` from every cache (this runtime's and the session
+    /// manager's): a resharing replaced it, or the key is gone. Signing with a stale share
+    /// would make every later signature share of this node fail verification.
+    fn forget_key(&mut self, key_id: &KeyId) {
+        self.keys.remove(key_id);
+        self.frost.forget_key(key_id);
     }
 
     /// A READY FROST share and its generation, from the cache or the store.

@@ -17,7 +17,7 @@
 //! [`Manager::take_early`].
 
 pub mod codec;
-mod keygen;
+pub(crate) mod keygen;
 pub mod mem_store;
 mod sign;
 

@@ -54,6 +54,10 @@ enum Expect {
     Error,
     /// The session completes (the crash comes after everything the chain needs).
     Done,
+    /// A signing: its first attempt is lost with the crashed signer; the chain's next attempt
+    /// (with the restarted node, as every node of a 4-of-4 key must sign) ends it DONE when
+    /// the node is back in time, else it ends ERROR at its deadline. Either way it ends.
+    Ended,
 }
 
 /// The FROST scheme of a row's keys (the FROST node code is generic over the ciphersuite, so
@@ -114,8 +118,8 @@ const ROWS: &[Row] = &[
     row("keygen-after-pending", 1, Op::Keygen, Expect::Error),
     row("keygen-before-store", 2, Op::Keygen, Expect::Error),
     row("keygen-after-store", 3, Op::Keygen, Expect::Error),
-    row("sign-after-commitments", 1, Op::Sign, Expect::Error),
-    row("sign-before-share", 2, Op::Sign, Expect::Error),
+    row("sign-after-commitments", 1, Op::Sign, Expect::Ended),
+    row("sign-before-share", 2, Op::Sign, Expect::Ended),
     row("reshare-after-deal", 3, Op::Refresh, Expect::Error),
     row("reshare-after-stage", 0, Op::Refresh, Expect::Error),
     row("reshare-before-promote", 2, Op::Refresh, Expect::Done),
@@ -123,7 +127,7 @@ const ROWS: &[Row] = &[
     row("delete-before-erase", 3, Op::Delete("k-1"), Expect::Done),
     row("delete-after-erase", 0, Op::Delete("k-2"), Expect::Done),
     tr("keygen-before-store", 1, Op::Keygen, Expect::Error),
-    tr("sign-before-share", 3, Op::Sign, Expect::Error),
+    tr("sign-before-share", 3, Op::Sign, Expect::Ended),
     tr("reshare-after-stage", 2, Op::Refresh, Expect::Error),
 ];
 
@@ -423,13 +427,15 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
             Op::Refresh => end["reshare"]["status"] == "DONE",
             Op::Delete(_) => end["status"] == "DELETED",
         };
-        assert_eq!(
-            ended_ok,
-            r.expect == Expect::Done,
-            "{label}: expected {:?}, got {end}; mpcctl: {op:?}",
-            r.expect
-        );
-        let error = if r.expect == Expect::Error {
+        if r.expect != Expect::Ended {
+            assert_eq!(
+                ended_ok,
+                r.expect == Expect::Done,
+                "{label}: expected {:?}, got {end}; mpcctl: {op:?}",
+                r.expect
+            );
+        }
+        let error = if r.expect == Expect::Error || (r.expect == Expect::Ended && !ended_ok) {
             error_reason(&label, &end)
         } else {
             String::new()

@@ -417,7 +417,7 @@ fn sign_json(s: &SignEntry) -> Value {
         "request_id": s.request_id, "key_id": s.key_id, "status": s.status,
         "signature": s.signature, "message": s.message, "signers": s.signers,
         "error": s.error, "culprits": s.culprits, "proven_blame": shown(&s.proven_blame),
-        "prehashed": s.prehashed,
+        "prehashed": s.prehashed, "attempt": s.attempt, "excluded": s.excluded,
     });
     // ECDSA (cggmp24-secp256k1): signature is r || s, and the recovery id v.
     if let (Some(obj), Some(rid)) = (v.as_object_mut(), s.recovery_id) {

@@ -142,41 +142,12 @@ impl<S: SubmitResult> Node<S> {
             warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
             return;
         };
-        let a = if !r.error.is_empty() {
-            ReadyAnswer::Refused(r.error)
-        } else if !r.existing_public_key.is_empty() {
-            ReadyAnswer::Existing(r.existing_public_key)
-        } else {
-            ReadyAnswer::Fresh
-        };
-        answers.entry(from).or_insert(a);
+        answers.entry(from).or_insert(ReadyAnswer::from_wire(r));
         if answers.len() < parties.len() {
             return;
         }
         let answers = std::mem::take(answers);
-        let refused: Vec<String> = answers
-            .values()
-            .filter_map(|a| match a {
-                ReadyAnswer::Refused(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect();
-        let existing: Vec<&Vec<u8>> = answers
-            .values()
-            .filter_map(|a| match a {
-                ReadyAnswer::Existing(pk) => Some(pk),
-                _ => None,
-            })
-            .collect();
-        let abort = if !refused.is_empty() {
-            Some(refused.join("; "))
-        } else if !existing.is_empty()
-            && (existing.len() != parties.len() || existing.windows(2).any(|w| w[0] != w[1]))
-        {
-            Some("parties disagree: some already hold a READY share of this key id".into())
-        } else {
-            None
-        };
+        let abort = why_not_start(&answers, parties.len());
         let payload = match abort {
             Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
             None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux }),

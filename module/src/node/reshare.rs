@@ -532,7 +532,7 @@ impl<S: SubmitResult> Node<S> {
                 Ok(Some(rec)) => {
                     info!(%key_id, %session, generation, "reshared share is READY");
                     crash_point!(self, "reshare-after-promote");
-                    self.keys.remove(&key_id);
+                    self.forget_key(&key_id);
                     self.untrack_cggmp_key(&key_id);
                     self.track_cggmp_key(&rec);
                     self.metrics(|m| m.reshares_ok += 1);
@@ -551,7 +551,7 @@ impl<S: SubmitResult> Node<S> {
             // a later resharing that brought this node back.
             let current = self.store.get(&key_id).await.ok().flatten();
             if current.is_some_and(|r| r.generation < generation) {
-                self.keys.remove(&key_id);
+                self.forget_key(&key_id);
                 self.untrack_cggmp_key(&key_id);
                 match self.store.delete(&key_id).await {
                     Ok(_) => info!(%key_id, generation, "left the committee: old share deleted"),

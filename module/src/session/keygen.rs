@@ -32,10 +32,57 @@ pub(super) struct KeygenJob {
 
 /// What a party answered to KeyGenPrepare.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum ReadyAnswer {
+pub(crate) enum ReadyAnswer {
+    /// It wrote a PENDING record: ready for the DKG.
     Fresh,
+    /// It holds the key READY already, with this public key.
     Existing(Vec<u8>),
+    /// It cannot take part, and why.
     Refused(String),
+}
+
+impl ReadyAnswer {
+    /// The answer a KeyGenReady carries.
+    pub(crate) fn from_wire(r: wire::KeyGenReady) -> Self {
+        if !r.error.is_empty() {
+            ReadyAnswer::Refused(r.error)
+        } else if !r.existing_public_key.is_empty() {
+            ReadyAnswer::Existing(r.existing_public_key)
+        } else {
+            ReadyAnswer::Fresh
+        }
+    }
+}
+
+/// The coordinator's decision once all `parties` answered: `None` to start the DKG, or why
+/// the session aborts (a refusal, or parties that disagree on holding the key already).
+pub(crate) fn why_not_start(
+    answers: &BTreeMap<NodeId, ReadyAnswer>,
+    parties: usize,
+) -> Option<String> {
+    let refused: Vec<String> = answers
+        .values()
+        .filter_map(|a| match a {
+            ReadyAnswer::Refused(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let existing: Vec<&Vec<u8>> = answers
+        .values()
+        .filter_map(|a| match a {
+            ReadyAnswer::Existing(pk) => Some(pk),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        Some(refused.join("; "))
+    } else if !existing.is_empty()
+        && (existing.len() != parties || existing.windows(2).any(|w| w[0] != w[1]))
+    {
+        Some("parties disagree: some already hold a READY share of this key id".into())
+    } else {
+        None
+    }
 }
 
 /// DKG messages that arrived before the DKG started: sender and message.
@@ -409,41 +456,12 @@ impl Manager {
             warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
             return;
         };
-        let a = if !r.error.is_empty() {
-            ReadyAnswer::Refused(r.error)
-        } else if !r.existing_public_key.is_empty() {
-            ReadyAnswer::Existing(r.existing_public_key)
-        } else {
-            ReadyAnswer::Fresh
-        };
-        answers.entry(from).or_insert(a);
+        answers.entry(from).or_insert(ReadyAnswer::from_wire(r));
         if answers.len() < parties.len() {
             return;
         }
         let answers = std::mem::take(answers);
-        let refused: Vec<String> = answers
-            .values()
-            .filter_map(|a| match a {
-                ReadyAnswer::Refused(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect();
-        let existing: Vec<&Vec<u8>> = answers
-            .values()
-            .filter_map(|a| match a {
-                ReadyAnswer::Existing(pk) => Some(pk),
-                _ => None,
-            })
-            .collect();
-        let abort = if !refused.is_empty() {
-            Some(refused.join("; "))
-        } else if !existing.is_empty()
-            && (existing.len() != parties.len() || existing.windows(2).any(|w| w[0] != w[1]))
-        {
-            Some("parties disagree: some already hold a READY share of this key id".into())
-        } else {
-            None
-        };
+        let abort = why_not_start(&answers, parties.len());
         let payload = match abort {
             Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
             None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux: false }),
