@@ -62,25 +62,34 @@ fn majority_accused(
         .collect()
 }
 
-/// A failure report of `node` in the current attempt of `request_id`, naming `culprits`
-/// (`proven`: the ones the chain proved guilty). Records it and starts the next attempt when
-/// the rules above say so.
+/// A failure report of the current attempt.
+pub(crate) struct Failure<'a> {
+    /// The reporting signer.
+    pub node: &'a NodeId,
+    /// The signers it names.
+    pub culprits: &'a [NodeId],
+    /// Those of them the chain proved guilty from the report's evidence.
+    pub proven: &'a [NodeId],
+    /// The report's reason, as the request shows it.
+    pub reason: String,
+}
+
+/// Records a failure report of the current attempt of `request_id` and starts the next
+/// attempt when the rules above say so.
 pub(crate) fn on_failure(
     state: &mut ChainState,
     request_id: &RequestId,
-    node: &NodeId,
-    culprits: &[NodeId],
-    proven: &[NodeId],
-    reason: String,
+    report: Failure<'_>,
     height: u64,
     fx: &mut Effects,
 ) {
     let Some(req) = state.sign_mut(request_id) else {
         return;
     };
-    req.claims.insert(node.clone(), culprits.to_vec());
-    req.error = Some(reason);
-    let mut out: Vec<NodeId> = proven.to_vec();
+    req.claims
+        .insert(report.node.clone(), report.culprits.to_vec());
+    req.error = Some(report.reason);
+    let mut out: Vec<NodeId> = report.proven.to_vec();
     out.extend(majority_accused(&req.signers, &req.claims));
     let everyone_failed = req.signers.iter().all(|s| req.claims.contains_key(s));
     if out.is_empty() && !everyone_failed {

@@ -113,12 +113,14 @@ impl Handler for SignResult<'_> {
             } => {
                 req.proven_blame.extend(proven.iter().cloned());
                 let guilty: Vec<NodeId> = proven.iter().map(|b| b.culprit.clone()).collect();
-                let reason = format!("{node}: {error}");
+                let report = sign_attempt::Failure {
+                    node: &node,
+                    culprits,
+                    proven: &guilty,
+                    reason: format!("{node}: {error}"),
+                };
                 state.count_proven_blames(&proven);
-                let fx = &mut *cx.fx;
-                sign_attempt::on_failure(
-                    state, request_id, &node, culprits, &guilty, reason, height, fx,
-                );
+                sign_attempt::on_failure(state, request_id, report, height, cx.fx);
                 return;
             }
         }
