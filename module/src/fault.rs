@@ -11,6 +11,9 @@
 //!   that differs from the one every other party gets (its proof of knowledge fails).
 //! - `sign-bad-share`: in FROST signing, send the aggregator a signature share that does not
 //!   verify.
+//! - `sign-false-claim`: for every signing job this node is a signer of, file a failure report
+//!   naming another signer as silent ([`Faults::false_claim`]), and otherwise take part
+//!   honestly: a lone false claim must cost no request.
 //!
 //! Each corrupts the message as it leaves ([`Faults::tamper`]): the lowest bit of its last
 //! byte, which is the last byte of a scalar in every one of these encodings.
@@ -83,6 +86,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::{NodeId, SessionId};
 
@@ -102,6 +106,8 @@ pub struct Faults {
     pub dkg_equivocate_to: Option<NodeId>,
     /// In FROST signing, corrupt the signature share.
     pub sign_bad_share: bool,
+    /// File a false failure report for every signing this node is a signer of.
+    pub sign_false_claim: bool,
     /// Faults of the network as this node's messages see it.
     pub net: NetFaults,
     /// Abort the process at this crash point (one of [`CRASH_POINTS`]).
@@ -261,6 +267,7 @@ impl Faults {
                 Some(("dkg-bad-share-to", v)) => f.dkg_bad_share_to = Some(node(v)?),
                 Some(("dkg-equivocate-to", v)) => f.dkg_equivocate_to = Some(node(v)?),
                 None if item == "sign-bad-share" => f.sign_bad_share = true,
+                None if item == "sign-false-claim" => f.sign_false_claim = true,
                 None if item == "wrong-session" => f.wrong_session = true,
                 Some(("cggmp-bad-proof", "keygen")) => {
                     f.cggmp_bad_proof = Some(crate::protocol::cggmp::Phase::Keygen)
@@ -289,6 +296,34 @@ impl Faults {
             }
         }
         Ok(f)
+    }
+
+    /// `sign-false-claim`: the report this node files for `job` when it is a signer of it:
+    /// another signer (the first that is not `me`) named as silent.
+    pub fn false_claim(&self, me: &NodeId, job: &crate::job::Job) -> Option<TxMsg> {
+        let crate::job::Job::Sign {
+            session,
+            request_id,
+            signers,
+            ..
+        } = job
+        else {
+            return None;
+        };
+        if !self.sign_false_claim || !signers.contains(me) {
+            return None;
+        }
+        let victim = signers.iter().find(|s| *s != me)?.clone();
+        Some(TxMsg::SignResult {
+            request_id: request_id.clone(),
+            session: *session,
+            outcome: seqmpc_proto::tx::Outcome::Failed {
+                error: format!("FAULT INJECTION: false claim that {victim} is silent"),
+                culprits: vec![victim],
+                evidence: Vec::new(),
+            },
+            signing_package: Vec::new(),
+        })
     }
 
     /// The faults in `SEQMPC_FAULTS` (none when unset).
