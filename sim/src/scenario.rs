@@ -11,6 +11,9 @@ pub enum Behaviour {
     /// Files a failure report blaming another signer for every signing it is chosen for,
     /// and otherwise takes part honestly.
     FalseClaim,
+    /// As `FalseClaim`, and also tells every other signer that the session is aborted (a
+    /// `SessionAbort` message, which ends an honest signer's session).
+    FalseAbort,
 }
 
 /// A timed fault.
@@ -116,6 +119,10 @@ impl Scenario {
             Scenario {
                 behaviour: vec![Behaviour::Honest, Behaviour::BadShare],
                 ..Scenario::base("bad-share")
+            },
+            Scenario {
+                behaviour: vec![Behaviour::Honest, Behaviour::FalseAbort],
+                ..Scenario::base("false-abort")
             },
             Scenario {
                 burst_keygens: 200,

@@ -474,7 +474,26 @@ impl World {
             n.missed.push(job);
             return;
         }
-        if n.behaviour == Behaviour::FalseClaim {
+        if n.behaviour == Behaviour::FalseAbort {
+            if let Job::Sign {
+                session, signers, ..
+            } = &job
+            {
+                let me = n.id.clone();
+                if signers.contains(&me) {
+                    let (session, others) = (*session, signers.clone());
+                    for to in others.into_iter().filter(|s| *s != me) {
+                        let reason = "false abort".to_owned();
+                        let abort = Payload::Abort(wire::SessionAbort { reason });
+                        self.send(i, session, to, abort);
+                    }
+                }
+            }
+        }
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if matches!(n.behaviour, Behaviour::FalseClaim | Behaviour::FalseAbort) {
             if let Job::Sign {
                 session,
                 request_id,
