@@ -24,10 +24,14 @@ use seqmpc_module::protocol::reshare::{deal, Collector, ReshareParams};
 use seqmpc_module::protocol::Outgoing;
 use sha2::{Digest as _, Sha256};
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/cggmp24-test-fixtures.json"
-);
+/// Found at run time (cargo and nextest set `CARGO_MANIFEST_DIR` for the test process): the
+/// compile-time value names the checkout that built a cached binary.
+fn fixtures() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures/cggmp24-test-fixtures.json")
+}
 
 fn seeded() -> StdRng {
     let seed = std::env::var("SEQMPC_TEST_SEED")
@@ -57,7 +61,7 @@ struct Fixtures {
 
 impl Fixtures {
     fn load() -> Fixtures {
-        let text = std::fs::read_to_string(FIXTURES).unwrap();
+        let text = std::fs::read_to_string(fixtures()).unwrap();
         Fixtures {
             doc: serde_json::from_str(&text).unwrap(),
         }
@@ -579,8 +583,8 @@ fn start_signing(
 #[test]
 fn cggmp_config__should_load_primes_and_aux_from_the_fixture_file_by_node_id() {
     use seqmpc_module::node::cggmp::CggmpConfig;
-    let path = std::path::Path::new(FIXTURES);
-    let c = CggmpConfig::from_fixture_file(path, &node(0)).unwrap();
+    let path = fixtures();
+    let c = CggmpConfig::from_fixture_file(&path, &node(0)).unwrap();
     assert!(c.primes.is_some());
     let aux = c.aux.as_ref().unwrap();
     assert_eq!(aux.parties, nodes(4));
@@ -590,9 +594,9 @@ fn cggmp_config__should_load_primes_and_aux_from_the_fixture_file_by_node_id() {
     );
     assert!(!format!("{c:?}").contains("radix"), "Debug must redact");
     // node4 has primes but no aux info; node9 has nothing.
-    let c = CggmpConfig::from_fixture_file(path, &node(4)).unwrap();
+    let c = CggmpConfig::from_fixture_file(&path, &node(4)).unwrap();
     assert!(c.primes.is_some() && c.aux.is_none());
-    let e = CggmpConfig::from_fixture_file(path, &node(9)).unwrap_err();
+    let e = CggmpConfig::from_fixture_file(&path, &node(9)).unwrap_err();
     assert!(e.to_string().contains("no prime set for node9"), "{e}");
 }
 

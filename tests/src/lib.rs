@@ -16,6 +16,16 @@ use serde_json::Value;
 pub mod verify;
 
 /// Directory of the built binaries: `SEQMPC_BIN_DIR`, else `<workspace>/target/release`.
+/// The CGGMP24 test fixtures (`module/tests/fixtures/`), found at run time: cargo and nextest
+/// set `CARGO_MANIFEST_DIR` for the test process. The compile-time value would name the
+/// checkout that built a cached binary, which a later checkout elsewhere reuses unchanged.
+pub fn cggmp_fixtures() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../module/tests/fixtures/cggmp24-test-fixtures.json")
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("SEQMPC_BIN_DIR") {
         return PathBuf::from(d);

@@ -455,8 +455,7 @@ fn n4t3_localnet__should_keygen_sign_bip340_and_delete_a_frost_secp256k1_tr_key(
 #[test]
 fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp24_key() {
     use sha2::Digest as _;
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let fixtures = seqmpc_e2e::cggmp_fixtures();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let net = Localnet::start_with(

@@ -155,8 +155,7 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
     let dir = tmp.path().join("net");
     // CGGMP24 from the test fixtures (primes and the 4 nodes' aux info: a keygen is the DKG
     // alone), no presignature pool (no background CPU).
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let fixtures = seqmpc_e2e::cggmp_fixtures();
     let t0 = std::time::Instant::now();
     let net = Localnet::start_with_env(
         &dir,

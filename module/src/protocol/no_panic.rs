@@ -386,10 +386,14 @@ fn cggmp_dkg_handle__should_not_panic_on_mutated_or_arbitrary_messages() {
     });
 }
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/cggmp24-test-fixtures.json"
-);
+/// Found at run time (cargo and nextest set `CARGO_MANIFEST_DIR` for the test process): the
+/// compile-time value names the checkout that built a cached binary.
+fn fixtures() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures/cggmp24-test-fixtures.json")
+}
 
 #[test]
 fn cggmp_stored_decoders__should_not_panic_on_arbitrary_or_mutated_bytes() {
@@ -403,7 +407,7 @@ fn cggmp_stored_decoders__should_not_panic_on_arbitrary_or_mutated_bytes() {
         .unwrap()
         .to_vec();
     let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(FIXTURES).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures()).unwrap()).unwrap();
     let primes = serde_json::to_vec(&doc["primes"][0]).unwrap();
     Primes::from_bytes(&primes).unwrap();
     let strategy = (vec(any::<u8>(), 0..300), any_mutation(), any_mutation());
@@ -428,7 +432,7 @@ fn cggmp_stored_decoders__should_not_panic_on_arbitrary_or_mutated_bytes() {
 #[test]
 fn cggmp_aux_share_decode__should_not_panic_on_mutated_fixture_shares() {
     let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(FIXTURES).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures()).unwrap()).unwrap();
     let aux = serde_json::to_vec(&doc["aux"]["shares"][0]).unwrap();
     AuxShare::from_bytes(&aux).unwrap();
     check("cggmp24 aux share", 300, any_mutation(), |m| {
@@ -462,7 +466,7 @@ fn cggmp_partial_signature__should_parse_only_32_byte_scalars() {
 #[test]
 fn cggmp_decoders__should_refuse_an_integer_with_radix_1() {
     let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(FIXTURES).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures()).unwrap()).unwrap();
     for (what, v) in [
         ("primes", &doc["primes"][0]),
         ("aux", &doc["aux"]["shares"][0]),
@@ -487,7 +491,7 @@ fn cggmp_decoders__should_refuse_an_integer_with_radix_1() {
 /// A 3-of-4 CGGMP24 key of node0..node3 with the fixture aux info (DKG only).
 fn cggmp_keys() -> BTreeMap<NodeId, Arc<CggmpKeyShare>> {
     let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(FIXTURES).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures()).unwrap()).unwrap();
     let parties = nodes(4);
     let mut rng = StdRng::seed_from_u64(3);
     let started = parties

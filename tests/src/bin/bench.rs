@@ -577,8 +577,7 @@ fn main() -> anyhow::Result<()> {
     let tr_floor = floor::<frost_secp256k1_tr::Secp256K1Sha256TR>(30)?;
     // Test-only CGGMP24 material (public secrets): primes and the node0..node3 aux info, so
     // the bench measures keygen and signing, not safe-prime generation.
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let fixtures = seqmpc_e2e::cggmp_fixtures();
     let tmp = tempfile::tempdir()?;
     let dir: PathBuf = tmp.path().join("bench");
     // No presignature pool on this network: the CGGMP24 phase measures the full protocol

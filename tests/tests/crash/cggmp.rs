@@ -246,8 +246,7 @@ fn ended_by_deadline(net: &Localnet, label: &str, end: &Value) -> String {
 fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_crashes_mid_signing_or_keygen(
 ) {
     let started = Instant::now();
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../module/tests/fixtures/cggmp24-test-fixtures.json");
+    let fixtures = seqmpc_e2e::cggmp_fixtures();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let deadline = DEADLINE_BLOCKS.to_string();
