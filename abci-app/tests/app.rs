@@ -69,6 +69,7 @@ fn genesis_with(
             max_requests_per_account_per_block: 20,
             refresh_every_blocks,
             sign_attempt_blocks: 30,
+            cggmp_keygen_deadline_blocks: 0,
         },
     };
     serde_json::to_vec(&g).unwrap()

@@ -61,6 +61,7 @@ fn genesis() -> Vec<u8> {
             max_requests_per_account_per_block: 1000,
             refresh_every_blocks: 0,
             sign_attempt_blocks: 30,
+            cggmp_keygen_deadline_blocks: 0,
         },
     })
     .unwrap()

@@ -72,6 +72,11 @@ enum Cmd {
         /// (default: the genesis default, 100; nodes send a heartbeat every 2 s).
         #[arg(long)]
         liveness_window_blocks: Option<u64>,
+        /// Genesis `cggmp_keygen_deadline_blocks` of a new network: blocks a CGGMP24 keygen
+        /// may take, waiting for its committee's safe primes included (default: the genesis
+        /// default, 9000: 15 minutes at 100 ms blocks, enough for a cold start on 2 cores).
+        #[arg(long)]
+        cggmp_keygen_deadline_blocks: Option<u64>,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -161,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cggmp_presign_pool,
             session_deadline_blocks,
             liveness_window_blocks,
+            cggmp_keygen_deadline_blocks,
         } => {
             let stop = install_signal_handler()?;
             network::start(
@@ -178,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cggmp_presign_pool,
                     session_deadline_blocks,
                     liveness_window_blocks,
+                    cggmp_keygen_deadline_blocks,
                 },
                 &stop,
             )

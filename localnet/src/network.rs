@@ -58,6 +58,8 @@ pub struct StartOptions {
     pub session_deadline_blocks: Option<u64>,
     /// Genesis `liveness_window_blocks` of a new network (None: the genesis default).
     pub liveness_window_blocks: Option<u64>,
+    /// Genesis `cggmp_keygen_deadline_blocks` of a new network (None: the genesis default).
+    pub cggmp_keygen_deadline_blocks: Option<u64>,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -103,6 +105,7 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         let limits = setup::LimitOptions {
             session_deadline_blocks: opts.session_deadline_blocks,
             liveness_window_blocks: opts.liveness_window_blocks,
+            cggmp_keygen_deadline_blocks: opts.cggmp_keygen_deadline_blocks,
         };
         setup::create(&layout, n, &ports, &mpcd, &limits)?;
         ports

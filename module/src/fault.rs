@@ -64,6 +64,12 @@
 //!     round 1), the rest of the protocol not yet run.
 //!   - `presign-after-take`: a presignature was taken out of the pool for a sign plan and
 //!     consumed by the online step, its partial signature not yet sent.
+//! - `primes-stub-ms=<n>`: not a misbehaviour but a stand-in for safe-prime generation (28-300
+//!   s of a core per set), so that the CGGMP24 cold start runs in tests: with `--cggmp-primes
+//!   FILE`, the node's prime pool starts empty, like a fresh node's, and each "generated" set
+//!   is this node's fixture set, ready `n` ms after generation starts
+//!   ([`stub_prime_pool`]). Sets are then reserved, taken and consumed exactly as real
+//!   ones.
 //! - `lose-result-txs=<n>`: the submitter signs this node's first `n` result txs and drops
 //!   them instead of broadcasting them, yet counts them sent (a tx a mempool accepted and then
 //!   lost): the submitter's inclusion check must find them missing and send them again.
@@ -121,6 +127,8 @@ pub struct Faults {
     /// The submitter loses this node's first this-many result txs after signing them (as a
     /// mempool that drops a tx it accepted would): the resend path must bring them in.
     pub lose_result_txs: u32,
+    /// With fixture primes: an empty pool whose generation takes this long per set.
+    pub primes_stub_ms: Option<u64>,
 }
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
@@ -278,6 +286,9 @@ impl Faults {
                 Some(("net-delay-ms", v)) => {
                     f.net.delay_ms = v.parse().map_err(|e| format!("{item}: {e}"))?
                 }
+                Some(("primes-stub-ms", v)) => {
+                    f.primes_stub_ms = Some(v.parse().map_err(|e| format!("{item}: {e}"))?)
+                }
                 Some(("lose-result-txs", v)) => {
                     f.lose_result_txs = v.parse().map_err(|e| format!("{item}: {e}"))?
                 }
@@ -392,6 +403,29 @@ impl Faults {
             CggmpMsg::P2p { phase, .. } => CggmpMsg::P2p { phase, payload },
         }
     }
+}
+
+/// `primes-stub-ms=<n>` with fixture primes: a prime pool that starts empty and whose every
+/// "generated" set is a copy of the fixture set, ready after `n` ms (None: no such fault, or
+/// no fixture primes).
+pub(crate) fn stub_prime_pool(
+    faults: &Faults,
+    fixture: Option<&Arc<zeroize::Zeroizing<Vec<u8>>>>,
+    store: &crate::store::StoreHandle,
+    target: usize,
+) -> Option<crate::node::cggmp::PrimePool> {
+    let ms = faults.primes_stub_ms?;
+    let set = fixture?.clone();
+    let generate = move |_: &dyn Fn() -> usize| {
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(zeroize::Zeroizing::new(set.to_vec()))
+    };
+    Some(crate::node::cggmp::PrimePool::with_generator(
+        None,
+        store.clone(),
+        target,
+        Arc::new(generate),
+    ))
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ mod sign;
 
 pub use presign::PresignPoolLevel;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,6 +158,11 @@ pub struct Metrics {
     pub cggmp_prime_pool_level: usize,
     /// CGGMP24 safe-prime sets the pool keeps ready (fixture primes: 1).
     pub cggmp_prime_pool_target: usize,
+    /// CGGMP24 safe-prime sets taken out of the pool for aux-info runs since start (one per
+    /// aux-info run; an unused one put back does not count).
+    pub cggmp_prime_sets_taken: u64,
+    /// CGGMP24 keygens waiting here for a safe-prime set.
+    pub cggmp_keygens_waiting_for_primes: usize,
     /// Reshared shares made READY here (the chain confirmed the resharing).
     pub reshares_ok: u64,
     /// Resharing latencies at a new party in microseconds: committed job received → new
@@ -173,8 +178,10 @@ pub struct KeygenProgress {
     /// Scheme.
     pub scheme: Scheme,
     /// `awaiting-prepare`, `awaiting-start`, `dkg`, or `dkg+aux-info` (CGGMP24 generating
-    /// Paillier keys: tens of seconds).
-    pub phase: &'static str,
+    /// Paillier keys: tens of seconds); for a CGGMP24 keygen waiting for safe primes,
+    /// `generating a safe-prime set` at a party without one, and `waiting for safe primes:
+    /// node1,node3` at the coordinator.
+    pub phase: String,
     /// Milliseconds since the committed job arrived.
     pub elapsed_ms: u64,
 }
@@ -222,8 +229,18 @@ struct KeygenSession {
     aux_offered: BTreeMap<NodeId, Vec<u8>>,
     /// CGGMP24: the aux info this node offered to reuse, if any.
     aux_offer: Option<cggmp::AuxOffer>,
+    /// Coordinator only: the parties that said they hold a safe-prime set for this keygen.
+    primes_ready: BTreeSet<NodeId>,
+    /// Coordinator only: KeyGenStart or SessionAbort sent.
+    decided: bool,
+    /// Coordinator only: the parties every other holds a set but these (progress).
+    waiting_for_primes: Vec<NodeId>,
     phase: KeygenPhase,
+    /// When the committed job arrived.
     started: Instant,
+    /// When the DKG (and aux info) started: the local timeout counts from there. Before,
+    /// the keygen waits for its committee's safe primes, bounded by the chain's deadline.
+    running_since: Option<Instant>,
 }
 
 /// The engine of a sign session.
@@ -304,6 +321,23 @@ pub struct Node<S: SubmitResult> {
     frost: frost_session::Manager,
 }
 
+/// TEST ONLY (`primes-stub-ms`): a prime pool with a stand-in generator.
+#[cfg(feature = "fault-injection")]
+fn test_prime_pool(cfg: &NodeConfig, store: &StoreHandle) -> Option<cggmp::PrimePool> {
+    crate::fault::stub_prime_pool(
+        &cfg.faults,
+        cfg.cggmp.primes.as_ref(),
+        store,
+        cfg.cggmp_prime_pool,
+    )
+}
+
+/// The production build has no stand-in.
+#[cfg(not(feature = "fault-injection"))]
+fn test_prime_pool(_: &NodeConfig, _: &StoreHandle) -> Option<cggmp::PrimePool> {
+    None
+}
+
 /// Most signed messages kept as evidence per session.
 const MAX_EVIDENCE_PER_SESSION: usize = 64;
 
@@ -316,11 +350,13 @@ impl<S: SubmitResult> Node<S> {
         submit: Arc<S>,
         metrics: SharedMetrics,
     ) -> Self {
-        let primes = cggmp::PrimePool::new(
-            cfg.cggmp.primes.clone(),
-            store.clone(),
-            cfg.cggmp_prime_pool,
-        );
+        let primes = test_prime_pool(&cfg, &store).unwrap_or_else(|| {
+            cggmp::PrimePool::new(
+                cfg.cggmp.primes.clone(),
+                store.clone(),
+                cfg.cggmp_prime_pool,
+            )
+        });
         let (cggmp_done, cggmp_done_rx) = mpsc::channel(1024);
         let frost = frost_session::Manager::new(frost_session::Config {
             me: cfg.me.clone(),
@@ -408,6 +444,8 @@ impl<S: SubmitResult> Node<S> {
                 m.cggmp_primes_ready = primes;
                 m.cggmp_prime_pool_level = primes;
                 m.cggmp_prime_pool_target = target;
+                (m.cggmp_prime_sets_taken, m.cggmp_keygens_waiting_for_primes) =
+                    self.primes.usage();
             }
         }
     }
@@ -478,6 +516,7 @@ impl<S: SubmitResult> Node<S> {
                 key_id, session, ..
             } => {
                 self.sessions.remove(session);
+                self.primes.release(session);
                 self.forget_key(key_id);
                 if self.cggmp_keys.get(key_id).map(|k| k.generation) == Some(*session) {
                     self.untrack_cggmp_key(key_id);
@@ -534,12 +573,21 @@ impl<S: SubmitResult> Node<S> {
                         answers: is_coord.then(BTreeMap::new),
                         aux_offered: BTreeMap::new(),
                         aux_offer: None,
+                        primes_ready: BTreeSet::new(),
+                        decided: false,
+                        waiting_for_primes: Vec::new(),
                         phase: KeygenPhase::AwaitPrepare {
                             buffered: Vec::new(),
                         },
                         started: received,
+                        running_since: None,
                     })),
                 );
+                // CGGMP24: reserve a safe-prime set for aux info now, in the chain's order of
+                // jobs (the same on every node), or wait in line for one.
+                if scheme == Scheme::Cggmp24Secp256k1 && !self.primes.reserve(session) {
+                    info!(%key_id, %session, "no safe-prime set free here: this keygen waits for one");
+                }
                 if is_coord {
                     // Phase 1 (seed 001): ask every party to prepare.
                     let prepare = wire::KeyGenPrepare {
@@ -809,6 +857,7 @@ impl<S: SubmitResult> Node<S> {
 
     fn finish_session(&mut self, session: SessionId) -> Option<Session> {
         self.finished.insert(session, Instant::now());
+        self.primes.release(&session);
         self.sessions.remove(&session)
     }
 
@@ -823,10 +872,16 @@ impl<S: SubmitResult> Node<S> {
                 timeout
             }
         };
+        // A CGGMP24 keygen that has not started its DKG waits for its committee's safe primes
+        // (issue 15): the chain's deadline ends it (Job::KeyGenFailed), not a local timeout.
+        let since = |s: &Session| match s {
+            Session::Keygen(k) => k.running_since,
+            other => Some(other.started()),
+        };
         let expired: Vec<(SessionId, Duration)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now.duration_since(s.started()) > limit(s))
+            .filter(|(_, s)| since(s).is_some_and(|t| now.duration_since(t) > limit(s)))
             .map(|(id, s)| (*id, limit(s)))
             .collect();
         for (id, limit) in expired {
@@ -846,18 +901,36 @@ impl<S: SubmitResult> Node<S> {
             }
         }
         self.fill_presign_pools().await;
+        self.grant_prime_sets().await;
+        let primes = self.primes.clone();
+        primes.pause_refill(self.sessions.values().any(|s| {
+            matches!(s, Session::Keygen(k) if k.running_since.is_none()
+                && k.scheme == Scheme::Cggmp24Secp256k1)
+        }));
         let keygens: Vec<KeygenProgress> = self
             .sessions
-            .values()
-            .filter_map(|s| match s {
+            .iter()
+            .filter_map(|(id, s)| match s {
                 Session::Keygen(k) => Some(KeygenProgress {
                     key_id: k.key_id.clone(),
                     scheme: k.scheme,
                     phase: match k.phase {
-                        KeygenPhase::AwaitPrepare { .. } => "awaiting-prepare",
-                        KeygenPhase::AwaitStart { .. } => "awaiting-start",
-                        KeygenPhase::CggmpRunning(_, true) => "dkg+aux-info",
-                        KeygenPhase::CggmpRunning(_, false) | KeygenPhase::Transition => "dkg",
+                        KeygenPhase::AwaitPrepare { .. } | KeygenPhase::AwaitStart { .. }
+                            if primes.is_waiting(id) =>
+                        {
+                            "generating a safe-prime set".into()
+                        }
+                        KeygenPhase::AwaitStart { .. } if !k.waiting_for_primes.is_empty() => {
+                            let names: Vec<&str> =
+                                k.waiting_for_primes.iter().map(NodeId::as_str).collect();
+                            format!("waiting for safe primes: {}", names.join(","))
+                        }
+                        KeygenPhase::AwaitPrepare { .. } => "awaiting-prepare".into(),
+                        KeygenPhase::AwaitStart { .. } => "awaiting-start".into(),
+                        KeygenPhase::CggmpRunning(_, true) => "dkg+aux-info".into(),
+                        KeygenPhase::CggmpRunning(_, false) | KeygenPhase::Transition => {
+                            "dkg".into()
+                        }
                     },
                     elapsed_ms: now.duration_since(k.started).as_millis() as u64,
                 }),
@@ -874,7 +947,7 @@ impl<S: SubmitResult> Node<S> {
                     .map(|(key_id, scheme, phase, started)| KeygenProgress {
                         key_id,
                         scheme,
-                        phase,
+                        phase: phase.into(),
                         elapsed_ms: now_ms.saturating_sub(started),
                     }),
             )

@@ -325,14 +325,15 @@ fn p2p_keygen_ready__should_encode_to_the_pinned_bytes_and_decode_back() {
         existing_public_key: vec![0x02; 33],
         error: "pending".into(),
         aux_fingerprint: vec![0x0c; 32],
+        has_prime_set: true,
     });
     assert_p2p_pinned(
         payload,
         concat!(
             "0a200b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
-            "0b0b5a4e0a210202020202020202020202020202020202020202020202020202",
+            "0b0b5a500a210202020202020202020202020202020202020202020202020202",
             "02020202020202120770656e64696e671a200c0c0c0c0c0c0c0c0c0c0c0c0c0c",
-            "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+            "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c2001"
         ),
     );
 }

@@ -225,11 +225,14 @@ fn payload() -> impl Strategy<Value = Payload> {
                 parties: p,
             })
         }),
-        (b(), ".{0,20}", b()).prop_map(|(e, r, a)| Payload::KeygenReady(wire::KeyGenReady {
-            existing_public_key: e,
-            error: r,
-            aux_fingerprint: a,
-        })),
+        (b(), ".{0,20}", b(), any::<bool>()).prop_map(|(e, r, a, h)| {
+            Payload::KeygenReady(wire::KeyGenReady {
+                existing_public_key: e,
+                error: r,
+                aux_fingerprint: a,
+                has_prime_set: h,
+            })
+        }),
         any::<bool>().prop_map(|r| Payload::KeygenStart(wire::KeyGenStart { reuse_aux: r })),
         b().prop_map(|p| Payload::DkgRound1(wire::DkgRound1 { package: p })),
         b().prop_map(|p| Payload::DkgRound2(wire::DkgRound2 { package: p })),

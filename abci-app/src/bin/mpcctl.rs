@@ -30,9 +30,11 @@ struct Cli {
     /// Account key file (hex ed25519 seed, mode 0600; overrides localnet.json's client key).
     #[arg(long, global = true)]
     key: Option<PathBuf>,
-    /// Seconds to wait with --wait.
-    #[arg(long, default_value_t = 120, global = true)]
-    timeout: u64,
+    /// Seconds to wait with --wait (default: 120; 1200 for a cggmp24-secp256k1 keygen, which
+    /// may wait minutes for its committee's safe primes after a cold start, within its chain
+    /// deadline of 15 minutes on a localnet).
+    #[arg(long, global = true)]
+    timeout: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -436,12 +438,13 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             cli.home.display()
         ),
     };
+    let slow = matches!(&cli.cmd, Cmd::Keygen { scheme, .. } if scheme == "cggmp24-secp256k1");
     let ctx = Ctx {
         home: cli.home.clone(),
         rpc: RpcClient::new(&rpc_url),
         key_path: cli.key.clone(),
         localnet,
-        timeout: Duration::from_secs(cli.timeout),
+        timeout: Duration::from_secs(cli.timeout.unwrap_or(if slow { 1200 } else { 120 })),
     };
     match cli.cmd {
         Cmd::Keygen {

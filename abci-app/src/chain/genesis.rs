@@ -87,6 +87,12 @@ pub struct Limits {
     /// request's own deadline (`session_deadline_blocks`).
     #[serde(default = "default_sign_attempt_blocks")]
     pub sign_attempt_blocks: u64,
+    /// Blocks a CGGMP24 keygen may take, from its request to its result, waiting for every
+    /// party's safe-prime set included (a set takes 28-300 s of a core, several minutes when
+    /// 4 nodes share 2 cores at a cold start); then ERROR. 0 (genesis files from before this
+    /// field): 30 times `session_deadline_blocks`.
+    #[serde(default)]
+    pub cggmp_keygen_deadline_blocks: u64,
 }
 
 fn default_sign_attempt_blocks() -> u64 {
@@ -111,6 +117,8 @@ impl Default for Limits {
             max_requests_per_account_per_block: default_requests_per_block(),
             refresh_every_blocks: 0,
             sign_attempt_blocks: default_sign_attempt_blocks(),
+            // 15 minutes at 100 ms blocks: a cold start of 4 nodes on 2 cores.
+            cggmp_keygen_deadline_blocks: 9000,
         }
     }
 }

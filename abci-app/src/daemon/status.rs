@@ -84,6 +84,8 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                             "cggmp_presign_pools": metrics.as_ref().map(|m| &m.cggmp_presign_pools),
                             "cggmp_prime_pool_level": metrics.as_ref().map(|m| m.cggmp_prime_pool_level),
                             "cggmp_prime_pool_target": metrics.as_ref().map(|m| m.cggmp_prime_pool_target),
+                            "cggmp_prime_sets_taken": metrics.as_ref().map(|m| m.cggmp_prime_sets_taken),
+                            "cggmp_keygens_waiting_for_primes": metrics.as_ref().map(|m| m.cggmp_keygens_waiting_for_primes),
                         }),
                     )
                 }
@@ -114,6 +116,8 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                     "cggmp_presignatures_ready": m.cggmp_presignatures_ready,
                     "cggmp_prime_pool_level": m.cggmp_prime_pool_level,
                     "cggmp_prime_pool_target": m.cggmp_prime_pool_target,
+                    "cggmp_prime_sets_taken": m.cggmp_prime_sets_taken,
+                    "cggmp_keygens_waiting_for_primes": m.cggmp_keygens_waiting_for_primes,
                 }),
             ),
             Err(_) => (500, json!({"error": "metrics unavailable"})),

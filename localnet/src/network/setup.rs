@@ -70,6 +70,8 @@ pub struct LimitOptions {
     pub session_deadline_blocks: Option<u64>,
     /// `liveness_window_blocks`.
     pub liveness_window_blocks: Option<u64>,
+    /// `cggmp_keygen_deadline_blocks`.
+    pub cggmp_keygen_deadline_blocks: Option<u64>,
 }
 
 /// Creates a new localnet in `layout.dir` (which must hold no genesis): `n` node homes, the
@@ -128,6 +130,9 @@ pub fn create(
                 liveness_window_blocks: limits
                     .liveness_window_blocks
                     .unwrap_or(default.liveness_window_blocks),
+                cggmp_keygen_deadline_blocks: limits
+                    .cggmp_keygen_deadline_blocks
+                    .unwrap_or(default.cggmp_keygen_deadline_blocks),
                 ..default
             }
         },

@@ -105,37 +105,49 @@ impl<S: SubmitResult> Node<S> {
             return;
         };
         let offer = k.aux_offer.take();
+        let Ok(threshold) = u16::try_from(k.threshold) else {
+            let e = ProtocolError::Local("threshold does not fit cggmp24".into());
+            return self.fail_keygen(session, e).await;
+        };
         let aux = match (reuse_aux, offer) {
-            (true, Some(o)) => cggmp::AuxPlan::Existing(o.share),
+            (true, Some(o)) => {
+                primes.release(&session);
+                cggmp::AuxPlan::Existing(o.share)
+            }
             (true, None) => {
                 let e = ProtocolError::Local(
                     "the coordinator asked to reuse aux info this node did not offer".into(),
                 );
                 return self.fail_keygen(session, e).await;
             }
-            (false, _) => match primes.take().await {
+            // Taken only now: the coordinator starts once every party holds a reserved set,
+            // so no set is consumed by a keygen that cannot run.
+            (false, _) => match primes.take(&session).await {
                 Ok(Some(p)) => cggmp::AuxPlan::Generate(p),
                 Err(e) => return self.fail_keygen(session, e).await,
                 Ok(None) => {
                     let e = ProtocolError::Local(
-                        "no safe-prime set ready yet for aux info (generating in the background)"
+                        "the coordinator started aux info before this node held a safe-prime \
+                         set for it"
                             .into(),
                     );
                     return self.fail_keygen(session, e).await;
                 }
             },
         };
-        let reuse = matches!(aux, cggmp::AuxPlan::Existing(_));
-        let task = match u16::try_from(k.threshold) {
-            Ok(threshold) => cggmp::Task::Keygen {
-                parties: k.parties.clone(),
-                threshold,
-                aux,
-            },
-            Err(_) => {
-                let e = ProtocolError::Local("threshold does not fit cggmp24".into());
-                return self.fail_keygen(session, e).await;
-            }
+        // A set taken but unused (no aux-info run started with it) goes back to the pool.
+        let unused = match &aux {
+            cggmp::AuxPlan::Generate(p) => Some(zeroize::Zeroizing::new(p.to_vec())),
+            cggmp::AuxPlan::Existing(_) => None,
+        };
+        let reuse = unused.is_none();
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
+        let task = cggmp::Task::Keygen {
+            parties: k.parties.clone(),
+            threshold,
+            aux,
         };
         info!(key_id = %k.key_id, %session, aux_reused = reuse, "CGGMP24 keygen started on a worker thread");
         match cggmp::spawn(session, task, env) {
@@ -146,8 +158,14 @@ impl<S: SubmitResult> Node<S> {
                     }
                 }
                 k.phase = KeygenPhase::CggmpRunning(worker, !reuse);
+                k.running_since = Some(Instant::now());
             }
-            Err(e) => self.fail_keygen(session, e).await,
+            Err(e) => {
+                if let Some(set) = unused {
+                    primes.put_back(set).await;
+                }
+                self.fail_keygen(session, e).await
+            }
         }
     }
 

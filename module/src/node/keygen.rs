@@ -1,5 +1,9 @@
 //! CGGMP24 keygen sessions (seed 001): prepare / ready / start, then the DKG and aux info on a
 //! worker, at a party and at the coordinator. FROST keygens run in `crate::session`.
+//!
+//! A keygen that generates aux info starts only once every party holds a safe-prime set
+//! reserved for it (`KeyGenReady.has_prime_set`; see `cggmp::PrimePool`): until then it waits,
+//! and the sets the others reserved stay in their pools.
 
 use super::*;
 
@@ -102,6 +106,7 @@ impl<S: SubmitResult> Node<S> {
         let ready = match answer {
             ReadyAnswer::Fresh => wire::KeyGenReady {
                 aux_fingerprint,
+                has_prime_set: self.primes.holds(&session),
                 ..Default::default()
             },
             ReadyAnswer::Existing(pk) => wire::KeyGenReady {
@@ -118,7 +123,8 @@ impl<S: SubmitResult> Node<S> {
             .await;
     }
 
-    /// Phase 2 at the coordinator: once every party answered, start or abort.
+    /// Phase 2 at the coordinator: once every party answered, start, abort, or wait for the
+    /// parties that hold no safe-prime set yet (they answer again once they hold one).
     pub(super) async fn on_ready(
         &mut self,
         session: SessionId,
@@ -128,32 +134,75 @@ impl<S: SubmitResult> Node<S> {
         let Some(k) = self.keygen_mut(&session) else {
             return;
         };
-        let parties = k.parties.clone();
-        if k.answers.is_some() && !k.aux_offered.contains_key(&from) {
+        if k.answers.is_none() || k.decided || !k.parties.contains(&from) {
+            debug!(%session, %from, "KeyGenReady not for an undecided coordinator: dropped");
+            return;
+        }
+        if r.has_prime_set {
+            k.primes_ready.insert(from.clone());
+        }
+        if !k.aux_offered.contains_key(&from) {
             k.aux_offered
                 .insert(from.clone(), r.aux_fingerprint.clone());
         }
-        // CGGMP24 aux info is reused only if every party offered the same.
-        let fps: Vec<&Vec<u8>> = k.aux_offered.values().collect();
-        let reuse_aux = fps.len() == parties.len()
-            && fps.first().is_some_and(|f| !f.is_empty())
-            && fps.windows(2).all(|w| matches!(w, [a, b] if a == b));
-        let Some(answers) = k.answers.as_mut() else {
-            warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
-            return;
-        };
-        answers.entry(from).or_insert(ReadyAnswer::from_wire(r));
-        if answers.len() < parties.len() {
-            return;
+        if let Some(answers) = k.answers.as_mut() {
+            answers.entry(from).or_insert(ReadyAnswer::from_wire(r));
         }
-        let answers = std::mem::take(answers);
-        let abort = why_not_start(&answers, parties.len());
-        let payload = match abort {
-            Some(reason) => Payload::Abort(wire::SessionAbort { reason }),
-            None => Payload::KeygenStart(wire::KeyGenStart { reuse_aux }),
+        let decision = decide_start(
+            &k.parties,
+            k.answers.as_ref().unwrap_or(&BTreeMap::new()),
+            &k.aux_offered,
+            &k.primes_ready,
+        );
+        let payload = match decision {
+            None => return,
+            Some(StartDecision::WaitForPrimes(missing)) => {
+                if missing != k.waiting_for_primes {
+                    let names: Vec<&str> = missing.iter().map(NodeId::as_str).collect();
+                    info!(key_id = %k.key_id, %session, waiting_for = %names.join(","),
+                        "CGGMP24 keygen waits for safe primes before it starts");
+                    k.waiting_for_primes = missing;
+                }
+                return;
+            }
+            Some(StartDecision::Abort(reason)) => Payload::Abort(wire::SessionAbort { reason }),
+            Some(StartDecision::Start { reuse_aux }) => {
+                Payload::KeygenStart(wire::KeyGenStart { reuse_aux })
+            }
         };
+        k.decided = true;
+        k.waiting_for_primes.clear();
+        let parties = k.parties.clone();
         for p in &parties {
             self.send(&session, p, payload.clone()).await;
+        }
+    }
+
+    /// Hands freed or new safe-prime sets to the CGGMP24 keygens waiting here, oldest first;
+    /// a keygen that already answered its coordinator answers again, now holding a set.
+    pub(super) async fn grant_prime_sets(&mut self) {
+        for session in self.primes.grant_waiting() {
+            let Some(k) = self.keygen_mut(&session) else {
+                // Ended meanwhile: the set goes to the next in line.
+                self.primes.release(&session);
+                continue;
+            };
+            info!(key_id = %k.key_id, %session, "a safe-prime set is reserved for this keygen now");
+            if !matches!(k.phase, KeygenPhase::AwaitStart { existing: None, .. }) {
+                continue; // not answered yet (the answer will say so), or nothing to add
+            }
+            let ready = wire::KeyGenReady {
+                aux_fingerprint: k
+                    .aux_offer
+                    .as_ref()
+                    .map(|o| o.fingerprint.to_vec())
+                    .unwrap_or_default(),
+                has_prime_set: true,
+                ..Default::default()
+            };
+            let coordinator = k.coordinator.clone();
+            self.send(&session, &coordinator, Payload::KeygenReady(ready))
+                .await;
         }
     }
 
@@ -299,5 +348,121 @@ impl<S: SubmitResult> Node<S> {
                 evidence,
             },
         });
+    }
+}
+
+/// What the coordinator of a CGGMP24 keygen does with its committee's answers.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum StartDecision {
+    /// Abort the keygen (a party refused, or the parties disagree about an existing key).
+    Abort(String),
+    /// Start the DKG; aux info is reused when every party offered the same.
+    Start { reuse_aux: bool },
+    /// Wait: aux info must be generated and these parties hold no safe-prime set yet.
+    WaitForPrimes(Vec<NodeId>),
+}
+
+/// The coordinator's decision once every party of `parties` answered (`None` before): abort
+/// on a refusal, start when aux info can be reused, when every party reports the key READY,
+/// or when every party holds a safe-prime set; else wait for the parties without one.
+pub(super) fn decide_start(
+    parties: &[NodeId],
+    answers: &BTreeMap<NodeId, ReadyAnswer>,
+    aux_offered: &BTreeMap<NodeId, Vec<u8>>,
+    primes_ready: &BTreeSet<NodeId>,
+) -> Option<StartDecision> {
+    if parties.iter().any(|p| !answers.contains_key(p)) {
+        return None;
+    }
+    if let Some(reason) = why_not_start(answers, parties.len()) {
+        return Some(StartDecision::Abort(reason));
+    }
+    let fps: Vec<&Vec<u8>> = parties.iter().filter_map(|p| aux_offered.get(p)).collect();
+    let reuse_aux = fps.len() == parties.len()
+        && fps.first().is_some_and(|f| !f.is_empty())
+        && fps.windows(2).all(|w| matches!(w, [a, b] if a == b));
+    let existing = answers
+        .values()
+        .all(|a| matches!(a, ReadyAnswer::Existing(_)));
+    if reuse_aux || existing {
+        return Some(StartDecision::Start { reuse_aux });
+    }
+    let missing: Vec<NodeId> = parties
+        .iter()
+        .filter(|p| !primes_ready.contains(*p))
+        .cloned()
+        .collect();
+    Some(if missing.is_empty() {
+        StartDecision::Start { reuse_aux: false }
+    } else {
+        StartDecision::WaitForPrimes(missing)
+    })
+}
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<NodeId> {
+        (0..n)
+            .map(|i| NodeId::new(format!("node{i}")).unwrap())
+            .collect()
+    }
+
+    /// Issue 15: one party without a safe-prime set makes the keygen wait (nobody takes a
+    /// set), and the answer it sends once it holds one starts it.
+    #[test]
+    fn decide_start__should_wait_for_a_party_without_a_prime_set_then_start() {
+        let parties = nodes(3);
+        let fresh: BTreeMap<NodeId, ReadyAnswer> = parties
+            .iter()
+            .map(|p| (p.clone(), ReadyAnswer::Fresh))
+            .collect();
+        let no_aux: BTreeMap<NodeId, Vec<u8>> =
+            parties.iter().map(|p| (p.clone(), Vec::new())).collect();
+        let mut ready: BTreeSet<NodeId> = parties[..2].iter().cloned().collect();
+        let mut partial = fresh.clone();
+        partial.remove(&parties[1]);
+        assert_eq!(decide_start(&parties, &partial, &no_aux, &ready), None);
+        assert_eq!(
+            decide_start(&parties, &fresh, &no_aux, &ready),
+            Some(StartDecision::WaitForPrimes(vec![parties[2].clone()]))
+        );
+        ready.insert(parties[2].clone());
+        assert_eq!(
+            decide_start(&parties, &fresh, &no_aux, &ready),
+            Some(StartDecision::Start { reuse_aux: false })
+        );
+        // Reused aux info needs no set at all.
+        let same_aux: BTreeMap<NodeId, Vec<u8>> =
+            parties.iter().map(|p| (p.clone(), vec![7; 32])).collect();
+        assert_eq!(
+            decide_start(&parties, &fresh, &same_aux, &BTreeSet::new()),
+            Some(StartDecision::Start { reuse_aux: true })
+        );
+        // Aux info offered by some parties only: generated, so sets are needed.
+        let mut mixed = same_aux.clone();
+        mixed.insert(parties[0].clone(), Vec::new());
+        assert!(matches!(
+            decide_start(&parties, &fresh, &mixed, &BTreeSet::new()),
+            Some(StartDecision::WaitForPrimes(m)) if m.len() == 3
+        ));
+        // A refusal aborts at once, sets or not.
+        let mut refused = fresh.clone();
+        refused.insert(parties[1].clone(), ReadyAnswer::Refused("pending".into()));
+        assert!(matches!(
+            decide_start(&parties, &refused, &no_aux, &BTreeSet::new()),
+            Some(StartDecision::Abort(r)) if r.contains("pending")
+        ));
+        // Every party holds the key READY: it is reported, no set needed.
+        let existing: BTreeMap<NodeId, ReadyAnswer> = parties
+            .iter()
+            .map(|p| (p.clone(), ReadyAnswer::Existing(vec![2; 33])))
+            .collect();
+        assert_eq!(
+            decide_start(&parties, &existing, &no_aux, &BTreeSet::new()),
+            Some(StartDecision::Start { reuse_aux: false })
+        );
     }
 }

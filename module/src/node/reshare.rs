@@ -318,7 +318,7 @@ impl<S: SubmitResult> Node<S> {
             Ok(env) => env,
             Err(e) => return self.fail_reshare(session, e).await,
         };
-        let primes = match self.primes.take().await {
+        let primes = match self.primes.take_unreserved().await {
             Ok(Some(p)) => p,
             Ok(None) => {
                 let e = ProtocolError::Local(

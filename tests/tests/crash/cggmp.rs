@@ -41,8 +41,9 @@ use std::time::{Duration, Instant};
 const DEADLINE_BLOCKS: u64 = 12;
 const SIGN_DEADLINE_BLOCKS: u64 =
     DEADLINE_BLOCKS * seqmpc_abci::chain::tx::CGGMP_SIGN_DEADLINE_FACTOR;
-const KEYGEN_DEADLINE_BLOCKS: u64 =
-    DEADLINE_BLOCKS * seqmpc_abci::chain::tx::CGGMP_KEYGEN_DEADLINE_FACTOR;
+/// Genesis `cggmp_keygen_deadline_blocks` of this localnet (`localnet start
+/// --cggmp-keygen-deadline-blocks`).
+const KEYGEN_DEADLINE_BLOCKS: u64 = 360;
 const NODES: usize = super::NODES;
 const EC: &str = "ec";
 const THRESHOLD: u32 = 2;
@@ -250,6 +251,7 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let deadline = DEADLINE_BLOCKS.to_string();
+    let keygen_deadline = KEYGEN_DEADLINE_BLOCKS.to_string();
     let net = Localnet::start_with(
         &dir,
         NODES as u32,
@@ -259,6 +261,8 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
         &[
             "--session-deadline-blocks".as_ref(),
             deadline.as_ref(),
+            "--cggmp-keygen-deadline-blocks".as_ref(),
+            keygen_deadline.as_ref(),
             "--cggmp-fixtures".as_ref(),
             fixtures.as_os_str(),
             "--cggmp-presign-pool".as_ref(),

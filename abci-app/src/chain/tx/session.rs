@@ -8,7 +8,8 @@ use super::TxError;
 use crate::chain::state::ChainState;
 
 /// CGGMP24 sessions run for seconds (full signing) to minutes (aux info from fresh primes), so
-/// their chain deadline is this many times the genesis `session_deadline_blocks`.
+/// their chain deadline is longer. A keygen's is the genesis `cggmp_keygen_deadline_blocks`,
+/// or, when that is 0, this many times `session_deadline_blocks`.
 pub const CGGMP_KEYGEN_DEADLINE_FACTOR: u64 = 30;
 /// See [`CGGMP_KEYGEN_DEADLINE_FACTOR`]; for a full CGGMP24 signing. A full signing costs
 /// about 7 s of CPU on the 2-core reference machine, so 10 at once take over a minute: 20x
@@ -25,7 +26,10 @@ pub(super) fn session_deadline(
     let blocks = state.limits.session_deadline_blocks;
     let blocks = match (scheme, keygen) {
         (Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr, _) => blocks,
-        (Scheme::Cggmp24Secp256k1, true) => blocks.saturating_mul(CGGMP_KEYGEN_DEADLINE_FACTOR),
+        (Scheme::Cggmp24Secp256k1, true) => match state.limits.cggmp_keygen_deadline_blocks {
+            0 => blocks.saturating_mul(CGGMP_KEYGEN_DEADLINE_FACTOR),
+            n => n,
+        },
         (Scheme::Cggmp24Secp256k1, false) => blocks.saturating_mul(CGGMP_SIGN_DEADLINE_FACTOR),
     };
     height.saturating_add(blocks)

@@ -1,10 +1,20 @@
 //! The pool of CGGMP24 safe-prime sets: generated in the background, stored sealed in the key
-//! store, taken once each by an aux-info run.
+//! store, reserved by a keygen when its committed job arrives, and taken once each by an
+//! aux-info run.
+//!
+//! A set is never wasted on a keygen that cannot run (issue 15: retried keygens burned every
+//! node's set while one node had none, and the pool never held a set on every node at once).
+//! A keygen *reserves* a set when its job arrives (jobs arrive in the chain's order on every
+//! node, and sets go to waiting keygens in that order), says in its `KeyGenReady` whether it
+//! holds one, and *takes* it only at `KeyGenStart`, which the coordinator sends once every
+//! party holds one. A reservation is only a mark in memory: a keygen that ends without
+//! starting leaves the set in the store for the next.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use rand::rngs::OsRng;
+use seqmpc_proto::SessionId;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -23,33 +33,71 @@ enum PoolState {
 /// A pool of prime sets kept in the key store.
 struct StoredPool {
     store: StoreHandle,
-    /// Sets to keep ready; background generation stops there (0: never generate).
+    /// Unreserved sets to keep ready; background generation stops there (0: generate only
+    /// for keygens that wait).
     target: usize,
     /// Sets in the store, as counted at start and kept up to date by this pool (the only
     /// writer of the store's prime sets).
     level: usize,
+    /// Keygen sessions holding one stored set each (never more than `level`).
+    held: BTreeSet<SessionId>,
+    /// Keygen sessions waiting for a set, in the order their jobs arrived.
+    waiting: VecDeque<SessionId>,
+    /// Sets taken out of the store for aux-info runs since the node started.
+    taken: u64,
+    /// A keygen here waits for other nodes' safe primes: a refill ahead of need waits too,
+    /// leaving them the CPU (a node whose keygen waits for its own set generates anyway).
+    refill_paused: bool,
     /// A generation thread is running.
     generating: bool,
     /// Makes one serialized set ([`generate_primes`]; tests substitute a fast one).
     generate: Generate,
 }
 
-/// Makes one serialized safe-prime set.
-type Generate = fn() -> Result<Zeroizing<Vec<u8>>, ProtocolError>;
+impl StoredPool {
+    /// Stored sets no keygen holds.
+    fn available(&self) -> usize {
+        self.level.saturating_sub(self.held.len())
+    }
+
+    /// Whether another set is wanted: fewer unreserved sets than the target, or keygens
+    /// waiting for more sets than are unreserved.
+    fn wants_more(&self) -> bool {
+        let available = self.available();
+        available < self.target || self.waiting.len() > available
+    }
+}
+
+/// Makes one serialized safe-prime set; the argument answers, before each batch of primes,
+/// how many threads to use (more while a keygen waits).
+pub(crate) type Generate =
+    Arc<dyn Fn(&dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> + Send + Sync>;
 
 /// A fresh safe-prime set ([`Primes::to_bytes`]): 28-300 s of one core.
-fn generate_primes() -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
-    Primes::generate(&mut OsRng).to_bytes()
+fn generate_primes(threads: &dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+    Primes::generate_threaded(threads)?.to_bytes()
+}
+
+/// How often a paused refill looks again.
+const REFILL_PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Threads for urgent generation (a keygen waits): the cores this process may use, at most
+/// the 4 primes of a set.
+fn urgent_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// A pool of safe-prime sets for aux-info runs (generation takes 28-300 s of one core per
 /// set on the target machine), persisted sealed in the key store (`KeyStore::put_prime_set`).
 ///
 /// One background thread (`cggmp-primes`) generates one set at a time while fewer than the
-/// target are stored; a set counts once it is stored. [`PrimePool::take`] takes a set out of
-/// the store (erased durably before it is used, so a set serves at most one aux-info run, even
-/// across a crash) and restarts generation. Sets stored before a restart count after it
-/// ([`PrimePool::load`]), so nothing is generated again.
+/// target are stored unreserved, or while keygens wait for sets; a set counts once it is
+/// stored. While a keygen waits, each set is made on all the node's cores (its 4 primes in
+/// parallel) instead of one: a refill ahead of need stays on one core.
+/// [`PrimePool::reserve`] marks a set for a keygen (or queues the keygen);
+/// [`PrimePool::take`] takes the reserved set out of the store (erased durably before it is
+/// used, so a set serves at most one aux-info run, even across a crash) and restarts
+/// generation. Sets stored before a restart count after it ([`PrimePool::load`]).
 #[derive(Clone)]
 pub(crate) struct PrimePool(Arc<Mutex<PoolState>>);
 
@@ -61,10 +109,11 @@ impl PrimePool {
         store: StoreHandle,
         target: usize,
     ) -> PrimePool {
-        Self::with_generator(fixed, store, target, generate_primes)
+        Self::with_generator(fixed, store, target, Arc::new(generate_primes))
     }
 
-    fn with_generator(
+    /// [`PrimePool::new`] with another way to make a set (test builds: a stub).
+    pub(crate) fn with_generator(
         fixed: Option<Arc<Zeroizing<Vec<u8>>>>,
         store: StoreHandle,
         target: usize,
@@ -76,6 +125,10 @@ impl PrimePool {
                 store,
                 target,
                 level: 0,
+                held: BTreeSet::new(),
+                waiting: VecDeque::new(),
+                taken: 0,
+                refill_paused: false,
                 generating: false,
                 generate,
             }),
@@ -90,16 +143,16 @@ impl PrimePool {
         }
     }
 
-    /// For the generation thread: how to make the next set, or `None` once the pool holds its
-    /// target, which also marks generation stopped. One lock for both, so that a take racing
+    /// For the generation thread: how to make the next set, or `None` once no more is
+    /// wanted, which also marks generation stopped. One lock for both, so that a take racing
     /// with the end of generation cannot find `generating` still set and leave the pool short.
     fn next_generation(&self) -> Option<Generate> {
         let mut st = self.0.lock().ok()?;
         let PoolState::Stored(p) = &mut *st else {
             return None;
         };
-        if p.level < p.target {
-            Some(p.generate)
+        if p.wants_more() {
+            Some(p.generate.clone())
         } else {
             p.generating = false;
             None
@@ -112,11 +165,11 @@ impl PrimePool {
         matches!(self.0.lock().as_deref(), Ok(PoolState::Stored(p)) if p.generating)
     }
 
-    fn with_stored(&self, f: impl FnOnce(&mut StoredPool)) {
-        if let Ok(mut st) = self.0.lock() {
-            if let PoolState::Stored(p) = &mut *st {
-                f(p);
-            }
+    fn with_stored<T>(&self, f: impl FnOnce(&mut StoredPool) -> T) -> Option<T> {
+        let mut st = self.0.lock().ok()?;
+        match &mut *st {
+            PoolState::Stored(p) => Some(f(p)),
+            PoolState::Fixed(_) => None,
         }
     }
 
@@ -134,8 +187,8 @@ impl PrimePool {
         }
     }
 
-    /// Starts background generation if fewer sets than the target are stored and no
-    /// generation runs. Call from within the tokio runtime.
+    /// Starts background generation if another set is wanted and no generation runs. Call
+    /// from within the tokio runtime.
     pub(crate) fn fill(&self) {
         let Ok(mut st) = self.0.lock() else {
             return;
@@ -143,7 +196,7 @@ impl PrimePool {
         let PoolState::Stored(p) = &mut *st else {
             return;
         };
-        if p.generating || p.level >= p.target {
+        if p.generating || !p.wants_more() {
             return;
         }
         let rt = match tokio::runtime::Handle::try_current() {
@@ -166,9 +219,97 @@ impl PrimePool {
         }
     }
 
-    /// Takes a set for an aux-info run out of the store, if one is there, and starts
-    /// refilling. Fixed primes are copied, never consumed.
-    pub(crate) async fn take(&self) -> Result<Option<Zeroizing<Vec<u8>>>, ProtocolError> {
+    /// Reserves a set for the keygen `session`: true if it holds one now (fixed primes:
+    /// always). Otherwise the keygen waits in line (sets go to waiting keygens in the order
+    /// they asked, [`PrimePool::grant_waiting`]) and generation starts.
+    pub(crate) fn reserve(&self, session: SessionId) -> bool {
+        let held = self.with_stored(|p| {
+            if p.held.contains(&session) {
+                return true;
+            }
+            if p.waiting.is_empty() && p.available() > 0 {
+                p.held.insert(session);
+                return true;
+            }
+            if !p.waiting.contains(&session) {
+                p.waiting.push_back(session);
+            }
+            false
+        });
+        match held {
+            None => true,
+            Some(true) => true,
+            Some(false) => {
+                self.fill();
+                false
+            }
+        }
+    }
+
+    /// Whether the keygen `session` holds a set (fixed primes: always).
+    pub(crate) fn holds(&self, session: &SessionId) -> bool {
+        self.with_stored(|p| p.held.contains(session))
+            .unwrap_or(true)
+    }
+
+    /// Whether the keygen `session` waits for a set.
+    pub(crate) fn is_waiting(&self, session: &SessionId) -> bool {
+        self.with_stored(|p| p.waiting.contains(session))
+            .unwrap_or(false)
+    }
+
+    /// Hands the sets that became available to the keygens waiting longest; returns the
+    /// sessions that got one.
+    pub(crate) fn grant_waiting(&self) -> Vec<SessionId> {
+        self.with_stored(|p| {
+            let mut granted = Vec::new();
+            while p.available() > 0 {
+                let Some(s) = p.waiting.pop_front() else {
+                    break;
+                };
+                p.held.insert(s);
+                granted.push(s);
+            }
+            granted
+        })
+        .unwrap_or_default()
+    }
+
+    /// The keygen `session` ended or needs no set (its committee's aux info is reused): its
+    /// reservation, or its place in line, goes. The set stays in the store.
+    pub(crate) fn release(&self, session: &SessionId) {
+        self.with_stored(|p| {
+            p.held.remove(session);
+            p.waiting.retain(|s| s != session);
+        });
+    }
+
+    /// Takes the set the keygen `session` holds out of the store, for its aux-info run, and
+    /// starts refilling. `None` if it holds none. Fixed primes are copied, never consumed.
+    pub(crate) async fn take(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ProtocolError> {
+        match self.with_stored(|p| p.held.remove(session)) {
+            Some(false) => Ok(None),
+            Some(true) | None => self.take_set().await,
+        }
+    }
+
+    /// Takes a set no keygen holds (a resharing's aux info), if one is stored.
+    pub(crate) async fn take_unreserved(
+        &self,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ProtocolError> {
+        match self.with_stored(|p| p.available() > 0) {
+            Some(false) => {
+                self.fill();
+                Ok(None)
+            }
+            Some(true) | None => self.take_set().await,
+        }
+    }
+
+    async fn take_set(&self) -> Result<Option<Zeroizing<Vec<u8>>>, ProtocolError> {
         let store = {
             let st = self
                 .0
@@ -181,7 +322,11 @@ impl PrimePool {
         };
         let taken = store.take_prime_set().await;
         self.with_stored(|p| match &taken {
-            Ok(Some(_)) | Err(_) => p.level = p.level.saturating_sub(1),
+            Ok(Some(_)) => {
+                p.level = p.level.saturating_sub(1);
+                p.taken = p.taken.saturating_add(1);
+            }
+            Err(_) => p.level = p.level.saturating_sub(1),
             Ok(None) => p.level = 0,
         });
         self.fill();
@@ -197,7 +342,29 @@ impl PrimePool {
         }
     }
 
-    /// Sets ready now (fixed primes count as 1).
+    /// Puts back a set that was taken but never used (no aux-info run started with it: its
+    /// secrets never left this node). Fixed primes: nothing to do.
+    pub(crate) async fn put_back(&self, set: Zeroizing<Vec<u8>>) {
+        let Some(store) = self.store() else {
+            return;
+        };
+        let stored = match PrimeSetId::random() {
+            Ok(id) => store.put_prime_set(id, set).await.map(|()| id),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(id) => {
+                self.with_stored(|p| {
+                    p.level = p.level.saturating_add(1);
+                    p.taken = p.taken.saturating_sub(1);
+                });
+                info!(prime_set = %id, "an unused safe-prime set went back to the pool");
+            }
+            Err(e) => warn!(error = %e, "cannot put an unused safe-prime set back"),
+        }
+    }
+
+    /// Sets stored now (fixed primes count as 1).
     pub(crate) fn level(&self) -> usize {
         match self.0.lock().as_deref() {
             Ok(PoolState::Fixed(_)) => 1,
@@ -206,7 +373,7 @@ impl PrimePool {
         }
     }
 
-    /// Sets the pool keeps ready (fixed primes: 1).
+    /// Unreserved sets the pool keeps ready (fixed primes: 1).
     pub(crate) fn target(&self) -> usize {
         match self.0.lock().as_deref() {
             Ok(PoolState::Fixed(_)) => 1,
@@ -214,16 +381,45 @@ impl PrimePool {
             Err(_) => 0,
         }
     }
+
+    /// Pauses (or resumes) generation ahead of need: the node's keygens wait for the safe
+    /// primes of other nodes, which share the machine's cores at a cold start. Generation for
+    /// a keygen waiting here is never paused.
+    pub(crate) fn pause_refill(&self, paused: bool) {
+        self.with_stored(|p| p.refill_paused = paused);
+    }
+
+    /// Sets taken for aux-info runs since start (and not put back); keygens waiting for a set.
+    pub(crate) fn usage(&self) -> (u64, usize) {
+        self.with_stored(|p| (p.taken, p.waiting.len()))
+            .unwrap_or_default()
+    }
 }
 
-/// The `cggmp-primes` thread: generates and stores one set at a time until the pool holds its
-/// target, the node is gone, or something fails (logged; the next take starts it again).
+/// The `cggmp-primes` thread: generates and stores one set at a time while another is wanted,
+/// until the node is gone or something fails (logged; the next take or wait starts it again).
 fn generate_until_full(pool: &Weak<Mutex<PoolState>>, rt: &tokio::runtime::Handle) {
     let stop = |why: String| {
         warn!(error = %why, "safe-prime generation stopped");
         if let Some(pool) = pool.upgrade() {
             PrimePool(pool).with_stored(|p| p.generating = false);
         }
+    };
+    // All the cores while a keygen waits for a set here; else one, and none while the node's
+    // keygens wait for the primes of others (checked again before each prime).
+    let threads = || loop {
+        let (urgent, paused) = pool
+            .upgrade()
+            .map(PrimePool)
+            .and_then(|p| p.with_stored(|p| (!p.waiting.is_empty(), p.refill_paused)))
+            .unwrap_or((false, false));
+        if urgent {
+            return urgent_threads();
+        }
+        if !paused {
+            return 1;
+        }
+        std::thread::sleep(REFILL_PAUSE_POLL);
     };
     loop {
         let Some(pool_now) = pool.upgrade().map(PrimePool) else {
@@ -235,7 +431,7 @@ fn generate_until_full(pool: &Weak<Mutex<PoolState>>, rt: &tokio::runtime::Handl
             return;
         };
         let started = Instant::now();
-        let set = match generate() {
+        let set = match generate(&threads) {
             Ok(set) => set,
             Err(e) => return stop(format!("cannot make a safe-prime set: {e}")),
         };
@@ -270,14 +466,22 @@ mod tests {
     use crate::store::{KeyStore, MasterKey};
 
     /// A stand-in for safe-prime generation: distinct bytes, instantly.
-    fn fake_set() -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+    fn fake_set(_: &dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         let id = PrimeSetId::random().map_err(|e| ProtocolError::Local(e.to_string()))?;
         Ok(Zeroizing::new(id.as_bytes().to_vec()))
+    }
+
+    fn never(_: &dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        Err(ProtocolError::Bug("must not generate".into()))
     }
 
     fn open(dir: &std::path::Path, master: &MasterKey) -> StoreHandle {
         let node = NodeId::new("node0").unwrap();
         StoreHandle::spawn(KeyStore::open(&dir.join("ks"), master, "c", &node).unwrap()).unwrap()
+    }
+
+    fn session(i: u8) -> SessionId {
+        SessionId([i; 32])
     }
 
     async fn wait_for(what: &str, cond: impl Fn() -> bool) {
@@ -295,7 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
         let store = open(dir.path(), &master);
-        let pool = PrimePool::with_generator(None, store.clone(), 3, fake_set);
+        let pool = PrimePool::with_generator(None, store.clone(), 3, Arc::new(fake_set));
         pool.load().await;
         assert_eq!((pool.level(), pool.target()), (0, 3));
         pool.fill();
@@ -304,32 +508,116 @@ mod tests {
         assert!(store.list().await.unwrap().is_empty(), "sets are not keys");
 
         // A take hands out a stored set once and refills.
-        let first = pool.take().await.unwrap().unwrap();
+        let first = pool.take_unreserved().await.unwrap().unwrap();
         assert_eq!(first.len(), 16);
         wait_for("the refill", || pool.level() == 3 && !pool.generating()).await;
+        assert_eq!(pool.usage(), (1, 0));
         drop(pool);
         drop(store);
 
         // After a restart the stored sets count; nothing is generated while full.
         let store = open(dir.path(), &master);
-        let pool = PrimePool::with_generator(None, store.clone(), 3, || {
-            Err(ProtocolError::Bug("must not generate".into()))
-        });
+        let pool = PrimePool::with_generator(None, store.clone(), 3, Arc::new(never));
         pool.load().await;
         assert_eq!(pool.level(), 3);
         pool.fill();
         assert!(!pool.generating());
         let mut seen = vec![first.to_vec()];
         for left in (0..3).rev() {
-            let set = pool.take().await.unwrap().unwrap().to_vec();
+            let set = pool.take_unreserved().await.unwrap().unwrap().to_vec();
             assert!(!seen.contains(&set), "a set was handed out twice");
             seen.push(set);
             // Generation fails at once (the stand-in refuses) and stops.
             wait_for("the failed refill", || !pool.generating()).await;
             assert_eq!(pool.level(), left);
         }
-        assert!(pool.take().await.unwrap().is_none());
+        assert!(pool.take_unreserved().await.unwrap().is_none());
         assert_eq!(store.count_prime_sets().await.unwrap(), 0);
+    }
+
+    /// Issue 15: a keygen takes its set only once it holds a reservation, and the
+    /// reservation of a keygen that never starts leaves the set in the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prime_pool__should_reserve_in_job_order_and_keep_sets_of_keygens_that_never_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
+        let store = open(dir.path(), &master);
+        for _ in 0..2 {
+            let set = fake_set(&|| 1).unwrap();
+            store
+                .put_prime_set(PrimeSetId::random().unwrap(), set)
+                .await
+                .unwrap();
+        }
+        // Target 0: nothing generated ahead of need, only for keygens that wait.
+        let pool = PrimePool::with_generator(None, store.clone(), 0, Arc::new(never));
+        pool.load().await;
+        assert!(pool.reserve(session(1)));
+        assert!(
+            pool.reserve(session(1)),
+            "a second reserve is the same reservation"
+        );
+        assert!(pool.reserve(session(2)));
+        assert!(!pool.reserve(session(3)), "only two sets");
+        assert!(!pool.reserve(session(4)));
+        assert!(pool.is_waiting(&session(3)) && !pool.holds(&session(3)));
+        assert_eq!(pool.usage(), (0, 2));
+        // A keygen that waits takes nothing.
+        assert!(pool.take(&session(3)).await.unwrap().is_none());
+        assert_eq!(store.count_prime_sets().await.unwrap(), 2);
+
+        // Keygen 1 never starts (its committee lacked sets): its set stays, and goes to the
+        // keygen that waited longest, not to a later one.
+        pool.release(&session(1));
+        assert_eq!(pool.grant_waiting(), vec![session(3)]);
+        assert!(pool.holds(&session(3)) && pool.is_waiting(&session(4)));
+        assert_eq!(store.count_prime_sets().await.unwrap(), 2);
+
+        // Keygen 2 runs aux info: it takes its set, once.
+        assert!(pool.take(&session(2)).await.unwrap().is_some());
+        assert!(pool.take(&session(2)).await.unwrap().is_none());
+        assert_eq!((pool.level(), pool.usage()), (1, (1, 1)));
+        // A take that could not start aux info puts the set back.
+        let set = pool.take(&session(3)).await.unwrap().unwrap();
+        pool.put_back(set).await;
+        assert_eq!((pool.level(), pool.usage()), (1, (1, 1)));
+        assert_eq!(pool.grant_waiting(), vec![session(4)]);
+        assert!(pool.take(&session(4)).await.unwrap().is_some());
+        assert_eq!(store.count_prime_sets().await.unwrap(), 0);
+        // Fixed primes: every keygen holds a set at once.
+        let fixed = Arc::new(Zeroizing::new(vec![7u8; 8]));
+        let pool = PrimePool::with_generator(Some(fixed), store.clone(), 2, Arc::new(never));
+        assert!(pool.reserve(session(9)) && pool.holds(&session(9)));
+    }
+
+    /// A keygen that waits gets sets generated for it even with a target of 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prime_pool__should_generate_for_a_waiting_keygen_on_all_cores() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
+        let store = open(dir.path(), &master);
+        static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let pool = PrimePool::with_generator(
+            None,
+            store.clone(),
+            0,
+            Arc::new(|threads: &dyn Fn() -> usize| {
+                THREADS.store(threads(), std::sync::atomic::Ordering::SeqCst);
+                fake_set(threads)
+            }),
+        );
+        pool.load().await;
+        pool.fill();
+        assert!(!pool.generating(), "target 0: nothing ahead of need");
+        assert!(!pool.reserve(session(1)));
+        wait_for("a set for the waiting keygen", || pool.level() == 1).await;
+        assert_eq!(
+            THREADS.load(std::sync::atomic::Ordering::SeqCst),
+            urgent_threads()
+        );
+        assert_eq!(pool.grant_waiting(), vec![session(1)]);
+        wait_for("generation to stop", || !pool.generating()).await;
+        assert_eq!(pool.level(), 1);
     }
 
     #[tokio::test]
@@ -337,12 +625,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
         let store = open(dir.path(), &master);
-        let never = || Err(ProtocolError::Bug("must not generate".into()));
-        let pool = PrimePool::with_generator(None, store.clone(), 0, never);
+        let pool = PrimePool::with_generator(None, store.clone(), 0, Arc::new(never));
         pool.load().await;
         pool.fill();
         assert!(!pool.generating());
-        assert!(pool.take().await.unwrap().is_none());
+        assert!(pool.take_unreserved().await.unwrap().is_none());
         assert!(!pool.generating());
         // Stored sets are still used.
         store
@@ -351,16 +638,22 @@ mod tests {
             .unwrap();
         pool.load().await;
         assert_eq!(pool.level(), 1);
-        assert_eq!(pool.take().await.unwrap().unwrap().as_slice(), &[1; 8]);
+        assert_eq!(
+            pool.take_unreserved().await.unwrap().unwrap().as_slice(),
+            &[1; 8]
+        );
         assert_eq!(pool.level(), 0);
 
         // Fixed primes: copied, never consumed, never generated; the store is not touched.
         let fixed = Arc::new(Zeroizing::new(vec![7u8; 8]));
-        let pool = PrimePool::with_generator(Some(fixed), store.clone(), 2, never);
+        let pool = PrimePool::with_generator(Some(fixed), store.clone(), 2, Arc::new(never));
         pool.load().await;
         pool.fill();
         for _ in 0..3 {
-            assert_eq!(pool.take().await.unwrap().unwrap().as_slice(), &[7; 8]);
+            assert_eq!(
+                pool.take(&session(1)).await.unwrap().unwrap().as_slice(),
+                &[7; 8]
+            );
         }
         assert_eq!((pool.level(), pool.target()), (1, 1));
         assert!(!pool.generating());

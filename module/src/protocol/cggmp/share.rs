@@ -96,6 +96,40 @@ impl Primes {
         Primes(PregeneratedPrimes::generate(rng))
     }
 
+    /// Generates a set one safe prime after another, each batch on as many threads as
+    /// `threads()` answers before it (1 for a background refill; the node's cores while a
+    /// keygen waits for this set). The primes are cggmp24's own (`generate_safe_prime` at
+    /// the security level's size, as `PregeneratedPrimes::generate` makes them), checked by
+    /// `PregeneratedPrimes::try_from`.
+    pub fn generate_threaded(threads: &dyn Fn() -> usize) -> Result<Primes, ProtocolError> {
+        use cggmp24::backend::Integer;
+        use cggmp24::security_level::SecurityLevel as _;
+        let bits = Level::RSA_PRIME_BITLEN;
+        let mut found: Vec<Integer> = Vec::with_capacity(4);
+        while found.len() < 4 {
+            let batch = threads().clamp(1, 4 - found.len());
+            let made = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..batch)
+                    .map(|_| {
+                        s.spawn(move || Integer::generate_safe_prime(&mut rand::rngs::OsRng, bits))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|_| ProtocolError::Bug("a safe-prime thread panicked".into()))?;
+            found.extend(made);
+        }
+        let primes: [Integer; 4] = found
+            .try_into()
+            .map_err(|_| ProtocolError::Bug("not 4 safe primes".into()))?;
+        PregeneratedPrimes::try_from(primes)
+            .map(Primes)
+            .map_err(|_| ProtocolError::Bug("generated primes are not the size a set needs".into()))
+    }
+
     /// Serialized form, for an encrypted pool (the primes are the Paillier secret key).
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         serde_json::to_vec(&self.0)
