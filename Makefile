@@ -13,6 +13,7 @@ BLOCK_MS     ?= 100
 FUZZ_SECS    ?= 60
 SEEDS        ?= 20
 SCENARIO     ?=
+DEV_PRIMES   ?=
 # The dev/test build compiles in the test-only fault injection (inert unless SEQMPC_FAULTS is
 # set; the malicious-peer e2e tests set it). Production builds leave it out:
 #   cargo build --release -p seqmpc-abci
@@ -25,8 +26,11 @@ export SEQMPC_BIN_DIR := $(abspath $(BIN))
 build:
 	$(CARGO) build --release --locked --workspace --bins $(FEATURES)
 
+# DEV_PRIMES=1: INSECURE developer mode, ECDSA keys in seconds from the public test primes.
 localnet: build
-	$(BIN)/localnet start --dir $(DIR) --nodes $(NODES) --threshold $(THRESHOLD) --block-ms $(BLOCK_MS)
+	@echo "make localnet: a cggmp24-secp256k1 keygen waits for safe primes after a cold start (minutes on 2 cores);"
+	@echo "  for ECDSA in seconds with PUBLIC test primes (INSECURE, trials only): make localnet DEV_PRIMES=1"
+	$(BIN)/localnet start --dir $(DIR) --nodes $(NODES) --threshold $(THRESHOLD) --block-ms $(BLOCK_MS) $(if $(DEV_PRIMES),--dev-primes)
 
 # One release build serves the binaries and the tests (the e2e test starts the binaries).
 test: build
@@ -49,9 +53,11 @@ fuzz:
 	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-module --lib no_panic -- --nocapture
 	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-abci --test no_panic -- --nocapture
 
+# Both builds: the test build (FEATURES) and the production build (no test-only code).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --workspace --all-targets $(FEATURES) -- -D warnings
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
 bench: build
 	$(BIN)/seqmpc-bench --mpcd-dir $(BIN)

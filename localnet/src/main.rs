@@ -59,6 +59,15 @@ enum Cmd {
         /// instead of generating them. TEST ONLY: the file's secrets are public.
         #[arg(long, env = "SEQMPC_CGGMP_FIXTURES")]
         cggmp_fixtures: Option<PathBuf>,
+        /// INSECURE developer mode: ECDSA (cggmp24-secp256k1) keys in seconds instead of
+        /// minutes, from the test fixtures' safe primes and aux info, whose Paillier secrets
+        /// are public (anyone can then decrypt the signing messages and recover the keys).
+        /// The same as `--cggmp-fixtures module/tests/fixtures/cggmp24-test-fixtures.json`
+        /// (run from the repository). A new network gets the chain id
+        /// `seqmpc-localnet-insecure-dev-primes`, and every node's `/status` lists it under
+        /// `insecure`. Needs a test build (`make build`): a production mpcd refuses it.
+        #[arg(long)]
+        dev_primes: bool,
         /// CGGMP24 presignatures each node keeps per key and signer subset: passed to every
         /// mpcd as `--cggmp-presign-pool` (default: mpcd's).
         #[arg(long)]
@@ -150,6 +159,33 @@ fn install_signal_handler() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// The test fixtures `--dev-primes` uses, from the repository the command runs in.
+fn dev_primes_file() -> anyhow::Result<PathBuf> {
+    let f = PathBuf::from(DEV_PRIMES_FILE);
+    anyhow::ensure!(
+        f.is_file(),
+        "--dev-primes: {DEV_PRIMES_FILE} not found; run from the repository root, or pass \
+         --cggmp-fixtures PATH"
+    );
+    Ok(f)
+}
+
+/// Where `--dev-primes` finds the fixtures (relative to the repository root).
+const DEV_PRIMES_FILE: &str = "module/tests/fixtures/cggmp24-test-fixtures.json";
+
+/// A warning nobody can miss: the network's ECDSA keys are not secret.
+fn warn_insecure(fixtures: &std::path::Path) {
+    let bar = "!".repeat(78);
+    eprintln!(
+        "{bar}\n!! INSECURE: CGGMP24 safe primes and aux info from the TEST fixtures\n!! {}\n\
+         !! Their Paillier secrets are public: anyone can recover this network's ECDSA keys.\n\
+         !! For trying the ECDSA flows in seconds only. Never hold real value with it.\n{bar}",
+        fixtures.display()
+    );
+    tracing::warn!(file = %fixtures.display(), "INSECURE developer primes: the network's \
+        cggmp24-secp256k1 keys are not secret");
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Start {
@@ -163,11 +199,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_block_txs,
             start_timeout,
             cggmp_fixtures,
+            dev_primes,
             cggmp_presign_pool,
             session_deadline_blocks,
             liveness_window_blocks,
             cggmp_keygen_deadline_blocks,
         } => {
+            let cggmp_fixtures = match (cggmp_fixtures, dev_primes) {
+                (Some(f), _) => Some(f),
+                (None, true) => Some(dev_primes_file()?),
+                (None, false) => None,
+            };
+            if let Some(f) = &cggmp_fixtures {
+                warn_insecure(f);
+            }
             let stop = install_signal_handler()?;
             network::start(
                 &StartOptions {

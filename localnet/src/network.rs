@@ -107,7 +107,11 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             liveness_window_blocks: opts.liveness_window_blocks,
             cggmp_keygen_deadline_blocks: opts.cggmp_keygen_deadline_blocks,
         };
-        setup::create(&layout, n, &ports, &mpcd, &limits)?;
+        let chain_id = match opts.cggmp_fixtures {
+            Some(_) => setup::INSECURE_CHAIN_ID,
+            None => setup::CHAIN_ID,
+        };
+        setup::create(&layout, n, &ports, &mpcd, &limits, chain_id)?;
         ports
     } else {
         let (genesis, _) = setup::load_genesis(&layout)?;

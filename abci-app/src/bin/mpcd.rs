@@ -418,8 +418,24 @@ fn start(
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
     ReplayGate::new(me.clone(), RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
     let peers = registry_peers(&genesis, app.state())?;
+    let mut insecure: Vec<String> = Vec::new();
+    if cfg!(feature = "fault-injection") {
+        insecure
+            .push("test build: fault injection compiled in (cargo feature fault-injection)".into());
+    }
     let cggmp = match cggmp_primes {
+        // The production build cannot load fixture secrets (issues 14 and 15).
+        Some(_) if !cfg!(feature = "fault-injection") => bail!(
+            "--cggmp-primes loads TEST fixture Paillier secrets (public): this production \
+             build refuses it; a test build (`make build`, cargo feature \
+             seqmpc-abci/fault-injection) accepts it"
+        ),
         Some(path) => {
+            insecure.push(format!(
+                "CGGMP24 primes from the TEST fixture file {} (its Paillier secrets are \
+                 public: anyone can decrypt this node's signing messages)",
+                path.display()
+            ));
             let c = CggmpConfig::from_fixture_file(path, &me)
                 .with_context(|| format!("--cggmp-primes {}", path.display()))?;
             warn!(file = %path.display(), aux_committee = ?c.aux.as_ref().map(|a| &a.parties),
@@ -524,6 +540,7 @@ fn start(
             metrics: metrics.clone(),
             app: app.clone(),
             rt: rt.handle().clone(),
+            insecure,
         },
     )?;
 

@@ -29,6 +29,9 @@ pub struct StatusContext {
     pub app: AppHandle,
     /// Runtime to run async reads on.
     pub rt: tokio::runtime::Handle,
+    /// Why this node is not fit for production, if it is not (a test build, fixture
+    /// primes): `/status` shows it to whoever looks.
+    pub insecure: Vec<String>,
 }
 
 fn respond(req: tiny_http::Request, code: u16, body: Value) {
@@ -73,6 +76,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                             "diverged": divergences.as_ref().map(|d| !d.is_empty()),
                             "divergences": divergences,
                             "node_id": ctx.node,
+                            "insecure": ctx.insecure,
                             "chain_height": height,
                             "connected_peers": peers,
                             "p2p_refused_connections": ctx.p2p.refused_connections(),

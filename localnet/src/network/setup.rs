@@ -16,6 +16,9 @@ use super::layout::{Layout, Ports};
 
 /// Chain id of every localnet.
 pub const CHAIN_ID: &str = "seqmpc-localnet";
+/// Chain id of a new localnet whose nodes load the CGGMP24 test fixtures (`--dev-primes`,
+/// `--cggmp-fixtures`): its ECDSA keys are not secret, and every client sees it.
+pub const INSECURE_CHAIN_ID: &str = "seqmpc-localnet-insecure-dev-primes";
 
 #[derive(Deserialize)]
 struct InitOutput {
@@ -82,6 +85,7 @@ pub fn create(
     ports: &Ports,
     mpcd: &Path,
     limits: &LimitOptions,
+    chain_id: &str,
 ) -> anyhow::Result<Genesis> {
     ensure!(
         !layout.genesis().exists(),
@@ -106,7 +110,7 @@ pub fn create(
     let client = create_key_file(&layout.client_key())?;
     let signer = create_key_file(&layout.signer_key())?;
     let genesis = Genesis {
-        chain_id: CHAIN_ID.to_owned(),
+        chain_id: chain_id.to_owned(),
         nodes,
         accounts: vec![
             GenesisAccount {

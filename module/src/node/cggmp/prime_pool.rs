@@ -45,8 +45,8 @@ struct StoredPool {
     waiting: VecDeque<SessionId>,
     /// Sets taken out of the store for aux-info runs since the node started.
     taken: u64,
-    /// A keygen here waits for other nodes' safe primes: a refill ahead of need waits too,
-    /// leaving them the CPU (a node whose keygen waits for its own set generates anyway).
+    /// A keygen here waits for other nodes' safe primes or runs aux info: a refill ahead of
+    /// need waits, leaving them the CPU (a keygen waiting for a set here is served anyway).
     refill_paused: bool,
     /// A generation thread is running.
     generating: bool,
