@@ -29,7 +29,7 @@ fn nid(i: usize) -> NodeId {
 }
 
 fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Vec<u8> {
-    genesis_with(nodes, client, signer, 0)
+    genesis_with(nodes, client, signer, 0, 0)
 }
 
 fn genesis_with(
@@ -37,6 +37,7 @@ fn genesis_with(
     client: &SigningKey,
     signer: &SigningKey,
     refresh_every_blocks: u64,
+    sign_retention_blocks: u64,
 ) -> Vec<u8> {
     let g = Genesis {
         chain_id: "test-chain".into(),
@@ -70,6 +71,7 @@ fn genesis_with(
             refresh_every_blocks,
             sign_attempt_blocks: 30,
             cggmp_keygen_deadline_blocks: 0,
+            sign_retention_blocks,
         },
     };
     serde_json::to_vec(&g).unwrap()
@@ -82,13 +84,24 @@ impl Net {
 
     /// A net whose genesis refreshes every key every `refresh_every_blocks` (0: never).
     fn with_refresh(refresh_every_blocks: u64) -> Net {
+        Net::with_limits(refresh_every_blocks, 0)
+    }
+
+    /// A net whose genesis also prunes finished sign requests after `sign_retention_blocks`.
+    fn with_limits(refresh_every_blocks: u64, sign_retention_blocks: u64) -> Net {
         let nodes: Vec<SigningKey> = (0..4)
             .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
             .collect();
         let client = SigningKey::from_bytes(&[50; 32]);
         let signer_only = SigningKey::from_bytes(&[51; 32]);
         let dir = tempfile::tempdir().unwrap();
-        let g = genesis_with(&nodes, &client, &signer_only, refresh_every_blocks);
+        let g = genesis_with(
+            &nodes,
+            &client,
+            &signer_only,
+            refresh_every_blocks,
+            sign_retention_blocks,
+        );
         let (tx, rx) = tokio::sync::mpsc::channel(1000);
         let mut app = App::open(dir.path(), g.clone(), Some(tx)).unwrap();
         app.init_chain(pb::RequestInitChain {
@@ -587,6 +600,90 @@ fn app_can_end_a_keygen_by_deadline_and_on_disagreement() {
         panic!()
     };
     assert_ne!(s2, session);
+}
+
+/// Issue 13: the state stays bounded under sustained signing. A finished sign request leaves
+/// the state `sign_retention_blocks` after it ended (the same on every replica, journaled like
+/// any write), its id is refused until then and free again after.
+#[test]
+fn app_can_prune_finished_sign_requests_after_the_retention_and_reload_the_same_state() {
+    let mut net = Net::with_limits(0, 3);
+    let group = SigningKey::from_bytes(&[77; 32]);
+    net.ready_key("k1", &group);
+    let c = net.client.clone();
+    let sign = |net: &mut Net, rid: &str| {
+        net.tx(
+            &c,
+            TxMsg::KeySign {
+                key_id: KeyId::new("k1").unwrap(),
+                request_id: RequestId::new(rid).unwrap(),
+                message: b"hi".to_vec(),
+                prehashed: false,
+            },
+        )
+    };
+    let tx = sign(&mut net, "r1");
+    let (_, jobs) = net.block(vec![tx]);
+    let Job::Sign {
+        session, signers, ..
+    } = jobs[0].clone()
+    else {
+        panic!("{jobs:?}")
+    };
+    let who = net.nodes[signers[0].as_str()[4..].parse::<usize>().unwrap()].clone();
+    let good = net.tx(
+        &who,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r1").unwrap(),
+            session,
+            outcome: Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()),
+            signing_package: Vec::new(),
+        },
+    );
+    let (res, _) = net.block(vec![good]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert_eq!(net.query("/sign/r1").1["status"], "DONE");
+    // While it is kept, its id is taken.
+    let again = sign(&mut net, "r1");
+    let r = net.check(&again);
+    assert_ne!(r.code, 0);
+    assert!(r.log.contains("already used"), "{}", r.log);
+    net.seq.insert(
+        c.verifying_key().to_bytes(),
+        net.seq[&c.verifying_key().to_bytes()] - 1,
+    );
+    net.block(vec![]);
+    net.block(vec![]);
+    assert_eq!(net.query("/sign/r1").1["status"], "DONE");
+    // The third block after the one that ended it prunes it: nothing of it is left.
+    net.block(vec![]);
+    let (code, v) = net.query("/sign/r1");
+    assert_ne!(code, 0);
+    assert!(v.to_string().contains("block_results"), "{v}");
+    let state = net.app.state().unwrap();
+    assert!(state.sign_requests().is_empty());
+    assert!(
+        state
+            .deadlines()
+            .iter()
+            .all(|(_, d)| !matches!(d, seqmpc_abci::chain::entries::DeadlineItem::SignPrune(_))),
+        "{:?}",
+        state.deadlines()
+    );
+    // A replica reloaded from the journal has the same state and hash.
+    let g = genesis_with(&net.nodes, &net.client, &net.signer_only, 0, 3);
+    let again_app = App::open(net._dir.path(), g, None).unwrap();
+    assert_eq!(
+        again_app.info().last_block_app_hash,
+        net.app.info().last_block_app_hash
+    );
+    assert_eq!(again_app.state().unwrap(), net.app.state().unwrap());
+    // The id is free again: a new request.
+    let tx = sign(&mut net, "r1");
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert!(matches!(jobs[0], Job::Sign { .. }));
+    assert_eq!(net.query("/sign/r1").1["status"], "PENDING");
 }
 
 #[test]

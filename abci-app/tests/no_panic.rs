@@ -62,6 +62,8 @@ fn genesis() -> Vec<u8> {
             refresh_every_blocks: 0,
             sign_attempt_blocks: 30,
             cggmp_keygen_deadline_blocks: 0,
+            // Short: arbitrary blocks also prune finished sign requests.
+            sign_retention_blocks: 3,
         },
     })
     .unwrap()

@@ -3,9 +3,13 @@
 //! memory, one block at a time. No ABCI socket, no disk: the simulator is about the sessions,
 //! and the app's own tests cover the ABCI layer.
 
+use std::collections::BTreeMap;
+
+use seqmpc_abci::chain::entries::SignEntry;
 use seqmpc_abci::chain::genesis::Genesis;
 use seqmpc_abci::chain::{self, ChainState};
 use seqmpc_module::job::Job;
+use seqmpc_proto::RequestId;
 
 /// The chain: committed state and a FIFO mempool.
 pub struct Chain {
@@ -14,9 +18,23 @@ pub struct Chain {
     mempool: Vec<Vec<u8>>,
     /// Txs delivered with a non-zero code, with the reason (for diagnostics).
     pub refused: Vec<String>,
+    /// Every sign request as it ended (from the block's `sign_done` / `sign_failed` events,
+    /// as a client reads `block_results`): the state prunes finished requests after the
+    /// genesis retention, and the invariants still see them here.
+    pub ended_signs: BTreeMap<RequestId, SignEntry>,
 }
 
 impl Chain {
+    /// Every sign request the chain committed: those still in the state, and those pruned
+    /// since they ended (as they ended).
+    pub fn all_signs(&self) -> BTreeMap<RequestId, SignEntry> {
+        let mut all = self.ended_signs.clone();
+        for (id, req) in self.state.sign_requests() {
+            all.insert(id.clone(), req.clone());
+        }
+        all
+    }
+
     /// The chain at genesis.
     pub fn new(genesis: &Genesis) -> Result<Chain, String> {
         let bytes = serde_json::to_vec(genesis).map_err(|e| e.to_string())?;
@@ -25,6 +43,7 @@ impl Chain {
             state,
             mempool: Vec::new(),
             refused: Vec::new(),
+            ended_signs: BTreeMap::new(),
         })
     }
 
@@ -41,6 +60,21 @@ impl Chain {
             Ok(block) => {
                 for r in block.tx_results.iter().filter(|r| r.code != 0) {
                     self.refused.push(format!("height {height}: {}", r.log));
+                }
+                let events = block
+                    .block_events
+                    .iter()
+                    .chain(block.tx_results.iter().flat_map(|r| r.events.iter()));
+                for e in events.filter(|e| matches!(e.kind, "sign_done" | "sign_failed")) {
+                    let ended = e
+                        .attrs
+                        .iter()
+                        .find(|(k, _)| *k == "request_id")
+                        .and_then(|(_, v)| RequestId::new(v.clone()).ok())
+                        .and_then(|id| self.state.sign_requests().get(&id).cloned());
+                    if let Some(req) = ended {
+                        self.ended_signs.insert(req.request_id.clone(), req);
+                    }
                 }
                 block.jobs
             }

@@ -128,7 +128,7 @@ pub fn check(
     let state = &chain.state;
     let height = state.height;
     // Every request ends by its deadline; every one ends DONE while t honest nodes are up.
-    for req in state.sign_requests().values() {
+    for req in chain.all_signs().values() {
         if req.status == SignStatus::Pending && req.deadline_height <= height {
             v.push(format!(
                 "sign {} still PENDING at height {height}, past its deadline {}",
@@ -221,7 +221,7 @@ pub fn check(
 
 /// Sign requests: committed, DONE, ERROR.
 pub fn sign_counts(chain: &Chain) -> (usize, usize, usize) {
-    let reqs = chain.state.sign_requests();
+    let reqs = chain.all_signs();
     let count = |s: SignStatus| reqs.values().filter(|r| r.status == s).count();
     (
         reqs.len(),

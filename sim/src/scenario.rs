@@ -70,6 +70,9 @@ pub struct Scenario {
     pub sign_attempt_blocks: Option<u64>,
     /// The nodes' local signing timeout, ms (None: the default).
     pub sign_timeout_ms: Option<u64>,
+    /// Genesis `sign_retention_blocks`: short, so that every run prunes finished requests
+    /// while others are still signing (the invariants see pruned ones as they ended).
+    pub sign_retention_blocks: u64,
 }
 
 impl Scenario {
@@ -93,6 +96,7 @@ impl Scenario {
             random_faults: 0,
             sign_attempt_blocks: None,
             sign_timeout_ms: None,
+            sign_retention_blocks: 20,
         }
     }
 

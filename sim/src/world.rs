@@ -48,6 +48,8 @@ pub struct Stats {
     pub messages: u64,
     /// Sign requests committed / ended DONE / ended ERROR.
     pub signs: (usize, usize, usize),
+    /// Sign requests still in the chain state at the end (the others were pruned).
+    pub signs_in_state: usize,
     /// Keygens committed / ended READY / ended ERROR.
     pub keygens: (usize, usize, usize),
     /// Simulated time, ms.
@@ -163,6 +165,7 @@ fn genesis(sc: &Scenario, nodes: &[SigningKey], client: &SigningKey) -> Genesis 
             sign_attempt_blocks: sc
                 .sign_attempt_blocks
                 .unwrap_or(Limits::default().sign_attempt_blocks),
+            sign_retention_blocks: sc.sign_retention_blocks,
             ..Limits::default()
         },
     }
@@ -237,6 +240,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     let violations = invariants::check(&w.sc, &w.chain, &w.stores(), &w.obs, w.end);
     w.stats.sim_ms = w.now;
     w.stats.signs = invariants::sign_counts(&w.chain);
+    w.stats.signs_in_state = w.chain.state.sign_requests().len();
     w.stats.keygens = invariants::keygen_counts(&w.chain);
     w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
     Report {

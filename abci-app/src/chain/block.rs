@@ -126,6 +126,7 @@ pub(crate) fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Eff
                 reshare::expire(state, key_id, attempt, height, fx)
             }
             DeadlineItem::Refresh(key_id) => reshare::periodic_refresh(state, &key_id, height, fx),
+            DeadlineItem::SignPrune(request_id) => sign::prune(state, &request_id),
             DeadlineItem::SignAttempt(request_id, attempt) => {
                 sign_attempt::expire(state, request_id, attempt, height, fx)
             }

@@ -282,4 +282,6 @@ pub enum DeadlineItem {
     Refresh(KeyId),
     /// An attempt of a sign request (genesis `sign_attempt_blocks`).
     SignAttempt(RequestId, u32),
+    /// A finished sign request leaves the state (genesis `sign_retention_blocks`).
+    SignPrune(RequestId),
 }

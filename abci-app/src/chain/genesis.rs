@@ -93,6 +93,13 @@ pub struct Limits {
     /// field): 30 times `session_deadline_blocks`.
     #[serde(default)]
     pub cggmp_keygen_deadline_blocks: u64,
+    /// Blocks a finished sign request (DONE or ERROR) stays in the chain state; then it is
+    /// pruned, so the state and its snapshots stay bounded under sustained signing. Its
+    /// outcome stays in the `sign_done` / `sign_failed` event of the block that ended it
+    /// (`block_results`), and its request id may be used again. 0 (genesis files from before
+    /// this field): kept forever.
+    #[serde(default)]
+    pub sign_retention_blocks: u64,
 }
 
 fn default_sign_attempt_blocks() -> u64 {
@@ -119,6 +126,8 @@ impl Default for Limits {
             sign_attempt_blocks: default_sign_attempt_blocks(),
             // 15 minutes at 100 ms blocks: a cold start of 4 nodes on 2 cores.
             cggmp_keygen_deadline_blocks: 9000,
+            // 10 minutes at 100 ms blocks.
+            sign_retention_blocks: 6000,
         }
     }
 }

@@ -132,10 +132,18 @@ pub fn query(state: &ChainState, path: &str) -> Result<Vec<u8>, QueryError> {
             json(serde_json::to_vec(key))
         }
         Query::Sign(id) => {
-            let req = state
-                .sign_requests()
-                .get(&id)
-                .ok_or_else(|| not_found(format!("sign request {id} does not exist")))?;
+            let req = state.sign_requests().get(&id).ok_or_else(|| {
+                let keep = state.limits.sign_retention_blocks;
+                not_found(if keep == 0 {
+                    format!("sign request {id} does not exist")
+                } else {
+                    format!(
+                        "sign request {id} does not exist (a finished request leaves the \
+                             state {keep} blocks after it ended; its outcome stays in the \
+                             sign_done or sign_failed event of that block: block_results)"
+                    )
+                })
+            })?;
             json(serde_json::to_vec(req))
         }
         Query::Account(pk) => {

@@ -166,6 +166,12 @@ impl ChainState {
         self.sign_requests.get_mut(id)
     }
 
+    /// Removes a sign request (retention over).
+    pub fn remove_sign(&mut self, id: &RequestId) {
+        self.touch(StateKey::Sign(id.clone()));
+        self.sign_requests.remove(id);
+    }
+
     /// Inserts or replaces a sign request.
     pub fn put_sign(&mut self, entry: SignEntry) {
         self.touch(StateKey::Sign(entry.request_id.clone()));

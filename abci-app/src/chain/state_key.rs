@@ -47,6 +47,7 @@ impl fmt::Display for StateKey {
                     DeadlineItem::SignAttempt(r, attempt) => {
                         write!(f, "sign-attempt/{r}/{attempt:010}")
                     }
+                    DeadlineItem::SignPrune(r) => write!(f, "sign-prune/{r}"),
                 }
             }
         }
@@ -83,6 +84,9 @@ impl StateKey {
                         let (r, a) = rest.rsplit_once('/').ok_or_else(bad)?;
                         let r = RequestId::new(r).map_err(|e| e.to_string())?;
                         DeadlineItem::SignAttempt(r, a.parse().map_err(|_| bad())?)
+                    }
+                    "sign-prune" => {
+                        DeadlineItem::SignPrune(RequestId::new(rest).map_err(|e| e.to_string())?)
                     }
                     _ => return Err(bad()),
                 };
@@ -133,6 +137,10 @@ mod tests {
             (
                 StateKey::Deadline(3, DeadlineItem::SignAttempt(r.clone(), 7)),
                 "deadline/00000000000000000003/sign-attempt/r1/0000000007",
+            ),
+            (
+                StateKey::Deadline(9, DeadlineItem::SignPrune(r.clone())),
+                "deadline/00000000000000000009/sign-prune/r1",
             ),
         ];
         for (key, encoded) in cases {

@@ -55,7 +55,8 @@ impl Handler for KeySign<'_> {
         }
         if state.sign_requests().contains_key(request_id) {
             return Err(TxError::Conflict(format!(
-                "request id {request_id} is already used"
+                "request id {request_id} is already used (a finished request's id is free \
+                 again once it leaves the state, genesis sign_retention_blocks after it ended)"
             )));
         }
         Ok(())
@@ -142,8 +143,31 @@ pub(crate) fn expire(state: &mut ChainState, request_id: RequestId, height: u64,
     }
     req.status = SignStatus::Error;
     req.error = Some(format!("deadline passed at height {height}"));
+    schedule_prune(state, &request_id, height);
     fx.events.push(ev(
         "sign_failed",
         vec![("request_id", request_id.to_string())],
     ));
+}
+
+/// A sign request ended (DONE or ERROR) at `height`: it leaves the state
+/// `sign_retention_blocks` later (never with 0).
+pub(crate) fn schedule_prune(state: &mut ChainState, request_id: &RequestId, height: u64) {
+    let keep = state.limits.sign_retention_blocks;
+    if keep > 0 {
+        let at = height.saturating_add(keep);
+        state.add_deadline(at, DeadlineItem::SignPrune(request_id.clone()));
+    }
+}
+
+/// The retention of a finished sign request is over: it leaves the state (only a finished
+/// one: the request id can be used again only after this prune).
+pub(crate) fn prune(state: &mut ChainState, request_id: &RequestId) {
+    if state
+        .sign_requests()
+        .get(request_id)
+        .is_some_and(|r| r.status != SignStatus::Pending)
+    {
+        state.remove_sign(request_id);
+    }
 }

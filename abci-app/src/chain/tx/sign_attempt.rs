@@ -200,6 +200,7 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         req.culprits = req.excluded.clone();
         let item = DeadlineItem::Sign(request_id.clone());
         state.remove_deadline(request_deadline, item);
+        super::sign::schedule_prune(state, request_id, height);
         fx.events.push(ev(
             "sign_failed",
             vec![("request_id", request_id.to_string())],

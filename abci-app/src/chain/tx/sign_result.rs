@@ -130,6 +130,7 @@ impl Handler for SignResult<'_> {
         let attempt_item = DeadlineItem::SignAttempt(request_id.clone(), attempt.1);
         state.remove_deadline(attempt.0, attempt_item);
         state.count_proven_blames(&proven);
+        super::sign::schedule_prune(state, request_id, height);
     }
 }
 
