@@ -167,7 +167,8 @@ fn dev_primes_file() -> anyhow::Result<PathBuf> {
         "--dev-primes: {DEV_PRIMES_FILE} not found; run from the repository root, or pass \
          --cggmp-fixtures PATH"
     );
-    Ok(f)
+    // Absolute: the nodes' command lines (localnet.json) must work from any directory.
+    Ok(std::fs::canonicalize(&f)?)
 }
 
 /// Where `--dev-primes` finds the fixtures (relative to the repository root).
