@@ -42,8 +42,10 @@ test: build
 
 # The deterministic simulator (sim/): every scenario over SEEDS seeds; a failing run prints
 # the command that replays it. SCENARIO=<name> runs one scenario.
-sim:
-	$(CARGO) run --release --locked -p seqmpc-sim $(FEATURES) -- --seeds $(SEEDS) $(if $(SCENARIO),--scenario $(SCENARIO))
+# Runs the binary `make build` made: `cargo run -p seqmpc-sim` would unify features differently
+# and rebuild the workspace crates.
+sim: build
+	$(BIN)/seqmpc-sim --seeds $(SEEDS) $(if $(SCENARIO),--scenario $(SCENARIO))
 
 # The no-panic properties (txs and the chain's CheckTx/FinalizeBlock, p2p envelope and codec, every protocol message decoder, stored
 # shares and records) with fresh random inputs until FUZZ_SECS seconds have passed, each;

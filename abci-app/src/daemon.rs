@@ -15,6 +15,7 @@ pub mod diverge;
 pub mod keys;
 #[cfg(feature = "fault-injection")]
 pub mod partition;
+pub mod prom;
 pub mod replay_gate;
 pub mod rpc;
 pub mod status;

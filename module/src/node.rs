@@ -29,6 +29,7 @@ pub mod cggmp;
 mod cggmp_sessions;
 mod drive;
 mod keygen;
+pub mod latency;
 mod presign;
 mod reshare;
 mod sign;
@@ -168,6 +169,10 @@ pub struct Metrics {
     /// Resharing latencies at a new party in microseconds: committed job received → new
     /// share checked, stored (staged) and reported (last 1000).
     pub reshare_latency_us: VecDeque<u64>,
+    /// Cumulative latency histograms by operation and scheme, for Prometheus (`/metrics`);
+    /// not in the JSON.
+    #[serde(skip)]
+    pub latency: latency::Latencies,
 }
 
 /// Where a keygen running on this node stands.

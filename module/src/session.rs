@@ -162,12 +162,13 @@ pub enum StoreToken {
 /// A counter or latency for the node's metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricEvent {
-    /// A keygen ended READY here, after this many microseconds.
-    KeygenOk(u64),
+    /// A keygen of a key of this scheme ended READY here, after this many microseconds.
+    KeygenOk(Scheme, u64),
     /// A keygen failed here.
     KeygenFailed,
-    /// This node aggregated and verified a signature, after this many microseconds.
-    SignOk(u64),
+    /// This node aggregated and verified a signature by a key of this scheme, after this many
+    /// microseconds.
+    SignOk(Scheme, u64),
     /// A signing failed here.
     SignFailed,
     /// A p2p message was dropped.
@@ -394,6 +395,7 @@ impl Manager {
                 session,
                 request_id,
                 key_id,
+                scheme,
                 message,
                 signers,
                 block_time_ms,
@@ -407,6 +409,7 @@ impl Manager {
                     session,
                     request_id,
                     key_id,
+                    scheme,
                     message,
                     signers,
                 };

@@ -190,6 +190,16 @@ impl Localnet {
         Ok(serde_json::from_slice(&r.value)?)
     }
 
+    /// GET on a node's status endpoint, as text (e.g. `/metrics`): the content type and body.
+    pub fn node_get_text(&self, node: usize, path: &str) -> anyhow::Result<(String, String)> {
+        let url = self.info["nodes"][node]["status"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no node {node}"))?;
+        let r = self.http.get(&format!("{url}{path}")).call()?;
+        let content_type = r.content_type().to_owned();
+        Ok((content_type, r.into_string()?))
+    }
+
     /// GET on a node's status endpoint.
     pub fn node_get(&self, node: usize, path: &str) -> anyhow::Result<Value> {
         let url = self.info["nodes"][node]["status"]

@@ -371,6 +371,34 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         let st = net.node_get(i, "/status").unwrap();
         assert_eq!(st["diverged"], false, "node{i}: {}", st["divergences"]);
     }
+    // Prometheus: every node's /metrics parses, and the signatures counted match the
+    // histogram's count (the aggregators made them).
+    let (mut total, mut observed) = (0.0, 0.0);
+    for i in 0..4 {
+        let (ct, text) = net.node_get_text(i, "/metrics").unwrap();
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        for s in &scrape.samples {
+            match (&*s.metric, &s.value) {
+                ("seqmpc_signatures_total", prometheus_parse::Value::Counter(v)) => total += v,
+                ("seqmpc_mpc_latency_seconds", prometheus_parse::Value::Histogram(b))
+                    if s.labels.get("operation") == Some("sign") =>
+                {
+                    observed += b.last().map_or(0.0, |b| b.count);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == "seqmpc_chain_height"),
+            "node{i}: {text}"
+        );
+    }
+    assert!(total >= 1.0 && total == observed, "{total} vs {observed}");
     net.stop().unwrap();
     // The restarted nodes are not localnet's children: stop them ourselves.
     drop(restarted);
@@ -545,7 +573,7 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
     // of its 3 signer subsets (generated in the background after keygen), the request's
     // aggregator takes one and the signers run the online step only.
     let presigned = |i: usize| {
-        net.node_get(i, "/metrics").unwrap()["signatures_presigned"]
+        net.node_get(i, "/metrics/json").unwrap()["signatures_presigned"]
             .as_u64()
             .unwrap()
     };

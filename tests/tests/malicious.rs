@@ -316,7 +316,7 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
 }
 
 fn refused(net: &Localnet, i: usize) -> u64 {
-    net.node_get(i, "/metrics").unwrap()["p2p_refused_connections"]
+    net.node_get(i, "/metrics/json").unwrap()["p2p_refused_connections"]
         .as_u64()
         .unwrap()
 }

@@ -1,6 +1,7 @@
 //! The node's local status endpoint: its own view of its key shares (never secret material),
-//! its peers and its metrics. HTTP GET `/status`, `/keys`, `/key/<id>`, `/metrics` (counters),
-//! `/metrics/latencies` (recent latencies).
+//! its peers and its metrics. HTTP GET `/status`, `/keys`, `/key/<id>`, `/metrics` (Prometheus
+//! text, [`crate::daemon::prom`]), `/metrics/json` (the counters as JSON), `/metrics/latencies`
+//! (recent latencies, JSON).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tracing::warn;
 
 use crate::abci::AppHandle;
 use crate::daemon::diverge::{divergences, LocalKey};
+use crate::daemon::prom::{self, NodeGauges};
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -34,9 +36,20 @@ pub struct StatusContext {
     pub insecure: Vec<String>,
 }
 
-fn respond(req: tiny_http::Request, code: u16, body: Value) {
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]);
-    let mut resp = tiny_http::Response::from_string(body.to_string()).with_status_code(code);
+/// A response body.
+enum Body {
+    Json(Value),
+    /// Text with its content type.
+    Text(&'static str, String),
+}
+
+fn respond(req: tiny_http::Request, code: u16, body: Body) {
+    let (content_type, text) = match body {
+        Body::Json(v) => ("application/json", v.to_string()),
+        Body::Text(ct, text) => (ct, text),
+    };
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes());
+    let mut resp = tiny_http::Response::from_string(text).with_status_code(code);
     if let Ok(h) = header {
         resp = resp.with_header(h);
     }
@@ -104,7 +117,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             Err(e) => (500, json!({"error": format!("key store: {e}")})),
         },
         // Counters only: cheap enough to poll.
-        "/metrics" => match ctx.metrics.lock() {
+        "/metrics/json" => match ctx.metrics.lock() {
             Ok(m) => (
                 200,
                 json!({
@@ -142,9 +155,29 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             Some(Err(e)) => (400, json!({"error": e.to_string()})),
             None => (
                 404,
-                json!({"error": "unknown path; known: /status, /keys, /key/<id>, /metrics, /metrics/latencies"}),
+                json!({"error": "unknown path; known: /status, /keys, /key/<id>, /metrics (Prometheus), /metrics/json, /metrics/latencies"}),
             ),
         },
+    }
+}
+
+/// `/metrics`: Prometheus text.
+fn prometheus(ctx: &StatusContext) -> (u16, Body) {
+    let Ok(m) = ctx.metrics.lock().map(|m| m.clone()) else {
+        return (500, Body::Json(json!({"error": "metrics unavailable"})));
+    };
+    let node = NodeGauges {
+        chain_height: ctx
+            .app
+            .call(|a| a.state().map(|s| s.height))
+            .flatten()
+            .unwrap_or(0),
+        connected_peers: ctx.rt.block_on(ctx.p2p.connected()).len() as u64,
+        refused_connections: ctx.p2p.refused_connections(),
+    };
+    match prom::encode(&m, node) {
+        Ok(text) => (200, Body::Text(prom::CONTENT_TYPE, text)),
+        Err(e) => (500, Body::Json(json!({"error": format!("metrics: {e}")}))),
     }
 }
 
@@ -161,7 +194,13 @@ pub fn serve(addr: &str, ctx: StatusContext) -> anyhow::Result<()> {
             .name(format!("status-{i}"))
             .spawn(move || {
                 for req in server.incoming_requests() {
-                    let (code, body) = route(&ctx, req.url());
+                    let (code, body) = match req.url().split('?').next() {
+                        Some("/metrics") => prometheus(&ctx),
+                        _ => {
+                            let (code, v) = route(&ctx, req.url());
+                            (code, Body::Json(v))
+                        }
+                    };
                     respond(req, code, body);
                 }
             })?;

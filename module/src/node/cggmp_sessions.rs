@@ -298,6 +298,8 @@ impl<S: SubmitResult> Node<S> {
                     self.metrics(|m| {
                         m.signatures_ok += 1;
                         push_bounded(&mut m.sign_latency_us, us, 10_000);
+                        let op = if presigned { "sign_presigned" } else { "sign" };
+                        m.latency.observe(op, Scheme::Cggmp24Secp256k1, us);
                         if presigned {
                             m.signatures_presigned += 1;
                             push_bounded(&mut m.presigned_sign_latency_us, us, 10_000);

@@ -46,14 +46,16 @@ impl<S: SubmitResult> Node<S> {
                     crate::fault::crash_point(&self.cfg.faults, _point);
                 }
                 Effect::Metric(m) => self.metrics(|x| match m {
-                    MetricEvent::KeygenOk(us) => {
+                    MetricEvent::KeygenOk(scheme, us) => {
                         x.keygens_ok += 1;
                         push_bounded(&mut x.keygen_latency_us, us, 1000);
+                        x.latency.observe("keygen", scheme, us);
                     }
                     MetricEvent::KeygenFailed => x.keygens_failed += 1,
-                    MetricEvent::SignOk(us) => {
+                    MetricEvent::SignOk(scheme, us) => {
                         x.signatures_ok += 1;
                         push_bounded(&mut x.sign_latency_us, us, 10_000);
+                        x.latency.observe("sign", scheme, us);
                     }
                     MetricEvent::SignFailed => x.signs_failed += 1,
                     MetricEvent::Dropped => x.messages_dropped += 1,

@@ -310,6 +310,7 @@ impl<S: SubmitResult> Node<S> {
         self.metrics(|m| {
             m.keygens_ok += 1;
             push_bounded(&mut m.keygen_latency_us, us, 1000);
+            m.latency.observe("keygen", k.scheme, us);
         });
         info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&ok.public_key), us, "keygen READY locally");
         crash_point!(self, "keygen-after-store");

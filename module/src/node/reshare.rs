@@ -403,7 +403,11 @@ impl<S: SubmitResult> Node<S> {
                 info!(key_id = %r.key_id, %session, generation = r.generation,
                     "reshared share staged; waiting for the chain");
                 let us = r.started.elapsed().as_micros() as u64;
-                self.metrics(|m| push_bounded(&mut m.reshare_latency_us, us, 1000));
+                let scheme = r.scheme;
+                self.metrics(|m| {
+                    push_bounded(&mut m.reshare_latency_us, us, 1000);
+                    m.latency.observe("reshare", scheme, us);
+                });
             }
             Err(e) => warn!(key_id = %r.key_id, %session, error = %e, "resharing failed"),
         }

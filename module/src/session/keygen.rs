@@ -611,7 +611,7 @@ impl Manager {
             return;
         };
         let us = now.saturating_sub(k.started).saturating_mul(1000);
-        fx.push(Effect::Metric(MetricEvent::KeygenOk(us)));
+        fx.push(Effect::Metric(MetricEvent::KeygenOk(k.scheme, us)));
         info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&ok.public_key), "keygen READY locally");
         fx.push(Effect::Checkpoint("keygen-after-store"));
         fx.push(Effect::Submit(TxMsg::KeyGenResult {

@@ -8,7 +8,7 @@
 use rand::{CryptoRng, RngCore};
 use seqmpc_proto::tx::{Outcome, TxMsg, MAX_SIGNING_PACKAGE_BYTES};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
-use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use tracing::{debug, warn};
 
 use super::codec::{decode_share, sign_payload};
@@ -22,6 +22,7 @@ pub(super) struct SignJob {
     pub session: SessionId,
     pub request_id: RequestId,
     pub key_id: KeyId,
+    pub scheme: Scheme,
     pub message: Vec<u8>,
     pub signers: Vec<NodeId>,
 }
@@ -46,6 +47,7 @@ pub enum SignState {
 pub(super) struct Sign {
     pub request_id: RequestId,
     pub key_id: KeyId,
+    pub scheme: Scheme,
     pub signers: Vec<NodeId>,
     pub state: SignState,
     pub started: Millis,
@@ -77,6 +79,7 @@ impl Manager {
             Session::Sign(Box::new(Sign {
                 request_id: job.request_id,
                 key_id: job.key_id.clone(),
+                scheme: job.scheme,
                 signers: job.signers,
                 state: SignState::Loading {
                     message: job.message,
@@ -251,7 +254,7 @@ impl Manager {
                 send_sign(fx, session, out);
             }
             Ok(AnySignProgress::Finished { signature, out }) => {
-                let started = s.started;
+                let (started, scheme) = (s.started, s.scheme);
                 self.finish(now, session);
                 self.evidence.remove(&session);
                 if signature.is_none() {
@@ -260,7 +263,7 @@ impl Manager {
                 send_sign(fx, session, out);
                 if let Some(signature) = signature {
                     let us = now.saturating_sub(started).saturating_mul(1000);
-                    fx.push(Effect::Metric(MetricEvent::SignOk(us)));
+                    fx.push(Effect::Metric(MetricEvent::SignOk(scheme, us)));
                     debug!(%request_id, "signature verified");
                     fx.push(Effect::Submit(TxMsg::SignResult {
                         request_id,

@@ -314,7 +314,7 @@ fn metrics(net: &Localnet, nodes: usize) -> Vec<serde_json::Value> {
 /// Signatures aggregated and verified, summed over nodes (the cheap counters endpoint).
 fn signed_total(net: &Localnet, nodes: usize) -> u64 {
     (0..nodes)
-        .filter_map(|i| net.node_get(i, "/metrics").ok())
+        .filter_map(|i| net.node_get(i, "/metrics/json").ok())
         .filter_map(|m| m["signatures_ok"].as_u64())
         .sum()
 }
@@ -722,7 +722,7 @@ fn run_presigned(
     );
     let presigned = |net: &Localnet| -> u64 {
         (0..4)
-            .filter_map(|i| net.node_get(i, "/metrics").ok())
+            .filter_map(|i| net.node_get(i, "/metrics/json").ok())
             .filter_map(|m| m["signatures_presigned"].as_u64())
             .sum()
     };

@@ -166,7 +166,7 @@ fn pools_full(net: &Localnet, key_id: &str) -> bool {
 }
 
 fn presigned(net: &Localnet, i: usize) -> u64 {
-    net.node_get(i, "/metrics").unwrap()["signatures_presigned"]
+    net.node_get(i, "/metrics/json").unwrap()["signatures_presigned"]
         .as_u64()
         .unwrap()
 }
