@@ -217,4 +217,28 @@ mod tests {
             other => panic!("not a histogram: {other:?}"),
         }
     }
+
+    /// Every metric the shipped Grafana dashboard (`deploy/grafana-dashboard.json`) queries
+    /// is one this node exports.
+    #[test]
+    fn dashboard__should_query_only_metrics_the_node_exports() {
+        let m = Metrics::default();
+        m.latency.observe("sign", Scheme::FrostEd25519, 1_000);
+        let text = encode(&m, NodeGauges::default()).unwrap();
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let dash = std::fs::read_to_string(dir.join("../deploy/grafana-dashboard.json")).unwrap();
+        let names: std::collections::BTreeSet<&str> = dash
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("seqmpc_") && *w != "seqmpc_mpcd")
+            .collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+        }
+    }
 }
