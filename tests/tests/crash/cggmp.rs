@@ -1,10 +1,11 @@
 //! The CGGMP24 rows of the crash matrix, on a localnet of their own (ports from 20000).
 //!
-//! Why apart: a CGGMP24 session's chain deadline is 20x (signing) or 30x (keygen) the genesis
-//! `session_deadline_blocks`, and a crash before the point of no return always ends the
+//! Why apart: a CGGMP24 signing's chain deadline is 20x the genesis `session_deadline_blocks`
+//! and a keygen's is the genesis `cggmp_keygen_deadline_blocks` (15 minutes by default), and a crash before the point of no return always ends the
 //! session at its deadline (the restarted node resumes nothing, and the others wait for it).
 //! On the FROST localnet (40 blocks) that is 80 s per signing row; here the genesis deadline
-//! is [`DEADLINE_BLOCKS`], so a signing ends in 240 blocks and a keygen in 360, still well
+//! is [`DEADLINE_BLOCKS`] and the keygen one [`KEYGEN_DEADLINE_BLOCKS`], so a signing ends in
+//! 240 blocks and a keygen in 360, still well
 //! above what a 2-party signing takes on a loaded 2-core machine (at 8, a full signing right
 //! after the keygen retry missed its 160 blocks once, with the other e2e tests running
 //! beside it).
@@ -37,7 +38,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 use std::time::{Duration, Instant};
 
-/// Genesis `session_deadline_blocks` of this localnet: CGGMP24 signing 240 blocks, keygen 360.
+/// Genesis `session_deadline_blocks` of this localnet: CGGMP24 signing 240 blocks.
 const DEADLINE_BLOCKS: u64 = 12;
 const SIGN_DEADLINE_BLOCKS: u64 =
     DEADLINE_BLOCKS * seqmpc_abci::chain::tx::CGGMP_SIGN_DEADLINE_FACTOR;
