@@ -787,7 +787,16 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         (k["threshold"].as_u64(), k["generation"].as_u64()),
         (Some(2), Some(2))
     );
-    assert!(net.node_get(3, "/key/ec").is_err(), "node3 still holds ec");
+    // The leaving node erases its share when its ReshareDone job runs, just after the chain
+    // ended the resharing (the same block): give it that moment.
+    assert!(
+        seqmpc_e2e::wait_for(Duration::from_secs(10), || net
+            .node_get(3, "/key/ec")
+            .is_err()
+            .then_some(()))
+        .is_some(),
+        "node3 still holds ec"
+    );
     // A committee without aux info (node1..node3): the new parties generate it together (from
     // their fixture primes) while the deals arrive; node0 leaves, node3 joins.
     let k = reshare_ec("node1,node2,node3", "2").unwrap();
@@ -796,7 +805,16 @@ fn n4t3_localnet__should_keygen_sign_ecdsa_prehashed_and_not_and_delete_a_cggmp2
         (Some(2), Some(3))
     );
     assert_eq!(k["public_key"], pk.as_str(), "{k}");
-    assert!(net.node_get(0, "/key/ec").is_err(), "node0 still holds ec");
+    // The leaving node erases its share when its ReshareDone job runs, just after the chain
+    // ended the resharing (the same block): give it that moment.
+    assert!(
+        seqmpc_e2e::wait_for(Duration::from_secs(10), || net
+            .node_get(0, "/key/ec")
+            .is_err()
+            .then_some(()))
+        .is_some(),
+        "node0 still holds ec"
+    );
     let s = sign_ec_prehashed([0x21; 32]);
     assert_eq!(s["signers"].as_array().unwrap().len(), 2, "{s}");
     // Back to 3-of-4 (node0 joins again; the fixture aux info of the 4 nodes).
