@@ -37,8 +37,8 @@ pub mod verify;
 pub use block::{finalize_block, init_chain, FinalizedBlock, TxOutcome, WrongHeight};
 pub use catch_up::{catch_up_jobs, unattested_deletions};
 pub use entries::{
-    AccountEntry, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, NodeEntry, ProvenBlame,
-    ReshareEntry, ReshareStatus, SignEntry, SignStatus,
+    AccountEntry, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, NodeEntry, ProposalAction,
+    ProposalEntry, ProposalStatus, ProvenBlame, ReshareEntry, ReshareStatus, SignEntry, SignStatus,
 };
 pub use mempool::{check_tx, CheckState};
 pub use state::{BlockWrites, ChainState};

@@ -4,12 +4,14 @@
 //!
 //! - [`submit`]: signs and broadcasts the MPC module's results; [`rpc`]: the CometBFT RPC
 //!   client (also used by `mpcctl` and `localnet`); [`keys`]: key files.
+//! - [`abci_unix`]: the ABCI socket protocol on a Unix socket (mode 0600).
 //! - [`replay_gate`]: skips jobs of replayed blocks whose sessions are over.
 //! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
 //!   the chain; [`admin`]: the operator socket (master key rotation, backups).
 //! - `partition` (TEST ONLY, feature `fault-injection`): the ABCI relay of the
 //!   `partition-file` fault.
 
+pub mod abci_unix;
 pub mod admin;
 pub mod diverge;
 pub mod keys;

@@ -33,6 +33,10 @@ pub struct Manifest {
     pub genesis: String,
     /// Block interval in milliseconds.
     pub block_ms: u64,
+    /// The secret the dev sequencer's `dev_add_app` RPC needs (`localnet add-node` sends it).
+    /// The file is written mode 0600 for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_token: Option<String>,
     /// The nodes.
     pub nodes: Vec<ManifestNode>,
 }
@@ -106,7 +110,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         std::process::id()
     ));
     {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        // Owner only: the files written here hold paths to keys and secrets (a token).
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?
+        };
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use ed25519_dalek::{Signer, SigningKey};
 use seqmpc_abci::abci::App;
-use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Governance, Limits, Role};
 use seqmpc_abci::chain::KeyStatus;
 use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, TxMsg};
@@ -29,7 +29,28 @@ fn nid(i: usize) -> NodeId {
 }
 
 fn genesis(nodes: &[SigningKey], client: &SigningKey, signer: &SigningKey) -> Vec<u8> {
-    genesis_with(nodes, client, signer, 0, 0)
+    genesis_with(nodes, client, signer, 0, 0, client_governs())
+}
+
+/// The key of the `auditor` account: no role, a governance account in some tests.
+fn auditor() -> SigningKey {
+    SigningKey::from_bytes(&[52; 32])
+}
+
+/// The key of the `other` account: every role, like the client, but owns no key.
+fn other() -> SigningKey {
+    SigningKey::from_bytes(&[53; 32])
+}
+
+/// The default governance of these tests: the client account approves alone, no delay (its
+/// resharings and admissions run at once, as before governance existed).
+fn client_governs() -> Option<Governance> {
+    Some(Governance {
+        accounts: vec!["client".into()],
+        approvals: 1,
+        delay_blocks: 0,
+        expiry_blocks: 100,
+    })
 }
 
 fn genesis_with(
@@ -38,6 +59,7 @@ fn genesis_with(
     signer: &SigningKey,
     refresh_every_blocks: u64,
     sign_retention_blocks: u64,
+    governance: Option<Governance>,
 ) -> Vec<u8> {
     let g = Genesis {
         chain_id: "test-chain".into(),
@@ -61,6 +83,16 @@ fn genesis_with(
                 public_key: hex::encode(signer.verifying_key().to_bytes()),
                 roles: BTreeSet::from([Role::Sign]),
             },
+            GenesisAccount {
+                name: "auditor".into(),
+                public_key: hex::encode(auditor().verifying_key().to_bytes()),
+                roles: BTreeSet::new(),
+            },
+            GenesisAccount {
+                name: "other".into(),
+                public_key: hex::encode(other().verifying_key().to_bytes()),
+                roles: BTreeSet::from([Role::Keygen, Role::Sign, Role::Delete, Role::Registry]),
+            },
         ],
         limits: Limits {
             max_parties: 8,
@@ -72,7 +104,9 @@ fn genesis_with(
             sign_attempt_blocks: 30,
             cggmp_keygen_deadline_blocks: 0,
             sign_retention_blocks,
+            min_threshold: 2,
         },
+        governance,
     };
     serde_json::to_vec(&g).unwrap()
 }
@@ -89,6 +123,18 @@ impl Net {
 
     /// A net whose genesis also prunes finished sign requests after `sign_retention_blocks`.
     fn with_limits(refresh_every_blocks: u64, sign_retention_blocks: u64) -> Net {
+        Net::build(
+            refresh_every_blocks,
+            sign_retention_blocks,
+            client_governs(),
+        )
+    }
+
+    fn build(
+        refresh_every_blocks: u64,
+        sign_retention_blocks: u64,
+        governance: Option<Governance>,
+    ) -> Net {
         let nodes: Vec<SigningKey> = (0..4)
             .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
             .collect();
@@ -101,6 +147,7 @@ impl Net {
             &signer_only,
             refresh_every_blocks,
             sign_retention_blocks,
+            governance,
         );
         let (tx, rx) = tokio::sync::mpsc::channel(1000);
         let mut app = App::open(dir.path(), g.clone(), Some(tx)).unwrap();
@@ -671,7 +718,14 @@ fn app_can_prune_finished_sign_requests_after_the_retention_and_reload_the_same_
         state.deadlines()
     );
     // A replica reloaded from the journal has the same state and hash.
-    let g = genesis_with(&net.nodes, &net.client, &net.signer_only, 0, 3);
+    let g = genesis_with(
+        &net.nodes,
+        &net.client,
+        &net.signer_only,
+        0,
+        3,
+        client_governs(),
+    );
     let again_app = App::open(net._dir.path(), g, None).unwrap();
     assert_eq!(
         again_app.info().last_block_app_hash,
@@ -2386,4 +2440,422 @@ fn app_rejects_a_lone_false_claim_as_a_reason_to_end_a_signing() {
     let done = sign_report(&mut net, honest, "r", session, Outcome::Ok(sig));
     assert_eq!(done.code, 0, "{}", done.log);
     assert_eq!(net.query("/sign/r").1["status"], "DONE");
+}
+
+// Who may move a key (issue 14, item 1).
+
+impl Net {
+    /// Checks `msg` signed by `key` (not delivered): its code and log.
+    fn check_as(&mut self, key: &SigningKey, msg: TxMsg) -> (u32, String) {
+        let tx = self.tx_unsequenced(key, msg);
+        let r = self.check(&tx);
+        (r.code, r.log)
+    }
+
+    /// Delivers `msg` signed by `key` in a block of its own: its result and the block's jobs.
+    fn deliver_as(&mut self, key: &SigningKey, msg: TxMsg) -> (pb::ExecTxResult, Vec<Job>) {
+        let tx = self.tx(key, msg);
+        let (mut res, jobs) = self.block(vec![tx]);
+        (res.remove(0), jobs)
+    }
+
+    fn proposal(&self, id: &str) -> Value {
+        let (code, v) = self.query(&format!("/proposal/{id}"));
+        assert_eq!(code, 0, "{v}");
+        v
+    }
+
+    /// The id of the only open (PENDING or APPROVED) proposal.
+    fn open_proposal(&self) -> String {
+        let (_, v) = self.query("/proposals");
+        let open: Vec<&Value> = v["proposals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"] == "PENDING" || p["status"] == "APPROVED")
+            .collect();
+        assert_eq!(open.len(), 1, "{v}");
+        open[0]["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn sign_msg(key_id: &str, request_id: &str) -> TxMsg {
+    TxMsg::KeySign {
+        key_id: KeyId::new(key_id).unwrap(),
+        request_id: RequestId::new(request_id).unwrap(),
+        message: b"m".to_vec(),
+        prehashed: false,
+    }
+}
+
+fn reshare_msg(key_id: &str, parties: &[usize], t: u32) -> TxMsg {
+    TxMsg::KeyReshare {
+        key_id: KeyId::new(key_id).unwrap(),
+        parties: parties.iter().map(|i| nid(*i)).collect(),
+        threshold: t,
+    }
+}
+
+fn vote(id: &str, cancel: bool) -> TxMsg {
+    TxMsg::ProposalVote {
+        proposal_id: id.into(),
+        cancel,
+    }
+}
+
+#[test]
+fn app_lets_only_a_keys_owner_and_the_admins_it_names_sign_delete_or_reshare_it() {
+    let mut net = Net::new();
+    net.ready_key("own", &SigningKey::from_bytes(&[81; 32]));
+    let (client, other, signer) = (net.client.clone(), other(), net.signer_only.clone());
+    // Another account with every role may not use the key.
+    for (msg, what) in [
+        (sign_msg("own", "o1"), "sign with"),
+        (
+            TxMsg::KeyDelete {
+                key_id: KeyId::new("own").unwrap(),
+            },
+            "delete",
+        ),
+        (reshare_msg("own", &[0, 1, 2], 2), "reshare"),
+        (reshare_msg("own", &[0, 1, 2, 3], 3), "reshare"),
+    ] {
+        let (code, log) = net.check_as(&other, msg);
+        assert_eq!(code, 5, "{log}");
+        assert!(
+            log.contains(what) && log.contains("only its owner"),
+            "{log}"
+        );
+    }
+    // Nor name itself admin, nor retry the keygen of someone else's key id.
+    let admins = |pks: &[&SigningKey]| TxMsg::KeyAdmins {
+        key_id: KeyId::new("own").unwrap(),
+        admins: pks.iter().map(|k| k.verifying_key().to_bytes()).collect(),
+    };
+    let (code, log) = net.check_as(&other, admins(&[&other]));
+    assert_eq!(code, 5, "{log}");
+    assert!(log.contains("only its owner may"), "{log}");
+    // The owner names the sign-only account: it may sign now (its role allows only that).
+    let (code, log) = net.check_as(&signer, sign_msg("own", "s1"));
+    assert_eq!(code, 5, "{log}");
+    let (r, _) = net.deliver_as(&client, admins(&[&signer]));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(
+        net.query("/key/own").1["admins"],
+        serde_json::json!([hex::encode(signer.verifying_key().to_bytes())])
+    );
+    let (r, jobs) = net.deliver_as(&signer, sign_msg("own", "s1"));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(matches!(jobs[..], [Job::Sign { .. }]), "{jobs:?}");
+    // An admin may not change the list; unknown accounts and the owner are refused.
+    let (code, _) = net.check_as(&signer, admins(&[]));
+    assert_eq!(code, 5);
+    let stranger = SigningKey::from_bytes(&[99; 32]);
+    let (code, log) = net.check_as(&client, admins(&[&stranger]));
+    assert_eq!(code, 6, "{log}");
+    assert!(log.contains("not a genesis account"), "{log}");
+    let (code, log) = net.check_as(&client, admins(&[&client]));
+    assert_eq!(code, 6, "{log}");
+    // Emptying the list takes the right back.
+    let (r, _) = net.deliver_as(&client, admins(&[]));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let (code, _) = net.check_as(&signer, sign_msg("own", "s2"));
+    assert_eq!(code, 5);
+    // A node may not name admins either.
+    let n0 = net.nodes[0].clone();
+    let (code, _) = net.check_as(&n0, admins(&[&signer]));
+    assert_eq!(code, 5);
+}
+
+#[test]
+fn app_refuses_a_resharing_that_would_hand_a_key_to_newcomers() {
+    let mut net = Net::new();
+    net.ready_key("mv", &SigningKey::from_bytes(&[82; 32]));
+    let client = net.client.clone();
+    for (i, seed) in [(4usize, 61u8), (5, 62)] {
+        let k = SigningKey::from_bytes(&[seed; 32]);
+        let msg = TxMsg::NodeJoin {
+            node_id: nid(i),
+            public_key: k.verifying_key().to_bytes(),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 30000 + i),
+        };
+        let (r, _) = net.deliver_as(&client, msg);
+        assert_eq!(r.code, 0, "{}", r.log);
+    }
+    // The key is 3-of-{0,1,2,3}.
+    for (parties, t, needle) in [
+        // Keeps 2 holders: below the current threshold 3.
+        (&[0, 1, 4, 5][..], 3, "keeps 2 of the key's current holders"),
+        // The two newcomers would reach the new threshold 2 alone.
+        (
+            &[0, 1, 2, 4, 5][..],
+            2,
+            "2 newcomers would reach its threshold 2",
+        ),
+        // The two-node committee of the issue's attack.
+        (&[4, 5][..], 2, "keeps 0"),
+    ] {
+        let (code, log) = net.check_as(&client, reshare_msg("mv", parties, t));
+        assert_eq!(code, 6, "{parties:?}: {log}");
+        assert!(log.contains(needle), "{parties:?}: {log}");
+    }
+    // Three holders kept, newcomers below the threshold: accepted.
+    let (r, jobs) = net.deliver_as(&client, reshare_msg("mv", &[0, 1, 2, 4, 5], 3));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(matches!(jobs[..], [Job::Reshare(_)]), "{jobs:?}");
+}
+
+#[test]
+fn app_runs_resharings_and_admissions_only_once_governance_approved_them_and_the_delay_passed() {
+    let mut net = Net::build(
+        0,
+        0,
+        Some(Governance {
+            accounts: vec!["client".into(), "auditor".into()],
+            approvals: 2,
+            delay_blocks: 3,
+            expiry_blocks: 10,
+        }),
+    );
+    let (client, auditor, signer) = (net.client.clone(), auditor(), net.signer_only.clone());
+    net.ready_key("gk", &SigningKey::from_bytes(&[83; 32]));
+    let join = |i: usize, seed: u8| TxMsg::NodeJoin {
+        node_id: nid(i),
+        public_key: SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes(),
+        p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 30000 + i),
+    };
+
+    // A NodeJoin opens a proposal: nothing runs, the proposer's approval counts.
+    let (r, jobs) = net.deliver_as(&client, join(4, 71));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let id = net.open_proposal();
+    let p = net.proposal(&id);
+    assert_eq!(p["status"], "PENDING", "{p}");
+    assert_eq!(p["approvals"], serde_json::json!(["client"]), "{p}");
+    assert_eq!(net.query("/nodes").1.as_array().unwrap().len(), 4);
+    // Only governance accounts approve, each once.
+    let (code, log) = net.check_as(&signer, vote(&id, false));
+    assert_eq!(code, 5, "{log}");
+    let (code, log) = net.check_as(&client, vote(&id, false));
+    assert_eq!(code, 8, "{log}");
+    assert!(log.contains("already approved"), "{log}");
+    let (code, _) = net.check_as(&client, vote("0000000000000000", false));
+    assert_eq!(code, 7);
+    // The second approval: it runs 3 blocks later, not before.
+    let (r, jobs) = net.deliver_as(&auditor, vote(&id, false));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let approved_at = net.height as u64;
+    let p = net.proposal(&id);
+    assert_eq!(p["status"], "APPROVED", "{p}");
+    assert_eq!(p["executes_height"], approved_at + 3, "{p}");
+    let mut jobs = Vec::new();
+    while (net.height as u64) < approved_at + 2 {
+        jobs.extend(net.block(vec![]).1);
+    }
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let (_, jobs) = net.block(vec![]);
+    assert!(
+        matches!(&jobs[..], [Job::NodeJoined { node, .. }] if *node == nid(4)),
+        "{jobs:?}"
+    );
+    assert_eq!(net.proposal(&id)["status"], "EXECUTED");
+    assert_eq!(net.query("/nodes").1.as_array().unwrap().len(), 5);
+
+    // An approved resharing is visible during its delay, and a governance account cancels it.
+    let (r, _) = net.deliver_as(&client, reshare_msg("gk", &[0, 1, 2, 4], 3));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let id = net.open_proposal();
+    let (r, _) = net.deliver_as(&auditor, vote(&id, false));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(net.proposal(&id)["status"], "APPROVED");
+    let (code, log) = net.check_as(&signer, vote(&id, true));
+    assert_eq!(code, 5, "{log}");
+    let (r, _) = net.deliver_as(&auditor, vote(&id, true));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let p = net.proposal(&id);
+    assert_eq!(p["status"], "CANCELLED", "{p}");
+    assert_eq!(p["error"], "cancelled by auditor", "{p}");
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.extend(net.block(vec![]).1);
+    }
+    assert!(jobs.is_empty(), "a cancelled resharing ran: {jobs:?}");
+    assert_eq!(net.query("/key/gk").1["reshare"], Value::Null);
+
+    // An approved resharing whose key was deleted meanwhile ends FAILED and runs nothing.
+    let (r, _) = net.deliver_as(&client, reshare_msg("gk", &[0, 1, 2, 4], 3));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let id = net.open_proposal();
+    let del = TxMsg::KeyDelete {
+        key_id: KeyId::new("gk").unwrap(),
+    };
+    let (tx1, tx2) = (net.tx(&auditor, vote(&id, false)), net.tx(&client, del));
+    let (res, _) = net.block(vec![tx1, tx2]);
+    assert!(res.iter().all(|r| r.code == 0), "{res:?}");
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.extend(net.block(vec![]).1);
+    }
+    assert!(
+        !jobs.iter().any(|j| matches!(j, Job::Reshare(_))),
+        "{jobs:?}"
+    );
+    let p = net.proposal(&id);
+    assert_eq!(p["status"], "FAILED", "{p}");
+    assert!(p["error"].as_str().unwrap().contains("READY"), "{p}");
+
+    // Unapproved, a proposal expires (10 blocks), then leaves the state (10 more).
+    let (r, _) = net.deliver_as(&client, join(5, 72));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let id = net.open_proposal();
+    for _ in 0..10 {
+        net.block(vec![]);
+    }
+    assert_eq!(net.proposal(&id)["status"], "EXPIRED");
+    let (code, _) = net.check_as(&auditor, vote(&id, false));
+    assert_eq!(code, 8);
+    for _ in 0..10 {
+        net.block(vec![]);
+    }
+    assert_eq!(net.query(&format!("/proposal/{id}")).0, 7);
+    assert_eq!(net.query("/nodes").1.as_array().unwrap().len(), 5);
+
+    // A restart (snapshot + journal replay) gives the same state and app hash.
+    let app_hash = net.app.info().last_block_app_hash;
+    let g = {
+        let nodes = net.nodes.clone();
+        genesis_with(
+            &nodes,
+            &net.client,
+            &net.signer_only,
+            0,
+            0,
+            Some(Governance {
+                accounts: vec!["client".into(), "auditor".into()],
+                approvals: 2,
+                delay_blocks: 3,
+                expiry_blocks: 10,
+            }),
+        )
+    };
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    assert_eq!(again.info().last_block_app_hash, app_hash);
+}
+
+#[test]
+fn app_refuses_moves_of_keys_and_admissions_without_a_governance_but_still_refreshes() {
+    let mut net = Net::build(0, 0, None);
+    net.ready_key("ng", &SigningKey::from_bytes(&[84; 32]));
+    let client = net.client.clone();
+    let (code, log) = net.check_as(
+        &client,
+        TxMsg::NodeJoin {
+            node_id: nid(4),
+            public_key: SigningKey::from_bytes(&[73; 32]).verifying_key().to_bytes(),
+            p2p_addr: "/ip4/127.0.0.1/tcp/30004".into(),
+        },
+    );
+    assert_eq!(code, 5, "{log}");
+    assert!(log.contains("names no governance"), "{log}");
+    let (code, log) = net.check_as(&client, reshare_msg("ng", &[0, 1, 2], 2));
+    assert_eq!(code, 5, "{log}");
+    let (r, jobs) = net.deliver_as(&client, reshare_msg("ng", &[0, 1, 2, 3], 3));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(matches!(jobs[..], [Job::Reshare(_)]), "{jobs:?}");
+}
+
+#[test]
+fn app_refuses_abci_calls_out_of_order_and_keeps_serving_the_engine_that_drives_it() {
+    // Before InitChain: refused, no panic.
+    let nodes: Vec<SigningKey> = (0..4)
+        .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+        .collect();
+    let (client, signer) = (
+        SigningKey::from_bytes(&[50; 32]),
+        SigningKey::from_bytes(&[51; 32]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut fresh = App::open(dir.path(), genesis(&nodes, &client, &signer), None).unwrap();
+    let r = fresh.finalize_block(pb::RequestFinalizeBlock {
+        txs: vec![vec![1u8, 2, 3].into()],
+        height: 1,
+        ..Default::default()
+    });
+    assert_eq!(r.tx_results.len(), 1);
+    assert_ne!(r.tx_results[0].code, 0);
+    assert!(
+        r.tx_results[0].log.contains("before InitChain"),
+        "{:?}",
+        r.tx_results[0].log
+    );
+    fresh.commit();
+
+    let mut net = Net::new();
+    net.ready_key("oo", &SigningKey::from_bytes(&[85; 32]));
+    let info = net.app.info();
+    // A Commit with nothing finalized changes nothing.
+    net.app.commit();
+    assert_eq!(net.app.info(), info);
+    // A block for a height other than the next: every tx refused, the app hash unchanged.
+    let tx = net.keygen("oo2", 3);
+    for height in [info.last_block_height, info.last_block_height + 2, 0] {
+        let r = net.app.finalize_block(pb::RequestFinalizeBlock {
+            txs: vec![tx.clone().into()],
+            height,
+            ..Default::default()
+        });
+        assert_eq!(r.tx_results[0].code, 6, "{}", r.tx_results[0].log);
+        assert!(
+            r.tx_results[0].log.contains("block refused"),
+            "{}",
+            r.tx_results[0].log
+        );
+        assert_eq!(r.app_hash, info.last_block_app_hash);
+        net.app.commit();
+        assert_eq!(net.app.info(), info);
+    }
+    // The engine driving it in order goes on.
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert!(matches!(jobs[..], [Job::KeyGen { .. }]), "{jobs:?}");
+}
+
+#[test]
+fn app_limits_the_proposals_one_account_may_have_open() {
+    let mut net = Net::build(
+        0,
+        0,
+        Some(Governance {
+            accounts: vec!["client".into(), "auditor".into()],
+            approvals: 2,
+            delay_blocks: 3,
+            expiry_blocks: 100,
+        }),
+    );
+    let other = other();
+    let join = |i: usize| TxMsg::NodeJoin {
+        node_id: NodeId::new(format!("new{i}")).unwrap(),
+        public_key: SigningKey::from_bytes(&[100 + i as u8; 32])
+            .verifying_key()
+            .to_bytes(),
+        p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 31000 + i),
+    };
+    let txs: Vec<Vec<u8>> = (0..9).map(|i| net.tx(&other, join(i))).collect();
+    let (res, jobs) = net.block(txs);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    assert!(res[..8].iter().all(|r| r.code == 0), "{res:?}");
+    assert_eq!(res[8].code, 8, "{}", res[8].log);
+    assert!(res[8].log.contains("8 proposals open"), "{}", res[8].log);
+    // Its proposer withdraws one: room for another.
+    let (_, v) = net.query("/proposals");
+    let id = v["proposals"][0]["id"].as_str().unwrap().to_owned();
+    let (r, _) = net.deliver_as(&other, vote(&id, true));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(net.proposal(&id)["error"], "cancelled by other");
+    let (r, _) = net.deliver_as(&other, join(9));
+    assert_eq!(r.code, 0, "{}", r.log);
 }

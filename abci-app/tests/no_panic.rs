@@ -14,7 +14,7 @@ use ed25519_dalek::SigningKey;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use seqmpc_abci::abci::App;
-use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Governance, Limits, Role};
 use seqmpc_proto::tx::{sign_tx, KeyGenOk, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use tendermint_proto::v0_38::abci as pb;
@@ -64,7 +64,16 @@ fn genesis() -> Vec<u8> {
             cggmp_keygen_deadline_blocks: 0,
             // Short: arbitrary blocks also prune finished sign requests.
             sign_retention_blocks: 3,
+            min_threshold: 2,
         },
+        // One approval, a short delay: arbitrary blocks open, approve, run and expire
+        // proposals.
+        governance: Some(Governance {
+            accounts: vec!["client".into(), "signer".into()],
+            approvals: 1,
+            delay_blocks: 2,
+            expiry_blocks: 4,
+        }),
     })
     .unwrap()
 }
@@ -215,6 +224,23 @@ fn msg() -> impl Strategy<Value = TxMsg> {
                 },
                 p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}"),
             }),
+        (small_id(), vec(0..8usize, 0..4)).prop_map(|(k, admins)| {
+            let mut admins: Vec<[u8; 32]> = admins
+                .into_iter()
+                .map(|i| key(i).verifying_key().to_bytes())
+                .collect();
+            admins.dedup();
+            TxMsg::KeyAdmins {
+                key_id: KeyId::new(k).unwrap(),
+                admins,
+            }
+        }),
+        ("[0-9a-f]{16}", any::<bool>()).prop_map(|(proposal_id, cancel)| {
+            TxMsg::ProposalVote {
+                proposal_id,
+                cancel,
+            }
+        }),
     ]
 }
 
@@ -290,7 +316,9 @@ impl Chain {
                         | TxMsg::KeySign { .. }
                         | TxMsg::KeyDelete { .. }
                         | TxMsg::NodeJoin { .. }
-                        | TxMsg::KeyReshare { .. },
+                        | TxMsg::KeyReshare { .. }
+                        | TxMsg::KeyAdmins { .. }
+                        | TxMsg::ProposalVote { .. },
                         _,
                     ) => 4,
                     (_, s) => s % 4,

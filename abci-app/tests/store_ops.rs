@@ -61,6 +61,7 @@ impl Setup {
                 .collect(),
             accounts: vec![],
             limits: Limits::default(),
+            governance: None,
         };
         let path = self.dir.path().join(name);
         std::fs::write(&path, serde_json::to_vec(&g).unwrap()).unwrap();

@@ -214,6 +214,16 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
         layout.sequencer_dir(),
     );
     cfg.rpc_listen = format!("127.0.0.1:{}", ports.rpc);
+    // `localnet add-node` attaches its node with `dev_add_app`, which needs this secret: it
+    // is only in localnet.json (mode 0600), so no other local user or process can attach an
+    // app (or make the sequencer dial anything).
+    let dev_token = {
+        use rand::RngCore as _;
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    };
+    cfg.dev_add_app_token = Some(dev_token.clone());
     cfg.block_ms = opts.block_ms;
     cfg.max_block_txs = opts.max_block_txs;
     cfg.startup_timeout = opts.start_timeout;
@@ -293,6 +303,7 @@ fn run_network(
         signer_key: layout.signer_key().to_string_lossy().into_owned(),
         genesis: layout.genesis().to_string_lossy().into_owned(),
         block_ms: opts.block_ms,
+        dev_token: seq.dev_add_app_token(),
         nodes: nodes
             .iter()
             .zip(&ports.nodes)

@@ -86,6 +86,10 @@ pub struct SequencerConfig {
     pub startup_timeout: Duration,
     /// Longest wait for an answer on a consensus connection before the app is marked down.
     pub abci_timeout: Duration,
+    /// The secret a `dev_add_app` call must carry; None (the default): the method is off.
+    pub dev_add_app_token: Option<String>,
+    /// Most apps attached at once (configured and added).
+    pub max_apps: usize,
 }
 
 impl SequencerConfig {
@@ -110,6 +114,8 @@ impl SequencerConfig {
             max_tx_bytes: 1024 * 1024,
             startup_timeout: Duration::from_secs(30),
             abci_timeout: Duration::from_secs(30),
+            dev_add_app_token: None,
+            max_apps: 64,
         }
     }
 }
@@ -123,6 +129,11 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
+    /// The secret `dev_add_app` needs (None: the method is off).
+    pub fn dev_add_app_token(&self) -> Option<String> {
+        self.shared.dev_add_app_token.clone()
+    }
+
     /// Opens the block store, binds the RPC and starts the block loop. Returns once the RPC
     /// listens; the loop connects to the apps in the background (see [`Sequencer::status`]).
     pub fn spawn(cfg: SequencerConfig) -> anyhow::Result<Sequencer> {
@@ -153,6 +164,8 @@ impl Sequencer {
             }),
             changed: (Mutex::new(0), Condvar::new()),
             store: store.reader(),
+            dev_add_app_token: cfg.dev_add_app_token.clone(),
+            max_apps: cfg.max_apps,
             validator_pub_key,
             max_tx_bytes: cfg.max_tx_bytes,
         });

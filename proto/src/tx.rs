@@ -18,6 +18,10 @@ pub const PREHASHED_LEN: usize = 32;
 pub const MAX_PARTIES_WIRE: usize = 256;
 /// Cap on a node's p2p multiaddr in a `NodeJoin`.
 pub const MAX_P2P_ADDR_BYTES: usize = 256;
+/// Cap on the admins a `KeyAdmins` names.
+pub const MAX_KEY_ADMINS: usize = 16;
+/// Length of a proposal id: the first hex digits of the proposing tx's hash.
+pub const PROPOSAL_ID_LEN: usize = 16;
 
 /// A decoded transaction whose signature and fields have been checked (stateless checks).
 #[derive(Clone, Debug)]
@@ -122,6 +126,31 @@ pub enum TxMsg {
         /// Outcome.
         outcome: Outcome<KeyGenOk>,
     },
+    /// The owner of a key names the accounts that may also sign with it, delete it and
+    /// request its resharing (replacing the previous list; empty: the owner alone).
+    KeyAdmins {
+        /// Key id.
+        key_id: KeyId,
+        /// ed25519 public keys of accounts (valid points, each once, at most
+        /// [`MAX_KEY_ADMINS`]; checked at decode).
+        admins: Vec<[u8; 32]>,
+    },
+    /// A governance account approves a pending proposal, or (with `cancel`) a governance
+    /// account or the proposer withdraws it.
+    ProposalVote {
+        /// [`PROPOSAL_ID_LEN`] lowercase hex digits (checked at decode).
+        proposal_id: String,
+        /// Cancel instead of approving.
+        cancel: bool,
+    },
+}
+
+/// The id of the proposal a tx with hash `tx_hash` opens: its first [`PROPOSAL_ID_LEN`] hex
+/// digits.
+pub fn proposal_id(tx_hash: &[u8; 32]) -> String {
+    let mut id = hex::encode(tx_hash);
+    id.truncate(PROPOSAL_ID_LEN);
+    id
 }
 
 /// Successful keygen report.
@@ -422,6 +451,41 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                 public_key: node_key(&j.public_key)?,
                 p2p_addr: p2p_addr(j.p2p_addr)?,
             },
+            tx_body::Msg::KeyAdmins(a) => {
+                if a.admins.len() > MAX_KEY_ADMINS {
+                    return Err(invalid("admins", format!("at most {MAX_KEY_ADMINS}")));
+                }
+                let mut admins: Vec<[u8; 32]> = Vec::with_capacity(a.admins.len());
+                for pk in &a.admins {
+                    let pk = node_key(pk).map_err(|e| match e {
+                        DomainError::Invalid { reason, .. } => invalid("admins", reason),
+                        e => e,
+                    })?;
+                    if admins.contains(&pk) {
+                        return Err(invalid("admins", "an account is listed twice"));
+                    }
+                    admins.push(pk);
+                }
+                TxMsg::KeyAdmins {
+                    key_id: KeyId::new(a.key_id)?,
+                    admins,
+                }
+            }
+            tx_body::Msg::ProposalVote(v) => {
+                let id = v.proposal_id;
+                if id.len() != PROPOSAL_ID_LEN
+                    || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                {
+                    return Err(invalid(
+                        "proposal_id",
+                        format!("must be {PROPOSAL_ID_LEN} lowercase hex digits"),
+                    ));
+                }
+                TxMsg::ProposalVote {
+                    proposal_id: id,
+                    cancel: v.cancel,
+                }
+            }
         })
     }
 }
@@ -575,6 +639,17 @@ impl From<TxMsg> for tx_body::Msg {
                 node_id: node_id.into(),
                 public_key: public_key.to_vec(),
                 p2p_addr,
+            }),
+            TxMsg::KeyAdmins { key_id, admins } => tx_body::Msg::KeyAdmins(wire::KeyAdmins {
+                key_id: key_id.into(),
+                admins: admins.iter().map(|a| a.to_vec()).collect(),
+            }),
+            TxMsg::ProposalVote {
+                proposal_id,
+                cancel,
+            } => tx_body::Msg::ProposalVote(wire::ProposalVote {
+                proposal_id,
+                cancel,
             }),
         }
     }
@@ -764,5 +839,51 @@ mod tests {
         };
         let e = TxMsg::try_from(body.msg.unwrap()).unwrap_err().to_string();
         assert!(e.contains("must be 32 bytes"), "{e}");
+    }
+
+    #[test]
+    fn decode__should_roundtrip_key_admins_and_reject_bad_lists() {
+        let pk = |b: u8| SigningKey::from_bytes(&[b; 32]).verifying_key().to_bytes();
+        let admins = |admins: Vec<[u8; 32]>| TxMsg::KeyAdmins {
+            key_id: KeyId::new("k1").unwrap(),
+            admins,
+        };
+        for m in [admins(vec![]), admins(vec![pk(1), pk(2)])] {
+            let tx = SignedTx::decode(&sign_tx(&key(), "c", 0, m.clone())).unwrap();
+            assert_eq!(tx.msg, m);
+        }
+        let err = |m: TxMsg| {
+            SignedTx::decode(&sign_tx(&key(), "c", 0, m))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(admins(vec![pk(1), pk(1)])).contains("listed twice"));
+        let many = (0..=MAX_KEY_ADMINS as u8).map(pk).collect();
+        assert!(err(admins(many)).contains("at most 16"));
+        let mut ident = [0u8; 32];
+        ident[0] = 1;
+        assert!(err(admins(vec![ident])).contains("admins"));
+    }
+
+    #[test]
+    fn decode__should_accept_only_a_canonical_proposal_id() {
+        let vote = |id: &str| TxMsg::ProposalVote {
+            proposal_id: id.into(),
+            cancel: false,
+        };
+        let id = proposal_id(&[0xab; 32]);
+        assert_eq!(id, "abababababababab");
+        let tx = SignedTx::decode(&sign_tx(&key(), "c", 0, vote(&id))).unwrap();
+        assert_eq!(tx.msg, vote(&id));
+        for bad in [
+            "",
+            "abab",
+            "ABABABABABABABAB",
+            "abababababababab0",
+            "zbababababababab",
+        ] {
+            let e = SignedTx::decode(&sign_tx(&key(), "c", 0, vote(bad))).unwrap_err();
+            assert!(e.to_string().contains("proposal_id"), "{bad}: {e}");
+        }
     }
 }

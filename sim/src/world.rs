@@ -168,6 +168,7 @@ fn genesis(sc: &Scenario, nodes: &[SigningKey], client: &SigningKey) -> Genesis 
             sign_retention_blocks: sc.sign_retention_blocks,
             ..Limits::default()
         },
+        governance: None,
     }
 }
 

@@ -6,8 +6,9 @@
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use seqmpc_e2e::{verify, Localnet};
+use seqmpc_e2e::{verify, wait_for, Localnet};
 use serde_json::Value;
 
 fn names(v: &Value) -> Vec<String> {
@@ -146,6 +147,67 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
         sign_and_verify(&net, key_id, &pk, "after-refresh");
     }
     net.check_settled(5).unwrap();
+
+    // Governance, as a client sees it: every move ran as an EXECUTED proposal (the node join
+    // and two resharings per key; refreshes need none), and a move cancelled during its delay
+    // never runs.
+    let p = net.mpcctl_json(&["proposals"]).unwrap();
+    assert_eq!(
+        p["governance"]["accounts"],
+        serde_json::json!(["client"]),
+        "{p}"
+    );
+    let executed = p["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "EXECUTED")
+        .count();
+    assert_eq!(executed, 5, "{p}");
+    let sent = net
+        .mpcctl_json(&[
+            "reshare",
+            "--key-id",
+            "ed",
+            "--parties",
+            "node0,node1,node2,node4",
+            "--threshold",
+            "3",
+        ])
+        .unwrap();
+    let hash = sent["tx_hash"].as_str().unwrap().to_ascii_lowercase();
+    let id = &hash[..16];
+    let cancelled = wait_for(Duration::from_secs(10), || {
+        net.mpcctl_json(&["cancel", "--proposal", id]).ok()
+    })
+    .expect("the proposal is on chain and can be cancelled");
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+    std::thread::sleep(Duration::from_secs(3)); // past its 20-block delay
+    let k = net.mpcctl_json(&["key", "--key-id", "ed"]).unwrap();
+    assert_eq!(k["generation"], 4, "a cancelled resharing ran: {k}");
+
+    // Only the key's owner, and the admins it names, use a key.
+    let signer_key = net.info["signer_key"].as_str().unwrap().to_owned();
+    let sign_as_signer = |m: &str| {
+        net.mpcctl_json(&[
+            "--key",
+            &signer_key,
+            "sign",
+            "--key-id",
+            "ed",
+            "--message",
+            m,
+            "--wait",
+        ])
+    };
+    let err = sign_as_signer("0a").expect_err("the sign-only account does not own ed");
+    assert!(err.contains("only its owner"), "{err}");
+    let a = net
+        .mpcctl_json(&["admins", "--key-id", "ed", "--admin", &signer_key])
+        .unwrap();
+    assert_eq!(a["admins"].as_array().map(Vec::len), Some(1), "{a}");
+    let s = sign_as_signer("0b").unwrap();
+    assert_eq!(s["status"], "DONE", "{s}");
 
     // A malicious dealer: node1 deals node2 a share off its polynomial. node2's Feldman check
     // fails and names node1; the chain ends the resharing ERROR and the key keeps signing

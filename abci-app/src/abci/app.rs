@@ -154,7 +154,7 @@ impl App {
             }
         }
         let Some(state) = self.committed.as_mut() else {
-            panic!("FinalizeBlock before InitChain");
+            return refuse_block(&req, &[], "FinalizeBlock before InitChain");
         };
         let height = u64::try_from(req.height).unwrap_or(0);
         let block_time_ms = req
@@ -167,7 +167,13 @@ impl App {
             .unwrap_or(0);
         let block = match chain::finalize_block(state, height, block_time_ms, &req.txs) {
             Ok(b) => b,
-            Err(e) => panic!("{e}"),
+            // Another height than the next one: a second driver (a confused or hostile
+            // consensus client) or a bug. Refused, the state untouched: the engine that
+            // drives this app in order keeps going.
+            Err(e) => {
+                let hash = hex::decode(&state.app_hash).unwrap_or_default();
+                return refuse_block(&req, &hash, &e.to_string());
+            }
         };
         self.pending = Some((block.writes, block.jobs));
         pb::ResponseFinalizeBlock {
@@ -191,10 +197,13 @@ impl App {
     /// ABCI Commit: persists the finalized state, then hands its jobs to the module.
     pub fn commit(&mut self) -> pb::ResponseCommit {
         let Some((writes, jobs)) = self.pending.take() else {
-            panic!("Commit without FinalizeBlock");
+            // Nothing to commit: refused (a Commit out of order changes nothing).
+            error!("Commit without FinalizeBlock: refused, nothing committed");
+            return pb::ResponseCommit { retain_height: 0 };
         };
         let Some(state) = self.committed.as_ref() else {
-            panic!("Commit before InitChain");
+            error!("Commit before InitChain: refused, nothing committed");
+            return pb::ResponseCommit { retain_height: 0 };
         };
         let persisted = if writes.height % SNAPSHOT_EVERY == 0 {
             self.files.snapshot(state)
@@ -258,6 +267,31 @@ impl App {
     }
 }
 
+/// A FinalizeBlock the app refuses (out of order): every tx answered with an error, the
+/// committed app hash (`app_hash`) unchanged, nothing pending for Commit.
+fn refuse_block(
+    req: &pb::RequestFinalizeBlock,
+    app_hash: &[u8],
+    why: &str,
+) -> pb::ResponseFinalizeBlock {
+    error!(height = req.height, "FinalizeBlock refused: {why}");
+    let refused = TxError::Invalid(format!("block refused: {why}"));
+    pb::ResponseFinalizeBlock {
+        tx_results: req
+            .txs
+            .iter()
+            .map(|_| pb::ExecTxResult {
+                code: refused.code(),
+                codespace: CODESPACE.into(),
+                log: refused.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        app_hash: app_hash.to_vec().into(),
+        ..Default::default()
+    }
+}
+
 fn check_err(e: &TxError) -> pb::ResponseCheckTx {
     pb::ResponseCheckTx {
         code: e.code(),
@@ -307,7 +341,21 @@ impl AppHandle {
             .name("abci-app".into())
             .spawn(move || {
                 while let Ok(call) = rx.recv() {
-                    call(&mut app);
+                    // A panic here (a state that cannot be persisted, a genesis that does not
+                    // match) means the app cannot go on. It must not leave a live process
+                    // whose app is gone (every later ABCI call would fail while the node
+                    // looks up): the whole process exits, for its supervisor to restart it.
+                    let run = std::panic::AssertUnwindSafe(|| call(&mut app));
+                    if let Err(panic) = std::panic::catch_unwind(run) {
+                        let why = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("unknown");
+                        error!("the ABCI app stopped ({why}): exiting the process");
+                        eprintln!("mpcd: the ABCI app stopped ({why}): exiting");
+                        std::process::exit(70);
+                    }
                 }
             })?;
         Ok(AppHandle { tx })

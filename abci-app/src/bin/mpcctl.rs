@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use ed25519_dalek::SigningKey;
-use seqmpc_abci::chain::query::{AccountView, NodeView, Query};
-use seqmpc_abci::chain::{KeyEntry, KeyStatus, ReshareEntry, ReshareStatus, SignEntry, SignStatus};
+use seqmpc_abci::chain::query::{AccountView, NodeView, ProposalsView, Query};
+use seqmpc_abci::chain::{
+    KeyEntry, KeyStatus, ProposalEntry, ProposalStatus, ReshareEntry, ReshareStatus, SignEntry,
+    SignStatus,
+};
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::manifest::Manifest;
-use seqmpc_proto::tx::{sign_tx, TxMsg};
+use seqmpc_proto::tx::{proposal_id, sign_tx, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -95,7 +98,10 @@ enum Cmd {
         wait: bool,
     },
     /// Move a READY key to a new committee and/or threshold; the public key stays the same.
-    /// Prints the key with its new parties, threshold and generation.
+    /// Prints the key with its new parties, threshold and generation. Only the key's owner or
+    /// an admin it named may; the change is a governance proposal (`proposals`), which runs
+    /// once approved and its delay is over. The new committee must keep at least the current
+    /// threshold of the current holders, and its newcomers must stay below the new threshold.
     Reshare {
         /// Key id.
         #[arg(long)]
@@ -106,9 +112,36 @@ enum Cmd {
         /// The new threshold.
         #[arg(long)]
         threshold: u32,
-        /// Wait until the resharing is DONE or ERROR (progress on stderr every 3 s).
+        /// Wait until the resharing is DONE or ERROR (first, until governance approved and
+        /// ran it; progress on stderr every 3 s).
         #[arg(long)]
         wait: bool,
+    },
+    /// Name the accounts that may, besides the key's owner, sign with a key, delete it and
+    /// request its resharing (replaces the previous list; none: the owner alone). Only the
+    /// owner may.
+    Admins {
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+        /// An account: its hex ed25519 public key, or its key file. Repeat for more.
+        #[arg(long = "admin")]
+        admins: Vec<String>,
+    },
+    /// List the governance and its proposals (resharings to other committees, node
+    /// admissions), pending, approved (with the height they run at) and recently ended.
+    Proposals,
+    /// Approve a proposal (a governance account).
+    Approve {
+        /// Proposal id (16 hex digits, from `proposals`).
+        #[arg(long)]
+        proposal: String,
+    },
+    /// Cancel a proposal before it runs (a governance account, or its proposer).
+    Cancel {
+        /// Proposal id.
+        #[arg(long)]
+        proposal: String,
     },
     /// Refresh a READY key: new shares for the same committee, threshold and public key.
     Refresh {
@@ -147,7 +180,7 @@ enum Cmd {
         /// Its libp2p multiaddr, e.g. /ip4/127.0.0.1/tcp/26741.
         #[arg(long)]
         p2p_addr: String,
-        /// Wait until the chain lists the node.
+        /// Wait until the chain lists the node (first, until governance approved it).
         #[arg(long)]
         wait: bool,
     },
@@ -345,6 +378,7 @@ fn key_json(k: &KeyEntry) -> Value {
         "key_id": k.key_id, "scheme": k.scheme, "threshold": k.threshold,
         "parties": k.parties, "status": k.status, "public_key": k.public_key,
         "generation": k.generation, "error": k.error, "culprits": k.culprits,
+        "owner": k.owner, "admins": k.admins,
         "proven_blame": shown(&k.proven_blame), "deleted_by": k.deleted_by, "reshares": k.reshares,
         "reshare": k.reshare.as_ref().map(reshare_json),
     })
@@ -361,6 +395,81 @@ fn reshare_json(r: &ReshareEntry) -> Value {
         "proven_blame": shown(&r.proven_blame), "requested_height": r.requested_height, "deadline_height": r.deadline_height,
         "done_height": r.done_height,
     })
+}
+
+/// After the committed request tx `hash`: if it opened a governance proposal, waits until
+/// the proposal ends (progress on stderr) and fails unless it executed.
+fn follow_proposal(ctx: &Ctx, hash: &str) -> anyhow::Result<()> {
+    let bytes: [u8; 32] = hex::decode(hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("tx hash {hash:?} is not 32 bytes of hex"))?;
+    let q = Query::Proposal(proposal_id(&bytes));
+    if ctx.query::<ProposalEntry>(&q).is_err() {
+        return Ok(()); // ran at once: no proposal
+    }
+    let open =
+        |p: &ProposalEntry| matches!(p.status, ProposalStatus::Pending | ProposalStatus::Approved);
+    let p = ctx.wait_until_with(
+        &q,
+        |p: &ProposalEntry| !open(p),
+        |p, elapsed| eprintln!("mpcctl: {} for {} s", proposal_line(p), elapsed.as_secs()),
+    )?;
+    if p.status != ProposalStatus::Executed {
+        bail!("{}", proposal_line(&p));
+    }
+    Ok(())
+}
+
+/// One line on a proposal's state.
+fn proposal_line(p: &ProposalEntry) -> String {
+    let mut line = format!(
+        "proposal {} {}: {}/{} approvals",
+        p.id,
+        json!(p.status).as_str().unwrap_or_default(),
+        p.approvals.len(),
+        p.approvals_needed
+    );
+    match (p.status, p.executes_height) {
+        (ProposalStatus::Approved, Some(h)) => line.push_str(&format!(", runs at height {h}")),
+        (ProposalStatus::Pending, _) => line.push_str(&format!(
+            ", expires at height {} (approve: mpcctl approve --proposal {})",
+            p.expires_height, p.id
+        )),
+        _ => {}
+    }
+    if let Some(e) = &p.error {
+        line.push_str(&format!(": {e}"));
+    }
+    line
+}
+
+/// An account's public key from `--admin`: hex, or the path of its key file.
+fn account_key(s: &str) -> anyhow::Result<[u8; 32]> {
+    if s.len() == 64 {
+        if let Ok(pk) = seqmpc_abci::chain::state::parse_pubkey(s) {
+            return Ok(pk);
+        }
+    }
+    let key = load_key_file(std::path::Path::new(s))
+        .with_context(|| format!("--admin {s:?} is neither a hex public key nor a key file"))?;
+    Ok(key.verifying_key().to_bytes())
+}
+
+/// Approves (or cancels) a proposal; prints it after.
+fn vote(ctx: &Ctx, proposal: &str, cancel: bool) -> anyhow::Result<Value> {
+    let proposal_id = proposal.to_ascii_lowercase();
+    let key = ctx.key()?;
+    let hash = ctx.submit(
+        &key,
+        TxMsg::ProposalVote {
+            proposal_id: proposal_id.clone(),
+            cancel,
+        },
+    )?;
+    ctx.wait_committed(&hash)?;
+    let p: ProposalEntry = ctx.query(&Query::Proposal(proposal_id))?;
+    Ok(serde_json::to_value(p)?)
 }
 
 /// Submits a resharing of `key_id` and, with `wait`, follows it to DONE (the key) or ERROR.
@@ -383,11 +492,18 @@ fn reshare(
     if !wait {
         return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
     }
-    ctx.wait_committed(&hash)?;
     let q = Query::Key(key_id.clone());
     let session = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.session);
     let status = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.status);
+    // The resharing before this one: a move waits for governance, and the key may show an
+    // older resharing meanwhile.
+    let before = session(&ctx.query(&q)?);
+    ctx.wait_committed(&hash)?;
+    follow_proposal(ctx, &hash)?;
     let started = session(&ctx.query(&q)?);
+    if started == before {
+        bail!("resharing of {key_id} did not start (the key shows no new resharing)");
+    }
     let k = ctx.wait_until_with(
         &q,
         |k: &KeyEntry| session(k) != started || status(k) != Some(ReshareStatus::Pending),
@@ -613,6 +729,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 return Ok(json!({"node_id": node_id, "tx_hash": hash, "status": "SUBMITTED"}));
             }
             ctx.wait_committed(&hash)?;
+            follow_proposal(&ctx, &hash)?;
             let nodes = ctx.wait_until(&Query::Nodes, |nodes: &Vec<NodeView>| {
                 nodes.iter().any(|n| n.node.id == node_id)
             })?;
@@ -620,6 +737,30 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
                 nodes.into_iter().find(|n| n.node.id == node_id),
             )?)
         }
+        Cmd::Admins { key_id, admins } => {
+            let key_id = KeyId::new(key_id)?;
+            let admins = admins
+                .iter()
+                .map(|a| account_key(a))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let key = ctx.key()?;
+            let hash = ctx.submit(
+                &key,
+                TxMsg::KeyAdmins {
+                    key_id: key_id.clone(),
+                    admins,
+                },
+            )?;
+            ctx.wait_committed(&hash)?;
+            let k: KeyEntry = ctx.query(&Query::Key(key_id.clone()))?;
+            Ok(json!({"key_id": key_id, "owner": k.owner, "admins": k.admins}))
+        }
+        Cmd::Proposals => {
+            let v: ProposalsView = ctx.query(&Query::Proposals)?;
+            Ok(serde_json::to_value(v)?)
+        }
+        Cmd::Approve { proposal } => vote(&ctx, &proposal, false),
+        Cmd::Cancel { proposal } => vote(&ctx, &proposal, true),
         Cmd::NodeStatus { node, key_id } => {
             let node = NodeId::new(node)?;
             let manifest = ctx.localnet.as_ref().ok_or_else(|| {

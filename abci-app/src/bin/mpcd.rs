@@ -50,7 +50,9 @@ enum Cmd {
         /// Genesis file.
         #[arg(long)]
         genesis: PathBuf,
-        /// ABCI socket address the consensus engine connects to.
+        /// ABCI socket the consensus engine connects to: `host:port` (TCP), or
+        /// `unix:///path/abci.sock` (a Unix socket of mode 0600, for CometBFT's
+        /// `proxy_app = "unix:///path/abci.sock"`: no other local user can drive the app).
         #[arg(long, default_value = "127.0.0.1:26658")]
         abci_listen: String,
         /// libp2p listen multiaddr.
@@ -553,25 +555,21 @@ fn start(
     };
     #[cfg(not(feature = "fault-injection"))]
     let abci_bind = abci_listen;
-    let server = tendermint_abci::ServerBuilder::default()
-        .bind(abci_bind, app)
-        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {abci_bind}: {e}"))?;
-    #[cfg(feature = "fault-injection")]
-    if let Some(p) = &partition {
-        let at = server
-            .local_addr()
-            .parse()
-            .context("the ABCI server's address")?;
-        seqmpc_abci::daemon::partition::relay_abci(abci_listen, at, p.clone())
+    if let Some(path) = abci_listen
+        .strip_prefix("unix://")
+        .or_else(|| abci_listen.strip_prefix("unix:"))
+    {
+        seqmpc_abci::daemon::abci_unix::serve(std::path::Path::new(path), app)
             .with_context(|| format!("cannot serve ABCI on {abci_listen}"))?;
+    } else {
+        serve_abci_tcp(
+            abci_bind,
+            abci_listen,
+            app,
+            #[cfg(feature = "fault-injection")]
+            &partition,
+        )?;
     }
-    std::thread::Builder::new()
-        .name("abci-server".into())
-        .spawn(move || {
-            if let Err(e) = server.listen() {
-                error!(error = %e, "ABCI server stopped");
-            }
-        })?;
     info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
 
     let admin_home = home.to_owned();
@@ -678,4 +676,34 @@ fn main() {
         eprintln!("mpcd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Serves ABCI over TCP on `bind` (tendermint-abci's server); with the test-only partition
+/// fault, behind a relay on `listen`.
+fn serve_abci_tcp(
+    bind: &str,
+    #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))] listen: &str,
+    app: AppHandle,
+    #[cfg(feature = "fault-injection")] partition: &Option<seqmpc_module::fault::Partition>,
+) -> anyhow::Result<()> {
+    let server = tendermint_abci::ServerBuilder::default()
+        .bind(bind, app)
+        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {bind}: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(p) = partition {
+        let at = server
+            .local_addr()
+            .parse()
+            .context("the ABCI server's address")?;
+        seqmpc_abci::daemon::partition::relay_abci(listen, at, p.clone())
+            .with_context(|| format!("cannot serve ABCI on {listen}"))?;
+    }
+    std::thread::Builder::new()
+        .name("abci-server".into())
+        .spawn(move || {
+            if let Err(e) = server.listen() {
+                error!(error = %e, "ABCI server stopped");
+            }
+        })?;
+    Ok(())
 }

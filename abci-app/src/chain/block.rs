@@ -9,7 +9,9 @@ use seqmpc_proto::tx::SignedTx;
 use crate::chain::entries::DeadlineItem;
 use crate::chain::genesis::Genesis;
 use crate::chain::state::{BlockWrites, ChainState};
-use crate::chain::tx::{self, keygen, reshare, sign, sign_attempt, Effects, Event, TxError};
+use crate::chain::tx::{
+    self, keygen, proposal, reshare, sign, sign_attempt, Effects, Event, TxError,
+};
 
 /// InitChain without ABCI: the state at genesis (height 0) built from the genesis document and
 /// its bytes (`app_state`, whose hash the state keeps), and its app hash.
@@ -130,6 +132,7 @@ pub(crate) fn expire_deadlines(state: &mut ChainState, height: u64, fx: &mut Eff
             DeadlineItem::SignAttempt(request_id, attempt) => {
                 sign_attempt::expire(state, request_id, attempt, height, fx)
             }
+            DeadlineItem::Proposal(id) => proposal::due(state, &id, height, fx),
         }
     }
 }

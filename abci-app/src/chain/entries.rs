@@ -104,8 +104,12 @@ pub struct KeyEntry {
     pub reports: BTreeMap<NodeId, KeygenReport>,
     /// Parties that attested deletion.
     pub deleted_by: BTreeSet<NodeId>,
-    /// Who requested the key (hex account key).
+    /// Who requested the key (hex account key). Only the owner and its `admins` may sign
+    /// with the key, delete it or request its resharing.
     pub owner: String,
+    /// Accounts (hex keys) the owner named with `KeyAdmins`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub admins: BTreeSet<String>,
     /// The latest resharing (or refresh) of the key: PENDING while it runs, then DONE or
     /// ERROR. The key stays READY (old committee, old generation) until one succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,4 +288,82 @@ pub enum DeadlineItem {
     SignAttempt(RequestId, u32),
     /// A finished sign request leaves the state (genesis `sign_retention_blocks`).
     SignPrune(RequestId),
+    /// A governance proposal is due: it executes (approved, delay over), expires (not
+    /// approved in time) or leaves the state (ended).
+    Proposal(String),
+}
+
+/// What a governance proposal would do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ProposalAction {
+    /// Reshare a key to another committee and/or threshold.
+    Reshare {
+        /// Key.
+        key_id: KeyId,
+        /// The new committee, sorted.
+        parties: Vec<NodeId>,
+        /// The new threshold.
+        threshold: u32,
+    },
+    /// Admit a node into the registry.
+    NodeJoin {
+        /// Node id.
+        node_id: NodeId,
+        /// Hex ed25519 node key.
+        public_key: String,
+        /// libp2p multiaddr.
+        p2p_addr: String,
+    },
+}
+
+/// Status of a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProposalStatus {
+    /// Waiting for approvals.
+    Pending,
+    /// Approved: executes at `executes_height` unless cancelled.
+    Approved,
+    /// Executed (the resharing started, or the node was admitted).
+    Executed,
+    /// Approved, but its action was no longer valid when due (reason in `error`).
+    Failed,
+    /// Cancelled by a governance account or its proposer.
+    Cancelled,
+    /// Not approved by `expires_height`.
+    Expired,
+}
+
+/// A governance proposal: a change that needs approval before it executes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalEntry {
+    /// Id: the first 16 hex digits of the proposing tx's hash.
+    pub id: String,
+    /// The change.
+    pub action: ProposalAction,
+    /// Hex key of the proposing account.
+    pub proposer: String,
+    /// Hash of the proposing tx (hex): seeds the session ids of what it starts.
+    pub tx_hash: String,
+    /// Status.
+    pub status: ProposalStatus,
+    /// Names of the governance accounts that approved it.
+    pub approvals: BTreeSet<String>,
+    /// Approvals it needs.
+    pub approvals_needed: u32,
+    /// Height of the proposing tx.
+    pub proposed_height: u64,
+    /// Height at which it expires unless approved.
+    pub expires_height: u64,
+    /// Approved: the height at which it executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executes_height: Option<u64>,
+    /// Ended (executed, failed, cancelled, expired): the height; it leaves the state
+    /// `expiry_blocks` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_height: Option<u64>,
+    /// Who cancelled it (account name), or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -20,6 +20,35 @@ pub struct Genesis {
     pub accounts: Vec<GenesisAccount>,
     /// Limits.
     pub limits: Limits,
+    /// Who approves changes that move key material to other nodes: resharing a key to another
+    /// committee or threshold, and admitting a node. None: such changes are refused (a
+    /// refresh, the same committee and threshold, needs no approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Governance>,
+}
+
+/// Governance: `approvals` of `accounts` approve a proposal, which then executes
+/// `delay_blocks` later unless cancelled meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Governance {
+    /// Names of genesis accounts that vote (each once).
+    pub accounts: Vec<String>,
+    /// Approvals a proposal needs (1..=accounts). A proposer that is a governance account
+    /// approves its own proposal.
+    pub approvals: u32,
+    /// Blocks between the last approval needed and the execution, during which the approved
+    /// change is visible (`mpcctl proposals`) and any governance account or the proposer can
+    /// cancel it. 0 with `approvals` 1: a governance account's own request executes at once.
+    pub delay_blocks: u64,
+    /// Blocks a proposal may wait for its approvals before it expires.
+    #[serde(default = "default_proposal_expiry")]
+    pub expiry_blocks: u64,
+}
+
+fn default_proposal_expiry() -> u64 {
+    // An hour at 100 ms blocks.
+    36_000
 }
 
 /// One MPC node.
@@ -56,7 +85,7 @@ pub enum Role {
     Sign,
     /// May send `KeyDelete`.
     Delete,
-    /// May send `NodeJoin` (admit a new MPC node).
+    /// May send `NodeJoin` (propose admitting a new MPC node; governance approves it).
     Registry,
 }
 
@@ -100,6 +129,14 @@ pub struct Limits {
     /// this field): kept forever.
     #[serde(default)]
     pub sign_retention_blocks: u64,
+    /// Least threshold of a new key or of a resharing's new committee (never below 2, the
+    /// schemes' own floor).
+    #[serde(default = "default_min_threshold")]
+    pub min_threshold: u32,
+}
+
+fn default_min_threshold() -> u32 {
+    2
 }
 
 fn default_sign_attempt_blocks() -> u64 {
@@ -128,6 +165,7 @@ impl Default for Limits {
             cggmp_keygen_deadline_blocks: 9000,
             // 10 minutes at 100 ms blocks.
             sign_retention_blocks: 6000,
+            min_threshold: default_min_threshold(),
         }
     }
 }

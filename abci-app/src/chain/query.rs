@@ -9,13 +9,16 @@
 //! | `/sign/<request id>` | [`SignEntry`] |
 //! | `/nodes` | `Vec<NodeView>` |
 //! | `/account/<hex public key>` | [`AccountView`] |
+//! | `/proposals` | [`ProposalsView`] |
+//! | `/proposal/<id>` | [`ProposalEntry`] |
 
 use seqmpc_proto::{KeyId, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::entries::{AccountEntry, NodeEntry};
+use crate::chain::entries::{AccountEntry, NodeEntry, ProposalEntry};
 #[cfg(doc)]
 use crate::chain::entries::{KeyEntry, SignEntry};
+use crate::chain::genesis::Governance;
 use crate::chain::state::ChainState;
 use crate::chain::tx::TxError;
 
@@ -32,6 +35,10 @@ pub enum Query {
     Nodes,
     /// `/account/<hex public key>`: an [`AccountView`] (the key is lowercased).
     Account(String),
+    /// `/proposals`: the governance and every proposal in the state, as a [`ProposalsView`].
+    Proposals,
+    /// `/proposal/<id>`: a [`ProposalEntry`].
+    Proposal(String),
 }
 
 impl Query {
@@ -43,6 +50,8 @@ impl Query {
             Query::Sign(id) => format!("/sign/{id}"),
             Query::Nodes => "/nodes".into(),
             Query::Account(pk) => format!("/account/{pk}"),
+            Query::Proposals => "/proposals".into(),
+            Query::Proposal(id) => format!("/proposal/{id}"),
         }
     }
 
@@ -62,13 +71,17 @@ impl Query {
         if let Some(pk) = path.strip_prefix("/account/") {
             return Ok(Query::Account(pk.to_ascii_lowercase()));
         }
+        if let Some(id) = path.strip_prefix("/proposal/") {
+            return Ok(Query::Proposal(id.to_ascii_lowercase()));
+        }
         match path {
             "/keys" => Ok(Query::Keys),
             "/nodes" => Ok(Query::Nodes),
+            "/proposals" => Ok(Query::Proposals),
             _ => Err(QueryError {
                 code: 1,
                 log: format!(
-                    "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>"
+                    "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>, /proposals, /proposal/<id>"
                 ),
             }),
         }
@@ -99,6 +112,16 @@ pub struct AccountView {
     pub account: Option<AccountEntry>,
     /// The node of this key, if it is one.
     pub node: Option<NodeId>,
+}
+
+/// The governance and its proposals (`/proposals`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalsView {
+    /// Who approves, how many, and the delay (None: resharing to other committees and node
+    /// admission are refused on this chain).
+    pub governance: Option<Governance>,
+    /// Proposals open or recently ended, by id.
+    pub proposals: Vec<ProposalEntry>,
 }
 
 /// A query the app cannot answer.
@@ -159,6 +182,17 @@ pub fn query(state: &ChainState, path: &str) -> Result<Vec<u8>, QueryError> {
                 node,
             }))
         }
+        Query::Proposals => json(serde_json::to_vec(&ProposalsView {
+            governance: state.governance.clone(),
+            proposals: state.proposals().values().cloned().collect(),
+        })),
+        Query::Proposal(id) => {
+            let p = state
+                .proposals()
+                .get(&id)
+                .ok_or_else(|| not_found(format!("proposal {id} does not exist")))?;
+            json(serde_json::to_vec(p))
+        }
         Query::Keys => json(serde_json::to_vec(
             &state.keys().values().collect::<Vec<_>>(),
         )),
@@ -194,6 +228,8 @@ mod tests {
             Query::Sign(RequestId::new("r1").unwrap()),
             Query::Nodes,
             Query::Account("ab01".into()),
+            Query::Proposals,
+            Query::Proposal("0123456789abcdef".into()),
         ];
         for q in queries {
             assert_eq!(Query::parse(&q.path()), Ok(q.clone()));

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chain::entries::{
-    AccountEntry, DeadlineItem, KeyEntry, NodeEntry, ProvenBlame, SignEntry,
+    AccountEntry, DeadlineItem, KeyEntry, NodeEntry, ProposalEntry, ProvenBlame, SignEntry,
 };
-use crate::chain::genesis::{Genesis, Limits};
+use crate::chain::genesis::{Genesis, Governance, Limits};
 use crate::chain::state_key::StateKey;
 
 /// Version of the persisted state format. Do not change without a migration.
@@ -50,6 +50,12 @@ pub struct ChainState {
     /// Height of each node's last committed tx (heartbeat or result); absent = never.
     #[serde(default)]
     node_seen: BTreeMap<NodeId, u64>,
+    /// Who approves resharings to other committees and node admissions (genesis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Governance>,
+    /// Governance proposals, pending and recently ended, by id.
+    #[serde(default)]
+    proposals: BTreeMap<String, ProposalEntry>,
     /// State keys written in the block being executed, by their encoding (whose byte order is
     /// the order of the block's writes). Every mutation goes through a method of this type
     /// that records its key here, so the block's write set, which the app hash and the journal
@@ -114,6 +120,31 @@ impl ChainState {
         if genesis.limits.session_deadline_blocks == 0 || genesis.limits.max_parties == 0 {
             return Err("limits must be positive".into());
         }
+        let names: BTreeSet<&str> = genesis.accounts.iter().map(|a| a.name.as_str()).collect();
+        if names.len() != genesis.accounts.len() {
+            return Err("two accounts share a name".into());
+        }
+        if let Some(g) = &genesis.governance {
+            let voters: BTreeSet<&str> = g.accounts.iter().map(String::as_str).collect();
+            if voters.len() != g.accounts.len() {
+                return Err("governance lists an account twice".into());
+            }
+            if let Some(unknown) = voters.iter().find(|v| !names.contains(*v)) {
+                return Err(format!(
+                    "governance names {unknown:?}, not a genesis account"
+                ));
+            }
+            if g.approvals == 0 || g.approvals as usize > voters.len() {
+                return Err(format!(
+                    "governance approvals must be 1..={} (its accounts), got {}",
+                    voters.len(),
+                    g.approvals
+                ));
+            }
+            if g.expiry_blocks == 0 {
+                return Err("governance expiry_blocks must be positive".into());
+            }
+        }
         Ok(ChainState {
             version: STATE_VERSION,
             chain_id: genesis.chain_id.clone(),
@@ -129,8 +160,33 @@ impl ChainState {
             sign_requests: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             node_seen: BTreeMap::new(),
+            governance: genesis.governance.clone(),
+            proposals: BTreeMap::new(),
             dirty: BTreeMap::new(),
         })
+    }
+
+    /// Governance proposals by id.
+    pub fn proposals(&self) -> &BTreeMap<String, ProposalEntry> {
+        &self.proposals
+    }
+
+    /// A proposal, for writing.
+    pub fn proposal_mut(&mut self, id: &str) -> Option<&mut ProposalEntry> {
+        self.touch(StateKey::Proposal(id.to_owned()));
+        self.proposals.get_mut(id)
+    }
+
+    /// Inserts or replaces a proposal.
+    pub fn put_proposal(&mut self, entry: ProposalEntry) {
+        self.touch(StateKey::Proposal(entry.id.clone()));
+        self.proposals.insert(entry.id.clone(), entry);
+    }
+
+    /// Removes a proposal.
+    pub fn remove_proposal(&mut self, id: &str) {
+        self.touch(StateKey::Proposal(id.to_owned()));
+        self.proposals.remove(id);
     }
 
     /// Keys.
@@ -254,6 +310,10 @@ impl ChainState {
                 .nodes
                 .get(node)
                 .and_then(|e| serde_json::to_value(e).ok()),
+            StateKey::Proposal(id) => self
+                .proposals
+                .get(id)
+                .and_then(|e| serde_json::to_value(e).ok()),
             StateKey::Deadline(height, item) => self
                 .deadlines
                 .get(&(*height, item.clone()))
@@ -344,6 +404,16 @@ impl ChainState {
                     if let Some(e) = self.nodes.remove(&node) {
                         self.node_keys.remove(&e.public_key);
                     }
+                }
+                (StateKey::Proposal(id), Some(v)) => {
+                    let e: ProposalEntry = serde_json::from_value(v.clone()).map_err(bad)?;
+                    if e.id != id {
+                        return Err(other(&format_args!("proposal {}", e.id)));
+                    }
+                    self.proposals.insert(id, e);
+                }
+                (StateKey::Proposal(id), None) => {
+                    self.proposals.remove(&id);
                 }
                 (StateKey::Deadline(height, item), Some(v)) => {
                     let d: (u64, DeadlineItem) = serde_json::from_value(v.clone()).map_err(bad)?;

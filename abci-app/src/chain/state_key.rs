@@ -23,10 +23,23 @@ pub enum StateKey {
     /// A node admitted by a `NodeJoin` tx (genesis nodes are not journaled: the genesis holds
     /// them): `node/<node>`.
     Node(NodeId),
+    /// A governance proposal: `proposal/<16 hex digits>`.
+    Proposal(String),
     /// A pending deadline: `deadline/<height, 20 digits>/<item>`, the item being
     /// `keygen/<key id>/<attempt, 10 digits>`, `sign/<request id>`,
-    /// `reshare/<key id>/<attempt, 10 digits>` or `refresh/<key id>`.
+    /// `reshare/<key id>/<attempt, 10 digits>`, `refresh/<key id>`,
+    /// `sign-attempt/<request id>/<attempt, 10 digits>`, `sign-prune/<request id>` or
+    /// `proposal/<id>`.
     Deadline(u64, DeadlineItem),
+}
+
+/// A proposal id as the state keys it: 16 lowercase hex digits.
+fn proposal_id(s: &str) -> Result<String, String> {
+    if s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("bad proposal id {s:?}"))
+    }
 }
 
 impl fmt::Display for StateKey {
@@ -37,6 +50,7 @@ impl fmt::Display for StateKey {
             StateKey::Sequence(signer_hex) => write!(f, "seq/{signer_hex}"),
             StateKey::Seen(node) => write!(f, "seen/{node}"),
             StateKey::Node(node) => write!(f, "node/{node}"),
+            StateKey::Proposal(id) => write!(f, "proposal/{id}"),
             StateKey::Deadline(height, item) => {
                 write!(f, "deadline/{height:020}/")?;
                 match item {
@@ -48,6 +62,7 @@ impl fmt::Display for StateKey {
                         write!(f, "sign-attempt/{r}/{attempt:010}")
                     }
                     DeadlineItem::SignPrune(r) => write!(f, "sign-prune/{r}"),
+                    DeadlineItem::Proposal(id) => write!(f, "proposal/{id}"),
                 }
             }
         }
@@ -66,6 +81,7 @@ impl StateKey {
             "seq" => StateKey::Sequence(rest.to_owned()),
             "seen" => StateKey::Seen(NodeId::new(rest).map_err(|e| e.to_string())?),
             "node" => StateKey::Node(NodeId::new(rest).map_err(|e| e.to_string())?),
+            "proposal" => StateKey::Proposal(proposal_id(rest)?),
             "deadline" => {
                 let (height, item) = rest.split_once('/').ok_or_else(bad)?;
                 let height: u64 = height.parse().map_err(|_| bad())?;
@@ -88,6 +104,7 @@ impl StateKey {
                     "sign-prune" => {
                         DeadlineItem::SignPrune(RequestId::new(rest).map_err(|e| e.to_string())?)
                     }
+                    "proposal" => DeadlineItem::Proposal(proposal_id(rest)?),
                     _ => return Err(bad()),
                 };
                 StateKey::Deadline(height, item)
@@ -142,6 +159,14 @@ mod tests {
                 StateKey::Deadline(9, DeadlineItem::SignPrune(r.clone())),
                 "deadline/00000000000000000009/sign-prune/r1",
             ),
+            (
+                StateKey::Proposal("0123456789abcdef".into()),
+                "proposal/0123456789abcdef",
+            ),
+            (
+                StateKey::Deadline(5, DeadlineItem::Proposal("0123456789abcdef".into())),
+                "deadline/00000000000000000005/proposal/0123456789abcdef",
+            ),
         ];
         for (key, encoded) in cases {
             assert_eq!(key.to_string(), encoded);
@@ -155,6 +180,9 @@ mod tests {
             "deadline/00000000000000000007/keygen/k1/2",
             "deadline/00000000000000000007/other/k1",
             "seen/bad id",
+            "proposal/0123456789ABCDEF",
+            "proposal/0123",
+            "deadline/00000000000000000005/proposal/x",
         ] {
             assert!(StateKey::parse(bad).is_err(), "{bad}");
         }

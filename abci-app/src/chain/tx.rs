@@ -9,10 +9,12 @@
 mod blame;
 mod delete;
 mod heartbeat;
+mod key_admins;
 mod key_deleted;
 pub(crate) mod keygen;
 mod keygen_result;
 mod node_join;
+pub(crate) mod proposal;
 pub(crate) mod reshare;
 mod reshare_result;
 mod session;
@@ -26,7 +28,7 @@ use seqmpc_module::job::Job;
 use seqmpc_proto::tx::{SignedTx, TxMsg};
 use seqmpc_proto::NodeId;
 
-use crate::chain::entries::AccountEntry;
+use crate::chain::entries::{AccountEntry, KeyEntry};
 use crate::chain::genesis::Role;
 use crate::chain::state::ChainState;
 
@@ -135,6 +137,9 @@ pub(crate) fn rate_limit(
             | TxMsg::KeySign { .. }
             | TxMsg::KeyDelete { .. }
             | TxMsg::KeyReshare { .. }
+            | TxMsg::KeyAdmins { .. }
+            | TxMsg::NodeJoin { .. }
+            | TxMsg::ProposalVote { .. }
     );
     let signer_hex = hex::encode(tx.signer.as_bytes());
     let Some(account) = state.accounts.get(&signer_hex).filter(|_| is_request) else {
@@ -326,6 +331,14 @@ fn dispatch<V: Visit>(msg: &TxMsg, v: V) -> V::Out {
             session,
             outcome,
         }),
+        TxMsg::KeyAdmins { key_id, admins } => v.visit(key_admins::KeyAdmins { key_id, admins }),
+        TxMsg::ProposalVote {
+            proposal_id,
+            cancel,
+        } => v.visit(proposal::ProposalVote {
+            proposal_id,
+            cancel: *cancel,
+        }),
     }
 }
 
@@ -400,6 +413,34 @@ impl<'a> Signer<'a> {
             ))),
             Signer::Node(n) => Err(TxError::Unauthorized(format!(
                 "node {n} may not {what}: nodes only send results"
+            ))),
+        }
+    }
+
+    /// The key's owner or one of the admins it named (any role checked before); `what` names
+    /// the action in the error.
+    pub(crate) fn require_key_user(&self, key: &KeyEntry, what: &str) -> Result<(), TxError> {
+        match self {
+            Signer::Account(a) if a.public_key == key.owner || key.admins.contains(&a.public_key) => {
+                Ok(())
+            }
+            Signer::Account(a) => Err(TxError::Unauthorized(format!(
+                "account {:?} may not {what} key {}: only its owner and the admins the owner named (KeyAdmins) may",
+                a.name, key.key_id
+            ))),
+            Signer::Node(n) => Err(TxError::Unauthorized(format!(
+                "node {n} may not {what} key {}: nodes only send results",
+                key.key_id
+            ))),
+        }
+    }
+
+    /// The signing account (an error for a node); `what` names the tx in the error.
+    pub(crate) fn require_account(&self, what: &str) -> Result<&'a AccountEntry, TxError> {
+        match self {
+            Signer::Account(a) => Ok(a),
+            Signer::Node(n) => Err(TxError::Unauthorized(format!(
+                "node {n} may not send {what}: nodes only send results"
             ))),
         }
     }

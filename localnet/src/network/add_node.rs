@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use seqmpc_abci::chain::query::{AccountView, NodeView, Query};
+use seqmpc_abci::chain::{ProposalEntry, ProposalStatus};
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::manifest::{Manifest, ManifestNode};
-use seqmpc_proto::tx::{sign_tx, TxMsg};
+use seqmpc_proto::tx::{proposal_id, sign_tx, TxMsg};
 use seqmpc_proto::NodeId;
 use serde_json::json;
 
@@ -125,6 +126,7 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
             },
         )?;
         wait_committed(&rpc, &hash, opts.timeout)?;
+        wait_admitted(&rpc, &hash, &id, opts.timeout)?;
     }
     setup::record_added(&layout, genesis.nodes.len(), &id)?;
 
@@ -164,8 +166,11 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
     m.nodes.push(entry.clone());
     m.write(&manifest_path)?;
 
-    rpc.call("dev_add_app", json!({"name": id, "addr": p.abci_addr()}))
-        .context("attaching the node to the dev sequencer")?;
+    rpc.call(
+        "dev_add_app",
+        json!({"name": id, "addr": p.abci_addr(), "token": m.dev_token}),
+    )
+    .context("attaching the node to the dev sequencer")?;
 
     let deadline = Instant::now() + opts.timeout;
     loop {
@@ -232,6 +237,41 @@ fn submit(
         bail!("NodeJoin rejected (code {}): {}", r.code, r.log);
     }
     bail!("NodeJoin rejected: the account's sequence kept changing; retry")
+}
+
+/// Waits until the chain lists `id`: the NodeJoin is a governance proposal (the localnet's
+/// client account approves alone) that runs `delay_blocks` after it. Fails if the proposal
+/// ended otherwise (cancelled, expired, failed).
+fn wait_admitted(rpc: &RpcClient, hash: &str, id: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let proposal = hex::decode(hash)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(|h| Query::Proposal(proposal_id(&h)).path());
+    loop {
+        if listed(rpc, id)? {
+            return Ok(());
+        }
+        if let Some(path) = &proposal {
+            let r = rpc.abci_query(path)?;
+            if r.code == 0 {
+                let p: ProposalEntry =
+                    serde_json::from_slice(&r.value).context("/proposal is not JSON")?;
+                if !matches!(p.status, ProposalStatus::Pending | ProposalStatus::Approved) {
+                    bail!(
+                        "the NodeJoin proposal {} ended {:?}: {}",
+                        p.id,
+                        p.status,
+                        p.error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("node {id} not admitted within {timeout:?} (see `mpcctl proposals`)");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn wait_committed(rpc: &RpcClient, hash: &str, timeout: Duration) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context};
-use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Governance, Limits, Role};
 use seqmpc_abci::daemon::keys::create_key_file;
 use seqmpc_abci::manifest::write_atomic;
 use seqmpc_proto::NodeId;
@@ -65,6 +65,9 @@ pub(super) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<St
     );
     Ok(parsed.public_key.to_lowercase())
 }
+
+/// Blocks between a localnet proposal's approval and its execution (2 s at 100 ms blocks).
+pub const LOCALNET_GOVERNANCE_DELAY_BLOCKS: u64 = 20;
 
 /// Genesis limits of a new localnet that differ from the defaults (None: the default).
 #[derive(Clone, Debug, Default)]
@@ -140,6 +143,15 @@ pub fn create(
                 ..default
             }
         },
+        // The rules of a production chain, with one convenient account: resharing to another
+        // committee and admitting a node are proposals the client account approves alone;
+        // they run LOCALNET_GOVERNANCE_DELAY_BLOCKS later, visible and cancellable meanwhile.
+        governance: Some(Governance {
+            accounts: vec!["client".to_owned()],
+            approvals: 1,
+            delay_blocks: LOCALNET_GOVERNANCE_DELAY_BLOCKS,
+            expiry_blocks: 36_000,
+        }),
     };
     let mut bytes = serde_json::to_vec_pretty(&genesis)?;
     bytes.push(b'\n');

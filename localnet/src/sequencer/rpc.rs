@@ -307,7 +307,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("block_results", &["height"]),
     ("tx", &["hash", "prove"]),
     ("num_unconfirmed_txs", &[]),
-    ("dev_add_app", &["name", "addr"]),
+    ("dev_add_app", &["name", "addr", "token"]),
 ];
 
 fn call(
@@ -318,8 +318,9 @@ fn call(
 ) -> Result<Value, RpcError> {
     match method {
         "status" => Ok(encode::status(shared, rpc_addr)),
-        // Dev only (the RPC listens on localhost): attach another ABCI app, e.g. a node that
-        // `localnet add-node` started; it gets InitChain and every stored block, then blocks.
+        // Dev only, off unless the localnet set a token: attach another local ABCI app, e.g.
+        // a node that `localnet add-node` started; it gets InitChain and every stored block,
+        // then blocks.
         "dev_add_app" => {
             let p = params()?;
             let need = |v: Option<String>, n: &str| {
@@ -327,8 +328,9 @@ fn call(
             };
             let name = need(p.string("name")?, "name")?;
             let addr = need(p.string("addr")?, "addr")?;
+            let token = p.string("token")?;
             shared
-                .add_app(&name, &addr)
+                .add_app(&name, &addr, token.as_deref())
                 .map_err(RpcError::invalid_params)?;
             Ok(json!({"name": name, "addr": addr, "attached": true}))
         }

@@ -241,6 +241,10 @@ pub struct Shared {
     pub validator_pub_key: [u8; 32],
     /// Largest tx accepted.
     pub max_tx_bytes: usize,
+    /// The secret `dev_add_app` needs (None: the method is off).
+    pub dev_add_app_token: Option<String>,
+    /// Most apps attached at once.
+    pub max_apps: usize,
 }
 
 impl Shared {
@@ -263,19 +267,52 @@ impl Shared {
 
     /// Attaches another ABCI app to the running chain (`dev_add_app` RPC): the block loop
     /// connects it, runs InitChain, replays every stored block to it, then drives it like the
-    /// others. Refuses a name or address already attached; attaching is permanent until the
-    /// sequencer stops.
-    pub fn add_app(&self, name: &str, addr: &str) -> Result<(), String> {
+    /// others. Only with the configured token, only an app on this host (a loopback or
+    /// unspecified address: the sequencer dials nothing else), at most `max_apps`. Refuses a
+    /// name already attached, and an address that reaches an attached app however it is
+    /// spelled (`[::ffff:127.0.0.1]:P`, `0.0.0.0:P`, `127.0.0.2:P` all reach `127.0.0.1:P`):
+    /// driving one app twice would feed it blocks out of order. Attaching is permanent until
+    /// the sequencer stops.
+    pub fn add_app(&self, name: &str, addr: &str, token: Option<&str>) -> Result<(), String> {
+        let Some(expected) = &self.dev_add_app_token else {
+            return Err("dev_add_app is off on this sequencer (the localnet enables it)".into());
+        };
+        if !token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
+            return Err("dev_add_app needs the token of localnet.json (`dev_token`)".into());
+        }
         let addr = addr.strip_prefix("tcp://").unwrap_or(addr).trim();
         let name = name.trim();
-        if name.is_empty() || addr.is_empty() || addr.parse::<std::net::SocketAddr>().is_err() {
+        let Some(sock) = addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .filter(|_| !name.is_empty())
+        else {
             return Err(format!(
                 "bad app {name:?} at {addr:?} (expected a name and an ip:port)"
             ));
-        }
+        };
+        let Some(port) = local_port(&sock) else {
+            return Err(format!(
+                "app address {addr} is not on this host: dev_add_app attaches only local apps (loopback)"
+            ));
+        };
         let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(a) = apps.iter().find(|a| a.name == name || a.addr == addr) {
+        let same_app = |a: &AppHandle| {
+            a.addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map_or(a.addr == addr, |s| {
+                    s == sock || (local_port(&s) == Some(port))
+                })
+        };
+        if let Some(a) = apps.iter().find(|a| a.name == name || same_app(a)) {
             return Err(format!("app {} at {} is attached already", a.name, a.addr));
+        }
+        if apps.len() >= self.max_apps {
+            return Err(format!(
+                "{} apps are attached: the most this sequencer drives",
+                apps.len()
+            ));
         }
         apps.push(Arc::new(AppHandle::new(name.to_owned(), addr.to_owned())));
         tracing::info!(app = %name, %addr, "app attached; the block loop connects and syncs it");
@@ -537,4 +574,16 @@ pub fn data_hash(txs: &[Bytes]) -> Vec<u8> {
         h.update(tx_hash(tx));
     }
     h.finalize().to_vec()
+}
+
+/// The port of `addr` if it names this host (a loopback or unspecified address, IPv4, IPv6 or
+/// IPv4-mapped): every such spelling of a port reaches the same listener.
+fn local_port(addr: &std::net::SocketAddr) -> Option<u16> {
+    let ip = addr.ip().to_canonical();
+    (ip.is_loopback() || ip.is_unspecified()).then_some(addr.port())
+}
+
+/// Equality in time independent of where the inputs differ (a token check).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

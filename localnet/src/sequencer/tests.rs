@@ -715,7 +715,10 @@ fn sequencer__bench_broadcast_tx_sync_throughput() {
 fn sequencer__should_attach_an_app_at_runtime_and_replay_the_chain_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = start_app("");
-    let seq = Sequencer::spawn(config(vec![format!("a={a}")], dir.path())).unwrap();
+    let mut cfg = config(vec![format!("a={a}")], dir.path());
+    cfg.dev_add_app_token = Some("s3cret".into());
+    cfg.max_apps = 2;
+    let seq = Sequencer::spawn(cfg).unwrap();
     seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
     let url = seq.rpc_url();
     for i in 0..5 {
@@ -730,7 +733,7 @@ fn sequencer__should_attach_an_app_at_runtime_and_replay_the_chain_to_it() {
     let (code, r) = post(
         &url,
         &format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"dev_add_app","params":{{"name":"b","addr":"{b}"}}}}"#
+            r#"{{"jsonrpc":"2.0","id":1,"method":"dev_add_app","params":{{"name":"b","addr":"{b}","token":"s3cret"}}}}"#
         ),
     );
     assert_eq!(code, 200, "{r}");
@@ -747,19 +750,82 @@ fn sequencer__should_attach_an_app_at_runtime_and_replay_the_chain_to_it() {
     );
     assert_eq!(chain_b.lock().unwrap().init_chains.len(), 1);
 
-    // Attaching the same name or address again, or a bad address, is refused.
-    for params in [
-        r#"{"name":"b","addr":"127.0.0.1:1"}"#.to_owned(),
-        format!(r#"{{"name":"c","addr":"{b}"}}"#),
-        r#"{"name":"c","addr":"nowhere"}"#.to_owned(),
-        r#"{"name":"c"}"#.to_owned(),
+    // Refused: the same name, the same app however its address is spelled (one app driven
+    // twice panicked a node before: issue 14), an address off this host, a bad address, no
+    // or a wrong token, one app more than `max_apps`.
+    let port = b.rsplit(':').next().unwrap();
+    for (params, needle) in [
+        (
+            r#"{"name":"b","addr":"127.0.0.1:1","token":"s3cret"}"#.to_owned(),
+            "attached already",
+        ),
+        (
+            format!(r#"{{"name":"c","addr":"{b}","token":"s3cret"}}"#),
+            "attached already",
+        ),
+        (
+            format!(r#"{{"name":"c","addr":"[::ffff:127.0.0.1]:{port}","token":"s3cret"}}"#),
+            "attached already",
+        ),
+        (
+            format!(r#"{{"name":"c","addr":"0.0.0.0:{port}","token":"s3cret"}}"#),
+            "attached already",
+        ),
+        (
+            format!(r#"{{"name":"c","addr":"[::1]:{port}","token":"s3cret"}}"#),
+            "attached already",
+        ),
+        (
+            r#"{"name":"c","addr":"10.1.2.3:26658","token":"s3cret"}"#.to_owned(),
+            "not on this host",
+        ),
+        (
+            r#"{"name":"c","addr":"nowhere","token":"s3cret"}"#.to_owned(),
+            "bad app",
+        ),
+        (
+            r#"{"name":"c","token":"s3cret"}"#.to_owned(),
+            "missing addr",
+        ),
+        (r#"{"name":"c","addr":"127.0.0.1:1"}"#.to_owned(), "token"),
+        (
+            r#"{"name":"c","addr":"127.0.0.1:1","token":"guess"}"#.to_owned(),
+            "token",
+        ),
+        (
+            r#"{"name":"c","addr":"127.0.0.1:1","token":"s3cret"}"#.to_owned(),
+            "the most",
+        ),
     ] {
         let (_, r) = post(
             &url,
             &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"dev_add_app","params":{params}}}"#),
         );
         assert_eq!(r["error"]["code"], -32602, "{params}: {r}");
+        assert!(
+            r["error"]["data"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle)
+                || r["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(needle),
+            "{params}: {r}"
+        );
     }
     assert_eq!(seq.status().apps.len(), 2);
+    seq.stop().unwrap();
+
+    // A sequencer without a token (the default) has the method off.
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = start_app("");
+    let seq = Sequencer::spawn(config(vec![format!("c={c}")], dir.path())).unwrap();
+    let (_, r) = post(
+        &seq.rpc_url(),
+        r#"{"jsonrpc":"2.0","id":1,"method":"dev_add_app","params":{"name":"c","addr":"127.0.0.1:1"}}"#,
+    );
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(r.to_string().contains("off on this sequencer"), "{r}");
     seq.stop().unwrap();
 }

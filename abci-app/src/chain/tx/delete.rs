@@ -1,4 +1,5 @@
-//! `KeyDelete`: an account with the `delete` role deletes a READY (or ERROR) key; the key is
+//! `KeyDelete`: an account with the `delete` role, the key's owner or an admin it named,
+//! deletes a READY (or ERROR) key; the key is
 //! DELETING until every party attested with `KeyDeleted`.
 
 use seqmpc_module::job::Job;
@@ -24,6 +25,7 @@ impl Handler for KeyDelete<'_> {
             .keys()
             .get(key_id)
             .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+        signer.require_key_user(key, "delete")?;
         if let Some(r) = key
             .reshare
             .as_ref()

@@ -32,7 +32,11 @@ impl Handler for KeyGen<'_> {
         let key_id = self.key_id;
         let attempt = match state.keys().get(key_id) {
             None => 0,
-            Some(k) if k.status == KeyStatus::Error => k.attempt.saturating_add(1),
+            Some(k) if k.status == KeyStatus::Error => {
+                // A retry keeps the key's owner and admins: only they may retry it.
+                signer.require_key_user(k, "retry the keygen of")?;
+                k.attempt.saturating_add(1)
+            }
             Some(k) => {
                 return Err(TxError::Conflict(format!(
                     "key id {key_id} is already used (status {:?}); key ids are never reused",
@@ -53,6 +57,10 @@ impl Handler for KeyGen<'_> {
         let (key_id, scheme, threshold, height) =
             (self.key_id, self.scheme, self.threshold, cx.height);
         let deadline = session_deadline(state, scheme, true, height);
+        let (owner, admins) = match state.keys().get(key_id) {
+            Some(old) => (old.owner.clone(), old.admins.clone()),
+            None => (cx.signer_hex.to_owned(), Default::default()),
+        };
         let session = SessionId::derive(
             "keygen",
             &state.chain_id,
@@ -80,7 +88,8 @@ impl Handler for KeyGen<'_> {
             ready_height: None,
             reports: Default::default(),
             deleted_by: Default::default(),
-            owner: cx.signer_hex.to_owned(),
+            owner,
+            admins,
             reshare: None,
             reshares: 0,
         });

@@ -1,17 +1,20 @@
-//! `KeyReshare`: an account with the `keygen` role moves a READY key to a new committee and/or
-//! threshold (the same ones: a refresh); the public key stays. The key keeps its committee and
+//! `KeyReshare`: an account with the `keygen` role, the key's owner or an admin it named,
+//! moves a READY key to a new committee and/or threshold (the same ones: a refresh); the
+//! public key stays. A move to another committee or threshold needs governance approval
+//! (`proposal`) and keeps to the committee rules of [`validate`]; a refresh needs neither. The key keeps its committee and
 //! shares until the resharing succeeds (`ReshareResult`s) or ends in ERROR (a failure or its
 //! deadline). Periodic refreshes (genesis `refresh_every_blocks`) start here too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use seqmpc_module::job::{Job, ReshareJob};
 use seqmpc_proto::{KeyId, NodeId, SessionId};
 
+use super::proposal::{self, Route};
 use super::session::{check_committee, session_deadline};
 use super::{ev, Effects, Exec, Handler, Signer, TxError};
 use crate::chain::committee::choose_dealers;
-use crate::chain::entries::{DeadlineItem, KeyStatus, ReshareEntry, ReshareStatus};
+use crate::chain::entries::{DeadlineItem, KeyStatus, ProposalAction, ReshareEntry, ReshareStatus};
 use crate::chain::genesis::Role;
 use crate::chain::state::ChainState;
 
@@ -23,51 +26,143 @@ pub(crate) struct KeyReshare<'a> {
 }
 
 impl Handler for KeyReshare<'_> {
-    /// The new committee, sorted.
-    type Checked = Vec<NodeId>;
+    /// The new committee, sorted, and whether it starts now or waits for approval.
+    type Checked = (Vec<NodeId>, Route);
 
     fn check(
         &self,
         state: &ChainState,
         signer: &Signer<'_>,
         _height: u64,
-    ) -> Result<Vec<NodeId>, TxError> {
-        signer.require_role(Role::Keygen, "request resharing")?;
-        let key_id = self.key_id;
-        let key = state
-            .keys()
-            .get(key_id)
-            .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
-        if key.status != KeyStatus::Ready {
-            return Err(TxError::Conflict(format!(
-                "key {key_id} is {:?}: only a READY key can be reshared",
-                key.status
-            )));
-        }
-        if let Some(r) = key
-            .reshare
-            .as_ref()
-            .filter(|r| r.status == ReshareStatus::Pending)
-        {
-            return Err(TxError::Conflict(format!(
-                "key {key_id} is already being reshared (session {}, deadline height {})",
-                r.session, r.deadline_height
-            )));
-        }
-        check_committee(state, key.scheme, self.threshold, self.parties)
+    ) -> Result<Self::Checked, TxError> {
+        let (committee, refresh) =
+            validate(state, signer, self.key_id, self.parties, self.threshold)?;
+        let route = if refresh {
+            Route::Now
+        } else {
+            proposal::route(
+                state,
+                signer,
+                "resharing a key to another committee or threshold",
+            )?
+        };
+        Ok((committee, route))
     }
 
-    fn execute(&self, state: &mut ChainState, committee: Vec<NodeId>, cx: &mut Exec<'_>) {
-        start_reshare(
-            state,
-            self.key_id,
-            committee,
-            self.threshold,
-            cx.tx_hash,
-            cx.height,
-            cx.fx,
-        );
+    fn execute(
+        &self,
+        state: &mut ChainState,
+        (committee, route): Self::Checked,
+        cx: &mut Exec<'_>,
+    ) {
+        match route {
+            Route::Now => start_reshare(
+                state,
+                self.key_id,
+                committee,
+                self.threshold,
+                cx.tx_hash,
+                cx.height,
+                cx.fx,
+            ),
+            Route::Propose => proposal::open(
+                state,
+                ProposalAction::Reshare {
+                    key_id: self.key_id.clone(),
+                    parties: committee,
+                    threshold: self.threshold,
+                },
+                cx,
+            ),
+        }
     }
+}
+
+/// Runs an approved resharing proposal of `proposer` (hex account key): checked again
+/// against the current state, then started with the proposing tx's hash as its seed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn execute_approved(
+    state: &mut ChainState,
+    proposer: &str,
+    key_id: &KeyId,
+    parties: &[NodeId],
+    threshold: u32,
+    seed: &[u8; 32],
+    height: u64,
+    fx: &mut Effects,
+) -> Result<(), TxError> {
+    let account = state
+        .accounts
+        .get(proposer)
+        .cloned()
+        .ok_or_else(|| TxError::Unauthorized(format!("proposer {proposer} is no account")))?;
+    let (committee, _) = validate(
+        state,
+        &Signer::Account(&account),
+        key_id,
+        parties,
+        threshold,
+    )?;
+    start_reshare(state, key_id, committee, threshold, seed, height, fx);
+    Ok(())
+}
+
+/// Checks a resharing request against the state: the signer's right (role `keygen`, owner or
+/// admin of the key), the key (READY, not being reshared), the committee. Returns the new
+/// committee, sorted, and whether it is a refresh (same committee and threshold).
+///
+/// A move to another committee or threshold keeps to two rules, so that no group of nodes
+/// that are new to the key can end up holding it: the new committee keeps at least the key's
+/// current threshold of its current holders, and its newcomers alone stay below the new
+/// threshold.
+fn validate(
+    state: &ChainState,
+    signer: &Signer<'_>,
+    key_id: &KeyId,
+    parties: &[NodeId],
+    threshold: u32,
+) -> Result<(Vec<NodeId>, bool), TxError> {
+    signer.require_role(Role::Keygen, "request resharing")?;
+    let key = state
+        .keys()
+        .get(key_id)
+        .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+    signer.require_key_user(key, "reshare")?;
+    if key.status != KeyStatus::Ready {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is {:?}: only a READY key can be reshared",
+            key.status
+        )));
+    }
+    if let Some(r) = key
+        .reshare
+        .as_ref()
+        .filter(|r| r.status == ReshareStatus::Pending)
+    {
+        return Err(TxError::Conflict(format!(
+            "key {key_id} is already being reshared (session {}, deadline height {})",
+            r.session, r.deadline_height
+        )));
+    }
+    let committee = check_committee(state, key.scheme, threshold, parties)?;
+    let refresh = committee == key.parties && threshold == key.threshold;
+    if !refresh {
+        let old: BTreeSet<&NodeId> = key.parties.iter().collect();
+        let kept = committee.iter().filter(|p| old.contains(p)).count();
+        if kept < key.threshold as usize {
+            return Err(TxError::Invalid(format!(
+                "the new committee keeps {kept} of the key's current holders; it must keep at least the current threshold ({})",
+                key.threshold
+            )));
+        }
+        let newcomers = committee.len().saturating_sub(kept);
+        if newcomers >= threshold as usize {
+            return Err(TxError::Invalid(format!(
+                "the new committee's {newcomers} newcomers would reach its threshold {threshold} on their own; newcomers must stay below the new threshold"
+            )));
+        }
+    }
+    Ok((committee, refresh))
 }
 
 /// Starts a resharing (or refresh) of a READY key to `parties` with `threshold`. `seed` is the

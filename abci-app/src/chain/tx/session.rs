@@ -68,9 +68,11 @@ pub(super) fn check_committee(
     }
     // FROST: t = 1 would give every party the whole key. cggmp24's threshold DKG itself
     // refuses t < 2 (and signs with exactly t signers).
-    let min_t = match scheme {
+    let scheme_min = match scheme {
         Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr | Scheme::Cggmp24Secp256k1 => 2,
     };
+    // The genesis may raise the floor (`min_threshold`), never lower it.
+    let min_t = scheme_min.max(state.limits.min_threshold);
     if threshold < min_t || threshold > n {
         return Err(TxError::Invalid(format!(
             "threshold {threshold} is out of range: {scheme} needs {min_t} <= threshold <= parties ({n})"

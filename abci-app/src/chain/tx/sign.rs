@@ -31,6 +31,7 @@ impl Handler for KeySign<'_> {
             .keys()
             .get(key_id)
             .ok_or_else(|| TxError::NotFound(format!("key {key_id} does not exist")))?;
+        signer.require_key_user(key, "sign with")?;
         if key.status != KeyStatus::Ready {
             let why = match key.status {
                 KeyStatus::Pending => "its keygen is still PENDING",
