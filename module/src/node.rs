@@ -369,6 +369,7 @@ impl<S: SubmitResult> Node<S> {
             sign_timeout_ms: cfg.sign_timeout.as_millis() as u64,
             max_sessions: cfg.max_sessions,
             max_early_messages: cfg.max_early_messages,
+            max_early_per_sender: cfg.max_early_messages / 10,
             finished_keep_ms: 600_000,
         });
         Node {

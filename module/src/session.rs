@@ -54,6 +54,9 @@ pub struct Config {
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
     pub max_early_messages: usize,
+    /// Most of them from one sender: a peer flooding the buffer fills only its own share,
+    /// never the room of honest peers' messages.
+    pub max_early_per_sender: usize,
     /// How long a finished session is remembered (its late messages are dropped quietly).
     pub finished_keep_ms: Millis,
 }
@@ -67,6 +70,8 @@ impl Config {
             sign_timeout_ms: 2_000,
             max_sessions: 10_000,
             max_early_messages: 100_000,
+            // A burst of 1000 sessions is a few thousand early messages per sender.
+            max_early_per_sender: 10_000,
             finished_keep_ms: 600_000,
         }
     }
@@ -246,6 +251,8 @@ pub struct Manager {
     /// Messages of sessions not started here yet: sender's Commit may run ahead of ours.
     early: BTreeMap<SessionId, Vec<(Msg, Millis)>>,
     early_count: usize,
+    /// Buffered early messages per sender.
+    early_by_sender: BTreeMap<NodeId, usize>,
     /// Per live session, the signed messages the chain can check a blame with.
     evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
     finished: BTreeMap<SessionId, Millis>,
@@ -261,6 +268,7 @@ impl Manager {
             sessions: BTreeMap::new(),
             early: BTreeMap::new(),
             early_count: 0,
+            early_by_sender: BTreeMap::new(),
             evidence: BTreeMap::new(),
             finished: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -298,7 +306,9 @@ impl Manager {
     /// Messages buffered for `session`, for a session the runtime starts itself.
     pub fn take_early(&mut self, session: &SessionId) -> Vec<Msg> {
         let msgs = self.early.remove(session).unwrap_or_default();
-        self.early_count = self.early_count.saturating_sub(msgs.len());
+        for (m, _) in &msgs {
+            self.unbuffer(&m.from);
+        }
         msgs.into_iter().map(|(m, _)| m).collect()
     }
 
@@ -477,6 +487,13 @@ impl Manager {
                 fx.push(Effect::Metric(MetricEvent::Dropped));
                 return;
             }
+            let mine = self.early_by_sender.entry(m.from.clone()).or_insert(0);
+            if *mine >= self.cfg.max_early_per_sender {
+                warn!(from = %m.from, "the sender's share of the early-message buffer is full; message dropped");
+                fx.push(Effect::Metric(MetricEvent::Dropped));
+                return;
+            }
+            *mine += 1;
             self.early_count += 1;
             self.early.entry(m.session).or_default().push((m, now));
             return;
@@ -557,16 +574,33 @@ impl Manager {
         }
         let keep = self.cfg.finished_keep_ms;
         self.finished.retain(|_, t| now.saturating_sub(*t) < keep);
-        let mut dropped = 0;
+        let mut dropped: Vec<NodeId> = Vec::new();
         self.early.retain(|_, msgs| {
-            let before = msgs.len();
-            msgs.retain(|(_, t)| now.saturating_sub(*t) < timeout);
-            dropped += before - msgs.len();
+            msgs.retain(|(m, t)| {
+                let keep = now.saturating_sub(*t) < timeout;
+                if !keep {
+                    dropped.push(m.from.clone());
+                }
+                keep
+            });
             !msgs.is_empty()
         });
-        self.early_count = self.early_count.saturating_sub(dropped);
+        for from in &dropped {
+            self.unbuffer(from);
+        }
         let live = &self.sessions;
         self.evidence.retain(|s, _| live.contains_key(s));
+    }
+
+    /// One early message of `from` left the buffer.
+    fn unbuffer(&mut self, from: &NodeId) {
+        self.early_count = self.early_count.saturating_sub(1);
+        if let Some(n) = self.early_by_sender.get_mut(from) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.early_by_sender.remove(from);
+            }
+        }
     }
 
     /// Ends a session: remembered as finished, its evidence dropped by the next tick.

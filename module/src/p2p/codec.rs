@@ -5,8 +5,18 @@
 //! so a stream that ends without it means "not delivered" and the sender retries. Lengths above
 //! the configured maximum are refused on write and on read; a reader never allocates the claimed
 //! length up front, only what actually arrives.
+//!
+//! Every stream being read counts its claimed length against one [`ReadBudget`] shared by all
+//! connections: a frame that does not fit is refused (its sender retries later), so however
+//! many streams peers open, frames being read never hold more than the budget in memory.
 
-use std::{io, sync::Arc};
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
@@ -20,16 +30,68 @@ const ACK: u8 = 0xA5;
 /// Largest buffer reserved before payload bytes arrive.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes of frames being read at once, over every stream of every connection.
+pub(super) const READ_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+
+/// A byte budget shared by the streams being read.
+#[derive(Debug)]
+pub(super) struct ReadBudget {
+    in_use: AtomicUsize,
+    max: usize,
+}
+
+/// Bytes reserved from a [`ReadBudget`], given back on drop.
+pub(super) struct Reserved<'a> {
+    budget: &'a ReadBudget,
+    len: usize,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.budget.in_use.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
+impl ReadBudget {
+    /// A budget of `max` bytes.
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            in_use: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Reserves `len` bytes, or None if they do not fit now.
+    pub(super) fn reserve(&self, len: usize) -> Option<Reserved<'_>> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(len).filter(|n| *n <= self.max)
+            })
+            .ok()
+            .map(|_| Reserved { budget: self, len })
+    }
+}
+
 /// Length-prefixed raw bytes, capped at `max` on both sides.
 #[derive(Clone, Debug)]
 pub(super) struct MpcCodec {
     max: usize,
+    budget: Arc<ReadBudget>,
 }
 
 impl MpcCodec {
-    /// A codec refusing payloads above `max` bytes (`max` must fit a `u32`).
+    /// A codec refusing payloads above `max` bytes (`max` must fit a `u32`), reading within a
+    /// budget of [`READ_BUDGET_BYTES`].
     pub(super) fn new(max: usize) -> Self {
-        Self { max }
+        Self::with_budget(max, READ_BUDGET_BYTES)
+    }
+
+    /// A codec reading at most `budget` bytes of frames at once.
+    pub(super) fn with_budget(max: usize, budget: usize) -> Self {
+        Self {
+            max,
+            budget: Arc::new(ReadBudget::new(budget)),
+        }
     }
 }
 
@@ -65,6 +127,16 @@ impl request_response::Codec for MpcCodec {
                     len: len.into(),
                     max,
                 },
+            ));
+        };
+        let Some(_reserved) = self.budget.reserve(len) else {
+            tracing::debug!(
+                len,
+                "inbound read budget exhausted; frame refused (its sender retries)"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("inbound read budget exhausted: frame of {len} bytes refused"),
             ));
         };
         let mut buf = Vec::with_capacity(len.min(READ_CHUNK));
@@ -175,6 +247,24 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn codec__should_refuse_a_frame_beyond_the_shared_read_budget_until_it_frees() {
+        let mut c = MpcCodec::with_budget(1024, 10);
+        let frame = || Cursor::new(vec![0, 0, 0, 5, 1, 2, 3, 4, 5]);
+        // Another stream holds 8 of the 10 bytes: a 5-byte frame does not fit.
+        let budget = Arc::clone(&c.budget);
+        let held = budget.reserve(8).unwrap();
+        let e = block_on(c.read_request(&PROTOCOL, &mut frame())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains("budget"), "{e}");
+        drop(held);
+        // Freed: it fits, and a read gives its bytes back when done.
+        let got = block_on(c.read_request(&PROTOCOL, &mut frame())).unwrap();
+        assert_eq!(*got, vec![1, 2, 3, 4, 5]);
+        assert_eq!(budget.in_use.load(Ordering::Acquire), 0);
+        let _ = block_on(c.read_request(&PROTOCOL, &mut frame())).unwrap();
     }
 
     #[test]

@@ -45,6 +45,10 @@ const COMMAND_BATCH: usize = 256;
 /// reach it (their windows bound what they have in flight); beyond it requests are dropped
 /// un-acked and their senders retry.
 const BACKLOG_MAX: usize = 16 * 1024;
+/// Bytes parked in the backlog, in all.
+const BACKLOG_BYTES: usize = 256 * 1024 * 1024;
+/// Bytes parked in the backlog from one peer: a peer that floods fills only its own share.
+const PEER_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where a message goes.
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +102,8 @@ pub(super) struct EventLoop {
     local_queued: Arc<AtomicUsize>,
     in_flight: BTreeMap<OutboundRequestId, (usize, Outgoing)>,
     backlog: VecDeque<(Incoming, Ack)>,
+    /// Bytes in `backlog`, in all and per sender.
+    backlog_bytes: (usize, BTreeMap<NodeId, usize>),
     /// Inbound requests dropped on a full backlog since the last log line.
     dropped_inbound: usize,
     /// Messages to and from peers dropped by a partition since the last log line.
@@ -134,6 +140,7 @@ impl EventLoop {
             local_queued: Arc::new(AtomicUsize::new(0)),
             in_flight: BTreeMap::new(),
             backlog: VecDeque::new(),
+            backlog_bytes: (0, BTreeMap::new()),
             dropped_inbound: 0,
             partition_dropped: (0, 0),
             #[cfg(feature = "fault-injection")]
@@ -223,7 +230,7 @@ impl EventLoop {
                     bytes,
                     signature,
                 };
-                self.backlog.push_back((incoming, Ack::Local));
+                self.park(incoming, Ack::Local);
                 self.flush_backlog();
             }
             Command::Send {
@@ -328,32 +335,61 @@ impl EventLoop {
     /// Moves backlog entries into the incoming channel while it has room, acking each.
     fn flush_backlog(&mut self) {
         while let Some((incoming, ack)) = self.backlog.pop_front() {
+            let (from, len) = (incoming.from.clone(), incoming.bytes.len());
             match self.incoming.try_send(incoming) {
-                Ok(()) => match ack {
-                    Ack::Local => {
-                        self.local_queued.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    Ack::Remote(channel) => {
-                        if self
-                            .swarm
-                            .behaviour_mut()
-                            .mpc
-                            .send_response(channel, ())
-                            .is_err()
-                        {
-                            tracing::debug!("ack not sent: the request timed out meanwhile (its sender retries)");
+                Ok(()) => {
+                    self.unpark(&from, len);
+                    match ack {
+                        Ack::Local => {
+                            self.local_queued.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        Ack::Remote(channel) => {
+                            if self
+                                .swarm
+                                .behaviour_mut()
+                                .mpc
+                                .send_response(channel, ())
+                                .is_err()
+                            {
+                                tracing::debug!("ack not sent: the request timed out meanwhile (its sender retries)");
+                            }
                         }
                     }
-                },
+                }
                 Err(mpsc::error::TrySendError::Full(incoming)) => {
                     self.backlog.push_front((incoming, ack));
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.backlog.clear();
+                    self.backlog_bytes = (0, BTreeMap::new());
                     self.stop = Some("the incoming receiver was dropped");
                     return;
                 }
+            }
+        }
+    }
+
+    /// Parks a message in the backlog, counting its bytes against its sender.
+    fn park(&mut self, incoming: Incoming, ack: Ack) {
+        let len = incoming.bytes.len();
+        self.backlog_bytes.0 = self.backlog_bytes.0.saturating_add(len);
+        let n = self
+            .backlog_bytes
+            .1
+            .entry(incoming.from.clone())
+            .or_insert(0);
+        *n = n.saturating_add(len);
+        self.backlog.push_back((incoming, ack));
+    }
+
+    /// A parked message of `from` (`len` bytes) left the backlog.
+    fn unpark(&mut self, from: &NodeId, len: usize) {
+        self.backlog_bytes.0 = self.backlog_bytes.0.saturating_sub(len);
+        if let Some(n) = self.backlog_bytes.1.get_mut(from) {
+            *n = n.saturating_sub(len);
+            if *n == 0 {
+                self.backlog_bytes.1.remove(from);
             }
         }
     }
@@ -464,10 +500,18 @@ impl EventLoop {
         // messages. Keep the one dialed by the lower PeerId: each side closes only connections it
         // dialed itself, so the two sides agree without talking. (Requests in flight on a closed
         // connection are resent: possibly a duplicate, never a loss.)
+        // Of its own connections the dialer keeps the newest, as the receiving side's gate
+        // does with inbound ones (a newer connection replaces an older that may be dead).
         let we_keep_ours = self.local_peer < p.peer_id;
         if p.conns.iter().any(|(_, d)| *d == we_keep_ours) {
-            let ours = p.conns.iter().filter(|(_, d)| *d).map(|(id, _)| *id);
-            for id in ours.skip(usize::from(we_keep_ours)) {
+            let ours: Vec<ConnectionId> = p
+                .conns
+                .iter()
+                .filter(|(_, d)| *d)
+                .map(|(id, _)| *id)
+                .collect();
+            let close = ours.len().saturating_sub(usize::from(we_keep_ours));
+            for id in ours.into_iter().take(close) {
                 self.swarm.close_connection(id);
             }
         }
@@ -496,7 +540,12 @@ impl EventLoop {
                     self.partition_dropped.1 += 1;
                     return;
                 }
-                if self.backlog.len() >= BACKLOG_MAX {
+                let len = request.len();
+                let from_peer = self.backlog_bytes.1.get(&from).copied().unwrap_or(0);
+                if self.backlog.len() >= BACKLOG_MAX
+                    || self.backlog_bytes.0.saturating_add(len) > BACKLOG_BYTES
+                    || from_peer.saturating_add(len) > PEER_BACKLOG_BYTES
+                {
                     // Dropping `channel` closes the stream without ack: the sender retries.
                     self.dropped_inbound += 1;
                     return;
@@ -517,14 +566,14 @@ impl EventLoop {
                     tracing::warn!(%from, "dropping a message whose signature does not verify under its sender's key");
                     return;
                 };
-                self.backlog.push_back((
+                self.park(
                     Incoming {
                         from,
                         bytes,
                         signature,
                     },
                     Ack::Remote(channel),
-                ));
+                );
                 self.flush_backlog();
             }
             request_response::Event::Message {

@@ -2,9 +2,13 @@
 //!
 //! Runs after the Noise handshake, so the `PeerId` it checks is authenticated. It sits first in
 //! the composed behaviour: a denial here means no other behaviour ever sees the connection.
+//!
+//! A registry peer keeps at most one inbound connection: a new one replaces the older (a
+//! restarted peer reconnects at once, even before its old connection is seen dead), so a peer
+//! cannot multiply its streams and buffers by opening connections.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet, VecDeque},
     convert::Infallible,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -16,8 +20,8 @@ use std::{
 use libp2p::{
     core::{transport::PortUse, Endpoint},
     swarm::{
-        dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-        THandlerInEvent, THandlerOutEvent, ToSwarm,
+        dummy, CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm,
+        NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId,
 };
@@ -35,12 +39,21 @@ pub(super) struct Gate {
     allowed: BTreeSet<PeerId>,
     /// Connections denied so far (shared with [`super::P2pHandle::refused_connections`]).
     refused: Arc<AtomicU64>,
+    /// The inbound connection of each peer.
+    inbound: BTreeMap<PeerId, ConnectionId>,
+    /// Older inbound connections to close.
+    to_close: VecDeque<(PeerId, ConnectionId)>,
 }
 
 impl Gate {
     /// A gate admitting exactly `allowed`; every refusal increments `refused`.
     pub(super) fn new(allowed: BTreeSet<PeerId>, refused: Arc<AtomicU64>) -> Self {
-        Self { allowed, refused }
+        Self {
+            allowed,
+            refused,
+            inbound: BTreeMap::new(),
+            to_close: VecDeque::new(),
+        }
     }
 
     /// Admits `peer` from now on (a node added to the registry at runtime).
@@ -69,12 +82,17 @@ impl NetworkBehaviour for Gate {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check(peer, remote)
+        let handler = self.check(peer, remote)?;
+        if let Some(old) = self.inbound.insert(peer, id) {
+            tracing::debug!(%peer, %remote, "a newer inbound connection replaces the older");
+            self.to_close.push_back((peer, old));
+        }
+        Ok(handler)
     }
 
     fn handle_established_outbound_connection(
@@ -88,7 +106,18 @@ impl NetworkBehaviour for Gate {
         self.check(peer, addr)
     }
 
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id,
+            connection_id,
+            ..
+        }) = event
+        {
+            if self.inbound.get(&peer_id) == Some(&connection_id) {
+                self.inbound.remove(&peer_id);
+            }
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,
@@ -100,6 +129,66 @@ impl NetworkBehaviour for Gate {
     }
 
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
+        match self.to_close.pop_front() {
+            Some((peer_id, id)) => Poll::Ready(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(id),
+            }),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn poll_close(gate: &mut Gate) -> Option<(PeerId, ConnectionId)> {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match gate.poll(&mut cx) {
+            Poll::Ready(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(id),
+            }) => Some((peer_id, id)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn gate__should_keep_one_inbound_connection_per_peer_and_close_the_older() {
+        let (a, b, stranger) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut gate = Gate::new(BTreeSet::from([a, b]), Arc::default());
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let inbound = |gate: &mut Gate, id: usize, peer: PeerId| {
+            gate.handle_established_inbound_connection(
+                ConnectionId::new_unchecked(id),
+                peer,
+                &addr,
+                &addr,
+            )
+            .is_ok()
+        };
+        assert!(inbound(&mut gate, 1, a));
+        assert!(inbound(&mut gate, 2, b));
+        assert_eq!(poll_close(&mut gate), None);
+        // a opens two more: each replaces the one before, which the gate closes.
+        assert!(inbound(&mut gate, 3, a));
+        assert!(inbound(&mut gate, 4, a));
+        assert_eq!(
+            poll_close(&mut gate),
+            Some((a, ConnectionId::new_unchecked(1)))
+        );
+        assert_eq!(
+            poll_close(&mut gate),
+            Some((a, ConnectionId::new_unchecked(3)))
+        );
+        assert_eq!(poll_close(&mut gate), None);
+        assert_eq!(gate.inbound.len(), 2);
+        // Outside the registry: denied, counted, nothing kept.
+        assert!(!inbound(&mut gate, 5, stranger));
+        assert_eq!(gate.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(gate.inbound.len(), 2);
     }
 }

@@ -271,3 +271,39 @@ fn admit__should_refuse_non_parties_stale_and_finished_jobs() {
     assert_eq!(m.admit(100_000, &s, &[nid(0)], 1), Err(Skip::Stale));
     assert_eq!(m.admit(100_000, &s, &[nid(0)], 99_000), Ok(()));
 }
+
+#[test]
+fn manager__should_keep_room_for_honest_early_messages_while_a_peer_floods_the_buffer() {
+    let mut h = Harness::new(4, 11);
+    // node3 buffers at most 40 early messages, 12 of them from one sender.
+    let mut cfg = Config::new(nid(3));
+    cfg.max_early_messages = 40;
+    cfg.max_early_per_sender = 12;
+    h.managers.insert(nid(3), Manager::new(cfg));
+    // node9 (no party of anything) floods node3 with messages of sessions that never start.
+    for i in 0..100u8 {
+        let flood = Msg {
+            from: nid(9),
+            session: SessionId([i.wrapping_add(100); 32]),
+            payload: seqmpc_proto::wire::p2p_envelope::Payload::SignRound2(
+                seqmpc_proto::wire::SignRound2 {
+                    share: vec![1; 32],
+                    package_hash: vec![2; 32],
+                },
+            ),
+            quoted: None,
+        };
+        h.queue.push_back((nid(3), Input::Msg(flood)));
+    }
+    h.run();
+    // A keygen whose job reaches node3 last: its peers' messages wait in node3's buffer.
+    let parties = h.parties();
+    let job = keygen_job(SessionId([9; 32]), "flooded", Scheme::FrostEd25519, parties);
+    for n in h.parties().into_iter().take(3) {
+        h.queue.push_back((n, Input::Job(job.clone())));
+    }
+    h.run();
+    h.queue.push_back((nid(3), Input::Job(job)));
+    h.run();
+    assert_eq!(keygen_results(&h).len(), 4, "{:?}", h.submitted);
+}
