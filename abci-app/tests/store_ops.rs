@@ -424,6 +424,17 @@ fn mpcd_rotate_master_key_and_backup__should_run_online_through_the_running_node
         answer.contains("\"ok\":false") && answer.contains("bad request"),
         "{answer}"
     );
+    // A connection that sends nothing is answered and closed after 5 s, not held open.
+    let idle = {
+        use std::io::BufRead;
+        let c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&c).read_line(&mut line).unwrap();
+        line
+    };
+    assert!(idle.contains("no request line within 5 s"), "{idle}");
     drop(node);
 
     // Stopped: the store opens under the new master key with every record, and the online
@@ -437,4 +448,27 @@ fn mpcd_rotate_master_key_and_backup__should_run_online_through_the_running_node
     let out = t.run(0, "rotate-master-key", &[]);
     assert!(out.ok, "{}", out.stderr);
     assert!(!out.stdout.contains("online"), "{}", out.stdout);
+}
+
+#[test]
+fn mpcd_start__should_refuse_a_home_other_users_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = Setup::new();
+    t.populate(0);
+    let home = &t.nodes[0].home;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcd"))
+        .args(["start", "--home", s(home), "--genesis", s(&t.genesis())])
+        .args(["--abci-listen", "127.0.0.1:20920"])
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/20921"])
+        .args(["--status-listen", "127.0.0.1:20922"])
+        .args(["--rpc", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mode 755") && err.contains("chmod 700"),
+        "{err}"
+    );
 }

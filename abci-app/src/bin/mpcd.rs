@@ -58,8 +58,8 @@ enum Cmd {
         /// libp2p listen multiaddr.
         #[arg(long)]
         p2p_listen: String,
-        /// Local status endpoint address.
-        #[arg(long)]
+        /// Local status endpoint address (unauthenticated: keep it on loopback, the default).
+        #[arg(long, default_value = "127.0.0.1:26660")]
         status_listen: String,
         /// CometBFT RPC URL where result txs are broadcast.
         #[arg(long, default_value = "http://127.0.0.1:26657")]
@@ -409,6 +409,7 @@ fn start(
         .map(seqmpc_module::fault::Partition::watch)
         .transpose()
         .context("starting the partition watcher")?;
+    check_home_private(home)?;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_pk = hex::encode(key.verifying_key().to_bytes());
@@ -705,5 +706,21 @@ fn serve_abci_tcp(
                 error!(error = %e, "ABCI server stopped");
             }
         })?;
+    Ok(())
+}
+
+/// Refuses a HOME that other users can enter or read: it holds the node key, the master key
+/// and the key store (`mpcd init` creates it 0700).
+fn check_home_private(home: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(home).with_context(|| format!("reading {}", home.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is mode {mode:o}: other users could read the node's keys; run `chmod 700 {}`",
+            home.display(),
+            home.display()
+        );
+    }
     Ok(())
 }

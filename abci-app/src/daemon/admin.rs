@@ -23,6 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 pub const ADMIN_SOCKET: &str = "admin.sock";
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 4096;
+/// How long a connection may take to send its request line.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client waits for the node's answer (a backup of a large store takes a while).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -78,8 +80,21 @@ pub async fn serve(home: &Path, master_key: PathBuf, store: StoreHandle) -> Resu
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    // 0600 from the start: bound under a temporary name, restricted, then renamed into place,
+    // so no other user can connect in between.
+    let tmp = path.with_extension(format!("sock.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std_listener.set_nonblocking(true).map_err(io)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(io)?;
+    // Only this node's user may operate it (the file mode says so too; this holds even if
+    // someone loosens it).
+    let owner = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&path).map_err(io)?.uid()
+    };
     tracing::info!(path = %path.display(), "operator socket listening");
     loop {
         let (stream, _) = match listener.accept().await {
@@ -90,17 +105,35 @@ pub async fn serve(home: &Path, master_key: PathBuf, store: StoreHandle) -> Resu
                 continue;
             }
         };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == owner => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    uid = cred.uid(),
+                    "operator socket: connection of another user refused"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "operator socket: peer credentials unknown; refused");
+                continue;
+            }
+        }
         let (store, master_key) = (store.clone(), master_key.clone());
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut line = String::new();
             let mut rd = tokio::io::BufReader::new(rd).take(MAX_REQUEST as u64);
-            let answer = match rd.read_line(&mut line).await {
-                Ok(_) => match serde_json::from_str::<Request>(&line) {
+            let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, rd.read_line(&mut line)).await;
+            let answer = match read {
+                Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
                     Ok(req) => handle(req, &master_key, &store).await,
                     Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
                 },
-                Err(e) => json!({"ok": false, "error": format!("cannot read the request: {e}")}),
+                Ok(Err(e)) => {
+                    json!({"ok": false, "error": format!("cannot read the request: {e}")})
+                }
+                Err(_) => json!({"ok": false, "error": "no request line within 5 s"}),
             };
             let mut out = answer.to_string();
             out.push('\n');
