@@ -695,6 +695,14 @@ impl SignedTx {
             ));
         }
         let tx = wire::Tx::decode(bytes).map_err(|e| invalid("tx", format!("not a Tx: {e}")))?;
+        // One encoding per tx: the tx hash (which seeds session ids and names the tx for
+        // clients) cannot be changed by re-encoding, adding unknown fields or repeating one.
+        if tx.encoded_len() != bytes.len() || tx.encode_to_vec() != bytes {
+            return Err(invalid(
+                "tx",
+                "not canonically encoded (unknown, repeated or out-of-order fields)",
+            ));
+        }
         let signer = <[u8; 32]>::try_from(tx.signer.as_slice())
             .ok()
             .and_then(|b| VerifyingKey::from_bytes(&b).ok())
@@ -706,6 +714,12 @@ impl SignedTx {
             .map_err(|_| DomainError::BadSignature)?;
         let body = wire::TxBody::decode(tx.body.as_slice())
             .map_err(|e| invalid("body", format!("not a TxBody: {e}")))?;
+        if body.encode_to_vec() != tx.body {
+            return Err(invalid(
+                "body",
+                "not canonically encoded (unknown, repeated or out-of-order fields)",
+            ));
+        }
         let msg = body
             .msg
             .ok_or_else(|| invalid("msg", "missing"))?
@@ -885,5 +899,40 @@ mod tests {
             let e = SignedTx::decode(&sign_tx(&key(), "c", 0, vote(bad))).unwrap_err();
             assert!(e.to_string().contains("proposal_id"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn decode__should_refuse_a_tx_that_is_not_canonically_encoded() {
+        let good = sign_tx(&key(), "chain", 3, keygen());
+        assert!(SignedTx::decode(&good).is_ok());
+        // An unknown field (tag 9, varint) after the envelope: same signature, other hash.
+        let mut extra = good.clone();
+        extra.extend_from_slice(&[0x48, 0x01]);
+        let e = SignedTx::decode(&extra).unwrap_err().to_string();
+        assert!(e.contains("canonical"), "{e}");
+        // The signer field repeated (the last one wins in protobuf): refused too.
+        let tx = wire::Tx::decode(good.as_slice()).unwrap();
+        let mut twice = good.clone();
+        twice.extend_from_slice(&[0x12, 0x20]);
+        twice.extend_from_slice(&tx.signer);
+        let e = SignedTx::decode(&twice).unwrap_err().to_string();
+        assert!(e.contains("canonical"), "{e}");
+        // A body with an unknown field, validly signed: refused.
+        let mut body = wire::TxBody {
+            chain_id: "chain".into(),
+            sequence: 3,
+            msg: Some(keygen().into()),
+        }
+        .encode_to_vec();
+        body.extend_from_slice(&[0x48, 0x01]);
+        let signature = key().sign(&sign_bytes(&body));
+        let bytes = wire::Tx {
+            body,
+            signer: key().verifying_key().to_bytes().to_vec(),
+            signature: signature.to_bytes().to_vec(),
+        }
+        .encode_to_vec();
+        let e = SignedTx::decode(&bytes).unwrap_err().to_string();
+        assert!(e.contains("body") && e.contains("canonical"), "{e}");
     }
 }
