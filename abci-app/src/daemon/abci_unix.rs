@@ -63,8 +63,15 @@ fn handle<A: Application>(mut stream: UnixStream, app: &A) -> io::Result<()> {
             .ok()
             .filter(|l| *l <= MAX_REQUEST_BYTES)
             .ok_or_else(|| bad(format!("request of {len} bytes exceeds the cap")))?;
-        let mut buf = vec![0u8; len];
-        reader.read_exact(&mut buf)?;
+        // Grown as bytes arrive: a length prefix alone reserves nothing.
+        let mut buf = Vec::new();
+        (&mut reader).take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() != len {
+            return Err(bad(format!(
+                "request truncated: {} of {len} bytes",
+                buf.len()
+            )));
+        }
         let req = Request::decode(buf.as_slice()).map_err(|e| bad(e.to_string()))?;
         let resp = dispatch(app, req);
         stream.write_all(&resp.encode_length_delimited_to_vec())?;
@@ -190,6 +197,12 @@ mod tests {
         // Garbage ends only that connection.
         let mut g = UnixStream::connect(&path).unwrap();
         g.write_all(&[0xff; 11]).unwrap();
+        // A prefix claiming 100 MiB, then nothing: nothing reserved, only that connection ends.
+        let mut big = UnixStream::connect(&path).unwrap();
+        let mut prefix = Vec::new();
+        prost::encoding::encode_varint(100 * 1024 * 1024, &mut prefix);
+        big.write_all(&prefix).unwrap();
+        drop(big);
         let mut s2 = UnixStream::connect(&path).unwrap();
         let r = roundtrip(
             &mut s2,
