@@ -106,6 +106,7 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             session_deadline_blocks: opts.session_deadline_blocks,
             liveness_window_blocks: opts.liveness_window_blocks,
             cggmp_keygen_deadline_blocks: opts.cggmp_keygen_deadline_blocks,
+            sign_attempt_blocks: Some(setup::sign_attempt_blocks_for(opts.block_ms)),
         };
         let chain_id = match opts.cggmp_fixtures {
             Some(_) => setup::INSECURE_CHAIN_ID,

@@ -231,10 +231,59 @@ impl Localnet {
 
 impl Drop for Localnet {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.terminate();
         }
     }
+}
+
+impl Localnet {
+    /// A failed test's evidence, before its temporary directory goes: each node's warnings and
+    /// errors and the last lines of its log, on stderr (which nextest shows for a failure).
+    fn dump_logs(&self) {
+        const WARNINGS: usize = 40;
+        const TAIL: usize = 25;
+        for i in 0.. {
+            let path = self.dir.join(format!("node{i}")).join("mpcd.log");
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                break;
+            };
+            let lines: Vec<String> = text.lines().map(strip_ansi).collect();
+            let warnings: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            eprintln!("==== {}: last warnings and errors", path.display());
+            for l in &warnings[warnings.len().saturating_sub(WARNINGS)..] {
+                eprintln!("{l}");
+            }
+            eprintln!("==== {}: last {TAIL} lines", path.display());
+            for l in &lines[lines.len().saturating_sub(TAIL)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// `line` without its terminal colour escapes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Submits many request txs from one account with consecutive sequences, over the real RPC.

@@ -138,7 +138,8 @@ fn run(net: &Localnet, op: Op, row: usize, pk: &str) -> (usize, Value) {
                         !names(&k["reshare"]["dealers"]).contains(&"node1".to_owned()),
                         "node1 dealt a bad share and the refresh succeeded: {k}"
                     ),
-                    Err(_) => {
+                    Err(e) => {
+                        assert!(e.contains("resharing of good ended \"ERROR\""), "{e}");
                         let k = net.mpcctl_json(&["key", "--key-id", "good"]).unwrap();
                         return (i + 1, k["reshare"].clone());
                     }

@@ -481,6 +481,17 @@ fn reshare(
     wait: bool,
 ) -> anyhow::Result<Value> {
     let key = ctx.key()?;
+    let q = Query::Key(key_id.clone());
+    let session = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.session);
+    let status = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.status);
+    // The resharing before this one, read before the tx can be in a block (a block may come
+    // before this client reads again): a move waits for governance, and the key may show an
+    // older resharing meanwhile. (No key, or no query: the tx's own answer says why.)
+    let before = if wait {
+        ctx.query::<KeyEntry>(&q).ok().and_then(|k| session(&k))
+    } else {
+        None
+    };
     let hash = ctx.submit(
         &key,
         TxMsg::KeyReshare {
@@ -492,12 +503,6 @@ fn reshare(
     if !wait {
         return Ok(json!({"key_id": key_id, "tx_hash": hash, "status": "SUBMITTED"}));
     }
-    let q = Query::Key(key_id.clone());
-    let session = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.session);
-    let status = |k: &KeyEntry| k.reshare.as_ref().map(|r| r.status);
-    // The resharing before this one: a move waits for governance, and the key may show an
-    // older resharing meanwhile.
-    let before = session(&ctx.query(&q)?);
     ctx.wait_committed(&hash)?;
     follow_proposal(ctx, &hash)?;
     let started = session(&ctx.query(&q)?);

@@ -257,6 +257,10 @@ fn wait_admitted(rpc: &RpcClient, hash: &str, id: &str, timeout: Duration) -> an
             if r.code == 0 {
                 let p: ProposalEntry =
                     serde_json::from_slice(&r.value).context("/proposal is not JSON")?;
+                // Executed between the `listed` query above and this one: the node is listed now.
+                if p.status == ProposalStatus::Executed && listed(rpc, id)? {
+                    return Ok(());
+                }
                 if !matches!(p.status, ProposalStatus::Pending | ProposalStatus::Approved) {
                     bail!(
                         "the NodeJoin proposal {} ended {:?}: {}",

@@ -78,6 +78,22 @@ pub struct LimitOptions {
     pub liveness_window_blocks: Option<u64>,
     /// `cggmp_keygen_deadline_blocks`.
     pub cggmp_keygen_deadline_blocks: Option<u64>,
+    /// `sign_attempt_blocks`.
+    pub sign_attempt_blocks: Option<u64>,
+}
+
+/// Least wall time of a localnet's signing attempt: three times a node's default local
+/// signing timeout (2 s), so that the honest signers' failure reports (sent when that timeout
+/// fires, then carried to a block) reach the chain before the attempt's deadline even when a
+/// loaded machine delays them; otherwise a slow honest reporter counts as silent.
+pub const LOCALNET_SIGN_ATTEMPT_MIN_MS: u64 = 6_000;
+
+/// `sign_attempt_blocks` for blocks of `block_ms`: the default, or more blocks when they are
+/// short, so an attempt lasts at least [`LOCALNET_SIGN_ATTEMPT_MIN_MS`].
+pub fn sign_attempt_blocks_for(block_ms: u64) -> u64 {
+    Limits::default()
+        .sign_attempt_blocks
+        .max(LOCALNET_SIGN_ATTEMPT_MIN_MS.div_ceil(block_ms.max(1)))
 }
 
 /// Creates a new localnet in `layout.dir` (which must hold no genesis): `n` node homes, the
@@ -140,6 +156,9 @@ pub fn create(
                 cggmp_keygen_deadline_blocks: limits
                     .cggmp_keygen_deadline_blocks
                     .unwrap_or(default.cggmp_keygen_deadline_blocks),
+                sign_attempt_blocks: limits
+                    .sign_attempt_blocks
+                    .unwrap_or(default.sign_attempt_blocks),
                 ..default
             }
         },
@@ -252,4 +271,19 @@ pub fn resolve_mpcd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     let path = path.canonicalize().unwrap_or(path);
     Ok(path)
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_attempt_blocks_for__should_give_short_blocks_at_least_six_seconds_an_attempt() {
+        assert_eq!(sign_attempt_blocks_for(100), 60);
+        assert_eq!(sign_attempt_blocks_for(7), 858);
+        // Long blocks keep the genesis default (30 blocks).
+        assert_eq!(sign_attempt_blocks_for(1000), 30);
+        assert_eq!(sign_attempt_blocks_for(0), 6000);
+    }
 }
