@@ -7,7 +7,8 @@
 //! - [`abci_unix`]: the ABCI socket protocol on a Unix socket (mode 0600).
 //! - [`replay_gate`]: skips jobs of replayed blocks whose sessions are over.
 //! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
-//!   the chain; [`admin`]: the operator socket (master key rotation, backups).
+//!   the chain; [`admin`]: the operator socket (master key rotation, backups);
+//!   [`master_source`]: where the master key comes from (a file or a command).
 //! - `partition` (TEST ONLY, feature `fault-injection`): the ABCI relay of the
 //!   `partition-file` fault.
 
@@ -15,6 +16,7 @@ pub mod abci_unix;
 pub mod admin;
 pub mod diverge;
 pub mod keys;
+pub mod master_source;
 #[cfg(feature = "fault-injection")]
 pub mod partition;
 pub mod prom;

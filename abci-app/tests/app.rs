@@ -2425,6 +2425,73 @@ fn app_can_retry_a_signing_without_the_signer_its_peers_name_and_take_an_earlier
 }
 
 #[test]
+fn app_leaves_out_at_once_a_signer_that_names_itself_and_tells_signers_the_keys_generation() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[77; 32]);
+    net.ready_key("k", &group);
+    let key = net.query("/key/k").1;
+    let c = net.client.clone();
+    let tx = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("k").unwrap(),
+            request_id: RequestId::new("r").unwrap(),
+            message: b"hi".to_vec(),
+            prehashed: false,
+        },
+    );
+    let (_, jobs) = net.block(vec![tx]);
+    let Some(Job::Sign {
+        session,
+        signers,
+        key_version,
+        ..
+    }) = jobs.into_iter().next()
+    else {
+        panic!("no sign job")
+    };
+    // Every signer learns the generation the chain signs with.
+    assert_eq!(key_version.generation, key["generation"].as_u64().unwrap());
+    assert_eq!(
+        key_version.session.to_string(),
+        key["session"].as_str().unwrap()
+    );
+    // One signer's share is stale: it names itself, and attempt 1 starts in that block without
+    // it, although no one else reported yet.
+    let stale = signers[1].clone();
+    let r = Outcome::Failed {
+        error: "cannot take part: local share of k is generation 0".into(),
+        culprits: vec![stale.clone()],
+        evidence: Vec::new(),
+    };
+    let node = net.nodes[stale.as_str()[4..].parse::<usize>().unwrap()].clone();
+    let tx = net.tx(
+        &node,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r").unwrap(),
+            session,
+            outcome: r,
+            signing_package: Vec::new(),
+        },
+    );
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(
+        (s["status"].as_str(), s["attempt"].as_u64()),
+        (Some("PENDING"), Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["excluded"], serde_json::json!([stale.as_str()]), "{s}");
+    let Some(Job::Sign { signers: again, .. }) = jobs.into_iter().next() else {
+        panic!("no retry job")
+    };
+    assert!(!again.contains(&stale), "{again:?}");
+    // Naming itself proves nothing against it.
+    assert!(s.get("proven_blame").is_none(), "{s}");
+}
+
+#[test]
 fn app_rejects_a_lone_false_claim_as_a_reason_to_end_a_signing() {
     let mut net = Net::new();
     let group = SigningKey::from_bytes(&[79; 32]);

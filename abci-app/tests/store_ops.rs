@@ -217,7 +217,7 @@ fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
 
     // The store still holds records: refused without --force.
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&backup)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&backup)]),
         "pass --force",
     );
 
@@ -227,12 +227,12 @@ fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
     let bad = t.file("bad.backup");
     std::fs::write(&bad, &good[..good.len() - 7]).unwrap();
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&bad)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&bad)]),
         "truncated or modified",
     );
     std::fs::write(&bad, &good[..20]).unwrap();
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&bad)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&bad)]),
         "backup file is unusable",
     );
     let mut flipped = good.clone();
@@ -240,12 +240,12 @@ fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
     flipped[mid] ^= 0x20;
     std::fs::write(&bad, &flipped).unwrap();
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&bad)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&bad)]),
         "truncated or modified",
     );
     std::fs::write(&bad, b"hello").unwrap();
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&bad)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&bad)]),
         "not a seqmpc key store backup",
     );
     assert!(!t.nodes[0].home.join("keystore").exists());
@@ -255,17 +255,21 @@ fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
     let foreign = t.file("node1.backup");
     assert!(t.run(1, "backup", &["--out", s(&foreign)]).ok);
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&foreign)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&foreign)]),
         "node \"node1\"",
     );
 
     // The good one restores.
-    let out = t.run(0, "restore", &["--from", s(&backup)]);
+    let out = t.run(0, "restore", &["--no-chain-check", "--from", s(&backup)]);
     assert!(out.ok, "{}", out.stderr);
     t.assert_populated(0);
 
     // With --force over a store that holds records: replaced, the old one moved aside.
-    let out = t.run(0, "restore", &["--from", s(&backup), "--force"]);
+    let out = t.run(
+        0,
+        "restore",
+        &["--no-chain-check", "--from", s(&backup), "--force"],
+    );
     assert!(out.ok, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(Path::new(v["replaced"].as_str().unwrap()).is_dir());
@@ -276,13 +280,18 @@ fn mpcd_backup__should_restore_after_a_wipe_and_refuse_bad_backups() {
     std::fs::copy(t.nodes[0].home.join("master.key"), &old_key).unwrap();
     assert!(t.run(0, "rotate-master-key", &[]).ok);
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&backup), "--force"]),
+        &t.run(
+            0,
+            "restore",
+            &["--no-chain-check", "--from", s(&backup), "--force"],
+        ),
         "master key does not open this backup",
     );
     let out = t.run(
         0,
         "restore",
         &[
+            "--no-chain-check",
             "--from",
             s(&backup),
             "--force",
@@ -326,7 +335,7 @@ fn mpcd_backup__should_refuse_a_backup_of_another_chain() {
     assert!(out.ok, "{}", out.stderr);
     std::fs::remove_dir_all(home.join("keystore")).unwrap();
     assert_fails(
-        &t.run(0, "restore", &["--from", s(&backup)]),
+        &t.run(0, "restore", &["--no-chain-check", "--from", s(&backup)]),
         "chain \"other-chain\"",
     );
 }
@@ -441,7 +450,7 @@ fn mpcd_rotate_master_key_and_backup__should_run_online_through_the_running_node
     // backup restores.
     t.assert_populated(0);
     std::fs::remove_dir_all(t.nodes[0].home.join("keystore")).unwrap();
-    let out = t.run(0, "restore", &["--from", s(&backup)]);
+    let out = t.run(0, "restore", &["--no-chain-check", "--from", s(&backup)]);
     assert!(out.ok, "{}", out.stderr);
     t.assert_populated(0);
     // With no node running, the commands work offline as before (the socket file is stale).
@@ -470,5 +479,93 @@ fn mpcd_start__should_refuse_a_home_other_users_can_read() {
     assert!(
         err.contains("mode 755") && err.contains("chmod 700"),
         "{err}"
+    );
+}
+
+#[test]
+fn mpcd__should_take_its_master_key_from_a_command_and_keep_none_on_disk() {
+    // `mpcd init --master-key-command`: checked at once, no master.key written; a command that
+    // prints no key leaves no node key behind either.
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = scratch.path().join("vault.hex");
+    std::fs::write(&secret, format!("{}\n", "5a".repeat(32))).unwrap();
+    let home = scratch.path().join("h");
+    let cmd = format!("cat {}", secret.display());
+    let out = mpcd(&[
+        "init",
+        "--home",
+        s(&home),
+        "--node-id",
+        "node9",
+        "--master-key-command",
+        &cmd,
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!home.join("master.key").exists());
+    assert!(home.join("master_key_command").exists());
+    let bad_home = scratch.path().join("bad");
+    let out = mpcd(&[
+        "init",
+        "--home",
+        s(&bad_home),
+        "--node-id",
+        "node9",
+        "--master-key-command",
+        "echo not-a-key",
+    ]);
+    assert_fails(&out, "hex digits");
+    assert!(!bad_home.join("node.key").exists());
+
+    // A node whose key moved to a secret store: its store opens through the command only.
+    let t = Setup::new();
+    t.populate(0);
+    let home = &t.nodes[0].home;
+    let key = std::fs::read(home.join("master.key")).unwrap();
+    let secret = t.file("node0-secret.hex");
+    std::fs::write(&secret, hex::encode(&key)).unwrap();
+    std::fs::remove_file(home.join("master.key")).unwrap();
+    seqmpc_abci::daemon::master_source::MasterKeySource::init_command(
+        home,
+        &format!("cat {}", secret.display()),
+    )
+    .unwrap();
+    let node = start_node0(&t);
+    let backup = t.file("cmd.backup");
+    let out = t.run(0, "backup", &["--out", s(&backup)]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["records"], 2, "{v}");
+    assert!(
+        v["needs_master_key"]
+            .as_str()
+            .unwrap()
+            .contains("master_key_command"),
+        "{v}"
+    );
+    // Rotation is the secret store's business: refused with the reason.
+    assert_fails(&t.run(0, "rotate-master-key", &[]), "not supported");
+    drop(node);
+    // Offline: the command's key opens the store; another key does not, and says so.
+    let out = t.run(0, "backup", &["--out", s(&t.file("cmd2.backup"))]);
+    assert!(out.ok, "{}", out.stderr);
+    std::fs::write(&secret, "77".repeat(32)).unwrap();
+    assert_fails(
+        &t.run(0, "backup", &["--out", s(&t.file("cmd3.backup"))]),
+        "master key",
+    );
+    assert_fails(&t.run(0, "rotate-master-key", &[]), "not supported");
+    // A failing command is a clear error (after the command's own stderr), not a hang or a
+    // panic.
+    std::fs::remove_file(&secret).unwrap();
+    let out = t.run(0, "backup", &["--out", s(&t.file("cmd4.backup"))]);
+    assert!(
+        !out.ok && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    let last = out.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("mpcd: ") && last.contains("--master-key-command: exited with"),
+        "{last}"
     );
 }

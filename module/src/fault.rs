@@ -73,6 +73,10 @@
 //! - `lose-result-txs=<n>`: the submitter signs this node's first `n` result txs and drops
 //!   them instead of broadcasting them, yet counts them sent (a tx a mempool accepted and then
 //!   lost): the submitter's inclusion check must find them missing and send them again.
+//! - `flood-mib-per-s=<n>`: a registered peer that floods: from start, every connected peer
+//!   gets `n` MiB per second of 1 MiB CGGMP24 messages, each under a session id no one runs
+//!   ([`spawn_flood`]). The peers' early-message buffers and byte budgets must hold their
+//!   memory while they keep signing.
 //! - `partition-file=<path>`: while `<path>` exists, this node is cut off from the p2p network
 //!   and from the chain; removing the file heals the partition. A watcher thread
 //!   ([`Partition::watch`], polling every [`PARTITION_POLL`]) keeps one flag per process,
@@ -129,6 +133,10 @@ pub struct Faults {
     pub lose_result_txs: u32,
     /// With fixture primes: an empty pool whose generation takes this long per set.
     pub primes_stub_ms: Option<u64>,
+    /// Send every connected peer this many MiB per second of 1 MiB CGGMP24 messages, each for
+    /// another session id no one runs (what a registered peer could do to fill its peers'
+    /// memory).
+    pub flood_mib_per_s: u32,
 }
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
@@ -289,6 +297,9 @@ impl Faults {
                 Some(("primes-stub-ms", v)) => {
                     f.primes_stub_ms = Some(v.parse().map_err(|e| format!("{item}: {e}"))?)
                 }
+                Some(("flood-mib-per-s", v)) => {
+                    f.flood_mib_per_s = v.parse().map_err(|e| format!("{item}: {e}"))?
+                }
                 Some(("lose-result-txs", v)) => {
                     f.lose_result_txs = v.parse().map_err(|e| format!("{item}: {e}"))?
                 }
@@ -426,6 +437,60 @@ pub(crate) fn stub_prime_pool(
         target,
         Arc::new(generate),
     ))
+}
+
+/// Size of one `flood-mib-per-s` message.
+const FLOOD_MESSAGE_BYTES: usize = 1 << 20;
+
+/// `flood-mib-per-s=<n>`: from now on, every 100 ms, sends each connected peer n/10 MiB of
+/// 1 MiB CGGMP24 messages, each for a session id no one runs, for as long as the runtime lives.
+/// A full send queue (the peer does not ack fast enough) ends that peer's share of the tick.
+pub fn spawn_flood(p2p: crate::p2p::P2pHandle, mib_per_s: u32) {
+    if mib_per_s == 0 {
+        return;
+    }
+    tracing::warn!(
+        mib_per_s,
+        "FAULT INJECTION: flooding every peer with messages of unknown sessions"
+    );
+    tokio::spawn(async move {
+        let per_tick = (mib_per_s as usize) * (1 << 20) / 10;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let (mut n, mut sent, mut refused) = (0u64, 0usize, 0u64);
+        let mut logged = std::time::Instant::now();
+        loop {
+            tick.tick().await;
+            for peer in p2p.connected().await {
+                let mut this_tick = 0;
+                while this_tick < per_tick {
+                    n += 1;
+                    let mut id = [0xf1u8; 32];
+                    id[..8].copy_from_slice(&n.to_be_bytes());
+                    let bytes = crate::session::codec::encode(
+                        &SessionId(id),
+                        Payload::Cggmp(seqmpc_proto::wire::CggmpPayload {
+                            msg: vec![0xab; FLOOD_MESSAGE_BYTES],
+                        }),
+                    );
+                    let len = bytes.len();
+                    if p2p.send(&peer, bytes).await.is_err() {
+                        refused += 1;
+                        break;
+                    }
+                    this_tick += len;
+                    sent += len;
+                }
+            }
+            if logged.elapsed() >= std::time::Duration::from_secs(5) {
+                tracing::warn!(
+                    sent_mib = sent >> 20,
+                    refused,
+                    "FAULT INJECTION: flooding peers"
+                );
+                logged = std::time::Instant::now();
+            }
+        }
+    });
 }
 
 #[cfg(test)]

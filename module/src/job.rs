@@ -7,6 +7,8 @@
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
+use crate::error::ProtocolError;
+
 /// A committed request this node may have to act on. Every field comes from committed chain
 /// state, so every node derives the same job from the same block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,9 @@ pub enum Job {
         scheme: Scheme,
         /// The signer subset chosen by the chain, sorted.
         signers: Vec<NodeId>,
+        /// The key's share generation on chain. A signer whose local READY share is of
+        /// another one (restored from an old backup, copied back) refuses to sign with it.
+        key_version: KeyVersion,
         /// Height of the committed request.
         height: u64,
         /// See [`Job::KeyGen`].
@@ -130,6 +135,32 @@ impl Job {
             | Job::ReshareDone { .. }
             | Job::ReshareFailed { .. } => None,
         }
+    }
+}
+
+/// Which generation of a key's shares the chain uses: 1 after keygen, +1 per resharing, and
+/// the session (keygen or resharing) that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyVersion {
+    /// Share generation.
+    pub generation: u64,
+    /// The session that made it.
+    pub session: SessionId,
+}
+
+impl KeyVersion {
+    /// `Ok` when a local share of version `local` may act for the chain's `self`; otherwise
+    /// [`ProtocolError::Unable`], so the node's failure report names itself and the chain
+    /// leaves it out.
+    pub fn check(&self, key_id: &KeyId, local: &KeyVersion) -> Result<(), ProtocolError> {
+        if local == self {
+            return Ok(());
+        }
+        Err(ProtocolError::Unable(format!(
+            "local share of {key_id} is generation {} (session {}), the chain's is generation \
+             {} (session {}): restored from an old backup? restore a current one",
+            local.generation, local.session, self.generation, self.session
+        )))
     }
 }
 

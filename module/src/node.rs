@@ -25,6 +25,7 @@ macro_rules! crash_point {
     };
 }
 
+mod budget;
 pub mod cggmp;
 mod cggmp_sessions;
 mod drive;
@@ -191,6 +192,33 @@ pub struct KeygenProgress {
     pub elapsed_ms: u64,
 }
 
+/// The largest signed p2p message of any kind but CGGMP24 protocol messages and resharing's
+/// aux info: FROST DKG and signing rounds, deals, plans and handshakes are a few KiB even for
+/// large committees. A peer's larger message of such a kind is dropped before it reaches a
+/// session or a buffer.
+pub const MAX_SMALL_MESSAGE_BYTES: usize = 256 << 10;
+
+/// The largest message of `payload`'s kind: CGGMP24 messages (aux info carries Paillier moduli
+/// and proofs, hundreds of KiB) up to the transport's frame cap, the others (a resharing's
+/// aux-info offer is a fingerprint) [`MAX_SMALL_MESSAGE_BYTES`].
+fn max_payload_bytes(payload: &Payload) -> usize {
+    match payload {
+        Payload::Cggmp(_) => usize::MAX,
+        Payload::ReshareAux(_)
+        | Payload::KeygenPrepare(_)
+        | Payload::KeygenReady(_)
+        | Payload::KeygenStart(_)
+        | Payload::DkgRound1(_)
+        | Payload::DkgRound2(_)
+        | Payload::SignRound1(_)
+        | Payload::SignRound2(_)
+        | Payload::Abort(_)
+        | Payload::SignPlan(_)
+        | Payload::PresignStart(_)
+        | Payload::ReshareDeal(_) => MAX_SMALL_MESSAGE_BYTES,
+    }
+}
+
 fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
     if q.len() == cap {
         q.pop_front();
@@ -311,6 +339,8 @@ pub struct Node<S: SubmitResult> {
     /// Per live session, the signed messages the chain can check a blame with (see
     /// [`Node::evidence`]); dropped once the session has ended.
     evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
+    /// What each peer's messages to the runtime's sessions may take ([`budget`]).
+    inbound: budget::InboundBudget,
     finished: BTreeMap<SessionId, Instant>,
     keys: BTreeMap<KeyId, (AnyKeyMaterial, u64)>,
     primes: cggmp::PrimePool,
@@ -370,7 +400,7 @@ impl<S: SubmitResult> Node<S> {
             max_sessions: cfg.max_sessions,
             max_early_messages: cfg.max_early_messages,
             max_early_per_sender: cfg.max_early_messages / 10,
-            finished_keep_ms: 600_000,
+            ..frost_session::Config::new(cfg.me.clone())
         });
         Node {
             frost,
@@ -384,6 +414,7 @@ impl<S: SubmitResult> Node<S> {
             metrics,
             sessions: BTreeMap::new(),
             evidence: BTreeMap::new(),
+            inbound: budget::InboundBudget::default(),
             finished: BTreeMap::new(),
             keys: BTreeMap::new(),
             cggmp_keys: BTreeMap::new(),
@@ -418,6 +449,8 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        #[cfg(feature = "fault-injection")]
+        crate::fault::spawn_flood(self.p2p.clone(), self.cfg.faults.flood_mib_per_s);
         // Without configured primes, count the stored sets and fill the pool in the background.
         self.primes.load().await;
         if self.cfg.cggmp_primes_at_start {
@@ -617,6 +650,7 @@ impl<S: SubmitResult> Node<S> {
                 prehashed,
                 scheme,
                 signers,
+                key_version,
                 block_time_ms,
                 ..
             } => {
@@ -635,6 +669,7 @@ impl<S: SubmitResult> Node<S> {
                             message,
                             prehashed,
                             &signers,
+                            key_version,
                             received,
                         )
                         .await
@@ -761,6 +796,12 @@ impl<S: SubmitResult> Node<S> {
             self.metrics(|x| x.messages_dropped += 1);
             return;
         };
+        if m.bytes.len() > max_payload_bytes(&payload) {
+            warn!(from = %m.from, %session, bytes = m.bytes.len(),
+                "p2p message larger than its kind may be dropped");
+            self.metrics(|x| x.messages_dropped += 1);
+            return;
+        }
         let quoted = (is_evidence(&payload) && m.from != self.cfg.me).then(|| SignedMessage {
             from: m.from.clone(),
             to: self.cfg.me.clone(),
@@ -803,6 +844,11 @@ impl<S: SubmitResult> Node<S> {
         };
         if !s.is_party(&from) {
             warn!(%session, %from, "message from a node outside the session dropped");
+            self.metrics(|x| x.messages_dropped += 1);
+            return;
+        }
+        if let Err(e) = self.inbound.charge(session, &from, payload.encoded_len()) {
+            warn!(%session, %from, error = %e, "message over its sender's byte budget dropped");
             self.metrics(|x| x.messages_dropped += 1);
             return;
         }
@@ -864,6 +910,7 @@ impl<S: SubmitResult> Node<S> {
     fn finish_session(&mut self, session: SessionId) -> Option<Session> {
         self.finished.insert(session, Instant::now());
         self.primes.release(&session);
+        self.inbound.release(&session);
         self.sessions.remove(&session)
     }
 
@@ -968,6 +1015,7 @@ impl<S: SubmitResult> Node<S> {
         self.finished.retain(|_, t| now.duration_since(*t) < keep);
         let live = &self.sessions;
         self.evidence.retain(|s, _| live.contains_key(s));
+        self.inbound.release_unless(|s| live.contains_key(s));
         self.drive(frost_session::Input::Tick).await;
     }
 
@@ -983,5 +1031,32 @@ impl<S: SubmitResult> Node<S> {
             .take(MAX_EVIDENCE_MESSAGES)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use seqmpc_proto::wire;
+
+    use super::*;
+
+    #[test]
+    fn max_payload_bytes__should_let_only_cggmp24_messages_be_large() {
+        let large = [Payload::Cggmp(wire::CggmpPayload::default())];
+        for p in &large {
+            assert_eq!(max_payload_bytes(p), usize::MAX, "{p:?}");
+        }
+        let small = [
+            Payload::DkgRound1(wire::DkgRound1::default()),
+            Payload::SignRound1(wire::SignRound1::default()),
+            Payload::SignRound2(wire::SignRound2::default()),
+            Payload::ReshareDeal(wire::ReshareDeal::default()),
+            Payload::ReshareAux(wire::ReshareAux::default()),
+            Payload::KeygenPrepare(wire::KeyGenPrepare::default()),
+        ];
+        for p in &small {
+            assert_eq!(max_payload_bytes(p), MAX_SMALL_MESSAGE_BYTES, "{p:?}");
+        }
     }
 }

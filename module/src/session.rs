@@ -57,6 +57,10 @@ pub struct Config {
     /// Most of them from one sender: a peer flooding the buffer fills only its own share,
     /// never the room of honest peers' messages.
     pub max_early_per_sender: usize,
+    /// Most bytes (encoded payloads and quoted envelopes) in that buffer.
+    pub max_early_bytes: usize,
+    /// Most of them from one sender (a few large CGGMP24 messages must not fill the buffer).
+    pub max_early_bytes_per_sender: usize,
     /// How long a finished session is remembered (its late messages are dropped quietly).
     pub finished_keep_ms: Millis,
 }
@@ -72,7 +76,32 @@ impl Config {
             max_early_messages: 100_000,
             // A burst of 1000 sessions is a few thousand early messages per sender.
             max_early_per_sender: 10_000,
+            max_early_bytes: 256 << 20,
+            max_early_bytes_per_sender: 32 << 20,
             finished_keep_ms: 600_000,
+        }
+    }
+}
+
+/// Messages and bytes held in a buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Buffered {
+    count: usize,
+    bytes: usize,
+}
+
+impl Buffered {
+    fn add(self, bytes: usize) -> Buffered {
+        Buffered {
+            count: self.count.saturating_add(1),
+            bytes: self.bytes.saturating_add(bytes),
+        }
+    }
+
+    fn sub(self, bytes: usize) -> Buffered {
+        Buffered {
+            count: self.count.saturating_sub(1),
+            bytes: self.bytes.saturating_sub(bytes),
         }
     }
 }
@@ -88,6 +117,17 @@ pub struct Msg {
     pub payload: Payload,
     /// The signed message as received, when it may serve as evidence ([`codec::is_evidence`]).
     pub quoted: Option<SignedMessage>,
+}
+
+impl Msg {
+    /// Its size in a buffer: the encoded payload and, when quoted, the signed envelope.
+    pub fn buffered_bytes(&self) -> usize {
+        let quoted = self
+            .quoted
+            .as_ref()
+            .map_or(0, |q| q.envelope.len().saturating_add(q.signature.len()));
+        self.payload.encoded_len().saturating_add(quoted)
+    }
 }
 
 /// What the manager reacts to.
@@ -250,14 +290,14 @@ pub struct Manager {
     sessions: BTreeMap<SessionId, Session>,
     /// Messages of sessions not started here yet: sender's Commit may run ahead of ours.
     early: BTreeMap<SessionId, Vec<(Msg, Millis)>>,
-    early_count: usize,
-    /// Buffered early messages per sender.
-    early_by_sender: BTreeMap<NodeId, usize>,
+    /// Buffered early messages and their bytes, in all and per sender.
+    early_total: Buffered,
+    early_by_sender: BTreeMap<NodeId, Buffered>,
     /// Per live session, the signed messages the chain can check a blame with.
     evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
     finished: BTreeMap<SessionId, Millis>,
     /// READY FROST shares and their generation, decoded once.
-    keys: BTreeMap<KeyId, (AnyKeyMaterial, u64)>,
+    keys: BTreeMap<KeyId, (AnyKeyMaterial, crate::job::KeyVersion)>,
 }
 
 impl Manager {
@@ -267,7 +307,7 @@ impl Manager {
             cfg,
             sessions: BTreeMap::new(),
             early: BTreeMap::new(),
-            early_count: 0,
+            early_total: Buffered::default(),
             early_by_sender: BTreeMap::new(),
             evidence: BTreeMap::new(),
             finished: BTreeMap::new(),
@@ -303,11 +343,16 @@ impl Manager {
             .collect()
     }
 
+    /// Messages held for sessions not started yet, and their bytes ([`Msg::buffered_bytes`]).
+    pub fn early_buffered(&self) -> (usize, usize) {
+        (self.early_total.count, self.early_total.bytes)
+    }
+
     /// Messages buffered for `session`, for a session the runtime starts itself.
     pub fn take_early(&mut self, session: &SessionId) -> Vec<Msg> {
         let msgs = self.early.remove(session).unwrap_or_default();
         for (m, _) in &msgs {
-            self.unbuffer(&m.from);
+            self.unbuffer(&m.from, m.buffered_bytes());
         }
         msgs.into_iter().map(|(m, _)| m).collect()
     }
@@ -408,6 +453,7 @@ impl Manager {
                 scheme,
                 message,
                 signers,
+                key_version,
                 block_time_ms,
                 ..
             } => {
@@ -422,6 +468,7 @@ impl Manager {
                     scheme,
                     message,
                     signers,
+                    key_version,
                 };
                 self.start_sign(now, job, rng, fx);
             }
@@ -482,19 +529,28 @@ impl Manager {
         let Some(s) = self.sessions.get(&m.session).filter(|_| !checking) else {
             // The sender's Commit may run ahead of ours (or the job waits for the store):
             // keep it until the session can take it.
-            if self.early_count >= self.cfg.max_early_messages {
-                warn!(from = %m.from, "early-message buffer full; message dropped");
+            let bytes = m.buffered_bytes();
+            let total = self.early_total.add(bytes);
+            if total.count > self.cfg.max_early_messages || total.bytes > self.cfg.max_early_bytes {
+                warn!(from = %m.from, bytes, "early-message buffer full; message dropped");
                 fx.push(Effect::Metric(MetricEvent::Dropped));
                 return;
             }
-            let mine = self.early_by_sender.entry(m.from.clone()).or_insert(0);
-            if *mine >= self.cfg.max_early_per_sender {
-                warn!(from = %m.from, "the sender's share of the early-message buffer is full; message dropped");
+            let mine = self
+                .early_by_sender
+                .get(&m.from)
+                .copied()
+                .unwrap_or_default();
+            let mine = mine.add(bytes);
+            if mine.count > self.cfg.max_early_per_sender
+                || mine.bytes > self.cfg.max_early_bytes_per_sender
+            {
+                warn!(from = %m.from, bytes, "the sender's share of the early-message buffer is full; message dropped");
                 fx.push(Effect::Metric(MetricEvent::Dropped));
                 return;
             }
-            *mine += 1;
-            self.early_count += 1;
+            self.early_by_sender.insert(m.from.clone(), mine);
+            self.early_total = total;
             self.early.entry(m.session).or_default().push((m, now));
             return;
         };
@@ -574,30 +630,30 @@ impl Manager {
         }
         let keep = self.cfg.finished_keep_ms;
         self.finished.retain(|_, t| now.saturating_sub(*t) < keep);
-        let mut dropped: Vec<NodeId> = Vec::new();
+        let mut dropped: Vec<(NodeId, usize)> = Vec::new();
         self.early.retain(|_, msgs| {
             msgs.retain(|(m, t)| {
                 let keep = now.saturating_sub(*t) < timeout;
                 if !keep {
-                    dropped.push(m.from.clone());
+                    dropped.push((m.from.clone(), m.buffered_bytes()));
                 }
                 keep
             });
             !msgs.is_empty()
         });
-        for from in &dropped {
-            self.unbuffer(from);
+        for (from, bytes) in &dropped {
+            self.unbuffer(from, *bytes);
         }
         let live = &self.sessions;
         self.evidence.retain(|s, _| live.contains_key(s));
     }
 
-    /// One early message of `from` left the buffer.
-    fn unbuffer(&mut self, from: &NodeId) {
-        self.early_count = self.early_count.saturating_sub(1);
+    /// One early message of `from`, of `bytes`, left the buffer.
+    fn unbuffer(&mut self, from: &NodeId, bytes: usize) {
+        self.early_total = self.early_total.sub(bytes);
         if let Some(n) = self.early_by_sender.get_mut(from) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+            *n = n.sub(bytes);
+            if n.count == 0 {
                 self.early_by_sender.remove(from);
             }
         }

@@ -8,10 +8,10 @@
 //! * The **data key** (32 random bytes) is made on first open and stored in the database,
 //!   wrapped with AES-256-GCM under the master key, its associated data binding it to the chain
 //!   id and this node's id. Opening with another master key, chain id or node id fails with
-//!   [`StoreError::WrongMasterKey`]. Rotating the master key only means re-wrapping this one
-//!   value: [`KeyStore::rotate_master_key`], crash-safe (the argument is in the `rotate`
-//!   module; an open that finds a rotation interrupted after the key file was replaced
-//!   finishes it).
+//!   [`StoreError::WrongMasterKey`]. Rotating the master key replaces the data key too and
+//!   re-seals every value: [`KeyStore::rotate_master_key`], crash-safe (the argument is in the
+//!   `rotate` module; an open that finds a rotation interrupted after the key file was
+//!   replaced finishes it).
 //! * **Backups** ([`KeyStore::write_backup`], [`restore_backup`]) carry the stored values as
 //!   they are and the wrapped data key, under one AEAD over the whole file bound to chain id and
 //!   node id; restoring needs the master key current when the backup was made (`backup` module).
@@ -75,9 +75,11 @@ use std::rc::Rc;
 use rusty_leveldb::{LdbIterator, Options, DB};
 use zeroize::Zeroizing;
 
-pub use backup::{restore_backup, BackupSummary, RestoreSummary, BACKUP_MAGIC, BACKUP_VERSION};
+pub use backup::{
+    restore_backup, BackupSummary, RestoreOptions, RestoreSummary, BACKUP_MAGIC, BACKUP_VERSION,
+};
 pub use handle::StoreHandle;
-pub use master_key::{MasterKey, MASTER_KEY_LEN};
+pub use master_key::{MasterKey, MASTER_KEY_COMMAND_TIMEOUT, MASTER_KEY_LEN};
 pub use prime_sets::{PrimeSet, PrimeSetId};
 pub use record::{KeyRecord, KeyRecordView, SecretShare, ShareStatus};
 pub use seal::{
@@ -92,6 +94,10 @@ const DATA_KEY_DB_KEY: &[u8] = b"m/datakey";
 /// Database key of the data key wrapped under the *next* master key while a rotation is in
 /// progress (see the `rotate` module). Do not change without a migration.
 const PENDING_DATA_KEY_DB_KEY: &[u8] = b"m/datakey.next";
+/// Database key of the *current* data key wrapped under the next master key while a rotation
+/// is in progress: with it, an open that finds the new master key re-seals every value from the
+/// old data key to the new one. Do not change without a migration.
+const PREVIOUS_DATA_KEY_DB_KEY: &[u8] = b"m/datakey.prev";
 /// Prefix of record keys: `r/` followed by the key id (ASCII, so byte order is key id order).
 /// Do not change without a migration.
 const RECORD_PREFIX: &[u8] = b"r/";
@@ -147,6 +153,10 @@ pub enum StoreError {
              pass the key that was current when it was made with --backup-master-key)"
     )]
     BackupWrongMasterKey,
+    /// The caller's check refused records of a backup (e.g. shares older than the chain's
+    /// generation of their key); one line per refused record.
+    #[error("backup refused: {}", .0.join("; "))]
+    BackupRefused(Vec<String>),
     /// [`restore_backup`] found a store that is not empty and was not told to replace it.
     #[error("{} already holds a key store ({what}); pass --force to replace it (it is moved \
              aside, not deleted)", path.display())]
@@ -349,6 +359,17 @@ impl KeyStore {
         self.write_durably("put", |db| db.put(&key, &value))?;
         tracing::debug!(key_id = %rec.key_id, generation = rec.generation,
             status = ?rec.status, "stored key record");
+        Ok(())
+    }
+
+    /// [`KeyStore::put`] of a record that no longer holds the share the stored one held (a
+    /// keygen the chain ended ERROR after this node stored its share): the old ciphertext is
+    /// then compacted out of the live files as [`KeyStore::delete`] does, with the same
+    /// guarantees and costs. A failed compaction poisons the store but returns `Ok`.
+    pub fn put_erasing(&mut self, rec: &KeyRecord) -> Result<(), StoreError> {
+        self.put(rec)?;
+        let key = record_db_key(&rec.key_id);
+        self.compact_out(&key, &key, "drop a share");
         Ok(())
     }
 
@@ -917,6 +938,34 @@ pub(super) mod tests {
         assert!(store.get(&kid("kept")).unwrap().is_some());
         drop(store);
         assert!(open(&t).get(&kid("kept")).unwrap().is_some());
+    }
+
+    #[test]
+    fn store__should_erase_a_dropped_share_from_live_files() {
+        let t = TestStore::new();
+        let mut store = open(&t);
+        store.put(&sample("failed", &[0xe0; 64])).unwrap();
+        store.db.compact_range(b"a", b"z").unwrap();
+        let value = raw_get(&mut store.db, &record_db_key(&kid("failed")))
+            .unwrap()
+            .unwrap();
+        let needle = &value[value.len() - 32..];
+        assert_eq!(store.list().unwrap().len(), 1);
+        // The chain ended the keygen ERROR: the record stays, without its share.
+        let mut rec = store.get(&kid("failed")).unwrap().unwrap();
+        (rec.status, rec.share) = (ShareStatus::Error, None);
+        store.put_erasing(&rec).unwrap();
+        let found = dir_contains(&t.db_dir(), needle);
+        assert!(
+            found.is_empty(),
+            "the dropped share's ciphertext is still in {found:?}"
+        );
+        drop(store);
+        let back = open(&t).get(&kid("failed")).unwrap().unwrap();
+        assert_eq!(
+            (back.status, back.share.is_none()),
+            (ShareStatus::Error, true)
+        );
     }
 
     #[test]

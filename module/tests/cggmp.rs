@@ -204,7 +204,7 @@ fn cggmp__should_sign_a_message_from_presignatures_and_blame_a_bad_partial() {
         .collect();
     let outcome = local::run(started, Some(&mut rng), None);
     let bytes = (outcome.bytes_sent.clone(), outcome.largest_message);
-    let mut presigs = ok(outcome, &signers);
+    let presigs = ok(outcome, &signers);
     eprintln!(
         "timing: presignature 3 signers, all parties: {:?}; \
          (bytes sent per party, largest message): {bytes:?}",
@@ -215,10 +215,6 @@ fn cggmp__should_sign_a_message_from_presignatures_and_blame_a_bad_partial() {
         assert_eq!(p.nonce_point().unwrap(), r, "{n} has the same R");
         assert_eq!(p.signers(), signers.as_slice());
     }
-    // A pool stores a presignature and hands it back once.
-    let stored = presigs.remove(&node(3)).unwrap().into_bytes().unwrap();
-    presigs.insert(node(3), SingleUsePresignature::from_bytes(&stored).unwrap());
-
     // Online step; node2's partial signature to node1 is corrupted in flight.
     let message = b"transfer 10 to alice".to_vec();
     let t = Instant::now();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use seqmpc_module::job::{Job, SubmitResult};
+use seqmpc_module::job::{Job, KeyVersion, SubmitResult};
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
 use seqmpc_module::store::{KeyRecord, KeyStore, MasterKey, ShareStatus, StoreHandle};
@@ -137,6 +137,14 @@ impl Cluster {
     }
 }
 
+/// Key `k1` as its first keygen (session `[1; 32]`) made it.
+fn k1_version() -> KeyVersion {
+    KeyVersion {
+        generation: 1,
+        session: SessionId([1; 32]),
+    }
+}
+
 fn keygen_job(key: &str, session: u8, parties: &[NodeId]) -> Job {
     Job::KeyGen {
         session: SessionId([session; 32]),
@@ -245,6 +253,7 @@ async fn sessions__should_follow_seed_semantics_and_isolate_failures() {
         prehashed: false,
         scheme: Scheme::FrostEd25519,
         signers: vec![c.ids[1].clone(), c.ids[2].clone(), c.ids[3].clone()],
+        key_version: k1_version(),
         height: 2,
         deadline_height: 100,
         block_time_ms: 0,
@@ -258,6 +267,7 @@ async fn sessions__should_follow_seed_semantics_and_isolate_failures() {
         prehashed: false,
         scheme: Scheme::FrostEd25519,
         signers: vec![c.ids[0].clone(), c.ids[1].clone(), c.ids[2].clone()],
+        key_version: k1_version(),
         height: 2,
         deadline_height: 100,
         block_time_ms: 0,

@@ -23,6 +23,9 @@ pub enum FaultAt {
     Crash(u64, usize),
     /// The node starts again (its store keeps what was durable).
     Restart(u64, usize),
+    /// The node starts again on a store restored from an old backup: every READY share is of
+    /// an earlier generation than the chain's.
+    RestartRolledBack(u64, usize),
     /// The node is cut off from its peers and from the chain.
     Partition(u64, usize),
     /// Every partition heals.
@@ -115,6 +118,14 @@ impl Scenario {
                 // Signing starts at 5 s, once both keys are READY; node2 dies just then.
                 faults: vec![FaultAt::Crash(6_000, 2)],
                 ..Scenario::base("dead-signer")
+            },
+            Scenario {
+                // node2 comes back at 6 s with every share one generation behind the chain.
+                faults: vec![
+                    FaultAt::Crash(5_500, 2),
+                    FaultAt::RestartRolledBack(6_000, 2),
+                ],
+                ..Scenario::base("stale-share")
             },
             Scenario {
                 behaviour: vec![Behaviour::Honest, Behaviour::FalseClaim],

@@ -310,6 +310,7 @@ impl World {
             let t = match f {
                 FaultAt::Crash(t, _)
                 | FaultAt::Restart(t, _)
+                | FaultAt::RestartRolledBack(t, _)
                 | FaultAt::Partition(t, _)
                 | FaultAt::Heal(t) => t,
             };
@@ -416,7 +417,7 @@ impl World {
                     self.obs.down(self.now, i);
                 }
             }
-            FaultAt::Restart(_, i) => {
+            FaultAt::Restart(_, i) | FaultAt::RestartRolledBack(_, i) => {
                 let Some(n) = self.nodes.get_mut(i) else {
                     return;
                 };
@@ -424,6 +425,9 @@ impl World {
                     return;
                 }
                 n.store.restart();
+                if matches!(f, FaultAt::RestartRolledBack(..)) {
+                    n.store.roll_back();
+                }
                 n.manager = Some(Manager::new(config(&self.sc, n.id.clone())));
                 if !n.partitioned {
                     self.obs.up(self.now, i);

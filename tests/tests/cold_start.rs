@@ -99,6 +99,12 @@ fn n4_localnet__should_wait_for_a_partys_safe_primes_and_consume_one_set_per_par
     // Each party consumed exactly the set of the one aux-info run; node3, not a party, none.
     for (i, want) in [(0, 1), (1, 1), (2, 1), (3, 0)] {
         let st = net.node_get(i, "/status").unwrap();
+        // The tests run a test build, and every node says so.
+        assert_eq!(
+            st["features"],
+            serde_json::json!(["fault-injection"]),
+            "{st}"
+        );
         assert_eq!(
             st["cggmp_prime_sets_taken"].as_u64(),
             Some(want),

@@ -57,6 +57,21 @@ fn reshare(net: &Localnet, key_id: &str, parties: &str, t: u32) -> Result<Value,
     ])
 }
 
+/// Runs `mpcd backup` or `mpcd restore` on node `i`'s home (the node runs: a backup goes
+/// through its admin socket), with `args`; returns (success, stdout + stderr).
+fn mpcd_store_op(net: &Localnet, i: usize, op: &str, args: &[&str]) -> (bool, String) {
+    let home = net.info["nodes"][i]["home"].as_str().unwrap();
+    let genesis = net.info["genesis"].as_str().unwrap();
+    let out = std::process::Command::new(seqmpc_e2e::bin_dir().join("mpcd"))
+        .args([op, "--home", home, "--genesis", genesis])
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// Whether node `i` holds any record of `key_id` (its local view: status endpoint).
 fn holds(net: &Localnet, i: usize, key_id: &str) -> bool {
     net.node_get(i, &format!("/key/{key_id}")).is_ok()
@@ -89,6 +104,10 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
         assert_eq!(k["status"], "READY", "{k}");
         let pk = k["public_key"].as_str().unwrap().to_owned();
         sign_and_verify(&net, key_id, &pk, "before");
+        // A backup of node0 with generation 1 (issue 14 item 6: checked when restored below).
+        let old_backup = tmp.path().join(format!("node0-{key_id}-gen1.bak"));
+        let (ok, out) = mpcd_store_op(&net, 0, "backup", &["--out", old_backup.to_str().unwrap()]);
+        assert!(ok, "{out}");
 
         // 3-of-4 -> 2-of-3: node3 leaves, the threshold goes down.
         let k = reshare(&net, key_id, "node0,node1,node2", 2).unwrap();
@@ -116,6 +135,31 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
                 (Some("READY"), Some(2))
             );
         }
+        // Restoring the generation-1 backup is refused against the chain, before the store is
+        // even looked at; a current backup passes that check (and then meets the running
+        // node's lock).
+        let rpc = net.info["rpc"].as_str().unwrap();
+        let old = old_backup.to_str().unwrap();
+        let (ok, out) = mpcd_store_op(
+            &net,
+            0,
+            "restore",
+            &["--from", old, "--rpc", rpc, "--force"],
+        );
+        assert!(!ok, "{out}");
+        assert!(out.contains("older than the chain's generation 2"), "{out}");
+        let current = tmp.path().join(format!("node0-{key_id}-gen2.bak"));
+        let current = current.to_str().unwrap();
+        let (ok, out) = mpcd_store_op(&net, 0, "backup", &["--out", current]);
+        assert!(ok, "{out}");
+        let (ok, out) = mpcd_store_op(
+            &net,
+            0,
+            "restore",
+            &["--from", current, "--rpc", rpc, "--force"],
+        );
+        assert!(!ok && out.contains("is mpcd running"), "{out}");
+        assert!(!out.contains("older than the chain"), "{out}");
 
         // 2-of-3 -> 3-of-4: node3 joins again, the threshold goes up.
         let k = reshare(&net, key_id, "node0,node1,node2,node3", 3).unwrap();
@@ -226,7 +270,8 @@ fn n4_localnet__should_reshare_between_committees_and_keep_the_public_key() {
                 !names(&k["reshare"]["dealers"]).contains(&"node1".to_owned()),
                 "node1 dealt and the refresh still succeeded: {k}"
             ),
-            Err(_) => {
+            Err(e) => {
+                assert!(e.contains("resharing of ed ended \"ERROR\""), "{e}");
                 failed = Some(net.mpcctl_json(&["key", "--key-id", "ed"]).unwrap());
                 break;
             }

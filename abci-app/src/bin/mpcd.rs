@@ -11,6 +11,7 @@ use seqmpc_abci::chain::genesis::Genesis;
 use seqmpc_abci::chain::ChainState;
 use seqmpc_abci::daemon::admin;
 use seqmpc_abci::daemon::keys::{create_key_file, load_key_file};
+use seqmpc_abci::daemon::master_source::MasterKeySource;
 use seqmpc_abci::daemon::replay_gate::ReplayGate;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::daemon::status::{self, StatusContext};
@@ -18,13 +19,15 @@ use seqmpc_abci::daemon::submit::{RpcSubmitter, SubmitFaults};
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
-use seqmpc_module::store::{restore_backup, KeyStore, MasterKey, StoreHandle};
+use seqmpc_module::store::{
+    restore_backup, KeyRecordView, KeyStore, MasterKey, RestoreOptions, ShareStatus, StoreHandle,
+};
 use seqmpc_proto::NodeId;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
-#[command(name = "mpcd", about = "seqmpc MPC node daemon", version)]
+#[command(name = "mpcd", about = "seqmpc MPC node daemon", version = seqmpc_abci::VERSION_LINE)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -41,6 +44,12 @@ enum Cmd {
         /// admit (written to HOME/node_id; `start` uses it until the chain knows the key).
         #[arg(long)]
         node_id: NodeId,
+        /// Take the master key from this command instead of a file: run with `sh -c` each
+        /// time the store opens, it prints the 32-byte key as 64 hex digits (e.g. `vault kv
+        /// get -field=key secret/seqmpc/node0`). Checked once now, then kept in
+        /// HOME/master_key_command (0600); no master.key is written.
+        #[arg(long)]
+        master_key_command: Option<String>,
     },
     /// Run the node.
     Start {
@@ -105,8 +114,8 @@ enum Cmd {
         #[arg(long, env = "SEQMPC_SIGN_TIMEOUT_MS", default_value_t = 2000)]
         sign_timeout_ms: u64,
     },
-    /// Replace the master key (HOME/master.key) with a fresh one and re-wrap the key store's
-    /// data key under it (records are untouched). With the node running, the node does it
+    /// Replace the master key (HOME/master.key) and the key store's data key with fresh ones,
+    /// re-sealing every record and prime set. With the node running, the node does it
     /// (operator socket HOME/admin.sock, between two store commands: signing goes on); with it
     /// stopped, this command opens the store itself. Crash-safe: after a crash the store
     /// opens with master.key (old or new); run the command again to clean up.
@@ -157,11 +166,20 @@ enum Cmd {
         /// HOME/master.key.
         #[arg(long)]
         backup_master_key: Option<PathBuf>,
+        /// A chain RPC (CometBFT JSON-RPC) to check the backup against: a share older than the
+        /// chain's generation of its key, or of a key the chain deleted, moved away from this
+        /// node or does not know, is refused.
+        #[arg(long, required_unless_present = "no_chain_check")]
+        rpc: Option<String>,
+        /// Restore without asking the chain (when no chain is reachable). A stale share then
+        /// refuses to sign later, and /status names it.
+        #[arg(long, conflicts_with = "rpc")]
+        no_chain_check: bool,
     },
 }
 
 const NODE_KEY: &str = "node.key";
-const MASTER_KEY: &str = "master.key";
+const MASTER_KEY: &str = seqmpc_abci::daemon::master_source::MASTER_KEY_FILE;
 const NODE_ID_FILE: &str = "node_id";
 const KEYSTORE_DIR: &str = "keystore";
 /// How often mpcd checks for deletions the chain still waits for from this node.
@@ -262,9 +280,16 @@ fn identity(home: &Path, genesis_path: &Path) -> anyhow::Result<(String, NodeId)
     Ok((genesis.chain_id, me))
 }
 
+/// The master key of the node in `home`, from its file or its command.
+fn load_master_key(home: &Path) -> anyhow::Result<MasterKey> {
+    MasterKeySource::of_home(home)
+        .and_then(|s| s.load())
+        .context("loading the master key")
+}
+
 /// Opens the key store of a stopped node.
 fn open_store(home: &Path, chain_id: &str, me: &NodeId) -> anyhow::Result<KeyStore> {
-    let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
+    let master = load_master_key(home)?;
     KeyStore::open(&home.join(KEYSTORE_DIR), &master, chain_id, me).context("opening the key store")
 }
 
@@ -282,9 +307,12 @@ fn rotate_master_key(home: &Path, genesis: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let (chain_id, me) = identity(home, genesis)?;
-    let key_file = home.join(MASTER_KEY);
+    let source = MasterKeySource::of_home(home)?;
+    let Some(key_file) = source.key_file() else {
+        bail!("{}", MasterKeySource::cannot_rotate());
+    };
     open_store(home, &chain_id, &me)?
-        .rotate_master_key(&key_file)
+        .rotate_master_key(key_file)
         .context("rotating the master key")?;
     println!(
         "{}",
@@ -309,7 +337,8 @@ fn backup(home: &Path, genesis: &Path, out: &Path) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"backup": out, "chain_id": chain_id, "node_id": me,
             "records": summary.records, "prime_sets": summary.prime_sets,
-            "bytes": summary.bytes, "needs_master_key": home.join(MASTER_KEY)})
+            "bytes": summary.bytes,
+            "needs_master_key": MasterKeySource::of_home(home)?.describe()})
     );
     Ok(())
 }
@@ -320,9 +349,15 @@ fn restore(
     from: &Path,
     force: bool,
     backup_master_key: Option<&Path>,
+    rpc: Option<&str>,
 ) -> anyhow::Result<()> {
     let (chain_id, me) = identity(home, genesis)?;
-    let master = MasterKey::load(&home.join(MASTER_KEY)).context("loading the master key")?;
+    let rpc = rpc.map(RpcClient::new);
+    let check = |view: &KeyRecordView| match &rpc {
+        Some(rpc) => check_against_chain(rpc, &me, view),
+        None => Ok(()),
+    };
+    let master = load_master_key(home)?;
     let backup_master = backup_master_key
         .map(|p| {
             MasterKey::load(p)
@@ -337,25 +372,75 @@ fn restore(
         &chain_id,
         &me,
         from,
-        force,
+        &RestoreOptions {
+            force,
+            check_record: Some(&check),
+        },
     )
     .with_context(|| format!("restoring {}", from.display()))?;
     println!(
         "{}",
         serde_json::json!({"restored": dir, "records": summary.records,
-            "prime_sets": summary.prime_sets, "replaced": summary.replaced})
+            "prime_sets": summary.prime_sets, "replaced": summary.replaced,
+            "checked_against_chain": rpc.is_some()})
     );
     Ok(())
 }
 
-fn init(home: &Path, node_id: &NodeId) -> anyhow::Result<()> {
+/// `Ok` when the chain still holds `view`'s key with this node's share of the record's
+/// generation; a READY share of an older generation (or a deleted key) must not come back.
+fn check_against_chain(rpc: &RpcClient, me: &NodeId, view: &KeyRecordView) -> Result<(), String> {
+    if view.status != ShareStatus::Ready {
+        return Ok(()); // no share: nothing that could sign
+    }
+    let q = rpc
+        .abci_query(&format!("/key/{}", view.key_id))
+        .map_err(|e| format!("cannot ask the chain: {e:#}"))?;
+    if q.code != 0 {
+        return Err(format!(
+            "the chain does not know this key ({}); restoring would bring back a share it \
+             no longer has",
+            q.log
+        ));
+    }
+    let key: serde_json::Value =
+        serde_json::from_slice(&q.value).map_err(|e| format!("chain answer: {e}"))?;
+    let status = key["status"].as_str().unwrap_or_default();
+    let generation = key["generation"].as_u64().unwrap_or_default();
+    let session = key["session"].as_str().unwrap_or_default();
+    let party = key["parties"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|n| n.as_str() == Some(me.as_str())));
+    if matches!(status, "DELETING" | "DELETED") {
+        return Err(format!("the chain has {status} this key"));
+    }
+    if !party {
+        return Err("this node no longer holds a share of this key on chain".into());
+    }
+    if view.generation < generation || (view.generation == generation && view.session != session) {
+        return Err(format!(
+            "share of generation {} (session {}) is older than the chain's generation {generation} \
+             (session {session}): restore a newer backup",
+            view.generation, view.session
+        ));
+    }
+    Ok(())
+}
+
+fn init(home: &Path, node_id: &NodeId, master_key_command: Option<&str>) -> anyhow::Result<()> {
     if home.join(NODE_KEY).exists() {
         bail!("{} already holds a node key", home.display());
     }
     std::fs::create_dir_all(home)?;
     std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    // The master key first: a command that prints no key leaves no half-made home.
+    match master_key_command {
+        Some(command) => {
+            drop(MasterKeySource::init_command(home, command).context("--master-key-command")?)
+        }
+        None => drop(MasterKey::create(&home.join(MASTER_KEY)).context("creating the master key")?),
+    }
     let key = create_key_file(&home.join(NODE_KEY))?;
-    MasterKey::create(&home.join(MASTER_KEY)).context("creating the master key")?;
     std::fs::write(home.join(NODE_ID_FILE), node_id.as_str())?;
     println!(
         "{}",
@@ -574,12 +659,12 @@ fn start(
     info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
 
     let admin_home = home.to_owned();
+    let master_source = MasterKeySource::of_home(home)?;
     rt.block_on(async move {
         // The operator socket: online master-key rotation and backup by the store's thread.
         let admin_store = store.clone();
         tokio::spawn(async move {
-            let key_file = admin_home.join(MASTER_KEY);
-            if let Err(e) = seqmpc_abci::daemon::admin::serve(&admin_home, key_file, admin_store).await {
+            if let Err(e) = seqmpc_abci::daemon::admin::serve(&admin_home, master_source, admin_store).await {
                 error!(error = %e, "operator socket stopped: rotate-master-key and backup work only with the node stopped");
             }
         });
@@ -631,7 +716,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let r = match cli.cmd {
-        Cmd::Init { home, node_id } => init(&home, &node_id),
+        Cmd::Init {
+            home,
+            node_id,
+            master_key_command,
+        } => init(&home, &node_id, master_key_command.as_deref()),
         Cmd::Start {
             home,
             genesis,
@@ -671,7 +760,16 @@ fn main() {
             from,
             force,
             backup_master_key,
-        } => restore(&home, &genesis, &from, force, backup_master_key.as_deref()),
+            rpc,
+            no_chain_check: _,
+        } => restore(
+            &home,
+            &genesis,
+            &from,
+            force,
+            backup_master_key.as_deref(),
+            rpc.as_deref(),
+        ),
     };
     if let Err(e) = r {
         eprintln!("mpcd: {e:#}");

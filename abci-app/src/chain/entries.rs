@@ -88,7 +88,7 @@ pub struct KeyEntry {
     /// The blames of `culprits` the chain verified from signed messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proven_blame: Vec<ProvenBlame>,
-    /// Current keygen session.
+    /// Session that made the current share generation: the keygen, then each resharing.
     pub session: SessionId,
     /// Keygen attempt (0, then +1 per retry of an ERROR key).
     pub attempt: u32,

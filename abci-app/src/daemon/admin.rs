@@ -2,8 +2,8 @@
 //! the node's own user reaches it (no network exposure, no extra credential).
 //!
 //! `mpcd rotate-master-key` and `mpcd backup` talk to it when the node runs (the key store is
-//! then locked by the node): the node's own store thread re-wraps the data key under a fresh
-//! master key, or writes the encrypted backup, between two other store commands, so signing
+//! then locked by the node): the node's own store thread moves to a fresh master key and data
+//! key (every value re-sealed), or writes the encrypted backup, between two other store commands, so signing
 //! goes on. With no node listening the commands open the store themselves (offline).
 //!
 //! One request per connection, one JSON line each way: `{"op":"rotate-master-key"}` or
@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use seqmpc_module::store::StoreHandle;
+
+use super::master_source::MasterKeySource;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -68,8 +70,13 @@ pub enum AdminError {
 }
 
 /// Listens on `home/admin.sock` (replacing a stale socket file) and serves requests with the
-/// node's `store`; `master_key` is the master key file. Runs until the runtime stops.
-pub async fn serve(home: &Path, master_key: PathBuf, store: StoreHandle) -> Result<(), AdminError> {
+/// node's `store`; `master_key` is where the master key comes from. Runs until the runtime
+/// stops.
+pub async fn serve(
+    home: &Path,
+    master_key: MasterKeySource,
+    store: StoreHandle,
+) -> Result<(), AdminError> {
     let path = home.join(ADMIN_SOCKET);
     let io = |source| AdminError::Io {
         path: path.clone(),
@@ -144,15 +151,20 @@ pub async fn serve(home: &Path, master_key: PathBuf, store: StoreHandle) -> Resu
     }
 }
 
-async fn handle(req: Request, master_key: &Path, store: &StoreHandle) -> Value {
+async fn handle(req: Request, master_key: &MasterKeySource, store: &StoreHandle) -> Value {
     tracing::info!(?req, "operator request");
     let result = match &req {
-        Request::RotateMasterKey => store.rotate_master_key(master_key.to_owned()).await.map(
-            |()| json!({"ok": true, "rotated": true, "online": true, "master_key": master_key}),
-        ),
+        Request::RotateMasterKey => match master_key.key_file() {
+            None => return json!({"ok": false, "error": MasterKeySource::cannot_rotate()}),
+            Some(file) => store
+                .rotate_master_key(file.to_owned())
+                .await
+                .map(|()| json!({"ok": true, "rotated": true, "online": true, "master_key": file})),
+        },
         Request::Backup { out } => store.write_backup(out.clone()).await.map(|s| {
             json!({"ok": true, "online": true, "backup": out, "records": s.records,
-                "prime_sets": s.prime_sets, "bytes": s.bytes, "needs_master_key": master_key})
+                "prime_sets": s.prime_sets, "bytes": s.bytes,
+                "needs_master_key": master_key.describe()})
         }),
     };
     result.unwrap_or_else(|e| {

@@ -90,6 +90,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                             "divergences": divergences,
                             "node_id": ctx.node,
                             "insecure": ctx.insecure,
+                            "features": crate::COMPILED_FEATURES,
                             "chain_height": height,
                             "connected_peers": peers,
                             "p2p_refused_connections": ctx.p2p.refused_connections(),

@@ -181,14 +181,20 @@ impl<S: SubmitResult> Node<S> {
         message: Vec<u8>,
         prehashed: bool,
         signers: &[NodeId],
+        key_version: crate::job::KeyVersion,
         received: Instant,
     ) -> Result<(), ProtocolError> {
         if self.sessions.len() >= self.cfg.max_sessions {
-            return Err(ProtocolError::Local(
+            return Err(ProtocolError::Unable(
                 "node overloaded: too many sessions".into(),
             ));
         }
-        let (share, generation) = self.cggmp_share(key_id).await?;
+        let (share, generation, local_generation) = self.cggmp_share(key_id).await?;
+        let local = crate::job::KeyVersion {
+            generation: local_generation,
+            session: generation,
+        };
+        key_version.check(key_id, &local)?;
         if !prehashed {
             let input = presign::CggmpSignInput { share, message };
             let key = (key_id.clone(), generation);

@@ -96,10 +96,16 @@ impl<S: SubmitResult> Node<S> {
             } => {
                 if let Some(mut rec) = store.get(&key_id).await? {
                     if mark_error_applies(&rec, &session, only_pending) {
+                        let had_share = rec.share.is_some();
                         rec.status = ShareStatus::Error;
                         rec.error = Some(reason);
                         rec.share = None;
-                        store.put(rec).await?;
+                        // A share stored before the chain ended the keygen ERROR is erased
+                        // like a deleted one.
+                        match had_share {
+                            true => store.put_erasing(rec).await?,
+                            false => store.put(rec).await?,
+                        }
                     }
                 }
                 Ok(StoreReply::Done)

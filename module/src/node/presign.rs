@@ -360,7 +360,7 @@ impl<S: SubmitResult> Node<S> {
                 "node overloaded: too many sessions".into(),
             ));
         }
-        let (share, stored_generation) = self.cggmp_share(key_id).await?;
+        let (share, stored_generation, _) = self.cggmp_share(key_id).await?;
         if stored_generation != generation {
             return Err(ProtocolError::Local(format!(
                 "key {key_id}: presignature for generation {generation}, local share is {stored_generation}"
@@ -551,15 +551,15 @@ impl<S: SubmitResult> Node<S> {
     pub(super) async fn cggmp_share(
         &self,
         key_id: &KeyId,
-    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, SessionId), ProtocolError> {
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, SessionId, u64), ProtocolError> {
         let rec = self
             .store
             .get(key_id)
             .await
-            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
-            .ok_or_else(|| ProtocolError::Local(format!("no local share for key {key_id}")))?;
+            .map_err(|e| ProtocolError::Unable(format!("key store: {e}")))?
+            .ok_or_else(|| ProtocolError::Unable(format!("no local share for key {key_id}")))?;
         if rec.status != ShareStatus::Ready || rec.scheme != Scheme::Cggmp24Secp256k1 {
-            return Err(ProtocolError::Local(format!(
+            return Err(ProtocolError::Unable(format!(
                 "local share of {key_id} is a {:?} {} share, not a READY cggmp24-secp256k1 one",
                 rec.status, rec.scheme
             )));
@@ -567,10 +567,11 @@ impl<S: SubmitResult> Node<S> {
         let stored = rec
             .share
             .as_ref()
-            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
+            .ok_or_else(|| ProtocolError::Unable("READY record without share".into()))?;
         Ok((
             zeroize::Zeroizing::new(untag_share(stored, rec.scheme)?.to_vec()),
             rec.session,
+            rec.generation,
         ))
     }
 

@@ -28,7 +28,7 @@ impl<S: SubmitResult> Node<S> {
             session,
             outcome: Outcome::Failed {
                 error: e.to_string(),
-                culprits: e.culprits().to_vec(),
+                culprits: e.report_culprits(&self.cfg.me),
                 evidence,
             },
             signing_package,

@@ -16,7 +16,7 @@ use seqmpc_proto::{NodeId, SessionId};
 
 use super::cggmp::{
     self, local, AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, CoreShare, Engine, KeyGen,
-    PartialSignature, Primes, SignData, Signing as CggmpSigning, SingleUsePresignature,
+    PartialSignature, Primes, SignData, Signing as CggmpSigning,
 };
 use super::frost_dkg::{Dkg, DkgMsg, DkgOutput, DkgProgress};
 use super::frost_sign::{
@@ -416,7 +416,6 @@ fn cggmp_stored_decoders__should_not_panic_on_arbitrary_or_mutated_bytes() {
         let _ = AuxShare::from_bytes(&raw);
         let _ = CggmpKeyShare::from_bytes(&raw);
         let _ = Primes::from_bytes(&raw);
-        let _ = SingleUsePresignature::from_bytes(&raw);
         let _ = PartialSignature::from_bytes(&raw);
         let _ = PartialSignature::from_bytes(raw.get(..32).unwrap_or(&raw));
         let mut c = core.clone();

@@ -82,6 +82,19 @@ impl MemStore {
     }
 
     /// A node restarted: [`recover`] its records.
+    /// What a store restored from an old backup holds: every READY record as of an earlier
+    /// generation, made by another session (the key and the share bytes stay; the simulator's
+    /// `stale-share` scenario).
+    pub fn roll_back(&mut self) {
+        for r in self.records.values_mut() {
+            if r.status == ShareStatus::Ready {
+                r.generation = r.generation.saturating_sub(1);
+                r.session = SessionId([0xee; 32]);
+            }
+        }
+    }
+
+    /// A restart: what recovery makes of the records (see [`recover`]).
     pub fn restart(&mut self) {
         let all = self.records.values().cloned().collect();
         for r in recover(all) {

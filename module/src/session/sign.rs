@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use super::codec::{decode_share, sign_payload};
 use super::{Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, StoreToken};
 use crate::error::ProtocolError;
+use crate::job::KeyVersion;
 use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
 use crate::store::ShareStatus;
 
@@ -25,6 +26,8 @@ pub(super) struct SignJob {
     pub scheme: Scheme,
     pub message: Vec<u8>,
     pub signers: Vec<NodeId>,
+    /// The key's generation on chain and the session that made it.
+    pub key_version: KeyVersion,
 }
 
 /// Where a signing stands at this signer.
@@ -49,6 +52,7 @@ pub(super) struct Sign {
     pub key_id: KeyId,
     pub scheme: Scheme,
     pub signers: Vec<NodeId>,
+    pub key_version: KeyVersion,
     pub state: SignState,
     pub started: Millis,
 }
@@ -70,7 +74,7 @@ impl Manager {
         fx: &mut Vec<Effect>,
     ) {
         if !self.has_room() {
-            let e = ProtocolError::Local("node overloaded: too many sessions".into());
+            let e = ProtocolError::Unable("node overloaded: too many sessions".into());
             return self.report_sign_failure(now, job.session, job.request_id, e, None, fx);
         }
         let cached = self.keys.get(&job.key_id).cloned();
@@ -81,6 +85,7 @@ impl Manager {
                 key_id: job.key_id.clone(),
                 scheme: job.scheme,
                 signers: job.signers,
+                key_version: job.key_version,
                 state: SignState::Loading {
                     message: job.message,
                     buffered: Vec::new(),
@@ -114,30 +119,34 @@ impl Manager {
         let key = match reply {
             Ok(StoreReply::Record(Some(rec))) => {
                 if rec.status != ShareStatus::Ready {
-                    Err(ProtocolError::Local(format!(
+                    Err(ProtocolError::Unable(format!(
                         "local share of {key_id} is {:?}, not READY",
                         rec.status
                     )))
                 } else {
+                    let version = KeyVersion {
+                        generation: rec.generation,
+                        session: rec.session,
+                    };
                     rec.share
                         .as_ref()
-                        .ok_or_else(|| ProtocolError::Local("READY record without share".into()))
+                        .ok_or_else(|| ProtocolError::Unable("READY record without share".into()))
                         .and_then(|share| decode_share(share, rec.scheme, rec.parties.clone()))
                         .and_then(|km| {
                             if km.public_key() == rec.public_key.as_slice() {
-                                Ok((km, rec.generation))
+                                Ok((km, version))
                             } else {
-                                Err(ProtocolError::Local(format!(
+                                Err(ProtocolError::Unable(format!(
                                     "stored share of {key_id} does not match the record's public key"
                                 )))
                             }
                         })
                 }
             }
-            Ok(_) => Err(ProtocolError::Local(format!(
+            Ok(_) => Err(ProtocolError::Unable(format!(
                 "no local share for key {key_id}"
             ))),
-            Err(e) => Err(ProtocolError::Local(format!("key store: {e}"))),
+            Err(e) => Err(ProtocolError::Unable(format!("key store: {e}"))),
         };
         if let Ok(k) = &key {
             self.keys.insert(key_id, k.clone());
@@ -150,7 +159,7 @@ impl Manager {
         &mut self,
         now: Millis,
         session: SessionId,
-        key: Result<(AnyKeyMaterial, u64), ProtocolError>,
+        key: Result<(AnyKeyMaterial, KeyVersion), ProtocolError>,
         rng: &mut R,
         fx: &mut Vec<Effect>,
     ) {
@@ -163,7 +172,10 @@ impl Manager {
         else {
             return;
         };
-        let started = key.and_then(|(key, generation)| {
+        let (key_id, expected) = (&s.key_id, s.key_version);
+        let started = key.and_then(|(key, local)| {
+            expected.check(key_id, &local)?;
+            let generation = local.generation;
             AnySigning::start(session, &me, &s.signers, message, key, generation, rng)
         });
         match started {
@@ -364,7 +376,7 @@ impl Manager {
             session,
             outcome: Outcome::Failed {
                 error: e.to_string(),
-                culprits: e.culprits().to_vec(),
+                culprits: e.report_culprits(&self.cfg.me),
                 evidence,
             },
             signing_package,

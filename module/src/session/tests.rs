@@ -16,6 +16,7 @@ use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
 use super::mem_store::MemStore;
 use super::*;
+use crate::job::KeyVersion;
 use crate::store::ShareStatus;
 
 fn nid(i: usize) -> NodeId {
@@ -125,6 +126,7 @@ fn keygen_job(session: SessionId, key: &str, scheme: Scheme, parties: Vec<NodeId
     }
 }
 
+/// A signing of key `key`, made by the keygen of session `[1; 32]` (generation 1).
 fn sign_job(session: SessionId, key: &str, scheme: Scheme, signers: Vec<NodeId>) -> Job {
     Job::Sign {
         session,
@@ -134,6 +136,10 @@ fn sign_job(session: SessionId, key: &str, scheme: Scheme, signers: Vec<NodeId>)
         prehashed: false,
         scheme,
         signers,
+        key_version: KeyVersion {
+            generation: 1,
+            session: SessionId([1; 32]),
+        },
         height: 2,
         deadline_height: 100,
         block_time_ms: 0,
@@ -246,6 +252,58 @@ fn manager__should_name_a_silent_signer_at_the_timeout() {
 }
 
 #[test]
+fn manager__should_refuse_to_sign_with_a_share_older_than_the_chains() {
+    let mut h = Harness::new(4, 13);
+    let parties = h.parties();
+    h.job_for_all(keygen_job(
+        SessionId([1; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties.clone(),
+    ));
+    h.run();
+    assert_eq!(keygen_results(&h).len(), 4);
+    h.submitted.clear();
+    // node1 restarts on a store restored from a backup of an older generation (another
+    // session) of the key; the chain signs with generation 1 of session [1; 32].
+    let me = nid(1);
+    let store = h.stores.get_mut(&me).unwrap();
+    let mut old = store.records().next().unwrap().clone();
+    (old.generation, old.session) = (0, SessionId([8; 32]));
+    store.apply(StoreOp::Put(old));
+    h.managers
+        .insert(me.clone(), Manager::new(Config::new(me.clone())));
+    h.cut = vec![];
+    h.job_for_all(sign_job(
+        SessionId([3; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties[..3].to_vec(),
+    ));
+    h.run();
+    // node1 names itself at once, saying why; the chain then leaves it out. The other two wait
+    // for a signer that never sends (the attempt moves on without them).
+    let reports: Vec<(&NodeId, &Vec<NodeId>, &String)> = h
+        .submitted
+        .iter()
+        .filter_map(|(by, tx)| match tx {
+            TxMsg::SignResult {
+                outcome: Outcome::Failed {
+                    culprits, error, ..
+                },
+                ..
+            } => Some((by, culprits, error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "{:?}", h.submitted);
+    let (by, culprits, error) = reports[0];
+    assert_eq!((by, culprits), (&me, &vec![me.clone()]));
+    assert!(error.contains("restored from an old backup"), "{error}");
+    assert!(error.contains("generation 0"), "{error}");
+}
+
+#[test]
 fn manager__should_skip_a_replayed_keygen_that_completed_here() {
     let mut h = Harness::new(4, 11);
     let parties = h.parties();
@@ -299,6 +357,52 @@ fn manager__should_keep_room_for_honest_early_messages_while_a_peer_floods_the_b
     // A keygen whose job reaches node3 last: its peers' messages wait in node3's buffer.
     let parties = h.parties();
     let job = keygen_job(SessionId([9; 32]), "flooded", Scheme::FrostEd25519, parties);
+    for n in h.parties().into_iter().take(3) {
+        h.queue.push_back((n, Input::Job(job.clone())));
+    }
+    h.run();
+    h.queue.push_back((nid(3), Input::Job(job)));
+    h.run();
+    assert_eq!(keygen_results(&h).len(), 4, "{:?}", h.submitted);
+}
+
+#[test]
+fn manager__should_bound_a_senders_early_messages_in_bytes_and_still_run_honest_sessions() {
+    let mut h = Harness::new(4, 12);
+    // Counts are generous; bytes are not: 256 KiB per sender, 1 MiB in all.
+    let mut cfg = Config::new(nid(3));
+    (cfg.max_early_bytes_per_sender, cfg.max_early_bytes) = (256 << 10, 1 << 20);
+    h.managers.insert(nid(3), Manager::new(cfg));
+    // node9 floods node3 with 200 messages of 10 KiB for sessions that never start (2 MiB).
+    for i in 0..200u8 {
+        let flood = Msg {
+            from: nid(9),
+            session: SessionId([i; 32]),
+            payload: seqmpc_proto::wire::p2p_envelope::Payload::SignRound2(
+                seqmpc_proto::wire::SignRound2 {
+                    share: vec![1; 10 << 10],
+                    package_hash: vec![2; 32],
+                },
+            ),
+            quoted: None,
+        };
+        h.queue.push_back((nid(3), Input::Msg(flood)));
+    }
+    h.run();
+    let (count, bytes) = h.managers[&nid(3)].early_buffered();
+    assert!(
+        bytes <= 256 << 10,
+        "{count} messages, {bytes} bytes buffered"
+    );
+    assert!(count >= 20, "the sender's share is used: {count}");
+    // The honest peers' messages of a keygen that reaches node3 last still fit.
+    let parties = h.parties();
+    let job = keygen_job(
+        SessionId([0xf0; 32]),
+        "flooded",
+        Scheme::FrostEd25519,
+        parties,
+    );
     for n in h.parties().into_iter().take(3) {
         h.queue.push_back((n, Input::Job(job.clone())));
     }

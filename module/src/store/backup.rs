@@ -147,16 +147,28 @@ fn parse_header(file: &[u8]) -> Result<Header<'_>, StoreError> {
 
 /// One database entry of a backup, checked.
 enum Entry {
-    Record,
+    Record(super::KeyRecordView),
     PrimeSet,
+}
+
+/// How [`restore_backup`] treats what it finds.
+#[derive(Default)]
+pub struct RestoreOptions<'a> {
+    /// Replace a store that holds records or prime sets (moved aside, never deleted).
+    pub force: bool,
+    /// Called for every record of the backup (without its secret) before anything is written;
+    /// an `Err` refuses the restore ([`StoreError::BackupRefused`], with every refusal).
+    /// `mpcd restore` refuses shares older than the chain's generation of their key here.
+    #[allow(clippy::type_complexity)]
+    pub check_record: Option<&'a dyn Fn(&super::KeyRecordView) -> Result<(), String>>,
 }
 
 /// Opens the value stored under database key `key` as the store would: a key record or a prime
 /// set, nothing else.
 fn check_entry(sealer: &seal::Sealer, key: &[u8], value: &[u8]) -> Result<Entry, StoreError> {
     if let Some(id) = key.strip_prefix(RECORD_PREFIX) {
-        sealer.open(&super::record_key_id(id)?, value)?;
-        Ok(Entry::Record)
+        let rec = sealer.open(&super::record_key_id(id)?, value)?;
+        Ok(Entry::Record(rec.view()))
     } else if key.starts_with(PRIME_SET_PREFIX) {
         let id = PrimeSetId::from_db_key(key)?;
         sealer.open_prime_set(&id, value)?;
@@ -209,7 +221,7 @@ impl KeyStore {
         body.extend_from_slice(&(entries.len() as u64).to_be_bytes());
         for (k, v) in &entries {
             match check_entry(&self.sealer, k, v)? {
-                Entry::Record => records = records.saturating_add(1),
+                Entry::Record(_) => records = records.saturating_add(1),
                 Entry::PrimeSet => prime_sets = prime_sets.saturating_add(1),
             }
             put_bytes(&mut body, k);
@@ -258,8 +270,9 @@ pub fn restore_backup(
     chain_id: &str,
     party: &NodeId,
     from: &Path,
-    force: bool,
+    opts: &RestoreOptions<'_>,
 ) -> Result<RestoreSummary, StoreError> {
+    let force = opts.force;
     let io = |op: &'static str, p: &Path| {
         let path = p.to_path_buf();
         move |source: io::Error| StoreError::Io { op, path, source }
@@ -306,6 +319,7 @@ pub fn restore_backup(
     let count = r.u64("entry count")?;
     let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
     let (mut records, mut prime_sets) = (0usize, 0usize);
+    let mut refused = Vec::new();
     for _ in 0..count {
         let k = r.bytes("entry key", MAX_HEADER_FIELD)?;
         let v = r.bytes("entry value", usize::MAX)?;
@@ -315,7 +329,12 @@ pub fn restore_backup(
             ));
         }
         match check_entry(&sealer, k, v)? {
-            Entry::Record => records = records.saturating_add(1),
+            Entry::Record(view) => {
+                records = records.saturating_add(1);
+                if let Some(Err(why)) = opts.check_record.map(|check| check(&view)) {
+                    refused.push(format!("{}: {why}", view.key_id));
+                }
+            }
             Entry::PrimeSet => prime_sets = prime_sets.saturating_add(1),
         }
         entries.push((k, v));
@@ -325,6 +344,10 @@ pub fn restore_backup(
             "{} bytes after the last entry",
             r.rest.len()
         )));
+    }
+
+    if !refused.is_empty() {
+        return Err(StoreError::BackupRefused(refused));
     }
 
     let existing = existing_store(dir, master, chain_id, party)?;
@@ -457,6 +480,13 @@ mod tests {
     use super::super::tests::{node0, open, TestStore, CHAIN};
     use super::*;
 
+    fn opts(force: bool) -> RestoreOptions<'static> {
+        RestoreOptions {
+            force,
+            check_record: None,
+        }
+    }
+
     const SHARE_A: [u8; 32] = [0xa1; 32];
     const SHARE_B: [u8; 32] = [0xb2; 32];
     const PRIMES: [u8; 64] = [0xc3; 64];
@@ -477,7 +507,15 @@ mod tests {
     }
 
     fn restore(t: &TestStore, from: &Path, force: bool) -> Result<RestoreSummary, StoreError> {
-        restore_backup(&t.db_dir(), &t.master, None, CHAIN, &node0(), from, force)
+        restore_backup(
+            &t.db_dir(),
+            &t.master,
+            None,
+            CHAIN,
+            &node0(),
+            from,
+            &opts(force),
+        )
     }
 
     fn assert_restored(t: &TestStore) {
@@ -632,12 +670,58 @@ mod tests {
     }
 
     #[test]
+    fn restore__should_refuse_records_its_check_refuses_and_write_nothing() {
+        let (t, out) = backed_up();
+        fs::remove_dir_all(t.db_dir()).unwrap();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let check = |v: &super::super::KeyRecordView| {
+            seen.borrow_mut().push(v.key_id.clone());
+            match v.generation < 4 {
+                true => Err(format!(
+                    "generation {} is older than the chain's 4",
+                    v.generation
+                )),
+                false => Ok(()),
+            }
+        };
+        let opts = RestoreOptions {
+            force: false,
+            check_record: Some(&check),
+        };
+        let err =
+            restore_backup(&t.db_dir(), &t.master, None, CHAIN, &node0(), &out, &opts).unwrap_err();
+        let StoreError::BackupRefused(why) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(why.len(), 2, "{err}");
+        assert!(why[0].contains("older than the chain"), "{err}");
+        assert_eq!(seen.borrow().len(), 2, "every record is shown to the check");
+        assert!(!t.db_dir().exists(), "nothing written");
+        // A check that accepts lets the restore through.
+        let ok = |_: &super::super::KeyRecordView| Ok(());
+        let opts = RestoreOptions {
+            force: false,
+            check_record: Some(&ok),
+        };
+        restore_backup(&t.db_dir(), &t.master, None, CHAIN, &node0(), &out, &opts).unwrap();
+        assert_restored(&t);
+    }
+
+    #[test]
     fn restore__should_refuse_a_wrong_master_key() {
         let (t, out) = backed_up();
         wipe(&t);
         let other = MasterKey::generate().unwrap();
-        let err =
-            restore_backup(&t.db_dir(), &other, None, CHAIN, &node0(), &out, false).unwrap_err();
+        let err = restore_backup(
+            &t.db_dir(),
+            &other,
+            None,
+            CHAIN,
+            &node0(),
+            &out,
+            &opts(false),
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::BackupWrongMasterKey), "{err}");
         let err = restore_backup(
             &t.db_dir(),
@@ -646,7 +730,7 @@ mod tests {
             CHAIN,
             &node0(),
             &out,
-            false,
+            &opts(false),
         )
         .unwrap_err();
         assert!(matches!(err, StoreError::BackupWrongMasterKey), "{err}");
@@ -659,13 +743,23 @@ mod tests {
         let old_key = fs::read(t.key_file()).unwrap();
         open(&t).rotate_master_key(&t.key_file()).unwrap();
         let new = MasterKey::load(&t.key_file()).unwrap();
-        let err = restore_backup(&t.db_dir(), &new, None, CHAIN, &node0(), &out, true).unwrap_err();
+        let err = restore_backup(&t.db_dir(), &new, None, CHAIN, &node0(), &out, &opts(true))
+            .unwrap_err();
         assert!(matches!(err, StoreError::BackupWrongMasterKey), "{err}");
         // With the old key for the backup: restored, and re-wrapped under the current key.
         let old_file = t.dir.path().join("old.key");
         super::super::write_private_file(&old_file, &old_key, false).unwrap();
         let old = MasterKey::load(&old_file).unwrap();
-        restore_backup(&t.db_dir(), &new, Some(&old), CHAIN, &node0(), &out, true).unwrap();
+        restore_backup(
+            &t.db_dir(),
+            &new,
+            Some(&old),
+            CHAIN,
+            &node0(),
+            &out,
+            &opts(true),
+        )
+        .unwrap();
         assert!(matches!(
             KeyStore::open(&t.db_dir(), &old, CHAIN, &node0()),
             Err(StoreError::WrongMasterKey)

@@ -21,6 +21,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Command {
     Get(KeyId, Reply<Option<KeyRecord>>),
     Put(Box<KeyRecord>, Reply<()>),
+    PutErasing(Box<KeyRecord>, Reply<()>),
     Delete(KeyId, Reply<bool>),
     List(Reply<Vec<KeyRecord>>),
     InsertIfAbsent(Box<KeyRecord>, Reply<Option<KeyRecord>>),
@@ -88,6 +89,9 @@ fn run(mut store: KeyStore, mut rx: mpsc::Receiver<Command>) {
             }
             Command::Put(rec, reply) => {
                 let _ = reply.send(store.put(&rec));
+            }
+            Command::PutErasing(rec, reply) => {
+                let _ = reply.send(store.put_erasing(&rec));
             }
             Command::Delete(key_id, reply) => {
                 let _ = reply.send(store.delete(&key_id));
@@ -160,7 +164,7 @@ impl StoreHandle {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// See [`KeyStore::rotate_master_key`]: the running node's store re-wraps its data key
+    /// See [`KeyStore::rotate_master_key`]: the running node's store moves to a fresh data key
     /// under a fresh master key written to `key_path`, between two other commands.
     pub async fn rotate_master_key(&self, key_path: PathBuf) -> Result<(), StoreError> {
         self.call(|r| Command::RotateMasterKey(key_path, r)).await
@@ -180,6 +184,11 @@ impl StoreHandle {
     /// See [`KeyStore::put`]: durable when it returns `Ok`.
     pub async fn put(&self, rec: KeyRecord) -> Result<(), StoreError> {
         self.call(|r| Command::Put(Box::new(rec), r)).await
+    }
+
+    /// See [`KeyStore::put_erasing`]: durable when it returns.
+    pub async fn put_erasing(&self, rec: KeyRecord) -> Result<(), StoreError> {
+        self.call(|r| Command::PutErasing(Box::new(rec), r)).await
     }
 
     /// See [`KeyStore::delete`]: durable when it returns; `true` if the key existed.

@@ -5,15 +5,24 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use aes_gcm::{Aes256Gcm, KeyInit};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{parent_dir, sync_dir, StoreError};
 
 /// Length of the master key file: the raw key, no encoding.
 pub const MASTER_KEY_LEN: usize = 32;
+
+/// How long [`MasterKey::from_command`] waits for its command.
+pub const MASTER_KEY_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most a master key command may print (64 hex digits and a newline fit well within).
+const MAX_COMMAND_OUTPUT: usize = 256;
 
 /// The node's master key (32 bytes).
 ///
@@ -157,6 +166,83 @@ impl MasterKey {
         Ok(key)
     }
 
+    /// Runs `command` (with `sh -c`, no stdin, its stderr passed through) and reads the key
+    /// from its standard output: 64 hex digits, optionally followed by a newline. This is how a
+    /// key kept in a secret store (Vault, a cloud KMS, a hardware token) reaches the node
+    /// without ever lying on its disk, e.g. `vault kv get -field=key secret/seqmpc/node0`.
+    ///
+    /// Refuses with [`StoreError::MasterKey`] a command that cannot start, exits non-zero,
+    /// prints anything else, or does not finish within [`MASTER_KEY_COMMAND_TIMEOUT`]. Every
+    /// buffer that held key bytes is zeroized.
+    pub fn from_command(command: &str) -> Result<MasterKey, StoreError> {
+        MasterKey::from_command_within(command, MASTER_KEY_COMMAND_TIMEOUT)
+    }
+
+    fn from_command_within(command: &str, timeout: Duration) -> Result<MasterKey, StoreError> {
+        let bad = |why: String| StoreError::MasterKey(format!("--master-key-command: {why}"));
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own process group, so that a timeout kills whatever it started too.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| bad(format!("cannot start /bin/sh: {e}")))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| bad("no standard output".into()))?;
+        // Read on a thread, so a command that never ends is killed at the deadline.
+        let reader = std::thread::spawn(move || {
+            let mut out = Zeroizing::new(Vec::with_capacity(MAX_COMMAND_OUTPUT));
+            let mut limited = (&mut stdout).take(MAX_COMMAND_OUTPUT as u64 + 1);
+            limited.read_to_end(&mut out).map(|_| out)
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    if let Ok(pid) = i32::try_from(child.id()) {
+                        let group = nix::unistd::Pid::from_raw(pid);
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(bad(format!(
+                        "did not finish within {} ms",
+                        timeout.as_millis()
+                    )));
+                }
+                Err(e) => return Err(bad(format!("wait: {e}"))),
+            }
+        };
+        let out = reader
+            .join()
+            .map_err(|_| bad("reader thread panicked".into()))?
+            .map_err(|e| bad(format!("read its output: {e}")))?;
+        if !status.success() {
+            return Err(bad(format!("exited with {status}")));
+        }
+        let text = out.strip_suffix(b"\n").unwrap_or(&out);
+        if text.len() != 2 * MASTER_KEY_LEN {
+            return Err(bad(format!(
+                "printed {} bytes; expected {} hex digits (a 32-byte key)",
+                out.len(),
+                2 * MASTER_KEY_LEN
+            )));
+        }
+        let mut key = MasterKey(Box::new([0u8; MASTER_KEY_LEN]));
+        hex::decode_to_slice(text, key.0.as_mut_slice())
+            .map_err(|_| bad("printed something that is not hex".into()))?;
+        Ok(key)
+    }
+
     /// The raw key, to write it to its file. Never log it.
     pub(super) fn expose(&self) -> &[u8; MASTER_KEY_LEN] {
         &self.0
@@ -230,6 +316,49 @@ mod tests {
         assert!(matches!(err, StoreError::MasterKey(_)), "{err}");
         let err = MasterKey::load(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn master_key__should_come_from_a_command_that_prints_it_in_hex() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let created = MasterKey::create(&path).unwrap();
+        let hex_file = dir.path().join("key.hex");
+        fs::write(
+            &hex_file,
+            format!("{}\n", hex::encode(created.0.as_slice())),
+        )
+        .unwrap();
+        let from = MasterKey::from_command(&format!("cat {}", hex_file.display())).unwrap();
+        assert_eq!(from.0, created.0);
+        // Without the newline too.
+        let cmd = format!("printf %s {}", hex::encode(created.0.as_slice()));
+        assert_eq!(MasterKey::from_command(&cmd).unwrap().0, created.0);
+    }
+
+    #[test]
+    fn master_key__should_refuse_a_command_that_fails_hangs_or_prints_anything_else() {
+        let k = "ab".repeat(MASTER_KEY_LEN);
+        let cases = [
+            ("exit 3".to_owned(), "exited with"),
+            (format!("echo {k}; exit 1"), "exited with"),
+            ("echo".to_owned(), "expected 64 hex digits"),
+            (format!("echo {k}ab"), "expected 64 hex digits"),
+            (format!("printf '%s\\n\\n' {k}"), "expected 64 hex digits"),
+            (format!("echo {}", "zz".repeat(MASTER_KEY_LEN)), "not hex"),
+            ("head -c 100000 /dev/zero".to_owned(), "exited with"),
+            ("/nonexistent/secret-tool".to_owned(), "exited with"),
+        ];
+        for (cmd, needle) in cases {
+            let err = MasterKey::from_command(&cmd).unwrap_err();
+            assert!(matches!(err, StoreError::MasterKey(_)), "{cmd}: {err}");
+            assert!(err.to_string().contains(needle), "{cmd}: {err}");
+            // Nothing of a key in the error.
+            assert!(!err.to_string().contains(&k), "{cmd}: {err}");
+        }
+        let slow = Duration::from_millis(200);
+        let err = MasterKey::from_command_within("sleep 5", slow).unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
     }
 
     #[test]

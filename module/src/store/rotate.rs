@@ -1,5 +1,7 @@
-//! Master key rotation: the data key is re-wrapped under a fresh master key; records, which are
-//! sealed under the data key, are not touched.
+//! Master key rotation, with the data key: a fresh master key and a fresh data key, and every
+//! value (records, staged records, prime sets) re-sealed under the new data key in the same
+//! batch that makes it current. An old master key, and the old data key it unwraps, open
+//! nothing current.
 //!
 //! # Steps, and why a crash at any point leaves a store that opens
 //! The store's state is the pair (content of the key file `K`, values `m/datakey` = `W` and
@@ -9,17 +11,18 @@
 //! | step | what | state after it |
 //! |---|---|---|
 //! | 1 `NewKeyWritten` | `k1` to `K.new` (temp file, fsync, rename, fsync dir) | `K`=k0, `W`=w0 |
-//! | 2 `PendingStored` | `P` := the data key wrapped under `k1` (durable put) | `K`=k0, `W`=w0, `P`=w1 |
+//! | 2 `PendingStored` | `P` := a fresh data key wrapped under `k1`, `Q` := the current one wrapped under `k1` (one durable batch) | `K`=k0, `W`=w0, `P`=w1, `Q` |
 //! | 3 `OldKeyKept` | hard link `K` to `K.old`, fsync dir | same, `K.old`=k0 |
 //! | 4 `KeyReplaced` | rename `K.new` over `K`, fsync dir | `K`=k1, `W`=w0, `P`=w1 |
-//! | 5 `Committed` | one batch: `W` := w1, delete `P` (durable) | `K`=k1, `W`=w1 |
-//! | 6 `OldWrappingErased` | reopen + compact `m/datakey*`: w0 leaves the live files | |
+//! | 5 `Committed` | one batch: every value re-sealed under the new data key, `W` := w1, delete `P` and `Q` (durable) | `K`=k1, `W`=w1 |
+//! | 6 `OldWrappingErased` | reopen + compact everything: w0 and the old ciphertexts leave the live files | |
 //! | 7 `Done` | remove `K.old`, fsync dir | |
 //!
 //! The rename in step 4 is atomic, so `K` always holds either `k0` or `k1` in full. Up to step 3
-//! `K` = k0 and `W` = w0 opens. From step 4 to step 5, `K` = k1: `W` no longer opens under it,
-//! but `P` does, and [`KeyStore::open`] then finishes the rotation itself (step 5, see
-//! [`finish_interrupted`]). After step 5, `W` = w1 opens under `K` = k1. The old key also stays
+//! `K` = k0 and `W` = w0 opens (values are still under the old data key). From step 4 to step
+//! 5, `K` = k1: `W` no longer opens under it, but `P` and `Q` do, and [`KeyStore::open`] then
+//! finishes the rotation itself (step 5, see [`finish_interrupted`]): `Q` gives the data key
+//! the values are under, `P` the one they move to. After step 5, `W` = w1 opens under `K` = k1. The old key also stays
 //! in `K.old` from step 3 until step 7, so until step 5 an operator can still open the store with
 //! it. The next rotation starts by removing a leftover `K.new` or `K.old` (only after checking
 //! that `K` opens the store).
@@ -37,11 +40,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::Aes256Gcm;
-use rusty_leveldb::{WriteBatch, DB};
+use rusty_leveldb::{LdbIterator, WriteBatch, DB};
 
+use super::prime_sets::{PrimeSetId, PRIME_SET_PREFIX};
+use super::staged::STAGED_PREFIX;
 use super::{
-    db_err, parent_dir, raw_get, seal, sync_dir, KeyStore, MasterKey, StoreError, DATA_KEY_DB_KEY,
-    PENDING_DATA_KEY_DB_KEY,
+    db_err, parent_dir, raw_get, record_key_id, seal, sync_dir, KeyStore, MasterKey, StoreError,
+    DATA_KEY_DB_KEY, PENDING_DATA_KEY_DB_KEY, PREVIOUS_DATA_KEY_DB_KEY, RECORD_PREFIX,
 };
 use crate::proto::NodeId;
 
@@ -86,9 +91,9 @@ fn remove_leftover(path: &Path) -> Result<(), StoreError> {
 }
 
 impl KeyStore {
-    /// Replaces the master key in `key_path` with a fresh one and re-wraps the data key under
-    /// it. The file must hold the master key this store is under now. Every record stays as it
-    /// is (they are sealed under the data key). Crash-safe: see the module docs of `rotate`.
+    /// Replaces the master key in `key_path` with a fresh one, and the data key with a fresh
+    /// one wrapped under it, re-sealing every value. The file must hold the master key this
+    /// store is under now. Crash-safe: see the module docs of `rotate`.
     ///
     /// Errors: [`StoreError::MasterKey`] if `key_path` does not hold the current master key;
     /// [`StoreError::Io`] or [`StoreError::Db`] if a step fails (the store then opens with the
@@ -132,12 +137,20 @@ impl KeyStore {
         if stop == Step::NewKeyWritten {
             return Ok(());
         }
-        let rewrapped = seal::wrap_data_key(&new, &chain_id, &party, &data_key)?;
-        drop(data_key);
-        drop(new);
+        let mut next_key = zeroize::Zeroizing::new([0u8; 32]);
+        seal::fill_random(next_key.as_mut_slice())?;
+        let pending = seal::wrap_data_key(&new, &chain_id, &party, &next_key)?;
+        let previous = seal::wrap_data_key(&new, &chain_id, &party, &data_key)?;
+        let next_sealer = seal::Sealer::new(seal::data_key_cipher(&next_key)?, &chain_id, &party);
+        drop((data_key, next_key, new));
         self.write_durably(
-            "store the data key wrapped under the new master key",
-            |db| db.put(PENDING_DATA_KEY_DB_KEY, &rewrapped),
+            "store the new data key and the current one, wrapped under the new master key",
+            |db| {
+                let mut batch = WriteBatch::default();
+                batch.put(PENDING_DATA_KEY_DB_KEY, &pending);
+                batch.put(PREVIOUS_DATA_KEY_DB_KEY, &previous);
+                db.write(batch, false)
+            },
         )?;
         if stop == Step::PendingStored {
             return Ok(());
@@ -153,18 +166,16 @@ impl KeyStore {
         if stop == Step::KeyReplaced {
             return Ok(());
         }
+        let batch = reseal(&mut self.db, &self.sealer, &next_sealer, &pending)?;
         self.write_durably(
-            "commit the data key wrapped under the new master key",
-            |db| commit(db, &rewrapped),
+            "commit the new data key and every value re-sealed under it",
+            |db| db.write(batch, false),
         )?;
+        self.sealer = next_sealer;
         if stop == Step::Committed {
             return Ok(());
         }
-        self.compact_out(
-            DATA_KEY_DB_KEY,
-            PENDING_DATA_KEY_DB_KEY,
-            "master key rotation",
-        );
+        self.compact_out(b"\x00", b"\x7f", "master and data key rotation");
         if stop == Step::OldWrappingErased {
             return Ok(());
         }
@@ -175,18 +186,46 @@ impl KeyStore {
     }
 }
 
-/// Step 5 as one batch: the pending wrapping becomes the data key, the pending value goes.
-fn commit(db: &mut DB, wrapped: &[u8]) -> rusty_leveldb::Result<()> {
+/// Step 5 as one batch: every record, staged record and prime set re-sealed from `from` to
+/// `to`, `wrapped` (the new data key under the new master key) made current, the pending
+/// values removed. Fails with [`StoreError::Corrupt`] on a value `from` does not open (nothing
+/// is written then).
+fn reseal(
+    db: &mut DB,
+    from: &seal::Sealer,
+    to: &seal::Sealer,
+    wrapped: &[u8],
+) -> Result<WriteBatch, StoreError> {
     let mut batch = WriteBatch::default();
+    let mut it = db.new_iter().map_err(|e| db_err("iterate", e))?;
+    it.seek(b"");
+    while let Some((k, v)) = it.current() {
+        if let Some(id) = k.strip_prefix(RECORD_PREFIX) {
+            let rec = from.open(&record_key_id(id)?, &v)?;
+            batch.put(&k, &to.seal(&rec)?);
+        } else if let Some(id) = k.strip_prefix(STAGED_PREFIX) {
+            let rec = from.open_staged(&record_key_id(id)?, &v)?;
+            batch.put(&k, &to.seal_staged(&rec)?);
+        } else if k.starts_with(PRIME_SET_PREFIX) {
+            let id = PrimeSetId::from_db_key(&k)?;
+            let set = from.open_prime_set(&id, &v)?;
+            batch.put(&k, &to.seal_prime_set(&id, &set)?);
+        }
+        if !it.advance() {
+            break;
+        }
+    }
+    drop(it);
     batch.put(DATA_KEY_DB_KEY, wrapped);
     batch.delete(PENDING_DATA_KEY_DB_KEY);
-    db.write(batch, false)
+    batch.delete(PREVIOUS_DATA_KEY_DB_KEY);
+    Ok(batch)
 }
 
 /// Called by [`KeyStore::open`] when `master` does not unwrap the data key: if a rotation was
-/// interrupted after the key file was replaced (steps 4-5), the pending wrapping opens under
-/// `master`; then the rotation is committed (step 5, durably) and the cipher returned.
-/// Otherwise [`StoreError::WrongMasterKey`].
+/// interrupted after the key file was replaced (steps 4-5), the pending wrappings open under
+/// `master`; then the rotation is committed (step 5, durably) and the new data key's cipher
+/// returned. Otherwise [`StoreError::WrongMasterKey`].
 pub(super) fn finish_interrupted(
     db: &mut DB,
     master: &MasterKey,
@@ -196,17 +235,27 @@ pub(super) fn finish_interrupted(
     let Some(pending) = raw_get(db, PENDING_DATA_KEY_DB_KEY)? else {
         return Err(StoreError::WrongMasterKey);
     };
-    let Ok(cipher) = seal::unwrap_data_key(master, chain_id, party, &pending) else {
+    let Ok(next) = seal::unwrap_data_key(master, chain_id, party, &pending) else {
         return Err(StoreError::WrongMasterKey);
     };
-    commit(db, &pending)
+    // Without `Q` the rotation was started by an earlier build, which kept the data key: the
+    // values are under `P`'s key already (re-sealing them under it is harmless).
+    let current = match raw_get(db, PREVIOUS_DATA_KEY_DB_KEY)? {
+        None => next.clone(),
+        Some(previous) => seal::unwrap_data_key(master, chain_id, party, &previous)
+            .map_err(|_| StoreError::WrongMasterKey)?,
+    };
+    let from = seal::Sealer::new(current, chain_id, party);
+    let to = seal::Sealer::new(next.clone(), chain_id, party);
+    let batch = reseal(db, &from, &to, &pending)?;
+    db.write(batch, false)
         .and_then(|()| db.flush())
         .map_err(|e| db_err("finish an interrupted master key rotation", e))?;
     tracing::warn!(
         "finished an interrupted master key rotation (the master key file had been replaced); \
-         run `mpcd rotate-master-key` again to remove the old key file and old wrapping"
+         run `mpcd rotate-master-key` again to remove the old key file and old values"
     );
-    Ok(cipher)
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -229,6 +278,7 @@ mod tests {
         store
             .put_prime_set(&super::super::PrimeSetId::from_raw([7; 16]), &[0x33; 64])
             .unwrap();
+        store.put_staged(&sample("k2", &[0x55; 32])).unwrap();
         store
     }
 
@@ -238,6 +288,8 @@ mod tests {
         assert_eq!(recs[0].share.as_ref().unwrap().expose(), &[0x11; 32]);
         assert_eq!(recs[1].share.as_ref().unwrap().expose(), &[0x22; 32]);
         assert_eq!(store.count_prime_sets().unwrap(), 1);
+        let staged = store.get_staged(&kid("k2")).unwrap().unwrap();
+        assert_eq!(staged.share.as_ref().unwrap().expose(), &[0x55; 32]);
     }
 
     /// Copies a directory tree (as a crash would leave it: the store is still open).
@@ -277,7 +329,19 @@ mod tests {
         let t = TestStore::new();
         let mut store = populated(&t);
         let old_wrapping = store.raw_get(DATA_KEY_DB_KEY).unwrap().unwrap();
+        let old_value = store.raw_get(b"r/k1").unwrap().unwrap();
+        let old_data_key =
+            seal::unwrap_data_key(&t.master, CHAIN, &node0(), &old_wrapping).unwrap();
+        let old_sealer = seal::Sealer::new(old_data_key, CHAIN, &node0());
+        assert!(old_sealer.open(&kid("k1"), &old_value).is_ok());
         store.rotate_master_key(&t.key_file()).unwrap();
+        // Every value moved to a new data key: the old master key's data key opens nothing
+        // current, and the old ciphertext is in no live file.
+        let value = store.raw_get(b"r/k1").unwrap().unwrap();
+        assert_ne!(value, old_value);
+        assert!(old_sealer.open(&kid("k1"), &value).is_err());
+        let found = files_containing(&t.db_dir(), &old_value[old_value.len() - 32..]);
+        assert!(found.is_empty(), "old record ciphertext still in {found:?}");
         // The open store keeps working (same data key).
         assert_contents(&mut store);
         store.put(&sample("k3", &[0x44; 32])).unwrap();
@@ -374,6 +438,31 @@ mod tests {
             assert!(wrong_key(KeyStore::open(&db_dir, &key, CHAIN, &node0())));
             assert_contents(&mut KeyStore::open(&db_dir, &newest, CHAIN, &node0()).unwrap());
         }
+    }
+
+    #[test]
+    fn rotate__should_finish_a_rotation_an_earlier_build_left_after_replacing_the_key() {
+        // An earlier build kept the data key: its step 2 stored only `P` (the same data key
+        // under the new master key). A crash after step 4 leaves the new key file and `P`.
+        let t = TestStore::new();
+        let mut store = populated(&t);
+        let wrapped = store.raw_get(DATA_KEY_DB_KEY).unwrap().unwrap();
+        let data_key = seal::unwrap_data_key_bytes(&t.master, CHAIN, &node0(), &wrapped).unwrap();
+        let new = MasterKey::generate().unwrap();
+        let pending = seal::wrap_data_key(&new, CHAIN, &node0(), &data_key).unwrap();
+        store
+            .write_durably("test", |db| db.put(PENDING_DATA_KEY_DB_KEY, &pending))
+            .unwrap();
+        drop(store);
+        let mut store = KeyStore::open(&t.db_dir(), &new, CHAIN, &node0()).unwrap();
+        assert_contents(&mut store);
+        drop(store);
+        assert!(wrong_key(KeyStore::open(
+            &t.db_dir(),
+            &t.master,
+            CHAIN,
+            &node0()
+        )));
     }
 
     #[test]

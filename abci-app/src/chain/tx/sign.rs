@@ -2,7 +2,7 @@
 //! chooses the signers and starts a signing session, which ends in a `SignResult` or at its
 //! deadline.
 
-use seqmpc_module::job::Job;
+use seqmpc_module::job::{Job, KeyVersion};
 use seqmpc_proto::{KeyId, RequestId, Scheme, SessionId};
 
 use super::session::session_deadline;
@@ -69,6 +69,10 @@ impl Handler for KeySign<'_> {
             return;
         };
         let scheme = key.scheme;
+        let key_version = KeyVersion {
+            generation: key.generation,
+            session: key.session,
+        };
         let deadline = session_deadline(state, scheme, false, height);
         let attempt_deadline = attempt_deadline(state, scheme, height, deadline);
         let signers = choose_signers(&key.parties, key.threshold, key_id, request_id, |n| {
@@ -126,6 +130,7 @@ impl Handler for KeySign<'_> {
             prehashed: self.prehashed,
             scheme,
             signers,
+            key_version,
             height,
             deadline_height: attempt_deadline,
             block_time_ms: cx.fx.block_time_ms,

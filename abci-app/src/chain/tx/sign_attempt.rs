@@ -11,14 +11,16 @@
 //!   exclude an honest one, and its false report alone ends nothing: the honest signers still
 //!   finish and the first valid signature wins);
 //! - at the attempt's deadline, a signer that sent no report while another one did (it was
-//!   silent towards the chain as well).
+//!   silent towards the chain as well);
+//! - at once, a signer whose report names itself: it cannot take part (its share is not of the
+//!   key's generation on chain, its store failed, it is overloaded).
 //!
 //! A new attempt starts at once when a report excludes someone, or when every signer of the
 //! attempt has reported a failure; otherwise at the attempt deadline. Each attempt draws its
 //! signers in a new order (live nodes first), so even an attempt that excluded nobody tries
 //! another subset.
 
-use seqmpc_module::job::Job;
+use seqmpc_module::job::{Job, KeyVersion};
 use seqmpc_proto::{NodeId, RequestId, Scheme, SessionId};
 
 use super::session::CGGMP_SIGN_DEADLINE_FACTOR;
@@ -91,6 +93,12 @@ pub(crate) fn on_failure(
     req.error = Some(report.reason);
     let mut out: Vec<NodeId> = report.proven.to_vec();
     out.extend(majority_accused(&req.signers, &req.claims));
+    // A signer that names itself cannot take part (no READY share of this generation, e.g.
+    // restored from an old backup): it steps aside at once. Only the reporter can say this
+    // of itself, so it costs no one else anything.
+    if report.culprits.contains(report.node) {
+        out.push(report.node.clone());
+    }
     let everyone_failed = req.signers.iter().all(|s| req.claims.contains_key(s));
     if out.is_empty() && !everyone_failed {
         return; // wait for the other signers, a signature, or the attempt deadline
@@ -151,6 +159,10 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         return;
     };
     let (key_id, scheme, threshold) = (key.key_id.clone(), key.scheme, key.threshold);
+    let key_version = KeyVersion {
+        generation: key.generation,
+        session: key.session,
+    };
     // The proven guilty never sign again for this request; the others left out only when
     // too few remain (a silent signer may have been cut off for a moment).
     let usable: Vec<NodeId> = key
@@ -235,6 +247,7 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         prehashed,
         scheme,
         signers,
+        key_version,
         height,
         deadline_height: deadline,
         block_time_ms: fx.block_time_ms,

@@ -24,9 +24,8 @@
 //! # }
 //! ```
 //!
-//! A presignature stored in a pool leaves the wrapper by [`SingleUsePresignature::into_bytes`]
-//! (consuming it); the store must delete the record before the partial signature issued from
-//! it leaves the node, and never read it twice (STYLE.md caveat).
+//! A presignature has no serialized form: it lives in memory until it signs once, and is never
+//! written anywhere (a stored copy read back twice would sign twice with one nonce).
 //!
 //! Presignatures sign a message known in full (hashed with SHA-256 here), never a raw digest:
 //! cggmp24 accepts only `DataToSign` for them, because a raw digest chosen after seeing the
@@ -43,14 +42,11 @@ use cggmp24::{DataToSign, Presignature};
 use seqmpc_proto::NodeId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use zeroize::Zeroizing;
 
 use super::share::compressed;
 use super::verify::{finish, EcdsaSignature};
 use super::{CggmpMsg, Curve, Engine, Outgoing, Parties, Phase, Progress};
 use crate::error::ProtocolError;
-
-const VERSION: u32 = 1;
 
 /// The public part of a presignature: `Gamma` (the nonce point R) and every signer's
 /// commitments, which check each partial signature.
@@ -106,17 +102,6 @@ impl fmt::Debug for SingleUsePresignature {
             .field("presignature", &"<redacted>")
             .finish()
     }
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
-struct Stored {
-    version: u32,
-    public_key: String,
-    signers: Vec<NodeId>,
-    me: NodeId,
-    presignature: Presignature<Curve>,
-    public: PublicData,
 }
 
 impl SingleUsePresignature {
@@ -177,46 +162,6 @@ impl SingleUsePresignature {
             data,
         };
         (partial, ctx)
-    }
-
-    /// Serialized form for an encrypted presignature pool; consumes the wrapper.
-    pub fn into_bytes(self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
-        let me = self
-            .parties
-            .my_node()
-            .cloned()
-            .ok_or_else(|| ProtocolError::Bug("own index out of range".into()))?;
-        let stored = Stored {
-            version: VERSION,
-            public_key: hex::encode(self.public_key),
-            signers: self.parties.nodes().to_vec(),
-            me,
-            presignature: self.presig,
-            public: self.public,
-        };
-        serde_json::to_vec(&stored)
-            .map(Zeroizing::new)
-            .map_err(|e| ProtocolError::Bug(format!("serialize presignature: {e}")))
-    }
-
-    /// Parses [`SingleUsePresignature::into_bytes`]. The caller must delete the stored record
-    /// before the partial signature leaves the node.
-    pub fn from_bytes(bytes: &[u8]) -> Result<SingleUsePresignature, ProtocolError> {
-        let s: Stored = super::json::from_slice(bytes).map_err(|e| {
-            ProtocolError::Local(format!("stored presignature does not parse: {e}"))
-        })?;
-        if s.version != VERSION {
-            return Err(ProtocolError::Local(format!(
-                "stored presignature v{}, expected v{VERSION}",
-                s.version
-            )));
-        }
-        let public_key = hex::decode(&s.public_key)
-            .ok()
-            .and_then(|b| <[u8; 33]>::try_from(b).ok())
-            .ok_or_else(|| ProtocolError::Local("stored presignature: public key".into()))?;
-        let parties = Parties::new(&s.signers, &s.me)?;
-        SingleUsePresignature::new(s.presignature, s.public.to_cggmp(), parties, public_key)
     }
 }
 

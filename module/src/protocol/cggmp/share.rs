@@ -146,6 +146,31 @@ impl Primes {
     }
 }
 
+/// SHA-256 of the Paillier moduli `N = p q` (as cggmp24 serializes them) of the prime sets in
+/// the public test fixtures (`module/tests/fixtures/cggmp24-test-fixtures.json`): their
+/// secret keys are published, so anyone can decrypt what is encrypted to them. A production
+/// build refuses a key share whose aux info holds one ([`AuxShare::party_with_public_test_modulus`]);
+/// a unit test keeps this list equal to the fixture file.
+const PUBLIC_TEST_MODULI: [&str; 5] = [
+    "f346e1bb23d371f671b2fd960268a5c559f71ffb33f22b2c1686b4d4ec9159b3",
+    "e49ce08c0cf8904c24ce79ff88bbdcbd00f1d27fd0a504176ad67299997f2a8a",
+    "ddc8dddfc061d3844c6f7fa1bff60bd38869ff9e1a400b74a1ae2ef66ce47090",
+    "80c2d71491aadee3a5a7a9ab80f8fabe7f605222e51a4f32d48684e88731ad7e",
+    "b3d7399db0665e8df739e05a24027f22fba15614b50684bfb0e817a82a38034d",
+];
+
+/// Hex SHA-256 of a Paillier modulus as cggmp24 serializes it.
+fn modulus_digest(n: &cggmp24::backend::Integer) -> Result<String, ProtocolError> {
+    use sha2::{Digest as _, Sha256};
+    let bytes = serde_json::to_vec(n)
+        .map_err(|e| ProtocolError::Bug(format!("serialize a Paillier modulus: {e}")))?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// Whether a production build refuses the public test fixtures' moduli: yes, unless test
+/// code (cargo feature `fault-injection`) is compiled in.
+pub const REFUSES_PUBLIC_TEST_MODULI: bool = !cfg!(feature = "fault-injection");
+
 /// The DKG's output: this party's share of the key, without aux info.
 pub struct CoreShare {
     pub(crate) share: IncompleteKeyShare<Curve>,
@@ -276,6 +301,19 @@ impl AuxShare {
         Ok(h.finalize().into())
     }
 
+    /// The first party of the committee whose Paillier modulus is one of the public test
+    /// fixtures' ([`PUBLIC_TEST_MODULI`]): its secret key is public.
+    pub fn party_with_public_test_modulus(&self) -> Result<Option<NodeId>, ProtocolError> {
+        for (i, n) in self.aux.N.iter().enumerate() {
+            if PUBLIC_TEST_MODULI.contains(&modulus_digest(n)?.as_str()) {
+                return Ok(Some(self.parties.nodes().get(i).cloned().ok_or_else(
+                    || ProtocolError::Bug("aux info has more moduli than parties".into()),
+                )?));
+            }
+        }
+        Ok(None)
+    }
+
     /// Parses and validates [`AuxShare::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<AuxShare, ProtocolError> {
         let (parties, aux): (_, AuxInfo<Level>) = open("aux-info", bytes)?;
@@ -315,11 +353,22 @@ impl fmt::Debug for CggmpKeyShare {
 
 impl CggmpKeyShare {
     /// `KeyShare::from_parts`: both parts must be of the same committee and party.
+    /// A production build ([`REFUSES_PUBLIC_TEST_MODULI`]) refuses aux info holding a public
+    /// test modulus, blaming the party it belongs to.
     pub fn from_parts(core: CoreShare, aux: AuxShare) -> Result<CggmpKeyShare, ProtocolError> {
         if core.parties != aux.parties {
             return Err(ProtocolError::Local(
                 "key share and aux info are of different committees or parties".into(),
             ));
+        }
+        if REFUSES_PUBLIC_TEST_MODULI {
+            if let Some(p) = aux.party_with_public_test_modulus()? {
+                return Err(ProtocolError::blame(
+                    &p,
+                    "its Paillier key is one of the public test fixtures' (anyone can decrypt \
+                     what is encrypted to it): refused by a production build",
+                ));
+            }
         }
         let public_key = core.public_key()?;
         let share = KeyShare::from_parts((core.share, aux.aux))
@@ -382,5 +431,56 @@ impl CggmpKeyShare {
             parties,
             public_key,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cggmp24-test-fixtures.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn public_test_moduli__should_be_the_fixture_prime_sets_moduli() {
+        let doc = fixtures();
+        let digests: Vec<String> = doc["primes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|set| {
+                let primes = Primes::from_bytes(&serde_json::to_vec(set).unwrap()).unwrap();
+                let [p, q, _, _] = primes.0.into_primes();
+                modulus_digest(&(&p * &q)).unwrap()
+            })
+            .collect();
+        assert_eq!(digests, PUBLIC_TEST_MODULI, "update PUBLIC_TEST_MODULI");
+    }
+
+    #[test]
+    fn party_with_public_test_modulus__should_name_a_fixture_party() {
+        let doc = fixtures();
+        let share = serde_json::to_vec(&doc["aux"]["shares"][2]).unwrap();
+        let aux = AuxShare::from_bytes(&share).unwrap();
+        assert_eq!(
+            aux.party_with_public_test_modulus().unwrap(),
+            Some(NodeId::new("node0").unwrap())
+        );
+        // Every modulus of the fixture committee is known: the check looks at each party's.
+        let named: Vec<usize> = aux
+            .aux
+            .N
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| PUBLIC_TEST_MODULI.contains(&modulus_digest(n).unwrap().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(named, [0, 1, 2, 3]);
+        // The test build (this one) accepts them; a production build refuses them.
+        const { assert!(!REFUSES_PUBLIC_TEST_MODULI) };
     }
 }
