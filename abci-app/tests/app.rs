@@ -2926,3 +2926,199 @@ fn app_limits_the_proposals_one_account_may_have_open() {
     let (r, _) = net.deliver_as(&other, join(9));
     assert_eq!(r.code, 0, "{}", r.log);
 }
+
+// Node key rotation and node removal (issue 14, item 5).
+
+fn rotate_key(i: usize, key: &SigningKey) -> TxMsg {
+    TxMsg::NodeRotateKey {
+        node_id: nid(i),
+        public_key: key.verifying_key().to_bytes(),
+    }
+}
+
+fn remove_node(i: usize) -> TxMsg {
+    TxMsg::NodeRemove { node_id: nid(i) }
+}
+
+/// The registered key of node `i` (hex), if it is registered.
+fn registered_key(net: &Net, i: usize) -> Option<String> {
+    let (_, nodes) = net.query("/nodes");
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == nid(i).as_str())
+        .map(|n| n["public_key"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn app_rotates_a_node_key_and_removes_only_a_node_that_holds_no_share() {
+    let mut net = Net::new();
+    let (client, signer) = (net.client.clone(), net.signer_only.clone());
+    net.ready_key("k", &SigningKey::from_bytes(&[83; 32]));
+    let k4 = SigningKey::from_bytes(&[61; 32]);
+    let (r, _) = net.deliver_as(&client, node_join("node4", &k4, "/ip4/127.0.0.1/tcp/30004"));
+    assert_eq!(r.code, 0, "{}", r.log);
+
+    // Rotation: the registry role, a registered node, a key no node or account uses.
+    let new1 = SigningKey::from_bytes(&[62; 32]);
+    let (code, log) = net.check_as(&signer, rotate_key(1, &new1));
+    assert_eq!(code, 5, "{log}");
+    let (code, log) = net.check_as(&client, rotate_key(9, &new1));
+    assert_eq!(code, 7, "{log}");
+    assert!(
+        log.contains("node node9 is not in the node registry"),
+        "{log}"
+    );
+    let (code, log) = net.check_as(&client, rotate_key(1, &net.nodes[2].clone()));
+    assert_eq!(code, 8, "{log}");
+    assert!(log.contains("already registered for node node2"), "{log}");
+    let (code, log) = net.check_as(&client, rotate_key(1, &client));
+    assert!(log.contains("is the key of account"), "{code}: {log}");
+    let (r, jobs) = net.deliver_as(&client, rotate_key(1, &new1));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(
+        jobs,
+        vec![Job::NodeKeyRotated {
+            node: nid(1),
+            public_key: new1.verifying_key().to_bytes(),
+        }]
+    );
+    assert!(r.events.iter().any(|e| e.r#type == "node_key_rotated"));
+    assert_eq!(
+        registered_key(&net, 1),
+        Some(hex::encode(new1.verifying_key().to_bytes()))
+    );
+    // From now on the old key is nobody: its txs are refused; the new key speaks for node1.
+    let old1 = net.nodes[1].clone();
+    let (code, log) = net.check_as(&old1, TxMsg::Heartbeat);
+    assert_ne!(code, 0, "the rotated-away key still sends txs: {log}");
+    let (r, _) = net.deliver_as(&new1, TxMsg::Heartbeat);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let (_, acct) = net.query(&format!(
+        "/account/{}",
+        hex::encode(new1.verifying_key().to_bytes())
+    ));
+    assert_eq!(acct["node"], "node1", "{acct}");
+
+    // Removal: refused while the node holds a share of a live key, or for an unknown node.
+    let (code, log) = net.check_as(&client, remove_node(1));
+    assert_eq!(code, 8, "{log}");
+    assert!(log.contains("holds shares of keys k"), "{log}");
+    let (code, log) = net.check_as(&client, remove_node(9));
+    assert_eq!(code, 7, "{log}");
+    let (code, log) = net.check_as(&signer, remove_node(4));
+    assert_eq!(code, 5, "{log}");
+    let (r, _) = net.deliver_as(&k4, TxMsg::Heartbeat);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let (r, jobs) = net.deliver_as(&client, remove_node(4));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(jobs, vec![Job::NodeRemoved { node: nid(4) }]);
+    assert_eq!(registered_key(&net, 4), None);
+    let (code, log) = net.check_as(&k4, TxMsg::Heartbeat);
+    assert_ne!(code, 0, "a removed node still sends txs: {log}");
+    // A keygen can no longer name it.
+    let (code, log) = net.check_as(
+        &client,
+        TxMsg::KeyGen {
+            key_id: KeyId::new("k2").unwrap(),
+            scheme: Scheme::FrostEd25519,
+            threshold: 2,
+            parties: vec![nid(0), nid(4)],
+        },
+    );
+    assert_ne!(code, 0, "a keygen named a removed node: {log}");
+
+    // The journal replays to the same state: the rotated key and the removal included.
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    assert_eq!(again.state(), net.app.state());
+    let s = again.state().unwrap();
+    assert_eq!(
+        s.node_keys
+            .get(&hex::encode(old1.verifying_key().to_bytes())),
+        None
+    );
+    assert_eq!(
+        s.node_keys
+            .get(&hex::encode(new1.verifying_key().to_bytes())),
+        Some(&nid(1))
+    );
+    assert!(!s.nodes.contains_key(&nid(4)));
+
+    // Admitted again after its removal, under a new key.
+    let k4b = SigningKey::from_bytes(&[63; 32]);
+    let (r, jobs) = net.deliver_as(
+        &client,
+        node_join("node4", &k4b, "/ip4/127.0.0.1/tcp/30004"),
+    );
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(matches!(&jobs[..], [Job::NodeJoined { node, .. }] if *node == nid(4)));
+}
+
+#[test]
+fn app_runs_node_rotation_and_removal_through_governance_and_checks_them_again_when_due() {
+    let mut net = Net::build(
+        0,
+        0,
+        Some(Governance {
+            accounts: vec!["client".into(), "auditor".into()],
+            approvals: 2,
+            delay_blocks: 2,
+            expiry_blocks: 10,
+        }),
+    );
+    let (client, auditor) = (net.client.clone(), auditor());
+    // A removal waits for the second approval and the delay.
+    let (r, jobs) = net.deliver_as(&client, remove_node(3));
+    // node3 holds no share yet: the request is valid and opens a proposal.
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let id = net.open_proposal();
+    let p = net.proposal(&id);
+    assert_eq!(p["status"], "PENDING", "{p}");
+    assert_eq!(p["action"]["kind"], "node_remove", "{p}");
+    assert_eq!(p["action"]["node_id"], "node3", "{p}");
+    let (r, _) = net.deliver_as(&auditor, vote(&id, false));
+    assert_eq!(r.code, 0, "{}", r.log);
+    // Meanwhile node3 takes a share: the approved removal ends FAILED and changes nothing.
+    net.ready_key("k", &SigningKey::from_bytes(&[83; 32]));
+    for _ in 0..3 {
+        net.block(vec![]);
+    }
+    let p = net.proposal(&id);
+    assert_eq!(p["status"], "FAILED", "{p}");
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds shares of keys k"),
+        "{p}"
+    );
+    assert!(registered_key(&net, 3).is_some());
+
+    // A rotation, approved, runs once its delay is over.
+    let new2 = SigningKey::from_bytes(&[64; 32]);
+    let (r, _) = net.deliver_as(&client, rotate_key(2, &new2));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let id = net.open_proposal();
+    let (r, jobs) = net.deliver_as(&auditor, vote(&id, false));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.extend(net.block(vec![]).1);
+    }
+    assert_eq!(
+        jobs,
+        vec![Job::NodeKeyRotated {
+            node: nid(2),
+            public_key: new2.verifying_key().to_bytes(),
+        }]
+    );
+    assert_eq!(net.proposal(&id)["status"], "EXECUTED");
+    assert_eq!(
+        registered_key(&net, 2),
+        Some(hex::encode(new2.verifying_key().to_bytes()))
+    );
+}

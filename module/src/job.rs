@@ -88,6 +88,20 @@ pub enum Job {
         /// Its libp2p multiaddr.
         p2p_addr: String,
     },
+    /// Governance replaced a node's key: the p2p layer accepts only the new key for it (and
+    /// drops connections under the old one); the node itself switches to the key it keeps in
+    /// `HOME/node.key.next` (mpcd restarts itself).
+    NodeKeyRotated {
+        /// The node.
+        node: NodeId,
+        /// Its new ed25519 node public key.
+        public_key: [u8; 32],
+    },
+    /// Governance removed a node from the registry: the p2p layer drops it.
+    NodeRemoved {
+        /// The node.
+        node: NodeId,
+    },
     /// Run a resharing (or refresh) of a READY key: the dealers deal, the new parties collect.
     Reshare(ReshareJob),
     /// The chain confirmed a resharing: new parties make their staged share READY, old holders
@@ -132,6 +146,8 @@ impl Job {
             Job::Delete { .. }
             | Job::KeyGenFailed { .. }
             | Job::NodeJoined { .. }
+            | Job::NodeKeyRotated { .. }
+            | Job::NodeRemoved { .. }
             | Job::ReshareDone { .. }
             | Job::ReshareFailed { .. } => None,
         }

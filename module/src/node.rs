@@ -50,7 +50,7 @@ use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
@@ -96,6 +96,10 @@ pub struct NodeConfig {
     /// Safe-prime sets to keep ready in the key store (generated one at a time in the
     /// background; 0: never generate).
     pub cggmp_prime_pool: usize,
+    /// Where a committed `NodeRotateKey` of this node itself goes (its new public key): the
+    /// daemon switches to the new key, which the runtime cannot do (it is the libp2p identity).
+    /// `None`: logged only.
+    pub own_key_rotated: Option<tokio::sync::mpsc::UnboundedSender<[u8; 32]>>,
     /// TEST ONLY: misbehaviour to inject (cargo feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub faults: crate::fault::Faults,
@@ -117,6 +121,7 @@ impl NodeConfig {
             presign_pool: 2,
             presign_max_subsets: 16,
             cggmp_prime_pool: 2,
+            own_key_rotated: None,
             #[cfg(feature = "fault-injection")]
             faults: crate::fault::Faults::default(),
         }
@@ -710,6 +715,45 @@ impl<S: SubmitResult> Node<S> {
                 public_key,
                 p2p_addr,
             } => self.on_node_joined(node, public_key, p2p_addr).await,
+            Job::NodeKeyRotated { node, public_key } => {
+                self.on_node_key_rotated(node, public_key).await
+            }
+            Job::NodeRemoved { node } => self.on_node_removed(node).await,
+        }
+    }
+
+    /// A committed `NodeRotateKey`: a peer's new key replaces its old one in the p2p layer; for
+    /// this node itself, the daemon is told (it switches to the key it keeps for this).
+    async fn on_node_key_rotated(&mut self, node: NodeId, public_key: [u8; 32]) {
+        if node == self.cfg.me {
+            warn!(public_key = %hex::encode(public_key), "node registry: the chain rotated this node's key");
+            if let Some(tx) = &self.cfg.own_key_rotated {
+                let _ = tx.send(public_key);
+            }
+            return;
+        }
+        match self.p2p.set_peer_key(&node, public_key).await {
+            Ok(()) => {
+                info!(%node, public_key = %hex::encode(public_key), "node registry: key rotated")
+            }
+            Err(e) => warn!(%node, error = %e, "node registry: cannot rotate the node's key"),
+        }
+    }
+
+    /// A committed `NodeRemove`: the p2p layer drops the node (idempotent). The chain only
+    /// removes a node that holds no share of a live key, so no session of this node needs it.
+    async fn on_node_removed(&mut self, node: NodeId) {
+        if node == self.cfg.me {
+            error!(
+                "node registry: the chain removed this node; its peers refuse it from now on \
+                and it takes part in nothing (stop it)"
+            );
+            return;
+        }
+        match self.p2p.remove_peer(&node).await {
+            Ok(true) => info!(%node, "node registry: node removed"),
+            Ok(false) => {}
+            Err(e) => warn!(%node, error = %e, "node registry: cannot remove the node"),
         }
     }
 

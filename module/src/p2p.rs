@@ -222,7 +222,7 @@ struct Inner {
     signer: ed25519_dalek::SigningKey,
     listen_addr: String,
     max_message_bytes: usize,
-    /// Grows when nodes are added at runtime; never shrinks.
+    /// Grows when nodes are added at runtime, shrinks when they are removed.
     slots: RwLock<BTreeMap<NodeId, Slot>>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
@@ -352,6 +352,52 @@ impl P2pHandle {
             .entry(node)
             .or_insert(Slot { target, queued });
         Ok(())
+    }
+
+    /// Replaces the key of registered node `node` (a committed `NodeRotateKey`): from then on
+    /// only the new key is accepted for it, and its connections under the old key are closed.
+    /// Idempotent (a replayed block changes nothing).
+    ///
+    /// # Errors
+    /// [`P2pError::InvalidPeer`] (not registered, a bad key, a key of another node or of this
+    /// one) and [`P2pError::Closed`].
+    pub async fn set_peer_key(&self, node: &NodeId, public_key: [u8; 32]) -> Result<(), P2pError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::SetPeerKey {
+                node: node.clone(),
+                public_key,
+                reply,
+            })
+            .await
+            .map_err(|_| P2pError::Closed)?;
+        rx.await.map_err(|_| P2pError::Closed)?
+    }
+
+    /// Removes node `node` from the registry (a committed `NodeRemove`): its connections are
+    /// closed and refused, and `send` to it fails with [`P2pError::UnknownPeer`]. Returns
+    /// whether it was registered (a replayed block finds it gone).
+    ///
+    /// # Errors
+    /// [`P2pError::Closed`].
+    pub async fn remove_peer(&self, node: &NodeId) -> Result<bool, P2pError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::RemovePeer {
+                node: node.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| P2pError::Closed)?;
+        let removed = rx.await.map_err(|_| P2pError::Closed)?;
+        self.inner
+            .slots
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(node);
+        Ok(removed)
     }
 
     /// Connections refused so far because the peer's authenticated key is not in the node

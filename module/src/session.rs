@@ -503,6 +503,8 @@ impl Manager {
                 });
             }
             Job::NodeJoined { .. }
+            | Job::NodeKeyRotated { .. }
+            | Job::NodeRemoved { .. }
             | Job::Reshare(_)
             | Job::ReshareDone { .. }
             | Job::ReshareFailed { .. } => {

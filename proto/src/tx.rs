@@ -143,6 +143,18 @@ pub enum TxMsg {
         /// Cancel instead of approving.
         cancel: bool,
     },
+    /// A registry account replaces a registered node's key (governance approves).
+    NodeRotateKey {
+        /// The registered node.
+        node_id: NodeId,
+        /// Its new ed25519 public key (a valid, non-weak point; checked at decode).
+        public_key: [u8; 32],
+    },
+    /// A registry account removes a node from the registry (governance approves).
+    NodeRemove {
+        /// The registered node.
+        node_id: NodeId,
+    },
 }
 
 /// The id of the proposal a tx with hash `tx_hash` opens: its first [`PROPOSAL_ID_LEN`] hex
@@ -486,6 +498,13 @@ impl TryFrom<tx_body::Msg> for TxMsg {
                     cancel: v.cancel,
                 }
             }
+            tx_body::Msg::NodeRotateKey(r) => TxMsg::NodeRotateKey {
+                node_id: NodeId::new(r.node_id)?,
+                public_key: node_key(&r.public_key)?,
+            },
+            tx_body::Msg::NodeRemove(r) => TxMsg::NodeRemove {
+                node_id: NodeId::new(r.node_id)?,
+            },
         })
     }
 }
@@ -650,6 +669,16 @@ impl From<TxMsg> for tx_body::Msg {
             } => tx_body::Msg::ProposalVote(wire::ProposalVote {
                 proposal_id,
                 cancel,
+            }),
+            TxMsg::NodeRotateKey {
+                node_id,
+                public_key,
+            } => tx_body::Msg::NodeRotateKey(wire::NodeRotateKey {
+                node_id: node_id.into(),
+                public_key: public_key.to_vec(),
+            }),
+            TxMsg::NodeRemove { node_id } => tx_body::Msg::NodeRemove(wire::NodeRemove {
+                node_id: node_id.into(),
             }),
         }
     }

@@ -146,6 +146,13 @@ fn tx_msg() -> impl Strategy<Value = tx_body::Msg> {
                     p2p_addr: a,
                 })
             }),
+        (id_string(), some_bytes()).prop_map(|(n, pk)| {
+            tx_body::Msg::NodeRotateKey(wire::NodeRotateKey {
+                node_id: n,
+                public_key: pk,
+            })
+        }),
+        id_string().prop_map(|n| tx_body::Msg::NodeRemove(wire::NodeRemove { node_id: n })),
         (id_string(), ids(), any::<u32>()).prop_map(|(k, p, t)| {
             tx_body::Msg::KeyReshare(wire::KeyReshare {
                 key_id: k,

@@ -184,6 +184,30 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Replace a registered node's key (a `NodeRotateKey` tx; `registry` role, then
+    /// governance as for `node-join`). Make the new key first with `mpcd new-node-key`: the
+    /// node switches to it (restarting itself) when the rotation executes.
+    NodeRotateKey {
+        /// The node.
+        #[arg(long)]
+        node_id: String,
+        /// Its new ed25519 node public key, hex (what `mpcd new-node-key` printed).
+        #[arg(long)]
+        public_key: String,
+        /// Wait until the chain lists the node with the new key.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a node from the registry (a `NodeRemove` tx; `registry` role, then governance).
+    /// Refused while it holds shares of live keys: reshare them away from it first.
+    NodeRemove {
+        /// The node.
+        #[arg(long)]
+        node_id: String,
+        /// Wait until the chain no longer lists the node.
+        #[arg(long)]
+        wait: bool,
+    },
     /// A node's local view of its shares (never secret material).
     NodeStatus {
         /// Node id.
@@ -419,6 +443,27 @@ fn follow_proposal(ctx: &Ctx, hash: &str) -> anyhow::Result<()> {
         bail!("{}", proposal_line(&p));
     }
     Ok(())
+}
+
+/// Sends `msg`, a registry change about `node_id` (join, key rotation, removal). Without
+/// `wait`, returns the SUBMITTED answer; with it, `None` once the tx is committed and the
+/// governance proposal it opened (if any) has executed.
+fn registry_change(
+    ctx: &Ctx,
+    node_id: &NodeId,
+    msg: TxMsg,
+    wait: bool,
+) -> anyhow::Result<Option<Value>> {
+    let key = ctx.key()?;
+    let hash = ctx.submit(&key, msg)?;
+    if !wait {
+        return Ok(Some(
+            json!({"node_id": node_id, "tx_hash": hash, "status": "SUBMITTED"}),
+        ));
+    }
+    ctx.wait_committed(&hash)?;
+    follow_proposal(ctx, &hash)?;
+    Ok(None)
 }
 
 /// One line on a proposal's state.
@@ -721,26 +766,58 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             let node_id = NodeId::new(node_id)?;
             let public_key =
                 seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
-            let key = ctx.key()?;
-            let hash = ctx.submit(
-                &key,
-                TxMsg::NodeJoin {
-                    node_id: node_id.clone(),
-                    public_key,
-                    p2p_addr,
-                },
-            )?;
-            if !wait {
-                return Ok(json!({"node_id": node_id, "tx_hash": hash, "status": "SUBMITTED"}));
+            let msg = TxMsg::NodeJoin {
+                node_id: node_id.clone(),
+                public_key,
+                p2p_addr,
+            };
+            if let Some(submitted) = registry_change(&ctx, &node_id, msg, wait)? {
+                return Ok(submitted);
             }
-            ctx.wait_committed(&hash)?;
-            follow_proposal(&ctx, &hash)?;
             let nodes = ctx.wait_until(&Query::Nodes, |nodes: &Vec<NodeView>| {
                 nodes.iter().any(|n| n.node.id == node_id)
             })?;
             Ok(serde_json::to_value(
                 nodes.into_iter().find(|n| n.node.id == node_id),
             )?)
+        }
+        Cmd::NodeRotateKey {
+            node_id,
+            public_key,
+            wait,
+        } => {
+            let node_id = NodeId::new(node_id)?;
+            let pk =
+                seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow!(e))?;
+            let msg = TxMsg::NodeRotateKey {
+                node_id: node_id.clone(),
+                public_key: pk,
+            };
+            if let Some(submitted) = registry_change(&ctx, &node_id, msg, wait)? {
+                return Ok(submitted);
+            }
+            let want = hex::encode(pk);
+            let nodes = ctx.wait_until(&Query::Nodes, |nodes: &Vec<NodeView>| {
+                nodes
+                    .iter()
+                    .any(|n| n.node.id == node_id && n.node.public_key == want)
+            })?;
+            Ok(serde_json::to_value(
+                nodes.into_iter().find(|n| n.node.id == node_id),
+            )?)
+        }
+        Cmd::NodeRemove { node_id, wait } => {
+            let node_id = NodeId::new(node_id)?;
+            let msg = TxMsg::NodeRemove {
+                node_id: node_id.clone(),
+            };
+            if let Some(submitted) = registry_change(&ctx, &node_id, msg, wait)? {
+                return Ok(submitted);
+            }
+            ctx.wait_until(&Query::Nodes, |nodes: &Vec<NodeView>| {
+                !nodes.iter().any(|n| n.node.id == node_id)
+            })?;
+            Ok(json!({"node_id": node_id, "status": "REMOVED"}))
         }
         Cmd::Admins { key_id, admins } => {
             let key_id = KeyId::new(key_id)?;

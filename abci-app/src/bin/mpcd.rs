@@ -114,6 +114,15 @@ enum Cmd {
         #[arg(long, env = "SEQMPC_SIGN_TIMEOUT_MS", default_value_t = 2000)]
         sign_timeout_ms: u64,
     },
+    /// Make a new node key in HOME/node.key.next (0600) and print its public key, for a
+    /// `mpcctl node-rotate-key`. Once the chain has executed that rotation, the running node
+    /// restarts itself with the new key (a stopped node takes it at its next start), and the
+    /// old node.key is gone.
+    NewNodeKey {
+        /// Node home directory.
+        #[arg(long)]
+        home: PathBuf,
+    },
     /// Replace the master key (HOME/master.key) and the key store's data key with fresh ones,
     /// re-sealing every record and prime set. With the node running, the node does it
     /// (operator socket HOME/admin.sock, between two store commands: signing goes on); with it
@@ -179,6 +188,8 @@ enum Cmd {
 }
 
 const NODE_KEY: &str = "node.key";
+/// The node key a `NodeRotateKey` will switch to (`mpcd new-node-key`).
+const NEXT_NODE_KEY: &str = "node.key.next";
 const MASTER_KEY: &str = seqmpc_abci::daemon::master_source::MASTER_KEY_FILE;
 const NODE_ID_FILE: &str = "node_id";
 const KEYSTORE_DIR: &str = "keystore";
@@ -203,16 +214,28 @@ fn my_node_id(
     state: Option<&ChainState>,
     my_pk: &str,
 ) -> anyhow::Result<NodeId> {
-    if let Some(n) = genesis
-        .nodes
-        .iter()
-        .find(|n| n.public_key.eq_ignore_ascii_case(my_pk))
-    {
-        return Ok(n.id.clone());
-    }
     let my_pk = my_pk.to_ascii_lowercase();
     if let Some(id) = state.and_then(|s| s.node_keys.get(&my_pk)) {
         return Ok(id.clone());
+    }
+    if let Some(n) = genesis
+        .nodes
+        .iter()
+        .find(|n| n.public_key.eq_ignore_ascii_case(&my_pk))
+    {
+        // A genesis key the committed state moved on from: rotated away, or removed.
+        if let Some(s) = state {
+            match s.nodes.get(&n.id) {
+                Some(now) => bail!(
+                    "this node's key {my_pk} was rotated away: the chain registers key {} for \
+                     node {} (HOME/{NEXT_NODE_KEY} should hold it)",
+                    now.public_key,
+                    n.id
+                ),
+                None => bail!("node {} was removed from the node registry", n.id),
+            }
+        }
+        return Ok(n.id.clone());
     }
     let path = home.join(NODE_ID_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -234,6 +257,59 @@ fn my_node_id(
         state it holds: it learns the registry while it replays the chain, and peers accept it \
         once a NodeJoin for it is committed");
     Ok(id)
+}
+
+/// If HOME/node.key.next holds the key the committed state registers for a node (a
+/// `NodeRotateKey` executed), it replaces HOME/node.key, durably; the old key is gone.
+fn adopt_next_node_key(home: &Path, state: Option<&ChainState>) -> anyhow::Result<()> {
+    let next = home.join(NEXT_NODE_KEY);
+    if !next.exists() {
+        return Ok(());
+    }
+    let key = load_key_file(&next)?;
+    let pk = hex::encode(key.verifying_key().to_bytes());
+    let Some(node) = state.and_then(|s| s.node_keys.get(&pk)) else {
+        info!(key = %pk, "HOME/{NEXT_NODE_KEY} waits for a committed NodeRotateKey");
+        return Ok(());
+    };
+    std::fs::rename(&next, home.join(NODE_KEY))
+        .with_context(|| format!("replacing {NODE_KEY} with {NEXT_NODE_KEY}"))?;
+    std::fs::File::open(home)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", home.display()))?;
+    warn!(%node, key = %pk, "the chain registers HOME/{NEXT_NODE_KEY} for this node: it is now HOME/{NODE_KEY}");
+    Ok(())
+}
+
+/// `mpcd new-node-key`.
+fn new_node_key(home: &Path) -> anyhow::Result<()> {
+    let path = home.join(NEXT_NODE_KEY);
+    if path.exists() {
+        bail!(
+            "{} exists: a rotation to it may be under way (its public key: see `mpcctl nodes`); \
+             remove it first to make another",
+            path.display()
+        );
+    }
+    let key = create_key_file(&path)?;
+    let pk = hex::encode(key.verifying_key().to_bytes());
+    let node = std::fs::read_to_string(home.join(NODE_ID_FILE)).unwrap_or_default();
+    let node = node.trim();
+    println!(
+        "{}",
+        serde_json::json!({"next_node_key": path, "public_key": pk,
+            "then": format!("mpcctl node-rotate-key --node-id {node} --public-key {pk} --wait")})
+    );
+    Ok(())
+}
+
+/// Whether HOME/node.key.next holds the key `public_key`.
+fn next_key_is(home: &Path, public_key: &[u8; 32]) -> anyhow::Result<bool> {
+    let next = home.join(NEXT_NODE_KEY);
+    if !next.exists() {
+        return Ok(false);
+    }
+    Ok(load_key_file(&next)?.verifying_key().to_bytes() == *public_key)
 }
 
 /// The p2p registry at start: the committed state's nodes (genesis plus every `NodeJoin`
@@ -496,13 +572,15 @@ fn start(
         .context("starting the partition watcher")?;
     check_home_private(home)?;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
-    let key = load_key_file(&home.join(NODE_KEY))?;
-    let my_pk = hex::encode(key.verifying_key().to_bytes());
     let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
     // Committed jobs pass the replay gate on their way to the module: a replayed block's
     // session that the chain has already ended is not started again.
     let (chain_tx, chain_rx) = tokio::sync::mpsc::channel(10_000);
     let app = App::open(home, genesis_bytes, Some(chain_tx))?;
+    adopt_next_node_key(home, app.state())?;
+    let key = load_key_file(&home.join(NODE_KEY))?;
+    let my_key = key.verifying_key().to_bytes();
+    let my_pk = hex::encode(my_key);
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
     ReplayGate::new(me.clone(), RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
     let peers = registry_peers(&genesis, app.state())?;
@@ -659,8 +737,9 @@ fn start(
     info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
 
     let admin_home = home.to_owned();
+    let home_dir = home.to_owned();
     let master_source = MasterKeySource::of_home(home)?;
-    rt.block_on(async move {
+    let restart = rt.block_on(async move {
         // The operator socket: online master-key rotation and backup by the store's thread.
         let admin_store = store.clone();
         tokio::spawn(async move {
@@ -682,22 +761,51 @@ fn start(
                 tracing::warn!(faults = ?cfg.faults, "FAULT INJECTION ACTIVE: this node misbehaves on purpose (test build)");
             }
         }
+        let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
+        cfg.own_key_rotated = Some(rotated_tx);
         let mut node = Node::new(cfg, store, p2p, submitter, metrics);
         node.recover().await;
         for job in catch_up {
             let _ = job_tx.send(job).await;
         }
         drop(job_tx);
-        let run = tokio::spawn(node.run(job_rx, incoming));
+        let mut run = tokio::spawn(node.run(job_rx, incoming));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
-            _ = term.recv() => info!("terminated; stopping"),
-            r = run => if let Err(e) = r { error!(error = %e, "session manager stopped"); },
-        }
-        anyhow::Ok(())
+        let restart = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("interrupted; stopping"); break false }
+                _ = term.recv() => { info!("terminated; stopping"); break false }
+                r = &mut run => {
+                    if let Err(e) = r { error!(error = %e, "session manager stopped"); }
+                    break false
+                }
+                Some(pk) = rotated.recv() => match next_key_is(&home_dir, &pk) {
+                    _ if pk == my_key => {} // a replayed block: this key already
+                    Ok(true) => {
+                        warn!("the chain rotated this node's key to HOME/{NEXT_NODE_KEY}: restarting with it");
+                        break true
+                    }
+                    Ok(false) => error!(key = %hex::encode(pk), "the chain rotated this node's key \
+                        to a key this node does not hold in HOME/{NEXT_NODE_KEY}: peers and the chain \
+                        refuse it until it runs with that key"),
+                    Err(e) => error!(error = %format!("{e:#}"), "the chain rotated this node's key; \
+                        HOME/{NEXT_NODE_KEY} cannot be read"),
+                },
+            }
+        };
+        anyhow::Ok(restart)
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    if restart {
+        // The same command again: it adopts node.key.next at start (the committed state
+        // registers it) and runs under the new identity.
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        bail!("cannot restart with the new node key: {err}");
+    }
     Ok(())
 }
 
@@ -752,6 +860,7 @@ fn main() {
                 sign_timeout_ms,
             },
         ),
+        Cmd::NewNodeKey { home } => new_node_key(&home),
         Cmd::RotateMasterKey { home, genesis } => rotate_master_key(&home, &genesis),
         Cmd::Backup { home, genesis, out } => backup(&home, &genesis, &out),
         Cmd::Restore {

@@ -315,6 +315,18 @@ pub enum ProposalAction {
         /// libp2p multiaddr.
         p2p_addr: String,
     },
+    /// Replace a registered node's key.
+    NodeRotateKey {
+        /// Node id.
+        node_id: NodeId,
+        /// Hex ed25519 new node key.
+        public_key: String,
+    },
+    /// Remove a node from the registry.
+    NodeRemove {
+        /// Node id.
+        node_id: NodeId,
+    },
 }
 
 /// Status of a proposal.

@@ -278,6 +278,32 @@ impl ChainState {
         self.nodes.insert(entry.id.clone(), entry);
     }
 
+    /// Replaces the key of registered `node` (a `NodeRotateKey`): the old key names no signer
+    /// any more, and the new key starts at sequence 0 (the old key's sequence stays, so its
+    /// old txs can never be replayed under it).
+    pub fn set_node_key(&mut self, node: &NodeId, public_key: String) {
+        let Some(entry) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let old = std::mem::replace(&mut entry.public_key, public_key.clone());
+        self.node_keys.remove(&old);
+        self.node_keys.insert(public_key, node.clone());
+        self.touch(StateKey::Node(node.clone()));
+    }
+
+    /// Removes `node` from the registry and its key index, and forgets its liveness (a
+    /// `NodeRemove`). Its key's sequence stays, so a later re-admission under the same key
+    /// cannot replay its old txs.
+    pub fn remove_node(&mut self, node: &NodeId) {
+        if let Some(e) = self.nodes.remove(node) {
+            self.node_keys.remove(&e.public_key);
+            self.touch(StateKey::Node(node.clone()));
+        }
+        if self.node_seen.remove(node).is_some() {
+            self.touch(StateKey::Seen(node.clone()));
+        }
+    }
+
     /// Counts one more proven blame of each culprit in `proven` (one session's).
     pub fn count_proven_blames(&mut self, proven: &[ProvenBlame]) {
         let culprits: BTreeSet<&NodeId> = proven.iter().map(|p| &p.culprit).collect();
@@ -398,7 +424,12 @@ impl ChainState {
                         return Err(other(&format_args!("node {}", e.id)));
                     }
                     self.node_keys.insert(e.public_key.clone(), node.clone());
-                    self.nodes.insert(node, e);
+                    // A rotated key: the old one names no node any more.
+                    if let Some(old) = self.nodes.insert(node, e.clone()) {
+                        if old.public_key != e.public_key {
+                            self.node_keys.remove(&old.public_key);
+                        }
+                    }
                 }
                 (StateKey::Node(node), None) => {
                     if let Some(e) = self.nodes.remove(&node) {

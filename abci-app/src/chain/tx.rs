@@ -14,6 +14,8 @@ mod key_deleted;
 pub(crate) mod keygen;
 mod keygen_result;
 mod node_join;
+mod node_remove;
+mod node_rotate_key;
 pub(crate) mod proposal;
 pub(crate) mod reshare;
 mod reshare_result;
@@ -139,6 +141,8 @@ pub(crate) fn rate_limit(
             | TxMsg::KeyReshare { .. }
             | TxMsg::KeyAdmins { .. }
             | TxMsg::NodeJoin { .. }
+            | TxMsg::NodeRotateKey { .. }
+            | TxMsg::NodeRemove { .. }
             | TxMsg::ProposalVote { .. }
     );
     let signer_hex = hex::encode(tx.signer.as_bytes());
@@ -339,6 +343,14 @@ fn dispatch<V: Visit>(msg: &TxMsg, v: V) -> V::Out {
             proposal_id,
             cancel: *cancel,
         }),
+        TxMsg::NodeRotateKey {
+            node_id,
+            public_key,
+        } => v.visit(node_rotate_key::NodeRotateKey {
+            node_id,
+            public_key,
+        }),
+        TxMsg::NodeRemove { node_id } => v.visit(node_remove::NodeRemove { node_id }),
     }
 }
 

@@ -78,6 +78,18 @@ pub(super) enum Command {
         /// `None`: the node is this one.
         reply: oneshot::Sender<Result<Option<AddedPeer>, P2pError>>,
     },
+    /// Replace a registered node's key (a committed `NodeRotateKey`).
+    SetPeerKey {
+        node: NodeId,
+        public_key: [u8; 32],
+        reply: oneshot::Sender<Result<(), P2pError>>,
+    },
+    /// Remove a node from the registry (a committed `NodeRemove`); replies whether it was
+    /// registered.
+    RemovePeer {
+        node: NodeId,
+        reply: oneshot::Sender<bool>,
+    },
     /// TEST ONLY: cut this node off from its peers while the flag is on.
     #[cfg(feature = "fault-injection")]
     Partition(crate::fault::Partition),
@@ -265,6 +277,16 @@ impl EventLoop {
             Command::AddPeer { peer, reply } => {
                 let _ = reply.send(self.add_peer(&peer));
             }
+            Command::SetPeerKey {
+                node,
+                public_key,
+                reply,
+            } => {
+                let _ = reply.send(self.set_peer_key(&node, &public_key));
+            }
+            Command::RemovePeer { node, reply } => {
+                let _ = reply.send(self.remove_peer(&node));
+            }
             #[cfg(feature = "fault-injection")]
             Command::Partition(p) => self.partition = Some(p),
         }
@@ -286,7 +308,16 @@ impl EventLoop {
             self.swarm.behaviour_mut().allow(remote.peer_id);
             tracing::info!(node = %info.node, peer = %remote.peer_id, addr = %info.addr,
                 "node added to the registry");
-            self.peers.push(peer);
+            match self.peers.get_mut(idx) {
+                // Admitted again after a removal: its old slot, and its queue counter, which
+                // the handle may still hold.
+                Some(old) => {
+                    let queued = Arc::clone(&old.queued);
+                    *old = peer;
+                    old.queued = queued;
+                }
+                None => self.peers.push(peer),
+            }
         }
         match self.peers.get(idx) {
             Some(p) => Ok(Some((Target::Remote(idx), Arc::clone(&p.queued)))),
@@ -295,6 +326,50 @@ impl EventLoop {
                 reason: "bug: peer index out of range".into(),
             }),
         }
+    }
+
+    /// A registered node's new key: connections under the old key are closed and refused
+    /// from now on, the new key is admitted and dialed. Queued messages stay (they are signed
+    /// for the node, not for its key).
+    fn set_peer_key(&mut self, node: &NodeId, public_key: &[u8; 32]) -> Result<(), P2pError> {
+        let Some((idx, old)) = self.registry.set_key(self.local_peer, node, public_key)? else {
+            return Ok(());
+        };
+        self.swarm.behaviour_mut().disallow(&old);
+        let _ = self.swarm.disconnect_peer_id(old);
+        let Some(remote) = self.registry.remotes.get(idx) else {
+            return Ok(());
+        };
+        self.swarm.behaviour_mut().allow(remote.peer_id);
+        let fresh = Peer::new(remote, self.local_peer, Instant::now());
+        if let Some(p) = self.peers.get_mut(idx) {
+            p.peer_id = fresh.peer_id;
+            p.dial_delay = fresh.dial_delay;
+            p.link = fresh.link;
+            p.conns.clear();
+        }
+        tracing::info!(%node, old_peer = %old, peer = %remote.peer_id, "node key rotated: the old key is refused from now on");
+        Ok(())
+    }
+
+    /// A node removed from the registry: its connections are closed and refused from now on,
+    /// it is never dialed again, and what was queued for it is dropped.
+    fn remove_peer(&mut self, node: &NodeId) -> bool {
+        let Some((idx, peer_id)) = self.registry.remove(node) else {
+            return false;
+        };
+        self.swarm.behaviour_mut().disallow(&peer_id);
+        let _ = self.swarm.disconnect_peer_id(peer_id);
+        if let Some(p) = self.peers.get_mut(idx) {
+            p.addr = None;
+            p.conns.clear();
+            p.link = Link::down_after(BACKOFF_INITIAL, p.dial_delay);
+            while p.queue.pop_front().is_some() {
+                p.release();
+            }
+        }
+        tracing::info!(%node, peer = %peer_id, "node removed from the registry: its connections are refused from now on");
+        true
     }
 
     /// Sends queued messages of peer `idx` while it is connected and its window has room.

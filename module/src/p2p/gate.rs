@@ -61,6 +61,11 @@ impl Gate {
         self.allowed.insert(peer);
     }
 
+    /// Refuses `peer`'s connections from now on (a node removed, or its key rotated away).
+    pub(super) fn disallow(&mut self, peer: &PeerId) {
+        self.allowed.remove(peer);
+    }
+
     fn check(
         &self,
         peer: PeerId,

@@ -18,6 +18,9 @@ pub(super) struct Remote {
     pub addr: Option<Multiaddr>,
     /// Its registered key, which signs every message it sends.
     pub key: ed25519_dalek::VerifyingKey,
+    /// Removed from the registry (a committed `NodeRemove`): no `PeerId` maps to it any more.
+    /// It keeps its index, which the event loop and the handle use.
+    pub removed: bool,
 }
 
 /// Registry nodes other than this one, indexed by position.
@@ -100,6 +103,7 @@ impl Registry {
                 peer_id,
                 addr,
                 key,
+                removed: false,
             });
         }
         Ok(Self { remotes, by_peer })
@@ -129,7 +133,15 @@ impl Registry {
                 Err(invalid("this node's id with another key".into()))
             };
         }
-        if let Some(idx) = self.remotes.iter().position(|r| r.node == p.node) {
+        let revived = self
+            .remotes
+            .iter()
+            .position(|r| r.node == p.node && r.removed);
+        if let Some(idx) = self
+            .remotes
+            .iter()
+            .position(|r| r.node == p.node && !r.removed)
+        {
             return match self.remotes.get(idx) {
                 Some(r) if r.peer_id == peer_id => Ok(Some((idx, false))),
                 _ => Err(invalid("registered already with another key".into())),
@@ -149,17 +161,82 @@ impl Registry {
                 None
             }
         };
-        let idx = self.remotes.len();
-        self.by_peer.insert(peer_id, idx);
         let key = ed25519_dalek::VerifyingKey::from_bytes(&p.public_key)
             .map_err(|e| invalid(format!("not a valid ed25519 public key: {e}")))?;
-        self.remotes.push(Remote {
+        let remote = Remote {
             node: p.node.clone(),
             peer_id,
             addr,
             key,
-        });
+            removed: false,
+        };
+        // A node removed earlier and admitted again takes its old index back.
+        let idx = match revived.and_then(|i| Some((i, self.remotes.get_mut(i)?))) {
+            Some((i, slot)) => {
+                *slot = remote;
+                i
+            }
+            None => {
+                self.remotes.push(remote);
+                self.remotes.len().saturating_sub(1)
+            }
+        };
+        self.by_peer.insert(peer_id, idx);
         Ok(Some((idx, true)))
+    }
+
+    /// Replaces the key of registered remote `node` (a committed `NodeRotateKey`). Returns its
+    /// index and the `PeerId` of the old key; `None` when the key is already this one (a
+    /// replayed block). Refuses an unknown node, and a key of this node or another one.
+    pub(super) fn set_key(
+        &mut self,
+        local_peer: PeerId,
+        node: &NodeId,
+        public_key: &[u8; 32],
+    ) -> Result<Option<(usize, PeerId)>, P2pError> {
+        let invalid = |reason: String| P2pError::InvalidPeer {
+            node: node.clone(),
+            reason,
+        };
+        let peer_id = peer_id_of(public_key)
+            .map_err(|e| invalid(format!("not a valid ed25519 public key: {e}")))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+            .map_err(|e| invalid(format!("not a valid ed25519 public key: {e}")))?;
+        let idx = self
+            .remotes
+            .iter()
+            .position(|r| &r.node == node && !r.removed)
+            .ok_or_else(|| invalid("not in the registry".into()))?;
+        if peer_id == local_peer {
+            return Err(invalid("it carries this node's own key".into()));
+        }
+        match self.by_peer.get(&peer_id) {
+            Some(i) if *i == idx => return Ok(None),
+            Some(_) => return Err(invalid("its key is registered for another node".into())),
+            None => {}
+        }
+        let r = self
+            .remotes
+            .get_mut(idx)
+            .ok_or_else(|| invalid("bug: registry index out of range".into()))?;
+        let old = std::mem::replace(&mut r.peer_id, peer_id);
+        r.key = key;
+        self.by_peer.remove(&old);
+        self.by_peer.insert(peer_id, idx);
+        Ok(Some((idx, old)))
+    }
+
+    /// Removes remote `node` (a committed `NodeRemove`): returns its index and `PeerId`, or
+    /// `None` when it is not (or no longer) registered.
+    pub(super) fn remove(&mut self, node: &NodeId) -> Option<(usize, PeerId)> {
+        let idx = self
+            .remotes
+            .iter()
+            .position(|r| &r.node == node && !r.removed)?;
+        let r = self.remotes.get_mut(idx)?;
+        r.removed = true;
+        self.by_peer.remove(&r.peer_id);
+        Some((idx, r.peer_id))
     }
 
     /// Index of the remote node authenticated as `peer`, if it is registered.

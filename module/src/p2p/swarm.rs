@@ -40,6 +40,11 @@ impl Behaviour {
     pub(super) fn allow(&mut self, peer: PeerId) {
         self.gate.allow(peer);
     }
+
+    /// Refuses `peer`'s connections from now on.
+    pub(super) fn disallow(&mut self, peer: &PeerId) {
+        self.gate.disallow(peer);
+    }
 }
 
 /// Runs libp2p's per-connection tasks on tokio inside the node's span, so their log lines

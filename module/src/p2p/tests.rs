@@ -590,3 +590,74 @@ async fn p2p__should_drop_every_message_to_and_from_a_partitioned_node_until_hea
     let m = recv_within(&mut rb, WAIT).await.expect("healed: a -> b");
     assert_eq!((m.from, number_of(&m.bytes)), (a.node.clone(), 101));
 }
+
+/// A committed `NodeRotateKey` and `NodeRemove` at the p2p layer: a rotated node is accepted
+/// only under its new key, a removed one not at all (nor can it be sent to), and a removed node
+/// admitted again is accepted under its new key.
+#[tokio::test(flavor = "multi_thread")]
+async fn p2p__should_accept_a_rotated_node_only_under_its_new_key_and_drop_a_removed_one() {
+    init_tracing();
+    let a = TestNode::new("node-a", 101);
+    let b = TestNode::new("node-b", 102);
+    let c = TestNode::new("node-c", 103);
+    let (ha, mut rxa) = a.start(&[&a, &b, &c], MAX).await;
+    let (hb, _rxb) = b.start(&[&a, &b, &c], MAX).await;
+    let (hc, _rxc) = c.start(&[&a, &b, &c], MAX).await;
+    wait_connected(&ha, &b.node).await;
+    wait_connected(&ha, &c.node).await;
+
+    // node-b's key is rotated: the old key (still running) is cut off and refused.
+    let b2 = TestNode::new("node-b", 104);
+    ha.set_peer_key(&b.node, b2.public_key).await.unwrap();
+    ha.set_peer_key(&b.node, b2.public_key).await.unwrap(); // a replayed block
+    assert!(matches!(
+        ha.set_peer_key(&b.node, c.public_key).await,
+        Err(P2pError::InvalidPeer { .. })
+    ));
+    hb.send(&a.node, b"old key".to_vec()).await.unwrap();
+    assert!(
+        recv_within(&mut rxa, Duration::from_secs(2))
+            .await
+            .is_none(),
+        "a message under a rotated-away key was delivered"
+    );
+    // The node runs again under its new key: accepted, as node-b.
+    let (hb2, _rxb2) = b2.start(&[&a, &b2, &c], MAX).await;
+    hb2.send(&a.node, b"new key".to_vec()).await.unwrap();
+    let m = recv_within(&mut rxa, WAIT)
+        .await
+        .expect("node-b's message under its new key");
+    assert_eq!((m.from, m.bytes), (b.node.clone(), b"new key".to_vec()));
+    wait_connected(&ha, &b.node).await;
+
+    // node-c is removed: it cannot be sent to, and its messages are refused.
+    assert!(ha.remove_peer(&c.node).await.unwrap());
+    assert!(!ha.remove_peer(&c.node).await.unwrap());
+    assert!(matches!(
+        ha.send(&c.node, b"x".to_vec()).await,
+        Err(P2pError::UnknownPeer(_))
+    ));
+    hc.send(&a.node, b"removed".to_vec()).await.unwrap();
+    assert!(
+        recv_within(&mut rxa, Duration::from_secs(2))
+            .await
+            .is_none(),
+        "a removed node's message was delivered"
+    );
+    assert!(!ha.connected().await.contains(&c.node));
+
+    // Admitted again, under a new key: accepted, and reachable.
+    let c2 = TestNode::new("node-c", 105);
+    ha.add_peer(c2.info()).await.unwrap();
+    let (hc2, mut rxc2) = c2.start(&[&a, &b2, &c2], MAX).await;
+    hc2.send(&a.node, b"back".to_vec()).await.unwrap();
+    let m = recv_within(&mut rxa, WAIT)
+        .await
+        .expect("node-c's message after its new admission");
+    assert_eq!((m.from, m.bytes), (c.node.clone(), b"back".to_vec()));
+    ha.send(&c.node, b"welcome back".to_vec()).await.unwrap();
+    let m = recv_within(&mut rxc2, WAIT)
+        .await
+        .expect("a's message to c");
+    assert_eq!(m.bytes, b"welcome back".to_vec());
+}

@@ -58,6 +58,12 @@ fn check_free(state: &ChainState, node_id: &NodeId, pk: &str) -> Result<(), TxEr
             "node {node_id} is already in the node registry"
         )));
     }
+    check_key_free(state, pk)
+}
+
+/// A key given to a node (admitted or rotated) may not be a key of a node or an account: a key
+/// names exactly one signer.
+pub(super) fn check_key_free(state: &ChainState, pk: &str) -> Result<(), TxError> {
     if let Some(other) = state.node_keys.get(pk) {
         return Err(TxError::Conflict(format!(
             "key {pk} is already registered for node {other}"

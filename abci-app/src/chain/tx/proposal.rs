@@ -1,5 +1,5 @@
-//! Governance: changes that move key material to other nodes (a resharing to another
-//! committee or threshold, a node admission) need the approval of `approvals` of the genesis
+//! Governance: changes that move key material to other nodes or change who the nodes are (a
+//! resharing to another committee or threshold, a node admission, key rotation or removal) need the approval of `approvals` of the genesis
 //! `governance.accounts`, then wait `delay_blocks`, during which they are visible (the
 //! `/proposals` query, `mpcctl proposals`) and any governance account or the proposer can
 //! cancel them. So one account, whatever its roles, cannot move a key to nodes it controls.
@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 
 use seqmpc_proto::tx::proposal_id;
 
-use super::{ev, node_join, reshare, Effects, Exec, Handler, Signer, TxError};
+use super::{
+    ev, node_join, node_remove, node_rotate_key, reshare, Effects, Exec, Handler, Signer, TxError,
+};
 use crate::chain::entries::{DeadlineItem, ProposalAction, ProposalEntry, ProposalStatus};
 use crate::chain::state::ChainState;
 
@@ -138,6 +140,11 @@ fn describe(action: &ProposalAction) -> (&'static str, String) {
         ProposalAction::NodeJoin {
             node_id, p2p_addr, ..
         } => ("node_join", format!("{node_id} at {p2p_addr}")),
+        ProposalAction::NodeRotateKey {
+            node_id,
+            public_key,
+        } => ("node_rotate_key", format!("{node_id} to key {public_key}")),
+        ProposalAction::NodeRemove { node_id } => ("node_remove", node_id.to_string()),
     }
 }
 
@@ -268,6 +275,11 @@ fn execute(
             public_key,
             p2p_addr,
         } => node_join::execute_approved(state, node_id, public_key, p2p_addr, fx),
+        ProposalAction::NodeRotateKey {
+            node_id,
+            public_key,
+        } => node_rotate_key::execute_approved(state, node_id, public_key, fx),
+        ProposalAction::NodeRemove { node_id } => node_remove::execute_approved(state, node_id, fx),
     }
 }
 
