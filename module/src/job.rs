@@ -203,6 +203,9 @@ pub struct ReshareJob {
     pub new_threshold: u32,
     /// The group public key (as the chain records it), unchanged by resharing.
     pub public_key: Vec<u8>,
+    /// FROST: the current generation's public key package as the chain records it (see
+    /// `ReshareParams::old_public_package`); `None` for CGGMP24.
+    pub public_key_package: Option<Vec<u8>>,
     /// Generation of the new shares.
     pub generation: u64,
     /// Height of the committed request.

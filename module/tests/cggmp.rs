@@ -635,6 +635,7 @@ fn reshare__should_give_cggmp24_shares_that_sign_with_the_committees_aux_info() 
         new_parties: parties.clone(),
         new_threshold: 2,
         public_key: public_key.to_vec(),
+        old_public_package: None,
     };
     let mut collectors: BTreeMap<NodeId, Collector> = parties
         .iter()

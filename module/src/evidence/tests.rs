@@ -499,6 +499,7 @@ mod no_panic {
             new_parties: vec![node(0), node(1), node(2)],
             new_threshold: 2,
             public_key: vec![0x58; 32],
+            old_public_package: None,
         })
     }
 

@@ -73,6 +73,7 @@ impl ReshareJob {
             new_parties: self.new_parties.clone(),
             new_threshold: t(self.new_threshold)?,
             public_key: self.public_key.clone(),
+            old_public_package: self.public_key_package.clone(),
         })
     }
 }

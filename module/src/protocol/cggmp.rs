@@ -340,6 +340,20 @@ pub fn execution_id(
     parties: &[NodeId],
     params: &[u16],
 ) -> [u8; 32] {
+    execution_id_bound(phase, session, parties, params, &[])
+}
+
+/// [`execution_id`] that also commits to `bind` (public data every party must hold alike,
+/// e.g. the fingerprint of the aux info a keygen's DKG is combined with), so a party holding
+/// other data runs another execution and the run fails at once instead of producing shares
+/// that do not fit together. An empty `bind` gives [`execution_id`]'s value.
+pub fn execution_id_bound(
+    phase: Phase,
+    session: &SessionId,
+    parties: &[NodeId],
+    params: &[u16],
+    bind: &[u8],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"seqmpc/cggmp24-secp256k1/execution-id/v1\0");
     h.update(phase.tag());
@@ -353,6 +367,11 @@ pub fn execution_id(
     h.update((params.len() as u64).to_be_bytes());
     for x in params {
         h.update(x.to_be_bytes());
+    }
+    if !bind.is_empty() {
+        h.update(b"bind");
+        h.update((bind.len() as u64).to_be_bytes());
+        h.update(bind);
     }
     h.finalize().into()
 }

@@ -67,6 +67,13 @@ pub struct ReshareParams {
     /// [`FrostScheme::chain_public_key`](super::FrostScheme::chain_public_key) (Ed25519 32
     /// bytes, secp256k1-tr 32-byte x-only), CGGMP24 33-byte compressed SEC 1.
     pub public_key: Vec<u8>,
+    /// FROST: the key's public key package of the current generation as the chain records it
+    /// (frost's serialization; every party agreed on it at keygen or the last resharing).
+    /// Collectors check each dealer's old public shares against it, so dealers that collude,
+    /// even a majority of them, cannot get an honest dealer blamed. `None` (CGGMP24, whose
+    /// public shares the chain does not keep, or a key from before packages were recorded):
+    /// the dealers' majority decides.
+    pub old_public_package: Option<Vec<u8>>,
 }
 
 fn sorted_unique(v: &[NodeId]) -> bool {
@@ -373,10 +380,51 @@ impl Collector {
         })
     }
 
+    /// The old public data an honest dealer sends, from the chain's record of the key
+    /// ([`ReshareParams::old_public_package`]); `None` when there is none, or it does not fit
+    /// the old committee (then the dealers' majority decides, as without it).
+    fn chain_old_public(&self) -> Option<Vec<u8>> {
+        let pkp = self.params.old_public_package.as_deref()?;
+        let expected = match self.params.scheme {
+            Scheme::FrostEd25519 => {
+                frost::old_public_of_package::<Ed25519Sha512>(&self.params, pkp)
+            }
+            Scheme::FrostSecp256k1Tr => {
+                frost::old_public_of_package::<Secp256K1Sha256TR>(&self.params, pkp)
+            }
+            Scheme::Cggmp24Secp256k1 => return None,
+        };
+        match expected {
+            Ok(e) => Some(e),
+            Err(error) => {
+                tracing::warn!(session = %self.params.session, %error,
+                    "the chain's public key package does not fit this resharing; the dealers' majority decides");
+                None
+            }
+        }
+    }
+
     /// Checks every dealer's `old_public` (well-formed, of this key) and that the dealers
-    /// agree on it. A dealer whose copy differs from the majority's is blamed; with no
+    /// agree on it: against the chain's record when there is one ([`Self::chain_old_public`]),
+    /// else by majority. A dealer whose copy differs from the majority's is blamed; with no
     /// majority nobody can be told apart and the abort names no culprit.
     fn agreed_old_public(&self) -> Result<Vec<u8>, ProtocolError> {
+        if let Some(expected) = self.chain_old_public() {
+            let culprits: Vec<NodeId> = self
+                .deals
+                .iter()
+                .filter(|(_, d)| d.old_public != expected)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if culprits.is_empty() {
+                return Ok(expected);
+            }
+            return Err(ProtocolError::Aborted {
+                culprits,
+                reason: "dealer's old public shares differ from the key's public data on chain"
+                    .into(),
+            });
+        }
         let mut faulty = Vec::new();
         for (dealer, deal) in &self.deals {
             let checked = match self.params.scheme {

@@ -51,6 +51,8 @@ fn reshare_floor(
         new_parties: new_parties.to_vec(),
         new_threshold: new_t,
         public_key,
+        // The floor compares the dealers' copies by majority, as without the chain's record.
+        old_public_package: None,
     };
     let start = Instant::now();
     let mut collectors: BTreeMap<NodeId, Collector> = new_parties

@@ -228,6 +228,10 @@ fn start_reshare(
         new_parties: parties,
         new_threshold: threshold,
         public_key,
+        public_key_package: key
+            .public_key_package
+            .as_deref()
+            .and_then(|p| hex::decode(p).ok()),
         generation: key.generation.saturating_add(1),
         height,
         deadline_height: deadline,

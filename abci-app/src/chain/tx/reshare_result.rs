@@ -180,5 +180,9 @@ fn reshare_context(
         new_parties: r.parties.clone(),
         new_threshold: t(r.threshold)?,
         public_key,
+        old_public_package: key
+            .public_key_package
+            .as_deref()
+            .and_then(|p| hex::decode(p).ok()),
     }))
 }

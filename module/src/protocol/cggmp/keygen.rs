@@ -17,7 +17,8 @@ use sha2::Sha256;
 use super::driver::{Driver, Step};
 use super::share::{AuxShare, CggmpKeyShare, CoreShare, Primes};
 use super::{
-    execution_id, owned_rng, CggmpMsg, Curve, Engine, Level, Outgoing, Parties, Phase, Progress,
+    execution_id, execution_id_bound, owned_rng, CggmpMsg, Curve, Engine, Level, Outgoing, Parties,
+    Phase, Progress,
 };
 use crate::error::ProtocolError;
 
@@ -46,6 +47,20 @@ impl Dkg {
         threshold: u16,
         rng: &mut R,
     ) -> Result<(Dkg, Vec<Outgoing<CggmpMsg>>), ProtocolError> {
+        Dkg::start_bound(session, me, parties, threshold, &[], rng)
+    }
+
+    /// [`Dkg::start`] whose execution id also commits to `bind` ([`execution_id_bound`]): a
+    /// party started with other `bind` bytes takes part in another execution, and the DKG
+    /// fails instead of finishing.
+    pub fn start_bound<R: RngCore + CryptoRng>(
+        session: SessionId,
+        me: &NodeId,
+        parties: &[NodeId],
+        threshold: u16,
+        bind: &[u8],
+        rng: &mut R,
+    ) -> Result<(Dkg, Vec<Outgoing<CggmpMsg>>), ProtocolError> {
         let parties = Parties::new(parties, me)?;
         let n = parties.n();
         if threshold < 2 || threshold > n {
@@ -53,7 +68,7 @@ impl Dkg {
                 "threshold {threshold} of {n}: cggmp24 needs 2 <= t <= n"
             )));
         }
-        let eid = execution_id(Phase::Keygen, &session, parties.nodes(), &[threshold]);
+        let eid = execution_id_bound(Phase::Keygen, &session, parties.nodes(), &[threshold], bind);
         let i = parties.me();
         let mut rng = owned_rng(rng)?;
         let machine = Box::new(wrap_protocol(move |party| async move {
@@ -204,7 +219,11 @@ pub struct KeyGen {
 
 impl KeyGen {
     /// Starts the DKG and, with [`AuxSource::Generate`], aux-info generation (one session id:
-    /// the two runs get different execution ids).
+    /// the two runs get different execution ids). With [`AuxSource::Existing`], the DKG's
+    /// execution id commits to the aux info's fingerprint, so parties that hold different aux
+    /// info for the committee (a stale copy, a lie about which one they hold) fail the DKG at
+    /// once rather than finishing a key whose shares do not fit together. Generated aux info
+    /// has no fingerprint before it exists; [`CggmpKeyShare::from_parts`] checks the pair.
     pub fn start<R: RngCore + CryptoRng>(
         session: SessionId,
         me: &NodeId,
@@ -213,10 +232,10 @@ impl KeyGen {
         aux: AuxSource,
         rng: &mut R,
     ) -> Result<(KeyGen, Vec<Outgoing<CggmpMsg>>), ProtocolError> {
-        let (aux, mut out) = match aux {
+        let (aux, mut out, bind) = match aux {
             AuxSource::Generate(primes) => {
                 let (a, out) = AuxGen::start(session, me, parties, *primes, rng)?;
-                (Part::Running(a), out)
+                (Part::Running(a), out, Vec::new())
             }
             AuxSource::Existing(a) => {
                 if a.parties() != parties || a.parties.my_node() != Some(me) {
@@ -224,10 +243,11 @@ impl KeyGen {
                         "existing aux info is of another committee or party".into(),
                     ));
                 }
-                (Part::Done(a), Vec::new())
+                let fingerprint = a.fingerprint()?.to_vec();
+                (Part::Done(a), Vec::new(), fingerprint)
             }
         };
-        let (dkg, dkg_out) = Dkg::start(session, me, parties, threshold, rng)?;
+        let (dkg, dkg_out) = Dkg::start_bound(session, me, parties, threshold, &bind, rng)?;
         out.extend(dkg_out);
         Ok((
             KeyGen {
@@ -286,5 +306,46 @@ impl Engine for KeyGen {
             }
             (dkg, aux) => Ok(Progress::Continue(KeyGen { dkg, aux }, out)),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::protocol::cggmp::local;
+
+    fn dkg(binds: &[&[u8]]) -> local::Outcome<CoreShare> {
+        let parties: Vec<NodeId> = (0..binds.len())
+            .map(|i| NodeId::new(format!("node{i}")).unwrap())
+            .collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let started = parties
+            .iter()
+            .zip(binds)
+            .map(|(p, bind)| {
+                let session = SessionId([0x42; 32]);
+                let (d, out) = Dkg::start_bound(session, p, &parties, 2, bind, &mut rng).unwrap();
+                (p.clone(), d, out)
+            })
+            .collect();
+        local::run(started, Some(&mut rng), None)
+    }
+
+    #[test]
+    fn dkg__should_finish_only_when_every_party_binds_the_same_aux_fingerprint() {
+        let same = dkg(&[b"aux-a", b"aux-a", b"aux-a"]);
+        assert_eq!(same.results.len(), 3, "{:?}", same.results.keys());
+        assert!(same.results.values().all(|r| r.is_ok()), "{same:?}");
+        // node2 holds other aux info: no party ends with a share.
+        let split = dkg(&[b"aux-a", b"aux-a", b"aux-b"]);
+        assert!(
+            !split.results.values().any(|r| r.is_ok()),
+            "a DKG finished across different aux fingerprints: {:?}",
+            split.results
+        );
     }
 }

@@ -153,6 +153,20 @@ fn encode_old_public<C: FrostScheme>(
     Ok(out)
 }
 
+/// [`Deal::old_public`] as an honest dealer of the key whose public key package the chain
+/// records (`pkp`, frost's serialization) would send it.
+pub(super) fn old_public_of_package<C: FrostScheme>(
+    params: &ReshareParams,
+    pkp: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
+    let pkp = PublicKeyPackage::<C>::deserialize(pkp).map_err(|e| {
+        ProtocolError::Local(format!(
+            "the chain's public key package does not parse: {e}"
+        ))
+    })?;
+    encode_old_public(params, &pkp)
+}
+
 /// Parsed [`Deal::old_public`].
 struct OldPublic<C: Ciphersuite> {
     group_key: VerifyingKey<C>,

@@ -47,6 +47,8 @@ struct OldKey {
     threshold: u16,
     public_key: Vec<u8>,
     shares: BTreeMap<NodeId, Zeroizing<Vec<u8>>>,
+    /// FROST only: the public key package every party agreed on (what the chain records).
+    public_key_package: Option<Vec<u8>>,
     /// CGGMP24 (trusted dealer) only.
     secret: Option<Scalar<Curve>>,
 }
@@ -76,11 +78,20 @@ fn frost_dkg(scheme: Scheme, parties: &[NodeId], t: u16, rng: &mut StdRng) -> Ol
     }
     assert_eq!(outputs.len(), parties.len());
     let public_key = outputs.values().next().unwrap().public_key().to_vec();
+    let public_key_package = Some(
+        outputs
+            .values()
+            .next()
+            .unwrap()
+            .public_key_package()
+            .unwrap(),
+    );
     OldKey {
         scheme,
         parties: parties.to_vec(),
         threshold: t,
         public_key,
+        public_key_package,
         shares: outputs
             .iter()
             .map(|(n, o)| (n.clone(), o.encode_packages().unwrap()))
@@ -135,6 +146,7 @@ fn cggmp_dealer(parties: &[NodeId], t: u16, rng: &mut StdRng) -> OldKey {
             .unwrap()
             .to_vec(),
         shares: out,
+        public_key_package: None,
         secret: Some(secret),
     }
 }
@@ -156,6 +168,7 @@ fn params(key: &OldKey, dealers: &[NodeId], new_parties: &[NodeId], t_new: u16) 
         new_parties: new_parties.to_vec(),
         new_threshold: t_new,
         public_key: key.public_key.clone(),
+        old_public_package: None,
     }
 }
 
@@ -219,6 +232,7 @@ fn new_key(
         threshold: p.new_threshold,
         public_key: key.public_key.clone(),
         shares: out.into_iter().map(|(n, o)| (n, o.share)).collect(),
+        public_key_package: None,
         secret: key.secret,
     }
 }
@@ -587,6 +601,43 @@ fn collector__should_blame_the_dealer_whose_old_public_shares_differ_from_the_ma
             vec![d]
         );
     });
+}
+
+#[test]
+fn collector__should_blame_colluding_dealers_not_the_honest_one_when_the_chain_holds_the_package() {
+    for s in [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr] {
+        let mut c = case(s);
+        c.p.old_public_package = c.key.public_key_package.clone();
+        assert!(one(&c.p, &c.deals, &node(3)).is_ok(), "{s:?}: honest deals");
+        // Two of the three dealers (a majority) send the same altered copy: well-formed, of
+        // this key, two public shares swapped.
+        let elen = c.deals[&node(0)][&node(1)].old_public.len() / 5;
+        for d in [node(1), node(2)] {
+            for deal in c.deals.get_mut(&d).unwrap().values_mut() {
+                let (a, b) = deal.old_public.split_at_mut(2 * elen);
+                a[elen..].swap_with_slice(&mut b[..elen]);
+            }
+        }
+        // By majority alone the honest dealer would be named.
+        let by_vote = ReshareParams {
+            old_public_package: None,
+            ..c.p.clone()
+        };
+        assert_eq!(
+            blamed_for(
+                one(&by_vote, &c.deals, &node(3)),
+                "differ from the other dealers"
+            ),
+            vec![node(0)],
+            "{s:?}"
+        );
+        // Against the chain's record the colluders are.
+        assert_eq!(
+            blamed_for(one(&c.p, &c.deals, &node(3)), "public data on chain"),
+            nodes(&[1, 2]),
+            "{s:?}"
+        );
+    }
 }
 
 #[test]
