@@ -66,6 +66,7 @@ mod rotate;
 mod seal;
 mod staged;
 
+use std::collections::BTreeMap;
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -249,6 +250,10 @@ pub struct KeyStore {
     sealer: seal::Sealer,
     /// Why the store refuses further calls, after a failed write, sync or compaction.
     poisoned: Option<String>,
+    /// Every record's metadata (never its share), built by the first [`KeyStore::list_views`]
+    /// and kept up to date by every write of a record, so the status endpoint lists keys
+    /// without decrypting a share on the store thread.
+    views: Option<BTreeMap<KeyId, KeyRecordView>>,
 }
 
 // `StoreHandle::spawn` moves the store to its thread.
@@ -300,6 +305,7 @@ impl KeyStore {
             dir: dir.to_path_buf(),
             sealer: seal::Sealer::new(cipher, chain_id, party),
             poisoned: None,
+            views: None,
         })
     }
 
@@ -357,9 +363,41 @@ impl KeyStore {
         let value = self.sealer.seal(rec)?;
         let key = record_db_key(&rec.key_id);
         self.write_durably("put", |db| db.put(&key, &value))?;
+        self.note_view(rec);
         tracing::debug!(key_id = %rec.key_id, generation = rec.generation,
             status = ?rec.status, "stored key record");
         Ok(())
+    }
+
+    /// A record was written: its metadata replaces the cached one (if the cache is built).
+    fn note_view(&mut self, rec: &KeyRecord) {
+        if let Some(views) = &mut self.views {
+            views.insert(rec.key_id.clone(), rec.view());
+        }
+    }
+
+    /// Every record's metadata, sorted by key id: no share is decrypted once the first call
+    /// (which opens each record once) has built the cache.
+    pub fn list_views(&mut self) -> Result<Vec<KeyRecordView>, StoreError> {
+        self.check_usable()?;
+        if self.views.is_none() {
+            let views = self
+                .list()?
+                .iter()
+                .map(|r| (r.key_id.clone(), r.view()))
+                .collect();
+            self.views = Some(views);
+        }
+        Ok(self
+            .views
+            .as_ref()
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// The metadata of `key_id`'s record, from the same cache as [`KeyStore::list_views`].
+    pub fn view(&mut self, key_id: &KeyId) -> Result<Option<KeyRecordView>, StoreError> {
+        Ok(self.list_views()?.into_iter().find(|v| &v.key_id == key_id))
     }
 
     /// [`KeyStore::put`] of a record that no longer holds the share the stored one held (a
@@ -414,6 +452,9 @@ impl KeyStore {
             return Ok(false);
         }
         self.erase(&key, "delete")?;
+        if let Some(views) = &mut self.views {
+            views.remove(key_id);
+        }
         tracing::debug!(key_id = %key_id, "deleted key record");
         Ok(true)
     }
@@ -938,6 +979,52 @@ pub(super) mod tests {
         assert!(store.get(&kid("kept")).unwrap().is_some());
         drop(store);
         assert!(open(&t).get(&kid("kept")).unwrap().is_some());
+    }
+
+    #[test]
+    fn store__should_list_metadata_without_decrypting_and_keep_it_current() {
+        let t = TestStore::new();
+        let mut s = open(&t);
+        s.put(&sample("a", &[0xa1; 64])).unwrap();
+        s.put(&sample("b", &[0xb1; 64])).unwrap();
+        s.put(&sample("c", &[0xc1; 64])).unwrap();
+        assert_eq!(s.list_views().unwrap().len(), 3);
+        // Every kind of record write keeps the listing current.
+        let mut a = sample("a", &[0xa2; 64]);
+        (a.status, a.share) = (ShareStatus::Error, None);
+        s.put_erasing(&a).unwrap();
+        assert!(s.delete(&kid("b")).unwrap());
+        assert!(s
+            .insert_if_absent(&sample("d", &[0xd1; 64]))
+            .unwrap()
+            .is_none());
+        let mut next = sample("c", &[0xc2; 64]);
+        next.generation += 1;
+        s.put_staged(&next).unwrap();
+        s.promote_staged(&kid("c"), next.generation)
+            .unwrap()
+            .unwrap();
+        // Listing opens no record any more, however often it is asked.
+        let opened = s.sealer.opened.get();
+        for _ in 0..20 {
+            s.list_views().unwrap();
+            s.view(&kid("c")).unwrap().unwrap();
+        }
+        assert_eq!(
+            s.sealer.opened.get(),
+            opened,
+            "the listing decrypted records"
+        );
+        let json = |v: Vec<KeyRecordView>| serde_json::to_value(v).unwrap();
+        let cached = json(s.list_views().unwrap());
+        let fresh = json(s.list().unwrap().iter().map(|r| r.view()).collect());
+        assert_eq!(cached, fresh);
+        let c = s.view(&kid("c")).unwrap().unwrap();
+        assert_eq!(
+            (c.generation, c.status),
+            (next.generation, ShareStatus::Ready)
+        );
+        assert!(s.view(&kid("b")).unwrap().is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use seqmpc_module::node::SharedMetrics;
 use seqmpc_module::p2p::P2pHandle;
 use seqmpc_module::store::StoreHandle;
-use seqmpc_proto::{KeyId, NodeId};
+use seqmpc_proto::{KeyId, NodeId, SessionId};
 use serde_json::{json, Value};
 use tracing::warn;
 
@@ -64,18 +64,23 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
         "/status" => {
             let height = ctx.app.call(|a| a.state().map(|s| s.height)).flatten();
             let peers = ctx.rt.block_on(ctx.p2p.connected());
-            let keys = ctx.rt.block_on(ctx.store.list());
+            // Metadata only: no share is decrypted to answer (KeyStore::list_views).
+            let keys = ctx.rt.block_on(ctx.store.list_views());
             let metrics = ctx.metrics.lock().map(|m| m.clone()).ok();
             match keys {
                 Ok(keys) => {
                     // This node's records against the chain (settled states only).
                     let local: Vec<LocalKey> = keys
                         .iter()
-                        .map(|k| LocalKey {
-                            key_id: k.key_id.clone(),
-                            session: k.session,
-                            status: k.status,
-                            public_key: hex::encode(&k.public_key),
+                        .filter_map(|k| {
+                            Some(LocalKey {
+                                key_id: k.key_id.clone(),
+                                session: hex::decode(&k.session)
+                                    .ok()
+                                    .and_then(|b| SessionId::from_slice(&b).ok())?,
+                                status: k.status,
+                                public_key: k.public_key.clone(),
+                            })
                         })
                         .collect();
                     let me = ctx.node.clone();
@@ -94,7 +99,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                             "chain_height": height,
                             "connected_peers": peers,
                             "p2p_refused_connections": ctx.p2p.refused_connections(),
-                            "keys": keys.iter().map(|k| k.view()).collect::<Vec<_>>(),
+                            "keys": keys,
                             "sessions_active": metrics.as_ref().map(|m| m.sessions_active),
                             "keygens": metrics.as_ref().map(|m| &m.keygens),
                             "cggmp_primes_ready": metrics.as_ref().map(|m| m.cggmp_primes_ready),
@@ -110,11 +115,8 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                 Err(e) => (500, json!({"error": format!("key store: {e}")})),
             }
         }
-        "/keys" => match ctx.rt.block_on(ctx.store.list()) {
-            Ok(keys) => (
-                200,
-                json!(keys.iter().map(|k| k.view()).collect::<Vec<_>>()),
-            ),
+        "/keys" => match ctx.rt.block_on(ctx.store.list_views()) {
+            Ok(keys) => (200, json!(keys)),
             Err(e) => (500, json!({"error": format!("key store: {e}")})),
         },
         // Counters only: cheap enough to poll.
@@ -145,8 +147,8 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
             Err(_) => (500, json!({"error": "metrics unavailable"})),
         },
         p => match p.strip_prefix("/key/").map(KeyId::new) {
-            Some(Ok(id)) => match ctx.rt.block_on(ctx.store.get(&id)) {
-                Ok(Some(r)) => (200, json!(r.view())),
+            Some(Ok(id)) => match ctx.rt.block_on(ctx.store.view(&id)) {
+                Ok(Some(v)) => (200, json!(v)),
                 Ok(None) => (
                     404,
                     json!({"error": format!("node {} holds no record of key {id}", ctx.node)}),

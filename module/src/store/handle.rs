@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use super::{BackupSummary, KeyRecord, KeyStore, PrimeSet, PrimeSetId, StoreError};
+use super::{BackupSummary, KeyRecord, KeyRecordView, KeyStore, PrimeSet, PrimeSetId, StoreError};
 use crate::proto::KeyId;
 
 /// Commands waiting for the store thread. Bounded: callers wait (asynchronously) when full.
@@ -24,6 +24,8 @@ enum Command {
     PutErasing(Box<KeyRecord>, Reply<()>),
     Delete(KeyId, Reply<bool>),
     List(Reply<Vec<KeyRecord>>),
+    ListViews(Reply<Vec<KeyRecordView>>),
+    View(KeyId, Reply<Option<KeyRecordView>>),
     InsertIfAbsent(Box<KeyRecord>, Reply<Option<KeyRecord>>),
     PutPrimeSet(PrimeSetId, Zeroizing<Vec<u8>>, Reply<()>),
     TakePrimeSet(Reply<Option<PrimeSet>>),
@@ -98,6 +100,12 @@ fn run(mut store: KeyStore, mut rx: mpsc::Receiver<Command>) {
             }
             Command::List(reply) => {
                 let _ = reply.send(store.list());
+            }
+            Command::ListViews(reply) => {
+                let _ = reply.send(store.list_views());
+            }
+            Command::View(key_id, reply) => {
+                let _ = reply.send(store.view(&key_id));
             }
             Command::InsertIfAbsent(rec, reply) => {
                 let _ = reply.send(store.insert_if_absent(&rec));
@@ -200,6 +208,17 @@ impl StoreHandle {
     /// See [`KeyStore::list`]: every record, sorted by key id.
     pub async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.call(Command::List).await
+    }
+
+    /// See [`KeyStore::list_views`]: every record's metadata, no share decrypted.
+    pub async fn list_views(&self) -> Result<Vec<KeyRecordView>, StoreError> {
+        self.call(Command::ListViews).await
+    }
+
+    /// See [`KeyStore::view`]: one record's metadata, no share decrypted.
+    pub async fn view(&self, key_id: &KeyId) -> Result<Option<KeyRecordView>, StoreError> {
+        let key_id = key_id.clone();
+        self.call(|r| Command::View(key_id, r)).await
     }
 
     /// Atomic check-and-set used by keygen "prepare": if no record exists for `rec.key_id`,

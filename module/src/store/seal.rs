@@ -204,6 +204,9 @@ pub(super) struct Sealer {
     cipher: Aes256Gcm,
     chain_id: String,
     party: NodeId,
+    /// TEST ONLY: records opened so far (the status listing must not decrypt any).
+    #[cfg(test)]
+    pub(super) opened: std::cell::Cell<u64>,
 }
 
 impl Sealer {
@@ -212,6 +215,8 @@ impl Sealer {
             cipher,
             chain_id: chain_id.to_owned(),
             party: party.clone(),
+            #[cfg(test)]
+            opened: std::cell::Cell::new(0),
         }
     }
 
@@ -280,6 +285,8 @@ impl Sealer {
     }
 
     fn open_as(&self, tag: &[u8], key_id: &KeyId, value: &[u8]) -> Result<KeyRecord, StoreError> {
+        #[cfg(test)]
+        self.opened.set(self.opened.get().saturating_add(1));
         let corrupt = |reason: String| StoreError::Corrupt {
             key_id: key_id.to_string(),
             reason,

@@ -78,6 +78,7 @@ impl KeyStore {
         batch.put(&main, &value);
         batch.delete(&staged);
         self.write_durably("promote staged", |db| db.write(batch, true))?;
+        self.note_view(&rec);
         let (from, to) = if staged < main {
             (staged, main)
         } else {
