@@ -542,8 +542,11 @@ fn mpcd__should_take_its_master_key_from_a_command_and_keep_none_on_disk() {
             .contains("master_key_command"),
         "{v}"
     );
-    // Rotation is the secret store's business: refused with the reason.
-    assert_fails(&t.run(0, "rotate-master-key", &[]), "not supported");
+    // Online rotation is refused with what to do instead.
+    assert_fails(
+        &t.run(0, "rotate-master-key", &[]),
+        "--new-master-key-command",
+    );
     drop(node);
     // Offline: the command's key opens the store; another key does not, and says so.
     let out = t.run(0, "backup", &["--out", s(&t.file("cmd2.backup"))]);
@@ -553,10 +556,46 @@ fn mpcd__should_take_its_master_key_from_a_command_and_keep_none_on_disk() {
         &t.run(0, "backup", &["--out", s(&t.file("cmd3.backup"))]),
         "master key",
     );
-    assert_fails(&t.run(0, "rotate-master-key", &[]), "not supported");
+    assert_fails(
+        &t.run(0, "rotate-master-key", &[]),
+        "--new-master-key-command",
+    );
+    // Offline, with the command of the secret's next version: the data key is replaced,
+    // every value re-sealed, and the command file names the new command.
+    std::fs::write(&secret, hex::encode(&key)).unwrap();
+    let next = t.file("node0-next.hex");
+    std::fs::write(&next, "6b".repeat(32)).unwrap();
+    let next_cmd = format!("cat {}", next.display());
+    let out = t.run(
+        0,
+        "rotate-master-key",
+        &["--new-master-key-command", &next_cmd],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let named = std::fs::read_to_string(home.join("master_key_command")).unwrap();
+    assert_eq!(named.trim(), next_cmd);
+    let out = t.run(0, "backup", &["--out", s(&t.file("cmd-next.backup"))]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["records"], 2, "{v}");
+    // The old key opens nothing any more.
+    std::fs::write(&next, hex::encode(&key)).unwrap();
+    assert_fails(
+        &t.run(0, "backup", &["--out", s(&t.file("cmd-old.backup"))]),
+        "master key",
+    );
+    // A file-key node refuses the flag.
+    assert_fails(
+        &t.run(
+            1,
+            "rotate-master-key",
+            &["--new-master-key-command", &next_cmd],
+        ),
+        "has the file",
+    );
     // A failing command is a clear error (after the command's own stderr), not a hang or a
     // panic.
-    std::fs::remove_file(&secret).unwrap();
+    std::fs::remove_file(&next).unwrap();
     let out = t.run(0, "backup", &["--out", s(&t.file("cmd4.backup"))]);
     assert!(
         !out.ok && !out.stderr.contains("panicked"),

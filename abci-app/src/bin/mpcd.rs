@@ -135,6 +135,12 @@ enum Cmd {
         /// Genesis file (gives the chain id and, with node.key, this node's id).
         #[arg(long)]
         genesis: PathBuf,
+        /// For a node whose master key comes from a command (`init --master-key-command`):
+        /// the command that prints the NEXT key (put it in the secret store first). The data
+        /// key is replaced and every value re-sealed under the next key, then
+        /// HOME/master_key_command names this command. Node stopped.
+        #[arg(long)]
+        new_master_key_command: Option<String>,
     },
     /// Write an encrypted backup of the key store (every key record and prime set, and the
     /// data key wrapped under the master key) to a new file, mode 0600. It holds no plaintext
@@ -377,7 +383,7 @@ fn without_ok(mut answer: serde_json::Value) -> serde_json::Value {
     answer
 }
 
-fn rotate_master_key(home: &Path, genesis: &Path) -> anyhow::Result<()> {
+fn rotate_master_key(home: &Path, genesis: &Path, new_command: Option<&str>) -> anyhow::Result<()> {
     if let Some(answer) = admin::call(home, &admin::Request::RotateMasterKey)? {
         println!("{}", without_ok(answer));
         return Ok(());
@@ -385,8 +391,29 @@ fn rotate_master_key(home: &Path, genesis: &Path) -> anyhow::Result<()> {
     let (chain_id, me) = identity(home, genesis)?;
     let source = MasterKeySource::of_home(home)?;
     let Some(key_file) = source.key_file() else {
-        bail!("{}", MasterKeySource::cannot_rotate());
+        let Some(new_command) = new_command else {
+            bail!("{}", MasterKeySource::cannot_rotate());
+        };
+        let old = source.load().context("loading the current master key")?;
+        let new = MasterKey::from_command(new_command).context("--new-master-key-command")?;
+        open_store(home, &chain_id, &me)?
+            .rotate_master_key_with(&old, &new, || {
+                MasterKeySource::replace_command(home, new_command).map(drop)
+            })
+            .context("rotating the master key")?;
+        println!(
+            "{}",
+            serde_json::json!({"rotated": true, "master_key_command": new_command})
+        );
+        return Ok(());
     };
+    if new_command.is_some() {
+        bail!(
+            "--new-master-key-command is for a node whose master key comes from a command; \
+             this one has the file {}",
+            key_file.display()
+        );
+    }
     open_store(home, &chain_id, &me)?
         .rotate_master_key(key_file)
         .context("rotating the master key")?;
@@ -861,7 +888,11 @@ fn main() {
             },
         ),
         Cmd::NewNodeKey { home } => new_node_key(&home),
-        Cmd::RotateMasterKey { home, genesis } => rotate_master_key(&home, &genesis),
+        Cmd::RotateMasterKey {
+            home,
+            genesis,
+            new_master_key_command,
+        } => rotate_master_key(&home, &genesis, new_master_key_command.as_deref()),
         Cmd::Backup { home, genesis, out } => backup(&home, &genesis, &out),
         Cmd::Restore {
             home,

@@ -109,6 +109,45 @@ impl MasterKeySource {
         Ok(MasterKeySource::Command(command.to_owned()))
     }
 
+    /// Points `home` at `command` from now on: checks that it prints a key, then replaces
+    /// `HOME/master_key_command` atomically and durably (a temporary file of mode 0600,
+    /// fsynced, renamed over it, the directory fsynced). Returns the command's key.
+    pub fn replace_command(home: &Path, command: &str) -> Result<MasterKey, StoreError> {
+        let command = command.trim();
+        if command.is_empty() || command.len() as u64 > MAX_COMMAND_BYTES {
+            return Err(bad(format!(
+                "a master key command has 1 to {MAX_COMMAND_BYTES} bytes"
+            )));
+        }
+        let key = MasterKey::from_command(command)?;
+        let path = home.join(MASTER_KEY_COMMAND_FILE);
+        let tmp = home.join(format!("{MASTER_KEY_COMMAND_FILE}.new"));
+        let io = |op, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { op, path, source }
+        };
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &tmp)(e))
+            }
+            _ => {}
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        std::io::Write::write_all(&mut f, format!("{command}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io("write", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        fs::File::open(home)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", home))?;
+        Ok(key)
+    }
+
     /// The key.
     pub fn load(&self) -> Result<MasterKey, StoreError> {
         match self {
@@ -137,11 +176,12 @@ impl MasterKeySource {
         }
     }
 
-    /// The refusal of a rotation for a command's key.
+    /// The refusal of an online rotation for a command's key.
     pub fn cannot_rotate() -> String {
         format!(
-            "this node's master key comes from HOME/{MASTER_KEY_COMMAND_FILE}: rotating it is \
-             not supported yet (the key lives in your secret store)"
+            "this node's master key comes from HOME/{MASTER_KEY_COMMAND_FILE}: put the next \
+             key in your secret store, stop the node, then run `mpcd rotate-master-key \
+             --new-master-key-command CMD` with the command that prints it"
         )
     }
 }

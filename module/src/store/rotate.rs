@@ -137,21 +137,8 @@ impl KeyStore {
         if stop == Step::NewKeyWritten {
             return Ok(());
         }
-        let mut next_key = zeroize::Zeroizing::new([0u8; 32]);
-        seal::fill_random(next_key.as_mut_slice())?;
-        let pending = seal::wrap_data_key(&new, &chain_id, &party, &next_key)?;
-        let previous = seal::wrap_data_key(&new, &chain_id, &party, &data_key)?;
-        let next_sealer = seal::Sealer::new(seal::data_key_cipher(&next_key)?, &chain_id, &party);
-        drop((data_key, next_key, new));
-        self.write_durably(
-            "store the new data key and the current one, wrapped under the new master key",
-            |db| {
-                let mut batch = WriteBatch::default();
-                batch.put(PENDING_DATA_KEY_DB_KEY, &pending);
-                batch.put(PREVIOUS_DATA_KEY_DB_KEY, &previous);
-                db.write(batch, false)
-            },
-        )?;
+        let (pending, next_sealer) = self.stage_next_data_key(&new, &data_key)?;
+        drop((data_key, new));
         if stop == Step::PendingStored {
             return Ok(());
         }
@@ -166,12 +153,7 @@ impl KeyStore {
         if stop == Step::KeyReplaced {
             return Ok(());
         }
-        let batch = reseal(&mut self.db, &self.sealer, &next_sealer, &pending)?;
-        self.write_durably(
-            "commit the new data key and every value re-sealed under it",
-            |db| db.write(batch, false),
-        )?;
-        self.sealer = next_sealer;
+        self.commit_next_data_key(&pending, next_sealer)?;
         if stop == Step::Committed {
             return Ok(());
         }
@@ -182,6 +164,99 @@ impl KeyStore {
         fs::remove_file(&old_path).map_err(io_err("remove", &old_path))?;
         sync_dir(dir).map_err(io_err("fsync dir", dir))?;
         tracing::info!(path = %key_path.display(), "master key rotated");
+        Ok(())
+    }
+}
+
+impl KeyStore {
+    /// Rotation to a master key the node does not keep (a secret store's next version): `old`
+    /// is the key this store is under, `new` the next one, and `switch` makes `new` the node's
+    /// source, durably and atomically (it replaces `HOME/master_key_command`). The steps and
+    /// the crash argument are those of the file rotation with the command file as `K`: the
+    /// new data key and the current one are stored wrapped under `new`; `switch` runs; one
+    /// batch re-seals every value; the database is compacted. Until `switch` the store opens
+    /// under `old`; after it, under `new` (an open that finds the pending wrappings finishes
+    /// the rotation). The old key stays in the secret store: retiring it is the operator's.
+    ///
+    /// Errors: [`StoreError::MasterKey`] if `old` is not this store's master key; what
+    /// `switch` returns (nothing changed then but two pending values, harmless under `old`);
+    /// [`StoreError::Io`] or [`StoreError::Db`] if a step fails.
+    pub fn rotate_master_key_with(
+        &mut self,
+        old: &MasterKey,
+        new: &MasterKey,
+        switch: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.check_usable()?;
+        let wrapped = self
+            .raw_get(DATA_KEY_DB_KEY)?
+            .ok_or_else(|| StoreError::Corrupt {
+                key_id: seal::DATA_KEY_NAME.into(),
+                reason: "the wrapped data key is missing".into(),
+            })?;
+        let (chain_id, party) = (
+            self.sealer.chain_id().to_owned(),
+            self.sealer.party().clone(),
+        );
+        let data_key =
+            seal::unwrap_data_key_bytes(old, &chain_id, &party, &wrapped).map_err(|e| match e {
+                StoreError::WrongMasterKey => StoreError::MasterKey(
+                    "the current master key source does not open this key store".into(),
+                ),
+                e => e,
+            })?;
+        let (pending, next_sealer) = self.stage_next_data_key(new, &data_key)?;
+        drop(data_key);
+        switch()?;
+        tracing::info!("master key source replaced");
+        self.commit_next_data_key(&pending, next_sealer)?;
+        self.compact_out(b"\x00", b"\x7f", "master and data key rotation");
+        tracing::info!("master key rotated");
+        Ok(())
+    }
+
+    /// Step 2: a fresh data key wrapped under `new` (`P`) and the current one, `data_key`,
+    /// wrapped under `new` too (`Q`), stored in one durable batch. Returns `P` and the sealer
+    /// of the fresh data key.
+    fn stage_next_data_key(
+        &mut self,
+        new: &MasterKey,
+        data_key: &[u8; 32],
+    ) -> Result<(Vec<u8>, seal::Sealer), StoreError> {
+        let (chain_id, party) = (
+            self.sealer.chain_id().to_owned(),
+            self.sealer.party().clone(),
+        );
+        let mut next_key = zeroize::Zeroizing::new([0u8; 32]);
+        seal::fill_random(next_key.as_mut_slice())?;
+        let pending = seal::wrap_data_key(new, &chain_id, &party, &next_key)?;
+        let previous = seal::wrap_data_key(new, &chain_id, &party, data_key)?;
+        let next_sealer = seal::Sealer::new(seal::data_key_cipher(&next_key)?, &chain_id, &party);
+        self.write_durably(
+            "store the new data key and the current one, wrapped under the new master key",
+            |db| {
+                let mut batch = WriteBatch::default();
+                batch.put(PENDING_DATA_KEY_DB_KEY, &pending);
+                batch.put(PREVIOUS_DATA_KEY_DB_KEY, &previous);
+                db.write(batch, false)
+            },
+        )?;
+        Ok((pending, next_sealer))
+    }
+
+    /// Step 5: every value re-sealed under the fresh data key and `pending` made current, in
+    /// one durable batch.
+    fn commit_next_data_key(
+        &mut self,
+        pending: &[u8],
+        next_sealer: seal::Sealer,
+    ) -> Result<(), StoreError> {
+        let batch = reseal(&mut self.db, &self.sealer, &next_sealer, pending)?;
+        self.write_durably(
+            "commit the new data key and every value re-sealed under it",
+            |db| db.write(batch, false),
+        )?;
+        self.sealer = next_sealer;
         Ok(())
     }
 }
@@ -268,6 +343,62 @@ mod tests {
 
     fn kid(s: &str) -> KeyId {
         KeyId::new(s).unwrap()
+    }
+
+    #[test]
+    fn rotate_master_key_with__should_reseal_under_the_new_source_or_keep_the_old_one_working() {
+        let t = TestStore::new();
+        let mut store = populated(&t);
+        let old = MasterKey::load(&t.key_file()).unwrap();
+        let new = MasterKey::generate().unwrap();
+        // The switch fails (the secret store is down): the old key still opens everything.
+        let err = store
+            .rotate_master_key_with(&old, &new, || {
+                Err(StoreError::MasterKey("vault down".into()))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("vault down"), "{err}");
+        drop(store);
+        let mut store = KeyStore::open(&t.db_dir(), &old, CHAIN, &node0()).unwrap();
+        assert_contents(&mut store);
+        // Another key than the store's is refused.
+        assert!(matches!(
+            store.rotate_master_key_with(&new, &new, || Ok(())),
+            Err(StoreError::MasterKey(_))
+        ));
+        // A crash right after the switch: the next open under the new key finishes.
+        let crashed = t.dir.path().join("crashed");
+        {
+            let wrapped = store.raw_get(DATA_KEY_DB_KEY).unwrap().unwrap();
+            let dk = seal::unwrap_data_key_bytes(&old, CHAIN, &node0(), &wrapped).unwrap();
+            store.stage_next_data_key(&new, &dk).unwrap();
+            copy_tree(&t.db_dir(), &crashed);
+        }
+        KeyStore::open(&crashed, &old, CHAIN, &node0()).unwrap();
+        let mut finished = KeyStore::open(&crashed, &new, CHAIN, &node0()).unwrap();
+        assert_contents(&mut finished);
+        drop(finished);
+        assert!(matches!(
+            KeyStore::open(&crashed, &old, CHAIN, &node0()),
+            Err(StoreError::WrongMasterKey)
+        ));
+        // The whole rotation: the new key opens every value, the old one nothing.
+        let mut switched = false;
+        store
+            .rotate_master_key_with(&old, &new, || {
+                switched = true;
+                Ok(())
+            })
+            .unwrap();
+        assert!(switched);
+        assert_contents(&mut store);
+        drop(store);
+        assert!(matches!(
+            KeyStore::open(&t.db_dir(), &old, CHAIN, &node0()),
+            Err(StoreError::WrongMasterKey)
+        ));
+        let mut store = KeyStore::open(&t.db_dir(), &new, CHAIN, &node0()).unwrap();
+        assert_contents(&mut store);
     }
 
     /// A store with two records and a prime set; returns it open.
