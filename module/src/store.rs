@@ -369,6 +369,15 @@ impl KeyStore {
         Ok(())
     }
 
+    /// The data key as stored, wrapped under the master key.
+    pub(crate) fn wrapped_data_key(&mut self) -> Result<Vec<u8>, StoreError> {
+        self.raw_get(DATA_KEY_DB_KEY)?
+            .ok_or_else(|| StoreError::Corrupt {
+                key_id: seal::DATA_KEY_NAME.into(),
+                reason: "the wrapped data key is missing".into(),
+            })
+    }
+
     /// A record was written: its metadata replaces the cached one (if the cache is built).
     fn note_view(&mut self, rec: &KeyRecord) {
         if let Some(views) = &mut self.views {

@@ -128,5 +128,23 @@ fn node_lifecycle__should_rotate_a_running_nodes_key_and_remove_a_node_without_s
     })
     .expect("node0 still connected to the removed node3");
     sign(&net, "k", &pk, b"signed after node3's removal");
+    let genesis = net.info["genesis"].as_str().unwrap().to_owned();
     net.stop().unwrap();
+
+    // Offline, node1 still knows who it is: its new key is not in the genesis, the committed
+    // state it keeps says it is node1's.
+    let out = Command::new(bin_dir().join("mpcd"))
+        .args(["backup", "--home"])
+        .arg(&home1)
+        .args(["--genesis", &genesis, "--out"])
+        .arg(tmp.path().join("node1.backup"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["node_id"], "node1", "{b}");
 }

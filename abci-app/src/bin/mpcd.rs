@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use seqmpc_abci::abci::{App, AppHandle};
+use seqmpc_abci::chain::entries::{KeyEntry, KeyStatus};
 use seqmpc_abci::chain::genesis::Genesis;
+use seqmpc_abci::chain::query::Query;
 use seqmpc_abci::chain::ChainState;
 use seqmpc_abci::daemon::admin;
 use seqmpc_abci::daemon::keys::{create_key_file, load_key_file};
@@ -351,12 +353,15 @@ fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Resu
 
 /// The chain id and this node's id, for the offline key store commands.
 fn identity(home: &Path, genesis_path: &Path) -> anyhow::Result<(String, NodeId)> {
-    let (_, genesis) = load_genesis(genesis_path)?;
+    let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
+    // The committed state the node keeps in HOME, if any: a node admitted later, or whose key
+    // was rotated, is known there and not in the genesis.
+    let app = App::open(home, genesis_bytes, None)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let me = my_node_id(
         home,
         &genesis,
-        None,
+        app.state(),
         &hex::encode(key.verifying_key().to_bytes()),
     )?;
     Ok((genesis.chain_id, me))
@@ -497,7 +502,7 @@ fn check_against_chain(rpc: &RpcClient, me: &NodeId, view: &KeyRecordView) -> Re
         return Ok(()); // no share: nothing that could sign
     }
     let q = rpc
-        .abci_query(&format!("/key/{}", view.key_id))
+        .abci_query(&Query::Key(view.key_id.clone()).path())
         .map_err(|e| format!("cannot ask the chain: {e:#}"))?;
     if q.code != 0 {
         return Err(format!(
@@ -506,25 +511,22 @@ fn check_against_chain(rpc: &RpcClient, me: &NodeId, view: &KeyRecordView) -> Re
             q.log
         ));
     }
-    let key: serde_json::Value =
+    let key: KeyEntry =
         serde_json::from_slice(&q.value).map_err(|e| format!("chain answer: {e}"))?;
-    let status = key["status"].as_str().unwrap_or_default();
-    let generation = key["generation"].as_u64().unwrap_or_default();
-    let session = key["session"].as_str().unwrap_or_default();
-    let party = key["parties"]
-        .as_array()
-        .is_some_and(|p| p.iter().any(|n| n.as_str() == Some(me.as_str())));
-    if matches!(status, "DELETING" | "DELETED") {
-        return Err(format!("the chain has {status} this key"));
+    if matches!(key.status, KeyStatus::Deleting | KeyStatus::Deleted) {
+        return Err(format!("the chain has {:?} this key", key.status));
     }
-    if !party {
+    if !key.parties.contains(me) {
         return Err("this node no longer holds a share of this key on chain".into());
     }
-    if view.generation < generation || (view.generation == generation && view.session != session) {
+    let session = key.session.to_string();
+    if view.generation < key.generation
+        || (view.generation == key.generation && view.session != session)
+    {
         return Err(format!(
-            "share of generation {} (session {}) is older than the chain's generation {generation} \
+            "share of generation {} (session {}) is older than the chain's generation {} \
              (session {session}): restore a newer backup",
-            view.generation, view.session
+            view.generation, view.session, key.generation
         ));
     }
     Ok(())

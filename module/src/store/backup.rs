@@ -197,12 +197,7 @@ impl KeyStore {
                 out.display()
             )));
         }
-        let wrapped = self
-            .raw_get(DATA_KEY_DB_KEY)?
-            .ok_or_else(|| StoreError::Corrupt {
-                key_id: seal::DATA_KEY_NAME.into(),
-                reason: "the wrapped data key is missing".into(),
-            })?;
+        let wrapped = self.wrapped_data_key()?;
         let mut entries = Vec::new();
         {
             let mut it = self.db.new_iter().map_err(|e| db_err("iterate", e))?;

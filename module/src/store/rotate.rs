@@ -106,25 +106,12 @@ impl KeyStore {
     pub(super) fn rotate_until(&mut self, key_path: &Path, stop: Step) -> Result<(), StoreError> {
         self.check_usable()?;
         let old = MasterKey::load(key_path)?;
-        let wrapped = self
-            .raw_get(DATA_KEY_DB_KEY)?
-            .ok_or_else(|| StoreError::Corrupt {
-                key_id: seal::DATA_KEY_NAME.into(),
-                reason: "the wrapped data key is missing".into(),
-            })?;
-        let (chain_id, party) = (
-            self.sealer.chain_id().to_owned(),
-            self.sealer.party().clone(),
-        );
-        let data_key = seal::unwrap_data_key_bytes(&old, &chain_id, &party, &wrapped).map_err(
-            |e| match e {
-                StoreError::WrongMasterKey => StoreError::MasterKey(format!(
-                    "{} is not the master key this key store is under",
-                    key_path.display()
-                )),
-                e => e,
-            },
-        )?;
+        let data_key = self.current_data_key(&old, || {
+            format!(
+                "{} is not the master key this key store is under",
+                key_path.display()
+            )
+        })?;
         drop(old);
         let new_path = sibling(key_path, "new");
         let old_path = sibling(key_path, "old");
@@ -188,23 +175,9 @@ impl KeyStore {
         switch: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.check_usable()?;
-        let wrapped = self
-            .raw_get(DATA_KEY_DB_KEY)?
-            .ok_or_else(|| StoreError::Corrupt {
-                key_id: seal::DATA_KEY_NAME.into(),
-                reason: "the wrapped data key is missing".into(),
-            })?;
-        let (chain_id, party) = (
-            self.sealer.chain_id().to_owned(),
-            self.sealer.party().clone(),
-        );
-        let data_key =
-            seal::unwrap_data_key_bytes(old, &chain_id, &party, &wrapped).map_err(|e| match e {
-                StoreError::WrongMasterKey => StoreError::MasterKey(
-                    "the current master key source does not open this key store".into(),
-                ),
-                e => e,
-            })?;
+        let data_key = self.current_data_key(old, || {
+            "the current master key source does not open this key store".into()
+        })?;
         let (pending, next_sealer) = self.stage_next_data_key(new, &data_key)?;
         drop(data_key);
         switch()?;
@@ -213,6 +186,21 @@ impl KeyStore {
         self.compact_out(b"\x00", b"\x7f", "master and data key rotation");
         tracing::info!("master key rotated");
         Ok(())
+    }
+
+    /// The data key, unwrapped with `master`; a `master` that does not unwrap it is
+    /// [`StoreError::MasterKey`] saying `wrong()`.
+    fn current_data_key(
+        &mut self,
+        master: &MasterKey,
+        wrong: impl FnOnce() -> String,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
+        let wrapped = self.wrapped_data_key()?;
+        let (chain_id, party) = (self.sealer.chain_id(), self.sealer.party());
+        seal::unwrap_data_key_bytes(master, chain_id, party, &wrapped).map_err(|e| match e {
+            StoreError::WrongMasterKey => StoreError::MasterKey(wrong()),
+            e => e,
+        })
     }
 
     /// Step 2: a fresh data key wrapped under `new` (`P`) and the current one, `data_key`,
