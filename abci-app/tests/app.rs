@@ -1177,7 +1177,7 @@ fn chain_can_run_the_apps_blocks_in_memory_without_abci() {
             let pure = chain::check_tx(state, &mut mempool, tx).map_or_else(|e| e.code(), |()| 0);
             assert_eq!(pure, net.check(tx).code);
         }
-        let block = chain::finalize_block(state, state.height + 1, 0, &txs).unwrap();
+        let block = chain::finalize_block(state, state.height + 1, 0, &[], &txs).unwrap();
         let (results, jobs) = net.block(txs);
         mempool.committed(state);
         let pure: Vec<(u32, &str, usize)> = block
@@ -1208,7 +1208,7 @@ fn chain_can_run_the_apps_blocks_in_memory_without_abci() {
         KeyStatus::Ready
     );
     // A height other than the next is refused, not executed.
-    let wrong = chain::finalize_block(&mut state, 7, 0, &[] as &[Vec<u8>]).unwrap_err();
+    let wrong = chain::finalize_block(&mut state, 7, 0, &[], &[] as &[Vec<u8>]).unwrap_err();
     assert_eq!((wrong.expected, wrong.got), (3, 7));
     for i in 0..4 {
         assert_eq!(

@@ -135,14 +135,29 @@ impl Job {
     /// chain has reached it, the session is over (READY/DONE, or ERROR). `None` for the other
     /// jobs, which carry an outcome or need no peer.
     pub fn deadline_height(&self) -> Option<u64> {
+        self.session_timing().map(|(deadline, _)| deadline)
+    }
+
+    /// Block time (ms since the Unix epoch) of a session job's request block; `None` for the
+    /// others (see [`Job::deadline_height`]).
+    pub fn block_time_ms(&self) -> Option<u64> {
+        self.session_timing().map(|(_, time)| time)
+    }
+
+    /// A session job's deadline height and block time.
+    fn session_timing(&self) -> Option<(u64, u64)> {
         match self {
             Job::KeyGen {
-                deadline_height, ..
+                deadline_height,
+                block_time_ms,
+                ..
             }
             | Job::Sign {
-                deadline_height, ..
-            } => Some(*deadline_height),
-            Job::Reshare(r) => Some(r.deadline_height),
+                deadline_height,
+                block_time_ms,
+                ..
+            } => Some((*deadline_height, *block_time_ms)),
+            Job::Reshare(r) => Some((r.deadline_height, r.block_time_ms)),
             Job::Delete { .. }
             | Job::KeyGenFailed { .. }
             | Job::NodeJoined { .. }

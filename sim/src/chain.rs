@@ -10,6 +10,7 @@ use seqmpc_abci::chain::genesis::Genesis;
 use seqmpc_abci::chain::{self, ChainState};
 use seqmpc_module::job::Job;
 use seqmpc_proto::RequestId;
+use sha2::{Digest, Sha256};
 
 /// The chain: committed state and a FIFO mempool.
 pub struct Chain {
@@ -56,7 +57,16 @@ impl Chain {
     pub fn block(&mut self, time_ms: u64) -> Vec<Job> {
         let height = self.state.height.saturating_add(1);
         let txs = std::mem::take(&mut self.mempool);
-        match chain::finalize_block(&mut self.state, height, time_ms, &txs) {
+        // The block's hash, as a consensus engine would give it: its height, time and txs.
+        let mut hash = Sha256::new();
+        hash.update(height.to_be_bytes());
+        hash.update(time_ms.to_be_bytes());
+        for tx in &txs {
+            hash.update((tx.len() as u64).to_be_bytes());
+            hash.update(tx);
+        }
+        let hash = hash.finalize();
+        match chain::finalize_block(&mut self.state, height, time_ms, &hash, &txs) {
             Ok(block) => {
                 for r in block.tx_results.iter().filter(|r| r.code != 0) {
                     self.refused.push(format!("height {height}: {}", r.log));

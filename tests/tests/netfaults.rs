@@ -340,7 +340,10 @@ fn n4t3_localnet__should_sign_among_live_nodes_while_node3_is_partitioned_and_he
         );
     }
 
-    // 3. Healed: node3 catches up (replayed blocks), is live again, and signs again.
+    // 3. Healed: node3 catches up (replayed blocks), is live again, and signs again. The
+    //    keygens' blocks are older than the replay gate's fresh-block bound first: the gate
+    //    passes a block that young whatever the chain's height.
+    std::thread::sleep(seqmpc_abci::daemon::replay_gate::FRESH_BLOCK);
     std::fs::remove_file(&cut).unwrap();
     let caught_up = wait_for(Duration::from_secs(30), || {
         let h3 = net.node_get(3, "/status").ok()?["chain_height"].as_u64()?;

@@ -165,7 +165,7 @@ impl App {
                     + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
             })
             .unwrap_or(0);
-        let block = match chain::finalize_block(state, height, block_time_ms, &req.txs) {
+        let block = match chain::finalize_block(state, height, block_time_ms, &req.hash, &req.txs) {
             Ok(b) => b,
             // Another height than the next one: a second driver (a confused or hostile
             // consensus client) or a bug. Refused, the state untouched: the engine that

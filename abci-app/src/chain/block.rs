@@ -60,12 +60,14 @@ pub struct WrongHeight {
 /// Executes block `height` (the one after `state`'s) in place: the deadlines due, then each
 /// raw tx in order (a tx that does not decode or fails its check changes nothing but, once its
 /// envelope is valid, its signer's sequence), then seals the block's writes into the app hash.
-/// `block_time_ms` (the proposer's time) is only passed through to jobs. Pure: no I/O, no
-/// clock; the same state and block give the same result on every validator.
+/// `block_time_ms` (the proposer's time) is only passed through to jobs; `block_hash` (the
+/// consensus engine's hash of the block) salts the choice of signers. Pure: no I/O, no clock;
+/// the same state and block give the same result on every validator.
 pub fn finalize_block<T: AsRef<[u8]>>(
     state: &mut ChainState,
     height: u64,
     block_time_ms: u64,
+    block_hash: &[u8],
     txs: &[T],
 ) -> Result<FinalizedBlock, WrongHeight> {
     let expected = state.height.saturating_add(1);
@@ -77,6 +79,7 @@ pub fn finalize_block<T: AsRef<[u8]>>(
     }
     let mut fx = Effects {
         block_time_ms,
+        block_hash: block_hash.to_vec(),
         ..Effects::default()
     };
     expire_deadlines(state, height, &mut fx);

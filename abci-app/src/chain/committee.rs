@@ -4,48 +4,65 @@
 use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
 use sha2::{Digest, Sha256};
 
-/// Chooses the `t` signers of a request: the parties ordered by
-/// SHA-256("seqmpc/signers/v1" || key id || request id || party), first `t`. Every node derives
-/// the same subset; the spread balances load across parties.
+/// Chooses the `t` signers of a request committed in the block of hash `block_hash`: the
+/// parties ordered by SHA-256("seqmpc/signers/v2" || key id || request id || block hash ||
+/// party), first `t`. Every node derives the same subset; the spread balances load across
+/// parties. The block hash is what the requester cannot choose: without it, a requester could
+/// try request ids until one picks the signers it wants (a node to load, or one to avoid).
 pub fn choose_signers(
     parties: &[NodeId],
     threshold: u32,
     key_id: &KeyId,
     request_id: &RequestId,
+    block_hash: &[u8],
     is_live: impl Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
     choose(
-        b"seqmpc/signers/v1",
+        b"seqmpc/signers/v2",
         parties,
         threshold,
         key_id,
-        request_id.as_str().as_bytes(),
+        &salt(request_id, block_hash, None),
         is_live,
     )
 }
 
-/// The signers of attempt `attempt` of a request (see `tx::sign_attempt`): attempt 0 is
-/// [`choose_signers`]; a later attempt draws among `usable` (the parties not left out) in an
-/// order salted with the attempt, so it tries another subset even when nobody was left out.
+/// The request-specific part of a signer order: the request id, the hash of the block that
+/// starts the attempt, and the attempt number after the first, each length-prefixed.
+fn salt(request_id: &RequestId, block_hash: &[u8], attempt: Option<u32>) -> Vec<u8> {
+    let mut salt = Vec::new();
+    for part in [request_id.as_str().as_bytes(), block_hash] {
+        salt.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        salt.extend_from_slice(part);
+    }
+    if let Some(attempt) = attempt {
+        salt.extend_from_slice(&attempt.to_be_bytes());
+    }
+    salt
+}
+
+/// The signers of attempt `attempt` of a request (see `tx::sign_attempt`), started in the
+/// block of hash `block_hash`: attempt 0 is [`choose_signers`]; a later attempt draws among
+/// `usable` (the parties not left out) in an order salted with the attempt and its block, so
+/// it tries another subset even when nobody was left out.
 pub fn choose_signers_for_attempt(
     usable: &[NodeId],
     threshold: u32,
     key_id: &KeyId,
     request_id: &RequestId,
+    block_hash: &[u8],
     attempt: u32,
     is_live: impl Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
     if attempt == 0 {
-        return choose_signers(usable, threshold, key_id, request_id, is_live);
+        return choose_signers(usable, threshold, key_id, request_id, block_hash, is_live);
     }
-    let mut salt = request_id.as_str().as_bytes().to_vec();
-    salt.extend_from_slice(&attempt.to_be_bytes());
     choose(
-        b"seqmpc/signers/attempt/v1",
+        b"seqmpc/signers/attempt/v2",
         usable,
         threshold,
         key_id,
-        &salt,
+        &salt(request_id, block_hash, Some(attempt)),
         is_live,
     )
 }
@@ -102,4 +119,63 @@ fn choose(
         .collect();
     chosen.sort();
     chosen
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<NodeId> {
+        (0..n)
+            .map(|i| NodeId::new(format!("node{i}")).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    fn ids() -> (KeyId, RequestId) {
+        (
+            KeyId::new("k").unwrap_or_else(|e| panic!("{e}")),
+            RequestId::new("r").unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    #[test]
+    fn choose_signers__should_depend_on_the_block_not_only_on_the_request_id() {
+        let (key, req) = ids();
+        let parties = nodes(4);
+        let pick = |hash: &[u8]| choose_signers(&parties, 2, &key, &req, hash, |_| true);
+        // Deterministic for one block...
+        assert_eq!(pick(&[1; 32]), pick(&[1; 32]));
+        // ...but one request id lands on different subsets in different blocks, so no id a
+        // requester picks in advance names the signers.
+        let subsets: BTreeSet<Vec<NodeId>> = (0..32u8).map(|b| pick(&[b; 32])).collect();
+        assert!(subsets.len() >= 4, "{subsets:?}");
+        for s in &subsets {
+            assert_eq!(s.len(), 2);
+            assert!(s.is_sorted());
+        }
+    }
+
+    #[test]
+    fn choose_signers_for_attempt__should_try_other_subsets_in_one_block() {
+        let (key, req) = ids();
+        let parties = nodes(4);
+        let block = [9u8; 32];
+        let first = choose_signers_for_attempt(&parties, 2, &key, &req, &block, 0, |_| true);
+        assert_eq!(
+            first,
+            choose_signers(&parties, 2, &key, &req, &block, |_| true)
+        );
+        let later: BTreeSet<Vec<NodeId>> = (1..16)
+            .map(|a| choose_signers_for_attempt(&parties, 2, &key, &req, &block, a, |_| true))
+            .collect();
+        assert!(later.len() >= 3, "{later:?}");
+        // Live nodes first.
+        let live = choose_signers_for_attempt(&parties, 2, &key, &req, &block, 3, |n| {
+            n.as_str() != "node0" && n.as_str() != "node1"
+        });
+        assert_eq!(live, nodes(4)[2..].to_vec());
+    }
 }

@@ -118,6 +118,8 @@ pub const CODESPACE: &str = "seqmpc";
 pub(crate) struct Effects {
     /// Block time in ms since the epoch (from the proposer), passed through to jobs.
     pub block_time_ms: u64,
+    /// The block's hash (from the consensus engine): mixed into signer choices.
+    pub block_hash: Vec<u8>,
     /// Jobs for the MPC module, handed over after Commit.
     pub jobs: Vec<Job>,
     /// Events of the current tx (or block).

@@ -13,9 +13,10 @@
 //! The nodes load the test-only fixture primes and committee aux info (`--cggmp-fixtures`:
 //! no prime is generated) and keep one presignature per signer subset in memory
 //! (`--cggmp-presign-pool 1`). The key is 2-of-4 (two signers per request, the cheapest
-//! CGGMP24 signing); the chain picks a request's signers from its id, so the test picks ids
-//! whose signers include the node it crashes ([`request_for`]). Rows, each with one node
-//! crashed (`abort()` at the point) and restarted normally:
+//! CGGMP24 signing). The chain picks a request's signers from its id and the hash of the block
+//! that commits it, so no id names them in advance: the test sends requests until the chain
+//! picks signers the row needs ([`submit_until`]); the others must sign. Rows, each with one
+//! node crashed (`abort()` at the point) and restarted normally:
 //! - `presign-after-take` at a signer that is not the aggregator of a presigned signing (that
 //!   node carries the fault from before the key exists, since a restart empties its pools): the
 //!   session ends ERROR at its deadline. The restarted node holds none of its presignatures
@@ -33,7 +34,6 @@ use super::{
     assert_no_divergence, assert_nothing_pending, error_reason, mpcctl, node_log, Procs, BLOCK_MS,
 };
 use seqmpc_e2e::{verify, wait_for, Localnet};
-use seqmpc_proto::{KeyId, NodeId, RequestId};
 use serde_json::Value;
 use sha2::Digest as _;
 use std::time::{Duration, Instant};
@@ -49,26 +49,6 @@ const NODES: usize = super::NODES;
 const EC: &str = "ec";
 const THRESHOLD: u32 = 2;
 
-fn node(i: usize) -> NodeId {
-    NodeId::new(format!("node{i}")).unwrap()
-}
-
-/// The first request id `<prefix>-<n>` whose signers (the chain's choice, every node live)
-/// are exactly the nodes `want`.
-fn request_for(key_id: &str, prefix: &str, want: &[usize]) -> String {
-    let parties: Vec<NodeId> = (0..NODES).map(node).collect();
-    let want: Vec<NodeId> = want.iter().map(|&i| node(i)).collect();
-    let key = KeyId::new(key_id).unwrap();
-    (0..10_000)
-        .map(|n| format!("{prefix}-{n}"))
-        .find(|id| {
-            let req = RequestId::new(id.as_str()).unwrap();
-            seqmpc_abci::chain::committee::choose_signers(&parties, THRESHOLD, &key, &req, |_| true)
-                == want
-        })
-        .expect("some request id picks these signers")
-}
-
 fn keygen_args(key_id: &str) -> Vec<&str> {
     vec![
         "keygen",
@@ -82,53 +62,102 @@ fn keygen_args(key_id: &str) -> Vec<&str> {
     ]
 }
 
-/// mpcctl sign arguments: a 32-byte digest when `prehashed` (full protocol), else a message
-/// (from a presignature when every signer holds the one named, else the full protocol).
-fn sign_args<'a>(
-    key_id: &'a str,
-    request_id: &'a str,
-    msg: &'a str,
-    prehashed: bool,
-) -> Vec<&'a str> {
-    let mut a = vec![
-        "sign",
-        "--key-id",
-        key_id,
-        "--request-id",
-        request_id,
-        "--message",
-        msg,
-        "--wait",
-    ];
-    if prehashed {
-        a.push("--prehashed");
-    }
-    a
+/// A request the chain committed: its id, its signers (node indices, sorted), and each node's
+/// count of presigned signatures just before it was sent.
+struct Sent {
+    request_id: String,
+    signers: Vec<usize>,
+    presigned_before: Vec<u64>,
 }
 
-/// Signs `msg` (hex; a digest when `prehashed`) with `key_id` as `request_id`, checks that
-/// the signers are `want`, and verifies the ECDSA signature with libsecp256k1.
-fn sign_verified(
+/// Sends signing requests `<prefix>-0`, `<prefix>-1`, … of `msg` (a 32-byte digest when
+/// `prehashed`: the full protocol; else a message, from a presignature when every signer holds
+/// the one named) with `key_id`, until the chain picks signers that `want` accepts, and returns
+/// that request, its session under way. A request `want` refuses must end DONE with a signature
+/// that verifies.
+fn submit_until(
     net: &Localnet,
     key_id: &str,
-    request_id: &str,
+    prefix: &str,
     msg: &[u8],
     prehashed: bool,
-    want: &[usize],
-) -> Value {
+    want: impl Fn(&[usize]) -> bool,
+) -> Sent {
+    let hex_msg = hex::encode(msg);
+    for n in 0..40 {
+        let request_id = format!("{prefix}-{n}");
+        let presigned_before = (0..NODES).map(|i| presigned(net, i)).collect();
+        let mut args = vec![
+            "sign",
+            "--key-id",
+            key_id,
+            "--request-id",
+            &request_id,
+            "--message",
+            &hex_msg,
+        ];
+        if prehashed {
+            args.push("--prehashed");
+        }
+        mpcctl(net, &args).unwrap();
+        let path = format!("/sign/{request_id}");
+        let entry = wait_for(Duration::from_secs(30), || net.query(&path).ok())
+            .unwrap_or_else(|| panic!("{request_id} never committed"));
+        let signers = indices(&entry["signers"]);
+        if want(&signers) {
+            return Sent {
+                request_id,
+                signers,
+                presigned_before,
+            };
+        }
+        let end = settled(net, &path, SIGN_DEADLINE_BLOCKS);
+        verified(net, key_id, msg, prehashed, &end);
+    }
+    panic!("{prefix}: 40 requests, none with the signers wanted")
+}
+
+/// [`submit_until`], then waits for that request to end and checks it signed (verified).
+fn sign_until(
+    net: &Localnet,
+    key_id: &str,
+    prefix: &str,
+    msg: &[u8],
+    prehashed: bool,
+    want: impl Fn(&[usize]) -> bool,
+) -> (Sent, Value) {
+    let sent = submit_until(net, key_id, prefix, msg, prehashed, want);
+    let end = settled(
+        net,
+        &format!("/sign/{}", sent.request_id),
+        SIGN_DEADLINE_BLOCKS,
+    );
+    verified(net, key_id, msg, prehashed, &end);
+    (sent, end)
+}
+
+/// Node indices of a JSON list of node ids.
+fn indices(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list of nodes: {v}"))
+        .iter()
+        .map(|n| {
+            n.as_str()
+                .and_then(|s| s.strip_prefix("node"))
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("not a node id: {n}"))
+        })
+        .collect()
+}
+
+/// Checks that the sign request `end` is DONE and its ECDSA signature of `msg` (hashed with
+/// SHA-256 unless `prehashed`) verifies with libsecp256k1 against `key_id`.
+fn verified(net: &Localnet, key_id: &str, msg: &[u8], prehashed: bool, end: &Value) {
+    assert_eq!(end["status"], "DONE", "{end}");
     let pk = net.query(&format!("/key/{key_id}")).unwrap()["public_key"]
         .as_str()
         .unwrap()
         .to_owned();
-    let hex_msg = hex::encode(msg);
-    let s = mpcctl(net, &sign_args(key_id, request_id, &hex_msg, prehashed)).unwrap();
-    assert_eq!(s["status"], "DONE", "{request_id}: {s}");
-    let signers: Vec<String> = want.iter().map(|&i| format!("node{i}")).collect();
-    assert_eq!(
-        s["signers"],
-        serde_json::json!(signers),
-        "{request_id}: {s}"
-    );
     let digest: [u8; 32] = if prehashed {
         msg.try_into().unwrap()
     } else {
@@ -137,11 +166,10 @@ fn sign_verified(
     verify::ecdsa(
         &pk,
         digest,
-        s["signature"].as_str().unwrap(),
-        &s["recovery_id"],
+        end["signature"].as_str().unwrap(),
+        &end["recovery_id"],
     )
-    .unwrap_or_else(|e| panic!("{request_id}: {e:#}"));
-    s
+    .unwrap_or_else(|e| panic!("{end}: {e:#}"));
 }
 
 /// Presignatures node `i` holds ready for `key_id` and exactly the signers `subset`.
@@ -190,23 +218,24 @@ fn arm(net: &Localnet, procs: &mut Procs, i: usize, point: &'static str) -> Arme
     }
 }
 
-/// Runs mpcctl with `args` (it blocks until the session ends) while waiting for the armed
-/// node to abort at its point, restarts it normally, and returns mpcctl's output. Checks that
-/// the crash point stopped the node and that the restarted node resumed nothing.
-fn crash_during(
+/// Runs `op` (which starts the session the armed node takes part in) while waiting for the
+/// armed node to abort at its point, restarts it normally, and returns what `op` returned.
+/// Checks that the crash point stopped the node and that the restarted node resumed nothing.
+fn crash_during<T: Send>(
     net: &Localnet,
     procs: &mut Procs,
     armed: Armed,
-    args: &[&str],
-) -> Result<Value, String> {
+    op: impl FnOnce() -> T + Send,
+) -> T {
     let Armed {
         node: i,
         point,
         log_from,
     } = armed;
     let out = std::thread::scope(|s| {
-        let op = s.spawn(|| mpcctl(net, args));
-        let crashed = wait_for(Duration::from_secs(60), || procs.crashed(i).then_some(()));
+        let op = s.spawn(op);
+        // Up to 40 requests of other signers may go first (see `submit_until`).
+        let crashed = wait_for(Duration::from_secs(240), || procs.crashed(i).then_some(()));
         assert!(crashed.is_some(), "{point}: node{i} never reached it");
         procs.restart(net, i, "");
         op.join().unwrap()
@@ -292,45 +321,54 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
         t.elapsed()
     );
 
-    // Row 1: node2 takes the presignature of subset (node0, node2) that the aggregator node0
-    // named, and aborts before sending its partial signature.
+    // Row 1: node2 takes the presignature of its subset that the aggregator named, and aborts
+    // before sending its partial signature.
     let t0 = Instant::now();
     let label = "presign-after-take @node2";
     eprintln!("cggmp crash matrix: {label}");
+    let msg = b"in flight, presigned";
+    let sent = crash_during(&net, &mut procs, armed, || {
+        submit_until(&net, EC, "presigned", msg, false, |s| s.contains(&2))
+    });
+    let partner = sent.signers.iter().copied().find(|&i| i != 2).unwrap();
+    // Memory-only pools: the restarted node2 holds no presignature of before. A node below it
+    // (so the aggregator of their subset) that was not in the crashed request still holds that
+    // subset's old one (and generates no other: its pool is full).
+    let other = if partner == 0 { 1 } else { 0 };
+    // (A leader whose presignature the crash consumed may refill its pool with the restarted
+    // node2; node<other>'s is full, so it does not.)
+    let node2_holds_none = |net: &Localnet| pool_level(net, 2, EC, &[other, 2]) == 0;
+    assert!(node2_holds_none(&net), "{label}: node2 kept a presignature");
     assert!(
-        pool_level(&net, 1, EC, &[1, 2]) >= 1,
-        "node1 holds a (node1, node2) presignature"
+        pool_level(&net, other, EC, &[other, 2]) >= 1,
+        "{label}: node{other} lost its (node{other}, node2) presignature"
     );
-    let rid = request_for(EC, "presigned", &[0, 2]);
-    let msg = hex::encode("in flight, presigned");
-    let out = crash_during(&net, &mut procs, armed, &sign_args(EC, &rid, &msg, false));
-    // Memory-only pools: the restarted node2 holds no presignature of subset (node1, node2),
-    // whose leader node1 still holds the old one (and generates no other: its pool is full).
-    assert_eq!(
-        pool_level(&net, 2, EC, &[1, 2]),
-        0,
-        "{label}: node2 kept a presignature"
+    let end = settled(
+        &net,
+        &format!("/sign/{}", sent.request_id),
+        SIGN_DEADLINE_BLOCKS,
     );
-    assert!(pool_level(&net, 1, EC, &[1, 2]) >= 1);
-    let end = settled(&net, &format!("/sign/{rid}"), SIGN_DEADLINE_BLOCKS);
     let error = ended_by_deadline(&net, label, &end);
     assert!(
         error.contains("deadline"),
-        "{label}: {end}; mpcctl: {out:?}"
+        "{label}: {end}; signers {:?}",
+        sent.signers
     );
-    assert_eq!(
-        pool_level(&net, 2, EC, &[1, 2]),
-        0,
-        "{label}: node2 kept a presignature"
-    );
-    // node1 names its old presignature; node2 lacks it: both fall back to the full protocol.
+    assert!(node2_holds_none(&net), "{label}: node2 kept a presignature");
+    // node<other> names its old presignature; node2 lacks it: both fall back to the full
+    // protocol.
     let log_before = node_log(&net, 2).len();
-    let presigned_before = presigned(&net, 1);
-    let rid = request_for(EC, "after-presigned", &[1, 2]);
-    sign_verified(&net, EC, &rid, b"after presign-after-take", false, &[1, 2]);
+    let (sent, _) = sign_until(
+        &net,
+        EC,
+        "after-presigned",
+        b"after presign-after-take",
+        false,
+        |s| s == [other, 2],
+    );
     assert_eq!(
-        presigned(&net, 1),
-        presigned_before,
+        presigned(&net, other),
+        sent.presigned_before[other],
         "{label}: a presignature was used"
     );
     let log = node_log(&net, 2);
@@ -352,18 +390,24 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
     let t0 = Instant::now();
     let label = "cggmp-sign-mid @node3";
     eprintln!("cggmp crash matrix: {label}");
-    let rid = request_for(EC, "full", &[1, 3]);
-    let digest = hex::encode([0x33u8; 32]);
     let armed = arm(&net, &mut procs, 3, "cggmp-sign-mid");
-    let out = crash_during(&net, &mut procs, armed, &sign_args(EC, &rid, &digest, true));
-    let end = settled(&net, &format!("/sign/{rid}"), SIGN_DEADLINE_BLOCKS);
+    let sent = crash_during(&net, &mut procs, armed, || {
+        submit_until(&net, EC, "full", &[0x33u8; 32], true, |s| s.contains(&3))
+    });
+    let end = settled(
+        &net,
+        &format!("/sign/{}", sent.request_id),
+        SIGN_DEADLINE_BLOCKS,
+    );
     let error = ended_by_deadline(&net, label, &end);
     assert!(
         error.contains("deadline"),
-        "{label}: {end}; mpcctl: {out:?}"
+        "{label}: {end}; signers {:?}",
+        sent.signers
     );
-    let rid = request_for(EC, "after-full", &[0, 3]);
-    sign_verified(&net, EC, &rid, &[0x34u8; 32], true, &[0, 3]);
+    sign_until(&net, EC, "after-full", &[0x34u8; 32], true, |s| {
+        s.contains(&3)
+    });
     summary.push((
         label.into(),
         "sign (full)".into(),
@@ -378,7 +422,7 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
     eprintln!("cggmp crash matrix: {label}");
     let key = "ec-k";
     let armed = arm(&net, &mut procs, 1, "keygen-before-store");
-    let out = crash_during(&net, &mut procs, armed, &keygen_args(key));
+    let out = crash_during(&net, &mut procs, armed, || mpcctl(&net, &keygen_args(key)));
     let end = settled(&net, &format!("/key/{key}"), KEYGEN_DEADLINE_BLOCKS);
     assert_eq!(end["status"], "ERROR", "{label}: {end}; mpcctl: {out:?}");
     let error = ended_by_deadline(&net, label, &end);
@@ -389,8 +433,9 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
         assert_eq!(v["status"], "READY", "{label}: node{i}: {v}");
         assert_eq!(v["public_key"], k["public_key"], "{label}: node{i}: {v}");
     }
-    let rid = request_for(key, "after-keygen", &[1, 2]);
-    sign_verified(&net, key, &rid, &[0x35u8; 32], true, &[1, 2]);
+    sign_until(&net, key, "after-keygen", &[0x35u8; 32], true, |s| {
+        s.contains(&1)
+    });
     summary.push((
         label.into(),
         "keygen".into(),

@@ -75,9 +75,14 @@ impl Handler for KeySign<'_> {
         };
         let deadline = session_deadline(state, scheme, false, height);
         let attempt_deadline = attempt_deadline(state, scheme, height, deadline);
-        let signers = choose_signers(&key.parties, key.threshold, key_id, request_id, |n| {
-            state.is_live(n, height)
-        });
+        let signers = choose_signers(
+            &key.parties,
+            key.threshold,
+            key_id,
+            request_id,
+            &cx.fx.block_hash,
+            |n| state.is_live(n, height),
+        );
         let session = SessionId::derive(
             "sign",
             &state.chain_id,

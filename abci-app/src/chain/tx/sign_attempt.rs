@@ -175,10 +175,15 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
     let attempt = req.attempt.saturating_add(1);
     let old = (req.attempt_deadline, req.attempt);
     let request_deadline = req.deadline_height;
-    let signers =
-        choose_signers_for_attempt(&usable, threshold, &key_id, request_id, attempt, |n| {
-            !excluded.contains(n) && state.is_live(n, height)
-        });
+    let signers = choose_signers_for_attempt(
+        &usable,
+        threshold,
+        &key_id,
+        request_id,
+        &fx.block_hash,
+        attempt,
+        |n| !excluded.contains(n) && state.is_live(n, height),
+    );
     let session = SessionId::derive(
         "sign",
         &state.chain_id,
