@@ -24,6 +24,7 @@
 
 pub mod app_conn;
 pub mod consensus;
+pub mod header;
 pub mod mempool;
 pub mod rpc;
 pub mod state;
@@ -35,7 +36,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -167,6 +168,7 @@ impl Sequencer {
             dev_add_app_token: cfg.dev_add_app_token.clone(),
             max_apps: cfg.max_apps,
             validator_pub_key,
+            app_version: AtomicU64::new(0),
             max_tx_bytes: cfg.max_tx_bytes,
         });
         let engine = Engine::new(

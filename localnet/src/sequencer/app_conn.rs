@@ -229,6 +229,8 @@ pub struct SyncReport {
     pub mismatches: Vec<HashMismatch>,
     /// The app hash the app reported in Info.
     pub info_app_hash: Vec<u8>,
+    /// The app's protocol version (Info).
+    pub app_version: u64,
 }
 
 /// A finished job.
@@ -389,5 +391,6 @@ fn sync(client: &mut Client, ctx: &WorkerCtx, target: u64) -> Result<SyncReport,
         init_chain,
         mismatches,
         info_app_hash: info.last_block_app_hash.to_vec(),
+        app_version: info.app_version,
     })
 }

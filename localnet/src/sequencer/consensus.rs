@@ -333,6 +333,9 @@ impl Engine {
 
     /// A sync finished: the app is up if it reached the current height, else it syncs on.
     fn on_synced(&mut self, i: usize, worker: Worker, report: SyncReport) -> Link {
+        self.shared
+            .app_version
+            .store(report.app_version, std::sync::atomic::Ordering::Release);
         let name = self.name(i);
         if let Some(slot) = self.slots.get_mut(i) {
             slot.height = report.to;

@@ -1,5 +1,7 @@
-//! The CometBFT-compatible JSON-RPC over HTTP, as clients use it: URI `GET /<method>?...` and
-//! JSON-RPC 2.0 `POST /` (single or batch).
+//! The CometBFT-compatible JSON-RPC over HTTP, as clients use it: URI `GET /<method>?...`,
+//! JSON-RPC 2.0 `POST /` (single or batch), and `/websocket` (every method, plus `subscribe`,
+//! `unsubscribe` and `unsubscribe_all` to `NewBlock`, `NewBlockHeader` and `Tx` events; see
+//! [`events`]). Served by axum (hyper) with TCP_NODELAY on every connection.
 //!
 //! Routes: `status`, `health`, `abci_info`, `abci_query`, `broadcast_tx_sync`,
 //! `broadcast_tx_async`, `broadcast_tx_commit`, `block`, `block_results`, `tx`,
@@ -8,30 +10,39 @@
 //! -32603 internal error (e.g. `tx already exists in cache`, `mempool is full`).
 
 pub mod encode;
+pub mod events;
 pub mod params;
+mod ws;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
 use prost::bytes::Bytes;
 use serde_json::{json, Value};
 use tendermint_proto::v0_38::abci::RequestQuery;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tokio::sync::broadcast;
 
 use self::params::{parse_target, Params};
-use super::state::{BroadcastError, Shared};
+use super::state::{BroadcastError, CommittedBlock, Shared};
 
 /// Largest request body (CometBFT's default `max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 1_000_000;
 /// Largest JSON-RPC batch.
 pub const MAX_BATCH: usize = 100;
-/// HTTP worker threads.
-pub const WORKERS: usize = 8;
+/// Most calls running at once (each on a blocking thread: calls read the block store, and
+/// `broadcast_tx_commit` waits for a commit).
+pub const BLOCKING_THREADS: usize = 64;
 /// How long `broadcast_tx_commit` waits for the tx to be committed.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,50 +120,91 @@ fn ok_json(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
-/// The HTTP server and its worker threads.
+/// The HTTP server: its runtime, its task, and the thread that feeds committed blocks to
+/// subscribers.
 pub struct RpcServer {
     addr: SocketAddr,
-    workers: Vec<JoinHandle<()>>,
+    runtime: tokio::runtime::Runtime,
+    server: tokio::task::JoinHandle<()>,
+    pump: JoinHandle<()>,
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub(crate) struct Rpc {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) rpc_addr: Arc<str>,
+    /// Committed blocks, in order, for `/websocket` subscribers.
+    pub(crate) blocks: broadcast::Sender<Arc<CommittedBlock>>,
+    /// Open `/websocket` connections.
+    pub(crate) ws_clients: Arc<AtomicUsize>,
 }
 
 impl RpcServer {
-    /// Binds `listen` and starts the workers; they stop when `stop` is set.
+    /// Binds `listen` and starts serving on a runtime of its own; it stops when `stop` is set.
     pub fn start(
         listen: &str,
         shared: Arc<Shared>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<RpcServer> {
-        let server = Server::http(listen)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding the RPC on {listen}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .context("the RPC listens on a non-IP address")?;
-        let server = Arc::new(server);
-        let mut workers = Vec::new();
-        for n in 0..WORKERS {
-            let (server, shared, stop) = (server.clone(), shared.clone(), stop.clone());
-            let rpc_addr = addr.to_string();
-            workers.push(
-                thread::Builder::new()
-                    .name(format!("rpc-{n}"))
-                    .spawn(move || {
-                        while !stop.load(Ordering::Acquire) {
-                            match server.recv_timeout(Duration::from_millis(200)) {
-                                Ok(Some(req)) => handle(&shared, &rpc_addr, req),
-                                Ok(None) => {}
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "RPC accept failed");
-                                    thread::sleep(Duration::from_millis(50));
-                                }
-                            }
-                        }
-                    })
-                    .context("spawning an RPC worker")?,
-            );
-        }
-        Ok(RpcServer { addr, workers })
+        listener
+            .set_nonblocking(true)
+            .context("making the RPC listener non-blocking")?;
+        let addr = listener.local_addr().context("the RPC's bound address")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("rpc")
+            .enable_all()
+            .build()
+            .context("starting the RPC runtime")?;
+        let (blocks, _) = broadcast::channel(ws::BLOCK_BACKLOG);
+        let pump = ws::spawn_block_pump(shared.clone(), blocks.clone(), stop.clone())?;
+        let rpc = Rpc {
+            shared,
+            rpc_addr: addr.to_string().into(),
+            blocks,
+            ws_clients: Arc::new(AtomicUsize::new(0)),
+        };
+        let app = Router::new()
+            .route("/websocket", get(ws::upgrade))
+            .fallback(http)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(rpc);
+        let server = runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "RPC listener");
+                    return;
+                }
+            };
+            // Small JSON answers go out at once, not after a delayed ACK (Nagle).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "RPC: TCP_NODELAY");
+                }
+            });
+            let stopped = async move {
+                while !stop.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!(error = %e, "RPC server stopped");
+            }
+        });
+        Ok(RpcServer {
+            addr,
+            runtime,
+            server,
+            pump,
+        })
     }
 
     /// The bound address.
@@ -160,88 +212,103 @@ impl RpcServer {
         self.addr
     }
 
-    /// Waits for the workers (after `stop` was set).
+    /// Waits for the server (after `stop` was set): open connections get a moment to end,
+    /// then are dropped.
     pub fn join(self) {
-        for w in self.workers {
-            let _ = w.join();
+        let RpcServer {
+            runtime,
+            server,
+            pump,
+            ..
+        } = self;
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        let _ = pump.join();
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Runs a call off the async workers: calls read the block store and may wait for a commit.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "RPC call failed");
+            None
         }
     }
 }
 
-fn json_header() -> Option<Header> {
-    Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).ok()
+fn internal_error() -> Response {
+    let e = RpcError::internal("the call failed".to_owned());
+    json_response(500, &e.to_json(&Value::Null))
 }
 
-fn respond(req: Request, status: u16, body: &Value) {
-    let mut resp = Response::from_string(body.to_string()).with_status_code(status);
-    if let Some(h) = json_header() {
-        resp = resp.with_header(h);
-    }
-    if let Err(e) = req.respond(resp) {
-        tracing::debug!(error = %e, "RPC: writing a response failed");
-    }
-}
-
-fn handle(shared: &Shared, rpc_addr: &str, mut req: Request) {
-    match req.method() {
-        Method::Get => {
-            let (path, query) = match parse_target(req.url()) {
+/// Every route but `/websocket`: URI `GET /<method>?...`, `GET /` (the routes), and
+/// JSON-RPC `POST /`.
+async fn http(
+    State(rpc): State<Rpc>,
+    method: Method,
+    uri: Uri,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    match method {
+        Method::GET => {
+            let target = uri.path_and_query().map_or("/", |p| p.as_str());
+            let (path, query) = match parse_target(target) {
                 Ok(p) => p,
-                Err(e) => {
-                    let status = e.http_status();
-                    respond(req, status, &e.to_json(&json!(-1)));
-                    return;
-                }
+                Err(e) => return json_response(e.http_status(), &e.to_json(&json!(-1))),
             };
-            let method = path.trim_matches('/');
+            let method = path.trim_matches('/').to_owned();
             if method.is_empty() {
-                respond(
-                    req,
+                return json_response(
                     200,
                     &json!({"routes": ROUTES.iter().map(|r| r.0).collect::<Vec<_>>()}),
                 );
-                return;
             }
             let id = json!(-1);
-            match call(shared, rpc_addr, method, || Ok(Params::Uri(query))) {
-                Ok(v) => respond(req, 200, &ok_json(&id, v)),
-                Err(e) => {
-                    let status = e.http_status();
-                    respond(req, status, &e.to_json(&id));
-                }
+            let out = blocking(move || {
+                call(&rpc.shared, &rpc.rpc_addr, &method, || {
+                    Ok(Params::Uri(query))
+                })
+            })
+            .await;
+            match out {
+                Some(Ok(v)) => json_response(200, &ok_json(&id, v)),
+                Some(Err(e)) => json_response(e.http_status(), &e.to_json(&id)),
+                None => internal_error(),
             }
         }
-        Method::Post => {
-            if req.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
-                let e = RpcError::invalid_request(format!(
-                    "request body larger than {MAX_BODY_BYTES} bytes"
-                ));
-                respond(req, 413, &e.to_json(&Value::Null));
-                return;
+        Method::POST => {
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    let status = e.status().as_u16();
+                    let e = RpcError::invalid_request(format!(
+                        "reading the body (at most {MAX_BODY_BYTES} bytes): {e}"
+                    ));
+                    return json_response(status, &e.to_json(&Value::Null));
+                }
+            };
+            match blocking(move || handle_post(&rpc.shared, &rpc.rpc_addr, &body)).await {
+                Some(out) => json_response(200, &out),
+                None => internal_error(),
             }
-            let mut body = Vec::new();
-            let read = req
-                .as_reader()
-                .take(MAX_BODY_BYTES as u64 + 1)
-                .read_to_end(&mut body);
-            if let Err(e) = read {
-                let e = RpcError::invalid_request(format!("reading the body: {e}"));
-                respond(req, 400, &e.to_json(&Value::Null));
-                return;
-            }
-            if body.len() > MAX_BODY_BYTES {
-                let e = RpcError::invalid_request(format!(
-                    "request body larger than {MAX_BODY_BYTES} bytes"
-                ));
-                respond(req, 413, &e.to_json(&Value::Null));
-                return;
-            }
-            let out = handle_post(shared, rpc_addr, &body);
-            respond(req, 200, &out);
         }
         _ => {
             let e = RpcError::invalid_request("use GET or POST".to_owned());
-            respond(req, 405, &e.to_json(&Value::Null));
+            json_response(405, &e.to_json(&Value::Null))
         }
     }
 }
@@ -404,11 +471,11 @@ fn call(
                 _ => shared.view().height,
             };
             let b = shared.block_at(height).map_err(RpcError::internal)?;
-            Ok(if method == "block" {
-                encode::block(&shared.chain_id, &b)
+            if method == "block" {
+                encode::block(shared, &b).map_err(RpcError::internal)
             } else {
-                encode::block_results(&b)
-            })
+                Ok(encode::block_results(&b))
+            }
         }
         "tx" => {
             let p = params()?;

@@ -7,12 +7,12 @@
 //! expensive call, runs outside it. Order: `check_gate` → `mempool`; `view` is taken alone.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prost::bytes::Bytes;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tendermint_proto::v0_38::abci::{
     CheckTxType, RequestCheckTx, RequestFinalizeBlock, RequestQuery, ResponseCheckTx,
     ResponseFinalizeBlock, ResponseInfo, ResponseQuery,
@@ -239,6 +239,9 @@ pub struct Shared {
     pub store: Arc<StoreReader>,
     /// The dev validator's ed25519 public key (shown in status, sent in InitChain).
     pub validator_pub_key: [u8; 32],
+    /// The app's protocol version as its ABCI `Info` reports it (headers' `version.app`;
+    /// assumed constant over the chain, as the headers of stored blocks are rebuilt with it).
+    pub app_version: AtomicU64,
     /// Largest tx accepted.
     pub max_tx_bytes: usize,
     /// The secret `dev_add_app` needs (None: the method is off).
@@ -534,46 +537,6 @@ pub fn load_block(store: &StoreReader, height: u64) -> anyhow::Result<CommittedB
         prev_hash,
         prev_app_hash,
     })
-}
-
-/// The block hash: sha256 over the block's content and its parent, domain-separated.
-pub fn block_hash(
-    chain_id: &str,
-    height: u64,
-    time: &tendermint_proto::google::protobuf::Timestamp,
-    prev_hash: &[u8],
-    prev_app_hash: &[u8],
-    txs: &[Bytes],
-) -> [u8; 32] {
-    fn put(h: &mut Sha256, b: &[u8]) {
-        h.update((b.len() as u64).to_be_bytes());
-        h.update(b);
-    }
-    let mut h = Sha256::new();
-    h.update(b"seqmpc/dev-sequencer/block/v1\0");
-    put(&mut h, chain_id.as_bytes());
-    h.update(height.to_be_bytes());
-    h.update(time.seconds.to_be_bytes());
-    h.update(time.nanos.to_be_bytes());
-    put(&mut h, prev_hash);
-    put(&mut h, prev_app_hash);
-    h.update((txs.len() as u64).to_be_bytes());
-    for tx in txs {
-        h.update(tx_hash(tx));
-    }
-    h.finalize().into()
-}
-
-/// The header's `data_hash`: sha256 of the concatenated tx hashes (empty for no txs).
-pub fn data_hash(txs: &[Bytes]) -> Vec<u8> {
-    if txs.is_empty() {
-        return Vec::new();
-    }
-    let mut h = Sha256::new();
-    for tx in txs {
-        h.update(tx_hash(tx));
-    }
-    h.finalize().to_vec()
 }
 
 /// The port of `addr` if it names this host (a loopback or unspecified address, IPv4, IPv6 or

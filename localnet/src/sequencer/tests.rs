@@ -246,6 +246,24 @@ fn committed_height(url: &str, hash: &str) -> Option<u64> {
     v["result"]["height"].as_str().map(|h| h.parse().unwrap())
 }
 
+/// A sequencer driving one test app, at height 1 or more; keep the directory alive.
+fn one_app_sequencer() -> (tempfile::TempDir, Sequencer) {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("");
+    let seq = Sequencer::spawn(config(vec![a], dir.path())).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    (dir, seq)
+}
+
+/// A runtime for the async RPC clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests.
 
@@ -342,7 +360,13 @@ fn sequencer__should_commit_broadcast_txs_and_serve_them_over_rpc() {
     assert_eq!(header["chain_id"], "test-chain");
     assert_eq!(header["height"], height.to_string());
     assert!(header["time"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(header["proposer_address"], "00".repeat(20));
+    // The dev validator proposes every block, and status names it.
+    let (_, st) = get(&format!("{url}/status"));
+    assert_eq!(
+        header["proposer_address"],
+        st["result"]["validator_info"]["address"]
+    );
+    assert_eq!(header["proposer_address"].as_str().unwrap().len(), 40);
     let txs = r["result"]["block"]["data"]["txs"].as_array().unwrap();
     assert_eq!(txs[index as usize], b64(b"k1=v1"));
     let (_, r) = get(&format!("{url}/block_results?height={height}"));
@@ -564,10 +588,7 @@ fn sequencer__should_report_app_hash_divergence_and_keep_going() {
 
 #[test]
 fn sequencer__should_answer_bad_rpc_input_with_jsonrpc_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, _) = start_app("");
-    let seq = Sequencer::spawn(config(vec![a], dir.path())).unwrap();
-    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let (_dir, seq) = one_app_sequencer();
     let url = seq.rpc_url();
 
     let (code, r) = get(&format!("{url}/broadcast_tx_sync"));
@@ -828,4 +849,287 @@ fn sequencer__should_attach_an_app_at_runtime_and_replay_the_chain_to_it() {
     assert_eq!(r["error"]["code"], -32602, "{r}");
     assert!(r.to_string().contains("off on this sequencer"), "{r}");
     seq.stop().unwrap();
+}
+
+/// tendermint-rs's own clients against the dev sequencer: HttpClient over the served methods
+/// (their answers parse into tendermint-rs types), and WebSocketClient subscriptions to
+/// NewBlock and to one tx's Tx event, then unsubscribed.
+#[test]
+fn sequencer__should_serve_tendermint_rs_clients_over_http_and_websocket() {
+    use futures::StreamExt;
+    use tendermint_rpc::client::CompatMode;
+    use tendermint_rpc::event::EventData;
+    use tendermint_rpc::query::{EventType, Query};
+    use tendermint_rpc::{Client, HttpClient, SubscriptionClient, WebSocketClient};
+
+    let (_dir, seq) = one_app_sequencer();
+    let url = seq.rpc_url();
+    runtime().block_on(async {
+        let timeout = Duration::from_secs(10);
+        let http = HttpClient::builder(url.parse().unwrap())
+            .compat_mode(CompatMode::V0_38)
+            .build()
+            .unwrap();
+        let status = http.status().await.unwrap();
+        assert_eq!(status.node_info.network.as_str(), "test-chain");
+        assert_eq!(
+            status.node_info.listen_addr.to_string(),
+            format!("tcp://{}", seq.rpc_addr())
+        );
+        http.health().await.unwrap();
+        let info = http.abci_info().await.unwrap();
+        assert!(info.last_block_height.value() >= 1);
+
+        let ws_url = format!("ws://{}/websocket", seq.rpc_addr());
+        let (ws, driver) = WebSocketClient::builder(ws_url.parse().unwrap())
+            .compat_mode(CompatMode::V0_38)
+            .build()
+            .await
+            .unwrap();
+        let driver = tokio::spawn(driver.run());
+        let mut blocks = ws.subscribe(EventType::NewBlock.into()).await.unwrap();
+        let tx = b"ws=1".to_vec();
+        let hash = Sha256::digest(&tx);
+        let by_hash = Query::from(EventType::Tx).and_eq("tx.hash", hex::encode_upper(hash));
+        let mut txs = ws.subscribe(by_hash.clone()).await.unwrap();
+        let mut other_txs = ws
+            .subscribe(Query::from(EventType::Tx).and_eq("tx.hash", "00".repeat(32)))
+            .await
+            .unwrap();
+
+        let sent = http.broadcast_tx_sync(tx.clone()).await.unwrap();
+        assert!(sent.code.is_ok(), "{sent:?}");
+        assert_eq!(sent.hash.as_bytes(), hash.as_slice());
+
+        // NewBlock events come in height order, with the block and its results.
+        let first = tokio::time::timeout(timeout, blocks.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let EventData::NewBlock {
+            block,
+            block_id,
+            result_finalize_block,
+        } = first.data
+        else {
+            panic!("{:?}", first.data)
+        };
+        let block = block.unwrap();
+        // Headers hash like CometBFT's: tendermint-rs recomputes the block id.
+        assert_eq!(block.header.hash(), block_id.hash);
+        assert_eq!(
+            block_id.hash.as_bytes(),
+            seq_block_hash(&url, block.header.height.value())
+        );
+        assert!(result_finalize_block.is_some());
+        let next = tokio::time::timeout(timeout, blocks.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let EventData::NewBlock {
+            block: Some(next), ..
+        } = next.data
+        else {
+            panic!("{:?}", next.data)
+        };
+        assert_eq!(next.header.height.value(), block.header.height.value() + 1);
+
+        // The tx's event, with the tx and its result; the other query saw nothing.
+        let ev = tokio::time::timeout(timeout, txs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.query, by_hash.to_string());
+        let EventData::Tx { tx_result } = ev.data else {
+            panic!("{:?}", ev.data)
+        };
+        assert_eq!(tx_result.tx, tx);
+        let events = ev.events.unwrap();
+        assert_eq!(events["tx.hash"], vec![hex::encode_upper(hash)]);
+        assert_eq!(events["tx.height"], vec![tx_result.height.to_string()]);
+
+        // The tx through the HTTP client too, and its block and results.
+        let got = http
+            .tx(tendermint::Hash::Sha256(hash.into()), false)
+            .await
+            .unwrap();
+        assert_eq!(got.height.value(), tx_result.height as u64);
+        assert_eq!(got.tx, tx);
+        let b = http.block(got.height).await.unwrap();
+        assert_eq!(b.block.data.len(), 1);
+        let h = &b.block.header;
+        assert_eq!(h.hash(), b.block_id.hash);
+        assert_eq!(
+            h.data_hash.unwrap().as_bytes(),
+            tendermint::merkle::simple_hash_from_byte_vectors::<
+                tendermint::crypto::default::Sha256,
+            >(&[hash.to_vec()])
+        );
+        assert_eq!(h.version.app, info.app_version);
+        assert_eq!(h.validators_hash, h.next_validators_hash);
+        assert_ne!(h.proposer_address.as_bytes(), [0u8; 20]);
+        // Each header names the one before it.
+        let prev = http.block(got.height.value() as u32 - 1).await.unwrap();
+        assert_eq!(h.last_block_id.unwrap().hash, prev.block_id.hash);
+        assert_eq!(prev.block.header.hash(), prev.block_id.hash);
+        let r = http.block_results(got.height).await.unwrap();
+        assert_eq!(r.txs_results.unwrap().len(), 1);
+        let q = http
+            .abci_query(Some("/key".to_owned()), b"ws".to_vec(), None, false)
+            .await
+            .unwrap();
+        assert_eq!(q.value, b"1");
+
+        ws.unsubscribe(EventType::NewBlock.into()).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), other_txs.next())
+                .await
+                .is_err(),
+            "an event for a query nothing matched"
+        );
+        ws.close().unwrap();
+        let _ = driver.await;
+    });
+    seq.stop().unwrap();
+}
+
+/// `block_id.hash` of block `height`, from the RPC's JSON.
+fn seq_block_hash(url: &str, height: u64) -> Vec<u8> {
+    let (_, r) = get(&format!("{url}/block?height={height}"));
+    hex::decode(r["result"]["block_id"]["hash"].as_str().unwrap()).unwrap()
+}
+
+/// `/websocket` spoken raw: plain methods over the socket, `NewBlockHeader` events, and clear
+/// errors for a query that does not parse, a sixth subscription, an unknown unsubscribe and a
+/// binary message. (tendermint-rpc's client drops a refused subscription's error, so this
+/// test speaks JSON itself.)
+#[test]
+fn sequencer__should_refuse_bad_websocket_subscriptions() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (_dir, seq) = one_app_sequencer();
+    runtime().block_on(async {
+        let url = format!("ws://{}/websocket", seq.rpc_addr());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let r = ws_call(&mut ws, 1, "status", json!({})).await;
+        assert_eq!(r["result"]["node_info"]["network"], "test-chain", "{r}");
+        let r = ws_call(
+            &mut ws,
+            2,
+            "subscribe",
+            json!({"query": "tm.event='Tx' AND"}),
+        )
+        .await;
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        let r = ws_call(
+            &mut ws,
+            3,
+            "subscribe",
+            json!(["tm.event='NewBlockHeader'"]),
+        )
+        .await;
+        assert_eq!(r["result"], json!({}), "{r}");
+        for i in 0..4 {
+            let q = format!("tm.event='Tx' AND app.key='k{i}'");
+            let r = ws_call(&mut ws, 10 + i, "subscribe", json!({"query": q})).await;
+            assert_eq!(r["result"], json!({}), "{r}");
+        }
+        let r = ws_call(
+            &mut ws,
+            20,
+            "subscribe",
+            json!({"query": "tm.event='Tx' AND app.key='k9'"}),
+        )
+        .await;
+        let err = r["error"]["data"].as_str().unwrap_or_default();
+        assert!(err.contains("max_subscriptions_per_client"), "{r}");
+        let r = ws_call(
+            &mut ws,
+            21,
+            "subscribe",
+            json!({"query": "tm.event='NewBlockHeader'"}),
+        )
+        .await;
+        assert!(
+            r["error"]["data"]
+                .as_str()
+                .unwrap()
+                .contains("already subscribed"),
+            "{r}"
+        );
+        let r = ws_call(
+            &mut ws,
+            22,
+            "unsubscribe",
+            json!({"query": "tm.event='NewBlock'"}),
+        )
+        .await;
+        assert!(
+            r["error"]["data"].as_str().unwrap().contains("not found"),
+            "{r}"
+        );
+        // A header event, under the subscribe request's id.
+        let header = loop {
+            let v = ws_next(&mut ws).await;
+            if v["result"]["query"].is_string() {
+                break v;
+            }
+        };
+        assert_eq!(header["id"], 3, "{header}");
+        assert_eq!(
+            header["result"]["data"]["type"],
+            "tendermint/event/NewBlockHeader"
+        );
+        assert_eq!(
+            header["result"]["events"]["tm.event"],
+            json!(["NewBlockHeader"])
+        );
+        let height = header["result"]["data"]["value"]["header"]["height"]
+            .as_str()
+            .unwrap();
+        assert!(height.parse::<u64>().unwrap() >= 1, "{header}");
+        let r = ws_call(&mut ws, 30, "unsubscribe_all", json!({})).await;
+        assert_eq!(r["result"], json!({}), "{r}");
+        ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        let v = ws_next(&mut ws).await;
+        assert_eq!(v["error"]["code"], -32600, "{v}");
+    });
+    seq.stop().unwrap();
+}
+
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON message on `ws` (within 10 s).
+async fn ws_next(ws: &mut RawWs) -> Value {
+    use futures::StreamExt;
+    let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(m.to_text().unwrap()).unwrap()
+}
+
+/// Sends one JSON-RPC request on `ws`; returns its answer (skipping events).
+async fn ws_call(ws: &mut RawWs, id: u64, method: &str, params: Value) -> Value {
+    use futures::SinkExt;
+    let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        req.to_string(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let v = ws_next(ws).await;
+        if v["id"] == id && v["result"]["query"].is_null() {
+            return v;
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,8 @@ use tendermint_proto::v0_38::abci::{
 
 use super::{short_hex, Engine};
 use crate::sequencer::app_conn::{Done, Job};
-use crate::sequencer::state::{block_hash, CommittedBlock};
+use crate::sequencer::header::{self, HeaderInput};
+use crate::sequencer::state::CommittedBlock;
 use crate::sequencer::time::next_block_time;
 
 impl Engine {
@@ -40,14 +42,25 @@ impl Engine {
         let height = self.height + 1;
         let time = next_block_time(self.last_time.as_ref());
         let txs: Vec<Bytes> = batch.iter().map(|t| t.tx.clone()).collect();
-        let hash = block_hash(
-            &self.shared.chain_id,
+        let prev_results = self
+            .shared
+            .view()
+            .latest
+            .as_ref()
+            .map(|b| b.result.tx_results.clone())
+            .unwrap_or_default();
+        let header = header::build(&HeaderInput {
+            chain_id: &self.shared.chain_id,
+            app_version: self.shared.app_version.load(Ordering::Acquire),
             height,
-            &time,
-            &self.last_hash,
-            &self.last_app_hash,
-            &txs,
-        );
+            time: &time,
+            prev_hash: &self.last_hash,
+            prev_app_hash: &self.last_app_hash,
+            prev_results: &prev_results,
+            txs: &txs,
+            validator: &self.shared.validator_pub_key,
+        })
+        .map_err(|e| anyhow::anyhow!("building the header of block {height}: {e}"))?;
         let block = RequestFinalizeBlock {
             txs,
             decided_last_commit: Some(CommitInfo {
@@ -55,11 +68,11 @@ impl Engine {
                 votes: Vec::new(),
             }),
             misbehavior: Vec::new(),
-            hash: Bytes::copy_from_slice(&hash),
+            hash: Bytes::copy_from_slice(header.hash().as_bytes()),
             height: i64::try_from(height).context("height overflow")?,
             time: Some(time),
-            next_validators_hash: Bytes::new(),
-            proposer_address: Bytes::from(vec![0u8; 20]),
+            next_validators_hash: Bytes::copy_from_slice(header.next_validators_hash.as_bytes()),
+            proposer_address: Bytes::copy_from_slice(header.proposer_address.as_bytes()),
         };
         if let Err(e) = self.store.append_block(&block) {
             self.shared.mempool().give_back(batch);

@@ -8,7 +8,10 @@ use tendermint_proto::v0_38::abci::{
     Event, ExecTxResult, ResponseCheckTx, ResponseInfo, ResponseQuery,
 };
 
-use crate::sequencer::state::{data_hash, CommittedBlock, Shared};
+use std::sync::atomic::Ordering;
+
+use crate::sequencer::header::{self, HeaderInput};
+use crate::sequencer::state::{CommittedBlock, Shared};
 use crate::sequencer::time::{rfc3339, GENESIS_TIME};
 
 /// `[]byte`: base64, `null` when empty.
@@ -122,35 +125,45 @@ fn time_of(b: &CommittedBlock) -> String {
     rfc3339(b.block.time.as_ref().unwrap_or(&GENESIS_TIME))
 }
 
-/// `ResultBlock`. The header's `app_hash` is the app hash after the previous block, as in
-/// CometBFT; the app hash after this block is in `block_results` and in the next header.
-pub fn block(chain_id: &str, b: &CommittedBlock) -> Value {
+/// The header of block `b`, rebuilt as it was hashed (see [`header`]): the previous block's
+/// results come from the store.
+pub fn header_of(shared: &Shared, b: &CommittedBlock) -> Result<tendermint::block::Header, String> {
     let height = b.height();
+    let prev = if height > 1 {
+        Some(shared.block_at(height - 1)?)
+    } else {
+        None
+    };
+    header::build(&HeaderInput {
+        chain_id: &shared.chain_id,
+        app_version: shared.app_version.load(Ordering::Acquire),
+        height,
+        time: b.block.time.as_ref().unwrap_or(&GENESIS_TIME),
+        prev_hash: &b.prev_hash,
+        prev_app_hash: &b.prev_app_hash,
+        prev_results: prev.as_ref().map_or(&[][..], |p| &p.result.tx_results),
+        txs: &b.block.txs,
+        validator: &shared.validator_pub_key,
+    })
+}
+
+/// `ResultBlock`: the header as CometBFT builds it (tendermint-rs's own JSON encoding of
+/// it), whose hash is `block_id.hash`. Its `app_hash` is the app hash after the previous
+/// block, as in CometBFT; the app hash after this block is in `block_results` and in the next
+/// header.
+pub fn block(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
+    let height = b.height();
+    let header = serde_json::to_value(header_of(shared, b)?).map_err(|e| e.to_string())?;
     let txs: Vec<Value> = b
         .block
         .txs
         .iter()
         .map(|t| Value::String(base64::engine::general_purpose::STANDARD.encode(t)))
         .collect();
-    json!({
+    Ok(json!({
         "block_id": block_id(&b.block.hash),
         "block": {
-            "header": {
-                "version": {"block": "11", "app": "0"},
-                "chain_id": chain_id,
-                "height": height.to_string(),
-                "time": time_of(b),
-                "last_block_id": block_id(&b.prev_hash),
-                "last_commit_hash": "",
-                "data_hash": hexb(&data_hash(&b.block.txs)),
-                "validators_hash": "",
-                "next_validators_hash": hexb(&b.block.next_validators_hash),
-                "consensus_hash": "",
-                "app_hash": hexb(&b.prev_app_hash),
-                "last_results_hash": "",
-                "evidence_hash": "",
-                "proposer_address": hexb(&b.block.proposer_address),
-            },
+            "header": header,
             "data": {"txs": txs},
             "evidence": {"evidence": []},
             "last_commit": {
@@ -160,7 +173,7 @@ pub fn block(chain_id: &str, b: &CommittedBlock) -> Value {
                 "signatures": [],
             },
         }
-    })
+    }))
 }
 
 /// `ResultBlockResults`.
@@ -170,6 +183,17 @@ pub fn block_results(b: &CommittedBlock) -> Value {
         "height": b.height().to_string(),
         "txs_results": if results.is_empty() { Value::Null } else { Value::Array(results) },
         "finalize_block_events": events(&b.result.events),
+        "validator_updates": [],
+        "consensus_param_updates": null,
+        "app_hash": b64(&b.result.app_hash),
+    })
+}
+
+/// `abci.ResponseFinalizeBlock`, as the `NewBlock` event carries it.
+pub fn finalize_block_result(b: &CommittedBlock) -> Value {
+    json!({
+        "events": events(&b.result.events),
+        "tx_results": b.result.tx_results.iter().map(exec_tx_result).collect::<Vec<_>>(),
         "validator_updates": [],
         "consensus_param_updates": null,
         "app_hash": b64(&b.result.app_hash),
@@ -206,13 +230,21 @@ pub fn status(shared: &Shared, rpc_addr: &str) -> Value {
         |b: Option<&CommittedBlock>| b.map(|b| hexb(&b.result.app_hash)).unwrap_or(json!(""));
     let time =
         |b: Option<&CommittedBlock>| b.map(time_of).unwrap_or_else(|| rfc3339(&GENESIS_TIME));
-    let address = [0u8; 20];
+    let address = tendermint::PublicKey::from_raw_ed25519(&shared.validator_pub_key)
+        .map(|pk| tendermint::account::Id::from(pk).as_bytes().to_vec())
+        .unwrap_or_default();
     let node_id = hex::encode(sha2_20(&shared.validator_pub_key));
     json!({
         "node_info": {
-            "protocol_version": {"p2p": "8", "block": "11", "app": "0"},
+            "protocol_version": {
+                "p2p": "8",
+                "block": header::BLOCK_PROTOCOL.to_string(),
+                "app": shared.app_version.load(Ordering::Acquire).to_string(),
+            },
             "id": node_id,
-            "listen_addr": "",
+            // CometBFT's P2P address; the dev sequencer has no P2P, so its RPC address (an
+            // empty value makes some clients refuse the whole answer).
+            "listen_addr": format!("tcp://{rpc_addr}"),
             "network": shared.chain_id,
             "version": "0.38.17-seqmpc-dev-sequencer",
             "channels": "",
