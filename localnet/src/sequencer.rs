@@ -148,6 +148,7 @@ impl Sequencer {
         let genesis_rec = GenesisRecord::new(&cfg.chain_id, &cfg.app_state, &time::GENESIS_TIME);
         let store = BlockStore::open(&cfg.data_dir, &genesis_rec)?;
         let validator_pub_key = dev_validator_key(&cfg.chain_id);
+        let genesis = Arc::new(init_chain_request(&cfg, &validator_pub_key));
         let shared = Arc::new(Shared {
             chain_id: cfg.chain_id.clone(),
             apps: RwLock::new(apps.into_iter().map(Arc::new).collect()),
@@ -168,13 +169,14 @@ impl Sequencer {
             dev_add_app_token: cfg.dev_add_app_token.clone(),
             max_apps: cfg.max_apps,
             validator_pub_key,
+            genesis: genesis.clone(),
             app_version: AtomicU64::new(0),
             max_tx_bytes: cfg.max_tx_bytes,
         });
         let engine = Engine::new(
             shared.clone(),
             store,
-            init_chain_request(&cfg, &validator_pub_key),
+            genesis,
             EngineConfig {
                 block_interval: Duration::from_millis(cfg.block_ms),
                 max_block_txs: cfg.max_block_txs.max(1),

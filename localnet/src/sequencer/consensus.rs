@@ -97,7 +97,7 @@ impl Engine {
     pub fn new(
         shared: Arc<Shared>,
         store: BlockStore,
-        genesis: RequestInitChain,
+        genesis: Arc<RequestInitChain>,
         cfg: EngineConfig,
     ) -> anyhow::Result<Engine> {
         let height = store.height();
@@ -106,7 +106,7 @@ impl Engine {
             slots: shared.app_list().iter().map(|_| Slot::down()).collect(),
             shared,
             store,
-            genesis: Arc::new(genesis),
+            genesis,
             cfg,
             height,
             last_time: None,

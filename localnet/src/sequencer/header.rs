@@ -22,9 +22,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tendermint::block::{self, parts, Header, Height};
 use tendermint::crypto::default::Sha256 as MerkleSha256;
-use tendermint::{
-    account, chain, hash::Algorithm, merkle, validator, AppHash, Hash, PublicKey, Time,
-};
+use tendermint::{chain, hash::Algorithm, merkle, validator, AppHash, Hash, PublicKey, Time};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::abci::ExecTxResult;
 use tendermint_proto::v0_38::types::HashedParams;
@@ -66,14 +64,18 @@ fn merkle_root<T: AsRef<[u8]>>(items: &[T]) -> Hash {
     Hash::Sha256(merkle::simple_hash_from_byte_vectors::<MerkleSha256>(items))
 }
 
+/// The dev validator, as the validator set holds it.
+pub fn validator(key: &[u8; 32]) -> Result<validator::Info, String> {
+    let pk = PublicKey::from_raw_ed25519(key)
+        .ok_or_else(|| "the dev validator key is not an Ed25519 key".to_owned())?;
+    Ok(validator::Info::new(pk, VALIDATOR_POWER.into()))
+}
+
 /// The header CometBFT would build from `i`.
 pub fn build(i: &HeaderInput<'_>) -> Result<Header, String> {
-    let validator_key = PublicKey::from_raw_ed25519(i.validator)
-        .ok_or_else(|| "the dev validator key is not an Ed25519 key".to_owned())?;
-    let validators = validator::Set::new(
-        vec![validator::Info::new(validator_key, VALIDATOR_POWER.into())],
-        None,
-    );
+    let info = validator(i.validator)?;
+    let proposer_address = info.address;
+    let validators = validator::Set::new(vec![info], None);
     let last_block_id = if i.prev_hash.is_empty() {
         None
     } else {
@@ -121,6 +123,6 @@ pub fn build(i: &HeaderInput<'_>) -> Result<Header, String> {
         app_hash: AppHash::try_from(i.prev_app_hash.to_vec()).map_err(|e| e.to_string())?,
         last_results_hash: Some(merkle_root(&results)),
         evidence_hash: Some(merkle_root(&nothing)),
-        proposer_address: account::Id::from(validator_key),
+        proposer_address,
     })
 }

@@ -4,8 +4,10 @@
 //! [`events`]). Served by axum (hyper) with TCP_NODELAY on every connection.
 //!
 //! Routes: `status`, `health`, `abci_info`, `abci_query`, `broadcast_tx_sync`,
-//! `broadcast_tx_async`, `broadcast_tx_commit`, `block`, `block_results`, `tx`,
-//! `num_unconfirmed_txs`, and the dev-only `dev_add_app` (attach another ABCI app at runtime). Errors are `{"code", "message", "data"}` with CometBFT's codes:
+//! `broadcast_tx_async`, `broadcast_tx_commit`, `check_tx`, `block`, `block_results`, `header`,
+//! `commit`, `blockchain`, `validators`, `consensus_params`, `genesis`, `net_info`, `tx`,
+//! `num_unconfirmed_txs`, `unconfirmed_txs`, and the dev-only `dev_add_app` (attach another
+//! ABCI app at runtime). Errors are `{"code", "message", "data"}` with CometBFT's codes:
 //! -32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid params,
 //! -32603 internal error (e.g. `tx already exists in cache`, `mempool is full`).
 
@@ -30,7 +32,7 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use prost::bytes::Bytes;
 use serde_json::{json, Value};
-use tendermint_proto::v0_38::abci::RequestQuery;
+use tendermint_proto::v0_38::abci::{CheckTxType, RequestQuery};
 use tokio::sync::broadcast;
 
 use self::params::{parse_target, Params};
@@ -374,6 +376,15 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("block_results", &["height"]),
     ("tx", &["hash", "prove"]),
     ("num_unconfirmed_txs", &[]),
+    ("unconfirmed_txs", &["limit"]),
+    ("header", &["height"]),
+    ("commit", &["height"]),
+    ("validators", &["height", "page", "per_page"]),
+    ("consensus_params", &["height"]),
+    ("genesis", &[]),
+    ("blockchain", &["minHeight", "maxHeight"]),
+    ("net_info", &[]),
+    ("check_tx", &["tx"]),
     ("dev_add_app", &["name", "addr", "token"]),
 ];
 
@@ -459,23 +470,82 @@ fn call(
                 "height": loc.height.to_string(),
             }))
         }
-        "block" | "block_results" => {
-            let p = params()?;
-            let height = match p.int("height")? {
-                Some(h) if h < 0 => {
-                    return Err(RpcError::internal(format!(
-                        "height must be greater than 0, but got {h}"
-                    )))
-                }
-                Some(h) if h > 0 => u64::try_from(h).unwrap_or(0),
-                _ => shared.view().height,
-            };
+        "block" | "block_results" | "header" | "commit" => {
+            let height = height_param(shared, &params()?)?;
             let b = shared.block_at(height).map_err(RpcError::internal)?;
-            if method == "block" {
-                encode::block(shared, &b).map_err(RpcError::internal)
-            } else {
-                Ok(encode::block_results(&b))
+            match method {
+                "block" => encode::block(shared, &b),
+                "header" => encode::header(shared, &b),
+                "commit" => encode::commit(shared, &b),
+                _ => Ok(encode::block_results(&b)),
             }
+            .map_err(RpcError::internal)
+        }
+        "validators" | "consensus_params" => {
+            let height = height_param(shared, &params()?)?;
+            // The height must exist, as CometBFT requires.
+            shared.block_at(height).map_err(RpcError::internal)?;
+            if method == "validators" {
+                encode::validators(shared, height)
+            } else {
+                encode::consensus_params_at(shared, height)
+            }
+            .map_err(RpcError::internal)
+        }
+        "genesis" => encode::genesis(shared).map_err(RpcError::internal),
+        "blockchain" => {
+            let p = params()?;
+            let last = shared.view().height;
+            let want = |name: &str| -> Result<Option<u64>, RpcError> {
+                Ok(p.int(name)?
+                    .and_then(|h| u64::try_from(h).ok())
+                    .filter(|h| *h > 0))
+            };
+            let to = want("maxHeight")?.unwrap_or(last).min(last);
+            let from = want("minHeight")?
+                .unwrap_or(1)
+                .max(to.saturating_sub(BLOCKCHAIN_MAX - 1))
+                .max(1);
+            if from > to {
+                return Err(RpcError::internal(format!(
+                    "min height {from} can't be greater than max height {to}"
+                )));
+            }
+            encode::blockchain(shared, last, from, to).map_err(RpcError::internal)
+        }
+        "net_info" => Ok(json!({
+            "listening": true,
+            "listeners": [format!("Listener(@{rpc_addr})")],
+            "n_peers": "0",
+            "peers": [],
+        })),
+        "check_tx" => {
+            let tx = required_tx(&params()?)?;
+            shared
+                .check_tx(tx, CheckTxType::New)
+                .map(|r| encode::check_tx(&r))
+                .map_err(RpcError::internal)
+        }
+        "unconfirmed_txs" => {
+            let limit = params()?
+                .int("limit")?
+                .and_then(|l| usize::try_from(l).ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(30)
+                .min(100);
+            let m = shared.mempool();
+            let txs: Vec<Value> = m
+                .snapshot()
+                .iter()
+                .take(limit)
+                .map(|t| encode::b64(&t.tx))
+                .collect();
+            Ok(json!({
+                "n_txs": txs.len().to_string(),
+                "total": m.len().to_string(),
+                "total_bytes": m.bytes().to_string(),
+                "txs": txs,
+            }))
         }
         "tx" => {
             let p = params()?;
@@ -498,6 +568,20 @@ fn call(
             }))
         }
         other => Err(RpcError::method_not_found(other)),
+    }
+}
+
+/// Most block metas one `blockchain` call returns (CometBFT's limit).
+const BLOCKCHAIN_MAX: u64 = 20;
+
+/// The `height` param: the latest height when absent or 0.
+fn height_param(shared: &Shared, p: &Params) -> Result<u64, RpcError> {
+    match p.int("height")? {
+        Some(h) if h < 0 => Err(RpcError::internal(format!(
+            "height must be greater than 0, but got {h}"
+        ))),
+        Some(h) if h > 0 => Ok(u64::try_from(h).unwrap_or(0)),
+        _ => Ok(shared.view().height),
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use prost::bytes::Bytes;
 use serde::Serialize;
 use tendermint_proto::v0_38::abci::{
-    CheckTxType, RequestCheckTx, RequestFinalizeBlock, RequestQuery, ResponseCheckTx,
-    ResponseFinalizeBlock, ResponseInfo, ResponseQuery,
+    CheckTxType, RequestCheckTx, RequestFinalizeBlock, RequestInitChain, RequestQuery,
+    ResponseCheckTx, ResponseFinalizeBlock, ResponseInfo, ResponseQuery,
 };
 
 use super::app_conn::AppHandle;
@@ -239,6 +239,8 @@ pub struct Shared {
     pub store: Arc<StoreReader>,
     /// The dev validator's ed25519 public key (shown in status, sent in InitChain).
     pub validator_pub_key: [u8; 32],
+    /// The InitChain request of this chain (its genesis: consensus params, validator, app state).
+    pub genesis: Arc<RequestInitChain>,
     /// The app's protocol version as its ABCI `Info` reports it (headers' `version.app`;
     /// assumed constant over the chain, as the headers of stored blocks are rebuilt with it).
     pub app_version: AtomicU64,

@@ -311,6 +311,14 @@ fn sequencer__should_commit_broadcast_txs_and_serve_them_over_rpc() {
     assert_eq!(r["result"]["code"], 0, "{r}");
 
     // A tx refused by CheckTx comes back as a result with its code, and is not committed.
+    // check_tx answers without queueing.
+    let (_, r) = get(&format!("{url}/check_tx?tx=\"bad=1\""));
+    assert_eq!(r["result"]["code"], 7, "{r}");
+    let (_, r) = get(&format!("{url}/check_tx?tx=\"k9=v9\""));
+    assert_eq!(r["result"]["code"], 0, "{r}");
+    let (_, r) = get(&format!("{url}/unconfirmed_txs?limit=5"));
+    let queued = r["result"]["txs"].as_array().unwrap();
+    assert!(!queued.contains(&json!(b64(b"k9=v9"))), "{r}");
     let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"bad=1\""));
     assert_eq!(r["result"]["code"], 7, "{r}");
     assert_eq!(r["result"]["log"], "bad tx");
@@ -975,6 +983,33 @@ fn sequencer__should_serve_tendermint_rs_clients_over_http_and_websocket() {
         let prev = http.block(got.height.value() as u32 - 1).await.unwrap();
         assert_eq!(h.last_block_id.unwrap().hash, prev.block_id.hash);
         assert_eq!(prev.block.header.hash(), prev.block_id.hash);
+        // The other block views agree with it.
+        let header = http.header(got.height).await.unwrap().header;
+        assert_eq!(header.hash(), b.block_id.hash);
+        let commit = http.commit(got.height).await.unwrap();
+        assert_eq!(commit.signed_header.header.hash(), b.block_id.hash);
+        assert_eq!(commit.signed_header.commit.block_id.hash, b.block_id.hash);
+        let chain = http.blockchain(1u32, 3u32).await.unwrap();
+        assert_eq!(chain.block_metas.len(), 3);
+        for m in &chain.block_metas {
+            assert_eq!(m.header.hash(), m.block_id.hash);
+        }
+        assert_eq!(chain.block_metas[0].header.height.value(), 3, "newest first");
+        let vals = http
+            .validators(got.height, tendermint_rpc::Paging::All)
+            .await
+            .unwrap();
+        assert_eq!(
+            tendermint::validator::Set::new(vals.validators, None).hash(),
+            h.validators_hash
+        );
+        let params = http.consensus_params(got.height).await.unwrap();
+        assert_eq!(params.consensus_params.block.max_bytes, 22_020_096);
+        let genesis: tendermint::Genesis<Value> = http.genesis().await.unwrap();
+        assert_eq!(genesis.chain_id.as_str(), "test-chain");
+        assert_eq!(genesis.app_state, json!({"hello": "world"}));
+        assert_eq!(genesis.validators.len(), 1);
+        assert!(http.net_info().await.unwrap().listening);
         let r = http.block_results(got.height).await.unwrap();
         assert_eq!(r.txs_results.unwrap().len(), 1);
         let q = http

@@ -176,6 +176,94 @@ pub fn block(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
     }))
 }
 
+/// `ResultHeader`.
+pub fn header(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
+    let header = serde_json::to_value(header_of(shared, b)?).map_err(|e| e.to_string())?;
+    Ok(json!({ "header": header }))
+}
+
+/// `ResultCommit`: the block's signed header. The dev sequencer signs nothing: the commit
+/// names the block and holds no signature.
+pub fn commit(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
+    let header = serde_json::to_value(header_of(shared, b)?).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "signed_header": {
+            "header": header,
+            "commit": {
+                "height": b.height().to_string(),
+                "round": 0,
+                "block_id": block_id(&b.block.hash),
+                "signatures": [],
+            },
+        },
+        "canonical": true,
+    }))
+}
+
+/// `ResultBlockchainInfo`: the metas of blocks `from..=to`, newest first.
+pub fn blockchain(shared: &Shared, last: u64, from: u64, to: u64) -> Result<Value, String> {
+    let mut metas = Vec::new();
+    for h in (from..=to).rev() {
+        let b = shared.block_at(h)?;
+        let header = serde_json::to_value(header_of(shared, &b)?).map_err(|e| e.to_string())?;
+        let size: usize = b.block.txs.iter().map(|t| t.len()).sum();
+        metas.push(json!({
+            "block_id": block_id(&b.block.hash),
+            "block_size": size.to_string(),
+            "header": header,
+            "num_txs": b.block.txs.len().to_string(),
+        }));
+    }
+    Ok(json!({"last_height": last.to_string(), "block_metas": metas}))
+}
+
+/// The genesis consensus params, in tendermint-rs's encoding.
+fn consensus_params(shared: &Shared) -> Result<tendermint::consensus::Params, String> {
+    let raw = shared
+        .genesis
+        .consensus_params
+        .clone()
+        .ok_or_else(|| "no consensus params at genesis".to_owned())?;
+    tendermint::consensus::Params::try_from(raw).map_err(|e| e.to_string())
+}
+
+/// `ResultValidators`: the one dev validator, at every height.
+pub fn validators(shared: &Shared, height: u64) -> Result<Value, String> {
+    let v = header::validator(&shared.validator_pub_key)?;
+    Ok(json!({
+        "block_height": height.to_string(),
+        "validators": [serde_json::to_value(v).map_err(|e| e.to_string())?],
+        "count": "1",
+        "total": "1",
+    }))
+}
+
+/// `ResultConsensusParams`: the genesis params (the app never changes them).
+pub fn consensus_params_at(shared: &Shared, height: u64) -> Result<Value, String> {
+    let params = serde_json::to_value(consensus_params(shared)?).map_err(|e| e.to_string())?;
+    Ok(json!({"block_height": height.to_string(), "consensus_params": params}))
+}
+
+/// `ResultGenesis`: the genesis document the chain started from (the app state as JSON when it
+/// is JSON, else as a string).
+pub fn genesis(shared: &Shared) -> Result<Value, String> {
+    let g = &shared.genesis;
+    let app_state = serde_json::from_slice(&g.app_state_bytes).unwrap_or_else(|_| {
+        Value::String(String::from_utf8_lossy(&g.app_state_bytes).into_owned())
+    });
+    let doc = tendermint::Genesis {
+        genesis_time: tendermint::Time::try_from(g.time.unwrap_or(GENESIS_TIME))
+            .map_err(|e| e.to_string())?,
+        chain_id: tendermint::chain::Id::try_from(g.chain_id.clone()).map_err(|e| e.to_string())?,
+        initial_height: g.initial_height,
+        consensus_params: consensus_params(shared)?,
+        validators: vec![header::validator(&shared.validator_pub_key)?],
+        app_hash: tendermint::AppHash::default(),
+        app_state,
+    };
+    Ok(json!({"genesis": serde_json::to_value(doc).map_err(|e| e.to_string())?}))
+}
+
 /// `ResultBlockResults`.
 pub fn block_results(b: &CommittedBlock) -> Value {
     let results: Vec<Value> = b.result.tx_results.iter().map(exec_tx_result).collect();

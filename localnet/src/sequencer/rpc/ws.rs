@@ -11,7 +11,7 @@
 //! ([`OUT_QUEUE`] messages behind, or [`BLOCK_BACKLOG`] blocks behind) is told so and
 //! disconnected, so it never holds memory or slows the others.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,18 +39,33 @@ pub const OUT_QUEUE: usize = 1000;
 /// Committed blocks queued for subscribers before a slow one is dropped.
 pub const BLOCK_BACKLOG: usize = 256;
 
+/// One of the [`MAX_CLIENTS`] connection slots, given back when dropped: when the connection
+/// ends, or when its upgrade fails and axum drops the callback that holds it.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl ClientSlot {
+    fn take(clients: &Arc<AtomicUsize>) -> Option<ClientSlot> {
+        let slot = ClientSlot(clients.clone());
+        (clients.fetch_add(1, Ordering::AcqRel) < MAX_CLIENTS).then_some(slot)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// `GET /websocket`: upgrades, unless [`MAX_CLIENTS`] are connected.
 pub(super) async fn upgrade(State(rpc): State<Rpc>, ws: WebSocketUpgrade) -> Response {
-    let n = rpc.ws_clients.fetch_add(1, Ordering::AcqRel);
-    if n >= MAX_CLIENTS {
-        rpc.ws_clients.fetch_sub(1, Ordering::AcqRel);
+    let Some(slot) = ClientSlot::take(&rpc.ws_clients) else {
         let e = RpcError::internal(format!("max_subscription_clients {MAX_CLIENTS} reached"));
         return json_response(503, &e.to_json(&Value::Null));
-    }
+    };
     ws.max_message_size(MAX_BODY_BYTES)
         .on_upgrade(move |socket| async move {
             serve(&rpc, socket).await;
-            rpc.ws_clients.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
         })
 }
 
@@ -275,4 +290,29 @@ pub(super) fn spawn_block_pump(
             }
         })
         .context("spawning the RPC event thread")
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_slot__should_cap_connections_and_come_back_however_dropped() {
+        let clients = Arc::new(AtomicUsize::new(0));
+        let mut held: Vec<ClientSlot> = (0..MAX_CLIENTS)
+            .map(|_| ClientSlot::take(&clients).unwrap_or_else(|| panic!("a free slot")))
+            .collect();
+        assert!(ClientSlot::take(&clients).is_none(), "one over the cap");
+        assert_eq!(clients.load(Ordering::Acquire), MAX_CLIENTS);
+        // A slot held by an upgrade callback that never runs comes back when it is dropped.
+        let callback = {
+            let slot = held.pop();
+            move || drop(slot)
+        };
+        drop(callback);
+        assert!(ClientSlot::take(&clients).is_some());
+        held.clear();
+        assert_eq!(clients.load(Ordering::Acquire), 0);
+    }
 }
