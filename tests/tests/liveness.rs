@@ -138,6 +138,16 @@ fn n4t3_localnet__should_sign_every_request_when_the_aggregator_or_another_signe
     let _liar = net
         .restart_node(1, &[], &[("SEQMPC_FAULTS", "sign-false-claim")])
         .unwrap();
+    // Only once node1 follows the chain again: a burst committed while the sequencer is still
+    // replaying blocks to it names node1 silent instead (CI saw 0 claims once that way).
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let h1 = net.node_get(1, "/status").ok()?["chain_height"].as_u64()?;
+            (h1 + 2 >= net.rpc.height().ok()?).then_some(())
+        })
+        .is_some(),
+        "the restarted node1 did not catch up"
+    );
     let results = sign_burst(&net, "false claims");
     let mut claimed = 0;
     for (i, (s, _)) in results.iter().enumerate() {
