@@ -933,6 +933,12 @@ fn app_can_drop_a_torn_journal_tail_and_rejects_a_tampered_one() {
         .write_all(b"{\"height\":3,\"app_ha")
         .unwrap();
     let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    // An offline command reads beside a node that may be mid-append: the partial line is left
+    // out and left in place (the writer finishes it), and the state is the committed one.
+    let torn_len = std::fs::metadata(&journal).unwrap().len();
+    let read = App::read_committed(net._dir.path(), &g).unwrap().unwrap();
+    assert_eq!(read.height, u64::try_from(info.last_block_height).unwrap());
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), torn_len);
     let again = App::open(net._dir.path(), g.clone(), None).unwrap();
     assert_eq!(again.info().last_block_height, info.last_block_height);
     assert_eq!(again.info().last_block_app_hash, info.last_block_app_hash);

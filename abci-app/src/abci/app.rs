@@ -39,6 +39,16 @@ pub struct App {
 }
 
 impl App {
+    /// The committed state kept in `home` for `genesis_bytes`, if any, read without changing
+    /// a file: for offline commands, which may run beside a node that appends to its journal.
+    pub fn read_committed(home: &Path, genesis_bytes: &[u8]) -> anyhow::Result<Option<ChainState>> {
+        let committed = StateFiles::new(home)
+            .read()
+            .map_err(|e| anyhow::anyhow!("cannot read the chain state: {e}"))?;
+        check_genesis(home, committed.as_ref(), genesis_bytes)?;
+        Ok(committed)
+    }
+
     /// Opens the app: loads committed state from `home` if any.
     pub fn open(
         home: &Path,
@@ -51,16 +61,7 @@ impl App {
         let committed = files
             .load()
             .map_err(|e| anyhow::anyhow!("cannot load the chain state: {e}"))?;
-        if let Some(s) = &committed {
-            let gh = hex::encode(Sha256::digest(&genesis_bytes));
-            if s.genesis_hash != gh {
-                anyhow::bail!(
-                    "the chain state in {} belongs to another genesis (hash {}, this genesis {gh})",
-                    home.display(),
-                    s.genesis_hash
-                );
-            }
-        }
+        check_genesis(home, committed.as_ref(), &genesis_bytes)?;
         Ok(App {
             genesis,
             genesis_bytes,
@@ -411,4 +412,24 @@ impl tendermint_abci::Application for AppHandle {
     fn commit(&self) -> pb::ResponseCommit {
         self.consensus("Commit", |app| app.commit())
     }
+}
+
+/// Refuses a committed state written for another genesis than `genesis_bytes`.
+fn check_genesis(
+    home: &Path,
+    committed: Option<&ChainState>,
+    genesis_bytes: &[u8],
+) -> anyhow::Result<()> {
+    let Some(s) = committed else {
+        return Ok(());
+    };
+    let gh = hex::encode(Sha256::digest(genesis_bytes));
+    if s.genesis_hash != gh {
+        anyhow::bail!(
+            "the chain state in {} belongs to another genesis (hash {}, this genesis {gh})",
+            home.display(),
+            s.genesis_hash
+        );
+    }
+    Ok(())
 }

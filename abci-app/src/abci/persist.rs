@@ -68,8 +68,33 @@ impl StateFiles {
         }
     }
 
-    /// Loads the last committed state, if any.
+    /// Loads the last committed state, if any, and drops a torn journal tail so the next
+    /// append starts on a line boundary. Only the process that appends may call it.
     pub fn load(&mut self) -> Result<Option<ChainState>, PersistError> {
+        let Some((state, good_len)) = self.read_journaled()? else {
+            return Ok(None);
+        };
+        if let Some(good_len) = good_len {
+            let journal_path = self.dir.join(JOURNAL);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&journal_path)
+                .map_err(io(&journal_path))?;
+            f.set_len(good_len).map_err(io(&journal_path))?;
+            f.sync_all().map_err(io(&journal_path))?;
+        }
+        Ok(Some(state))
+    }
+
+    /// The last committed state, if any, read without changing a file: safe beside a running
+    /// node that appends to the journal (a line it is writing reads as torn and is left out).
+    pub fn read(&self) -> Result<Option<ChainState>, PersistError> {
+        Ok(self.read_journaled()?.map(|(state, _)| state))
+    }
+
+    /// The snapshot with the journal's whole lines applied, and the length of those lines
+    /// (`None`: no journal).
+    fn read_journaled(&self) -> Result<Option<(ChainState, Option<u64>)>, PersistError> {
         let snap_path = self.dir.join(SNAPSHOT);
         let file = match std::fs::read(&snap_path) {
             Ok(b) => b,
@@ -124,18 +149,11 @@ impl StateFiles {
                     }
                     good_len += n as u64;
                 }
-                // Drop a torn tail so the next append starts on a line boundary.
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&journal_path)
-                    .map_err(io(&journal_path))?;
-                f.set_len(good_len).map_err(io(&journal_path))?;
-                f.sync_all().map_err(io(&journal_path))?;
+                Ok(Some((state, Some(good_len))))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&journal_path)(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some((state, None))),
+            Err(e) => Err(io(&journal_path)(e)),
         }
-        Ok(Some(state))
     }
 
     /// Writes a full snapshot of `state` and starts an empty journal.

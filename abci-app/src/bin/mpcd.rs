@@ -355,13 +355,13 @@ fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Resu
 fn identity(home: &Path, genesis_path: &Path) -> anyhow::Result<(String, NodeId)> {
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     // The committed state the node keeps in HOME, if any: a node admitted later, or whose key
-    // was rotated, is known there and not in the genesis.
-    let app = App::open(home, genesis_bytes, None)?;
+    // was rotated, is known there and not in the genesis. Read only: the node may be running.
+    let committed = App::read_committed(home, &genesis_bytes)?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let me = my_node_id(
         home,
         &genesis,
-        app.state(),
+        committed.as_ref(),
         &hex::encode(key.verifying_key().to_bytes()),
     )?;
     Ok((genesis.chain_id, me))
