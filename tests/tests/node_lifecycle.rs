@@ -29,6 +29,25 @@ fn sign(net: &Localnet, key_id: &str, pk: &str, msg: &[u8]) -> Value {
     s
 }
 
+/// Runs `mpcd args...`.
+fn mpcd(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(bin_dir().join("mpcd"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `mpcd args...`, which must succeed, and returns the JSON it printed.
+fn mpcd_json(args: &[&std::ffi::OsStr]) -> Value {
+    let out = mpcd(args);
+    assert!(
+        out.status.success(),
+        "mpcd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn registered(net: &Localnet, id: &str) -> Option<Value> {
     let nodes = net.mpcctl_json(&["nodes"]).unwrap();
     nodes.as_array()?.iter().find(|n| n["id"] == id).cloned()
@@ -43,26 +62,16 @@ fn node_lifecycle__should_rotate_a_running_nodes_key_and_remove_a_node_without_s
     let old_key = registered(&net, "node1").unwrap()["public_key"].clone();
 
     // node1's next key, made beside its current one.
-    let out = Command::new(bin_dir().join("mpcd"))
-        .args(["new-node-key", "--home"])
-        .arg(&home1)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let next: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_node_key = [
+        "new-node-key".as_ref(),
+        "--home".as_ref(),
+        home1.as_os_str(),
+    ];
+    let next = mpcd_json(&new_node_key);
     let new_key = next["public_key"].as_str().unwrap().to_owned();
     assert_ne!(old_key, new_key.as_str());
     // A second one is refused while the first waits.
-    let again = Command::new(bin_dir().join("mpcd"))
-        .args(["new-node-key", "--home"])
-        .arg(&home1)
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
+    assert!(!mpcd(&new_node_key).status.success());
 
     // The rotation, through the chain.
     let r = net
@@ -133,18 +142,15 @@ fn node_lifecycle__should_rotate_a_running_nodes_key_and_remove_a_node_without_s
 
     // Offline, node1 still knows who it is: its new key is not in the genesis, the committed
     // state it keeps says it is node1's.
-    let out = Command::new(bin_dir().join("mpcd"))
-        .args(["backup", "--home"])
-        .arg(&home1)
-        .args(["--genesis", &genesis, "--out"])
-        .arg(tmp.path().join("node1.backup"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backup_file = tmp.path().join("node1.backup");
+    let b = mpcd_json(&[
+        "backup".as_ref(),
+        "--home".as_ref(),
+        home1.as_os_str(),
+        "--genesis".as_ref(),
+        genesis.as_ref(),
+        "--out".as_ref(),
+        backup_file.as_os_str(),
+    ]);
     assert_eq!(b["node_id"], "node1", "{b}");
 }

@@ -36,7 +36,7 @@ use tendermint_proto::v0_38::abci::{CheckTxType, RequestQuery};
 use tokio::sync::broadcast;
 
 use self::params::{parse_target, Params};
-use super::state::{BroadcastError, CommittedBlock, Shared};
+use super::state::{BroadcastError, Shared};
 
 /// Largest request body (CometBFT's default `max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 1_000_000;
@@ -136,8 +136,8 @@ pub struct RpcServer {
 pub(crate) struct Rpc {
     pub(crate) shared: Arc<Shared>,
     pub(crate) rpc_addr: Arc<str>,
-    /// Committed blocks, in order, for `/websocket` subscribers.
-    pub(crate) blocks: broadcast::Sender<Arc<CommittedBlock>>,
+    /// The events of each committed block, in order, for `/websocket` subscribers.
+    pub(crate) blocks: broadcast::Sender<Arc<[events::BlockEvent]>>,
     /// Open `/websocket` connections.
     pub(crate) ws_clients: Arc<AtomicUsize>,
 }

@@ -42,13 +42,7 @@ impl Engine {
         let height = self.height + 1;
         let time = next_block_time(self.last_time.as_ref());
         let txs: Vec<Bytes> = batch.iter().map(|t| t.tx.clone()).collect();
-        let prev_results = self
-            .shared
-            .view()
-            .latest
-            .as_ref()
-            .map(|b| b.result.tx_results.clone())
-            .unwrap_or_default();
+        let prev = self.shared.view().latest.clone();
         let header = header::build(&HeaderInput {
             chain_id: &self.shared.chain_id,
             app_version: self.shared.app_version.load(Ordering::Acquire),
@@ -56,7 +50,7 @@ impl Engine {
             time: &time,
             prev_hash: &self.last_hash,
             prev_app_hash: &self.last_app_hash,
-            prev_results: &prev_results,
+            prev_results: prev.as_ref().map_or(&[][..], |b| &b.result.tx_results),
             txs: &txs,
             validator: &self.shared.validator_pub_key,
         })

@@ -175,38 +175,41 @@ fn keys_of(kind: Kind) -> BTreeMap<String, Vec<String>> {
     BTreeMap::from([("tm.event".to_owned(), vec![kind.name().to_owned()])])
 }
 
-/// The events of block `b`, in CometBFT's order: NewBlock, NewBlockHeader, then each tx.
+/// The events of block `b`, in CometBFT's order: NewBlock, NewBlockHeader, then each tx. The
+/// two block events are left out (and logged) if the block's header cannot be rebuilt.
 pub fn of_block(shared: &Shared, b: &CommittedBlock) -> Vec<BlockEvent> {
-    let block = encode::block(shared, b).unwrap_or_else(|e| {
-        tracing::warn!(height = b.height(), error = %e, "events: the block's header");
-        Value::Null
-    });
     let height = b.height().to_string();
     let mut out = Vec::with_capacity(2 + b.block.txs.len());
-    let mut new_block_keys = keys_of(Kind::NewBlock);
-    add_abci_events(&mut new_block_keys, &b.result.events);
-    out.push(BlockEvent {
-        kind: Kind::NewBlock,
-        data: json!({
-            "type": "tendermint/event/NewBlock",
-            "value": {
-                "block": block["block"],
-                "block_id": block["block_id"],
-                "result_finalize_block": encode::finalize_block_result(b),
-            },
-        }),
-        keys: new_block_keys,
-    });
-    let mut header_keys = keys_of(Kind::NewBlockHeader);
-    add_abci_events(&mut header_keys, &b.result.events);
-    out.push(BlockEvent {
-        kind: Kind::NewBlockHeader,
-        data: json!({
-            "type": "tendermint/event/NewBlockHeader",
-            "value": {"header": block["block"]["header"]},
-        }),
-        keys: header_keys,
-    });
+    let block_keys = |kind| {
+        let mut keys = keys_of(kind);
+        add_abci_events(&mut keys, &b.result.events);
+        keys
+    };
+    match encode::block(shared, b) {
+        Ok(block) => {
+            out.push(BlockEvent {
+                kind: Kind::NewBlock,
+                data: json!({
+                    "type": "tendermint/event/NewBlock",
+                    "value": {
+                        "block": block["block"],
+                        "block_id": block["block_id"],
+                        "result_finalize_block": encode::finalize_block_result(b),
+                    },
+                }),
+                keys: block_keys(Kind::NewBlock),
+            });
+            out.push(BlockEvent {
+                kind: Kind::NewBlockHeader,
+                data: json!({
+                    "type": "tendermint/event/NewBlockHeader",
+                    "value": {"header": block["block"]["header"]},
+                }),
+                keys: block_keys(Kind::NewBlockHeader),
+            });
+        }
+        Err(e) => tracing::warn!(height = b.height(), error = %e, "events: the block's header"),
+    }
     for (i, tx) in b.block.txs.iter().enumerate() {
         let result = b.result.tx_results.get(i).cloned().unwrap_or_default();
         let hash = hex::encode_upper(crate::sequencer::mempool::tx_hash(tx));

@@ -24,9 +24,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
-use super::events::{self, Filter};
+use super::events::{self, BlockEvent, Filter};
 use super::{handle_one, json_response, ok_json, Rpc, RpcError, MAX_BODY_BYTES};
-use crate::sequencer::state::{CommittedBlock, Shared};
+use crate::sequencer::state::Shared;
 
 /// Most open `/websocket` connections (CometBFT's `max_subscription_clients`).
 pub const MAX_CLIENTS: usize = 100;
@@ -124,11 +124,8 @@ async fn serve(rpc: &Rpc, socket: WebSocket) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::Gone,
             },
             block = blocks.recv() => match block {
-                Ok(b) => {
-                    if subs.is_empty() {
-                        continue;
-                    }
-                    if !publish(&rpc.shared, &b, &subs, &out) {
+                Ok(events) => {
+                    if !publish(&events, &subs, &out) {
                         break End::TooSlow;
                     }
                 }
@@ -153,17 +150,12 @@ async fn serve(rpc: &Rpc, socket: WebSocket) {
     }
 }
 
-/// Sends every event of block `b` that a subscription selects. False when the connection's
+/// Sends every event of one block that a subscription selects. False when the connection's
 /// queue is full.
-fn publish(
-    shared: &Shared,
-    b: &CommittedBlock,
-    subs: &[Subscription],
-    out: &mpsc::Sender<Message>,
-) -> bool {
-    for event in events::of_block(shared, b) {
-        for s in subs.iter().filter(|s| s.filter.matches(&event)) {
-            let msg = events::message(&s.id, &s.query, &event);
+fn publish(events: &[BlockEvent], subs: &[Subscription], out: &mpsc::Sender<Message>) -> bool {
+    for event in events {
+        for s in subs.iter().filter(|s| s.filter.matches(event)) {
+            let msg = events::message(&s.id, &s.query, event);
             if out.try_send(text(&msg)).is_err() {
                 return false;
             }
@@ -261,11 +253,11 @@ async fn on_request(
     out.try_send(text(&msg)).map_err(|_| End::TooSlow)
 }
 
-/// Follows the chain: sends each newly committed block, in order, to `blocks` (the
-/// subscribers), until `stop` is set.
+/// Follows the chain: sends the events of each newly committed block, in order and built once
+/// for every connection, to `blocks` (the subscribers), until `stop` is set.
 pub(super) fn spawn_block_pump(
     shared: Arc<Shared>,
-    blocks: broadcast::Sender<Arc<CommittedBlock>>,
+    blocks: broadcast::Sender<Arc<[BlockEvent]>>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -280,7 +272,7 @@ pub(super) fn spawn_block_pump(
                     if blocks.receiver_count() > 0 {
                         match shared.block_at(next) {
                             Ok(b) => {
-                                let _ = blocks.send(b);
+                                let _ = blocks.send(events::of_block(&shared, &b).into());
                             }
                             Err(e) => tracing::warn!(height = next, error = %e, "events: block"),
                         }
