@@ -17,6 +17,7 @@ pub mod admin;
 pub mod diverge;
 pub mod keys;
 pub mod master_source;
+pub mod outbox;
 #[cfg(feature = "fault-injection")]
 pub mod partition;
 pub mod prom;

@@ -1,13 +1,14 @@
 //! The chain of the simulation: the real `seqmpc-abci` state machine
 //! ([`seqmpc_abci::chain::finalize_block`], the function the ABCI app's FinalizeBlock runs), in
-//! memory, one block at a time. No ABCI socket, no disk: the simulator is about the sessions,
-//! and the app's own tests cover the ABCI layer.
+//! memory, one block at a time, behind the app's own CheckTx ([`seqmpc_abci::chain::check_tx`]).
+//! No ABCI socket, no disk: the simulator is about the sessions, and the app's own tests cover
+//! the ABCI layer.
 
 use std::collections::BTreeMap;
 
 use seqmpc_abci::chain::entries::SignEntry;
 use seqmpc_abci::chain::genesis::Genesis;
-use seqmpc_abci::chain::{self, ChainState};
+use seqmpc_abci::chain::{self, ChainState, CheckState, TxError};
 use seqmpc_module::job::Job;
 use seqmpc_proto::RequestId;
 use sha2::{Digest, Sha256};
@@ -17,6 +18,10 @@ pub struct Chain {
     /// Committed state.
     pub state: ChainState,
     mempool: Vec<Vec<u8>>,
+    /// CheckTx's view of the mempool.
+    check: CheckState,
+    /// The code of every delivered tx, by hash (what the RPC's `tx` route answers).
+    delivered: BTreeMap<String, u32>,
     /// Txs delivered with a non-zero code, with the reason (for diagnostics).
     pub refused: Vec<String>,
     /// Every sign request as it ended (from the block's `sign_done` / `sign_failed` events,
@@ -43,14 +48,33 @@ impl Chain {
         Ok(Chain {
             state,
             mempool: Vec::new(),
+            check: CheckState::default(),
+            delivered: BTreeMap::new(),
             refused: Vec::new(),
             ended_signs: BTreeMap::new(),
         })
     }
 
-    /// Queues a tx for the next block.
+    /// The hash the chain knows `tx` by.
+    pub fn tx_hash(tx: &[u8]) -> String {
+        hex::encode(Sha256::digest(tx))
+    }
+
+    /// CheckTx of `tx`: on success the mempool counts it (its sequence, its requests) and
+    /// returns its hash; the caller then queues it ([`Chain::submit`]), or loses it.
+    pub fn check(&mut self, tx: &[u8]) -> Result<String, TxError> {
+        chain::check_tx(&self.state, &mut self.check, tx)?;
+        Ok(Chain::tx_hash(tx))
+    }
+
+    /// Queues a tx that passed [`Chain::check`] for the next block.
     pub fn submit(&mut self, tx: Vec<u8>) {
         self.mempool.push(tx);
+    }
+
+    /// The code tx `hash` was delivered with, once it is in a block.
+    pub fn delivered(&self, hash: &str) -> Option<u32> {
+        self.delivered.get(hash).copied()
     }
 
     /// Executes and commits the next block at `time_ms`; returns its jobs.
@@ -68,6 +92,10 @@ impl Chain {
         let hash = hash.finalize();
         match chain::finalize_block(&mut self.state, height, time_ms, &hash, &txs) {
             Ok(block) => {
+                for (tx, r) in txs.iter().zip(&block.tx_results) {
+                    self.delivered.insert(Chain::tx_hash(tx), r.code);
+                }
+                self.check.committed(&self.state);
                 for r in block.tx_results.iter().filter(|r| r.code != 0) {
                     self.refused.push(format!("height {height}: {}", r.log));
                 }

@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "{:<12} {} seeds, {} failed, {:.2} s ({:.1} seeds/s, {:.0}x real time)",
+            "{:<13} {} seeds, {} failed, {:.2} s ({:.1} seeds/s, {:.0}x real time)",
             sc.name,
             seeds.len(),
             sc_failed,

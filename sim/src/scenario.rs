@@ -58,6 +58,9 @@ pub struct Scenario {
     pub drop_pct: u8,
     /// Percent of p2p messages delivered twice.
     pub dup_pct: u8,
+    /// Percent of node txs the mempool loses after CheckTx took them (dropped at recheck, or
+    /// lost with a restarted mempool).
+    pub tx_loss_pct: u8,
     /// Delay of a p2p message, ms: a uniform draw from this range (so messages reorder).
     pub delay_ms: (u64, u64),
     /// Store latency, ms (a slow disk).
@@ -92,6 +95,7 @@ impl Scenario {
             deletes: 1,
             drop_pct: 0,
             dup_pct: 0,
+            tx_loss_pct: 0,
             delay_ms: (1, 5),
             store_ms: (0, 2),
             behaviour: Vec::new(),
@@ -143,6 +147,13 @@ impl Scenario {
                 burst_keygens: 200,
                 signs: 10,
                 ..Scenario::base("burst")
+            },
+            Scenario {
+                // A mempool that loses node txs it took: every later tx of that node passes
+                // CheckTx and fails at delivery until its submitter signs from the chain's
+                // sequence again.
+                tx_loss_pct: 3,
+                ..Scenario::base("lossy-mempool")
             },
             Scenario {
                 drop_pct: 2,

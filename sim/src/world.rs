@@ -7,6 +7,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
+use seqmpc_abci::chain::TxError;
+use seqmpc_abci::daemon::outbox::{Broadcast, Inclusion, Next, Outbox};
 use seqmpc_module::job::Job;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
@@ -56,6 +58,10 @@ pub struct Stats {
     pub sim_ms: Millis,
     /// Txs the chain refused at delivery (first few, for diagnostics).
     pub refused: Vec<String>,
+    /// Node txs the mempool lost after CheckTx took them.
+    pub lost_txs: u64,
+    /// Result txs a node gave up on after sending them again.
+    pub given_up_txs: u64,
 }
 
 /// The outcome of one run.
@@ -89,8 +95,9 @@ enum Ev {
     Input(usize, u64, Input),
     /// A store operation completes (and becomes durable) now.
     Store(usize, u64, StoreOp, Option<StoreToken>),
-    /// A signed tx reaches the mempool.
-    Tx(Vec<u8>),
+    /// A node's submitter signs a tx and broadcasts it now (valid only for that incarnation):
+    /// the message and how many times it was sent before.
+    Tx(usize, u64, TxMsg, u32),
     /// The client sends a request.
     Client(TxMsg),
     Fault(FaultAt),
@@ -103,7 +110,8 @@ struct Node {
     store: MemStore,
     rng: StdRng,
     incarnation: u64,
-    seq: u64,
+    /// The submitter's txs in flight (the daemon's own logic, sans-IO).
+    outbox: Outbox,
     behaviour: Behaviour,
     partitioned: bool,
     /// Jobs of blocks missed while down or cut off, replayed when it comes back (as the
@@ -213,7 +221,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             store: MemStore::default(),
             rng: StdRng::seed_from_u64(seed.wrapping_add(1 + i as u64)),
             incarnation: 0,
-            seq: 0,
+            outbox: Outbox::new(0),
             behaviour: scenario.behaviour_of(i),
             partitioned: false,
             missed: Vec::new(),
@@ -368,6 +376,7 @@ impl World {
             }
             Ev::Tick(i) => {
                 self.input(i, Input::Tick);
+                self.confirm(i);
                 self.at(self.now + TICK_MS, Ev::Tick(i));
             }
             Ev::Heartbeat(i) => {
@@ -397,12 +406,18 @@ impl World {
                     self.input(i, input);
                 }
             }
-            Ev::Tx(tx) => self.chain.submit(tx),
+            Ev::Tx(i, inc, msg, resends) => self.broadcast(i, inc, msg, resends),
             Ev::Client(msg) => {
                 self.obs.requested(self.now, &msg);
                 let tx = sign_tx(&self.client, "sim", self.client_seq, msg);
                 self.client_seq += 1;
-                self.chain.submit(tx);
+                match self.chain.check(&tx) {
+                    Ok(_) => self.chain.submit(tx),
+                    Err(e) => self
+                        .chain
+                        .refused
+                        .push(format!("client tx at CheckTx: {e}")),
+                }
             }
             Ev::Fault(f) => self.fault(f),
         }
@@ -429,6 +444,9 @@ impl World {
                     n.store.roll_back();
                 }
                 n.manager = Some(Manager::new(config(&self.sc, n.id.clone())));
+                // mpcd's submitter starts from the account's sequence on chain.
+                let signer = hex::encode(n.key.verifying_key().to_bytes());
+                n.outbox = Outbox::new(self.chain.state.sequence(&signer));
                 if !n.partitioned {
                     self.obs.up(self.now, i);
                 }
@@ -623,9 +641,33 @@ impl World {
     }
 
     fn submit(&mut self, i: usize, msg: TxMsg) {
+        self.submit_again(i, msg, 0);
+    }
+
+    /// Hands `msg` (sent `resends` times before) to node `i`'s submitter, which sends its txs
+    /// one at a time, in order.
+    fn submit_again(&mut self, i: usize, msg: TxMsg, resends: u32) {
+        let Some(n) = self.nodes.get(i) else {
+            return;
+        };
+        let (last, inc) = (n.last_tx_at, n.incarnation);
+        let t = (self.now + self.draw(SUBMIT_MS)).max(last);
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.last_tx_at = t;
+        }
+        self.at(t, Ev::Tx(i, inc, msg, resends));
+    }
+
+    /// Node `i`'s submitter signs `msg` and broadcasts it, as `daemon::submit`'s worker does
+    /// with the same [`Outbox`]; the mempool may lose it after CheckTx
+    /// ([`Scenario::tx_loss_pct`]).
+    fn broadcast(&mut self, i: usize, inc: u64, msg: TxMsg, resends: u32) {
         let Some(n) = self.nodes.get_mut(i) else {
             return;
         };
+        if n.incarnation != inc || n.manager.is_none() {
+            return; // the process died with its queue
+        }
         if n.partitioned {
             if !(matches!(msg, TxMsg::Heartbeat)
                 && n.held.iter().any(|m| matches!(m, TxMsg::Heartbeat)))
@@ -634,14 +676,61 @@ impl World {
             }
             return;
         }
-        let tx = sign_tx(&n.key, "sim", n.seq, msg);
-        n.seq += 1;
-        let last = n.last_tx_at;
-        let t = (self.now + self.draw(SUBMIT_MS)).max(last);
-        if let Some(n) = self.nodes.get_mut(i) {
-            n.last_tx_at = t;
+        let signer = hex::encode(n.key.verifying_key().to_bytes());
+        if n.outbox.wants_resync() {
+            n.outbox.resync(self.chain.state.sequence(&signer));
         }
-        self.at(t, Ev::Tx(tx));
+        for _ in 0..20 {
+            let Some(n) = self.nodes.get(i) else {
+                return;
+            };
+            let tx = sign_tx(&n.key, "sim", n.outbox.sequence(), msg.clone());
+            let answer = match self.chain.check(&tx) {
+                Ok(hash) => {
+                    if self.rng.gen_range(0..100u8) < self.sc.tx_loss_pct {
+                        self.stats.lost_txs += 1;
+                    } else {
+                        self.chain.submit(tx);
+                    }
+                    Broadcast::Accepted(hash)
+                }
+                Err(TxError::Sequence { expected, .. }) => Broadcast::WrongSequence(Some(expected)),
+                Err(_) => Broadcast::Refused,
+            };
+            let now = self.now;
+            let Some(n) = self.nodes.get_mut(i) else {
+                return;
+            };
+            if n.outbox.broadcast(&msg, resends, answer, now) != Next::Again {
+                return;
+            }
+        }
+    }
+
+    /// Node `i`'s submitter checks its txs in flight, and sends again the lost ones.
+    fn confirm(&mut self, i: usize) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if !n.up() {
+            return;
+        }
+        let mut again = Vec::new();
+        for hash in n.outbox.due(now) {
+            let inclusion = self
+                .chain
+                .delivered(&hash)
+                .map_or(Inclusion::NotYet, Inclusion::Delivered);
+            match n.outbox.checked(&hash, inclusion, now) {
+                Ok(Some(resend)) => again.push(resend),
+                Ok(None) => {}
+                Err(_) => self.stats.given_up_txs += 1,
+            }
+        }
+        for (msg, resends) in again {
+            self.submit_again(i, msg, resends);
+        }
     }
 
     fn stores(&self) -> Vec<(NodeId, Behaviour, &MemStore)> {

@@ -3,7 +3,8 @@
 //! One worker thread sends the queued txs in order. A heartbeat is queued only when none is
 //! waiting already, so heartbeats never pile up in front of results while the RPC is slow or
 //! unreachable. The worker then follows each result tx until it is in a block, and sends it
-//! again if a mempool lost it or it failed on its sequence at delivery ([`RESEND_AFTER`]).
+//! again if a mempool lost it or it failed on its sequence at delivery; what to do with each
+//! answer is [`super::outbox`]'s, which the simulator runs too.
 //! TEST ONLY ([`SubmitFaults`]): while the node is partitioned the worker holds every tx,
 //! sending nothing, and sends them in order once the partition heals.
 
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::chain::query::{AccountView, Query};
+use crate::daemon::outbox::{Broadcast, Inclusion, Next, Outbox, SEQUENCE_CODE};
 use crate::daemon::rpc::RpcClient;
 
 /// Depth of the submission queue.
@@ -101,17 +103,6 @@ impl SubmitFaults {
     }
 }
 
-/// A result tx accepted into the mempool and not yet seen in a block.
-struct Unconfirmed {
-    msg: TxMsg,
-    /// Its hash, as the RPC's `tx` route looks it up.
-    hash: String,
-    sent: Instant,
-    checked: Instant,
-    /// Times this result was sent again.
-    resends: u32,
-}
-
 impl RpcSubmitter {
     /// Starts the worker. `first_sequence` is the node's next sequence on chain.
     pub fn spawn(
@@ -142,30 +133,25 @@ impl RpcSubmitter {
                 // pass CheckTx yet fail at delivery. Let them commit, then resync.
                 std::thread::sleep(STARTUP_SETTLE);
                 faults.wait();
-                let account = Query::Account(hex::encode(key.verifying_key().to_bytes()));
-                let on_chain = rpc
-                    .abci_query(&account.path())
-                    .ok()
-                    .filter(|q| q.code == 0)
-                    .and_then(|q| serde_json::from_slice::<AccountView>(&q.value).ok())
-                    .map(|a| a.sequence);
                 let mut w = Worker {
+                    account: Query::Account(hex::encode(key.verifying_key().to_bytes())),
                     key,
                     chain_id,
                     rpc,
-                    seq: on_chain.map_or(first_sequence, |c| c.max(first_sequence)),
+                    outbox: Outbox::new(first_sequence),
                     faults,
-                    unconfirmed: Vec::new(),
+                    start: Instant::now(),
                 };
+                let on_chain = w.committed_sequence();
+                w.outbox
+                    .resync(on_chain.map_or(first_sequence, |c| c.max(first_sequence)));
                 loop {
                     match rx.recv_timeout(TICK) {
                         Ok(msg) => {
                             if matches!(msg, TxMsg::Heartbeat) {
                                 queued.store(false, Ordering::Release);
-                                w.submit(&msg);
-                            } else if let Some(hash) = w.submit(&msg) {
-                                w.track(msg, hash, 0);
                             }
+                            w.submit(&msg, 0);
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -182,125 +168,123 @@ impl RpcSubmitter {
 
 /// How often the worker wakes without new results, to check the ones in flight.
 const TICK: Duration = Duration::from_millis(500);
-/// How old a result tx must be before its inclusion is checked, and how often after.
-pub const CONFIRM_EVERY: Duration = Duration::from_secs(2);
-/// A result tx in no block this long after it was sent (a mempool lost it) is sent again.
-pub const RESEND_AFTER: Duration = Duration::from_secs(8);
-/// Most times one result is sent again.
-pub const MAX_RESENDS: u32 = 3;
-/// The chain's code for a sequence out of step (at CheckTx or delivery).
-const SEQUENCE_CODE: u32 = 4;
-
-/// The submission thread's state: the node's sequence counter and its result txs in flight.
+/// The submission thread's state: the node's outbox and the RPC it sends through.
 struct Worker {
     key: SigningKey,
     chain_id: String,
     rpc: RpcClient,
-    seq: u64,
+    account: Query,
+    outbox: Outbox,
     faults: SubmitFaults,
-    unconfirmed: Vec<Unconfirmed>,
+    start: Instant,
 }
 
 impl Worker {
-    fn track(&mut self, msg: TxMsg, hash: String, resends: u32) {
-        let now = Instant::now();
-        self.unconfirmed.push(Unconfirmed {
-            msg,
-            hash,
-            sent: now,
-            checked: now,
-            resends,
-        });
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Checks the result txs in flight: one in a block is done (whatever its code, except a
-    /// sequence out of step at delivery); one that failed on its sequence, or is in no block
-    /// [`RESEND_AFTER`] after it was sent, is sent again (at most [`MAX_RESENDS`] times). A
-    /// result the chain has meanwhile recorded from an earlier copy is refused as a duplicate,
-    /// so sending again is safe.
+    /// The account's sequence on chain, if the RPC answers.
+    fn committed_sequence(&self) -> Option<u64> {
+        self.rpc
+            .abci_query(&self.account.path())
+            .ok()
+            .filter(|q| q.code == 0)
+            .and_then(|q| serde_json::from_slice::<AccountView>(&q.value).ok())
+            .map(|a| a.sequence)
+    }
+
+    /// Checks the result txs in flight ([`Outbox::due`]) and sends again those the outbox
+    /// says are lost.
     fn confirm(&mut self) {
-        let now = Instant::now();
+        let now = self.now_ms();
         let mut again = Vec::new();
-        let rpc = &self.rpc;
-        self.unconfirmed.retain_mut(|u| {
-            if now.duration_since(u.checked) < CONFIRM_EVERY {
-                return true;
-            }
-            u.checked = now;
-            let lost = match rpc.tx_result(&u.hash) {
-                Ok(Some((0, _))) => return false,
-                Ok(Some((SEQUENCE_CODE, log))) => {
-                    warn!(hash = %u.hash, %log, "result tx failed at delivery on its sequence");
-                    true
-                }
+        for hash in self.outbox.due(now) {
+            let inclusion = match self.rpc.tx_result(&hash) {
                 Ok(Some((code, log))) => {
-                    warn!(hash = %u.hash, code, %log, "result tx refused at delivery");
-                    return false;
+                    if code == SEQUENCE_CODE {
+                        warn!(%hash, %log, "result tx failed at delivery on its sequence");
+                    } else if code != 0 {
+                        warn!(%hash, code, %log, "result tx refused at delivery");
+                    }
+                    Inclusion::Delivered(code)
                 }
-                Ok(None) => now.duration_since(u.sent) >= RESEND_AFTER,
+                Ok(None) => Inclusion::NotYet,
                 Err(e) => {
                     debug!(error = %e, "cannot check a result tx's inclusion; later");
-                    false
+                    Inclusion::Unknown
                 }
             };
-            if !lost {
-                return true;
+            match self.outbox.checked(&hash, inclusion, now) {
+                Ok(Some(resend)) => again.push(resend),
+                Ok(None) => {}
+                Err(e) => warn!(%hash, "{e}"),
             }
-            if u.resends < MAX_RESENDS {
-                again.push((u.msg.clone(), u.resends + 1));
-            } else {
-                warn!(hash = %u.hash, "result tx lost {MAX_RESENDS} times; given up (the chain deadline will end its session)");
-            }
-            false
-        });
+        }
         for (msg, resends) in again {
             warn!(resends, "result tx in no block: sending it again");
-            if let Some(hash) = self.submit(&msg) {
-                self.track(msg, hash, resends);
-            }
+            self.submit(&msg, resends);
         }
     }
 
-    /// Signs `msg` at the next sequence and broadcasts it; returns its hash once the mempool
-    /// accepted it.
-    fn submit(&mut self, msg: &TxMsg) -> Option<String> {
+    /// Signs `msg` at the outbox's sequence and broadcasts it, until the mempool takes or
+    /// refuses it (a few tries while the RPC is down).
+    fn submit(&mut self, msg: &TxMsg, resends: u32) {
+        if self.outbox.wants_resync() {
+            match self.committed_sequence() {
+                Some(committed) => {
+                    warn!(
+                        from = self.outbox.sequence(),
+                        to = committed,
+                        "a result tx failed on its sequence: signing from the chain's sequence"
+                    );
+                    self.outbox.resync(committed);
+                }
+                None => debug!("cannot read the account's sequence; later"),
+            }
+        }
         for attempt in 0..20u32 {
             self.faults.wait();
-            let tx = sign_tx(&self.key, &self.chain_id, self.seq, msg.clone());
+            let tx = sign_tx(
+                &self.key,
+                &self.chain_id,
+                self.outbox.sequence(),
+                msg.clone(),
+            );
             if !matches!(msg, TxMsg::Heartbeat) && self.faults.lose() {
-                self.seq += 1;
-                return Some(hex::encode_upper(Sha256::digest(&tx)));
+                let hash = hex::encode_upper(Sha256::digest(&tx));
+                self.outbox.lost(msg, hash, self.now_ms());
+                return;
             }
-            match self.rpc.broadcast_tx_sync(&tx) {
+            let answer = match self.rpc.broadcast_tx_sync(&tx) {
                 Ok(r) if r.code == 0 => {
-                    debug!(seq = self.seq, "result tx accepted");
-                    self.seq += 1;
-                    return Some(r.hash);
+                    debug!(seq = self.outbox.sequence(), "result tx accepted");
+                    Broadcast::Accepted(r.hash)
                 }
-                // Sequence out of step (a dropped or replayed tx): resync and retry.
                 Ok(r) if r.code == SEQUENCE_CODE => {
                     let expected = std::str::from_utf8(&r.data)
                         .ok()
                         .and_then(|s| s.parse::<u64>().ok());
-                    match expected {
-                        Some(e) => self.seq = e,
-                        None => {
-                            warn!(log = %r.log, "sequence error without expected value");
-                            return None;
-                        }
+                    if expected.is_none() {
+                        warn!(log = %r.log, "sequence error without expected value");
                     }
+                    Broadcast::WrongSequence(expected)
                 }
                 Ok(r) => {
                     warn!(code = r.code, log = %r.log, "result tx rejected");
-                    return None;
+                    Broadcast::Refused
                 }
                 Err(e) => {
                     warn!(error = %e, attempt, "cannot reach the RPC; retrying");
-                    std::thread::sleep(Duration::from_millis(250));
+                    Broadcast::Unreachable
                 }
+            };
+            match self.outbox.broadcast(msg, resends, answer, self.now_ms()) {
+                Next::Done => return,
+                Next::Again => {}
+                Next::Wait => std::thread::sleep(Duration::from_millis(250)),
             }
         }
         warn!("result tx given up after retries");
-        None
     }
 }
