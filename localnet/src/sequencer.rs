@@ -27,6 +27,7 @@ pub mod consensus;
 pub mod header;
 pub mod mempool;
 pub mod rpc;
+pub mod search;
 pub mod state;
 pub mod store;
 pub mod time;
@@ -161,6 +162,7 @@ impl Sequencer {
                 earliest: None,
                 recent: Default::default(),
                 tx_index: TxIndex::default(),
+                search: Default::default(),
                 apps: Vec::new(),
                 divergence: None,
             }),

@@ -6,6 +6,7 @@
 //! Routes: `status`, `health`, `abci_info`, `abci_query`, `broadcast_tx_sync`,
 //! `broadcast_tx_async`, `broadcast_tx_commit`, `check_tx`, `block`, `block_results`, `header`,
 //! `commit`, `blockchain`, `validators`, `consensus_params`, `genesis`, `net_info`, `tx`,
+//! `tx_search`, `block_search`, `block_by_hash`, `header_by_hash` (see [`super::search`]),
 //! `num_unconfirmed_txs`, `unconfirmed_txs`, and the dev-only `dev_add_app` (attach another
 //! ABCI app at runtime). Errors are `{"code", "message", "data"}` with CometBFT's codes:
 //! -32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid params,
@@ -35,7 +36,10 @@ use serde_json::{json, Value};
 use tendermint_proto::v0_38::abci::{CheckTxType, RequestQuery};
 use tokio::sync::broadcast;
 
+use self::events::Filter;
 use self::params::{parse_target, Params};
+use super::mempool::tx_hash;
+use super::search::{self, Order};
 use super::state::{BroadcastError, Shared};
 
 /// Largest request body (CometBFT's default `max_body_bytes`).
@@ -385,6 +389,13 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("blockchain", &["minHeight", "maxHeight"]),
     ("net_info", &[]),
     ("check_tx", &["tx"]),
+    (
+        "tx_search",
+        &["query", "prove", "page", "per_page", "order_by"],
+    ),
+    ("block_search", &["query", "page", "per_page", "order_by"]),
+    ("block_by_hash", &["hash"]),
+    ("header_by_hash", &["hash"]),
     ("dev_add_app", &["name", "addr", "token"]),
 ];
 
@@ -546,6 +557,69 @@ fn call(
                 "total_bytes": m.bytes().to_string(),
                 "txs": txs,
             }))
+        }
+        "tx_search" | "block_search" => {
+            let p = params()?;
+            let query = p
+                .string("query")?
+                .ok_or_else(|| RpcError::invalid_params("missing param \"query\"".into()))?;
+            let filter =
+                Filter::search(&query).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+            let order = match p.string("order_by")?.as_deref() {
+                None | Some("") | Some("asc") => Order::Asc,
+                Some("desc") => Order::Desc,
+                Some(_) => {
+                    return Err(RpcError::invalid_params(
+                        "expected order_by to be either `asc` or `desc` or empty".into(),
+                    ))
+                }
+            };
+            let (page, per_page) = (p.int("page")?, p.int("per_page")?);
+            let bad_page = |e: search::PageError| RpcError::invalid_params(e.to_string());
+            if method == "tx_search" {
+                let found = shared
+                    .view()
+                    .search
+                    .txs(&filter, order, page, per_page)
+                    .map_err(bad_page)?;
+                let mut txs = Vec::with_capacity(found.items.len());
+                for (height, index) in found.items {
+                    let b = shared.block_at(height).map_err(RpcError::internal)?;
+                    let i = usize::try_from(index).unwrap_or(usize::MAX);
+                    let hash = b.block.txs.get(i).map(|t| tx_hash(t)).unwrap_or_default();
+                    txs.push(encode::tx(&b, &hash, index));
+                }
+                Ok(json!({"txs": txs, "total_count": found.total.to_string()}))
+            } else {
+                let found = shared
+                    .view()
+                    .search
+                    .blocks(&filter, order, page, per_page)
+                    .map_err(bad_page)?;
+                let mut blocks = Vec::with_capacity(found.items.len());
+                for height in found.items {
+                    let b = shared.block_at(height).map_err(RpcError::internal)?;
+                    blocks.push(encode::block(shared, &b).map_err(RpcError::internal)?);
+                }
+                Ok(json!({"blocks": blocks, "total_count": found.total.to_string()}))
+            }
+        }
+        "block_by_hash" | "header_by_hash" => {
+            let hash = params()?.hash("hash")?;
+            let height = hash.and_then(|h| shared.view().search.height_of(&h));
+            let block = height
+                .map(|h| shared.block_at(h))
+                .transpose()
+                .map_err(RpcError::internal)?;
+            match (method, block) {
+                ("block_by_hash", Some(b)) => encode::block(shared, &b).map_err(RpcError::internal),
+                ("block_by_hash", None) => Ok(json!({
+                    "block_id": {"hash": "", "parts": {"total": 0, "hash": ""}},
+                    "block": null,
+                })),
+                (_, Some(b)) => encode::header(shared, &b).map_err(RpcError::internal),
+                (_, None) => Ok(json!({"header": null})),
+            }
         }
         "tx" => {
             let p = params()?;

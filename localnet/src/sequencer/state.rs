@@ -163,6 +163,8 @@ pub struct ChainView {
     pub recent: BTreeMap<u64, Arc<CommittedBlock>>,
     /// Committed txs.
     pub tx_index: TxIndex,
+    /// Searchable txs and blocks, and blocks by hash.
+    pub search: super::search::SearchIndex,
     /// Per-app status.
     pub apps: Vec<AppStatus>,
     /// Last app hash divergence seen, if any (never cleared: a diverged chain stays suspect).
@@ -174,6 +176,7 @@ impl ChainView {
     pub fn push_block(&mut self, b: Arc<CommittedBlock>) {
         let h = b.height();
         self.tx_index.add_block(&b);
+        self.search.add_block(&b);
         if h == 1 {
             self.earliest = Some(b.clone());
         }

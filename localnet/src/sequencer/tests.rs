@@ -1067,6 +1067,124 @@ fn sequencer__should_serve_tendermint_rs_clients_over_http_and_websocket() {
     seq.stop().unwrap();
 }
 
+/// `tx_search`, `block_search`, `block_by_hash` and `header_by_hash` through tendermint-rs's
+/// HttpClient: queries on `tx.hash`, `tx.height`, the txs' event attributes and
+/// `block.height`, both orders, paging, and clear errors for a bad query or page.
+#[test]
+fn sequencer__should_search_txs_and_blocks_and_find_blocks_by_hash() {
+    use tendermint_rpc::client::CompatMode;
+    use tendermint_rpc::query::Query;
+    use tendermint_rpc::{Client, HttpClient, Order};
+
+    let (_dir, seq) = one_app_sequencer();
+    let url = seq.rpc_url();
+    runtime().block_on(async {
+        let http = HttpClient::builder(url.parse().unwrap())
+            .compat_mode(CompatMode::V0_38)
+            .build()
+            .unwrap();
+        let mut sent = Vec::new();
+        for kv in ["s1=a", "s2=b", "s3=c"] {
+            let r = http
+                .broadcast_tx_commit(kv.as_bytes().to_vec())
+                .await
+                .unwrap();
+            assert!(r.tx_result.code.is_ok(), "{r:?}");
+            sent.push((kv, r.hash, r.height));
+        }
+
+        // By an event attribute of the result (the kvstore's `app.key`), and by hash.
+        let q: Query = "app.key = 's2'".parse().unwrap();
+        let found = http
+            .tx_search(q, false, 1, 30, Order::Ascending)
+            .await
+            .unwrap();
+        assert_eq!(found.total_count, 1);
+        assert_eq!(found.txs[0].hash, sent[1].1);
+        assert_eq!(found.txs[0].tx, b"s2=b");
+        assert_eq!(found.txs[0].height, sent[1].2);
+        let q = Query::eq("tx.hash", sent[2].1.to_string());
+        let found = http
+            .tx_search(q, false, 1, 30, Order::Ascending)
+            .await
+            .unwrap();
+        assert_eq!(
+            (found.total_count, found.txs[0].tx.as_slice()),
+            (1, b"s3=c".as_slice())
+        );
+
+        // Every tx, paged, in both orders.
+        let all = || Query::gte("tx.height", 1u64);
+        let page1 = http
+            .tx_search(all(), false, 1, 2, Order::Ascending)
+            .await
+            .unwrap();
+        assert_eq!((page1.total_count, page1.txs.len()), (3, 2));
+        assert_eq!(page1.txs[0].hash, sent[0].1);
+        let page2 = http
+            .tx_search(all(), false, 2, 2, Order::Ascending)
+            .await
+            .unwrap();
+        assert_eq!(page2.txs.len(), 1);
+        assert_eq!(page2.txs[0].hash, sent[2].1);
+        let newest = http
+            .tx_search(all(), false, 1, 1, Order::Descending)
+            .await
+            .unwrap();
+        assert_eq!(newest.txs[0].hash, sent[2].1);
+        let none = Query::eq("app.key", "nothing");
+        let empty = http
+            .tx_search(none, false, 1, 30, Order::Ascending)
+            .await
+            .unwrap();
+        assert_eq!((empty.total_count, empty.txs.len()), (0, 0));
+
+        // Blocks by height, then by hash.
+        let h = sent[1].2;
+        let q = Query::eq("block.height", h.value());
+        let blocks = http.block_search(q, 1, 30, Order::Ascending).await.unwrap();
+        assert_eq!(blocks.total_count, 1);
+        let b = &blocks.blocks[0];
+        assert_eq!(b.block.header.height, h);
+        assert_eq!(b.block.header.hash(), b.block_id.hash);
+        let q = Query::gte("block.height", 1u64);
+        let latest = http.block_search(q, 1, 1, Order::Descending).await.unwrap();
+        assert!(latest.total_count >= h.value() as u32);
+        assert!(latest.blocks[0].block.header.height >= h);
+
+        let by_hash = http.block_by_hash(b.block_id.hash).await.unwrap();
+        assert_eq!(by_hash.block.unwrap().header.height, h);
+        assert_eq!(by_hash.block_id, b.block_id);
+        let header = http.header_by_hash(b.block_id.hash).await.unwrap();
+        assert_eq!(header.header.unwrap().hash(), b.block_id.hash);
+        let unknown = tendermint::Hash::Sha256([7u8; 32]);
+        assert!(http.block_by_hash(unknown).await.unwrap().block.is_none());
+        assert!(http.header_by_hash(unknown).await.unwrap().header.is_none());
+    });
+
+    // Clear errors for a bad query, a search of tm.event, and a page past the end.
+    let (_, r) = get(&format!("{url}/tx_search?query=\"app.key=\""));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/tx_search?query=\"tm.event='Tx'\""));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/tx_search?query=\"tx.height>0\"&page=9"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(
+        r["error"]["data"]
+            .as_str()
+            .unwrap()
+            .contains("page should be within [1, 1] range"),
+        "{r}"
+    );
+    let (_, r) = get(&format!(
+        "{url}/block_search?query=\"block.height>0\"&order_by=\"up\""
+    ));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let (_, r) = get(&format!("{url}/tx_search"));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    seq.stop().unwrap();
+}
+
 /// `block_id.hash` of block `height`, from the RPC's JSON.
 fn seq_block_hash(url: &str, height: u64) -> Vec<u8> {
     let (_, r) = get(&format!("{url}/block?height={height}"));

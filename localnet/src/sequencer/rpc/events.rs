@@ -124,15 +124,33 @@ fn split_and(query: &str) -> Vec<&str> {
 }
 
 impl Filter {
+    /// The filter of a `tx_search` or `block_search` query: its conditions (a `tm.event`
+    /// condition selects nothing there, and is refused).
+    pub fn search(query: &str) -> Result<Filter, BadQuery> {
+        let q = Query::from_str(query).map_err(|e| BadQuery(e.to_string()))?;
+        if q.event_type.is_some() || take_new_block_header(query).1 {
+            return Err(BadQuery("tm.event cannot be searched".into()));
+        }
+        if q.conditions.is_empty() {
+            return Err(BadQuery(format!("empty query {query:?}")));
+        }
+        Ok(Filter {
+            kind: None,
+            conditions: q.conditions,
+        })
+    }
+
     /// Whether `event` passes.
     pub fn matches(&self, event: &BlockEvent) -> bool {
-        self.kind.is_none_or(|k| k == event.kind)
-            && self.conditions.iter().all(|c| {
-                event
-                    .keys
-                    .get(&c.key)
-                    .is_some_and(|values| values.iter().any(|v| holds(&c.operation, v)))
-            })
+        self.kind.is_none_or(|k| k == event.kind) && self.matches_keys(&event.keys)
+    }
+
+    /// Whether composite keys `keys` satisfy every condition.
+    pub fn matches_keys(&self, keys: &BTreeMap<String, Vec<String>>) -> bool {
+        self.conditions.iter().all(|c| {
+            keys.get(&c.key)
+                .is_some_and(|values| values.iter().any(|v| holds(&c.operation, v)))
+        })
     }
 }
 
@@ -161,7 +179,8 @@ fn holds(op: &Operation, value: &str) -> bool {
     }
 }
 
-fn add_abci_events(keys: &mut BTreeMap<String, Vec<String>>, events: &[Event]) {
+/// Adds `<event type>.<attribute key>` -> value of every attribute of `events` to `keys`.
+pub fn add_abci_events(keys: &mut BTreeMap<String, Vec<String>>, events: &[Event]) {
     for e in events {
         for a in &e.attributes {
             keys.entry(format!("{}.{}", e.r#type, a.key))
@@ -212,11 +231,8 @@ pub fn of_block(shared: &Shared, b: &CommittedBlock) -> Vec<BlockEvent> {
     }
     for (i, tx) in b.block.txs.iter().enumerate() {
         let result = b.result.tx_results.get(i).cloned().unwrap_or_default();
-        let hash = hex::encode_upper(crate::sequencer::mempool::tx_hash(tx));
-        let mut keys = keys_of(Kind::Tx);
-        keys.insert("tx.hash".to_owned(), vec![hash]);
-        keys.insert("tx.height".to_owned(), vec![height.clone()]);
-        add_abci_events(&mut keys, &result.events);
+        let mut keys = crate::sequencer::search::tx_keys(b, i);
+        keys.extend(keys_of(Kind::Tx));
         out.push(BlockEvent {
             kind: Kind::Tx,
             data: json!({
