@@ -5,5 +5,6 @@
 //! - [`network`]: creating a localnet directory (keys, genesis), starting and stopping the
 //!   `mpcd` child processes, and the `localnet.json` manifest.
 
+pub mod cometbft_kit;
 pub mod network;
 pub mod sequencer;

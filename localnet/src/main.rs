@@ -111,6 +111,29 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Write what N validators need to run this app under real CometBFT v0.38 on this
+    /// machine: each validator's CometBFT home (config.toml with `proxy_app` at its mpcd's ABCI
+    /// Unix socket, genesis.json with the validator set and the app's genesis as app_state,
+    /// node and validator keys), each mpcd's home, the client keys, and start.sh (needs
+    /// `cometbft` on PATH). See docs/deployment.md. Prints the kit's JSON.
+    CometbftInit {
+        /// Directory to create (must be absent or empty).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Validators, each a CometBFT node with its mpcd.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Base port: validator i uses B+10i (CometBFT p2p), +1 (CometBFT RPC), +2 (mpcd p2p),
+        /// +3 (mpcd status), +4 (CometBFT Prometheus).
+        #[arg(long, default_value_t = seqmpc_localnet::cometbft_kit::DEFAULT_BASE_PORT)]
+        base_port: u16,
+        /// Chain id.
+        #[arg(long, default_value = seqmpc_localnet::cometbft_kit::KIT_CHAIN_ID)]
+        chain_id: String,
+        /// mpcd executable (default: the one next to this executable).
+        #[arg(long)]
+        mpcd: Option<PathBuf>,
+    },
     /// Run only the dev sequencer, for mpcd processes started by hand.
     Sequencer {
         /// ABCI addresses, comma-separated: host:port or name=host:port.
@@ -243,6 +266,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout: Duration::from_secs(timeout),
             })?;
             println!("{}", serde_json::to_string(&node)?);
+            Ok(())
+        }
+        Cmd::CometbftInit {
+            dir,
+            validators,
+            base_port,
+            chain_id,
+            mpcd,
+        } => {
+            let kit =
+                seqmpc_localnet::cometbft_kit::init(&seqmpc_localnet::cometbft_kit::KitOptions {
+                    dir,
+                    validators,
+                    base_port,
+                    mpcd: network::setup::resolve_mpcd(mpcd.as_deref())?,
+                    chain_id,
+                })?;
+            eprintln!(
+                "localnet: wrote a CometBFT kit of {} validators in {}; start it with {}",
+                kit.validators.len(),
+                kit.dir.display(),
+                kit.start_script.display()
+            );
+            println!("{}", serde_json::to_string(&kit)?);
             Ok(())
         }
         Cmd::Sequencer {

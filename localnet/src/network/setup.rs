@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context};
+use ed25519_dalek::SigningKey;
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Governance, Limits, Role};
 use seqmpc_abci::daemon::keys::create_key_file;
 use seqmpc_abci::manifest::write_atomic;
@@ -27,7 +28,7 @@ struct InitOutput {
 }
 
 /// Runs `mpcd init` for one node and returns its public key (hex).
-pub(super) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
+pub(crate) fn mpcd_init(mpcd: &Path, home: &Path, id: &str) -> anyhow::Result<String> {
     let out = Command::new(mpcd)
         .arg("init")
         .arg("--home")
@@ -128,7 +129,25 @@ pub fn create(
     set_mode(&layout.client_dir(), 0o700)?;
     let client = create_key_file(&layout.client_key())?;
     let signer = create_key_file(&layout.signer_key())?;
-    let genesis = Genesis {
+    let genesis = localnet_genesis(chain_id, nodes, &client, &signer, limits);
+    let mut bytes = serde_json::to_vec_pretty(&genesis)?;
+    bytes.push(b'\n');
+    write_atomic(&layout.genesis(), &bytes)?;
+    Ok(genesis)
+}
+
+/// The genesis of a localnet (and of the CometBFT kit): `nodes`, the `client` account (every
+/// role: the operator's) and the `signer` account (sign only), default limits but those
+/// `limits` sets, and governance by the client account alone.
+pub fn localnet_genesis(
+    chain_id: &str,
+    nodes: Vec<GenesisNode>,
+    client: &SigningKey,
+    signer: &SigningKey,
+    limits: &LimitOptions,
+) -> Genesis {
+    let default = Limits::default();
+    Genesis {
         chain_id: chain_id.to_owned(),
         nodes,
         accounts: vec![
@@ -144,23 +163,20 @@ pub fn create(
                 roles: BTreeSet::from([Role::Sign]),
             },
         ],
-        limits: {
-            let default = Limits::default();
-            Limits {
-                session_deadline_blocks: limits
-                    .session_deadline_blocks
-                    .unwrap_or(default.session_deadline_blocks),
-                liveness_window_blocks: limits
-                    .liveness_window_blocks
-                    .unwrap_or(default.liveness_window_blocks),
-                cggmp_keygen_deadline_blocks: limits
-                    .cggmp_keygen_deadline_blocks
-                    .unwrap_or(default.cggmp_keygen_deadline_blocks),
-                sign_attempt_blocks: limits
-                    .sign_attempt_blocks
-                    .unwrap_or(default.sign_attempt_blocks),
-                ..default
-            }
+        limits: Limits {
+            session_deadline_blocks: limits
+                .session_deadline_blocks
+                .unwrap_or(default.session_deadline_blocks),
+            liveness_window_blocks: limits
+                .liveness_window_blocks
+                .unwrap_or(default.liveness_window_blocks),
+            cggmp_keygen_deadline_blocks: limits
+                .cggmp_keygen_deadline_blocks
+                .unwrap_or(default.cggmp_keygen_deadline_blocks),
+            sign_attempt_blocks: limits
+                .sign_attempt_blocks
+                .unwrap_or(default.sign_attempt_blocks),
+            ..default
         },
         // The rules of a production chain, with one convenient account: resharing to another
         // committee and admitting a node are proposals the client account approves alone;
@@ -171,14 +187,10 @@ pub fn create(
             delay_blocks: LOCALNET_GOVERNANCE_DELAY_BLOCKS,
             expiry_blocks: 36_000,
         }),
-    };
-    let mut bytes = serde_json::to_vec_pretty(&genesis)?;
-    bytes.push(b'\n');
-    write_atomic(&layout.genesis(), &bytes)?;
-    Ok(genesis)
+    }
 }
 
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
