@@ -14,6 +14,7 @@
 
 pub mod abci_unix;
 pub mod admin;
+pub mod block_watch;
 pub mod diverge;
 pub mod keys;
 pub mod master_source;

@@ -162,12 +162,18 @@ impl Localnet {
             .unwrap_or_else(|e| panic!("cannot run mpcctl: {e}"))
     }
 
-    /// Runs mpcctl and parses its JSON output; Err(stderr) on a non-zero exit.
+    /// Runs mpcctl and parses its JSON output; Err(stderr) on a non-zero exit. Every `--wait`
+    /// must have waited on the sequencer's `/websocket` blocks, not fallen back to polling.
     pub fn mpcctl_json(&self, args: &[&str]) -> Result<Value, String> {
         let out = self.mpcctl(args);
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
         }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("polling"),
+            "mpcctl {args:?} could not subscribe to blocks: {stderr}"
+        );
         serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }

@@ -12,6 +12,7 @@ use seqmpc_abci::chain::{
     KeyEntry, KeyStatus, ProposalEntry, ProposalStatus, ReshareEntry, ReshareStatus, SignEntry,
     SignStatus,
 };
+use seqmpc_abci::daemon::block_watch::BlockWatch;
 use seqmpc_abci::daemon::keys::load_key_file;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::manifest::Manifest;
@@ -222,6 +223,7 @@ enum Cmd {
 struct Ctx {
     home: PathBuf,
     rpc: RpcClient,
+    rpc_url: String,
     key_path: Option<PathBuf>,
     localnet: Option<Manifest>,
     timeout: Duration,
@@ -288,6 +290,7 @@ impl Ctx {
     /// Waits until the tx is committed; fails with its log if delivery rejected it.
     fn wait_committed(&self, hash: &str) -> anyhow::Result<()> {
         let start = Instant::now();
+        let mut blocks = self.block_watch();
         loop {
             if let Some((code, log)) = self.rpc.tx_result(hash)? {
                 if code != 0 {
@@ -298,7 +301,7 @@ impl Ctx {
             if start.elapsed() > self.timeout {
                 bail!("tx {hash} not committed within {:?}", self.timeout);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            next_block(&mut blocks);
         }
     }
 
@@ -319,6 +322,7 @@ impl Ctx {
     ) -> anyhow::Result<T> {
         let start = Instant::now();
         let mut shown = Instant::now();
+        let mut blocks = self.block_watch();
         loop {
             let v = self.query(q)?;
             if done(&v) {
@@ -335,7 +339,40 @@ impl Ctx {
                     serde_json::to_value(&v).unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            next_block(&mut blocks);
+        }
+    }
+
+    /// New blocks from the RPC's `/websocket`, so that `--wait` reads the state once per
+    /// block; None (with a note on stderr) when the RPC serves no `/websocket`.
+    fn block_watch(&self) -> Option<BlockWatch> {
+        match BlockWatch::connect(&self.rpc_url) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("mpcctl: {e}; polling every {POLL_EVERY:?} instead");
+                None
+            }
+        }
+    }
+}
+
+/// How often `--wait` reads the state when it cannot subscribe to new blocks.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Longest wait for a block before the state is read again anyway.
+const BLOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Returns after the next block (at most [`BLOCK_WAIT`]), or after [`POLL_EVERY`] without a
+/// subscription (or once it ends).
+fn next_block(blocks: &mut Option<BlockWatch>) {
+    match blocks {
+        Some(w) if !w.is_closed() => {
+            w.next_block(BLOCK_WAIT);
+        }
+        _ => {
+            if blocks.take().is_some() {
+                eprintln!("mpcctl: the block subscription ended; polling every {POLL_EVERY:?}");
+            }
+            std::thread::sleep(POLL_EVERY);
         }
     }
 }
@@ -608,6 +645,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
     let ctx = Ctx {
         home: cli.home.clone(),
         rpc: RpcClient::new(&rpc_url),
+        rpc_url: rpc_url.clone(),
         key_path: cli.key.clone(),
         localnet,
         timeout: Duration::from_secs(cli.timeout.unwrap_or(if slow { 1200 } else { 120 })),

@@ -1185,6 +1185,44 @@ fn sequencer__should_search_txs_and_blocks_and_find_blocks_by_hash() {
     seq.stop().unwrap();
 }
 
+/// `mpcctl --wait` waits on `/websocket` blocks (`daemon::block_watch`): against the dev
+/// sequencer each call returns the next height; an RPC without `/websocket` is refused at
+/// once, with a reason, so the caller can poll instead.
+#[test]
+fn block_watch__should_return_each_new_block_and_refuse_an_rpc_without_websocket() {
+    use seqmpc_abci::daemon::block_watch::{websocket_url, BlockWatch};
+
+    let (_dir, seq) = one_app_sequencer();
+    let mut w = BlockWatch::connect(&seq.rpc_url()).unwrap();
+    let a = w.next_block(Duration::from_secs(5)).unwrap();
+    let b = w.next_block(Duration::from_secs(5)).unwrap();
+    assert_eq!(b, a + 1);
+    assert!(!w.is_closed());
+    drop(w);
+
+    // A server that answers HTTP but no WebSocket upgrade.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut conn in listener.incoming().flatten().take(2) {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let err = BlockWatch::connect(&format!("http://{addr}"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("cannot subscribe"), "{err}");
+    assert!(BlockWatch::connect("ftp://x").is_err());
+    assert_eq!(
+        websocket_url("https://rpc.example:443/").unwrap(),
+        "wss://rpc.example:443/websocket"
+    );
+    seq.stop().unwrap();
+}
+
 /// `block_id.hash` of block `height`, from the RPC's JSON.
 fn seq_block_hash(url: &str, height: u64) -> Vec<u8> {
     let (_, r) = get(&format!("{url}/block?height={height}"));
