@@ -138,21 +138,6 @@ fn fresh_key() -> anyhow::Result<(PrivateKey, PublicKey)> {
     Ok((PrivateKey::Ed25519(sk), pk))
 }
 
-/// Writes `bytes` to a new file of mode 0600.
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// A TOML basic string (JSON's escapes are TOML's).
 fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
@@ -166,6 +151,14 @@ pub fn init(opts: &KitOptions) -> anyhow::Result<Kit> {
         crate::network::layout::MAX_NODES,
         opts.validators
     );
+    // Everything that can be refused is checked before anything is written.
+    let chain_id: tendermint::chain::Id = opts
+        .chain_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("chain id {:?}: {e}", opts.chain_id))?;
+    let ports = (0..opts.validators)
+        .map(|i| ValidatorPorts::new(opts.base_port, i))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     ensure!(
         !opts.dir.exists() || fs::read_dir(&opts.dir)?.next().is_none(),
         "{} exists and is not empty",
@@ -178,8 +171,7 @@ pub fn init(opts: &KitOptions) -> anyhow::Result<Kit> {
     // mpcd homes and CometBFT keys first: the genesis and the peer lists need all of them.
     let mut nodes = Vec::with_capacity(n);
     let mut cometbft = Vec::with_capacity(n);
-    for i in 0..n {
-        let ports = ValidatorPorts::new(opts.base_port, i)?;
+    for (i, ports) in ports.into_iter().enumerate() {
         let vdir = dir.join(format!("validator{i}"));
         let mpcd_home = vdir.join("mpcd");
         let cmt_home = vdir.join("cometbft");
@@ -201,7 +193,7 @@ pub fn init(opts: &KitOptions) -> anyhow::Result<Kit> {
                 .context("a CometBFT node key is Ed25519")?,
         );
         let node_key_json = Zeroizing::new(serde_json::to_vec_pretty(&node_key)?);
-        write_secret(&cmt_home.join("config/node_key.json"), &node_key_json)?;
+        write_atomic(&cmt_home.join("config/node_key.json"), &node_key_json)?;
 
         let (val_sk, val_pk) = fresh_key()?;
         let address = account::Id::from(val_pk);
@@ -211,8 +203,8 @@ pub fn init(opts: &KitOptions) -> anyhow::Result<Kit> {
             priv_key: val_sk,
         };
         let pv_json = Zeroizing::new(serde_json::to_vec_pretty(&pv)?);
-        write_secret(&cmt_home.join("config/priv_validator_key.json"), &pv_json)?;
-        write_secret(
+        write_atomic(&cmt_home.join("config/priv_validator_key.json"), &pv_json)?;
+        write_atomic(
             &cmt_home.join("data/priv_validator_state.json"),
             br#"{"height":"0","round":0,"step":0}"#,
         )?;
@@ -261,10 +253,7 @@ pub fn init(opts: &KitOptions) -> anyhow::Result<Kit> {
     .map_err(|e| anyhow::anyhow!("genesis time: {e}"))?;
     let doc = tendermint::Genesis {
         genesis_time,
-        chain_id: opts
-            .chain_id
-            .parse()
-            .map_err(|e| anyhow::anyhow!("chain id {:?}: {e}", opts.chain_id))?,
+        chain_id,
         initial_height: 1,
         consensus_params: default_consensus_params(),
         validators: cometbft
@@ -509,13 +498,15 @@ pids=""
 trap 'kill $pids 2>/dev/null; wait' INT TERM EXIT
 "#,
     );
-    for v in validators {
+    for (i, v) in validators.iter().enumerate() {
         let sock = abci_socket(&v.mpcd_home);
+        // A socket left by an earlier run would let CometBFT start before mpcd listens.
         let _ = write!(
             s,
-            "{mpcd} start --home {home} --genesis {genesis} --abci-listen {abci} \
+            "rm -f {sock_word}\n{mpcd} start --home {home} --genesis {genesis} --abci-listen {abci} \
              --p2p-listen /ip4/127.0.0.1/tcp/{p2p} --status-listen 127.0.0.1:{status} \
-             --rpc http://127.0.0.1:{rpc} > logs/{id}-mpcd.log 2>&1 &\npids=\"$pids $!\"\n",
+             --rpc http://127.0.0.1:{rpc} > logs/{id}-mpcd.log 2>&1 &\nmpcd{i}=$!\npids=\"$pids $!\"\n",
+            sock_word = sh(&sock.to_string_lossy()),
             mpcd = sh(&mpcd.to_string_lossy()),
             home = sh(&v.mpcd_home.to_string_lossy()),
             genesis = sh(&genesis.to_string_lossy()),
@@ -527,11 +518,13 @@ trap 'kill $pids 2>/dev/null; wait' INT TERM EXIT
         );
     }
     s.push_str("# CometBFT connects to each mpcd's ABCI socket once it exists.\n");
-    for v in validators {
+    for (i, v) in validators.iter().enumerate() {
         let sock = abci_socket(&v.mpcd_home);
         let _ = write!(
             s,
-            "while [ ! -S {sock} ]; do sleep 0.1; done\n\
+            "while [ ! -S {sock} ]; do\n    kill -0 \"$mpcd{i}\" 2>/dev/null || \
+             {{ echo \"start.sh: mpcd of {id} exited; see logs/{id}-mpcd.log\" >&2; exit 1; }}\n    \
+             sleep 0.1\ndone\n\
              cometbft start --home {home} > logs/{id}-cometbft.log 2>&1 &\npids=\"$pids $!\"\n",
             sock = sh(&sock.to_string_lossy()),
             home = sh(&v.cometbft_home.to_string_lossy()),

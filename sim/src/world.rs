@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_abci::chain::TxError;
-use seqmpc_abci::daemon::outbox::{Broadcast, Inclusion, Next, Outbox};
+use seqmpc_abci::daemon::outbox::{Broadcast, Inclusion, Outbox};
 use seqmpc_module::job::Job;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
@@ -677,34 +677,32 @@ impl World {
             return;
         }
         let signer = hex::encode(n.key.verifying_key().to_bytes());
-        if n.outbox.wants_resync() {
-            n.outbox.resync(self.chain.state.sequence(&signer));
-        }
-        for _ in 0..20 {
-            let Some(n) = self.nodes.get(i) else {
-                return;
-            };
-            let tx = sign_tx(&n.key, "sim", n.outbox.sequence(), msg.clone());
-            let answer = match self.chain.check(&tx) {
-                Ok(hash) => {
-                    if self.rng.gen_range(0..100u8) < self.sc.tx_loss_pct {
-                        self.stats.lost_txs += 1;
-                    } else {
-                        self.chain.submit(tx);
+        let (chain, rng, stats) = (&mut self.chain, &mut self.rng, &mut self.stats);
+        let (key, loss_pct) = (&n.key, self.sc.tx_loss_pct);
+        let committed = chain.state.sequence(&signer);
+        n.outbox.send(
+            &msg,
+            resends,
+            self.now,
+            || Some(committed),
+            |seq| {
+                let tx = sign_tx(key, "sim", seq, msg.clone());
+                match chain.check(&tx) {
+                    Ok(hash) => {
+                        if rng.gen_range(0..100u8) < loss_pct {
+                            stats.lost_txs += 1;
+                        } else {
+                            chain.submit(tx);
+                        }
+                        Broadcast::Accepted(hash)
                     }
-                    Broadcast::Accepted(hash)
+                    Err(TxError::Sequence { expected, .. }) => {
+                        Broadcast::WrongSequence(Some(expected))
+                    }
+                    Err(_) => Broadcast::Refused,
                 }
-                Err(TxError::Sequence { expected, .. }) => Broadcast::WrongSequence(Some(expected)),
-                Err(_) => Broadcast::Refused,
-            };
-            let now = self.now;
-            let Some(n) = self.nodes.get_mut(i) else {
-                return;
-            };
-            if n.outbox.broadcast(&msg, resends, answer, now) != Next::Again {
-                return;
-            }
-        }
+            },
+        );
     }
 
     /// Node `i`'s submitter checks its txs in flight, and sends again the lost ones.

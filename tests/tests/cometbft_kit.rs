@@ -51,6 +51,21 @@ fn mode(p: &Path) -> u32 {
 
 /// Stops `start.sh` (its trap stops the mpcds) when dropped.
 struct Script(std::process::Child);
+impl Script {
+    /// Runs `script` with `path` as PATH, in a process group of its own.
+    fn start(script: &Path, path: &str, stderr: Stdio) -> Script {
+        let child = Command::new("sh")
+            .arg(script)
+            .env("PATH", path)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Script(child)
+    }
+}
+
 impl Drop for Script {
     fn drop(&mut self) {
         // The script's process group: the script, its mpcds and the recording cometbfts.
@@ -193,16 +208,7 @@ fn cometbft_kit__should_write_files_cometbft_parses_and_start_mpcds_that_take_it
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap());
-    let _running = Script(
-        Command::new("sh")
-            .arg(&script)
-            .env("PATH", path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap(),
-    );
+    let running = Script::start(&script, &path, Stdio::null());
     let started = wait_for(Duration::from_secs(60), || {
         let text = std::fs::read_to_string(&calls).ok()?;
         (text.lines().count() == 4).then_some(text)
@@ -257,4 +263,29 @@ fn cometbft_kit__should_write_files_cometbft_parses_and_start_mpcds_that_take_it
         matches!(&r, response::Value::InitChain(i) if i.app_hash.len() == 32),
         "{r:?}"
     );
+    drop(s);
+    drop(running);
+
+    // Started again with node0's status port taken: start.sh removes the sockets the first run
+    // left (else CometBFT would start against a socket nobody serves), sees node0's mpcd exit,
+    // and stops with a reason instead of waiting for its socket forever.
+    // (The first run's mpcds stop on their own time after SIGTERM: bind once node0's is gone.)
+    let taken = wait_for(Duration::from_secs(30), || {
+        std::net::TcpListener::bind(("127.0.0.1", BASE_PORT + 3)).ok()
+    })
+    .expect("the first run's node0 let go of its status port");
+    let mut again = Script::start(&script, &path, Stdio::piped());
+    let code = wait_for(Duration::from_secs(60), || again.0.try_wait().ok()?)
+        .expect("start.sh gave up once node0's mpcd exited");
+    let mut stderr = String::new();
+    again
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("mpcd of node0 exited"), "{stderr}");
+    drop(taken);
 }

@@ -6,10 +6,9 @@
 //! A tx the mempool accepted can still never land: the mempool loses it, or drops it at recheck
 //! after a block made it invalid (a result for a session that has just ended). Every later tx
 //! of the node then passes CheckTx (the mempool counts sequences ahead of the chain) and fails
-//! at delivery on its sequence. So a sequence failure at delivery makes the outbox ask for the
-//! account's committed sequence ([`Outbox::wants_resync`]) and sign from there again
-//! ([`Outbox::resync`]); CheckTx takes a tx at the committed sequence even while the mempool
-//! is ahead. Without it one lost tx silenced the node's results for good.
+//! at delivery on its sequence. So after a sequence failure at delivery the next
+//! [`Outbox::send`] reads the account's committed sequence and signs from there again; CheckTx
+//! takes a tx at the committed sequence even while the mempool is ahead. Without it one lost tx silenced the node's results for good.
 
 use seqmpc_proto::tx::TxMsg;
 
@@ -46,16 +45,9 @@ pub enum Inclusion {
     Unknown,
 }
 
-/// What to do after a broadcast.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Done with it: accepted (and followed) or given up.
-    Done,
-    /// Sign it again at [`Outbox::sequence`] and broadcast it now.
-    Again,
-    /// The RPC did not answer: wait a little, then as [`Next::Again`].
-    Wait,
-}
+/// Most broadcasts of one tx in one [`Outbox::send`] (CheckTx naming another sequence, or
+/// the RPC unreachable).
+pub const MAX_TRIES: u32 = 20;
 
 /// A result tx accepted by the mempool and not yet seen in a block.
 #[derive(Debug)]
@@ -99,21 +91,51 @@ impl Outbox {
         self.in_flight.len()
     }
 
-    /// A tx failed at delivery on its sequence: the caller should read the account's committed
-    /// sequence and pass it to [`Outbox::resync`] before it signs the next tx.
+    /// Whether a tx failed at delivery on its sequence, so that the next [`Outbox::send`] reads
+    /// the account's committed sequence first.
     pub fn wants_resync(&self) -> bool {
         self.resync
     }
 
     /// Signs from the chain's committed sequence `committed` on.
-    pub fn resync(&mut self, committed: u64) {
+    fn resync(&mut self, committed: u64) {
         self.seq = committed;
         self.resync = false;
     }
 
+    /// Sends `msg` (sent `resends` times before) at `now_ms`, as the daemon's worker and the
+    /// simulator both do. After a sequence failure at delivery it first reads the account's
+    /// committed sequence (`committed`; None: unreadable, and the next send asks again) and
+    /// signs from there. Then `attempt(sequence)` signs the tx at that sequence and broadcasts
+    /// it, until the mempool takes or refuses it, at most [`MAX_TRIES`] times (an attempt that
+    /// finds the RPC unreachable waits a little before it answers so). A tx that `attempt`
+    /// signed and then lost (a test fault) answers [`Broadcast::Accepted`] with its hash, and
+    /// is followed like any other. False when the tries ran out.
+    pub fn send(
+        &mut self,
+        msg: &TxMsg,
+        resends: u32,
+        now_ms: u64,
+        committed: impl FnOnce() -> Option<u64>,
+        mut attempt: impl FnMut(u64) -> Broadcast,
+    ) -> bool {
+        if self.resync {
+            if let Some(c) = committed() {
+                self.resync(c);
+            }
+        }
+        for _ in 0..MAX_TRIES {
+            let answer = attempt(self.seq);
+            if !self.answered(msg, resends, answer, now_ms) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// The mempool's `answer` to `msg` (sent `resends` times before), signed at
-    /// [`Outbox::sequence`], at `now_ms`.
-    pub fn broadcast(&mut self, msg: &TxMsg, resends: u32, answer: Broadcast, now_ms: u64) -> Next {
+    /// [`Outbox::sequence`], at `now_ms`; true to sign it again and broadcast it.
+    fn answered(&mut self, msg: &TxMsg, resends: u32, answer: Broadcast, now_ms: u64) -> bool {
         match answer {
             Broadcast::Accepted(hash) => {
                 self.seq = self.seq.saturating_add(1);
@@ -125,21 +147,15 @@ impl Outbox {
                     resends,
                     resend: !matches!(msg, TxMsg::Heartbeat),
                 });
-                Next::Done
+                false
             }
             Broadcast::WrongSequence(Some(expected)) => {
                 self.seq = expected;
-                Next::Again
+                true
             }
-            Broadcast::WrongSequence(None) | Broadcast::Refused => Next::Done,
-            Broadcast::Unreachable => Next::Wait,
+            Broadcast::WrongSequence(None) | Broadcast::Refused => false,
+            Broadcast::Unreachable => true,
         }
-    }
-
-    /// TEST ONLY fault: `msg` was signed at [`Outbox::sequence`] and then lost instead of
-    /// broadcast (its hash `hash`); it is followed as if the mempool had taken it.
-    pub fn lost(&mut self, msg: &TxMsg, hash: String, now_ms: u64) {
-        let _ = self.broadcast(msg, 0, Broadcast::Accepted(hash), now_ms);
     }
 
     /// The hashes of the txs in flight whose inclusion is due for a check at `now_ms`.
@@ -216,10 +232,7 @@ mod tests {
     /// Sends `msg`, accepted by the mempool, as hash `h`.
     fn accept(o: &mut Outbox, msg: &TxMsg, h: &str, now: u64) -> u64 {
         let seq = o.sequence();
-        assert_eq!(
-            o.broadcast(msg, 0, Broadcast::Accepted(h.into()), now),
-            Next::Done
-        );
+        assert!(o.send(msg, 0, now, || None, |_| Broadcast::Accepted(h.into())));
         seq
     }
 
@@ -235,9 +248,22 @@ mod tests {
         let again = o.checked("b", Inclusion::Delivered(SEQUENCE_CODE), CONFIRM_EVERY_MS);
         assert_eq!(again, Ok(Some((b.clone(), 1))));
         assert!(o.wants_resync());
-        o.resync(30);
+        // The next send reads the chain's sequence first, and fills the gap.
+        let mut signed_at = Vec::new();
+        let sent = o.send(
+            &b,
+            1,
+            3,
+            || Some(30),
+            |seq| {
+                signed_at.push(seq);
+                Broadcast::Accepted("b2".into())
+            },
+        );
+        assert!(sent);
+        assert_eq!(signed_at, [30]);
         assert!(!o.wants_resync());
-        assert_eq!(o.sequence(), 30, "the next tx fills the gap");
+        assert_eq!(o.sequence(), 31);
     }
 
     #[test]
@@ -259,7 +285,13 @@ mod tests {
             Ok(Some((a.clone(), 1)))
         );
         assert_eq!(o.in_flight(), 0);
-        o.broadcast(&a, MAX_RESENDS, Broadcast::Accepted("a2".into()), 0);
+        o.send(
+            &a,
+            MAX_RESENDS,
+            0,
+            || None,
+            |_| Broadcast::Accepted("a2".into()),
+        );
         assert_eq!(
             o.checked("a2", Inclusion::Delivered(SEQUENCE_CODE), 1),
             Err(GivenUp)
@@ -282,29 +314,69 @@ mod tests {
             Ok(None)
         );
         assert!(o.wants_resync(), "a heartbeat out of step resyncs too");
-        o.resync(6);
+        // The chain's sequence unreadable: the send goes on from its own, and asks again next.
+        accept(&mut o, &TxMsg::Heartbeat, "hb3", 0);
+        assert!(o.wants_resync());
+        let sent = o.send(
+            &TxMsg::Heartbeat,
+            0,
+            0,
+            || Some(6),
+            |seq| {
+                assert_eq!(seq, 6);
+                Broadcast::Accepted("hb4".into())
+            },
+        );
+        assert!(sent && !o.wants_resync());
         let a = result(0);
         accept(&mut o, &a, "a", 0);
         assert_eq!(o.checked("a", Inclusion::Delivered(8), 1), Ok(None));
-        assert_eq!(o.in_flight(), 0);
+        assert_eq!(
+            o.in_flight(),
+            2,
+            "only the heartbeats hb3 and hb4 are still followed"
+        );
         assert!(!o.wants_resync());
     }
 
     #[test]
-    fn outbox__should_follow_checktx_on_a_sequence_refusal() {
+    fn outbox__should_follow_checktx_on_a_sequence_refusal_and_give_up_after_its_tries() {
         let mut o = Outbox::new(3);
         let a = result(0);
-        assert_eq!(
-            o.broadcast(&a, 0, Broadcast::WrongSequence(Some(7)), 0),
-            Next::Again
-        );
-        assert_eq!(o.sequence(), 7);
-        assert_eq!(
-            o.broadcast(&a, 0, Broadcast::WrongSequence(None), 0),
-            Next::Done
-        );
-        assert_eq!(o.broadcast(&a, 0, Broadcast::Refused, 0), Next::Done);
-        assert_eq!(o.broadcast(&a, 0, Broadcast::Unreachable, 0), Next::Wait);
-        assert_eq!((o.sequence(), o.in_flight()), (7, 0));
+        // CheckTx names sequence 7; the second broadcast, at 7, is taken.
+        let mut answers = vec![
+            Broadcast::Accepted("a".into()),
+            Broadcast::WrongSequence(Some(7)),
+        ];
+        let mut signed_at = Vec::new();
+        assert!(o.send(
+            &a,
+            0,
+            0,
+            || None,
+            |seq| {
+                signed_at.push(seq);
+                answers.pop().unwrap()
+            }
+        ));
+        assert_eq!(signed_at, [3, 7]);
+        assert_eq!((o.sequence(), o.in_flight()), (8, 1));
+        // Refused, or a sequence error that names none: done, nothing more followed.
+        assert!(o.send(&a, 0, 0, || None, |_| Broadcast::WrongSequence(None)));
+        assert!(o.send(&a, 0, 0, || None, |_| Broadcast::Refused));
+        assert_eq!((o.sequence(), o.in_flight()), (8, 1));
+        // The RPC never answers: given up after MAX_TRIES broadcasts.
+        let mut tries = 0;
+        assert!(!o.send(
+            &a,
+            0,
+            0,
+            || None,
+            |_| {
+                tries += 1;
+                Broadcast::Unreachable
+            }
+        ));
+        assert_eq!(tries, MAX_TRIES);
     }
 }

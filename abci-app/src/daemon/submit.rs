@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::chain::query::{AccountView, Query};
-use crate::daemon::outbox::{Broadcast, Inclusion, Next, Outbox, SEQUENCE_CODE};
+use crate::daemon::outbox::{Broadcast, Inclusion, Outbox, SEQUENCE_CODE};
 use crate::daemon::rpc::RpcClient;
 
 /// Depth of the submission queue.
@@ -133,18 +133,17 @@ impl RpcSubmitter {
                 // pass CheckTx yet fail at delivery. Let them commit, then resync.
                 std::thread::sleep(STARTUP_SETTLE);
                 faults.wait();
+                let account = Query::Account(hex::encode(key.verifying_key().to_bytes()));
+                let on_chain = committed_sequence(&rpc, &account);
                 let mut w = Worker {
-                    account: Query::Account(hex::encode(key.verifying_key().to_bytes())),
+                    account,
                     key,
                     chain_id,
                     rpc,
-                    outbox: Outbox::new(first_sequence),
+                    outbox: Outbox::new(on_chain.map_or(first_sequence, |c| c.max(first_sequence))),
                     faults,
                     start: Instant::now(),
                 };
-                let on_chain = w.committed_sequence();
-                w.outbox
-                    .resync(on_chain.map_or(first_sequence, |c| c.max(first_sequence)));
                 loop {
                     match rx.recv_timeout(TICK) {
                         Ok(msg) => {
@@ -184,16 +183,6 @@ impl Worker {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The account's sequence on chain, if the RPC answers.
-    fn committed_sequence(&self) -> Option<u64> {
-        self.rpc
-            .abci_query(&self.account.path())
-            .ok()
-            .filter(|q| q.code == 0)
-            .and_then(|q| serde_json::from_slice::<AccountView>(&q.value).ok())
-            .map(|a| a.sequence)
-    }
-
     /// Checks the result txs in flight ([`Outbox::due`]) and sends again those the outbox
     /// says are lost.
     fn confirm(&mut self) {
@@ -227,38 +216,35 @@ impl Worker {
         }
     }
 
-    /// Signs `msg` at the outbox's sequence and broadcasts it, until the mempool takes or
-    /// refuses it (a few tries while the RPC is down).
+    /// Signs `msg` and broadcasts it through the outbox ([`Outbox::send`]): after a sequence
+    /// failure at delivery, from the chain's sequence; a few tries while the RPC is down.
     fn submit(&mut self, msg: &TxMsg, resends: u32) {
-        if self.outbox.wants_resync() {
-            match self.committed_sequence() {
-                Some(committed) => {
-                    warn!(
-                        from = self.outbox.sequence(),
-                        to = committed,
-                        "a result tx failed on its sequence: signing from the chain's sequence"
-                    );
-                    self.outbox.resync(committed);
-                }
+        let now = self.now_ms();
+        let from = self.outbox.sequence();
+        let (rpc, account) = (&self.rpc, &self.account);
+        let committed = || {
+            let c = committed_sequence(rpc, account);
+            match c {
+                Some(to) => warn!(
+                    from,
+                    to, "a result tx failed on its sequence: signing from the chain's sequence"
+                ),
                 None => debug!("cannot read the account's sequence; later"),
             }
-        }
-        for attempt in 0..20u32 {
-            self.faults.wait();
-            let tx = sign_tx(
-                &self.key,
-                &self.chain_id,
-                self.outbox.sequence(),
-                msg.clone(),
-            );
-            if !matches!(msg, TxMsg::Heartbeat) && self.faults.lose() {
-                let hash = hex::encode_upper(Sha256::digest(&tx));
-                self.outbox.lost(msg, hash, self.now_ms());
-                return;
+            c
+        };
+        let (key, chain_id, faults) = (&self.key, &self.chain_id, &mut self.faults);
+        let mut tries = 0u32;
+        let attempt = |seq: u64| {
+            faults.wait();
+            let tx = sign_tx(key, chain_id, seq, msg.clone());
+            if !matches!(msg, TxMsg::Heartbeat) && faults.lose() {
+                return Broadcast::Accepted(hex::encode_upper(Sha256::digest(&tx)));
             }
-            let answer = match self.rpc.broadcast_tx_sync(&tx) {
+            tries += 1;
+            match rpc.broadcast_tx_sync(&tx) {
                 Ok(r) if r.code == 0 => {
-                    debug!(seq = self.outbox.sequence(), "result tx accepted");
+                    debug!(seq, "result tx accepted");
                     Broadcast::Accepted(r.hash)
                 }
                 Ok(r) if r.code == SEQUENCE_CODE => {
@@ -275,16 +261,23 @@ impl Worker {
                     Broadcast::Refused
                 }
                 Err(e) => {
-                    warn!(error = %e, attempt, "cannot reach the RPC; retrying");
+                    warn!(error = %e, attempt = tries, "cannot reach the RPC; retrying");
+                    std::thread::sleep(Duration::from_millis(250));
                     Broadcast::Unreachable
                 }
-            };
-            match self.outbox.broadcast(msg, resends, answer, self.now_ms()) {
-                Next::Done => return,
-                Next::Again => {}
-                Next::Wait => std::thread::sleep(Duration::from_millis(250)),
             }
+        };
+        if !self.outbox.send(msg, resends, now, committed, attempt) {
+            warn!("result tx given up after retries");
         }
-        warn!("result tx given up after retries");
     }
+}
+
+/// The sequence of `account` on chain, if the RPC answers.
+fn committed_sequence(rpc: &RpcClient, account: &Query) -> Option<u64> {
+    rpc.abci_query(&account.path())
+        .ok()
+        .filter(|q| q.code == 0)
+        .and_then(|q| serde_json::from_slice::<AccountView>(&q.value).ok())
+        .map(|a| a.sequence)
 }

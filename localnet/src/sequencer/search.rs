@@ -9,7 +9,7 @@
 //! conditions (tendermint-rpc's [`Query`] grammar, the one clients build queries with); at
 //! these sizes a scan takes milliseconds, and it needs no index per attribute.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use tendermint_proto::v0_38::abci::Event;
 
@@ -34,12 +34,10 @@ pub type Keys = BTreeMap<String, Vec<String>>;
 pub struct SearchIndex {
     /// (height, index in block) -> keys.
     txs: BTreeMap<(u64, u32), Keys>,
-    /// height -> keys.
-    blocks: BTreeMap<u64, Keys>,
-    /// block hash -> height.
+    /// height -> (block hash, keys).
+    blocks: BTreeMap<u64, (Vec<u8>, Keys)>,
+    /// block hash -> height, for the blocks in `blocks`.
     by_hash: BTreeMap<Vec<u8>, u64>,
-    /// Block hashes in height order, to evict the oldest.
-    hashes: VecDeque<Vec<u8>>,
 }
 
 /// The keys of tx `i` of block `b`.
@@ -141,15 +139,12 @@ impl SearchIndex {
         while self.txs.len() > SEARCH_TXS {
             self.txs.pop_first();
         }
-        self.blocks.insert(height, block_keys(b));
+        self.blocks
+            .insert(height, (b.block.hash.to_vec(), block_keys(b)));
         self.by_hash.insert(b.block.hash.to_vec(), height);
-        self.hashes.push_back(b.block.hash.to_vec());
         while self.blocks.len() > SEARCH_BLOCKS {
-            self.blocks.pop_first();
-        }
-        while self.hashes.len() > SEARCH_BLOCKS {
-            if let Some(h) = self.hashes.pop_front() {
-                self.by_hash.remove(&h);
+            if let Some((_, (hash, _))) = self.blocks.pop_first() {
+                self.by_hash.remove(&hash);
             }
         }
     }
@@ -183,7 +178,10 @@ impl SearchIndex {
         page: Option<i64>,
         per_page: Option<i64>,
     ) -> Result<Page<u64>, PageError> {
-        let hits = self.blocks.iter().filter(|(_, k)| filter.matches_keys(k));
+        let hits = self
+            .blocks
+            .iter()
+            .filter(|(_, (_, k))| filter.matches_keys(k));
         let mut all: Vec<u64> = hits.map(|(h, _)| *h).collect();
         if order == Order::Desc {
             all.reverse();
