@@ -3,7 +3,8 @@
 //! the same state and the same block, every validator computes the same writes, results,
 //! events, jobs and app hash. Ordered maps only (`clippy.toml` bans `HashMap`/`HashSet`).
 //!
-//! - [`state`]: the [`ChainState`] and its hash chain; [`entries`]: what it holds;
+//! - [`state`]: the [`ChainState`]; [`merkle`]: the Merkle tree over it, whose root is the
+//!   app hash, and its proofs; [`entries`]: what it holds;
 //!   [`state_key`]: the keys of its write journal; [`genesis`]: the genesis document.
 //! - [`tx`]: the tx handlers, one file per tx type, each with its `check` and `execute`.
 //! - [`block`]: block execution, [`finalize_block`]; [`mempool`]: CheckTx, [`check_tx`];
@@ -28,13 +29,14 @@ pub mod committee;
 pub mod entries;
 pub mod genesis;
 pub mod mempool;
+pub mod merkle;
 pub mod query;
 pub mod state;
 pub mod state_key;
 pub mod tx;
 pub mod verify;
 
-pub use block::{finalize_block, init_chain, FinalizedBlock, TxOutcome, WrongHeight};
+pub use block::{finalize_block, init_chain, BlockError, FinalizedBlock, TxOutcome};
 pub use catch_up::{catch_up_jobs, unattested_deletions};
 pub use entries::{
     AccountEntry, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, NodeEntry, ProposalAction,

@@ -3,7 +3,8 @@
 //! node slow, wrong about itself, or silent).
 //!
 //! - [`submit`]: signs and broadcasts the MPC module's results; [`rpc`]: the CometBFT RPC
-//!   client (also used by `mpcctl` and `localnet`); [`keys`]: key files.
+//!   client (also used by `mpcctl` and `localnet`); [`keys`]: key files; [`proven`]: state
+//!   entries read with a Merkle proof and checked against a header (`mpcctl key --verify`).
 //! - [`abci_unix`]: the ABCI socket protocol on a Unix socket (mode 0600).
 //! - [`replay_gate`]: skips jobs of replayed blocks whose sessions are over.
 //! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
@@ -22,6 +23,7 @@ pub mod outbox;
 #[cfg(feature = "fault-injection")]
 pub mod partition;
 pub mod prom;
+pub mod proven;
 pub mod replay_gate;
 pub mod rpc;
 pub mod status;

@@ -1215,7 +1215,13 @@ fn chain_can_run_the_apps_blocks_in_memory_without_abci() {
     );
     // A height other than the next is refused, not executed.
     let wrong = chain::finalize_block(&mut state, 7, 0, &[], &[] as &[Vec<u8>]).unwrap_err();
-    assert_eq!((wrong.expected, wrong.got), (3, 7));
+    assert_eq!(
+        wrong,
+        chain::BlockError::WrongHeight {
+            expected: 3,
+            got: 7
+        }
+    );
     for i in 0..4 {
         assert_eq!(
             chain::catch_up_jobs(&state, &nid(i)),
@@ -3127,4 +3133,127 @@ fn app_runs_node_rotation_and_removal_through_governance_and_checks_them_again_w
         registered_key(&net, 2),
         Some(hex::encode(new2.verifying_key().to_bytes()))
     );
+}
+
+/// An ABCI query with `prove` (and a height): the answer and its decoded ICS23 proof.
+fn proven(
+    app: &App,
+    path: &str,
+    data: &[u8],
+    height: i64,
+) -> (pb::ResponseQuery, ics23::CommitmentProof) {
+    let r = app.query(pb::RequestQuery {
+        path: path.into(),
+        data: data.to_vec().into(),
+        height,
+        prove: true,
+    });
+    let ops = r
+        .proof_ops
+        .clone()
+        .unwrap_or_else(|| panic!("{path}: no proof: {r:?}"));
+    assert_eq!(ops.ops.len(), 1);
+    let op = &ops.ops[0];
+    assert_eq!(op.r#type, seqmpc_abci::chain::merkle::PROOF_OP_TYPE);
+    assert_eq!(op.key, r.key.to_vec());
+    let proof = <ics23::CommitmentProof as prost_013::Message>::decode(op.data.as_slice()).unwrap();
+    (r, proof)
+}
+
+#[test]
+fn app_should_prove_entries_and_absences_against_the_app_hash_of_each_kept_height() {
+    use seqmpc_abci::chain::merkle::{verify, KEEP_VERSIONS};
+    let mut net = Net::new();
+    let tx = net.keygen("p1", 3);
+    net.block(vec![tx]);
+    let h1 = net.height;
+    let hash1 = net.app.info().last_block_app_hash.to_vec();
+    let group = SigningKey::from_bytes(&[5; 32]);
+    net.ready_key("p2", &group);
+    let latest_hash = net.app.info().last_block_app_hash.to_vec();
+    assert_ne!(hash1, latest_hash);
+
+    // p1 at h1 (PENDING then), against the app hash after h1 (header h1 + 1's app_hash).
+    let (r, proof) = proven(&net.app, "/key/p1", &[], h1);
+    assert_eq!((r.code, r.height), (0, h1), "{r:?}");
+    assert_eq!(r.key.as_ref(), b"key/p1");
+    let v: Value = serde_json::from_slice(&r.value).unwrap();
+    assert_eq!(v["status"], "PENDING");
+    assert!(verify(&hash1, b"key/p1", Some(&r.value), &proof));
+    assert!(!verify(&latest_hash, b"key/p1", Some(&r.value), &proof));
+    let mut tampered = r.value.to_vec();
+    tampered[2] ^= 1;
+    assert!(!verify(&hash1, b"key/p1", Some(&tampered), &proof));
+
+    // p2 now (height 0: the latest), READY; it did not exist at h1: proven absent there.
+    let (r, proof) = proven(&net.app, "/key/p2", &[], 0);
+    assert_eq!((r.code, r.height), (0, net.height));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.value).unwrap()["status"],
+        "READY"
+    );
+    assert!(verify(&latest_hash, b"key/p2", Some(&r.value), &proof));
+    let (r, proof) = proven(&net.app, "/key/p2", &[], h1);
+    assert_eq!(r.code, 7, "{r:?}");
+    assert!(r.log.contains("does not exist at height"), "{}", r.log);
+    assert!(verify(&hash1, b"key/p2", None, &proof));
+    assert!(!verify(&latest_hash, b"key/p2", None, &proof));
+
+    // Any entry by its state key: the client's sequence; the genesis.
+    let client_hex = hex::encode(net.client.verifying_key().to_bytes());
+    let seq_key = format!("seq/{client_hex}");
+    let (r, proof) = proven(&net.app, "/state", seq_key.as_bytes(), 0);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(verify(
+        &latest_hash,
+        seq_key.as_bytes(),
+        Some(&r.value),
+        &proof
+    ));
+    let (r, proof) = proven(&net.app, "/state", b"genesis", 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.value).unwrap()["chain_id"],
+        "test-chain"
+    );
+    assert!(verify(&latest_hash, b"genesis", Some(&r.value), &proof));
+    // A past height without proof reads the tree too.
+    let r = net.app.query(pb::RequestQuery {
+        path: "/key/p1".into(),
+        height: h1,
+        ..Default::default()
+    });
+    assert_eq!((r.code, r.height), (0, h1));
+    assert!(r.proof_ops.is_none());
+
+    // Bad asks get a readable error.
+    let ask = |app: &App, path: &str, data: &[u8], height: i64| {
+        app.query(pb::RequestQuery {
+            path: path.into(),
+            data: data.to_vec().into(),
+            height,
+            prove: true,
+        })
+    };
+    let r = ask(&net.app, "/keys", &[], 0);
+    assert_eq!(r.code, 1);
+    assert!(r.log.contains("names no single state entry"), "{}", r.log);
+    assert!(r.proof_ops.is_none());
+    assert_eq!(ask(&net.app, "/state", b"nope/x", 0).code, 6);
+    assert_eq!(ask(&net.app, "/state", &[0xff], 0).code, 6);
+    let r = ask(&net.app, "/key/p1", &[], net.height + 1);
+    assert_eq!(r.code, 1);
+    assert!(r.log.contains("is not kept"), "{}", r.log);
+    assert_eq!(ask(&net.app, "/key/p1", &[], -1).code, 1);
+
+    // Old heights leave the kept window; a restart keeps only the loaded height.
+    while net.height < h1 + KEEP_VERSIONS as i64 {
+        net.block(vec![]);
+    }
+    let r = ask(&net.app, "/key/p1", &[], h1);
+    assert!(r.log.contains("is not kept"), "{}", r.log);
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let again = App::open(net._dir.path(), g, None).unwrap();
+    let hash = again.info().last_block_app_hash.to_vec();
+    let (r, proof) = proven(&again, "/key/p2", &[], 0);
+    assert!(verify(&hash, b"key/p2", Some(&r.value), &proof));
 }

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::abci::persist::{StateFiles, SNAPSHOT_EVERY};
 use crate::chain::genesis::Genesis;
 use crate::chain::tx::{Event, TxError, CODESPACE};
-use crate::chain::{self, BlockWrites, ChainState, CheckState};
+use crate::chain::{self, BlockError, BlockWrites, ChainState, CheckState};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
@@ -171,8 +171,23 @@ impl App {
             // Another height than the next one: a second driver (a confused or hostile
             // consensus client) or a bug. Refused, the state untouched: the engine that
             // drives this app in order keeps going.
-            Err(e) => {
+            Err(e @ BlockError::WrongHeight { .. }) => {
                 let hash = hex::decode(&state.app_hash).unwrap_or_default();
+                return refuse_block(&req, &hash, &e.to_string());
+            }
+            // The state tree failed (a bug): the block is half applied in memory. Back to
+            // the committed state on disk, and the block refused.
+            Err(e @ BlockError::Tree { .. }) => {
+                error!("{e}: reloading the committed state");
+                match self.files.load() {
+                    Ok(s) => self.committed = s,
+                    Err(e) => panic!("cannot reload the committed state: {e}"),
+                }
+                let hash = self
+                    .committed
+                    .as_ref()
+                    .and_then(|s| hex::decode(&s.app_hash).ok())
+                    .unwrap_or_default();
                 return refuse_block(&req, &hash, &e.to_string());
             }
         };
@@ -244,12 +259,23 @@ impl App {
     }
 
     /// ABCI Query ([`chain::query::query`]). Paths: `/key/<id>`, `/keys`, `/sign/<request_id>`,
-    /// `/nodes`, `/account/<hex public key>`.
+    /// `/nodes`, `/account/<hex public key>`, `/proposals`, `/proposal/<id>`, `/state`. With
+    /// `prove`, a past `height` or `/state`, one entry read from the Merkle tree
+    /// ([`chain::query::query_at`]), its proof in `proof_ops`.
     pub fn query(&self, req: pb::RequestQuery) -> pb::ResponseQuery {
         let Some(state) = &self.committed else {
             return query_err(1, "chain not initialized".into());
         };
         let height = i64::try_from(state.height).unwrap_or(i64::MAX);
+        let Ok(asked) = u64::try_from(req.height) else {
+            let mut r = query_err(1, format!("height {} is negative", req.height));
+            r.height = height;
+            return r;
+        };
+        let path_only = req.path.trim_end_matches('/');
+        if req.prove || (asked != 0 && asked != state.height) || path_only == "/state" {
+            return query_entry(state, &req, asked, height);
+        }
         let value = match chain::query::query(state, &req.path) {
             Ok(v) => v,
             Err(e) => {
@@ -300,6 +326,51 @@ fn check_err(e: &TxError) -> pb::ResponseCheckTx {
         codespace: CODESPACE.into(),
         ..Default::default()
     }
+}
+
+/// A query of one entry at a height ([`chain::query::query_at`]) as ABCI answers it: an absent
+/// entry is code 7 (not found), with its proof of absence when one was asked for.
+fn query_entry(
+    state: &ChainState,
+    req: &pb::RequestQuery,
+    asked: u64,
+    latest: i64,
+) -> pb::ResponseQuery {
+    let answer = match chain::query::query_at(state, &req.path, &req.data, asked, req.prove) {
+        Ok(a) => a,
+        Err(e) => {
+            let mut r = query_err(e.code, e.log);
+            r.height = latest;
+            return r;
+        }
+    };
+    let key = String::from_utf8_lossy(&answer.key).into_owned();
+    let mut r = match &answer.value {
+        Some(v) => pb::ResponseQuery {
+            code: 0,
+            value: v.clone().into(),
+            ..Default::default()
+        },
+        None => {
+            let not_found = TxError::NotFound(String::new()).code();
+            query_err(
+                not_found,
+                format!("{key} does not exist at height {}", answer.height),
+            )
+        }
+    };
+    r.height = i64::try_from(answer.height).unwrap_or(i64::MAX);
+    r.key = answer.key.clone().into();
+    r.proof_ops = answer
+        .proof
+        .map(|p| tendermint_proto::v0_38::crypto::ProofOps {
+            ops: vec![tendermint_proto::v0_38::crypto::ProofOp {
+                r#type: chain::merkle::PROOF_OP_TYPE.into(),
+                key: answer.key,
+                data: prost_013::Message::encode_to_vec(&p),
+            }],
+        });
+    r
 }
 
 fn query_err(code: u32, log: String) -> pb::ResponseQuery {

@@ -3,16 +3,17 @@
 //! Commit appends one line (the block's [`BlockWrites`]) to the journal and fsyncs it, so a
 //! block costs what it wrote, not the size of the state. Every [`SNAPSHOT_EVERY`] blocks the
 //! whole state is written to a new snapshot (temp file, fsync, rename, fsync the directory) and
-//! the journal restarts. Loading reads the snapshot and replays the journal lines above its
-//! height, checking the app-hash chain of every line; a torn last line (a crash during the
-//! append) is dropped, which is safe because that block was not committed: the consensus
-//! engine replays it after `Info` reports the height before it.
+//! the journal restarts. Loading reads the snapshot, rebuilds the state's Merkle tree from it
+//! (its root must be the snapshot's app hash), and replays the journal lines above its height,
+//! checking that the root after each line is the app hash the line records. A torn last line
+//! (a crash during the append) is dropped, which is safe because that block was not
+//! committed: the consensus engine replays it after `Info` reports the height before it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use crate::chain::state::{app_hash_of, BlockWrites, ChainState};
+use crate::chain::state::{checksum_of, BlockWrites, ChainState, STATE_VERSION};
 
 /// Blocks between two snapshots.
 pub const SNAPSHOT_EVERY: u64 = 1000;
@@ -118,10 +119,19 @@ impl StateFiles {
             .ok()
             .and_then(|s| s.split_once(' '))
             .ok_or_else(|| corrupt("bad header line".into()))?;
-        if checksum != hex::encode(app_hash_of(body)) {
+        if checksum != hex::encode(checksum_of(body)) {
             return Err(corrupt("checksum mismatch".into()));
         }
         state.app_hash = app_hash.to_owned();
+        if state.version != STATE_VERSION {
+            return Err(corrupt(format!(
+                "state format {} was written by another release; this one reads format \
+                 {STATE_VERSION} (since format 2 the app hash is a Merkle root, so a chain of \
+                 format 1 cannot be continued: start it again from its genesis)",
+                state.version
+            )));
+        }
+        state.rebuild_tree().map_err(corrupt)?;
 
         let journal_path = self.dir.join(JOURNAL);
         match File::open(&journal_path) {
@@ -160,7 +170,7 @@ impl StateFiles {
     pub fn snapshot(&mut self, state: &ChainState) -> Result<(), PersistError> {
         let body = state.encode();
         let mut out =
-            format!("{} {}\n", state.app_hash, hex::encode(app_hash_of(&body))).into_bytes();
+            format!("{} {}\n", state.app_hash, hex::encode(checksum_of(&body))).into_bytes();
         out.extend_from_slice(&body);
         let path = self.dir.join(SNAPSHOT);
         let tmp = path.with_extension("tmp");

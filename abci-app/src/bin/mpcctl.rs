@@ -14,6 +14,7 @@ use seqmpc_abci::chain::{
 };
 use seqmpc_abci::daemon::block_watch::BlockWatch;
 use seqmpc_abci::daemon::keys::load_key_file;
+use seqmpc_abci::daemon::proven;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::manifest::Manifest;
 use seqmpc_proto::tx::{proposal_id, sign_tx, TxMsg};
@@ -158,6 +159,10 @@ enum Cmd {
         /// Key id.
         #[arg(long)]
         key_id: String,
+        /// Read it with a Merkle proof (`abci_query` with `prove`) and check the proof against
+        /// the app hash of the next header from the RPC; prints what it checked against.
+        #[arg(long)]
+        verify: bool,
     },
     /// List keys.
     Keys,
@@ -784,7 +789,36 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             let k: KeyEntry = ctx.query(&Query::Key(key_id.clone()))?;
             reshare(&ctx, key_id, k.parties, k.threshold, wait)
         }
-        Cmd::Key { key_id } => Ok(key_json(&ctx.query(&Query::Key(KeyId::new(key_id)?))?)),
+        Cmd::Key {
+            key_id,
+            verify: false,
+        } => Ok(key_json(&ctx.query(&Query::Key(KeyId::new(key_id)?))?)),
+        Cmd::Key {
+            key_id,
+            verify: true,
+        } => {
+            let key_id = KeyId::new(key_id)?;
+            let v = proven::read_verified(&ctx.rpc_url, &Query::Key(key_id.clone()).path(), &[])?;
+            let proof = json!({
+                "state_key": v.key, "height": v.height, "header_height": v.header_height,
+                "header_hash": v.header_hash, "app_hash": v.app_hash,
+            });
+            let Some(value) = &v.value else {
+                bail!(
+                    "key {key_id} does not exist: proven absent at height {} against app hash {} \
+                     of header {} ({})",
+                    v.height,
+                    v.app_hash,
+                    v.header_height,
+                    v.header_hash
+                );
+            };
+            let k: KeyEntry =
+                serde_json::from_slice(value).context("the proven value is not a key entry")?;
+            let mut out = key_json(&k);
+            out["verified"] = proof;
+            Ok(out)
+        }
         Cmd::Keys => {
             let keys: Vec<KeyEntry> = ctx.query(&Query::Keys)?;
             Ok(Value::Array(keys.iter().map(key_json).collect()))

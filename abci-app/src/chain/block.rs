@@ -8,6 +8,7 @@ use seqmpc_proto::tx::SignedTx;
 
 use crate::chain::entries::DeadlineItem;
 use crate::chain::genesis::Genesis;
+use crate::chain::merkle::TreeError;
 use crate::chain::state::{BlockWrites, ChainState};
 use crate::chain::tx::{
     self, keygen, proposal, reshare, sign, sign_attempt, Effects, Event, TxError,
@@ -17,7 +18,7 @@ use crate::chain::tx::{
 /// its bytes (`app_state`, whose hash the state keeps), and its app hash.
 pub fn init_chain(genesis: &Genesis, app_state: &[u8]) -> Result<(ChainState, [u8; 32]), String> {
     let mut state = ChainState::from_genesis(genesis, app_state)?;
-    let (_, hash) = state.seal();
+    let (_, hash) = state.seal_block(0).map_err(|e| e.to_string())?;
     Ok((state, hash))
 }
 
@@ -47,14 +48,26 @@ pub struct FinalizedBlock {
     pub jobs: Vec<Job>,
 }
 
-/// A block for another height than the one after the state's.
+/// Why a block was not executed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("FinalizeBlock at height {got}, expected {expected}")]
-pub struct WrongHeight {
-    /// The height after the state's.
-    pub expected: u64,
-    /// The block's.
-    pub got: u64,
+pub enum BlockError {
+    /// A block for another height than the one after the state's. The state is untouched.
+    #[error("FinalizeBlock at height {got}, expected {expected}")]
+    WrongHeight {
+        /// The height after the state's.
+        expected: u64,
+        /// The block's.
+        got: u64,
+    },
+    /// The Merkle tree could not take the block's writes (a bug). The state in memory holds
+    /// the block half applied: reload the committed state before going on.
+    #[error("the state tree could not take block {height}: {source}")]
+    Tree {
+        /// The block's.
+        height: u64,
+        /// Why.
+        source: TreeError,
+    },
 }
 
 /// Executes block `height` (the one after `state`'s) in place: the deadlines due, then each
@@ -69,10 +82,10 @@ pub fn finalize_block<T: AsRef<[u8]>>(
     block_time_ms: u64,
     block_hash: &[u8],
     txs: &[T],
-) -> Result<FinalizedBlock, WrongHeight> {
+) -> Result<FinalizedBlock, BlockError> {
     let expected = state.height.saturating_add(1);
     if height != expected {
-        return Err(WrongHeight {
+        return Err(BlockError::WrongHeight {
             expected,
             got: height,
         });
@@ -104,7 +117,9 @@ pub fn finalize_block<T: AsRef<[u8]>>(
             },
         });
     }
-    let (writes, app_hash) = state.seal_block(height);
+    let (writes, app_hash) = state
+        .seal_block(height)
+        .map_err(|source| BlockError::Tree { height, source })?;
     Ok(FinalizedBlock {
         block_events,
         tx_results,

@@ -11,6 +11,13 @@
 //! | `/account/<hex public key>` | [`AccountView`] |
 //! | `/proposals` | [`ProposalsView`] |
 //! | `/proposal/<id>` | [`ProposalEntry`] |
+//! | `/state` (data: a state key, e.g. `seq/<hex>`) | the entry's JSON |
+//!
+//! A query with `prove` or a past `height` ([`query_at`]) reads one entry from the state's
+//! Merkle tree at that height: `/key/<id>`, `/sign/<request id>`, `/proposal/<id>` or `/state`.
+//! Its answer carries the entry's canonical JSON (object fields in name order) and, with
+//! `prove`, an ICS23 proof of it (or of its absence) against the app hash that the header of
+//! the next height holds ([`merkle::verify`]).
 
 use seqmpc_proto::{KeyId, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
@@ -19,7 +26,9 @@ use crate::chain::entries::{AccountEntry, NodeEntry, ProposalEntry};
 #[cfg(doc)]
 use crate::chain::entries::{KeyEntry, SignEntry};
 use crate::chain::genesis::Governance;
+use crate::chain::merkle::{self, TreeError};
 use crate::chain::state::ChainState;
+use crate::chain::state_key::StateKey;
 use crate::chain::tx::TxError;
 
 /// A query path.
@@ -39,6 +48,8 @@ pub enum Query {
     Proposals,
     /// `/proposal/<id>`: a [`ProposalEntry`].
     Proposal(String),
+    /// `/state`, the query's data naming a state key: that entry's JSON.
+    State,
 }
 
 impl Query {
@@ -52,6 +63,7 @@ impl Query {
             Query::Account(pk) => format!("/account/{pk}"),
             Query::Proposals => "/proposals".into(),
             Query::Proposal(id) => format!("/proposal/{id}"),
+            Query::State => "/state".into(),
         }
     }
 
@@ -78,10 +90,11 @@ impl Query {
             "/keys" => Ok(Query::Keys),
             "/nodes" => Ok(Query::Nodes),
             "/proposals" => Ok(Query::Proposals),
+            "/state" => Ok(Query::State),
             _ => Err(QueryError {
                 code: 1,
                 log: format!(
-                    "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>, /proposals, /proposal/<id>"
+                    "unknown query path {path:?}; known: /key/<id>, /keys, /sign/<request_id>, /nodes, /account/<hex key>, /proposals, /proposal/<id>, /state"
                 ),
             }),
         }
@@ -134,7 +147,84 @@ pub struct QueryError {
     pub log: String,
 }
 
+/// The one state entry a query names, if it names one (`data`: the state key of `/state`).
+fn entry_key(q: &Query, data: &[u8]) -> Result<StateKey, QueryError> {
+    match q {
+        Query::Key(id) => Ok(StateKey::Key(id.clone())),
+        Query::Sign(id) => Ok(StateKey::Sign(id.clone())),
+        Query::Proposal(id) => Ok(StateKey::Proposal(id.clone())),
+        Query::State => std::str::from_utf8(data)
+            .map_err(|_| "the state key is not UTF-8".to_owned())
+            .and_then(StateKey::parse)
+            .map_err(|log| QueryError { code: 6, log }),
+        _ => Err(QueryError {
+            code: 1,
+            log: format!(
+                "{} names no single state entry: a proof or a past height is for /key/<id>, \
+                 /sign/<request_id>, /proposal/<id> or /state (data: a state key)",
+                q.path()
+            ),
+        }),
+    }
+}
+
+/// What a query at a height answers ([`query_at`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryAnswer {
+    /// The state key (the Merkle tree's key).
+    pub key: Vec<u8>,
+    /// The entry's canonical JSON at `height` (None: absent).
+    pub value: Option<Vec<u8>>,
+    /// The height answered.
+    pub height: u64,
+    /// With `prove`: the ICS23 proof of `value` (or of the absence) against the app hash
+    /// after `height`.
+    pub proof: Option<ics23::CommitmentProof>,
+}
+
+/// Answers `path` (with its `data`) at `height` (0: the latest) from the state's Merkle tree,
+/// with a proof when `prove`. The path must name one entry ([`entry_key`]); the height must
+/// be a kept one ([`merkle::KEEP_VERSIONS`]).
+pub fn query_at(
+    state: &ChainState,
+    path: &str,
+    data: &[u8],
+    height: u64,
+    prove: bool,
+) -> Result<EntryAnswer, QueryError> {
+    let key = entry_key(&Query::parse(path)?, data)?
+        .to_string()
+        .into_bytes();
+    let height = if height == 0 { state.height } else { height };
+    let tree_err = |e: TreeError| QueryError {
+        code: 1,
+        log: e.to_string(),
+    };
+    let (value, proof) = if prove {
+        let (v, p) = state.tree().prove(&key, height).map_err(tree_err)?;
+        (v, Some(p))
+    } else {
+        (state.tree().get(&key, height).map_err(tree_err)?, None)
+    };
+    Ok(EntryAnswer {
+        key,
+        value,
+        height,
+        proof,
+    })
+}
+
+/// Checks an answer of [`query_at`] with a proof against `app_hash` (of the header after its
+/// height): true when the proof shows the value (or the absence) under that root.
+pub fn verify_answer(answer: &EntryAnswer, app_hash: &[u8]) -> bool {
+    answer
+        .proof
+        .as_ref()
+        .is_some_and(|p| merkle::verify(app_hash, &answer.key, answer.value.as_deref(), p))
+}
+
 /// Answers query `path` from `state`: the JSON of the path's type (see the module docs).
+/// `/state` needs its data: [`query_at`] answers it.
 pub fn query(state: &ChainState, path: &str) -> Result<Vec<u8>, QueryError> {
     let json = |v: serde_json::Result<Vec<u8>>| {
         v.map_err(|e| QueryError {
@@ -196,6 +286,10 @@ pub fn query(state: &ChainState, path: &str) -> Result<Vec<u8>, QueryError> {
         Query::Keys => json(serde_json::to_vec(
             &state.keys().values().collect::<Vec<_>>(),
         )),
+        Query::State => Err(QueryError {
+            code: 1,
+            log: "/state needs the state key as data".into(),
+        }),
         Query::Nodes => json(sorted(
             &state
                 .nodes
@@ -230,6 +324,7 @@ mod tests {
             Query::Account("ab01".into()),
             Query::Proposals,
             Query::Proposal("0123456789abcdef".into()),
+            Query::State,
         ];
         for q in queries {
             assert_eq!(Query::parse(&q.path()), Ok(q.clone()));

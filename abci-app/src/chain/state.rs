@@ -1,7 +1,8 @@
 //! Deterministic chain state: node registry, accounts and sequences, keys, sign requests.
 //!
 //! Everything is in ordered maps so that serialization, iteration, events and the app hash are
-//! identical on every validator.
+//! identical on every validator. The app hash is the root of a Merkle tree over every entry
+//! ([`merkle`](crate::chain::merkle)), which follows the block's write set.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,10 +14,12 @@ use crate::chain::entries::{
     AccountEntry, DeadlineItem, KeyEntry, NodeEntry, ProposalEntry, ProvenBlame, SignEntry,
 };
 use crate::chain::genesis::{Genesis, Governance, Limits};
+use crate::chain::merkle::{StateTree, TreeError};
 use crate::chain::state_key::StateKey;
 
 /// Version of the persisted state format. Do not change without a migration.
-pub const STATE_VERSION: u32 = 1;
+/// 2: the app hash is the root of the state's Merkle tree (1: a hash chain of write sets).
+pub const STATE_VERSION: u32 = 2;
 
 /// The whole chain state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +65,10 @@ pub struct ChainState {
     /// are made of, is always complete.
     #[serde(skip)]
     dirty: BTreeMap<String, StateKey>,
+    /// The Merkle tree over every entry, whose root is the app hash. Not serialized: rebuilt
+    /// from the entries at load ([`ChainState::rebuild_tree`]).
+    #[serde(skip)]
+    tree: StateTree,
 }
 
 /// One block's writes: each state key written, with its new JSON value (None = removed).
@@ -163,6 +170,7 @@ impl ChainState {
             governance: genesis.governance.clone(),
             proposals: BTreeMap::new(),
             dirty: BTreeMap::new(),
+            tree: StateTree::default(),
         })
     }
 
@@ -323,6 +331,10 @@ impl ChainState {
     /// The current value of a state key (None = absent), as JSON.
     fn value_of(&self, key: &StateKey) -> Option<serde_json::Value> {
         match key {
+            StateKey::Genesis => Some(serde_json::json!({
+                "chain_id": self.chain_id,
+                "genesis_hash": self.genesis_hash,
+            })),
             StateKey::Key(id) => self.keys.get(id).and_then(|e| serde_json::to_value(e).ok()),
             StateKey::Sign(id) => self
                 .sign_requests
@@ -347,33 +359,91 @@ impl ChainState {
         }
     }
 
-    /// Ends a block: collects its write set, chains the app hash
-    /// (SHA-256 of tag, previous app hash and the block's writes) and returns the writes to
-    /// journal. Cost is proportional to what the block wrote, not to the whole state.
-    pub fn seal_block(&mut self, height: u64) -> (BlockWrites, [u8; 32]) {
+    /// Every entry of the state as the Merkle tree holds it: the encoded [`StateKey`] and the
+    /// canonical JSON of its value.
+    fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let keys = std::iter::once(StateKey::Genesis)
+            .chain(self.nodes.keys().cloned().map(StateKey::Node))
+            .chain(self.keys.keys().cloned().map(StateKey::Key))
+            .chain(self.sign_requests.keys().cloned().map(StateKey::Sign))
+            .chain(self.sequences.keys().cloned().map(StateKey::Sequence))
+            .chain(self.node_seen.keys().cloned().map(StateKey::Seen))
+            .chain(self.proposals.keys().cloned().map(StateKey::Proposal))
+            .chain(
+                self.deadlines
+                    .iter()
+                    .map(|(h, item)| StateKey::Deadline(*h, item.clone())),
+            );
+        keys.filter_map(|k| {
+            let value = self.value_of(&k)?;
+            Some((k.to_string().into_bytes(), leaf_value(&value)))
+        })
+        .collect()
+    }
+
+    /// Rebuilds the Merkle tree from the entries (a state just loaded) at the state's height,
+    /// and checks that its root is the recorded app hash.
+    pub fn rebuild_tree(&mut self) -> Result<(), String> {
+        let tree = StateTree::rebuild(self.height, self.entries()).map_err(|e| e.to_string())?;
+        let root = tree
+            .latest()
+            .map(|(_, r)| hex::encode(r))
+            .unwrap_or_default();
+        if root != self.app_hash {
+            return Err(format!(
+                "the state at height {} does not hash to its app hash {} (its Merkle root is {root})",
+                self.height, self.app_hash
+            ));
+        }
+        self.tree = tree;
+        Ok(())
+    }
+
+    /// The Merkle tree (proofs of entries at a kept height).
+    pub fn tree(&self) -> &StateTree {
+        &self.tree
+    }
+
+    /// Ends a block: collects its write set, writes it into the Merkle tree as version
+    /// `height` and takes the new root as the app hash. Returns the writes to journal. Cost is
+    /// proportional to what the block wrote, not to the whole state. The first seal (genesis,
+    /// or a state built without a tree) builds the tree from every entry.
+    pub fn seal_block(&mut self, height: u64) -> Result<(BlockWrites, [u8; 32]), TreeError> {
         let dirty = std::mem::take(&mut self.dirty);
         let writes: Vec<(String, Option<serde_json::Value>)> = dirty
             .into_iter()
             .map(|(encoded, key)| (encoded, self.value_of(&key)))
             .collect();
+        let hash = if self.tree.latest().is_none() {
+            self.tree = StateTree::rebuild(height, self.entries())?;
+            self.tree.latest().map(|(_, r)| r).ok_or(TreeError::Empty)?
+        } else {
+            self.tree.commit(height, tree_writes(&writes))?
+        };
         self.height = height;
-        let hash = chain_hash(&self.app_hash, height, &writes);
         self.app_hash = hex::encode(hash);
-        (
+        Ok((
             BlockWrites {
                 height,
                 app_hash: self.app_hash.clone(),
                 writes,
             },
             hash,
-        )
+        ))
     }
 
     /// Applies a journaled block to a state loaded from an older snapshot, checking that the
     /// hash chain matches.
     pub fn apply_writes(&mut self, block: &BlockWrites) -> Result<(), String> {
-        let expected = hex::encode(chain_hash(&self.app_hash, block.height, &block.writes));
-        if expected != block.app_hash {
+        if self.tree.latest().is_none() {
+            self.rebuild_tree()?;
+        }
+        // A mismatch fails the whole load: the state is dropped, tree and all.
+        let root = self
+            .tree
+            .commit(block.height, tree_writes(&block.writes))
+            .map_err(|e| format!("journal block {}: {e}", block.height))?;
+        if hex::encode(root) != block.app_hash {
             return Err(format!(
                 "journal block {} does not match its app hash",
                 block.height
@@ -384,6 +454,11 @@ impl ChainState {
             let bad = |e: serde_json::Error| format!("{encoded}: {e}");
             let other = |what: &dyn std::fmt::Display| format!("{encoded}: entry is for {what}");
             match (key, value) {
+                (StateKey::Genesis, v) => {
+                    if v.as_ref() != self.value_of(&StateKey::Genesis).as_ref() {
+                        return Err(format!("{encoded}: not this chain's genesis"));
+                    }
+                }
                 (StateKey::Key(id), Some(v)) => {
                     let e: KeyEntry = serde_json::from_value(v.clone()).map_err(bad)?;
                     if e.key_id != id {
@@ -469,41 +544,30 @@ impl ChainState {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Seals the state after a block: encodes it once (with `app_hash` empty), hashes the
-    /// encoding (SHA-256 over a domain tag and the bytes) and records the hash. Returns the
-    /// bytes to persist and the app hash. One encoding serves both hash and persistence.
-    pub fn seal(&mut self) -> (Vec<u8>, [u8; 32]) {
-        self.app_hash.clear();
-        let bytes = self.encode();
-        let hash = app_hash_of(&bytes);
-        self.app_hash = hex::encode(hash);
-        (bytes, hash)
-    }
-
     /// Next sequence number of a signer.
     pub fn sequence(&self, signer_hex: &str) -> u64 {
         self.sequences.get(signer_hex).copied().unwrap_or(0)
     }
 }
 
-/// The app hash after a block: SHA-256 over a tag, the previous app hash, the height and the
-/// block's writes (canonical JSON, keys in order). It commits to the whole state by induction
-/// from the genesis hash.
-pub fn chain_hash(
-    prev: &str,
-    height: u64,
-    writes: &[(String, Option<serde_json::Value>)],
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"seqmpc/app-hash/block/v1\0");
-    h.update(prev.as_bytes());
-    h.update(height.to_be_bytes());
-    h.update(serde_json::to_vec(writes).unwrap_or_default());
-    h.finalize().into()
+/// A state entry's value as the Merkle tree holds it: canonical JSON (object fields in name
+/// order).
+fn leaf_value(value: &serde_json::Value) -> Vec<u8> {
+    // Serializing a JSON value cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// App hash of a sealed encoding.
-pub fn app_hash_of(encoded: &[u8]) -> [u8; 32] {
+/// A block's writes as the Merkle tree takes them.
+fn tree_writes(
+    writes: &[(String, Option<serde_json::Value>)],
+) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + '_ {
+    writes
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_ref().map(leaf_value)))
+}
+
+/// Checksum of a snapshot's bytes (SHA-256 over a domain tag and the bytes).
+pub fn checksum_of(encoded: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"seqmpc/app-hash/v1\0");
     h.update(encoded);

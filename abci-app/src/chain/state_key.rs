@@ -12,6 +12,9 @@ use crate::chain::entries::DeadlineItem;
 /// One entry of the chain state, as the write journal names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateKey {
+    /// The chain id and the hash of the genesis document (which holds the accounts, limits,
+    /// governance and genesis nodes): `genesis`. Written once, at genesis.
+    Genesis,
     /// A key: `key/<key id>`.
     Key(KeyId),
     /// A sign request: `sign/<request id>`.
@@ -20,8 +23,8 @@ pub enum StateKey {
     Sequence(String),
     /// Height of the last committed tx of a node (its liveness): `seen/<node>`.
     Seen(NodeId),
-    /// A node admitted by a `NodeJoin` tx (genesis nodes are not journaled: the genesis holds
-    /// them): `node/<node>`.
+    /// A registered node: `node/<node>`. The Merkle tree holds every node; the journal only
+    /// those a block wrote (a genesis node is in the genesis until a tx changes it).
     Node(NodeId),
     /// A governance proposal: `proposal/<16 hex digits>`.
     Proposal(String),
@@ -45,6 +48,7 @@ fn proposal_id(s: &str) -> Result<String, String> {
 impl fmt::Display for StateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StateKey::Genesis => write!(f, "genesis"),
             StateKey::Key(id) => write!(f, "key/{id}"),
             StateKey::Sign(id) => write!(f, "sign/{id}"),
             StateKey::Sequence(signer_hex) => write!(f, "seq/{signer_hex}"),
@@ -74,6 +78,9 @@ impl StateKey {
     /// accepted: `parse(k.to_string()) == Ok(k)` and nothing else parses.
     pub fn parse(s: &str) -> Result<StateKey, String> {
         let bad = || format!("bad state key {s:?}");
+        if s == "genesis" {
+            return Ok(StateKey::Genesis);
+        }
         let (kind, rest) = s.split_once('/').ok_or_else(bad)?;
         let key = match kind {
             "key" => StateKey::Key(KeyId::new(rest).map_err(|e| e.to_string())?),
@@ -130,6 +137,7 @@ mod tests {
         let r = RequestId::new("r1").unwrap();
         let n = NodeId::new("node0").unwrap();
         let cases = [
+            (StateKey::Genesis, "genesis"),
             (StateKey::Key(k.clone()), "key/k1"),
             (StateKey::Sign(r.clone()), "sign/r1"),
             (StateKey::Sequence("ab01".into()), "seq/ab01"),
@@ -173,6 +181,7 @@ mod tests {
             assert_eq!(StateKey::parse(encoded), Ok(key));
         }
         for bad in [
+            "genesis/",
             "key",
             "key/",
             "nope/x",

@@ -94,6 +94,13 @@ pub fn abci_query(r: &ResponseQuery) -> Value {
             "index": r.index.to_string(),
             "key": b64(&r.key),
             "value": b64(&r.value),
+            "proofOps": r.proof_ops.as_ref().map(|p| json!({
+                "ops": p.ops.iter().map(|o| json!({
+                    "type": o.r#type,
+                    "key": b64(&o.key),
+                    "data": b64(&o.data),
+                })).collect::<Vec<_>>(),
+            })),
             "height": r.height.to_string(),
             "codespace": r.codespace,
         }
