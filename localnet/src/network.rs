@@ -419,7 +419,7 @@ fn print_guide(m: &Manifest, st: &SequencerStatus) {
          \x20 mpcctl --home {dir} sign --key-id demo --message 68656c6c6f --wait\n\
          \x20 mpcctl --home {dir} keys\n\
          \x20 curl -s {}/status\n\
-         Prometheus scrape targets (GET /metrics): {}\n\
+         Prometheus scrape targets (GET /metrics): mpcd {} · sequencer {}\n\
          Stop with Ctrl-C, or from another shell: localnet stop --dir {dir}\n",
         m.nodes.len(),
         m.chain_id,
@@ -432,6 +432,7 @@ fn print_guide(m: &Manifest, st: &SequencerStatus) {
             .map(|n| n.status.trim_start_matches("http://").to_owned())
             .collect::<Vec<_>>()
             .join(" "),
+        m.rpc.trim_start_matches("http://"),
     );
 }
 

@@ -26,6 +26,7 @@ pub mod app_conn;
 pub mod consensus;
 pub mod header;
 pub mod mempool;
+pub mod metrics;
 pub mod rpc;
 pub mod search;
 pub mod state;
@@ -170,6 +171,7 @@ impl Sequencer {
             store: store.reader(),
             dev_add_app_token: cfg.dev_add_app_token.clone(),
             max_apps: cfg.max_apps,
+            metrics: Default::default(),
             validator_pub_key,
             genesis: genesis.clone(),
             app_version: AtomicU64::new(0),

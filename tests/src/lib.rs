@@ -206,6 +206,17 @@ impl Localnet {
         Ok((content_type, r.into_string()?))
     }
 
+    /// GET on the chain's RPC (the dev sequencer), as text (e.g. `/metrics`): the content type
+    /// and body.
+    pub fn rpc_get_text(&self, path: &str) -> anyhow::Result<(String, String)> {
+        let url = self.info["rpc"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no rpc in localnet.json"))?;
+        let r = self.http.get(&format!("{url}{path}")).call()?;
+        let content_type = r.content_type().to_owned();
+        Ok((content_type, r.into_string()?))
+    }
+
     /// GET on a node's status endpoint.
     pub fn node_get(&self, node: usize, path: &str) -> anyhow::Result<Value> {
         let url = self.info["nodes"][node]["status"]

@@ -63,6 +63,24 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
     let pk = k["public_key"].as_str().unwrap().to_owned();
     assert_eq!(pk.len(), 64);
 
+    // The key's status, read with a Merkle proof over tendermint-rpc and checked against the
+    // app hash of the next header; a missing key is proven absent.
+    let v = net
+        .mpcctl_json(&["key", "--key-id", "e2e", "--verify"])
+        .unwrap();
+    assert_eq!(v["status"], "READY", "{v}");
+    assert_eq!(v["public_key"], pk.as_str());
+    let proof = &v["verified"];
+    assert_eq!(proof["state_key"], "key/e2e", "{v}");
+    let height = proof["height"].as_u64().unwrap();
+    assert_eq!(proof["header_height"].as_u64(), Some(height + 1));
+    assert_eq!(proof["app_hash"].as_str().unwrap().len(), 64, "{v}");
+    expect_err(
+        &net,
+        &["key", "--key-id", "nope", "--verify"],
+        "proven absent",
+    );
+
     // Every node holds its own READY share, and shows no secret.
     for i in 0..4 {
         let v = net.node_get(i, "/key/e2e").unwrap();
@@ -399,6 +417,34 @@ fn n4t3_localnet__should_keygen_sign_delete_and_refuse_bad_input() {
         );
     }
     assert!(total >= 1.0 && total == observed, "{total} vs {observed}");
+    // The sequencer's /metrics: what users waited, from mempool to the block that ended each
+    // request (keygens and signs of this test, FROST-Ed25519), beside the chain's figures.
+    let (ct, text) = net.rpc_get_text("/metrics").unwrap();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let requests = |op: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "seqmpc_sequencer_request_duration_seconds")
+            .filter(|s| s.labels.get("operation") == Some(op))
+            .filter(|s| s.labels.get("scheme") == Some("frost-ed25519"))
+            .filter_map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(b) => b.last().map(|b| b.count),
+                _ => None,
+            })
+            .sum()
+    };
+    // 1 + 20 keygens, 10 + 200 + 1 signs at least (some keygens may have been retried or failed).
+    assert!(requests("keygen") >= 21.0, "{text}");
+    assert!(requests("sign") >= 211.0, "{text}");
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "seqmpc_sequencer_height"),
+        "{text}"
+    );
     net.stop().unwrap();
     // The restarted nodes are not localnet's children: stop them ourselves.
     drop(restarted);

@@ -22,6 +22,8 @@ pub struct MempoolTx {
     pub hash: TxHash,
     /// Its bytes.
     pub tx: Bytes,
+    /// When it entered the mempool (what the request latency metric counts from).
+    pub received: std::time::Instant,
 }
 
 /// Why a tx was not admitted.
@@ -188,6 +190,7 @@ mod tests {
         MempoolTx {
             hash: tx_hash(s.as_bytes()),
             tx: Bytes::from(s.to_owned()),
+            received: std::time::Instant::now(),
         }
     }
 

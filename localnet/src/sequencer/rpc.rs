@@ -176,6 +176,7 @@ impl RpcServer {
         };
         let app = Router::new()
             .route("/websocket", get(ws::upgrade))
+            .route("/metrics", get(metrics))
             .fallback(http)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(rpc);
@@ -263,6 +264,33 @@ fn internal_error() -> Response {
 
 /// Every route but `/websocket`: URI `GET /<method>?...`, `GET /` (the routes), and
 /// JSON-RPC `POST /`.
+/// `GET /metrics`: the sequencer's metrics in the Prometheus text format.
+async fn metrics(State(rpc): State<Rpc>) -> Response {
+    let shared = rpc.shared.clone();
+    let text = blocking(move || {
+        let mempool = {
+            let m = shared.mempool();
+            (m.len(), m.bytes())
+        };
+        let up = shared.app_list().iter().filter(|a| a.is_up()).count();
+        shared
+            .metrics
+            .encode(mempool, up, rpc.ws_clients.load(Ordering::Acquire))
+    })
+    .await;
+    match text {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                crate::sequencer::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        None => internal_error(),
+    }
+}
+
 async fn http(
     State(rpc): State<Rpc>,
     method: Method,
@@ -405,6 +433,9 @@ fn call(
     method: &str,
     params: impl FnOnce() -> Result<Params, RpcError>,
 ) -> Result<Value, RpcError> {
+    shared
+        .metrics
+        .rpc_call(method, ROUTES.iter().any(|(m, _)| *m == method));
     match method {
         "status" => Ok(encode::status(shared, rpc_addr)),
         // Dev only, off unless the localnet set a token: attach another local ABCI app, e.g.

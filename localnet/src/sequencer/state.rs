@@ -253,6 +253,8 @@ pub struct Shared {
     pub dev_add_app_token: Option<String>,
     /// Most apps attached at once.
     pub max_apps: usize,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::sequencer::metrics::Metrics,
 }
 
 impl Shared {
@@ -447,7 +449,11 @@ impl Shared {
             .map_err(BroadcastError::Unavailable)?;
         if res.code == 0 {
             self.mempool()
-                .admit(MempoolTx { hash, tx })
+                .admit(MempoolTx {
+                    hash,
+                    tx,
+                    received: std::time::Instant::now(),
+                })
                 .map_err(|e| BroadcastError::Refused(e.to_string()))?;
         }
         Ok((hash, res))

@@ -100,6 +100,7 @@ impl Handler for KeyGen<'_> {
                 ("key_id", key_id.to_string()),
                 ("session", session.to_string()),
                 ("attempt", attempt.to_string()),
+                ("scheme", scheme.to_string()),
             ],
         ));
         cx.fx.jobs.push(Job::KeyGen {

@@ -125,6 +125,7 @@ impl Handler for KeySign<'_> {
                 ("request_id", request_id.to_string()),
                 ("key_id", key_id.to_string()),
                 ("session", session.to_string()),
+                ("scheme", scheme.to_string()),
             ],
         ));
         cx.fx.jobs.push(Job::Sign {

@@ -38,6 +38,7 @@ impl Engine {
             return Ok(());
         }
         self.warned_no_app = None;
+        let started = Instant::now();
         let batch = self.shared.mempool().take(self.cfg.max_block_txs);
         let height = self.height + 1;
         let time = next_block_time(self.last_time.as_ref());
@@ -125,6 +126,13 @@ impl Engine {
             block,
             result: *reference,
         });
+        let received: Vec<Instant> = batch.iter().map(|t| t.received).collect();
+        self.shared.metrics.block_committed(
+            height,
+            &received,
+            &committed_block.result,
+            started.elapsed(),
+        );
         self.height = height;
         self.last_time = committed_block.block.time;
         self.shared.view_mut().push_block(committed_block);
