@@ -160,6 +160,9 @@ impl StateTree {
         tree.store.empty_root = version.checked_sub(1);
         tree.write(version, entries.into_iter().map(|(k, v)| (k, Some(v))))?;
         tree.store.empty_root = None;
+        // Nothing is older than the rebuilt version: pruning it later has nothing to find, and
+        // walking every key of the state then would stall one block.
+        tree.store.written.remove(&version);
         tree.oldest = version;
         Ok(tree)
     }
@@ -385,6 +388,10 @@ mod tests {
             .collect();
         let rebuilt = StateTree::rebuild(30, entries).unwrap();
         assert_eq!(rebuilt.latest(), tree.latest());
+        assert!(
+            rebuilt.store.written.is_empty(),
+            "a rebuild leaves nothing to prune"
+        );
         let mut next = rebuilt.clone();
         let a = next.commit(31, [kv("key/x", "1")]).unwrap();
         let b = tree.commit(31, [kv("key/x", "1")]).unwrap();
