@@ -433,7 +433,7 @@ impl ChainState {
     }
 
     /// Applies a journaled block to a state loaded from an older snapshot, checking that the
-    /// hash chain matches.
+    /// Merkle root after it is the app hash the block records.
     pub fn apply_writes(&mut self, block: &BlockWrites) -> Result<(), String> {
         if self.tree.latest().is_none() {
             self.rebuild_tree()?;

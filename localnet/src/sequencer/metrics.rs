@@ -10,7 +10,6 @@
 //! (`seqmpc_mpc_latency_seconds`), so the two can be read side by side.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -54,6 +53,15 @@ struct Followed {
     seq: u64,
 }
 
+/// The requests being followed, by (operation, id), and their insertion order (to forget the
+/// oldest).
+#[derive(Debug, Default)]
+struct Follows {
+    by_id: BTreeMap<(&'static str, String), Followed>,
+    order: BTreeMap<u64, (&'static str, String)>,
+    next_seq: u64,
+}
+
 /// The sequencer's metrics (see the module doc).
 pub struct Metrics {
     registry: Registry,
@@ -69,11 +77,8 @@ pub struct Metrics {
     block_txs: Histogram,
     rpc_calls: Family<MethodLabels, Counter>,
     requests: Family<RequestLabels, Histogram>,
-    /// By (operation, id): keygens by key id, signs by request id.
-    followed: Mutex<BTreeMap<(&'static str, String), Followed>>,
-    /// Insertion order of `followed` (to forget the oldest).
-    order: Mutex<BTreeMap<u64, (&'static str, String)>>,
-    next_seq: AtomicU64,
+    /// Keygens by key id, signs by request id.
+    follows: Mutex<Follows>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,9 +122,7 @@ impl Metrics {
             requests: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.01, 2.0, 18))
             }),
-            followed: Mutex::new(BTreeMap::new()),
-            order: Mutex::new(BTreeMap::new()),
-            next_seq: AtomicU64::new(0),
+            follows: Mutex::new(Follows::default()),
         };
         registry.register("height", "Last committed height.", m.height.clone());
         registry.register(
@@ -234,42 +237,43 @@ impl Metrics {
     }
 
     fn follow(&self, op: &'static str, id: &str, since: Instant, scheme: String) {
-        let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = self.follows.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (op, id.to_owned());
         // A retried keygen keeps its first request's time.
-        if followed.contains_key(&key) {
+        if f.by_id.contains_key(&key) {
             return;
         }
-        let seq = self
-            .next_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        followed.insert(key.clone(), Followed { since, scheme, seq });
-        order.insert(seq, key);
-        while followed.len() > MAX_FOLLOWED {
-            let Some((_, oldest)) = order.pop_first() else {
+        let seq = f.next_seq;
+        f.next_seq = seq.wrapping_add(1);
+        f.by_id.insert(key.clone(), Followed { since, scheme, seq });
+        f.order.insert(seq, key);
+        while f.by_id.len() > MAX_FOLLOWED {
+            let Some((_, oldest)) = f.order.pop_first() else {
                 break;
             };
-            followed.remove(&oldest);
+            f.by_id.remove(&oldest);
         }
     }
 
     fn end(&self, op: &'static str, id: &str, outcome: &str, now: Instant) {
-        let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(f) = followed.remove(&(op, id.to_owned())) else {
+        let ended = {
+            let mut f = self.follows.lock().unwrap_or_else(PoisonError::into_inner);
+            let ended = f.by_id.remove(&(op, id.to_owned()));
+            if let Some(e) = &ended {
+                f.order.remove(&e.seq);
+            }
+            ended
+        };
+        let Some(e) = ended else {
             return;
         };
-        self.order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&f.seq);
         self.requests
             .get_or_create(&RequestLabels {
                 operation: op.to_owned(),
-                scheme: f.scheme,
+                scheme: e.scheme,
                 outcome: outcome.to_owned(),
             })
-            .observe(now.saturating_duration_since(f.since).as_secs_f64());
+            .observe(now.saturating_duration_since(e.since).as_secs_f64());
     }
 
     /// The text of one scrape, the gauges read now set first.
@@ -440,6 +444,7 @@ mod tests {
                 prometheus_parse::Value::Histogram(_)
             )
         )));
-        assert!(m.followed.lock().unwrap().is_empty());
+        let f = m.follows.lock().unwrap();
+        assert!(f.by_id.is_empty() && f.order.is_empty());
     }
 }
