@@ -427,7 +427,7 @@ pub(crate) fn stub_prime_pool(
 ) -> Option<crate::node::cggmp::PrimePool> {
     let ms = faults.primes_stub_ms?;
     let set = fixture?.clone();
-    let generate = move |_: &dyn Fn() -> usize| {
+    let generate = move |_: &dyn Fn() -> crate::protocol::cggmp::SearchBatch| {
         std::thread::sleep(Duration::from_millis(ms));
         Ok(zeroize::Zeroizing::new(set.to_vec()))
     };

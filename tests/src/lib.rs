@@ -453,6 +453,53 @@ impl Localnet {
 }
 
 impl Localnet {
+    /// The nice value of every thread whose name starts with `prefix` in this network's
+    /// running `mpcd` processes (Linux `/proc`; processes found by their command line, which
+    /// names a path inside [`Localnet::dir`], so restarted nodes count too).
+    pub fn thread_nices(&self, prefix: &str) -> Vec<i32> {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let numeric = |e: &std::fs::DirEntry| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let mut nices = Vec::new();
+        for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if !numeric(&proc) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(proc.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let mut argv = cmdline.split('\0');
+            let is_mpcd = argv.next().is_some_and(|p| p.ends_with("mpcd"));
+            if !is_mpcd || !cmdline.contains(&dir) {
+                continue;
+            }
+            for task in std::fs::read_dir(proc.path().join("task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if !name.starts_with(prefix) {
+                    continue;
+                }
+                // stat: "tid (comm) state ...": nice is field 19, the 17th after the comm.
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                let nice: Option<i32> = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+                    .and_then(|n| n.parse().ok());
+                nices.extend(nice);
+            }
+        }
+        nices
+    }
+}
+
+impl Localnet {
     /// `localnet add-node`: admits the next node (NodeJoin) and starts it; reloads
     /// localnet.json so the node's status endpoint is known. Returns the node's JSON.
     pub fn add_node(&mut self) -> anyhow::Result<Value> {

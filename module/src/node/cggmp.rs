@@ -18,6 +18,14 @@
 //! that committee), and the coordinator's KeyGenStart says to reuse it only if every party
 //! offered the same. Otherwise the keygen runs aux-info generation from a prime set beside the
 //! DKG (`AuxSource::Generate`).
+//!
+//! CPU priority: a presignature is background work (the pools refill whenever they fall below
+//! their target), while a signing, a keygen or aux info is a request someone waits for. On 2
+//! cores, six presignature workers refilling a new key's pools slowed the full signing started
+//! beside them from about 2 s to 25 s, past its chain deadline. So a presignature worker lowers
+//! its own thread to the lowest priority ([`BACKGROUND_NICE`]): it takes only CPU that the
+//! foreground work leaves idle, on this node and on the other processes of the machine. So does
+//! a safe-prime search for a pool refill (`PrimePool`); one for a keygen that waits does not.
 
 use std::fmt;
 use std::path::Path;
@@ -47,6 +55,11 @@ pub(crate) use prime_pool::PrimePool;
 
 /// Most messages queued for one worker before the session manager drops more.
 const WORKER_QUEUE: usize = 4096;
+
+/// The nice value of a background worker's thread: the lowest CPU priority. An unprivileged
+/// thread may lower its own priority but never raise it back, so only a thread that stays in
+/// the background for its whole life takes it.
+const BACKGROUND_NICE: i32 = 19;
 
 /// A committee's aux info for this node (serialized [`AuxShare`], holds Paillier secrets).
 #[derive(Clone)]
@@ -176,6 +189,17 @@ pub(crate) enum Task {
     },
 }
 
+impl Task {
+    /// Whether nobody waits for this task: a presignature refills a pool. A signing, a keygen
+    /// and aux info answer a request on the chain.
+    fn is_background(&self) -> bool {
+        match self {
+            Task::Presign { .. } => true,
+            Task::Keygen { .. } | Task::Sign { .. } | Task::Aux { .. } => false,
+        }
+    }
+}
+
 /// A finished keygen: the public key, the transcript hash reported to the chain, the share.
 pub(crate) struct KeygenOutput {
     pub(crate) public_key: [u8; 33],
@@ -246,11 +270,20 @@ pub(crate) fn spawn(
 ) -> Result<Worker, ProtocolError> {
     let (tx, rx) = std_mpsc::sync_channel(WORKER_QUEUE);
     std::thread::Builder::new()
+        // Linux keeps 15 bytes of a thread name: the kind shows which priority it runs at.
         .name(format!(
-            "cggmp-{}",
-            hex::encode(session.0).chars().take(8).collect::<String>()
+            "{}-{}",
+            if task.is_background() {
+                "presign"
+            } else {
+                "cggmp"
+            },
+            hex::encode(session.0).chars().take(7).collect::<String>()
         ))
         .spawn(move || {
+            if task.is_background() {
+                run_in_background();
+            }
             let deadline = Instant::now() + env.timeout;
             let send = |out: Vec<Outgoing<CggmpMsg>>| {
                 for o in out {
@@ -312,6 +345,21 @@ pub(crate) fn spawn(
         .map_err(|e| ProtocolError::Local(format!("cannot start a CGGMP24 worker: {e}")))?;
     Ok(Worker { tx })
 }
+
+/// Lowers the calling thread to [`BACKGROUND_NICE`] (presignature workers, safe-prime
+/// refills). On Linux a thread id names that one thread for `setpriority(PRIO_PROCESS)`; the
+/// rest of the process keeps its priority.
+#[cfg(target_os = "linux")]
+pub(crate) fn run_in_background() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+        warn!(error = %e, "cannot lower a background thread's CPU priority");
+    }
+}
+
+/// Elsewhere the thread keeps the process's priority.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn run_in_background() {}
 
 type Rx = std_mpsc::Receiver<(NodeId, CggmpMsg)>;
 
@@ -395,5 +443,54 @@ fn drive<E: Engine>(
                 return Ok(o);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    fn share() -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(vec![0u8; 4])
+    }
+
+    #[test]
+    fn task__should_be_background_only_for_a_presignature() {
+        let signers = vec![NodeId::new("node0").unwrap(), NodeId::new("node1").unwrap()];
+        let presign = Task::Presign {
+            share: share(),
+            signers: signers.clone(),
+        };
+        let sign = Task::Sign {
+            share: share(),
+            signers: signers.clone(),
+            data: SignData::Message(b"m".to_vec()),
+        };
+        let aux = Task::Aux {
+            parties: signers,
+            primes: share(),
+        };
+        assert!(presign.is_background());
+        assert!(!sign.is_background());
+        assert!(!aux.is_background());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn run_in_background__should_lower_only_the_calling_thread() {
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let before = nice();
+        let (background, foreground) = std::thread::scope(|s| {
+            let background = s.spawn(|| {
+                run_in_background();
+                nice()
+            });
+            let foreground = s.spawn(nice);
+            (background.join().unwrap(), foreground.join().unwrap())
+        });
+        assert_eq!(background, BACKGROUND_NICE);
+        assert_eq!(foreground, before);
+        assert_eq!(nice(), before);
     }
 }

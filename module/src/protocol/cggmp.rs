@@ -45,7 +45,7 @@ use crate::error::ProtocolError;
 
 pub use self::keygen::{AuxGen, AuxSource, Dkg, KeyGen};
 pub use self::presign::{OnlineSigning, PartialSignature, SingleUsePresignature};
-pub use self::share::{AuxShare, CggmpKeyShare, CoreShare, Primes};
+pub use self::share::{AuxShare, CggmpKeyShare, CoreShare, Primes, SearchBatch};
 pub use self::sign::{Presigning, SignData, Signing};
 pub use self::verify::EcdsaSignature;
 

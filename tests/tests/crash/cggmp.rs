@@ -310,11 +310,24 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
     let k = mpcctl(&net, &keygen_args(EC)).unwrap();
     assert_eq!(k["status"], "READY", "{k}");
     let t = Instant::now();
+    // The refill is background work: its workers run at the lowest CPU priority, so a signing
+    // beside them is not slowed past its deadline (see `seqmpc_module::node::cggmp`).
+    let mut presign_nices = Vec::new();
     assert!(
-        wait_for(Duration::from_secs(180), || pools_full(&net, EC)
-            .then_some(()))
+        wait_for(Duration::from_secs(180), || {
+            presign_nices.extend(net.thread_nices("presign-"));
+            pools_full(&net, EC).then_some(())
+        })
         .is_some(),
         "presignature pools did not fill"
+    );
+    assert!(
+        !presign_nices.is_empty(),
+        "no presignature worker thread seen while the pools filled"
+    );
+    assert!(
+        presign_nices.iter().all(|&n| n == 19),
+        "presignature workers not at the lowest priority: {presign_nices:?}"
     );
     eprintln!(
         "cggmp crash matrix: pools of {EC} full in {:?}",

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::error::ProtocolError;
-use crate::protocol::cggmp::Primes;
+use crate::protocol::cggmp::{Primes, SearchBatch};
 use crate::store::{PrimeSetId, StoreHandle};
 
 /// State of the prime pool.
@@ -69,13 +69,31 @@ impl StoredPool {
 }
 
 /// Makes one serialized safe-prime set; the argument answers, before each batch of primes,
-/// how many threads to use (more while a keygen waits).
-pub(crate) type Generate =
-    Arc<dyn Fn(&dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> + Send + Sync>;
+/// how to search them (more threads, at normal priority, while a keygen waits).
+pub(crate) type Generate = Arc<
+    dyn Fn(&dyn Fn() -> SearchBatch) -> Result<Zeroizing<Vec<u8>>, ProtocolError> + Send + Sync,
+>;
 
 /// A fresh safe-prime set ([`Primes::to_bytes`]): 28-300 s of one core.
-fn generate_primes(threads: &dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
-    Primes::generate_threaded(threads)?.to_bytes()
+fn generate_primes(plan: &dyn Fn() -> SearchBatch) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+    Primes::generate_threaded(plan, super::run_in_background)?.to_bytes()
+}
+
+/// The next batch: all the cores at normal priority while a keygen waits for a set here
+/// (issue 15: a committee that waits comes before the refill); else one thread at the lowest
+/// priority, so a refill takes only CPU that signing and keygens leave idle.
+fn search_batch(urgent: bool) -> SearchBatch {
+    if urgent {
+        SearchBatch {
+            threads: urgent_threads(),
+            background: false,
+        }
+    } else {
+        SearchBatch {
+            threads: 1,
+            background: true,
+        }
+    }
 }
 
 /// How often a paused refill looks again.
@@ -413,11 +431,8 @@ fn generate_until_full(pool: &Weak<Mutex<PoolState>>, rt: &tokio::runtime::Handl
             .map(PrimePool)
             .and_then(|p| p.with_stored(|p| (!p.waiting.is_empty(), p.refill_paused)))
             .unwrap_or((false, false));
-        if urgent {
-            return urgent_threads();
-        }
-        if !paused {
-            return 1;
+        if urgent || !paused {
+            return search_batch(urgent);
         }
         std::thread::sleep(REFILL_PAUSE_POLL);
     };
@@ -466,12 +481,12 @@ mod tests {
     use crate::store::{KeyStore, MasterKey};
 
     /// A stand-in for safe-prime generation: distinct bytes, instantly.
-    fn fake_set(_: &dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+    fn fake_set(_: &dyn Fn() -> SearchBatch) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         let id = PrimeSetId::random().map_err(|e| ProtocolError::Local(e.to_string()))?;
         Ok(Zeroizing::new(id.as_bytes().to_vec()))
     }
 
-    fn never(_: &dyn Fn() -> usize) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+    fn never(_: &dyn Fn() -> SearchBatch) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         Err(ProtocolError::Bug("must not generate".into()))
     }
 
@@ -499,11 +514,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
         let store = open(dir.path(), &master);
-        let pool = PrimePool::with_generator(None, store.clone(), 3, Arc::new(fake_set));
+        // Counts the batches searched at normal priority: a refill has none.
+        static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let pool = PrimePool::with_generator(
+            None,
+            store.clone(),
+            3,
+            Arc::new(|plan: &dyn Fn() -> SearchBatch| {
+                if !plan().background {
+                    FOREGROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                fake_set(plan)
+            }),
+        );
         pool.load().await;
         assert_eq!((pool.level(), pool.target()), (0, 3));
         pool.fill();
         wait_for("3 sets", || pool.level() == 3 && !pool.generating()).await;
+        assert_eq!(
+            FOREGROUND.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a refill is searched at the lowest priority"
+        );
         assert_eq!(store.count_prime_sets().await.unwrap(), 3);
         assert!(store.list().await.unwrap().is_empty(), "sets are not keys");
 
@@ -543,7 +575,7 @@ mod tests {
         let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
         let store = open(dir.path(), &master);
         for _ in 0..2 {
-            let set = fake_set(&|| 1).unwrap();
+            let set = fake_set(&|| search_batch(false)).unwrap();
             store
                 .put_prime_set(PrimeSetId::random().unwrap(), set)
                 .await
@@ -597,13 +629,16 @@ mod tests {
         let master = MasterKey::create(&dir.path().join("master.key")).unwrap();
         let store = open(dir.path(), &master);
         static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        static BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
         let pool = PrimePool::with_generator(
             None,
             store.clone(),
             0,
-            Arc::new(|threads: &dyn Fn() -> usize| {
-                THREADS.store(threads(), std::sync::atomic::Ordering::SeqCst);
-                fake_set(threads)
+            Arc::new(|plan: &dyn Fn() -> SearchBatch| {
+                let batch = plan();
+                THREADS.store(batch.threads, std::sync::atomic::Ordering::SeqCst);
+                BACKGROUND.store(batch.background, std::sync::atomic::Ordering::SeqCst);
+                fake_set(plan)
             }),
         );
         pool.load().await;
@@ -614,6 +649,10 @@ mod tests {
         assert_eq!(
             THREADS.load(std::sync::atomic::Ordering::SeqCst),
             urgent_threads()
+        );
+        assert!(
+            !BACKGROUND.load(std::sync::atomic::Ordering::SeqCst),
+            "a set a keygen waits for is searched at normal priority"
         );
         assert_eq!(pool.grant_waiting(), vec![session(1)]);
         wait_for("generation to stop", || !pool.generating()).await;

@@ -79,6 +79,16 @@ pub(crate) fn compressed(
         .map_err(|_| ProtocolError::Bug("compressed point is not 33 bytes".into()))
 }
 
+/// How the next safe primes of a set are searched ([`Primes::generate_threaded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchBatch {
+    /// Search threads, one prime each.
+    pub threads: usize,
+    /// Whether nobody waits for the set (a pool refill): the threads run at the lowest CPU
+    /// priority.
+    pub background: bool,
+}
+
 /// One set of pregenerated safe primes (two for the Paillier key, two for the ring-Pedersen
 /// modulus), consumed by one aux-info run. Generating one takes 28-150 s.
 #[derive(Clone)]
@@ -96,22 +106,32 @@ impl Primes {
         Primes(PregeneratedPrimes::generate(rng))
     }
 
-    /// Generates a set one safe prime after another, each batch on as many threads as
-    /// `threads()` answers before it (1 for a background refill; the node's cores while a
-    /// keygen waits for this set). The primes are cggmp24's own (`generate_safe_prime` at
-    /// the security level's size, as `PregeneratedPrimes::generate` makes them), checked by
+    /// Generates a set one safe prime after another, each batch as `plan()` answers before
+    /// it (1 background thread for a pool refill; the node's cores while a keygen waits for
+    /// this set). A background search thread first runs `background`, which lowers its CPU
+    /// priority. The primes are cggmp24's own (`generate_safe_prime` at the security level's
+    /// size, as `PregeneratedPrimes::generate` makes them), checked by
     /// `PregeneratedPrimes::try_from`.
-    pub fn generate_threaded(threads: &dyn Fn() -> usize) -> Result<Primes, ProtocolError> {
+    pub fn generate_threaded(
+        plan: &dyn Fn() -> SearchBatch,
+        background: fn(),
+    ) -> Result<Primes, ProtocolError> {
         use cggmp24::backend::Integer;
         use cggmp24::security_level::SecurityLevel as _;
         let bits = Level::RSA_PRIME_BITLEN;
         let mut found: Vec<Integer> = Vec::with_capacity(4);
         while found.len() < 4 {
-            let batch = threads().clamp(1, 4 - found.len());
+            let batch = plan();
+            let threads = batch.threads.clamp(1, 4 - found.len());
             let made = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..batch)
+                let handles: Vec<_> = (0..threads)
                     .map(|_| {
-                        s.spawn(move || Integer::generate_safe_prime(&mut rand::rngs::OsRng, bits))
+                        s.spawn(move || {
+                            if batch.background {
+                                background();
+                            }
+                            Integer::generate_safe_prime(&mut rand::rngs::OsRng, bits)
+                        })
                     })
                     .collect();
                 handles
