@@ -221,11 +221,13 @@ impl App {
             error!("Commit before InitChain: refused, nothing committed");
             return pb::ResponseCommit { retain_height: 0 };
         };
-        let persisted = if writes.height % SNAPSHOT_EVERY == 0 {
-            self.files.snapshot(state)
-        } else {
-            self.files.append(&writes)
-        };
+        let persisted = self.files.append(&writes).and_then(|()| {
+            if writes.height % SNAPSHOT_EVERY == 0 {
+                self.files.snapshot_in_background(state)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = persisted {
             panic!("cannot persist committed state: {e}");
         }
@@ -238,6 +240,14 @@ impl App {
             }
         }
         pb::ResponseCommit { retain_height: 0 }
+    }
+
+    /// Waits until a snapshot written in the background is durable (tests, and before another
+    /// process may open this home).
+    pub fn finish_snapshot(&mut self) -> anyhow::Result<()> {
+        self.files
+            .finish_snapshot()
+            .map_err(|e| anyhow::anyhow!("cannot persist the chain state: {e}"))
     }
 
     /// Jobs a node must (re)do after a restart ([`chain::catch_up_jobs`]; none before
