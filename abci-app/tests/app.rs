@@ -135,6 +135,30 @@ impl Net {
         sign_retention_blocks: u64,
         governance: Option<Governance>,
     ) -> Net {
+        Net::build_with(
+            refresh_every_blocks,
+            sign_retention_blocks,
+            governance,
+            |_| {},
+        )
+    }
+
+    /// A net whose signing requests run in several attempts: a request deadline of 100
+    /// blocks, attempts of 10.
+    fn with_attempts() -> Net {
+        Net::build_with(0, 0, client_governs(), |limits| {
+            limits["session_deadline_blocks"] = 100.into();
+            limits["sign_attempt_blocks"] = 10.into();
+        })
+    }
+
+    /// As [`Net::build`], with `limits` changed in the genesis's JSON.
+    fn build_with(
+        refresh_every_blocks: u64,
+        sign_retention_blocks: u64,
+        governance: Option<Governance>,
+        limits: impl FnOnce(&mut serde_json::Value),
+    ) -> Net {
         let nodes: Vec<SigningKey> = (0..4)
             .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
             .collect();
@@ -149,6 +173,15 @@ impl Net {
             sign_retention_blocks,
             governance,
         );
+        let mut doc: serde_json::Value = serde_json::from_slice(&g).unwrap();
+        let before = doc.clone();
+        limits(&mut doc["limits"]);
+        // Unchanged limits keep the genesis's bytes (tests rebuild them to reopen the app).
+        let g = if doc == before {
+            g
+        } else {
+            serde_json::to_vec(&doc).unwrap()
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(1000);
         let mut app = App::open(dir.path(), g.clone(), Some(tx)).unwrap();
         app.init_chain(pb::RequestInitChain {
@@ -762,6 +795,13 @@ fn app_can_reload_journal_and_snapshot_and_stay_in_step() {
     }
     let tx = net.keygen("after-snapshot", 3);
     net.block(vec![tx]);
+    // The snapshot is written off Commit's path; one process at a time opens a home.
+    net.app.finish_snapshot().unwrap();
+    assert!(!net
+        ._dir
+        .path()
+        .join(seqmpc_abci::abci::persist::JOURNAL_OLD)
+        .exists());
     let g = genesis(&net.nodes, &net.client, &net.signer_only);
     let mut again = App::open(net._dir.path(), g, None).unwrap();
     assert_eq!(
@@ -794,6 +834,51 @@ fn app_can_reload_journal_and_snapshot_and_stay_in_step() {
     let h1 = net.app.finalize_block(req.clone()).app_hash;
     let h2 = again.finalize_block(req).app_hash;
     assert_eq!(h1, h2);
+}
+
+#[test]
+fn app_can_load_after_a_crash_before_its_background_snapshot_was_durable() {
+    use seqmpc_abci::abci::persist::{JOURNAL, JOURNAL_OLD, SNAPSHOT, SNAPSHOT_EVERY};
+    let mut net = Net::new();
+    let dir = net._dir.path().to_owned();
+    while net.height < SNAPSHOT_EVERY as i64 - 1 {
+        net.block(vec![]);
+    }
+    // Keep the snapshot and journal as they are before the snapshot height. A hard link keeps
+    // the journal's file when Commit moves it aside and the writer removes it: it then holds
+    // every block up to the snapshot height, as the old journal does.
+    std::fs::copy(dir.join(SNAPSHOT), dir.join("before.json")).unwrap();
+    std::fs::hard_link(dir.join(JOURNAL), dir.join("kept.log")).unwrap();
+    let tx = net.keygen("at-the-snapshot", 3);
+    net.block(vec![tx]);
+    assert_eq!(net.height, SNAPSHOT_EVERY as i64);
+    let tx = net.keygen("after-it", 3);
+    net.block(vec![tx]);
+    net.block(vec![]);
+    net.app.finish_snapshot().unwrap();
+    let info = net.app.info();
+    // A crash after the journal was moved aside and before the snapshot was in place: the old
+    // snapshot, the old journal, and the journal since.
+    std::fs::rename(dir.join("before.json"), dir.join(SNAPSHOT)).unwrap();
+    std::fs::rename(dir.join("kept.log"), dir.join(JOURNAL_OLD)).unwrap();
+    let g = genesis(&net.nodes, &net.client, &net.signer_only);
+    let read = App::read_committed(&dir, &g).unwrap().unwrap();
+    assert_eq!(read.height, u64::try_from(info.last_block_height).unwrap());
+    let again = App::open(&dir, g.clone(), None).unwrap();
+    assert_eq!(again.info().last_block_height, info.last_block_height);
+    assert_eq!(again.info().last_block_app_hash, info.last_block_app_hash);
+    // The load wrote the snapshot the crash lost, and dropped the old journal.
+    assert!(!dir.join(JOURNAL_OLD).exists());
+    drop(again);
+    let third = App::open(&dir, g, None).unwrap();
+    assert_eq!(third.info().last_block_app_hash, info.last_block_app_hash);
+    for path in ["/key/at-the-snapshot", "/key/after-it"] {
+        let q = third.query(pb::RequestQuery {
+            path: path.to_string(),
+            ..Default::default()
+        });
+        assert_eq!(q.code, 0, "{path}: {}", q.log);
+    }
 }
 
 #[test]
@@ -2421,9 +2506,13 @@ fn app_can_retry_a_signing_without_the_signer_its_peers_name_and_take_an_earlier
     assert_ne!(retry, session);
     assert_eq!(again.len(), 3);
     assert!(!again.contains(&dead), "{again:?}");
-    // A failure report of the old attempt no longer counts.
-    let stale = sign_report(&mut net, &a, "r", session, silent(&b));
-    assert_ne!(stale.code, 0);
+    // A late failure report of the attempt before still counts, but one lone claim leaves no
+    // one out.
+    let late = sign_report(&mut net, &a, "r", session, silent(&b));
+    assert_eq!(late.code, 0, "{}", late.log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["excluded"], serde_json::json!([dead.as_str()]), "{s}");
+    assert_eq!(s["attempt"], 1, "{s}");
     // A valid signature is a valid signature, whichever attempt made it.
     let done = sign_report(
         &mut net,
@@ -2434,6 +2523,97 @@ fn app_can_retry_a_signing_without_the_signer_its_peers_name_and_take_an_earlier
     );
     assert_eq!(done.code, 0, "{}", done.log);
     assert_eq!(net.query("/sign/r").1["status"], "DONE");
+}
+
+#[test]
+fn app_leaves_out_at_the_attempt_deadline_only_the_silent_signer_that_the_reports_name() {
+    let mut net = Net::with_attempts();
+    let group = SigningKey::from_bytes(&[76; 32]);
+    net.ready_key("k", &group);
+    let (session, signers) = sign_request(&mut net, "k", "r", b"late");
+    let (a, late, dead) = (signers[0].clone(), signers[1].clone(), signers[2].clone());
+    // One report names the dead signer; the other live signer's report has not landed when the
+    // attempt's 10 blocks pass (a loaded machine).
+    let r = sign_report(&mut net, &a, "r", session, silent(&dead));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let mut retry = None;
+    for _ in 0..11 {
+        let (_, jobs) = net.block(Vec::new());
+        retry = jobs.into_iter().find_map(|j| match j {
+            Job::Sign { signers, .. } => Some(signers),
+            _ => None,
+        });
+        if retry.is_some() {
+            break;
+        }
+    }
+    let s = net.query("/sign/r").1;
+    let again = retry.unwrap_or_else(|| panic!("no second attempt at the attempt deadline: {s}"));
+    assert_eq!(s["attempt"], 1, "{s}");
+    // Only the signer the report names is left out: the late one is not taken for silent.
+    assert_eq!(s["excluded"], serde_json::json!([dead.as_str()]), "{s}");
+    // (The dead one is drawn again only for want of live others: no node here sends
+    // heartbeats.)
+    assert!(again.contains(&late), "{again:?}");
+}
+
+#[test]
+fn app_counts_late_failure_reports_of_the_attempt_before_against_the_silent_signer() {
+    let mut net = Net::with_attempts();
+    let group = SigningKey::from_bytes(&[75; 32]);
+    net.ready_key("k", &group);
+    let (first, signers) = sign_request(&mut net, "k", "r", b"late reports");
+    let (a, b, dead) = (signers[0].clone(), signers[1].clone(), signers[2].clone());
+    // Nobody reports within the attempt's 10 blocks (loaded signers): the next attempt starts
+    // and leaves no one out.
+    let mut second = None;
+    for _ in 0..11 {
+        let (_, jobs) = net.block(Vec::new());
+        second = jobs.into_iter().find_map(|j| match j {
+            Job::Sign { signers, .. } => Some(signers),
+            _ => None,
+        });
+        if second.is_some() {
+            break;
+        }
+    }
+    let second = second.expect("no second attempt");
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert!(s.get("excluded").is_none(), "{s}");
+    // The two live signers' reports of attempt 0 come now: they still count.
+    let r = sign_report(&mut net, &a, "r", first, silent(&dead));
+    assert_eq!(
+        r.code, 0,
+        "a late report of the attempt before is taken: {}",
+        r.log
+    );
+    let r = sign_report(&mut net, &b, "r", first, silent(&dead));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["excluded"], serde_json::json!([dead.as_str()]), "{s}");
+    // If attempt 1 has the signer they name, attempt 2 starts at once.
+    let expected = if second.contains(&dead) { 2 } else { 1 };
+    assert_eq!(s["attempt"], expected, "{s}");
+    // A report of attempt 0 from a node that was not its signer (or, after attempt 2
+    // started, of an attempt older than the one before) is refused.
+    let others: Vec<SigningKey> = net.nodes.clone();
+    let outsider = (0..4)
+        .map(|i| NodeId::new(format!("node{i}")).unwrap())
+        .find(|n| !signers.contains(n))
+        .unwrap();
+    let key = others[outsider.as_str()[4..].parse::<usize>().unwrap()].clone();
+    let tx = net.tx(
+        &key,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r").unwrap(),
+            session: first,
+            outcome: silent(&dead),
+            signing_package: Vec::new(),
+        },
+    );
+    let (res, _) = net.block(vec![tx]);
+    assert_ne!(res[0].code, 0, "a report of a non-signer was taken");
 }
 
 #[test]

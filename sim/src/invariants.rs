@@ -141,6 +141,27 @@ pub fn check(
         let from = obs.signs.get(&req.request_id).copied().unwrap_or(0);
         let to = obs.time_of(req.deadline_height, end);
         let up = honest_up(sc, obs, &key.parties, from, to);
+        // An honest signer up for the whole request is never left out of it, unless a liar
+        // named it (a false report may cost one late signer its place, never the request),
+        // its shares were rolled back (it names itself), or the network lost its messages
+        // (then it looked silent to its peers, as a dead one does).
+        if !sc.has_liars() && sc.drop_pct == 0 && sc.random_faults == 0 {
+            let ended = obs.time_of(req.done_height.unwrap_or(req.deadline_height), end);
+            for node in &req.excluded {
+                let Some(i) = sc.index_of(node) else {
+                    continue;
+                };
+                let honest = sc.behaviour_of(i) == Behaviour::Honest && !sc.rolls_back(i);
+                if honest && obs.up_throughout(i, from, ended) {
+                    v.push(format!(
+                        "sign {}: honest {node}, up throughout, was left out ({:?}): {}",
+                        req.request_id,
+                        req.excluded,
+                        req.error.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
         if req.status != SignStatus::Done && up >= key.threshold as usize {
             v.push(format!(
                 "sign {} ended {:?} while {up} honest nodes (threshold {}) were up: {}",

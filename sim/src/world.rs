@@ -121,6 +121,8 @@ struct Node {
     held: Vec<TxMsg>,
     /// When its last tx reaches the mempool: one submitter thread sends in order.
     last_tx_at: Millis,
+    /// When its last job reaches it: a node takes the chain's jobs in order, however late.
+    last_job_at: Millis,
 }
 
 impl Node {
@@ -227,6 +229,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             missed: Vec::new(),
             held: Vec::new(),
             last_tx_at: 0,
+            last_job_at: 0,
         })
         .collect();
     let mut w = World {
@@ -547,7 +550,20 @@ impl World {
             }
         }
         let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
-        let t = self.now + self.draw(COMMIT_MS);
+        let lag = match self.sc.lag {
+            Some((node, range)) if node == i => self.draw(range),
+            _ => 0,
+        };
+        let t = self.now + self.draw(COMMIT_MS) + lag;
+        // (Only a lagging node's jobs are held in order: the others' keep the timing every
+        // recorded seed was found with.)
+        let t = match self.nodes.get_mut(i) {
+            Some(n) if lag > 0 => {
+                n.last_job_at = n.last_job_at.max(t);
+                n.last_job_at
+            }
+            _ => t,
+        };
         self.at(t, Ev::Input(i, inc, Input::Job(job)));
     }
 
@@ -586,6 +602,14 @@ impl World {
         let Some(from) = self.nodes.get(i) else {
             return;
         };
+        let signing = matches!(
+            payload,
+            Payload::SignRound1(_) | Payload::SignRound2(_) | Payload::SignPlan(_)
+        );
+        let to_other = from.id != to;
+        if from.behaviour == Behaviour::Mute && signing && to_other {
+            return;
+        }
         if from.behaviour == Behaviour::BadShare {
             if let Payload::SignRound2(r) = &mut payload {
                 if let Some(b) = r.share.last_mut() {

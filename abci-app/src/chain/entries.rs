@@ -237,6 +237,22 @@ pub struct SignEntry {
     /// Failure reports of the current attempt: reporter, and the signers it named.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<NodeId, Vec<NodeId>>,
+    /// The attempt before the current one: its reports still count when they come late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<EndedAttempt>,
+}
+
+/// An attempt that has ended, kept so that its failure reports that arrive late (a loaded
+/// signer) still name who was silent in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedAttempt {
+    /// Its session.
+    pub session: SessionId,
+    /// Its signers.
+    pub signers: Vec<NodeId>,
+    /// Its failure reports, those that came in time and the late ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<NodeId, Vec<NodeId>>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {

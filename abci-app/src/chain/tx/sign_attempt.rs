@@ -10,10 +10,17 @@
 //!   reports (a dead or silent signer is named by every live one; one lying signer cannot
 //!   exclude an honest one, and its false report alone ends nothing: the honest signers still
 //!   finish and the first valid signature wins);
-//! - at the attempt's deadline, a signer that sent no report while another one did (it was
-//!   silent towards the chain as well);
+//! - at the attempt's deadline, a signer that sent no report and that a strict majority of the
+//!   reports name (it was silent towards the chain as well). An honest signer whose own report
+//!   is merely late, as on a loaded machine, is named by no honest report and stays in; a lone
+//!   liar's report can leave out one late signer for this request, never the request;
 //! - at once, a signer whose report names itself: it cannot take part (its share is not of the
 //!   key's generation on chain, its store failed, it is overloaded).
+//!
+//! A report that comes after its attempt ended (a loaded signer) still counts for that attempt:
+//! the chain keeps the attempt before the current one ([`EndedAttempt`]), and a signer that a
+//! strict majority of its other signers name, counting late reports, is left out as above. If
+//! the current attempt has that signer, the next attempt starts at once.
 //!
 //! A new attempt starts at once when a report excludes someone, or when every signer of the
 //! attempt has reported a failure; otherwise at the attempt deadline. Each attempt draws its
@@ -26,7 +33,7 @@ use seqmpc_proto::{NodeId, RequestId, Scheme, SessionId};
 use super::session::CGGMP_SIGN_DEADLINE_FACTOR;
 use super::{ev, Effects};
 use crate::chain::committee::choose_signers_for_attempt;
-use crate::chain::entries::{DeadlineItem, SignStatus};
+use crate::chain::entries::{DeadlineItem, EndedAttempt, SignStatus};
 use crate::chain::state::ChainState;
 
 /// Height at which an attempt of a `scheme` signing started at `height` is given up (never
@@ -64,6 +71,24 @@ fn majority_accused(
         .collect()
 }
 
+/// Records `report` among an attempt's `claims`; returns who it leaves out: the signers a
+/// strict majority of the others now name, and the reporter if it names itself.
+fn record_claim(
+    signers: &[NodeId],
+    claims: &mut std::collections::BTreeMap<NodeId, Vec<NodeId>>,
+    report: &Failure<'_>,
+) -> Vec<NodeId> {
+    claims.insert(report.node.clone(), report.culprits.to_vec());
+    let mut out = majority_accused(signers, claims);
+    // A signer that names itself cannot take part (no READY share of this generation, e.g.
+    // restored from an old backup): it steps aside at once. Only the reporter can say this
+    // of itself, so it costs no one else anything.
+    if report.culprits.contains(report.node) {
+        out.push(report.node.clone());
+    }
+    out
+}
+
 /// A failure report of the current attempt.
 pub(crate) struct Failure<'a> {
     /// The reporting signer.
@@ -88,17 +113,9 @@ pub(crate) fn on_failure(
     let Some(req) = state.sign_mut(request_id) else {
         return;
     };
-    req.claims
-        .insert(report.node.clone(), report.culprits.to_vec());
-    req.error = Some(report.reason);
     let mut out: Vec<NodeId> = report.proven.to_vec();
-    out.extend(majority_accused(&req.signers, &req.claims));
-    // A signer that names itself cannot take part (no READY share of this generation, e.g.
-    // restored from an old backup): it steps aside at once. Only the reporter can say this
-    // of itself, so it costs no one else anything.
-    if report.culprits.contains(report.node) {
-        out.push(report.node.clone());
-    }
+    out.extend(record_claim(&req.signers, &mut req.claims, &report));
+    req.error = Some(report.reason);
     let everyone_failed = req.signers.iter().all(|s| req.claims.contains_key(s));
     if out.is_empty() && !everyone_failed {
         return; // wait for the other signers, a signature, or the attempt deadline
@@ -107,8 +124,39 @@ pub(crate) fn on_failure(
     next_attempt(state, request_id, height, fx);
 }
 
-/// The attempt deadline of `request_id` passed: the signers silent towards the chain while
-/// another reported are left out, and the next attempt starts.
+/// A failure report of the attempt before the current one of `request_id`, come late: it
+/// counts against the signers of that attempt it names, and starts the next attempt at once
+/// if the current one has a signer this leaves out.
+pub(crate) fn on_late_failure(
+    state: &mut ChainState,
+    request_id: &RequestId,
+    report: Failure<'_>,
+    height: u64,
+    fx: &mut Effects,
+) {
+    let Some(req) = state.sign_mut(request_id) else {
+        return;
+    };
+    let Some(previous) = req.previous.as_mut() else {
+        return;
+    };
+    let mut out = record_claim(&previous.signers, &mut previous.claims, &report);
+    out.retain(|n| !req.excluded.contains(n));
+    if out.is_empty() {
+        return;
+    }
+    let now_in = out.iter().any(|n| req.signers.contains(n));
+    if req.error.is_none() {
+        req.error = Some(report.reason);
+    }
+    exclude(req, out);
+    if now_in {
+        next_attempt(state, request_id, height, fx);
+    }
+}
+
+/// The attempt deadline of `request_id` passed: the signers silent towards the chain that a
+/// strict majority of the reports name are left out, and the next attempt starts.
 pub(crate) fn expire(
     state: &mut ChainState,
     request_id: RequestId,
@@ -122,15 +170,21 @@ pub(crate) fn expire(
     if req.status != SignStatus::Pending || req.attempt != attempt {
         return;
     }
-    let silent: Vec<NodeId> = if req.claims.is_empty() {
-        Vec::new()
-    } else {
-        req.signers
-            .iter()
-            .filter(|s| !req.claims.contains_key(*s))
-            .cloned()
-            .collect()
-    };
+    let reports = req.claims.len();
+    let silent: Vec<NodeId> = req
+        .signers
+        .iter()
+        .filter(|s| !req.claims.contains_key(*s))
+        .filter(|s| {
+            let named = req
+                .claims
+                .values()
+                .filter(|named| named.contains(s))
+                .count();
+            named.saturating_mul(2) > reports
+        })
+        .cloned()
+        .collect();
     if req.error.is_none() {
         req.error = Some(format!(
             "attempt {attempt} passed its deadline at height {height}"
@@ -224,11 +278,15 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         ));
         return;
     }
+    req.previous = Some(EndedAttempt {
+        session: req.session,
+        signers: std::mem::take(&mut req.signers),
+        claims: std::mem::take(&mut req.claims),
+    });
     req.attempt = attempt;
     req.attempt_deadline = deadline;
     req.signers = signers.clone();
     req.session = session;
-    req.claims.clear();
     let excluded = names(&req.excluded);
     state.add_deadline(
         deadline,

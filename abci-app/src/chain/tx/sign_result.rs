@@ -1,7 +1,9 @@
 //! `SignResult`: a signer reports its signing outcome. The first signature that verifies under
 //! the key ends the request DONE, whichever attempt it comes from; a failure report of the
-//! current attempt counts towards the next attempt (`sign_attempt`); reports of a finished
-//! request are accepted as no-ops (every signer reports, the first valid one wins).
+//! current attempt counts towards the next attempt (`sign_attempt`), and one of the attempt
+//! before it, come late, still names who was silent there (evidence is read only in a report
+//! of the current attempt); reports of a finished request are accepted as no-ops (every signer
+//! reports, the first valid one wins).
 
 use seqmpc_module::evidence;
 use seqmpc_proto::tx::Outcome;
@@ -22,8 +24,9 @@ pub(crate) struct SignResult<'a> {
 }
 
 impl Handler for SignResult<'_> {
-    /// The reporting signer and the blames its report proves (none for a redundant report).
-    type Checked = (NodeId, Vec<ProvenBlame>);
+    /// The reporting signer, the blames its report proves (none for a redundant or a late
+    /// report), and whether it is a late report of the attempt before the current one.
+    type Checked = (NodeId, Vec<ProvenBlame>, bool);
 
     fn check(
         &self,
@@ -36,9 +39,18 @@ impl Handler for SignResult<'_> {
         let req = state.sign_requests().get(request_id).ok_or_else(|| {
             TxError::NotFound(format!("sign request {request_id} does not exist"))
         })?;
+        // A failure report of the attempt before the current one, from one of its signers.
+        let previous = req
+            .previous
+            .as_ref()
+            .filter(|p| &p.session == session && p.signers.contains(node));
+        if let (Some(previous), Outcome::Failed { .. }) = (previous, self.outcome) {
+            check_culprits(self.outcome, &previous.signers, "the signers")?;
+            return Ok((node.clone(), Vec::new(), req.status == SignStatus::Pending));
+        }
         // A signature from an earlier attempt is as good as any: it is verified below against
         // the key, and any party of the key may bring it. A failure report counts only for
-        // the current attempt.
+        // the current attempt, or late for the one before.
         let earlier_signature = &req.session != session
             && matches!(self.outcome, Outcome::Ok(_))
             && state
@@ -71,15 +83,35 @@ impl Handler for SignResult<'_> {
         }
         check_culprits(self.outcome, &req.signers, "the signers")?;
         if finished {
-            return Ok((node.clone(), Vec::new()));
+            return Ok((node.clone(), Vec::new(), false));
         }
         let ctx = || sign_context(state, req, self.signing_package);
         let proven = proven_blame(state, node, ctx, self.outcome)?;
-        Ok((node.clone(), proven))
+        Ok((node.clone(), proven, false))
     }
 
-    fn execute(&self, state: &mut ChainState, (node, proven): Self::Checked, cx: &mut Exec<'_>) {
+    fn execute(
+        &self,
+        state: &mut ChainState,
+        (node, proven, late): Self::Checked,
+        cx: &mut Exec<'_>,
+    ) {
         let (request_id, outcome, height) = (self.request_id, self.outcome, cx.height);
+        if late {
+            if let Outcome::Failed {
+                error, culprits, ..
+            } = outcome
+            {
+                let report = sign_attempt::Failure {
+                    node: &node,
+                    culprits,
+                    proven: &[],
+                    reason: format!("{node} (late, of the attempt before): {error}"),
+                };
+                sign_attempt::on_late_failure(state, request_id, report, height, cx.fx);
+            }
+            return;
+        }
         let Some(req) = state.sign_mut(request_id) else {
             return;
         };
