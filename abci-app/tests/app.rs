@@ -2592,6 +2592,20 @@ fn app_counts_late_failure_reports_of_the_attempt_before_against_the_silent_sign
     assert_eq!(r.code, 0, "{}", r.log);
     let s = net.query("/sign/r").1;
     assert_eq!(s["excluded"], serde_json::json!([dead.as_str()]), "{s}");
+    // The ended attempt shows its signers and both reports, late as they were.
+    let ended = &s["ended_attempts"][0];
+    assert_eq!(ended["attempt"], 0, "{s}");
+    assert_eq!(ended["session"], first.to_string(), "{s}");
+    assert_eq!(
+        ended["claims"][a.as_str()],
+        serde_json::json!([dead.as_str()]),
+        "{s}"
+    );
+    assert_eq!(
+        ended["claims"][b.as_str()],
+        serde_json::json!([dead.as_str()]),
+        "{s}"
+    );
     // If attempt 1 has the signer they name, attempt 2 starts at once.
     let expected = if second.contains(&dead) { 2 } else { 1 };
     assert_eq!(s["attempt"], expected, "{s}");

@@ -135,6 +135,7 @@ fn n4t3_localnet__should_sign_every_request_when_the_aggregator_or_another_signe
     // (test-only build, SEQMPC_FAULTS) and otherwise signs honestly: a lone claim ends nothing.
     let _node3 = net.restart_node(3, &[], &[]).unwrap();
     net.kill_node(1).unwrap();
+    let killed_at = net.rpc.height().unwrap();
     let _liar = net
         .restart_node(1, &[], &[("SEQMPC_FAULTS", "sign-false-claim")])
         .unwrap();
@@ -147,6 +148,20 @@ fn n4t3_localnet__should_sign_every_request_when_the_aggregator_or_another_signe
         })
         .is_some(),
         "the restarted node1 did not catch up"
+    );
+    // ... and once a tx of the restarted node1 is on chain: its submitter works again, so its
+    // false claims can reach a block before the honest signature does. (Its status endpoint
+    // answers from the state on disk at once, before the sequencer drives it again: on a fast
+    // machine the whole burst once ended DONE before node1's first tx, with 0 claims.)
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let nodes = net.query("/nodes").ok()?;
+            let node1 = nodes.as_array()?.iter().find(|n| n["id"] == "node1")?;
+            let seen = node1["last_seen"].as_u64()?;
+            (seen > killed_at).then_some(())
+        })
+        .is_some(),
+        "the restarted node1 sent no tx"
     );
     let results = sign_burst(&net, "false claims");
     let mut claimed = 0;

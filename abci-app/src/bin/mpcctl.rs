@@ -628,6 +628,9 @@ fn sign_json(s: &SignEntry) -> Value {
         "signature": s.signature, "message": s.message, "signers": s.signers,
         "error": s.error, "culprits": s.culprits, "proven_blame": shown(&s.proven_blame),
         "prehashed": s.prehashed, "attempt": s.attempt, "excluded": s.excluded,
+        // Failure reports of the current attempt, and each ended attempt: its signers, who
+        // named whom (late reports of the last one included), the height it ended.
+        "claims": s.claims, "ended_attempts": s.ended_attempts,
     });
     // ECDSA (cggmp24-secp256k1): signature is r || s, and the recovery id v.
     if let (Some(obj), Some(rid)) = (v.as_object_mut(), s.recovery_id) {

@@ -237,20 +237,30 @@ pub struct SignEntry {
     /// Failure reports of the current attempt: reporter, and the signers it named.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<NodeId, Vec<NodeId>>,
-    /// The attempt before the current one: its reports still count when they come late.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<EndedAttempt>,
+    /// The attempts that ended before the current one, oldest first (at most
+    /// [`MAX_ENDED_ATTEMPTS`]): who signed, who named whom, who was left out after it. The
+    /// last one's failure reports still count when they come late.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended_attempts: Vec<EndedAttempt>,
 }
 
-/// An attempt that has ended, kept so that its failure reports that arrive late (a loaded
-/// signer) still name who was silent in it.
+/// Ended attempts a sign request keeps (the oldest go first): it bounds an entry's size.
+pub const MAX_ENDED_ATTEMPTS: usize = 16;
+
+/// An attempt that has ended: what `mpcctl sign-status` shows of it, and, for the last one,
+/// what its failure reports that arrive late (a loaded signer) count against.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndedAttempt {
+    /// Its number (0: the first).
+    pub attempt: u32,
     /// Its session.
     pub session: SessionId,
     /// Its signers.
     pub signers: Vec<NodeId>,
-    /// Its failure reports, those that came in time and the late ones.
+    /// Height at which it ended.
+    pub ended_height: u64,
+    /// Its failure reports, those that came in time and the late ones: reporter, and the
+    /// signers it named.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<NodeId, Vec<NodeId>>,
 }

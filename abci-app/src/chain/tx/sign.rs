@@ -113,7 +113,7 @@ impl Handler for KeySign<'_> {
             attempt_deadline,
             excluded: Vec::new(),
             claims: Default::default(),
-            previous: None,
+            ended_attempts: Vec::new(),
         });
         state.add_deadline(deadline, DeadlineItem::Sign(request_id.clone()));
         if attempt_deadline < deadline {

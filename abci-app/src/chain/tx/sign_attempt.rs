@@ -18,7 +18,8 @@
 //!   key's generation on chain, its store failed, it is overloaded).
 //!
 //! A report that comes after its attempt ended (a loaded signer) still counts for that attempt:
-//! the chain keeps the attempt before the current one ([`EndedAttempt`]), and a signer that a
+//! the chain keeps the attempts that ended ([`EndedAttempt`], also shown by `mpcctl
+//! sign-status`); for the one before the current one, a signer that a
 //! strict majority of its other signers name, counting late reports, is left out as above. If
 //! the current attempt has that signer, the next attempt starts at once.
 //!
@@ -33,7 +34,7 @@ use seqmpc_proto::{NodeId, RequestId, Scheme, SessionId};
 use super::session::CGGMP_SIGN_DEADLINE_FACTOR;
 use super::{ev, Effects};
 use crate::chain::committee::choose_signers_for_attempt;
-use crate::chain::entries::{DeadlineItem, EndedAttempt, SignStatus};
+use crate::chain::entries::{DeadlineItem, EndedAttempt, SignStatus, MAX_ENDED_ATTEMPTS};
 use crate::chain::state::ChainState;
 
 /// Height at which an attempt of a `scheme` signing started at `height` is given up (never
@@ -137,7 +138,7 @@ pub(crate) fn on_late_failure(
     let Some(req) = state.sign_mut(request_id) else {
         return;
     };
-    let Some(previous) = req.previous.as_mut() else {
+    let Some(previous) = req.ended_attempts.last_mut() else {
         return;
     };
     let mut out = record_claim(&previous.signers, &mut previous.claims, &report);
@@ -278,9 +279,14 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         ));
         return;
     }
-    req.previous = Some(EndedAttempt {
+    if req.ended_attempts.len() >= MAX_ENDED_ATTEMPTS {
+        req.ended_attempts.remove(0);
+    }
+    req.ended_attempts.push(EndedAttempt {
+        attempt: req.attempt,
         session: req.session,
         signers: std::mem::take(&mut req.signers),
+        ended_height: height,
         claims: std::mem::take(&mut req.claims),
     });
     req.attempt = attempt;

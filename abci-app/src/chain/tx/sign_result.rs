@@ -41,8 +41,8 @@ impl Handler for SignResult<'_> {
         })?;
         // A failure report of the attempt before the current one, from one of its signers.
         let previous = req
-            .previous
-            .as_ref()
+            .ended_attempts
+            .last()
             .filter(|p| &p.session == session && p.signers.contains(node));
         if let (Some(previous), Outcome::Failed { .. }) = (previous, self.outcome) {
             check_culprits(self.outcome, &previous.signers, "the signers")?;
