@@ -602,10 +602,7 @@ impl World {
         let Some(from) = self.nodes.get(i) else {
             return;
         };
-        let signing = matches!(
-            payload,
-            Payload::SignRound1(_) | Payload::SignRound2(_) | Payload::SignPlan(_)
-        );
+        let signing = matches!(payload, Payload::SignRound1(_) | Payload::SignRound2(_));
         let to_other = from.id != to;
         if from.behaviour == Behaviour::Mute && signing && to_other {
             return;

@@ -238,8 +238,8 @@ pub struct SignEntry {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<NodeId, Vec<NodeId>>,
     /// The attempts that ended before the current one, oldest first (at most
-    /// [`MAX_ENDED_ATTEMPTS`]): who signed, who named whom, who was left out after it. The
-    /// last one's failure reports still count when they come late.
+    /// [`MAX_ENDED_ATTEMPTS`]): who signed and who named whom (who was left out is
+    /// `excluded`). The last one's failure reports still count when they come late.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ended_attempts: Vec<EndedAttempt>,
 }
