@@ -1244,7 +1244,11 @@ fn app_can_choose_signers_among_live_nodes_and_rejects_heartbeats_from_accounts(
         );
         let (res, jobs) = net.block(vec![tx]);
         assert_eq!(res[0].code, 0, "{}", res[0].log);
-        let Some(Job::Sign { signers, .. }) = jobs.first() else {
+        // (A request of an earlier block may end in this one: a `SignEnded` job.)
+        let Some(signers) = jobs.iter().find_map(|j| match j {
+            Job::Sign { signers, .. } => Some(signers),
+            _ => None,
+        }) else {
             panic!("{jobs:?}")
         };
         let ids: Vec<&str> = signers.iter().map(|s| s.as_str()).collect();
@@ -2513,16 +2517,37 @@ fn app_can_retry_a_signing_without_the_signer_its_peers_name_and_take_an_earlier
     let s = net.query("/sign/r").1;
     assert_eq!(s["excluded"], serde_json::json!([dead.as_str()]), "{s}");
     assert_eq!(s["attempt"], 1, "{s}");
-    // A valid signature is a valid signature, whichever attempt made it.
-    let done = sign_report(
-        &mut net,
-        &a,
-        "r",
-        session,
-        Outcome::Ok(group.sign(b"hi").to_bytes().to_vec()),
-    );
-    assert_eq!(done.code, 0, "{}", done.log);
+    // A valid signature is a valid signature, whichever attempt made it; the request's end
+    // goes to the nodes as a job, so that its signers drop their backups.
+    let sig = group.sign(b"hi").to_bytes().to_vec();
+    let ok = |net: &mut Net, by: &NodeId| {
+        let key = net.nodes[by.as_str()[4..].parse::<usize>().unwrap()].clone();
+        net.tx(
+            &key,
+            TxMsg::SignResult {
+                request_id: RequestId::new("r").unwrap(),
+                session,
+                outcome: Outcome::Ok(sig.clone()),
+                signing_package: Vec::new(),
+            },
+        )
+    };
+    let tx = ok(&mut net, &a);
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
     assert_eq!(net.query("/sign/r").1["status"], "DONE");
+    assert_eq!(net.query("/sign/r").1["submitted_by"], a.as_str());
+    let ended = RequestId::new("r").unwrap();
+    assert!(
+        matches!(&jobs[..], [Job::SignEnded { request_id }] if *request_id == ended),
+        "{jobs:?}"
+    );
+    // A backup that comes after it is a no-op: accepted, nothing changes, no job.
+    let tx = ok(&mut net, &b);
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    assert_eq!(net.query("/sign/r").1["submitted_by"], a.as_str());
 }
 
 #[test]
@@ -2555,6 +2580,30 @@ fn app_leaves_out_at_the_attempt_deadline_only_the_silent_signer_that_the_report
     // (The dead one is drawn again only for want of live others: no node here sends
     // heartbeats.)
     assert!(again.contains(&late), "{again:?}");
+}
+
+#[test]
+fn app_tells_the_nodes_when_a_signing_ends_in_error_at_its_deadline() {
+    let mut net = Net::with_attempts();
+    let group = SigningKey::from_bytes(&[74; 32]);
+    net.ready_key("k", &group);
+    sign_request(&mut net, "k", "r", b"never signed");
+    // No signer ever answers: attempts follow each other until the request's deadline.
+    let ended = RequestId::new("r").unwrap();
+    let mut ended_at = None;
+    for i in 0..120 {
+        let (_, jobs) = net.block(Vec::new());
+        if jobs
+            .iter()
+            .any(|j| matches!(j, Job::SignEnded { request_id } if *request_id == ended))
+        {
+            ended_at = Some(i);
+            break;
+        }
+    }
+    let s = net.query("/sign/r").1;
+    assert!(ended_at.is_some(), "no SignEnded job: {s}");
+    assert_eq!(s["status"], "ERROR", "{s}");
 }
 
 #[test]

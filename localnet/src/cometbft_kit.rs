@@ -481,6 +481,11 @@ fn sh(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// mpcd's `--backup-submit-ms` under the kit's 1 s `timeout_commit`: about two blocks, so
+/// that a FROST signer other than the aggregator submits only when the aggregator's signature
+/// is really late (docs/deployment.md).
+const BACKUP_SUBMIT_MS: u64 = 2_000;
+
 /// `start.sh`: every mpcd, then every CometBFT node, stopped together on Ctrl-C.
 fn start_sh(mpcd: &Path, genesis: &Path, validators: &[KitValidator]) -> String {
     let mut s = String::from(
@@ -505,7 +510,8 @@ trap 'kill $pids 2>/dev/null; wait' INT TERM EXIT
             s,
             "rm -f {sock_word}\n{mpcd} start --home {home} --genesis {genesis} --abci-listen {abci} \
              --p2p-listen /ip4/127.0.0.1/tcp/{p2p} --status-listen 127.0.0.1:{status} \
-             --rpc http://127.0.0.1:{rpc} > logs/{id}-mpcd.log 2>&1 &\nmpcd{i}=$!\npids=\"$pids $!\"\n",
+             --rpc http://127.0.0.1:{rpc} --backup-submit-ms {backup} \
+             > logs/{id}-mpcd.log 2>&1 &\nmpcd{i}=$!\npids=\"$pids $!\"\n",
             sock_word = sh(&sock.to_string_lossy()),
             mpcd = sh(&mpcd.to_string_lossy()),
             home = sh(&v.mpcd_home.to_string_lossy()),
@@ -514,6 +520,7 @@ trap 'kill $pids 2>/dev/null; wait' INT TERM EXIT
             p2p = v.ports.mpcd_p2p,
             status = v.ports.mpcd_status,
             rpc = v.ports.cometbft_rpc,
+            backup = BACKUP_SUBMIT_MS,
             id = v.node_id,
         );
     }

@@ -73,6 +73,9 @@
 //! - `lose-result-txs=<n>`: the submitter signs this node's first `n` result txs and drops
 //!   them instead of broadcasting them, yet counts them sent (a tx a mempool accepted and then
 //!   lost): the submitter's inclusion check must find them missing and send them again.
+//! - `withhold-signatures`: the submitter drops every result tx that carries a signature
+//!   (an aggregator whose submitter stalls, or that dies right after aggregating): the other
+//!   signers' backup submissions must bring the signature within the same attempt.
 //! - `flood-mib-per-s=<n>`: a registered peer that floods: from start, every connected peer
 //!   gets `n` MiB per second of 1 MiB CGGMP24 messages, each under a session id no one runs
 //!   ([`spawn_flood`]). The peers' early-message buffers and byte budgets must hold their
@@ -131,6 +134,9 @@ pub struct Faults {
     /// The submitter loses this node's first this-many result txs after signing them (as a
     /// mempool that drops a tx it accepted would): the resend path must bring them in.
     pub lose_result_txs: u32,
+    /// The submitter drops every result tx that carries a signature (an aggregator whose
+    /// submitter stalls): the other signers' backups must bring the signature.
+    pub withhold_signatures: bool,
     /// With fixture primes: an empty pool whose generation takes this long per set.
     pub primes_stub_ms: Option<u64>,
     /// Send every connected peer this many MiB per second of 1 MiB CGGMP24 messages, each for
@@ -285,6 +291,7 @@ impl Faults {
                 None if item == "sign-bad-share" => f.sign_bad_share = true,
                 None if item == "sign-false-claim" => f.sign_false_claim = true,
                 None if item == "wrong-session" => f.wrong_session = true,
+                None if item == "withhold-signatures" => f.withhold_signatures = true,
                 Some(("cggmp-bad-proof", "keygen")) => {
                     f.cggmp_bad_proof = Some(crate::protocol::cggmp::Phase::Keygen)
                 }

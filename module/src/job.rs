@@ -78,6 +78,12 @@ pub enum Job {
         /// The chain's reason.
         reason: String,
     },
+    /// The chain ended a signing request (DONE or ERROR): its signers stop what they still do
+    /// for it (a FROST signer that holds the signature as a backup submits nothing).
+    SignEnded {
+        /// Request id.
+        request_id: RequestId,
+    },
     /// A registry account admitted a new MPC node: the p2p layer accepts its key and dials it,
     /// and sessions may include it.
     NodeJoined {
@@ -160,6 +166,7 @@ impl Job {
             Job::Reshare(r) => Some((r.deadline_height, r.block_time_ms)),
             Job::Delete { .. }
             | Job::KeyGenFailed { .. }
+            | Job::SignEnded { .. }
             | Job::NodeJoined { .. }
             | Job::NodeKeyRotated { .. }
             | Job::NodeRemoved { .. }

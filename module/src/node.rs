@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// Local give-up time of a FROST signing, when its silent signers are reported (so the
     /// chain can start another attempt without them).
     pub sign_timeout: Duration,
+    /// How long a FROST signer other than the aggregator holds a signature before it submits
+    /// it itself, per rank (see `crate::session::Config::backup_submit_ms`).
+    pub backup_submit: Duration,
     /// Most sessions alive at once; jobs beyond fail fast with a clear error.
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
@@ -112,6 +115,7 @@ impl NodeConfig {
             me,
             session_timeout: Duration::from_secs(60),
             sign_timeout: Duration::from_secs(2),
+            backup_submit: Duration::from_millis(500),
             max_sessions: 10_000,
             max_early_messages: 100_000,
             cggmp_session_timeout: Duration::from_secs(300),
@@ -137,10 +141,14 @@ pub struct Metrics {
     pub keygens_ok: u64,
     /// Keygens failed locally.
     pub keygens_failed: u64,
-    /// Signatures aggregated and verified here (this node was the aggregator).
+    /// Signatures aggregated, verified and submitted here (this node was the aggregator, or
+    /// a backup submitter).
     pub signatures_ok: u64,
     /// Sign sessions failed here.
     pub signs_failed: u64,
+    /// FROST signatures this node submitted as a backup: the aggregator's had not reached the
+    /// chain in time.
+    pub sign_backups_submitted: u64,
     /// Keygen latencies in microseconds: committed job received → share stored READY (last 1000).
     pub keygen_latency_us: VecDeque<u64>,
     /// Sign latencies in microseconds: committed job received → signature verified (last 10000).
@@ -402,6 +410,7 @@ impl<S: SubmitResult> Node<S> {
             me: cfg.me.clone(),
             session_timeout_ms: cfg.session_timeout.as_millis() as u64,
             sign_timeout_ms: cfg.sign_timeout.as_millis() as u64,
+            backup_submit_ms: cfg.backup_submit.as_millis() as u64,
             max_sessions: cfg.max_sessions,
             max_early_messages: cfg.max_early_messages,
             max_early_per_sender: cfg.max_early_messages / 10,
@@ -556,6 +565,7 @@ impl<S: SubmitResult> Node<S> {
                 }
                 return self.drive(frost_session::Input::Job(job)).await;
             }
+            Job::SignEnded { .. } => return self.drive(frost_session::Input::Job(job)).await,
             Job::KeyGenFailed {
                 key_id, session, ..
             } => {
@@ -690,7 +700,7 @@ impl<S: SubmitResult> Node<S> {
                 self.replay_early(session).await;
             }
             // The session manager's (above).
-            Job::Delete { .. } | Job::KeyGenFailed { .. } => {}
+            Job::Delete { .. } | Job::KeyGenFailed { .. } | Job::SignEnded { .. } => {}
             Job::Reshare(job) => {
                 if self.is_stale(job.block_time_ms) || self.finished.contains_key(&job.session) {
                     return;

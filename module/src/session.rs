@@ -50,6 +50,12 @@ pub struct Config {
     /// report, so the chain can start another attempt without them well before the
     /// request's deadline (see `sign_attempt_blocks` in the chain's limits).
     pub sign_timeout_ms: Millis,
+    /// How long a FROST signer other than the aggregator holds a verified signature before
+    /// it submits it itself, per rank (the second signer waits this long, the third twice
+    /// as long...), unless the chain has ended the request by then. Set it to about two block
+    /// intervals: shorter sends redundant result txs, longer delays a signature whose
+    /// aggregator is dead or stalled.
+    pub backup_submit_ms: Millis,
     /// Most sessions alive at once; jobs beyond fail fast with a clear error.
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
@@ -72,6 +78,7 @@ impl Config {
             me,
             session_timeout_ms: 60_000,
             sign_timeout_ms: 2_000,
+            backup_submit_ms: 500,
             max_sessions: 10_000,
             max_early_messages: 100_000,
             // A burst of 1000 sessions is a few thousand early messages per sender.
@@ -216,6 +223,9 @@ pub enum MetricEvent {
     SignOk(Scheme, u64),
     /// A signing failed here.
     SignFailed,
+    /// This node, not the aggregator, submitted a signature: the chain had not ended the
+    /// request by the backup's due time.
+    SignBackupSubmitted,
     /// A p2p message was dropped.
     Dropped,
 }
@@ -296,6 +306,8 @@ pub struct Manager {
     /// Per live session, the signed messages the chain can check a blame with.
     evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
     finished: BTreeMap<SessionId, Millis>,
+    /// Verified signatures held for the chain in case the aggregator's does not come.
+    backups: BTreeMap<(seqmpc_proto::RequestId, SessionId), sign::Backup>,
     /// READY FROST shares and their generation, decoded once.
     keys: BTreeMap<KeyId, (AnyKeyMaterial, crate::job::KeyVersion)>,
 }
@@ -311,6 +323,7 @@ impl Manager {
             early_by_sender: BTreeMap::new(),
             evidence: BTreeMap::new(),
             finished: BTreeMap::new(),
+            backups: BTreeMap::new(),
             keys: BTreeMap::new(),
         }
     }
@@ -502,6 +515,7 @@ impl Manager {
                     token: None,
                 });
             }
+            Job::SignEnded { request_id } => self.sign_ended(now, &request_id),
             Job::NodeJoined { .. }
             | Job::NodeKeyRotated { .. }
             | Job::NodeRemoved { .. }
@@ -630,6 +644,8 @@ impl Manager {
                 None => {}
             }
         }
+        self.submit_due_backups(now, fx);
+        self.resend_stalled(now, fx);
         let keep = self.cfg.finished_keep_ms;
         self.finished.retain(|_, t| now.saturating_sub(*t) < keep);
         let mut dropped: Vec<(NodeId, usize)> = Vec::new();

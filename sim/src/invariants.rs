@@ -162,6 +162,15 @@ pub fn check(
                 }
             }
         }
+        if sc.first_attempt && (req.status != SignStatus::Done || req.attempt != 0) {
+            v.push(format!(
+                "sign {} ended {:?} in attempt {}, not DONE in the first: {}",
+                req.request_id,
+                req.status,
+                req.attempt,
+                req.error.as_deref().unwrap_or("")
+            ));
+        }
         if req.status != SignStatus::Done && up >= key.threshold as usize {
             v.push(format!(
                 "sign {} ended {:?} while {up} honest nodes (threshold {}) were up: {}",

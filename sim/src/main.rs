@@ -51,10 +51,14 @@ fn main() -> ExitCode {
         let t0 = Instant::now();
         let mut sc_failed = 0;
         let mut sim_ms = 0;
+        let (mut signature_txs, mut signed, mut backups) = (0u64, 0u64, 0u64);
         for &seed in &seeds {
             let r = run(sc, seed);
             runs += 1;
             sim_ms += r.stats.sim_ms;
+            signature_txs += r.stats.signature_txs;
+            backups += r.stats.backups;
+            signed += r.stats.signs.1 as u64;
             if r.violations.is_empty() {
                 continue;
             }
@@ -81,13 +85,16 @@ fn main() -> ExitCode {
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "{:<13} {} seeds, {} failed, {:.2} s ({:.1} seeds/s, {:.0}x real time)",
+            "{:<18} {} seeds, {} failed, {:.2} s ({:.1} seeds/s, {:.0}x real time), \
+             {:.2} signature txs per signature ({} backups)",
             sc.name,
             seeds.len(),
             sc_failed,
             secs,
             seeds.len() as f64 / secs.max(1e-9),
-            sim_ms as f64 / 1000.0 / secs.max(1e-9)
+            sim_ms as f64 / 1000.0 / secs.max(1e-9),
+            signature_txs as f64 / signed.max(1) as f64,
+            backups
         );
     }
     println!(

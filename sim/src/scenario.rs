@@ -18,6 +18,10 @@ pub enum Behaviour {
     /// session id: the e2e `wrong-session` fault), and otherwise follows the protocol: it
     /// times out and reports like the others.
     Mute,
+    /// Takes part in signing honestly but never brings a signature to the chain: its result
+    /// txs carrying one are lost (an aggregator whose submitter stalls, or that dies right
+    /// after aggregating). Its failure reports still go out.
+    WithholdsSignatures,
 }
 
 /// A timed fault.
@@ -80,9 +84,14 @@ pub struct Scenario {
     pub sign_attempt_blocks: Option<u64>,
     /// The nodes' local signing timeout, ms (None: the default).
     pub sign_timeout_ms: Option<u64>,
+    /// The nodes' backup submission delay per rank, ms (None: the default).
+    pub backup_submit_ms: Option<u64>,
     /// A loaded node: (node, range of ms) by which every job reaches it later than the others
     /// (it follows the chain late, so its sessions start and time out late).
     pub lag: Option<(usize, (u64, u64))>,
+    /// Every sign request must end DONE in its first attempt (a fault that the signers
+    /// themselves can absorb must not cost an attempt).
+    pub first_attempt: bool,
     /// Genesis `sign_retention_blocks`: short, so that every run prunes finished requests
     /// while others are still signing (the invariants see pruned ones as they ended).
     pub sign_retention_blocks: u64,
@@ -110,7 +119,9 @@ impl Scenario {
             random_faults: 0,
             sign_attempt_blocks: None,
             sign_timeout_ms: None,
+            backup_submit_ms: None,
             lag: None,
+            first_attempt: false,
             sign_retention_blocks: 20,
         }
     }
@@ -160,6 +171,14 @@ impl Scenario {
                 behaviour: vec![Behaviour::Honest, Behaviour::Mute],
                 lag: Some((3, (300, 1_200))),
                 ..Scenario::base("mute-signer")
+            },
+            Scenario {
+                // node1 is the aggregator of every attempt without node0 (a quarter of them)
+                // and never submits the signature: the other signers' backups must bring it
+                // within the first attempt.
+                behaviour: vec![Behaviour::Honest, Behaviour::WithholdsSignatures],
+                first_attempt: true,
+                ..Scenario::base("stalled-aggregator")
             },
             Scenario {
                 burst_keygens: 200,

@@ -12,7 +12,7 @@ use seqmpc_abci::daemon::outbox::{Broadcast, Inclusion, Outbox};
 use seqmpc_module::job::Job;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
-    codec, Config, Effect, Input, Manager, Millis, Msg, StoreOp, StoreToken,
+    codec, Config, Effect, Input, Manager, MetricEvent, Millis, Msg, StoreOp, StoreToken,
 };
 use seqmpc_proto::tx::{sign_tx, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
@@ -62,6 +62,11 @@ pub struct Stats {
     pub lost_txs: u64,
     /// Result txs a node gave up on after sending them again.
     pub given_up_txs: u64,
+    /// Result txs carrying a signature handed to a submitter (one per signature when no
+    /// aggregator is late).
+    pub signature_txs: u64,
+    /// Signatures submitted by a signer other than the aggregator (backups).
+    pub backups: u64,
 }
 
 /// The outcome of one run.
@@ -186,6 +191,9 @@ fn config(sc: &Scenario, me: NodeId) -> Config {
     let mut cfg = Config::new(me);
     if let Some(ms) = sc.sign_timeout_ms {
         cfg.sign_timeout_ms = ms;
+    }
+    if let Some(ms) = sc.backup_submit_ms {
+        cfg.backup_submit_ms = ms;
     }
     cfg
 }
@@ -593,7 +601,23 @@ impl World {
                 let t = self.now + self.draw(self.sc.store_ms);
                 self.at(t, Ev::Store(i, inc, op, token));
             }
-            Effect::Submit(msg) => self.submit(i, msg),
+            Effect::Submit(msg) => {
+                let signature = matches!(
+                    msg,
+                    TxMsg::SignResult {
+                        outcome: Outcome::Ok(_),
+                        ..
+                    }
+                );
+                if signature {
+                    if self.sc.behaviour_of(i) == Behaviour::WithholdsSignatures {
+                        return;
+                    }
+                    self.stats.signature_txs += 1;
+                }
+                self.submit(i, msg)
+            }
+            Effect::Metric(MetricEvent::SignBackupSubmitted) => self.stats.backups += 1,
             Effect::Checkpoint(_) | Effect::Metric(_) => {}
         }
     }

@@ -45,6 +45,29 @@ fn invariants__should_catch_signing_that_is_lost_to_a_dead_signer() {
     );
 }
 
+#[test]
+fn invariants__should_catch_an_attempt_lost_to_an_aggregator_that_withholds_the_signature() {
+    // Without backup submissions (only the aggregator submits, as before issue 13's "any
+    // signer may submit"), every request node1 aggregates costs its first attempt.
+    let sc = Scenario {
+        backup_submit_ms: Some(u64::MAX / 8),
+        ..Scenario::named("stalled-aggregator").unwrap()
+    };
+    let r = run(&sc, 20);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("not DONE in the first")),
+        "{:#?}",
+        r.violations
+    );
+    assert_eq!(r.stats.backups, 0);
+    // With them (the default), the same seed passes.
+    let r = run(&Scenario::named("stalled-aggregator").unwrap(), 20);
+    assert!(r.violations.is_empty(), "{:#?}", r.violations);
+    assert!(r.stats.backups > 0, "no backup was submitted");
+}
+
 /// Issue 13: finished sign requests leave the chain state after the retention, and the
 /// invariants still see every one (as it ended).
 #[test]

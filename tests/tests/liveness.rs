@@ -1,7 +1,9 @@
 //! Signing that stays available (issue 13) over the real localnet: a signer killed with
 //! `kill -9` costs no request. The chain starts another attempt without it as soon as the
 //! other signers report it silent (`chain/tx/sign_attempt.rs`), well before the request's
-//! deadline, and long before the liveness window would stop choosing it.
+//! deadline, and long before the liveness window would stop choosing it. An aggregator that
+//! never brings its signature to the chain costs no attempt either: the other signers hold the
+//! signature too and submit it after their backup delay.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -126,7 +128,7 @@ fn n4t3_localnet__should_sign_every_request_when_the_aggregator_or_another_signe
     check(&results, &pk, "aggregator killed", "node0");
 
     // node0 back; node3 (never the aggregator: the highest id) killed.
-    let _node0 = net.restart_node(0, &[], &[]).unwrap();
+    let node0 = net.restart_node(0, &[], &[]).unwrap();
     net.kill_node(3).unwrap();
     let results = sign_burst(&net, "signer killed");
     check(&results, &pk, "signer killed", "node3");
@@ -136,19 +138,12 @@ fn n4t3_localnet__should_sign_every_request_when_the_aggregator_or_another_signe
     let _node3 = net.restart_node(3, &[], &[]).unwrap();
     net.kill_node(1).unwrap();
     let killed_at = net.rpc.height().unwrap();
-    let _liar = net
+    let liar = net
         .restart_node(1, &[], &[("SEQMPC_FAULTS", "sign-false-claim")])
         .unwrap();
     // Only once node1 follows the chain again: a burst committed while the sequencer is still
     // replaying blocks to it names node1 silent instead (CI saw 0 claims once that way).
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            let h1 = net.node_get(1, "/status").ok()?["chain_height"].as_u64()?;
-            (h1 + 2 >= net.rpc.height().ok()?).then_some(())
-        })
-        .is_some(),
-        "the restarted node1 did not catch up"
-    );
+    caught_up(&net, 1);
     // ... and once a tx of the restarted node1 is on chain: its submitter works again, so its
     // false claims can reach a block before the honest signature does. (Its status endpoint
     // answers from the state on disk at once, before the sequencer drives it again: on a fast
@@ -179,4 +174,51 @@ fn n4t3_localnet__should_sign_every_request_when_the_aggregator_or_another_signe
     }
     eprintln!("false claims: {REQUESTS} requests DONE, {claimed} of them with node1's false claim");
     assert!(claimed > 0, "node1 was never a signer");
+
+    // node1 honest again; node0, the aggregator whenever it signs, computes every signature
+    // but never brings one to the chain (test-only `withhold-signatures`: a stalled
+    // submitter). Every request it signs ends DONE in its first attempt, submitted by a backup.
+    drop(liar); // SIGTERM, and reaped
+    let _node1 = net.restart_node(1, &[], &[]).unwrap();
+    drop(node0);
+    let _withholder = net
+        .restart_node(0, &[], &[("SEQMPC_FAULTS", "withhold-signatures")])
+        .unwrap();
+    caught_up(&net, 0);
+    caught_up(&net, 1);
+    let results = sign_burst(&net, "aggregator withholds");
+    let mut backed_up = 0;
+    let mut ms = Vec::new();
+    for (i, (s, d)) in results.iter().enumerate() {
+        assert_eq!(s["status"], "DONE", "aggregator withholds request {i}: {s}");
+        let msg = format!("aggregator withholds {i}");
+        verify::ed25519(&pk, msg.as_bytes(), s["signature"].as_str().unwrap()).unwrap();
+        assert_ne!(s["submitted_by"], "node0", "{s}");
+        if names(&s["signers"]).contains(&"node0".to_owned()) {
+            let attempt = s["attempt"].as_u64().unwrap_or(0); // (0 is left out of the JSON)
+            assert_eq!(attempt, 0, "a withheld signature cost an attempt: {s}");
+            backed_up += 1;
+            ms.push(d.as_millis());
+        }
+    }
+    ms.sort_unstable();
+    eprintln!(
+        "aggregator withholds: {REQUESTS} requests DONE, {backed_up} of them aggregated by node0 \
+         and brought by a backup in the first attempt; submitted -> DONE p50 {:?} ms, max {:?} ms",
+        ms.get(ms.len() / 2),
+        ms.last()
+    );
+    assert!(backed_up > 0, "node0 was never a signer");
+}
+
+/// Waits until node `i` follows the chain again after a restart.
+fn caught_up(net: &Localnet, i: usize) {
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let h = net.node_get(i, "/status").ok()?["chain_height"].as_u64()?;
+            (h + 2 >= net.rpc.height().ok()?).then_some(())
+        })
+        .is_some(),
+        "the restarted node{i} did not catch up"
+    );
 }

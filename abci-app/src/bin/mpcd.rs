@@ -115,6 +115,13 @@ enum Cmd {
         /// chain's `sign_attempt_blocks` (in time).
         #[arg(long, env = "SEQMPC_SIGN_TIMEOUT_MS", default_value_t = 2000)]
         sign_timeout_ms: u64,
+        /// Milliseconds a FROST signer other than the aggregator holds a verified signature
+        /// before it submits it itself, per rank among the signers (the second signer waits
+        /// this long, the third twice as long), unless the chain has the signature by then.
+        /// About two block intervals: shorter sends redundant result txs, longer delays a
+        /// signature whose aggregator is dead or stalled.
+        #[arg(long, env = "SEQMPC_BACKUP_SUBMIT_MS", default_value_t = 500)]
+        backup_submit_ms: u64,
     },
     /// Make a new node key in HOME/node.key.next (0600) and print its public key, for a
     /// `mpcctl node-rotate-key`. Once the chain has executed that rotation, the running node
@@ -570,6 +577,8 @@ struct CggmpOptions<'a> {
     session_timeout_secs: u64,
     /// `--sign-timeout-ms`.
     sign_timeout_ms: u64,
+    /// `--backup-submit-ms`.
+    backup_submit_ms: u64,
 }
 
 fn start(
@@ -589,6 +598,7 @@ fn start(
         heartbeat_secs,
         session_timeout_secs,
         sign_timeout_ms,
+        backup_submit_ms,
     } = cggmp_opts;
     #[cfg(feature = "fault-injection")]
     let faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
@@ -783,6 +793,7 @@ fn start(
         cfg.cggmp_prime_pool = cggmp_prime_pool;
         cfg.session_timeout = std::time::Duration::from_secs(session_timeout_secs.max(1));
         cfg.sign_timeout = std::time::Duration::from_millis(sign_timeout_ms.max(1));
+        cfg.backup_submit = std::time::Duration::from_millis(backup_submit_ms);
         #[cfg(feature = "fault-injection")]
         {
             cfg.faults = faults;
@@ -872,6 +883,7 @@ fn main() {
             heartbeat_secs,
             session_timeout_secs,
             sign_timeout_ms,
+            backup_submit_ms,
         } => start(
             &home,
             &genesis,
@@ -887,6 +899,7 @@ fn main() {
                 heartbeat_secs,
                 session_timeout_secs,
                 sign_timeout_ms,
+                backup_submit_ms,
             },
         ),
         Cmd::NewNodeKey { home } => new_node_key(&home),

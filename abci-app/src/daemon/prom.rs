@@ -38,7 +38,7 @@ fn to_i64(v: usize) -> i64 {
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.m;
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
             ("keygens_ok", "Keygens that ended READY here.", m.keygens_ok),
             (
                 "keygens_failed",
@@ -47,10 +47,15 @@ impl Collector for Snapshot {
             ),
             (
                 "signatures",
-                "Signatures this node assembled and verified.",
+                "Signatures this node assembled, verified and submitted.",
                 m.signatures_ok,
             ),
             ("signs_failed", "Signings that failed here.", m.signs_failed),
+            (
+                "sign_backups_submitted",
+                "FROST signatures submitted here as a backup: the aggregator's was late.",
+                m.sign_backups_submitted,
+            ),
             (
                 "signatures_presigned",
                 "CGGMP24 signatures made from a presignature here.",

@@ -129,6 +129,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                     "keygens_failed": m.keygens_failed,
                     "signatures_ok": m.signatures_ok,
                     "signs_failed": m.signs_failed,
+                    "sign_backups_submitted": m.sign_backups_submitted,
                     "messages_dropped": m.messages_dropped,
                     "p2p_refused_connections": ctx.p2p.refused_connections(),
                     "cggmp_primes_ready": m.cggmp_primes_ready,

@@ -53,13 +53,16 @@ impl SubmitResult for RpcSubmitter {
 
 /// TEST ONLY (cargo feature `fault-injection`) interference with the worker; none in a
 /// production build: while a `partition-file` partition is on the worker holds its txs back,
-/// and with `lose-result-txs=<n>` it drops its first `n` result txs after signing them.
+/// with `lose-result-txs=<n>` it drops its first `n` result txs after signing them, and with
+/// `withhold-signatures` it drops every result tx that carries a signature.
 #[derive(Clone, Debug, Default)]
 pub struct SubmitFaults {
     #[cfg(feature = "fault-injection")]
     partition: Option<seqmpc_module::fault::Partition>,
     #[cfg(feature = "fault-injection")]
     lose_results: u32,
+    #[cfg(feature = "fault-injection")]
+    withhold_signatures: bool,
 }
 
 impl SubmitFaults {
@@ -72,7 +75,26 @@ impl SubmitFaults {
         SubmitFaults {
             partition,
             lose_results: faults.lose_result_txs,
+            withhold_signatures: faults.withhold_signatures,
         }
+    }
+
+    /// Whether to drop `msg` unsigned because it carries a signature (`withhold-signatures`).
+    fn withholds(&self, _msg: &TxMsg) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.withhold_signatures
+            && matches!(
+                _msg,
+                TxMsg::SignResult {
+                    outcome: seqmpc_proto::tx::Outcome::Ok(_),
+                    ..
+                }
+            )
+        {
+            warn!("FAULT INJECTION: withholding a signature from the chain");
+            return true;
+        }
+        false
     }
 
     /// Returns once txs may be sent (at once, unless held).
@@ -219,6 +241,9 @@ impl Worker {
     /// Signs `msg` and broadcasts it through the outbox ([`Outbox::send`]): after a sequence
     /// failure at delivery, from the chain's sequence; a few tries while the RPC is down.
     fn submit(&mut self, msg: &TxMsg, resends: u32) {
+        if self.faults.withholds(msg) {
+            return;
+        }
         let now = self.now_ms();
         let from = self.outbox.sequence();
         let (rpc, account) = (&self.rpc, &self.account);

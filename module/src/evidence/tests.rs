@@ -338,7 +338,7 @@ fn frost_signing<C: FrostScheme>() -> Signed {
     )
     .serialize()
     .unwrap();
-    let Ok(SignProgress::Finished { out, .. }) = s1.handle(&node(0), out0[0].msg.clone()) else {
+    let Ok(SignProgress::Continue(_, out)) = s1.handle(&node(0), out0[0].msg.clone()) else {
         panic!("node1 did not sign");
     };
     let SignMsg::Share {

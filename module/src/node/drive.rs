@@ -58,6 +58,7 @@ impl<S: SubmitResult> Node<S> {
                         x.latency.observe("sign", scheme, us);
                     }
                     MetricEvent::SignFailed => x.signs_failed += 1,
+                    MetricEvent::SignBackupSubmitted => x.sign_backups_submitted += 1,
                     MetricEvent::Dropped => x.messages_dropped += 1,
                 }),
             }

@@ -1,14 +1,17 @@
-//! FROST signing (RFC 9591 sections 5.1-5.3), driven sans-IO, coordinator = aggregator.
+//! FROST signing (RFC 9591 sections 5.1-5.3), driven sans-IO, every signer an aggregator.
 //!
 //! Every signer broadcasts its commitments to the other signers (round 1). Each signer builds
-//! the same `SigningPackage`, signs, and sends its share to the aggregator (the first signer in
-//! sorted order), which aggregates, verifies the group signature (frost, then independently:
-//! ed25519-dalek or libsecp256k1, see [`FrostScheme::verify_independently`]) and reports it.
-//! Nonces are consumed by the transition that signs. One state machine, generic over the
-//! ciphersuite; [`AnySigning`] picks it from the key.
+//! the same `SigningPackage`, signs, and sends its share to every other signer (round 2). Each
+//! signer that holds all shares aggregates and verifies the group signature (frost, then
+//! independently: ed25519-dalek or libsecp256k1, see [`FrostScheme::verify_independently`]).
+//! So any signer can bring the signature to the chain: the session layer has the
+//! [`aggregator`] (the first signer in sorted order) submit it at once and the others only
+//! when the chain still lacks it a little later, so that a dead or stalled aggregator costs
+//! nothing. Nonces are consumed by the transition that signs. One state machine, generic over
+//! the ciphersuite; [`AnySigning`] picks it from the key.
 //!
 //! A share travels with [`package_hash`] (the key generation and the `SigningPackage` it was
-//! computed for) in the sender's signed message. The aggregator takes only shares of its own
+//! computed for) in the sender's signed message. A signer takes only shares of its own
 //! package; when frost names a share that does not verify, [`SignProgress::Blamed`] hands out
 //! the package, so that the failure report can quote it with the culprit's signed share and the
 //! chain can check the share against the culprit's verifying share (`crate::evidence`).
@@ -40,8 +43,8 @@ use crate::error::ProtocolError;
 pub enum SignMsg {
     /// Round 1: serialized `SigningCommitments`.
     Commitments(Vec<u8>),
-    /// Round 2, to the aggregator: a serialized `SignatureShare` and the [`package_hash`] it
-    /// was computed for (32 bytes from an honest signer).
+    /// Round 2, to every other signer: a serialized `SignatureShare` and the
+    /// [`package_hash`] it was computed for (32 bytes from an honest signer).
     Share {
         /// Serialized `SignatureShare`.
         share: Vec<u8>,
@@ -178,7 +181,7 @@ enum Step<C: FrostScheme> {
         /// Shares that overtook the last commitments, with the hash each names.
         early_shares: BTreeMap<Identifier<C>, (SignatureShare<C>, Vec<u8>)>,
     },
-    /// Aggregator only: collecting signature shares.
+    /// Signed: collecting the other signers' signature shares.
     Round2 {
         package: SigningPackage<C>,
         /// The [`package_hash`] of `package` and this key generation.
@@ -216,21 +219,24 @@ impl<C: FrostScheme> std::fmt::Debug for Signing<C> {
 pub enum SignProgress<C: FrostScheme> {
     /// Keep going; send these.
     Continue(Signing<C>, Vec<Outgoing<SignMsg>>),
-    /// This party's part is over; send these. `signature` is set on the aggregator: the
-    /// 64-byte group signature, verified.
+    /// Every share is in: send these, and `signature` is the 64-byte group signature,
+    /// verified.
     Finished {
-        /// Verified signature (aggregator only).
-        signature: Option<Vec<u8>>,
+        /// Verified signature.
+        signature: Vec<u8>,
         /// Last messages to send.
         out: Vec<Outgoing<SignMsg>>,
     },
-    /// Aggregator only: shares of the aggregator's own package did not verify. `error` names
-    /// their senders; `signing_package` is the serialized package, for the failure report.
+    /// Shares of this signer's own package did not verify. `error` names their senders;
+    /// `signing_package` is the serialized package, for the failure report. `out` is this
+    /// signer's own share, still owed to the others (they can blame the culprit as well).
     Blamed {
         /// The abort, with the culprits.
         error: ProtocolError,
         /// The serialized `SigningPackage` every quoted share names.
         signing_package: Vec<u8>,
+        /// Last messages to send.
+        out: Vec<Outgoing<SignMsg>>,
     },
 }
 
@@ -300,9 +306,9 @@ impl<C: FrostScheme> Signing<C> {
     }
 
     /// The other signers whose message of the current round this party still waits for:
-    /// in round 1 those whose commitments are missing, on the aggregator in round 2 those
-    /// whose signature shares are missing. Every signer sends both to whoever waits for them
-    /// as soon as it can, so at a timeout these are the signers that stayed silent.
+    /// in round 1 those whose commitments are missing, in round 2 those whose signature
+    /// shares are missing. Every signer sends both to all others as soon as it can, so at a
+    /// timeout these are the signers that stayed silent (towards this signer).
     pub fn waiting_for(&self) -> Vec<NodeId> {
         let missing = |s: &&NodeId| {
             let Ok(id) = self.committee.id(s) else {
@@ -319,10 +325,6 @@ impl<C: FrostScheme> Signing<C> {
             .filter(missing)
             .cloned()
             .collect()
-    }
-
-    fn is_aggregator(&self) -> bool {
-        aggregator(&self.signers) == Some(&self.me)
     }
 
     /// Handles one message from an authenticated party.
@@ -375,7 +377,7 @@ impl<C: FrostScheme> Signing<C> {
                 });
                 s.maybe_sign()
             }
-            // A share can overtake the last commitments on the aggregator.
+            // A share can overtake the last commitments.
             (
                 Step::Round1 {
                     nonces,
@@ -478,21 +480,18 @@ impl<C: FrostScheme> Signing<C> {
                     .map_err(|e| ProtocolError::Bug(format!("serialize signing package: {e}")))?;
                 let hash = package_hash(self.generation, &package_bytes);
                 let my_id = self.committee.id(&self.me)?;
-                let aggregator = aggregator(&self.signers)
-                    .ok_or_else(|| ProtocolError::Bug("no signers".into()))?
-                    .clone();
-                if aggregator != self.me {
-                    return Ok(SignProgress::Finished {
-                        signature: None,
-                        out: vec![Outgoing {
-                            to: aggregator,
-                            msg: SignMsg::Share {
-                                share: my_share.serialize(),
-                                package_hash: hash.to_vec(),
-                            },
-                        }],
-                    });
-                }
+                let out = self
+                    .signers
+                    .iter()
+                    .filter(|s| **s != self.me)
+                    .map(|s| Outgoing {
+                        to: s.clone(),
+                        msg: SignMsg::Share {
+                            share: my_share.serialize(),
+                            package_hash: hash.to_vec(),
+                        },
+                    })
+                    .collect();
                 let mut shares = BTreeMap::new();
                 for (id, (share, their_hash)) in early_shares {
                     let from = self
@@ -511,7 +510,7 @@ impl<C: FrostScheme> Signing<C> {
                     },
                     ..self
                 }
-                .maybe_aggregate(Vec::new())
+                .maybe_aggregate(out)
             }
             step => Ok(SignProgress::Continue(Signing { step, ..self }, Vec::new())),
         }
@@ -521,9 +520,6 @@ impl<C: FrostScheme> Signing<C> {
         self,
         out: Vec<Outgoing<SignMsg>>,
     ) -> Result<SignProgress<C>, ProtocolError> {
-        if !self.is_aggregator() {
-            return Err(ProtocolError::Bug("aggregating on a non-aggregator".into()));
-        }
         match &self.step {
             Step::Round2 {
                 package, shares, ..
@@ -543,6 +539,7 @@ impl<C: FrostScheme> Signing<C> {
                                 reason: format!("FROST aggregate: {e}"),
                             },
                             signing_package,
+                            out,
                         });
                     }
                 };
@@ -551,7 +548,7 @@ impl<C: FrostScheme> Signing<C> {
                     .map_err(|e| ProtocolError::Bug(format!("serialize signature: {e}")))?;
                 C::verify_independently(&self.key.public_key, &self.message, &bytes)?;
                 Ok(SignProgress::Finished {
-                    signature: Some(bytes),
+                    signature: bytes,
                     out,
                 })
             }
@@ -560,10 +557,10 @@ impl<C: FrostScheme> Signing<C> {
     }
 }
 
-/// A share is taken only for the aggregator's own package. A share that names another one ends
-/// the session without a culprit: the aggregator cannot tell a signer that lies about its
-/// package from one that was sent other commitments than the aggregator (an equivocating
-/// signer), nor a stale key generation from either.
+/// A share is taken only for this signer's own package. A share that names another one ends
+/// the session without a culprit: a signer cannot tell a signer that lies about its package
+/// from one that was sent other commitments than itself (an equivocating signer), nor a stale
+/// key generation from either.
 fn same_package(from: &NodeId, theirs: &[u8], mine: &[u8; 32]) -> Result<(), ProtocolError> {
     if theirs == mine.as_slice() {
         return Ok(());
@@ -572,7 +569,7 @@ fn same_package(from: &NodeId, theirs: &[u8], mine: &[u8; 32]) -> Result<(), Pro
         culprits: Vec::new(),
         reason: format!(
             "{from}'s signature share is for another signing package or key generation than \
-             the aggregator's (commitments differ between signers, or {from} lies)"
+             this signer's (commitments differ between signers, or {from} lies)"
         ),
     })
 }
@@ -651,10 +648,10 @@ pub enum AnySigning {
 pub enum AnySignProgress {
     /// Keep going; send these.
     Continue(AnySigning, Vec<Outgoing<SignMsg>>),
-    /// This party's part is over, see [`SignProgress::Finished`].
+    /// Every share is in, see [`SignProgress::Finished`].
     Finished {
-        /// Verified signature (aggregator only): 64 bytes in both schemes.
-        signature: Option<Vec<u8>>,
+        /// Verified signature: 64 bytes in both schemes.
+        signature: Vec<u8>,
         /// Last messages to send.
         out: Vec<Outgoing<SignMsg>>,
     },
@@ -664,6 +661,8 @@ pub enum AnySignProgress {
         error: ProtocolError,
         /// The serialized `SigningPackage`.
         signing_package: Vec<u8>,
+        /// Last messages to send.
+        out: Vec<Outgoing<SignMsg>>,
     },
 }
 
@@ -712,9 +711,11 @@ impl AnySigning {
                 SignProgress::Blamed {
                     error,
                     signing_package,
+                    out,
                 } => AnySignProgress::Blamed {
                     error,
                     signing_package,
+                    out,
                 },
             }
         }

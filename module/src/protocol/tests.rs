@@ -120,7 +120,7 @@ fn run_sign<C: FrostScheme>(
         states.insert(s.clone(), Some(st));
         queue.extend(out.into_iter().map(|o| (s.clone(), o)));
     }
-    let mut signature = None;
+    let mut signatures: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
     while !queue.is_empty() {
         let mut batch: Vec<_> = queue.drain(..).collect();
         batch.shuffle(rng);
@@ -139,15 +139,21 @@ fn run_sign<C: FrostScheme>(
                     out,
                 } => {
                     queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
-                    if sig.is_some() {
-                        signature = sig;
-                    }
+                    signatures.insert(o.to.clone(), sig);
                 }
                 SignProgress::Blamed { error, .. } => return Err(error),
             }
         }
     }
-    signature.ok_or_else(|| ProtocolError::Bug("no signature".into()))
+    // Every signer gets every share, so every signer holds the same verified signature.
+    let first = signatures.values().next().cloned();
+    assert_eq!(
+        signatures.len(),
+        signers.len(),
+        "a signer ended without the signature"
+    );
+    assert!(signatures.values().all(|s| Some(s) == first.as_ref()));
+    first.ok_or_else(|| ProtocolError::Bug("no signature".into()))
 }
 
 fn materials<C: FrostScheme>(
@@ -307,8 +313,7 @@ fn aggregator_and_share<C: TestScheme>(generation: u64) -> (Signing<C>, Vec<u8>,
     };
     let (agg, agg_out) = start(&signers[0], 1, &mut rng);
     let (other, out) = start(&signers[1], generation, &mut rng);
-    let Ok(SignProgress::Finished { out: share, .. }) =
-        other.handle(&signers[0], agg_out[0].msg.clone())
+    let Ok(SignProgress::Continue(_, share)) = other.handle(&signers[0], agg_out[0].msg.clone())
     else {
         panic!("node1 did not sign");
     };
@@ -342,12 +347,17 @@ fn blame_bad_signature_share<C: TestScheme>() {
     let Ok(SignProgress::Blamed {
         error,
         signing_package,
+        out,
     }) = agg.handle(&node1, msg)
     else {
         panic!("a bad share was not blamed");
     };
     assert_eq!(error.culprits(), &[node1], "{error}");
     assert_eq!(package_hash, package_hash_of(1, &signing_package));
+    assert!(
+        out.is_empty(),
+        "the aggregator had sent its share when it signed"
+    );
 }
 
 fn package_hash_of(generation: u64, package: &[u8]) -> Vec<u8> {

@@ -1,9 +1,18 @@
-//! FROST signing sessions: load the share, commit, sign, and (at the aggregator) aggregate,
-//! verify and report.
+//! FROST signing sessions: load the share, commit, sign, aggregate, verify and report.
 //!
 //! ```text
-//! job ─► Loading ─store─► Running ─► (reported / share sent)
+//! job ─► Loading ─store─► Running ─► submitted (aggregator) / Backup (the others)
+//!                                └─► failure reported (timeout, blame)
 //! ```
+//!
+//! Every signer gets every share, so every signer ends with the verified signature. The
+//! aggregator (the first signer) submits it at once. The others hold it as a [`Backup`]: the
+//! signer of rank `r` (its place among the sorted signers) submits it `r × backup_submit_ms`
+//! later, unless the chain has ended the request by then ([`Job::SignEnded`]). So a dead,
+//! partitioned or stalled aggregator delays a signature by one backup delay instead of costing
+//! the attempt, and a healthy network sends one result tx per signature.
+//!
+//! [`Job::SignEnded`]: crate::job::Job::SignEnded
 
 use rand::{CryptoRng, RngCore};
 use seqmpc_proto::tx::{Outcome, TxMsg, MAX_SIGNING_PACKAGE_BYTES};
@@ -16,6 +25,7 @@ use super::{Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, 
 use crate::error::ProtocolError;
 use crate::job::KeyVersion;
 use crate::protocol::frost_sign::{AnyKeyMaterial, AnySignProgress, AnySigning, SignMsg};
+use crate::protocol::Outgoing;
 use crate::store::ShareStatus;
 
 /// A committed signing, as the session needs it.
@@ -55,6 +65,23 @@ pub(super) struct Sign {
     pub key_version: KeyVersion,
     pub state: SignState,
     pub started: Millis,
+    /// What this signer sent (its commitments, then its share), to send again once.
+    pub sent: Vec<Outgoing<SignMsg>>,
+    /// Whether it was sent again already.
+    pub resent: bool,
+}
+
+/// A verified signature that a signer other than the aggregator holds for the chain.
+pub(super) struct Backup {
+    /// When it goes to the chain if the chain has not ended the request by then.
+    pub due: Millis,
+    /// Its session.
+    pub session: SessionId,
+    /// For the latency metric.
+    pub started: Millis,
+    pub scheme: Scheme,
+    /// The signature.
+    pub signature: Vec<u8>,
 }
 
 impl Manager {
@@ -91,6 +118,8 @@ impl Manager {
                     buffered: Vec::new(),
                 },
                 started: now,
+                sent: Vec::new(),
+                resent: false,
             })),
         );
         match cached {
@@ -181,6 +210,7 @@ impl Manager {
         match started {
             Ok((signing, out)) => {
                 s.state = SignState::Running(signing);
+                s.sent.extend(out.iter().cloned());
                 send_sign(fx, session, out);
                 fx.push(Effect::Checkpoint("sign-after-commitments"));
                 for (from, msg) in buffered {
@@ -244,6 +274,7 @@ impl Manager {
         msg: SignMsg,
         fx: &mut Vec<Effect>,
     ) {
+        let me = self.cfg.me.clone();
         let Some(s) = self.sign_mut(&session) else {
             return;
         };
@@ -263,33 +294,119 @@ impl Manager {
         match state.handle(&from, msg) {
             Ok(AnySignProgress::Continue(st, out)) => {
                 s.state = SignState::Running(st);
+                s.sent.extend(out.iter().cloned());
                 send_sign(fx, session, out);
             }
             Ok(AnySignProgress::Finished { signature, out }) => {
                 let (started, scheme) = (s.started, s.scheme);
+                let rank = s.signers.iter().position(|n| *n == me);
                 self.finish(now, session);
                 self.evidence.remove(&session);
-                if signature.is_none() {
-                    fx.push(Effect::Checkpoint("sign-before-share"));
-                }
                 send_sign(fx, session, out);
-                if let Some(signature) = signature {
-                    let us = now.saturating_sub(started).saturating_mul(1000);
-                    fx.push(Effect::Metric(MetricEvent::SignOk(scheme, us)));
-                    debug!(%request_id, "signature verified");
-                    fx.push(Effect::Submit(TxMsg::SignResult {
-                        request_id,
-                        session,
-                        outcome: Outcome::Ok(signature),
-                        signing_package: Vec::new(),
-                    }));
+                debug!(%request_id, rank, "signature verified");
+                match rank {
+                    Some(0) => {
+                        submit_signature(fx, now, started, scheme, request_id, session, signature)
+                    }
+                    rank => {
+                        let rank = rank.unwrap_or(1) as u64;
+                        let backup = Backup {
+                            due: now.saturating_add(self.cfg.backup_submit_ms.saturating_mul(rank)),
+                            session,
+                            started,
+                            scheme,
+                            signature,
+                        };
+                        self.backups.insert((request_id, session), backup);
+                    }
                 }
             }
             Ok(AnySignProgress::Blamed {
                 error,
                 signing_package,
-            }) => self.abort_sign(now, session, request_id, error, Some(signing_package), fx),
+                out,
+            }) => {
+                send_sign(fx, session, out);
+                self.abort_sign(now, session, request_id, error, Some(signing_package), fx)
+            }
             Err(e) => self.abort_sign(now, session, request_id, e, None, fx),
+        }
+    }
+
+    /// The chain ended `request_id`: its backups are not needed, and a session of it still
+    /// running here ends without a report.
+    pub(super) fn sign_ended(&mut self, now: Millis, request_id: &RequestId) {
+        let held: Vec<(RequestId, SessionId)> = self
+            .backups
+            .range((request_id.clone(), SessionId([0; 32]))..)
+            .take_while(|((r, _), _)| r == request_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in held {
+            self.backups.remove(&k);
+        }
+        let running: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s, Session::Sign(x) if x.request_id == *request_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for session in running {
+            debug!(%request_id, %session, "the chain ended the request: session closed");
+            self.finish(now, session);
+            self.evidence.remove(&session);
+        }
+    }
+
+    /// Halfway to the signing timeout, a signer sends its messages once more to every signer
+    /// it still waits for. Every signer needs every other's commitments and shares, so a
+    /// message lost on the way (a connection reset, a peer restarting) leaves both ends
+    /// waiting for each other; one resend heals that instead of costing the attempt.
+    pub(super) fn resend_stalled(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let half = self.cfg.sign_timeout_ms / 2;
+        for (session, s) in self.sessions.iter_mut() {
+            let Session::Sign(s) = s else {
+                continue;
+            };
+            if s.resent || now.saturating_sub(s.started) < half {
+                continue;
+            }
+            let SignState::Running(st) = &s.state else {
+                continue;
+            };
+            s.resent = true;
+            let waiting = st.waiting_for();
+            for o in s.sent.iter().filter(|o| waiting.contains(&o.to)) {
+                debug!(%session, to = %o.to, "signing stalled: sending again");
+                Self::send(fx, *session, &o.to, sign_payload(o.msg.clone()));
+            }
+        }
+    }
+
+    /// Submits the backups that are due: the chain has not ended their requests in time.
+    pub(super) fn submit_due_backups(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let due: Vec<(RequestId, SessionId)> = self
+            .backups
+            .iter()
+            .filter(|(_, b)| b.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            let Some(b) = self.backups.remove(&k) else {
+                continue;
+            };
+            let (request_id, _) = k;
+            warn!(%request_id, session = %b.session, "no signature on chain yet: submitting ours");
+            fx.push(Effect::Metric(MetricEvent::SignBackupSubmitted));
+            submit_signature(
+                fx,
+                now,
+                b.started,
+                b.scheme,
+                request_id,
+                b.session,
+                b.signature,
+            );
         }
     }
 
@@ -384,11 +501,30 @@ impl Manager {
     }
 }
 
-fn send_sign(
+/// Hands a verified signature to the chain.
+fn submit_signature(
     fx: &mut Vec<Effect>,
+    now: Millis,
+    started: Millis,
+    scheme: Scheme,
+    request_id: RequestId,
     session: SessionId,
-    out: Vec<crate::protocol::Outgoing<SignMsg>>,
+    signature: Vec<u8>,
 ) {
+    let us = now.saturating_sub(started).saturating_mul(1000);
+    fx.push(Effect::Metric(MetricEvent::SignOk(scheme, us)));
+    fx.push(Effect::Submit(TxMsg::SignResult {
+        request_id,
+        session,
+        outcome: Outcome::Ok(signature),
+        signing_package: Vec::new(),
+    }));
+}
+
+fn send_sign(fx: &mut Vec<Effect>, session: SessionId, out: Vec<Outgoing<SignMsg>>) {
+    if out.iter().any(|o| matches!(o.msg, SignMsg::Share { .. })) {
+        fx.push(Effect::Checkpoint("sign-before-share"));
+    }
     for o in out {
         Manager::send(fx, session, &o.to, sign_payload(o.msg));
     }

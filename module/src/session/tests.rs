@@ -29,8 +29,10 @@ struct Harness {
     /// Inputs waiting, with their recipient.
     queue: VecDeque<(NodeId, Input)>,
     submitted: Vec<(NodeId, TxMsg)>,
-    /// Messages to drop: (from, to) pairs cut off.
+    /// Nodes cut off: every input to them is dropped.
     cut: Vec<NodeId>,
+    /// The next message from the first to the second of a pair is lost (once per entry).
+    lose: Vec<(NodeId, NodeId)>,
     rng: StdRng,
     now: Millis,
 }
@@ -50,6 +52,7 @@ impl Harness {
             queue: VecDeque::new(),
             submitted: Vec::new(),
             cut: Vec::new(),
+            lose: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
             now: 1_000_000,
         }
@@ -79,6 +82,11 @@ impl Harness {
                         to,
                         payload,
                     } => {
+                        let pair = (node.clone(), to.clone());
+                        if let Some(i) = self.lose.iter().position(|p| *p == pair) {
+                            self.lose.remove(i);
+                            continue;
+                        }
                         let msg = Msg {
                             from: node.clone(),
                             session,
@@ -216,16 +224,8 @@ fn manager__should_replay_messages_that_arrive_before_the_job() {
 
 #[test]
 fn manager__should_name_a_silent_signer_at_the_timeout() {
-    let mut h = Harness::new(4, 5);
+    let (mut h, _) = keyed(5);
     let parties = h.parties();
-    h.job_for_all(keygen_job(
-        SessionId([1; 32]),
-        "k",
-        Scheme::FrostEd25519,
-        parties.clone(),
-    ));
-    h.run();
-    h.submitted.clear();
     h.cut = vec![nid(2)];
     h.job_for_all(sign_job(
         SessionId([3; 32]),
@@ -410,4 +410,140 @@ fn manager__should_bound_a_senders_early_messages_in_bytes_and_still_run_honest_
     h.queue.push_back((nid(3), Input::Job(job)));
     h.run();
     assert_eq!(keygen_results(&h).len(), 4, "{:?}", h.submitted);
+}
+
+/// A 4-node harness with a READY FROST-Ed25519 key `k` (keygen session `[1; 32]`), its
+/// keygen reports cleared; the key's public key.
+fn keyed(seed: u64) -> (Harness, Vec<u8>) {
+    let mut h = Harness::new(4, seed);
+    let parties = h.parties();
+    h.job_for_all(keygen_job(
+        SessionId([1; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties,
+    ));
+    h.run();
+    let pk = keygen_results(&h).remove(0);
+    h.submitted.clear();
+    (h, pk)
+}
+
+/// The signatures submitted, by submitter.
+fn signatures(h: &Harness) -> Vec<(NodeId, Vec<u8>)> {
+    h.submitted
+        .iter()
+        .filter_map(|(n, tx)| match tx {
+            TxMsg::SignResult {
+                outcome: Outcome::Ok(sig),
+                ..
+            } => Some((n.clone(), sig.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A 4-node key `k` (FROST-Ed25519), and a signing by node0-node2 of it run to its end.
+fn signed_by_three(seed: u64) -> (Harness, Vec<u8>) {
+    let (mut h, pk) = keyed(seed);
+    let parties = h.parties();
+    h.job_for_all(sign_job(
+        SessionId([4; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties[..3].to_vec(),
+    ));
+    h.run();
+    (h, pk)
+}
+
+#[test]
+fn manager__should_submit_a_backup_signature_only_while_the_chain_lacks_one() {
+    let (mut h, pk) = signed_by_three(11);
+    // Only the aggregator submits at once; every signer holds the signature.
+    let sigs = signatures(&h);
+    assert_eq!(sigs.len(), 1, "{:?}", h.submitted);
+    assert_eq!(sigs[0].0, nid(0));
+    seqmpc_proto::verify::ed25519(&pk, b"hello", &sigs[0].1).unwrap();
+    // Its tx never lands (a stalled submitter): node1, of rank 1, submits after one backup
+    // delay, node2 (rank 2) not yet.
+    h.submitted.clear();
+    h.tick(499);
+    assert!(signatures(&h).is_empty(), "{:?}", h.submitted);
+    h.tick(2);
+    let backups = signatures(&h);
+    assert_eq!(backups.len(), 1, "{:?}", h.submitted);
+    assert_eq!(backups[0], (nid(1), sigs[0].1.clone()));
+    // The chain has it now: node2's backup is dropped, and nothing else goes out.
+    h.submitted.clear();
+    h.job_for_all(Job::SignEnded {
+        request_id: RequestId::new("r4").unwrap(),
+    });
+    h.tick(10_000);
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+}
+
+#[test]
+fn manager__should_close_a_signing_the_chain_ended_without_reporting_it() {
+    let (mut h, _) = signed_by_three(12);
+    h.job_for_all(Job::SignEnded {
+        request_id: RequestId::new("r4").unwrap(),
+    });
+    h.run();
+    h.submitted.clear();
+    // A second signing, in which node2 never speaks: the chain ends it (another attempt
+    // brought a signature), so node0 and node1 report nothing at their timeout.
+    h.cut = vec![nid(2)];
+    let parties = h.parties();
+    h.job_for_all(sign_job(
+        SessionId([5; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties[..3].to_vec(),
+    ));
+    h.run();
+    h.job_for_all(Job::SignEnded {
+        request_id: RequestId::new("r5").unwrap(),
+    });
+    h.run();
+    h.tick(5_000);
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+}
+
+#[test]
+fn manager__should_send_a_lost_message_again_halfway_to_the_timeout() {
+    let (mut h, _) = keyed(13);
+    let parties = h.parties();
+    // node1's commitments to node0 are lost: node0 cannot sign, so no one gets its share.
+    h.lose = vec![(nid(1), nid(0))];
+    h.job_for_all(sign_job(
+        SessionId([6; 32]),
+        "k",
+        Scheme::FrostEd25519,
+        parties[..3].to_vec(),
+    ));
+    h.run();
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+    h.tick(999);
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+    // Halfway to the 2 s timeout node1 sends again to node0, whose share it lacks.
+    h.tick(1);
+    let sigs = signatures(&h);
+    assert_eq!(sigs.len(), 1, "{:?}", h.submitted);
+    assert_eq!(sigs[0].0, nid(0));
+    h.tick(5_000);
+    let failures = h
+        .submitted
+        .iter()
+        .filter(|(_, tx)| {
+            matches!(
+                tx,
+                TxMsg::SignResult {
+                    outcome: Outcome::Failed { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failures, 0, "{:?}", h.submitted);
 }

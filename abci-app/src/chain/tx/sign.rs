@@ -161,6 +161,7 @@ pub(crate) fn expire(state: &mut ChainState, request_id: RequestId, height: u64,
         "sign_failed",
         vec![("request_id", request_id.to_string())],
     ));
+    fx.jobs.push(Job::SignEnded { request_id });
 }
 
 /// A sign request ended (DONE or ERROR) at `height`: it leaves the state

@@ -277,6 +277,8 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
             "sign_failed",
             vec![("request_id", request_id.to_string())],
         ));
+        let request_id = request_id.clone();
+        fx.jobs.push(Job::SignEnded { request_id });
         return;
     }
     if req.ended_attempts.len() >= MAX_ENDED_ATTEMPTS {

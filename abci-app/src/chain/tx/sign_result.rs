@@ -6,6 +6,7 @@
 //! reports, the first valid one wins).
 
 use seqmpc_module::evidence;
+use seqmpc_module::job::Job;
 use seqmpc_proto::tx::Outcome;
 use seqmpc_proto::{NodeId, RequestId, SessionId};
 
@@ -163,6 +164,8 @@ impl Handler for SignResult<'_> {
         state.remove_deadline(attempt.0, attempt_item);
         state.count_proven_blames(&proven);
         super::sign::schedule_prune(state, request_id, height);
+        let request_id = request_id.clone();
+        cx.fx.jobs.push(Job::SignEnded { request_id });
     }
 }
 

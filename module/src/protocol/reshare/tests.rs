@@ -262,7 +262,7 @@ fn frost_sign(key: &OldKey, signers: &[NodeId], rng: &mut StdRng) -> Vec<u8> {
                 out,
             } => {
                 queue.extend(out.into_iter().map(|x| (o.to.clone(), x)));
-                signature = signature.or(sig);
+                signature = signature.or(Some(sig));
             }
             AnySignProgress::Blamed { error, .. } => panic!("{error}"),
         }
