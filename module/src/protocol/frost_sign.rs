@@ -2,11 +2,12 @@
 //!
 //! Every signer broadcasts its commitments to the other signers (round 1). Each signer builds
 //! the same `SigningPackage`, signs, and sends its share to every other signer (round 2). Each
-//! signer that holds all shares aggregates and verifies the group signature (frost, then
+//! signer that holds all shares can aggregate and verify the group signature (frost, then
 //! independently: ed25519-dalek or libsecp256k1, see [`FrostScheme::verify_independently`]).
 //! So any signer can bring the signature to the chain: the session layer has the
-//! [`aggregator`] (the first signer in sorted order) submit it at once and the others only
-//! when the chain still lacks it a little later, so that a dead or stalled aggregator costs
+//! [`aggregator`] (the first signer in sorted order) aggregate and submit at once, and the
+//! others keep the shares ([`Signing::defer_aggregation`]) and aggregate only when the chain
+//! still lacks the signature a little later, so that a dead or stalled aggregator costs
 //! nothing. Nonces are consumed by the transition that signs. One state machine, generic over
 //! the ciphersuite; [`AnySigning`] picks it from the key.
 //!
@@ -201,6 +202,9 @@ pub struct Signing<C: FrostScheme> {
     /// The key generation of `key` (bound into [`package_hash`]).
     generation: u64,
     step: Step<C>,
+    /// Once every share is in, wait for [`Signing::aggregate`] instead of aggregating at once
+    /// (a backup submitter, which needs the signature only if the aggregator's is late).
+    deferred: bool,
 }
 
 impl<C: FrostScheme> std::fmt::Debug for Signing<C> {
@@ -301,6 +305,7 @@ impl<C: FrostScheme> Signing<C> {
                 commitments: all,
                 early_shares: BTreeMap::new(),
             },
+            deferred: false,
         };
         Ok((signing, out))
     }
@@ -327,6 +332,31 @@ impl<C: FrostScheme> Signing<C> {
             .collect()
     }
 
+    /// Once every share is in, keep them until [`Signing::aggregate`] instead of aggregating.
+    pub fn defer_aggregation(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Whether every signer's share is in (then a deferred signing waits for
+    /// [`Signing::aggregate`]).
+    pub fn has_all_shares(&self) -> bool {
+        matches!(&self.step, Step::Round2 { shares, .. } if shares.len() == self.signers.len())
+    }
+
+    /// Aggregates and verifies a deferred signing that has every share.
+    pub fn aggregate(self) -> Result<SignProgress<C>, ProtocolError> {
+        if !self.has_all_shares() {
+            return Err(ProtocolError::Bug(
+                "aggregating before every share is in".into(),
+            ));
+        }
+        Signing {
+            deferred: false,
+            ..self
+        }
+        .maybe_aggregate(Vec::new())
+    }
+
     /// Handles one message from an authenticated party.
     pub fn handle(self, from: &NodeId, msg: SignMsg) -> Result<SignProgress<C>, ProtocolError> {
         if !self.signers.contains(from) || from == &self.me {
@@ -345,6 +375,7 @@ impl<C: FrostScheme> Signing<C> {
             key,
             generation,
             step,
+            deferred,
         } = self;
         let rebuild = |step| Signing {
             session,
@@ -355,6 +386,7 @@ impl<C: FrostScheme> Signing<C> {
             key: key.clone(),
             generation,
             step,
+            deferred,
         };
         match (step, msg) {
             // Round 1: one commitment per signer.
@@ -523,7 +555,7 @@ impl<C: FrostScheme> Signing<C> {
         match &self.step {
             Step::Round2 {
                 package, shares, ..
-            } if shares.len() == self.signers.len() => {
+            } if shares.len() == self.signers.len() && !self.deferred => {
                 // RFC 9591 5.3: aggregate; frost verifies the group signature and, on failure,
                 // each share, naming the cheaters.
                 let sig = match frost_core::aggregate(package, shares, &self.key.public_key_package)
@@ -689,6 +721,30 @@ impl AnySigning {
         }
     }
 
+    /// See [`Signing::defer_aggregation`].
+    pub fn defer_aggregation(&mut self) {
+        match self {
+            AnySigning::Ed25519(s) => s.defer_aggregation(),
+            AnySigning::Secp256k1Tr(s) => s.defer_aggregation(),
+        }
+    }
+
+    /// See [`Signing::has_all_shares`].
+    pub fn has_all_shares(&self) -> bool {
+        match self {
+            AnySigning::Ed25519(s) => s.has_all_shares(),
+            AnySigning::Secp256k1Tr(s) => s.has_all_shares(),
+        }
+    }
+
+    /// See [`Signing::aggregate`].
+    pub fn aggregate(self) -> Result<AnySignProgress, ProtocolError> {
+        Ok(match self {
+            AnySigning::Ed25519(s) => erase(s.aggregate()?, AnySigning::Ed25519),
+            AnySigning::Secp256k1Tr(s) => erase(s.aggregate()?, AnySigning::Secp256k1Tr),
+        })
+    }
+
     /// The signers this party still waits for, see [`Signing::waiting_for`].
     pub fn waiting_for(&self) -> Vec<NodeId> {
         match self {
@@ -699,29 +755,29 @@ impl AnySigning {
 
     /// Handles one message from an authenticated party, see [`Signing::handle`].
     pub fn handle(self, from: &NodeId, msg: SignMsg) -> Result<AnySignProgress, ProtocolError> {
-        fn erase<C: FrostScheme>(
-            p: SignProgress<C>,
-            wrap: fn(Signing<C>) -> AnySigning,
-        ) -> AnySignProgress {
-            match p {
-                SignProgress::Continue(s, out) => AnySignProgress::Continue(wrap(s), out),
-                SignProgress::Finished { signature, out } => {
-                    AnySignProgress::Finished { signature, out }
-                }
-                SignProgress::Blamed {
-                    error,
-                    signing_package,
-                    out,
-                } => AnySignProgress::Blamed {
-                    error,
-                    signing_package,
-                    out,
-                },
-            }
-        }
         Ok(match self {
             AnySigning::Ed25519(s) => erase(s.handle(from, msg)?, AnySigning::Ed25519),
             AnySigning::Secp256k1Tr(s) => erase(s.handle(from, msg)?, AnySigning::Secp256k1Tr),
         })
+    }
+}
+
+/// A transition of one ciphersuite's [`Signing`], as [`AnySignProgress`].
+fn erase<C: FrostScheme>(
+    p: SignProgress<C>,
+    wrap: fn(Signing<C>) -> AnySigning,
+) -> AnySignProgress {
+    match p {
+        SignProgress::Continue(s, out) => AnySignProgress::Continue(wrap(s), out),
+        SignProgress::Finished { signature, out } => AnySignProgress::Finished { signature, out },
+        SignProgress::Blamed {
+            error,
+            signing_package,
+            out,
+        } => AnySignProgress::Blamed {
+            error,
+            signing_package,
+            out,
+        },
     }
 }

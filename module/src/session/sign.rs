@@ -71,7 +71,9 @@ pub(super) struct Sign {
     pub resent: bool,
 }
 
-/// A verified signature that a signer other than the aggregator holds for the chain.
+/// Every share of a signing, held by a signer other than the aggregator for the chain: it
+/// aggregates, verifies and submits them only if the chain has not ended the request by `due`
+/// (so a healthy network pays for one aggregation per signature, not one per signer).
 pub(super) struct Backup {
     /// When it goes to the chain if the chain has not ended the request by then.
     pub due: Millis,
@@ -80,8 +82,8 @@ pub(super) struct Backup {
     /// For the latency metric.
     pub started: Millis,
     pub scheme: Scheme,
-    /// The signature.
-    pub signature: Vec<u8>,
+    /// The signing, with every share in.
+    pub signing: AnySigning,
 }
 
 impl Manager {
@@ -202,10 +204,16 @@ impl Manager {
             return;
         };
         let (key_id, expected) = (&s.key_id, s.key_version);
+        let aggregator = crate::protocol::frost_sign::aggregator(&s.signers) == Some(&me);
         let started = key.and_then(|(key, local)| {
             expected.check(key_id, &local)?;
             let generation = local.generation;
-            AnySigning::start(session, &me, &s.signers, message, key, generation, rng)
+            let (mut signing, out) =
+                AnySigning::start(session, &me, &s.signers, message, key, generation, rng)?;
+            if !aggregator {
+                signing.defer_aggregation();
+            }
+            Ok((signing, out))
         });
         match started {
             Ok((signing, out)) => {
@@ -275,6 +283,7 @@ impl Manager {
         fx: &mut Vec<Effect>,
     ) {
         let me = self.cfg.me.clone();
+        let backup_ms = self.cfg.backup_submit_ms;
         let Some(s) = self.sign_mut(&session) else {
             return;
         };
@@ -292,6 +301,23 @@ impl Manager {
         };
         let request_id = s.request_id.clone();
         match state.handle(&from, msg) {
+            Ok(AnySignProgress::Continue(st, out)) if st.has_all_shares() => {
+                // A backup signer with every share: it is done unless the aggregator's
+                // signature is late.
+                let rank = s.signers.iter().position(|n| *n == me).unwrap_or(1) as u64;
+                let backup = Backup {
+                    due: now.saturating_add(backup_ms.saturating_mul(rank)),
+                    session,
+                    started: s.started,
+                    scheme: s.scheme,
+                    signing: st,
+                };
+                self.finish(now, session);
+                self.evidence.remove(&session);
+                send_sign(fx, session, out);
+                debug!(%request_id, rank, "every share in: held as a backup");
+                self.backups.insert((request_id, session), backup);
+            }
             Ok(AnySignProgress::Continue(st, out)) => {
                 s.state = SignState::Running(st);
                 s.sent.extend(out.iter().cloned());
@@ -299,27 +325,11 @@ impl Manager {
             }
             Ok(AnySignProgress::Finished { signature, out }) => {
                 let (started, scheme) = (s.started, s.scheme);
-                let rank = s.signers.iter().position(|n| *n == me);
                 self.finish(now, session);
                 self.evidence.remove(&session);
                 send_sign(fx, session, out);
-                debug!(%request_id, rank, "signature verified");
-                match rank {
-                    Some(0) => {
-                        submit_signature(fx, now, started, scheme, request_id, session, signature)
-                    }
-                    rank => {
-                        let rank = rank.unwrap_or(1) as u64;
-                        let backup = Backup {
-                            due: now.saturating_add(self.cfg.backup_submit_ms.saturating_mul(rank)),
-                            session,
-                            started,
-                            scheme,
-                            signature,
-                        };
-                        self.backups.insert((request_id, session), backup);
-                    }
-                }
+                debug!(%request_id, "signature verified");
+                submit_signature(fx, now, started, scheme, request_id, session, signature);
             }
             Ok(AnySignProgress::Blamed {
                 error,
@@ -396,17 +406,21 @@ impl Manager {
                 continue;
             };
             let (request_id, _) = k;
-            warn!(%request_id, session = %b.session, "no signature on chain yet: submitting ours");
-            fx.push(Effect::Metric(MetricEvent::SignBackupSubmitted));
-            submit_signature(
-                fx,
-                now,
-                b.started,
-                b.scheme,
-                request_id,
-                b.session,
-                b.signature,
-            );
+            match b.signing.aggregate() {
+                Ok(AnySignProgress::Finished { signature, .. }) => {
+                    warn!(%request_id, session = %b.session, "no signature on chain yet: submitting ours");
+                    fx.push(Effect::Metric(MetricEvent::SignBackupSubmitted));
+                    submit_signature(
+                        fx, now, b.started, b.scheme, request_id, b.session, signature,
+                    );
+                }
+                // The aggregator saw the same shares: it has reported what was wrong with them.
+                Ok(_) | Err(_) => warn!(
+                    %request_id,
+                    session = %b.session,
+                    "the held shares make no valid signature: nothing submitted"
+                ),
+            }
         }
     }
 
