@@ -5,12 +5,13 @@
 //!                                └─► failure reported (timeout, blame)
 //! ```
 //!
-//! Every signer gets every share, so every signer ends with the verified signature. The
-//! aggregator (the first signer) submits it at once. The others hold it as a [`Backup`]: the
-//! signer of rank `r` (its place among the sorted signers) submits it `r × backup_submit_ms`
-//! later, unless the chain has ended the request by then ([`Job::SignEnded`]). So a dead,
-//! partitioned or stalled aggregator delays a signature by one backup delay instead of costing
-//! the attempt, and a healthy network sends one result tx per signature.
+//! Every signer gets every share, so every signer can make the signature. The aggregator (the
+//! first signer) aggregates, verifies and submits it at once. The others keep the shares as a
+//! [`Backup`]: the signer of rank `r` (its place among the sorted signers) aggregates,
+//! verifies and submits them `r × backup_submit_ms` later, unless the chain has ended the
+//! request by then ([`Job::SignEnded`]). So a dead, partitioned or stalled aggregator delays a
+//! signature by one backup delay instead of costing the attempt, and a healthy network makes
+//! one aggregation and sends one result tx per signature.
 //!
 //! [`Job::SignEnded`]: crate::job::Job::SignEnded
 
