@@ -157,6 +157,12 @@ pub(crate) fn expire(state: &mut ChainState, request_id: RequestId, height: u64,
     req.status = SignStatus::Error;
     req.error = Some(format!("deadline passed at height {height}"));
     schedule_prune(state, &request_id, height);
+    ended_in_error(fx, request_id);
+}
+
+/// Tells the world that sign request `request_id` ended ERROR: the `sign_failed` event, and
+/// the job that stops its signers' backups and sessions.
+pub(crate) fn ended_in_error(fx: &mut Effects, request_id: RequestId) {
     fx.events.push(ev(
         "sign_failed",
         vec![("request_id", request_id.to_string())],

@@ -273,12 +273,7 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         let item = DeadlineItem::Sign(request_id.clone());
         state.remove_deadline(request_deadline, item);
         super::sign::schedule_prune(state, request_id, height);
-        fx.events.push(ev(
-            "sign_failed",
-            vec![("request_id", request_id.to_string())],
-        ));
-        let request_id = request_id.clone();
-        fx.jobs.push(Job::SignEnded { request_id });
+        super::sign::ended_in_error(fx, request_id.clone());
         return;
     }
     if req.ended_attempts.len() >= MAX_ENDED_ATTEMPTS {
