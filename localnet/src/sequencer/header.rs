@@ -64,6 +64,40 @@ fn merkle_root<T: AsRef<[u8]>>(items: &[T]) -> Hash {
     Hash::Sha256(merkle::simple_hash_from_byte_vectors::<MerkleSha256>(items))
 }
 
+/// CometBFT's proof that tx `index` of `txs` is in their block (`Txs.Proof`): a Merkle proof
+/// over the txs' SHA-256 hashes, whose root is the header's `data_hash`. `aunts` go from the
+/// leaf's sibling up to the root's other child, as CometBFT's `computeHashFromAunts` reads
+/// them; subtrees split at the largest power of two below their size, as
+/// [`merkle::simple_hash_from_byte_vectors`] (which hashes every subtree here) does.
+pub fn tx_proof(txs: &[Bytes], index: usize) -> Option<tendermint::tx::Proof> {
+    use tendermint::merkle::MerkleHash as _;
+    let tx = txs.get(index)?;
+    let hashes: Vec<_> = txs.iter().map(|t| tx_hash(t)).collect();
+    let (mut lo, mut hi) = (0, hashes.len());
+    let mut aunts = Vec::new();
+    while hi.saturating_sub(lo) > 1 {
+        let mid = lo + (hi - lo).next_power_of_two() / 2;
+        if index < mid {
+            aunts.push(merkle_root(hashes.get(mid..hi)?));
+            hi = mid;
+        } else {
+            aunts.push(merkle_root(hashes.get(lo..mid)?));
+            lo = mid;
+        }
+    }
+    aunts.reverse();
+    Some(tendermint::tx::Proof {
+        root_hash: merkle_root(&hashes),
+        data: tx.to_vec(),
+        proof: merkle::Proof {
+            total: hashes.len() as u64,
+            index: index as u64,
+            leaf_hash: Hash::Sha256(MerkleSha256::default().leaf_hash(hashes.get(index)?)),
+            aunts,
+        },
+    })
+}
+
 /// The dev validator, as the validator set holds it.
 pub fn validator(key: &[u8; 32]) -> Result<validator::Info, String> {
     let pk = PublicKey::from_raw_ed25519(key)

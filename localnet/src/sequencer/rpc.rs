@@ -661,7 +661,11 @@ fn call(
                 RpcError::internal(format!("tx ({}) not found", hex::encode_upper(hash)))
             })?;
             let b = shared.block_at(loc.height).map_err(RpcError::internal)?;
-            Ok(encode::tx(&b, &hash, loc.index))
+            let mut tx = encode::tx(&b, &hash, loc.index);
+            if p.bool("prove")?.unwrap_or(false) {
+                tx["proof"] = encode::tx_proof(&b, loc.index).map_err(RpcError::internal)?;
+            }
+            Ok(tx)
         }
         "num_unconfirmed_txs" => {
             let m = shared.mempool();

@@ -1005,6 +1005,20 @@ fn sequencer__should_serve_tendermint_rs_clients_over_http_and_websocket() {
         let b = http.block(got.height).await.unwrap();
         assert_eq!(b.block.data.len(), 1);
         let h = &b.block.header;
+        // With prove, an inclusion proof against the header's data_hash.
+        assert!(got.proof.is_none());
+        let proof = http
+            .tx(tendermint::Hash::Sha256(hash.into()), true)
+            .await
+            .unwrap()
+            .proof
+            .unwrap();
+        assert_eq!(Some(proof.root_hash), h.data_hash);
+        assert_eq!(proof.data, tx);
+        assert_eq!(
+            proven_root(&proof),
+            Some(h.data_hash.unwrap().as_bytes().try_into().unwrap())
+        );
         assert_eq!(h.hash(), b.block_id.hash);
         assert_eq!(
             h.data_hash.unwrap().as_bytes(),
@@ -1358,5 +1372,72 @@ async fn ws_call(ws: &mut RawWs, id: u64, method: &str, params: Value) -> Value 
         if v["id"] == id && v["result"]["query"].is_null() {
             return v;
         }
+    }
+}
+
+/// CometBFT's `Proof.Verify` (crypto/merkle), read back: the root that the proof's leaf hash
+/// and aunts (innermost first) lead to, for its index among `total` leaves.
+fn root_from_aunts(index: u64, total: u64, leaf: [u8; 32], aunts: &[[u8; 32]]) -> Option<[u8; 32]> {
+    use tendermint::merkle::MerkleHash as _;
+    let mut h = tendermint::crypto::default::Sha256::default();
+    match total {
+        0 => None,
+        1 => aunts.is_empty().then_some(leaf),
+        _ => {
+            let (top, rest) = aunts.split_last()?;
+            let left = total.next_power_of_two() / 2;
+            if index < left {
+                let l = root_from_aunts(index, left, leaf, rest)?;
+                Some(h.inner_hash(l, *top))
+            } else {
+                let r = root_from_aunts(index - left, total - left, leaf, rest)?;
+                Some(h.inner_hash(*top, r))
+            }
+        }
+    }
+}
+
+/// The root a tx proof leads to, from the SHA-256 hash of its data (not its own leaf hash).
+fn proven_root(p: &tendermint::tx::Proof) -> Option<[u8; 32]> {
+    use tendermint::merkle::MerkleHash as _;
+    let leaf = tendermint::crypto::default::Sha256::default().leaf_hash(&Sha256::digest(&p.data));
+    if p.proof.leaf_hash.as_bytes() != leaf {
+        return None;
+    }
+    let aunts: Vec<[u8; 32]> = p
+        .proof
+        .aunts
+        .iter()
+        .map(|a| a.as_bytes().try_into().ok())
+        .collect::<Option<_>>()?;
+    root_from_aunts(p.proof.index, p.proof.total, leaf, &aunts)
+}
+
+/// `tx?prove=true`: for blocks of 1 to 9 txs, every tx's proof leads to the root
+/// tendermint-rs computes for the block's `data_hash`; the proof of one tx does not prove
+/// another.
+#[test]
+fn tx_proof__should_prove_every_tx_of_a_block_against_its_data_hash() {
+    for n in 1..=9usize {
+        let txs: Vec<prost::bytes::Bytes> = (0..n)
+            .map(|i| prost::bytes::Bytes::from(format!("tx{i}")))
+            .collect();
+        let hashes: Vec<Vec<u8>> = txs.iter().map(|t| Sha256::digest(t).to_vec()).collect();
+        let root = tendermint::merkle::simple_hash_from_byte_vectors::<
+            tendermint::crypto::default::Sha256,
+        >(&hashes);
+        for i in 0..n {
+            let p = super::header::tx_proof(&txs, i).unwrap();
+            assert_eq!(p.root_hash.as_bytes(), root);
+            assert_eq!(p.data, txs[i]);
+            assert_eq!(p.proof.total, n as u64);
+            assert_eq!(proven_root(&p), Some(root), "tx {i} of {n}");
+            let mut other = p.clone();
+            other.data = txs[(i + 1) % n].to_vec();
+            if n > 1 {
+                assert_ne!(proven_root(&other), Some(root), "tx {i} of {n}");
+            }
+        }
+        assert!(super::header::tx_proof(&txs, n).is_none());
     }
 }

@@ -314,6 +314,15 @@ pub fn tx(b: &CommittedBlock, hash: &[u8], index: u32) -> Value {
     })
 }
 
+/// `ResultTx.proof` (`tx?prove=true`): tx `index`'s inclusion proof against the block's
+/// `data_hash`, in tendermint-rs's encoding of CometBFT's `TxProof`.
+pub fn tx_proof(b: &CommittedBlock, index: u32) -> Result<Value, String> {
+    let i = usize::try_from(index).map_err(|e| e.to_string())?;
+    let proof = header::tx_proof(&b.block.txs, i)
+        .ok_or_else(|| format!("no tx {index} in block {}", b.height()))?;
+    serde_json::to_value(proof).map_err(|e| e.to_string())
+}
+
 /// `ResultStatus`, plus the non-standard `seqmpc` section.
 pub fn status(shared: &Shared, rpc_addr: &str) -> Value {
     let st = shared.status();
