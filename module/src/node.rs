@@ -82,6 +82,12 @@ pub struct NodeConfig {
     pub max_early_messages: usize,
     /// Local give-up time of a CGGMP24 session (aux info alone takes tens of seconds).
     pub cggmp_session_timeout: Duration,
+    /// How long a CGGMP24 signer waits for a first message from every other signer: past it,
+    /// it reports the signers it heard nothing from (dead, partitioned), and the chain starts
+    /// another attempt without them, instead of waiting for the attempt's deadline (20 times
+    /// the FROST one). Signers that have been heard keep the session going until
+    /// `cggmp_session_timeout`: a signing is seconds of CPU, longer on a loaded machine.
+    pub cggmp_silence_timeout: Duration,
     /// Most CGGMP24 worker threads at once (each session has one, busy for seconds); jobs
     /// beyond fail fast with a clear error.
     pub max_cggmp_workers: usize,
@@ -119,6 +125,7 @@ impl NodeConfig {
             max_sessions: 10_000,
             max_early_messages: 100_000,
             cggmp_session_timeout: Duration::from_secs(300),
+            cggmp_silence_timeout: Duration::from_secs(20),
             max_cggmp_workers: 16,
             cggmp: cggmp::CggmpConfig::default(),
             cggmp_primes_at_start: true,
@@ -301,6 +308,8 @@ enum SignEngine {
 struct SignSession {
     request_id: RequestId,
     signers: Vec<NodeId>,
+    /// The signers a message (plan or protocol) came from so far.
+    heard: BTreeSet<NodeId>,
     /// CGGMP24: the key and its generation.
     cggmp_key: Option<(KeyId, SessionId)>,
     state: Option<SignEngine>,
@@ -367,6 +376,11 @@ pub struct Node<S: SubmitResult> {
     /// The sans-IO manager of the FROST sessions (`crate::session`); this runtime executes
     /// its effects.
     frost: frost_session::Manager,
+    /// CGGMP24 signatures this node computed as a signer other than the first, which submits
+    /// them: each is submitted when due (rank × `backup_submit`) unless the chain ended its
+    /// request first ([`Job::SignEnded`]), so a first signer that stalls or dies after signing
+    /// costs that delay, not the attempt. Keyed by request and session.
+    cggmp_backups: BTreeMap<(RequestId, SessionId), (Instant, Vec<u8>)>,
 }
 
 /// TEST ONLY (`primes-stub-ms`): a prime pool with a stand-in generator.
@@ -418,6 +432,7 @@ impl<S: SubmitResult> Node<S> {
         });
         Node {
             frost,
+            cggmp_backups: BTreeMap::new(),
             primes,
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
@@ -565,7 +580,10 @@ impl<S: SubmitResult> Node<S> {
                 }
                 return self.drive(frost_session::Input::Job(job)).await;
             }
-            Job::SignEnded { .. } => return self.drive(frost_session::Input::Job(job)).await,
+            Job::SignEnded { request_id } => {
+                self.cggmp_sign_ended(request_id);
+                return self.drive(frost_session::Input::Job(job)).await;
+            }
             Job::KeyGenFailed {
                 key_id, session, ..
             } => {
@@ -991,6 +1009,7 @@ impl<S: SubmitResult> Node<S> {
             .filter(|(_, s)| since(s).is_some_and(|t| now.duration_since(t) > limit(s)))
             .map(|(id, s)| (*id, limit(s)))
             .collect();
+        self.report_silent_cggmp_signers(now);
         for (id, limit) in expired {
             let e = ProtocolError::Local(format!(
                 "timed out after {} s waiting for other parties",
@@ -1007,6 +1026,7 @@ impl<S: SubmitResult> Node<S> {
                 None => {}
             }
         }
+        self.submit_due_cggmp_backups(now);
         self.fill_presign_pools().await;
         self.grant_prime_sets().await;
         let primes = self.primes.clone();

@@ -20,6 +20,7 @@ pub mod codec;
 pub(crate) mod keygen;
 pub mod mem_store;
 mod sign;
+pub(crate) use sign::drop_request;
 
 use std::collections::BTreeMap;
 

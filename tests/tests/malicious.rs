@@ -25,7 +25,12 @@ const SESSION_TIMEOUT_SECS: &str = "6";
 /// The FROST scheme of the FROST rows.
 const FROST: &str = "frost-ed25519";
 /// Environment of an honest node.
-const HONEST: &[(&str, &str)] = &[("SEQMPC_SESSION_TIMEOUT_SECS", SESSION_TIMEOUT_SECS)];
+/// CGGMP24 signers name a signer they heard nothing from after this many seconds.
+const SILENCE_TIMEOUT_SECS: &str = "10";
+const HONEST: &[(&str, &str)] = &[
+    ("SEQMPC_SESSION_TIMEOUT_SECS", SESSION_TIMEOUT_SECS),
+    ("SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", SILENCE_TIMEOUT_SECS),
+];
 
 fn verify(public_key: &str, message: &[u8], signature: &str) {
     seqmpc_e2e::verify::ed25519(public_key, message, signature).unwrap();
@@ -313,7 +318,52 @@ fn n4_localnet__should_name_a_malicious_node_as_culprit_in_every_behaviour() {
         t.elapsed()
     );
     net.check_settled(4).unwrap();
+    let t = std::time::Instant::now();
+    withheld_ecdsa(&net);
+    eprintln!(
+        "withheld ECDSA signature brought by a backup: {:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    silent_ecdsa_signer(&net);
+    eprintln!("silent ECDSA signer left out: {:?}", t.elapsed());
     net.stop().unwrap();
+}
+
+/// node0 computes CGGMP24 signatures but never brings one to the chain (test-only
+/// `withhold-signatures`: a stalled submitter, or a node that dies right after signing). The
+/// first signer submits (node0 whenever it signs: signers are sorted); the next signer holds a
+/// backup and submits it `--backup-submit-ms` later, so the request ends DONE in its first
+/// attempt instead of at the attempt's deadline (20 times the FROST one for CGGMP24).
+fn withheld_ecdsa(net: &Localnet) {
+    net.kill_node(0).unwrap();
+    let env = [&[("SEQMPC_FAULTS", "withhold-signatures")], HONEST].concat();
+    let _withholder = net.restart_node(0, &[], &env).unwrap();
+    let pk = ecdsa_key(net);
+    let backups = || -> u64 {
+        (1..4)
+            .map(|i| {
+                net.node_get(i, "/metrics/json").unwrap()["sign_backups_submitted"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum()
+    };
+    let before = backups();
+    for i in 0..6u8 {
+        let s = sign_ecdsa(net, &pk, [0xb0 + i; 32]);
+        assert_ne!(s["submitted_by"], "node0", "{s}");
+        if names(&s["signers"]).first().map(String::as_str) == Some("node0") {
+            assert_eq!(
+                s["attempt"].as_u64().unwrap_or(0),
+                0,
+                "a withheld signature cost an attempt: {s}"
+            );
+            assert!(backups() > before, "DONE without a backup: {s}");
+            return;
+        }
+    }
+    panic!("node0 was never the first signer in 6 requests");
 }
 
 fn refused(net: &Localnet, i: usize) -> u64 {
@@ -463,4 +513,68 @@ fn non_registry_peer(net: &Localnet) {
         );
     }
     intruder.shutdown();
+}
+
+/// node0 alive (its heartbeats keep it live, so the chain keeps choosing it) but silent in
+/// every session: it sends each message under another session id (test-only `wrong-session`).
+/// A CGGMP24 signing that has node0 ends DONE in its next attempt, which starts as soon as
+/// both other signers have named node0 at their `--cggmp-silence-timeout-secs` (10 s here),
+/// not at the attempt's deadline (120 s on this network).
+fn silent_ecdsa_signer(net: &Localnet) {
+    net.kill_node(0).ok(); // stopped already when the withholder was dropped
+    let env = [&[("SEQMPC_FAULTS", "wrong-session")], HONEST].concat();
+    let _silent = net.restart_node(0, &[], &env).unwrap();
+    let pk = ecdsa_key(net);
+    for i in 0..6u8 {
+        let t = std::time::Instant::now();
+        let s = sign_ecdsa(net, &pk, [0xd0 + i; 32]);
+        assert!(!names(&s["signers"]).contains(&"node0".to_owned()), "{s}");
+        if s["attempt"].as_u64().unwrap_or(0) > 0 {
+            assert_eq!(names(&s["excluded"]), ["node0"], "{s}");
+            assert!(
+                names(&s["ended_attempts"][0]["signers"]).contains(&"node0".to_owned()),
+                "{s}"
+            );
+            // Named at 10 s by both other signers; the attempt's deadline is 120 s away.
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the next attempt waited for the deadline: {:?} {s}",
+                t.elapsed()
+            );
+            return;
+        }
+    }
+    panic!("node0 was never chosen in 6 requests");
+}
+
+/// The public key of the CGGMP24 key `good-ecdsa`.
+fn ecdsa_key(net: &Localnet) -> String {
+    net.mpcctl_json(&["key", "--key-id", "good-ecdsa"]).unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Signs `digest` (prehashed) with `good-ecdsa`, waits for the outcome and verifies the
+/// signature with libsecp256k1; returns the request's final state.
+fn sign_ecdsa(net: &Localnet, pk: &str, digest: [u8; 32]) -> Value {
+    let s = net
+        .mpcctl_json(&[
+            "sign",
+            "--key-id",
+            "good-ecdsa",
+            "--prehashed",
+            "--message",
+            &hex::encode(digest),
+            "--wait",
+        ])
+        .unwrap();
+    seqmpc_e2e::verify::ecdsa(
+        pk,
+        digest,
+        s["signature"].as_str().unwrap(),
+        &s["recovery_id"],
+    )
+    .unwrap();
+    s
 }

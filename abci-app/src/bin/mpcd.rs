@@ -122,6 +122,13 @@ enum Cmd {
         /// signature whose aggregator is dead or stalled.
         #[arg(long, env = "SEQMPC_BACKUP_SUBMIT_MS", default_value_t = 500)]
         backup_submit_ms: u64,
+        /// Seconds a CGGMP24 signer waits for a first message from every other signer before
+        /// it reports those it heard nothing from (a dead or partitioned node), so the chain
+        /// starts another attempt without them instead of waiting for the attempt's deadline.
+        /// Keep it well under that deadline (`sign_attempt_blocks` x 20, in time) and above
+        /// the time a loaded node takes to start a signing.
+        #[arg(long, env = "SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", default_value_t = 20)]
+        cggmp_silence_timeout_secs: u64,
     },
     /// Make a new node key in HOME/node.key.next (0600) and print its public key, for a
     /// `mpcctl node-rotate-key`. Once the chain has executed that rotation, the running node
@@ -579,6 +586,8 @@ struct CggmpOptions<'a> {
     sign_timeout_ms: u64,
     /// `--backup-submit-ms`.
     backup_submit_ms: u64,
+    /// `--cggmp-silence-timeout-secs`.
+    silence_timeout_secs: u64,
 }
 
 fn start(
@@ -599,6 +608,7 @@ fn start(
         session_timeout_secs,
         sign_timeout_ms,
         backup_submit_ms,
+        silence_timeout_secs,
     } = cggmp_opts;
     #[cfg(feature = "fault-injection")]
     let faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
@@ -794,6 +804,7 @@ fn start(
         cfg.session_timeout = std::time::Duration::from_secs(session_timeout_secs.max(1));
         cfg.sign_timeout = std::time::Duration::from_millis(sign_timeout_ms.max(1));
         cfg.backup_submit = std::time::Duration::from_millis(backup_submit_ms);
+        cfg.cggmp_silence_timeout = std::time::Duration::from_secs(silence_timeout_secs.max(1));
         #[cfg(feature = "fault-injection")]
         {
             cfg.faults = faults;
@@ -884,6 +895,7 @@ fn main() {
             session_timeout_secs,
             sign_timeout_ms,
             backup_submit_ms,
+            cggmp_silence_timeout_secs,
         } => start(
             &home,
             &genesis,
@@ -900,6 +912,7 @@ fn main() {
                 session_timeout_secs,
                 sign_timeout_ms,
                 backup_submit_ms,
+                silence_timeout_secs: cggmp_silence_timeout_secs,
             },
         ),
         Cmd::NewNodeKey { home } => new_node_key(&home),

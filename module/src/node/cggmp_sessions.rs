@@ -213,6 +213,7 @@ impl<S: SubmitResult> Node<S> {
             Session::Sign(Box::new(SignSession {
                 request_id: request_id.clone(),
                 signers: signers.to_vec(),
+                heard: BTreeSet::new(),
                 cggmp_key: Some((key_id.clone(), generation)),
                 state: Some(SignEngine::Cggmp(worker)),
                 started: received,
@@ -235,13 +236,18 @@ impl<S: SubmitResult> Node<S> {
                     warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
                 }
             },
-            Some(Session::Sign(s)) => match &s.state {
-                // Partial signatures of an abandoned online step are of no use any more.
-                Some(SignEngine::Cggmp(w)) if msg.phase() != Phase::Online => w.forward(from, msg),
-                Some(SignEngine::Cggmp(_)) => {}
-                Some(SignEngine::Plan(_)) => self.on_plan_msg(session, from, msg).await,
-                None => {}
-            },
+            Some(Session::Sign(s)) => {
+                s.heard.insert(from.clone());
+                match &s.state {
+                    // Partial signatures of an abandoned online step are of no use any more.
+                    Some(SignEngine::Cggmp(w)) if msg.phase() != Phase::Online => {
+                        w.forward(from, msg)
+                    }
+                    Some(SignEngine::Cggmp(_)) => {}
+                    Some(SignEngine::Plan(_)) => self.on_plan_msg(session, from, msg).await,
+                    None => {}
+                }
+            }
             Some(Session::Presign(p)) => p.worker.forward(from, msg),
             Some(Session::Reshare(_)) => self.on_reshare_cggmp(session, from, msg),
             None => {}
@@ -298,29 +304,36 @@ impl<S: SubmitResult> Node<S> {
         match res {
             Ok(sig) => {
                 self.finish_session(session);
-                // Every signer holds the signature; the first in order submits it.
-                if signers.first() == Some(&self.cfg.me) {
-                    let us = started.elapsed().as_micros() as u64;
-                    self.metrics(|m| {
-                        m.signatures_ok += 1;
-                        push_bounded(&mut m.sign_latency_us, us, 10_000);
-                        let op = if presigned { "sign_presigned" } else { "sign" };
-                        m.latency.observe(op, Scheme::Cggmp24Secp256k1, us);
-                        if presigned {
-                            m.signatures_presigned += 1;
-                            push_bounded(&mut m.presigned_sign_latency_us, us, 10_000);
-                        }
-                    });
-                    info!(%request_id, us, presigned, recovery_id = sig.recovery_id, "ECDSA signature verified");
-                    let mut bytes = sig.rs.to_vec();
-                    bytes.push(sig.recovery_id);
-                    self.submit.submit(TxMsg::SignResult {
-                        request_id,
-                        session,
-                        outcome: Outcome::Ok(bytes),
-                        signing_package: Vec::new(),
-                    });
+                // Every signer holds the signature; the first in order submits it, the others
+                // hold it as a backup.
+                let mut bytes = sig.rs.to_vec();
+                bytes.push(sig.recovery_id);
+                let rank = signers.iter().position(|p| *p == self.cfg.me).unwrap_or(0);
+                if rank > 0 {
+                    let due = Instant::now() + self.cfg.backup_submit * rank as u32;
+                    debug!(%request_id, %session, rank, "ECDSA signature held as a backup");
+                    self.cggmp_backups
+                        .insert((request_id, session), (due, bytes));
+                    return;
                 }
+                let us = started.elapsed().as_micros() as u64;
+                self.metrics(|m| {
+                    m.signatures_ok += 1;
+                    push_bounded(&mut m.sign_latency_us, us, 10_000);
+                    let op = if presigned { "sign_presigned" } else { "sign" };
+                    m.latency.observe(op, Scheme::Cggmp24Secp256k1, us);
+                    if presigned {
+                        m.signatures_presigned += 1;
+                        push_bounded(&mut m.presigned_sign_latency_us, us, 10_000);
+                    }
+                });
+                info!(%request_id, us, presigned, recovery_id = sig.recovery_id, "ECDSA signature verified");
+                self.submit.submit(TxMsg::SignResult {
+                    request_id,
+                    session,
+                    outcome: Outcome::Ok(bytes),
+                    signing_package: Vec::new(),
+                });
             }
             Err(e) => {
                 for p in signers.iter().filter(|p| **p != self.cfg.me) {
@@ -331,6 +344,88 @@ impl<S: SubmitResult> Node<S> {
                 }
                 self.fail_sign(session, request_id, e, None)
             }
+        }
+    }
+
+    /// The chain ended a signing request (DONE, or ERROR at its deadline): its backups here
+    /// are not needed, and a CGGMP24 session still running for it (a worker computing, or a
+    /// plan waiting) stops, without a report.
+    pub(super) fn cggmp_sign_ended(&mut self, request_id: &RequestId) {
+        crate::session::drop_request(&mut self.cggmp_backups, request_id);
+        let running: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s, Session::Sign(x) if x.request_id == *request_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for session in running {
+            debug!(%request_id, %session, "the chain ended the request: CGGMP24 session closed");
+            self.finish_session(session);
+            self.evidence.remove(&session);
+        }
+    }
+
+    /// Submits the CGGMP24 backup signatures that are due: the chain has not ended their
+    /// request by then, so the first signer's submission has not landed.
+    pub(super) fn submit_due_cggmp_backups(&mut self, now: Instant) {
+        let due: Vec<(RequestId, SessionId)> = self
+            .cggmp_backups
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (request_id, session) in due {
+            let Some((_, bytes)) = self.cggmp_backups.remove(&(request_id.clone(), session)) else {
+                continue;
+            };
+            info!(%request_id, %session, "submitting a backup ECDSA signature: the chain has none yet");
+            self.metrics(|m| m.sign_backups_submitted += 1);
+            self.submit.submit(TxMsg::SignResult {
+                request_id,
+                session,
+                outcome: Outcome::Ok(bytes),
+                signing_package: Vec::new(),
+            });
+        }
+    }
+
+    /// CGGMP24 signings older than `cggmp_silence_timeout` in which some other signer has
+    /// sent nothing at all end here, naming those signers (silence, not proof). Every live
+    /// signer reaches the same verdict on its own clock, so a dead signer is named by a
+    /// majority of the others and the chain starts the next attempt without it at once. No
+    /// abort goes to the others: each must name the silent signer itself.
+    pub(super) fn report_silent_cggmp_signers(&mut self, now: Instant) {
+        let limit = self.cfg.cggmp_silence_timeout;
+        let me = &self.cfg.me;
+        let silent: Vec<(SessionId, RequestId, Vec<NodeId>)> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Session::Sign(s)
+                    if s.cggmp_key.is_some() && now.duration_since(s.started) > limit =>
+                {
+                    let quiet: Vec<NodeId> = s
+                        .signers
+                        .iter()
+                        .filter(|p| *p != me && !s.heard.contains(*p))
+                        .cloned()
+                        .collect();
+                    (!quiet.is_empty()).then(|| (*id, s.request_id.clone(), quiet))
+                }
+                _ => None,
+            })
+            .collect();
+        for (session, request_id, quiet) in silent {
+            let names: Vec<&str> = quiet.iter().map(NodeId::as_str).collect();
+            let e = ProtocolError::Aborted {
+                reason: format!(
+                    "nothing received from {} within {} s",
+                    names.join(", "),
+                    limit.as_secs()
+                ),
+                culprits: quiet,
+            };
+            self.fail_sign(session, request_id, e, None);
         }
     }
 }

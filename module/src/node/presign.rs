@@ -597,6 +597,7 @@ impl<S: SubmitResult> Node<S> {
             Session::Sign(Box::new(SignSession {
                 request_id: request_id.clone(),
                 signers: signers.to_vec(),
+                heard: BTreeSet::new(),
                 cggmp_key: Some((key_id.clone(), generation)),
                 state: Some(SignEngine::Plan(PlanState::AwaitPlan {
                     input,
@@ -636,6 +637,7 @@ impl<S: SubmitResult> Node<S> {
         let Some(Session::Sign(s)) = self.sessions.get_mut(&session) else {
             return;
         };
+        s.heard.insert(from.clone());
         let from_aggregator = s.signers.first() == Some(&from);
         let id: Option<PresignId> = if plan.presignature_id.is_empty() {
             None

@@ -347,15 +347,7 @@ impl Manager {
     /// The chain ended `request_id`: its backups are not needed, and a session of it still
     /// running here ends without a report.
     pub(super) fn sign_ended(&mut self, now: Millis, request_id: &RequestId) {
-        let held: Vec<(RequestId, SessionId)> = self
-            .backups
-            .range((request_id.clone(), SessionId([0; 32]))..)
-            .take_while(|((r, _), _)| r == request_id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in held {
-            self.backups.remove(&k);
-        }
+        drop_request(&mut self.backups, request_id);
         let running: Vec<SessionId> = self
             .sessions
             .iter()
@@ -542,5 +534,21 @@ fn send_sign(fx: &mut Vec<Effect>, session: SessionId, out: Vec<Outgoing<SignMsg
     }
     for o in out {
         Manager::send(fx, session, &o.to, sign_payload(o.msg));
+    }
+}
+
+/// Removes every entry of `request_id` from a map keyed by (request, session): the backups a
+/// signer holds for a request the chain has ended.
+pub(crate) fn drop_request<V>(
+    map: &mut std::collections::BTreeMap<(RequestId, SessionId), V>,
+    request_id: &RequestId,
+) {
+    let held: Vec<(RequestId, SessionId)> = map
+        .range((request_id.clone(), SessionId([0; 32]))..)
+        .take_while(|((r, _), _)| r == request_id)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in held {
+        map.remove(&k);
     }
 }
