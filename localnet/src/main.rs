@@ -86,6 +86,11 @@ enum Cmd {
         /// default, 9000: 15 minutes at 100 ms blocks, enough for a cold start on 2 cores).
         #[arg(long)]
         cggmp_keygen_deadline_blocks: Option<u64>,
+        /// Genesis `sign_retention_blocks` of a new network: blocks a finished sign request
+        /// stays in the state before it is pruned (default: the genesis default, 6000: 10
+        /// minutes at 100 ms blocks).
+        #[arg(long)]
+        sign_retention_blocks: Option<u64>,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -228,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             session_deadline_blocks,
             liveness_window_blocks,
             cggmp_keygen_deadline_blocks,
+            sign_retention_blocks,
         } => {
             let cggmp_fixtures = match (cggmp_fixtures, dev_primes) {
                 (Some(f), _) => Some(f),
@@ -254,6 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     session_deadline_blocks,
                     liveness_window_blocks,
                     cggmp_keygen_deadline_blocks,
+                    sign_retention_blocks,
                 },
                 &stop,
             )

@@ -60,6 +60,8 @@ pub struct StartOptions {
     pub liveness_window_blocks: Option<u64>,
     /// Genesis `cggmp_keygen_deadline_blocks` of a new network (None: the genesis default).
     pub cggmp_keygen_deadline_blocks: Option<u64>,
+    /// Genesis `sign_retention_blocks` of a new network (None: the genesis default).
+    pub sign_retention_blocks: Option<u64>,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -106,6 +108,7 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             session_deadline_blocks: opts.session_deadline_blocks,
             liveness_window_blocks: opts.liveness_window_blocks,
             cggmp_keygen_deadline_blocks: opts.cggmp_keygen_deadline_blocks,
+            sign_retention_blocks: opts.sign_retention_blocks,
             sign_attempt_blocks: Some(setup::sign_attempt_blocks_for(opts.block_ms)),
         };
         let chain_id = match opts.cggmp_fixtures {

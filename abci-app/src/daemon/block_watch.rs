@@ -29,6 +29,15 @@ pub enum WatchError {
     },
 }
 
+/// A committed block as a subscriber sees it.
+#[derive(Clone, Debug)]
+pub struct NewBlock {
+    /// Its height.
+    pub height: u64,
+    /// The ABCI events of its tx results, then its own.
+    pub events: Vec<tendermint::abci::Event>,
+}
+
 /// A `NewBlock` subscription, read synchronously.
 pub struct BlockWatch {
     rt: tokio::runtime::Runtime,
@@ -92,6 +101,13 @@ impl BlockWatch {
     /// Waits at most `max` for the next block; returns its height, or None if none came (or
     /// the subscription ended: then every later call returns None at once).
     pub fn next_block(&mut self, max: Duration) -> Option<u64> {
+        self.next_block_events(max).map(|b| b.height)
+    }
+
+    /// [`BlockWatch::next_block`] with the block's ABCI events: those of every tx result, in
+    /// order, then the block's own (FinalizeBlock's `events`, e.g. a request ended at its
+    /// deadline).
+    pub fn next_block_events(&mut self, max: Duration) -> Option<NewBlock> {
         if self.driver.is_finished() {
             return None;
         }
@@ -103,8 +119,21 @@ impl BlockWatch {
             .ok()?;
         match event.data {
             tendermint_rpc::event::EventData::NewBlock {
-                block: Some(block), ..
-            } => Some(block.header.height.value()),
+                block: Some(block),
+                result_finalize_block,
+                ..
+            } => Some(NewBlock {
+                height: block.header.height.value(),
+                events: result_finalize_block
+                    .map(|r| {
+                        r.tx_results
+                            .into_iter()
+                            .flat_map(|t| t.events)
+                            .chain(r.events)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
             _ => None,
         }
     }

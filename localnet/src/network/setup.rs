@@ -81,6 +81,8 @@ pub struct LimitOptions {
     pub cggmp_keygen_deadline_blocks: Option<u64>,
     /// `sign_attempt_blocks`.
     pub sign_attempt_blocks: Option<u64>,
+    /// `sign_retention_blocks`.
+    pub sign_retention_blocks: Option<u64>,
 }
 
 /// Least wall time of a localnet's signing attempt: three times a node's default local
@@ -176,6 +178,9 @@ pub fn localnet_genesis(
             sign_attempt_blocks: limits
                 .sign_attempt_blocks
                 .unwrap_or(default.sign_attempt_blocks),
+            sign_retention_blocks: limits
+                .sign_retention_blocks
+                .unwrap_or(default.sign_retention_blocks),
             ..default
         },
         // The rules of a production chain, with one convenient account: resharing to another

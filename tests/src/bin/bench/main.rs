@@ -1,11 +1,17 @@
-//! `make bench`: the 4-node localnet against the in-process FROST floors (Ed25519 and
-//! secp256k1-tr), in one run.
+//! `make bench`: the 4-node localnet against the library's in-process floors, in one run.
 //!
 //! Floor: per-party CPU of a 3-of-4 DKG and the whole CPU of one 3-of-4 signature, all parties
-//! in this thread. Network: keygen latency (committed block → share READY on every node) and
-//! sign latency (committed block → signature verified on the aggregator), both measured by
-//! the nodes themselves (`/metrics`), plus sustained signatures/s with 1, 10 and 100 requests
-//! in flight.
+//! in this thread (FROST Ed25519 and secp256k1-tr, CGGMP24). Network, for each scheme:
+//! - end to end, what a user sees: from a request's submission (`broadcast_tx_sync`) to its
+//!   outcome reaching this client in a block's events over `/websocket` ([`outcomes`]);
+//! - beside it the MPC part, measured by the nodes themselves (`/metrics`): keygen from the
+//!   committed block to the share READY on every node, signing from the committed block to the
+//!   signature verified by its submitter;
+//! - signatures/s with 1, 10 and 100 requests in flight, a request being in flight until its
+//!   outcome is on chain, and the CPU per signature of every process.
+//!
+//! Then availability on a network of its own ([`avail`]): a keygen burst, a sustained signing
+//! load with RSS and disk, one node killed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +22,15 @@ use rand::rngs::OsRng;
 use seqmpc_e2e::{wait_for, Localnet, Submitter};
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme};
+
+mod avail;
+mod outcomes;
+use outcomes::Outcomes;
+
+/// The RPC URL of a localnet (localnet.json's `rpc`).
+fn rpc_url(net: &Localnet) -> &str {
+    net.info["rpc"].as_str().unwrap_or_default()
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -313,14 +328,6 @@ fn metrics(net: &Localnet, nodes: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Signatures aggregated and verified, summed over nodes (the cheap counters endpoint).
-fn signed_total(net: &Localnet, nodes: usize) -> u64 {
-    (0..nodes)
-        .filter_map(|i| net.node_get(i, "/metrics/json").ok())
-        .filter_map(|m| m["signatures_ok"].as_u64())
-        .sum()
-}
-
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_secs(pid: u64) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -356,6 +363,7 @@ fn cpu_table(net: &Localnet) -> Vec<(String, f64)> {
 /// Keygen latency and sign throughput/latency of one scheme on the running localnet.
 fn run_scheme(
     net: &Localnet,
+    out: &Outcomes,
     sub: &mut Submitter,
     scheme: Scheme,
     (dkg_floor, sign_floor, reshare_floor_ms): (f64, f64, f64),
@@ -372,38 +380,37 @@ fn run_scheme(
         .iter()
         .map(|m| m["keygen_latency_us"].as_array().map_or(0, |a| a.len()))
         .collect();
-    let t0 = Instant::now();
+    let mut sent = Vec::new();
     for i in 0..5 {
         let id = format!("{tag}k{i}");
+        let t0 = Instant::now();
         sub.submit(TxMsg::KeyGen {
             key_id: KeyId::new(&id)?,
             scheme,
             threshold: 3,
             parties: vec![],
         })?;
-        wait_for(Duration::from_secs(60), || {
-            (net.query(&format!("/key/{id}")).ok()?["status"] == "READY").then_some(())
-        })
-        .with_context(|| format!("keygen {id} did not finish"))?;
+        let key = format!("key:{id}");
+        wait_for(Duration::from_secs(60), || out.get(&key))
+            .with_context(|| format!("keygen {id} did not finish"))?;
+        sent.push((key, t0));
     }
-    let wall_keygen = t0.elapsed().as_secs_f64() * 1000.0 / 5.0;
     let mut kg = since(&metrics(net, 4), "keygen_latency_us", &kg_before);
     println!(
-        "  keygen MPC part (commit → READY, all nodes) p50 {:7.2} ms  max {:7.2} ms   [{:.1}x floor]; wall incl. blocks {:.0} ms",
+        "  keygen, one at a time: {}   MPC part (committed → READY, all nodes) p50 {:7.2} ms  max {:7.2} ms   [{:.1}x floor]",
+        e2e_line(out, &sent),
         pct(&mut kg, 0.5),
         pct(&mut kg, 1.0),
         pct(&mut kg, 0.5) / dkg_floor,
-        wall_keygen
     );
     let mut next = 0u64;
     for &(inflight, total) in phases {
-        let before = signed_total(net, 4);
         let base_lat: Vec<usize> = metrics(net, 4)
             .iter()
             .map(|m| m["sign_latency_us"].as_array().map_or(0, |a| a.len()))
             .collect();
         let cpu_before = cpu_table(net);
-        let secs = sign_paced(net, sub, before, inflight, total, 25, 120, |_| {
+        let paced = sign_paced(out, sub, inflight, total, 120, |_| {
             let n = next;
             next += 1;
             Ok(TxMsg::KeySign {
@@ -415,8 +422,9 @@ fn run_scheme(
         })?;
         let mut lat = since(&metrics(net, 4), "sign_latency_us", &base_lat);
         println!(
-            "  sign, {inflight:3} in flight: {total:5} sigs  {:7.1} sig/s   MPC part p50 {:7.2} ms  p99 {:7.2} ms   [p50 {:.1}x floor]",
-            total as f64 / secs,
+            "  sign, {inflight:3} in flight: {total:5} sigs  {:7.1} sig/s   {}   MPC part p50 {:7.2} ms  p99 {:7.2} ms   [p50 {:.1}x floor]",
+            total as f64 / paced.secs,
+            e2e_line(out, &paced.sent),
             pct(&mut lat, 0.5),
             pct(&mut lat, 0.99),
             pct(&mut lat, 0.5) / sign_floor
@@ -439,11 +447,6 @@ fn run_scheme(
             per_sig.join(", "),
             nodes_cpu_ms / sign_floor
         );
-        let last = format!("{tag}{inflight}-{}", next - 1);
-        wait_for(Duration::from_secs(60), || {
-            (net.query(&format!("/sign/{last}")).ok()?["status"] == "DONE").then_some(())
-        })
-        .context("last signature not accepted on chain")?;
     }
     run_reshares(net, sub, &format!("{tag}k0"), reshare_floor_ms, reshares)
 }
@@ -500,38 +503,74 @@ fn run_reshares(
     Ok(())
 }
 
-/// Submits `total` sign requests made by `request`, keeping `inflight` unfinished (counted
-/// by the nodes' `signatures_ok` above `before`, polled every `poll_ms`), and waits up to
-/// `wait_secs` for the last ones. Returns the seconds from first submission to last signature.
-#[allow(clippy::too_many_arguments)]
+/// A signing phase as the client saw it.
+struct Paced {
+    /// Seconds from the first submission to the last outcome seen.
+    secs: f64,
+    /// Each request (`sign:<id>`) and when it was submitted.
+    sent: Vec<(String, Instant)>,
+}
+
+/// Submits `total` sign requests made by `request`, keeping `inflight` of them without an
+/// outcome on chain (as the client sees them, [`Outcomes`]), and waits up to `wait_secs` for
+/// the last ones.
 fn sign_paced(
-    net: &Localnet,
+    out: &Outcomes,
     sub: &mut Submitter,
-    before: u64,
     inflight: u64,
     total: u64,
-    poll_ms: u64,
     wait_secs: u64,
     mut request: impl FnMut(u64) -> anyhow::Result<TxMsg>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Paced> {
     let start = Instant::now();
-    let mut submitted = 0;
-    while submitted < total {
-        let done = signed_total(net, 4) - before;
-        while submitted < total && submitted - done < inflight {
-            sub.submit(request(submitted)?)?;
-            submitted += 1;
+    let mut sent = Vec::new();
+    let mut open: Vec<String> = Vec::new();
+    while (sent.len() as u64) < total {
+        open.retain(|id| out.get(id).is_none());
+        while (sent.len() as u64) < total && (open.len() as u64) < inflight {
+            let msg = request(sent.len() as u64)?;
+            let TxMsg::KeySign { request_id, .. } = &msg else {
+                bail!("not a sign request: {msg:?}");
+            };
+            let id = format!("sign:{request_id}");
+            let t0 = Instant::now();
+            sub.submit(msg)?;
+            sent.push((id.clone(), t0));
+            open.push(id);
         }
-        std::thread::sleep(Duration::from_millis(poll_ms));
+        std::thread::sleep(Duration::from_millis(2));
         if start.elapsed() > Duration::from_secs(300) {
             bail!("benchmark stalled");
         }
     }
     wait_for(Duration::from_secs(wait_secs), || {
-        (signed_total(net, 4) - before >= total).then_some(())
+        (out.count(sent.iter().map(|(id, _)| id.as_str())) == sent.len()).then_some(())
     })
-    .context("signatures did not all complete")?;
-    Ok(start.elapsed().as_secs_f64())
+    .context("signatures did not all reach the chain")?;
+    let last = sent
+        .iter()
+        .filter_map(|(id, _)| out.get(id))
+        .map(|o| o.at)
+        .max()
+        .unwrap_or(start);
+    Ok(Paced {
+        secs: last.duration_since(start).as_secs_f64(),
+        sent,
+    })
+}
+
+/// `p50 / p99` of end-to-end latencies (µs) in ms, and a note on requests that failed.
+fn e2e_line(out: &Outcomes, sent: &[(String, Instant)]) -> String {
+    let (mut lat, failed, missing) = out.latencies(sent);
+    let mut line = format!(
+        "end to end p50 {:7.2} ms  p99 {:7.2} ms",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    if failed + missing > 0 {
+        line.push_str(&format!("  ({failed} ERROR, {missing} without outcome)"));
+    }
+    line
 }
 
 /// The latencies each node recorded after the given per-node counts.
@@ -556,31 +595,57 @@ const FIRST3: &[&str] = &["node0", "node1", "node2"];
 const FROST_RESHARES: &[(&[&str], u32)] = &[(FIRST3, 2), (ALL4, 3), (FIRST3, 2), (ALL4, 3)];
 
 fn main() -> anyhow::Result<()> {
-    // `--mpcd-dir DIR` (where the binaries are), `--only ed|tr|ec` (one scheme's phases).
-    const USAGE: &str = "usage: seqmpc-bench [--mpcd-dir DIR] [--only ed|tr|ec]";
+    // `--mpcd-dir DIR` (where the binaries are), `--only ed,tr,ec,avail` (some phases).
+    const USAGE: &str = "usage: seqmpc-bench [--mpcd-dir DIR] [--only ed,tr,ec,avail] [--burst N] [--sustained-secs N] [--rate N]";
     let mut args = std::env::args().skip(1);
-    let mut only = None;
+    let mut only: Option<Vec<String>> = None;
+    let mut avail_opts = avail::Options {
+        burst: 1000,
+        sustained_secs: 600,
+        rate: 200,
+    };
     while let Some(flag) = args.next() {
         if matches!(flag.as_str(), "-h" | "--help") {
-            println!("{USAGE}\n  runs a 4-node network and measures keygen, signing and resharing of each scheme against the library's in-process floor");
+            println!("{USAGE}\n  runs a 4-node network and measures keygen, signing and resharing of each scheme against the library's in-process floor, then availability (a keygen burst of --burst, default 1000; --sustained-secs of signing, default 600, at --rate sig/s, default 200; one node killed) on a network of its own");
             return Ok(());
         }
         let Some(value) = args.next() else {
             bail!("{flag} needs a value; {USAGE}");
         };
+        let number = || {
+            value
+                .parse::<u64>()
+                .with_context(|| format!("{flag} {value}: not a number; {USAGE}"))
+        };
         match flag.as_str() {
-            "--mpcd-dir" => std::env::set_var("SEQMPC_BIN_DIR", value),
-            "--only" if matches!(value.as_str(), "ed" | "tr" | "ec") => only = Some(value),
+            "--mpcd-dir" => std::env::set_var("SEQMPC_BIN_DIR", &value),
+            "--only"
+                if value
+                    .split(',')
+                    .all(|p| matches!(p, "ed" | "tr" | "ec" | "avail")) =>
+            {
+                only = Some(value.split(',').map(str::to_owned).collect())
+            }
+            "--burst" => avail_opts.burst = number()? as usize,
+            "--sustained-secs" => avail_opts.sustained_secs = number()?,
+            "--rate" if number()? > 0 => avail_opts.rate = number()?,
             _ => bail!("unknown option {flag} {value}; {USAGE}"),
         }
     }
-    let run = |tag: &str| only.as_deref().is_none_or(|o| o == tag);
+    let run = |tag: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == tag));
+    let tmp = tempfile::tempdir()?;
+    let avail = |tmp: &tempfile::TempDir| match run("avail") {
+        true => avail::run(&tmp.path().join("bench-avail"), &avail_opts),
+        false => Ok(()),
+    };
+    if !(run("ed") || run("tr") || run("ec")) {
+        return avail(&tmp);
+    }
     let ed_floor = floor::<frost_ed25519::Ed25519Sha512>(30)?;
     let tr_floor = floor::<frost_secp256k1_tr::Secp256K1Sha256TR>(30)?;
     // Test-only CGGMP24 material (public secrets): primes and the node0..node3 aux info, so
     // the bench measures keygen and signing, not safe-prime generation.
     let fixtures = seqmpc_e2e::cggmp_fixtures();
-    let tmp = tempfile::tempdir()?;
     let dir: PathBuf = tmp.path().join("bench");
     // No presignature pool on this network: the CGGMP24 phase measures the full protocol
     // without background presigning on the same cores.
@@ -598,10 +663,12 @@ fn main() -> anyhow::Result<()> {
         ],
     )?;
     let mut sub = Submitter::new(&net, net.client_key()?)?;
+    let out = Outcomes::watch(rpc_url(&net))?;
     println!("network: 4 mpcd processes + dev sequencer (block 100 ms), 3-of-4");
     if run("ed") {
         run_scheme(
             &net,
+            &out,
             &mut sub,
             Scheme::FrostEd25519,
             ed_floor,
@@ -612,6 +679,7 @@ fn main() -> anyhow::Result<()> {
     if run("tr") {
         run_scheme(
             &net,
+            &out,
             &mut sub,
             Scheme::FrostSecp256k1Tr,
             tr_floor,
@@ -620,8 +688,9 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     if !run("ec") {
+        drop(out);
         net.stop()?;
-        return Ok(());
+        return avail(&tmp);
     }
     // Measured while the network idles, before its CGGMP24 phase.
     let ec_floor = cggmp_floor(&fixtures, 2)?;
@@ -632,6 +701,7 @@ fn main() -> anyhow::Result<()> {
     println!("  full protocol (no presignature pool on this network):");
     run_scheme(
         &net,
+        &out,
         &mut sub,
         Scheme::Cggmp24Secp256k1,
         (ec_floor.dkg_ms, ec_floor.sign_ms, ec_floor.reshare_ms),
@@ -658,6 +728,7 @@ fn main() -> anyhow::Result<()> {
         "  keygen of a new 2-of-3 committee, aux info from a warm prime pool: {:.1} s wall (submit → READY on chain)",
         t.elapsed().as_secs_f64()
     );
+    drop(out);
     net.stop()?;
 
     // A network with presignature pools: one key, pools filled, then signing from them.
@@ -677,15 +748,18 @@ fn main() -> anyhow::Result<()> {
         ],
     )?;
     let mut sub = Submitter::new(&net, net.client_key()?)?;
-    run_presigned(&net, &mut sub, pool, &ec_floor)?;
+    let out = Outcomes::watch(rpc_url(&net))?;
+    run_presigned(&net, &out, &mut sub, pool, &ec_floor)?;
+    drop(out);
     net.stop()?;
-    Ok(())
+    avail(&tmp)
 }
 
 /// CGGMP24 signing from presignatures: fills the pools of one 3-of-4 key (4 signer subsets,
 /// `pool` each), then signs one at a time and 10 at a time.
 fn run_presigned(
     net: &Localnet,
+    out: &Outcomes,
     sub: &mut Submitter,
     pool: usize,
     floor: &CggmpFloor,
@@ -734,7 +808,6 @@ fn run_presigned(
             wait_for(Duration::from_secs(600), || full().then_some(()))
                 .context("presignature pools did not refill")?;
         }
-        let before = signed_total(net, 4);
         let pre_before = presigned(net);
         let base: Vec<usize> = metrics(net, 4)
             .iter()
@@ -744,7 +817,7 @@ fn run_presigned(
                     .map_or(0, |a| a.len())
             })
             .collect();
-        let secs = sign_paced(net, sub, before, inflight, total, 5, 300, |_| {
+        let paced = sign_paced(out, sub, inflight, total, 300, |_| {
             let n = next;
             next += 1;
             Ok(TxMsg::KeySign {
@@ -756,9 +829,10 @@ fn run_presigned(
         })?;
         let mut lat = since(&metrics(net, 4), "presigned_sign_latency_us", &base);
         println!(
-            "    sign, {inflight:3} in flight: {total:3} sigs ({} from presignatures)  {:6.1} sig/s   presigned MPC part p50 {:6.2} ms  p99 {:6.2} ms   [p50 {:.1}x online floor]",
+            "    sign, {inflight:3} in flight: {total:3} sigs ({} from presignatures)  {:6.1} sig/s   {}   presigned MPC part p50 {:6.2} ms  p99 {:6.2} ms   [p50 {:.1}x online floor]",
             presigned(net) - pre_before,
-            total as f64 / secs,
+            total as f64 / paced.secs,
+            e2e_line(out, &paced.sent),
             pct(&mut lat, 0.5),
             pct(&mut lat, 0.99),
             pct(&mut lat, 0.5) / floor.online_ms
