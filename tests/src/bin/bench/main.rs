@@ -345,7 +345,8 @@ fn cpu_secs(pid: u64) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// CPU seconds of the sequencer (the localnet process) and of each node.
+/// CPU seconds of the sequencer (the localnet process), of each node, and of this bench (the
+/// client: submissions, the block subscription), which shares the cores.
 fn cpu_table(net: &Localnet) -> Vec<(String, f64)> {
     let mut v = vec![(
         "sequencer".to_owned(),
@@ -357,6 +358,7 @@ fn cpu_table(net: &Localnet) -> Vec<(String, f64)> {
             cpu_secs(n["pid"].as_u64().unwrap_or(0)),
         ));
     }
+    v.push(("bench".to_owned(), cpu_secs(u64::from(std::process::id()))));
     v
 }
 
@@ -439,7 +441,7 @@ fn run_scheme(
         let nodes_cpu_ms: f64 = cpu_table(net)
             .iter()
             .zip(&cpu_before)
-            .skip(1)
+            .filter(|((name, _), _)| name.starts_with("node"))
             .map(|((_, after), (_, before))| (after - before) * 1000.0 / total as f64)
             .sum();
         println!(
