@@ -524,8 +524,14 @@ impl Localnet {
     /// The dev sequencer's record of an app hash divergence (an app replaying blocks after a
     /// restart computed another app hash than the chain recorded), if any.
     pub fn app_hash_divergence(&self) -> anyhow::Result<Value> {
-        let st = self.rpc.call("status", serde_json::json!({}))?;
-        Ok(st["seqmpc"]["app_hash_divergence"].clone())
+        // The dev sequencer's own `seqmpc` section of `/status`, which tendermint-rs's status
+        // type does not carry: the raw JSON-RPC answer.
+        let (_, body) = self.rpc_get_text("/status")?;
+        let st: Value = serde_json::from_str(&body)?;
+        let seqmpc = st["result"]
+            .get("seqmpc")
+            .ok_or_else(|| anyhow!("/status has no seqmpc section: {st}"))?;
+        Ok(seqmpc["app_hash_divergence"].clone())
     }
 }
 

@@ -285,11 +285,7 @@ impl Ctx {
         if let Some(l) = &self.localnet {
             return Ok(l.chain_id.clone());
         }
-        let s = self.rpc.call("status", json!({}))?;
-        s["node_info"]["network"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("status has no chain id"))
+        Ok(self.rpc.chain_id()?)
     }
 
     /// Waits until the tx is committed; fails with its log if delivery rejected it.

@@ -49,7 +49,7 @@ pub trait ChainHeight {
 
 impl ChainHeight for RpcClient {
     fn height(&self) -> anyhow::Result<u64> {
-        RpcClient::height(self)
+        Ok(RpcClient::height(self)?)
     }
 }
 

@@ -1,8 +1,15 @@
-//! Minimal CometBFT JSON-RPC client (the routes seqmpc uses), shared by mpcd and mpcctl.
+//! The CometBFT RPC as mpcd and mpcctl use it: tendermint-rpc's `HttpClient` (CometBFT v0.38
+//! encodings), driven from plain threads through a runtime of its own. Its callers (the result
+//! submitter, the replay gate, mpcctl, the localnet tools) are synchronous.
 
-use anyhow::{anyhow, bail, Context};
-use base64::Engine;
-use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tendermint_rpc::client::CompatMode;
+use tendermint_rpc::{Client as _, HttpClient};
+
+/// How long one call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// CheckTx outcome of `broadcast_tx_sync`.
 #[derive(Debug, Clone)]
@@ -28,110 +35,163 @@ pub struct QueryResult {
     pub value: Vec<u8>,
 }
 
-/// A JSON-RPC client of a CometBFT-compatible RPC endpoint.
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The URL is not an RPC address tendermint-rpc takes.
+    #[error("RPC URL {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime that drives the client could not start.
+    #[error("cannot start the RPC client's runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// The call failed: unreachable, timed out, or answered with an error.
+    #[error("RPC {method} to {url}: {source}")]
+    Call {
+        /// The method.
+        method: &'static str,
+        /// The RPC URL.
+        url: String,
+        /// tendermint-rpc's error (boxed: it is large).
+        source: Box<tendermint_rpc::Error>,
+    },
+    /// A tx hash that is not 32 bytes of hex.
+    #[error("tx hash {0:?} is not 32 bytes of hex")]
+    TxHash(String),
+}
+
+/// A client of a CometBFT-compatible RPC endpoint (cheap to clone: clones share the
+/// connection pool and the runtime).
 #[derive(Clone)]
 pub struct RpcClient {
     url: String,
-    agent: ureq::Agent,
+    inner: Result<Inner, Arc<RpcError>>,
 }
 
-fn b64(v: &Value) -> Vec<u8> {
-    v.as_str()
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .unwrap_or_default()
-}
-
-fn code(v: &Value) -> u32 {
-    match v {
-        Value::Number(n) => n.as_u64().unwrap_or(1) as u32,
-        Value::String(s) => s.parse().unwrap_or(1),
-        _ => 0,
-    }
+#[derive(Clone)]
+struct Inner {
+    http: HttpClient,
+    rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl RpcClient {
-    /// Client of `url` (e.g. `http://127.0.0.1:26657`).
+    /// Client of `url` (e.g. `http://127.0.0.1:26657`). A URL it cannot use makes every call
+    /// fail with the reason.
     pub fn new(url: &str) -> Self {
+        let url = url.trim_end_matches('/').to_owned();
         RpcClient {
-            url: url.trim_end_matches('/').to_owned(),
-            agent: ureq::AgentBuilder::new()
-                .timeout(std::time::Duration::from_secs(3))
-                .build(),
+            inner: Inner::new(&url).map_err(Arc::new),
+            url,
         }
     }
 
-    /// Calls a JSON-RPC method and returns its `result`.
-    pub fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let resp = self
-            .agent
-            .post(&self.url)
-            .send_json(body)
-            .map_err(|e| anyhow!("RPC {method} to {}: {e}", self.url))?;
-        let v: Value = resp
-            .into_json()
-            .with_context(|| format!("RPC {method}: response is not JSON"))?;
-        if let Some(err) = v.get("error") {
-            bail!("RPC {method}: {err}");
-        }
-        v.get("result")
-            .cloned()
-            .ok_or_else(|| anyhow!("RPC {method}: no result"))
+    /// The RPC URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn run<T, F>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce(HttpClient) -> F,
+    ) -> Result<T, RpcError>
+    where
+        F: std::future::Future<Output = Result<T, tendermint_rpc::Error>>,
+    {
+        let inner = self.inner.as_ref().map_err(|e| RpcError::Url {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        inner
+            .rt
+            .block_on(call(inner.http.clone()))
+            .map_err(|source| RpcError::Call {
+                method,
+                url: self.url.clone(),
+                source: Box::new(source),
+            })
     }
 
     /// `broadcast_tx_sync`.
-    pub fn broadcast_tx_sync(&self, tx: &[u8]) -> anyhow::Result<BroadcastResult> {
-        let r = self.call(
-            "broadcast_tx_sync",
-            json!({"tx": base64::engine::general_purpose::STANDARD.encode(tx)}),
-        )?;
+    pub fn broadcast_tx_sync(&self, tx: &[u8]) -> Result<BroadcastResult, RpcError> {
+        let tx = tx.to_vec();
+        let r = self.run("broadcast_tx_sync", |c| async move {
+            c.broadcast_tx_sync(tx).await
+        })?;
         Ok(BroadcastResult {
-            code: code(&r["code"]),
-            log: r["log"].as_str().unwrap_or_default().to_owned(),
-            // CometBFT encodes `data` of broadcast results as hex (HexBytes).
-            data: r["data"]
-                .as_str()
-                .and_then(|s| hex::decode(s).ok())
-                .unwrap_or_default(),
-            hash: r["hash"].as_str().unwrap_or_default().to_owned(),
+            code: r.code.value(),
+            log: r.log,
+            data: r.data.to_vec(),
+            hash: r.hash.to_string(),
         })
     }
 
-    /// `abci_query` with a path and no data.
-    pub fn abci_query(&self, path: &str) -> anyhow::Result<QueryResult> {
-        let r = self.call("abci_query", json!({"path": path, "data": ""}))?;
-        let resp = &r["response"];
+    /// `abci_query` with a path and no data, at the latest height, without proof.
+    pub fn abci_query(&self, path: &str) -> Result<QueryResult, RpcError> {
+        let path = path.to_owned();
+        let r = self.run("abci_query", |c| async move {
+            c.abci_query(Some(path), Vec::new(), None, false).await
+        })?;
         Ok(QueryResult {
-            code: code(&resp["code"]),
-            log: resp["log"].as_str().unwrap_or_default().to_owned(),
-            value: b64(&resp["value"]),
+            code: r.code.value(),
+            log: r.log,
+            value: r.value,
         })
     }
 
-    /// `tx` by hash: Some((code, log)) once committed.
-    pub fn tx_result(&self, hash_hex: &str) -> anyhow::Result<Option<(u32, String)>> {
-        // `tx` takes the hash as []byte, i.e. base64 in JSON-RPC params.
-        let hash = hex::decode(hash_hex).map_err(|e| anyhow!("tx hash is not hex: {e}"))?;
-        let hash = base64::engine::general_purpose::STANDARD.encode(hash);
-        match self.call("tx", json!({ "hash": hash })) {
-            Ok(r) => Ok(Some((
-                code(&r["tx_result"]["code"]),
-                r["tx_result"]["log"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            ))),
-            Err(e) if e.to_string().contains("not found") => Ok(None),
+    /// `tx` by hash (hex): Some((code, log)) once committed, None while no block holds it.
+    pub fn tx_result(&self, hash_hex: &str) -> Result<Option<(u32, String)>, RpcError> {
+        let hash: [u8; 32] = hex::decode(hash_hex)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| RpcError::TxHash(hash_hex.to_owned()))?;
+        match self.run("tx", |c| async move {
+            c.tx(tendermint::Hash::Sha256(hash), false).await
+        }) {
+            Ok(r) => Ok(Some((r.tx_result.code.value(), r.tx_result.log))),
+            // CometBFT answers an unknown hash with an error whose data says "not found".
+            Err(RpcError::Call { source, .. }) if source.to_string().contains("not found") => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
 
+    /// The chain id (`status`'s `node_info.network`).
+    pub fn chain_id(&self) -> Result<String, RpcError> {
+        let r = self.run("status", |c| async move { c.status().await })?;
+        Ok(r.node_info.network.to_string())
+    }
+
     /// Latest block height from `status`.
-    pub fn height(&self) -> anyhow::Result<u64> {
-        let r = self.call("status", json!({}))?;
-        r["sync_info"]["latest_block_height"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("status: no latest_block_height"))
+    pub fn height(&self) -> Result<u64, RpcError> {
+        let r = self.run("status", |c| async move { c.status().await })?;
+        Ok(r.sync_info.latest_block_height.value())
+    }
+}
+
+impl Inner {
+    fn new(url: &str) -> Result<Inner, RpcError> {
+        let bad = |reason: String| RpcError::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = url.parse().map_err(|e| bad(format!("{e}")))?;
+        let http = HttpClient::builder(parsed)
+            .compat_mode(CompatMode::V0_38)
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Inner {
+            http,
+            rt: Arc::new(rt),
+        })
     }
 }

@@ -166,7 +166,8 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
     m.nodes.push(entry.clone());
     m.write(&manifest_path)?;
 
-    rpc.call(
+    dev_call(
+        rpc.url(),
         "dev_add_app",
         json!({"name": id, "addr": p.abci_addr(), "token": m.dev_token}),
     )
@@ -174,7 +175,7 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
 
     let deadline = Instant::now() + opts.timeout;
     loop {
-        let st = rpc.call("status", json!({}))?;
+        let st = dev_call(rpc.url(), "status", json!({}))?;
         let up = st["seqmpc"]["apps_up"]
             .as_array()
             .is_some_and(|a| a.iter().any(|n| n == id.as_str()));
@@ -192,6 +193,29 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A JSON-RPC call to the dev sequencer for what only it serves, which tendermint-rpc's client
+/// does not carry: `dev_add_app`, and the `seqmpc` section of `status` (`apps_up`). Returns
+/// `result`.
+fn dev_call(
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let v: serde_json::Value = ureq::post(url)
+        .timeout(Duration::from_secs(3))
+        .send_json(body)
+        .with_context(|| format!("RPC {method} to {url}"))?
+        .into_json()
+        .with_context(|| format!("RPC {method}: the answer is not JSON"))?;
+    if let Some(err) = v.get("error") {
+        bail!("RPC {method}: {err}");
+    }
+    v.get("result")
+        .cloned()
+        .with_context(|| format!("RPC {method}: no result"))
 }
 
 /// Whether the chain's `/nodes` lists `id`.
