@@ -25,7 +25,8 @@
 //!   long before its deadline. The restarted node holds none of its presignatures
 //!   of before (pools are memory-only), and a signing with it and a node that still holds
 //!   their subset's old presignature falls back to the full protocol and verifies.
-//! - `cggmp-sign-mid` in a full signing (prehashed): ERROR at its deadline; then signs.
+//! - `cggmp-sign-mid` in a full signing (prehashed): ERROR at its deadline when node3's first
+//!   round got out before the abort, else (node3 silent) DONE in the next attempt; then signs.
 //! - `keygen-before-store` in a CGGMP24 keygen: the worker's share reaches the same store code
 //!   as FROST's, so the FROST point covers it. ERROR at the keygen deadline; the key id is
 //!   generated again, READY at every node, and signs.
@@ -435,19 +436,42 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
         &format!("/sign/{}", sent.request_id),
         SIGN_DEADLINE_BLOCKS,
     );
-    let error = ended_by_deadline(&net, label, &end);
-    assert!(
-        error.contains("deadline"),
-        "{label}: {end}; signers {:?}",
-        sent.signers
-    );
+    // The crash point is right after node3 handed its first round to its p2p task. When
+    // those messages reach the partner first, node3 was heard: the signing waits for it and
+    // ends ERROR at its deadline. When the abort beats them to the wire, node3 sent nothing:
+    // the partner names it at the silence timeout and the next attempt signs without it
+    // (both seen in CI).
+    let (outcome, error) = if end["status"] == "DONE" {
+        verified(&net, EC, &[0x33u8; 32], true, &end);
+        assert_eq!(
+            end["excluded"],
+            serde_json::json!(["node3"]),
+            "{label}: {end}"
+        );
+        let error = end["error"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            error.contains("nothing received from node3"),
+            "{label}: {end}"
+        );
+        assert_no_divergence(&net, label);
+        assert_nothing_pending(&net, label);
+        ("DONE (next attempt)", error)
+    } else {
+        let error = ended_by_deadline(&net, label, &end);
+        assert!(
+            error.contains("deadline"),
+            "{label}: {end}; signers {:?}",
+            sent.signers
+        );
+        ("ERROR", error)
+    };
     sign_until(&net, EC, "after-full", &[0x34u8; 32], true, |s| {
         s.contains(&3)
     });
     summary.push((
         label.into(),
         "sign (full)".into(),
-        "ERROR".into(),
+        outcome.into(),
         format!("{error}; then signs with node3"),
         t0.elapsed(),
     ));
