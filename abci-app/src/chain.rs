@@ -8,6 +8,7 @@
 //!   [`state_key`]: the keys of its write journal; [`genesis`]: the genesis document.
 //! - [`tx`]: the tx handlers, one file per tx type, each with its `check` and `execute`.
 //! - [`block`]: block execution, [`finalize_block`]; [`mempool`]: CheckTx, [`check_tx`];
+//!   [`decoded`]: the txs CheckTx decoded, so FinalizeBlock does not check them again;
 //!   [`catch_up`]: the jobs a node must (re)do from committed state; [`query`]: the query
 //!   paths and the types they answer with (shared with the clients).
 //! - [`committee`]: the choice of signers and dealers; [`verify`]: signature checks.
@@ -26,6 +27,7 @@
 pub mod block;
 pub mod catch_up;
 pub mod committee;
+pub mod decoded;
 pub mod entries;
 pub mod genesis;
 pub mod mempool;
@@ -36,12 +38,15 @@ pub mod state_key;
 pub mod tx;
 pub mod verify;
 
-pub use block::{finalize_block, init_chain, BlockError, FinalizedBlock, TxOutcome};
+pub use block::{
+    finalize_block, finalize_block_with, init_chain, BlockError, FinalizedBlock, TxOutcome,
+};
 pub use catch_up::{catch_up_jobs, unattested_deletions};
+pub use decoded::DecodedTxs;
 pub use entries::{
     AccountEntry, DeadlineItem, KeyEntry, KeyStatus, KeygenReport, NodeEntry, ProposalAction,
     ProposalEntry, ProposalStatus, ProvenBlame, ReshareEntry, ReshareStatus, SignEntry, SignStatus,
 };
-pub use mempool::{check_tx, CheckState};
+pub use mempool::{check_decoded, check_tx, CheckState};
 pub use state::{BlockWrites, ChainState};
 pub use tx::{Event, TxError};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use seqmpc_abci::chain::entries::SignEntry;
 use seqmpc_abci::chain::genesis::Genesis;
-use seqmpc_abci::chain::{self, ChainState, CheckState, TxError};
+use seqmpc_abci::chain::{self, ChainState, CheckState, DecodedTxs, TxError};
 use seqmpc_module::job::Job;
 use seqmpc_proto::RequestId;
 use sha2::{Digest, Sha256};
@@ -20,6 +20,8 @@ pub struct Chain {
     mempool: Vec<Vec<u8>>,
     /// CheckTx's view of the mempool.
     check: CheckState,
+    /// The txs CheckTx decoded, which the block takes (as the app keeps them).
+    decoded: DecodedTxs,
     /// The code of every delivered tx, by hash (what the RPC's `tx` route answers).
     delivered: BTreeMap<String, u32>,
     /// Txs delivered with a non-zero code, with the reason (for diagnostics).
@@ -49,6 +51,7 @@ impl Chain {
             state,
             mempool: Vec::new(),
             check: CheckState::default(),
+            decoded: DecodedTxs::default(),
             delivered: BTreeMap::new(),
             refused: Vec::new(),
             ended_signs: BTreeMap::new(),
@@ -63,7 +66,12 @@ impl Chain {
     /// CheckTx of `tx`: on success the mempool counts it (its sequence, its requests) and
     /// returns its hash; the caller then queues it ([`Chain::submit`]), or loses it.
     pub fn check(&mut self, tx: &[u8]) -> Result<String, TxError> {
-        chain::check_tx(&self.state, &mut self.check, tx)?;
+        // As the app does: CheckTx decodes once, FinalizeBlock takes the decoded tx.
+        let decoded = self
+            .decoded
+            .decode(tx)
+            .map_err(|e| TxError::Malformed(e.to_string()))?;
+        chain::check_decoded(&self.state, &mut self.check, &decoded)?;
         Ok(Chain::tx_hash(tx))
     }
 
@@ -90,7 +98,10 @@ impl Chain {
             hash.update(tx);
         }
         let hash = hash.finalize();
-        match chain::finalize_block(&mut self.state, height, time_ms, &hash, &txs) {
+        let decoded = &mut self.decoded;
+        match chain::finalize_block_with(&mut self.state, (height, time_ms, &hash), &txs, |raw| {
+            decoded.take(raw)
+        }) {
             Ok(block) => {
                 for (tx, r) in txs.iter().zip(&block.tx_results) {
                     self.delivered.insert(Chain::tx_hash(tx), r.code);

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::abci::persist::{StateFiles, SNAPSHOT_EVERY};
 use crate::chain::genesis::Genesis;
 use crate::chain::tx::{Event, TxError, CODESPACE};
-use crate::chain::{self, BlockError, BlockWrites, ChainState, CheckState};
+use crate::chain::{self, BlockError, BlockWrites, ChainState, CheckState, DecodedTxs};
 
 /// Depth of the actor's request queue.
 pub const QUEUE_SIZE: usize = 256;
@@ -34,6 +34,9 @@ pub struct App {
     pending: Option<(BlockWrites, Vec<Job>)>,
     /// CheckTx's view since the last Commit: sequences ahead of committed, request counts.
     mempool: CheckState,
+    /// Txs CheckTx decoded and signature-checked, which FinalizeBlock takes instead of
+    /// checking them again.
+    decoded: DecodedTxs,
     /// Where committed jobs go (the MPC module).
     jobs: Option<tokio::sync::mpsc::Sender<Job>>,
 }
@@ -69,6 +72,7 @@ impl App {
             committed,
             pending: None,
             mempool: CheckState::default(),
+            decoded: DecodedTxs::default(),
             jobs,
         })
     }
@@ -126,7 +130,12 @@ impl App {
         let Some(state) = &self.committed else {
             return check_err(&TxError::Invalid("chain not initialized".into()));
         };
-        match chain::check_tx(state, &mut self.mempool, &req.tx) {
+        let checked = self
+            .decoded
+            .decode(&req.tx)
+            .map_err(|e| TxError::Malformed(e.to_string()))
+            .and_then(|tx| chain::check_decoded(state, &mut self.mempool, &tx));
+        match checked {
             Ok(()) => pb::ResponseCheckTx {
                 code: 0,
                 ..Default::default()
@@ -166,7 +175,13 @@ impl App {
                     + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
             })
             .unwrap_or(0);
-        let block = match chain::finalize_block(state, height, block_time_ms, &req.hash, &req.txs) {
+        let decoded = &mut self.decoded;
+        let block = match chain::finalize_block_with(
+            state,
+            (height, block_time_ms, &req.hash),
+            &req.txs,
+            |raw| decoded.take(raw),
+        ) {
             Ok(b) => b,
             // Another height than the next one: a second driver (a confused or hostile
             // consensus client) or a bug. Refused, the state untouched: the engine that

@@ -5,6 +5,7 @@
 
 use seqmpc_module::job::Job;
 use seqmpc_proto::tx::SignedTx;
+use seqmpc_proto::DomainError;
 
 use crate::chain::entries::DeadlineItem;
 use crate::chain::genesis::Genesis;
@@ -83,6 +84,24 @@ pub fn finalize_block<T: AsRef<[u8]>>(
     block_hash: &[u8],
     txs: &[T],
 ) -> Result<FinalizedBlock, BlockError> {
+    finalize_block_with(
+        state,
+        (height, block_time_ms, block_hash),
+        txs,
+        SignedTx::decode,
+    )
+}
+
+/// [`finalize_block`] with the tx decoder given: the app passes
+/// [`DecodedTxs::take`](crate::chain::DecodedTxs::take), which gives what
+/// [`SignedTx::decode`] gives (it must: the outcome has to be the same on every validator)
+/// without checking again a signature CheckTx checked.
+pub fn finalize_block_with<T: AsRef<[u8]>>(
+    state: &mut ChainState,
+    (height, block_time_ms, block_hash): (u64, u64, &[u8]),
+    txs: &[T],
+    mut decode: impl FnMut(&[u8]) -> Result<SignedTx, DomainError>,
+) -> Result<FinalizedBlock, BlockError> {
     let expected = state.height.saturating_add(1);
     if height != expected {
         return Err(BlockError::WrongHeight {
@@ -99,7 +118,7 @@ pub fn finalize_block<T: AsRef<[u8]>>(
     let block_events = std::mem::take(&mut fx.events);
     let mut tx_results = Vec::with_capacity(txs.len());
     for raw in txs {
-        let result = match SignedTx::decode(raw.as_ref()) {
+        let result = match decode(raw.as_ref()) {
             Err(e) => Err(TxError::Malformed(e.to_string())),
             Ok(tx) => tx::deliver(state, &tx, height, &mut fx),
         };

@@ -45,11 +45,21 @@ impl CheckState {
 /// [`TxError::Sequence`] names the sequence the signer must use.
 pub fn check_tx(state: &ChainState, mempool: &mut CheckState, raw: &[u8]) -> Result<(), TxError> {
     let tx = SignedTx::decode(raw).map_err(|e| TxError::Malformed(e.to_string()))?;
+    check_decoded(state, mempool, &tx)
+}
+
+/// [`check_tx`] of a tx already decoded (by [`crate::chain::DecodedTxs`], which the app keeps
+/// so that FinalizeBlock need not check the signature again).
+pub fn check_decoded(
+    state: &ChainState,
+    mempool: &mut CheckState,
+    tx: &SignedTx,
+) -> Result<(), TxError> {
     let signer = hex::encode(tx.signer.as_bytes());
     let expected = mempool.expected_seq(state, &signer, tx.sequence);
-    tx::check(state, &tx, expected)?;
+    tx::check(state, tx, expected)?;
     let mut counts = mempool.check_requests.clone();
-    tx::rate_limit(state, &tx, &mut counts)?;
+    tx::rate_limit(state, tx, &mut counts)?;
     mempool.check_requests = counts;
     mempool
         .check_seq
