@@ -533,7 +533,13 @@ impl<S: SubmitResult> Node<S> {
         if self.cfg.faults.net != crate::fault::NetFaults::default() {
             return self.send_faulty(session, to, payload);
         }
-        if let Err(e) = self.p2p.send(to, encode(session, payload)).await {
+        // Only what a failure report may quote is signed (`crate::p2p`, `is_evidence`).
+        let sent = if is_evidence(&payload) {
+            self.p2p.send_signed(to, encode(session, payload)).await
+        } else {
+            self.p2p.send(to, encode(session, payload)).await
+        };
+        if let Err(e) = sent {
             warn!(%session, %to, error = %e, "p2p send failed");
         }
     }
@@ -542,6 +548,7 @@ impl<S: SubmitResult> Node<S> {
     /// (a delayed message must not hold up the session manager).
     #[cfg(feature = "fault-injection")]
     fn send_faulty(&self, session: &SessionId, to: &NodeId, payload: Payload) {
+        let signed = is_evidence(&payload);
         let mut bytes = encode(session, payload);
         let d = self.cfg.faults.net.plan(bytes.len());
         if let Some(b) = d.corrupt_at.and_then(|i| bytes.get_mut(i)) {
@@ -551,7 +558,12 @@ impl<S: SubmitResult> Node<S> {
         tokio::spawn(async move {
             tokio::time::sleep(d.delay).await;
             for _ in 0..d.copies {
-                if let Err(e) = p2p.send(&to, bytes.clone()).await {
+                let sent = if signed {
+                    p2p.send_signed(&to, bytes.clone()).await
+                } else {
+                    p2p.send(&to, bytes.clone()).await
+                };
+                if let Err(e) = sent {
                     warn!(%session, %to, error = %e, "p2p send failed");
                 }
             }
@@ -874,12 +886,20 @@ impl<S: SubmitResult> Node<S> {
             self.metrics(|x| x.messages_dropped += 1);
             return;
         }
-        let quoted = (is_evidence(&payload) && m.from != self.cfg.me).then(|| SignedMessage {
-            from: m.from.clone(),
-            to: self.cfg.me.clone(),
-            envelope: m.bytes,
-            signature: m.signature,
-        });
+        let Ok(quoted) = quote(
+            &payload,
+            m.from.clone(),
+            &self.cfg.me,
+            m.bytes,
+            m.signature,
+            &m.sender_key,
+        ) else {
+            // Noise authenticated the peer, yet it did not sign what a report may quote: a
+            // faulty or malicious node. Dropped, as if never sent.
+            warn!(from = %m.from, %session, "dropping a message whose signature does not verify under its sender's key");
+            self.metrics(|x| x.messages_dropped += 1);
+            return;
+        };
         if self.finished.contains_key(&session) {
             debug!(%session, from = %m.from, "message for a finished session ignored");
             return;
@@ -1108,10 +1128,68 @@ impl<S: SubmitResult> Node<S> {
     }
 }
 
+/// A peer's message as evidence, when it may serve as one ([`is_evidence`]): the p2p layer
+/// checks no signature (`crate::p2p`), so the signature of exactly these messages is checked
+/// here, and `Err` means the message must be dropped. `Ok(None)` for the other messages, which
+/// rest on Noise alone, and for this node's own.
+fn quote(
+    payload: &Payload,
+    from: NodeId,
+    me: &NodeId,
+    envelope: Vec<u8>,
+    signature: [u8; crate::p2p::SIGNATURE_LEN],
+    sender_key: &ed25519_dalek::VerifyingKey,
+) -> Result<Option<SignedMessage>, ()> {
+    if !is_evidence(payload) || &from == me {
+        return Ok(None);
+    }
+    let digest = wire::p2p_signing_digest(from.as_str(), me.as_str(), &envelope);
+    sender_key
+        .verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(&signature))
+        .map_err(|_| ())?;
+    Ok(Some(SignedMessage {
+        from,
+        to: me.clone(),
+        envelope,
+        signature,
+    }))
+}
+
 #[cfg(test)]
 #[allow(non_snake_case)]
 mod tests {
     use seqmpc_proto::wire;
+
+    #[test]
+    fn quote__should_check_the_signature_of_evidence_only() {
+        use ed25519_dalek::{Signer, SigningKey};
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let (peer, me) = (NodeId::new("node1").unwrap(), NodeId::new("node0").unwrap());
+        let share = Payload::SignRound2(wire::SignRound2::default());
+        let commitments = Payload::SignRound1(wire::SignRound1::default());
+        let env = b"envelope".to_vec();
+        let sig = key
+            .sign(&wire::p2p_signing_digest(peer.as_str(), me.as_str(), &env))
+            .to_bytes();
+        let vk = key.verifying_key();
+        let q = quote(&share, peer.clone(), &me, env.clone(), sig, &vk)
+            .unwrap()
+            .expect("a signed share is evidence");
+        assert_eq!((q.from, q.to, q.signature), (peer.clone(), me.clone(), sig));
+        // Unsigned, signed for another node or over other bytes: dropped.
+        assert!(quote(&share, peer.clone(), &me, env.clone(), [0; 64], &vk).is_err());
+        let node2 = NodeId::new("node2").unwrap();
+        assert!(quote(&share, peer.clone(), &node2, env.clone(), sig, &vk).is_err());
+        assert!(quote(&share, peer.clone(), &me, b"other".to_vec(), sig, &vk).is_err());
+        let other_key = SigningKey::from_bytes(&[4; 32]).verifying_key();
+        assert!(quote(&share, peer.clone(), &me, env.clone(), sig, &other_key).is_err());
+        // Not evidence (or this node's own): taken on Noise's word, never quoted.
+        assert_eq!(
+            quote(&commitments, peer.clone(), &me, env.clone(), [0; 64], &vk),
+            Ok(None)
+        );
+        assert_eq!(quote(&share, me.clone(), &me, env, [0; 64], &vk), Ok(None));
+    }
 
     use super::*;
 

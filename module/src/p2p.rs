@@ -1,8 +1,9 @@
 //! The p2p channel between MPC nodes: libp2p over TCP, Noise and Yamux.
 //!
-//! Every message is one request of the request-response protocol `/seqmpc/mpc/1`: a 4-byte
-//! big-endian length and the bytes (at most `max_message_bytes`, enforced by writer and reader),
-//! answered by a one-byte ack. A node's libp2p identity is its ed25519 node key, so the Noise
+//! Messages travel as requests of the request-response protocol `/seqmpc/mpc/2`: a 4-byte
+//! big-endian length and a batch, the messages queued for the peer together, each after its own
+//! 4-byte length (a message is at most `max_message_bytes`, enforced by `send` and by the
+//! reader), answered by a one-byte ack once every message of the batch is delivered. A node's libp2p identity is its ed25519 node key, so the Noise
 //! handshake authenticates the `PeerId`, and the registry maps it to the sender [`NodeId`] of
 //! every [`Incoming`]: the sender is never read from the message. Connections from keys outside
 //! the registry are refused right after the handshake (logged, and counted:
@@ -10,12 +11,16 @@
 //! [`P2pConfig::peers`] and grows by [`P2pHandle::add_peer`] (a node admitted by the chain).
 //!
 //! Noise proves a message's sender to its receiver only. So that a third party (the chain) can
-//! check it too, the sender also signs every message with its node key: on the wire a request
-//! is the message followed by a 64-byte ed25519 signature over
-//! [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, to, message)`. The
-//! receiver verifies it against the sender's registered key (a message that fails is dropped)
-//! and hands it on in [`Incoming::signature`]; failure reports quote such messages as evidence
-//! ([`crate::evidence`]).
+//! check it too, the sender signs with its node key every message a failure report may quote
+//! ([`P2pHandle::send_signed`]): on the wire a request is the message followed by 64 bytes, an
+//! ed25519 signature over
+//! [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, to, message)`, or zeros
+//! for a message no report can quote ([`P2pHandle::send`]: most of them, such as FROST
+//! commitments and every CGGMP24 message, which only their receiver needs to trust). This layer
+//! checks no signature: it hands on [`Incoming::signature`] with the sender's registered key
+//! ([`Incoming::sender_key`]), and the node checks the signature of exactly the messages it keeps
+//! as evidence ([`crate::evidence`]), dropping those that fail. A signature check per message
+//! cost a node about a tenth of its CPU under signing load, in the swarm's single task.
 //!
 //! Of each pair of nodes, the one with the lower `PeerId` dials at once and the other half a
 //! second later, so a pair normally shares one connection; if both dials meet, the connection
@@ -25,13 +30,17 @@
 //!
 //! [`P2pHandle::send`] queues a message for one peer and returns at once. One task owns the
 //! swarm; it dials every registry peer, redials with backoff, and sends each peer's queue in
-//! order with up to [`WINDOW`] requests in flight. A message waits for its peer's connection for
-//! up to [`MESSAGE_DEADLINE`]; a request that fails or gets no ack within [`REQUEST_TIMEOUT`] is
-//! retried (at most [`MAX_ATTEMPTS`] attempts). Delivery is at least once and in order in the
+//! order with up to [`WINDOW`] requests in flight. The messages queued for a peer by one burst
+//! of `send`s leave in one request (up to 64 messages or 64 KiB): a stream, a yamux frame, a
+//! request timer and an ack per batch rather than per message, which is most of what a node
+//! spent on the network under signing load. A message waits for its peer's connection for up to
+//! [`MESSAGE_DEADLINE`]; a request that fails or gets no ack within [`REQUEST_TIMEOUT`] is
+//! retried (at most [`MAX_ATTEMPTS`] attempts), each of its messages alone, so that one message
+//! the receiver refuses cannot hold up the others. Delivery is at least once and in order in the
 //! common case; after a retry a message may arrive late or twice, which the protocol layer
 //! tolerates.
 //!
-//! The receiver acks a message only once it sits in the incoming channel (capacity
+//! The receiver acks a request only once all its messages sit in the incoming channel (capacity
 //! [`INCOMING_CAPACITY`]). When the consumer falls behind, messages wait un-acked, senders' windows
 //! fill and their queues grow until [`P2pHandle::send`] returns [`P2pError::QueueFull`]: memory
 //! stays bounded end to end.
@@ -143,13 +152,18 @@ pub struct Incoming {
     pub from: NodeId,
     /// The message as sent.
     pub bytes: Vec<u8>,
-    /// The sender's ed25519 signature over
-    /// [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, this node, bytes)`,
-    /// verified against its registered key: a message it cannot later deny (evidence).
+    /// What the sender put after the message: its ed25519 signature over
+    /// [`p2p_signing_digest`](crate::proto::wire::p2p_signing_digest)`(from, this node, bytes)`
+    /// if it sent it with [`P2pHandle::send_signed`], else zeros. **Not verified here**: check
+    /// it against [`Incoming::sender_key`] before relying on it (the node does, for what it may
+    /// quote as evidence).
     pub signature: [u8; SIGNATURE_LEN],
+    /// The sender's registered ed25519 key, which the Noise handshake of the connection the
+    /// message came on authenticated.
+    pub sender_key: ed25519_dalek::VerifyingKey,
 }
 
-/// Length of the ed25519 signature that follows every message on the wire.
+/// Length of the ed25519 signature (or zeros) that follows every message on the wire.
 pub const SIGNATURE_LEN: usize = 64;
 
 /// Errors of the p2p channel.
@@ -218,7 +232,7 @@ struct Slot {
 
 struct Inner {
     local: NodeId,
-    /// Signs every message sent (the node key; zeroized on drop).
+    /// Signs the messages sent with `send_signed` (the node key; zeroized on drop).
     signer: ed25519_dalek::SigningKey,
     listen_addr: String,
     max_message_bytes: usize,
@@ -263,7 +277,8 @@ impl P2pHandle {
         &self.inner.listen_addr
     }
 
-    /// Signs a message for `to` with this node's key, queues it and returns at once.
+    /// Queues a message for `to` and returns at once; no signature (zeros) follows it on the
+    /// wire: for messages no failure report quotes.
     ///
     /// Sending to this node itself delivers into the incoming channel like any peer's message.
     ///
@@ -271,6 +286,19 @@ impl P2pHandle {
     /// [`P2pError::TooLarge`], [`P2pError::UnknownPeer`], [`P2pError::QueueFull`] (the bounded
     /// per-peer queue, [`PEER_QUEUE_CAPACITY`], is full) and [`P2pError::Closed`].
     pub async fn send(&self, to: &NodeId, bytes: Vec<u8>) -> Result<(), P2pError> {
+        self.queue(to, bytes, false)
+    }
+
+    /// [`P2pHandle::send`], with this node's signature of the message after it: for messages
+    /// the receiver may quote as evidence.
+    ///
+    /// # Errors
+    /// As [`P2pHandle::send`].
+    pub async fn send_signed(&self, to: &NodeId, bytes: Vec<u8>) -> Result<(), P2pError> {
+        self.queue(to, bytes, true)
+    }
+
+    fn queue(&self, to: &NodeId, bytes: Vec<u8>, sign: bool) -> Result<(), P2pError> {
         let inner = &*self.inner;
         if bytes.len() > inner.max_message_bytes {
             return Err(P2pError::TooLarge {
@@ -292,10 +320,15 @@ impl P2pHandle {
             slot.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(P2pError::QueueFull(to.clone()));
         }
-        let digest =
-            crate::proto::wire::p2p_signing_digest(inner.local.as_str(), to.as_str(), &bytes);
         let mut bytes = bytes;
-        bytes.extend_from_slice(&ed25519_dalek::Signer::sign(&inner.signer, &digest).to_bytes());
+        if sign {
+            let digest =
+                crate::proto::wire::p2p_signing_digest(inner.local.as_str(), to.as_str(), &bytes);
+            bytes
+                .extend_from_slice(&ed25519_dalek::Signer::sign(&inner.signer, &digest).to_bytes());
+        } else {
+            bytes.extend_from_slice(&[0; SIGNATURE_LEN]);
+        }
         let cmd = Command::Send {
             to: slot.target,
             bytes,
@@ -465,7 +498,7 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
     let mut swarm = swarm::build(
         keypair,
         &registry,
-        max + SIGNATURE_LEN,
+        max + SIGNATURE_LEN + event_loop::BATCH_HEADER,
         span.clone(),
         refused.clone(),
     )?;
@@ -480,7 +513,11 @@ pub async fn spawn(cfg: P2pConfig) -> Result<(P2pHandle, mpsc::Receiver<Incoming
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
     let event_loop = EventLoop::new(
         swarm,
-        cfg.node.clone(),
+        (
+            cfg.node.clone(),
+            signer.verifying_key(),
+            max + SIGNATURE_LEN + event_loop::BATCH_HEADER,
+        ),
         local_peer,
         registry,
         command_rx,

@@ -1,6 +1,7 @@
 //! Wire codec of the MPC request-response protocol.
 //!
-//! A request is one message: a 4-byte big-endian length, then that many payload bytes. The
+//! A request is one frame: a 4-byte big-endian length, then that many bytes (a batch of
+//! messages, split by the event loop). The
 //! response is a one-byte ack, written only after the receiver queued the message for delivery,
 //! so a stream that ends without it means "not delivered" and the sender retries. Lengths above
 //! the configured maximum are refused on write and on read; a reader never allocates the claimed
@@ -22,7 +23,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
 
 /// Protocol name negotiated on every stream.
-pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/seqmpc/mpc/1");
+pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/seqmpc/mpc/2");
 
 /// The ack byte; anything else in its place is a protocol error.
 const ACK: u8 = 0xA5;

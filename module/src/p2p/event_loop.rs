@@ -99,21 +99,41 @@ pub(super) enum Command {
 enum Ack {
     /// A self-send: release its queue slot.
     Local,
-    /// A peer's request: send the ack so the sender stops retrying.
-    Remote(ResponseChannel<()>),
+    /// One message of a peer's request (a batch, [`EventLoop::acks`]): once the last one is
+    /// in, the ack goes out so the sender stops retrying.
+    Remote(u64),
 }
+
+/// Most bytes of messages packed into one request (a larger message goes alone).
+const BATCH_BYTES: usize = 64 * 1024;
+/// Most messages packed into one request.
+const BATCH_MESSAGES: usize = 64;
+/// Bytes a batch adds per message: its length.
+pub(super) const BATCH_HEADER: usize = 4;
 
 /// The swarm task's state.
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     local: NodeId,
+    /// This node's key, the sender key of its messages to itself.
+    local_key: ed25519_dalek::VerifyingKey,
+    /// Most bytes packed into one request: [`BATCH_BYTES`], or less if the codec's limit is.
+    batch_bytes: usize,
     local_peer: PeerId,
     registry: Registry,
     /// Parallel to `registry.remotes`.
     peers: Vec<Peer>,
     local_queued: Arc<AtomicUsize>,
-    in_flight: BTreeMap<OutboundRequestId, (usize, Outgoing)>,
+    /// Requests sent and not yet acked: the peer index and the batch of messages.
+    in_flight: BTreeMap<OutboundRequestId, (usize, Vec<Outgoing>)>,
+    /// Peers whose queue got messages since the last pump (pumped once per command batch, so
+    /// that what arrived together leaves in one request).
+    to_pump: Vec<usize>,
     backlog: VecDeque<(Incoming, Ack)>,
+    /// Requests received whose messages are not all in the incoming channel yet: the ack to
+    /// send and how many messages still wait, by a local id.
+    acks: BTreeMap<u64, (ResponseChannel<()>, usize)>,
+    next_ack: u64,
     /// Bytes in `backlog`, in all and per sender.
     backlog_bytes: (usize, BTreeMap<NodeId, usize>),
     /// Inbound requests dropped on a full backlog since the last log line.
@@ -131,7 +151,7 @@ pub(super) struct EventLoop {
 impl EventLoop {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
-        local: NodeId,
+        (local, local_key, max_request): (NodeId, ed25519_dalek::VerifyingKey, usize),
         local_peer: PeerId,
         registry: Registry,
         commands: mpsc::Receiver<Command>,
@@ -146,12 +166,17 @@ impl EventLoop {
         Self {
             swarm,
             local,
+            local_key,
+            batch_bytes: BATCH_BYTES.min(max_request),
             local_peer,
             registry,
             peers,
             local_queued: Arc::new(AtomicUsize::new(0)),
             in_flight: BTreeMap::new(),
+            to_pump: Vec::new(),
             backlog: VecDeque::new(),
+            acks: BTreeMap::new(),
+            next_ack: 0,
             backlog_bytes: (0, BTreeMap::new()),
             dropped_inbound: 0,
             partition_dropped: (0, 0),
@@ -193,6 +218,9 @@ impl EventLoop {
                                 Ok(cmd) => self.on_command(cmd),
                                 Err(_) => break,
                             }
+                        }
+                        for idx in std::mem::take(&mut self.to_pump) {
+                            self.pump(idx);
                         }
                     }
                     None => self.stop = Some("every handle was dropped"),
@@ -241,6 +269,7 @@ impl EventLoop {
                     from: self.local.clone(),
                     bytes,
                     signature,
+                    sender_key: self.local_key,
                 };
                 self.park(incoming, Ack::Local);
                 self.flush_backlog();
@@ -262,7 +291,9 @@ impl EventLoop {
                     at,
                     attempts: 0,
                 });
-                self.pump(idx);
+                if !self.to_pump.contains(&idx) {
+                    self.to_pump.push(idx);
+                }
             }
             Command::Connected { reply } => {
                 let up = self
@@ -373,8 +404,12 @@ impl EventLoop {
     }
 
     /// Sends queued messages of peer `idx` while it is connected and its window has room.
+    /// Sends what `idx`'s queue holds while its window has room, packing the messages queued
+    /// together into one request (a batch: each message after its 4-byte big-endian length),
+    /// up to [`BATCH_BYTES`] and [`BATCH_MESSAGES`]: one stream, one timer and one ack for many
+    /// messages when they come in bursts, as they do under load.
     fn pump(&mut self, idx: usize) {
-        let cut = self.partitioned();
+        let (cut, batch_bytes) = (self.partitioned(), self.batch_bytes);
         let Some(p) = self.peers.get_mut(idx) else {
             return;
         };
@@ -383,27 +418,52 @@ impl EventLoop {
         }
         let now = Instant::now();
         while p.in_flight < WINDOW {
-            let Some(m) = p.queue.pop_front() else {
-                break;
-            };
-            if now.duration_since(m.at) > MESSAGE_DEADLINE {
-                p.expired += 1;
-                p.release();
-                continue;
+            let mut batch: Vec<Outgoing> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(m) = p.queue.front() {
+                let len = m.bytes.len() + BATCH_HEADER;
+                // A message retried after a failure goes alone, so that a message its receiver
+                // refuses (too large for it) never takes a batch's other messages down with it.
+                let retried = m.attempts > 0 || batch.first().is_some_and(|b| b.attempts > 0);
+                if !batch.is_empty()
+                    && (retried || bytes + len > batch_bytes || batch.len() >= BATCH_MESSAGES)
+                {
+                    break;
+                }
+                let Some(m) = p.queue.pop_front() else {
+                    break;
+                };
+                if now.duration_since(m.at) > MESSAGE_DEADLINE {
+                    p.expired += 1;
+                    p.release();
+                    continue;
+                }
+                if cut {
+                    // Lost on the wire: never sent, never retried.
+                    self.partition_dropped.0 += 1;
+                    p.release();
+                    continue;
+                }
+                bytes += len;
+                batch.push(m);
             }
-            if cut {
-                // Lost on the wire: never sent, never retried.
-                self.partition_dropped.0 += 1;
-                p.release();
-                continue;
+            if batch.is_empty() {
+                break;
+            }
+            let mut request = Vec::with_capacity(bytes);
+            for m in &batch {
+                // Fits: `send` caps a message at the limit, which fits a u32 (`spawn`).
+                let len = u32::try_from(m.bytes.len()).unwrap_or(u32::MAX);
+                request.extend_from_slice(&len.to_be_bytes());
+                request.extend_from_slice(&m.bytes);
             }
             let id = self
                 .swarm
                 .behaviour_mut()
                 .mpc
-                .send_request(&p.peer_id, Arc::clone(&m.bytes));
+                .send_request(&p.peer_id, Arc::new(request));
             p.in_flight += 1;
-            self.in_flight.insert(id, (idx, m));
+            self.in_flight.insert(id, (idx, batch));
         }
     }
 
@@ -418,15 +478,26 @@ impl EventLoop {
                         Ack::Local => {
                             self.local_queued.fetch_sub(1, Ordering::AcqRel);
                         }
-                        Ack::Remote(channel) => {
-                            if self
-                                .swarm
-                                .behaviour_mut()
-                                .mpc
-                                .send_response(channel, ())
-                                .is_err()
+                        Ack::Remote(id) => {
+                            let last = match self.acks.get_mut(&id) {
+                                Some((_, waiting)) => {
+                                    *waiting = waiting.saturating_sub(1);
+                                    *waiting == 0
+                                }
+                                None => false,
+                            };
+                            if let Some((channel, _)) =
+                                last.then(|| self.acks.remove(&id)).flatten()
                             {
-                                tracing::debug!("ack not sent: the request timed out meanwhile (its sender retries)");
+                                if self
+                                    .swarm
+                                    .behaviour_mut()
+                                    .mpc
+                                    .send_response(channel, ())
+                                    .is_err()
+                                {
+                                    tracing::debug!("ack not sent: the request timed out meanwhile (its sender retries)");
+                                }
                             }
                         }
                     }
@@ -437,6 +508,7 @@ impl EventLoop {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.backlog.clear();
+                    self.acks.clear();
                     self.backlog_bytes = (0, BTreeMap::new());
                     self.stop = Some("the incoming receiver was dropped");
                     return;
@@ -616,8 +688,14 @@ impl EventLoop {
                     return;
                 }
                 let len = request.len();
+                let Some(messages) = split_batch(&request) else {
+                    // Dropping `channel` un-acked: a faulty or malicious peer retries a few
+                    // times at most.
+                    tracing::warn!(%from, bytes = len, "dropping a request that is not a batch of messages each longer than its signature");
+                    return;
+                };
                 let from_peer = self.backlog_bytes.1.get(&from).copied().unwrap_or(0);
-                if self.backlog.len() >= BACKLOG_MAX
+                if self.backlog.len().saturating_add(messages.len()) > BACKLOG_MAX
                     || self.backlog_bytes.0.saturating_add(len) > BACKLOG_BYTES
                     || from_peer.saturating_add(len) > PEER_BACKLOG_BYTES
                 {
@@ -625,43 +703,35 @@ impl EventLoop {
                     self.dropped_inbound += 1;
                     return;
                 }
-                let Some((bytes, signature)) = split_signature(Arc::unwrap_or_clone(request))
-                    .filter(|(bytes, sig)| {
-                        let digest = crate::proto::wire::p2p_signing_digest(
-                            from.as_str(),
-                            self.local.as_str(),
+                let ack = self.next_ack;
+                self.next_ack += 1;
+                self.acks.insert(ack, (channel, messages.len()));
+                for (bytes, signature) in messages {
+                    self.park(
+                        Incoming {
+                            from: from.clone(),
                             bytes,
-                        );
-                        key.verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(sig))
-                            .is_ok()
-                    })
-                else {
-                    // Noise authenticated the peer, yet it did not sign what it sent: a faulty
-                    // or malicious node. Dropped without ack (it retries a few times at most).
-                    tracing::warn!(%from, "dropping a message whose signature does not verify under its sender's key");
-                    return;
-                };
-                self.park(
-                    Incoming {
-                        from,
-                        bytes,
-                        signature,
-                    },
-                    Ack::Remote(channel),
-                );
+                            signature,
+                            sender_key: key,
+                        },
+                        Ack::Remote(ack),
+                    );
+                }
                 self.flush_backlog();
             }
             request_response::Event::Message {
                 message: Message::Response { request_id, .. },
                 ..
             } => {
-                let Some((idx, _)) = self.in_flight.remove(&request_id) else {
+                let Some((idx, batch)) = self.in_flight.remove(&request_id) else {
                     return;
                 };
                 if let Some(p) = self.peers.get_mut(idx) {
                     p.in_flight = p.in_flight.saturating_sub(1);
                     p.last_ack = Instant::now();
-                    p.release();
+                    for _ in &batch {
+                        p.release();
+                    }
                 }
                 self.pump(idx);
             }
@@ -676,20 +746,13 @@ impl EventLoop {
     }
 
     fn on_send_failure(&mut self, id: OutboundRequestId, error: OutboundFailure) {
-        let Some((idx, mut m)) = self.in_flight.remove(&id) else {
+        let Some((idx, batch)) = self.in_flight.remove(&id) else {
             return;
         };
         let Some(p) = self.peers.get_mut(idx) else {
             return;
         };
         p.in_flight = p.in_flight.saturating_sub(1);
-        // A lost connection is not the message's fault: it waits for the redial.
-        if !matches!(
-            error,
-            OutboundFailure::ConnectionClosed | OutboundFailure::DialFailure
-        ) {
-            m.attempts += 1;
-        }
         if matches!(error, OutboundFailure::Timeout)
             && p.is_up()
             && p.last_ack.elapsed() > REQUEST_TIMEOUT
@@ -699,18 +762,27 @@ impl EventLoop {
             p.last_ack = Instant::now();
             let _ = self.swarm.disconnect_peer_id(p.peer_id);
         }
-        if m.attempts >= MAX_ATTEMPTS {
-            tracing::warn!(peer = %p.node, bytes = m.bytes.len(), attempts = m.attempts, %error,
-                "giving up on a message");
-            p.release();
-        } else if m.at.elapsed() > MESSAGE_DEADLINE {
-            p.expired += 1;
-            p.release();
-        } else {
-            tracing::debug!(peer = %p.node, bytes = m.bytes.len(), attempts = m.attempts, %error,
-                "send failed; will retry");
-            let pos = p.queue.partition_point(|q| q.seq < m.seq);
-            p.queue.insert(pos, m);
+        for mut m in batch {
+            // A lost connection is not the message's fault: it waits for the redial.
+            if !matches!(
+                error,
+                OutboundFailure::ConnectionClosed | OutboundFailure::DialFailure
+            ) {
+                m.attempts += 1;
+            }
+            if m.attempts >= MAX_ATTEMPTS {
+                tracing::warn!(peer = %p.node, bytes = m.bytes.len(), attempts = m.attempts, %error,
+                    "giving up on a message");
+                p.release();
+            } else if m.at.elapsed() > MESSAGE_DEADLINE {
+                p.expired += 1;
+                p.release();
+            } else {
+                tracing::debug!(peer = %p.node, bytes = m.bytes.len(), attempts = m.attempts, %error,
+                    "send failed; will retry");
+                let pos = p.queue.partition_point(|q| q.seq < m.seq);
+                p.queue.insert(pos, m);
+            }
         }
         self.pump(idx);
     }
@@ -767,6 +839,20 @@ impl EventLoop {
             self.dropped_inbound = 0;
         }
     }
+}
+
+/// Splits a request into its messages (each after its 4-byte big-endian length), each split
+/// into the message and the signature that ends it; `None` if it is not exactly that.
+pub(super) fn split_batch(mut request: &[u8]) -> Option<Vec<(Vec<u8>, [u8; SIGNATURE_LEN])>> {
+    let mut out = Vec::new();
+    while !request.is_empty() {
+        let (len, rest) = request.split_first_chunk::<BATCH_HEADER>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let message = rest.get(..len)?;
+        out.push(split_signature(message.to_vec())?);
+        request = rest.get(len..)?;
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Splits a wire message into the message and the signature that ends it.

@@ -46,3 +46,38 @@ fn codec_read__should_not_panic_on_arbitrary_or_mutated_streams() {
         Ok(())
     });
 }
+
+#[test]
+fn split_batch__should_not_panic_and_should_give_back_what_was_packed() {
+    use super::event_loop::{split_batch, BATCH_HEADER};
+    use super::SIGNATURE_LEN;
+    let strategy = (
+        vec(vec(any::<u8>(), SIGNATURE_LEN..SIGNATURE_LEN + 40), 1..6),
+        vec(any::<u8>(), 0..300),
+        mutations(),
+    );
+    check("p2p batch", 2000, strategy, |(messages, raw, muts)| {
+        let _ = split_batch(&raw);
+        let mut packed = Vec::new();
+        for m in &messages {
+            packed.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            packed.extend_from_slice(m);
+        }
+        let got = split_batch(&packed).expect("a well-formed batch");
+        prop_assert_eq!(got.len(), messages.len());
+        for ((bytes, sig), m) in got.iter().zip(&messages) {
+            let at = m.len() - SIGNATURE_LEN;
+            prop_assert_eq!(bytes.as_slice(), &m[..at]);
+            prop_assert_eq!(sig.as_slice(), &m[at..]);
+        }
+        // Cut short, a batch is refused whole.
+        prop_assert!(split_batch(&packed[..packed.len() - 1]).is_none());
+        prop_assert!(split_batch(&packed[..BATCH_HEADER - 1]).is_none());
+        apply(&mut packed, &muts);
+        let _ = split_batch(&packed);
+        Ok(())
+    });
+    // Empty, and a message shorter than its signature, are refused.
+    assert!(split_batch(&[]).is_none());
+    assert!(split_batch(&[0, 0, 0, 3, 1, 2, 3]).is_none());
+}

@@ -661,3 +661,34 @@ async fn p2p__should_accept_a_rotated_node_only_under_its_new_key_and_drop_a_rem
         .expect("a's message to c");
     assert_eq!(m.bytes, b"welcome back".to_vec());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn p2p__should_hand_on_a_signature_that_proves_only_what_was_sent_signed() {
+    init_tracing();
+    let a = TestNode::new("node-a", 41);
+    let b = TestNode::new("node-b", 42);
+    let (ha, _rxa) = a.start(&[&a, &b], MAX).await;
+    let (_hb, mut rxb) = b.start(&[&a, &b], MAX).await;
+    ha.send_signed(&b.node, b"quotable".to_vec()).await.unwrap();
+    ha.send(&b.node, b"plain".to_vec()).await.unwrap();
+    let signed = recv_within(&mut rxb, WAIT).await.expect("signed message");
+    let plain = recv_within(&mut rxb, WAIT).await.expect("plain message");
+    assert_eq!(signed.bytes, b"quotable".to_vec());
+    assert_eq!(signed.sender_key.to_bytes(), a.public_key);
+    let proves = |m: &Incoming, to: &NodeId, bytes: &[u8]| {
+        let digest = crate::proto::wire::p2p_signing_digest(m.from.as_str(), to.as_str(), bytes);
+        m.sender_key
+            .verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(&m.signature))
+            .is_ok()
+    };
+    assert!(
+        proves(&signed, &b.node, b"quotable"),
+        "a signed message proves its sender"
+    );
+    // Not for another receiver, not for other bytes, and nothing for an unsigned message.
+    assert!(!proves(&signed, &a.node, b"quotable"));
+    assert!(!proves(&signed, &b.node, b"quotable!"));
+    assert_eq!(plain.bytes, b"plain".to_vec());
+    assert_eq!(plain.signature, [0; SIGNATURE_LEN]);
+    assert!(!proves(&plain, &b.node, b"plain"));
+}

@@ -674,7 +674,9 @@ fn main() -> anyhow::Result<()> {
             &mut sub,
             Scheme::FrostEd25519,
             ed_floor,
-            &[(1, 50), (10, 200), (100, 2000)],
+            // 300 in flight: what the network sustains once latency no longer bounds it
+            // (100 in flight at two blocks of 100 ms can never exceed 500 sig/s).
+            &[(1, 50), (10, 200), (100, 2000), (300, 4000)],
             FROST_RESHARES,
         )?;
     }
