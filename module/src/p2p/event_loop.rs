@@ -403,7 +403,6 @@ impl EventLoop {
         true
     }
 
-    /// Sends queued messages of peer `idx` while it is connected and its window has room.
     /// Sends what `idx`'s queue holds while its window has room, packing the messages queued
     /// together into one request (a batch: each message after its 4-byte big-endian length),
     /// up to [`BATCH_BYTES`] and [`BATCH_MESSAGES`]: one stream, one timer and one ack for many
@@ -842,10 +841,15 @@ impl EventLoop {
 }
 
 /// Splits a request into its messages (each after its 4-byte big-endian length), each split
-/// into the message and the signature that ends it; `None` if it is not exactly that.
+/// into the message and the signature that ends it; `None` if it is not exactly that, or holds
+/// more than [`BATCH_MESSAGES`] (no sender packs more: a request of many tiny messages is
+/// refused before it is copied apart).
 pub(super) fn split_batch(mut request: &[u8]) -> Option<Vec<(Vec<u8>, [u8; SIGNATURE_LEN])>> {
     let mut out = Vec::new();
     while !request.is_empty() {
+        if out.len() >= BATCH_MESSAGES {
+            return None;
+        }
         let (len, rest) = request.split_first_chunk::<BATCH_HEADER>()?;
         let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
         let message = rest.get(..len)?;

@@ -77,7 +77,15 @@ fn split_batch__should_not_panic_and_should_give_back_what_was_packed() {
         let _ = split_batch(&packed);
         Ok(())
     });
-    // Empty, and a message shorter than its signature, are refused.
+    // Empty, a message shorter than its signature, and more messages than a sender packs, are
+    // refused.
     assert!(split_batch(&[]).is_none());
     assert!(split_batch(&[0, 0, 0, 3, 1, 2, 3]).is_none());
+    let one = [
+        &(SIGNATURE_LEN as u32).to_be_bytes()[..],
+        &[0; SIGNATURE_LEN],
+    ]
+    .concat();
+    assert_eq!(split_batch(&one.repeat(64)).map(|m| m.len()), Some(64));
+    assert!(split_batch(&one.repeat(65)).is_none());
 }
