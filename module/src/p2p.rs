@@ -3,7 +3,8 @@
 //! Messages travel as requests of the request-response protocol `/seqmpc/mpc/2`: a 4-byte
 //! big-endian length and a batch, the messages queued for the peer together, each after its own
 //! 4-byte length (a message is at most `max_message_bytes`, enforced by `send` and by the
-//! reader), answered by a one-byte ack once every message of the batch is delivered. A node's libp2p identity is its ed25519 node key, so the Noise
+//! reader), answered by a one-byte ack once every message of the batch is delivered. A node's
+//! libp2p identity is its ed25519 node key, so the Noise
 //! handshake authenticates the `PeerId`, and the registry maps it to the sender [`NodeId`] of
 //! every [`Incoming`]: the sender is never read from the message. Connections from keys outside
 //! the registry are refused right after the handshake (logged, and counted:
