@@ -524,14 +524,18 @@ impl Localnet {
     /// The dev sequencer's record of an app hash divergence (an app replaying blocks after a
     /// restart computed another app hash than the chain recorded), if any.
     pub fn app_hash_divergence(&self) -> anyhow::Result<Value> {
-        // The dev sequencer's own `seqmpc` section of `/status`, which tendermint-rs's status
-        // type does not carry: the raw JSON-RPC answer.
+        Ok(self.sequencer_status()?["app_hash_divergence"].clone())
+    }
+
+    /// The dev sequencer's own `seqmpc` section of `/status` (apps up, their heights, app hash
+    /// divergences), which tendermint-rs's status type does not carry: from the raw answer.
+    pub fn sequencer_status(&self) -> anyhow::Result<Value> {
         let (_, body) = self.rpc_get_text("/status")?;
-        let st: Value = serde_json::from_str(&body)?;
-        let seqmpc = st["result"]
-            .get("seqmpc")
-            .ok_or_else(|| anyhow!("/status has no seqmpc section: {st}"))?;
-        Ok(seqmpc["app_hash_divergence"].clone())
+        let mut st: Value = serde_json::from_str(&body)?;
+        match st["result"].get_mut("seqmpc") {
+            Some(section) => Ok(section.take()),
+            None => Err(anyhow!("/status has no seqmpc section: {st}")),
+        }
     }
 }
 

@@ -195,10 +195,9 @@ fn node3_live(net: &Localnet) -> Option<bool> {
 
 /// Whether the dev sequencer has node3's app up (it receives every block).
 fn node3_app_up(net: &Localnet) -> bool {
-    net.rpc_get_text("/status")
+    net.sequencer_status()
         .ok()
-        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-        .and_then(|st| st["result"]["seqmpc"]["apps_up"].as_array().cloned())
+        .and_then(|st| st["apps_up"].as_array().cloned())
         .is_some_and(|up| up.iter().any(|a| a == "node3"))
 }
 
@@ -349,12 +348,7 @@ fn n4t3_localnet__should_sign_among_live_nodes_while_node3_is_partitioned_and_he
         let h3 = net.node_get(3, "/status").ok()?["chain_height"].as_u64()?;
         (node3_app_up(&net) && h3 + 2 >= net.rpc.height().ok()?).then_some(h3)
     });
-    let apps = || {
-        net.rpc_get_text("/status")
-            .ok()
-            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .map(|st| st["result"]["seqmpc"]["apps"].clone())
-    };
+    let apps = || net.sequencer_status().ok().map(|st| st["apps"].clone());
     assert!(
         caught_up.is_some(),
         "node3 did not catch up after the partition healed: node3 {:?}, sequencer apps {:?}, height {:?}",

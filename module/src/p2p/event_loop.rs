@@ -478,16 +478,14 @@ impl EventLoop {
                             self.local_queued.fetch_sub(1, Ordering::AcqRel);
                         }
                         Ack::Remote(id) => {
-                            let last = match self.acks.get_mut(&id) {
-                                Some((_, waiting)) => {
-                                    *waiting = waiting.saturating_sub(1);
-                                    *waiting == 0
-                                }
-                                None => false,
+                            let Some((_, waiting)) = self.acks.get_mut(&id) else {
+                                continue;
                             };
-                            if let Some((channel, _)) =
-                                last.then(|| self.acks.remove(&id)).flatten()
-                            {
+                            *waiting = waiting.saturating_sub(1);
+                            if *waiting > 0 {
+                                continue;
+                            }
+                            if let Some((channel, _)) = self.acks.remove(&id) {
                                 if self
                                     .swarm
                                     .behaviour_mut()

@@ -1,9 +1,10 @@
 //! The CGGMP24 rows of the crash matrix, on a localnet of their own (ports from 20000).
 //!
 //! Why apart: a CGGMP24 signing's chain deadline is 20x the genesis `session_deadline_blocks`
-//! and a keygen's is the genesis `cggmp_keygen_deadline_blocks` (15 minutes by default), and a crash before the point of no return ends the
-//! session at its deadline (the restarted node resumes nothing, and the others wait for it),
-//! unless the crashed node sent nothing in a signing (then it is named silent).
+//! and a keygen's is the genesis `cggmp_keygen_deadline_blocks` (15 minutes by default), and a
+//! crash before the point of no return ends the session at its deadline (the restarted node
+//! resumes nothing, and the others wait for it), unless the crashed node sent nothing in a
+//! signing (then it is named silent).
 //! On the FROST localnet (40 blocks) that is 80 s per signing row; here the genesis deadline
 //! is [`DEADLINE_BLOCKS`] and the keygen one [`KEYGEN_DEADLINE_BLOCKS`], so a signing ends in
 //! 240 blocks and a keygen in 360, still well
@@ -271,6 +272,21 @@ fn settled(net: &Localnet, path: &str, blocks: u64) -> Value {
     .unwrap_or_else(|| panic!("{path} still PENDING after {timeout:?}"))
 }
 
+/// A signing that ended DONE in a later attempt because `node` sent nothing in the first:
+/// excluded and named silent, the chain and the nodes in agreement, nothing left pending.
+/// Returns the first attempt's error.
+fn named_silent(net: &Localnet, label: &str, end: &Value, node: &str) -> String {
+    assert_eq!(end["excluded"], serde_json::json!([node]), "{label}: {end}");
+    let error = end["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains(&format!("nothing received from {node}")),
+        "{label}: {end}"
+    );
+    assert_no_divergence(net, label);
+    assert_nothing_pending(net, label);
+    error
+}
+
 /// The row's checks once its session ended ERROR by deadline.
 fn ended_by_deadline(net: &Localnet, label: &str, end: &Value) -> String {
     assert_eq!(end["status"], "ERROR", "{label}: {end}");
@@ -372,25 +388,14 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
     // node2 sent nothing in that signing: its partner named it at the silence timeout, and
     // the next attempt signed without it.
     verified(&net, EC, msg, false, &end);
-    assert_eq!(
-        end["excluded"],
-        serde_json::json!(["node2"]),
-        "{label}: {end}"
-    );
     assert!(
         end["ended_attempts"][0]["signers"]
             .as_array()
             .is_some_and(|s| s.iter().any(|n| n == "node2")),
-        "{label}: {end}"
-    );
-    let error = end["error"].as_str().unwrap_or_default().to_owned();
-    assert!(
-        error.contains("nothing received from node2"),
         "{label}: {end}; signers {:?}",
         sent.signers
     );
-    assert_no_divergence(&net, label);
-    assert_nothing_pending(&net, label);
+    let error = named_silent(&net, label, &end, "node2");
     assert!(node2_holds_none(&net), "{label}: node2 kept a presignature");
     // node<other> names its old presignature; node2 lacks it: both fall back to the full
     // protocol.
@@ -443,19 +448,10 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
     // (both seen in CI).
     let (outcome, error) = if end["status"] == "DONE" {
         verified(&net, EC, &[0x33u8; 32], true, &end);
-        assert_eq!(
-            end["excluded"],
-            serde_json::json!(["node3"]),
-            "{label}: {end}"
-        );
-        let error = end["error"].as_str().unwrap_or_default().to_owned();
-        assert!(
-            error.contains("nothing received from node3"),
-            "{label}: {end}"
-        );
-        assert_no_divergence(&net, label);
-        assert_nothing_pending(&net, label);
-        ("DONE (next attempt)", error)
+        (
+            "DONE (next attempt)",
+            named_silent(&net, label, &end, "node3"),
+        )
     } else {
         let error = ended_by_deadline(&net, label, &end);
         assert!(
