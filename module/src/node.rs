@@ -185,6 +185,12 @@ pub struct Metrics {
     pub cggmp_prime_sets_taken: u64,
     /// CGGMP24 keygens waiting here for a safe-prime set.
     pub cggmp_keygens_waiting_for_primes: usize,
+    /// CGGMP24 safe-prime sets generated and stored here since start (the refill rate is its
+    /// rate).
+    pub cggmp_prime_sets_generated: u64,
+    /// CGGMP24 presignatures this node finished its part of and pooled since start (the
+    /// presignature supply: its rate).
+    pub cggmp_presignatures_generated: u64,
     /// Reshared shares made READY here (the chain confirmed the resharing).
     pub reshares_ok: u64,
     /// Resharing latencies at a new party in microseconds: committed job received → new
@@ -514,6 +520,7 @@ impl<S: SubmitResult> Node<S> {
                 m.cggmp_prime_pool_target = target;
                 (m.cggmp_prime_sets_taken, m.cggmp_keygens_waiting_for_primes) =
                     self.primes.usage();
+                m.cggmp_prime_sets_generated = self.primes.generated();
             }
         }
     }

@@ -38,7 +38,7 @@ fn to_i64(v: usize) -> i64 {
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.m;
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 12] = [
             ("keygens_ok", "Keygens that ended READY here.", m.keygens_ok),
             (
                 "keygens_failed",
@@ -75,6 +75,16 @@ impl Collector for Snapshot {
                 "cggmp_prime_sets_taken",
                 "CGGMP24 safe-prime sets taken for aux-info runs since start.",
                 m.cggmp_prime_sets_taken,
+            ),
+            (
+                "cggmp_prime_sets_generated",
+                "CGGMP24 safe-prime sets generated and stored here since start.",
+                m.cggmp_prime_sets_generated,
+            ),
+            (
+                "cggmp_presignatures_generated",
+                "CGGMP24 presignatures this node finished its part of and pooled.",
+                m.cggmp_presignatures_generated,
             ),
             (
                 "reshares_ok",
@@ -170,6 +180,7 @@ mod tests {
             keygens_ok: 3,
             signatures_ok: 7,
             cggmp_prime_pool_level: 2,
+            cggmp_presignatures_generated: 5,
             ..Default::default()
         };
         m.latency.observe("sign", Scheme::FrostEd25519, 1_200);
@@ -198,6 +209,10 @@ mod tests {
         use prometheus_parse::Value;
         assert_eq!(value("seqmpc_keygens_ok_total"), Some(Value::Counter(3.0)));
         assert_eq!(value("seqmpc_signatures_total"), Some(Value::Counter(7.0)));
+        assert_eq!(
+            value("seqmpc_cggmp_presignatures_generated_total"),
+            Some(Value::Counter(5.0))
+        );
         assert_eq!(value("seqmpc_chain_height"), Some(Value::Gauge(42.0)));
         assert_eq!(value("seqmpc_sessions_active"), Some(Value::Gauge(4.0)));
         assert_eq!(

@@ -479,6 +479,10 @@ impl<S: SubmitResult> Node<S> {
                 self.presigs
                     .insert(&p.key_id, session.0, p.generation, *presig, cap);
                 self.pool_changed = true;
+                self.metrics(|m| {
+                    m.cggmp_presignatures_generated =
+                        m.cggmp_presignatures_generated.saturating_add(1)
+                });
                 debug!(key_id = %p.key_id, %session, level = self.presigs.level(&p.key_id, &p.signers), "presignature ready");
                 self.resume_waiting_plans(&session.0).await;
             }

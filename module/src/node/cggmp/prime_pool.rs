@@ -45,6 +45,8 @@ struct StoredPool {
     waiting: VecDeque<SessionId>,
     /// Sets taken out of the store for aux-info runs since the node started.
     taken: u64,
+    /// Sets generated and stored since the node started.
+    generated: u64,
     /// A keygen here waits for other nodes' safe primes or runs aux info: a refill ahead of
     /// need waits, leaving them the CPU (a keygen waiting for a set here is served anyway).
     refill_paused: bool,
@@ -146,6 +148,7 @@ impl PrimePool {
                 held: BTreeSet::new(),
                 waiting: VecDeque::new(),
                 taken: 0,
+                generated: 0,
                 refill_paused: false,
                 generating: false,
                 generate,
@@ -412,6 +415,11 @@ impl PrimePool {
         self.with_stored(|p| (p.taken, p.waiting.len()))
             .unwrap_or_default()
     }
+
+    /// Sets generated and stored since start.
+    pub(crate) fn generated(&self) -> u64 {
+        self.with_stored(|p| p.generated).unwrap_or_default()
+    }
 }
 
 /// The `cggmp-primes` thread: generates and stores one set at a time while another is wanted,
@@ -465,7 +473,10 @@ fn generate_until_full(pool: &Weak<Mutex<PoolState>>, rt: &tokio::runtime::Handl
         let Some(pool_now) = pool.upgrade().map(PrimePool) else {
             return;
         };
-        pool_now.with_stored(|p| p.level = p.level.saturating_add(1));
+        pool_now.with_stored(|p| {
+            p.level = p.level.saturating_add(1);
+            p.generated = p.generated.saturating_add(1);
+        });
         info!(prime_set = %id, secs = started.elapsed().as_secs(), level = pool_now.level(),
             target = pool_now.target(), "safe-prime set generated and stored");
     }

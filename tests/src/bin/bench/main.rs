@@ -522,14 +522,47 @@ fn sign_paced(
     inflight: u64,
     total: u64,
     wait_secs: u64,
-    mut request: impl FnMut(u64) -> anyhow::Result<TxMsg>,
+    request: impl FnMut(u64) -> anyhow::Result<TxMsg>,
 ) -> anyhow::Result<Paced> {
+    let run = pace(out, sub, inflight, |n, _| n < total, wait_secs, request)?;
+    let last = run
+        .sent
+        .iter()
+        .filter_map(|(id, _)| out.get(id))
+        .map(|o| o.at)
+        .max()
+        .unwrap_or(run.start);
+    Ok(Paced {
+        secs: last.duration_since(run.start).as_secs_f64(),
+        sent: run.sent,
+    })
+}
+
+/// A signing run as the client saw it: when it started, and each request (`sign:<id>`) with
+/// the moment it was submitted.
+struct Run {
+    start: Instant,
+    sent: Vec<(String, Instant)>,
+}
+
+/// Submits sign requests made by `request` while `more(submitted so far, time since start)`,
+/// keeping `inflight` of them without an outcome on chain, then waits up to `wait_secs` for
+/// the outcomes of all it sent.
+fn pace(
+    out: &Outcomes,
+    sub: &mut Submitter,
+    inflight: u64,
+    more: impl Fn(u64, Duration) -> bool,
+    wait_secs: u64,
+    mut request: impl FnMut(u64) -> anyhow::Result<TxMsg>,
+) -> anyhow::Result<Run> {
     let start = Instant::now();
     let mut sent = Vec::new();
     let mut open: Vec<String> = Vec::new();
-    while (sent.len() as u64) < total {
+    let going = |sent: &Vec<_>| more(sent.len() as u64, start.elapsed());
+    while going(&sent) {
         open.retain(|id| out.get(id).is_none());
-        while (sent.len() as u64) < total && (open.len() as u64) < inflight {
+        while going(&sent) && (open.len() as u64) < inflight {
             let msg = request(sent.len() as u64)?;
             let TxMsg::KeySign { request_id, .. } = &msg else {
                 bail!("not a sign request: {msg:?}");
@@ -549,16 +582,7 @@ fn sign_paced(
         (out.count(sent.iter().map(|(id, _)| id.as_str())) == sent.len()).then_some(())
     })
     .context("signatures did not all reach the chain")?;
-    let last = sent
-        .iter()
-        .filter_map(|(id, _)| out.get(id))
-        .map(|o| o.at)
-        .max()
-        .unwrap_or(start);
-    Ok(Paced {
-        secs: last.duration_since(start).as_secs_f64(),
-        sent,
-    })
+    Ok(Run { start, sent })
 }
 
 /// `p50 / p99` of end-to-end latencies (µs) in ms, and a note on requests that failed.
@@ -795,10 +819,15 @@ fn run_presigned(
     wait_for(Duration::from_secs(600), || full().then_some(()))
         .context("presignature pools did not fill")?;
     let fill = t.elapsed().as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    // The most presignatures a minute these cores can make: all of them on presigning.
+    let supply_floor = 60.0 * cores / (floor.presign_ms / 1000.0);
+    let supply = 60.0 * (4 * pool) as f64 / fill;
     println!(
-        "    pools filled in {fill:.0} s: {} presignatures, {:.1} s each on this network",
+        "    pools filled in {fill:.0} s: {} presignatures, {:.1} s each on this network: supply {supply:.1} presignatures/min   [{:.2}x the floor's {supply_floor:.1}/min on {cores} cores]",
         4 * pool,
-        fill / (4 * pool) as f64
+        fill / (4 * pool) as f64,
+        supply / supply_floor,
     );
     let presigned = |net: &Localnet| -> u64 {
         (0..4)
@@ -842,5 +871,45 @@ fn run_presigned(
             pct(&mut lat, 0.5) / floor.online_ms
         );
     }
+    // Steady state: more demand than the pools hold, so every signature waits for a
+    // presignature or runs the full protocol; the rate is counted after a warm-up that drains
+    // the pools.
+    let (warmup, window, inflight) = (Duration::from_secs(30), Duration::from_secs(120), 4);
+    let pre_before = presigned(net);
+    let run = pace(
+        out,
+        sub,
+        inflight,
+        |_, t| t < warmup + window,
+        300,
+        |_| {
+            let n = next;
+            next += 1;
+            Ok(TxMsg::KeySign {
+                key_id: KeyId::new("ecp")?,
+                request_id: RequestId::new(format!("ecp-steady-{n}"))?,
+                message: n.to_be_bytes().to_vec(),
+                prehashed: false,
+            })
+        },
+    )?;
+    let from = run.start + warmup;
+    let to = from + window;
+    let done = run
+        .sent
+        .iter()
+        .filter_map(|(id, _)| out.get(id))
+        .filter(|o| o.ok && o.at >= from && o.at < to)
+        .count();
+    let per_min = done as f64 * 60.0 / window.as_secs_f64();
+    println!(
+        "    steady state, {inflight} in flight for {} s (rate over the last {} s): {per_min:.1} sig/min ({} of the run's {} from presignatures)   {}   [{:.2}x the floor's {supply_floor:.1}/min]",
+        (warmup + window).as_secs(),
+        window.as_secs(),
+        presigned(net) - pre_before,
+        run.sent.len(),
+        e2e_line(out, &run.sent),
+        per_min / supply_floor,
+    );
     Ok(())
 }
