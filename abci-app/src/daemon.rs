@@ -11,12 +11,15 @@
 //!   the chain; [`admin`]: the operator socket (master key rotation, backups);
 //!   [`master_source`]: where the master key comes from (a file or a command).
 //! - `partition` (TEST ONLY, feature `fault-injection`): the ABCI relay of the
-//!   `partition-file` fault.
+//!   `partition-file` fault; `faulty_rpc` (TEST ONLY): the result submitter's RPC port behind
+//!   the `partition-file` and `lose-result-txs` faults.
 
 pub mod abci_unix;
 pub mod admin;
 pub mod block_watch;
 pub mod diverge;
+#[cfg(feature = "fault-injection")]
+pub mod faulty_rpc;
 pub mod keys;
 pub mod master_source;
 pub mod outbox;

@@ -36,8 +36,8 @@
 //! A process with a key outside the chain's node registry needs no fault: the e2e test runs
 //! one itself (the p2p layer of this crate with a fresh key).
 //!
-//! Network faults, on every p2p message this node's session manager sends ([`NetFaults`];
-//! CGGMP24 worker threads send directly and are not affected):
+//! Network faults, on every session message this node sends ([`NetFaults`], applied by
+//! [`FaultyTransport`], which the CGGMP24 worker threads send through too):
 //! - `net-drop-pct=<0..=100>`: drop that share of messages;
 //! - `net-dup`: send every message twice;
 //! - `net-delay-ms=<n>`: hold each message a random 0..n ms (so messages overtake each other);
@@ -444,6 +444,94 @@ pub(crate) fn stub_prime_pool(
         target,
         Arc::new(generate),
     ))
+}
+
+/// The transport of a node with faults: every session message, from the session runtime and
+/// from the CGGMP24 worker threads, is tampered with ([`Faults::tamper`],
+/// [`Faults::tamper_cggmp`]), sent under [`Faults::session_for`], and through the network
+/// faults ([`NetFaults::plan`]) before it reaches the p2p channel.
+pub(crate) struct FaultyTransport {
+    p2p: crate::p2p::P2pHandle,
+    faults: Faults,
+}
+
+impl FaultyTransport {
+    pub(crate) fn new(p2p: crate::p2p::P2pHandle, faults: Faults) -> Self {
+        FaultyTransport { p2p, faults }
+    }
+
+    /// The payload as this node's faults make it.
+    fn tampered(&self, to: &NodeId, payload: Payload) -> Payload {
+        match self.faults.tamper(to, payload) {
+            Payload::Cggmp(p) => match CggmpMsg::from_bytes(&p.msg) {
+                Ok(msg) => Payload::Cggmp(seqmpc_proto::wire::CggmpPayload {
+                    msg: self.faults.tamper_cggmp(msg).to_bytes(),
+                }),
+                Err(_) => Payload::Cggmp(p),
+            },
+            other => other,
+        }
+    }
+}
+
+impl crate::node::transport::Transport for FaultyTransport {
+    fn send<'a>(
+        &'a self,
+        session: &'a SessionId,
+        to: &'a NodeId,
+        payload: Payload,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        use crate::node::transport::send_envelope;
+        let payload = self.tampered(to, payload);
+        let session = self.faults.session_for(session);
+        let signed = crate::session::codec::is_evidence(&payload);
+        let mut bytes = crate::session::codec::encode(&session, payload);
+        Box::pin(async move {
+            if self.faults.net == NetFaults::default() {
+                return send_envelope(&self.p2p, &session, to, bytes, signed).await;
+            }
+            let d = self.faults.net.plan(bytes.len());
+            if let Some(b) = d.corrupt_at.and_then(|i| bytes.get_mut(i)) {
+                *b ^= 0xff;
+            }
+            // Held on a task of its own: a delayed message must not hold up its sender.
+            let (p2p, to) = (self.p2p.clone(), to.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(d.delay).await;
+                for _ in 0..d.copies {
+                    send_envelope(&p2p, &session, &to, bytes.clone(), signed).await;
+                }
+            });
+        })
+    }
+}
+
+/// A result sink behind `withhold-signatures`: when `on`, drops every result that carries a
+/// signature (an aggregator whose submitter stalls, or that dies right after aggregating), so
+/// the other signers' backups must bring it; every other result passes.
+pub struct WithholdSignatures<S> {
+    /// The sink results go to.
+    pub inner: S,
+    /// Whether signatures are withheld.
+    pub on: bool,
+}
+
+impl<S: crate::job::SubmitResult> crate::job::SubmitResult for WithholdSignatures<S> {
+    fn submit(&self, msg: TxMsg) {
+        if self.on
+            && matches!(
+                msg,
+                TxMsg::SignResult {
+                    outcome: seqmpc_proto::tx::Outcome::Ok(_),
+                    ..
+                }
+            )
+        {
+            tracing::warn!("FAULT INJECTION: withholding a signature from the chain");
+            return;
+        }
+        self.inner.submit(msg)
+    }
 }
 
 /// Size of one `flood-mib-per-s` message.

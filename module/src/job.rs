@@ -243,3 +243,10 @@ pub trait SubmitResult: Send + Sync + 'static {
     /// Queue the result for submission. Must not block for long.
     fn submit(&self, msg: TxMsg);
 }
+
+/// A shared sink (a decorator may wrap one the node shares with other threads).
+impl<S: SubmitResult + ?Sized> SubmitResult for std::sync::Arc<S> {
+    fn submit(&self, msg: TxMsg) {
+        (**self).submit(msg)
+    }
+}

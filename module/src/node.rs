@@ -34,6 +34,7 @@ pub mod latency;
 mod presign;
 mod reshare;
 mod sign;
+pub(crate) mod transport;
 
 pub use presign::PresignPoolLevel;
 
@@ -361,6 +362,8 @@ pub struct Node<S: SubmitResult> {
     cfg: NodeConfig,
     store: StoreHandle,
     p2p: P2pHandle,
+    /// Where session messages go ([`transport`]): `p2p`, behind faults in a test build.
+    transport: Arc<dyn transport::Transport>,
     submit: Arc<S>,
     metrics: SharedMetrics,
     sessions: BTreeMap<SessionId, Session>,
@@ -442,6 +445,7 @@ impl<S: SubmitResult> Node<S> {
             primes,
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
+            transport: transport::for_node(p2p.clone(), &cfg),
             cfg,
             store,
             p2p,
@@ -484,8 +488,6 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        #[cfg(feature = "fault-injection")]
-        crate::fault::spawn_flood(self.p2p.clone(), self.cfg.faults.flood_mib_per_s);
         // Without configured primes, count the stored sets and fill the pool in the background.
         self.primes.load().await;
         if self.cfg.cggmp_primes_at_start {
@@ -532,49 +534,7 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn send(&self, session: &SessionId, to: &NodeId, payload: Payload) {
-        #[cfg(feature = "fault-injection")]
-        let payload = self.cfg.faults.tamper(to, payload);
-        #[cfg(feature = "fault-injection")]
-        let session = &self.cfg.faults.session_for(session);
-        #[cfg(feature = "fault-injection")]
-        if self.cfg.faults.net != crate::fault::NetFaults::default() {
-            return self.send_faulty(session, to, payload);
-        }
-        // Only what a failure report may quote is signed (`crate::p2p`, `is_evidence`).
-        let sent = if is_evidence(&payload) {
-            self.p2p.send_signed(to, encode(session, payload)).await
-        } else {
-            self.p2p.send(to, encode(session, payload)).await
-        };
-        if let Err(e) = sent {
-            warn!(%session, %to, error = %e, "p2p send failed");
-        }
-    }
-
-    /// TEST ONLY: [`Node::send`] through the configured network faults, on a task of its own
-    /// (a delayed message must not hold up the session manager).
-    #[cfg(feature = "fault-injection")]
-    fn send_faulty(&self, session: &SessionId, to: &NodeId, payload: Payload) {
-        let signed = is_evidence(&payload);
-        let mut bytes = encode(session, payload);
-        let d = self.cfg.faults.net.plan(bytes.len());
-        if let Some(b) = d.corrupt_at.and_then(|i| bytes.get_mut(i)) {
-            *b ^= 0xff;
-        }
-        let (p2p, to, session) = (self.p2p.clone(), to.clone(), *session);
-        tokio::spawn(async move {
-            tokio::time::sleep(d.delay).await;
-            for _ in 0..d.copies {
-                let sent = if signed {
-                    p2p.send_signed(&to, bytes.clone()).await
-                } else {
-                    p2p.send(&to, bytes.clone()).await
-                };
-                if let Err(e) = sent {
-                    warn!(%session, %to, error = %e, "p2p send failed");
-                }
-            }
-        });
+        self.transport.send(session, to, payload).await;
     }
 
     async fn on_job(&mut self, job: Job, received: Instant) {

@@ -17,7 +17,7 @@ use seqmpc_abci::daemon::master_source::MasterKeySource;
 use seqmpc_abci::daemon::replay_gate::ReplayGate;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::daemon::status::{self, StatusContext};
-use seqmpc_abci::daemon::submit::{RpcSubmitter, SubmitFaults};
+use seqmpc_abci::daemon::submit::RpcSubmitter;
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
@@ -691,16 +691,20 @@ fn start(
     let catch_up = app.catch_up_jobs(&me);
     let app = AppHandle::spawn(app)?;
 
+    // A test build puts the node's faults in front of the submitter's RPC port.
     #[cfg(feature = "fault-injection")]
-    let submit_faults = SubmitFaults::new(partition.clone(), &faults);
+    let chain_rpc = seqmpc_abci::daemon::faulty_rpc::FaultyRpc::new(
+        RpcClient::new(rpc),
+        partition.clone(),
+        &faults,
+    );
     #[cfg(not(feature = "fault-injection"))]
-    let submit_faults = SubmitFaults::default();
-    let submitter = Arc::new(RpcSubmitter::spawn_with(
+    let chain_rpc = RpcClient::new(rpc);
+    let submitter = Arc::new(RpcSubmitter::spawn(
         key,
         genesis.chain_id.clone(),
-        RpcClient::new(rpc),
+        chain_rpc,
         first_seq,
-        submit_faults,
     )?);
     {
         // Re-attest deletions the chain still waits for from this node (see
@@ -805,13 +809,19 @@ fn start(
         cfg.sign_timeout = std::time::Duration::from_millis(sign_timeout_ms.max(1));
         cfg.backup_submit = std::time::Duration::from_millis(backup_submit_ms);
         cfg.cggmp_silence_timeout = std::time::Duration::from_secs(silence_timeout_secs.max(1));
+        // A test build puts the node's faults in front of its result sink.
         #[cfg(feature = "fault-injection")]
-        {
-            cfg.faults = faults;
-            if cfg.faults.any() {
-                tracing::warn!(faults = ?cfg.faults, "FAULT INJECTION ACTIVE: this node misbehaves on purpose (test build)");
+        let submitter = {
+            if faults.any() {
+                tracing::warn!(faults = ?faults, "FAULT INJECTION ACTIVE: this node misbehaves on purpose (test build)");
             }
-        }
+            let on = faults.withhold_signatures;
+            cfg.faults = faults;
+            Arc::new(seqmpc_module::fault::WithholdSignatures {
+                inner: submitter,
+                on,
+            })
+        };
         let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
         cfg.own_key_rotated = Some(rotated_tx);
         let mut node = Node::new(cfg, store, p2p, submitter, metrics);

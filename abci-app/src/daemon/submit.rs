@@ -5,8 +5,8 @@
 //! unreachable. The worker then follows each result tx until it is in a block, and sends it
 //! again if a mempool lost it or it failed on its sequence at delivery; what to do with each
 //! answer is [`super::outbox`]'s, which the simulator runs too.
-//! TEST ONLY ([`SubmitFaults`]): while the node is partitioned the worker holds every tx,
-//! sending nothing, and sends them in order once the partition heals.
+//! The worker reaches the chain through a port ([`ChainRpc`]); a test build may put faults in
+//! front of it (`super::faulty_rpc`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use seqmpc_module::job::SubmitResult;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
-use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::chain::query::{AccountView, Query};
 use crate::daemon::outbox::{Broadcast, Inclusion, Outbox, SEQUENCE_CODE};
-use crate::daemon::rpc::RpcClient;
+use crate::daemon::rpc::{BroadcastResult, QueryResult, RpcClient, RpcError};
 
 /// Depth of the submission queue.
 pub const SUBMIT_QUEUE: usize = 100_000;
@@ -51,77 +50,30 @@ impl SubmitResult for RpcSubmitter {
     }
 }
 
-/// TEST ONLY (cargo feature `fault-injection`) interference with the worker; none in a
-/// production build: while a `partition-file` partition is on the worker holds its txs back,
-/// with `lose-result-txs=<n>` it drops its first `n` result txs after signing them, and with
-/// `withhold-signatures` it drops every result tx that carries a signature.
-#[derive(Clone, Debug, Default)]
-pub struct SubmitFaults {
-    #[cfg(feature = "fault-injection")]
-    partition: Option<seqmpc_module::fault::Partition>,
-    #[cfg(feature = "fault-injection")]
-    lose_results: u32,
-    #[cfg(feature = "fault-injection")]
-    withhold_signatures: bool,
+/// What the worker needs of the chain's RPC: [`RpcClient`] in production; in a test build
+/// possibly `super::faulty_rpc::FaultyRpc` in front of it (a partitioned node, lost txs).
+pub trait ChainRpc: Send + 'static {
+    /// `broadcast_tx_sync`.
+    fn broadcast_tx_sync(&self, tx: &[u8]) -> Result<BroadcastResult, RpcError>;
+    /// A tx's code and log once it is in a block (`None` before).
+    fn tx_result(&self, hash_hex: &str) -> Result<Option<(u32, String)>, RpcError>;
+    /// `abci_query` at the latest height.
+    fn abci_query(&self, path: &str) -> Result<QueryResult, RpcError>;
+    /// Returns once the RPC may be used (at once, unless a test partition holds it).
+    fn wait(&self) {}
 }
 
-impl SubmitFaults {
-    /// TEST ONLY: the worker's faults from the node's fault list.
-    #[cfg(feature = "fault-injection")]
-    pub fn new(
-        partition: Option<seqmpc_module::fault::Partition>,
-        faults: &seqmpc_module::fault::Faults,
-    ) -> SubmitFaults {
-        SubmitFaults {
-            partition,
-            lose_results: faults.lose_result_txs,
-            withhold_signatures: faults.withhold_signatures,
-        }
+impl ChainRpc for RpcClient {
+    fn broadcast_tx_sync(&self, tx: &[u8]) -> Result<BroadcastResult, RpcError> {
+        RpcClient::broadcast_tx_sync(self, tx)
     }
 
-    /// Whether to drop `msg` unsigned because it carries a signature (`withhold-signatures`).
-    fn withholds(&self, _msg: &TxMsg) -> bool {
-        #[cfg(feature = "fault-injection")]
-        if self.withhold_signatures
-            && matches!(
-                _msg,
-                TxMsg::SignResult {
-                    outcome: seqmpc_proto::tx::Outcome::Ok(_),
-                    ..
-                }
-            )
-        {
-            warn!("FAULT INJECTION: withholding a signature from the chain");
-            return true;
-        }
-        false
+    fn tx_result(&self, hash_hex: &str) -> Result<Option<(u32, String)>, RpcError> {
+        RpcClient::tx_result(self, hash_hex)
     }
 
-    /// Returns once txs may be sent (at once, unless held).
-    fn wait(&self) {
-        #[cfg(feature = "fault-injection")]
-        if let Some(p) = self.partition.as_ref().filter(|p| p.is_on()) {
-            let since = Instant::now();
-            warn!("FAULT INJECTION: partitioned: holding txs until the partition heals");
-            while p.is_on() {
-                std::thread::sleep(seqmpc_module::fault::PARTITION_POLL);
-            }
-            warn!(
-                held_ms = since.elapsed().as_millis() as u64,
-                "FAULT INJECTION: partition healed: sending the held txs"
-            );
-        }
-    }
-
-    /// Whether to lose this result tx (counts down).
-    fn lose(&mut self) -> bool {
-        #[cfg(feature = "fault-injection")]
-        if self.lose_results > 0 {
-            self.lose_results -= 1;
-            warn!("FAULT INJECTION: losing a signed result tx instead of broadcasting it");
-            return true;
-        }
-        false
+    fn abci_query(&self, path: &str) -> Result<QueryResult, RpcError> {
+        RpcClient::abci_query(self, path)
     }
 }
 
@@ -130,19 +82,8 @@ impl RpcSubmitter {
     pub fn spawn(
         key: SigningKey,
         chain_id: String,
-        rpc: RpcClient,
+        rpc: impl ChainRpc,
         first_sequence: u64,
-    ) -> std::io::Result<RpcSubmitter> {
-        Self::spawn_with(key, chain_id, rpc, first_sequence, SubmitFaults::default())
-    }
-
-    /// [`RpcSubmitter::spawn`] with test-only `faults`.
-    pub fn spawn_with(
-        key: SigningKey,
-        chain_id: String,
-        rpc: RpcClient,
-        first_sequence: u64,
-        faults: SubmitFaults,
     ) -> std::io::Result<RpcSubmitter> {
         let (tx, rx) = mpsc::sync_channel::<TxMsg>(SUBMIT_QUEUE);
         let heartbeat_queued = Arc::new(AtomicBool::new(false));
@@ -154,16 +95,15 @@ impl RpcSubmitter {
                 // take sequences after `first_sequence`; a result sent at such a sequence would
                 // pass CheckTx yet fail at delivery. Let them commit, then resync.
                 std::thread::sleep(STARTUP_SETTLE);
-                faults.wait();
+                rpc.wait();
                 let account = Query::Account(hex::encode(key.verifying_key().to_bytes()));
                 let on_chain = committed_sequence(&rpc, &account);
                 let mut w = Worker {
                     account,
                     key,
                     chain_id,
-                    rpc,
+                    rpc: Box::new(rpc),
                     outbox: Outbox::new(on_chain.map_or(first_sequence, |c| c.max(first_sequence))),
-                    faults,
                     start: Instant::now(),
                 };
                 loop {
@@ -193,10 +133,9 @@ const TICK: Duration = Duration::from_millis(500);
 struct Worker {
     key: SigningKey,
     chain_id: String,
-    rpc: RpcClient,
+    rpc: Box<dyn ChainRpc>,
     account: Query,
     outbox: Outbox,
-    faults: SubmitFaults,
     start: Instant,
 }
 
@@ -241,12 +180,9 @@ impl Worker {
     /// Signs `msg` and broadcasts it through the outbox ([`Outbox::send`]): after a sequence
     /// failure at delivery, from the chain's sequence; a few tries while the RPC is down.
     fn submit(&mut self, msg: &TxMsg, resends: u32) {
-        if self.faults.withholds(msg) {
-            return;
-        }
         let now = self.now_ms();
         let from = self.outbox.sequence();
-        let (rpc, account) = (&self.rpc, &self.account);
+        let (rpc, account) = (&*self.rpc, &self.account);
         let committed = || {
             let c = committed_sequence(rpc, account);
             match c {
@@ -258,14 +194,11 @@ impl Worker {
             }
             c
         };
-        let (key, chain_id, faults) = (&self.key, &self.chain_id, &mut self.faults);
+        let (key, chain_id) = (&self.key, &self.chain_id);
         let mut tries = 0u32;
         let attempt = |seq: u64| {
-            faults.wait();
+            rpc.wait();
             let tx = sign_tx(key, chain_id, seq, msg.clone());
-            if !matches!(msg, TxMsg::Heartbeat) && faults.lose() {
-                return Broadcast::Accepted(hex::encode_upper(Sha256::digest(&tx)));
-            }
             tries += 1;
             match rpc.broadcast_tx_sync(&tx) {
                 Ok(r) if r.code == 0 => {
@@ -299,7 +232,7 @@ impl Worker {
 }
 
 /// The sequence of `account` on chain, if the RPC answers.
-fn committed_sequence(rpc: &RpcClient, account: &Query) -> Option<u64> {
+fn committed_sequence(rpc: &dyn ChainRpc, account: &Query) -> Option<u64> {
     rpc.abci_query(&account.path())
         .ok()
         .filter(|q| q.code == 0)

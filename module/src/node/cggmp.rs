@@ -42,7 +42,6 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use crate::error::ProtocolError;
-use crate::p2p::P2pHandle;
 use crate::protocol::cggmp::{
     AuxGen, AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen,
     Presigning, Primes, Progress, SignData, Signing, SingleUsePresignature,
@@ -253,7 +252,8 @@ pub(crate) fn keygen_transcript(session: &SessionId, public_key: &[u8]) -> [u8; 
 /// Everything a worker thread needs besides its task.
 pub(crate) struct WorkerEnv {
     pub(crate) me: NodeId,
-    pub(crate) p2p: P2pHandle,
+    /// Where the worker's messages go (the node's transport).
+    pub(crate) transport: std::sync::Arc<dyn crate::node::transport::Transport>,
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) done: mpsc::Sender<Finished>,
     pub(crate) timeout: Duration,
@@ -287,23 +287,11 @@ pub(crate) fn spawn(
             let deadline = Instant::now() + env.timeout;
             let send = |out: Vec<Outgoing<CggmpMsg>>| {
                 for o in out {
-                    #[cfg(feature = "fault-injection")]
-                    let (o, session) = (
-                        Outgoing {
-                            msg: env.faults.tamper_cggmp(o.msg),
-                            to: o.to,
-                        },
-                        env.faults.session_for(&session),
-                    );
-                    let bytes = crate::node::encode(
-                        &session,
-                        Payload::Cggmp(wire::CggmpPayload {
-                            msg: o.msg.to_bytes(),
-                        }),
-                    );
-                    if let Err(e) = env.rt.block_on(env.p2p.send(&o.to, bytes)) {
-                        warn!(%session, to = %o.to, error = %e, "p2p send failed");
-                    }
+                    let payload = Payload::Cggmp(wire::CggmpPayload {
+                        msg: o.msg.to_bytes(),
+                    });
+                    env.rt
+                        .block_on(env.transport.send(&session, &o.to, payload));
                 }
             };
             let output = match task {

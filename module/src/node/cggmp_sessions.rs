@@ -29,7 +29,7 @@ impl<S: SubmitResult> Node<S> {
             .map_err(|e| ProtocolError::Bug(format!("no tokio runtime: {e}")))?;
         Ok(cggmp::WorkerEnv {
             me: self.cfg.me.clone(),
-            p2p: self.p2p.clone(),
+            transport: self.transport.clone(),
             rt,
             done: self.cggmp_done.clone(),
             timeout: self.cfg.cggmp_session_timeout,
