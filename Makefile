@@ -20,10 +20,19 @@ DEV_PRIMES   ?=
 FEATURES     ?= --features seqmpc-abci/fault-injection
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 export SEQMPC_BIN_DIR := $(abspath $(BIN))
+# CGGMP24's big integers on GMP when GMP can be built here (gmp-mpfr-sys compiles GMP from
+# source, which needs m4: `apt-get install m4`): about half the CPU of the pure-Rust backend
+# (README, "CGGMP24 arithmetic"). GMP=0 forces pure Rust; `mpcd`'s /status names the backend.
+GMP          ?= $(if $(shell command -v m4 2>/dev/null),1,0)
+ifeq ($(GMP),1)
+export RUSTFLAGS := $(strip $(RUSTFLAGS) --cfg seqmpc_gmp)
+endif
+BACKEND      := $(if $(filter 1,$(GMP)),GMP,pure Rust (no m4 here to build GMP))
 
 .PHONY: build localnet test sim fuzz lint bench clean
 
 build:
+	@echo "CGGMP24 big integers: $(BACKEND)"
 	$(CARGO) build --release --locked --workspace --bins $(FEATURES)
 
 # DEV_PRIMES=1: INSECURE developer mode, ECDSA keys in seconds from the public test primes.
@@ -55,11 +64,15 @@ fuzz:
 	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-module --lib no_panic -- --nocapture
 	FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --locked -p seqmpc-abci --test no_panic -- --nocapture
 
-# Both builds: the test build (FEATURES) and the production build (no test-only code).
+# Both builds: the test build (FEATURES) and the production build (no test-only code); with
+# GMP, the pure-Rust production build too (in a target dir of its own, not to rebuild the other).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --workspace --all-targets $(FEATURES) -- -D warnings
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+ifeq ($(GMP),1)
+	RUSTFLAGS= CARGO_TARGET_DIR=$(TARGET_DIR)/pure-rust $(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+endif
 
 bench: build
 	$(BIN)/seqmpc-bench --mpcd-dir $(BIN)

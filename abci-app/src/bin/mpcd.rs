@@ -787,7 +787,7 @@ fn start(
             &partition,
         )?;
     }
-    info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, "mpcd started");
+    info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, cggmp_bigint_backend = seqmpc_module::protocol::cggmp::BIGINT_BACKEND, "mpcd started");
 
     let admin_home = home.to_owned();
     let home_dir = home.to_owned();

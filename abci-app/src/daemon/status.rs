@@ -96,6 +96,7 @@ fn route(ctx: &StatusContext, path: &str) -> (u16, Value) {
                             "node_id": ctx.node,
                             "insecure": ctx.insecure,
                             "features": crate::COMPILED_FEATURES,
+                            "cggmp_bigint_backend": seqmpc_module::protocol::cggmp::BIGINT_BACKEND,
                             "chain_height": height,
                             "connected_peers": peers,
                             "p2p_refused_connections": ctx.p2p.refused_connections(),

@@ -56,6 +56,14 @@ pub mod share;
 pub mod sign;
 pub mod verify;
 
+/// The big-integer backend cggmp24's Paillier arithmetic runs on in this build: `"gmp"` (built
+/// with `--cfg seqmpc_gmp`, module/Cargo.toml) or `"num-bigint"` (pure Rust).
+pub const BIGINT_BACKEND: &str = if cfg!(seqmpc_gmp) {
+    "gmp"
+} else {
+    "num-bigint"
+};
+
 mod blame;
 mod driver;
 mod json;
