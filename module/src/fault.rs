@@ -534,6 +534,34 @@ impl<S: crate::job::SubmitResult> crate::job::SubmitResult for WithholdSignature
     }
 }
 
+/// `sign-false-claim` in front of a node's job stream: for every signing job this node is a
+/// signer of, files the false claim ([`Faults::false_claim`]) through `sink`, then hands the
+/// job on, in order. Returns the stream the node reads (`jobs` itself without the fault).
+/// Call it inside the runtime.
+pub fn false_claims<S: crate::job::SubmitResult>(
+    me: NodeId,
+    faults: &Faults,
+    sink: Arc<S>,
+    mut jobs: tokio::sync::mpsc::Receiver<crate::job::Job>,
+) -> tokio::sync::mpsc::Receiver<crate::job::Job> {
+    if !faults.sign_false_claim {
+        return jobs;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(jobs.max_capacity());
+    let faults = faults.clone();
+    tokio::spawn(async move {
+        while let Some(job) = jobs.recv().await {
+            if let Some(lie) = faults.false_claim(&me, &job) {
+                sink.submit(lie);
+            }
+            if tx.send(job).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Size of one `flood-mib-per-s` message.
 const FLOOD_MESSAGE_BYTES: usize = 1 << 20;
 

@@ -538,10 +538,6 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn on_job(&mut self, job: Job, received: Instant) {
-        #[cfg(feature = "fault-injection")]
-        if let Some(lie) = self.cfg.faults.false_claim(&self.cfg.me, &job) {
-            self.submit.submit(lie);
-        }
         // The FROST sessions, deletions and the chain's keygen verdicts belong to the sans-IO
         // manager; CGGMP24 and resharing stay here for now.
         match &job {

@@ -822,6 +822,14 @@ fn start(
                 on,
             })
         };
+        // ... and in front of its job stream (`sign-false-claim`).
+        #[cfg(feature = "fault-injection")]
+        let job_rx = seqmpc_module::fault::false_claims(
+            cfg.me.clone(),
+            &cfg.faults,
+            submitter.clone(),
+            job_rx,
+        );
         let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
         cfg.own_key_rotated = Some(rotated_tx);
         let mut node = Node::new(cfg, store, p2p, submitter, metrics);
