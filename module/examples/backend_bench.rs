@@ -1,6 +1,7 @@
 //! Times the CGGMP24 steps that depend on the big-integer backend (num-bigint or GMP via
 //! rug), in process, one thread, SecurityLevel128, with the test fixtures' primes and aux
-//! info. The backend is a cargo feature of cggmp24/paillier-zk, so compare two builds:
+//! info. The backend is chosen at build time (`--cfg seqmpc_gmp`, module/Cargo.toml), so
+//! compare two builds, with and without `RUSTFLAGS="--cfg seqmpc_gmp"`:
 //!
 //! ```sh
 //! cargo run --release -p seqmpc-module --example backend_bench -- \
