@@ -34,8 +34,11 @@ impl<R: ChainRpc + Sync> FaultyRpc<R> {
         }
     }
 
-    /// Whether to lose this tx (counts down over result txs).
+    /// Whether to lose this tx (counts down over result txs; decodes only while counting).
     fn loses(&self, tx: &[u8]) -> bool {
+        if self.lose.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let result = SignedTx::decode(tx).is_ok_and(|t| !matches!(t.msg, TxMsg::Heartbeat));
         result
             && self

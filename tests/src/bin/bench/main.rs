@@ -787,6 +787,17 @@ fn main() -> anyhow::Result<()> {
 
 /// CGGMP24 signing from presignatures: fills the pools of one 3-of-4 key (4 signer subsets,
 /// `pool` each), then signs one at a time and 10 at a time.
+/// Sign request `n` (the message is `n`, big-endian) for key `ecp`, with request id
+/// `<tag>-<n>`.
+fn ecp_request(tag: &str, n: u64) -> anyhow::Result<TxMsg> {
+    Ok(TxMsg::KeySign {
+        key_id: KeyId::new("ecp")?,
+        request_id: RequestId::new(format!("{tag}-{n}"))?,
+        message: n.to_be_bytes().to_vec(),
+        prehashed: false,
+    })
+}
+
 fn run_presigned(
     net: &Localnet,
     out: &Outcomes,
@@ -852,15 +863,10 @@ fn run_presigned(
                     .map_or(0, |a| a.len())
             })
             .collect();
+        let tag = format!("ecp{inflight}");
         let paced = sign_paced(out, sub, inflight, total, 300, |_| {
-            let n = next;
             next += 1;
-            Ok(TxMsg::KeySign {
-                key_id: KeyId::new("ecp")?,
-                request_id: RequestId::new(format!("ecp{inflight}-{n}"))?,
-                message: n.to_be_bytes().to_vec(),
-                prehashed: false,
-            })
+            ecp_request(&tag, next - 1)
         })?;
         let mut lat = since(&metrics(net, 4), "presigned_sign_latency_us", &base);
         println!(
@@ -885,14 +891,8 @@ fn run_presigned(
         |_, t| t < warmup + window,
         300,
         |_| {
-            let n = next;
             next += 1;
-            Ok(TxMsg::KeySign {
-                key_id: KeyId::new("ecp")?,
-                request_id: RequestId::new(format!("ecp-steady-{n}"))?,
-                message: n.to_be_bytes().to_vec(),
-                prehashed: false,
-            })
+            ecp_request("ecp-steady", next - 1)
         },
     )?;
     let from = run.start + warmup;
