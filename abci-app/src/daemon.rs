@@ -6,7 +6,8 @@
 //!   client (also used by `mpcctl` and `localnet`); [`keys`]: key files; [`proven`]: state
 //!   entries read with a Merkle proof and checked against a header (`mpcctl key --verify`).
 //! - [`abci_unix`]: the ABCI socket protocol on a Unix socket (mode 0600).
-//! - [`replay_gate`]: skips jobs of replayed blocks whose sessions are over.
+//! - [`chain_tip`]: the MPC runtime reads the chain's height through it, so its admission
+//!   policy skips jobs of replayed blocks whose sessions are over.
 //! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
 //!   the chain; [`admin`]: the operator socket (master key rotation, backups);
 //!   [`master_source`]: where the master key comes from (a file or a command).
@@ -17,6 +18,7 @@
 pub mod abci_unix;
 pub mod admin;
 pub mod block_watch;
+pub mod chain_tip;
 pub mod diverge;
 #[cfg(feature = "fault-injection")]
 pub mod faulty_rpc;
@@ -27,7 +29,6 @@ pub mod outbox;
 pub mod partition;
 pub mod prom;
 pub mod proven;
-pub mod replay_gate;
 pub mod rpc;
 pub mod status;
 pub mod submit;

@@ -28,6 +28,7 @@ macro_rules! crash_point {
 mod budget;
 pub mod cggmp;
 mod cggmp_sessions;
+pub mod chain_tip;
 mod drive;
 mod keygen;
 pub mod latency;
@@ -36,6 +37,7 @@ mod reshare;
 mod sign;
 pub(crate) mod transport;
 
+pub use chain_tip::ChainTip;
 pub use presign::PresignPoolLevel;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -385,6 +387,9 @@ pub struct Node<S: SubmitResult> {
     /// The sans-IO manager of the FROST sessions (`crate::session`); this runtime executes
     /// its effects.
     frost: frost_session::Manager,
+    /// Where the admission policy's chain height comes from (none: never read, so replayed
+    /// jobs are judged by their age alone).
+    chain_tip: Option<Arc<dyn ChainTip>>,
     /// CGGMP24 signatures this node computed as a signer other than the first, which submits
     /// them: each is submitted when due (rank × `backup_submit`) unless the chain ended its
     /// request first ([`Job::SignEnded`]), so a first signer that stalls or dies after signing
@@ -441,6 +446,7 @@ impl<S: SubmitResult> Node<S> {
         });
         Node {
             frost,
+            chain_tip: None,
             cggmp_backups: BTreeMap::new(),
             primes,
             cggmp_done,
@@ -460,6 +466,13 @@ impl<S: SubmitResult> Node<S> {
             presigs: presign::PresignPool::default(),
             pool_changed: true,
         }
+    }
+
+    /// Reads the chain's height from `tip` when the admission policy needs it (a job of a
+    /// replayed block: its session may be over).
+    pub fn with_chain_tip(mut self, tip: Arc<dyn ChainTip>) -> Self {
+        self.chain_tip = Some(tip);
+        self
     }
 
     /// Local PENDING records cannot resume after a restart (nonces and DKG secrets live only
@@ -538,8 +551,16 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn on_job(&mut self, job: Job, received: Instant) {
+        // The one admission policy decides whether the job runs here (`session::admission`);
+        // the chain's height is read first when it asks for it.
+        if let Some(tip) = &self.chain_tip {
+            if self.frost.needs_tip(drive::now_ms(), &job) {
+                let height = chain_tip::read(tip).await;
+                self.drive(frost_session::Input::ChainTip(height)).await;
+            }
+        }
         // The FROST sessions, deletions and the chain's keygen verdicts belong to the sans-IO
-        // manager; CGGMP24 and resharing stay here for now.
+        // manager (which applies the policy itself); CGGMP24 and resharing stay here for now.
         match &job {
             Job::KeyGen { scheme, .. } | Job::Sign { scheme, .. }
                 if *scheme != Scheme::Cggmp24Secp256k1 =>
@@ -570,7 +591,23 @@ impl<S: SubmitResult> Node<S> {
                 }
                 return self.drive(frost_session::Input::Job(job)).await;
             }
-            _ => {}
+            Job::KeyGen { session, .. } | Job::Sign { session, .. } => {
+                let here = self.here(session);
+                if let Err(skip) = self.frost.admit(drive::now_ms(), &job, here) {
+                    return frost_session::log_skip(&job, skip);
+                }
+            }
+            Job::Reshare(r) => {
+                let here = self.here(&r.session);
+                if let Err(skip) = self.frost.admit(drive::now_ms(), &job, here) {
+                    return frost_session::log_skip(&job, skip);
+                }
+            }
+            Job::NodeJoined { .. }
+            | Job::NodeKeyRotated { .. }
+            | Job::NodeRemoved { .. }
+            | Job::ReshareDone { .. }
+            | Job::ReshareFailed { .. } => {}
         }
         match job {
             Job::KeyGen {
@@ -579,12 +616,8 @@ impl<S: SubmitResult> Node<S> {
                 scheme,
                 threshold,
                 parties,
-                block_time_ms,
                 ..
             } => {
-                if !parties.contains(&self.cfg.me) || self.is_stale(block_time_ms) {
-                    return;
-                }
                 // Idempotent: a replayed job for a session this node completed does nothing.
                 if let Ok(Some(rec)) = self.store.get(&key_id).await {
                     if rec.session == session && rec.status != ShareStatus::Pending {
@@ -659,15 +692,8 @@ impl<S: SubmitResult> Node<S> {
                 scheme,
                 signers,
                 key_version,
-                block_time_ms,
                 ..
             } => {
-                if !signers.contains(&self.cfg.me)
-                    || self.is_stale(block_time_ms)
-                    || self.finished.contains_key(&session)
-                {
-                    return;
-                }
                 let started = match scheme {
                     Scheme::Cggmp24Secp256k1 => {
                         self.start_cggmp_sign(
@@ -694,12 +720,7 @@ impl<S: SubmitResult> Node<S> {
             }
             // The session manager's (above).
             Job::Delete { .. } | Job::KeyGenFailed { .. } | Job::SignEnded { .. } => {}
-            Job::Reshare(job) => {
-                if self.is_stale(job.block_time_ms) || self.finished.contains_key(&job.session) {
-                    return;
-                }
-                self.on_reshare_job(job, received).await;
-            }
+            Job::Reshare(job) => self.on_reshare_job(job, received).await,
             Job::ReshareDone {
                 key_id,
                 session,
@@ -774,10 +795,12 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
-    /// A job from a block older than the session timeout (a node replaying blocks after a
-    /// restart): its session is over on every other node, so it is not started.
-    fn is_stale(&self, block_time_ms: u64) -> bool {
-        self.frost.is_stale(drive::now_ms(), block_time_ms)
+    /// What this runtime knows of `session` (one of its own kinds), for the admission policy.
+    fn here(&self, session: &SessionId) -> frost_session::Here {
+        frost_session::Here {
+            running: self.sessions.contains_key(session),
+            finished: self.finished.contains_key(session),
+        }
     }
 
     /// Drops the decoded share of `key_id` from every cache (this runtime's and the session

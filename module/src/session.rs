@@ -3,7 +3,7 @@
 //! The manager owns the FROST sessions of a node (keygen with its prepare/ready/start
 //! handshake, and signing), the buffer of messages that arrive before their session's job, the
 //! evidence kept for failure reports, and the one admission policy that decides whether a
-//! committed job runs here ([`Manager::admit`]). It does no I/O: it never awaits, never reads
+//! committed job runs here ([`admission`], through [`Manager::admit`]). It does no I/O: it never awaits, never reads
 //! a clock (time comes in as `now`, milliseconds on the node's clock) and never draws from the
 //! OS (the RNG is passed in). What it wants done comes out as [`Effect`]s, executed in order by
 //! the runtime (`crate::node`, over libp2p, LevelDB and the result submitter) or by the
@@ -16,6 +16,7 @@
 //! still drives itself; messages of those sessions reach them through
 //! [`Manager::take_early`].
 
+pub mod admission;
 pub mod codec;
 pub(crate) mod keygen;
 pub mod mem_store;
@@ -34,6 +35,7 @@ use crate::job::Job;
 use crate::protocol::frost_sign::AnyKeyMaterial;
 use crate::store::KeyRecord;
 
+pub use admission::{log_skip, Admission, Here, Skip};
 pub use keygen::KeygenState;
 pub use sign::SignState;
 
@@ -148,6 +150,9 @@ pub enum Input {
     Msg(Msg),
     /// Time passed: expire sessions and forget old state.
     Tick,
+    /// The chain's latest height, read when [`Manager::needs_tip`] asked for it (`None`: it
+    /// could not be read).
+    ChainTip(Option<u64>),
     /// The answer to an [`Effect::Store`] that asked for one.
     StoreReply {
         /// Which step waits for it.
@@ -279,19 +284,6 @@ impl Session {
     }
 }
 
-/// Why a committed job does not run here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// This node is not a party.
-    NotAParty,
-    /// The job's block is older than the session timeout: the session is over elsewhere.
-    Stale,
-    /// This session already ran here.
-    Finished,
-    /// The session is running here.
-    Running,
-}
-
 /// Most signed messages kept as evidence per session.
 const MAX_EVIDENCE_PER_SESSION: usize = 64;
 
@@ -311,12 +303,15 @@ pub struct Manager {
     backups: BTreeMap<(seqmpc_proto::RequestId, SessionId), sign::Backup>,
     /// READY FROST shares and their generation, decoded once.
     keys: BTreeMap<KeyId, (AnyKeyMaterial, crate::job::KeyVersion)>,
+    /// Whether a committed job runs here.
+    admission: Admission,
 }
 
 impl Manager {
     /// A manager with no session.
     pub fn new(cfg: Config) -> Self {
         Manager {
+            admission: Admission::new(cfg.me.clone(), cfg.session_timeout_ms),
             cfg,
             sessions: BTreeMap::new(),
             early: BTreeMap::new(),
@@ -376,36 +371,29 @@ impl Manager {
         self.keys.remove(key_id);
     }
 
-    /// The one admission policy for committed session jobs (this manager's and the
-    /// runtime's): whether a job for `session` with `parties` from a block of
-    /// `block_time_ms` runs here at `now`.
-    pub fn admit(
-        &self,
-        now: Millis,
-        session: &SessionId,
-        parties: &[NodeId],
-        block_time_ms: u64,
-    ) -> Result<(), Skip> {
-        if !parties.contains(&self.cfg.me) {
-            return Err(Skip::NotAParty);
-        }
-        if self.is_stale(now, block_time_ms) {
-            return Err(Skip::Stale);
-        }
-        if self.finished.contains_key(session) {
-            return Err(Skip::Finished);
-        }
-        if self.sessions.contains_key(session) {
-            return Err(Skip::Running);
-        }
-        Ok(())
+    /// The one admission policy ([`admission`]) applied to `job` at `now`, for a session
+    /// this manager runs or one the runtime runs (`here`: what the runtime knows of it).
+    pub fn admit(&self, now: Millis, job: &Job, here: Here) -> Result<(), Skip> {
+        self.admission.admit(now, job, here)
     }
 
-    /// Whether a job from a block of `block_time_ms` is older than the session timeout at
-    /// `now` (a node replaying blocks after a restart): its session is over on every other
-    /// node, so it is not started.
-    pub fn is_stale(&self, now: Millis, block_time_ms: u64) -> bool {
-        block_time_ms != 0 && now.saturating_sub(block_time_ms) > self.cfg.session_timeout_ms
+    /// Whether the caller should read the chain's height and hand it in
+    /// ([`Input::ChainTip`]) before `job` (see [`Admission::needs_tip`]).
+    pub fn needs_tip(&self, now: Millis, job: &Job) -> bool {
+        self.admission.needs_tip(now, job)
+    }
+
+    /// What this manager knows of the session of `job`.
+    fn here(&self, job: &Job) -> Here {
+        let session = match job {
+            Job::KeyGen { session, .. } | Job::Sign { session, .. } => session,
+            Job::Reshare(r) => &r.session,
+            _ => return Here::default(),
+        };
+        Here {
+            running: self.sessions.contains_key(session),
+            finished: self.finished.contains_key(session),
+        }
     }
 
     /// Whether another session fits (the overload part of admission).
@@ -425,6 +413,7 @@ impl Manager {
             Input::Job(job) => self.on_job(now, job, rng, &mut fx),
             Input::Msg(m) => self.on_msg(now, m, rng, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
+            Input::ChainTip(height) => self.admission.chain_tip(now, height),
             Input::StoreReply { token, reply } => self.on_store(now, token, reply, rng, &mut fx),
         }
         fx
@@ -437,6 +426,10 @@ impl Manager {
         rng: &mut R,
         fx: &mut Vec<Effect>,
     ) {
+        if let Err(skip) = self.admission.admit(now, &job, self.here(&job)) {
+            admission::log_skip(&job, skip);
+            return;
+        }
         match job {
             Job::KeyGen {
                 session,
@@ -444,13 +437,8 @@ impl Manager {
                 scheme,
                 threshold,
                 parties,
-                block_time_ms,
                 ..
             } => {
-                if let Err(skip) = self.admit(now, &session, &parties, block_time_ms) {
-                    debug!(%key_id, %session, ?skip, "keygen job not run here");
-                    return;
-                }
                 let job = keygen::KeygenJob {
                     session,
                     key_id,
@@ -468,13 +456,8 @@ impl Manager {
                 message,
                 signers,
                 key_version,
-                block_time_ms,
                 ..
             } => {
-                if let Err(skip) = self.admit(now, &session, &signers, block_time_ms) {
-                    debug!(%request_id, %session, ?skip, "sign job not run here");
-                    return;
-                }
                 let job = sign::SignJob {
                     session,
                     request_id,
@@ -486,12 +469,8 @@ impl Manager {
                 };
                 self.start_sign(now, job, rng, fx);
             }
-            Job::Delete {
-                key_id, parties, ..
-            } => {
-                if !parties.contains(&self.cfg.me) {
-                    return;
-                }
+            Job::Delete { key_id, .. } => {
+                self.admission.attesting(now, &key_id);
                 fx.push(Effect::Checkpoint("delete-before-erase"));
                 self.keys.remove(&key_id);
                 fx.push(Effect::Store {
@@ -649,6 +628,7 @@ impl Manager {
         self.resend_stalled(now, fx);
         let keep = self.cfg.finished_keep_ms;
         self.finished.retain(|_, t| now.saturating_sub(*t) < keep);
+        self.admission.expire(now);
         let mut dropped: Vec<(NodeId, usize)> = Vec::new();
         self.early.retain(|_, msgs| {
             msgs.retain(|(m, t)| {

@@ -583,6 +583,14 @@ impl World {
         let Some(m) = n.manager.as_mut() else {
             return;
         };
+        // The runtime reads the chain's height when the admission policy asks for it (mpcd:
+        // over the RPC): here, the simulated chain's.
+        if let Input::Job(job) = &input {
+            if m.needs_tip(now, job) {
+                let tip = Input::ChainTip(Some(self.chain.state.height));
+                let _ = m.handle(now, tip, &mut n.rng);
+            }
+        }
         let effects = m.handle(now, input, &mut n.rng);
         for e in effects {
             self.effect(i, e);

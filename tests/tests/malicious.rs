@@ -416,7 +416,12 @@ fn non_registry_peer(net: &Localnet) {
         (0..4).all(|i| refused(net, i) > before[i]).then_some(())
     })
     .unwrap_or_else(|| panic!("not every node refused the intruder: {before:?}"));
-    assert!(rt.block_on(intruder.connected()).is_empty());
+    // A node refuses the intruder right after the Noise handshake, so at each redial the
+    // intruder may hold a connection for an instant: it holds none for long.
+    wait_for(Duration::from_secs(10), || {
+        rt.block_on(intruder.connected()).is_empty().then_some(())
+    })
+    .expect("the intruder kept a connection to a node");
 
     // A CGGMP24 key (the fixtures' aux info: the DKG alone) and a prehashed signing of it:
     // the full interactive protocol, seconds long.

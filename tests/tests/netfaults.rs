@@ -340,9 +340,11 @@ fn n4t3_localnet__should_sign_among_live_nodes_while_node3_is_partitioned_and_he
     }
 
     // 3. Healed: node3 catches up (replayed blocks), is live again, and signs again. The
-    //    keygens' blocks are older than the replay gate's fresh-block bound first: the gate
+    //    keygens' blocks are older than the admission policy's fresh-block bound first: it
     //    passes a block that young whatever the chain's height.
-    std::thread::sleep(seqmpc_abci::daemon::replay_gate::FRESH_BLOCK);
+    std::thread::sleep(Duration::from_millis(
+        seqmpc_module::session::admission::FRESH_BLOCK_MS,
+    ));
     std::fs::remove_file(&cut).unwrap();
     let caught_up = wait_for(Duration::from_secs(30), || {
         let h3 = net.node_get(3, "/status").ok()?["chain_height"].as_u64()?;

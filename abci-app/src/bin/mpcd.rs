@@ -12,9 +12,9 @@ use seqmpc_abci::chain::genesis::Genesis;
 use seqmpc_abci::chain::query::Query;
 use seqmpc_abci::chain::ChainState;
 use seqmpc_abci::daemon::admin;
+use seqmpc_abci::daemon::chain_tip::RpcChainTip;
 use seqmpc_abci::daemon::keys::{create_key_file, load_key_file};
 use seqmpc_abci::daemon::master_source::MasterKeySource;
-use seqmpc_abci::daemon::replay_gate::ReplayGate;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::daemon::status::{self, StatusContext};
 use seqmpc_abci::daemon::submit::RpcSubmitter;
@@ -215,8 +215,10 @@ const NEXT_NODE_KEY: &str = "node.key.next";
 const MASTER_KEY: &str = seqmpc_abci::daemon::master_source::MASTER_KEY_FILE;
 const NODE_ID_FILE: &str = "node_id";
 const KEYSTORE_DIR: &str = "keystore";
-/// How often mpcd checks for deletions the chain still waits for from this node.
-const REATTEST_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often mpcd looks for deletions the chain still waits for from this node (the module
+/// attests one again at most once per `REATTEST_MS`).
+const REATTEST_EVERY: std::time::Duration =
+    std::time::Duration::from_millis(seqmpc_module::session::admission::REATTEST_MS);
 
 /// The genesis file's bytes and contents.
 fn load_genesis(path: &Path) -> anyhow::Result<(Vec<u8>, Genesis)> {
@@ -621,17 +623,15 @@ fn start(
         .context("starting the partition watcher")?;
     check_home_private(home)?;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
+    // Committed jobs go to the module, whose admission policy decides which run (a replayed
+    // block's session that the chain has already ended does not start again).
     let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
-    // Committed jobs pass the replay gate on their way to the module: a replayed block's
-    // session that the chain has already ended is not started again.
-    let (chain_tx, chain_rx) = tokio::sync::mpsc::channel(10_000);
-    let app = App::open(home, genesis_bytes, Some(chain_tx))?;
+    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
     adopt_next_node_key(home, app.state())?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_key = key.verifying_key().to_bytes();
     let my_pk = hex::encode(my_key);
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
-    ReplayGate::new(me.clone(), RpcClient::new(rpc)).spawn(chain_rx, job_tx.clone())?;
     let peers = registry_peers(&genesis, app.state())?;
     let mut insecure: Vec<String> = Vec::new();
     if cfg!(feature = "fault-injection") {
@@ -707,33 +707,24 @@ fn start(
         first_seq,
     )?);
     {
-        // Re-attest deletions the chain still waits for from this node (see
-        // `App::unattested_deletions`): those still unattested at two checks in a row, so a
-        // deletion in flight is not attested twice.
+        // Deletions the chain still waits for from this node (see
+        // `App::unattested_deletions`) go to the module again at every look; its admission
+        // policy lets one through only when this node has not attested it within the last
+        // `REATTEST_MS`, so a deletion whose attestation is still on its way is not attested
+        // twice.
         let (app, jobs, me) = (app.clone(), job_tx.clone(), me.clone());
         std::thread::Builder::new()
             .name("reattest".into())
-            .spawn(move || {
-                let mut waiting = std::collections::BTreeSet::new();
-                loop {
-                    std::thread::sleep(REATTEST_EVERY);
-                    let me = me.clone();
-                    let Some(due) = app.call(move |a| a.unattested_deletions(&me)) else {
+            .spawn(move || loop {
+                std::thread::sleep(REATTEST_EVERY);
+                let me = me.clone();
+                let Some(due) = app.call(move |a| a.unattested_deletions(&me)) else {
+                    return;
+                };
+                for job in due {
+                    if jobs.blocking_send(job).is_err() {
                         return;
-                    };
-                    let mut now = std::collections::BTreeSet::new();
-                    for job in due {
-                        let seqmpc_module::job::Job::Delete { key_id, .. } = &job else {
-                            continue;
-                        };
-                        if now.insert(key_id.clone()) && waiting.contains(key_id) {
-                            warn!(%key_id, "deletion still waits for this node: attesting again");
-                            if jobs.blocking_send(job).is_err() {
-                                return;
-                            }
-                        }
                     }
-                    waiting = now;
                 }
             })?;
     }
@@ -832,7 +823,8 @@ fn start(
         );
         let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
         cfg.own_key_rotated = Some(rotated_tx);
-        let mut node = Node::new(cfg, store, p2p, submitter, metrics);
+        let mut node = Node::new(cfg, store, p2p, submitter, metrics)
+            .with_chain_tip(Arc::new(RpcChainTip(RpcClient::new(rpc))));
         node.recover().await;
         for job in catch_up {
             let _ = job_tx.send(job).await;

@@ -1,6 +1,6 @@
 //! The CometBFT RPC as mpcd and mpcctl use it: tendermint-rpc's `HttpClient` (CometBFT v0.38
 //! encodings), driven from plain threads through a runtime of its own. Its callers (the result
-//! submitter, the replay gate, mpcctl, the localnet tools) are synchronous.
+//! submitter, the runtime's chain-height port, mpcctl, the localnet tools) are synchronous.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -322,12 +322,59 @@ fn manager__should_skip_a_replayed_keygen_that_completed_here() {
 }
 
 #[test]
-fn admit__should_refuse_non_parties_stale_and_finished_jobs() {
-    let m = Manager::new(Config::new(nid(0)));
-    let s = SessionId([1; 32]);
-    assert_eq!(m.admit(100_000, &s, &[nid(1)], 0), Err(Skip::NotAParty));
-    assert_eq!(m.admit(100_000, &s, &[nid(0)], 1), Err(Skip::Stale));
-    assert_eq!(m.admit(100_000, &s, &[nid(0)], 99_000), Ok(()));
+fn manager__should_run_only_the_jobs_its_admission_lets_through() {
+    let mut m = Manager::new(Config::new(nid(0)));
+    let mut rng = StdRng::seed_from_u64(1);
+    let now = 1_800_000_000_000;
+    // A deletion is attested once, not again while its attestation may be on its way.
+    let del = Job::Delete {
+        key_id: KeyId::new("k").unwrap(),
+        parties: vec![nid(0), nid(1)],
+        height: 1,
+    };
+    let erases = |fx: &[Effect]| {
+        fx.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Store {
+                    op: StoreOp::Delete(_),
+                    ..
+                }
+            )
+        })
+    };
+    assert!(erases(&m.handle(now, Input::Job(del.clone()), &mut rng)));
+    assert!(m
+        .handle(now + 1, Input::Job(del.clone()), &mut rng)
+        .is_empty());
+    assert!(erases(&m.handle(
+        now + admission::REATTEST_MS,
+        Input::Job(del),
+        &mut rng
+    )));
+    // A keygen of a block replayed after the chain passed its deadline does not start.
+    let mut job = keygen_job(
+        SessionId([2; 32]),
+        "k2",
+        Scheme::FrostEd25519,
+        vec![nid(0), nid(1), nid(2)],
+    );
+    if let Job::KeyGen { block_time_ms, .. } = &mut job {
+        *block_time_ms = now - 20_000;
+    }
+    assert!(m.needs_tip(now, &job));
+    m.handle(now, Input::ChainTip(Some(100)), &mut rng);
+    assert!(!m.needs_tip(now, &job));
+    assert!(m.handle(now, Input::Job(job.clone()), &mut rng).is_empty());
+    // The same job with the chain below its deadline starts.
+    m.handle(
+        now + admission::TIP_REFRESH_MS,
+        Input::ChainTip(Some(99)),
+        &mut rng,
+    );
+    assert!(!m
+        .handle(now + admission::TIP_REFRESH_MS, Input::Job(job), &mut rng)
+        .is_empty());
 }
 
 #[test]
