@@ -11,6 +11,8 @@
 //! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
 //!   the chain; [`admin`]: the operator socket (master key rotation, backups);
 //!   [`master_source`]: where the master key comes from (a file or a command).
+//! - [`wiring`]: where a test build puts its faults in front of the parts above (the
+//!   production `Wiring` hands each part back unchanged).
 //! - `partition` (TEST ONLY, feature `fault-injection`): the ABCI relay of the
 //!   `partition-file` fault; `faulty_rpc` (TEST ONLY): the result submitter's RPC port behind
 //!   the `partition-file` and `lose-result-txs` faults.
@@ -32,3 +34,4 @@ pub mod proven;
 pub mod rpc;
 pub mod status;
 pub mod submit;
+pub mod wiring;

@@ -84,7 +84,7 @@
 //!   and from the chain; removing the file heals the partition. A watcher thread
 //!   ([`Partition::watch`], polling every [`PARTITION_POLL`]) keeps one flag per process,
 //!   which `mpcd` hands to the layers that cut the node off:
-//!   - p2p ([`crate::p2p::P2pHandle::partition_by`]): every message to another node is
+//!   - p2p ([`crate::p2p::P2pHandle::cut_by`]): every message to another node is
 //!     dropped as it would go on the wire, whoever queued it (the session manager or a
 //!     CGGMP24 worker thread), and every request from another node is dropped
 //!     unacknowledged (its sender retries, then gives up). Connections stay open; messages
@@ -214,6 +214,35 @@ pub const CRASH_POINTS: &[&str] = &[
     "presign-after-take",
 ];
 
+/// The checkpoint port of a node with faults: aborts the process at the point `crash-at`
+/// names ([`crash_point`]).
+pub(crate) struct CrashAt(pub(crate) Faults);
+
+impl crate::node::checkpoint::Checkpoints for CrashAt {
+    fn reached(&self, point: &'static str) {
+        crash_point(&self.0, point);
+    }
+}
+
+impl<S: crate::job::SubmitResult> crate::node::Node<S> {
+    /// Puts `faults` in front of this node's ports: its transport ([`FaultyTransport`], and
+    /// the `flood-mib-per-s` flood starts: call it inside the runtime), its checkpoints
+    /// ([`CrashAt`]) and, with `primes-stub-ms`, its prime pool ([`stub_prime_pool`]). The
+    /// one place a test build wires faults into a node; the runtime only sees the ports.
+    pub fn with_faults(mut self, faults: Faults, store: &crate::store::StoreHandle) -> Self {
+        if faults.any() {
+            spawn_flood(self.p2p.clone(), faults.flood_mib_per_s);
+            self.transport = Arc::new(FaultyTransport::new(self.p2p.clone(), faults.clone()));
+        }
+        let (fixture, target) = (self.cfg.cggmp.primes.as_ref(), self.cfg.cggmp_prime_pool);
+        if let Some(pool) = stub_prime_pool(&faults, fixture, store, target) {
+            self.primes = pool;
+        }
+        self.checkpoints = Arc::new(CrashAt(faults));
+        self
+    }
+}
+
 /// Aborts the process if `faults` names `point` (`crash-at`): the test's `kill -9` at an
 /// exact phase. A process aborts once, so the point fires once per start.
 pub fn crash_point(faults: &Faults, point: &str) {
@@ -231,6 +260,12 @@ pub const PARTITION_POLL: Duration = Duration::from_millis(100);
 /// layers that cut the node off (p2p, the ABCI relay, the result submitter). Off by default.
 #[derive(Clone, Debug, Default)]
 pub struct Partition(Arc<AtomicBool>);
+
+impl crate::p2p::LinkCut for Partition {
+    fn is_cut(&self) -> bool {
+        self.is_on()
+    }
+}
 
 impl Partition {
     /// Whether the node is cut off now.

@@ -9,26 +9,11 @@
 //! are not `Send`, so each runs on a worker thread of its own ([`cggmp`]); this task only
 //! forwards their messages and collects their outcomes.
 
-/// TEST ONLY: `crash_point!(self, "point")` aborts the process when `SEQMPC_FAULTS` names that
-/// crash point (`crate::fault::crash_point`; optionally only `when: <condition>`). Expands to
-/// nothing without the cargo feature `fault-injection`.
-macro_rules! crash_point {
-    ($node:expr, $point:literal) => {
-        #[cfg(feature = "fault-injection")]
-        crate::fault::crash_point(&$node.cfg.faults, $point);
-    };
-    ($node:expr, $point:literal, when: $cond:expr) => {
-        #[cfg(feature = "fault-injection")]
-        if $cond {
-            crate::fault::crash_point(&$node.cfg.faults, $point);
-        }
-    };
-}
-
 mod budget;
 pub mod cggmp;
 mod cggmp_sessions;
 pub mod chain_tip;
+pub(crate) mod checkpoint;
 mod drive;
 mod keygen;
 pub mod latency;
@@ -112,9 +97,6 @@ pub struct NodeConfig {
     /// daemon switches to the new key, which the runtime cannot do (it is the libp2p identity).
     /// `None`: logged only.
     pub own_key_rotated: Option<tokio::sync::mpsc::UnboundedSender<[u8; 32]>>,
-    /// TEST ONLY: misbehaviour to inject (cargo feature `fault-injection`).
-    #[cfg(feature = "fault-injection")]
-    pub faults: crate::fault::Faults,
 }
 
 impl NodeConfig {
@@ -136,8 +118,6 @@ impl NodeConfig {
             presign_max_subsets: 16,
             cggmp_prime_pool: 2,
             own_key_rotated: None,
-            #[cfg(feature = "fault-injection")]
-            faults: crate::fault::Faults::default(),
         }
     }
 }
@@ -361,11 +341,14 @@ impl Session {
 
 /// The session manager. Build with [`Node::new`], run with [`Node::run`].
 pub struct Node<S: SubmitResult> {
-    cfg: NodeConfig,
+    pub(crate) cfg: NodeConfig,
     store: StoreHandle,
-    p2p: P2pHandle,
-    /// Where session messages go ([`transport`]): `p2p`, behind faults in a test build.
-    transport: Arc<dyn transport::Transport>,
+    pub(crate) p2p: P2pHandle,
+    /// Where session messages go ([`transport`]): `p2p` (a test build may put faults in
+    /// front, `Node::with_faults`).
+    pub(crate) transport: Arc<dyn transport::Transport>,
+    /// Told the named points sessions reach ([`checkpoint`]; a test build may crash there).
+    pub(crate) checkpoints: Arc<dyn checkpoint::Checkpoints>,
     submit: Arc<S>,
     metrics: SharedMetrics,
     sessions: BTreeMap<SessionId, Session>,
@@ -376,7 +359,7 @@ pub struct Node<S: SubmitResult> {
     inbound: budget::InboundBudget,
     finished: BTreeMap<SessionId, Instant>,
     keys: BTreeMap<KeyId, (AnyKeyMaterial, u64)>,
-    primes: cggmp::PrimePool,
+    pub(crate) primes: cggmp::PrimePool,
     /// READY cggmp24 keys held here (what the presignature pools are filled for).
     cggmp_keys: BTreeMap<KeyId, presign::CggmpKeyInfo>,
     presigs: presign::PresignPool,
@@ -397,23 +380,6 @@ pub struct Node<S: SubmitResult> {
     cggmp_backups: BTreeMap<(RequestId, SessionId), (Instant, Vec<u8>)>,
 }
 
-/// TEST ONLY (`primes-stub-ms`): a prime pool with a stand-in generator.
-#[cfg(feature = "fault-injection")]
-fn test_prime_pool(cfg: &NodeConfig, store: &StoreHandle) -> Option<cggmp::PrimePool> {
-    crate::fault::stub_prime_pool(
-        &cfg.faults,
-        cfg.cggmp.primes.as_ref(),
-        store,
-        cfg.cggmp_prime_pool,
-    )
-}
-
-/// The production build has no stand-in.
-#[cfg(not(feature = "fault-injection"))]
-fn test_prime_pool(_: &NodeConfig, _: &StoreHandle) -> Option<cggmp::PrimePool> {
-    None
-}
-
 /// Most signed messages kept as evidence per session.
 const MAX_EVIDENCE_PER_SESSION: usize = 64;
 
@@ -426,13 +392,11 @@ impl<S: SubmitResult> Node<S> {
         submit: Arc<S>,
         metrics: SharedMetrics,
     ) -> Self {
-        let primes = test_prime_pool(&cfg, &store).unwrap_or_else(|| {
-            cggmp::PrimePool::new(
-                cfg.cggmp.primes.clone(),
-                store.clone(),
-                cfg.cggmp_prime_pool,
-            )
-        });
+        let primes = cggmp::PrimePool::new(
+            cfg.cggmp.primes.clone(),
+            store.clone(),
+            cfg.cggmp_prime_pool,
+        );
         let (cggmp_done, cggmp_done_rx) = mpsc::channel(1024);
         let frost = frost_session::Manager::new(frost_session::Config {
             me: cfg.me.clone(),
@@ -451,7 +415,8 @@ impl<S: SubmitResult> Node<S> {
             primes,
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
-            transport: transport::for_node(p2p.clone(), &cfg),
+            transport: Arc::new(transport::P2pTransport(p2p.clone())),
+            checkpoints: Arc::new(checkpoint::PassBy),
             cfg,
             store,
             p2p,
@@ -793,6 +758,11 @@ impl<S: SubmitResult> Node<S> {
             Ok(()) => info!(%node, %addr, "node registry: node joined"),
             Err(e) => warn!(%node, error = %e, "node registry: cannot add the joined node"),
         }
+    }
+
+    /// A named point of a session's life ([`checkpoint`]).
+    fn checkpoint(&self, point: &'static str) {
+        self.checkpoints.reached(point);
     }
 
     /// What this runtime knows of `session` (one of its own kinds), for the admission policy.

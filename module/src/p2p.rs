@@ -440,18 +440,17 @@ impl P2pHandle {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
-    /// TEST ONLY (`partition-file`, see [`crate::fault`]): while `partition` is on, every
-    /// message to another node is dropped where it would go on the wire (whoever queued it),
-    /// and every request from another node is dropped un-acked. Connections stay up; this
-    /// node's messages to itself still arrive.
+    /// While `cut` says so, every message to another node is dropped where it would go on the
+    /// wire (whoever queued it), and every request from another node is dropped un-acked.
+    /// Connections stay up; this node's messages to itself still arrive. (The test build's
+    /// `partition-file` fault, [`crate::fault::Partition`], is such a switch.)
     ///
     /// # Errors
     /// [`P2pError::Closed`].
-    #[cfg(feature = "fault-injection")]
-    pub async fn partition_by(&self, partition: crate::fault::Partition) -> Result<(), P2pError> {
+    pub async fn cut_by(&self, cut: Arc<dyn LinkCut>) -> Result<(), P2pError> {
         self.inner
             .commands
-            .send(Command::Partition(partition))
+            .send(Command::CutBy(cut))
             .await
             .map_err(|_| P2pError::Closed)
     }
@@ -460,6 +459,12 @@ impl P2pHandle {
     pub fn shutdown(&self) {
         self.inner.task.abort();
     }
+}
+
+/// A switch that cuts a node off from its peers while it is on ([`P2pHandle::cut_by`]).
+pub trait LinkCut: Send + Sync {
+    /// Whether the node is cut off now.
+    fn is_cut(&self) -> bool;
 }
 
 /// Starts the p2p channel: listens, then spawns the swarm task (which dials every registry peer).

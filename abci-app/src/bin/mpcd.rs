@@ -18,6 +18,7 @@ use seqmpc_abci::daemon::master_source::MasterKeySource;
 use seqmpc_abci::daemon::rpc::RpcClient;
 use seqmpc_abci::daemon::status::{self, StatusContext};
 use seqmpc_abci::daemon::submit::RpcSubmitter;
+use seqmpc_abci::daemon::wiring::Wiring;
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::node::{Node, NodeConfig};
 use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
@@ -612,15 +613,8 @@ fn start(
         backup_submit_ms,
         silence_timeout_secs,
     } = cggmp_opts;
-    #[cfg(feature = "fault-injection")]
-    let faults = seqmpc_module::fault::Faults::from_env().map_err(anyhow::Error::msg)?;
-    #[cfg(feature = "fault-injection")]
-    let partition = faults
-        .partition_file
-        .clone()
-        .map(seqmpc_module::fault::Partition::watch)
-        .transpose()
-        .context("starting the partition watcher")?;
+    // A test build's faults in front of the parts (none in production).
+    let wiring = Wiring::from_env()?;
     check_home_private(home)?;
     let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
     // Committed jobs go to the module, whose admission policy decides which run (a replayed
@@ -634,13 +628,13 @@ fn start(
     let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
     let peers = registry_peers(&genesis, app.state())?;
     let mut insecure: Vec<String> = Vec::new();
-    if cfg!(feature = "fault-injection") {
+    if Wiring::TEST_BUILD {
         insecure
             .push("test build: fault injection compiled in (cargo feature fault-injection)".into());
     }
     let cggmp = match cggmp_primes {
         // The production build cannot load fixture secrets (issues 14 and 15).
-        Some(_) if !cfg!(feature = "fault-injection") => bail!(
+        Some(_) if !Wiring::TEST_BUILD => bail!(
             "--cggmp-primes loads TEST fixture Paillier secrets (public): this production \
              build refuses it; a test build (`make build`, cargo feature \
              seqmpc-abci/fault-injection) accepts it"
@@ -681,25 +675,13 @@ fn start(
         max_message_bytes: 8 << 20,
     };
     let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
-    #[cfg(feature = "fault-injection")]
-    if let Some(p) = &partition {
-        rt.block_on(p2p.partition_by(p.clone()))
-            .context("partitioning p2p")?;
-    }
+    rt.block_on(wiring.p2p(&p2p))?;
 
     let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
     let catch_up = app.catch_up_jobs(&me);
     let app = AppHandle::spawn(app)?;
 
-    // A test build puts the node's faults in front of the submitter's RPC port.
-    #[cfg(feature = "fault-injection")]
-    let chain_rpc = seqmpc_abci::daemon::faulty_rpc::FaultyRpc::new(
-        RpcClient::new(rpc),
-        partition.clone(),
-        &faults,
-    );
-    #[cfg(not(feature = "fault-injection"))]
-    let chain_rpc = RpcClient::new(rpc);
+    let chain_rpc = wiring.chain_rpc(RpcClient::new(rpc));
     let submitter = Arc::new(RpcSubmitter::spawn(
         key,
         genesis.chain_id.clone(),
@@ -754,15 +736,8 @@ fn start(
         },
     )?;
 
-    // TEST ONLY: a partitioned node's ABCI server sits behind a relay that can cut it off.
-    #[cfg(feature = "fault-injection")]
-    let abci_bind = if partition.is_some() {
-        "127.0.0.1:0"
-    } else {
-        abci_listen
-    };
-    #[cfg(not(feature = "fault-injection"))]
-    let abci_bind = abci_listen;
+    // A partitioned test node's ABCI server sits behind a relay that can cut it off.
+    let abci_bind = wiring.abci_bind(abci_listen);
     if let Some(path) = abci_listen
         .strip_prefix("unix://")
         .or_else(|| abci_listen.strip_prefix("unix:"))
@@ -770,13 +745,7 @@ fn start(
         seqmpc_abci::daemon::abci_unix::serve(std::path::Path::new(path), app)
             .with_context(|| format!("cannot serve ABCI on {abci_listen}"))?;
     } else {
-        serve_abci_tcp(
-            abci_bind,
-            abci_listen,
-            app,
-            #[cfg(feature = "fault-injection")]
-            &partition,
-        )?;
+        serve_abci_tcp(abci_bind, abci_listen, app, &wiring)?;
     }
     info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, cggmp_bigint_backend = seqmpc_module::protocol::cggmp::BIGINT_BACKEND, "mpcd started");
 
@@ -800,31 +769,13 @@ fn start(
         cfg.sign_timeout = std::time::Duration::from_millis(sign_timeout_ms.max(1));
         cfg.backup_submit = std::time::Duration::from_millis(backup_submit_ms);
         cfg.cggmp_silence_timeout = std::time::Duration::from_secs(silence_timeout_secs.max(1));
-        // A test build puts the node's faults in front of its result sink.
-        #[cfg(feature = "fault-injection")]
-        let submitter = {
-            if faults.any() {
-                tracing::warn!(faults = ?faults, "FAULT INJECTION ACTIVE: this node misbehaves on purpose (test build)");
-            }
-            let on = faults.withhold_signatures;
-            cfg.faults = faults;
-            Arc::new(seqmpc_module::fault::WithholdSignatures {
-                inner: submitter,
-                on,
-            })
-        };
-        // ... and in front of its job stream (`sign-false-claim`).
-        #[cfg(feature = "fault-injection")]
-        let job_rx = seqmpc_module::fault::false_claims(
-            cfg.me.clone(),
-            &cfg.faults,
-            submitter.clone(),
-            job_rx,
-        );
+        let submitter = wiring.result_sink(submitter);
+        let job_rx = wiring.jobs(cfg.me.clone(), submitter.clone(), job_rx);
         let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
         cfg.own_key_rotated = Some(rotated_tx);
-        let mut node = Node::new(cfg, store, p2p, submitter, metrics)
+        let node = Node::new(cfg, store.clone(), p2p, submitter, metrics)
             .with_chain_tip(Arc::new(RpcChainTip(RpcClient::new(rpc))));
+        let mut node = wiring.node(node, &store);
         node.recover().await;
         for job in catch_up {
             let _ = job_tx.send(job).await;
@@ -956,25 +907,12 @@ fn main() {
 }
 
 /// Serves ABCI over TCP on `bind` (tendermint-abci's server); with the test-only partition
-/// fault, behind a relay on `listen`.
-fn serve_abci_tcp(
-    bind: &str,
-    #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))] listen: &str,
-    app: AppHandle,
-    #[cfg(feature = "fault-injection")] partition: &Option<seqmpc_module::fault::Partition>,
-) -> anyhow::Result<()> {
+/// fault, behind a relay on `listen` ([`Wiring::abci_relay`]).
+fn serve_abci_tcp(bind: &str, listen: &str, app: AppHandle, wiring: &Wiring) -> anyhow::Result<()> {
     let server = tendermint_abci::ServerBuilder::default()
         .bind(bind, app)
         .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {bind}: {e}"))?;
-    #[cfg(feature = "fault-injection")]
-    if let Some(p) = partition {
-        let at = server
-            .local_addr()
-            .parse()
-            .context("the ABCI server's address")?;
-        seqmpc_abci::daemon::partition::relay_abci(listen, at, p.clone())
-            .with_context(|| format!("cannot serve ABCI on {listen}"))?;
-    }
+    wiring.abci_relay(listen, &server.local_addr())?;
     std::thread::Builder::new()
         .name("abci-server".into())
         .spawn(move || {

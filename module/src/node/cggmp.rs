@@ -257,9 +257,8 @@ pub(crate) struct WorkerEnv {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) done: mpsc::Sender<Finished>,
     pub(crate) timeout: Duration,
-    /// TEST ONLY: misbehaviour to inject into this worker's messages.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) faults: crate::fault::Faults,
+    /// Told the named points the worker reaches (`cggmp-sign-mid`).
+    pub(crate) checkpoints: std::sync::Arc<dyn crate::node::checkpoint::Checkpoints>,
 }
 
 /// Starts the worker thread of `session`.
@@ -307,11 +306,10 @@ pub(crate) fn spawn(
                     signers,
                     data,
                 } => {
-                    // TEST ONLY: `crash-at=cggmp-sign-mid` aborts once the first round is out.
+                    // A checkpoint once the first round is out (`crash-at=cggmp-sign-mid`).
                     let send = |out: Vec<Outgoing<CggmpMsg>>| {
                         send(out);
-                        #[cfg(feature = "fault-injection")]
-                        crate::fault::crash_point(&env.faults, "cggmp-sign-mid");
+                        env.checkpoints.reached("cggmp-sign-mid");
                     };
                     Output::Sign(run_sign(
                         session, &share, &signers, data, &rx, &send, deadline,

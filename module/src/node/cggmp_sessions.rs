@@ -33,8 +33,7 @@ impl<S: SubmitResult> Node<S> {
             rt,
             done: self.cggmp_done.clone(),
             timeout: self.cfg.cggmp_session_timeout,
-            #[cfg(feature = "fault-injection")]
-            faults: self.cfg.faults.clone(),
+            checkpoints: self.checkpoints.clone(),
         })
     }
 

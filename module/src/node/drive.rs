@@ -41,10 +41,7 @@ impl<S: SubmitResult> Node<S> {
                     }
                 }
                 Effect::Submit(msg) => self.submit.submit(msg),
-                Effect::Checkpoint(_point) => {
-                    #[cfg(feature = "fault-injection")]
-                    crate::fault::crash_point(&self.cfg.faults, _point);
-                }
+                Effect::Checkpoint(point) => self.checkpoint(point),
                 Effect::Metric(m) => self.metrics(|x| match m {
                     MetricEvent::KeygenOk(scheme, us) => {
                         x.keygens_ok += 1;

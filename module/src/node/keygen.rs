@@ -118,7 +118,7 @@ impl<S: SubmitResult> Node<S> {
                 ..Default::default()
             },
         };
-        crash_point!(self, "keygen-after-pending");
+        self.checkpoint("keygen-after-pending");
         self.send(&session, &coordinator, Payload::KeygenReady(ready))
             .await;
     }
@@ -297,7 +297,7 @@ impl<S: SubmitResult> Node<S> {
             share: None,
             ..rec.clone()
         };
-        crash_point!(self, "keygen-before-store");
+        self.checkpoint("keygen-before-store");
         // Durable before the chain hears of it: a READY acknowledged on chain survives a crash.
         if let Err(e) = self.store.put(rec).await {
             self.sessions.insert(session, Session::Keygen(k));
@@ -313,7 +313,7 @@ impl<S: SubmitResult> Node<S> {
             m.latency.observe("keygen", k.scheme, us);
         });
         info!(key_id = %k.key_id, scheme = %k.scheme, public_key = %hex::encode(&ok.public_key), us, "keygen READY locally");
-        crash_point!(self, "keygen-after-store");
+        self.checkpoint("keygen-after-store");
         self.submit.submit(TxMsg::KeyGenResult {
             key_id: k.key_id.clone(),
             session,

@@ -758,7 +758,7 @@ impl<S: SubmitResult> Node<S> {
             engine,
             buffered: rest,
         }));
-        crash_point!(self, "presign-after-take");
+        self.checkpoint("presign-after-take");
         self.send_cggmp(&session, out).await;
         for (from, msg) in online {
             self.on_online(session, from, msg).await;

@@ -171,7 +171,7 @@ impl<S: SubmitResult> Node<S> {
                         self.send(&session, &to, payload).await;
                     }
                     debug!(key_id = %job.key_id, %session, "dealt to the new committee");
-                    crash_point!(self, "reshare-after-deal");
+                    self.checkpoint("reshare-after-deal");
                 }
                 Err(e) => {
                     warn!(key_id = %job.key_id, %session, error = %e, "cannot deal");
@@ -412,7 +412,9 @@ impl<S: SubmitResult> Node<S> {
             }
             Err(e) => warn!(key_id = %r.key_id, %session, error = %e, "resharing failed"),
         }
-        crash_point!(self, "reshare-after-stage", when: result.is_ok());
+        if result.is_ok() {
+            self.checkpoint("reshare-after-stage");
+        }
         self.report_reshare(&r.key_id, session, result);
     }
 
@@ -532,11 +534,11 @@ impl<S: SubmitResult> Node<S> {
     ) {
         let me = &self.cfg.me;
         if new_parties.contains(me) {
-            crash_point!(self, "reshare-before-promote");
+            self.checkpoint("reshare-before-promote");
             match self.store.promote_staged(&key_id, generation).await {
                 Ok(Some(rec)) => {
                     info!(%key_id, %session, generation, "reshared share is READY");
-                    crash_point!(self, "reshare-after-promote");
+                    self.checkpoint("reshare-after-promote");
                     self.forget_key(&key_id);
                     self.untrack_cggmp_key(&key_id);
                     self.track_cggmp_key(&rec);

@@ -2,10 +2,8 @@
 //!
 //! Production sends through the p2p channel ([`P2pTransport`]). A test build with faults
 //! configured puts `crate::fault::FaultyTransport` in front of it (misbehaviour, wrong session
-//! ids, drops, copies, delays, corruption), chosen in one place ([`for_node`]); the session
-//! runtime and the CGGMP24 worker threads only see the port.
-
-use std::sync::Arc;
+//! ids, drops, copies, delays, corruption), in one place (`Node::with_faults`, in
+//! `crate::fault`); the session runtime and the CGGMP24 worker threads only see the port.
 
 use futures::future::BoxFuture;
 use seqmpc_proto::wire::p2p_envelope::Payload;
@@ -61,16 +59,4 @@ pub(crate) async fn send_envelope(
     if let Err(e) = sent {
         warn!(%session, %to, error = %e, "p2p send failed");
     }
-}
-
-/// The transport of a node: the p2p channel, behind the configured faults in a test build
-/// (where a `flood-mib-per-s` flood starts too: call it inside the runtime).
-pub(crate) fn for_node(p2p: P2pHandle, cfg: &super::NodeConfig) -> Arc<dyn Transport> {
-    #[cfg(feature = "fault-injection")]
-    if cfg.faults.any() {
-        crate::fault::spawn_flood(p2p.clone(), cfg.faults.flood_mib_per_s);
-        return Arc::new(crate::fault::FaultyTransport::new(p2p, cfg.faults.clone()));
-    }
-    let _ = cfg;
-    Arc::new(P2pTransport(p2p))
 }

@@ -90,9 +90,8 @@ pub(super) enum Command {
         node: NodeId,
         reply: oneshot::Sender<bool>,
     },
-    /// TEST ONLY: cut this node off from its peers while the flag is on.
-    #[cfg(feature = "fault-injection")]
-    Partition(crate::fault::Partition),
+    /// Cut this node off from its peers while the switch is on.
+    CutBy(Arc<dyn super::LinkCut>),
 }
 
 /// How to acknowledge a message once it is in the incoming channel.
@@ -140,9 +139,8 @@ pub(super) struct EventLoop {
     dropped_inbound: usize,
     /// Messages to and from peers dropped by a partition since the last log line.
     partition_dropped: (usize, usize),
-    /// TEST ONLY: while on, nothing goes to or comes from a peer ([`EventLoop::partitioned`]).
-    #[cfg(feature = "fault-injection")]
-    partition: Option<crate::fault::Partition>,
+    /// While on, nothing goes to or comes from a peer ([`EventLoop::partitioned`]).
+    cut: Option<Arc<dyn super::LinkCut>>,
     commands: mpsc::Receiver<Command>,
     incoming: mpsc::Sender<Incoming>,
     stop: Option<&'static str>,
@@ -180,8 +178,7 @@ impl EventLoop {
             backlog_bytes: (0, BTreeMap::new()),
             dropped_inbound: 0,
             partition_dropped: (0, 0),
-            #[cfg(feature = "fault-injection")]
-            partition: None,
+            cut: None,
             commands,
             incoming,
             stop: None,
@@ -241,17 +238,11 @@ impl EventLoop {
         tracing::info!(reason = self.stop.unwrap_or_default(), "p2p task stopped");
     }
 
-    /// Whether this node is partitioned now (`partition-file`; always false without the
-    /// `fault-injection` feature). Checked where a message would go on the wire and where a
-    /// peer's request arrives, so no sender bypasses it.
-    #[cfg(feature = "fault-injection")]
+    /// Whether this node is cut off now ([`super::P2pHandle::cut_by`]; never, unless a switch
+    /// was set). Checked where a message would go on the wire and where a peer's request
+    /// arrives, so no sender bypasses it.
     fn partitioned(&self) -> bool {
-        self.partition.as_ref().is_some_and(|p| p.is_on())
-    }
-
-    #[cfg(not(feature = "fault-injection"))]
-    fn partitioned(&self) -> bool {
-        false
+        self.cut.as_ref().is_some_and(|c| c.is_cut())
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -318,8 +309,7 @@ impl EventLoop {
             Command::RemovePeer { node, reply } => {
                 let _ = reply.send(self.remove_peer(&node));
             }
-            #[cfg(feature = "fault-injection")]
-            Command::Partition(p) => self.partition = Some(p),
+            Command::CutBy(c) => self.cut = Some(c),
         }
     }
 

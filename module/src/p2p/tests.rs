@@ -553,10 +553,26 @@ async fn p2p__should_accept_a_node_only_once_it_is_added_at_runtime() {
     assert_eq!((m.from, m.bytes), (a.node.clone(), b"welcome".to_vec()));
 }
 
-/// `partition-file` at the p2p layer: while node-b is partitioned nothing passes between it
-/// and node-a, in either direction, though node-b still hears itself; once healed, new
-/// messages flow both ways again.
-#[cfg(feature = "fault-injection")]
+/// A cut switch (`P2pHandle::cut_by`; the test build's `partition-file` is one).
+#[derive(Default)]
+struct Switch(std::sync::atomic::AtomicBool);
+
+impl Switch {
+    /// Sets it; whether it changed.
+    fn set(&self, on: bool) -> bool {
+        self.0.swap(on, std::sync::atomic::Ordering::SeqCst) != on
+    }
+}
+
+impl LinkCut for Switch {
+    fn is_cut(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A cut at the p2p layer: while node-b is cut off nothing passes between it and node-a, in
+/// either direction, though node-b still hears itself; once healed, new messages flow both
+/// ways again.
 #[tokio::test(flavor = "multi_thread")]
 async fn p2p__should_drop_every_message_to_and_from_a_partitioned_node_until_healed() {
     init_tracing();
@@ -565,8 +581,8 @@ async fn p2p__should_drop_every_message_to_and_from_a_partitioned_node_until_hea
     let (hb, mut rb) = b.start(&[&a, &b], MAX).await;
     wait_connected(&ha, &b.node).await;
     wait_connected(&hb, &a.node).await;
-    let cut = crate::fault::Partition::default();
-    hb.partition_by(cut.clone()).await.unwrap();
+    let cut = Arc::new(Switch::default());
+    hb.cut_by(cut.clone()).await.unwrap();
     assert!(cut.set(true));
     for i in 0..20 {
         hb.send(&a.node, numbered(i, 16)).await.unwrap();
