@@ -49,6 +49,7 @@ use crate::protocol::cggmp::{
 use crate::protocol::Outgoing;
 
 mod prime_pool;
+pub(crate) mod traffic;
 
 pub(crate) use prime_pool::PrimePool;
 
@@ -224,17 +225,26 @@ pub(crate) struct Finished {
 /// The session manager's end of a worker.
 pub(crate) struct Worker {
     tx: std_mpsc::SyncSender<(NodeId, CggmpMsg)>,
+    /// What it sent and got, per party ([`traffic`]).
+    traffic: Arc<traffic::Traffic>,
 }
 
 impl Worker {
     /// Hands an authenticated message to the worker (never blocks; a full queue drops it).
     pub(crate) fn forward(&self, from: NodeId, msg: CggmpMsg) {
+        let sender = from.clone();
         match self.tx.try_send((from, msg)) {
-            Ok(()) | Err(std_mpsc::TrySendError::Disconnected(_)) => {}
+            Ok(()) => self.traffic.received(&sender, Instant::now()),
+            Err(std_mpsc::TrySendError::Disconnected(_)) => {}
             Err(std_mpsc::TrySendError::Full((from, _))) => {
                 warn!(%from, "CGGMP24 worker queue full; message dropped");
             }
         }
+    }
+
+    /// The parties this worker waits for after `quiet` without traffic ([`traffic`]).
+    pub(crate) fn behind(&self, now: Instant, quiet: Duration) -> Vec<NodeId> {
+        self.traffic.behind(now, quiet)
     }
 }
 
@@ -268,6 +278,8 @@ pub(crate) fn spawn(
     env: WorkerEnv,
 ) -> Result<Worker, ProtocolError> {
     let (tx, rx) = std_mpsc::sync_channel(WORKER_QUEUE);
+    let traffic = Arc::new(traffic::Traffic::new(env.me.clone(), Instant::now()));
+    let counts = traffic.clone();
     std::thread::Builder::new()
         // Linux keeps 15 bytes of a thread name: the kind shows which priority it runs at.
         .name(format!(
@@ -286,6 +298,7 @@ pub(crate) fn spawn(
             let deadline = Instant::now() + env.timeout;
             let send = |out: Vec<Outgoing<CggmpMsg>>| {
                 for o in out {
+                    counts.sent(&o.to, Instant::now());
                     let payload = Payload::Cggmp(wire::CggmpPayload {
                         msg: o.msg.to_bytes(),
                     });
@@ -329,7 +342,7 @@ pub(crate) fn spawn(
             let _ = env.done.blocking_send(Finished { session, output });
         })
         .map_err(|e| ProtocolError::Local(format!("cannot start a CGGMP24 worker: {e}")))?;
-    Ok(Worker { tx })
+    Ok(Worker { tx, traffic })
 }
 
 /// Lowers the calling thread to [`BACKGROUND_NICE`] (presignature workers, safe-prime

@@ -388,40 +388,54 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
-    /// CGGMP24 signings older than `cggmp_silence_timeout` in which some other signer has
-    /// sent nothing at all end here, naming those signers (silence, not proof). Every live
-    /// signer reaches the same verdict on its own clock, so a dead signer is named by a
-    /// majority of the others and the chain starts the next attempt without it at once. No
-    /// abort goes to the others: each must name the silent signer itself.
+    /// CGGMP24 signings that wait for a signer end here, naming it (silence, not proof):
+    /// - one that sent nothing at all within `cggmp_silence_timeout` of the start (dead, or
+    ///   partitioned, from the start);
+    /// - one that stopped later: the signing's worker has sent and received nothing for
+    ///   `cggmp_silence_timeout`, and got fewer messages from it than it sent it
+    ///   ([`cggmp::traffic`]: every signer sends every other the same messages each round, so
+    ///   the one behind is the one everybody waits for; this node computing is never that).
+    ///
+    /// Every live signer reaches the same verdict on its own clock, so a dead signer is named
+    /// by a majority of the others and the chain starts the next attempt without it at once.
+    /// No abort goes to the others: each must name the silent signer itself.
     pub(super) fn report_silent_cggmp_signers(&mut self, now: Instant) {
         let limit = self.cfg.cggmp_silence_timeout;
         let me = &self.cfg.me;
-        let silent: Vec<(SessionId, RequestId, Vec<NodeId>)> = self
+        let silent: Vec<(SessionId, RequestId, Vec<NodeId>, &'static str)> = self
             .sessions
             .iter()
             .filter_map(|(id, s)| match s {
-                Session::Sign(s)
-                    if s.cggmp_key.is_some() && now.duration_since(s.started) > limit =>
-                {
-                    let quiet: Vec<NodeId> = s
+                Session::Sign(s) if s.cggmp_key.is_some() => {
+                    let never: Vec<NodeId> = s
                         .signers
                         .iter()
                         .filter(|p| *p != me && !s.heard.contains(*p))
                         .cloned()
                         .collect();
-                    (!quiet.is_empty()).then(|| (*id, s.request_id.clone(), quiet))
+                    if now.duration_since(s.started) > limit && !never.is_empty() {
+                        return Some((*id, s.request_id.clone(), never, "nothing received from"));
+                    }
+                    let behind = match &s.state {
+                        Some(SignEngine::Cggmp(w)) => w.behind(now, limit),
+                        _ => Vec::new(),
+                    };
+                    (!behind.is_empty()).then(|| {
+                        (
+                            *id,
+                            s.request_id.clone(),
+                            behind,
+                            "stopped: no next message from",
+                        )
+                    })
                 }
                 _ => None,
             })
             .collect();
-        for (session, request_id, quiet) in silent {
+        for (session, request_id, quiet, what) in silent {
             let names: Vec<&str> = quiet.iter().map(NodeId::as_str).collect();
             let e = ProtocolError::Aborted {
-                reason: format!(
-                    "nothing received from {} within {} s",
-                    names.join(", "),
-                    limit.as_secs()
-                ),
+                reason: format!("{what} {} within {} s", names.join(", "), limit.as_secs()),
                 culprits: quiet,
             };
             self.fail_sign(session, request_id, e, None);
