@@ -130,3 +130,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn write_atomic__should_leave_a_file_only_its_owner_can_read_even_over_a_readable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("localnet.json");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"{\"dev_token\":\"secret\"}").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"dev_token\":\"secret\"}");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        // No temporary file is left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

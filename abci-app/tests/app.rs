@@ -3500,3 +3500,28 @@ fn app_should_prove_entries_and_absences_against_the_app_hash_of_each_kept_heigh
     let (r, proof) = proven(&again, "/key/p2", &[], 0);
     assert!(verify(&hash, b"key/p2", Some(&r.value), &proof));
 }
+
+#[test]
+fn app_refuses_a_threshold_below_the_genesis_minimum() {
+    let mut net = Net::build_with(0, 0, client_governs(), |limits| {
+        limits["min_threshold"] = 3.into();
+    });
+    let c = net.client.clone();
+    let keygen = |net: &Net, t: u32| {
+        net.tx_unsequenced(
+            &c,
+            TxMsg::KeyGen {
+                key_id: KeyId::new("k").unwrap(),
+                scheme: Scheme::FrostEd25519,
+                threshold: t,
+                parties: vec![],
+            },
+        )
+    };
+    // The schemes allow 2; this genesis raises the floor to 3.
+    let r = net.check(&keygen(&net, 2));
+    assert_eq!(r.code, 6, "{}", r.log);
+    assert!(r.log.contains("needs 3 <= threshold"), "{}", r.log);
+    let r = net.check(&keygen(&net, 3));
+    assert_eq!(r.code, 0, "{}", r.log);
+}

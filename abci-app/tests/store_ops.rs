@@ -483,6 +483,26 @@ fn mpcd_start__should_refuse_a_home_other_users_can_read() {
 }
 
 #[test]
+fn mpcd_start__should_listen_on_loopback_only_by_default() {
+    // The status endpoint is unauthenticated and the ABCI port drives the app: by default
+    // both bind to loopback (the RPC it reaches is local too).
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcd"))
+        .args(["start", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for default in [
+        "127.0.0.1:26660",
+        "127.0.0.1:26658",
+        "http://127.0.0.1:26657",
+    ] {
+        assert!(help.contains(&format!("[default: {default}]")), "{help}");
+    }
+    assert!(!help.contains("0.0.0.0"), "{help}");
+}
+
+#[test]
 fn mpcd__should_take_its_master_key_from_a_command_and_keep_none_on_disk() {
     // `mpcd init --master-key-command`: checked at once, no master.key written; a command that
     // prints no key leaves no node key behind either.

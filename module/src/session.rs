@@ -284,6 +284,23 @@ impl Session {
     }
 }
 
+/// Most messages one sender may have waiting in one session's buffer (a keygen waiting for
+/// its start, a signing loading its share). A FROST party sends each other party at most two
+/// per session (round 1 and round 2); beyond the cap they are dropped, so a party that floods
+/// a session it belongs to cannot grow it (payloads other than CGGMP24's are at most 256 KiB).
+pub const MAX_BUFFERED_PER_SENDER: usize = 4;
+
+/// Buffers `msg` from `from` unless `from` already has [`MAX_BUFFERED_PER_SENDER`] waiting
+/// in `buffered`; whether it was kept.
+fn buffer_capped<M>(buffered: &mut Vec<(NodeId, M)>, from: NodeId, msg: M) -> bool {
+    if buffered.iter().filter(|(f, _)| *f == from).count() >= MAX_BUFFERED_PER_SENDER {
+        warn!(%from, "session buffer full for this sender; message dropped");
+        return false;
+    }
+    buffered.push((from, msg));
+    true
+}
+
 /// Most signed messages kept as evidence per session.
 const MAX_EVIDENCE_PER_SESSION: usize = 64;
 
@@ -350,6 +367,18 @@ impl Manager {
                 Session::Sign(_) => None,
             })
             .collect()
+    }
+
+    /// Messages held inside running sessions until they can take them (a keygen waiting for
+    /// its start, a signing loading its share).
+    pub fn session_buffered(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|s| match s {
+                Session::Keygen(k) => k.state.buffered(),
+                Session::Sign(s) => s.state.buffered(),
+            })
+            .sum()
     }
 
     /// Messages held for sessions not started yet, and their bytes ([`Msg::buffered_bytes`]).

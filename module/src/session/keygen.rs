@@ -139,12 +139,26 @@ impl KeygenState {
         }
     }
 
+    /// Messages it holds until the DKG starts.
+    pub(super) fn buffered(&self) -> usize {
+        match self {
+            KeygenState::AwaitPrepare { buffered }
+            | KeygenState::Preparing { buffered }
+            | KeygenState::AwaitStart { buffered, .. } => buffered.len(),
+            KeygenState::Checking
+            | KeygenState::Running(_)
+            | KeygenState::Storing { .. }
+            | KeygenState::Existing { .. }
+            | KeygenState::Transition => 0,
+        }
+    }
+
     fn buffer(&mut self, from: NodeId, msg: DkgMsg) -> bool {
         match self {
             KeygenState::AwaitPrepare { buffered }
             | KeygenState::Preparing { buffered }
             | KeygenState::AwaitStart { buffered, .. } => {
-                buffered.push((from, msg));
+                super::buffer_capped(buffered, from, msg);
                 true
             }
             KeygenState::Checking

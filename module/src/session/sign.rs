@@ -57,6 +57,16 @@ pub enum SignState {
     Transition,
 }
 
+impl SignState {
+    /// Messages it holds until the share is loaded.
+    pub(super) fn buffered(&self) -> usize {
+        match self {
+            SignState::Loading { buffered, .. } => buffered.len(),
+            SignState::Running(_) | SignState::Transition => 0,
+        }
+    }
+}
+
 /// A signing session.
 pub(super) struct Sign {
     pub request_id: RequestId,
@@ -294,7 +304,7 @@ impl Manager {
                 message,
                 mut buffered,
             } => {
-                buffered.push((from, msg));
+                super::buffer_capped(&mut buffered, from, msg);
                 s.state = SignState::Loading { message, buffered };
                 return;
             }

@@ -378,6 +378,49 @@ fn manager__should_run_only_the_jobs_its_admission_lets_through() {
 }
 
 #[test]
+fn manager__should_cap_what_one_party_buffers_in_a_session_it_belongs_to() {
+    let mut m = Manager::new(Config::new(nid(0)));
+    let mut rng = StdRng::seed_from_u64(2);
+    let now = 1_000_000;
+    let session = SessionId([3; 32]);
+    let job = keygen_job(
+        session,
+        "k",
+        Scheme::FrostEd25519,
+        vec![nid(0), nid(1), nid(2)],
+    );
+    // The keygen opens and asks whether it already ran here: it did not.
+    for e in m.handle(now, Input::Job(job), &mut rng) {
+        if let Effect::Store {
+            token: Some(token), ..
+        } = e
+        {
+            let reply = Ok(StoreReply::Record(None));
+            m.handle(now, Input::StoreReply { token, reply }, &mut rng);
+        }
+    }
+    assert_eq!(m.active(), 1);
+    // Before its DKG starts, a party floods it with DKG messages; another sends its two.
+    let dkg = |from: usize| {
+        Input::Msg(Msg {
+            from: nid(from),
+            session,
+            payload: Payload::DkgRound1(seqmpc_proto::wire::DkgRound1 {
+                package: vec![7; 64],
+            }),
+            quoted: None,
+        })
+    };
+    for _ in 0..1000 {
+        m.handle(now, dkg(1), &mut rng);
+    }
+    for _ in 0..2 {
+        m.handle(now, dkg(2), &mut rng);
+    }
+    assert_eq!(m.session_buffered(), MAX_BUFFERED_PER_SENDER + 2);
+}
+
+#[test]
 fn manager__should_keep_room_for_honest_early_messages_while_a_peer_floods_the_buffer() {
     let mut h = Harness::new(4, 11);
     // node3 buffers at most 40 early messages, 12 of them from one sender.

@@ -371,6 +371,21 @@ impl fmt::Debug for CggmpKeyShare {
     }
 }
 
+impl AuxShare {
+    /// Refuses aux info holding a public test modulus, blaming the party it belongs to (what
+    /// a production build does, [`REFUSES_PUBLIC_TEST_MODULI`]).
+    pub fn refuse_public_test_moduli(&self) -> Result<(), ProtocolError> {
+        match self.party_with_public_test_modulus()? {
+            Some(p) => Err(ProtocolError::blame(
+                &p,
+                "its Paillier key is one of the public test fixtures' (anyone can decrypt \
+                 what is encrypted to it): refused by a production build",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 impl CggmpKeyShare {
     /// `KeyShare::from_parts`: both parts must be of the same committee and party.
     /// A production build ([`REFUSES_PUBLIC_TEST_MODULI`]) refuses aux info holding a public
@@ -382,13 +397,7 @@ impl CggmpKeyShare {
             ));
         }
         if REFUSES_PUBLIC_TEST_MODULI {
-            if let Some(p) = aux.party_with_public_test_modulus()? {
-                return Err(ProtocolError::blame(
-                    &p,
-                    "its Paillier key is one of the public test fixtures' (anyone can decrypt \
-                     what is encrypted to it): refused by a production build",
-                ));
-            }
+            aux.refuse_public_test_moduli()?;
         }
         let public_key = core.public_key()?;
         let share = KeyShare::from_parts((core.share, aux.aux))
@@ -500,7 +509,14 @@ mod tests {
             .map(|(i, _)| i)
             .collect();
         assert_eq!(named, [0, 1, 2, 3]);
-        // The test build (this one) accepts them; a production build refuses them.
+        // The test build (this one) accepts them; a production build refuses them, naming
+        // the first party whose modulus is public.
         const { assert!(!REFUSES_PUBLIC_TEST_MODULI) };
+        let refused = aux.refuse_public_test_moduli().unwrap_err();
+        assert!(
+            refused.to_string().contains("public test fixtures"),
+            "{refused}"
+        );
+        assert_eq!(refused.culprits(), [NodeId::new("node0").unwrap()]);
     }
 }
