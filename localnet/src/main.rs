@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use seqmpc_localnet::network::{self, StartOptions};
+use seqmpc_localnet::network::{self, EmptyBlockOptions, StartOptions};
 use seqmpc_localnet::sequencer::{self, SequencerConfig};
 
 #[derive(Parser)]
@@ -38,6 +38,8 @@ enum Cmd {
         /// Block interval in milliseconds.
         #[arg(long, default_value_t = 500)]
         block_ms: u64,
+        #[command(flatten)]
+        empty_blocks: EmptyBlockOptions,
         /// Base port: RPC = P+57, node i: ABCI P+100+10i, p2p P+101+10i, status P+102+10i
         /// (default 26600; an existing network keeps its own).
         #[arg(long)]
@@ -150,6 +152,8 @@ enum Cmd {
         /// Block interval in milliseconds.
         #[arg(long, default_value_t = 500)]
         block_ms: u64,
+        #[command(flatten)]
+        empty_blocks: EmptyBlockOptions,
         /// Genesis file: sent verbatim as InitChain's app_state_bytes; its `chain_id` is the
         /// chain id unless --chain-id is given.
         #[arg(long)]
@@ -222,6 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             threshold,
             block_ms,
+            empty_blocks,
             base_port,
             mpcd,
             reset,
@@ -250,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     nodes,
                     threshold,
                     block_ms,
+                    empty_blocks,
                     base_port,
                     mpcd,
                     reset,
@@ -303,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             apps,
             rpc_listen,
             block_ms,
+            empty_blocks,
             genesis,
             chain_id,
             data_dir,
@@ -324,6 +331,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = SequencerConfig::new(apps, chain_id, app_state, data_dir);
             cfg.rpc_listen = rpc_listen;
             cfg.block_ms = block_ms;
+            cfg.create_empty_blocks = !empty_blocks.no_empty_blocks;
+            cfg.empty_block_interval_ms = empty_blocks.empty_block_interval_ms;
             cfg.max_block_txs = max_block_txs;
             cfg.startup_timeout = Duration::from_secs(start_timeout);
             let stop = install_signal_handler()?;

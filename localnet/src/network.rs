@@ -29,6 +29,23 @@ pub const DEFAULT_NODES: usize = 3;
 /// Default threshold.
 pub const DEFAULT_THRESHOLD: u32 = 2;
 
+/// `--no-empty-blocks` and `--empty-block-interval-ms`, of `localnet start` and `localnet
+/// sequencer`.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct EmptyBlockOptions {
+    /// Make no block without txs (CometBFT's `create_empty_blocks = false`): a block comes
+    /// as soon as a tx waits (at most every --block-ms), after a block that changed the app
+    /// hash (so a header carries it), and otherwise every --empty-block-interval-ms. Idle,
+    /// the block log stops growing and a request's first block comes at once; the chain's
+    /// deadlines count blocks, so they last longer while nothing happens.
+    #[arg(long)]
+    pub no_empty_blocks: bool,
+    /// With --no-empty-blocks: a block at least this often, txs or not (0: never;
+    /// CometBFT's `create_empty_blocks_interval`).
+    #[arg(long, default_value_t = 0, requires = "no_empty_blocks")]
+    pub empty_block_interval_ms: u64,
+}
+
 /// Options of `localnet start`.
 #[derive(Clone, Debug)]
 pub struct StartOptions {
@@ -40,6 +57,8 @@ pub struct StartOptions {
     pub threshold: Option<u32>,
     /// Block interval.
     pub block_ms: u64,
+    /// When blocks without txs come (`SequencerConfig::create_empty_blocks`).
+    pub empty_blocks: EmptyBlockOptions,
     /// Base port (an existing network: default, and must match, the one it was made with).
     pub base_port: Option<u16>,
     /// mpcd executable (default: next to this executable).
@@ -229,6 +248,8 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
     };
     cfg.dev_add_app_token = Some(dev_token.clone());
     cfg.block_ms = opts.block_ms;
+    cfg.create_empty_blocks = !opts.empty_blocks.no_empty_blocks;
+    cfg.empty_block_interval_ms = opts.empty_blocks.empty_block_interval_ms;
     cfg.max_block_txs = opts.max_block_txs;
     cfg.startup_timeout = opts.start_timeout;
     let seq = match Sequencer::spawn(cfg) {

@@ -2,9 +2,10 @@
 //!
 //! It drives every app over the ABCI socket protocol with tendermint-abci's client (an ABCI
 //! implementation independent of the apps'), opening a consensus, a mempool and query
-//! connections per app as CometBFT does; orders txs into a block every `block_ms`; persists
-//! every block in an append-only store and replays it to apps that are behind; and serves the
-//! CometBFT JSON-RPC routes that clients use (see [`rpc`]).
+//! connections per app as CometBFT does; orders txs into a block every `block_ms` (or, without
+//! empty blocks, as soon as a tx waits); persists every block in an append-only store and
+//! replays it to apps that are behind; and serves the CometBFT JSON-RPC routes that clients
+//! use (see [`rpc`]).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -55,7 +56,7 @@ use tendermint_proto::v0_38::types::{
 };
 
 use self::app_conn::AppHandle;
-use self::consensus::{Engine, EngineConfig};
+use self::consensus::{EmptyBlocks, Engine, EngineConfig};
 use self::mempool::Mempool;
 pub use self::state::{AppState, AppStatus, SequencerStatus};
 use self::state::{ChainView, Phase, Shared, TxIndex};
@@ -69,8 +70,16 @@ pub struct SequencerConfig {
     pub apps: Vec<String>,
     /// RPC listen address (`127.0.0.1:26657`; port 0 picks a free one).
     pub rpc_listen: String,
-    /// Block interval in milliseconds.
+    /// Block interval in milliseconds: blocks come at most this often.
     pub block_ms: u64,
+    /// Make a block every `block_ms` even without txs (CometBFT's `create_empty_blocks`, the
+    /// default). When false, a block comes as soon as the mempool holds a tx (and `block_ms`
+    /// has passed since the last), after a block that changed the app hash (so a header
+    /// carries the new hash, as CometBFT's proof block), and otherwise at least every
+    /// `empty_block_interval_ms` (0: never).
+    pub create_empty_blocks: bool,
+    /// See `create_empty_blocks` (CometBFT's `create_empty_blocks_interval`).
+    pub empty_block_interval_ms: u64,
     /// Chain id sent in InitChain and shown by `status`.
     pub chain_id: String,
     /// `InitChain.app_state_bytes`.
@@ -108,6 +117,8 @@ impl SequencerConfig {
             apps,
             rpc_listen: "127.0.0.1:26657".to_owned(),
             block_ms: 1000,
+            create_empty_blocks: true,
+            empty_block_interval_ms: 0,
             chain_id: chain_id.into(),
             app_state,
             data_dir,
@@ -155,6 +166,7 @@ impl Sequencer {
             chain_id: cfg.chain_id.clone(),
             apps: RwLock::new(apps.into_iter().map(Arc::new).collect()),
             mempool: Mutex::new(Mempool::new(cfg.mempool_max_txs, cfg.mempool_max_bytes)),
+            tx_arrived: Condvar::new(),
             check_gate: Mutex::new(()),
             view: RwLock::new(ChainView {
                 phase: Phase::Starting,
@@ -183,6 +195,11 @@ impl Sequencer {
             genesis,
             EngineConfig {
                 block_interval: Duration::from_millis(cfg.block_ms),
+                empty_blocks: match (cfg.create_empty_blocks, cfg.empty_block_interval_ms) {
+                    (true, _) => EmptyBlocks::Always,
+                    (false, 0) => EmptyBlocks::Never,
+                    (false, ms) => EmptyBlocks::Every(Duration::from_millis(ms)),
+                },
                 max_block_txs: cfg.max_block_txs.max(1),
                 abci_timeout: cfg.abci_timeout,
                 startup_timeout: cfg.startup_timeout,

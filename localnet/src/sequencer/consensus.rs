@@ -33,11 +33,25 @@ const RESUME_SCAN_BLOCKS: u64 = 10_000;
 /// Longest sleep of the loop, so stop requests and finished syncs are seen promptly.
 const POLL: Duration = Duration::from_millis(20);
 
+/// When the loop makes a block without txs (CometBFT's `create_empty_blocks` and
+/// `create_empty_blocks_interval`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmptyBlocks {
+    /// Every block interval, txs or not.
+    Always,
+    /// Only after a block that changed the app hash (its proof block), or at least this often.
+    Every(Duration),
+    /// Only after a block that changed the app hash.
+    Never,
+}
+
 /// Timing and size knobs of the loop.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Block interval.
+    /// Block interval: blocks come at most this often.
     pub block_interval: Duration,
+    /// When a block may have no txs.
+    pub empty_blocks: EmptyBlocks,
     /// Most txs in one block.
     pub max_block_txs: usize,
     /// Longest wait for an app's answer on the consensus connection.
@@ -162,18 +176,40 @@ impl Engine {
         self.shared.notify();
         tracing::info!(height = self.height, "dev sequencer running");
         let mut next = Instant::now();
+        let mut last_block = Instant::now();
+        // The last block changed the app hash: the next one carries it in its header. The
+        // first block of a chain always comes (as CometBFT's).
+        let mut proof_due = self.height == 0;
         while !stop.load(Ordering::Acquire) {
             self.maintain_links();
             let now = Instant::now();
-            if now >= next {
-                self.produce_block()?;
-                next += self.cfg.block_interval;
-                let now = Instant::now();
-                if next < now {
-                    next = now;
-                }
-            } else {
+            if now < next {
                 thread::sleep((next - now).min(POLL));
+                continue;
+            }
+            let due = match self.cfg.empty_blocks {
+                EmptyBlocks::Always => true,
+                EmptyBlocks::Every(d) => proof_due || now.duration_since(last_block) >= d,
+                EmptyBlocks::Never => proof_due,
+            };
+            if !due && !self.shared.wait_for_tx(POLL) {
+                continue;
+            }
+            let (height, app_hash) = (self.height, self.last_app_hash.clone());
+            let started = Instant::now();
+            self.produce_block()?;
+            if self.height != height {
+                last_block = started;
+                proof_due = self.last_app_hash != app_hash;
+            }
+            next += self.cfg.block_interval;
+            if self.cfg.empty_blocks != EmptyBlocks::Always {
+                // After an idle wait `next` lags: the interval counts from this block.
+                next = next.max(started + self.cfg.block_interval);
+            }
+            let now = Instant::now();
+            if next < now {
+                next = now;
             }
         }
         Ok(())

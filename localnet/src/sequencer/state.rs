@@ -232,6 +232,9 @@ pub struct Shared {
     pub apps: RwLock<Vec<Arc<AppHandle>>>,
     /// Pending txs.
     pub mempool: Mutex<Mempool>,
+    /// Signalled (with `mempool`) when a tx enters the mempool: a loop that makes no empty
+    /// blocks waits on it.
+    pub tx_arrived: Condvar,
     /// See the module doc.
     pub check_gate: Mutex<()>,
     /// Committed chain.
@@ -345,6 +348,19 @@ impl Shared {
         self.mempool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Waits at most `timeout` for the mempool to hold a tx; whether it does.
+    pub fn wait_for_tx(&self, timeout: Duration) -> bool {
+        let m = self.mempool();
+        if !m.is_empty() {
+            return true;
+        }
+        let (m, _) = match self.tx_arrived.wait_timeout(m, timeout) {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        !m.is_empty()
+    }
+
     /// Wakes everyone waiting in [`Shared::wait_until`].
     pub fn notify(&self) {
         let (m, cv) = &self.changed;
@@ -455,6 +471,7 @@ impl Shared {
                     received: std::time::Instant::now(),
                 })
                 .map_err(|e| BroadcastError::Refused(e.to_string()))?;
+            self.tx_arrived.notify_all();
         }
         Ok((hash, res))
     }

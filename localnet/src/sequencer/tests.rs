@@ -82,6 +82,14 @@ impl Application for TestApp {
     }
 
     fn finalize_block(&self, req: RequestFinalizeBlock) -> ResponseFinalizeBlock {
+        // The "stable" app's hash changes only with txs (as a state store's root does).
+        if self.salt == "stable" && req.txs.is_empty() {
+            let committed = self.chain.lock().unwrap().committed.clone();
+            self.chain.lock().unwrap().pending = committed.clone();
+            let mut r = self.kv.finalize_block(req);
+            r.app_hash = committed.into();
+            return r;
+        }
         let mut h = Sha256::new();
         h.update(self.salt);
         h.update(&self.chain.lock().unwrap().committed);
@@ -1440,4 +1448,47 @@ fn tx_proof__should_prove_every_tx_of_a_block_against_its_data_hash() {
         }
         assert!(super::header::tx_proof(&txs, n).is_none());
     }
+}
+
+#[test]
+fn sequencer__should_make_no_empty_blocks_when_told_but_a_block_for_each_tx_and_its_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("stable");
+    let mut cfg = config(vec![a], dir.path());
+    cfg.create_empty_blocks = false;
+    let seq = Sequencer::spawn(cfg).unwrap();
+    let url = seq.rpc_url();
+    // The first block comes; then, idle, no more (at 100 ms blocks, 10 a second otherwise).
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    thread::sleep(Duration::from_millis(1000));
+    let idle = seq.status().height;
+    assert!(idle <= 2, "height {idle} after an idle second");
+    // A tx gets a block, and the block after it carries the new app hash; then idle again.
+    let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"k=v\""));
+    let hash = r["result"]["hash"].as_str().unwrap().to_owned();
+    wait("the tx committed", Duration::from_secs(5), || {
+        committed_height(&url, &hash).is_some()
+    });
+    let h = committed_height(&url, &hash).unwrap();
+    seq.wait_for_height(h + 1, Duration::from_secs(5)).unwrap();
+    thread::sleep(Duration::from_millis(1000));
+    assert_eq!(seq.status().height, h + 1, "one proof block, then nothing");
+    seq.stop().unwrap();
+
+    // With an interval, empty blocks come that often.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = start_app("stable");
+    let mut cfg = config(vec![a], dir.path());
+    cfg.create_empty_blocks = false;
+    cfg.empty_block_interval_ms = 300;
+    let seq = Sequencer::spawn(cfg).unwrap();
+    seq.wait_for_height(1, Duration::from_secs(10)).unwrap();
+    let start = seq.status().height;
+    thread::sleep(Duration::from_millis(1500));
+    let made = seq.status().height - start;
+    assert!(
+        (3..=6).contains(&made),
+        "{made} blocks in 1.5 s at one per 300 ms"
+    );
+    seq.stop().unwrap();
 }

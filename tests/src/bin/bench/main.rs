@@ -538,6 +538,34 @@ fn sign_paced(
     })
 }
 
+/// One request at a time, each sent 150-249 ms after the last outcome reached the client
+/// (spread evenly over a block interval): what a user sees who signs now and then, while the
+/// chain has nothing else to do. With empty blocks the request waits for the next 100 ms tick;
+/// without them (`--no-empty-blocks`) its block comes at once.
+fn sign_after_idle(out: &Outcomes, sub: &mut Submitter, tag: &str, n: u64) -> anyhow::Result<()> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        std::thread::sleep(Duration::from_millis(150 + i * 37 % 100));
+        let request_id = RequestId::new(format!("{tag}idle-{i}"))?;
+        let id = format!("sign:{request_id}");
+        let t0 = Instant::now();
+        sub.submit(TxMsg::KeySign {
+            key_id: KeyId::new(format!("{tag}k{}", i % 5))?,
+            request_id,
+            message: i.to_be_bytes().to_vec(),
+            prehashed: false,
+        })?;
+        sent.push((id.clone(), t0));
+        wait_for(Duration::from_secs(30), || out.get(&id).map(|_| ()))
+            .with_context(|| format!("{id} did not reach the chain"))?;
+    }
+    println!(
+        "  sign, 1 at a time, each 150-249 ms after the last outcome: {n} sigs   {}",
+        e2e_line(out, &sent)
+    );
+    Ok(())
+}
+
 /// A signing run as the client saw it: when it started, and each request (`sign:<id>`) with
 /// the moment it was submitted.
 struct Run {
@@ -622,7 +650,7 @@ const FROST_RESHARES: &[(&[&str], u32)] = &[(FIRST3, 2), (ALL4, 3), (FIRST3, 2),
 
 fn main() -> anyhow::Result<()> {
     // `--mpcd-dir DIR` (where the binaries are), `--only ed,tr,ec,avail` (some phases).
-    const USAGE: &str = "usage: seqmpc-bench [--mpcd-dir DIR] [--only ed,tr,ec,avail] [--burst N] [--sustained-secs N] [--rate N]";
+    const USAGE: &str = "usage: seqmpc-bench [--mpcd-dir DIR] [--only ed,tr,ec,avail] [--burst N] [--sustained-secs N] [--rate N] [--no-empty-blocks]";
     let mut args = std::env::args().skip(1);
     let mut only: Option<Vec<String>> = None;
     let mut avail_opts = avail::Options {
@@ -630,9 +658,14 @@ fn main() -> anyhow::Result<()> {
         sustained_secs: 600,
         rate: 200,
     };
+    let mut no_empty_blocks = false;
     while let Some(flag) = args.next() {
+        if flag == "--no-empty-blocks" {
+            no_empty_blocks = true;
+            continue;
+        }
         if matches!(flag.as_str(), "-h" | "--help") {
-            println!("{USAGE}\n  runs a 4-node network and measures keygen, signing and resharing of each scheme against the library's in-process floor, then availability (a keygen burst of --burst, default 1000; --sustained-secs of signing, default 600, at --rate sig/s, default 200; one node killed) on a network of its own");
+            println!("{USAGE}\n  runs a 4-node network and measures keygen, signing and resharing of each scheme against the library's in-process floor, then availability (a keygen burst of --burst, default 1000; --sustained-secs of signing, default 600, at --rate sig/s, default 200; one node killed) on a network of its own; --no-empty-blocks runs the first network's sequencer without empty blocks (a block as soon as a tx waits, at most every 100 ms)");
             return Ok(());
         }
         let Some(value) = args.next() else {
@@ -686,11 +719,20 @@ fn main() -> anyhow::Result<()> {
             fixtures.as_os_str(),
             "--cggmp-presign-pool".as_ref(),
             "0".as_ref(),
-        ],
+        ]
+        .into_iter()
+        .chain(no_empty_blocks.then_some("--no-empty-blocks".as_ref()))
+        .collect::<Vec<&std::ffi::OsStr>>(),
     )?;
     let mut sub = Submitter::new(&net, net.client_key()?)?;
     let out = Outcomes::watch(rpc_url(&net))?;
-    println!("network: 4 mpcd processes + dev sequencer (block 100 ms), 3-of-4");
+    println!(
+        "network: 4 mpcd processes + dev sequencer ({}), 3-of-4",
+        match no_empty_blocks {
+            false => "a block every 100 ms",
+            true => "no empty blocks: a block as soon as a tx waits, at most every 100 ms",
+        }
+    );
     if run("ed") {
         run_scheme(
             &net,
@@ -703,6 +745,7 @@ fn main() -> anyhow::Result<()> {
             &[(1, 50), (10, 200), (100, 2000), (300, 4000)],
             FROST_RESHARES,
         )?;
+        sign_after_idle(&out, &mut sub, "ed", 30)?;
     }
     if run("tr") {
         run_scheme(
