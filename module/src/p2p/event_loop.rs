@@ -50,6 +50,25 @@ const BACKLOG_BYTES: usize = 256 * 1024 * 1024;
 /// Bytes parked in the backlog from one peer: a peer that floods fills only its own share.
 const PEER_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 
+/// What the backlog holds when a peer's request arrives: messages and bytes in all, and
+/// bytes from that peer.
+#[derive(Clone, Copy, Debug)]
+struct Parked {
+    messages: usize,
+    bytes: usize,
+    from_peer: usize,
+}
+
+impl Parked {
+    /// Whether a request of `messages` messages and `len` bytes fits: under [`BACKLOG_MAX`]
+    /// messages, [`BACKLOG_BYTES`] in all and [`PEER_BACKLOG_BYTES`] from its peer.
+    fn admits(self, messages: usize, len: usize) -> bool {
+        self.messages.saturating_add(messages) <= BACKLOG_MAX
+            && self.bytes.saturating_add(len) <= BACKLOG_BYTES
+            && self.from_peer.saturating_add(len) <= PEER_BACKLOG_BYTES
+    }
+}
+
 /// Where a message goes.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Target {
@@ -681,11 +700,12 @@ impl EventLoop {
                     tracing::warn!(%from, bytes = len, "dropping a request that is not a batch of messages each longer than its signature");
                     return;
                 };
-                let from_peer = self.backlog_bytes.1.get(&from).copied().unwrap_or(0);
-                if self.backlog.len().saturating_add(messages.len()) > BACKLOG_MAX
-                    || self.backlog_bytes.0.saturating_add(len) > BACKLOG_BYTES
-                    || from_peer.saturating_add(len) > PEER_BACKLOG_BYTES
-                {
+                let parked = Parked {
+                    messages: self.backlog.len(),
+                    bytes: self.backlog_bytes.0,
+                    from_peer: self.backlog_bytes.1.get(&from).copied().unwrap_or(0),
+                };
+                if !parked.admits(messages.len(), len) {
                     // Dropping `channel` closes the stream without ack: the sender retries.
                     self.dropped_inbound += 1;
                     return;
@@ -853,4 +873,57 @@ fn split_signature(mut bytes: Vec<u8>) -> Option<(Vec<u8>, [u8; SIGNATURE_LEN])>
     let signature = <[u8; SIGNATURE_LEN]>::try_from(bytes.get(at..)?).ok()?;
     bytes.truncate(at);
     Some((bytes, signature))
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn parked__should_refuse_a_flooding_peer_at_its_share_and_still_admit_the_others() {
+        // A peer with 64 MiB parked: its next request is refused, another peer's is not.
+        let flooder = Parked {
+            messages: 100,
+            bytes: PEER_BACKLOG_BYTES,
+            from_peer: PEER_BACKLOG_BYTES,
+        };
+        assert!(!flooder.admits(1, 1));
+        let honest = Parked {
+            from_peer: 0,
+            ..flooder
+        };
+        assert!(honest.admits(1, MIB));
+        // Up to the peer's share exactly, and not a byte more.
+        let near = Parked {
+            messages: 0,
+            bytes: 0,
+            from_peer: PEER_BACKLOG_BYTES - MIB,
+        };
+        assert!(near.admits(1, MIB));
+        assert!(!near.admits(1, MIB + 1));
+    }
+
+    #[test]
+    fn parked__should_refuse_beyond_the_total_bytes_or_messages() {
+        let full = Parked {
+            messages: 0,
+            bytes: BACKLOG_BYTES,
+            from_peer: 0,
+        };
+        assert!(!full.admits(1, 1));
+        let many = Parked {
+            messages: BACKLOG_MAX,
+            bytes: 0,
+            from_peer: 0,
+        };
+        assert!(!many.admits(1, 1));
+        assert!(Parked {
+            messages: BACKLOG_MAX - 2,
+            ..many
+        }
+        .admits(2, 1));
+    }
 }
