@@ -123,10 +123,10 @@ enum Cmd {
         /// signature whose aggregator is dead or stalled.
         #[arg(long, env = "SEQMPC_BACKUP_SUBMIT_MS", default_value_t = 500)]
         backup_submit_ms: u64,
-        /// Seconds a CGGMP24 signer waits for a first message from every other signer, and
-        /// for any message once its signing has gone quiet, before it reports those it waits
-        /// for (a node dead, partitioned, or stopped mid-signing), so the chain starts another
-        /// attempt without them instead of waiting for the attempt's deadline. Keep it well
+        /// Seconds a CGGMP24 signer waits for a first message from every other signer, and,
+        /// in a two-signer signing, for any message once it has gone quiet, before it reports
+        /// those it waits for (a node dead, partitioned, or stopped mid-signing), so the chain
+        /// starts another attempt without them instead of waiting for the attempt's deadline. Keep it well
         /// under that deadline (`sign_attempt_blocks` x 20, in time) and above the time a
         /// loaded node takes for one round of a signing.
         #[arg(long, env = "SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", default_value_t = 20)]

@@ -391,10 +391,13 @@ impl<S: SubmitResult> Node<S> {
     /// CGGMP24 signings that wait for a signer end here, naming it (silence, not proof):
     /// - one that sent nothing at all within `cggmp_silence_timeout` of the start (dead, or
     ///   partitioned, from the start);
-    /// - one that stopped later: the signing's worker has sent and received nothing for
-    ///   `cggmp_silence_timeout`, and got fewer messages from it than it sent it
-    ///   ([`cggmp::traffic`]: every signer sends every other the same messages each round, so
-    ///   the one behind is the one everybody waits for; this node computing is never that).
+    /// - in a signing of two signers, the other one when it stopped later: the worker has sent
+    ///   and received nothing for `cggmp_silence_timeout`, and got fewer messages from it than
+    ///   it sent it ([`cggmp::traffic`]; this node computing is never behind). With three
+    ///   signers or more this is not done: a malicious signer that withholds one round from
+    ///   an honest one only (and sends it to this node) makes that honest signer look behind
+    ///   here, and with its own false claim would be a majority naming it. Such a signing
+    ///   still waits for its attempt's deadline.
     ///
     /// Every live signer reaches the same verdict on its own clock, so a dead signer is named
     /// by a majority of the others and the chain starts the next attempt without it at once.
@@ -417,7 +420,7 @@ impl<S: SubmitResult> Node<S> {
                         return Some((*id, s.request_id.clone(), never, "nothing received from"));
                     }
                     let behind = match &s.state {
-                        Some(SignEngine::Cggmp(w)) => w.behind(now, limit),
+                        Some(SignEngine::Cggmp(w)) if s.signers.len() == 2 => w.behind(now, limit),
                         _ => Vec::new(),
                     };
                     (!behind.is_empty()).then(|| {

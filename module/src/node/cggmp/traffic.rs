@@ -7,6 +7,10 @@
 //! stopped (died, or went silent) after its first message. One that is merely ahead or that
 //! this node itself is still computing for is never behind: this node then got at least as
 //! many messages from each party as it sent it.
+//!
+//! The runtime names a party from this only in a signing of two signers
+//! (`report_silent_cggmp_signers`): with more, a party can also be behind because a malicious
+//! one withheld a round from it alone, and naming it would frame an honest signer.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
