@@ -542,7 +542,17 @@ fn sign_paced(
 /// (spread evenly over a block interval): what a user sees who signs now and then, while the
 /// chain has nothing else to do. With empty blocks the request waits for the next 100 ms tick;
 /// without them (`--no-empty-blocks`) its block comes at once.
-fn sign_after_idle(out: &Outcomes, sub: &mut Submitter, tag: &str, n: u64) -> anyhow::Result<()> {
+fn sign_after_idle(
+    net: &Localnet,
+    out: &Outcomes,
+    sub: &mut Submitter,
+    (tag, sign_floor): (&str, f64),
+    n: u64,
+) -> anyhow::Result<()> {
+    let base_lat: Vec<usize> = metrics(net, 4)
+        .iter()
+        .map(|m| m["sign_latency_us"].as_array().map_or(0, |a| a.len()))
+        .collect();
     let mut sent = Vec::new();
     for i in 0..n {
         std::thread::sleep(Duration::from_millis(150 + i * 37 % 100));
@@ -559,9 +569,13 @@ fn sign_after_idle(out: &Outcomes, sub: &mut Submitter, tag: &str, n: u64) -> an
         wait_for(Duration::from_secs(30), || out.get(&id).map(|_| ()))
             .with_context(|| format!("{id} did not reach the chain"))?;
     }
+    let mut lat = since(&metrics(net, 4), "sign_latency_us", &base_lat);
     println!(
-        "  sign, 1 at a time, each 150-249 ms after the last outcome: {n} sigs   {}",
-        e2e_line(out, &sent)
+        "  sign, 1 at a time, each 150-249 ms after the last outcome: {n} sigs   {}   MPC part p50 {:7.2} ms  p99 {:7.2} ms   [p50 {:.1}x floor]",
+        e2e_line(out, &sent),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 0.5) / sign_floor
     );
     Ok(())
 }
@@ -745,7 +759,7 @@ fn main() -> anyhow::Result<()> {
             &[(1, 50), (10, 200), (100, 2000), (300, 4000)],
             FROST_RESHARES,
         )?;
-        sign_after_idle(&out, &mut sub, "ed", 30)?;
+        sign_after_idle(&net, &out, &mut sub, ("ed", ed_floor.1), 30)?;
     }
     if run("tr") {
         run_scheme(
