@@ -881,6 +881,32 @@ fn app_can_load_after_a_crash_before_its_background_snapshot_was_durable() {
     }
 }
 
+/// `ResponseCommit.retain_height`: 0 (keep every block) unless the node says otherwise, and then
+/// never within the genesis `sign_retention_blocks` (a pruned sign request's outcome stays in
+/// its block's results).
+#[test]
+fn app_can_name_a_retain_height_that_keeps_the_sign_retention() {
+    let mut net = Net::with_limits(0, 5);
+    let commit = |net: &mut Net| {
+        net.height += 1;
+        net.app.finalize_block(pb::RequestFinalizeBlock {
+            height: net.height,
+            ..Default::default()
+        });
+        net.app.commit().retain_height
+    };
+    assert_eq!(commit(&mut net), 0, "height 1, by default");
+    // Asked for 3 blocks, it keeps the 5 of the sign retention.
+    net.app.set_min_retain_blocks(3);
+    let got: Vec<i64> = (2..=8).map(|_| commit(&mut net)).collect();
+    assert_eq!(got, vec![0, 0, 0, 1, 2, 3, 4], "heights 2..=8");
+    // Asked for more than the retention, it keeps what it was asked for.
+    net.app.set_min_retain_blocks(8);
+    assert_eq!(commit(&mut net), 2, "height 9 keeps 2..=9");
+    net.app.set_min_retain_blocks(0);
+    assert_eq!(commit(&mut net), 0, "height 10, every block again");
+}
+
 #[test]
 fn app_can_restart_from_disk_with_the_same_state_and_hash() {
     let mut net = Net::new();

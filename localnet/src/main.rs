@@ -93,6 +93,18 @@ enum Cmd {
         /// minutes at 100 ms blocks).
         #[arg(long)]
         sign_retention_blocks: Option<u64>,
+        /// Blocks the sequencer keeps below the tip: passed to every mpcd as
+        /// `--min-retain-blocks` (never fewer than the genesis `sign_retention_blocks`), and
+        /// the sequencer prunes its block log below the lowest retain height they answer
+        /// Commit with, as CometBFT does. 0 (the default): keep every block. A pruned localnet
+        /// cannot replay the chain to a node whose data is older than its first block, nor
+        /// admit one with `add-node`.
+        #[arg(long, default_value_t = 0)]
+        retain_blocks: u64,
+        /// Blocks per segment file of the sequencer's block log: pruning deletes whole
+        /// segments, so the log takes at most one segment more than what the apps retain.
+        #[arg(long, default_value_t = seqmpc_localnet::sequencer::store::DEFAULT_SEGMENT_BLOCKS)]
+        block_log_segment_blocks: u64,
     },
     /// Stop the localnet running in a directory.
     Stop {
@@ -170,6 +182,10 @@ enum Cmd {
         /// Seconds start-up waits for every app before going on with those that are up.
         #[arg(long, default_value_t = 30)]
         start_timeout: u64,
+        /// Blocks per segment file of the sequencer's block log: pruning deletes whole
+        /// segments, so the log takes at most one segment more than what the apps retain.
+        #[arg(long, default_value_t = seqmpc_localnet::sequencer::store::DEFAULT_SEGMENT_BLOCKS)]
+        block_log_segment_blocks: u64,
     },
 }
 
@@ -239,6 +255,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             liveness_window_blocks,
             cggmp_keygen_deadline_blocks,
             sign_retention_blocks,
+            retain_blocks,
+            block_log_segment_blocks,
         } => {
             let cggmp_fixtures = match (cggmp_fixtures, dev_primes) {
                 (Some(f), _) => Some(f),
@@ -267,6 +285,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     liveness_window_blocks,
                     cggmp_keygen_deadline_blocks,
                     sign_retention_blocks,
+                    retain_blocks,
+                    block_log_segment_blocks,
                 },
                 &stop,
             )
@@ -315,6 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             max_block_txs,
             start_timeout,
+            block_log_segment_blocks,
         } => {
             let app_state = std::fs::read(&genesis)
                 .with_context(|| format!("reading {}", genesis.display()))?;
@@ -335,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.empty_block_interval_ms = empty_blocks.empty_block_interval_ms;
             cfg.max_block_txs = max_block_txs;
             cfg.startup_timeout = Duration::from_secs(start_timeout);
+            cfg.block_log_segment_blocks = block_log_segment_blocks;
             let stop = install_signal_handler()?;
             sequencer::run(cfg, stop)
         }

@@ -81,6 +81,10 @@ pub struct StartOptions {
     pub cggmp_keygen_deadline_blocks: Option<u64>,
     /// Genesis `sign_retention_blocks` of a new network (None: the genesis default).
     pub sign_retention_blocks: Option<u64>,
+    /// `--min-retain-blocks` of every mpcd (0: keep every block).
+    pub retain_blocks: u64,
+    /// Blocks per segment of the sequencer's block log.
+    pub block_log_segment_blocks: u64,
 }
 
 /// Refuses to touch a directory whose localnet is running.
@@ -215,6 +219,10 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
             cmd.push("--cggmp-presign-pool".into());
             cmd.push(n.to_string());
         }
+        if opts.retain_blocks > 0 {
+            cmd.push("--min-retain-blocks".into());
+            cmd.push(opts.retain_blocks.to_string());
+        }
         match NodeProcess::spawn(&format!("node{i}"), cmd, &layout.node_log(i)) {
             Ok(np) => nodes.push(np),
             Err(e) => {
@@ -252,6 +260,7 @@ pub fn start(opts: &StartOptions, stop: &AtomicBool) -> anyhow::Result<()> {
     cfg.empty_block_interval_ms = opts.empty_blocks.empty_block_interval_ms;
     cfg.max_block_txs = opts.max_block_txs;
     cfg.startup_timeout = opts.start_timeout;
+    cfg.block_log_segment_blocks = opts.block_log_segment_blocks;
     let seq = match Sequencer::spawn(cfg) {
         Ok(s) => s,
         Err(e) => {

@@ -60,7 +60,7 @@ use self::consensus::{EmptyBlocks, Engine, EngineConfig};
 use self::mempool::Mempool;
 pub use self::state::{AppState, AppStatus, SequencerStatus};
 use self::state::{ChainView, Phase, Shared, TxIndex};
-use self::store::{BlockStore, GenesisRecord};
+use self::store::{BlockStore, GenesisRecord, StoreOptions};
 
 /// Configuration of the dev sequencer.
 #[derive(Clone, Debug)]
@@ -86,6 +86,9 @@ pub struct SequencerConfig {
     pub app_state: Vec<u8>,
     /// Where the block store lives.
     pub data_dir: PathBuf,
+    /// Blocks per block-log segment: pruning (below the lowest `retain_height` of the apps'
+    /// Commits, when every app names one) deletes whole segments.
+    pub block_log_segment_blocks: u64,
     /// Most txs in one block.
     pub max_block_txs: usize,
     /// Most pending txs in the mempool.
@@ -122,6 +125,7 @@ impl SequencerConfig {
             chain_id: chain_id.into(),
             app_state,
             data_dir,
+            block_log_segment_blocks: store::DEFAULT_SEGMENT_BLOCKS,
             max_block_txs: 5000,
             mempool_max_txs: 10_000,
             mempool_max_bytes: 256 * 1024 * 1024,
@@ -159,7 +163,13 @@ impl Sequencer {
         }
         let apps = parse_apps(&cfg.apps)?;
         let genesis_rec = GenesisRecord::new(&cfg.chain_id, &cfg.app_state, &time::GENESIS_TIME);
-        let store = BlockStore::open(&cfg.data_dir, &genesis_rec)?;
+        let store = BlockStore::open_with(
+            &cfg.data_dir,
+            &genesis_rec,
+            StoreOptions {
+                segment_blocks: cfg.block_log_segment_blocks,
+            },
+        )?;
         let validator_pub_key = dev_validator_key(&cfg.chain_id);
         let genesis = Arc::new(init_chain_request(&cfg, &validator_pub_key));
         let shared = Arc::new(Shared {

@@ -39,6 +39,9 @@ pub struct App {
     decoded: DecodedTxs,
     /// Where committed jobs go (the MPC module).
     jobs: Option<tokio::sync::mpsc::Sender<Job>>,
+    /// Blocks the consensus engine keeps below the tip (0: every block); see
+    /// [`App::retain_height`].
+    min_retain_blocks: u64,
 }
 
 impl App {
@@ -74,7 +77,32 @@ impl App {
             mempool: CheckState::default(),
             decoded: DecodedTxs::default(),
             jobs,
+            min_retain_blocks: 0,
         })
+    }
+
+    /// Lets the consensus engine prune its blocks below the last `n` (0: keep every block, the
+    /// default), as the Cosmos SDK's `min-retain-blocks`; see [`App::retain_height`].
+    pub fn set_min_retain_blocks(&mut self, n: u64) {
+        self.min_retain_blocks = n;
+    }
+
+    /// `ResponseCommit.retain_height` after committing `height`: with `min_retain_blocks` N >
+    /// 0, the engine keeps the last max(N, genesis `sign_retention_blocks`) blocks (a
+    /// finished sign request leaves the state that many blocks after it ended, and until then
+    /// its outcome must stay readable in its block's results); 0 (keep all) otherwise. This
+    /// app never needs an old block itself: it persists every Commit and replays from there.
+    pub fn retain_height(&self, height: u64, state: &ChainState) -> i64 {
+        if self.min_retain_blocks == 0 {
+            return 0;
+        }
+        let keep = self
+            .min_retain_blocks
+            .max(state.limits.sign_retention_blocks);
+        if height < keep {
+            return 0;
+        }
+        i64::try_from(height.saturating_sub(keep).saturating_add(1)).unwrap_or(0)
     }
 
     /// Last committed state, if the chain is initialized.
@@ -254,7 +282,9 @@ impl App {
                 }
             }
         }
-        pb::ResponseCommit { retain_height: 0 }
+        pb::ResponseCommit {
+            retain_height: self.retain_height(writes.height, state),
+        }
     }
 
     /// Waits until a snapshot written in the background is durable (tests, and before another

@@ -131,6 +131,13 @@ enum Cmd {
         /// loaded node takes for one round of a signing.
         #[arg(long, env = "SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", default_value_t = 20)]
         cggmp_silence_timeout_secs: u64,
+        /// Let the consensus engine prune its blocks below the last N (ResponseCommit's
+        /// `retain_height`, as the Cosmos SDK's `min-retain-blocks`): never fewer than the
+        /// genesis `sign_retention_blocks`, so a finished sign request's outcome stays readable
+        /// in its block's results once it has left the state. 0 (the default): keep every
+        /// block. A node whose data is older than the pruned blocks cannot catch up by replay.
+        #[arg(long, env = "SEQMPC_MIN_RETAIN_BLOCKS", default_value_t = 0)]
+        min_retain_blocks: u64,
     },
     /// Make a new node key in HOME/node.key.next (0600) and print its public key, for a
     /// `mpcctl node-rotate-key`. Once the chain has executed that rotation, the running node
@@ -572,8 +579,8 @@ fn init(home: &Path, node_id: &NodeId, master_key_command: Option<&str>) -> anyh
     Ok(())
 }
 
-/// `mpcd start`'s CGGMP24 options.
-struct CggmpOptions<'a> {
+/// `mpcd start`'s options beside the addresses.
+struct StartOptions<'a> {
     /// `--cggmp-primes`.
     primes: Option<&'a Path>,
     /// `--cggmp-primes-at-start`.
@@ -592,6 +599,8 @@ struct CggmpOptions<'a> {
     backup_submit_ms: u64,
     /// `--cggmp-silence-timeout-secs`.
     silence_timeout_secs: u64,
+    /// `--min-retain-blocks`.
+    min_retain_blocks: u64,
 }
 
 fn start(
@@ -601,9 +610,9 @@ fn start(
     p2p_listen: &str,
     status_listen: &str,
     rpc: &str,
-    cggmp_opts: CggmpOptions<'_>,
+    opts: StartOptions<'_>,
 ) -> anyhow::Result<()> {
-    let CggmpOptions {
+    let StartOptions {
         primes: cggmp_primes,
         primes_at_start: cggmp_primes_at_start,
         presign_pool,
@@ -613,7 +622,8 @@ fn start(
         sign_timeout_ms,
         backup_submit_ms,
         silence_timeout_secs,
-    } = cggmp_opts;
+        min_retain_blocks,
+    } = opts;
     // A test build's faults in front of the parts (none in production).
     let wiring = Wiring::from_env()?;
     check_home_private(home)?;
@@ -621,7 +631,8 @@ fn start(
     // Committed jobs go to the module, whose admission policy decides which run (a replayed
     // block's session that the chain has already ended does not start again).
     let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
-    let app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+    let mut app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+    app.set_min_retain_blocks(min_retain_blocks);
     adopt_next_node_key(home, app.state())?;
     let key = load_key_file(&home.join(NODE_KEY))?;
     let my_key = key.verifying_key().to_bytes();
@@ -858,6 +869,7 @@ fn main() {
             sign_timeout_ms,
             backup_submit_ms,
             cggmp_silence_timeout_secs,
+            min_retain_blocks,
         } => start(
             &home,
             &genesis,
@@ -865,7 +877,7 @@ fn main() {
             &p2p_listen,
             &status_listen,
             &rpc,
-            CggmpOptions {
+            StartOptions {
                 primes: cggmp_primes.as_deref(),
                 primes_at_start: cggmp_primes_at_start,
                 presign_pool: cggmp_presign_pool,
@@ -875,6 +887,7 @@ fn main() {
                 sign_timeout_ms,
                 backup_submit_ms,
                 silence_timeout_secs: cggmp_silence_timeout_secs,
+                min_retain_blocks,
             },
         ),
         Cmd::NewNodeKey { home } => new_node_key(&home),

@@ -172,6 +172,12 @@ impl RpcClient {
         let r = self.run("status", |c| async move { c.status().await })?;
         Ok(r.sync_info.latest_block_height.value())
     }
+
+    /// Lowest height the node serves, from `status` (above 1 once its block store is pruned).
+    pub fn earliest_height(&self) -> Result<u64, RpcError> {
+        let r = self.run("status", |c| async move { c.status().await })?;
+        Ok(r.sync_info.earliest_block_height.value())
+    }
 }
 
 impl Inner {

@@ -111,8 +111,18 @@ pub fn add_node(opts: &AddNodeOptions) -> anyhow::Result<ManifestNode> {
     let pk_bytes =
         seqmpc_abci::chain::state::parse_pubkey(&public_key).map_err(|e| anyhow::anyhow!(e))?;
 
-    // The NodeJoin, signed by the client account (it holds the registry role).
+    // A new node replays the chain from block 1: a pruned block log cannot give it.
     let rpc = RpcClient::new(&manifest.rpc);
+    let earliest = rpc.earliest_height()?;
+    if earliest > 1 {
+        bail!(
+            "the sequencer's block log starts at height {earliest} (pruned: `localnet start \
+             --retain-blocks`), and a new node replays the chain from block 1: admit nodes to \
+             a localnet that keeps every block"
+        );
+    }
+
+    // The NodeJoin, signed by the client account (it holds the registry role).
     if !listed(&rpc, &id)? {
         let client = load_key_file(std::path::Path::new(&manifest.client_key))?;
         let hash = submit(

@@ -231,6 +231,8 @@ pub struct SyncReport {
     pub info_app_hash: Vec<u8>,
     /// The app's protocol version (Info).
     pub app_version: u64,
+    /// `retain_height` of the last replayed block's Commit (None: nothing replayed).
+    pub retain_height: Option<u64>,
 }
 
 /// A finished job.
@@ -239,8 +241,12 @@ pub enum Done {
     Synced(SyncReport),
     /// FinalizeBlock answered.
     Finalized(Box<ResponseFinalizeBlock>),
-    /// Commit answered.
-    Committed,
+    /// Commit answered, with the app's `retain_height` (blocks below it may be pruned; 0:
+    /// keep every block).
+    Committed {
+        /// `ResponseCommit.retain_height` (a negative one counts as 0).
+        retain_height: u64,
+    },
 }
 
 /// The owner of one app's consensus connection: a thread that runs [`Job`]s in order.
@@ -325,7 +331,9 @@ fn worker_loop(
                 .map_err(|e| format!("FinalizeBlock: {e}")),
             Job::Commit => client
                 .commit()
-                .map(|_| Done::Committed)
+                .map(|r| Done::Committed {
+                    retain_height: u64::try_from(r.retain_height).unwrap_or(0),
+                })
                 .map_err(|e| format!("Commit: {e}")),
         };
         let failed = res.is_err();
@@ -348,6 +356,15 @@ fn sync(client: &mut Client, ctx: &WorkerCtx, target: u64) -> Result<SyncReport,
              {target}): the app's data and the sequencer's data dir are from different runs"
         ));
     }
+    let base = ctx.store.base();
+    if from + 1 < base {
+        return Err(format!(
+            "the app is at height {from}, but the block store starts at height {base}: the \
+             blocks it needs were pruned below the apps' retain height (mpcd \
+             --min-retain-blocks); restore the app's data from a copy at height {} or later",
+            base - 1
+        ));
+    }
     let init_chain = from == 0;
     if init_chain {
         let res = client
@@ -356,6 +373,7 @@ fn sync(client: &mut Client, ctx: &WorkerCtx, target: u64) -> Result<SyncReport,
         tracing::info!(app = %ctx.name, app_hash = %hex::encode_upper(&res.app_hash), "InitChain done");
     }
     let mut mismatches = Vec::new();
+    let mut retain_height = None;
     for height in from + 1..=target {
         let block = ctx
             .store
@@ -378,9 +396,10 @@ fn sync(client: &mut Client, ctx: &WorkerCtx, target: u64) -> Result<SyncReport,
                 });
             }
         }
-        client
+        let committed = client
             .commit()
             .map_err(|e| format!("Commit (replay of {height}): {e}"))?;
+        retain_height = Some(u64::try_from(committed.retain_height).unwrap_or(0));
     }
     if target > from {
         tracing::info!(app = %ctx.name, from, to = target, "replayed stored blocks");
@@ -392,5 +411,6 @@ fn sync(client: &mut Client, ctx: &WorkerCtx, target: u64) -> Result<SyncReport,
         mismatches,
         info_app_hash: info.last_block_app_hash.to_vec(),
         app_version: info.app_version,
+        retain_height,
     })
 }

@@ -69,6 +69,9 @@ enum Link {
 struct Slot {
     link: Link,
     height: u64,
+    /// The app's last `retain_height` since this sequencer started (kept while it is down:
+    /// it still needs the blocks above its height).
+    retain: Option<u64>,
     error: Option<String>,
     last_attempt: Option<Instant>,
 }
@@ -78,6 +81,7 @@ impl Slot {
         Slot {
             link: Link::Down,
             height: 0,
+            retain: None,
             error: None,
             last_attempt: None,
         }
@@ -130,8 +134,12 @@ impl Engine {
         };
         if height > 0 {
             // Rebuild the RPC view (recent blocks, tx index) from the last blocks of the store.
-            let first = height.saturating_sub(RESUME_SCAN_BLOCKS - 1).max(1);
-            let earliest = Arc::new(load_block(&reader, 1).context("loading block 1")?);
+            // (Above the lowest block served: the block store may have been pruned.)
+            let lowest = reader.earliest();
+            let first = height.saturating_sub(RESUME_SCAN_BLOCKS - 1).max(lowest);
+            let earliest = Arc::new(
+                load_block(&reader, lowest).with_context(|| format!("loading block {lowest}"))?,
+            );
             let mut view = engine.shared.view_mut();
             for h in first..=height {
                 let b = load_block(&reader, h).with_context(|| format!("loading block {h}"))?;
@@ -375,6 +383,9 @@ impl Engine {
         let name = self.name(i);
         if let Some(slot) = self.slots.get_mut(i) {
             slot.height = report.to;
+            if report.retain_height.is_some() {
+                slot.retain = report.retain_height;
+            }
         }
         if !report.mismatches.is_empty() {
             let d = describe_mismatches(&name, &report);
@@ -442,6 +453,40 @@ impl Engine {
             app.set_up(false);
         }
         Link::Down
+    }
+
+    /// Prunes the block store below the lowest `retain_height` of the apps, as CometBFT prunes
+    /// its block store below its app's: every app must have named one since this sequencer
+    /// started, and an app that says 0 (or has not said) keeps every block. A failure to
+    /// delete a file is logged, not fatal (the file is found and pruned again at start).
+    pub(super) fn prune_blocks(&mut self) {
+        let mut lowest = u64::MAX;
+        for s in &self.slots {
+            match s.retain {
+                Some(r) if r > 0 => lowest = lowest.min(r),
+                _ => return,
+            }
+        }
+        if self.slots.is_empty() {
+            return;
+        }
+        match self.store.prune(lowest) {
+            Ok(0) => {}
+            Ok(_) => {
+                let reader = self.store.reader();
+                let h = reader.earliest();
+                match load_block(&reader, h) {
+                    Ok(b) => self.shared.view_mut().forget_below(Arc::new(b)),
+                    Err(e) => {
+                        tracing::warn!(height = h, error = %format!("{e:#}"), "loading the earliest block after pruning")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning the block store"),
+        }
+        self.shared
+            .metrics
+            .block_store(self.store.disk_bytes(), self.store.reader().earliest());
     }
 
     fn publish_apps(&self) {

@@ -70,6 +70,8 @@ pub struct Metrics {
     mempool_bytes: Gauge,
     apps_up: Gauge,
     websocket_clients: Gauge,
+    block_store_bytes: Gauge,
+    earliest_height: Gauge,
     blocks: Counter,
     txs_ok: Counter,
     txs_failed: Counter,
@@ -111,6 +113,8 @@ impl Metrics {
             mempool_bytes: Gauge::default(),
             apps_up: Gauge::default(),
             websocket_clients: Gauge::default(),
+            block_store_bytes: Gauge::default(),
+            earliest_height: Gauge::default(),
             blocks: Counter::default(),
             txs_ok: Counter::default(),
             txs_failed: Counter::default(),
@@ -145,6 +149,16 @@ impl Metrics {
             "Open /websocket connections.",
             m.websocket_clients.clone(),
         );
+        registry.register(
+            "block_store_bytes",
+            "Bytes of the block log's segment files on disk.",
+            m.block_store_bytes.clone(),
+        );
+        registry.register(
+            "earliest_height",
+            "Lowest height the block store serves (above 1 once pruned).",
+            m.earliest_height.clone(),
+        );
         registry.register("blocks", "Blocks committed.", m.blocks.clone());
         registry.register("txs_ok", "Txs committed with code 0.", m.txs_ok.clone());
         registry.register(
@@ -170,6 +184,14 @@ impl Metrics {
             m.requests.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// The block log's size on disk and the lowest height it serves.
+    pub fn block_store(&self, bytes: u64, earliest: u64) {
+        self.block_store_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.earliest_height
+            .set(i64::try_from(earliest).unwrap_or(i64::MAX));
     }
 
     /// One RPC call of `method` (one of `known`, else counted as `other`).

@@ -547,7 +547,7 @@ fn call(
             let from = want("minHeight")?
                 .unwrap_or(1)
                 .max(to.saturating_sub(BLOCKCHAIN_MAX - 1))
-                .max(1);
+                .max(shared.view().earliest_height());
             if from > to {
                 return Err(RpcError::internal(format!(
                     "min height {from} can't be greater than max height {to}"

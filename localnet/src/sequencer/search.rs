@@ -149,6 +149,15 @@ impl SearchIndex {
         }
     }
 
+    /// Forgets the txs and blocks below `height` (pruned).
+    pub fn forget_below(&mut self, height: u64) {
+        self.txs = self.txs.split_off(&(height, 0));
+        let kept = self.blocks.split_off(&height);
+        for (hash, _) in std::mem::replace(&mut self.blocks, kept).into_values() {
+            self.by_hash.remove(&hash);
+        }
+    }
+
     /// The height of the block of hash `hash`.
     pub fn height_of(&self, hash: &[u8]) -> Option<u64> {
         self.by_hash.get(hash).copied()

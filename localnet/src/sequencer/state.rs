@@ -92,6 +92,17 @@ impl TxIndex {
         }
     }
 
+    /// Forgets the txs of blocks below `height` (pruned).
+    pub fn forget_below(&mut self, height: u64) {
+        while self.order.front().is_some_and(|(_, h)| *h < height) {
+            if let Some((hash, h)) = self.order.pop_front() {
+                if self.map.get(&hash).is_some_and(|l| l.height == h) {
+                    self.map.remove(&hash);
+                }
+            }
+        }
+    }
+
     /// Location of a committed tx.
     pub fn get(&self, hash: &TxHash) -> Option<TxLoc> {
         self.map.get(hash).copied()
@@ -157,7 +168,7 @@ pub struct ChainView {
     pub height: u64,
     /// Last committed block.
     pub latest: Option<Arc<CommittedBlock>>,
-    /// Block 1, if committed.
+    /// The lowest block the store serves (block 1 until the block store is pruned).
     pub earliest: Option<Arc<CommittedBlock>>,
     /// The last [`RECENT_BLOCKS`] blocks.
     pub recent: BTreeMap<u64, Arc<CommittedBlock>>,
@@ -172,6 +183,21 @@ pub struct ChainView {
 }
 
 impl ChainView {
+    /// Height of the lowest block served (1 before any block).
+    pub fn earliest_height(&self) -> u64 {
+        self.earliest.as_ref().map_or(1, |b| b.height().max(1))
+    }
+
+    /// The block store was pruned: `earliest` is now the lowest block served, and nothing
+    /// below it is found by hash or search.
+    pub fn forget_below(&mut self, earliest: Arc<CommittedBlock>) {
+        let h = earliest.height();
+        self.tx_index.forget_below(h);
+        self.search.forget_below(h);
+        self.recent = self.recent.split_off(&h);
+        self.earliest = Some(earliest);
+    }
+
     /// Records a committed block.
     pub fn push_block(&mut self, b: Arc<CommittedBlock>) {
         let h = b.height();
@@ -476,6 +502,19 @@ impl Shared {
         Ok((hash, res))
     }
 
+    /// The result of the committed block at `height`, also of the stored block below the
+    /// earliest one served (the next header's `last_results_hash`).
+    pub fn result_at(&self, height: u64) -> Result<ResponseFinalizeBlock, String> {
+        if let Some(b) = self.view().recent.get(&height) {
+            return Ok(b.result.clone());
+        }
+        match self.store.result(height) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(format!("block {height} has no stored result")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
     /// The committed block at `height` (from memory, else from the block store).
     pub fn block_at(&self, height: u64) -> Result<Arc<CommittedBlock>, String> {
         {
@@ -491,6 +530,12 @@ impl Shared {
             }
             if let Some(b) = v.recent.get(&height) {
                 return Ok(b.clone());
+            }
+            let lowest = v.earliest_height();
+            if height < lowest {
+                return Err(format!(
+                    "height {height} is not available, lowest height is {lowest}"
+                ));
             }
         }
         load_block(&self.store, height)

@@ -1,6 +1,9 @@
-//! The sequencer's block store: one append-only file, fsynced after every record.
+//! The sequencer's block store: an append-only log in segment files, fsynced after every record,
+//! whose oldest segments are deleted once every app has said it no longer needs them.
 //!
-//! Layout of `DATA_DIR/blocks.log`: the 8-byte magic `SEQMPCB1`, then records framed as
+//! Layout of `DATA_DIR`: segment files `blocks-<H>.log`, `<H>` (20 digits) the height of the
+//! segment's first block. Each holds the 8-byte magic `SEQMPCB1`, a genesis record, then the
+//! records of consecutive blocks, framed as
 //! `len: u32 LE | kind: u8 | payload (len - 1 bytes) | check: first 8 bytes of sha256(kind ‖ payload)`.
 //!
 //! | kind | payload |
@@ -9,17 +12,26 @@
 //! | 2 block | protobuf `RequestFinalizeBlock`, exactly what every app is sent |
 //! | 3 result | `height: u64 LE` + protobuf `ResponseFinalizeBlock` of the reference app |
 //!
+//! A new segment starts at the first block after [`StoreOptions::segment_blocks`] blocks. A
+//! store written before segments (one `blocks.log`) becomes the segment of height 1 when opened.
+//!
 //! Ordering invariant kept by the consensus loop: a block record is written (and fsynced) before
 //! any app sees the block; its result record is written before any app is sent `Commit`. So an
 //! app can only have committed heights whose result is stored, and a block without a result can
 //! only be the last record: nobody committed it, and [`BlockStore::open`] drops it.
 //! A torn last record (crash mid-write) is truncated away; damage elsewhere is an error.
+//!
+//! Pruning ([`BlockStore::prune`]) deletes whole segments, oldest first, below the height the
+//! caller names (the lowest `retain_height` of the apps, as CometBFT prunes its block store):
+//! what is left is always one run of consecutive blocks, and the block just below the lowest
+//! one served is kept (its hash is the next header's `last_block_id`).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::{bail, ensure, Context};
 use prost::Message;
@@ -28,7 +40,14 @@ use sha2::{Digest, Sha256};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::abci::{RequestFinalizeBlock, ResponseFinalizeBlock};
 
-const FILE_NAME: &str = "blocks.log";
+use self::scan::{frame, scan};
+
+mod scan;
+
+/// The single file of a store written before segments.
+const LEGACY_FILE_NAME: &str = "blocks.log";
+const SEGMENT_PREFIX: &str = "blocks-";
+const SEGMENT_SUFFIX: &str = ".log";
 const MAGIC: &[u8; 8] = b"SEQMPCB1";
 const KIND_GENESIS: u8 = 1;
 const KIND_BLOCK: u8 = 2;
@@ -36,6 +55,8 @@ const KIND_RESULT: u8 = 3;
 const CHECK_LEN: u64 = 8;
 /// Largest record accepted when reading (a block of 10k txs of 1 MiB would not fit anyway).
 const MAX_RECORD: u32 = 512 * 1024 * 1024;
+/// Default blocks per segment: 1000 s of 100 ms blocks; pruning frees space in these steps.
+pub const DEFAULT_SEGMENT_BLOCKS: u64 = 10_000;
 
 /// Identity of the chain a store belongs to; a store never serves another chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +86,22 @@ impl GenesisRecord {
     }
 }
 
-/// Where one record's payload lives in the file.
+/// How the store lays out its segments.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Blocks per segment file (at least 1): the step in which pruning frees space.
+    pub segment_blocks: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_blocks: DEFAULT_SEGMENT_BLOCKS,
+        }
+    }
+}
+
+/// Where one record's payload lives in its segment.
 #[derive(Clone, Copy, Debug)]
 struct Span {
     offset: u64,
@@ -74,120 +110,320 @@ struct Span {
 
 #[derive(Clone, Copy, Debug)]
 struct BlockMeta {
+    /// First height of the block's segment.
+    segment: u64,
     block: Span,
     result: Option<Span>,
-    /// File length before the block record, to roll it back.
+    /// Segment length before the block record, to roll it back.
     start: u64,
+}
+
+/// The stored blocks: `blocks[i]` is height `base + i`; `files` holds each segment's read
+/// handle by its first height.
+#[derive(Debug)]
+struct Index {
+    base: u64,
+    blocks: VecDeque<BlockMeta>,
+    files: BTreeMap<u64, Arc<File>>,
+}
+
+impl Index {
+    fn height(&self) -> u64 {
+        (self.base + self.blocks.len() as u64).saturating_sub(1)
+    }
 }
 
 /// Read access to stored blocks, shared by the consensus loop, the replay workers and the RPC.
 pub struct StoreReader {
-    file: File,
-    /// `index[h - 1]` describes height `h`.
-    index: RwLock<Vec<BlockMeta>>,
+    index: RwLock<Index>,
 }
 
 impl StoreReader {
     /// Height of the last stored block (0 if none).
     pub fn height(&self) -> u64 {
-        let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        idx.len() as u64
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .height()
     }
 
-    fn meta(&self, height: u64) -> anyhow::Result<BlockMeta> {
+    /// Lowest height whose block the store serves whole (its header needs the block below):
+    /// 1 until something is pruned, 0 with no block.
+    pub fn earliest(&self) -> u64 {
         let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        let i = usize::try_from(height.checked_sub(1).context("height 0 has no block")?)?;
-        idx.get(i)
+        match idx.height() {
+            0 => 0,
+            h if idx.base <= 1 => h.min(1),
+            h => (idx.base + 1).min(h),
+        }
+    }
+
+    /// Lowest stored height (the block below [`StoreReader::earliest`] once pruned).
+    pub fn base(&self) -> u64 {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .base
+    }
+
+    fn locate(&self, height: u64) -> anyhow::Result<(BlockMeta, Arc<File>)> {
+        let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        if height < idx.base {
+            bail!(
+                "block {height} is pruned: the block store starts at height {}",
+                idx.base
+            );
+        }
+        let meta = usize::try_from(height - idx.base)
+            .ok()
+            .and_then(|i| idx.blocks.get(i))
             .copied()
-            .with_context(|| format!("block {height} is not stored"))
+            .with_context(|| format!("block {height} is not stored"))?;
+        let file = idx
+            .files
+            .get(&meta.segment)
+            .cloned()
+            .with_context(|| format!("segment {} of block {height} is gone", meta.segment))?;
+        Ok((meta, file))
     }
 
-    fn read_span(&self, span: Span) -> anyhow::Result<Vec<u8>> {
+    fn read_span(file: &File, span: Span) -> anyhow::Result<Vec<u8>> {
         let mut buf = vec![0u8; usize::try_from(span.len)?];
-        self.file
-            .read_exact_at(&mut buf, span.offset)
+        file.read_exact_at(&mut buf, span.offset)
             .context("reading the block store")?;
         Ok(buf)
     }
 
     /// The stored block at `height`, as sent to the apps.
     pub fn block(&self, height: u64) -> anyhow::Result<RequestFinalizeBlock> {
-        let meta = self.meta(height)?;
-        let bytes = self.read_span(meta.block)?;
+        let (meta, file) = self.locate(height)?;
+        let bytes = Self::read_span(&file, meta.block)?;
         RequestFinalizeBlock::decode(bytes.as_slice())
             .with_context(|| format!("decoding stored block {height}"))
     }
 
     /// The stored result of the block at `height` (`None` while it is being executed).
     pub fn result(&self, height: u64) -> anyhow::Result<Option<ResponseFinalizeBlock>> {
-        let meta = self.meta(height)?;
+        let (meta, file) = self.locate(height)?;
         let Some(span) = meta.result else {
             return Ok(None);
         };
-        let bytes = self.read_span(span)?;
+        let bytes = Self::read_span(&file, span)?;
         let body = bytes.get(8..).context("short result record")?;
         ResponseFinalizeBlock::decode(body)
             .map(Some)
             .with_context(|| format!("decoding stored result {height}"))
     }
+
+    /// Number of segment files.
+    pub fn segments(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .files
+            .len()
+    }
+}
+
+/// The segment being appended to.
+struct Tail {
+    first: u64,
+    path: PathBuf,
+    file: File,
+    len: u64,
 }
 
 /// The writer half, owned by the consensus loop.
 pub struct BlockStore {
-    path: PathBuf,
-    file: File,
-    len: u64,
-    reader: std::sync::Arc<StoreReader>,
+    dir: PathBuf,
+    genesis: GenesisRecord,
+    opts: StoreOptions,
+    tail: Tail,
+    reader: Arc<StoreReader>,
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{first:020}{SEGMENT_SUFFIX}"))
+}
+
+/// The segment files in `dir`, by first height.
+fn list_segments(dir: &Path) -> anyhow::Result<BTreeMap<u64, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(digits) = name
+            .strip_prefix(SEGMENT_PREFIX)
+            .and_then(|s| s.strip_suffix(SEGMENT_SUFFIX))
+        else {
+            continue;
+        };
+        let first: u64 = digits
+            .parse()
+            .with_context(|| format!("{}: not a segment name", entry.path().display()))?;
+        ensure!(
+            first >= 1,
+            "{}: a segment of height 0",
+            entry.path().display()
+        );
+        out.insert(first, entry.path());
+    }
+    Ok(out)
+}
+
+/// Creates an empty segment (magic and genesis record), durably.
+fn create_segment(dir: &Path, first: u64, genesis: &GenesisRecord) -> anyhow::Result<Tail> {
+    let path = segment_path(dir, first);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .read(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut head = MAGIC.to_vec();
+    head.extend_from_slice(&frame(KIND_GENESIS, &serde_json::to_vec(genesis)?)?);
+    file.write_all(&head)?;
+    file.sync_all()?;
+    sync_dir(dir);
+    Ok(Tail {
+        first,
+        path,
+        file,
+        len: head.len() as u64,
+    })
 }
 
 impl BlockStore {
-    /// Opens (or creates) the store in `dir` for the chain `genesis`. Fails if the store belongs
-    /// to another chain or is damaged before its last record.
+    /// Opens (or creates) the store in `dir` for the chain `genesis`, with default options.
     pub fn open(dir: &Path, genesis: &GenesisRecord) -> anyhow::Result<BlockStore> {
+        Self::open_with(dir, genesis, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir` for the chain `genesis`. Fails if the store belongs
+    /// to another chain, is damaged before its last record, or misses a segment in the middle.
+    pub fn open_with(
+        dir: &Path,
+        genesis: &GenesisRecord,
+        opts: StoreOptions,
+    ) -> anyhow::Result<BlockStore> {
+        ensure!(
+            opts.segment_blocks >= 1,
+            "segment_blocks must be at least 1"
+        );
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(FILE_NAME);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let file_len = file.metadata()?.len();
-        let (index, good_len) = if file_len == 0 {
-            let mut head = MAGIC.to_vec();
-            let payload = serde_json::to_vec(genesis)?;
-            head.extend_from_slice(&frame(KIND_GENESIS, &payload)?);
-            file.write_all(&head)?;
-            file.sync_all()?;
-            sync_dir(dir);
-            (Vec::new(), head.len() as u64)
-        } else {
-            scan(&path, genesis)?
-        };
-        if good_len < file_len {
-            tracing::warn!(
-                path = %path.display(),
-                dropped_bytes = file_len - good_len,
-                "block store: dropping an incomplete last record"
+        let mut segments = list_segments(dir)?;
+        let legacy = dir.join(LEGACY_FILE_NAME);
+        if legacy.exists() {
+            ensure!(
+                segments.is_empty(),
+                "{} holds both {} and segment files: keep one layout",
+                dir.display(),
+                LEGACY_FILE_NAME
             );
-            file.set_len(good_len)?;
-            file.sync_all()?;
+            let to = segment_path(dir, 1);
+            fs::rename(&legacy, &to)
+                .with_context(|| format!("renaming {} to {}", legacy.display(), to.display()))?;
+            sync_dir(dir);
+            tracing::info!(path = %to.display(), "block store: the single log is now segment 1");
+            segments.insert(1, to);
         }
-        let read_file = File::open(&path)?;
-        let reader = std::sync::Arc::new(StoreReader {
-            file: read_file,
-            index: RwLock::new(index),
-        });
-        Ok(BlockStore {
-            path,
-            file,
-            len: good_len,
-            reader,
-        })
+        if segments.is_empty() {
+            let tail = create_segment(dir, 1, genesis)?;
+            let file = Arc::new(File::open(&tail.path)?);
+            return Ok(Self::assemble(
+                dir,
+                genesis,
+                opts,
+                tail,
+                Index {
+                    base: 1,
+                    blocks: VecDeque::new(),
+                    files: BTreeMap::from([(1, file)]),
+                },
+            ));
+        }
+        let count = segments.len();
+        let mut index = Index {
+            base: segments.keys().next().copied().unwrap_or(1),
+            blocks: VecDeque::new(),
+            files: BTreeMap::new(),
+        };
+        let mut tail = None;
+        for (i, (first, path)) in segments.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let next = index.base + index.blocks.len() as u64;
+            ensure!(
+                first == next,
+                "{}: the block store expects a segment of height {next} here (a segment is \
+                 missing or extra)",
+                path.display()
+            );
+            let (metas, good_len, file_len) = scan(&path, genesis, first)?;
+            if !last {
+                ensure!(
+                    good_len == file_len && metas.last().is_none_or(|m| m.result.is_some()),
+                    "{}: an incomplete segment before the last one",
+                    path.display()
+                );
+                ensure!(!metas.is_empty(), "{}: an empty segment", path.display());
+            }
+            index.blocks.extend(metas);
+            index.files.insert(first, Arc::new(File::open(&path)?));
+            if last {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .read(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                if good_len < file_len {
+                    tracing::warn!(
+                        path = %path.display(),
+                        dropped_bytes = file_len - good_len,
+                        "block store: dropping an incomplete last record"
+                    );
+                    file.set_len(good_len)?;
+                    file.sync_all()?;
+                }
+                tail = Some(Tail {
+                    first,
+                    path,
+                    file,
+                    len: good_len,
+                });
+            }
+        }
+        if index.blocks.back().is_some_and(|m| m.result.is_none()) {
+            tracing::warn!(
+                height = index.height(),
+                "block store: the last block was never executed; dropping it"
+            );
+            index.blocks.pop_back();
+        }
+        let tail = tail.context("no segment")?;
+        Ok(Self::assemble(dir, genesis, opts, tail, index))
+    }
+
+    fn assemble(
+        dir: &Path,
+        genesis: &GenesisRecord,
+        opts: StoreOptions,
+        tail: Tail,
+        index: Index,
+    ) -> BlockStore {
+        BlockStore {
+            dir: dir.to_owned(),
+            genesis: genesis.clone(),
+            opts,
+            tail,
+            reader: Arc::new(StoreReader {
+                index: RwLock::new(index),
+            }),
+        }
     }
 
     /// Shared read access.
-    pub fn reader(&self) -> std::sync::Arc<StoreReader> {
+    pub fn reader(&self) -> Arc<StoreReader> {
         self.reader.clone()
     }
 
@@ -196,24 +432,33 @@ impl BlockStore {
         self.reader.height()
     }
 
+    fn index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.reader
+            .index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn append(&mut self, kind: u8, payload: &[u8]) -> anyhow::Result<Span> {
         let rec = frame(kind, payload)?;
-        self.file
+        let tail = &mut self.tail;
+        tail.file
             .write_all(&rec)
-            .with_context(|| format!("appending to {}", self.path.display()))?;
-        self.file
+            .with_context(|| format!("appending to {}", tail.path.display()))?;
+        tail.file
             .sync_data()
-            .with_context(|| format!("fsync {}", self.path.display()))?;
+            .with_context(|| format!("fsync {}", tail.path.display()))?;
         // The payload starts after len and kind.
         let span = Span {
-            offset: self.len + 5,
+            offset: tail.len + 5,
             len: payload.len() as u64,
         };
-        self.len += rec.len() as u64;
+        tail.len += rec.len() as u64;
         Ok(span)
     }
 
-    /// Durably appends the next block (height = stored height + 1).
+    /// Durably appends the next block (height = stored height + 1), in a new segment when the
+    /// current one is full.
     pub fn append_block(&mut self, block: &RequestFinalizeBlock) -> anyhow::Result<()> {
         let expected = self.height() + 1;
         ensure!(
@@ -222,14 +467,17 @@ impl BlockStore {
             block.height,
             expected - 1
         );
-        let start = self.len;
+        if expected - self.tail.first >= self.opts.segment_blocks {
+            let tail = create_segment(&self.dir, expected, &self.genesis)?;
+            let file = Arc::new(File::open(&tail.path)?);
+            self.index().files.insert(expected, file);
+            self.tail = tail;
+        }
+        let start = self.tail.len;
         let span = self.append(KIND_BLOCK, &block.encode_to_vec())?;
-        let mut idx = self
-            .reader
-            .index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        idx.push(BlockMeta {
+        let segment = self.tail.first;
+        self.index().blocks.push_back(BlockMeta {
+            segment,
             block: span,
             result: None,
             start,
@@ -251,12 +499,7 @@ impl BlockStore {
         let mut payload = height.to_le_bytes().to_vec();
         payload.extend_from_slice(&result.encode_to_vec());
         let span = self.append(KIND_RESULT, &payload)?;
-        let mut idx = self
-            .reader
-            .index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(last) = idx.last_mut() {
+        if let Some(last) = self.index().blocks.back_mut() {
             last.result = Some(span);
         }
         Ok(())
@@ -269,158 +512,89 @@ impl BlockStore {
             .index
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(last) = idx.last().copied() else {
+        let Some(last) = idx.blocks.back().copied() else {
             return Ok(());
         };
         ensure!(
             last.result.is_none(),
             "block store: refusing to roll back an executed block"
         );
-        self.file.set_len(last.start)?;
-        self.file.sync_all()?;
-        self.len = last.start;
-        idx.pop();
+        // The last block is in the tail segment (a new segment starts with its first block).
+        self.tail.file.set_len(last.start)?;
+        self.tail.file.sync_all()?;
+        self.tail.len = last.start;
+        idx.blocks.pop_back();
         Ok(())
     }
-}
 
-fn check(kind: u8, payload: &[u8]) -> [u8; 8] {
-    let mut h = Sha256::new();
-    h.update([kind]);
-    h.update(payload);
-    let d = h.finalize();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(d.get(..8).unwrap_or(&[0u8; 8]));
-    out
-}
-
-fn frame(kind: u8, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let len = u32::try_from(payload.len() + 1).context("record too large")?;
-    ensure!(len <= MAX_RECORD, "record too large ({len} bytes)");
-    let mut rec = Vec::with_capacity(payload.len() + 13);
-    rec.extend_from_slice(&len.to_le_bytes());
-    rec.push(kind);
-    rec.extend_from_slice(payload);
-    rec.extend_from_slice(&check(kind, payload));
-    Ok(rec)
-}
-
-/// Reads every record; returns the index and the length of the valid prefix of the file.
-fn scan(path: &Path, genesis: &GenesisRecord) -> anyhow::Result<(Vec<BlockMeta>, u64)> {
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)
-        .with_context(|| format!("{}: not a block store", path.display()))?;
-    ensure!(&magic == MAGIC, "{}: not a block store", path.display());
-    let mut pos: u64 = 8;
-    let mut index: Vec<BlockMeta> = Vec::new();
-    let mut seen_genesis = false;
-    // Valid prefix: ends after the last complete record that leaves the store consistent.
-    let mut good_len = pos;
-    loop {
-        if pos == file_len {
-            break;
-        }
-        let mut len_buf = [0u8; 4];
-        if pos + 4 > file_len {
-            break; // torn tail
-        }
-        r.read_exact(&mut len_buf)?;
-        let len = u32::from_le_bytes(len_buf);
-        let rec_end = pos + 4 + u64::from(len) + CHECK_LEN;
-        if len == 0 || len > MAX_RECORD || rec_end > file_len {
-            if len == 0 || len > MAX_RECORD {
-                bail!(
-                    "{}: corrupt record length {len} at offset {pos}",
-                    path.display()
-                );
+    /// Deletes the oldest segments whose blocks are all below `retain_height - 1` (the block
+    /// below `retain_height` stays: its hash is in the next header), never the segment being
+    /// appended to. A retain height above the last block counts as the last block. Returns the
+    /// number of segments deleted.
+    pub fn prune(&mut self, retain_height: u64) -> anyhow::Result<usize> {
+        let keep_from = retain_height.min(self.height()).saturating_sub(1);
+        let doomed: Vec<u64> = {
+            let mut idx = self.index();
+            let firsts: Vec<u64> = idx.files.keys().copied().collect();
+            // A segment goes when the next one starts at or below `keep_from`.
+            let doomed: Vec<u64> = firsts
+                .windows(2)
+                .filter(|w| w.get(1).is_some_and(|next| *next <= keep_from))
+                .filter_map(|w| w.first().copied())
+                .filter(|first| *first != self.tail.first)
+                .collect();
+            let Some(new_base) = doomed
+                .last()
+                .and_then(|last| firsts.iter().find(|f| *f > last).copied())
+            else {
+                return Ok(0);
+            };
+            let drop = usize::try_from(new_base - idx.base)?;
+            ensure!(
+                drop <= idx.blocks.len(),
+                "block store: pruning below {new_base} past the last block"
+            );
+            idx.blocks.drain(..drop);
+            idx.base = new_base;
+            for first in &doomed {
+                idx.files.remove(first);
             }
-            break; // torn tail
-        }
-        let mut body = vec![0u8; usize::try_from(len)?];
-        r.read_exact(&mut body)?;
-        let mut chk = [0u8; 8];
-        r.read_exact(&mut chk)?;
-        let (kind, payload) = body.split_first().context("empty record")?;
-        if check(*kind, payload) != chk {
-            if rec_end == file_len {
-                break; // torn tail
-            }
-            bail!("{}: checksum mismatch at offset {pos}", path.display());
-        }
-        let span = Span {
-            offset: pos + 5,
-            len: u64::from(len) - 1,
+            doomed
         };
-        match *kind {
-            KIND_GENESIS => {
-                let stored: GenesisRecord = serde_json::from_slice(payload)
-                    .with_context(|| format!("{}: bad genesis record", path.display()))?;
-                ensure!(
-                    stored.chain_id == genesis.chain_id
-                        && stored.app_state_sha256 == genesis.app_state_sha256,
-                    "{} belongs to chain {:?} with app state sha256 {}, not to chain {:?} with \
-                     app state sha256 {}: use another data dir or wipe it",
-                    path.display(),
-                    stored.chain_id,
-                    stored.app_state_sha256,
-                    genesis.chain_id,
-                    genesis.app_state_sha256
-                );
-                seen_genesis = true;
-                good_len = rec_end;
-            }
-            KIND_BLOCK => {
-                ensure!(seen_genesis, "{}: block before genesis", path.display());
-                if let Some(last) = index.last() {
-                    ensure!(
-                        last.result.is_some(),
-                        "{}: block {} has no result but is not the last",
-                        path.display(),
-                        index.len()
-                    );
-                }
-                index.push(BlockMeta {
-                    block: span,
-                    result: None,
-                    start: pos,
-                });
-                // good_len moves only when the result arrives.
-            }
-            KIND_RESULT => {
-                let h = payload
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_le_bytes)
-                    .context("short result record")?;
-                let n = index.len() as u64;
-                let last = index.last_mut().context("result before any block")?;
-                ensure!(
-                    h == n && last.result.is_none(),
-                    "{}: result for height {h} out of place",
-                    path.display()
-                );
-                last.result = Some(span);
-                good_len = rec_end;
-            }
-            other => bail!("{}: unknown record kind {other}", path.display()),
+        // Oldest first: a crash in between leaves consecutive segments.
+        for first in &doomed {
+            let path = segment_path(&self.dir, *first);
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
-        pos = rec_end;
-    }
-    ensure!(seen_genesis, "{}: no genesis record", path.display());
-    if index.last().is_some_and(|m| m.result.is_none()) {
-        tracing::warn!(
-            height = index.len(),
-            "block store: the last block was never executed; dropping it"
+        sync_dir(&self.dir);
+        tracing::info!(
+            segments = doomed.len(),
+            base = self.reader.base(),
+            "block store: pruned below the apps' retain height"
         );
-        index.pop();
+        Ok(doomed.len())
     }
-    Ok((index, good_len))
+
+    /// Bytes of every segment file (what the block log takes on disk).
+    pub fn disk_bytes(&self) -> u64 {
+        let firsts: Vec<u64> = self
+            .reader
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .files
+            .keys()
+            .copied()
+            .collect();
+        firsts
+            .iter()
+            .filter_map(|f| fs::metadata(segment_path(&self.dir, *f)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
 }
 
-/// Makes a file creation in `dir` durable (best effort).
+/// Makes a file creation or removal in `dir` durable (best effort).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -428,66 +602,4 @@ fn sync_dir(dir: &Path) {
 }
 
 #[cfg(test)]
-#[allow(non_snake_case)]
-mod tests {
-    use super::*;
-    use prost::bytes::Bytes;
-
-    fn genesis() -> GenesisRecord {
-        GenesisRecord::new("test-chain", b"{}", &crate::sequencer::time::GENESIS_TIME)
-    }
-
-    fn block(h: i64) -> RequestFinalizeBlock {
-        RequestFinalizeBlock {
-            txs: vec![Bytes::from(format!("tx{h}"))],
-            height: h,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn store__should_reload_blocks_and_results() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = BlockStore::open(dir.path(), &genesis()).unwrap();
-            for h in 1..=3 {
-                s.append_block(&block(h)).unwrap();
-                let res = ResponseFinalizeBlock {
-                    app_hash: Bytes::from(vec![h as u8]),
-                    ..Default::default()
-                };
-                s.append_result(h as u64, &res).unwrap();
-            }
-            // Block 4 is stored but never executed.
-            s.append_block(&block(4)).unwrap();
-        }
-        let s = BlockStore::open(dir.path(), &genesis()).unwrap();
-        assert_eq!(s.height(), 3);
-        let r = s.reader();
-        assert_eq!(r.block(2).unwrap(), block(2));
-        assert_eq!(r.result(3).unwrap().unwrap().app_hash.as_ref(), &[3u8]);
-    }
-
-    #[test]
-    fn store__should_truncate_a_torn_tail_and_refuse_another_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = BlockStore::open(dir.path(), &genesis()).unwrap();
-            s.append_block(&block(1)).unwrap();
-            s.append_result(1, &ResponseFinalizeBlock::default())
-                .unwrap();
-        }
-        let path = dir.path().join(FILE_NAME);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[200, 0, 0, 0, KIND_BLOCK, 1, 2]).unwrap();
-        drop(f);
-        let mut s = BlockStore::open(dir.path(), &genesis()).unwrap();
-        assert_eq!(s.height(), 1);
-        s.append_block(&block(2)).unwrap();
-        s.rollback_block().unwrap();
-        assert_eq!(s.height(), 1);
-        drop(s);
-        let other = GenesisRecord::new("other", b"{}", &crate::sequencer::time::GENESIS_TIME);
-        assert!(BlockStore::open(dir.path(), &other).is_err());
-    }
-}
+mod tests;

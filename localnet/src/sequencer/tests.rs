@@ -21,6 +21,8 @@ use tendermint_proto::v0_38::abci::{
 
 use super::{AppState, Sequencer, SequencerConfig};
 
+mod pruning;
+
 // ---------------------------------------------------------------------------------------------
 // A test app: the kvstore, plus a real app hash chain (salted, to provoke divergence), per-tx
 // results, CheckTx refusals (`bad...`) and recheck refusals (`once...`).
@@ -30,6 +32,8 @@ struct HashChain {
     committed: Vec<u8>,
     pending: Vec<u8>,
     init_chains: Vec<RequestInitChain>,
+    /// Height of the block being executed.
+    height: i64,
 }
 
 #[derive(Clone)]
@@ -37,6 +41,8 @@ struct TestApp {
     kv: KeyValueStoreApp,
     chain: Arc<Mutex<HashChain>>,
     salt: &'static str,
+    /// Blocks its Commit asks the engine to keep (`retain_height`; 0: every block).
+    keep: i64,
 }
 
 impl Application for TestApp {
@@ -75,13 +81,17 @@ impl Application for TestApp {
     }
 
     fn commit(&self) -> ResponseCommit {
-        let r = self.kv.commit();
+        let mut r = self.kv.commit();
         let mut c = self.chain.lock().unwrap();
         c.committed = c.pending.clone();
+        if self.keep > 0 {
+            r.retain_height = (c.height - self.keep + 1).max(0);
+        }
         r
     }
 
     fn finalize_block(&self, req: RequestFinalizeBlock) -> ResponseFinalizeBlock {
+        self.chain.lock().unwrap().height = req.height;
         // The "stable" app's hash changes only with txs (as a state store's root does).
         if self.salt == "stable" && req.txs.is_empty() {
             let committed = self.chain.lock().unwrap().committed.clone();
@@ -118,12 +128,18 @@ impl Application for TestApp {
 
 /// Starts a fresh app on a free port; returns its address and its shared hash chain.
 fn start_app(salt: &'static str) -> (String, Arc<Mutex<HashChain>>) {
+    start_app_keeping(salt, 0)
+}
+
+/// [`start_app`], whose Commit asks to keep only the last `keep` blocks (0: every block).
+fn start_app_keeping(salt: &'static str, keep: i64) -> (String, Arc<Mutex<HashChain>>) {
     let (kv, driver) = KeyValueStoreApp::new();
     let chain = Arc::new(Mutex::new(HashChain::default()));
     let app = TestApp {
         kv,
         chain: chain.clone(),
         salt,
+        keep,
     };
     let server = ServerBuilder::default().bind("127.0.0.1:0", app).unwrap();
     let addr = server.local_addr();

@@ -115,9 +115,12 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner);
         let finalized: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
         let committed = self.round(&finalized, || Job::Commit);
-        for (i, _) in &committed {
+        for (i, done) in &committed {
             if let Some(s) = self.slots.get_mut(*i) {
                 s.height = height;
+                if let Done::Committed { retain_height } = done {
+                    s.retain = Some(*retain_height);
+                }
             }
         }
         let committed_block = Arc::new(CommittedBlock {
@@ -140,6 +143,7 @@ impl Engine {
         self.publish_apps();
         self.recheck();
         drop(gate);
+        self.prune_blocks();
         Ok(())
     }
 

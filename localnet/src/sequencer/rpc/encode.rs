@@ -136,8 +136,9 @@ fn time_of(b: &CommittedBlock) -> String {
 /// results come from the store.
 pub fn header_of(shared: &Shared, b: &CommittedBlock) -> Result<tendermint::block::Header, String> {
     let height = b.height();
+    // The block below the earliest one served is stored for this (see the store's pruning).
     let prev = if height > 1 {
-        Some(shared.block_at(height - 1)?)
+        Some(shared.result_at(height - 1)?)
     } else {
         None
     };
@@ -148,7 +149,7 @@ pub fn header_of(shared: &Shared, b: &CommittedBlock) -> Result<tendermint::bloc
         time: b.block.time.as_ref().unwrap_or(&GENESIS_TIME),
         prev_hash: &b.prev_hash,
         prev_app_hash: &b.prev_app_hash,
-        prev_results: prev.as_ref().map_or(&[][..], |p| &p.result.tx_results),
+        prev_results: prev.as_ref().map_or(&[][..], |p| &p.tx_results),
         txs: &b.block.txs,
         validator: &shared.validator_pub_key,
     })

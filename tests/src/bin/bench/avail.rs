@@ -30,24 +30,37 @@ pub struct Options {
 
 /// Genesis `sign_retention_blocks` of this network: a minute at 100 ms blocks.
 const RETENTION_BLOCKS: u64 = 600;
+/// Blocks every node keeps (`localnet start --retain-blocks`): the sequencer prunes its block
+/// log below them, in segments of [`SEGMENT_BLOCKS`].
+const RETAIN_BLOCKS: u64 = 1200;
+/// Blocks per segment of the sequencer's block log.
+const SEGMENT_BLOCKS: u64 = 600;
 /// Keys the signing phases use.
 const SIGN_KEYS: usize = 5;
 
 /// Runs every phase on a new network in `dir`, RPC at port 18057.
 pub fn run(dir: &Path, opts: &Options) -> anyhow::Result<()> {
     let retention = RETENTION_BLOCKS.to_string();
+    let (retain, segment) = (RETAIN_BLOCKS.to_string(), SEGMENT_BLOCKS.to_string());
     let net = Localnet::start_with(
         dir,
         4,
         3,
         100,
         18000,
-        &["--sign-retention-blocks".as_ref(), retention.as_ref()],
+        &[
+            "--sign-retention-blocks".as_ref(),
+            retention.as_ref(),
+            "--retain-blocks".as_ref(),
+            retain.as_ref(),
+            "--block-log-segment-blocks".as_ref(),
+            segment.as_ref(),
+        ],
     )?;
     let mut sub = Submitter::new(&net, net.client_key()?)?;
     let out = Outcomes::watch(rpc_url(&net))?;
     println!(
-        "availability: a new network (4 mpcd + dev sequencer, block 100 ms, 3-of-4, finished sign requests pruned after {RETENTION_BLOCKS} blocks); latencies are end to end"
+        "availability: a new network (4 mpcd + dev sequencer, block 100 ms, 3-of-4, finished sign requests pruned after {RETENTION_BLOCKS} blocks, the block log below the last {RETAIN_BLOCKS} in segments of {SEGMENT_BLOCKS}); latencies are end to end"
     );
     for i in 0..SIGN_KEYS {
         let id = format!("s{i}");
