@@ -157,7 +157,7 @@ pub fn encode(m: &Metrics, node: NodeGauges) -> Result<String, std::fmt::Error> 
     registry.register(
         "mpc_latency_seconds",
         "Committed job received here to this node's outcome (the MPC part of a request's \
-         latency), by operation and scheme.",
+         latency), by operation and scheme",
         m.latency.0.clone(),
     );
     registry.register_collector(Box::new(Snapshot { m: m.clone(), node }));
@@ -197,6 +197,13 @@ mod tests {
             },
         )
         .unwrap();
+        // Help texts end with one period (prometheus-client adds it).
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("# HELP"))
+                .all(|l| l.ends_with('.') && !l.ends_with("..")),
+            "{text}"
+        );
         let lines = text.lines().map(|l| Ok(l.to_owned()));
         let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
         let value = |name: &str| {

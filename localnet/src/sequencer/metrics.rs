@@ -128,59 +128,59 @@ impl Metrics {
             }),
             follows: Mutex::new(Follows::default()),
         };
-        registry.register("height", "Last committed height.", m.height.clone());
+        registry.register("height", "Last committed height", m.height.clone());
         registry.register(
             "mempool_txs",
-            "Txs waiting in the mempool.",
+            "Txs waiting in the mempool",
             m.mempool_txs.clone(),
         );
         registry.register(
             "mempool_bytes",
-            "Bytes of the txs waiting in the mempool.",
+            "Bytes of the txs waiting in the mempool",
             m.mempool_bytes.clone(),
         );
         registry.register(
             "apps_up",
-            "Apps (mpcd) the sequencer drives that are up.",
+            "Apps (mpcd) the sequencer drives that are up",
             m.apps_up.clone(),
         );
         registry.register(
             "websocket_clients",
-            "Open /websocket connections.",
+            "Open /websocket connections",
             m.websocket_clients.clone(),
         );
         registry.register(
             "block_store_bytes",
-            "Bytes of the block log's segment files on disk.",
+            "Bytes of the block log's segment files on disk",
             m.block_store_bytes.clone(),
         );
         registry.register(
             "earliest_height",
-            "Lowest height the block store serves (above 1 once pruned).",
+            "Lowest height the block store serves (above 1 once pruned)",
             m.earliest_height.clone(),
         );
-        registry.register("blocks", "Blocks committed.", m.blocks.clone());
-        registry.register("txs_ok", "Txs committed with code 0.", m.txs_ok.clone());
+        registry.register("blocks", "Blocks committed", m.blocks.clone());
+        registry.register("txs_ok", "Txs committed with code 0", m.txs_ok.clone());
         registry.register(
             "txs_failed",
-            "Txs committed with a non-zero code.",
+            "Txs committed with a non-zero code",
             m.txs_failed.clone(),
         );
         registry.register(
             "block_duration_seconds",
-            "Time to produce a block: store, FinalizeBlock on every app, Commit.",
+            "Time to produce a block: store, FinalizeBlock on every app, Commit",
             m.block_seconds.clone(),
         );
-        registry.register("block_txs", "Txs per block.", m.block_txs.clone());
+        registry.register("block_txs", "Txs per block", m.block_txs.clone());
         registry.register(
             "rpc_calls",
-            "RPC calls, by JSON-RPC method.",
+            "RPC calls, by JSON-RPC method",
             m.rpc_calls.clone(),
         );
         registry.register(
             "request_duration_seconds",
             "What a user waits: a keygen or sign request from its entry into the mempool to \
-             the commit of the block that ends it, by operation, scheme and outcome.",
+             the commit of the block that ends it, by operation, scheme and outcome",
             m.requests.clone(),
         );
         Metrics { registry, ..m }
@@ -454,6 +454,13 @@ mod tests {
         );
         assert!(
             !text.contains(r#"operation="sign",scheme="unknown""#),
+            "{text}"
+        );
+        // Help texts end with one period (prometheus-client adds it).
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("# HELP"))
+                .all(|l| l.ends_with('.') && !l.ends_with("..")),
             "{text}"
         );
         // A real parser reads it.

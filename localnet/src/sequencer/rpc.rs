@@ -475,7 +475,7 @@ fn call(
         "broadcast_tx_sync" | "broadcast_tx_async" => {
             let tx = required_tx(&params()?)?;
             let (hash, res) = shared.broadcast(tx).map_err(broadcast_error)?;
-            Ok(encode::broadcast(&hash, &res))
+            encode::broadcast(&hash, &res).map_err(RpcError::internal)
         }
         "broadcast_tx_commit" => {
             let tx = required_tx(&params()?)?;

@@ -1,12 +1,27 @@
 //! JSON renderings of results with CometBFT v0.38's field names and encodings: int64/uint64 as
 //! decimal strings, int32/uint32 as numbers, `[]byte` as base64 (`null` when empty, as Go
 //! prints a nil slice), `HexBytes` (hashes, addresses) as upper-case hex, times as RFC 3339.
+//!
+//! Where tendermint-rs 0.41 has a type that serializes exactly as CometBFT does, it is used:
+//! headers, block ids and block metas, `broadcast_tx_*`, `header`, `blockchain`,
+//! `consensus_params`, `genesis`, validators, tx proofs. The others are written here because
+//! tendermint-rs's serialization differs from CometBFT's, and a CometBFT client (Go, cosmjs)
+//! would misread it: its ABCI result types write `[]byte` fields (`ExecTxResult.data`,
+//! `CheckTx.data`, `Info.last_block_app_hash`) as arrays of numbers instead of base64, its
+//! `block_results` writes the app hash in hex and adds `begin_block_events`, its `abci_query`
+//! says `proof` and `field_type` instead of `proofOps` and `type`, its blocks and commits
+//! write empty lists as `null`, and its `status` validator has `power` instead of
+//! `voting_power`. The test `sequencer__should_serve_tendermint_rs_clients_over_http_and_websocket`
+//! parses every method's answer with tendermint-rpc's client.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+use tendermint::block::{self as tm_block, parts, Height};
+use tendermint::hash::{Algorithm, Hash};
 use tendermint_proto::v0_38::abci::{
     Event, ExecTxResult, ResponseCheckTx, ResponseInfo, ResponseQuery,
 };
+use tendermint_rpc::endpoint as ep;
 
 use std::sync::atomic::Ordering;
 
@@ -74,13 +89,13 @@ pub fn check_tx(r: &ResponseCheckTx) -> Value {
 }
 
 /// `ResultBroadcastTx`.
-pub fn broadcast(hash: &[u8], r: &ResponseCheckTx) -> Value {
-    json!({
-        "code": r.code,
-        "data": hexb(&r.data),
-        "log": r.log,
-        "codespace": r.codespace,
-        "hash": hexb(hash),
+pub fn broadcast(hash: &[u8], r: &ResponseCheckTx) -> Result<Value, String> {
+    to_value(&ep::broadcast::tx_sync::Response {
+        codespace: r.codespace.clone(),
+        code: r.code.into(),
+        data: r.data.clone(),
+        log: r.log.clone(),
+        hash: sha256(hash)?,
     })
 }
 
@@ -109,23 +124,46 @@ pub fn abci_query(r: &ResponseQuery) -> Value {
 
 /// `ResultABCIInfo`.
 pub fn abci_info(r: &ResponseInfo) -> Value {
-    json!({
+    let mut out = json!({
         "response": {
             "data": r.data,
             "version": r.version,
             "app_version": r.app_version.to_string(),
             "last_block_height": r.last_block_height.to_string(),
-            "last_block_app_hash": b64(&r.last_block_app_hash),
-        }
-    })
+        },
+    });
+    // Empty before the first block: left out, as CometBFT's `omitempty` does (a `null` here
+    // makes tendermint-rpc's client refuse the whole answer).
+    if !r.last_block_app_hash.is_empty() {
+        out["response"]["last_block_app_hash"] = b64(&r.last_block_app_hash);
+    }
+    out
 }
 
-fn block_id(hash: &[u8]) -> Value {
+fn to_value<T: serde::Serialize>(t: &T) -> Result<Value, String> {
+    serde_json::to_value(t).map_err(|e| e.to_string())
+}
+
+fn sha256(b: &[u8]) -> Result<Hash, String> {
+    Hash::from_bytes(Algorithm::Sha256, b).map_err(|e| e.to_string())
+}
+
+fn height(h: u64) -> Result<Height, String> {
+    Height::try_from(h).map_err(|e| e.to_string())
+}
+
+/// `BlockID` of a block of one part (CometBFT's part set of a small block; this sequencer's
+/// part set hash is the block hash), the empty id for an empty hash (height 0's).
+fn block_id(hash: &[u8]) -> Result<tm_block::Id, String> {
     if hash.is_empty() {
-        json!({"hash": "", "parts": {"total": 0, "hash": ""}})
-    } else {
-        json!({"hash": hexb(hash), "parts": {"total": 1, "hash": hexb(hash)}})
+        return Ok(tm_block::Id::default());
     }
+    let hash = sha256(hash)?;
+    let part_set_header = parts::Header::new(1, hash).map_err(|e| e.to_string())?;
+    Ok(tm_block::Id {
+        hash,
+        part_set_header,
+    })
 }
 
 fn time_of(b: &CommittedBlock) -> String {
@@ -169,7 +207,7 @@ pub fn block(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
         .map(|t| Value::String(base64::engine::general_purpose::STANDARD.encode(t)))
         .collect();
     Ok(json!({
-        "block_id": block_id(&b.block.hash),
+        "block_id": to_value(&block_id(&b.block.hash)?)?,
         "block": {
             "header": header,
             "data": {"txs": txs},
@@ -177,7 +215,7 @@ pub fn block(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
             "last_commit": {
                 "height": height.saturating_sub(1).to_string(),
                 "round": 0,
-                "block_id": block_id(&b.prev_hash),
+                "block_id": to_value(&block_id(&b.prev_hash)?)?,
                 "signatures": [],
             },
         }
@@ -186,8 +224,9 @@ pub fn block(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
 
 /// `ResultHeader`.
 pub fn header(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
-    let header = serde_json::to_value(header_of(shared, b)?).map_err(|e| e.to_string())?;
-    Ok(json!({ "header": header }))
+    to_value(&ep::header::Response {
+        header: header_of(shared, b)?,
+    })
 }
 
 /// `ResultCommit`: the block's signed header. The dev sequencer signs nothing: the commit
@@ -200,7 +239,7 @@ pub fn commit(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
             "commit": {
                 "height": b.height().to_string(),
                 "round": 0,
-                "block_id": block_id(&b.block.hash),
+                "block_id": to_value(&block_id(&b.block.hash)?)?,
                 "signatures": [],
             },
         },
@@ -210,19 +249,21 @@ pub fn commit(shared: &Shared, b: &CommittedBlock) -> Result<Value, String> {
 
 /// `ResultBlockchainInfo`: the metas of blocks `from..=to`, newest first.
 pub fn blockchain(shared: &Shared, last: u64, from: u64, to: u64) -> Result<Value, String> {
-    let mut metas = Vec::new();
+    let mut block_metas = Vec::new();
     for h in (from..=to).rev() {
         let b = shared.block_at(h)?;
-        let header = serde_json::to_value(header_of(shared, &b)?).map_err(|e| e.to_string())?;
         let size: usize = b.block.txs.iter().map(|t| t.len()).sum();
-        metas.push(json!({
-            "block_id": block_id(&b.block.hash),
-            "block_size": size.to_string(),
-            "header": header,
-            "num_txs": b.block.txs.len().to_string(),
-        }));
+        block_metas.push(tm_block::Meta {
+            block_id: block_id(&b.block.hash)?,
+            block_size: i64::try_from(size).map_err(|e| e.to_string())?,
+            header: header_of(shared, &b)?,
+            num_txs: i64::try_from(b.block.txs.len()).map_err(|e| e.to_string())?,
+        });
     }
-    Ok(json!({"last_height": last.to_string(), "block_metas": metas}))
+    to_value(&ep::blockchain::Response {
+        last_height: height(last)?,
+        block_metas,
+    })
 }
 
 /// The genesis consensus params, in tendermint-rs's encoding.
@@ -238,18 +279,28 @@ fn consensus_params(shared: &Shared) -> Result<tendermint::consensus::Params, St
 /// `ResultValidators`: the one dev validator, at every height.
 pub fn validators(shared: &Shared, height: u64) -> Result<Value, String> {
     let v = header::validator(&shared.validator_pub_key)?;
+    // CometBFT's `types.Validator` (tendermint-rs's `validator::Info` writes a genesis
+    // validator's `power` and `name`).
+    let validator = json!({
+        "address": to_value(&v.address)?,
+        "pub_key": to_value(&v.pub_key)?,
+        "voting_power": v.power.value().to_string(),
+        "proposer_priority": "0",
+    });
     Ok(json!({
         "block_height": height.to_string(),
-        "validators": [serde_json::to_value(v).map_err(|e| e.to_string())?],
+        "validators": [validator],
         "count": "1",
         "total": "1",
     }))
 }
 
 /// `ResultConsensusParams`: the genesis params (the app never changes them).
-pub fn consensus_params_at(shared: &Shared, height: u64) -> Result<Value, String> {
-    let params = serde_json::to_value(consensus_params(shared)?).map_err(|e| e.to_string())?;
-    Ok(json!({"block_height": height.to_string(), "consensus_params": params}))
+pub fn consensus_params_at(shared: &Shared, at: u64) -> Result<Value, String> {
+    to_value(&ep::consensus_params::Response {
+        block_height: height(at)?,
+        consensus_params: consensus_params(shared)?,
+    })
 }
 
 /// `ResultGenesis`: the genesis document the chain started from (the app state as JSON when it
@@ -269,7 +320,7 @@ pub fn genesis(shared: &Shared) -> Result<Value, String> {
         app_hash: tendermint::AppHash::default(),
         app_state,
     };
-    Ok(json!({"genesis": serde_json::to_value(doc).map_err(|e| e.to_string())?}))
+    to_value(&ep::genesis::Response { genesis: doc })
 }
 
 /// `ResultBlockResults`.
@@ -394,4 +445,59 @@ fn sha2_20(b: &[u8]) -> Vec<u8> {
         .get(..20)
         .map(<[u8]>::to_vec)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abci_info__should_leave_out_an_empty_app_hash_so_tendermint_rs_clients_parse_it() {
+        // Before the first block the app hash is empty: CometBFT leaves it out, and a `null`
+        // made tendermint-rpc's client refuse the answer.
+        let fresh = abci_info(&ResponseInfo {
+            data: "seqmpc".into(),
+            app_version: 1,
+            ..Default::default()
+        });
+        assert!(
+            fresh["response"].get("last_block_app_hash").is_none(),
+            "{fresh}"
+        );
+        let parsed: ep::abci_info::Response = serde_json::from_value(fresh).unwrap();
+        assert_eq!(parsed.response.app_version, 1);
+        let later = abci_info(&ResponseInfo {
+            last_block_height: 7,
+            last_block_app_hash: vec![0xAB; 32].into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            later["response"]["last_block_app_hash"],
+            base64::engine::general_purpose::STANDARD.encode([0xAB; 32])
+        );
+        let parsed: ep::abci_info::Response = serde_json::from_value(later).unwrap();
+        assert_eq!(parsed.response.last_block_height.value(), 7);
+    }
+
+    #[test]
+    fn broadcast__should_write_cometbfts_result_broadcast_tx() {
+        let r = ResponseCheckTx {
+            code: 5,
+            data: vec![0x01, 0xAB].into(),
+            log: "no".into(),
+            codespace: "seqmpc".into(),
+            ..Default::default()
+        };
+        let got = broadcast(&[0x11; 32], &r).unwrap();
+        let want = json!({
+            "code": 5,
+            "data": "01AB",
+            "log": "no",
+            "codespace": "seqmpc",
+            "hash": "11".repeat(32),
+        });
+        assert_eq!(got, want);
+        assert!(broadcast(&[0x11; 31], &r).is_err(), "a hash is 32 bytes");
+    }
 }
