@@ -1198,6 +1198,19 @@ fn sequencer__should_search_txs_and_blocks_and_find_blocks_by_hash() {
         let unknown = tendermint::Hash::Sha256([7u8; 32]);
         assert!(http.block_by_hash(unknown).await.unwrap().block.is_none());
         assert!(http.header_by_hash(unknown).await.unwrap().header.is_none());
+
+        // broadcast_tx_async answers at once with the hash; the tx then commits.
+        let queued = http.broadcast_tx_async(b"s4=d".to_vec()).await.unwrap();
+        assert!(queued.code.is_ok(), "{queued:?}");
+        let mut committed = None;
+        for _ in 0..100 {
+            if let Ok(r) = http.tx(queued.hash, false).await {
+                committed = Some(r);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(committed.expect("the async tx never committed").tx, b"s4=d");
     });
 
     // Clear errors for a bad query, a search of tm.event, and a page past the end.
