@@ -11,6 +11,8 @@
 //! - [`status`]: the local HTTP status endpoint; [`diverge`]: local records checked against
 //!   the chain; [`admin`]: the operator socket (master key rotation, backups);
 //!   [`master_source`]: where the master key comes from (a file or a command).
+//! - [`run`]: `mpcd start` as one [`run::Daemon`] built from these parts; [`home`]: the node
+//!   home's files and identity.
 //! - [`wiring`]: where a test build puts its faults in front of the parts above (the
 //!   production `Wiring` hands each part back unchanged).
 //! - `partition` (TEST ONLY, feature `fault-injection`): the ABCI relay of the
@@ -24,6 +26,7 @@ pub mod chain_tip;
 pub mod diverge;
 #[cfg(feature = "fault-injection")]
 pub mod faulty_rpc;
+pub mod home;
 pub mod keys;
 pub mod master_source;
 pub mod outbox;
@@ -32,6 +35,7 @@ pub mod partition;
 pub mod prom;
 pub mod proven;
 pub mod rpc;
+pub mod run;
 pub mod status;
 pub mod submit;
 pub mod wiring;

@@ -2,32 +2,23 @@
 //! MPC module (p2p + sessions + key store) and a local status endpoint.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use seqmpc_abci::abci::{App, AppHandle};
 use seqmpc_abci::chain::entries::{KeyEntry, KeyStatus};
-use seqmpc_abci::chain::genesis::Genesis;
 use seqmpc_abci::chain::query::Query;
-use seqmpc_abci::chain::ChainState;
 use seqmpc_abci::daemon::admin;
-use seqmpc_abci::daemon::chain_tip::RpcChainTip;
-use seqmpc_abci::daemon::keys::{create_key_file, load_key_file};
+use seqmpc_abci::daemon::home::{
+    identity, load_master_key, open_store, KEYSTORE_DIR, MASTER_KEY, NEXT_NODE_KEY, NODE_ID_FILE,
+    NODE_KEY,
+};
+use seqmpc_abci::daemon::keys::create_key_file;
 use seqmpc_abci::daemon::master_source::MasterKeySource;
 use seqmpc_abci::daemon::rpc::RpcClient;
-use seqmpc_abci::daemon::status::{self, StatusContext};
-use seqmpc_abci::daemon::submit::RpcSubmitter;
-use seqmpc_abci::daemon::wiring::Wiring;
-use seqmpc_module::node::cggmp::CggmpConfig;
-use seqmpc_module::node::{Node, NodeConfig};
-use seqmpc_module::p2p::{self, P2pConfig, PeerInfo};
-use seqmpc_module::store::{
-    restore_backup, KeyRecordView, KeyStore, MasterKey, RestoreOptions, ShareStatus, StoreHandle,
-};
+use seqmpc_abci::daemon::run::{Daemon, DaemonConfig, Exit, StartOptions};
+use seqmpc_module::store::{restore_backup, KeyRecordView, MasterKey, RestoreOptions, ShareStatus};
 use seqmpc_proto::NodeId;
-use tracing::{error, info, warn};
-use zeroize::Zeroizing;
+use tracing::info;
 
 #[derive(Parser)]
 #[command(name = "mpcd", about = "seqmpc MPC node daemon", version = seqmpc_abci::VERSION_LINE)]
@@ -218,102 +209,6 @@ enum Cmd {
     },
 }
 
-const NODE_KEY: &str = "node.key";
-/// The node key a `NodeRotateKey` will switch to (`mpcd new-node-key`).
-const NEXT_NODE_KEY: &str = "node.key.next";
-const MASTER_KEY: &str = seqmpc_abci::daemon::master_source::MASTER_KEY_FILE;
-const NODE_ID_FILE: &str = "node_id";
-const KEYSTORE_DIR: &str = "keystore";
-/// How often mpcd looks for deletions the chain still waits for from this node (the module
-/// attests one again at most once per `REATTEST_MS`).
-const REATTEST_EVERY: std::time::Duration =
-    std::time::Duration::from_millis(seqmpc_module::session::admission::REATTEST_MS);
-
-/// The genesis file's bytes and contents.
-fn load_genesis(path: &Path) -> anyhow::Result<(Vec<u8>, Genesis)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read genesis {}", path.display()))?;
-    let genesis = serde_json::from_slice(&bytes).context("invalid genesis")?;
-    Ok((bytes, genesis))
-}
-
-/// This node's id: the registry entry of the node key's public key, in the genesis or (a node
-/// admitted later by a `NodeJoin` tx) in the committed chain state; for a node not admitted
-/// yet, the id `mpcd init --node-id` wrote to HOME/node_id (the node starts, replays the chain
-/// and is reachable once its `NodeJoin` is committed).
-fn my_node_id(
-    home: &Path,
-    genesis: &Genesis,
-    state: Option<&ChainState>,
-    my_pk: &str,
-) -> anyhow::Result<NodeId> {
-    let my_pk = my_pk.to_ascii_lowercase();
-    if let Some(id) = state.and_then(|s| s.node_keys.get(&my_pk)) {
-        return Ok(id.clone());
-    }
-    if let Some(n) = genesis
-        .nodes
-        .iter()
-        .find(|n| n.public_key.eq_ignore_ascii_case(&my_pk))
-    {
-        // A genesis key the committed state moved on from: rotated away, or removed.
-        if let Some(s) = state {
-            match s.nodes.get(&n.id) {
-                Some(now) => bail!(
-                    "this node's key {my_pk} was rotated away: the chain registers key {} for \
-                     node {} (HOME/{NEXT_NODE_KEY} should hold it)",
-                    now.public_key,
-                    n.id
-                ),
-                None => bail!("node {} was removed from the node registry", n.id),
-            }
-        }
-        return Ok(n.id.clone());
-    }
-    let path = home.join(NODE_ID_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "this node's key {my_pk} is not in the node registry, and {} cannot be read",
-            path.display()
-        )
-    })?;
-    let id = NodeId::new(text.trim()).with_context(|| format!("{}", path.display()))?;
-    let taken = genesis.nodes.iter().any(|n| n.id == id)
-        || state.is_some_and(|s| s.nodes.contains_key(&id));
-    if taken {
-        bail!(
-            "node id {id} (from {}) is registered with another key",
-            path.display()
-        );
-    }
-    warn!(node = %id, key = %my_pk, "this node's key is in neither the genesis nor the committed \
-        state it holds: it learns the registry while it replays the chain, and peers accept it \
-        once a NodeJoin for it is committed");
-    Ok(id)
-}
-
-/// If HOME/node.key.next holds the key the committed state registers for a node (a
-/// `NodeRotateKey` executed), it replaces HOME/node.key, durably; the old key is gone.
-fn adopt_next_node_key(home: &Path, state: Option<&ChainState>) -> anyhow::Result<()> {
-    let next = home.join(NEXT_NODE_KEY);
-    if !next.exists() {
-        return Ok(());
-    }
-    let key = load_key_file(&next)?;
-    let pk = hex::encode(key.verifying_key().to_bytes());
-    let Some(node) = state.and_then(|s| s.node_keys.get(&pk)) else {
-        info!(key = %pk, "HOME/{NEXT_NODE_KEY} waits for a committed NodeRotateKey");
-        return Ok(());
-    };
-    std::fs::rename(&next, home.join(NODE_KEY))
-        .with_context(|| format!("replacing {NODE_KEY} with {NEXT_NODE_KEY}"))?;
-    std::fs::File::open(home)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", home.display()))?;
-    warn!(%node, key = %pk, "the chain registers HOME/{NEXT_NODE_KEY} for this node: it is now HOME/{NODE_KEY}");
-    Ok(())
-}
-
 /// `mpcd new-node-key`.
 fn new_node_key(home: &Path) -> anyhow::Result<()> {
     let path = home.join(NEXT_NODE_KEY);
@@ -334,75 +229,6 @@ fn new_node_key(home: &Path) -> anyhow::Result<()> {
             "then": format!("mpcctl node-rotate-key --node-id {node} --public-key {pk} --wait")})
     );
     Ok(())
-}
-
-/// Whether HOME/node.key.next holds the key `public_key`.
-fn next_key_is(home: &Path, public_key: &[u8; 32]) -> anyhow::Result<bool> {
-    let next = home.join(NEXT_NODE_KEY);
-    if !next.exists() {
-        return Ok(false);
-    }
-    Ok(load_key_file(&next)?.verifying_key().to_bytes() == *public_key)
-}
-
-/// The p2p registry at start: the committed state's nodes (genesis plus every `NodeJoin`
-/// committed so far), or the genesis before the first block. Later joins arrive as jobs.
-fn registry_peers(genesis: &Genesis, state: Option<&ChainState>) -> anyhow::Result<Vec<PeerInfo>> {
-    let mut peers = Vec::new();
-    match state {
-        Some(s) => {
-            for n in s.nodes.values() {
-                let pk = seqmpc_abci::chain::state::parse_pubkey(&n.public_key)
-                    .map_err(|e| anyhow::anyhow!("registered node {}: {e}", n.id))?;
-                peers.push(PeerInfo {
-                    node: n.id.clone(),
-                    public_key: pk,
-                    addr: n.p2p_addr.clone(),
-                });
-            }
-        }
-        None => {
-            for n in &genesis.nodes {
-                let pk = seqmpc_abci::chain::state::parse_pubkey(&n.public_key)
-                    .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
-                peers.push(PeerInfo {
-                    node: n.id.clone(),
-                    public_key: pk,
-                    addr: n.p2p_addr.clone(),
-                });
-            }
-        }
-    }
-    Ok(peers)
-}
-
-/// The chain id and this node's id, for the offline key store commands.
-fn identity(home: &Path, genesis_path: &Path) -> anyhow::Result<(String, NodeId)> {
-    let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
-    // The committed state the node keeps in HOME, if any: a node admitted later, or whose key
-    // was rotated, is known there and not in the genesis. Read only: the node may be running.
-    let committed = App::read_committed(home, &genesis_bytes)?;
-    let key = load_key_file(&home.join(NODE_KEY))?;
-    let me = my_node_id(
-        home,
-        &genesis,
-        committed.as_ref(),
-        &hex::encode(key.verifying_key().to_bytes()),
-    )?;
-    Ok((genesis.chain_id, me))
-}
-
-/// The master key of the node in `home`, from its file or its command.
-fn load_master_key(home: &Path) -> anyhow::Result<MasterKey> {
-    MasterKeySource::of_home(home)
-        .and_then(|s| s.load())
-        .context("loading the master key")
-}
-
-/// Opens the key store of a stopped node.
-fn open_store(home: &Path, chain_id: &str, me: &NodeId) -> anyhow::Result<KeyStore> {
-    let master = load_master_key(home)?;
-    KeyStore::open(&home.join(KEYSTORE_DIR), &master, chain_id, me).context("opening the key store")
 }
 
 /// A running node's answer as the command prints it.
@@ -579,250 +405,22 @@ fn init(home: &Path, node_id: &NodeId, master_key_command: Option<&str>) -> anyh
     Ok(())
 }
 
-/// `mpcd start`'s options beside the addresses.
-struct StartOptions<'a> {
-    /// `--cggmp-primes`.
-    primes: Option<&'a Path>,
-    /// `--cggmp-primes-at-start`.
-    primes_at_start: bool,
-    /// `--cggmp-presign-pool`.
-    presign_pool: usize,
-    /// `--cggmp-prime-pool`.
-    prime_pool: usize,
-    /// `--heartbeat-secs` (not CGGMP24-specific; rides along with the other start options).
-    heartbeat_secs: u64,
-    /// `--session-timeout-secs` (not CGGMP24-specific either).
-    session_timeout_secs: u64,
-    /// `--sign-timeout-ms`.
-    sign_timeout_ms: u64,
-    /// `--backup-submit-ms`.
-    backup_submit_ms: u64,
-    /// `--cggmp-silence-timeout-secs`.
-    silence_timeout_secs: u64,
-    /// `--min-retain-blocks`.
-    min_retain_blocks: u64,
-}
-
-fn start(
-    home: &Path,
-    genesis_path: &Path,
-    abci_listen: &str,
-    p2p_listen: &str,
-    status_listen: &str,
-    rpc: &str,
-    opts: StartOptions<'_>,
-) -> anyhow::Result<()> {
-    let StartOptions {
-        primes: cggmp_primes,
-        primes_at_start: cggmp_primes_at_start,
-        presign_pool,
-        prime_pool: cggmp_prime_pool,
-        heartbeat_secs,
-        session_timeout_secs,
-        sign_timeout_ms,
-        backup_submit_ms,
-        silence_timeout_secs,
-        min_retain_blocks,
-    } = opts;
-    // A test build's faults in front of the parts (none in production).
-    let wiring = Wiring::from_env()?;
-    check_home_private(home)?;
-    let (genesis_bytes, genesis) = load_genesis(genesis_path)?;
-    // Committed jobs go to the module, whose admission policy decides which run (a replayed
-    // block's session that the chain has already ended does not start again).
-    let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
-    let mut app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
-    app.set_min_retain_blocks(min_retain_blocks);
-    adopt_next_node_key(home, app.state())?;
-    let key = load_key_file(&home.join(NODE_KEY))?;
-    let my_key = key.verifying_key().to_bytes();
-    let my_pk = hex::encode(my_key);
-    let me = my_node_id(home, &genesis, app.state(), &my_pk)?;
-    let peers = registry_peers(&genesis, app.state())?;
-    let mut insecure: Vec<String> = Vec::new();
-    if Wiring::TEST_BUILD {
-        insecure
-            .push("test build: fault injection compiled in (cargo feature fault-injection)".into());
-    }
-    let cggmp = match cggmp_primes {
-        // The production build cannot load fixture secrets (issues 14 and 15).
-        Some(_) if !Wiring::TEST_BUILD => bail!(
-            "--cggmp-primes loads TEST fixture Paillier secrets (public): this production \
-             build refuses it; a test build (`make build`, cargo feature \
-             seqmpc-abci/fault-injection) accepts it"
-        ),
-        Some(path) => {
-            insecure.push(format!(
-                "CGGMP24 primes from the TEST fixture file {} (its Paillier secrets are \
-                 public: anyone can decrypt this node's signing messages)",
-                path.display()
-            ));
-            let c = CggmpConfig::from_fixture_file(path, &me)
-                .with_context(|| format!("--cggmp-primes {}", path.display()))?;
-            warn!(file = %path.display(), aux_committee = ?c.aux.as_ref().map(|a| &a.parties),
-                "CGGMP24 primes loaded from a TEST fixture file: never use this in production");
-            c
-        }
-        None => CggmpConfig::default(),
-    };
-    let old_key = home.join(format!("{MASTER_KEY}.old"));
-    if old_key.exists() {
-        warn!(path = %old_key.display(), "an old master key file is left from an interrupted \
-            `mpcd rotate-master-key`; run it again (node stopped) to finish the cleanup");
-    }
-    let store = open_store(home, &genesis.chain_id, &me)?;
-    let store = StoreHandle::spawn(store).context("starting the key store")?;
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("mpcd-rt")
-        .build()?;
-    let p2p_cfg = P2pConfig {
-        node: me.clone(),
-        secret_key: Zeroizing::new(key.to_bytes()),
-        listen: p2p_listen.to_owned(),
-        peers,
-        // CGGMP24 aux-info messages carry Paillier moduli and their proofs (hundreds of KB).
-        max_message_bytes: 8 << 20,
-    };
-    let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
-    rt.block_on(wiring.p2p(&p2p))?;
-
-    let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
-    let catch_up = app.catch_up_jobs(&me);
-    let app = AppHandle::spawn(app)?;
-
-    let chain_rpc = wiring.chain_rpc(RpcClient::new(rpc));
-    let submitter = Arc::new(RpcSubmitter::spawn(
-        key,
-        genesis.chain_id.clone(),
-        chain_rpc,
-        first_seq,
-    )?);
-    {
-        // Deletions the chain still waits for from this node (see
-        // `App::unattested_deletions`) go to the module again at every look; its admission
-        // policy lets one through only when this node has not attested it within the last
-        // `REATTEST_MS`, so a deletion whose attestation is still on its way is not attested
-        // twice.
-        let (app, jobs, me) = (app.clone(), job_tx.clone(), me.clone());
-        std::thread::Builder::new()
-            .name("reattest".into())
-            .spawn(move || loop {
-                std::thread::sleep(REATTEST_EVERY);
-                let me = me.clone();
-                let Some(due) = app.call(move |a| a.unattested_deletions(&me)) else {
-                    return;
-                };
-                for job in due {
-                    if jobs.blocking_send(job).is_err() {
-                        return;
-                    }
-                }
-            })?;
-    }
-    if heartbeat_secs > 0 {
-        let beat = submitter.clone();
-        std::thread::Builder::new()
-            .name("heartbeat".into())
-            .spawn(move || loop {
-                std::thread::sleep(std::time::Duration::from_secs(heartbeat_secs));
-                seqmpc_module::job::SubmitResult::submit(
-                    &*beat,
-                    seqmpc_proto::tx::TxMsg::Heartbeat,
-                );
-            })?;
-    }
-    let metrics = Arc::new(Mutex::new(Default::default()));
-    status::serve(
-        status_listen,
-        StatusContext {
-            node: me.clone(),
-            store: store.clone(),
-            p2p: p2p.clone(),
-            metrics: metrics.clone(),
-            app: app.clone(),
-            rt: rt.handle().clone(),
-            insecure,
-        },
-    )?;
-
-    // A partitioned test node's ABCI server sits behind a relay that can cut it off.
-    let abci_bind = wiring.abci_bind(abci_listen);
-    if let Some(path) = abci_listen
-        .strip_prefix("unix://")
-        .or_else(|| abci_listen.strip_prefix("unix:"))
-    {
-        seqmpc_abci::daemon::abci_unix::serve(std::path::Path::new(path), app)
-            .with_context(|| format!("cannot serve ABCI on {abci_listen}"))?;
-    } else {
-        serve_abci_tcp(abci_bind, abci_listen, app, &wiring)?;
-    }
-    info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, cggmp_bigint_backend = seqmpc_module::protocol::cggmp::BIGINT_BACKEND, "mpcd started");
-
-    let admin_home = home.to_owned();
-    let home_dir = home.to_owned();
-    let master_source = MasterKeySource::of_home(home)?;
-    let restart = rt.block_on(async move {
-        // The operator socket: online master-key rotation and backup by the store's thread.
-        let admin_store = store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = seqmpc_abci::daemon::admin::serve(&admin_home, master_source, admin_store).await {
-                error!(error = %e, "operator socket stopped: rotate-master-key and backup work only with the node stopped");
-            }
-        });
-        let mut cfg = NodeConfig::new(me);
-        cfg.cggmp = cggmp;
-        cfg.cggmp_primes_at_start = cggmp_primes_at_start;
-        cfg.presign_pool = presign_pool;
-        cfg.cggmp_prime_pool = cggmp_prime_pool;
-        cfg.session_timeout = std::time::Duration::from_secs(session_timeout_secs.max(1));
-        cfg.sign_timeout = std::time::Duration::from_millis(sign_timeout_ms.max(1));
-        cfg.backup_submit = std::time::Duration::from_millis(backup_submit_ms);
-        cfg.cggmp_silence_timeout = std::time::Duration::from_secs(silence_timeout_secs.max(1));
-        let submitter = wiring.result_sink(submitter);
-        let job_rx = wiring.jobs(cfg.me.clone(), submitter.clone(), job_rx);
-        let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
-        cfg.own_key_rotated = Some(rotated_tx);
-        let node = Node::new(cfg, store.clone(), p2p, submitter, metrics)
-            .with_chain_tip(Arc::new(RpcChainTip(RpcClient::new(rpc))));
-        let mut node = wiring.node(node, &store);
-        node.recover().await;
-        for job in catch_up {
-            let _ = job_tx.send(job).await;
-        }
-        drop(job_tx);
-        let mut run = tokio::spawn(node.run(job_rx, incoming));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let restart = loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => { info!("interrupted; stopping"); break false }
-                _ = term.recv() => { info!("terminated; stopping"); break false }
-                r = &mut run => {
-                    if let Err(e) = r { error!(error = %e, "session manager stopped"); }
-                    break false
-                }
-                Some(pk) = rotated.recv() => match next_key_is(&home_dir, &pk) {
-                    _ if pk == my_key => {} // a replayed block: this key already
-                    Ok(true) => {
-                        warn!("the chain rotated this node's key to HOME/{NEXT_NODE_KEY}: restarting with it");
-                        break true
-                    }
-                    Ok(false) => error!(key = %hex::encode(pk), "the chain rotated this node's key \
-                        to a key this node does not hold in HOME/{NEXT_NODE_KEY}: peers and the chain \
-                        refuse it until it runs with that key"),
-                    Err(e) => error!(error = %format!("{e:#}"), "the chain rotated this node's key; \
-                        HOME/{NEXT_NODE_KEY} cannot be read"),
-                },
-            }
+/// `mpcd start`: the daemon until SIGINT or SIGTERM; after the chain rotated this node's key,
+/// the same command again (it adopts HOME/node.key.next at start).
+fn start(config: &DaemonConfig) -> anyhow::Result<()> {
+    let daemon = Daemon::start(config)?;
+    let stop = async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        let Ok(mut term) = term else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
-        anyhow::Ok(restart)
-    })?;
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
-    if restart {
-        // The same command again: it adopts node.key.next at start (the committed state
-        // registers it) and runs under the new identity.
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+            _ = term.recv() => info!("terminated; stopping"),
+        }
+    };
+    if daemon.run(stop)? == Exit::KeyRotated {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("finding this executable")?;
         let err = std::process::Command::new(exe)
@@ -870,16 +468,16 @@ fn main() {
             backup_submit_ms,
             cggmp_silence_timeout_secs,
             min_retain_blocks,
-        } => start(
-            &home,
-            &genesis,
-            &abci_listen,
-            &p2p_listen,
-            &status_listen,
-            &rpc,
-            StartOptions {
-                primes: cggmp_primes.as_deref(),
-                primes_at_start: cggmp_primes_at_start,
+        } => start(&DaemonConfig {
+            home,
+            genesis,
+            abci_listen,
+            p2p_listen,
+            status_listen,
+            rpc,
+            options: StartOptions {
+                cggmp_primes,
+                cggmp_primes_at_start,
                 presign_pool: cggmp_presign_pool,
                 prime_pool: cggmp_prime_pool,
                 heartbeat_secs,
@@ -889,7 +487,7 @@ fn main() {
                 silence_timeout_secs: cggmp_silence_timeout_secs,
                 min_retain_blocks,
             },
-        ),
+        }),
         Cmd::NewNodeKey { home } => new_node_key(&home),
         Cmd::RotateMasterKey {
             home,
@@ -918,37 +516,4 @@ fn main() {
         eprintln!("mpcd: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// Serves ABCI over TCP on `bind` (tendermint-abci's server); with the test-only partition
-/// fault, behind a relay on `listen` ([`Wiring::abci_relay`]).
-fn serve_abci_tcp(bind: &str, listen: &str, app: AppHandle, wiring: &Wiring) -> anyhow::Result<()> {
-    let server = tendermint_abci::ServerBuilder::default()
-        .bind(bind, app)
-        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {bind}: {e}"))?;
-    wiring.abci_relay(listen, &server.local_addr())?;
-    std::thread::Builder::new()
-        .name("abci-server".into())
-        .spawn(move || {
-            if let Err(e) = server.listen() {
-                error!(error = %e, "ABCI server stopped");
-            }
-        })?;
-    Ok(())
-}
-
-/// Refuses a HOME that other users can enter or read: it holds the node key, the master key
-/// and the key store (`mpcd init` creates it 0700).
-fn check_home_private(home: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(home).with_context(|| format!("reading {}", home.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "{} is mode {mode:o}: other users could read the node's keys; run `chmod 700 {}`",
-            home.display(),
-            home.display()
-        );
-    }
-    Ok(())
 }

@@ -187,11 +187,12 @@ fn prometheus(ctx: &StatusContext) -> (u16, Body) {
 }
 
 /// Serves the endpoint on `addr` from a few named threads.
-pub fn serve(addr: &str, ctx: StatusContext) -> anyhow::Result<()> {
+pub fn serve(addr: &str, ctx: StatusContext) -> anyhow::Result<Option<std::net::SocketAddr>> {
     let server = Arc::new(
         tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
     );
+    let bound = server.server_addr().to_ip();
     for i in 0..2 {
         let server = server.clone();
         let ctx = ctx.clone();
@@ -210,5 +211,5 @@ pub fn serve(addr: &str, ctx: StatusContext) -> anyhow::Result<()> {
                 }
             })?;
     }
-    Ok(())
+    Ok(bound)
 }

@@ -1,0 +1,461 @@
+//! `mpcd start` as one [`Daemon`], built from the parts of this module and run in this
+//! process: the ABCI app and its server, the key store, p2p, the result submitter, the status
+//! endpoint, the operator socket, the heartbeat and re-attestation sources, and the MPC runtime.
+//! [`Daemon::start`] opens and binds everything (an error names the part that failed);
+//! [`Daemon::run`] drives the MPC runtime until a stop future resolves, the runtime ends, or
+//! the chain rotates this node's key to `HOME/node.key.next` ([`Exit::KeyRotated`]: mpcd then
+//! runs itself again under the new key). Tests run a daemon in-process (`tests/daemon.rs`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use seqmpc_module::job::Job;
+use seqmpc_module::node::cggmp::CggmpConfig;
+use seqmpc_module::node::{Node, NodeConfig, SharedMetrics};
+use seqmpc_module::p2p::{self, Incoming, P2pConfig, P2pHandle};
+use seqmpc_module::store::StoreHandle;
+use seqmpc_proto::NodeId;
+use tracing::{error, info, warn};
+use zeroize::Zeroizing;
+
+use super::chain_tip::RpcChainTip;
+use super::home::{self, NEXT_NODE_KEY, NODE_KEY};
+use super::keys::load_key_file;
+use super::master_source::MasterKeySource;
+use super::rpc::RpcClient;
+use super::status::{self, StatusContext};
+use super::submit::RpcSubmitter;
+use super::wiring::Wiring;
+use crate::abci::{App, AppHandle};
+
+/// How often the daemon looks for deletions the chain still waits for from this node (the
+/// module attests one again at most once per `REATTEST_MS`).
+const REATTEST_EVERY: Duration =
+    Duration::from_millis(seqmpc_module::session::admission::REATTEST_MS);
+
+/// `mpcd start`'s options beside the addresses (see mpcd's `--help` for each).
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// `--cggmp-primes` (TEST fixture; a test build only).
+    pub cggmp_primes: Option<PathBuf>,
+    /// `--cggmp-primes-at-start`.
+    pub cggmp_primes_at_start: bool,
+    /// `--cggmp-presign-pool`.
+    pub presign_pool: usize,
+    /// `--cggmp-prime-pool`.
+    pub prime_pool: usize,
+    /// `--heartbeat-secs` (0: none).
+    pub heartbeat_secs: u64,
+    /// `--session-timeout-secs`.
+    pub session_timeout_secs: u64,
+    /// `--sign-timeout-ms`.
+    pub sign_timeout_ms: u64,
+    /// `--backup-submit-ms`.
+    pub backup_submit_ms: u64,
+    /// `--cggmp-silence-timeout-secs`.
+    pub silence_timeout_secs: u64,
+    /// `--min-retain-blocks`.
+    pub min_retain_blocks: u64,
+}
+
+impl Default for StartOptions {
+    /// mpcd's defaults.
+    fn default() -> Self {
+        StartOptions {
+            cggmp_primes: None,
+            cggmp_primes_at_start: true,
+            presign_pool: 2,
+            prime_pool: 2,
+            heartbeat_secs: 2,
+            session_timeout_secs: 60,
+            sign_timeout_ms: 2000,
+            backup_submit_ms: 500,
+            silence_timeout_secs: 20,
+            min_retain_blocks: 0,
+        }
+    }
+}
+
+/// Where a daemon lives and listens.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Node home (`mpcd init`).
+    pub home: PathBuf,
+    /// Genesis file.
+    pub genesis: PathBuf,
+    /// ABCI: `host:port` (port 0: any free one, see [`Daemon::abci_addr`]) or `unix:///path`.
+    pub abci_listen: String,
+    /// libp2p multiaddr.
+    pub p2p_listen: String,
+    /// Status endpoint `host:port` (port 0: any free one, see [`Daemon::status_addr`]).
+    pub status_listen: String,
+    /// CometBFT RPC URL.
+    pub rpc: String,
+    /// The rest.
+    pub options: StartOptions,
+}
+
+/// Why [`Daemon::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request, or the MPC runtime ended.
+    Stopped,
+    /// The chain now registers `HOME/node.key.next` for this node: run again to adopt it.
+    KeyRotated,
+}
+
+/// What [`Daemon::run`] starts the MPC runtime with.
+struct Runtime {
+    cfg: NodeConfig,
+    store: StoreHandle,
+    p2p: P2pHandle,
+    incoming: tokio::sync::mpsc::Receiver<Incoming>,
+    submitter: Arc<RpcSubmitter>,
+    metrics: SharedMetrics,
+    job_tx: tokio::sync::mpsc::Sender<Job>,
+    job_rx: tokio::sync::mpsc::Receiver<Job>,
+    catch_up: Vec<Job>,
+    my_key: [u8; 32],
+    master_source: MasterKeySource,
+}
+
+/// A started node daemon (see the module doc).
+pub struct Daemon {
+    home: PathBuf,
+    rpc: String,
+    wiring: Wiring,
+    rt: tokio::runtime::Runtime,
+    abci_addr: Option<SocketAddr>,
+    status_addr: Option<SocketAddr>,
+    parts: Runtime,
+}
+
+impl Daemon {
+    /// Opens the home, the chain state and the key store, starts p2p, the submitter, the
+    /// status endpoint and the ABCI server, and the heartbeat and re-attestation threads.
+    pub fn start(config: &DaemonConfig) -> anyhow::Result<Daemon> {
+        let DaemonConfig {
+            home,
+            genesis: genesis_path,
+            abci_listen,
+            p2p_listen,
+            status_listen,
+            rpc,
+            options: opts,
+        } = config;
+        // A test build's faults in front of the parts (none in production).
+        let wiring = Wiring::from_env()?;
+        home::check_home_private(home)?;
+        let (genesis_bytes, genesis) = home::load_genesis(genesis_path)?;
+        // Committed jobs go to the module, whose admission policy decides which run (a
+        // replayed block's session that the chain has already ended does not start again).
+        let (job_tx, job_rx) = tokio::sync::mpsc::channel(10_000);
+        let mut app = App::open(home, genesis_bytes, Some(job_tx.clone()))?;
+        app.set_min_retain_blocks(opts.min_retain_blocks);
+        home::adopt_next_node_key(home, app.state())?;
+        let key = load_key_file(&home.join(NODE_KEY))?;
+        let my_key = key.verifying_key().to_bytes();
+        let my_pk = hex::encode(my_key);
+        let me = home::my_node_id(home, &genesis, app.state(), &my_pk)?;
+        let peers = home::registry_peers(&genesis, app.state())?;
+        let mut insecure: Vec<String> = Vec::new();
+        if Wiring::TEST_BUILD {
+            insecure.push(
+                "test build: fault injection compiled in (cargo feature fault-injection)".into(),
+            );
+        }
+        let cggmp = cggmp_config(opts.cggmp_primes.as_deref(), &me, &mut insecure)?;
+        let old_key = home.join(format!("{}.old", home::MASTER_KEY));
+        if old_key.exists() {
+            warn!(path = %old_key.display(), "an old master key file is left from an interrupted \
+                `mpcd rotate-master-key`; run it again (node stopped) to finish the cleanup");
+        }
+        let store = home::open_store(home, &genesis.chain_id, &me)?;
+        let store = StoreHandle::spawn(store).context("starting the key store")?;
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("mpcd-rt")
+            .build()?;
+        let p2p_cfg = P2pConfig {
+            node: me.clone(),
+            secret_key: Zeroizing::new(key.to_bytes()),
+            listen: p2p_listen.to_owned(),
+            peers,
+            // CGGMP24 aux-info messages carry Paillier moduli and their proofs (hundreds of KB).
+            max_message_bytes: 8 << 20,
+        };
+        let (p2p, incoming) = rt.block_on(p2p::spawn(p2p_cfg)).context("starting p2p")?;
+        rt.block_on(wiring.p2p(&p2p))?;
+
+        let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
+        let catch_up = app.catch_up_jobs(&me);
+        let app = AppHandle::spawn(app)?;
+
+        let chain_rpc = wiring.chain_rpc(RpcClient::new(rpc));
+        let submitter = Arc::new(RpcSubmitter::spawn(
+            key,
+            genesis.chain_id.clone(),
+            chain_rpc,
+            first_seq,
+        )?);
+        spawn_reattest(&app, &job_tx, &me)?;
+        if opts.heartbeat_secs > 0 {
+            spawn_heartbeat(&submitter, Duration::from_secs(opts.heartbeat_secs))?;
+        }
+        let metrics = Arc::new(Mutex::new(Default::default()));
+        let status_addr = status::serve(
+            status_listen,
+            StatusContext {
+                node: me.clone(),
+                store: store.clone(),
+                p2p: p2p.clone(),
+                metrics: metrics.clone(),
+                app: app.clone(),
+                rt: rt.handle().clone(),
+                insecure,
+            },
+        )?;
+
+        // A partitioned test node's ABCI server sits behind a relay that can cut it off.
+        let abci_addr = match abci_listen
+            .strip_prefix("unix://")
+            .or_else(|| abci_listen.strip_prefix("unix:"))
+        {
+            Some(path) => {
+                super::abci_unix::serve(Path::new(path), app)
+                    .with_context(|| format!("cannot serve ABCI on {abci_listen}"))?;
+                None
+            }
+            None => Some(serve_abci_tcp(
+                wiring.abci_bind(abci_listen),
+                abci_listen,
+                app,
+                &wiring,
+            )?),
+        };
+        info!(node = %me, abci = abci_listen, p2p = p2p_listen, status = status_listen, cggmp_bigint_backend = seqmpc_module::protocol::cggmp::BIGINT_BACKEND, "mpcd started");
+
+        let mut cfg = NodeConfig::new(me);
+        cfg.cggmp = cggmp;
+        cfg.cggmp_primes_at_start = opts.cggmp_primes_at_start;
+        cfg.presign_pool = opts.presign_pool;
+        cfg.cggmp_prime_pool = opts.prime_pool;
+        cfg.session_timeout = Duration::from_secs(opts.session_timeout_secs.max(1));
+        cfg.sign_timeout = Duration::from_millis(opts.sign_timeout_ms.max(1));
+        cfg.backup_submit = Duration::from_millis(opts.backup_submit_ms);
+        cfg.cggmp_silence_timeout = Duration::from_secs(opts.silence_timeout_secs.max(1));
+        Ok(Daemon {
+            home: home.clone(),
+            rpc: rpc.clone(),
+            wiring,
+            rt,
+            abci_addr,
+            status_addr,
+            parts: Runtime {
+                cfg,
+                store,
+                p2p,
+                incoming,
+                submitter,
+                metrics,
+                job_tx,
+                job_rx,
+                catch_up,
+                my_key,
+                master_source: MasterKeySource::of_home(home)?,
+            },
+        })
+    }
+
+    /// The ABCI server's address (None on a Unix socket).
+    pub fn abci_addr(&self) -> Option<SocketAddr> {
+        self.abci_addr
+    }
+
+    /// The status endpoint's address.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status_addr
+    }
+
+    /// Runs the MPC runtime (after its recovery and the catch-up jobs) and the operator
+    /// socket until `stop` resolves, the runtime ends, or the chain rotates this node's key.
+    /// The ABCI, status and p2p servers stop with the process.
+    pub fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<Exit> {
+        let Daemon {
+            home,
+            rpc,
+            wiring,
+            rt,
+            parts,
+            ..
+        } = self;
+        let exit = rt.block_on(drive(&home, &rpc, &wiring, parts, stop));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        exit
+    }
+}
+
+async fn drive(
+    home: &Path,
+    rpc: &str,
+    wiring: &Wiring,
+    parts: Runtime,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Exit> {
+    let Runtime {
+        mut cfg,
+        store,
+        p2p,
+        incoming,
+        submitter,
+        metrics,
+        job_tx,
+        job_rx,
+        catch_up,
+        my_key,
+        master_source,
+    } = parts;
+    // The operator socket: online master-key rotation and backup by the store's thread.
+    let (admin_home, admin_store) = (home.to_owned(), store.clone());
+    tokio::spawn(async move {
+        if let Err(e) = super::admin::serve(&admin_home, master_source, admin_store).await {
+            error!(error = %e, "operator socket stopped: rotate-master-key and backup work only with the node stopped");
+        }
+    });
+    let submitter = wiring.result_sink(submitter);
+    let job_rx = wiring.jobs(cfg.me.clone(), submitter.clone(), job_rx);
+    let (rotated_tx, mut rotated) = tokio::sync::mpsc::unbounded_channel();
+    cfg.own_key_rotated = Some(rotated_tx);
+    let node = Node::new(cfg, store.clone(), p2p, submitter, metrics)
+        .with_chain_tip(Arc::new(RpcChainTip(RpcClient::new(rpc))));
+    let mut node = wiring.node(node, &store);
+    node.recover().await;
+    for job in catch_up {
+        let _ = job_tx.send(job).await;
+    }
+    drop(job_tx);
+    let mut run = tokio::spawn(node.run(job_rx, incoming));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(Exit::Stopped),
+            r = &mut run => {
+                if let Err(e) = r { error!(error = %e, "session manager stopped"); }
+                return Ok(Exit::Stopped);
+            }
+            Some(pk) = rotated.recv() => match home::next_key_is(home, &pk) {
+                _ if pk == my_key => {} // a replayed block: this key already
+                Ok(true) => {
+                    warn!("the chain rotated this node's key to HOME/{NEXT_NODE_KEY}: restarting with it");
+                    return Ok(Exit::KeyRotated);
+                }
+                Ok(false) => error!(key = %hex::encode(pk), "the chain rotated this node's key \
+                    to a key this node does not hold in HOME/{NEXT_NODE_KEY}: peers and the chain \
+                    refuse it until it runs with that key"),
+                Err(e) => error!(error = %format!("{e:#}"), "the chain rotated this node's key; \
+                    HOME/{NEXT_NODE_KEY} cannot be read"),
+            },
+        }
+    }
+}
+
+/// The CGGMP24 configuration: the node's own prime pool, or (a test build only) fixture
+/// primes, which `insecure` then lists.
+fn cggmp_config(
+    primes: Option<&Path>,
+    me: &NodeId,
+    insecure: &mut Vec<String>,
+) -> anyhow::Result<CggmpConfig> {
+    match primes {
+        // The production build cannot load fixture secrets (issues 14 and 15).
+        Some(_) if !Wiring::TEST_BUILD => bail!(
+            "--cggmp-primes loads TEST fixture Paillier secrets (public): this production \
+             build refuses it; a test build (`make build`, cargo feature \
+             seqmpc-abci/fault-injection) accepts it"
+        ),
+        Some(path) => {
+            insecure.push(format!(
+                "CGGMP24 primes from the TEST fixture file {} (its Paillier secrets are \
+                 public: anyone can decrypt this node's signing messages)",
+                path.display()
+            ));
+            let c = CggmpConfig::from_fixture_file(path, me)
+                .with_context(|| format!("--cggmp-primes {}", path.display()))?;
+            warn!(file = %path.display(), aux_committee = ?c.aux.as_ref().map(|a| &a.parties),
+                "CGGMP24 primes loaded from a TEST fixture file: never use this in production");
+            Ok(c)
+        }
+        None => Ok(CggmpConfig::default()),
+    }
+}
+
+/// Deletions the chain still waits for from this node (see `App::unattested_deletions`) go to
+/// the module again at every look; its admission policy lets one through only when this node
+/// has not attested it within the last `REATTEST_MS`, so a deletion whose attestation is
+/// still on its way is not attested twice. Ends when the app or the module is gone.
+fn spawn_reattest(
+    app: &AppHandle,
+    jobs: &tokio::sync::mpsc::Sender<Job>,
+    me: &NodeId,
+) -> anyhow::Result<()> {
+    let (app, jobs, me) = (app.clone(), jobs.clone(), me.clone());
+    std::thread::Builder::new()
+        .name("reattest".into())
+        .spawn(move || loop {
+            std::thread::sleep(REATTEST_EVERY);
+            let me = me.clone();
+            let Some(due) = app.call(move |a| a.unattested_deletions(&me)) else {
+                return;
+            };
+            for job in due {
+                if jobs.blocking_send(job).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// A Heartbeat tx every `every` (the chain chooses signers among live nodes).
+fn spawn_heartbeat(submitter: &Arc<RpcSubmitter>, every: Duration) -> anyhow::Result<()> {
+    let beat = submitter.clone();
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            seqmpc_module::job::SubmitResult::submit(&*beat, seqmpc_proto::tx::TxMsg::Heartbeat);
+        })?;
+    Ok(())
+}
+
+/// Serves ABCI over TCP on `bind` (tendermint-abci's server); with the test-only partition
+/// fault, behind a relay on `listen` ([`Wiring::abci_relay`]). Returns the bound address.
+fn serve_abci_tcp(
+    bind: &str,
+    listen: &str,
+    app: AppHandle,
+    wiring: &Wiring,
+) -> anyhow::Result<SocketAddr> {
+    let server = tendermint_abci::ServerBuilder::default()
+        .bind(bind, app)
+        .map_err(|e| anyhow::anyhow!("cannot serve ABCI on {bind}: {e}"))?;
+    let local = server.local_addr();
+    wiring.abci_relay(listen, &local)?;
+    let addr = local
+        .parse()
+        .with_context(|| format!("the ABCI server's address {local}"))?;
+    std::thread::Builder::new()
+        .name("abci-server".into())
+        .spawn(move || {
+            if let Err(e) = server.listen() {
+                error!(error = %e, "ABCI server stopped");
+            }
+        })?;
+    Ok(addr)
+}
