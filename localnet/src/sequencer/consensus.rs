@@ -458,18 +458,24 @@ impl Engine {
     /// Prunes the block store below the lowest `retain_height` of the apps, as CometBFT prunes
     /// its block store below its app's: every app must have named one since this sequencer
     /// started, and an app that says 0 (or has not said) keeps every block. A failure to
-    /// delete a file is logged, not fatal (the file is found and pruned again at start).
+    /// delete a file is logged, not fatal (the file is found and pruned again at start). Then
+    /// the block log's gauges, pruned or not.
     pub(super) fn prune_blocks(&mut self) {
-        let mut lowest = u64::MAX;
-        for s in &self.slots {
-            match s.retain {
-                Some(r) if r > 0 => lowest = lowest.min(r),
-                _ => return,
-            }
+        let lowest = self
+            .slots
+            .iter()
+            .map(|s| s.retain.filter(|r| *r > 0))
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|r| r.into_iter().min());
+        if let Some(lowest) = lowest {
+            self.prune_below(lowest);
         }
-        if self.slots.is_empty() {
-            return;
-        }
+        self.shared
+            .metrics
+            .block_store(self.store.disk_bytes(), self.store.reader().earliest());
+    }
+
+    fn prune_below(&mut self, lowest: u64) {
         match self.store.prune(lowest) {
             Ok(0) => {}
             Ok(_) => {
@@ -484,9 +490,6 @@ impl Engine {
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning the block store"),
         }
-        self.shared
-            .metrics
-            .block_store(self.store.disk_bytes(), self.store.reader().earliest());
     }
 
     fn publish_apps(&self) {

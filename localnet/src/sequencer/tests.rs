@@ -625,6 +625,23 @@ fn sequencer__should_resume_from_its_block_store() {
     assert_eq!(committed_height(&url, &hash), Some(tx_height));
     let (_, r) = get(&format!("{url}/block?height=1"));
     assert_eq!(r["result"]["block"]["header"]["height"], "1", "{r}");
+    // The block log's gauges, though nothing is pruned.
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap()
+    };
+    assert!(
+        gauge("seqmpc_sequencer_block_store_bytes") > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(gauge("seqmpc_sequencer_earliest_height"), 1.0, "{metrics}");
     let (_, r) = get(&format!("{url}/broadcast_tx_sync?tx=\"keep=1\""));
     assert_eq!(r["error"]["data"], "tx already exists in cache", "{r}");
     seq.stop().unwrap();
