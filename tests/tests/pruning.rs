@@ -3,7 +3,8 @@
 //! height, and the dev sequencer deletes the block-log segments below the lowest one, as
 //! CometBFT prunes its block store below its app's. A node that is down keeps the blocks it
 //! will replay; once it is back and has caught up, pruning goes on past them. A new node, which
-//! would replay from block 1, is refused with a clear error.
+//! would replay from block 1, is refused with a clear error. A sign request that has left the
+//! state is still found by `mpcctl sign-status`, from its tx's `sign_done` event.
 //! Ports: base 23000 (RPC 23057, nodes 23100..23122), apart from the other e2e tests.
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,9 +12,12 @@ use std::time::Duration;
 
 use seqmpc_e2e::{verify, wait_for, Localnet};
 
-const RETAIN: u64 = 40;
+const RETAIN: u64 = 80;
+/// Genesis `sign_retention_blocks`: a finished request leaves the state 30 blocks after it
+/// ended; its block stays for `RETAIN`.
+const SIGN_RETENTION: u64 = 30;
 
-fn sign(net: &Localnet, pk: &str, msg: &[u8]) {
+fn sign(net: &Localnet, pk: &str, msg: &[u8]) -> serde_json::Value {
     let s = net
         .mpcctl_json(&[
             "sign",
@@ -26,6 +30,7 @@ fn sign(net: &Localnet, pk: &str, msg: &[u8]) {
         .unwrap();
     assert_eq!(s["status"], "DONE", "{s}");
     verify::ed25519(pk, msg, s["signature"].as_str().unwrap()).unwrap();
+    s
 }
 
 /// A gauge of the sequencer's `/metrics`.
@@ -40,12 +45,12 @@ fn gauge(net: &Localnet, name: &str) -> f64 {
 fn pruning__should_keep_what_a_down_node_needs_then_prune_past_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let retain = RETAIN.to_string();
+    let (retain, sign_retention) = (RETAIN.to_string(), SIGN_RETENTION.to_string());
     let extra: [&std::ffi::OsStr; 6] = [
         "--retain-blocks".as_ref(),
         retain.as_ref(),
         "--sign-retention-blocks".as_ref(),
-        "30".as_ref(),
+        sign_retention.as_ref(),
         "--block-log-segment-blocks".as_ref(),
         "10".as_ref(),
     ];
@@ -64,7 +69,20 @@ fn pruning__should_keep_what_a_down_node_needs_then_prune_past_it() {
         .unwrap();
     assert_eq!(k["status"], "READY", "{k}");
     let pk = k["public_key"].as_str().unwrap().to_owned();
-    sign(&net, &pk, b"before pruning");
+    let signed = sign(&net, &pk, b"before pruning");
+
+    // Once the request has left the state, sign-status reads its outcome from its tx's event
+    // (its block is kept RETAIN - SIGN_RETENTION blocks longer).
+    let rid = signed["request_id"].as_str().unwrap();
+    let pruned = wait_for(Duration::from_secs(20), || {
+        let s = net
+            .mpcctl_json(&["sign-status", "--request-id", rid])
+            .unwrap();
+        (s["pruned"] == true).then_some(s)
+    })
+    .expect("sign-status never fell back to the sign_done event");
+    assert_eq!(pruned["status"], "DONE", "{pruned}");
+    assert_eq!(pruned["signature"], signed["signature"], "{pruned}");
 
     // Pruning starts once the chain is past the retention and a segment.
     let earliest = wait_for(Duration::from_secs(30), || {
@@ -88,7 +106,7 @@ fn pruning__should_keep_what_a_down_node_needs_then_prune_past_it() {
     net.kill_node(2).unwrap();
     let killed_at = net.rpc.height().unwrap();
     wait_for(Duration::from_secs(30), || {
-        (net.rpc.height().unwrap() > killed_at + 3 * RETAIN).then_some(())
+        (net.rpc.height().unwrap() > killed_at + 2 * RETAIN).then_some(())
     })
     .expect("the chain stopped");
     let pinned = net.rpc.earliest_height().unwrap();

@@ -635,6 +635,63 @@ fn sign_json(s: &SignEntry) -> Value {
     v
 }
 
+/// ABCI query code of an entry the state does not hold.
+const NOT_FOUND: u32 = 7;
+
+/// A sign request from the state; once it has left it (genesis `sign_retention_blocks` after
+/// it ended), its outcome from the `sign_done` or `sign_failed` event of the tx that ended it
+/// (`tx_search`, while the chain keeps that block), marked `"pruned": true`.
+fn sign_status(ctx: &Ctx, request_id: &str) -> anyhow::Result<Value> {
+    let id = RequestId::new(request_id)?;
+    let r = ctx.rpc.abci_query(&Query::Sign(id.clone()).path())?;
+    if r.code == 0 {
+        let entry: SignEntry =
+            serde_json::from_slice(&r.value).context("query answer is not JSON")?;
+        return Ok(sign_json(&entry));
+    }
+    if r.code != NOT_FOUND {
+        bail!("{}", r.log);
+    }
+    for kind in ["sign_done", "sign_failed"] {
+        let events = ctx.rpc.tx_event(kind, "request_id", id.as_str())?;
+        let Some(e) = events.iter().find(|e| {
+            e.attributes
+                .iter()
+                .any(|(k, v)| k == "request_id" && v == id.as_str())
+        }) else {
+            continue;
+        };
+        let attr = |key: &str| {
+            e.attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let mut out = json!({
+            "request_id": id, "status": if kind == "sign_done" { "DONE" } else { "ERROR" },
+            "ended_height": e.height, "tx_hash": e.tx_hash, "pruned": true,
+        });
+        if let Some(sig) = attr("signature") {
+            // ECDSA results are r || s || v: the signature r || s and the recovery id apart.
+            let bytes = hex::decode(&sig).unwrap_or_default();
+            match bytes.split_last() {
+                Some((v, rs)) if bytes.len() == 65 => {
+                    out["signature"] = json!(hex::encode(rs));
+                    out["recovery_id"] = json!(v);
+                }
+                _ => out["signature"] = json!(sig),
+            }
+        }
+        return Ok(out);
+    }
+    bail!(
+        "{} (no sign_done or sign_failed tx event names it either: a request ended by its \
+         deadline has its sign_failed in the block's results, `block_search \
+         \"sign_failed.request_id='{id}'\"`, and the chain may have pruned that block)",
+        r.log
+    )
+}
+
 fn run(cli: Cli) -> anyhow::Result<Value> {
     let localnet = Manifest::load(&cli.home)?;
     let rpc_url = match (&cli.rpc, &localnet) {
@@ -822,9 +879,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             let keys: Vec<KeyEntry> = ctx.query(&Query::Keys)?;
             Ok(Value::Array(keys.iter().map(key_json).collect()))
         }
-        Cmd::SignStatus { request_id } => Ok(sign_json(
-            &ctx.query(&Query::Sign(RequestId::new(request_id)?))?,
-        )),
+        Cmd::SignStatus { request_id } => sign_status(&ctx, &request_id),
         Cmd::Nodes => Ok(serde_json::to_value(
             ctx.query::<Vec<NodeView>>(&Query::Nodes)?,
         )?),

@@ -35,6 +35,19 @@ pub struct QueryResult {
     pub value: Vec<u8>,
 }
 
+/// One event of a committed tx, as `tx_search` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxEvent {
+    /// Height of the block holding the tx.
+    pub height: u64,
+    /// Hash of the tx (hex).
+    pub tx_hash: String,
+    /// Event type.
+    pub kind: String,
+    /// Its attributes, in order (key, value).
+    pub attributes: Vec<(String, String)>,
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -171,6 +184,41 @@ impl RpcClient {
     pub fn height(&self) -> Result<u64, RpcError> {
         let r = self.run("status", |c| async move { c.status().await })?;
         Ok(r.sync_info.latest_block_height.value())
+    }
+
+    /// The events of type `kind` of the first committed tx (oldest first) that has an event
+    /// `kind` with attribute `key` = `value` (`tx_search "<kind>.<key>='<value>'"`).
+    pub fn tx_event(&self, kind: &str, key: &str, value: &str) -> Result<Vec<TxEvent>, RpcError> {
+        let query = tendermint_rpc::query::Query::eq(format!("{kind}.{key}"), value.to_owned());
+        let r = self.run("tx_search", |c| async move {
+            c.tx_search(query, false, 1, 1, tendermint_rpc::Order::Ascending)
+                .await
+        })?;
+        let Some(tx) = r.txs.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let events = tx
+            .tx_result
+            .events
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| TxEvent {
+                height: tx.height.value(),
+                tx_hash: tx.hash.to_string(),
+                kind: e.kind,
+                attributes: e
+                    .attributes
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.key_str().unwrap_or_default().to_owned(),
+                            a.value_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(events)
     }
 
     /// Lowest height the node serves, from `status` (above 1 once its block store is pruned).
