@@ -65,9 +65,9 @@ fn config(home: &Path, genesis: std::path::PathBuf) -> DaemonConfig {
         rpc: "http://127.0.0.1:9".into(),
         options: StartOptions {
             cggmp_primes_at_start: false,
-            prime_pool: 0,
+            cggmp_prime_pool: 0,
             heartbeat_secs: 0,
-            ..StartOptions::default()
+            ..StartOptions::defaults()
         },
     }
 }

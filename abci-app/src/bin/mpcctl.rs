@@ -635,9 +635,6 @@ fn sign_json(s: &SignEntry) -> Value {
     v
 }
 
-/// ABCI query code of an entry the state does not hold.
-const NOT_FOUND: u32 = 7;
-
 /// A sign request from the state; once it has left it (genesis `sign_retention_blocks` after
 /// it ended), its outcome from the `sign_done` or `sign_failed` event of the tx that ended it
 /// (`tx_search`, while the chain keeps that block), marked `"pruned": true`.
@@ -649,7 +646,7 @@ fn sign_status(ctx: &Ctx, request_id: &str) -> anyhow::Result<Value> {
             serde_json::from_slice(&r.value).context("query answer is not JSON")?;
         return Ok(sign_json(&entry));
     }
-    if r.code != NOT_FOUND {
+    if r.code != seqmpc_abci::chain::tx::TxError::NOT_FOUND {
         bail!("{}", r.log);
     }
     for kind in ["sign_done", "sign_failed"] {
@@ -671,15 +668,12 @@ fn sign_status(ctx: &Ctx, request_id: &str) -> anyhow::Result<Value> {
             "request_id": id, "status": if kind == "sign_done" { "DONE" } else { "ERROR" },
             "ended_height": e.height, "tx_hash": e.tx_hash, "pruned": true,
         });
-        if let Some(sig) = attr("signature") {
-            // ECDSA results are r || s || v: the signature r || s and the recovery id apart.
-            let bytes = hex::decode(&sig).unwrap_or_default();
-            match bytes.split_last() {
-                Some((v, rs)) if bytes.len() == 65 => {
-                    out["signature"] = json!(hex::encode(rs));
-                    out["recovery_id"] = json!(v);
-                }
-                _ => out["signature"] = json!(sig),
+        if let Some(sig) = attr("signature").and_then(|s| hex::decode(s).ok()) {
+            // As the state shows it: an ECDSA signature r || s and its recovery id apart.
+            let (shown, recovery_id) = seqmpc_abci::chain::verify::split_recovery_id(&sig);
+            out["signature"] = json!(hex::encode(shown));
+            if let Some(v) = recovery_id {
+                out["recovery_id"] = json!(v);
             }
         }
         return Ok(out);

@@ -67,68 +67,8 @@ enum Cmd {
         /// CometBFT RPC URL where result txs are broadcast.
         #[arg(long, default_value = "http://127.0.0.1:26657")]
         rpc: String,
-        /// CGGMP24 safe primes (and, when present, a committee's aux info) for this node, from
-        /// a fixture JSON in the format of `module/tests/fixtures/cggmp24-test-fixtures.json`,
-        /// picked by node id. TEST ONLY (the fixture's secrets are public). Without it the node
-        /// keeps a pool of prime sets generated in the background (28-300 s a set), stored
-        /// encrypted in its key store (see --cggmp-prime-pool).
-        #[arg(long)]
-        cggmp_primes: Option<PathBuf>,
-        /// Without --cggmp-primes: fill the CGGMP24 prime pool in the background from the
-        /// start (true), or only once a cggmp24 keygen needs a set and finds none (false; that
-        /// keygen fails and a retry once a set is ready succeeds).
-        #[arg(long, env = "SEQMPC_CGGMP_PRIMES_AT_START", default_value_t = true, action = clap::ArgAction::Set)]
-        cggmp_primes_at_start: bool,
-        /// CGGMP24 presignatures kept ready per key and signer subset, generated in the
-        /// background and held in memory only (a restart empties the pool). A sign request of
-        /// a full message uses one when every signer holds it (an online step of
-        /// milliseconds), else runs the full protocol (seconds). 0 disables the pool.
-        #[arg(long, env = "SEQMPC_CGGMP_PRESIGN_POOL", default_value_t = 2)]
-        cggmp_presign_pool: usize,
-        /// Without --cggmp-primes: how many CGGMP24 safe-prime sets to keep ready, encrypted
-        /// in the key store (one per aux-info run; generated one at a time in the background;
-        /// 0: never generate).
-        #[arg(long, default_value_t = 2)]
-        cggmp_prime_pool: usize,
-        /// Seconds between this node's Heartbeat txs (0: none). The chain chooses signers
-        /// among nodes whose last tx is at most `liveness_window_blocks` old, so a node that
-        /// stops (crash, partition) stops being chosen.
-        #[arg(long, env = "SEQMPC_HEARTBEAT_SECS", default_value_t = 2)]
-        heartbeat_secs: u64,
-        /// Seconds after which this node gives up a FROST keygen or signing, or a resharing,
-        /// locally and reports it failed (a FROST signing names the signers it heard nothing
-        /// from; CGGMP24 sessions have their own, longer timeout). Keep
-        /// it under the chain's session deadline for such reports to count; a job older than
-        /// this when it arrives (blocks replayed after a restart) is skipped.
-        #[arg(long, env = "SEQMPC_SESSION_TIMEOUT_SECS", default_value_t = 60)]
-        session_timeout_secs: u64,
-        /// Milliseconds a FROST signer waits for the others before it reports the silent
-        /// ones; the chain then starts another attempt without them. Keep it well under the
-        /// chain's `sign_attempt_blocks` (in time).
-        #[arg(long, env = "SEQMPC_SIGN_TIMEOUT_MS", default_value_t = 2000)]
-        sign_timeout_ms: u64,
-        /// Milliseconds a FROST signer other than the aggregator holds a verified signature
-        /// before it submits it itself, per rank among the signers (the second signer waits
-        /// this long, the third twice as long), unless the chain has the signature by then.
-        /// About two block intervals: shorter sends redundant result txs, longer delays a
-        /// signature whose aggregator is dead or stalled.
-        #[arg(long, env = "SEQMPC_BACKUP_SUBMIT_MS", default_value_t = 500)]
-        backup_submit_ms: u64,
-        /// Seconds a CGGMP24 signer waits for a first message from every other signer, and,
-        /// in a two-signer signing, for any message once it has gone quiet, before it reports
-        /// those it waits for (a node dead, partitioned, or stopped mid-signing), so the chain
-        /// starts another attempt without them instead of waiting for the attempt's deadline. Keep it well
-        /// under that deadline (`sign_attempt_blocks` x 20, in time) and above the time a
-        /// loaded node takes for one round of a signing.
-        #[arg(long, env = "SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", default_value_t = 20)]
-        cggmp_silence_timeout_secs: u64,
-        /// Let the consensus engine prune its blocks below the last N (ResponseCommit's
-        /// `retain_height`, as the Cosmos SDK's `min-retain-blocks`): never fewer than the
-        /// genesis `sign_retention_blocks`, so a finished sign request's outcome stays readable
-        /// in its block's results once it has left the state. 0 (the default): keep every
-        /// block. A node whose data is older than the pruned blocks cannot catch up by replay.
-        #[arg(long, env = "SEQMPC_MIN_RETAIN_BLOCKS", default_value_t = 0)]
-        min_retain_blocks: u64,
+        #[command(flatten)]
+        options: StartOptions,
     },
     /// Make a new node key in HOME/node.key.next (0600) and print its public key, for a
     /// `mpcctl node-rotate-key`. Once the chain has executed that rotation, the running node
@@ -458,16 +398,7 @@ fn main() {
             p2p_listen,
             status_listen,
             rpc,
-            cggmp_primes,
-            cggmp_primes_at_start,
-            cggmp_presign_pool,
-            cggmp_prime_pool,
-            heartbeat_secs,
-            session_timeout_secs,
-            sign_timeout_ms,
-            backup_submit_ms,
-            cggmp_silence_timeout_secs,
-            min_retain_blocks,
+            options,
         } => start(&DaemonConfig {
             home,
             genesis,
@@ -475,18 +406,7 @@ fn main() {
             p2p_listen,
             status_listen,
             rpc,
-            options: StartOptions {
-                cggmp_primes,
-                cggmp_primes_at_start,
-                presign_pool: cggmp_presign_pool,
-                prime_pool: cggmp_prime_pool,
-                heartbeat_secs,
-                session_timeout_secs,
-                sign_timeout_ms,
-                backup_submit_ms,
-                silence_timeout_secs: cggmp_silence_timeout_secs,
-                min_retain_blocks,
-            },
+            options,
         }),
         Cmd::NewNodeKey { home } => new_node_key(&home),
         Cmd::RotateMasterKey {

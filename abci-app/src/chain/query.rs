@@ -233,7 +233,7 @@ pub fn query(state: &ChainState, path: &str) -> Result<Vec<u8>, QueryError> {
         })
     };
     let not_found = |log: String| QueryError {
-        code: TxError::NotFound(String::new()).code(),
+        code: TxError::NOT_FOUND,
         log,
     };
     match Query::parse(path)? {

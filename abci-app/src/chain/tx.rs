@@ -82,6 +82,9 @@ pub enum TxError {
 }
 
 impl TxError {
+    /// ABCI code of [`TxError::NotFound`] (also a query's "no such entry").
+    pub const NOT_FOUND: u32 = 7;
+
     /// ABCI code (never 0).
     pub fn code(&self) -> u32 {
         match self {
@@ -90,7 +93,7 @@ impl TxError {
             TxError::Sequence { .. } => 4,
             TxError::Unauthorized(_) => 5,
             TxError::Invalid(_) => 6,
-            TxError::NotFound(_) => 7,
+            TxError::NotFound(_) => Self::NOT_FOUND,
             TxError::Conflict(_) => 8,
             TxError::RateLimited { .. } => 9,
         }

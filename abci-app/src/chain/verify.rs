@@ -10,6 +10,15 @@ use crate::chain::tx::TxError;
 /// low-s signature, then the recovery id).
 pub const ECDSA_RESULT_LEN: usize = 65;
 
+/// A sign result as it is shown: an ECDSA result (`r || s || v`, [`ECDSA_RESULT_LEN`] bytes)
+/// as `(r || s, Some(v))`, any other signature whole with `None`.
+pub fn split_recovery_id(sig: &[u8]) -> (&[u8], Option<u8>) {
+    match sig {
+        [rs @ .., v] if sig.len() == ECDSA_RESULT_LEN => (rs, Some(*v)),
+        _ => (sig, None),
+    }
+}
+
 /// The 32-byte digest an ECDSA request signs: the message itself when prehashed (32 bytes,
 /// checked at decode), else its SHA-256.
 pub fn ecdsa_digest(message: &[u8], prehashed: bool) -> Result<[u8; 32], TxError> {
@@ -34,9 +43,9 @@ pub fn verify_ecdsa(pk: &[u8], digest: &[u8; 32], sig: &[u8]) -> Result<(), Stri
         .ok()
         .and_then(|b| secp256k1::PublicKey::from_slice(&b).ok())
         .ok_or("the key has no valid 33-byte compressed public key")?;
-    let (rs, v) = match sig {
-        [rs @ .., v] if sig.len() == ECDSA_RESULT_LEN => (rs, *v),
-        _ => {
+    let (rs, v) = match split_recovery_id(sig) {
+        (rs, Some(v)) => (rs, v),
+        (_, None) => {
             return Err(format!(
                 "an ECDSA result must be {ECDSA_RESULT_LEN} bytes (r || s || v), got {}",
                 sig.len()

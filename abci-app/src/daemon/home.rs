@@ -126,32 +126,30 @@ pub fn registry_peers(
     genesis: &Genesis,
     state: Option<&ChainState>,
 ) -> anyhow::Result<Vec<PeerInfo>> {
-    let mut peers = Vec::new();
-    match state {
-        Some(s) => {
-            for n in s.nodes.values() {
-                let pk = crate::chain::state::parse_pubkey(&n.public_key)
-                    .map_err(|e| anyhow::anyhow!("registered node {}: {e}", n.id))?;
-                peers.push(PeerInfo {
-                    node: n.id.clone(),
-                    public_key: pk,
-                    addr: n.p2p_addr.clone(),
-                });
-            }
-        }
-        None => {
-            for n in &genesis.nodes {
-                let pk = crate::chain::state::parse_pubkey(&n.public_key)
-                    .map_err(|e| anyhow::anyhow!("genesis node {}: {e}", n.id))?;
-                peers.push(PeerInfo {
-                    node: n.id.clone(),
-                    public_key: pk,
-                    addr: n.p2p_addr.clone(),
-                });
-            }
-        }
-    }
-    Ok(peers)
+    let nodes: Vec<(&NodeId, &str, &str)> = match state {
+        Some(s) => s
+            .nodes
+            .values()
+            .map(|n| (&n.id, n.public_key.as_str(), n.p2p_addr.as_str()))
+            .collect(),
+        None => genesis
+            .nodes
+            .iter()
+            .map(|n| (&n.id, n.public_key.as_str(), n.p2p_addr.as_str()))
+            .collect(),
+    };
+    nodes
+        .into_iter()
+        .map(|(id, public_key, addr)| {
+            let public_key = crate::chain::state::parse_pubkey(public_key)
+                .map_err(|e| anyhow::anyhow!("registered node {id}: {e}"))?;
+            Ok(PeerInfo {
+                node: id.clone(),
+                public_key,
+                addr: addr.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// The chain id and this node's id, for the offline key store commands.

@@ -48,6 +48,26 @@ impl CommittedBlock {
     }
 }
 
+/// A committed block's FinalizeBlock result: shared with the view while the block is recent,
+/// else read from the block store.
+#[derive(Debug)]
+pub enum BlockResult {
+    /// One of the view's recent blocks.
+    Recent(Arc<CommittedBlock>),
+    /// Read from the store.
+    Stored(Box<ResponseFinalizeBlock>),
+}
+
+impl BlockResult {
+    /// The result.
+    pub fn get(&self) -> &ResponseFinalizeBlock {
+        match self {
+            BlockResult::Recent(b) => &b.result,
+            BlockResult::Stored(r) => r,
+        }
+    }
+}
+
 /// Where a committed tx is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxLoc {
@@ -504,12 +524,12 @@ impl Shared {
 
     /// The result of the committed block at `height`, also of the stored block below the
     /// earliest one served (the next header's `last_results_hash`).
-    pub fn result_at(&self, height: u64) -> Result<ResponseFinalizeBlock, String> {
+    pub fn result_at(&self, height: u64) -> Result<BlockResult, String> {
         if let Some(b) = self.view().recent.get(&height) {
-            return Ok(b.result.clone());
+            return Ok(BlockResult::Recent(b.clone()));
         }
         match self.store.result(height) {
-            Ok(Some(r)) => Ok(r),
+            Ok(Some(r)) => Ok(BlockResult::Stored(Box::new(r))),
             Ok(None) => Err(format!("block {height} has no stored result")),
             Err(e) => Err(format!("{e:#}")),
         }

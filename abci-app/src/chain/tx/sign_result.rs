@@ -14,7 +14,7 @@ use super::blame::{check_culprits, proven_blame};
 use super::{ev, sign_attempt, Exec, Handler, Signer, TxError};
 use crate::chain::entries::{DeadlineItem, ProvenBlame, SignEntry, SignStatus};
 use crate::chain::state::ChainState;
-use crate::chain::verify::{verify_signature, ECDSA_RESULT_LEN};
+use crate::chain::verify::{split_recovery_id, verify_signature};
 
 /// The message.
 pub(crate) struct SignResult<'a> {
@@ -124,13 +124,9 @@ impl Handler for SignResult<'_> {
                 req.status = SignStatus::Done;
                 // ECDSA results are r || s || v (checked in `check`): keep r || s as the
                 // signature and v apart.
-                match sig.split_last() {
-                    Some((v, rs)) if sig.len() == ECDSA_RESULT_LEN => {
-                        req.signature = Some(hex::encode(rs));
-                        req.recovery_id = Some(*v);
-                    }
-                    _ => req.signature = Some(hex::encode(sig)),
-                }
+                let (shown, recovery_id) = split_recovery_id(sig);
+                req.signature = Some(hex::encode(shown));
+                req.recovery_id = recovery_id;
                 req.done_height = Some(height);
                 req.submitted_by = Some(node.clone());
                 cx.fx.events.push(ev(

@@ -187,7 +187,7 @@ pub fn header_of(shared: &Shared, b: &CommittedBlock) -> Result<tendermint::bloc
         time: b.block.time.as_ref().unwrap_or(&GENESIS_TIME),
         prev_hash: &b.prev_hash,
         prev_app_hash: &b.prev_app_hash,
-        prev_results: prev.as_ref().map_or(&[][..], |p| &p.tx_results),
+        prev_results: prev.as_ref().map_or(&[][..], |p| &p.get().tx_results),
         txs: &b.block.txs,
         validator: &shared.validator_pub_key,
     })
