@@ -60,8 +60,9 @@
 //!   CGGMP24 keygens end in the same code as FROST ones (the worker's share is stored READY
 //!   by the session manager), so the three `keygen-*` points cover them too. CGGMP24 signing
 //!   has points of its own:
-//!   - `cggmp-sign-mid`: a full CGGMP24 signing worker sent its first round (presigning
-//!     round 1), the rest of the protocol not yet run.
+//!   - `cggmp-sign-mid`: a full CGGMP24 signing worker sent its second round (presigning
+//!     round 2: every other signer's first round came, so its own first one had long gone
+//!     out), the rest of the protocol not yet run.
 //!   - `presign-after-take`: a presignature was taken out of the pool for a sign plan and
 //!     consumed by the online step, its partial signature not yet sent.
 //! - `primes-stub-ms=<n>`: not a misbehaviour but a stand-in for safe-prime generation (28-300

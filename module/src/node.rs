@@ -71,8 +71,8 @@ pub struct NodeConfig {
     /// Local give-up time of a CGGMP24 session (aux info alone takes tens of seconds).
     pub cggmp_session_timeout: Duration,
     /// How long a CGGMP24 signer waits for a first message from every other signer, and how
-    /// long a two-signer signing may go quiet (nothing sent or received) while it waits for
-    /// the other signer that is behind (`cggmp::traffic`): past it, it reports those signers
+    /// long a signing may go quiet (nothing sent or received) while it waits for signers
+    /// that are behind (`cggmp::traffic`): past it, it reports those signers
     /// (dead, partitioned, stopped mid-signing), and the chain starts another attempt without
     /// them, instead of waiting for the attempt's deadline (20 times the FROST one). A round
     /// is seconds of CPU on a loaded machine: keep it well above that.

@@ -200,8 +200,12 @@ fn sign_and_verify(net: &Localnet, key_id: &str, request_id: &str) {
     assert_eq!(s["signers"].as_array().unwrap().len(), NODES, "{s}");
 }
 
-/// Node processes: localnet's own until a test restart replaces them.
-struct Procs(Vec<Option<Restarted>>);
+/// Node processes: localnet's own until a test restart replaces them; and the environment
+/// every restart gets (what the localnet's nodes were started with).
+struct Procs(
+    Vec<Option<Restarted>>,
+    &'static [(&'static str, &'static str)],
+);
 
 impl Procs {
     /// Stops node `i` (kill -9 for localnet's process; our restarts stop on drop) and starts
@@ -213,12 +217,11 @@ impl Procs {
         }
         // The killed process must let go of its ports and store lock.
         std::thread::sleep(Duration::from_millis(300));
-        let env: &[(&str, &str)] = if faults.is_empty() {
-            &[]
-        } else {
-            &[("SEQMPC_FAULTS", faults)]
-        };
-        self.0[i] = Some(net.restart_node(i, &[], env).unwrap());
+        let mut env = self.1.to_vec();
+        if !faults.is_empty() {
+            env.push(("SEQMPC_FAULTS", faults));
+        }
+        self.0[i] = Some(net.restart_node(i, &[], &env).unwrap());
     }
 
     fn crashed(&mut self, i: usize) -> bool {
@@ -310,7 +313,7 @@ fn n4t4_localnet__should_end_every_session_and_keep_ready_shares_when_a_node_cra
         &["--session-deadline-blocks".as_ref(), deadline.as_ref()],
     )
     .unwrap();
-    let mut procs = Procs((0..NODES).map(|_| None).collect());
+    let mut procs = Procs((0..NODES).map(|_| None).collect(), &[]);
 
     // The main keys and two keys for the deletion rows.
     for (key_id, scheme) in [

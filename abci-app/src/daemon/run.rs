@@ -87,8 +87,8 @@ pub struct StartOptions {
     /// signature whose aggregator is dead or stalled.
     #[arg(long, env = "SEQMPC_BACKUP_SUBMIT_MS", default_value_t = 500)]
     pub backup_submit_ms: u64,
-    /// Seconds a CGGMP24 signer waits for a first message from every other signer, and,
-    /// in a two-signer signing, for any message once it has gone quiet, before it reports
+    /// Seconds a CGGMP24 signer waits for a first message from every other signer, and
+    /// for any message once its signing has gone quiet, before it reports
     /// those it waits for (a node dead, partitioned, or stopped mid-signing), so the chain
     /// starts another attempt without them instead of waiting for the attempt's deadline. Keep it well
     /// under that deadline (`sign_attempt_blocks` x 20, in time) and above the time a

@@ -319,10 +319,19 @@ pub(crate) fn spawn(
                     signers,
                     data,
                 } => {
-                    // A checkpoint once the first round is out (`crash-at=cggmp-sign-mid`).
+                    // A checkpoint once the second round is out (`crash-at=cggmp-sign-mid`):
+                    // by then every other signer had this node's first round long enough to
+                    // answer it, so a crash here stops this node mid-signing, not before it.
+                    let rounds = std::cell::Cell::new(0u32);
                     let send = |out: Vec<Outgoing<CggmpMsg>>| {
+                        let any = !out.is_empty();
                         send(out);
-                        env.checkpoints.reached("cggmp-sign-mid");
+                        if any {
+                            rounds.set(rounds.get().saturating_add(1));
+                            if rounds.get() == 2 {
+                                env.checkpoints.reached("cggmp-sign-mid");
+                            }
+                        }
                     };
                     Output::Sign(run_sign(
                         session, &share, &signers, data, &rx, &send, deadline,

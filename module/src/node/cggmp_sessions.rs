@@ -391,13 +391,15 @@ impl<S: SubmitResult> Node<S> {
     /// CGGMP24 signings that wait for a signer end here, naming it (silence, not proof):
     /// - one that sent nothing at all within `cggmp_silence_timeout` of the start (dead, or
     ///   partitioned, from the start);
-    /// - in a signing of two signers, the other one when it stopped later: the worker has sent
-    ///   and received nothing for `cggmp_silence_timeout`, and got fewer messages from it than
-    ///   it sent it ([`cggmp::traffic`]; this node computing is never behind). With three
-    ///   signers or more this is not done: a malicious signer that withholds one round from
-    ///   an honest one only (and sends it to this node) makes that honest signer look behind
-    ///   here, and with its own false claim would be a majority naming it. Such a signing
-    ///   still waits for its attempt's deadline.
+    /// - one that stopped later: the worker has sent and received nothing for
+    ///   `cggmp_silence_timeout`, and got fewer messages from it than it sent it
+    ///   ([`cggmp::traffic`]; this node computing is never behind). In a signing of three or
+    ///   more, that also names an honest signer that is a round behind because it waits for the
+    ///   one that stopped (it is named by fewer than a majority, and names the stopped one
+    ///   itself), or because a malicious signer withheld a round from it alone. In the latter
+    ///   case the malicious one, naming it too, makes a majority; but the victim names the
+    ///   malicious one back, and the chain leaves out a pair that names each other together
+    ///   (`sign_attempt.rs`): a framing costs the framer as much as its victim.
     ///
     /// Every live signer reaches the same verdict on its own clock, so a dead signer is named
     /// by a majority of the others and the chain starts the next attempt without it at once.
@@ -420,7 +422,7 @@ impl<S: SubmitResult> Node<S> {
                         return Some((*id, s.request_id.clone(), never, "nothing received from"));
                     }
                     let behind = match &s.state {
-                        Some(SignEngine::Cggmp(w)) if s.signers.len() == 2 => w.behind(now, limit),
+                        Some(SignEngine::Cggmp(w)) => w.behind(now, limit),
                         _ => Vec::new(),
                     };
                     (!behind.is_empty()).then(|| {

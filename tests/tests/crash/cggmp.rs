@@ -26,13 +26,17 @@
 //!   long before its deadline. The restarted node holds none of its presignatures
 //!   of before (pools are memory-only), and a signing with it and a node that still holds
 //!   their subset's old presignature falls back to the full protocol and verifies.
-//! - `cggmp-sign-mid` in a full signing (prehashed): DONE in the next attempt. When node3's
-//!   first round got out before the abort, its partner names it once the signing has been
-//!   quiet for the silence timeout with node3 behind ("stopped: no next message from node3");
-//!   else node3 sent nothing ("nothing received from node3"). Then it signs again.
+//! - `cggmp-sign-mid` in a full signing (prehashed), node3 aborting once its second round is
+//!   handed to its p2p task: DONE in the next attempt. Its partner names it once the signing
+//!   has been quiet for the silence timeout with node3 behind ("stopped: no next message from
+//!   node3"; "nothing received from node3" if its first round never got out). Then it signs
+//!   again.
 //! - `keygen-before-store` in a CGGMP24 keygen: the worker's share reaches the same store code
 //!   as FROST's, so the FROST point covers it. ERROR at the keygen deadline; the key id is
 //!   generated again, READY at every node, and signs.
+//! - `cggmp-sign-mid` again, in a full signing of three signers (a 3-of-4 key): DONE in the
+//!   next attempt, from the two other signers' reports (each names node3; one a round ahead of
+//!   the other also names that one, which is no majority), long before the deadline.
 //!
 //! After every row: nothing PENDING on the chain or in any store, no divergence, and the
 //! signatures verify with libsecp256k1 (`verify::ecdsa`).
@@ -56,10 +60,18 @@ const NODES: usize = super::NODES;
 /// `--cggmp-silence-timeout-secs` of the nodes this localnet starts: well inside a signing's
 /// 240 blocks (24 s at 100 ms), so the next attempt has time to sign.
 const SILENCE_TIMEOUT_SECS: &str = "8";
+/// The nodes' environment, at the start and at every restart.
+const NODE_ENV: &[(&str, &str)] = &[("SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", SILENCE_TIMEOUT_SECS)];
 const EC: &str = "ec";
+/// A 3-of-4 key (row 4: three signers).
+const EC3: &str = "ec3";
 const THRESHOLD: u32 = 2;
 
 fn keygen_args(key_id: &str) -> Vec<&str> {
+    keygen_args_t(key_id, "2")
+}
+
+fn keygen_args_t<'a>(key_id: &'a str, threshold: &'a str) -> Vec<&'a str> {
     vec![
         "keygen",
         "--key-id",
@@ -67,7 +79,7 @@ fn keygen_args(key_id: &str) -> Vec<&str> {
         "--scheme",
         "cggmp24-secp256k1",
         "--threshold",
-        "2",
+        threshold,
         "--wait",
     ]
 }
@@ -281,9 +293,15 @@ fn settled(net: &Localnet, path: &str, blocks: u64) -> Value {
 fn named_silent(net: &Localnet, label: &str, end: &Value, node: &str, stopped: bool) -> String {
     assert_eq!(end["excluded"], serde_json::json!([node]), "{label}: {end}");
     let error = end["error"].as_str().unwrap_or_default().to_owned();
+    // "<what> nodeA, nodeB within N s": whether `what` names `node`.
+    let names = |what: &str| {
+        error.split(what).skip(1).any(|rest| {
+            let list = rest.split(" within").next().unwrap_or_default();
+            list.split(", ").any(|n| n.trim() == node)
+        })
+    };
     assert!(
-        error.contains(&format!("nothing received from {node}"))
-            || (stopped && error.contains(&format!("stopped: no next message from {node}"))),
+        names("nothing received from ") || (stopped && names("stopped: no next message from ")),
         "{label}: {end}"
     );
     assert_no_divergence(net, label);
@@ -298,6 +316,57 @@ fn ended_by_deadline(net: &Localnet, label: &str, end: &Value) -> String {
     assert_no_divergence(net, label);
     assert_nothing_pending(net, label);
     error
+}
+
+/// A `cggmp-sign-mid` row: node3 armed, a full signing of `key_id` with node3 among its
+/// signers, node3 aborting once its second round is handed to its p2p task (so its first
+/// round had reached the others). The others name it once the signing has been quiet for the
+/// silence timeout with node3 behind ("stopped"; "nothing received" would mean its first
+/// round never got out), and the next attempt signs without it, long before the deadline;
+/// then node3 signs again. Returns the row of the summary.
+fn sign_mid_row(
+    net: &Localnet,
+    procs: &mut Procs,
+    label: &str,
+    key_id: &str,
+    prefix: &str,
+    byte: u8,
+) -> (String, String, String, String, Duration) {
+    let t0 = Instant::now();
+    eprintln!("cggmp crash matrix: {label}");
+    let digest = [byte; 32];
+    let armed = arm(net, procs, 3, "cggmp-sign-mid");
+    let sent = crash_during(net, procs, armed, || {
+        submit_until(net, key_id, prefix, &digest, true, |s| s.contains(&3))
+    });
+    let end = settled(
+        net,
+        &format!("/sign/{}", sent.request_id),
+        SIGN_DEADLINE_BLOCKS,
+    );
+    assert_eq!(
+        end["status"], "DONE",
+        "{label}: {end}; signers {:?}",
+        sent.signers
+    );
+    verified(net, key_id, &digest, true, &end);
+    let error = named_silent(net, label, &end, "node3", true);
+    let outcome = if error.contains("stopped") {
+        "DONE (next attempt; node3 stopped mid-signing)"
+    } else {
+        "DONE (next attempt; node3 sent nothing)"
+    };
+    let took = t0.elapsed();
+    let after = format!("after-{prefix}");
+    let next = [byte.wrapping_add(1); 32];
+    sign_until(net, key_id, &after, &next, true, |s| s.contains(&3));
+    (
+        label.into(),
+        "sign (full)".into(),
+        outcome.into(),
+        format!("{error}; then signs with node3"),
+        took,
+    )
 }
 
 #[test]
@@ -325,10 +394,10 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
             "--cggmp-presign-pool".as_ref(),
             "1".as_ref(),
         ],
-        &[("SEQMPC_CGGMP_SILENCE_TIMEOUT_SECS", SILENCE_TIMEOUT_SECS)],
+        NODE_ENV,
     )
     .unwrap();
-    let mut procs = Procs((0..NODES).map(|_| None).collect());
+    let mut procs = Procs((0..NODES).map(|_| None).collect(), NODE_ENV);
     let mut summary: Vec<(String, String, String, String, Duration)> = Vec::new();
 
     // node2 carries row 1's crash point from the start: a restart empties the presignature
@@ -432,44 +501,15 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
         t0.elapsed(),
     ));
 
-    // Row 2: a full signing (prehashed digest); node3 aborts once its first round is out.
-    let t0 = Instant::now();
-    let label = "cggmp-sign-mid @node3";
-    eprintln!("cggmp crash matrix: {label}");
-    let armed = arm(&net, &mut procs, 3, "cggmp-sign-mid");
-    let sent = crash_during(&net, &mut procs, armed, || {
-        submit_until(&net, EC, "full", &[0x33u8; 32], true, |s| s.contains(&3))
-    });
-    let end = settled(
+    // Row 2: a full signing (prehashed digest) of two signers; node3 aborts once its second
+    // round is out.
+    summary.push(sign_mid_row(
         &net,
-        &format!("/sign/{}", sent.request_id),
-        SIGN_DEADLINE_BLOCKS,
-    );
-    // The crash point is right after node3 handed its first round to its p2p task. Whether
-    // or not those messages beat the abort to the wire, its partner names it: at once silent,
-    // or behind once the signing has been quiet for the silence timeout. The next attempt
-    // signs without it, long before the deadline.
-    assert_eq!(
-        end["status"], "DONE",
-        "{label}: {end}; signers {:?}",
-        sent.signers
-    );
-    verified(&net, EC, &[0x33u8; 32], true, &end);
-    let error = named_silent(&net, label, &end, "node3", true);
-    let outcome = if error.contains("stopped") {
-        "DONE (next attempt; node3 stopped after its first round)"
-    } else {
-        "DONE (next attempt; node3 sent nothing)"
-    };
-    sign_until(&net, EC, "after-full", &[0x34u8; 32], true, |s| {
-        s.contains(&3)
-    });
-    summary.push((
-        label.into(),
-        "sign (full)".into(),
-        outcome.into(),
-        format!("{error}; then signs with node3"),
-        t0.elapsed(),
+        &mut procs,
+        "cggmp-sign-mid @node3",
+        EC,
+        "full",
+        0x33,
     ));
 
     // Row 3: a CGGMP24 keygen; node1 has its share in hand and aborts before storing it.
@@ -499,6 +539,17 @@ fn n4t2_cggmp_localnet__should_end_every_session_and_sign_again_when_a_node_cras
         format!("{error}; retry READY + signs"),
         t0.elapsed(),
     ));
+
+    // Row 4: the same with three signers (a 3-of-4 key). The two others name node3: each got
+    // fewer messages from it than it sent it once the signing went quiet. One that got
+    // node3's second round while the other did not is a round ahead of that other one and
+    // names both; the other names node3 only, so node3 alone is named by a majority. The
+    // attempt's deadline here is the request's (240 blocks), so DONE means the next attempt
+    // came from the reports.
+    let k = mpcctl(&net, &keygen_args_t(EC3, "3")).unwrap();
+    assert_eq!(k["status"], "READY", "{k}");
+    let label = "cggmp-sign-mid, 3 signers @node3";
+    summary.push(sign_mid_row(&net, &mut procs, label, EC3, "full3", 0x36));
 
     assert_no_divergence(&net, "end");
     assert_nothing_pending(&net, "end");

@@ -8,9 +8,10 @@
 //! this node itself is still computing for is never behind: this node then got at least as
 //! many messages from each party as it sent it.
 //!
-//! The runtime names a party from this only in a signing of two signers
-//! (`report_silent_cggmp_signers`): with more, a party can also be behind because a malicious
-//! one withheld a round from it alone, and naming it would frame an honest signer.
+//! With three signers or more, a party can also be behind because it waits for another one
+//! that stopped, or because a malicious one withheld a round from it alone; it then names
+//! that one itself, and the chain weighs the reports (`report_silent_cggmp_signers`, and the
+//! chain's pair elimination of signers that name each other).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
