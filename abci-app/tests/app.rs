@@ -2790,6 +2790,127 @@ fn app_rejects_a_lone_false_claim_as_a_reason_to_end_a_signing() {
     assert_eq!(net.query("/sign/r").1["status"], "DONE");
 }
 
+/// A CGGMP24 signer that withholds a round from one honest signer only makes that one look a
+/// round behind to every other signer: with its own claim, a majority names its victim. The
+/// victim names it back, and a pair that names each other steps aside together.
+#[test]
+fn app_leaves_out_both_signers_that_name_each_other_so_a_withholding_signer_cannot_frame_one() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[73; 32]);
+    net.ready_key("k", &group);
+    let (first, signers) = sign_request(&mut net, "k", "r", b"framed");
+    let (honest, victim, liar) = (&signers[0], &signers[1], &signers[2]);
+    // The liar names its victim first: one claim, no majority.
+    let r = sign_report(&mut net, liar, "r", first, silent(victim));
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(net.query("/sign/r").1.get("excluded").is_none());
+    // The honest signer, a round ahead of the victim, names it too: a majority, so attempt 1
+    // starts without the victim.
+    let r = sign_report(&mut net, honest, "r", first, silent(victim));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert_eq!(s["excluded"], serde_json::json!([victim.as_str()]), "{s}");
+    // The victim's report of attempt 0 names the liar, which named it: both step aside.
+    let r = sign_report(&mut net, victim, "r", first, silent(liar));
+    assert_eq!(r.code, 0, "{}", r.log);
+    let s = net.query("/sign/r").1;
+    let mut pair = vec![victim.as_str(), liar.as_str()];
+    pair.sort();
+    assert_eq!(s["excluded"], serde_json::json!(pair), "{s}");
+    assert!(
+        s["excluded"]
+            .as_array()
+            .is_some_and(|e| !e.iter().any(|n| n == honest.as_str())),
+        "{s}"
+    );
+    // Nothing is proven against either: they are only drawn last.
+    assert!(s.get("proven_blame").is_none(), "{s}");
+    assert_eq!(s["status"], "PENDING", "{s}");
+}
+
+/// Two signers that name each other, and a third that names neither: once all three have
+/// reported, both of the pair step aside, and the next attempt holds at most one of them.
+#[test]
+fn app_leaves_out_two_signers_that_name_each_other_once_every_signer_reported() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[72; 32]);
+    net.ready_key("k", &group);
+    let (first, signers) = sign_request(&mut net, "k", "r", b"dispute");
+    let (a, b, c) = (&signers[0], &signers[1], &signers[2]);
+    for (by, named) in [(a, b), (b, a)] {
+        let r = sign_report(&mut net, by, "r", first, silent(named));
+        assert_eq!(r.code, 0, "{}", r.log);
+        let s = net.query("/sign/r").1;
+        assert!(
+            s.get("excluded").is_none(),
+            "not every signer reported: {s}"
+        );
+    }
+    let key = net.nodes[c.as_str()[4..].parse::<usize>().unwrap()].clone();
+    let stuck = Outcome::Failed {
+        error: "timed out".into(),
+        culprits: Vec::new(),
+        evidence: Vec::new(),
+    };
+    let tx = net.tx(
+        &key,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r").unwrap(),
+            session: first,
+            outcome: stuck,
+            signing_package: Vec::new(),
+        },
+    );
+    let (res, jobs) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["attempt"], 1, "{s}");
+    let mut pair = vec![a.as_str(), b.as_str()];
+    pair.sort();
+    assert_eq!(s["excluded"], serde_json::json!(pair), "{s}");
+    // Four nodes, threshold 3: two remain, so one of the pair is drawn again, never both.
+    let Some(Job::Sign { signers: again, .. }) = jobs.into_iter().next() else {
+        panic!("no retry job")
+    };
+    assert_eq!(again.len(), 3, "{again:?}");
+    assert!(!(again.contains(a) && again.contains(b)), "{again:?}");
+}
+
+/// A signer silent towards every other names them all for the round it never got, and each
+/// names it back: it alone steps aside (it is in two pairs, each of them in one).
+#[test]
+fn app_leaves_out_only_the_signer_that_every_other_names_and_that_names_them_all() {
+    let mut net = Net::new();
+    let group = SigningKey::from_bytes(&[71; 32]);
+    net.ready_key("k", &group);
+    let (first, signers) = sign_request(&mut net, "k", "r", b"mute");
+    let (a, mute, b) = (&signers[0], &signers[1], &signers[2]);
+    let key = net.nodes[mute.as_str()[4..].parse::<usize>().unwrap()].clone();
+    let tx = net.tx(
+        &key,
+        TxMsg::SignResult {
+            request_id: RequestId::new("r").unwrap(),
+            session: first,
+            outcome: Outcome::Failed {
+                error: "timed out: nothing received".into(),
+                culprits: vec![a.clone(), b.clone()],
+                evidence: Vec::new(),
+            },
+            signing_package: Vec::new(),
+        },
+    );
+    let (res, _) = net.block(vec![tx]);
+    assert_eq!(res[0].code, 0, "{}", res[0].log);
+    for by in [a, b] {
+        let r = sign_report(&mut net, by, "r", first, silent(mute));
+        assert_eq!(r.code, 0, "{}", r.log);
+    }
+    let s = net.query("/sign/r").1;
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert_eq!(s["excluded"], serde_json::json!([mute.as_str()]), "{s}");
+}
+
 // Who may move a key (issue 14, item 1).
 
 impl Net {

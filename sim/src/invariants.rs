@@ -172,12 +172,27 @@ pub fn check(
             ));
         }
         if req.status != SignStatus::Done && up >= key.threshold as usize {
+            // Each attempt kept: its signers and who named whom.
+            let attempts: Vec<String> = req
+                .ended_attempts
+                .iter()
+                .map(|a| {
+                    let claims: Vec<String> = a
+                        .claims
+                        .iter()
+                        .map(|(by, named)| format!("{by}>{}", ids(named)))
+                        .collect();
+                    format!("#{} [{}] {}", a.attempt, ids(&a.signers), claims.join(" "))
+                })
+                .collect();
             v.push(format!(
-                "sign {} ended {:?} while {up} honest nodes (threshold {}) were up: {}",
+                "sign {} ended {:?} while {up} honest nodes (threshold {}) were up: {}; \
+                 attempts: {}",
                 req.request_id,
                 req.status,
                 key.threshold,
-                req.error.as_deref().unwrap_or("")
+                req.error.as_deref().unwrap_or(""),
+                attempts.join("; ")
             ));
         }
     }
@@ -269,4 +284,10 @@ pub fn keygen_counts(chain: &Chain) -> (usize, usize, usize) {
         .filter(|k| k.status == KeyStatus::Error)
         .count();
     (keys.len(), ready, error)
+}
+
+/// Node ids, comma-separated.
+fn ids(nodes: &[seqmpc_proto::NodeId]) -> String {
+    let names: Vec<&str> = nodes.iter().map(|n| n.as_str()).collect();
+    names.join(",")
 }

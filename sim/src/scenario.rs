@@ -18,6 +18,10 @@ pub enum Behaviour {
     /// session id: the e2e `wrong-session` fault), and otherwise follows the protocol: it
     /// times out and reports like the others.
     Mute,
+    /// Frames one honest signer, as a CGGMP24 signer could by withholding a round from one
+    /// peer only: sends none of its signing messages to one other signer of each signing
+    /// (so that one stalls, and looks silent to the others), and names it in a failure report.
+    Framer,
     /// Takes part in signing honestly but never brings a signature to the chain: its result
     /// txs carrying one are lost (an aggregator whose submitter stalls, or that dies right
     /// after aggregating). Its failure reports still go out.
@@ -163,6 +167,13 @@ impl Scenario {
                 ..Scenario::base("false-abort")
             },
             Scenario {
+                // node1 withholds its signing messages from one other signer of each signing
+                // and names it: the victim stalls, so the third signer names it too (a
+                // majority), and the victim names node1 back (pair elimination).
+                behaviour: vec![Behaviour::Honest, Behaviour::Framer],
+                ..Scenario::base("framer")
+            },
+            Scenario {
                 // node1 sends no signing message, and node3 is loaded: it follows the chain
                 // 0.3-1.2 s late, so its failure reports often land after the attempt's
                 // deadline (3 s). The e2e flakes of `malicious.rs` (row `wrong-session`: an
@@ -209,9 +220,12 @@ impl Scenario {
 
     /// Whether a node files false failure reports.
     pub fn has_liars(&self) -> bool {
-        self.behaviour
-            .iter()
-            .any(|b| matches!(b, Behaviour::FalseClaim | Behaviour::FalseAbort))
+        self.behaviour.iter().any(|b| {
+            matches!(
+                b,
+                Behaviour::FalseClaim | Behaviour::FalseAbort | Behaviour::Framer
+            )
+        })
     }
 
     /// Whether node `i` ever restarts on a rolled-back store.

@@ -128,6 +128,8 @@ struct Node {
     last_tx_at: Millis,
     /// When its last job reaches it: a node takes the chain's jobs in order, however late.
     last_job_at: Millis,
+    /// A `Framer`'s victim in each signing it takes part in.
+    framed: BTreeMap<SessionId, NodeId>,
 }
 
 impl Node {
@@ -238,6 +240,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             held: Vec::new(),
             last_tx_at: 0,
             last_job_at: 0,
+            framed: BTreeMap::new(),
         })
         .collect();
     let mut w = World {
@@ -531,7 +534,10 @@ impl World {
         let Some(n) = self.nodes.get_mut(i) else {
             return;
         };
-        if matches!(n.behaviour, Behaviour::FalseClaim | Behaviour::FalseAbort) {
+        if matches!(
+            n.behaviour,
+            Behaviour::FalseClaim | Behaviour::FalseAbort | Behaviour::Framer
+        ) {
             if let Job::Sign {
                 session,
                 request_id,
@@ -541,6 +547,9 @@ impl World {
             {
                 let me = n.id.clone();
                 if let Some(victim) = signers.iter().find(|s| **s != me).cloned() {
+                    if n.behaviour == Behaviour::Framer && signers.contains(&me) {
+                        n.framed.insert(*session, victim.clone());
+                    }
                     let lie = TxMsg::SignResult {
                         request_id: request_id.clone(),
                         session: *session,
@@ -637,6 +646,10 @@ impl World {
         let signing = matches!(payload, Payload::SignRound1(_) | Payload::SignRound2(_));
         let to_other = from.id != to;
         if from.behaviour == Behaviour::Mute && signing && to_other {
+            return;
+        }
+        if from.behaviour == Behaviour::Framer && signing && from.framed.get(&session) == Some(&to)
+        {
             return;
         }
         if from.behaviour == Behaviour::BadShare {

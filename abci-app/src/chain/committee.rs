@@ -23,7 +23,7 @@ pub fn choose_signers(
         threshold,
         key_id,
         &salt(request_id, block_hash, None),
-        is_live,
+        |p| u32::from(!is_live(p)),
     )
 }
 
@@ -42,9 +42,13 @@ fn salt(request_id: &RequestId, block_hash: &[u8], attempt: Option<u32>) -> Vec<
 }
 
 /// The signers of attempt `attempt` of a request (see `tx::sign_attempt`), started in the
-/// block of hash `block_hash`: attempt 0 is [`choose_signers`]; a later attempt draws among
-/// `usable` (the parties not left out) in an order salted with the attempt and its block, so
-/// it tries another subset even when nobody was left out.
+/// block of hash `block_hash`: attempt 0 is [`choose_signers`] (with `rank` 0 for the live,
+/// 1 for the others); a later attempt draws among `usable` (the parties not proven guilty)
+/// lowest `rank` first, each rank in an order salted with the attempt and its block, so it
+/// tries another subset even when the ranks did not change. It passes over a party that
+/// `apart` says must not sign with one already drawn (two that named each other), unless too
+/// few others remain: so no attempt holds both ends of a dispute while the parties allow it.
+#[allow(clippy::too_many_arguments)]
 pub fn choose_signers_for_attempt(
     usable: &[NodeId],
     threshold: u32,
@@ -52,19 +56,32 @@ pub fn choose_signers_for_attempt(
     request_id: &RequestId,
     block_hash: &[u8],
     attempt: u32,
-    is_live: impl Fn(&NodeId) -> bool,
+    rank: impl Fn(&NodeId) -> u32,
+    apart: impl Fn(&NodeId, &NodeId) -> bool,
 ) -> Vec<NodeId> {
     if attempt == 0 {
-        return choose_signers(usable, threshold, key_id, request_id, block_hash, is_live);
+        return choose_signers(usable, threshold, key_id, request_id, block_hash, |p| {
+            rank(p) == 0
+        });
     }
-    choose(
-        b"seqmpc/signers/attempt/v2",
-        usable,
-        threshold,
-        key_id,
-        &salt(request_id, block_hash, Some(attempt)),
-        is_live,
-    )
+    let t = threshold as usize;
+    let salt = salt(request_id, block_hash, Some(attempt));
+    let mut chosen: Vec<NodeId> = Vec::with_capacity(t);
+    let mut passed_over: Vec<&NodeId> = Vec::new();
+    for p in order(b"seqmpc/signers/attempt/v2", usable, key_id, &salt, rank) {
+        if chosen.len() >= t {
+            break;
+        }
+        if chosen.iter().any(|c| apart(c, p)) {
+            passed_over.push(p);
+        } else {
+            chosen.push(p.clone());
+        }
+    }
+    let missing = t.saturating_sub(chosen.len());
+    chosen.extend(passed_over.into_iter().take(missing).cloned());
+    chosen.sort();
+    chosen
 }
 
 /// Chooses the dealers of a resharing: `threshold` (the old one) of the old committee, live
@@ -82,7 +99,7 @@ pub fn choose_dealers(
         threshold,
         key_id,
         &session.0,
-        is_live,
+        |p| u32::from(!is_live(p)),
     )
 }
 
@@ -92,10 +109,27 @@ fn choose(
     threshold: u32,
     key_id: &KeyId,
     salt: &[u8],
-    is_live: impl Fn(&NodeId) -> bool,
+    rank: impl Fn(&NodeId) -> u32,
 ) -> Vec<NodeId> {
-    // Live nodes first, each group in the request's pseudo-random order.
-    let mut ranked: Vec<(bool, [u8; 32], &NodeId)> = parties
+    let mut chosen: Vec<NodeId> = order(domain, parties, key_id, salt, rank)
+        .into_iter()
+        .take(threshold as usize)
+        .cloned()
+        .collect();
+    chosen.sort();
+    chosen
+}
+
+/// `parties`, lowest rank first (the live before the others), each rank in the request's
+/// pseudo-random order.
+fn order<'a>(
+    domain: &[u8],
+    parties: &'a [NodeId],
+    key_id: &KeyId,
+    salt: &[u8],
+    rank: impl Fn(&NodeId) -> u32,
+) -> Vec<&'a NodeId> {
+    let mut ranked: Vec<(u32, [u8; 32], &NodeId)> = parties
         .iter()
         .map(|p| {
             let mut h = Sha256::new();
@@ -108,17 +142,11 @@ fn choose(
                 h.update((part.len() as u64).to_be_bytes());
                 h.update(part);
             }
-            (!is_live(p), h.finalize().into(), p)
+            (rank(p), h.finalize().into(), p)
         })
         .collect();
     ranked.sort();
-    let mut chosen: Vec<NodeId> = ranked
-        .into_iter()
-        .take(threshold as usize)
-        .map(|(_, _, p)| p.clone())
-        .collect();
-    chosen.sort();
-    chosen
+    ranked.into_iter().map(|(_, _, p)| p).collect()
 }
 
 #[cfg(test)]
@@ -163,19 +191,53 @@ mod tests {
         let (key, req) = ids();
         let parties = nodes(4);
         let block = [9u8; 32];
-        let first = choose_signers_for_attempt(&parties, 2, &key, &req, &block, 0, |_| true);
+        let never = |_: &NodeId, _: &NodeId| false;
+        let first = choose_signers_for_attempt(&parties, 2, &key, &req, &block, 0, |_| 0, never);
         assert_eq!(
             first,
             choose_signers(&parties, 2, &key, &req, &block, |_| true)
         );
         let later: BTreeSet<Vec<NodeId>> = (1..16)
-            .map(|a| choose_signers_for_attempt(&parties, 2, &key, &req, &block, a, |_| true))
+            .map(|a| choose_signers_for_attempt(&parties, 2, &key, &req, &block, a, |_| 0, never))
             .collect();
         assert!(later.len() >= 3, "{later:?}");
-        // Live nodes first.
-        let live = choose_signers_for_attempt(&parties, 2, &key, &req, &block, 3, |n| {
-            n.as_str() != "node0" && n.as_str() != "node1"
-        });
+        // Lowest rank first (the live and not left out before the others), then the next.
+        let live = choose_signers_for_attempt(
+            &parties,
+            2,
+            &key,
+            &req,
+            &block,
+            3,
+            |n| u32::from(n.as_str() == "node0" || n.as_str() == "node1"),
+            never,
+        );
         assert_eq!(live, nodes(4)[2..].to_vec());
+        for a in 1..16 {
+            let rank = |n: &NodeId| match n.as_str() {
+                "node0" => 0,
+                "node1" | "node2" => 1,
+                _ => 2,
+            };
+            let ranked =
+                choose_signers_for_attempt(&parties, 3, &key, &req, &block, a, rank, never);
+            assert!(
+                ranked.contains(&parties[0]) && !ranked.contains(&parties[3]),
+                "{ranked:?}"
+            );
+            // node0 and node1 named each other: never together while others can sign.
+            let pair = |x: &NodeId, y: &NodeId| {
+                let mut p = [x.as_str(), y.as_str()];
+                p.sort();
+                p == ["node0", "node1"]
+            };
+            let apart = choose_signers_for_attempt(&parties, 3, &key, &req, &block, a, rank, pair);
+            let expected = [parties[0].clone(), parties[2].clone(), parties[3].clone()];
+            assert_eq!(apart, expected, "{apart:?}");
+            // With too few others, the pair signs together.
+            let three = &parties[..3];
+            let forced = choose_signers_for_attempt(three, 3, &key, &req, &block, a, rank, pair);
+            assert_eq!(forced, three, "{forced:?}");
+        }
     }
 }

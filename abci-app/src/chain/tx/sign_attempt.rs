@@ -15,7 +15,11 @@
 //!   is merely late, as on a loaded machine, is named by no honest report and stays in; a lone
 //!   liar's report can leave out one late signer for this request, never the request;
 //! - at once, a signer whose report names itself: it cannot take part (its share is not of the
-//!   key's generation on chain, its store failed, it is overloaded).
+//!   key's generation on chain, its store failed, it is overloaded);
+//! - at once, both signers of a pair that name each other (pair elimination): the chain cannot
+//!   tell which of the two lies. A CGGMP24 signer that withholds a round from one honest
+//!   signer makes that one look behind to every other signer, so with its own claim it would
+//!   be a majority naming its victim; but the victim names it back, and it goes too.
 //!
 //! A report that comes after its attempt ended (a loaded signer) still counts for that attempt:
 //! the chain keeps the attempts that ended ([`EndedAttempt`], also shown by `mpcctl
@@ -25,8 +29,10 @@
 //!
 //! A new attempt starts at once when a report excludes someone, or when every signer of the
 //! attempt has reported a failure; otherwise at the attempt deadline. Each attempt draws its
-//! signers in a new order (live nodes first), so even an attempt that excluded nobody tries
-//! another subset.
+//! signers in a new order (live nodes not left out first; then the others, those the reports
+//! left out in fewer attempts first), so even an attempt that excluded nobody tries another
+//! subset, and a signer that frames others (it is in every pair it makes) is drawn after its
+//! victims.
 
 use seqmpc_module::job::{Job, KeyVersion};
 use seqmpc_proto::{NodeId, RequestId, Scheme, SessionId};
@@ -34,7 +40,9 @@ use seqmpc_proto::{NodeId, RequestId, Scheme, SessionId};
 use super::session::CGGMP_SIGN_DEADLINE_FACTOR;
 use super::{ev, Effects};
 use crate::chain::committee::choose_signers_for_attempt;
-use crate::chain::entries::{DeadlineItem, EndedAttempt, SignStatus, MAX_ENDED_ATTEMPTS};
+use crate::chain::entries::{
+    DeadlineItem, EndedAttempt, SignEntry, SignStatus, MAX_ENDED_ATTEMPTS,
+};
 use crate::chain::state::ChainState;
 
 /// Height at which an attempt of a `scheme` signing started at `height` is given up (never
@@ -72,22 +80,115 @@ fn majority_accused(
         .collect()
 }
 
-/// Records `report` among an attempt's `claims`; returns who it leaves out: the signers a
-/// strict majority of the others now name, and the reporter if it names itself.
+/// Who an attempt's failure reports (`claims`) leave out: the signers a strict majority of
+/// the others name, a signer that names itself, and the signers of pairs that name each other
+/// (see [`mutual_pairs`]), once every signer has reported: both of a pair when neither is in
+/// another pair (the chain cannot
+/// tell which one lies), else the one in several pairs (it disputes the links to several
+/// signers that dispute nothing among themselves: a signer silent towards all of them). Sorted,
+/// each once.
+fn left_out(
+    signers: &[NodeId],
+    claims: &std::collections::BTreeMap<NodeId, Vec<NodeId>>,
+) -> Vec<NodeId> {
+    let mut out = majority_accused(signers, claims);
+    // A signer that names itself cannot take part (no READY share of this generation, e.g.
+    // restored from an old backup): it steps aside at once. Only the reporter can say this of
+    // itself, so it costs no one else anything.
+    out.extend(
+        claims
+            .iter()
+            .filter(|(by, named)| named.contains(by))
+            .map(|(by, _)| by.clone()),
+    );
+    // Pairs weigh only once every signer has reported: before that, a signer silent towards
+    // all others and the first one that names it back look like a lone pair.
+    if !signers.iter().all(|s| claims.contains_key(s)) {
+        out.sort();
+        out.dedup();
+        return out;
+    }
+    let pairs = mutual_pairs(claims);
+    let degree = |n: &NodeId| pairs.iter().filter(|(a, b)| a == n || b == n).count();
+    for (a, b) in &pairs {
+        let (da, db) = (degree(a), degree(b));
+        if da == 1 && db == 1 {
+            out.extend([a.clone(), b.clone()]);
+        } else {
+            out.extend(
+                [(a, da), (b, db)]
+                    .into_iter()
+                    .filter(|(_, d)| *d > 1)
+                    .map(|(n, _)| n.clone()),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The pairs of signers that name each other in `claims`, each as (lower id, higher id).
+///
+/// Two such signers disagree about the link between them. A CGGMP24 signer that withholds a
+/// round from one honest signer only and names it, against the honest one that names it back;
+/// a FROST signer silent towards every other one that names them all for the round it never
+/// got. Honest signers never name each other: one names another only while that one is a
+/// round behind it (or their link is broken, when leaving both out is right too).
+fn mutual_pairs(
+    claims: &std::collections::BTreeMap<NodeId, Vec<NodeId>>,
+) -> std::collections::BTreeSet<(NodeId, NodeId)> {
+    let mut pairs = std::collections::BTreeSet::new();
+    for (by, named) in claims {
+        for accused in named {
+            let mutual = accused != by
+                && claims
+                    .get(accused)
+                    .is_some_and(|theirs| theirs.contains(by));
+            if mutual {
+                pairs.insert((by.min(accused).clone(), by.max(accused).clone()));
+            }
+        }
+    }
+    pairs
+}
+
+/// Records `report` among an attempt's `claims`; returns who the claims now leave out
+/// ([`left_out`]).
 fn record_claim(
     signers: &[NodeId],
     claims: &mut std::collections::BTreeMap<NodeId, Vec<NodeId>>,
     report: &Failure<'_>,
 ) -> Vec<NodeId> {
     claims.insert(report.node.clone(), report.culprits.to_vec());
-    let mut out = majority_accused(signers, claims);
-    // A signer that names itself cannot take part (no READY share of this generation, e.g.
-    // restored from an old backup): it steps aside at once. Only the reporter can say this
-    // of itself, so it costs no one else anything.
-    if report.culprits.contains(report.node) {
-        out.push(report.node.clone());
+    left_out(signers, claims)
+}
+
+/// The pairs of signers that named each other in an attempt of a request (those it keeps,
+/// and the current one). A later attempt holds at most one of each pair while enough others
+/// remain: a signer that frames others must then frame a new one in every attempt it is drawn
+/// for, and is soon drawn after all of them (it is in every pair it makes, each of its victims
+/// only in its own).
+fn disputes(req: &SignEntry) -> std::collections::BTreeSet<(NodeId, NodeId)> {
+    let current = std::iter::once(&req.claims);
+    let ended = req.ended_attempts.iter().map(|a| &a.claims);
+    ended.chain(current).flat_map(mutual_pairs).collect()
+}
+
+/// How many of a request's attempts (those it keeps, and the current one) left each signer
+/// out by their reports. A signer that frames others is in every pair it makes, each of its
+/// victims only in its own: drawn after them, it soon takes no part in the request.
+fn times_left_out(req: &SignEntry) -> std::collections::BTreeMap<NodeId, u32> {
+    let mut times = std::collections::BTreeMap::<NodeId, u32>::new();
+    let current = std::iter::once((&req.signers, &req.claims));
+    let ended = req.ended_attempts.iter().map(|a| (&a.signers, &a.claims));
+    for (signers, claims) in ended.chain(current) {
+        for n in left_out(signers, claims) {
+            let t = times.entry(n).or_default();
+            *t = t.saturating_add(1);
+        }
     }
-    out
+    times
 }
 
 /// A failure report of the current attempt.
@@ -195,7 +296,7 @@ pub(crate) fn expire(
     next_attempt(state, &request_id, height, fx);
 }
 
-fn exclude(req: &mut crate::chain::entries::SignEntry, nodes: Vec<NodeId>) {
+fn exclude(req: &mut SignEntry, nodes: Vec<NodeId>) {
     for n in nodes {
         if !req.excluded.contains(&n) {
             req.excluded.push(n);
@@ -227,6 +328,8 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         .cloned()
         .collect();
     let excluded = req.excluded.clone();
+    let times = times_left_out(req);
+    let disputes = disputes(req);
     let attempt = req.attempt.saturating_add(1);
     let old = (req.attempt_deadline, req.attempt);
     let request_deadline = req.deadline_height;
@@ -237,7 +340,17 @@ fn next_attempt(state: &mut ChainState, request_id: &RequestId, height: u64, fx:
         request_id,
         &fx.block_hash,
         attempt,
-        |n| !excluded.contains(n) && state.is_live(n, height),
+        // The live that are not left out first; then the others, those the reports left out
+        // fewer times first.
+        |n| {
+            let first = !excluded.contains(n) && state.is_live(n, height);
+            if first {
+                0
+            } else {
+                times.get(n).copied().unwrap_or(0).saturating_add(1)
+            }
+        },
+        |a, b| disputes.contains(&(a.min(b).clone(), a.max(b).clone())),
     );
     let session = SessionId::derive(
         "sign",
