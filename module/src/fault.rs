@@ -14,6 +14,10 @@
 //! - `sign-false-claim`: for every signing job this node is a signer of, file a failure report
 //!   naming another signer as silent ([`Faults::false_claim`]), and otherwise take part
 //!   honestly: a lone false claim must cost no request.
+//! - `sign-frame`: as `sign-false-claim`, and send none of this signing's session messages
+//!   (FROST or CGGMP24) to the signer the claim names, so that it stalls and looks silent to
+//!   the others too, who name it as well (a majority). It names this node back; the chain
+//!   leaves out the pair, and never puts both in one later attempt.
 //!
 //! Each corrupts the message as it leaves ([`Faults::tamper`]): the lowest bit of its last
 //! byte, which is the last byte of a scalar in every one of these encodings.
@@ -122,6 +126,11 @@ pub struct Faults {
     pub sign_bad_share: bool,
     /// File a false failure report for every signing this node is a signer of.
     pub sign_false_claim: bool,
+    /// Withhold every signing message from the signer the false claim names (`sign-frame`).
+    pub sign_frame: bool,
+    /// The signer framed in each signing session (`sign-frame`; shared by the clones of one
+    /// parsed fault list: the job stream records, the transport reads).
+    pub framed: Framed,
     /// Faults of the network as this node's messages see it.
     pub net: NetFaults,
     /// Abort the process at this crash point (one of [`CRASH_POINTS`]).
@@ -145,6 +154,43 @@ pub struct Faults {
     /// memory).
     pub flood_mib_per_s: u32,
 }
+
+/// `sign-frame`'s victim per signing session. Run-time state, not configuration: any two
+/// compare equal, so [`Faults::any`] looks at the configuration alone.
+#[derive(Clone, Debug, Default)]
+pub struct Framed(Arc<std::sync::Mutex<std::collections::BTreeMap<SessionId, NodeId>>>);
+
+/// Most sessions [`Framed`] remembers (the oldest ids go first; a test runs a few hundred).
+const MAX_FRAMED: usize = 10_000;
+
+impl Framed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<SessionId, NodeId>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, session: SessionId, victim: NodeId) {
+        let mut m = self.lock();
+        if m.len() >= MAX_FRAMED {
+            m.pop_first();
+        }
+        m.insert(session, victim);
+    }
+
+    /// Whether `to` is the signer framed in `session`.
+    fn is_victim(&self, session: &SessionId, to: &NodeId) -> bool {
+        self.lock().get(session) == Some(to)
+    }
+}
+
+impl PartialEq for Framed {
+    fn eq(&self, _: &Framed) -> bool {
+        true
+    }
+}
+
+impl Eq for Framed {}
 
 /// Faults of the network, applied to each message as it leaves ([`NetFaults::plan`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -326,6 +372,10 @@ impl Faults {
                 Some(("dkg-equivocate-to", v)) => f.dkg_equivocate_to = Some(node(v)?),
                 None if item == "sign-bad-share" => f.sign_bad_share = true,
                 None if item == "sign-false-claim" => f.sign_false_claim = true,
+                None if item == "sign-frame" => {
+                    f.sign_false_claim = true;
+                    f.sign_frame = true;
+                }
                 None if item == "wrong-session" => f.wrong_session = true,
                 None if item == "withhold-signatures" => f.withhold_signatures = true,
                 Some(("cggmp-bad-proof", "keygen")) => {
@@ -379,6 +429,9 @@ impl Faults {
             return None;
         }
         let victim = signers.iter().find(|s| *s != me)?.clone();
+        if self.sign_frame {
+            self.framed.insert(*session, victim.clone());
+        }
         Some(TxMsg::SignResult {
             request_id: request_id.clone(),
             session: *session,
@@ -518,6 +571,14 @@ impl crate::node::transport::Transport for FaultyTransport {
         payload: Payload,
     ) -> futures::future::BoxFuture<'a, ()> {
         use crate::node::transport::send_envelope;
+        let signing = matches!(
+            payload,
+            Payload::SignRound1(_) | Payload::SignRound2(_) | Payload::Cggmp(_)
+        );
+        if self.faults.sign_frame && signing && self.faults.framed.is_victim(session, to) {
+            tracing::warn!(%session, %to, "FAULT INJECTION: withholding a signing message");
+            return Box::pin(async {});
+        }
         let payload = self.tampered(to, payload);
         let session = self.faults.session_for(session);
         let signed = crate::session::codec::is_evidence(&payload);
@@ -678,6 +739,42 @@ mod tests {
             }
         );
         assert!(Faults::parse("net-drop-pct=101").is_err());
+    }
+
+    #[test]
+    fn faults__should_frame_the_signer_the_false_claim_names_in_that_session_only() {
+        let f = Faults::parse("sign-frame").unwrap();
+        assert!(f.sign_false_claim && f.sign_frame && f.any());
+        let n = |i: u8| NodeId::new(format!("node{i}")).unwrap();
+        let session = SessionId([7; 32]);
+        let job = crate::job::Job::Sign {
+            session,
+            request_id: seqmpc_proto::RequestId::new("r").unwrap(),
+            key_id: seqmpc_proto::KeyId::new("k").unwrap(),
+            message: b"m".to_vec(),
+            prehashed: false,
+            scheme: seqmpc_proto::Scheme::FrostEd25519,
+            signers: vec![n(0), n(1), n(2)],
+            key_version: crate::job::KeyVersion {
+                generation: 1,
+                session: SessionId([1; 32]),
+            },
+            height: 2,
+            deadline_height: 100,
+            block_time_ms: 0,
+        };
+        let Some(TxMsg::SignResult { outcome, .. }) = f.false_claim(&n(1), &job) else {
+            panic!("no false claim")
+        };
+        let seqmpc_proto::tx::Outcome::Failed { culprits, .. } = outcome else {
+            panic!("not a failure")
+        };
+        assert_eq!(culprits, [n(0)]);
+        // The clone the transport holds sees the victim the job stream recorded.
+        let transport_side = f.clone();
+        assert!(transport_side.framed.is_victim(&session, &n(0)));
+        assert!(!transport_side.framed.is_victim(&session, &n(2)));
+        assert!(!transport_side.framed.is_victim(&SessionId([8; 32]), &n(0)));
     }
 
     #[test]

@@ -16,10 +16,12 @@
 //!   liar's report can leave out one late signer for this request, never the request;
 //! - at once, a signer whose report names itself: it cannot take part (its share is not of the
 //!   key's generation on chain, its store failed, it is overloaded);
-//! - at once, both signers of a pair that name each other (pair elimination): the chain cannot
-//!   tell which of the two lies. A CGGMP24 signer that withholds a round from one honest
-//!   signer makes that one look behind to every other signer, so with its own claim it would
-//!   be a majority naming its victim; but the victim names it back, and it goes too.
+//! - once every signer of the attempt has reported, both signers of a pair that name each other
+//!   (pair elimination: the chain cannot tell which of the two lies), unless one of them is in
+//!   several pairs, which then goes alone ([`left_out`]). A signer that withholds its messages
+//!   from one honest signer (a CGGMP24 round, FROST commitments) makes that one look stalled
+//!   to every other signer, so with its own claim it would be a majority naming its victim;
+//!   but the victim names it back, and it goes too.
 //!
 //! A report that comes after its attempt ended (a loaded signer) still counts for that attempt:
 //! the chain keeps the attempts that ended ([`EndedAttempt`], also shown by `mpcctl
@@ -83,10 +85,9 @@ fn majority_accused(
 /// Who an attempt's failure reports (`claims`) leave out: the signers a strict majority of
 /// the others name, a signer that names itself, and the signers of pairs that name each other
 /// (see [`mutual_pairs`]), once every signer has reported: both of a pair when neither is in
-/// another pair (the chain cannot
-/// tell which one lies), else the one in several pairs (it disputes the links to several
-/// signers that dispute nothing among themselves: a signer silent towards all of them). Sorted,
-/// each once.
+/// another pair (the chain cannot tell which one lies), else the one in several pairs (it
+/// disputes the links to several signers that dispute nothing among themselves: a signer
+/// silent towards all of them). Sorted, each once.
 fn left_out(
     signers: &[NodeId],
     claims: &std::collections::BTreeMap<NodeId, Vec<NodeId>>,
