@@ -15,7 +15,7 @@ use seqmpc_abci::daemon::home::{
 use seqmpc_abci::daemon::keys::create_key_file;
 use seqmpc_abci::daemon::master_source::MasterKeySource;
 use seqmpc_abci::daemon::rpc::RpcClient;
-use seqmpc_abci::daemon::run::{Daemon, DaemonConfig, Exit, StartOptions};
+use seqmpc_abci::daemon::run::{Daemon, DaemonConfig, Exit};
 use seqmpc_module::store::{restore_backup, KeyRecordView, MasterKey, RestoreOptions, ShareStatus};
 use seqmpc_proto::NodeId;
 use tracing::info;
@@ -46,30 +46,7 @@ enum Cmd {
         master_key_command: Option<String>,
     },
     /// Run the node.
-    Start {
-        /// Node home directory (from `mpcd init`).
-        #[arg(long)]
-        home: PathBuf,
-        /// Genesis file.
-        #[arg(long)]
-        genesis: PathBuf,
-        /// ABCI socket the consensus engine connects to: `host:port` (TCP), or
-        /// `unix:///path/abci.sock` (a Unix socket of mode 0600, for CometBFT's
-        /// `proxy_app = "unix:///path/abci.sock"`: no other local user can drive the app).
-        #[arg(long, default_value = "127.0.0.1:26658")]
-        abci_listen: String,
-        /// libp2p listen multiaddr.
-        #[arg(long)]
-        p2p_listen: String,
-        /// Local status endpoint address (unauthenticated: keep it on loopback, the default).
-        #[arg(long, default_value = "127.0.0.1:26660")]
-        status_listen: String,
-        /// CometBFT RPC URL where result txs are broadcast.
-        #[arg(long, default_value = "http://127.0.0.1:26657")]
-        rpc: String,
-        #[command(flatten)]
-        options: StartOptions,
-    },
+    Start(DaemonConfig),
     /// Make a new node key in HOME/node.key.next (0600) and print its public key, for a
     /// `mpcctl node-rotate-key`. Once the chain has executed that rotation, the running node
     /// restarts itself with the new key (a stopped node takes it at its next start), and the
@@ -391,23 +368,7 @@ fn main() {
             node_id,
             master_key_command,
         } => init(&home, &node_id, master_key_command.as_deref()),
-        Cmd::Start {
-            home,
-            genesis,
-            abci_listen,
-            p2p_listen,
-            status_listen,
-            rpc,
-            options,
-        } => start(&DaemonConfig {
-            home,
-            genesis,
-            abci_listen,
-            p2p_listen,
-            status_listen,
-            rpc,
-            options,
-        }),
+        Cmd::Start(config) => start(&config),
         Cmd::NewNodeKey { home } => new_node_key(&home),
         Cmd::RotateMasterKey {
             home,

@@ -117,22 +117,32 @@ impl StartOptions {
     }
 }
 
-/// Where a daemon lives and listens.
-#[derive(Clone, Debug)]
+/// Where a daemon lives and listens: `mpcd start`'s command line.
+#[derive(Clone, Debug, clap::Args)]
 pub struct DaemonConfig {
-    /// Node home (`mpcd init`).
+    /// Node home directory (from `mpcd init`).
+    #[arg(long)]
     pub home: PathBuf,
     /// Genesis file.
+    #[arg(long)]
     pub genesis: PathBuf,
-    /// ABCI: `host:port` (port 0: any free one, see [`Daemon::abci_addr`]) or `unix:///path`.
+    /// ABCI socket the consensus engine connects to: `host:port` (TCP; port 0: any free one),
+    /// or `unix:///path/abci.sock` (a Unix socket of mode 0600, for CometBFT's `proxy_app =
+    /// "unix:///path/abci.sock"`: no other local user can drive the app).
+    #[arg(long, default_value = "127.0.0.1:26658")]
     pub abci_listen: String,
-    /// libp2p multiaddr.
+    /// libp2p listen multiaddr.
+    #[arg(long)]
     pub p2p_listen: String,
-    /// Status endpoint `host:port` (port 0: any free one, see [`Daemon::status_addr`]).
+    /// Local status endpoint address (unauthenticated: keep it on loopback, the default; port
+    /// 0: any free one).
+    #[arg(long, default_value = "127.0.0.1:26660")]
     pub status_listen: String,
-    /// CometBFT RPC URL.
+    /// CometBFT RPC URL where result txs are broadcast.
+    #[arg(long, default_value = "http://127.0.0.1:26657")]
     pub rpc: String,
-    /// The rest.
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub options: StartOptions,
 }
 
