@@ -18,7 +18,6 @@ mod drive;
 mod keygen;
 pub mod latency;
 mod presign;
-mod reshare;
 mod sign;
 pub(crate) mod transport;
 
@@ -36,7 +35,6 @@ use seqmpc_proto::tx::{
 };
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -310,7 +308,6 @@ enum Session {
     Keygen(Box<KeygenSession>),
     Sign(Box<SignSession>),
     Presign(Box<presign::PresignSession>),
-    Reshare(Box<reshare::ReshareSession>),
 }
 
 impl Session {
@@ -319,7 +316,6 @@ impl Session {
             Session::Keygen(k) => k.started,
             Session::Sign(s) => s.started,
             Session::Presign(p) => p.started,
-            Session::Reshare(r) => r.started,
         }
     }
     fn is_cggmp(&self) -> bool {
@@ -327,7 +323,6 @@ impl Session {
             Session::Keygen(k) => k.scheme == Scheme::Cggmp24Secp256k1,
             Session::Sign(s) => s.cggmp_key.is_some(),
             Session::Presign(_) => true,
-            Session::Reshare(r) => r.scheme == Scheme::Cggmp24Secp256k1,
         }
     }
     fn is_party(&self, n: &NodeId) -> bool {
@@ -335,7 +330,6 @@ impl Session {
             Session::Keygen(k) => k.parties.contains(n),
             Session::Sign(s) => s.signers.contains(n),
             Session::Presign(p) => p.signers.contains(n),
-            Session::Reshare(r) => r.is_party(n),
         }
     }
 }
@@ -368,6 +362,8 @@ pub struct Node<S: SubmitResult> {
     pool_changed: bool,
     cggmp_done: mpsc::Sender<cggmp::Finished>,
     cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
+    /// CGGMP24 workers of the session manager's sessions ([`frost_session::Effect::StartWorker`]).
+    workers: BTreeMap<SessionId, cggmp::Worker>,
     /// The sans-IO manager of the FROST sessions (`crate::session`); this runtime executes
     /// its effects.
     frost: frost_session::Manager,
@@ -402,6 +398,7 @@ impl<S: SubmitResult> Node<S> {
         let frost = frost_session::Manager::new(frost_session::Config {
             me: cfg.me.clone(),
             session_timeout_ms: cfg.session_timeout.as_millis() as u64,
+            cggmp_session_timeout_ms: cfg.cggmp_session_timeout.as_millis() as u64,
             sign_timeout_ms: cfg.sign_timeout.as_millis() as u64,
             backup_submit_ms: cfg.backup_submit.as_millis() as u64,
             max_sessions: cfg.max_sessions,
@@ -416,6 +413,7 @@ impl<S: SubmitResult> Node<S> {
             primes,
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
+            workers: BTreeMap::new(),
             transport: Arc::new(transport::P2pTransport(p2p.clone())),
             checkpoints: Arc::new(checkpoint::PassBy),
             cfg,
@@ -525,8 +523,9 @@ impl<S: SubmitResult> Node<S> {
                 self.drive(frost_session::Input::ChainTip(height)).await;
             }
         }
-        // The FROST sessions, deletions and the chain's keygen verdicts belong to the sans-IO
-        // manager (which applies the policy itself); CGGMP24 and resharing stay here for now.
+        // The FROST sessions, resharings, deletions and the chain's keygen verdicts belong to
+        // the sans-IO manager (which applies the policy itself); CGGMP24 keygen and signing
+        // stay here for now.
         match &job {
             Job::KeyGen { scheme, .. } | Job::Sign { scheme, .. }
                 if *scheme != Scheme::Cggmp24Secp256k1 =>
@@ -563,17 +562,10 @@ impl<S: SubmitResult> Node<S> {
                     return frost_session::log_skip(&job, skip);
                 }
             }
-            Job::Reshare(r) => {
-                let here = self.here(&r.session);
-                if let Err(skip) = self.frost.admit(drive::now_ms(), &job, here) {
-                    return frost_session::log_skip(&job, skip);
-                }
+            Job::Reshare(_) | Job::ReshareDone { .. } | Job::ReshareFailed { .. } => {
+                return self.drive(frost_session::Input::Job(job)).await;
             }
-            Job::NodeJoined { .. }
-            | Job::NodeKeyRotated { .. }
-            | Job::NodeRemoved { .. }
-            | Job::ReshareDone { .. }
-            | Job::ReshareFailed { .. } => {}
+            Job::NodeJoined { .. } | Job::NodeKeyRotated { .. } | Job::NodeRemoved { .. } => {}
         }
         match job {
             Job::KeyGen {
@@ -685,21 +677,12 @@ impl<S: SubmitResult> Node<S> {
                 self.replay_early(session).await;
             }
             // The session manager's (above).
-            Job::Delete { .. } | Job::KeyGenFailed { .. } | Job::SignEnded { .. } => {}
-            Job::Reshare(job) => self.on_reshare_job(job, received).await,
-            Job::ReshareDone {
-                key_id,
-                session,
-                old_parties,
-                new_parties,
-                generation,
-            } => {
-                self.on_reshare_done(key_id, session, old_parties, new_parties, generation)
-                    .await
-            }
-            Job::ReshareFailed {
-                key_id, session, ..
-            } => self.on_reshare_failed(key_id, session).await,
+            Job::Delete { .. }
+            | Job::KeyGenFailed { .. }
+            | Job::SignEnded { .. }
+            | Job::Reshare(_)
+            | Job::ReshareDone { .. }
+            | Job::ReshareFailed { .. } => {}
             Job::NodeJoined {
                 node,
                 public_key,
@@ -931,8 +914,10 @@ impl<S: SubmitResult> Node<S> {
                 warn!(%session, %from, "PresignStart for a session in use dropped");
                 self.metrics(|x| x.messages_dropped += 1);
             }
-            Payload::ReshareDeal(d) => self.on_reshare_deal(session, from, d).await,
-            Payload::ReshareAux(a) => self.on_reshare_aux(session, from, a).await,
+            Payload::ReshareDeal(_) | Payload::ReshareAux(_) => {
+                warn!(%session, %from, "resharing message in a CGGMP24 session dropped");
+                self.metrics(|x| x.messages_dropped += 1);
+            }
             Payload::Abort(a) => {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {
@@ -944,11 +929,6 @@ impl<S: SubmitResult> Node<S> {
                     Some(Session::Sign(s)) => {
                         let rid = s.request_id.clone();
                         self.fail_sign(session, rid, ProtocolError::Local(reason), None)
-                    }
-                    // Only a dealer aborts a resharing (it could not deal): it is to blame.
-                    Some(Session::Reshare(_)) => {
-                        self.fail_reshare(session, ProtocolError::blame(&from, reason))
-                            .await
                     }
                     None => {}
                 }
@@ -999,7 +979,6 @@ impl<S: SubmitResult> Node<S> {
                     self.fail_sign(id, rid, e, None)
                 }
                 Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,
-                Some(Session::Reshare(_)) => self.expire_reshare(id, e).await,
                 None => {}
             }
         }

@@ -443,7 +443,7 @@ impl P2pHandle {
     /// While `cut` says so, every message to another node is dropped where it would go on the
     /// wire (whoever queued it), and every request from another node is dropped un-acked.
     /// Connections stay up; this node's messages to itself still arrive. (The test build's
-    /// `partition-file` fault, [`crate::fault::Partition`], is such a switch.)
+    /// `partition-file` fault, `crate::fault::Partition`, is such a switch.)
     ///
     /// # Errors
     /// [`P2pError::Closed`].

@@ -10,17 +10,21 @@
 //! deterministic simulator (`seqmpc-sim`), which feeds the answers back as inputs.
 //!
 //! Every session is one `enum` state per kind ([`keygen::KeygenState`],
-//! [`sign::SignState`]); transitions are exhaustive matches.
+//! [`sign::SignState`], [`reshare::ReshareState`]); transitions are exhaustive matches.
+//! Resharing covers both families: a CGGMP24 new committee that must generate aux info asks
+//! the runtime for a worker ([`Effect::StartWorker`]) and gets its output back
+//! ([`Input::WorkerDone`]).
 //!
-//! Not here yet: CGGMP24 keygen, signing and presignatures, and resharing, which the runtime
-//! still drives itself; messages of those sessions reach them through
-//! [`Manager::take_early`].
+//! Not here yet: CGGMP24 keygen, signing and presignatures, which the runtime still drives
+//! itself; messages of those sessions reach them through [`Manager::take_early`].
 
 pub mod admission;
 pub mod codec;
 pub(crate) mod keygen;
 pub mod mem_store;
+pub(crate) mod reshare;
 mod sign;
+mod worker;
 pub(crate) use sign::drop_request;
 
 use std::collections::BTreeMap;
@@ -29,7 +33,7 @@ use rand::{CryptoRng, RngCore};
 use seqmpc_proto::tx::{SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES};
 use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::job::Job;
 use crate::protocol::frost_sign::AnyKeyMaterial;
@@ -37,7 +41,9 @@ use crate::store::KeyRecord;
 
 pub use admission::{log_skip, Admission, Here, Skip};
 pub use keygen::KeygenState;
+pub use reshare::{AuxState, ReshareState};
 pub use sign::SignState;
+pub use worker::{aux_offer_in, AuxOffer, WorkerOutput, WorkerTask};
 
 /// Milliseconds on the node's clock (Unix time in production, simulated time in the simulator).
 pub type Millis = u64;
@@ -49,6 +55,8 @@ pub struct Config {
     pub me: NodeId,
     /// Local give-up time of a session (the chain's deadline in blocks is authoritative).
     pub session_timeout_ms: Millis,
+    /// The same for a CGGMP24 session (a resharing's aux info alone takes tens of seconds).
+    pub cggmp_session_timeout_ms: Millis,
     /// Local give-up time of a FROST signing: then its silent signers are named in a failure
     /// report, so the chain can start another attempt without them well before the
     /// request's deadline (see `sign_attempt_blocks` in the chain's limits).
@@ -80,6 +88,7 @@ impl Config {
         Config {
             me,
             session_timeout_ms: 60_000,
+            cggmp_session_timeout_ms: 300_000,
             sign_timeout_ms: 2_000,
             backup_submit_ms: 500,
             max_sessions: 10_000,
@@ -89,6 +98,14 @@ impl Config {
             max_early_bytes: 256 << 20,
             max_early_bytes_per_sender: 32 << 20,
             finished_keep_ms: 600_000,
+        }
+    }
+
+    /// The local give-up time of a session of `scheme`.
+    pub fn timeout_ms(&self, scheme: Scheme) -> Millis {
+        match scheme {
+            Scheme::Cggmp24Secp256k1 => self.cggmp_session_timeout_ms,
+            Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => self.session_timeout_ms,
         }
     }
 }
@@ -143,8 +160,8 @@ impl Msg {
 /// What the manager reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A committed job (FROST keygen or signing, a deletion, or the chain's verdict on a
-    /// keygen). Other jobs are the runtime's.
+    /// A committed job (FROST keygen or signing, a resharing and the chain's verdict on it, a
+    /// deletion, or the chain's verdict on a keygen). Other jobs are the runtime's.
     Job(Job),
     /// A p2p message.
     Msg(Msg),
@@ -159,6 +176,13 @@ pub enum Input {
         token: StoreToken,
         /// The store's answer, or its error.
         reply: Result<StoreReply, String>,
+    },
+    /// A worker started by [`Effect::StartWorker`] ended (or could not start).
+    WorkerDone {
+        /// Its session.
+        session: SessionId,
+        /// What it produced.
+        output: WorkerOutput,
     },
 }
 
@@ -185,6 +209,36 @@ pub enum StoreOp {
     },
     /// Delete (and zeroize) a record.
     Delete(KeyId),
+    /// Read a key's record and its staged record (a resharing's new share, not READY yet).
+    GetGenerations(KeyId),
+    /// The aux info this node holds for a CGGMP24 committee ([`aux_offer_in`], or the
+    /// runtime's configured one).
+    FindAux(Vec<NodeId>),
+    /// Write a key's staged record (replacing any).
+    PutStaged(KeyRecord),
+    /// Make the staged record of `generation` the key's READY record, in one durable step.
+    PromoteStaged {
+        /// Key.
+        key_id: KeyId,
+        /// Only a staged record of this generation.
+        generation: u64,
+    },
+    /// This node left the committee of `key_id` at `generation`: delete (and zeroize) its
+    /// record of an older generation, and a staged one of that generation or older (never
+    /// the share of a later resharing that brought it back).
+    LeaveCommittee {
+        /// Key.
+        key_id: KeyId,
+        /// The generation the chain switched to.
+        generation: u64,
+    },
+    /// Delete the staged record of `key_id` if a resharing of `session` staged it.
+    DropStaged {
+        /// Key.
+        key_id: KeyId,
+        /// The failed resharing.
+        session: SessionId,
+    },
 }
 
 /// The store's answer to a [`StoreOp`].
@@ -194,8 +248,24 @@ pub enum StoreReply {
     Record(Option<KeyRecord>),
     /// `Put` / `MarkError`: durable.
     Done,
-    /// `Delete`: whether there was a record.
+    /// `Delete`, `LeaveCommittee`, `DropStaged`: whether a record was deleted.
     Deleted(bool),
+    /// `GetGenerations`: the key's record and its staged record.
+    Generations {
+        /// The record.
+        current: Option<KeyRecord>,
+        /// The staged record.
+        staged: Option<KeyRecord>,
+    },
+    /// `FindAux`: what this node holds.
+    Aux(Option<AuxOffer>),
+    /// `PromoteStaged`: whether a staged record was promoted now, and the record after.
+    Promoted {
+        /// Promoted by this operation.
+        promoted: bool,
+        /// The key's record now.
+        current: Option<KeyRecord>,
+    },
 }
 
 /// Which step waits for a store answer.
@@ -215,6 +285,16 @@ pub enum StoreToken {
     SignKey(SessionId),
     /// A deletion is durable.
     Deleted(KeyId),
+    /// A resharing job: this node's records of the key.
+    ReshareLoaded(SessionId),
+    /// A CGGMP24 new party: the aux info it holds for the new committee.
+    ReshareAux(SessionId),
+    /// The reshared share is staged: the result may go to the chain.
+    ReshareStaged(SessionId),
+    /// The chain switched a key to this generation: the staged share was promoted (or not).
+    Promoted(KeyId, u64),
+    /// This node left a key's committee: its share is deleted.
+    Left(KeyId),
 }
 
 /// A counter or latency for the node's metrics.
@@ -234,6 +314,11 @@ pub enum MetricEvent {
     SignBackupSubmitted,
     /// A p2p message was dropped.
     Dropped,
+    /// A new party staged a reshared share of a key of this scheme, this many microseconds
+    /// after the job.
+    ReshareStaged(Scheme, u64),
+    /// A reshared share became READY here (the chain switched the key).
+    ReshareOk,
 }
 
 /// What the manager wants done, in order.
@@ -261,12 +346,32 @@ pub enum Effect {
     Checkpoint(&'static str),
     /// A metric.
     Metric(MetricEvent),
+    /// Run `task` for `session` on a worker; answer with [`Input::WorkerDone`] (also when it
+    /// cannot start).
+    StartWorker {
+        /// Session.
+        session: SessionId,
+        /// What to run.
+        task: WorkerTask,
+    },
+    /// Hand an authenticated message of its run to the worker of `session`.
+    ToWorker {
+        /// Session.
+        session: SessionId,
+        /// Sender.
+        from: NodeId,
+        /// The message.
+        msg: crate::protocol::cggmp::CggmpMsg,
+    },
+    /// The session of this worker ended: stop it.
+    StopWorker(SessionId),
 }
 
 /// A running session.
 enum Session {
     Keygen(Box<keygen::Keygen>),
     Sign(Box<sign::Sign>),
+    Reshare(Box<reshare::Reshare>),
 }
 
 impl Session {
@@ -274,12 +379,14 @@ impl Session {
         match self {
             Session::Keygen(k) => k.started,
             Session::Sign(s) => s.started,
+            Session::Reshare(r) => r.started,
         }
     }
     fn is_party(&self, n: &NodeId) -> bool {
         match self {
             Session::Keygen(k) => k.parties.contains(n),
             Session::Sign(s) => s.signers.contains(n),
+            Session::Reshare(r) => r.is_party(n),
         }
     }
 }
@@ -365,7 +472,7 @@ impl Manager {
                 Session::Keygen(k) => {
                     Some((k.key_id.clone(), k.scheme, k.state.phase(), k.started))
                 }
-                Session::Sign(_) => None,
+                Session::Sign(_) | Session::Reshare(_) => None,
             })
             .collect()
     }
@@ -378,6 +485,7 @@ impl Manager {
             .map(|s| match s {
                 Session::Keygen(k) => k.state.buffered(),
                 Session::Sign(s) => s.state.buffered(),
+                Session::Reshare(r) => r.state.buffered(),
             })
             .sum()
     }
@@ -445,6 +553,9 @@ impl Manager {
             Input::Tick => self.on_tick(now, &mut fx),
             Input::ChainTip(height) => self.admission.chain_tip(now, height),
             Input::StoreReply { token, reply } => self.on_store(now, token, reply, rng, &mut fx),
+            Input::WorkerDone { session, output } => {
+                self.reshare_worker_done(now, session, output, &mut fx)
+            }
         }
         fx
     }
@@ -526,12 +637,18 @@ impl Manager {
                 });
             }
             Job::SignEnded { request_id } => self.sign_ended(now, &request_id),
-            Job::NodeJoined { .. }
-            | Job::NodeKeyRotated { .. }
-            | Job::NodeRemoved { .. }
-            | Job::Reshare(_)
-            | Job::ReshareDone { .. }
-            | Job::ReshareFailed { .. } => {
+            Job::Reshare(job) => self.start_reshare(now, job, rng, fx),
+            Job::ReshareDone {
+                key_id,
+                old_parties,
+                new_parties,
+                generation,
+                ..
+            } => self.reshare_done(key_id, &old_parties, &new_parties, generation, fx),
+            Job::ReshareFailed {
+                key_id, session, ..
+            } => self.reshare_failed(now, key_id, session, fx),
+            Job::NodeJoined { .. } | Job::NodeKeyRotated { .. } | Job::NodeRemoved { .. } => {
                 warn!("a job of the runtime reached the session manager; ignored");
             }
         }
@@ -594,6 +711,7 @@ impl Manager {
         match s {
             Session::Keygen(_) => self.keygen_msg(now, m.session, m.from, m.payload, rng, fx),
             Session::Sign(_) => self.sign_msg(now, m.session, m.from, m.payload, fx),
+            Session::Reshare(_) => self.reshare_msg(now, m.session, m.from, m.payload, fx),
         }
     }
 
@@ -625,6 +743,19 @@ impl Manager {
             StoreToken::Stored(s) => self.keygen_stored(now, s, reply, fx),
             StoreToken::Existing(s) => self.keygen_existing(now, s, reply, fx),
             StoreToken::SignKey(s) => self.sign_key_loaded(now, s, reply, rng, fx),
+            StoreToken::ReshareLoaded(s) => self.reshare_loaded(now, s, reply, rng, fx),
+            StoreToken::ReshareAux(s) => self.reshare_aux_found(now, s, reply, fx),
+            StoreToken::ReshareStaged(s) => self.reshare_staged(now, s, reply, fx),
+            StoreToken::Promoted(key_id, generation) => {
+                self.reshare_promoted(key_id, generation, reply, fx)
+            }
+            StoreToken::Left(key_id) => match reply {
+                Ok(StoreReply::Deleted(true)) => {
+                    info!(%key_id, "left the committee: old share deleted")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(%key_id, error = %e, "cannot delete the old share"),
+            },
             StoreToken::Deleted(key_id) => match reply {
                 Ok(_) => {
                     fx.push(Effect::Checkpoint("delete-after-erase"));
@@ -640,6 +771,7 @@ impl Manager {
         let limit = |s: &Session| match s {
             Session::Keygen(_) => timeout,
             Session::Sign(_) => self.cfg.sign_timeout_ms,
+            Session::Reshare(r) => self.cfg.timeout_ms(r.job.scheme),
         };
         let expired: Vec<SessionId> = self
             .sessions
@@ -651,6 +783,7 @@ impl Manager {
             match self.sessions.get(&id) {
                 Some(Session::Keygen(_)) => self.keygen_timeout(now, id, fx),
                 Some(Session::Sign(_)) => self.sign_timeout(now, id, fx),
+                Some(Session::Reshare(_)) => self.reshare_timeout(now, id, fx),
                 None => {}
             }
         }

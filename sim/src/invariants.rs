@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use seqmpc_abci::chain::{KeyStatus, SignStatus};
+use seqmpc_module::job::Job;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::Millis;
-use seqmpc_module::store::ShareStatus;
+use seqmpc_module::store::{KeyRecord, ShareStatus};
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::wire::p2p_envelope::Payload;
 use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
@@ -30,6 +31,19 @@ pub struct Observed {
     shares: BTreeMap<(usize, SessionId), Vec<u8>>,
     /// Nonce or share reuse seen.
     reuse: Vec<String>,
+    /// Each resharing the chain started, by session.
+    reshares: BTreeMap<SessionId, Reshared>,
+}
+
+/// A resharing the chain started, and how it ended.
+struct Reshared {
+    key_id: KeyId,
+    /// Dealers and new parties.
+    involved: Vec<NodeId>,
+    started: Millis,
+    deadline_height: u64,
+    /// `None` while PENDING; `Some(Ok)` DONE, `Some(Err(reason))` ERROR.
+    outcome: Option<Result<(), String>>,
 }
 
 impl Observed {
@@ -44,6 +58,61 @@ impl Observed {
             }
             _ => {}
         }
+    }
+
+    /// A committed block handed out `job` at `t`.
+    pub fn job(&mut self, t: Millis, job: &Job) {
+        match job {
+            Job::Reshare(r) => {
+                let mut involved: Vec<NodeId> =
+                    r.dealers.iter().chain(&r.new_parties).cloned().collect();
+                involved.sort();
+                involved.dedup();
+                self.reshares.insert(
+                    r.session,
+                    Reshared {
+                        key_id: r.key_id.clone(),
+                        involved,
+                        started: t,
+                        deadline_height: r.deadline_height,
+                        outcome: None,
+                    },
+                );
+            }
+            Job::ReshareDone { session, .. } => {
+                if let Some(r) = self.reshares.get_mut(session) {
+                    r.outcome = Some(Ok(()));
+                }
+            }
+            Job::ReshareFailed {
+                session, reason, ..
+            } => {
+                if let Some(r) = self.reshares.get_mut(session) {
+                    r.outcome = Some(Err(reason.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Resharings: started, DONE, ERROR.
+    pub fn reshare_counts(&self) -> (usize, usize, usize) {
+        let count = |ok: bool| {
+            self.reshares
+                .values()
+                .filter(|r| matches!(&r.outcome, Some(o) if o.is_ok() == ok))
+                .count()
+        };
+        (self.reshares.len(), count(true), count(false))
+    }
+
+    /// Whether node `i` is down at the end (crashed or cut off).
+    fn down_at_end(&self, i: usize) -> bool {
+        self.status
+            .iter()
+            .rev()
+            .find(|(_, j, _)| *j == i)
+            .is_some_and(|(_, _, up)| !*up)
     }
 
     /// Node `i` went down (crash or partition) at `t`.
@@ -213,22 +282,34 @@ pub fn check(
                 key.error.as_deref().unwrap_or("")
             ));
         }
-        // No READY share lost: every party holds its share READY, of the chain's key.
+        // No READY share lost: every party holds its share READY, of the chain's key and
+        // generation (a node down at the end may hold it staged still: it promotes it when
+        // it catches up; a node restored from an old backup holds an older one).
         if key.status == KeyStatus::Ready {
             for (node, _, store) in stores {
                 if !key.parties.contains(node) {
                     continue;
                 }
+                let i = sc.index_of(node).unwrap_or(usize::MAX);
+                let of_key = |r: &&KeyRecord| {
+                    r.key_id == key.key_id && Some(hex::encode(&r.public_key)) == key.public_key
+                };
                 let rec = store.records().find(|r| r.key_id == key.key_id);
-                let ok = rec.is_some_and(|r| {
+                let ready = store.records().filter(of_key).any(|r| {
                     r.status == ShareStatus::Ready
-                        && Some(hex::encode(&r.public_key)) == key.public_key
+                        && (r.generation == key.generation || sc.rolls_back(i))
                 });
-                if !ok {
+                let staged = obs.down_at_end(i)
+                    && store
+                        .staged()
+                        .filter(of_key)
+                        .any(|r| r.generation == key.generation);
+                if !ready && !staged {
                     v.push(format!(
-                        "key {} is READY on chain but {node} holds {:?}",
+                        "key {} is READY on chain (generation {}) but {node} holds {:?}",
                         key.key_id,
-                        rec.map(|r| r.status)
+                        key.generation,
+                        rec.map(|r| (r.status, r.generation))
                     ));
                 }
             }
@@ -251,6 +332,35 @@ pub fn check(
                     key.map(|k| k.status)
                 ));
             }
+            // A share of a committee the node left is deleted (once it caught up).
+            let i = sc.index_of(node).unwrap_or(usize::MAX);
+            if key.is_some_and(|k| !k.parties.contains(node)) && !obs.down_at_end(i) {
+                v.push(format!(
+                    "{node} still holds {} READY after it left the key's committee",
+                    r.key_id
+                ));
+            }
+        }
+    }
+    // Every resharing ends by its deadline, DONE while every party is honest and up.
+    for (session, r) in &obs.reshares {
+        match &r.outcome {
+            None if r.deadline_height <= height => v.push(format!(
+                "reshare {session} of {} still PENDING at height {height}, past its deadline {}",
+                r.key_id, r.deadline_height
+            )),
+            Some(Err(reason)) => {
+                let to = obs.time_of(r.deadline_height, end);
+                let up = honest_up(sc, obs, &r.involved, r.started, to);
+                if up == r.involved.len() {
+                    v.push(format!(
+                        "reshare {session} of {} ended ERROR with every party honest and up: \
+                         {reason}",
+                        r.key_id
+                    ));
+                }
+            }
+            _ => {}
         }
     }
     // No honest node proven guilty.

@@ -59,18 +59,23 @@ fn main() -> ExitCode {
             signature_txs += r.stats.signature_txs;
             backups += r.stats.backups;
             signed += r.stats.signs.1 as u64;
+            if args.verbose {
+                println!("{} seed {}: {:?}", sc.name, seed, r.stats);
+            }
             if r.violations.is_empty() {
                 continue;
             }
             failed += 1;
             sc_failed += 1;
             println!(
-                "FAIL {} seed {}: {} violation(s); signs {:?} keygens {:?} (committed, ok, error)",
+                "FAIL {} seed {}: {} violation(s); signs {:?} keygens {:?} reshares {:?} \
+                 (committed, ok, error)",
                 sc.name,
                 seed,
                 r.violations.len(),
                 r.stats.signs,
-                r.stats.keygens
+                r.stats.keygens,
+                r.stats.reshares
             );
             let shown = if args.verbose { usize::MAX } else { 5 };
             for v in r.violations.iter().take(shown) {

@@ -66,6 +66,9 @@ pub struct Scenario {
     pub burst_keygens: usize,
     /// Deletions at the end of the load.
     pub deletes: usize,
+    /// Refreshes (resharings to the same committee and threshold) of the keys, spread over
+    /// the load time while they sign.
+    pub refreshes: usize,
     /// Percent of p2p messages dropped.
     pub drop_pct: u8,
     /// Percent of p2p messages delivered twice.
@@ -113,6 +116,7 @@ impl Scenario {
             signs: 20,
             burst_keygens: 0,
             deletes: 1,
+            refreshes: 0,
             drop_pct: 0,
             dup_pct: 0,
             tx_loss_pct: 0,
@@ -204,10 +208,18 @@ impl Scenario {
                 ..Scenario::base("lossy-mempool")
             },
             Scenario {
+                // The keys are refreshed while they sign, and node2 crashes for a while in
+                // the middle (a dealer, a new party, a signer: its shares must survive).
+                refreshes: 8,
+                faults: vec![FaultAt::Crash(9_000, 2), FaultAt::Restart(12_000, 2)],
+                ..Scenario::base("refresh")
+            },
+            Scenario {
                 drop_pct: 2,
                 dup_pct: 5,
                 delay_ms: (0, 30),
                 random_faults: 4,
+                refreshes: 4,
                 ..Scenario::base("chaos")
             },
         ]

@@ -9,10 +9,12 @@ use rand::{Rng, SeedableRng};
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_abci::chain::TxError;
 use seqmpc_abci::daemon::outbox::{Broadcast, Inclusion, Outbox};
+use seqmpc_module::error::ProtocolError;
 use seqmpc_module::job::Job;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
     codec, Config, Effect, Input, Manager, MetricEvent, Millis, Msg, StoreOp, StoreToken,
+    WorkerOutput,
 };
 use seqmpc_proto::tx::{sign_tx, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
@@ -54,6 +56,8 @@ pub struct Stats {
     pub signs_in_state: usize,
     /// Keygens committed / ended READY / ended ERROR.
     pub keygens: (usize, usize, usize),
+    /// Resharings started / ended DONE / ended ERROR.
+    pub reshares: (usize, usize, usize),
     /// Simulated time, ms.
     pub sim_ms: Millis,
     /// Txs the chain refused at delivery (first few, for diagnostics).
@@ -115,6 +119,8 @@ struct Node {
     store: MemStore,
     rng: StdRng,
     incarnation: u64,
+    /// When the store completes the operations queued so far.
+    store_free_at: Millis,
     /// The submitter's txs in flight (the daemon's own logic, sans-IO).
     outbox: Outbox,
     behaviour: Behaviour,
@@ -233,6 +239,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             store: MemStore::default(),
             rng: StdRng::seed_from_u64(seed.wrapping_add(1 + i as u64)),
             incarnation: 0,
+            store_free_at: 0,
             outbox: Outbox::new(0),
             behaviour: scenario.behaviour_of(i),
             partitioned: false,
@@ -265,6 +272,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     w.stats.signs = invariants::sign_counts(&w.chain);
     w.stats.signs_in_state = w.chain.state.sign_requests().len();
     w.stats.keygens = invariants::keygen_counts(&w.chain);
+    w.stats.reshares = w.obs.reshare_counts();
     w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
     Report {
         scenario: scenario.name,
@@ -320,6 +328,16 @@ impl World {
                 request_id: RequestId::new(format!("req{r}")).unwrap_or_else(|_| unreachable!()),
                 message: format!("message {r}").into_bytes(),
                 prehashed: false,
+            };
+            self.at(t, Ev::Client(tx));
+        }
+        for r in 0..self.sc.refreshes {
+            let t = self.draw((SIGN_FROM, self.sc.load_ms.max(SIGN_FROM)));
+            let key = r % self.sc.keys.max(1);
+            let tx = TxMsg::KeyReshare {
+                key_id: KeyId::new(format!("key{key}")).unwrap_or_else(|_| unreachable!()),
+                parties: parties.clone(),
+                threshold,
             };
             self.at(t, Ev::Client(tx));
         }
@@ -381,6 +399,9 @@ impl World {
                 let jobs = self.chain.block(EPOCH + self.now);
                 self.stats.blocks += 1;
                 self.obs.height_at.push((self.now, self.chain.state.height));
+                for job in &jobs {
+                    self.obs.job(self.now, job);
+                }
                 for i in 0..self.nodes.len() {
                     for job in &jobs {
                         self.job_to(i, job.clone());
@@ -424,9 +445,13 @@ impl World {
             Ev::Client(msg) => {
                 self.obs.requested(self.now, &msg);
                 let tx = sign_tx(&self.client, "sim", self.client_seq, msg);
-                self.client_seq += 1;
                 match self.chain.check(&tx) {
-                    Ok(_) => self.chain.submit(tx),
+                    // A refused tx does not use up the client's sequence (mpcctl signs the
+                    // next one with the same).
+                    Ok(_) => {
+                        self.client_seq += 1;
+                        self.chain.submit(tx)
+                    }
                     Err(e) => self
                         .chain
                         .refused
@@ -572,14 +597,16 @@ impl World {
             _ => 0,
         };
         let t = self.now + self.draw(COMMIT_MS) + lag;
-        // (Only a lagging node's jobs are held in order: the others' keep the timing every
-        // recorded seed was found with.)
+        // A node takes its jobs in the chain's order (mpcd's job channel): one drawn earlier
+        // than the job before it waits for that one. (Until resharing ran here, only a lagging
+        // node's were held in order: a signing of the old generation that overtook the
+        // switch to the new one made honest signers look stale.)
         let t = match self.nodes.get_mut(i) {
-            Some(n) if lag > 0 => {
+            Some(n) => {
                 n.last_job_at = n.last_job_at.max(t);
                 n.last_job_at
             }
-            _ => t,
+            None => t,
         };
         self.at(t, Ev::Input(i, inc, Input::Job(job)));
     }
@@ -615,7 +642,13 @@ impl World {
             } => self.send(i, session, to, payload),
             Effect::Store { op, token } => {
                 let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
+                // One store thread per node (mpcd's): operations complete in order.
                 let t = self.now + self.draw(self.sc.store_ms);
+                let Some(n) = self.nodes.get_mut(i) else {
+                    return;
+                };
+                let t = t.max(n.store_free_at);
+                n.store_free_at = t;
                 self.at(t, Ev::Store(i, inc, op, token));
             }
             Effect::Submit(msg) => {
@@ -635,6 +668,17 @@ impl World {
                 self.submit(i, msg)
             }
             Effect::Metric(MetricEvent::SignBackupSubmitted) => self.stats.backups += 1,
+            // The simulated nodes hold no safe-prime set (only a CGGMP24 resharing to a
+            // committee without shared aux info asks for a worker): it cannot start.
+            Effect::StartWorker { session, .. } => {
+                let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
+                let output = WorkerOutput::Aux(Err(ProtocolError::Local(
+                    "no safe-prime set in the simulator".into(),
+                )));
+                let t = self.now;
+                self.at(t, Ev::Input(i, inc, Input::WorkerDone { session, output }));
+            }
+            Effect::ToWorker { .. } | Effect::StopWorker(_) => {}
             Effect::Checkpoint(_) | Effect::Metric(_) => {}
         }
     }

@@ -23,7 +23,7 @@
 //! their target), while a signing, a keygen or aux info is a request someone waits for. On 2
 //! cores, six presignature workers refilling a new key's pools slowed the full signing started
 //! beside them from about 2 s to 25 s, past its chain deadline. So a presignature worker lowers
-//! its own thread to the lowest priority ([`BACKGROUND_NICE`]): it takes only CPU that the
+//! its own thread to the lowest priority (`BACKGROUND_NICE`): it takes only CPU that the
 //! foreground work leaves idle, on this node and on the other processes of the machine. So does
 //! a safe-prime search for a pool refill (`PrimePool`); one for a keygen that waits does not.
 
@@ -144,13 +144,7 @@ impl CggmpConfig {
     }
 }
 
-/// Aux info a party offers to reuse for a keygen of its committee.
-pub(crate) struct AuxOffer {
-    /// [`AuxShare::fingerprint`], equal at every party of one aux-info run.
-    pub(crate) fingerprint: [u8; 32],
-    /// [`AuxShare::to_bytes`].
-    pub(crate) share: Arc<Zeroizing<Vec<u8>>>,
-}
+pub(crate) use crate::session::AuxOffer;
 
 /// Aux info of a keygen.
 pub(crate) enum AuxPlan {

@@ -7,15 +7,16 @@ use crate::protocol::cggmp::{EcdsaSignature, Phase};
 impl<S: SubmitResult> Node<S> {
     /// CGGMP24 worker threads alive (one per running CGGMP24 session).
     pub(super) fn cggmp_workers(&self) -> usize {
-        self.sessions
+        let own = self
+            .sessions
             .values()
             .filter(|s| match s {
                 Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(..)),
                 Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
                 Session::Presign(_) => true,
-                Session::Reshare(r) => matches!(r.aux, super::reshare::AuxState::Generating(_)),
             })
-            .count()
+            .count();
+        own + self.workers.len()
     }
 
     pub(super) fn worker_env(&self) -> Result<cggmp::WorkerEnv, ProtocolError> {
@@ -54,7 +55,7 @@ impl<S: SubmitResult> Node<S> {
         &self,
         parties: &[NodeId],
     ) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
-        use crate::protocol::cggmp::{AuxShare, CggmpKeyShare};
+        use crate::protocol::cggmp::AuxShare;
         if let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) {
             let fingerprint = AuxShare::from_bytes(&a.share)?.fingerprint()?;
             return Ok(Some(cggmp::AuxOffer {
@@ -62,29 +63,12 @@ impl<S: SubmitResult> Node<S> {
                 share: a.share.clone(),
             }));
         }
-        let mut records = self
+        let records = self
             .store
             .list()
             .await
             .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
-        records.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        for rec in records {
-            if rec.status != ShareStatus::Ready
-                || rec.scheme != Scheme::Cggmp24Secp256k1
-                || rec.parties != parties
-            {
-                continue;
-            }
-            let Some(share) = rec.share.as_ref() else {
-                continue;
-            };
-            let aux = CggmpKeyShare::from_bytes(untag_share(share, rec.scheme)?)?.aux_share()?;
-            return Ok(Some(cggmp::AuxOffer {
-                fingerprint: aux.fingerprint()?,
-                share: Arc::new(aux.to_bytes()?),
-            }));
-        }
-        Ok(None)
+        frost_session::aux_offer_in(&records, parties)
     }
 
     /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when every party offered
@@ -248,7 +232,6 @@ impl<S: SubmitResult> Node<S> {
                 }
             }
             Some(Session::Presign(p)) => p.worker.forward(from, msg),
-            Some(Session::Reshare(_)) => self.on_reshare_cggmp(session, from, msg),
             None => {}
         }
     }
@@ -256,6 +239,18 @@ impl<S: SubmitResult> Node<S> {
     /// A CGGMP24 worker finished.
     pub(super) async fn on_cggmp_finished(&mut self, f: cggmp::Finished) {
         let session = f.session;
+        // A worker of the session manager's (a resharing's aux info).
+        if self.workers.remove(&session).is_some() {
+            let output = match f.output {
+                cggmp::Output::Aux(res) => frost_session::WorkerOutput::Aux(res),
+                _ => frost_session::WorkerOutput::Aux(Err(ProtocolError::Bug(
+                    "a worker for aux info produced something else".into(),
+                ))),
+            };
+            return self
+                .drive(frost_session::Input::WorkerDone { session, output })
+                .await;
+        }
         match (self.sessions.get(&session), f.output) {
             (Some(Session::Keygen(_)), cggmp::Output::Keygen(Ok(out))) => {
                 match encode_tagged(Scheme::Cggmp24Secp256k1, &out.share) {
@@ -278,9 +273,6 @@ impl<S: SubmitResult> Node<S> {
             }
             (Some(Session::Presign(_)), cggmp::Output::Presign(res)) => {
                 self.on_presign_finished(session, res).await
-            }
-            (Some(Session::Reshare(_)), cggmp::Output::Aux(res)) => {
-                self.on_reshare_aux_done(session, res).await
             }
             // The session ended meanwhile (timeout, abort, chain verdict) or a mismatch.
             _ => debug!(%session, "CGGMP24 worker outcome for no live session ignored"),

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use crate::session::mem_store::mark_error_applies;
-use crate::session::{Effect, Input, MetricEvent, StoreOp, StoreReply};
+use crate::session::{Effect, Input, MetricEvent, StoreOp, StoreReply, WorkerOutput, WorkerTask};
 use crate::store::ShareStatus;
 
 use super::*;
@@ -57,9 +57,50 @@ impl<S: SubmitResult> Node<S> {
                     MetricEvent::SignFailed => x.signs_failed += 1,
                     MetricEvent::SignBackupSubmitted => x.sign_backups_submitted += 1,
                     MetricEvent::Dropped => x.messages_dropped += 1,
+                    MetricEvent::ReshareStaged(scheme, us) => {
+                        push_bounded(&mut x.reshare_latency_us, us, 1000);
+                        x.latency.observe("reshare", scheme, us);
+                    }
+                    MetricEvent::ReshareOk => x.reshares_ok += 1,
                 }),
+                Effect::StartWorker { session, task } => {
+                    if let Err(e) = self.start_worker(session, task).await {
+                        let input = Input::WorkerDone {
+                            session,
+                            output: WorkerOutput::Aux(Err(e)),
+                        };
+                        queue.extend(self.frost.handle(now_ms(), input, &mut OsRng));
+                    }
+                }
+                Effect::ToWorker { session, from, msg } => match self.workers.get(&session) {
+                    Some(w) => w.forward(from, msg),
+                    None => debug!(%session, %from, "CGGMP24 message for no worker dropped"),
+                },
+                Effect::StopWorker(session) => {
+                    self.workers.remove(&session);
+                }
             }
         }
+    }
+
+    /// Starts a worker the session manager asked for.
+    async fn start_worker(
+        &mut self,
+        session: SessionId,
+        task: WorkerTask,
+    ) -> Result<(), ProtocolError> {
+        let env = self.worker_env()?;
+        let WorkerTask::Aux { parties } = task;
+        let primes = self.primes.take_unreserved().await?.ok_or_else(|| {
+            ProtocolError::Local(
+                "no safe-prime set ready yet for the new committee's aux info (generating in \
+                 the background)"
+                    .into(),
+            )
+        })?;
+        let worker = cggmp::spawn(session, cggmp::Task::Aux { parties, primes }, env)?;
+        self.workers.insert(session, worker);
+        Ok(())
     }
 
     /// One store operation of the session manager.
@@ -112,6 +153,65 @@ impl<S: SubmitResult> Node<S> {
                 let existed = store.delete(&key_id).await?;
                 tracing::info!(%key_id, existed, "key share deleted");
                 Ok(StoreReply::Deleted(existed))
+            }
+            StoreOp::GetGenerations(key_id) => Ok(StoreReply::Generations {
+                current: store.get(&key_id).await?,
+                staged: store.get_staged(&key_id).await?,
+            }),
+            StoreOp::FindAux(parties) => Ok(StoreReply::Aux(match self.find_aux(&parties).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(error = %e, "cannot read reusable aux info; offering none");
+                    None
+                }
+            })),
+            StoreOp::PutStaged(rec) => store.put_staged(rec).await.map(|()| StoreReply::Done),
+            StoreOp::PromoteStaged { key_id, generation } => {
+                let promoted = store.promote_staged(&key_id, generation).await?;
+                if let Some(rec) = &promoted {
+                    // Its presignatures, tracked subsets and decoded shares are of the old
+                    // generation.
+                    self.forget_key(&key_id);
+                    self.untrack_cggmp_key(&key_id);
+                    self.track_cggmp_key(rec);
+                }
+                Ok(StoreReply::Promoted {
+                    promoted: promoted.is_some(),
+                    current: match promoted {
+                        Some(rec) => Some(rec),
+                        None => store.get(&key_id).await?,
+                    },
+                })
+            }
+            StoreOp::LeaveCommittee { key_id, generation } => {
+                let old = store
+                    .get(&key_id)
+                    .await?
+                    .is_some_and(|r| r.generation < generation);
+                if old {
+                    self.forget_key(&key_id);
+                    self.untrack_cggmp_key(&key_id);
+                    store.delete(&key_id).await?;
+                }
+                if store
+                    .get_staged(&key_id)
+                    .await?
+                    .is_some_and(|r| r.generation <= generation)
+                {
+                    store.delete_staged(&key_id).await?;
+                }
+                Ok(StoreReply::Deleted(old))
+            }
+            StoreOp::DropStaged { key_id, session } => {
+                let ours = store
+                    .get_staged(&key_id)
+                    .await?
+                    .is_some_and(|r| r.session == session);
+                if ours {
+                    store.delete_staged(&key_id).await?;
+                    tracing::info!(%key_id, %session, "failed resharing: staged share deleted");
+                }
+                Ok(StoreReply::Deleted(ours))
             }
         }
     }

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use seqmpc_proto::{KeyId, SessionId};
+use tracing::warn;
 
-use super::{StoreOp, StoreReply};
+use super::{aux_offer_in, StoreOp, StoreReply};
 use crate::store::{KeyRecord, ShareStatus};
 
 /// Whether [`StoreOp::MarkError`] changes `rec`: only the record of `session`, and only a
@@ -39,6 +40,8 @@ pub fn recover(records: Vec<KeyRecord>) -> Vec<KeyRecord> {
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     records: BTreeMap<KeyId, KeyRecord>,
+    /// Resharings' new shares, not READY yet.
+    staged: BTreeMap<KeyId, KeyRecord>,
 }
 
 impl MemStore {
@@ -73,7 +76,69 @@ impl MemStore {
                 StoreReply::Done
             }
             StoreOp::Delete(key_id) => StoreReply::Deleted(self.records.remove(&key_id).is_some()),
+            StoreOp::GetGenerations(key_id) => StoreReply::Generations {
+                current: self.records.get(&key_id).cloned(),
+                staged: self.staged.get(&key_id).cloned(),
+            },
+            StoreOp::FindAux(parties) => StoreReply::Aux(
+                aux_offer_in(self.records.values(), &parties).unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot read reusable aux info");
+                    None
+                }),
+            ),
+            StoreOp::PutStaged(rec) => {
+                self.staged.insert(rec.key_id.clone(), rec);
+                StoreReply::Done
+            }
+            StoreOp::PromoteStaged { key_id, generation } => {
+                let promoted = match self.staged.get(&key_id) {
+                    Some(r) if r.generation == generation => {
+                        self.staged.remove(&key_id).map(|mut r| {
+                            r.status = ShareStatus::Ready;
+                            r.error = None;
+                            self.records.insert(key_id.clone(), r);
+                        })
+                    }
+                    _ => None,
+                };
+                StoreReply::Promoted {
+                    promoted: promoted.is_some(),
+                    current: self.records.get(&key_id).cloned(),
+                }
+            }
+            StoreOp::LeaveCommittee { key_id, generation } => {
+                let old = self
+                    .records
+                    .get(&key_id)
+                    .is_some_and(|r| r.generation < generation);
+                if old {
+                    self.records.remove(&key_id);
+                }
+                if self
+                    .staged
+                    .get(&key_id)
+                    .is_some_and(|r| r.generation <= generation)
+                {
+                    self.staged.remove(&key_id);
+                }
+                StoreReply::Deleted(old)
+            }
+            StoreOp::DropStaged { key_id, session } => {
+                let ours = self
+                    .staged
+                    .get(&key_id)
+                    .is_some_and(|r| r.session == session);
+                if ours {
+                    self.staged.remove(&key_id);
+                }
+                StoreReply::Deleted(ours)
+            }
         }
+    }
+
+    /// Every staged record, by key id.
+    pub fn staged(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.staged.values()
     }
 
     /// Every record, by key id.

@@ -117,7 +117,13 @@ impl Manager {
             let e = ProtocolError::Unable("node overloaded: too many sessions".into());
             return self.report_sign_failure(now, job.session, job.request_id, e, None, fx);
         }
-        let cached = self.keys.get(&job.key_id).cloned();
+        // Only a share of the chain's generation: a resharing may have replaced the cached one
+        // (its promotion is queued in the store ahead of the read below).
+        let cached = self
+            .keys
+            .get(&job.key_id)
+            .filter(|(_, version)| *version == job.key_version)
+            .cloned();
         self.sessions.insert(
             job.session,
             Session::Sign(Box::new(Sign {

@@ -19,6 +19,8 @@ use super::*;
 use crate::job::KeyVersion;
 use crate::store::ShareStatus;
 
+mod reshare;
+
 fn nid(i: usize) -> NodeId {
     NodeId::new(format!("node{i}")).unwrap()
 }
@@ -106,6 +108,15 @@ impl Harness {
                         }
                     }
                     Effect::Submit(tx) => self.submitted.push((node.clone(), tx)),
+                    // No CGGMP24 worker here: FROST sessions never ask for one.
+                    Effect::StartWorker { session, .. } => {
+                        let output = WorkerOutput::Aux(Err(crate::error::ProtocolError::Local(
+                            "no worker in this harness".into(),
+                        )));
+                        self.queue
+                            .push_back((node.clone(), Input::WorkerDone { session, output }));
+                    }
+                    Effect::ToWorker { .. } | Effect::StopWorker(_) => {}
                     Effect::Checkpoint(_) | Effect::Metric(_) => {}
                 }
             }

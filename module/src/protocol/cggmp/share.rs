@@ -322,7 +322,7 @@ impl AuxShare {
     }
 
     /// The first party of the committee whose Paillier modulus is one of the public test
-    /// fixtures' ([`PUBLIC_TEST_MODULI`]): its secret key is public.
+    /// fixtures' (`PUBLIC_TEST_MODULI`): its secret key is public.
     pub fn party_with_public_test_modulus(&self) -> Result<Option<NodeId>, ProtocolError> {
         for (i, n) in self.aux.N.iter().enumerate() {
             if PUBLIC_TEST_MODULI.contains(&modulus_digest(n)?.as_str()) {
