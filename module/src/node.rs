@@ -18,6 +18,7 @@ mod drive;
 mod keygen;
 pub mod latency;
 mod presign;
+mod share_store;
 mod sign;
 pub(crate) mod transport;
 
@@ -364,6 +365,8 @@ pub struct Node<S: SubmitResult> {
     cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
     /// CGGMP24 workers of the session manager's sessions ([`frost_session::Effect::StartWorker`]).
     workers: BTreeMap<SessionId, cggmp::Worker>,
+    /// The session manager's store operations ([`share_store::ShareStore`]).
+    share_store: Arc<dyn share_store::ShareStore>,
     /// The sans-IO manager of the FROST sessions (`crate::session`); this runtime executes
     /// its effects.
     frost: frost_session::Manager,
@@ -414,6 +417,7 @@ impl<S: SubmitResult> Node<S> {
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
             workers: BTreeMap::new(),
+            share_store: Arc::new(store.clone()),
             transport: Arc::new(transport::P2pTransport(p2p.clone())),
             checkpoints: Arc::new(checkpoint::PassBy),
             cfg,

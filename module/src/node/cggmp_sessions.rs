@@ -55,13 +55,8 @@ impl<S: SubmitResult> Node<S> {
         &self,
         parties: &[NodeId],
     ) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
-        use crate::protocol::cggmp::AuxShare;
-        if let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) {
-            let fingerprint = AuxShare::from_bytes(&a.share)?.fingerprint()?;
-            return Ok(Some(cggmp::AuxOffer {
-                fingerprint,
-                share: a.share.clone(),
-            }));
+        if let Some(offer) = self.configured_aux(parties)? {
+            return Ok(Some(offer));
         }
         let records = self
             .store
@@ -69,6 +64,21 @@ impl<S: SubmitResult> Node<S> {
             .await
             .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
         frost_session::aux_offer_in(&records, parties)
+    }
+
+    /// The aux info this node was configured with (fixtures), if it is `parties`'.
+    pub(super) fn configured_aux(
+        &self,
+        parties: &[NodeId],
+    ) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
+        use crate::protocol::cggmp::AuxShare;
+        let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) else {
+            return Ok(None);
+        };
+        Ok(Some(cggmp::AuxOffer {
+            fingerprint: AuxShare::from_bytes(&a.share)?.fingerprint()?,
+            share: a.share.clone(),
+        }))
     }
 
     /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when every party offered

@@ -1,13 +1,11 @@
 //! The runtime half of the sans-IO session layer: feeds the manager (`crate::session`) its
-//! inputs and executes its effects against the key store, the p2p layer and the result
-//! submitter, in order. A store operation that the manager waits for is awaited and its
+//! inputs and executes its effects against its ports (the key store, `share_store`; the
+//! network, `transport`; the result submitter; CGGMP24 workers), in order. A store operation that the manager waits for is awaited and its
 //! answer fed back as the next input.
 
 use std::collections::VecDeque;
 
-use crate::session::mem_store::mark_error_applies;
 use crate::session::{Effect, Input, MetricEvent, StoreOp, StoreReply, WorkerOutput, WorkerTask};
-use crate::store::ShareStatus;
 
 use super::*;
 
@@ -103,116 +101,63 @@ impl<S: SubmitResult> Node<S> {
         Ok(())
     }
 
-    /// One store operation of the session manager.
+    /// One store operation of the session manager, through the store port, and this runtime's
+    /// bookkeeping around it.
     async fn store_op(&mut self, op: StoreOp) -> Result<StoreReply, String> {
-        self.store_op_inner(op).await.map_err(|e| e.to_string())
-    }
-
-    async fn store_op_inner(
-        &mut self,
-        op: StoreOp,
-    ) -> Result<StoreReply, crate::store::StoreError> {
-        let store = self.store.clone();
-        match op {
-            StoreOp::Get(key_id) => store.get(&key_id).await.map(StoreReply::Record),
-            StoreOp::InsertIfAbsent(rec) => {
-                store.insert_if_absent(rec).await.map(StoreReply::Record)
-            }
-            StoreOp::Put(rec) => {
-                let tracked = KeyRecord {
-                    share: None,
-                    ..rec.clone()
-                };
-                store.put(rec).await?;
-                self.track_cggmp_key(&tracked);
-                Ok(StoreReply::Done)
-            }
-            StoreOp::MarkError {
-                key_id,
-                session,
-                reason,
-                only_pending,
-            } => {
-                if let Some(mut rec) = store.get(&key_id).await? {
-                    if mark_error_applies(&rec, &session, only_pending) {
-                        let had_share = rec.share.is_some();
-                        rec.status = ShareStatus::Error;
-                        rec.error = Some(reason);
-                        rec.share = None;
-                        // A share stored before the chain ended the keygen ERROR is erased
-                        // like a deleted one.
-                        match had_share {
-                            true => store.put_erasing(rec).await?,
-                            false => store.put(rec).await?,
-                        }
-                    }
-                }
-                Ok(StoreReply::Done)
-            }
-            StoreOp::Delete(key_id) => {
-                let existed = store.delete(&key_id).await?;
-                tracing::info!(%key_id, existed, "key share deleted");
-                Ok(StoreReply::Deleted(existed))
-            }
-            StoreOp::GetGenerations(key_id) => Ok(StoreReply::Generations {
-                current: store.get(&key_id).await?,
-                staged: store.get_staged(&key_id).await?,
-            }),
-            StoreOp::FindAux(parties) => Ok(StoreReply::Aux(match self.find_aux(&parties).await {
-                Ok(o) => o,
-                Err(e) => {
-                    warn!(error = %e, "cannot read reusable aux info; offering none");
-                    None
-                }
-            })),
-            StoreOp::PutStaged(rec) => store.put_staged(rec).await.map(|()| StoreReply::Done),
-            StoreOp::PromoteStaged { key_id, generation } => {
-                let promoted = store.promote_staged(&key_id, generation).await?;
-                if let Some(rec) = &promoted {
-                    // Its presignatures, tracked subsets and decoded shares are of the old
-                    // generation.
-                    self.forget_key(&key_id);
-                    self.untrack_cggmp_key(&key_id);
-                    self.track_cggmp_key(rec);
-                }
-                Ok(StoreReply::Promoted {
-                    promoted: promoted.is_some(),
-                    current: match promoted {
-                        Some(rec) => Some(rec),
-                        None => store.get(&key_id).await?,
-                    },
-                })
-            }
-            StoreOp::LeaveCommittee { key_id, generation } => {
-                let old = store
-                    .get(&key_id)
-                    .await?
-                    .is_some_and(|r| r.generation < generation);
-                if old {
-                    self.forget_key(&key_id);
-                    self.untrack_cggmp_key(&key_id);
-                    store.delete(&key_id).await?;
-                }
-                if store
-                    .get_staged(&key_id)
-                    .await?
-                    .is_some_and(|r| r.generation <= generation)
-                {
-                    store.delete_staged(&key_id).await?;
-                }
-                Ok(StoreReply::Deleted(old))
-            }
-            StoreOp::DropStaged { key_id, session } => {
-                let ours = store
-                    .get_staged(&key_id)
-                    .await?
-                    .is_some_and(|r| r.session == session);
-                if ours {
-                    store.delete_staged(&key_id).await?;
-                    tracing::info!(%key_id, %session, "failed resharing: staged share deleted");
-                }
-                Ok(StoreReply::Deleted(ours))
+        // The node's configured aux info (fixtures) comes before any the store holds.
+        if let StoreOp::FindAux(parties) = &op {
+            match self.configured_aux(parties) {
+                Ok(Some(offer)) => return Ok(StoreReply::Aux(Some(offer))),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "configured aux info does not decode"),
             }
         }
+        let tracked = match &op {
+            StoreOp::Put(rec) => Some(KeyRecord {
+                share: None,
+                ..rec.clone()
+            }),
+            _ => None,
+        };
+        let is_delete = matches!(op, StoreOp::Delete(_));
+        let key_id = match &op {
+            StoreOp::Delete(k)
+            | StoreOp::PromoteStaged { key_id: k, .. }
+            | StoreOp::LeaveCommittee { key_id: k, .. } => Some(k.clone()),
+            _ => None,
+        };
+        let reply = self
+            .share_store
+            .apply(op)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(rec) = &tracked {
+            self.track_cggmp_key(rec);
+        }
+        match (&reply, key_id) {
+            // Presignatures, tracked subsets and decoded shares of the old generation go.
+            (
+                StoreReply::Promoted {
+                    promoted: true,
+                    current: Some(rec),
+                },
+                Some(key_id),
+            ) => {
+                self.forget_key(&key_id);
+                self.untrack_cggmp_key(&key_id);
+                self.track_cggmp_key(rec);
+            }
+            (StoreReply::Deleted(deleted), Some(key_id)) => {
+                if *deleted {
+                    self.forget_key(&key_id);
+                    self.untrack_cggmp_key(&key_id);
+                }
+                if is_delete {
+                    tracing::info!(%key_id, existed = deleted, "key share deleted");
+                }
+            }
+            _ => {}
+        }
+        Ok(reply)
     }
 }
