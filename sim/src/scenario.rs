@@ -6,7 +6,8 @@
 pub enum Behaviour {
     /// Follows the protocol.
     Honest,
-    /// Corrupts every FROST signature share it sends (`sign-bad-share`).
+    /// Corrupts every FROST signature share it sends (`sign-bad-share`), and every resharing
+    /// deal it sends another node (`reshare-bad-deal-to`).
     BadShare,
     /// Files a failure report blaming another signer for every signing it is chosen for,
     /// and otherwise takes part honestly.
@@ -164,6 +165,7 @@ impl Scenario {
             },
             Scenario {
                 behaviour: vec![Behaviour::Honest, Behaviour::BadShare],
+                refreshes: 4,
                 ..Scenario::base("bad-share")
             },
             Scenario {

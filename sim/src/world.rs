@@ -58,6 +58,8 @@ pub struct Stats {
     pub keygens: (usize, usize, usize),
     /// Resharings started / ended DONE / ended ERROR.
     pub reshares: (usize, usize, usize),
+    /// Why each failed resharing failed.
+    pub reshare_errors: Vec<String>,
     /// Simulated time, ms.
     pub sim_ms: Millis,
     /// Txs the chain refused at delivery (first few, for diagnostics).
@@ -273,6 +275,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     w.stats.signs_in_state = w.chain.state.sign_requests().len();
     w.stats.keygens = invariants::keygen_counts(&w.chain);
     w.stats.reshares = w.obs.reshare_counts();
+    w.stats.reshare_errors = w.obs.reshare_errors();
     w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
     Report {
         scenario: scenario.name,
@@ -697,10 +700,14 @@ impl World {
             return;
         }
         if from.behaviour == Behaviour::BadShare {
-            if let Payload::SignRound2(r) = &mut payload {
-                if let Some(b) = r.share.last_mut() {
-                    *b ^= 0x01;
-                }
+            let share = match &mut payload {
+                Payload::SignRound2(r) => Some(&mut r.share),
+                // As `reshare-bad-deal-to`: a deal that fails its Feldman check.
+                Payload::ReshareDeal(d) if to_other => Some(&mut d.share),
+                _ => None,
+            };
+            if let Some(b) = share.and_then(|s| s.last_mut()) {
+                *b ^= 0x01;
             }
         } else {
             self.obs.sent(i, &session, &payload);

@@ -2,7 +2,20 @@
 //! must catch a network that loses requests (a checker that cannot fail proves nothing).
 #![allow(non_snake_case, clippy::unwrap_used, clippy::expect_used)]
 
-use seqmpc_sim::{run, Scenario};
+use seqmpc_sim::{run, Report, Scenario};
+
+/// Runs `seed` of `sc`, which must keep every invariant.
+fn run_clean(sc: &Scenario, seed: u64) -> Report {
+    let r = run(sc, seed);
+    assert!(
+        r.violations.is_empty(),
+        "{} seed {seed}: {:#?}\nreplay: {}",
+        sc.name,
+        r.violations,
+        r.replay()
+    );
+    r
+}
 
 #[test]
 fn every_scenario__should_keep_every_invariant_on_a_few_seeds() {
@@ -13,14 +26,7 @@ fn every_scenario__should_keep_every_invariant_on_a_few_seeds() {
             ..sc
         };
         for seed in 1..=3 {
-            let r = run(&sc, seed);
-            assert!(
-                r.violations.is_empty(),
-                "{} seed {seed}: {:#?}\nreplay: {}",
-                sc.name,
-                r.violations,
-                r.replay()
-            );
+            run_clean(&sc, seed);
         }
     }
 }
@@ -114,13 +120,7 @@ fn run__should_replay_exactly_from_its_seed() {
 fn lossy_mempool__should_recover_a_nodes_sequence_after_a_lost_tx() {
     let sc = Scenario::named("lossy-mempool").unwrap();
     for seed in [1, 2, 5] {
-        let r = run(&sc, seed);
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed}: {:#?}\nreplay: {}",
-            r.violations,
-            r.replay()
-        );
+        let r = run_clean(&sc, seed);
         assert!(
             r.stats.lost_txs > 0,
             "seed {seed} lost no tx: {:?}",
@@ -141,14 +141,30 @@ fn lossy_mempool__should_recover_a_nodes_sequence_after_a_lost_tx() {
 fn refresh__should_end_every_resharing_done_while_every_party_is_up() {
     let sc = Scenario::named("refresh").unwrap();
     for seed in [2, 6, 7, 8, 10] {
-        let r = run(&sc, seed);
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed}: {:#?}\nreplay: {}",
-            r.violations,
-            r.replay()
-        );
+        let r = run_clean(&sc, seed);
         let (started, done, _) = r.stats.reshares;
         assert!(started >= 2 && done >= 1, "seed {seed}: {:?}", r.stats);
     }
+}
+
+/// A dealer that sends a bad deal (node1 in `bad-share`) ends the refresh it deals in ERROR,
+/// named by the new parties, and the chain proves it from the signed deal; the honest dealers
+/// are never named (the invariants hold no honest node proven guilty).
+#[test]
+fn bad_share__should_name_the_dealer_of_a_bad_deal_and_no_honest_one() {
+    let sc = Scenario::named("bad-share").unwrap();
+    let mut failed = 0;
+    for seed in 1..=4 {
+        let r = run_clean(&sc, seed);
+        for e in &r.stats.reshare_errors {
+            failed += 1;
+            // "... (culprits: node1)": the reporter's named culprits.
+            let culprits = e
+                .rsplit_once("(culprits: ")
+                .and_then(|(_, c)| c.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("seed {seed}: no culprits in {e}"));
+            assert_eq!(culprits, "node1", "seed {seed}: {e}");
+        }
+    }
+    assert!(failed > 0, "node1 dealt in no refresh of seeds 1-4");
 }
