@@ -67,6 +67,9 @@ pub struct Config {
     /// intervals: shorter sends redundant result txs, longer delays a signature whose
     /// aggregator is dead or stalled.
     pub backup_submit_ms: Millis,
+    /// How long an open resharing waits before it sends its deals and offer again (a lost
+    /// one would cost the resharing; see `reshare`). About ten block intervals.
+    pub reshare_resend_ms: Millis,
     /// Most sessions alive at once; jobs beyond fail fast with a clear error.
     pub max_sessions: usize,
     /// Most buffered messages for sessions this node has not started yet.
@@ -91,6 +94,7 @@ impl Config {
             cggmp_session_timeout_ms: 300_000,
             sign_timeout_ms: 2_000,
             backup_submit_ms: 500,
+            reshare_resend_ms: 2_000,
             max_sessions: 10_000,
             max_early_messages: 100_000,
             // A burst of 1000 sessions is a few thousand early messages per sender.
@@ -640,11 +644,19 @@ impl Manager {
             Job::Reshare(job) => self.start_reshare(now, job, rng, fx),
             Job::ReshareDone {
                 key_id,
+                session,
                 old_parties,
                 new_parties,
                 generation,
-                ..
-            } => self.reshare_done(key_id, &old_parties, &new_parties, generation, fx),
+            } => self.reshare_done(
+                now,
+                key_id,
+                session,
+                &old_parties,
+                &new_parties,
+                generation,
+                fx,
+            ),
             Job::ReshareFailed {
                 key_id, session, ..
             } => self.reshare_failed(now, key_id, session, fx),
@@ -789,6 +801,7 @@ impl Manager {
         }
         self.submit_due_backups(now, fx);
         self.resend_stalled(now, fx);
+        self.resend_reshares(now, fx);
         let keep = self.cfg.finished_keep_ms;
         self.finished.retain(|_, t| now.saturating_sub(*t) < keep);
         self.admission.expire(now);

@@ -350,16 +350,14 @@ pub fn check(
             }
         }
     }
-    // Every resharing ends by its deadline, DONE while every party is honest and up and no
-    // message is lost (a deal is sent once: a lost one costs the resharing, which ends ERROR
-    // at its deadline with the key READY on its old generation; chaos seed 153).
+    // Every resharing ends by its deadline, DONE while every party is honest and up.
     for (session, r) in &obs.reshares {
         match &r.outcome {
             None if r.deadline_height <= height => v.push(format!(
                 "reshare {session} of {} still PENDING at height {height}, past its deadline {}",
                 r.key_id, r.deadline_height
             )),
-            Some(Err(reason)) if sc.drop_pct == 0 => {
+            Some(Err(reason)) => {
                 let to = obs.time_of(r.deadline_height, end);
                 let up = honest_up(sc, obs, &r.involved, r.started, to);
                 if up == r.involved.len() {

@@ -168,3 +168,13 @@ fn bad_share__should_name_the_dealer_of_a_bad_deal_and_no_honest_one() {
     }
     assert!(failed > 0, "node1 dealt in no refresh of seeds 1-4");
 }
+
+/// A resharing sent each deal once: chaos seed 153 lost a refresh to a dropped deal (node3's
+/// own, to itself) with every party up. Open resharings now send their deals and offers again.
+#[test]
+fn chaos__should_refresh_although_a_deal_is_lost() {
+    let sc = Scenario::named("chaos").unwrap();
+    let r = run_clean(&sc, 153);
+    let (started, done, _) = r.stats.reshares;
+    assert!(started >= 2 && done >= 2, "{:?}", r.stats);
+}

@@ -14,8 +14,13 @@
 //! fingerprint, so the chain confirms that every new party holds the same.
 //!
 //! ```text
-//! job ─► Loading ─store─► (dealer: deal) ─► [CGGMP24: FindingAux ─store─►] Receiving ─deals, aux─► Staging ─store─► (reported)
+//! job ─► Loading ─store─► (dealer: deal) ─► [CGGMP24: FindingAux ─store─►] Receiving ─deals, aux─► Staging ─store─► Reported ─chain's verdict─► (ended)
 //! ```
+//!
+//! A deal or offer is sent once, and a lost one would leave its new party waiting until the
+//! chain's deadline. So a session stays open after it dealt and reported, until the chain
+//! ends the resharing, and sends its deals and offer again every `reshare_resend_ms` (at most
+//! [`MAX_RESENDS`] times) while it is open; a new party ignores an identical copy.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +46,9 @@ use crate::store::{KeyRecord, ShareStatus};
 mod outcome;
 use outcome::{report, staged_record};
 
+/// Most times a resharing sends its deals and offer again.
+pub const MAX_RESENDS: u32 = 3;
+
 /// A resharing session at a dealer, a new party, or both.
 pub(super) struct Reshare {
     pub(super) job: ReshareJob,
@@ -50,6 +58,13 @@ pub(super) struct Reshare {
     receiver: bool,
     pub(super) started: Millis,
     pub(super) state: ReshareState,
+    /// A dealer's deals (secret: zeroized when the session ends), to send again.
+    sent: Vec<(NodeId, Deal)>,
+    /// A CGGMP24 new party's aux-info offer, to send again.
+    offer: Option<wire::ReshareAux>,
+    /// When it last sent them, and how many times it sent them again.
+    last_sent: Millis,
+    resends: u32,
 }
 
 impl Reshare {
@@ -87,6 +102,9 @@ pub enum ReshareState {
         /// What the chain is told.
         ok: KeyGenOk,
     },
+    /// Dealt and, a new party, reported: waits for the chain's verdict, sending its deals and
+    /// offer again meanwhile.
+    Reported,
 }
 
 impl ReshareState {
@@ -97,6 +115,7 @@ impl ReshareState {
             ReshareState::FindingAux { .. } => "finding-aux",
             ReshareState::Receiving { .. } => "receiving",
             ReshareState::Staging { .. } => "staging",
+            ReshareState::Reported => "reported",
         }
     }
 
@@ -109,7 +128,9 @@ impl ReshareState {
                 aux: AuxState::Offering { buffered, .. },
                 ..
             } => buffered.len(),
-            ReshareState::Receiving { .. } | ReshareState::Staging { .. } => 0,
+            ReshareState::Receiving { .. }
+            | ReshareState::Staging { .. }
+            | ReshareState::Reported => 0,
         }
     }
 }
@@ -204,6 +225,10 @@ impl Manager {
                 state: ReshareState::Loading {
                     buffered: Vec::new(),
                 },
+                sent: Vec::new(),
+                offer: None,
+                last_sent: now,
+                resends: 0,
             })),
         );
         fx.push(Effect::Store {
@@ -257,12 +282,8 @@ impl Manager {
             match deal(&r.job, &r.params, &me, current.as_ref(), rng) {
                 Ok(deals) => {
                     for (to, d) in deals {
-                        let payload = Payload::ReshareDeal(wire::ReshareDeal {
-                            commitment: d.commitment.clone(),
-                            old_public: d.old_public.clone(),
-                            share: d.share.to_vec(),
-                        });
-                        Manager::send(fx, session, &to, payload);
+                        Manager::send(fx, session, &to, deal_payload(&d));
+                        r.sent.push((to, d));
                     }
                     debug!(key_id = %r.job.key_id, %session, "dealt to the new committee");
                     fx.push(Effect::Checkpoint("reshare-after-deal"));
@@ -279,7 +300,7 @@ impl Manager {
                 }
             }
             if !r.receiver {
-                self.finish(now, session);
+                r.state = ReshareState::Reported;
                 return;
             }
         }
@@ -351,6 +372,7 @@ impl Manager {
         for p in &r.job.new_parties {
             Manager::send(fx, session, p, Payload::ReshareAux(offer.clone()));
         }
+        r.offer = Some(offer);
         r.state = ReshareState::Receiving {
             collector: Some(collector),
             core: None,
@@ -384,8 +406,8 @@ impl Manager {
                 }
                 return;
             }
-            ReshareState::Staging { .. } => {
-                debug!(%session, %from, "message for a resharing being staged ignored");
+            ReshareState::Staging { .. } | ReshareState::Reported => {
+                debug!(%session, %from, "message for a resharing past its deals ignored");
                 return;
             }
             ReshareState::Receiving { .. } => {}
@@ -624,4 +646,45 @@ fn deal<R: RngCore + CryptoRng>(
         .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
     let bytes = untag_share(share, rec.scheme)?;
     reshare::deal(params, me, bytes, rng)
+}
+
+/// A deal as sent.
+fn deal_payload(d: &Deal) -> Payload {
+    Payload::ReshareDeal(wire::ReshareDeal {
+        commitment: d.commitment.clone(),
+        old_public: d.old_public.clone(),
+        share: d.share.to_vec(),
+    })
+}
+
+impl Manager {
+    /// Sends again the deals and offers of the resharings still open `reshare_resend_ms`
+    /// after they last did (see the module docs).
+    pub(super) fn resend_reshares(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let every = self.cfg.reshare_resend_ms;
+        for (session, s) in self.sessions.iter_mut() {
+            let Session::Reshare(r) = s else {
+                continue;
+            };
+            let past_deals = matches!(
+                r.state,
+                ReshareState::Receiving { .. } | ReshareState::Reported
+            );
+            if !past_deals || r.resends >= MAX_RESENDS || now.saturating_sub(r.last_sent) < every {
+                continue;
+            }
+            r.resends = r.resends.saturating_add(1);
+            r.last_sent = now;
+            debug!(%session, resend = r.resends, "resharing still open: sending deals and offer again");
+            // To itself too: its own deal and offer go the same way as the others'.
+            for (to, d) in &r.sent {
+                Manager::send(fx, *session, to, deal_payload(d));
+            }
+            if let Some(offer) = &r.offer {
+                for p in &r.job.new_parties {
+                    Manager::send(fx, *session, p, Payload::ReshareAux(offer.clone()));
+                }
+            }
+        }
+    }
 }

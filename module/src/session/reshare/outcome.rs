@@ -34,10 +34,11 @@ impl Manager {
             let e = ProtocolError::Local(format!("key store: {e}"));
             return self.fail_reshare(now, session, e, fx);
         }
-        let Some(Session::Reshare(r)) = self.finish(now, session) else {
+        let Some(Session::Reshare(r)) = self.sessions.get_mut(&session) else {
             return;
         };
-        let ReshareState::Staging { ok } = r.state else {
+        let ReshareState::Staging { ok } = std::mem::replace(&mut r.state, ReshareState::Reported)
+        else {
             return;
         };
         info!(key_id = %r.job.key_id, %session, generation = r.job.generation,
@@ -82,9 +83,17 @@ impl Manager {
         session: SessionId,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(scheme) = self.reshare_mut(&session).map(|r| r.job.scheme) else {
+        let Some((scheme, reported)) = self
+            .reshare_mut(&session)
+            .map(|r| (r.job.scheme, matches!(r.state, ReshareState::Reported)))
+        else {
             return;
         };
+        if reported {
+            // Dealt and reported: nothing more to do here, whatever the chain decides.
+            self.finish(now, session);
+            return;
+        }
         let limit = self.cfg.timeout_ms(scheme);
         let timeout = ProtocolError::Local(format!(
             "timed out after {} s waiting for other parties",
@@ -104,14 +113,18 @@ impl Manager {
 
     /// The chain confirmed the resharing: a new party promotes its staged share, an old holder
     /// outside the new committee deletes its share.
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::session) fn reshare_done(
         &mut self,
+        now: Millis,
         key_id: KeyId,
+        session: SessionId,
         old_parties: &[NodeId],
         new_parties: &[NodeId],
         generation: u64,
         fx: &mut Vec<Effect>,
     ) {
+        self.finish(now, session);
         let me = &self.cfg.me;
         if new_parties.contains(me) {
             // A signing of the new generation must read the promoted share, not the cached one.

@@ -214,3 +214,28 @@ fn manager__should_name_the_dealers_it_has_no_deal_from_at_the_timeout() {
         assert_eq!(culprits, vec![nid(1)]);
     }
 }
+
+#[test]
+fn manager__should_send_a_lost_deal_again_while_the_resharing_is_open() {
+    let (mut h, ok) = keyed_with_package(24);
+    // node0's deal to node2 is lost; every other party reports at once.
+    h.lose = vec![(nid(0), nid(2))];
+    let job = reshare_job(SessionId([7; 32]), &ok);
+    h.job_for_all(Job::Reshare(job));
+    h.run();
+    let reporters: Vec<NodeId> = reshare_reports(&h).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(reporters, vec![nid(0), nid(1)], "{:?}", h.submitted);
+    // Not yet due; then every open session sends its deals again, and node2 reports too.
+    h.tick(1_000);
+    assert_eq!(reshare_reports(&h).len(), 2);
+    h.tick(1_000);
+    let reports = reshare_reports(&h);
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    assert!(reports.iter().all(|(_, o)| matches!(o, Outcome::Ok(_))));
+    // Copies that come after a party reported change nothing there.
+    h.submitted.clear();
+    for _ in 0..5 {
+        h.tick(2_000);
+    }
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+}
