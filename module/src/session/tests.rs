@@ -31,6 +31,8 @@ struct Harness {
     /// Inputs waiting, with their recipient.
     queue: VecDeque<(NodeId, Input)>,
     submitted: Vec<(NodeId, TxMsg)>,
+    /// p2p messages sent so far.
+    sends: usize,
     /// Nodes cut off: every input to them is dropped.
     cut: Vec<NodeId>,
     /// The next message from the first to the second of a pair is lost (once per entry).
@@ -53,6 +55,7 @@ impl Harness {
                 .collect(),
             queue: VecDeque::new(),
             submitted: Vec::new(),
+            sends: 0,
             cut: Vec::new(),
             lose: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -95,6 +98,7 @@ impl Harness {
                             payload,
                             quoted: None,
                         };
+                        self.sends += 1;
                         self.queue.push_back((to, Input::Msg(msg)));
                     }
                     Effect::Store { op, token } => {

@@ -5,6 +5,7 @@ use seqmpc_proto::tx::KeyGenOk;
 
 use super::*;
 use crate::job::ReshareJob;
+use crate::session::reshare::MAX_RESENDS;
 
 /// A 4-node READY FROST-Ed25519 key `k` at threshold 3 (keygen session `[1; 32]`), the
 /// reports cleared; what the chain recorded of it.
@@ -232,10 +233,18 @@ fn manager__should_send_a_lost_deal_again_while_the_resharing_is_open() {
     let reports = reshare_reports(&h);
     assert_eq!(reports.len(), 3, "{reports:?}");
     assert!(reports.iter().all(|(_, o)| matches!(o, Outcome::Ok(_))));
-    // Copies that come after a party reported change nothing there.
+    // Copies that come after a party reported change nothing there; the sessions stay open
+    // (no verdict yet) but send again at most MAX_RESENDS times.
     h.submitted.clear();
-    for _ in 0..5 {
+    let before = h.sends;
+    for _ in 0..2 {
         h.tick(2_000);
     }
+    assert!(h.sends > before, "the open sessions sent nothing again");
+    let capped = h.sends;
+    for _ in 0..3 {
+        h.tick(2_000);
+    }
+    assert_eq!(h.sends, capped, "more than {MAX_RESENDS} resends");
     assert!(h.submitted.is_empty(), "{:?}", h.submitted);
 }
