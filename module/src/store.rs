@@ -670,7 +670,7 @@ mod no_panic;
 pub(super) mod tests {
     use std::time::{Duration, Instant};
 
-    use super::record::tests::sample;
+    pub(crate) use super::record::tests::sample;
     use super::*;
 
     pub(crate) const CHAIN: &str = "seqmpc-test-1";

@@ -111,11 +111,11 @@ impl ShareStore for StoreHandle {
 #[cfg(test)]
 #[allow(non_snake_case)]
 mod tests {
-    use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
+    use seqmpc_proto::{KeyId, SessionId};
 
     use super::*;
     use crate::session::mem_store::MemStore;
-    use crate::store::tests::{open, TestStore};
+    use crate::store::tests::{open, sample, TestStore};
     use crate::store::SecretShare;
 
     fn record(
@@ -125,19 +125,11 @@ mod tests {
         share: Option<&[u8]>,
     ) -> KeyRecord {
         KeyRecord {
-            key_id: KeyId::new("k").unwrap(),
             session: SessionId([session; 32]),
-            scheme: Scheme::FrostEd25519,
-            threshold: 2,
-            parties: ["node0", "node1", "node2"]
-                .into_iter()
-                .map(|n| NodeId::new(n).unwrap())
-                .collect(),
-            public_key: vec![0x11; 32],
             status,
-            error: None,
             generation,
             share: share.map(|s| SecretShare::new(s.to_vec())),
+            ..sample("k", b"")
         }
     }
 

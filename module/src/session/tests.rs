@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use seqmpc_proto::tx::{Outcome, TxMsg};
+use seqmpc_proto::tx::{KeyGenOk, Outcome, TxMsg};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
 use super::mem_store::MemStore;
@@ -520,6 +520,13 @@ fn manager__should_bound_a_senders_early_messages_in_bytes_and_still_run_honest_
 /// A 4-node harness with a READY FROST-Ed25519 key `k` (keygen session `[1; 32]`), its
 /// keygen reports cleared; the key's public key.
 fn keyed(seed: u64) -> (Harness, Vec<u8>) {
+    let (h, ok) = keyed_with_package(seed);
+    (h, ok.public_key)
+}
+
+/// A 4-node READY FROST-Ed25519 key `k` at threshold 3 (keygen session `[1; 32]`), the
+/// reports cleared; what the chain recorded of it.
+fn keyed_with_package(seed: u64) -> (Harness, KeyGenOk) {
     let mut h = Harness::new(4, seed);
     let parties = h.parties();
     h.job_for_all(keygen_job(
@@ -529,9 +536,19 @@ fn keyed(seed: u64) -> (Harness, Vec<u8>) {
         parties,
     ));
     h.run();
-    let pk = keygen_results(&h).remove(0);
+    let ok = h
+        .submitted
+        .iter()
+        .find_map(|(_, tx)| match tx {
+            TxMsg::KeyGenResult {
+                outcome: Outcome::Ok(ok),
+                ..
+            } => Some(ok.clone()),
+            _ => None,
+        })
+        .unwrap();
     h.submitted.clear();
-    (h, pk)
+    (h, ok)
 }
 
 /// The signatures submitted, by submitter.

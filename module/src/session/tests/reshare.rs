@@ -7,33 +7,6 @@ use super::*;
 use crate::job::ReshareJob;
 use crate::session::reshare::MAX_RESENDS;
 
-/// A 4-node READY FROST-Ed25519 key `k` at threshold 3 (keygen session `[1; 32]`), the
-/// reports cleared; what the chain recorded of it.
-fn keyed_with_package(seed: u64) -> (Harness, KeyGenOk) {
-    let mut h = Harness::new(4, seed);
-    let parties = h.parties();
-    h.job_for_all(keygen_job(
-        SessionId([1; 32]),
-        "k",
-        Scheme::FrostEd25519,
-        parties,
-    ));
-    h.run();
-    let ok = h
-        .submitted
-        .iter()
-        .find_map(|(_, tx)| match tx {
-            TxMsg::KeyGenResult {
-                outcome: Outcome::Ok(ok),
-                ..
-            } => Some(ok.clone()),
-            _ => None,
-        })
-        .unwrap();
-    h.submitted.clear();
-    (h, ok)
-}
-
 /// Resharing key `k` from node0-node3 (threshold 3, dealers node0-node2) to node0-node2 at
 /// threshold 2, generation 2.
 fn reshare_job(session: SessionId, ok: &KeyGenOk) -> ReshareJob {
