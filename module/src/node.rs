@@ -15,7 +15,6 @@ mod cggmp_sessions;
 pub mod chain_tip;
 pub(crate) mod checkpoint;
 mod drive;
-mod keygen;
 pub mod latency;
 mod presign;
 mod share_store;
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use rand::rngs::OsRng;
 use seqmpc_proto::tx::{
-    KeyGenOk, Outcome, SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES, MAX_SIGNING_PACKAGE_BYTES,
+    Outcome, SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES, MAX_SIGNING_PACKAGE_BYTES,
 };
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
@@ -43,12 +42,10 @@ use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
 use crate::protocol::cggmp::{CggmpMsg, Progress, SignData};
-use crate::protocol::frost_sign::AnyKeyMaterial;
 use crate::protocol::Outgoing;
 use crate::session::codec::*;
-use crate::session::keygen::{why_not_start, ReadyAnswer};
 use crate::session::{self as frost_session, Millis};
-use crate::store::{KeyRecord, SecretShare, ShareStatus, StoreHandle};
+use crate::store::{KeyRecord, ShareStatus, StoreHandle};
 
 /// Tuning of the session manager.
 #[derive(Clone, Debug)]
@@ -238,53 +235,6 @@ fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
 /// Shared view of the metrics.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
 
-/// A keygen protocol message, buffered until the DKG starts.
-enum DkgInput {
-    Cggmp(CggmpMsg),
-}
-
-#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
-enum KeygenPhase {
-    /// Waiting for the coordinator's KeyGenPrepare.
-    AwaitPrepare { buffered: Vec<(NodeId, DkgInput)> },
-    /// Answered Ready; waiting for KeyGenStart.
-    AwaitStart {
-        existing: Option<Vec<u8>>,
-        buffered: Vec<(NodeId, DkgInput)>,
-    },
-    /// Running CGGMP24 keygen on a worker thread: the DKG, and aux-info generation (Paillier
-    /// keys and their proofs, tens of seconds) when the flag is set.
-    CggmpRunning(cggmp::Worker, bool),
-    /// Moving between phases (never observed outside a transition).
-    Transition,
-}
-
-struct KeygenSession {
-    key_id: KeyId,
-    scheme: Scheme,
-    threshold: u32,
-    parties: Vec<NodeId>,
-    coordinator: NodeId,
-    /// Coordinator only: answers collected.
-    answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
-    /// Coordinator only (CGGMP24): the aux-info fingerprint each party offered to reuse.
-    aux_offered: BTreeMap<NodeId, Vec<u8>>,
-    /// CGGMP24: the aux info this node offered to reuse, if any.
-    aux_offer: Option<cggmp::AuxOffer>,
-    /// Coordinator only: the parties that said they hold a safe-prime set for this keygen.
-    primes_ready: BTreeSet<NodeId>,
-    /// Coordinator only: KeyGenStart or SessionAbort sent.
-    decided: bool,
-    /// Coordinator only: the parties every other holds a set but these (progress).
-    waiting_for_primes: Vec<NodeId>,
-    phase: KeygenPhase,
-    /// When the committed job arrived.
-    started: Instant,
-    /// When the DKG (and aux info) started: the local timeout counts from there. Before,
-    /// the keygen waits for its committee's safe primes, bounded by the chain's deadline.
-    running_since: Option<Instant>,
-}
-
 /// The engine of a sign session.
 #[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
 enum SignEngine {
@@ -306,7 +256,6 @@ struct SignSession {
 }
 
 enum Session {
-    Keygen(Box<KeygenSession>),
     Sign(Box<SignSession>),
     Presign(Box<presign::PresignSession>),
 }
@@ -314,21 +263,18 @@ enum Session {
 impl Session {
     fn started(&self) -> Instant {
         match self {
-            Session::Keygen(k) => k.started,
             Session::Sign(s) => s.started,
             Session::Presign(p) => p.started,
         }
     }
     fn is_cggmp(&self) -> bool {
         match self {
-            Session::Keygen(k) => k.scheme == Scheme::Cggmp24Secp256k1,
             Session::Sign(s) => s.cggmp_key.is_some(),
             Session::Presign(_) => true,
         }
     }
     fn is_party(&self, n: &NodeId) -> bool {
         match self {
-            Session::Keygen(k) => k.parties.contains(n),
             Session::Sign(s) => s.signers.contains(n),
             Session::Presign(p) => p.signers.contains(n),
         }
@@ -354,7 +300,6 @@ pub struct Node<S: SubmitResult> {
     /// What each peer's messages to the runtime's sessions may take ([`budget`]).
     inbound: budget::InboundBudget,
     finished: BTreeMap<SessionId, Instant>,
-    keys: BTreeMap<KeyId, (AnyKeyMaterial, u64)>,
     pub(crate) primes: cggmp::PrimePool,
     /// READY cggmp24 keys held here (what the presignature pools are filled for).
     cggmp_keys: BTreeMap<KeyId, presign::CggmpKeyInfo>,
@@ -429,7 +374,6 @@ impl<S: SubmitResult> Node<S> {
             evidence: BTreeMap::new(),
             inbound: budget::InboundBudget::default(),
             finished: BTreeMap::new(),
-            keys: BTreeMap::new(),
             cggmp_keys: BTreeMap::new(),
             presigs: presign::PresignPool::default(),
             pool_changed: true,
@@ -527,13 +471,12 @@ impl<S: SubmitResult> Node<S> {
                 self.drive(frost_session::Input::ChainTip(height)).await;
             }
         }
-        // The FROST sessions, resharings, deletions and the chain's keygen verdicts belong to
-        // the sans-IO manager (which applies the policy itself); CGGMP24 keygen and signing
-        // stay here for now.
+        // Keygens, FROST signing, resharings, deletions and the chain's keygen verdicts belong
+        // to the sans-IO manager (which applies the policy itself); CGGMP24 signing stays here
+        // for now.
         match &job {
-            Job::KeyGen { scheme, .. } | Job::Sign { scheme, .. }
-                if *scheme != Scheme::Cggmp24Secp256k1 =>
-            {
+            Job::KeyGen { .. } => return self.drive(frost_session::Input::Job(job)).await,
+            Job::Sign { scheme, .. } if *scheme != Scheme::Cggmp24Secp256k1 => {
                 return self.drive(frost_session::Input::Job(job)).await;
             }
             Job::Delete {
@@ -552,7 +495,6 @@ impl<S: SubmitResult> Node<S> {
             Job::KeyGenFailed {
                 key_id, session, ..
             } => {
-                self.sessions.remove(session);
                 self.primes.release(session);
                 self.forget_key(key_id);
                 if self.cggmp_keys.get(key_id).map(|k| k.generation) == Some(*session) {
@@ -560,7 +502,7 @@ impl<S: SubmitResult> Node<S> {
                 }
                 return self.drive(frost_session::Input::Job(job)).await;
             }
-            Job::KeyGen { session, .. } | Job::Sign { session, .. } => {
+            Job::Sign { session, .. } => {
                 let here = self.here(session);
                 if let Err(skip) = self.frost.admit(drive::now_ms(), &job, here) {
                     return frost_session::log_skip(&job, skip);
@@ -572,79 +514,6 @@ impl<S: SubmitResult> Node<S> {
             Job::NodeJoined { .. } | Job::NodeKeyRotated { .. } | Job::NodeRemoved { .. } => {}
         }
         match job {
-            Job::KeyGen {
-                session,
-                key_id,
-                scheme,
-                threshold,
-                parties,
-                ..
-            } => {
-                // Idempotent: a replayed job for a session this node completed does nothing.
-                if let Ok(Some(rec)) = self.store.get(&key_id).await {
-                    if rec.session == session && rec.status != ShareStatus::Pending {
-                        debug!(%key_id, %session, "keygen job already done here; skipped");
-                        return;
-                    }
-                }
-                let Some(coord) = coordinator(&session, &parties) else {
-                    return;
-                };
-                if self.sessions.len() >= self.cfg.max_sessions {
-                    self.submit.submit(TxMsg::KeyGenResult {
-                        key_id,
-                        session,
-                        outcome: Outcome::Failed {
-                            error: "node overloaded: too many sessions".into(),
-                            culprits: Vec::new(),
-                            evidence: Vec::new(),
-                        },
-                    });
-                    return;
-                }
-                info!(%key_id, %session, %coord, "keygen session opened");
-                let is_coord = coord == self.cfg.me;
-                self.sessions.insert(
-                    session,
-                    Session::Keygen(Box::new(KeygenSession {
-                        key_id: key_id.clone(),
-                        scheme,
-                        threshold,
-                        parties: parties.clone(),
-                        coordinator: coord,
-                        answers: is_coord.then(BTreeMap::new),
-                        aux_offered: BTreeMap::new(),
-                        aux_offer: None,
-                        primes_ready: BTreeSet::new(),
-                        decided: false,
-                        waiting_for_primes: Vec::new(),
-                        phase: KeygenPhase::AwaitPrepare {
-                            buffered: Vec::new(),
-                        },
-                        started: received,
-                        running_since: None,
-                    })),
-                );
-                // CGGMP24: reserve a safe-prime set for aux info now, in the chain's order of
-                // jobs (the same on every node), or wait in line for one.
-                if scheme == Scheme::Cggmp24Secp256k1 && !self.primes.reserve(session) {
-                    info!(%key_id, %session, "no safe-prime set free here: this keygen waits for one");
-                }
-                if is_coord {
-                    // Phase 1 (seed 001): ask every party to prepare.
-                    let prepare = wire::KeyGenPrepare {
-                        key_id: key_id.to_string(),
-                        scheme: scheme.as_str().into(),
-                        threshold,
-                        parties: parties.iter().map(|p| p.to_string()).collect(),
-                    };
-                    for p in &parties {
-                        self.send(&session, p, Payload::KeygenPrepare(prepare.clone()))
-                            .await;
-                    }
-                }
-                self.replay_early(session).await;
-            }
             Job::Sign {
                 session,
                 request_id,
@@ -681,7 +550,8 @@ impl<S: SubmitResult> Node<S> {
                 self.replay_early(session).await;
             }
             // The session manager's (above).
-            Job::Delete { .. }
+            Job::KeyGen { .. }
+            | Job::Delete { .. }
             | Job::KeyGenFailed { .. }
             | Job::SignEnded { .. }
             | Job::Reshare(_)
@@ -765,40 +635,7 @@ impl<S: SubmitResult> Node<S> {
     /// manager's): a resharing replaced it, or the key is gone. Signing with a stale share
     /// would make every later signature share of this node fail verification.
     fn forget_key(&mut self, key_id: &KeyId) {
-        self.keys.remove(key_id);
         self.frost.forget_key(key_id);
-    }
-
-    /// A READY FROST share and its generation, from the cache or the store.
-    async fn load_key(&mut self, key_id: &KeyId) -> Result<(AnyKeyMaterial, u64), ProtocolError> {
-        if let Some(k) = self.keys.get(key_id) {
-            return Ok(k.clone());
-        }
-        let rec = self
-            .store
-            .get(key_id)
-            .await
-            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?
-            .ok_or_else(|| ProtocolError::Local(format!("no local share for key {key_id}")))?;
-        if rec.status != ShareStatus::Ready {
-            return Err(ProtocolError::Local(format!(
-                "local share of {key_id} is {:?}, not READY",
-                rec.status
-            )));
-        }
-        let share = rec
-            .share
-            .as_ref()
-            .ok_or_else(|| ProtocolError::Local("READY record without share".into()))?;
-        let km = decode_share(share, rec.scheme, rec.parties.clone())?;
-        if km.public_key() != rec.public_key.as_slice() {
-            return Err(ProtocolError::Local(format!(
-                "stored share of {key_id} does not match the record's public key"
-            )));
-        }
-        self.keys
-            .insert(key_id.clone(), (km.clone(), rec.generation));
-        Ok((km, rec.generation))
     }
 
     /// Feeds a session this runtime started the messages that arrived before it (the session
@@ -895,15 +732,15 @@ impl<S: SubmitResult> Node<S> {
             }
         }
         match payload {
-            Payload::KeygenPrepare(p) => self.on_prepare(session, from, p).await,
-            Payload::KeygenReady(r) => self.on_ready(session, from, r).await,
-            Payload::KeygenStart(s) => self.on_start(session, from, s.reuse_aux).await,
-            // FROST messages belong to the session manager's sessions.
-            Payload::DkgRound1(_)
+            // Keygen and FROST messages belong to the session manager's sessions.
+            Payload::KeygenPrepare(_)
+            | Payload::KeygenReady(_)
+            | Payload::KeygenStart(_)
+            | Payload::DkgRound1(_)
             | Payload::DkgRound2(_)
             | Payload::SignRound1(_)
             | Payload::SignRound2(_) => {
-                warn!(%session, %from, "FROST message in a CGGMP24 or resharing session dropped");
+                warn!(%session, %from, "keygen or FROST message in a CGGMP24 signing dropped");
                 self.metrics(|x| x.messages_dropped += 1);
             }
             Payload::Cggmp(c) => match CggmpMsg::from_bytes(&c.msg) {
@@ -926,10 +763,6 @@ impl<S: SubmitResult> Node<S> {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 match self.sessions.get(&session) {
                     Some(Session::Presign(_)) => self.abort_presign(session, reason).await,
-                    Some(Session::Keygen(_)) => {
-                        self.fail_keygen(session, ProtocolError::Local(reason))
-                            .await
-                    }
                     Some(Session::Sign(s)) => {
                         let rid = s.request_id.clone();
                         self.fail_sign(session, rid, ProtocolError::Local(reason), None)
@@ -942,7 +775,6 @@ impl<S: SubmitResult> Node<S> {
 
     fn finish_session(&mut self, session: SessionId) -> Option<Session> {
         self.finished.insert(session, Instant::now());
-        self.primes.release(&session);
         self.inbound.release(&session);
         self.sessions.remove(&session)
     }
@@ -958,16 +790,10 @@ impl<S: SubmitResult> Node<S> {
                 timeout
             }
         };
-        // A CGGMP24 keygen that has not started its DKG waits for its committee's safe primes
-        // (issue 15): the chain's deadline ends it (Job::KeyGenFailed), not a local timeout.
-        let since = |s: &Session| match s {
-            Session::Keygen(k) => k.running_since,
-            other => Some(other.started()),
-        };
         let expired: Vec<(SessionId, Duration)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| since(s).is_some_and(|t| now.duration_since(t) > limit(s)))
+            .filter(|(_, s)| now.duration_since(s.started()) > limit(s))
             .map(|(id, s)| (*id, limit(s)))
             .collect();
         self.report_silent_cggmp_signers(now);
@@ -977,7 +803,6 @@ impl<S: SubmitResult> Node<S> {
                 limit.as_secs()
             ));
             match self.sessions.get(&id) {
-                Some(Session::Keygen(_)) => self.fail_keygen(id, e).await,
                 Some(Session::Sign(s)) => {
                     let rid = s.request_id.clone();
                     self.fail_sign(id, rid, e, None)
@@ -988,68 +813,43 @@ impl<S: SubmitResult> Node<S> {
         }
         self.submit_due_cggmp_backups(now);
         self.fill_presign_pools().await;
-        self.grant_prime_sets().await;
+        // Sets that became free go to the keygens waiting longest (the manager's).
+        for session in self.primes.grant_waiting() {
+            self.drive(frost_session::Input::PrimesReserved(session))
+                .await;
+        }
         let primes = self.primes.clone();
+        let keygens = self.frost.keygens();
         // A refill ahead of need waits while a CGGMP24 keygen waits for others' primes or runs
         // aux info: at a cold start the nodes share the cores (measured: a 4-node cold start
         // on 2 cores took 624 s with the refill running beside aux info).
         primes.pause_refill(
-            self.sessions
-                .values()
-                .any(|s| matches!(s, Session::Keygen(k) if k.scheme == Scheme::Cggmp24Secp256k1)),
+            keygens
+                .iter()
+                .any(|(.., scheme, _, _)| *scheme == Scheme::Cggmp24Secp256k1),
         );
-        let keygens: Vec<KeygenProgress> = self
-            .sessions
-            .iter()
-            .filter_map(|(id, s)| match s {
-                Session::Keygen(k) => Some(KeygenProgress {
-                    key_id: k.key_id.clone(),
-                    scheme: k.scheme,
-                    phase: match k.phase {
-                        KeygenPhase::AwaitPrepare { .. } | KeygenPhase::AwaitStart { .. }
-                            if primes.is_waiting(id) =>
-                        {
-                            "generating a safe-prime set".into()
-                        }
-                        KeygenPhase::AwaitStart { .. } if !k.waiting_for_primes.is_empty() => {
-                            let names: Vec<&str> =
-                                k.waiting_for_primes.iter().map(NodeId::as_str).collect();
-                            format!("waiting for safe primes: {}", names.join(","))
-                        }
-                        KeygenPhase::AwaitPrepare { .. } => "awaiting-prepare".into(),
-                        KeygenPhase::AwaitStart { .. } => "awaiting-start".into(),
-                        KeygenPhase::CggmpRunning(_, true) => "dkg+aux-info".into(),
-                        KeygenPhase::CggmpRunning(_, false) | KeygenPhase::Transition => {
-                            "dkg".into()
-                        }
-                    },
-                    elapsed_ms: now.duration_since(k.started).as_millis() as u64,
-                }),
-                _ => None,
-            })
-            .collect();
         let now_ms = drive::now_ms();
-        let keygens = keygens
+        let keygens: Vec<KeygenProgress> = keygens
             .into_iter()
-            .chain(
-                self.frost
-                    .keygens()
-                    .into_iter()
-                    .map(|(key_id, scheme, phase, started)| KeygenProgress {
-                        key_id,
-                        scheme,
-                        phase: phase.into(),
-                        elapsed_ms: now_ms.saturating_sub(started),
-                    }),
-            )
+            .map(|(session, key_id, scheme, phase, started)| KeygenProgress {
+                key_id,
+                scheme,
+                phase: if primes.is_waiting(&session) {
+                    "generating a safe-prime set".into()
+                } else {
+                    phase
+                },
+                elapsed_ms: now_ms.saturating_sub(started),
+            })
             .collect();
         self.metrics(|m| m.keygens = keygens);
         // Forget finished sessions and stale early messages after a while.
         let keep = Duration::from_secs(600);
         self.finished.retain(|_, t| now.duration_since(*t) < keep);
-        let live = &self.sessions;
+        let (live, workers) = (&self.sessions, &self.workers);
         self.evidence.retain(|s, _| live.contains_key(s));
-        self.inbound.release_unless(|s| live.contains_key(s));
+        self.inbound
+            .release_unless(|s| live.contains_key(s) || workers.contains_key(s));
         self.drive(frost_session::Input::Tick).await;
     }
 

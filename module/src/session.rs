@@ -1,7 +1,7 @@
 //! The sans-IO session layer: `Manager::handle(now, Input, rng) -> Vec<Effect>`.
 //!
-//! The manager owns the FROST sessions of a node (keygen with its prepare/ready/start
-//! handshake, and signing), the buffer of messages that arrive before their session's job, the
+//! The manager owns the keygens of a node (every scheme, with their prepare/ready/start
+//! handshake), its FROST signings and its resharings, the buffer of messages that arrive before their session's job, the
 //! evidence kept for failure reports, and the one admission policy that decides whether a
 //! committed job runs here ([`admission`], through [`Manager::admit`]). It does no I/O: it never awaits, never reads
 //! a clock (time comes in as `now`, milliseconds on the node's clock) and never draws from the
@@ -11,12 +11,13 @@
 //!
 //! Every session is one `enum` state per kind ([`keygen::KeygenState`],
 //! [`sign::SignState`], [`reshare::ReshareState`]); transitions are exhaustive matches.
-//! Resharing covers both families: a CGGMP24 new committee that must generate aux info asks
-//! the runtime for a worker ([`Effect::StartWorker`]) and gets its output back
-//! ([`Input::WorkerDone`]).
+//! CGGMP24 work of seconds of CPU (a keygen's DKG and aux info, a resharing's aux info) runs
+//! on a runtime worker ([`Effect::StartWorker`], messages by [`Effect::ToWorker`], output back
+//! as [`Input::WorkerDone`]); a keygen that generates aux info first reserves a safe-prime set
+//! ([`Effect::ReservePrimes`] / [`Input::PrimesReserved`], see `keygen::cggmp`).
 //!
-//! Not here yet: CGGMP24 keygen, signing and presignatures, which the runtime still drives
-//! itself; messages of those sessions reach them through [`Manager::take_early`].
+//! Not here yet: CGGMP24 signing and presignatures, which the runtime still drives itself;
+//! messages of those sessions reach them through [`Manager::take_early`].
 
 pub mod admission;
 pub mod codec;
@@ -43,7 +44,9 @@ pub use admission::{log_skip, Admission, Here, Skip};
 pub use keygen::KeygenState;
 pub use reshare::{AuxState, ReshareState};
 pub use sign::SignState;
-pub use worker::{aux_offer_in, AuxOffer, WorkerOutput, WorkerTask};
+pub use worker::{
+    aux_offer_in, AuxOffer, InlineKeygen, InlineStep, KeygenOutput, WorkerOutput, WorkerTask,
+};
 
 /// Milliseconds on the node's clock (Unix time in production, simulated time in the simulator).
 pub type Millis = u64;
@@ -164,7 +167,7 @@ impl Msg {
 /// What the manager reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A committed job (FROST keygen or signing, a resharing and the chain's verdict on it, a
+    /// A committed job (a keygen, a FROST signing, a resharing and the chain's verdict on it, a
     /// deletion, or the chain's verdict on a keygen). Other jobs are the runtime's.
     Job(Job),
     /// A p2p message.
@@ -181,6 +184,8 @@ pub enum Input {
         /// The store's answer, or its error.
         reply: Result<StoreReply, String>,
     },
+    /// The CGGMP24 keygen `session` holds a safe-prime set now ([`Effect::ReservePrimes`]).
+    PrimesReserved(SessionId),
     /// A worker started by [`Effect::StartWorker`] ended (or could not start).
     WorkerDone {
         /// Its session.
@@ -281,6 +286,9 @@ pub enum StoreToken {
     Prepared(SessionId),
     /// KeyGenPrepare over an ERROR record: the PENDING record replaced it.
     ReplacedError(SessionId),
+    /// A CGGMP24 keygen's PENDING record is written: the aux info this node holds for the
+    /// committee, to offer for reuse.
+    KeygenAux(SessionId),
     /// The READY share is durable: the result may go to the chain.
     Stored(SessionId),
     /// KeyGenStart with the key READY here already: its share, for the public key package.
@@ -367,7 +375,12 @@ pub enum Effect {
         /// The message.
         msg: crate::protocol::cggmp::CggmpMsg,
     },
-    /// The session of this worker ended: stop it.
+    /// Reserve a safe-prime set for the CGGMP24 keygen `session` (in the chain's order of
+    /// jobs), or queue it for the next set; answer [`Input::PrimesReserved`] once it holds one
+    /// (at once if it does).
+    ReservePrimes(SessionId),
+    /// The session ended: stop its worker and release what the runtime holds for it (its
+    /// safe-prime reservation or place in line, its messages' byte charges).
     StopWorker(SessionId),
 }
 
@@ -379,13 +392,6 @@ enum Session {
 }
 
 impl Session {
-    fn started(&self) -> Millis {
-        match self {
-            Session::Keygen(k) => k.started,
-            Session::Sign(s) => s.started,
-            Session::Reshare(r) => r.started,
-        }
-    }
     fn is_party(&self, n: &NodeId) -> bool {
         match self {
             Session::Keygen(k) => k.parties.contains(n),
@@ -404,7 +410,17 @@ pub const MAX_BUFFERED_PER_SENDER: usize = 4;
 /// Buffers `msg` from `from` unless `from` already has [`MAX_BUFFERED_PER_SENDER`] waiting
 /// in `buffered`; whether it was kept.
 fn buffer_capped<M>(buffered: &mut Vec<(NodeId, M)>, from: NodeId, msg: M) -> bool {
-    if buffered.iter().filter(|(f, _)| *f == from).count() >= MAX_BUFFERED_PER_SENDER {
+    buffer_capped_at(buffered, from, msg, MAX_BUFFERED_PER_SENDER)
+}
+
+/// Most CGGMP24 keygen messages one sender may have waiting for the keygen's start: a party
+/// that started first sends its first round of the DKG and of aux info (a broadcast and a
+/// p2p message each) before it needs this node's; the rest is headroom.
+pub const MAX_BUFFERED_CGGMP_PER_SENDER: usize = 16;
+
+/// [`buffer_capped`] with a cap of `cap` messages per sender.
+fn buffer_capped_at<M>(buffered: &mut Vec<(NodeId, M)>, from: NodeId, msg: M, cap: usize) -> bool {
+    if buffered.iter().filter(|(f, _)| *f == from).count() >= cap {
         // Debug only: a flooding party must not flood the log either.
         debug!(%from, "session buffer full for this sender; message dropped");
         return false;
@@ -468,14 +484,12 @@ impl Manager {
         self.sessions.contains_key(session) || self.finished.contains_key(session)
     }
 
-    /// Keygens running here: key, scheme, phase and start time.
-    pub fn keygens(&self) -> Vec<(KeyId, Scheme, &'static str, Millis)> {
+    /// Keygens running here: session, key, scheme, phase and start time.
+    pub fn keygens(&self) -> Vec<(SessionId, KeyId, Scheme, String, Millis)> {
         self.sessions
-            .values()
-            .filter_map(|s| match s {
-                Session::Keygen(k) => {
-                    Some((k.key_id.clone(), k.scheme, k.state.phase(), k.started))
-                }
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Session::Keygen(k) => Some((*id, k.key_id.clone(), k.scheme, k.phase(), k.started)),
                 Session::Sign(_) | Session::Reshare(_) => None,
             })
             .collect()
@@ -557,9 +571,16 @@ impl Manager {
             Input::Tick => self.on_tick(now, &mut fx),
             Input::ChainTip(height) => self.admission.chain_tip(now, height),
             Input::StoreReply { token, reply } => self.on_store(now, token, reply, rng, &mut fx),
-            Input::WorkerDone { session, output } => {
-                self.reshare_worker_done(now, session, output, &mut fx)
-            }
+            Input::PrimesReserved(session) => self.keygen_primes_reserved(session, &mut fx),
+            Input::WorkerDone { session, output } => match self.sessions.get(&session) {
+                Some(Session::Keygen(_)) => self.keygen_worker_done(now, session, output, &mut fx),
+                Some(Session::Reshare(_)) => {
+                    self.reshare_worker_done(now, session, output, &mut fx)
+                }
+                Some(Session::Sign(_)) | None => {
+                    debug!(%session, "worker output for no session waiting for it ignored")
+                }
+            },
         }
         fx
     }
@@ -628,7 +649,11 @@ impl Manager {
                 session,
                 reason,
             } => {
-                self.sessions.remove(&session);
+                if let Some(Session::Keygen(k)) = self.sessions.remove(&session) {
+                    if k.scheme == Scheme::Cggmp24Secp256k1 {
+                        fx.push(Effect::StopWorker(session));
+                    }
+                }
                 self.keys.remove(&key_id);
                 fx.push(Effect::Store {
                     op: StoreOp::MarkError {
@@ -752,6 +777,7 @@ impl Manager {
             StoreToken::KeygenJob(s) => self.keygen_checked(now, s, reply, rng, fx),
             StoreToken::Prepared(s) => self.keygen_prepared(now, s, reply, fx),
             StoreToken::ReplacedError(s) => self.keygen_replaced(s, reply, fx),
+            StoreToken::KeygenAux(s) => self.keygen_aux_found(s, reply, fx),
             StoreToken::Stored(s) => self.keygen_stored(now, s, reply, fx),
             StoreToken::Existing(s) => self.keygen_existing(now, s, reply, fx),
             StoreToken::SignKey(s) => self.sign_key_loaded(now, s, reply, rng, fx),
@@ -780,15 +806,18 @@ impl Manager {
 
     fn on_tick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let timeout = self.cfg.session_timeout_ms;
-        let limit = |s: &Session| match s {
-            Session::Keygen(_) => timeout,
-            Session::Sign(_) => self.cfg.sign_timeout_ms,
-            Session::Reshare(r) => self.cfg.timeout_ms(r.job.scheme),
+        // When a session's local time is up (`None`: only the chain's deadline ends it).
+        let due = |s: &Session| match s {
+            Session::Keygen(k) => k.due(&self.cfg),
+            Session::Sign(s) => Some(s.started.saturating_add(self.cfg.sign_timeout_ms)),
+            Session::Reshare(r) => {
+                Some(r.started.saturating_add(self.cfg.timeout_ms(r.job.scheme)))
+            }
         };
         let expired: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now.saturating_sub(s.started()) > limit(s))
+            .filter(|(_, s)| due(s).is_some_and(|due| now > due))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {

@@ -681,7 +681,9 @@ impl World {
                 let t = self.now;
                 self.at(t, Ev::Input(i, inc, Input::WorkerDone { session, output }));
             }
-            Effect::ToWorker { .. } | Effect::StopWorker(_) => {}
+            // No safe-prime set either: a CGGMP24 keygen would wait for one (the workload has
+            // none).
+            Effect::ReservePrimes(_) | Effect::ToWorker { .. } | Effect::StopWorker(_) => {}
             Effect::Checkpoint(_) | Effect::Metric(_) => {}
         }
     }

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::OsRng;
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{NodeId, SessionId};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::warn;
 use zeroize::Zeroizing;
@@ -194,12 +193,7 @@ impl Task {
     }
 }
 
-/// A finished keygen: the public key, the transcript hash reported to the chain, the share.
-pub(crate) struct KeygenOutput {
-    pub(crate) public_key: [u8; 33],
-    pub(crate) transcript_hash: [u8; 32],
-    pub(crate) share: Zeroizing<Vec<u8>>,
-}
+pub(crate) use crate::session::KeygenOutput;
 
 /// What a worker produced.
 pub(crate) enum Output {
@@ -240,17 +234,6 @@ impl Worker {
     pub(crate) fn behind(&self, now: Instant, quiet: Duration) -> Vec<NodeId> {
         self.traffic.behind(now, quiet)
     }
-}
-
-/// The transcript hash a CGGMP24 keygen reports. cggmp24 enforces reliable broadcast itself
-/// (echo round), so agreement on the session and the public key is what the chain checks.
-pub(crate) fn keygen_transcript(session: &SessionId, public_key: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"seqmpc/cggmp24-secp256k1/keygen-transcript/v1\0");
-    h.update(session.0);
-    h.update((public_key.len() as u64).to_be_bytes());
-    h.update(public_key);
-    h.finalize().into()
 }
 
 /// Everything a worker thread needs besides its task.
@@ -382,12 +365,7 @@ fn run_keygen(
     };
     let start = KeyGen::start(session, me, parties, threshold, source, &mut OsRng)?;
     let share: CggmpKeyShare = drive(start, rx, send, deadline)?;
-    let public_key = share.public_key();
-    Ok(KeygenOutput {
-        public_key,
-        transcript_hash: keygen_transcript(&session, &public_key),
-        share: share.to_bytes()?,
-    })
+    KeygenOutput::new(&session, &share)
 }
 
 fn run_sign(

@@ -11,7 +11,6 @@ impl<S: SubmitResult> Node<S> {
             .sessions
             .values()
             .filter(|s| match s {
-                Session::Keygen(k) => matches!(k.phase, KeygenPhase::CggmpRunning(..)),
                 Session::Sign(s) => matches!(s.state, Some(SignEngine::Cggmp(_))),
                 Session::Presign(_) => true,
             })
@@ -38,34 +37,6 @@ impl<S: SubmitResult> Node<S> {
         })
     }
 
-    /// The aux info this node can offer for reuse by a keygen of `parties`: the configured
-    /// one (fixtures) if it is this committee's, else that of this committee's READY
-    /// cggmp24 key with the smallest key id (every share holds its aux info).
-    pub(super) async fn aux_candidate(&self, parties: &[NodeId]) -> Option<cggmp::AuxOffer> {
-        match self.find_aux(parties).await {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(error = %e, "cannot read reusable aux info; offering none");
-                None
-            }
-        }
-    }
-
-    pub(super) async fn find_aux(
-        &self,
-        parties: &[NodeId],
-    ) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
-        if let Some(offer) = self.configured_aux(parties)? {
-            return Ok(Some(offer));
-        }
-        let records = self
-            .store
-            .list()
-            .await
-            .map_err(|e| ProtocolError::Local(format!("key store: {e}")))?;
-        frost_session::aux_offer_in(&records, parties)
-    }
-
     /// The aux info this node was configured with (fixtures), if it is `parties`'.
     pub(super) fn configured_aux(
         &self,
@@ -79,87 +50,6 @@ impl<S: SubmitResult> Node<S> {
             fingerprint: AuxShare::from_bytes(&a.share)?.fingerprint()?,
             share: a.share.clone(),
         }))
-    }
-
-    /// KeyGenStart of a CGGMP24 keygen: DKG plus aux info (reused when every party offered
-    /// the same, else generated from a pool prime set) on a worker thread.
-    pub(super) async fn start_cggmp_keygen(
-        &mut self,
-        session: SessionId,
-        buffered: Vec<(NodeId, DkgInput)>,
-        reuse_aux: bool,
-    ) {
-        let env = match self.worker_env() {
-            Ok(env) => env,
-            Err(e) => return self.fail_keygen(session, e).await,
-        };
-        let primes = self.primes.clone();
-        let Some(k) = self.keygen_mut(&session) else {
-            return;
-        };
-        let offer = k.aux_offer.take();
-        let Ok(threshold) = u16::try_from(k.threshold) else {
-            let e = ProtocolError::Local("threshold does not fit cggmp24".into());
-            return self.fail_keygen(session, e).await;
-        };
-        let aux = match (reuse_aux, offer) {
-            (true, Some(o)) => {
-                primes.release(&session);
-                cggmp::AuxPlan::Existing(o.share)
-            }
-            (true, None) => {
-                let e = ProtocolError::Local(
-                    "the coordinator asked to reuse aux info this node did not offer".into(),
-                );
-                return self.fail_keygen(session, e).await;
-            }
-            // Taken only now: the coordinator starts once every party holds a reserved set,
-            // so no set is consumed by a keygen that cannot run.
-            (false, _) => match primes.take(&session).await {
-                Ok(Some(p)) => cggmp::AuxPlan::Generate(p),
-                Err(e) => return self.fail_keygen(session, e).await,
-                Ok(None) => {
-                    let e = ProtocolError::Local(
-                        "the coordinator started aux info before this node held a safe-prime \
-                         set for it"
-                            .into(),
-                    );
-                    return self.fail_keygen(session, e).await;
-                }
-            },
-        };
-        // A set taken but unused (no aux-info run started with it) goes back to the pool.
-        let unused = match &aux {
-            cggmp::AuxPlan::Generate(p) => Some(zeroize::Zeroizing::new(p.to_vec())),
-            cggmp::AuxPlan::Existing(_) => None,
-        };
-        let reuse = unused.is_none();
-        let Some(k) = self.keygen_mut(&session) else {
-            return;
-        };
-        let task = cggmp::Task::Keygen {
-            parties: k.parties.clone(),
-            threshold,
-            aux,
-        };
-        info!(key_id = %k.key_id, %session, aux_reused = reuse, "CGGMP24 keygen started on a worker thread");
-        match cggmp::spawn(session, task, env) {
-            Ok(worker) => {
-                for (from, msg) in buffered {
-                    match msg {
-                        DkgInput::Cggmp(m) => worker.forward(from, m),
-                    }
-                }
-                k.phase = KeygenPhase::CggmpRunning(worker, !reuse);
-                k.running_since = Some(Instant::now());
-            }
-            Err(e) => {
-                if let Some(set) = unused {
-                    primes.put_back(set).await;
-                }
-                self.fail_keygen(session, e).await
-            }
-        }
     }
 
     /// A CGGMP24 sign job. A prehashed digest: full interactive signing on a worker thread,
@@ -215,20 +105,9 @@ impl<S: SubmitResult> Node<S> {
         Ok(())
     }
 
-    /// A CGGMP24 message from an authenticated party of the session: to its worker, or
-    /// buffered until the keygen starts.
+    /// A CGGMP24 message from an authenticated party of the session, to its worker.
     pub(super) async fn on_cggmp(&mut self, session: SessionId, from: NodeId, msg: CggmpMsg) {
         match self.sessions.get_mut(&session) {
-            Some(Session::Keygen(k)) => match &mut k.phase {
-                KeygenPhase::CggmpRunning(w, _) => w.forward(from, msg),
-                KeygenPhase::AwaitPrepare { buffered }
-                | KeygenPhase::AwaitStart { buffered, .. } => {
-                    buffered.push((from, DkgInput::Cggmp(msg)))
-                }
-                KeygenPhase::Transition => {
-                    warn!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
-                }
-            },
             Some(Session::Sign(s)) => {
                 s.heard.insert(from.clone());
                 match &s.state {
@@ -249,35 +128,23 @@ impl<S: SubmitResult> Node<S> {
     /// A CGGMP24 worker finished.
     pub(super) async fn on_cggmp_finished(&mut self, f: cggmp::Finished) {
         let session = f.session;
-        // A worker of the session manager's (a resharing's aux info).
+        // A worker of the session manager's (a keygen, or a resharing's aux info).
         if self.workers.remove(&session).is_some() {
+            self.inbound.release(&session);
             let output = match f.output {
                 cggmp::Output::Aux(res) => frost_session::WorkerOutput::Aux(res),
-                _ => frost_session::WorkerOutput::Aux(Err(ProtocolError::Bug(
-                    "a worker for aux info produced something else".into(),
-                ))),
+                cggmp::Output::Keygen(res) => frost_session::WorkerOutput::Keygen(res),
+                cggmp::Output::Sign(_) | cggmp::Output::Presign(_) => {
+                    frost_session::WorkerOutput::Aux(Err(ProtocolError::Bug(
+                        "a worker of the session manager signed".into(),
+                    )))
+                }
             };
             return self
                 .drive(frost_session::Input::WorkerDone { session, output })
                 .await;
         }
         match (self.sessions.get(&session), f.output) {
-            (Some(Session::Keygen(_)), cggmp::Output::Keygen(Ok(out))) => {
-                match encode_tagged(Scheme::Cggmp24Secp256k1, &out.share) {
-                    Ok(share) => {
-                        let ok = KeyGenOk {
-                            public_key: out.public_key.to_vec(),
-                            transcript_hash: out.transcript_hash,
-                            public_key_package: Vec::new(),
-                        };
-                        self.store_keygen(session, ok, share).await
-                    }
-                    Err(e) => self.fail_keygen(session, e).await,
-                }
-            }
-            (Some(Session::Keygen(_)), cggmp::Output::Keygen(Err(e))) => {
-                self.fail_keygen(session, e).await
-            }
             (Some(Session::Sign(_)), cggmp::Output::Sign(res)) => {
                 self.cggmp_signed(session, res, false).await
             }

@@ -62,20 +62,41 @@ impl<S: SubmitResult> Node<S> {
                     MetricEvent::ReshareOk => x.reshares_ok += 1,
                 }),
                 Effect::StartWorker { session, task } => {
-                    if let Err(e) = self.start_worker(session, task).await {
-                        let input = Input::WorkerDone {
-                            session,
-                            output: WorkerOutput::Aux(Err(e)),
-                        };
+                    let failed = |e| WorkerOutput::failed(&task, e);
+                    let started = self.start_worker(session, task.clone()).await;
+                    if let Err(e) = started {
+                        let output = failed(e);
+                        let input = Input::WorkerDone { session, output };
                         queue.extend(self.frost.handle(now_ms(), input, &mut OsRng));
                     }
                 }
-                Effect::ToWorker { session, from, msg } => match self.workers.get(&session) {
-                    Some(w) => w.forward(from, msg),
-                    None => debug!(%session, %from, "CGGMP24 message for no worker dropped"),
-                },
+                Effect::ToWorker { session, from, msg } => {
+                    let Some(w) = self.workers.get(&session) else {
+                        debug!(%session, %from, "CGGMP24 message for no worker dropped");
+                        continue;
+                    };
+                    // What a peer may make this node hold for its sessions ([`budget`]).
+                    let bytes = msg.payload().len().saturating_add(2);
+                    match self.inbound.charge(session, &from, bytes) {
+                        Ok(()) => w.forward(from, msg),
+                        Err(e) => {
+                            warn!(%session, %from, error = %e, "message over its sender's byte budget dropped");
+                            self.metrics(|x| x.messages_dropped += 1);
+                        }
+                    }
+                }
+                Effect::ReservePrimes(session) => {
+                    if self.primes.reserve(session) {
+                        let input = Input::PrimesReserved(session);
+                        queue.extend(self.frost.handle(now_ms(), input, &mut OsRng));
+                    } else {
+                        info!(%session, "no safe-prime set free here: this keygen waits for one");
+                    }
+                }
                 Effect::StopWorker(session) => {
                     self.workers.remove(&session);
+                    self.inbound.release(&session);
+                    self.primes.release(&session);
                 }
             }
         }
@@ -88,17 +109,74 @@ impl<S: SubmitResult> Node<S> {
         task: WorkerTask,
     ) -> Result<(), ProtocolError> {
         let env = self.worker_env()?;
-        let WorkerTask::Aux { parties } = task;
-        let primes = self.primes.take_unreserved().await?.ok_or_else(|| {
-            ProtocolError::Local(
-                "no safe-prime set ready yet for the new committee's aux info (generating in \
-                 the background)"
-                    .into(),
-            )
-        })?;
-        let worker = cggmp::spawn(session, cggmp::Task::Aux { parties, primes }, env)?;
-        self.workers.insert(session, worker);
-        Ok(())
+        // A set taken out of the pool but unused (the worker did not start) goes back.
+        let (task, taken) = match task {
+            WorkerTask::Aux { parties } => {
+                let primes = self.primes.take_unreserved().await?.ok_or_else(|| {
+                    ProtocolError::Local(
+                        "no safe-prime set ready yet for the new committee's aux info \
+                         (generating in the background)"
+                            .into(),
+                    )
+                })?;
+                let taken = zeroize::Zeroizing::new(primes.to_vec());
+                (cggmp::Task::Aux { parties, primes }, Some(taken))
+            }
+            WorkerTask::Keygen {
+                parties,
+                threshold,
+                reuse: Some(offer),
+            } => {
+                // The committee's aux info is reused: no set needed.
+                self.primes.release(&session);
+                let aux = cggmp::AuxPlan::Existing(offer.share);
+                (
+                    cggmp::Task::Keygen {
+                        parties,
+                        threshold,
+                        aux,
+                    },
+                    None,
+                )
+            }
+            WorkerTask::Keygen {
+                parties,
+                threshold,
+                reuse: None,
+            } => {
+                // Taken only now: the coordinator starts once every party holds a reserved
+                // set, so no set is consumed by a keygen that cannot run.
+                let primes = self.primes.take(&session).await?.ok_or_else(|| {
+                    ProtocolError::Local(
+                        "the coordinator started aux info before this node held a safe-prime \
+                         set for it"
+                            .into(),
+                    )
+                })?;
+                let taken = zeroize::Zeroizing::new(primes.to_vec());
+                let aux = cggmp::AuxPlan::Generate(primes);
+                (
+                    cggmp::Task::Keygen {
+                        parties,
+                        threshold,
+                        aux,
+                    },
+                    Some(taken),
+                )
+            }
+        };
+        match cggmp::spawn(session, task, env) {
+            Ok(worker) => {
+                self.workers.insert(session, worker);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(set) = taken {
+                    self.primes.put_back(set).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// One store operation of the session manager, through the store port, and this runtime's

@@ -1,8 +1,11 @@
-//! FROST keygen sessions (seed 001): prepare / ready / start, then the DKG, at a party and at
-//! the coordinator.
+//! Keygen sessions (seed 001): prepare / ready / start, then the DKG, at a party and at the
+//! coordinator. A FROST DKG runs here ([`KeygenState::Running`]); a CGGMP24 one (DKG and aux
+//! info, seconds of CPU) on a runtime worker ([`KeygenState::Working`], see [`cggmp`] for its
+//! safe-prime reservation and aux-info reuse).
 //!
 //! ```text
 //! job ─► Checking ─store─► AwaitPrepare ─prepare─► Preparing ─store─► AwaitStart ─start─► Running ─done─► Storing ─store─► (reported)
+//!                                                                          │              Working ─worker─┘
 //!                                                                          └─ existing key ─► Existing ─store─► (reported)
 //! ```
 
@@ -15,11 +18,16 @@ use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
 use tracing::{debug, info, warn};
 
 use super::codec::{coordinator, decode_share, dkg_payload, encode_share, existing_transcript};
-use super::{Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, StoreToken};
+use super::{
+    Config, Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, StoreToken,
+};
 use crate::error::ProtocolError;
+use crate::protocol::cggmp::CggmpMsg;
 use crate::protocol::frost_dkg::{AnyDkg, AnyDkgOutput, AnyDkgProgress, DkgMsg};
 use crate::protocol::Outgoing;
-use crate::store::{KeyRecord, ShareStatus};
+use crate::store::{KeyRecord, SecretShare, ShareStatus};
+
+pub(crate) mod cggmp;
 
 /// A committed keygen, as the session needs it.
 pub(super) struct KeygenJob {
@@ -85,8 +93,16 @@ pub(crate) fn why_not_start(
     }
 }
 
+/// A DKG message of either family.
+pub enum KeygenMsg {
+    /// FROST.
+    Frost(DkgMsg),
+    /// CGGMP24 (for the worker).
+    Cggmp(CggmpMsg),
+}
+
 /// DKG messages that arrived before the DKG started: sender and message.
-type Buffered = Vec<(NodeId, DkgMsg)>;
+type Buffered = Vec<(NodeId, KeygenMsg)>;
 
 /// Where a keygen stands at this party.
 #[allow(clippy::large_enum_variant)] // moved by value once per step
@@ -111,8 +127,13 @@ pub enum KeygenState {
         /// Early DKG messages.
         buffered: Buffered,
     },
-    /// Running the DKG.
+    /// Running the FROST DKG.
     Running(AnyDkg),
+    /// CGGMP24: the DKG runs on a runtime worker, with aux-info generation when set.
+    Working {
+        /// Aux info is generated (not reused).
+        aux_generated: bool,
+    },
     /// Ended: the READY share is being written, or the existing share read; the result goes
     /// to the chain once the store answers.
     Storing {
@@ -134,7 +155,14 @@ impl KeygenState {
         match self {
             KeygenState::Checking | KeygenState::AwaitPrepare { .. } => "awaiting-prepare",
             KeygenState::Preparing { .. } | KeygenState::AwaitStart { .. } => "awaiting-start",
-            KeygenState::Running(_) | KeygenState::Transition => "dkg",
+            KeygenState::Running(_)
+            | KeygenState::Working {
+                aux_generated: false,
+            }
+            | KeygenState::Transition => "dkg",
+            KeygenState::Working {
+                aux_generated: true,
+            } => "dkg+aux-info",
             KeygenState::Storing { .. } | KeygenState::Existing { .. } => "storing",
         }
     }
@@ -147,22 +175,28 @@ impl KeygenState {
             | KeygenState::AwaitStart { buffered, .. } => buffered.len(),
             KeygenState::Checking
             | KeygenState::Running(_)
+            | KeygenState::Working { .. }
             | KeygenState::Storing { .. }
             | KeygenState::Existing { .. }
             | KeygenState::Transition => 0,
         }
     }
 
-    fn buffer(&mut self, from: NodeId, msg: DkgMsg) -> bool {
+    fn buffer(&mut self, from: NodeId, msg: KeygenMsg) -> bool {
         match self {
             KeygenState::AwaitPrepare { buffered }
             | KeygenState::Preparing { buffered }
             | KeygenState::AwaitStart { buffered, .. } => {
-                super::buffer_capped(buffered, from, msg);
+                let cap = match msg {
+                    KeygenMsg::Frost(_) => super::MAX_BUFFERED_PER_SENDER,
+                    KeygenMsg::Cggmp(_) => super::MAX_BUFFERED_CGGMP_PER_SENDER,
+                };
+                super::buffer_capped_at(buffered, from, msg, cap);
                 true
             }
             KeygenState::Checking
             | KeygenState::Running(_)
+            | KeygenState::Working { .. }
             | KeygenState::Storing { .. }
             | KeygenState::Existing { .. }
             | KeygenState::Transition => false,
@@ -179,11 +213,36 @@ pub(super) struct Keygen {
     pub coordinator: NodeId,
     /// Coordinator only: answers collected.
     answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
+    /// CGGMP24 only: prime sets and aux info.
+    cggmp: Option<cggmp::CggmpKeygen>,
     pub state: KeygenState,
     pub started: Millis,
 }
 
 impl Keygen {
+    /// Where it stands, for status views.
+    pub fn phase(&self) -> String {
+        match &self.cggmp {
+            Some(c) if !c.waiting_for_primes.is_empty() => {
+                let names: Vec<&str> = c.waiting_for_primes.iter().map(NodeId::as_str).collect();
+                format!("waiting for safe primes: {}", names.join(","))
+            }
+            _ => self.state.phase().into(),
+        }
+    }
+
+    /// When its local time is up. A CGGMP24 keygen that has not started its DKG waits for its
+    /// committee's safe primes: the chain's deadline ends it (`Job::KeyGenFailed`), and its
+    /// local timeout counts from the DKG's start.
+    pub(super) fn due(&self, cfg: &Config) -> Option<Millis> {
+        match &self.cggmp {
+            None => Some(self.started.saturating_add(cfg.session_timeout_ms)),
+            Some(c) => c
+                .running_since
+                .map(|t| t.saturating_add(cfg.cggmp_session_timeout_ms)),
+        }
+    }
+
     fn record(&self, session: SessionId, status: ShareStatus) -> KeyRecord {
         KeyRecord {
             key_id: self.key_id.clone(),
@@ -230,6 +289,12 @@ impl Manager {
             op: StoreOp::Get(job.key_id.clone()),
             token: Some(StoreToken::KeygenJob(job.session)),
         });
+        let cggmp = (job.scheme == Scheme::Cggmp24Secp256k1).then(cggmp::CggmpKeygen::default);
+        if cggmp.is_some() {
+            // A safe-prime set for aux info, reserved in the chain's order of jobs (the same on
+            // every node), or a place in line for one.
+            fx.push(Effect::ReservePrimes(job.session));
+        }
         self.sessions.insert(
             job.session,
             Session::Keygen(Box::new(Keygen {
@@ -239,6 +304,7 @@ impl Manager {
                 parties: job.parties,
                 coordinator: coord,
                 answers: is_coord.then(BTreeMap::new),
+                cggmp,
                 state: KeygenState::Checking,
                 started: now,
             })),
@@ -258,7 +324,7 @@ impl Manager {
             // Idempotent: a replayed job for a session this node completed does nothing.
             if rec.session == session && rec.status != ShareStatus::Pending {
                 debug!(key_id = %rec.key_id, %session, "keygen job already done here; skipped");
-                self.finish(now, session);
+                self.end_keygen(now, session, fx);
                 self.take_early(&session);
                 return;
             }
@@ -301,21 +367,21 @@ impl Manager {
         match payload {
             Payload::KeygenPrepare(p) => self.on_prepare(session, from, p, fx),
             Payload::KeygenReady(r) => self.on_ready(session, from, r, fx),
-            Payload::KeygenStart(_) => self.on_start(now, session, from, rng, fx),
+            Payload::KeygenStart(s) => self.on_start(now, session, from, s.reuse_aux, rng, fx),
             Payload::DkgRound1(r) => self.on_dkg(now, session, from, DkgMsg::Round1(r.package), fx),
             Payload::DkgRound2(r) => self.on_dkg(now, session, from, DkgMsg::Round2(r.package), fx),
+            Payload::Cggmp(c) => self.keygen_cggmp_msg(session, from, &c.msg, fx),
             Payload::Abort(a) => {
                 let reason = format!("aborted by {from}: {}", a.reason);
                 self.fail_keygen(now, session, ProtocolError::Local(reason), fx)
             }
             Payload::SignRound1(_)
             | Payload::SignRound2(_)
-            | Payload::Cggmp(_)
             | Payload::SignPlan(_)
             | Payload::PresignStart(_)
             | Payload::ReshareDeal(_)
             | Payload::ReshareAux(_) => {
-                warn!(%session, %from, "message of another kind in a FROST keygen dropped");
+                warn!(%session, %from, "message of another kind in a keygen dropped");
                 fx.push(Effect::Metric(MetricEvent::Dropped));
             }
         }
@@ -347,7 +413,7 @@ impl Manager {
             let coordinator = k.coordinator.clone();
             let refused =
                 ReadyAnswer::Refused("KeyGenPrepare does not match the committed request".into());
-            return Self::answer_ready(fx, session, &coordinator, refused);
+            return Self::answer_ready(fx, session, &coordinator, refused, None);
         }
         if !matches!(k.state, KeygenState::AwaitPrepare { .. }) {
             return; // a duplicate prepare
@@ -422,6 +488,22 @@ impl Manager {
         let Some(k) = self.keygen_mut(&session) else {
             return;
         };
+        if let (ReadyAnswer::Fresh, Some(_)) = (&answer, &k.cggmp) {
+            // CGGMP24: offer this committee's aux info for reuse, if this node holds some.
+            fx.push(Effect::Store {
+                op: StoreOp::FindAux(k.parties.clone()),
+                token: Some(StoreToken::KeygenAux(session)),
+            });
+            return;
+        }
+        self.keygen_answered(session, answer, fx);
+    }
+
+    /// Answers the coordinator's KeyGenPrepare.
+    fn keygen_answered(&mut self, session: SessionId, answer: ReadyAnswer, fx: &mut Vec<Effect>) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
+        };
         let KeygenState::Preparing { buffered } =
             std::mem::replace(&mut k.state, KeygenState::Transition)
         else {
@@ -434,14 +516,19 @@ impl Manager {
             },
             buffered,
         };
-        let coordinator = k.coordinator.clone();
         fx.push(Effect::Checkpoint("keygen-after-pending"));
-        Self::answer_ready(fx, session, &coordinator, answer);
+        Self::answer_ready(fx, session, &k.coordinator, answer, k.cggmp.as_ref());
     }
 
-    fn answer_ready(fx: &mut Vec<Effect>, session: SessionId, to: &NodeId, a: ReadyAnswer) {
+    fn answer_ready(
+        fx: &mut Vec<Effect>,
+        session: SessionId,
+        to: &NodeId,
+        a: ReadyAnswer,
+        cggmp: Option<&cggmp::CggmpKeygen>,
+    ) {
         let ready = match a {
-            ReadyAnswer::Fresh => wire::KeyGenReady::default(),
+            ReadyAnswer::Fresh => cggmp.map(|c| c.ready()).unwrap_or_default(),
             ReadyAnswer::Existing(pk) => wire::KeyGenReady {
                 existing_public_key: pk,
                 ..Default::default()
@@ -465,6 +552,9 @@ impl Manager {
         let Some(k) = self.keygen_mut(&session) else {
             return;
         };
+        if k.cggmp.is_some() {
+            return self.cggmp_on_ready(session, from, r, fx);
+        }
         let parties = k.parties.clone();
         let Some(answers) = k.answers.as_mut() else {
             warn!(%session, %from, "KeyGenReady at a non-coordinator dropped");
@@ -491,6 +581,7 @@ impl Manager {
         now: Millis,
         session: SessionId,
         from: NodeId,
+        reuse_aux: bool,
         rng: &mut R,
         fx: &mut Vec<Effect>,
     ) {
@@ -515,6 +606,22 @@ impl Manager {
         };
         if let Some(public_key) = existing {
             info!(key_id = %k.key_id, "key is READY locally already: reporting the existing key");
+            if k.cggmp.is_some() {
+                // A CGGMP24 result carries no verifying shares: nothing to read.
+                let ok = KeyGenOk {
+                    transcript_hash: existing_transcript(k.scheme, &public_key),
+                    public_key,
+                    public_key_package: Vec::new(),
+                };
+                let key_id = k.key_id.clone();
+                self.end_keygen(now, session, fx);
+                fx.push(Effect::Submit(TxMsg::KeyGenResult {
+                    key_id,
+                    session,
+                    outcome: Outcome::Ok(ok),
+                }));
+                return;
+            }
             let key_id = k.key_id.clone();
             k.state = KeygenState::Existing { public_key };
             // The verifying shares too, from the READY share.
@@ -524,12 +631,20 @@ impl Manager {
             });
             return;
         }
+        if k.cggmp.is_some() {
+            return self.start_cggmp_keygen(now, session, reuse_aux, buffered, fx);
+        }
         match AnyDkg::start(k.scheme, session, &me, &k.parties, k.threshold, rng) {
             Ok((dkg, out)) => {
                 k.state = KeygenState::Running(dkg);
                 send_dkg(fx, session, out);
                 for (from, msg) in buffered {
-                    self.on_dkg(now, session, from, msg, fx);
+                    match msg {
+                        KeygenMsg::Frost(msg) => self.on_dkg(now, session, from, msg, fx),
+                        KeygenMsg::Cggmp(_) => {
+                            debug!(%session, %from, "CGGMP24 message in a FROST keygen dropped")
+                        }
+                    }
                 }
             }
             Err(e) => self.fail_keygen(now, session, e, fx),
@@ -550,8 +665,8 @@ impl Manager {
         let dkg = match std::mem::replace(&mut k.state, KeygenState::Transition) {
             KeygenState::Running(dkg) => dkg,
             mut other => {
-                if !other.buffer(from.clone(), msg) {
-                    debug!(%session, %from, "DKG message after the DKG ended dropped");
+                if !other.buffer(from.clone(), KeygenMsg::Frost(msg)) {
+                    debug!(%session, %from, "FROST DKG message outside a FROST DKG dropped");
                 }
                 k.state = other;
                 return;
@@ -584,13 +699,24 @@ impl Manager {
             Ok(x) => x,
             Err(e) => return self.fail_keygen(now, session, e, fx),
         };
-        let Some(k) = self.keygen_mut(&session) else {
-            return;
-        };
         let ok = KeyGenOk {
             public_key: output.public_key().to_vec(),
             transcript_hash: output.transcript_hash(),
             public_key_package,
+        };
+        self.store_ready(session, ok, share, fx);
+    }
+
+    /// Writes the READY share; [`Manager::keygen_stored`] reports it once durable.
+    fn store_ready(
+        &mut self,
+        session: SessionId,
+        ok: KeyGenOk,
+        share: SecretShare,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(k) = self.keygen_mut(&session) else {
+            return;
         };
         let rec = KeyRecord {
             public_key: ok.public_key.clone(),
@@ -618,7 +744,7 @@ impl Manager {
             let e = ProtocolError::Local(format!("key store: {e}"));
             return self.fail_keygen(now, session, e, fx);
         }
-        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+        let Some(k) = self.end_keygen(now, session, fx) else {
             return;
         };
         let KeygenState::Storing { ok } = k.state else {
@@ -643,7 +769,7 @@ impl Manager {
         reply: Result<StoreReply, String>,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+        let Some(k) = self.end_keygen(now, session, fx) else {
             return;
         };
         let KeygenState::Existing { public_key } = k.state else {
@@ -682,9 +808,12 @@ impl Manager {
     }
 
     pub(super) fn keygen_timeout(&mut self, now: Millis, session: SessionId, fx: &mut Vec<Effect>) {
+        let Some(scheme) = self.keygen_mut(&session).map(|k| k.scheme) else {
+            return;
+        };
         let e = ProtocolError::Local(format!(
             "timed out after {} s waiting for other parties",
-            self.cfg.session_timeout_ms / 1000
+            self.cfg.timeout_ms(scheme) / 1000
         ));
         self.fail_keygen(now, session, e, fx);
     }
@@ -698,7 +827,7 @@ impl Manager {
         fx: &mut Vec<Effect>,
     ) {
         let evidence = self.evidence_of(&session, e.culprits());
-        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+        let Some(k) = self.end_keygen(now, session, fx) else {
             return;
         };
         warn!(key_id = %k.key_id, %session, error = %e, "keygen failed");
@@ -723,6 +852,25 @@ impl Manager {
                 evidence,
             },
         }));
+    }
+}
+
+impl Manager {
+    /// Ends a keygen: remembered as finished; a CGGMP24 one's worker stops and its safe-prime
+    /// reservation goes.
+    fn end_keygen(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        fx: &mut Vec<Effect>,
+    ) -> Option<Box<Keygen>> {
+        let Some(Session::Keygen(k)) = self.finish(now, session) else {
+            return None;
+        };
+        if k.cggmp.is_some() {
+            fx.push(Effect::StopWorker(session));
+        }
+        Some(k)
     }
 }
 

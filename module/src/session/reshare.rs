@@ -573,10 +573,13 @@ impl Manager {
         output: WorkerOutput,
         fx: &mut Vec<Effect>,
     ) {
-        let WorkerOutput::Aux(res) = output;
-        let aux = match res {
-            Ok(aux) => aux,
-            Err(e) => return self.fail_reshare(now, session, e, fx),
+        let aux = match output {
+            WorkerOutput::Aux(Ok(aux)) => aux,
+            WorkerOutput::Aux(Err(e)) => return self.fail_reshare(now, session, e, fx),
+            WorkerOutput::Keygen(_) => {
+                let e = ProtocolError::Bug("a resharing's worker ran a keygen".into());
+                return self.fail_reshare(now, session, e, fx);
+            }
         };
         match self.reshare_mut(&session).map(|r| &mut r.state) {
             Some(ReshareState::Receiving {

@@ -7,7 +7,7 @@
     clippy::panic
 )]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -19,6 +19,7 @@ use super::*;
 use crate::job::KeyVersion;
 use crate::store::ShareStatus;
 
+mod cggmp_keygen;
 mod reshare;
 
 fn nid(i: usize) -> NodeId {
@@ -37,6 +38,16 @@ struct Harness {
     cut: Vec<NodeId>,
     /// The next message from the first to the second of a pair is lost (once per entry).
     lose: Vec<(NodeId, NodeId)>,
+    /// Aux info a node holds for a committee, as the runtime's configured one (CGGMP24).
+    aux: BTreeMap<NodeId, (Vec<NodeId>, AuxOffer)>,
+    /// Nodes whose safe-prime reservations wait until [`Harness::grant_primes`].
+    withheld_primes: BTreeSet<NodeId>,
+    waiting_primes: Vec<(NodeId, SessionId)>,
+    /// Workers asked for, in order; keygens that reuse aux info run inline.
+    tasks: Vec<(NodeId, SessionId, WorkerTask)>,
+    workers: BTreeMap<(NodeId, SessionId), InlineKeygen>,
+    /// `StopWorker` effects, in order.
+    stopped: Vec<(NodeId, SessionId)>,
     rng: StdRng,
     now: Millis,
 }
@@ -58,6 +69,12 @@ impl Harness {
             sends: 0,
             cut: Vec::new(),
             lose: Vec::new(),
+            aux: BTreeMap::new(),
+            withheld_primes: BTreeSet::new(),
+            waiting_primes: Vec::new(),
+            tasks: Vec::new(),
+            workers: BTreeMap::new(),
+            stopped: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
             now: 1_000_000,
         }
@@ -86,23 +103,14 @@ impl Harness {
                         session,
                         to,
                         payload,
-                    } => {
-                        let pair = (node.clone(), to.clone());
-                        if let Some(i) = self.lose.iter().position(|p| *p == pair) {
-                            self.lose.remove(i);
-                            continue;
-                        }
-                        let msg = Msg {
-                            from: node.clone(),
-                            session,
-                            payload,
-                            quoted: None,
-                        };
-                        self.sends += 1;
-                        self.queue.push_back((to, Input::Msg(msg)));
-                    }
+                    } => self.send(&node, session, to, payload),
                     Effect::Store { op, token } => {
-                        let reply = self.stores.get_mut(&node).unwrap().apply(op);
+                        let reply = match (&op, self.aux.get(&node)) {
+                            (StoreOp::FindAux(parties), Some((committee, offer))) => {
+                                StoreReply::Aux((parties == committee).then(|| offer.clone()))
+                            }
+                            _ => self.stores.get_mut(&node).unwrap().apply(op),
+                        };
                         if let Some(token) = token {
                             let input = Input::StoreReply {
                                 token,
@@ -112,19 +120,90 @@ impl Harness {
                         }
                     }
                     Effect::Submit(tx) => self.submitted.push((node.clone(), tx)),
-                    // No CGGMP24 worker here: FROST sessions never ask for one.
-                    Effect::StartWorker { session, .. } => {
-                        let output = WorkerOutput::Aux(Err(crate::error::ProtocolError::Local(
-                            "no worker in this harness".into(),
-                        )));
-                        self.queue
-                            .push_back((node.clone(), Input::WorkerDone { session, output }));
+                    Effect::StartWorker { session, task } => {
+                        self.start_worker(&node, session, task)
                     }
-                    Effect::ToWorker { .. } | Effect::StopWorker(_) => {}
+                    Effect::ToWorker { session, from, msg } => {
+                        let key = (node.clone(), session);
+                        let Some(w) = self.workers.get_mut(&key) else {
+                            continue;
+                        };
+                        let (out, done) = w.handle(&from, msg);
+                        for (to, payload) in out {
+                            self.send(&node, session, to, payload);
+                        }
+                        if let Some(output) = done {
+                            self.workers.remove(&key);
+                            self.queue
+                                .push_back((node.clone(), Input::WorkerDone { session, output }));
+                        }
+                    }
+                    Effect::ReservePrimes(session) if self.withheld_primes.contains(&node) => {
+                        self.waiting_primes.push((node.clone(), session))
+                    }
+                    Effect::ReservePrimes(session) => self
+                        .queue
+                        .push_back((node.clone(), Input::PrimesReserved(session))),
+                    Effect::StopWorker(session) => {
+                        self.workers.remove(&(node.clone(), session));
+                        self.stopped.push((node.clone(), session));
+                    }
                     Effect::Checkpoint(_) | Effect::Metric(_) => {}
                 }
             }
         }
+    }
+
+    fn send(&mut self, from: &NodeId, session: SessionId, to: NodeId, payload: Payload) {
+        let pair = (from.clone(), to.clone());
+        if let Some(i) = self.lose.iter().position(|p| *p == pair) {
+            self.lose.remove(i);
+            return;
+        }
+        let msg = Msg {
+            from: from.clone(),
+            session,
+            payload,
+            quoted: None,
+        };
+        self.sends += 1;
+        self.queue.push_back((to, Input::Msg(msg)));
+    }
+
+    /// A keygen that reuses aux info runs inline; aux-info generation (a safe-prime set,
+    /// seconds of CPU) does not run here: such a worker is recorded and never ends, and a
+    /// resharing's fails at once.
+    fn start_worker(&mut self, node: &NodeId, session: SessionId, task: WorkerTask) {
+        self.tasks.push((node.clone(), session, task.clone()));
+        let failed = match &task {
+            WorkerTask::Keygen { reuse: None, .. } => return,
+            WorkerTask::Aux { .. } => {
+                crate::error::ProtocolError::Local("no aux-info generation in this harness".into())
+            }
+            WorkerTask::Keygen { reuse: Some(_), .. } => {
+                match InlineKeygen::start(session, node, &task, &mut self.rng) {
+                    Ok((worker, out)) => {
+                        self.workers.insert((node.clone(), session), worker);
+                        for (to, payload) in out {
+                            self.send(node, session, to, payload);
+                        }
+                        return;
+                    }
+                    Err(e) => e,
+                }
+            }
+        };
+        let output = WorkerOutput::failed(&task, failed);
+        self.queue
+            .push_back((node.clone(), Input::WorkerDone { session, output }));
+    }
+
+    /// The withheld safe-prime reservations are granted.
+    fn grant_primes(&mut self) {
+        for (node, session) in std::mem::take(&mut self.waiting_primes) {
+            self.queue.push_back((node, Input::PrimesReserved(session)));
+        }
+        self.run();
     }
 
     fn tick(&mut self, advance: Millis) {

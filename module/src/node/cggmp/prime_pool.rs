@@ -268,6 +268,7 @@ impl PrimePool {
     }
 
     /// Whether the keygen `session` holds a set (fixed primes: always).
+    #[cfg(test)]
     pub(crate) fn holds(&self, session: &SessionId) -> bool {
         self.with_stored(|p| p.held.contains(session))
             .unwrap_or(true)

@@ -1,0 +1,143 @@
+//! CGGMP24 keygens in the session manager: aux-info reuse (the DKG runs inline, for real) and
+//! the wait for every party's safe-prime set before aux info is generated.
+
+use std::path::Path;
+
+use super::*;
+use crate::node::cggmp::CggmpConfig;
+use crate::protocol::cggmp::AuxShare;
+
+const KEY: &str = "ecdsa";
+
+/// Every node of the fixtures' 4-node committee holds that committee's aux info.
+fn with_fixture_aux(h: &mut Harness) {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cggmp24-test-fixtures.json");
+    for n in h.parties() {
+        let aux = CggmpConfig::from_fixture_file(&path, &n)
+            .unwrap()
+            .aux
+            .unwrap();
+        let offer = AuxOffer {
+            fingerprint: AuxShare::from_bytes(&aux.share)
+                .unwrap()
+                .fingerprint()
+                .unwrap(),
+            share: aux.share,
+        };
+        h.aux.insert(n, (aux.parties, offer));
+    }
+}
+
+/// The keygen results submitted: (reporter, outcome).
+fn keygen_reports(h: &Harness) -> Vec<(NodeId, Outcome<KeyGenOk>)> {
+    h.submitted
+        .iter()
+        .filter_map(|(n, tx)| match tx {
+            TxMsg::KeyGenResult { outcome, .. } => Some((n.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cggmp_job(h: &Harness, session: SessionId) -> Job {
+    keygen_job(session, KEY, Scheme::Cggmp24Secp256k1, h.parties())
+}
+
+#[test]
+fn cggmp_keygen__should_reuse_the_committees_aux_info_and_store_one_key_at_every_party() {
+    let mut h = Harness::new(4, 11);
+    with_fixture_aux(&mut h);
+    let session = SessionId([21; 32]);
+    h.job_for_all(cggmp_job(&h, session));
+    h.run();
+    // Every party ran the DKG on a worker and reused the committee's aux info: no set needed.
+    assert_eq!(h.tasks.len(), 4);
+    assert!(h.tasks.iter().all(|(_, _, t)| matches!(
+        t,
+        WorkerTask::Keygen {
+            reuse: Some(_),
+            threshold: 3,
+            ..
+        }
+    )));
+    let reports = keygen_reports(&h);
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    let keys: BTreeSet<Vec<u8>> = reports
+        .iter()
+        .map(|(n, o)| match o {
+            Outcome::Ok(ok) => {
+                assert!(ok.public_key_package.is_empty());
+                ok.public_key.clone()
+            }
+            Outcome::Failed { error, .. } => panic!("{n}: {error}"),
+        })
+        .collect();
+    assert_eq!(keys.len(), 1, "one public key");
+    let public_key = keys.into_iter().next().unwrap();
+    assert_eq!(public_key.len(), 33);
+    for (n, store) in &h.stores {
+        let rec = store.records().find(|r| r.key_id.as_str() == KEY).unwrap();
+        assert_eq!(
+            (rec.status, rec.scheme),
+            (ShareStatus::Ready, Scheme::Cggmp24Secp256k1),
+            "{n}"
+        );
+        assert_eq!(rec.public_key, public_key, "{n}");
+        assert!(rec.share.is_some(), "{n}");
+    }
+    // Ended: every worker stopped and released what it held.
+    assert_eq!(h.stopped.len(), 4);
+}
+
+#[test]
+fn cggmp_keygen__should_start_only_once_every_party_holds_a_prime_set_without_timing_out_before() {
+    let mut h = Harness::new(4, 12);
+    h.withheld_primes.insert(nid(2));
+    let session = SessionId([22; 32]);
+    h.job_for_all(cggmp_job(&h, session));
+    h.run();
+    // No aux info to reuse, and node2 holds no set: nothing starts, so no party spends a set.
+    assert!(h.tasks.is_empty(), "{:?}", h.tasks);
+    assert_eq!(h.waiting_primes, vec![(nid(2), session)]);
+    // It waits past the local session timeout: only the chain's deadline ends it before the DKG.
+    h.tick(Config::new(nid(0)).session_timeout_ms * 3);
+    assert!(h.submitted.is_empty(), "{:?}", h.submitted);
+    // node2 gets a set and answers again; the coordinator starts aux-info generation everywhere.
+    h.grant_primes();
+    assert_eq!(h.tasks.len(), 4);
+    assert!(h
+        .tasks
+        .iter()
+        .all(|(_, _, t)| matches!(t, WorkerTask::Keygen { reuse: None, .. })));
+    // From the start on, its local timeout counts (the workers here never end).
+    h.tick(Config::new(nid(0)).cggmp_session_timeout_ms + 1);
+    let reports = keygen_reports(&h);
+    assert_eq!(reports.len(), 4);
+    assert!(reports
+        .iter()
+        .all(|(_, o)| matches!(o, Outcome::Failed { error, .. } if error.contains("timed out"))));
+}
+
+#[test]
+fn cggmp_keygen__should_release_its_reservation_when_the_chain_ends_it_while_it_waits() {
+    let mut h = Harness::new(4, 13);
+    h.withheld_primes.insert(nid(3));
+    let session = SessionId([23; 32]);
+    h.job_for_all(cggmp_job(&h, session));
+    h.run();
+    assert!(h.stopped.is_empty());
+    h.job_for_all(Job::KeyGenFailed {
+        key_id: KeyId::new(KEY).unwrap(),
+        session,
+        reason: "deadline passed".into(),
+    });
+    h.run();
+    // Each node's runtime is told to release its set (or place in line) for the next keygen.
+    let stopped: BTreeSet<NodeId> = h.stopped.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(stopped, h.parties().into_iter().collect());
+    // A set granted after the end goes straight back.
+    h.grant_primes();
+    assert_eq!(h.stopped.len(), 5);
+    assert!(h.tasks.is_empty());
+}
