@@ -235,9 +235,21 @@ impl Net {
         });
         self.app.commit();
         let mut jobs = Vec::new();
+        let mut blocks = Vec::new();
         while let Ok(j) = self.jobs.try_recv() {
-            jobs.push(j);
+            match j {
+                Job::Block { height, .. } => blocks.push(height),
+                j => {
+                    assert!(
+                        blocks.is_empty(),
+                        "a job after its block's Block job: {j:?}"
+                    );
+                    jobs.push(j)
+                }
+            }
         }
+        // Every Commit ends with its block, after the block's other jobs.
+        assert_eq!(blocks, vec![self.height as u64], "one Block job per Commit");
         (r.tx_results, jobs)
     }
 

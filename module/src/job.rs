@@ -110,6 +110,14 @@ pub enum Job {
     },
     /// Run a resharing (or refresh) of a READY key: the dealers deal, the new parties collect.
     Reshare(ReshareJob),
+    /// A block was committed (after its other jobs, from the application, not the chain's
+    /// state machine): the session layer learns the chain's pace from the blocks' times.
+    Block {
+        /// Height.
+        height: u64,
+        /// The block's time (ms since the Unix epoch), as the proposer set it.
+        block_time_ms: u64,
+    },
     /// The chain confirmed a resharing: new parties make their staged share READY, old holders
     /// outside the new committee delete theirs.
     ReshareDone {
@@ -141,29 +149,45 @@ impl Job {
     /// chain has reached it, the session is over (READY/DONE, or ERROR). `None` for the other
     /// jobs, which carry an outcome or need no peer.
     pub fn deadline_height(&self) -> Option<u64> {
-        self.session_timing().map(|(deadline, _)| deadline)
+        self.session_timing().map(|(_, deadline, _)| deadline)
     }
 
     /// Block time (ms since the Unix epoch) of a session job's request block; `None` for the
     /// others (see [`Job::deadline_height`]).
     pub fn block_time_ms(&self) -> Option<u64> {
-        self.session_timing().map(|(_, time)| time)
+        self.session_timing().map(|(_, _, time)| time)
     }
 
-    /// A session job's deadline height and block time.
-    fn session_timing(&self) -> Option<(u64, u64)> {
+    /// A session job's block, or a committed [`Job::Block`]: the height and that block's time
+    /// (ms since the Unix epoch; 0 when unknown).
+    pub fn block(&self) -> Option<(u64, u64)> {
+        match self {
+            Job::Block {
+                height,
+                block_time_ms,
+            } => Some((*height, *block_time_ms)),
+            other => other
+                .session_timing()
+                .map(|(height, _, time)| (height, time)),
+        }
+    }
+
+    /// A session job's height, deadline height and block time.
+    fn session_timing(&self) -> Option<(u64, u64, u64)> {
         match self {
             Job::KeyGen {
+                height,
                 deadline_height,
                 block_time_ms,
                 ..
             }
             | Job::Sign {
+                height,
                 deadline_height,
                 block_time_ms,
                 ..
-            } => Some((*deadline_height, *block_time_ms)),
-            Job::Reshare(r) => Some((r.deadline_height, r.block_time_ms)),
+            } => Some((*height, *deadline_height, *block_time_ms)),
+            Job::Reshare(r) => Some((r.height, r.deadline_height, r.block_time_ms)),
             Job::Delete { .. }
             | Job::KeyGenFailed { .. }
             | Job::SignEnded { .. }
@@ -171,7 +195,8 @@ impl Job {
             | Job::NodeKeyRotated { .. }
             | Job::NodeRemoved { .. }
             | Job::ReshareDone { .. }
-            | Job::ReshareFailed { .. } => None,
+            | Job::ReshareFailed { .. }
+            | Job::Block { .. } => None,
         }
     }
 }

@@ -475,7 +475,9 @@ impl<S: SubmitResult> Node<S> {
         // to the sans-IO manager (which applies the policy itself); CGGMP24 signing stays here
         // for now.
         match &job {
-            Job::KeyGen { .. } => return self.drive(frost_session::Input::Job(job)).await,
+            Job::KeyGen { .. } | Job::Block { .. } => {
+                return self.drive(frost_session::Input::Job(job)).await
+            }
             Job::Sign { scheme, .. } if *scheme != Scheme::Cggmp24Secp256k1 => {
                 return self.drive(frost_session::Input::Job(job)).await;
             }
@@ -551,6 +553,7 @@ impl<S: SubmitResult> Node<S> {
             }
             // The session manager's (above).
             Job::KeyGen { .. }
+            | Job::Block { .. }
             | Job::Delete { .. }
             | Job::KeyGenFailed { .. }
             | Job::SignEnded { .. }

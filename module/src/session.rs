@@ -20,6 +20,7 @@
 //! messages of those sessions reach them through [`Manager::take_early`].
 
 pub mod admission;
+mod block_clock;
 pub mod codec;
 pub(crate) mod keygen;
 pub mod mem_store;
@@ -70,6 +71,10 @@ pub struct Config {
     /// intervals: shorter sends redundant result txs, longer delays a signature whose
     /// aggregator is dead or stalled.
     pub backup_submit_ms: Millis,
+    /// How long a CGGMP24 aux-info generation may take here (15-30 s measured on 2 cores,
+    /// with room): a keygen that must generate aux info does not start when the chain's
+    /// deadline is nearer, since the safe-prime sets it consumes would be lost with it.
+    pub aux_gen_ms: Millis,
     /// How long an open resharing waits before it sends its deals and offer again (a lost
     /// one would cost the resharing; see `reshare`). About ten block intervals.
     pub reshare_resend_ms: Millis,
@@ -98,6 +103,7 @@ impl Config {
             sign_timeout_ms: 2_000,
             backup_submit_ms: 500,
             reshare_resend_ms: 2_000,
+            aux_gen_ms: 120_000,
             max_sessions: 10_000,
             max_early_messages: 100_000,
             // A burst of 1000 sessions is a few thousand early messages per sender.
@@ -450,6 +456,8 @@ pub struct Manager {
     keys: BTreeMap<KeyId, (AnyKeyMaterial, crate::job::KeyVersion)>,
     /// Whether a committed job runs here.
     admission: Admission,
+    /// The chain's block interval, as the jobs show it.
+    blocks: block_clock::BlockClock,
 }
 
 impl Manager {
@@ -466,6 +474,7 @@ impl Manager {
             finished: BTreeMap::new(),
             backups: BTreeMap::new(),
             keys: BTreeMap::new(),
+            blocks: block_clock::BlockClock::default(),
         }
     }
 
@@ -592,6 +601,9 @@ impl Manager {
         rng: &mut R,
         fx: &mut Vec<Effect>,
     ) {
+        if let Some((height, time)) = job.block() {
+            self.blocks.observe(height, time);
+        }
         if let Err(skip) = self.admission.admit(now, &job, self.here(&job)) {
             admission::log_skip(&job, skip);
             return;
@@ -603,6 +615,7 @@ impl Manager {
                 scheme,
                 threshold,
                 parties,
+                deadline_height,
                 ..
             } => {
                 let job = keygen::KeygenJob {
@@ -611,6 +624,7 @@ impl Manager {
                     scheme,
                     threshold,
                     parties,
+                    deadline_height,
                 };
                 self.start_keygen(now, job, fx);
             }
@@ -685,6 +699,8 @@ impl Manager {
             Job::ReshareFailed {
                 key_id, session, ..
             } => self.reshare_failed(now, key_id, session, fx),
+            // Its height and time are all it brings (above).
+            Job::Block { .. } => {}
             Job::NodeJoined { .. } | Job::NodeKeyRotated { .. } | Job::NodeRemoved { .. } => {
                 warn!("a job of the runtime reached the session manager; ignored");
             }

@@ -1,6 +1,6 @@
 //! What must hold after every run, and what the run observed to check it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use seqmpc_abci::chain::{KeyStatus, SignStatus};
 use seqmpc_module::job::Job;
@@ -9,7 +9,7 @@ use seqmpc_module::session::Millis;
 use seqmpc_module::store::{KeyRecord, ShareStatus};
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::wire::p2p_envelope::Payload;
-use seqmpc_proto::{KeyId, NodeId, RequestId, SessionId};
+use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
 use crate::chain::Chain;
 use crate::scenario::{Behaviour, Scenario};
@@ -33,6 +33,12 @@ pub struct Observed {
     reuse: Vec<String>,
     /// Each resharing the chain started, by session.
     reshares: BTreeMap<SessionId, Reshared>,
+    /// Each keygen the chain started: its key and how many parties it has.
+    keygen_sessions: BTreeMap<SessionId, (KeyId, usize)>,
+    /// Why the chain ended a keygen ERROR, by session.
+    keygen_failures: BTreeMap<SessionId, String>,
+    /// The nodes that took a safe-prime set out of their store for a keygen, by session.
+    prime_sets_taken: BTreeMap<SessionId, BTreeSet<usize>>,
 }
 
 /// A resharing the chain started, and how it ended.
@@ -63,6 +69,20 @@ impl Observed {
     /// A committed block handed out `job` at `t`.
     pub fn job(&mut self, t: Millis, job: &Job) {
         match job {
+            Job::KeyGen {
+                session,
+                key_id,
+                parties,
+                ..
+            } => {
+                self.keygen_sessions
+                    .insert(*session, (key_id.clone(), parties.len()));
+            }
+            Job::KeyGenFailed {
+                session, reason, ..
+            } => {
+                self.keygen_failures.insert(*session, reason.clone());
+            }
             Job::Reshare(r) => {
                 let mut involved: Vec<NodeId> =
                     r.dealers.iter().chain(&r.new_parties).cloned().collect();
@@ -93,6 +113,16 @@ impl Observed {
             }
             _ => {}
         }
+    }
+
+    /// Node `i` took a safe-prime set out of its store for the keygen `session`.
+    pub fn prime_set_taken(&mut self, i: usize, session: SessionId) {
+        self.prime_sets_taken.entry(session).or_default().insert(i);
+    }
+
+    /// Safe-prime sets taken out of the nodes' stores.
+    pub fn prime_sets_used(&self) -> usize {
+        self.prime_sets_taken.values().map(BTreeSet::len).sum()
     }
 
     /// Resharings: started, DONE, ERROR.
@@ -283,7 +313,14 @@ pub fn check(
         let from = obs.keygens.get(&key.key_id).copied().unwrap_or(0);
         let to = obs.time_of(key.deadline_height, end);
         let up = honest_up(sc, obs, &key.parties, from, to);
-        if key.status == KeyStatus::Error && up == key.parties.len() && key.attempt == 0 {
+        // A CGGMP24 keygen that must generate aux info waits for every party's safe-prime
+        // set, which may take longer than its deadline: the client retries it (checked below).
+        let waits_for_primes = key.scheme == Scheme::Cggmp24Secp256k1 && !sc.ecdsa_aux;
+        if key.status == KeyStatus::Error
+            && up == key.parties.len()
+            && key.attempt == 0
+            && !waits_for_primes
+        {
             v.push(format!(
                 "keygen {} ended ERROR with every party honest and up: {}",
                 key.key_id,
@@ -323,6 +360,7 @@ pub fn check(
             }
         }
     }
+    ecdsa(sc, chain, obs, &mut v);
     // The chain and the nodes agree: a share READY here is a READY key there, of its key.
     for (node, _, store) in stores {
         for r in store.records().filter(|r| r.status == ShareStatus::Ready) {
@@ -402,6 +440,44 @@ pub fn keygen_counts(chain: &Chain) -> (usize, usize, usize) {
         .filter(|k| k.status == KeyStatus::Error)
         .count();
     (keys.len(), ready, error)
+}
+
+/// CGGMP24 keygens on a network without faults: every key ends READY (the client retries a
+/// keygen that ended ERROR), and no safe-prime set is spent on a keygen that did not end READY
+/// or that not every party started (issue 15: retried keygens that burned every node's sets).
+fn ecdsa(sc: &Scenario, chain: &Chain, obs: &Observed, v: &mut Vec<String>) {
+    if !sc.fault_free() {
+        return;
+    }
+    let keys = chain.state.keys();
+    for key in keys.values() {
+        if key.scheme == Scheme::Cggmp24Secp256k1 && key.status != KeyStatus::Ready {
+            v.push(format!(
+                "CGGMP24 key {} is {:?} at the end (attempt {}): {}",
+                key.key_id,
+                key.status,
+                key.attempt,
+                key.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    for (session, takers) in &obs.prime_sets_taken {
+        let Some((key_id, parties)) = obs.keygen_sessions.get(session) else {
+            continue;
+        };
+        let ready = keys
+            .get(key_id)
+            .is_some_and(|k| k.status == KeyStatus::Ready && k.session == *session);
+        if takers.len() != *parties || !ready {
+            let failure = obs.keygen_failures.get(session).map_or("", String::as_str);
+            v.push(format!(
+                "keygen {key_id} (session {}) spent the safe-prime sets of nodes {takers:?} of \
+                 {parties} parties and ended {}",
+                hex::encode(&session.0[..4]),
+                if ready { "READY" } else { failure }
+            ));
+        }
+    }
 }
 
 /// Node ids, comma-separated.

@@ -103,6 +103,21 @@ pub struct Scenario {
     /// Genesis `sign_retention_blocks`: short, so that every run prunes finished requests
     /// while others are still signing (the invariants see pruned ones as they ended).
     pub sign_retention_blocks: u64,
+    /// CGGMP24 keygens of node0-node3 (the fixtures' committee, see `ecdsa`) sent with the
+    /// first keys; the client sends a keygen that ended ERROR again, every 2 s until the
+    /// load ends.
+    pub ecdsa_keygens: usize,
+    /// The nodes hold the fixtures' aux info for that committee (the keygens reuse it);
+    /// otherwise they generate aux info, each from a safe-prime set.
+    pub ecdsa_aux: bool,
+    /// Safe-prime sets in each node's store at the start.
+    pub prime_sets: usize,
+    /// How long a node takes to make one set, ms (drawn per set).
+    pub prime_set_ms: (u64, u64),
+    /// How long aux-info generation takes at a party, ms (drawn per party).
+    pub aux_gen_ms: (u64, u64),
+    /// Genesis `cggmp_keygen_deadline_blocks` (None: the default).
+    pub cggmp_keygen_deadline_blocks: Option<u64>,
 }
 
 impl Scenario {
@@ -132,6 +147,12 @@ impl Scenario {
             lag: None,
             first_attempt: false,
             sign_retention_blocks: 20,
+            ecdsa_keygens: 0,
+            ecdsa_aux: true,
+            prime_sets: 0,
+            prime_set_ms: (60_000, 300_000),
+            aux_gen_ms: (15_000, 30_000),
+            cggmp_keygen_deadline_blocks: None,
         }
     }
 
@@ -144,6 +165,9 @@ impl Scenario {
                 dup_pct: 20,
                 delay_ms: (0, 60),
                 store_ms: (0, 40),
+                // CGGMP24 keygens reusing their committee's aux info: the handshake and the
+                // DKG under duplicates and reordering.
+                ecdsa_keygens: 2,
                 ..Scenario::base("lossy-slow")
             },
             Scenario {
@@ -217,6 +241,21 @@ impl Scenario {
                 ..Scenario::base("refresh")
             },
             Scenario {
+                // A cold start of CGGMP24 (issue 15's livelock): no node holds aux info or a
+                // safe-prime set, a set takes 4-15 s to make (minutes in mpcd: scaled down
+                // with the deadline), and a keygen's deadline (8 s) passes before every party
+                // holds one, so the client retries. No keygen may burn a set, and every key
+                // must end READY.
+                ecdsa_keygens: 3,
+                ecdsa_aux: false,
+                prime_set_ms: (4_000, 15_000),
+                aux_gen_ms: (1_000, 3_000),
+                cggmp_keygen_deadline_blocks: Some(80),
+                load_ms: 90_000,
+                signs: 10,
+                ..Scenario::base("ecdsa-cold-start")
+            },
+            Scenario {
                 drop_pct: 2,
                 dup_pct: 5,
                 delay_ms: (0, 30),
@@ -255,6 +294,16 @@ impl Scenario {
             .strip_prefix("node")
             .and_then(|i| i.parse().ok())
             .filter(|i| *i < self.nodes)
+    }
+
+    /// Whether the run has no fault of the network or of a node (no message is lost, no node
+    /// goes down, every node is honest).
+    pub fn fault_free(&self) -> bool {
+        self.drop_pct == 0
+            && self.tx_loss_pct == 0
+            && self.faults.is_empty()
+            && self.random_faults == 0
+            && self.behaviour.iter().all(|b| *b == Behaviour::Honest)
     }
 
     /// How node `i` behaves.

@@ -1,5 +1,7 @@
 //! One simulated run: the event queue, the nodes, the network, the chain and the workload.
 
+mod cggmp;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -9,18 +11,18 @@ use rand::{Rng, SeedableRng};
 use seqmpc_abci::chain::genesis::{Genesis, GenesisAccount, GenesisNode, Limits, Role};
 use seqmpc_abci::chain::TxError;
 use seqmpc_abci::daemon::outbox::{Broadcast, Inclusion, Outbox};
-use seqmpc_module::error::ProtocolError;
 use seqmpc_module::job::Job;
+use seqmpc_module::protocol::cggmp::share::REFUSES_PUBLIC_TEST_MODULI;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
     codec, Config, Effect, Input, Manager, MetricEvent, Millis, Msg, StoreOp, StoreToken,
-    WorkerOutput,
 };
 use seqmpc_proto::tx::{sign_tx, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
 
 use crate::chain::Chain;
+use crate::ecdsa::{Primes, Worker};
 use crate::invariants::{self, Observed};
 use crate::scenario::{Behaviour, FaultAt, Scenario};
 
@@ -73,6 +75,8 @@ pub struct Stats {
     pub signature_txs: u64,
     /// Signatures submitted by a signer other than the aggregator (backups).
     pub backups: u64,
+    /// Safe-prime sets taken out of the nodes' stores by CGGMP24 keygens.
+    pub prime_sets_used: usize,
 }
 
 /// The outcome of one run.
@@ -92,7 +96,8 @@ impl Report {
     /// The command that replays this run.
     pub fn replay(&self) -> String {
         format!(
-            "cargo run --release -p seqmpc-sim -- --scenario {} --seed {}",
+            "cargo run --release --locked -p seqmpc-sim --features seqmpc-abci/fault-injection \
+             -- --scenario {} --seed {}",
             self.scenario, self.seed
         )
     }
@@ -111,6 +116,12 @@ enum Ev {
     Tx(usize, u64, TxMsg, u32),
     /// The client sends a request.
     Client(TxMsg),
+    /// The client sends every CGGMP24 keygen that ended ERROR again.
+    RetryEcdsa,
+    /// Node `i` (of that incarnation) stored a safe-prime set it was making.
+    PrimeSet(usize, u64),
+    /// Node `i`'s (modelled) aux-info generation for this keygen ended.
+    AuxReady(usize, u64, SessionId),
     Fault(FaultAt),
 }
 
@@ -138,6 +149,10 @@ struct Node {
     last_job_at: Millis,
     /// A `Framer`'s victim in each signing it takes part in.
     framed: BTreeMap<SessionId, NodeId>,
+    /// Its safe-prime sets ([`crate::ecdsa`]).
+    primes: Primes,
+    /// Its CGGMP24 keygen workers.
+    workers: BTreeMap<SessionId, Worker>,
 }
 
 impl Node {
@@ -191,6 +206,9 @@ fn genesis(sc: &Scenario, nodes: &[SigningKey], client: &SigningKey) -> Genesis 
                 .sign_attempt_blocks
                 .unwrap_or(Limits::default().sign_attempt_blocks),
             sign_retention_blocks: sc.sign_retention_blocks,
+            cggmp_keygen_deadline_blocks: sc
+                .cggmp_keygen_deadline_blocks
+                .unwrap_or(Limits::default().cggmp_keygen_deadline_blocks),
             ..Limits::default()
         },
         governance: None,
@@ -205,11 +223,25 @@ fn config(sc: &Scenario, me: NodeId) -> Config {
     if let Some(ms) = sc.backup_submit_ms {
         cfg.backup_submit_ms = ms;
     }
+    // The longest aux info here, and a second to report it.
+    cfg.aux_gen_ms = sc.aux_gen_ms.1.saturating_add(1_000);
     cfg
 }
 
 /// Runs `scenario` with `seed` and checks the invariants.
 pub fn run(scenario: &Scenario, seed: u64) -> Report {
+    if scenario.ecdsa_keygens > 0 && REFUSES_PUBLIC_TEST_MODULI {
+        return Report {
+            scenario: scenario.name,
+            seed,
+            violations: vec![
+                "this scenario's CGGMP24 keygens use the test fixtures' aux info, which a \
+                 production build refuses: run a test build (make sim, or the replay command)"
+                    .into(),
+            ],
+            stats: Stats::default(),
+        };
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let keys: Vec<SigningKey> = (0..scenario.nodes)
         .map(|_| SigningKey::from_bytes(&rng.gen()))
@@ -230,6 +262,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         .state
         .limits
         .session_deadline_blocks
+        .max(scenario.cggmp_keygen_deadline_blocks.unwrap_or(0))
         .saturating_mul(scenario.block_ms);
     let nodes = keys
         .into_iter()
@@ -250,6 +283,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             last_tx_at: 0,
             last_job_at: 0,
             framed: BTreeMap::new(),
+            primes: Primes::new(scenario.prime_sets),
+            workers: BTreeMap::new(),
         })
         .collect();
     let mut w = World {
@@ -276,6 +311,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     w.stats.keygens = invariants::keygen_counts(&w.chain);
     w.stats.reshares = w.obs.reshare_counts();
     w.stats.reshare_errors = w.obs.reshare_errors();
+    w.stats.prime_sets_used = w.obs.prime_sets_used();
     w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
     Report {
         scenario: scenario.name,
@@ -319,6 +355,23 @@ impl World {
         };
         for k in 0..self.sc.keys + self.sc.deletes {
             self.at(KEYGEN_AT, Ev::Client(keygen(format!("key{k}"), k)));
+        }
+        let committee: Vec<NodeId> = parties.iter().take(4).cloned().collect();
+        for k in 0..self.sc.ecdsa_keygens {
+            let tx = TxMsg::KeyGen {
+                key_id: KeyId::new(format!("ecdsa{k}")).unwrap_or_else(|_| unreachable!()),
+                scheme: Scheme::Cggmp24Secp256k1,
+                threshold,
+                parties: committee.clone(),
+            };
+            self.at(KEYGEN_AT, Ev::Client(tx));
+        }
+        if self.sc.ecdsa_keygens > 0 {
+            let mut t = KEYGEN_AT + 2_000;
+            while t < self.sc.load_ms {
+                self.at(t, Ev::RetryEcdsa);
+                t += 2_000;
+            }
         }
         for b in 0..self.sc.burst_keygens {
             self.at(BURST_AT, Ev::Client(keygen(format!("burst{b}"), b)));
@@ -399,7 +452,12 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Block => {
-                let jobs = self.chain.block(EPOCH + self.now);
+                let mut jobs = self.chain.block(EPOCH + self.now);
+                // As the app's Commit: the block itself, after its jobs.
+                jobs.push(Job::Block {
+                    height: self.chain.state.height,
+                    block_time_ms: EPOCH + self.now,
+                });
                 self.stats.blocks += 1;
                 self.obs.height_at.push((self.now, self.chain.state.height));
                 for job in &jobs {
@@ -435,7 +493,10 @@ impl World {
                 if node.incarnation != inc || node.manager.is_none() {
                     return; // the node crashed first: the write never completed
                 }
-                let reply = node.store.apply(op);
+                let reply = match cggmp::configured_aux(&self.sc, &node.id, &op) {
+                    Some(reply) => reply,
+                    None => node.store.apply(op),
+                };
                 if let Some(token) = token {
                     let input = Input::StoreReply {
                         token,
@@ -461,6 +522,9 @@ impl World {
                         .push(format!("client tx at CheckTx: {e}")),
                 }
             }
+            Ev::RetryEcdsa => self.retry_ecdsa(),
+            Ev::PrimeSet(i, inc) => self.prime_set_made(i, inc),
+            Ev::AuxReady(i, inc, session) => self.aux_ready(i, inc, session),
             Ev::Fault(f) => self.fault(f),
         }
     }
@@ -471,6 +535,8 @@ impl World {
                 if let Some(n) = self.nodes.get_mut(i) {
                     n.manager = None;
                     n.incarnation += 1;
+                    n.primes.crash();
+                    n.workers.clear();
                     self.obs.down(self.now, i);
                 }
             }
@@ -595,11 +661,15 @@ impl World {
             }
         }
         let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
+        // A block's Block job comes right after its other jobs, and draws nothing (so the
+        // seeds of runs recorded before it existed replay as they did).
+        let is_block = matches!(job, Job::Block { .. });
         let lag = match self.sc.lag {
-            Some((node, range)) if node == i => self.draw(range),
+            Some((node, range)) if node == i && !is_block => self.draw(range),
             _ => 0,
         };
-        let t = self.now + self.draw(COMMIT_MS) + lag;
+        let commit = if is_block { 0 } else { self.draw(COMMIT_MS) };
+        let t = self.now + commit + lag;
         // A node takes its jobs in the chain's order (mpcd's job channel): one drawn earlier
         // than the job before it waits for that one. (Until resharing ran here, only a lagging
         // node's were held in order: a signing of the old generation that overtook the
@@ -671,19 +741,17 @@ impl World {
                 self.submit(i, msg)
             }
             Effect::Metric(MetricEvent::SignBackupSubmitted) => self.stats.backups += 1,
-            // The simulated nodes hold no safe-prime set (only a CGGMP24 resharing to a
-            // committee without shared aux info asks for a worker): it cannot start.
-            Effect::StartWorker { session, .. } => {
-                let inc = self.nodes.get(i).map(|n| n.incarnation).unwrap_or_default();
-                let output = WorkerOutput::Aux(Err(ProtocolError::Local(
-                    "no safe-prime set in the simulator".into(),
-                )));
-                let t = self.now;
-                self.at(t, Ev::Input(i, inc, Input::WorkerDone { session, output }));
+            Effect::StartWorker { session, task } => self.start_worker(i, session, task),
+            Effect::ToWorker { session, from, msg } => {
+                self.forward_to_worker(i, session, from, msg)
             }
-            // No safe-prime set either: a CGGMP24 keygen would wait for one (the workload has
-            // none).
-            Effect::ReservePrimes(_) | Effect::ToWorker { .. } | Effect::StopWorker(_) => {}
+            Effect::ReservePrimes(session) => self.reserve_primes(i, session),
+            Effect::StopWorker(session) => {
+                if let Some(n) = self.nodes.get_mut(i) {
+                    n.workers.remove(&session);
+                    n.primes.release(&session);
+                }
+            }
             Effect::Checkpoint(_) | Effect::Metric(_) => {}
         }
     }

@@ -234,7 +234,13 @@ impl App {
                 return refuse_block(&req, &hash, &e.to_string());
             }
         };
-        self.pending = Some((block.writes, block.jobs));
+        let mut jobs = block.jobs;
+        // Last: the block itself, from which the module learns the chain's pace.
+        jobs.push(Job::Block {
+            height,
+            block_time_ms,
+        });
+        self.pending = Some((block.writes, jobs));
         pb::ResponseFinalizeBlock {
             events: block.block_events.into_iter().map(to_pb_event).collect(),
             tx_results: block

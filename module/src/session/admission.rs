@@ -235,7 +235,8 @@ fn involves(job: &Job, me: &NodeId) -> bool {
         | Job::NodeKeyRotated { .. }
         | Job::NodeRemoved { .. }
         | Job::ReshareDone { .. }
-        | Job::ReshareFailed { .. } => true,
+        | Job::ReshareFailed { .. }
+        | Job::Block { .. } => true,
     }
 }
 

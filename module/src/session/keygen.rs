@@ -36,6 +36,8 @@ pub(super) struct KeygenJob {
     pub scheme: Scheme,
     pub threshold: u32,
     pub parties: Vec<NodeId>,
+    /// The chain ends the keygen ERROR at this height.
+    pub deadline_height: u64,
 }
 
 /// What a party answered to KeyGenPrepare.
@@ -211,6 +213,8 @@ pub(super) struct Keygen {
     pub threshold: u32,
     pub parties: Vec<NodeId>,
     pub coordinator: NodeId,
+    /// The chain ends the keygen ERROR at this height.
+    deadline_height: u64,
     /// Coordinator only: answers collected.
     answers: Option<BTreeMap<NodeId, ReadyAnswer>>,
     /// CGGMP24 only: prime sets and aux info.
@@ -223,6 +227,7 @@ impl Keygen {
     /// Where it stands, for status views.
     pub fn phase(&self) -> String {
         match &self.cggmp {
+            Some(c) if c.too_late => "too close to its chain deadline to start aux info".into(),
             Some(c) if !c.waiting_for_primes.is_empty() => {
                 let names: Vec<&str> = c.waiting_for_primes.iter().map(NodeId::as_str).collect();
                 format!("waiting for safe primes: {}", names.join(","))
@@ -303,6 +308,7 @@ impl Manager {
                 threshold: job.threshold,
                 parties: job.parties,
                 coordinator: coord,
+                deadline_height: job.deadline_height,
                 answers: is_coord.then(BTreeMap::new),
                 cggmp,
                 state: KeygenState::Checking,
@@ -366,7 +372,7 @@ impl Manager {
     ) {
         match payload {
             Payload::KeygenPrepare(p) => self.on_prepare(session, from, p, fx),
-            Payload::KeygenReady(r) => self.on_ready(session, from, r, fx),
+            Payload::KeygenReady(r) => self.on_ready(now, session, from, r, fx),
             Payload::KeygenStart(s) => self.on_start(now, session, from, s.reuse_aux, rng, fx),
             Payload::DkgRound1(r) => self.on_dkg(now, session, from, DkgMsg::Round1(r.package), fx),
             Payload::DkgRound2(r) => self.on_dkg(now, session, from, DkgMsg::Round2(r.package), fx),
@@ -544,6 +550,7 @@ impl Manager {
     /// Phase 2 at the coordinator: once every party answered, start or abort.
     fn on_ready(
         &mut self,
+        now: Millis,
         session: SessionId,
         from: NodeId,
         r: wire::KeyGenReady,
@@ -553,7 +560,7 @@ impl Manager {
             return;
         };
         if k.cggmp.is_some() {
-            return self.cggmp_on_ready(session, from, r, fx);
+            return self.cggmp_on_ready(now, session, from, r, fx);
         }
         let parties = k.parties.clone();
         let Some(answers) = k.answers.as_mut() else {

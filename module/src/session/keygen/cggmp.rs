@@ -14,6 +14,10 @@
 //!   only once every party holds one ([`decide_start`]): a keygen that cannot run consumes no
 //!   set, so retried keygens never burn the committee's sets (issue 15). Until it starts, the
 //!   keygen has no local timeout: the chain's deadline ends it.
+//! - **Deadline.** Nor does it start aux info that would outlast the chain's deadline (at the
+//!   block interval the jobs show, `Config::aux_gen_ms` before it): the sets would be spent on
+//!   a keygen the chain then ends ERROR. It waits for the deadline instead, and the client's
+//!   retry finds the sets in place (found by the simulator, `ecdsa-cold-start` seed 6).
 //! - The DKG and aux info run on a runtime worker ([`WorkerTask::Keygen`]); the session hands
 //!   it the messages ([`Effect::ToWorker`]) and stores its share once it ends.
 
@@ -48,6 +52,8 @@ pub(crate) struct CggmpKeygen {
     decided: bool,
     /// Coordinator: the parties every other waits for (a status view).
     pub(super) waiting_for_primes: Vec<NodeId>,
+    /// Coordinator: every party held a set too close to the chain's deadline.
+    pub(super) too_late: bool,
 }
 
 impl CggmpKeygen {
@@ -169,11 +175,13 @@ impl Manager {
     /// parties that hold no safe-prime set yet (they answer again once they hold one).
     pub(super) fn cggmp_on_ready(
         &mut self,
+        now: Millis,
         session: SessionId,
         from: NodeId,
         r: wire::KeyGenReady,
         fx: &mut Vec<Effect>,
     ) {
+        let (blocks, aux_gen_ms) = (self.blocks, self.cfg.aux_gen_ms);
         let Some(k) = self.keygen_mut(&session) else {
             return;
         };
@@ -204,6 +212,21 @@ impl Manager {
                 return;
             }
             Some(StartDecision::Abort(reason)) => Payload::Abort(wire::SessionAbort { reason }),
+            Some(StartDecision::Start { reuse_aux: false })
+                if blocks
+                    .time_of(k.deadline_height)
+                    .is_some_and(|deadline| now.saturating_add(aux_gen_ms) > deadline) =>
+            {
+                // Aux info would outlast the chain's deadline, and the sets it consumes would
+                // be lost with the keygen: it waits for the deadline instead, and a retry
+                // finds the sets still there.
+                if !c.too_late {
+                    info!(key_id = %k.key_id, %session, "CGGMP24 keygen too close to its chain deadline to generate aux info: not started");
+                    c.too_late = true;
+                    c.waiting_for_primes.clear();
+                }
+                return;
+            }
             Some(StartDecision::Start { reuse_aux }) => {
                 Payload::KeygenStart(wire::KeyGenStart { reuse_aux })
             }

@@ -141,3 +141,60 @@ fn cggmp_keygen__should_release_its_reservation_when_the_chain_ends_it_while_it_
     assert_eq!(h.stopped.len(), 5);
     assert!(h.tasks.is_empty());
 }
+
+/// A keygen of 100 ms blocks whose chain deadline is `blocks` blocks after block 2, with
+/// node2's safe-prime set granted only after every other party answered.
+fn keygen_near_deadline(blocks: u64, seed: u64) -> Harness {
+    let mut h = Harness::new(4, seed);
+    h.withheld_primes.insert(nid(2));
+    for (height, at) in [(1, h.now - 100), (2, h.now)] {
+        h.job_for_all(Job::Block {
+            height,
+            block_time_ms: at,
+        });
+    }
+    let session = SessionId([24; 32]);
+    let job = match cggmp_job(&h, session) {
+        Job::KeyGen {
+            session,
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            ..
+        } => Job::KeyGen {
+            session,
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            height: 2,
+            deadline_height: 2 + blocks,
+            block_time_ms: h.now,
+        },
+        other => panic!("{other:?}"),
+    };
+    h.job_for_all(job);
+    h.run();
+    h.grant_primes();
+    h
+}
+
+/// Aux info that would outlast the chain's deadline does not start: the sets it would consume
+/// stay in the pools for the retry. Far enough from the deadline, the same keygen starts.
+#[test]
+fn cggmp_keygen__should_not_start_aux_info_that_would_outlast_its_chain_deadline() {
+    let aux_gen_ms = Config::new(nid(0)).aux_gen_ms;
+    // The deadline 100 ms blocks away is aux_gen_ms less a second away: too close.
+    let h = keygen_near_deadline((aux_gen_ms - 1_000) / 100, 14);
+    assert!(h.tasks.is_empty(), "{:?}", h.tasks);
+    let coordinator = h
+        .managers
+        .values()
+        .flat_map(|m| m.keygens())
+        .find(|(.., phase, _)| phase.contains("deadline"));
+    assert!(coordinator.is_some(), "no keygen says why it waits");
+    // aux_gen_ms and a second away: it starts.
+    let h = keygen_near_deadline((aux_gen_ms + 1_000) / 100, 15);
+    assert_eq!(h.tasks.len(), 4);
+}
