@@ -14,6 +14,7 @@ pub mod cggmp;
 mod cggmp_sessions;
 pub mod chain_tip;
 pub(crate) mod checkpoint;
+pub mod clock;
 mod drive;
 pub mod latency;
 mod presign;
@@ -43,8 +44,8 @@ use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
 use crate::protocol::cggmp::{CggmpMsg, Progress, SignData};
 use crate::protocol::Outgoing;
+use crate::session as frost_session;
 use crate::session::codec::*;
-use crate::session::{self as frost_session, Millis};
 use crate::store::{KeyRecord, ShareStatus, StoreHandle};
 
 /// Tuning of the session manager.
@@ -315,6 +316,8 @@ pub struct Node<S: SubmitResult> {
     /// The sans-IO manager of the FROST sessions (`crate::session`); this runtime executes
     /// its effects.
     frost: frost_session::Manager,
+    /// The session manager's time ([`clock`]).
+    clock: Arc<dyn clock::Clock>,
     /// Where the admission policy's chain height comes from (none: never read, so replayed
     /// jobs are judged by their age alone).
     chain_tip: Option<Arc<dyn ChainTip>>,
@@ -357,6 +360,7 @@ impl<S: SubmitResult> Node<S> {
         Node {
             frost,
             chain_tip: None,
+            clock: Arc::new(clock::SystemClock),
             cggmp_backups: BTreeMap::new(),
             primes,
             cggmp_done,
@@ -378,6 +382,12 @@ impl<S: SubmitResult> Node<S> {
             presigs: presign::PresignPool::default(),
             pool_changed: true,
         }
+    }
+
+    /// Takes the session manager's time from `clock` (default: the system's wall clock).
+    pub fn with_clock(mut self, clock: Arc<dyn clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Reads the chain's height from `tip` when the admission policy needs it (a job of a
@@ -466,7 +476,7 @@ impl<S: SubmitResult> Node<S> {
         // The one admission policy decides whether the job runs here (`session::admission`);
         // the chain's height is read first when it asks for it.
         if let Some(tip) = &self.chain_tip {
-            if self.frost.needs_tip(drive::now_ms(), &job) {
+            if self.frost.needs_tip(self.clock.now_ms(), &job) {
                 let height = chain_tip::read(tip).await;
                 self.drive(frost_session::Input::ChainTip(height)).await;
             }
@@ -506,7 +516,7 @@ impl<S: SubmitResult> Node<S> {
             }
             Job::Sign { session, .. } => {
                 let here = self.here(session);
-                if let Err(skip) = self.frost.admit(drive::now_ms(), &job, here) {
+                if let Err(skip) = self.frost.admit(self.clock.now_ms(), &job, here) {
                     return frost_session::log_skip(&job, skip);
                 }
             }
@@ -831,7 +841,7 @@ impl<S: SubmitResult> Node<S> {
                 .iter()
                 .any(|(.., scheme, _, _)| *scheme == Scheme::Cggmp24Secp256k1),
         );
-        let now_ms = drive::now_ms();
+        let now_ms = self.clock.now_ms();
         let keygens: Vec<KeygenProgress> = keygens
             .into_iter()
             .map(|(session, key_id, scheme, phase, started)| KeygenProgress {

@@ -1,7 +1,8 @@
 //! The runtime half of the sans-IO session layer: feeds the manager (`crate::session`) its
-//! inputs and executes its effects against its ports (the key store, `share_store`; the
-//! network, `transport`; the result submitter; CGGMP24 workers), in order. A store operation that the manager waits for is awaited and its
-//! answer fed back as the next input.
+//! inputs, with the time of the `clock` port, and executes its effects against its ports (the
+//! key store, `share_store`; the network, `transport`; the result submitter; CGGMP24 workers
+//! and the safe-prime pool), in order. A store operation that the manager waits for is
+//! awaited and its answer fed back as the next input.
 
 use std::collections::VecDeque;
 
@@ -9,19 +10,13 @@ use crate::session::{Effect, Input, MetricEvent, StoreOp, StoreReply, WorkerOutp
 
 use super::*;
 
-/// Milliseconds since the Unix epoch: the clock of the session manager (block times are on
-/// the same clock, so a replayed job's staleness is measured against them).
-pub(super) fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl<S: SubmitResult> Node<S> {
     /// Hands one input to the session manager and executes what it asks for.
     pub(super) async fn drive(&mut self, input: Input) {
-        let mut queue: VecDeque<Effect> = self.frost.handle(now_ms(), input, &mut OsRng).into();
+        let mut queue: VecDeque<Effect> = self
+            .frost
+            .handle(self.clock.now_ms(), input, &mut OsRng)
+            .into();
         while let Some(effect) = queue.pop_front() {
             match effect {
                 Effect::Send {
@@ -33,7 +28,7 @@ impl<S: SubmitResult> Node<S> {
                     let reply = self.store_op(op).await;
                     if let Some(token) = token {
                         let input = Input::StoreReply { token, reply };
-                        queue.extend(self.frost.handle(now_ms(), input, &mut OsRng));
+                        queue.extend(self.frost.handle(self.clock.now_ms(), input, &mut OsRng));
                     } else if let Err(e) = reply {
                         warn!(error = %e, "key store operation failed");
                     }
@@ -67,7 +62,7 @@ impl<S: SubmitResult> Node<S> {
                     if let Err(e) = started {
                         let output = failed(e);
                         let input = Input::WorkerDone { session, output };
-                        queue.extend(self.frost.handle(now_ms(), input, &mut OsRng));
+                        queue.extend(self.frost.handle(self.clock.now_ms(), input, &mut OsRng));
                     }
                 }
                 Effect::ToWorker { session, from, msg } => {
@@ -88,7 +83,7 @@ impl<S: SubmitResult> Node<S> {
                 Effect::ReservePrimes(session) => {
                     if self.primes.reserve(session) {
                         let input = Input::PrimesReserved(session);
-                        queue.extend(self.frost.handle(now_ms(), input, &mut OsRng));
+                        queue.extend(self.frost.handle(self.clock.now_ms(), input, &mut OsRng));
                     } else {
                         info!(%session, "no safe-prime set free here: this keygen waits for one");
                     }
