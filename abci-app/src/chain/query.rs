@@ -183,7 +183,7 @@ pub struct EntryAnswer {
 }
 
 /// Answers `path` (with its `data`) at `height` (0: the latest) from the state's Merkle tree,
-/// with a proof when `prove`. The path must name one entry ([`entry_key`]); the height must
+/// with a proof when `prove`. The path must name one entry (`entry_key`); the height must
 /// be a kept one ([`merkle::KEEP_VERSIONS`]).
 pub fn query_at(
     state: &ChainState,

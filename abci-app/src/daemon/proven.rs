@@ -2,7 +2,7 @@
 //! `abci_query` and `prove`, through tendermint-rpc's `HttpClient`, checked against the app
 //! hash of the header of the next height (CometBFT puts the app hash after block H in header
 //! H + 1). The proof is an ICS23 proof of the state's Merkle tree
-//! ([`merkle`](crate::chain::merkle)); an absent entry comes with a proof of its absence.
+//! ([`crate::chain::merkle`]); an absent entry comes with a proof of its absence.
 //!
 //! What this checks: that the value is the one the chain committed under that header's app
 //! hash. What it does not: that the header is the chain's. That is a light client's work

@@ -6,9 +6,9 @@
 //! | part | test build with faults |
 //! |---|---|
 //! | the p2p channel | `partition-file` cuts it ([`Wiring::p2p`]) |
-//! | the submitter's RPC port | [`super::faulty_rpc::FaultyRpc`]: partition, `lose-result-txs` |
-//! | the result sink | `withhold-signatures` ([`seqmpc_module::fault::WithholdSignatures`]) |
-//! | the job stream | `sign-false-claim` ([`seqmpc_module::fault::false_claims`]) |
+//! | the submitter's RPC port | `faulty_rpc::FaultyRpc`: partition, `lose-result-txs` |
+//! | the result sink | `withhold-signatures` (`seqmpc_module::fault::WithholdSignatures`) |
+//! | the job stream | `sign-false-claim` (`seqmpc_module::fault::false_claims`) |
 //! | the MPC runtime | transport faults, crash points, stub primes (`Node::with_faults`) |
 //! | the ABCI server | behind a relay the partition cuts ([`Wiring::abci_bind`], [`Wiring::abci_relay`]) |
 

@@ -6,7 +6,7 @@
 //! In memory, like the `tx` index, and bounded the same way: the last [`SEARCH_TXS`] txs and
 //! [`SEARCH_BLOCKS`] blocks (older ones are still served by height, not found by search or
 //! hash). A search scans the entries in height order and filters them with the query's
-//! conditions (tendermint-rpc's [`Query`] grammar, the one clients build queries with); at
+//! conditions (tendermint-rpc's [`Query`](tendermint_rpc::query::Query) grammar, the one clients build queries with); at
 //! these sizes a scan takes milliseconds, and it needs no index per attribute.
 
 use std::collections::BTreeMap;

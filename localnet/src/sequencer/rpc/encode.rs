@@ -170,7 +170,7 @@ fn time_of(b: &CommittedBlock) -> String {
     rfc3339(b.block.time.as_ref().unwrap_or(&GENESIS_TIME))
 }
 
-/// The header of block `b`, rebuilt as it was hashed (see [`header`]): the previous block's
+/// The header of block `b`, rebuilt as it was hashed (see [`header()`]): the previous block's
 /// results come from the store.
 pub fn header_of(shared: &Shared, b: &CommittedBlock) -> Result<tendermint::block::Header, String> {
     let height = b.height();
