@@ -580,7 +580,12 @@ impl Manager {
             Input::Tick => self.on_tick(now, &mut fx),
             Input::ChainTip(height) => self.admission.chain_tip(now, height),
             Input::StoreReply { token, reply } => self.on_store(now, token, reply, rng, &mut fx),
-            Input::PrimesReserved(session) => self.keygen_primes_reserved(session, &mut fx),
+            Input::PrimesReserved(session) => match self.sessions.get(&session) {
+                Some(Session::Keygen(_)) => self.keygen_primes_reserved(session, &mut fx),
+                Some(Session::Reshare(_)) => self.reshare_primes_reserved(session, &mut fx),
+                // Ended meanwhile: the set goes to the next in line.
+                Some(Session::Sign(_)) | None => fx.push(Effect::StopWorker(session)),
+            },
             Input::WorkerDone { session, output } => match self.sessions.get(&session) {
                 Some(Session::Keygen(_)) => self.keygen_worker_done(now, session, output, &mut fx),
                 Some(Session::Reshare(_)) => {

@@ -580,6 +580,7 @@ fn p2p_reshare_deal__should_encode_to_the_pinned_bytes_and_decode_back() {
 fn p2p_reshare_aux__should_encode_to_the_pinned_bytes_and_decode_back() {
     let payload = Payload::ReshareAux(wire::ReshareAux {
         fingerprint: vec![0x1c; 32],
+        has_prime_set: false,
     });
     assert_p2p_pinned(
         payload,
@@ -587,6 +588,19 @@ fn p2p_reshare_aux__should_encode_to_the_pinned_bytes_and_decode_back() {
             "0a200b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
             "0b0bb201220a201c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c",
             "1c1c1c1c1c1c1c"
+        ),
+    );
+    // Holding a safe-prime set: field 2, varint 1.
+    let payload = Payload::ReshareAux(wire::ReshareAux {
+        fingerprint: vec![0x1c; 32],
+        has_prime_set: true,
+    });
+    assert_p2p_pinned(
+        payload,
+        concat!(
+            "0a200b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+            "0b0bb201240a201c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c",
+            "1c1c1c1c1c1c1c1001"
         ),
     );
 }

@@ -261,7 +261,10 @@ fn payload() -> impl Strategy<Value = Payload> {
             old_public: o,
             share: s,
         })),
-        b().prop_map(|f| Payload::ReshareAux(wire::ReshareAux { fingerprint: f })),
+        (b(), any::<bool>()).prop_map(|(f, has_prime_set)| Payload::ReshareAux(wire::ReshareAux {
+            fingerprint: f,
+            has_prime_set
+        })),
     ]
 }
 

@@ -107,11 +107,10 @@ impl<S: SubmitResult> Node<S> {
         // A set taken out of the pool but unused (the worker did not start) goes back.
         let (task, taken) = match task {
             WorkerTask::Aux { parties } => {
-                let primes = self.primes.take_unreserved().await?.ok_or_else(|| {
+                // Reserved: every new party held one before any started.
+                let primes = self.primes.take(&session).await?.ok_or_else(|| {
                     ProtocolError::Local(
-                        "no safe-prime set ready yet for the new committee's aux info \
-                         (generating in the background)"
-                            .into(),
+                        "aux info started before this node held a safe-prime set for it".into(),
                     )
                 })?;
                 let taken = zeroize::Zeroizing::new(primes.to_vec());

@@ -10,7 +10,11 @@
 //! fingerprint of the aux info it holds for that committee (`ReshareAux`) to the others; when
 //! all offered the same, each reuses its own, otherwise the new parties generate aux info
 //! together on a CGGMP24 worker ([`Effect::StartWorker`]: seconds of CPU and a safe-prime set,
-//! so the runtime runs it) while the deals arrive. The reported transcript binds the aux
+//! so the runtime runs it) while the deals arrive. As a keygen's (`keygen::cggmp`), that
+//! generation starts only once every new party holds a safe-prime set reserved for it: a party
+//! that needs one (it holds no aux info for the committee, or the offers differ) reserves one
+//! ([`Effect::ReservePrimes`]), says in its offer whether it holds it, and offers again once it
+//! does; so a committee where one node has no set yet spends nobody's set. The reported transcript binds the aux
 //! fingerprint, so the chain confirms that every new party holds the same.
 //!
 //! ```text
@@ -62,6 +66,9 @@ pub(super) struct Reshare {
     sent: Vec<(NodeId, Deal)>,
     /// A CGGMP24 new party's aux-info offer, to send again.
     offer: Option<wire::ReshareAux>,
+    /// A CGGMP24 new party asked for a safe-prime set ([`Effect::ReservePrimes`]), and holds
+    /// it.
+    primes: (bool, bool),
     /// When it last sent them, and how many times it sent them again.
     last_sent: Millis,
     resends: u32,
@@ -143,8 +150,9 @@ pub enum AuxState {
     Offering {
         /// What this node holds for the committee.
         mine: Option<AuxOffer>,
-        /// Fingerprints offered so far (empty: none held).
-        offers: BTreeMap<NodeId, Vec<u8>>,
+        /// Fingerprints offered so far (empty: none held), and whether each party holds a
+        /// safe-prime set for the committee.
+        offers: BTreeMap<NodeId, (Vec<u8>, bool)>,
         /// Messages of an aux-info run that started elsewhere already.
         buffered: Vec<(NodeId, CggmpMsg)>,
     },
@@ -227,6 +235,7 @@ impl Manager {
                 },
                 sent: Vec::new(),
                 offer: None,
+                primes: (false, false),
                 last_sent: now,
                 resends: 0,
             })),
@@ -271,7 +280,7 @@ impl Manager {
             .any(|rec| rec.session == session);
         if r.receiver && done_here {
             debug!(key_id = %r.job.key_id, %session, "reshare job already done here; skipped");
-            self.finish(now, session);
+            self.end_reshare(now, session, fx);
             return;
         }
         let buffered = match &mut r.state {
@@ -363,11 +372,17 @@ impl Manager {
         else {
             return;
         };
+        if mine.is_none() {
+            // Aux info will be generated: this party needs a set whatever the others hold.
+            r.primes.0 = true;
+            fx.push(Effect::ReservePrimes(session));
+        }
         let offer = wire::ReshareAux {
             fingerprint: mine
                 .as_ref()
                 .map(|o| o.fingerprint.to_vec())
                 .unwrap_or_default(),
+            has_prime_set: r.primes.1,
         };
         for p in &r.job.new_parties {
             Manager::send(fx, session, p, Payload::ReshareAux(offer.clone()));
@@ -501,33 +516,44 @@ impl Manager {
         let AuxState::Offering { offers, .. } = aux else {
             return; // FROST, or already decided
         };
-        match offers.get(&from) {
-            Some(prev) if *prev == a.fingerprint => return,
+        match offers.get_mut(&from) {
+            // The same offer again, or again once the party holds a set.
+            Some((prev, held)) if *prev == a.fingerprint => *held |= a.has_prime_set,
             Some(_) => {
                 let e = ProtocolError::blame(&from, "two different aux-info offers (equivocation)");
                 return self.fail_reshare(now, session, e, fx);
             }
             None => {
-                offers.insert(from, a.fingerprint);
+                offers.insert(from, (a.fingerprint, a.has_prime_set));
             }
         }
         if offers.len() < n {
             return;
         }
-        let AuxState::Offering {
-            mine,
-            offers,
-            buffered,
-        } = std::mem::replace(aux, AuxState::Generating)
+        let AuxState::Offering { mine, offers, .. } = aux else {
+            return;
+        };
+        let reuse = mine
+            .as_ref()
+            .filter(|m| offers.values().all(|(f, _)| f.as_slice() == m.fingerprint))
+            .map(|m| m.share.clone());
+        if let Some(share) = reuse {
+            info!(%session, "reshare: every new party holds the committee's aux info; reused");
+            *aux = AuxState::Ready(share);
+            return self.try_complete_reshare(now, session, fx);
+        }
+        if !r.primes.0 {
+            // The offers differ: aux info is generated, and this party needs a set too.
+            r.primes.0 = true;
+            fx.push(Effect::ReservePrimes(session));
+        }
+        if !offers.values().all(|(_, held)| *held) {
+            return; // a party holds no set yet: nobody spends one (it offers again once it does)
+        }
+        let AuxState::Offering { buffered, .. } = std::mem::replace(aux, AuxState::Generating)
         else {
             return;
         };
-        let reuse = mine.filter(|m| offers.values().all(|f| f.as_slice() == m.fingerprint));
-        if let Some(m) = reuse {
-            info!(%session, "reshare: every new party holds the committee's aux info; reused");
-            *aux = AuxState::Ready(m.share);
-            return self.try_complete_reshare(now, session, fx);
-        }
         info!(%session, "reshare: generating aux info for the new committee");
         fx.push(Effect::StartWorker {
             session,
@@ -566,6 +592,27 @@ impl Manager {
     }
 
     /// The new committee's aux-info run ended.
+    /// A safe-prime set is reserved for this resharing's aux info here now: offer again,
+    /// saying so.
+    pub(super) fn reshare_primes_reserved(&mut self, session: SessionId, fx: &mut Vec<Effect>) {
+        let Some(r) = self.reshare_mut(&session) else {
+            return;
+        };
+        if r.primes.1 {
+            return;
+        }
+        r.primes.1 = true;
+        let Some(offer) = r.offer.as_mut() else {
+            return; // not offered yet: the offer will say so
+        };
+        offer.has_prime_set = true;
+        let offer = offer.clone();
+        info!(%session, "reshare: a safe-prime set is reserved for the new committee's aux info");
+        for p in &r.job.new_parties {
+            Manager::send(fx, session, p, Payload::ReshareAux(offer.clone()));
+        }
+    }
+
     pub(super) fn reshare_worker_done(
         &mut self,
         now: Millis,

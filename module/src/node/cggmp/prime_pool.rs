@@ -318,7 +318,8 @@ impl PrimePool {
         }
     }
 
-    /// Takes a set no keygen holds (a resharing's aux info), if one is stored.
+    /// Takes a set no keygen holds, if one is stored (tests: every session reserves its set).
+    #[cfg(test)]
     pub(crate) async fn take_unreserved(
         &self,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ProtocolError> {

@@ -152,8 +152,6 @@ impl Manager {
         fx: &mut Vec<Effect>,
     ) {
         let Some(k) = self.keygen_mut(&session) else {
-            // Ended meanwhile: the set goes to the next in line.
-            fx.push(Effect::StopWorker(session));
             return;
         };
         let Some(c) = k.cggmp.as_mut() else {

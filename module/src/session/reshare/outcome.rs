@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use super::{AuxState, ReshareState};
+use super::{AuxState, Reshare, ReshareState};
 use crate::error::ProtocolError;
 use crate::job::ReshareJob;
 use crate::protocol::cggmp::{AuxShare, CggmpKeyShare, CoreShare};
@@ -22,6 +22,30 @@ use crate::session::{
 use crate::store::{KeyRecord, ShareStatus};
 
 impl Manager {
+    /// Ends a resharing: remembered as finished; its aux-info worker stops and its safe-prime
+    /// reservation (or place in line) goes.
+    pub(in crate::session) fn end_reshare(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        fx: &mut Vec<Effect>,
+    ) -> Option<Box<Reshare>> {
+        let Some(Session::Reshare(r)) = self.finish(now, session) else {
+            return None;
+        };
+        let generating = matches!(
+            r.state,
+            ReshareState::Receiving {
+                aux: AuxState::Generating,
+                ..
+            }
+        );
+        if generating || r.primes.0 {
+            fx.push(Effect::StopWorker(session));
+        }
+        Some(r)
+    }
+
     /// The new share is staged: report it.
     pub(in crate::session) fn reshare_staged(
         &mut self,
@@ -58,19 +82,10 @@ impl Manager {
         fx: &mut Vec<Effect>,
     ) {
         let evidence = self.evidence_of(&session, e.culprits());
-        let Some(Session::Reshare(r)) = self.finish(now, session) else {
+        let Some(r) = self.end_reshare(now, session, fx) else {
             return;
         };
         warn!(key_id = %r.job.key_id, %session, error = %e, "reshare session failed");
-        if matches!(
-            r.state,
-            ReshareState::Receiving {
-                aux: AuxState::Generating,
-                ..
-            }
-        ) {
-            fx.push(Effect::StopWorker(session));
-        }
         if r.receiver {
             report(fx, &r.job.key_id, session, Err(e), evidence);
         }
@@ -91,7 +106,7 @@ impl Manager {
         };
         if reported {
             // Dealt and reported: nothing more to do here, whatever the chain decides.
-            self.finish(now, session);
+            self.end_reshare(now, session, fx);
             return;
         }
         let limit = self.cfg.timeout_ms(scheme);
@@ -124,7 +139,7 @@ impl Manager {
         generation: u64,
         fx: &mut Vec<Effect>,
     ) {
-        self.finish(now, session);
+        self.end_reshare(now, session, fx);
         let me = &self.cfg.me;
         if new_parties.contains(me) {
             // A signing of the new generation must read the promoted share, not the cached one.
@@ -183,17 +198,7 @@ impl Manager {
         session: SessionId,
         fx: &mut Vec<Effect>,
     ) {
-        if let Some(Session::Reshare(r)) = self.finish(now, session) {
-            if matches!(
-                r.state,
-                ReshareState::Receiving {
-                    aux: AuxState::Generating,
-                    ..
-                }
-            ) {
-                fx.push(Effect::StopWorker(session));
-            }
-        }
+        self.end_reshare(now, session, fx);
         fx.push(Effect::Store {
             op: StoreOp::DropStaged { key_id, session },
             token: None,

@@ -198,3 +198,64 @@ fn cggmp_keygen__should_not_start_aux_info_that_would_outlast_its_chain_deadline
     let h = keygen_near_deadline((aux_gen_ms + 1_000) / 100, 15);
     assert_eq!(h.tasks.len(), 4);
 }
+
+/// A CGGMP24 key of node0-node3 reshared to node0-node2, for which nobody holds aux info:
+/// the new parties generate it only once every one holds a safe-prime set (node2 gets its
+/// set last), so a committee where one node has none spends nobody's set.
+#[test]
+fn cggmp_reshare__should_generate_aux_info_only_once_every_new_party_holds_a_prime_set() {
+    let mut h = Harness::new(4, 16);
+    with_fixture_aux(&mut h);
+    let key_session = SessionId([25; 32]);
+    h.job_for_all(cggmp_job(&h, key_session));
+    h.run();
+    let public_key = match keygen_reports(&h).first() {
+        Some((_, Outcome::Ok(ok))) => ok.public_key.clone(),
+        other => panic!("{other:?}"),
+    };
+    h.tasks.clear();
+    h.withheld_primes.insert(nid(2));
+    let session = SessionId([26; 32]);
+    let new_parties: Vec<NodeId> = (0..3).map(nid).collect();
+    h.job_for_all(Job::Reshare(crate::job::ReshareJob {
+        session,
+        key_id: KeyId::new(KEY).unwrap(),
+        scheme: Scheme::Cggmp24Secp256k1,
+        key_session,
+        old_parties: h.parties(),
+        old_threshold: 3,
+        dealers: new_parties.clone(),
+        new_parties: new_parties.clone(),
+        new_threshold: 2,
+        public_key,
+        public_key_package: None,
+        generation: 2,
+        height: 3,
+        deadline_height: 100,
+        block_time_ms: 0,
+    }));
+    h.run();
+    // Every new party asked for a set; node2 waits for one, so nobody generates.
+    assert_eq!(h.waiting_primes, vec![(nid(2), session)]);
+    assert!(h.tasks.is_empty(), "{:?}", h.tasks);
+    // node2 gets one and offers again: all three start aux info.
+    h.grant_primes();
+    let started: BTreeSet<NodeId> = h
+        .tasks
+        .iter()
+        .filter(|(_, s, t)| {
+            *s == session && matches!(t, WorkerTask::Aux { parties } if *parties == new_parties)
+        })
+        .map(|(n, ..)| n.clone())
+        .collect();
+    assert_eq!(started, new_parties.iter().cloned().collect());
+    // Aux info does not run in this harness (its workers fail): each new party ends the
+    // resharing ERROR and releases what the runtime held for it.
+    let stopped: BTreeSet<NodeId> = h
+        .stopped
+        .iter()
+        .filter(|(_, s)| *s == session)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(stopped, new_parties.into_iter().collect());
+}
