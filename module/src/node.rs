@@ -644,8 +644,8 @@ impl<S: SubmitResult> Node<S> {
         }
     }
 
-    /// Drops the decoded share of `key_id` from every cache (this runtime's and the session
-    /// manager's): a resharing replaced it, or the key is gone. Signing with a stale share
+    /// Drops the decoded share of `key_id` from the session manager's cache: a resharing
+    /// replaced it, or the key is gone. Signing with a stale share
     /// would make every later signature share of this node fail verification.
     fn forget_key(&mut self, key_id: &KeyId) {
         self.frost.forget_key(key_id);
