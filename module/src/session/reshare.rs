@@ -66,12 +66,22 @@ pub(super) struct Reshare {
     sent: Vec<(NodeId, Deal)>,
     /// A CGGMP24 new party's aux-info offer, to send again.
     offer: Option<wire::ReshareAux>,
-    /// A CGGMP24 new party asked for a safe-prime set ([`Effect::ReservePrimes`]), and holds
-    /// it.
-    primes: (bool, bool),
+    /// A CGGMP24 new party's safe-prime set for the new committee's aux info.
+    primes: PrimeSet,
     /// When it last sent them, and how many times it sent them again.
     last_sent: Millis,
     resends: u32,
+}
+
+/// A CGGMP24 new party's safe-prime set for the new committee's aux info.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PrimeSet {
+    /// Not needed so far (it may reuse aux info it holds).
+    NotAsked,
+    /// Asked for ([`Effect::ReservePrimes`]); the runtime answers once it holds one.
+    Asked,
+    /// Reserved for this resharing.
+    Held,
 }
 
 impl Reshare {
@@ -235,7 +245,7 @@ impl Manager {
                 },
                 sent: Vec::new(),
                 offer: None,
-                primes: (false, false),
+                primes: PrimeSet::NotAsked,
                 last_sent: now,
                 resends: 0,
             })),
@@ -374,7 +384,7 @@ impl Manager {
         };
         if mine.is_none() {
             // Aux info will be generated: this party needs a set whatever the others hold.
-            r.primes.0 = true;
+            r.primes = PrimeSet::Asked;
             fx.push(Effect::ReservePrimes(session));
         }
         let offer = wire::ReshareAux {
@@ -382,7 +392,7 @@ impl Manager {
                 .as_ref()
                 .map(|o| o.fingerprint.to_vec())
                 .unwrap_or_default(),
-            has_prime_set: r.primes.1,
+            has_prime_set: r.primes == PrimeSet::Held,
         };
         for p in &r.job.new_parties {
             Manager::send(fx, session, p, Payload::ReshareAux(offer.clone()));
@@ -542,9 +552,9 @@ impl Manager {
             *aux = AuxState::Ready(share);
             return self.try_complete_reshare(now, session, fx);
         }
-        if !r.primes.0 {
+        if r.primes == PrimeSet::NotAsked {
             // The offers differ: aux info is generated, and this party needs a set too.
-            r.primes.0 = true;
+            r.primes = PrimeSet::Asked;
             fx.push(Effect::ReservePrimes(session));
         }
         if !offers.values().all(|(_, held)| *held) {
@@ -598,10 +608,10 @@ impl Manager {
         let Some(r) = self.reshare_mut(&session) else {
             return;
         };
-        if r.primes.1 {
+        if r.primes == PrimeSet::Held {
             return;
         }
-        r.primes.1 = true;
+        r.primes = PrimeSet::Held;
         let Some(offer) = r.offer.as_mut() else {
             return; // not offered yet: the offer will say so
         };

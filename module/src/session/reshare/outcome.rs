@@ -40,7 +40,7 @@ impl Manager {
                 ..
             }
         );
-        if generating || r.primes.0 {
+        if generating || r.primes != super::PrimeSet::NotAsked {
             fx.push(Effect::StopWorker(session));
         }
         Some(r)
