@@ -1,52 +1,43 @@
-//! The session manager: drives the sans-IO protocols from committed jobs and p2p messages,
-//! keeps key shares in the store and hands results to the chain.
-//!
-//! One task owns every session (a map of state machines keyed by session id) and handles
-//! events one at a time: committed jobs, authenticated p2p messages and a periodic tick for
-//! deadlines. Protocol steps are CPU-cheap (FROST: well under a millisecond), so one task per
-//! node keeps ordering simple; sessions are bounded in number and a failed session never blocks
-//! the others. CGGMP24 sessions are the exception: their steps take seconds and their engines
-//! are not `Send`, so each runs on a worker thread of its own ([`cggmp`]); this task only
-//! forwards their messages and collects their outcomes.
+//! The runtime of the session layer: one task feeds the sans-IO session manager
+//! (`crate::session`) committed jobs, authenticated p2p messages and a periodic tick, and
+//! executes what it asks for against its ports ([`drive`]): the key store, the network, the
+//! result submitter, CGGMP24 workers and the safe-prime pool. Every session, its state and its
+//! decisions are the manager's. Protocol steps are CPU-cheap (FROST: well under a
+//! millisecond), so one task per node keeps ordering simple. CGGMP24 work is the exception:
+//! its steps take seconds and its engines are not `Send`, so each run is a worker thread of
+//! its own ([`cggmp`]); this task forwards its messages and hands the manager its outcome.
 
 mod budget;
 pub mod cggmp;
-mod cggmp_sessions;
 pub mod chain_tip;
 pub(crate) mod checkpoint;
 pub mod clock;
 mod drive;
 pub mod latency;
-mod presign;
 mod share_store;
-mod sign;
 pub(crate) mod transport;
 
+pub use crate::session::PresignPoolLevel;
 pub use chain_tip::ChainTip;
-pub use presign::PresignPoolLevel;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use rand::rngs::OsRng;
-use seqmpc_proto::tx::{
-    Outcome, SignedMessage, TxMsg, MAX_EVIDENCE_MESSAGES, MAX_SIGNING_PACKAGE_BYTES,
-};
+use seqmpc_proto::tx::SignedMessage;
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
-use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
+use seqmpc_proto::{KeyId, NodeId, Scheme, SessionId};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::error::ProtocolError;
 use crate::job::{Job, SubmitResult};
 use crate::p2p::{Incoming, P2pHandle};
-use crate::protocol::cggmp::{CggmpMsg, Progress, SignData};
-use crate::protocol::Outgoing;
 use crate::session as frost_session;
 use crate::session::codec::*;
-use crate::store::{KeyRecord, ShareStatus, StoreHandle};
+use crate::store::StoreHandle;
 
 /// Tuning of the session manager.
 #[derive(Clone, Debug)]
@@ -236,52 +227,6 @@ fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
 /// Shared view of the metrics.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
 
-/// The engine of a sign session.
-#[allow(clippy::large_enum_variant)] // moved by value once per step; boxing would allocate per message
-enum SignEngine {
-    /// CGGMP24 full signing on a worker thread.
-    Cggmp(cggmp::Worker),
-    /// CGGMP24 signing of a full message: the plan, then the online step or the full protocol.
-    Plan(presign::PlanState),
-}
-
-struct SignSession {
-    request_id: RequestId,
-    signers: Vec<NodeId>,
-    /// The signers a message (plan or protocol) came from so far.
-    heard: BTreeSet<NodeId>,
-    /// CGGMP24: the key and its generation.
-    cggmp_key: Option<(KeyId, SessionId)>,
-    state: Option<SignEngine>,
-    started: Instant,
-}
-
-enum Session {
-    Sign(Box<SignSession>),
-    Presign(Box<presign::PresignSession>),
-}
-
-impl Session {
-    fn started(&self) -> Instant {
-        match self {
-            Session::Sign(s) => s.started,
-            Session::Presign(p) => p.started,
-        }
-    }
-    fn is_cggmp(&self) -> bool {
-        match self {
-            Session::Sign(s) => s.cggmp_key.is_some(),
-            Session::Presign(_) => true,
-        }
-    }
-    fn is_party(&self, n: &NodeId) -> bool {
-        match self {
-            Session::Sign(s) => s.signers.contains(n),
-            Session::Presign(p) => p.signers.contains(n),
-        }
-    }
-}
-
 /// The session manager. Build with [`Node::new`], run with [`Node::run`].
 pub struct Node<S: SubmitResult> {
     pub(crate) cfg: NodeConfig,
@@ -294,19 +239,9 @@ pub struct Node<S: SubmitResult> {
     pub(crate) checkpoints: Arc<dyn checkpoint::Checkpoints>,
     submit: Arc<S>,
     metrics: SharedMetrics,
-    sessions: BTreeMap<SessionId, Session>,
-    /// Per live session, the signed messages the chain can check a blame with (see
-    /// [`Node::evidence`]); dropped once the session has ended.
-    evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
-    /// What each peer's messages to the runtime's sessions may take ([`budget`]).
+    /// What each peer's messages to the workers may take ([`budget`]).
     inbound: budget::InboundBudget,
-    finished: BTreeMap<SessionId, Instant>,
     pub(crate) primes: cggmp::PrimePool,
-    /// READY cggmp24 keys held here (what the presignature pools are filled for).
-    cggmp_keys: BTreeMap<KeyId, presign::CggmpKeyInfo>,
-    presigs: presign::PresignPool,
-    /// The pool levels changed since the metrics last showed them.
-    pool_changed: bool,
     cggmp_done: mpsc::Sender<cggmp::Finished>,
     cggmp_done_rx: Option<mpsc::Receiver<cggmp::Finished>>,
     /// CGGMP24 workers of the session manager's sessions ([`frost_session::Effect::StartWorker`]).
@@ -321,15 +256,7 @@ pub struct Node<S: SubmitResult> {
     /// Where the admission policy's chain height comes from (none: never read, so replayed
     /// jobs are judged by their age alone).
     chain_tip: Option<Arc<dyn ChainTip>>,
-    /// CGGMP24 signatures this node computed as a signer other than the first, which submits
-    /// them: each is submitted when due (rank × `backup_submit`) unless the chain ended its
-    /// request first ([`Job::SignEnded`]), so a first signer that stalls or dies after signing
-    /// costs that delay, not the attempt. Keyed by request and session.
-    cggmp_backups: BTreeMap<(RequestId, SessionId), (Instant, Vec<u8>)>,
 }
-
-/// Most signed messages kept as evidence per session.
-const MAX_EVIDENCE_PER_SESSION: usize = 64;
 
 impl<S: SubmitResult> Node<S> {
     /// Builds the manager.
@@ -355,13 +282,16 @@ impl<S: SubmitResult> Node<S> {
             max_sessions: cfg.max_sessions,
             max_early_messages: cfg.max_early_messages,
             max_early_per_sender: cfg.max_early_messages / 10,
+            presign_pool: cfg.presign_pool,
+            presign_max_subsets: cfg.presign_max_subsets,
+            max_cggmp_workers: cfg.max_cggmp_workers,
+            cggmp_silence_ms: cfg.cggmp_silence_timeout.as_millis() as u64,
             ..frost_session::Config::new(cfg.me.clone())
         });
         Node {
             frost,
             chain_tip: None,
             clock: Arc::new(clock::SystemClock),
-            cggmp_backups: BTreeMap::new(),
             primes,
             cggmp_done,
             cggmp_done_rx: Some(cggmp_done_rx),
@@ -374,13 +304,7 @@ impl<S: SubmitResult> Node<S> {
             p2p,
             submit,
             metrics,
-            sessions: BTreeMap::new(),
-            evidence: BTreeMap::new(),
             inbound: budget::InboundBudget::default(),
-            finished: BTreeMap::new(),
-            cggmp_keys: BTreeMap::new(),
-            presigs: presign::PresignPool::default(),
-            pool_changed: true,
         }
     }
 
@@ -403,7 +327,7 @@ impl<S: SubmitResult> Node<S> {
         match self.store.list().await {
             Ok(records) => {
                 for r in &records {
-                    self.track_cggmp_key(r);
+                    self.frost.track_key(r);
                 }
                 for r in frost_session::mem_store::recover(records) {
                     if let Err(e) = self.store.put(r).await {
@@ -439,7 +363,7 @@ impl<S: SubmitResult> Node<S> {
             tokio::select! {
                 Some(f) = cggmp_done.recv() => self.on_cggmp_finished(f).await,
                 job = jobs.recv() => match job {
-                    Some(job) => self.on_job(job, Instant::now()).await,
+                    Some(job) => self.on_job(job).await,
                     None => break,
                 },
                 msg = incoming.recv() => match msg {
@@ -448,10 +372,15 @@ impl<S: SubmitResult> Node<S> {
                 },
                 _ = tick.tick() => self.on_tick().await,
             }
-            self.publish_pool_levels();
+            let levels = self.frost.presign_levels_changed();
             let (primes, target) = (self.primes.level(), self.primes.target());
             if let Ok(mut m) = self.metrics.lock() {
-                m.sessions_active = self.sessions.len() + self.frost.active();
+                if let Some(levels) = levels {
+                    m.cggmp_presignatures_ready = levels.iter().map(|l| l.ready).sum();
+                    m.cggmp_presign_pools = levels;
+                    m.cggmp_presign_pool_target = self.cfg.presign_pool;
+                }
+                m.sessions_active = self.frost.active();
                 m.cggmp_primes_ready = primes;
                 m.cggmp_prime_pool_level = primes;
                 m.cggmp_prime_pool_target = target;
@@ -472,7 +401,7 @@ impl<S: SubmitResult> Node<S> {
         self.transport.send(session, to, payload).await;
     }
 
-    async fn on_job(&mut self, job: Job, received: Instant) {
+    async fn on_job(&mut self, job: Job) {
         // The one admission policy decides whether the job runs here (`session::admission`);
         // the chain's height is read first when it asks for it.
         if let Some(tip) = &self.chain_tip {
@@ -481,95 +410,7 @@ impl<S: SubmitResult> Node<S> {
                 self.drive(frost_session::Input::ChainTip(height)).await;
             }
         }
-        // Keygens, FROST signing, resharings, deletions and the chain's keygen verdicts belong
-        // to the sans-IO manager (which applies the policy itself); CGGMP24 signing stays here
-        // for now.
-        match &job {
-            Job::KeyGen { .. } | Job::Block { .. } => {
-                return self.drive(frost_session::Input::Job(job)).await
-            }
-            Job::Sign { scheme, .. } if *scheme != Scheme::Cggmp24Secp256k1 => {
-                return self.drive(frost_session::Input::Job(job)).await;
-            }
-            Job::Delete {
-                key_id, parties, ..
-            } => {
-                if parties.contains(&self.cfg.me) {
-                    self.forget_key(key_id);
-                    self.untrack_cggmp_key(key_id);
-                }
-                return self.drive(frost_session::Input::Job(job)).await;
-            }
-            Job::SignEnded { request_id } => {
-                self.cggmp_sign_ended(request_id);
-                return self.drive(frost_session::Input::Job(job)).await;
-            }
-            Job::KeyGenFailed {
-                key_id, session, ..
-            } => {
-                self.primes.release(session);
-                self.forget_key(key_id);
-                if self.cggmp_keys.get(key_id).map(|k| k.generation) == Some(*session) {
-                    self.untrack_cggmp_key(key_id);
-                }
-                return self.drive(frost_session::Input::Job(job)).await;
-            }
-            Job::Sign { session, .. } => {
-                let here = self.here(session);
-                if let Err(skip) = self.frost.admit(self.clock.now_ms(), &job, here) {
-                    return frost_session::log_skip(&job, skip);
-                }
-            }
-            Job::Reshare(_) | Job::ReshareDone { .. } | Job::ReshareFailed { .. } => {
-                return self.drive(frost_session::Input::Job(job)).await;
-            }
-            Job::NodeJoined { .. } | Job::NodeKeyRotated { .. } | Job::NodeRemoved { .. } => {}
-        }
         match job {
-            Job::Sign {
-                session,
-                request_id,
-                key_id,
-                message,
-                prehashed,
-                scheme,
-                signers,
-                key_version,
-                ..
-            } => {
-                let started = match scheme {
-                    Scheme::Cggmp24Secp256k1 => {
-                        self.start_cggmp_sign(
-                            session,
-                            &request_id,
-                            &key_id,
-                            message,
-                            prehashed,
-                            &signers,
-                            key_version,
-                            received,
-                        )
-                        .await
-                    }
-                    Scheme::FrostEd25519 | Scheme::FrostSecp256k1Tr => {
-                        return; // the session manager's (above)
-                    }
-                };
-                if let Err(e) = started {
-                    self.fail_sign(session, request_id, e, None);
-                    return;
-                }
-                self.replay_early(session).await;
-            }
-            // The session manager's (above).
-            Job::KeyGen { .. }
-            | Job::Block { .. }
-            | Job::Delete { .. }
-            | Job::KeyGenFailed { .. }
-            | Job::SignEnded { .. }
-            | Job::Reshare(_)
-            | Job::ReshareDone { .. }
-            | Job::ReshareFailed { .. } => {}
             Job::NodeJoined {
                 node,
                 public_key,
@@ -579,6 +420,29 @@ impl<S: SubmitResult> Node<S> {
                 self.on_node_key_rotated(node, public_key).await
             }
             Job::NodeRemoved { node } => self.on_node_removed(node).await,
+            // Every session's job belongs to the session manager, which applies the admission
+            // policy itself.
+            Job::KeyGenFailed { ref session, .. } => {
+                self.primes.release(session);
+                self.drive(frost_session::Input::Job(job)).await
+            }
+            Job::Delete {
+                ref key_id,
+                ref parties,
+                ..
+            } => {
+                if parties.contains(&self.cfg.me) {
+                    self.forget_key(key_id);
+                }
+                self.drive(frost_session::Input::Job(job)).await
+            }
+            Job::KeyGen { .. }
+            | Job::Block { .. }
+            | Job::Sign { .. }
+            | Job::SignEnded { .. }
+            | Job::Reshare(_)
+            | Job::ReshareDone { .. }
+            | Job::ReshareFailed { .. } => self.drive(frost_session::Input::Job(job)).await,
         }
     }
 
@@ -636,27 +500,11 @@ impl<S: SubmitResult> Node<S> {
         self.checkpoints.reached(point);
     }
 
-    /// What this runtime knows of `session` (one of its own kinds), for the admission policy.
-    fn here(&self, session: &SessionId) -> frost_session::Here {
-        frost_session::Here {
-            running: self.sessions.contains_key(session),
-            finished: self.finished.contains_key(session),
-        }
-    }
-
     /// Drops the decoded share of `key_id` from the session manager's cache: a resharing
     /// replaced it, or the key is gone. Signing with a stale share
     /// would make every later signature share of this node fail verification.
     fn forget_key(&mut self, key_id: &KeyId) {
         self.frost.forget_key(key_id);
-    }
-
-    /// Feeds a session this runtime started the messages that arrived before it (the session
-    /// manager buffers them).
-    async fn replay_early(&mut self, session: SessionId) {
-        for m in self.frost.take_early(&session) {
-            self.dispatch(session, m.from, m.payload, m.quoted).await;
-        }
     }
 
     async fn on_message(&mut self, m: Incoming) {
@@ -694,138 +542,28 @@ impl<S: SubmitResult> Node<S> {
             self.metrics(|x| x.messages_dropped += 1);
             return;
         };
-        if self.finished.contains_key(&session) {
-            debug!(%session, from = %m.from, "message for a finished session ignored");
-            return;
-        }
-        if !self.sessions.contains_key(&session) {
-            // A presignature session starts from a p2p message, not from a committed job.
-            if let Payload::PresignStart(p) = payload {
-                if !self.frost.knows(&session) {
-                    return self.on_presign_start(session, m.from, p).await;
-                }
-                return;
-            }
-            // The session manager's session, or one not started here yet (it buffers those).
-            let msg = frost_session::Msg {
-                from: m.from,
-                session,
-                payload,
-                quoted,
-            };
-            return self.drive(frost_session::Input::Msg(msg)).await;
-        }
-        self.dispatch(session, m.from, payload, quoted).await;
-    }
-
-    async fn dispatch(
-        &mut self,
-        session: SessionId,
-        from: NodeId,
-        payload: Payload,
-        quoted: Option<SignedMessage>,
-    ) {
-        let Some(s) = self.sessions.get(&session) else {
-            return;
+        let msg = frost_session::Msg {
+            from: m.from,
+            session,
+            payload,
+            quoted,
         };
-        if !s.is_party(&from) {
-            warn!(%session, %from, "message from a node outside the session dropped");
-            self.metrics(|x| x.messages_dropped += 1);
-            return;
-        }
-        if let Err(e) = self.inbound.charge(session, &from, payload.encoded_len()) {
-            warn!(%session, %from, error = %e, "message over its sender's byte budget dropped");
-            self.metrics(|x| x.messages_dropped += 1);
-            return;
-        }
-        if let Some(q) = quoted {
-            let kept = self.evidence.entry(session).or_default();
-            if kept.len() < MAX_EVIDENCE_PER_SESSION && !kept.contains(&q) {
-                kept.push(q);
-            }
-        }
-        match payload {
-            // Keygen and FROST messages belong to the session manager's sessions.
-            Payload::KeygenPrepare(_)
-            | Payload::KeygenReady(_)
-            | Payload::KeygenStart(_)
-            | Payload::DkgRound1(_)
-            | Payload::DkgRound2(_)
-            | Payload::SignRound1(_)
-            | Payload::SignRound2(_) => {
-                warn!(%session, %from, "keygen or FROST message in a CGGMP24 signing dropped");
-                self.metrics(|x| x.messages_dropped += 1);
-            }
-            Payload::Cggmp(c) => match CggmpMsg::from_bytes(&c.msg) {
-                Ok(msg) => self.on_cggmp(session, from, msg).await,
-                Err(e) => {
-                    warn!(%session, %from, error = %e, "malformed CGGMP24 message dropped");
-                    self.metrics(|x| x.messages_dropped += 1);
-                }
-            },
-            Payload::SignPlan(p) => self.on_sign_plan(session, from, p).await,
-            Payload::PresignStart(_) => {
-                warn!(%session, %from, "PresignStart for a session in use dropped");
-                self.metrics(|x| x.messages_dropped += 1);
-            }
-            Payload::ReshareDeal(_) | Payload::ReshareAux(_) => {
-                warn!(%session, %from, "resharing message in a CGGMP24 session dropped");
-                self.metrics(|x| x.messages_dropped += 1);
-            }
-            Payload::Abort(a) => {
-                let reason = format!("aborted by {from}: {}", a.reason);
-                match self.sessions.get(&session) {
-                    Some(Session::Presign(_)) => self.abort_presign(session, reason).await,
-                    Some(Session::Sign(s)) => {
-                        let rid = s.request_id.clone();
-                        self.fail_sign(session, rid, ProtocolError::Local(reason), None)
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-
-    fn finish_session(&mut self, session: SessionId) -> Option<Session> {
-        self.finished.insert(session, Instant::now());
-        self.inbound.release(&session);
-        self.sessions.remove(&session)
+        self.drive(frost_session::Input::Msg(msg)).await
     }
 
     async fn on_tick(&mut self) {
+        // Signing workers that went quiet waiting for some signers ([`cggmp::traffic`]).
         let now = Instant::now();
-        let timeout = self.cfg.session_timeout;
-        let cggmp_timeout = self.cfg.cggmp_session_timeout;
-        let limit = |s: &Session| {
-            if s.is_cggmp() {
-                cggmp_timeout
-            } else {
-                timeout
-            }
-        };
-        let expired: Vec<(SessionId, Duration)> = self
-            .sessions
+        let quiet: Vec<(SessionId, Vec<NodeId>)> = self
+            .workers
             .iter()
-            .filter(|(_, s)| now.duration_since(s.started()) > limit(s))
-            .map(|(id, s)| (*id, limit(s)))
+            .map(|(s, w)| (*s, w.behind(now, self.cfg.cggmp_silence_timeout)))
+            .filter(|(_, behind)| !behind.is_empty())
             .collect();
-        self.report_silent_cggmp_signers(now);
-        for (id, limit) in expired {
-            let e = ProtocolError::Local(format!(
-                "timed out after {} s waiting for other parties",
-                limit.as_secs()
-            ));
-            match self.sessions.get(&id) {
-                Some(Session::Sign(s)) => {
-                    let rid = s.request_id.clone();
-                    self.fail_sign(id, rid, e, None)
-                }
-                Some(Session::Presign(_)) => self.abort_presign(id, e.to_string()).await,
-                None => {}
-            }
+        for (session, behind) in quiet {
+            self.drive(frost_session::Input::WorkerQuiet { session, behind })
+                .await;
         }
-        self.submit_due_cggmp_backups(now);
-        self.fill_presign_pools().await;
         // Sets that became free go to the keygens waiting longest (the manager's).
         for session in self.primes.grant_waiting() {
             self.drive(frost_session::Input::PrimesReserved(session))
@@ -856,28 +594,9 @@ impl<S: SubmitResult> Node<S> {
             })
             .collect();
         self.metrics(|m| m.keygens = keygens);
-        // Forget finished sessions and stale early messages after a while.
-        let keep = Duration::from_secs(600);
-        self.finished.retain(|_, t| now.duration_since(*t) < keep);
-        let (live, workers) = (&self.sessions, &self.workers);
-        self.evidence.retain(|s, _| live.contains_key(s));
-        self.inbound
-            .release_unless(|s| live.contains_key(s) || workers.contains_key(s));
+        let workers = &self.workers;
+        self.inbound.release_unless(|s| workers.contains_key(s));
         self.drive(frost_session::Input::Tick).await;
-    }
-
-    /// The signed messages of `culprits` kept for `session` (their DKG packages or resharing
-    /// deals to this node), for a failure report: the chain checks whether they prove the blame.
-    fn evidence(&self, session: &SessionId, culprits: &[NodeId]) -> Vec<SignedMessage> {
-        self.evidence
-            .get(session)
-            .into_iter()
-            .flatten()
-            .filter(|m| culprits.contains(&m.from))
-            .filter(|m| m.envelope.len() <= seqmpc_proto::tx::MAX_EVIDENCE_ENVELOPE_BYTES)
-            .take(MAX_EVIDENCE_MESSAGES)
-            .cloned()
-            .collect()
     }
 }
 

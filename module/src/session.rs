@@ -16,18 +16,20 @@
 //! as [`Input::WorkerDone`]); a keygen that generates aux info first reserves a safe-prime set
 //! ([`Effect::ReservePrimes`] / [`Input::PrimesReserved`], see `keygen::cggmp`).
 //!
-//! Not here yet: CGGMP24 signing and presignatures, which the runtime still drives itself;
-//! messages of those sessions reach them through [`Manager::take_early`].
+//! CGGMP24 signing (`ecdsa::EcdsaState`) takes a pooled presignature through a plan, or
+//! runs the full protocol on a worker; the presignature pools and the background sessions
+//! that fill them are the manager's too (`presign`), kept in memory only.
 
 pub mod admission;
 mod block_clock;
 pub mod codec;
+mod ecdsa;
 pub(crate) mod keygen;
 pub mod mem_store;
+mod presign;
 pub(crate) mod reshare;
 mod sign;
 mod worker;
-pub(crate) use sign::drop_request;
 
 use std::collections::BTreeMap;
 
@@ -43,10 +45,12 @@ use crate::store::KeyRecord;
 
 pub use admission::{log_skip, Admission, Here, Skip};
 pub use keygen::KeygenState;
+pub use presign::PresignPoolLevel;
 pub use reshare::{AuxState, ReshareState};
 pub use sign::SignState;
 pub use worker::{
-    aux_offer_in, AuxOffer, InlineKeygen, InlineStep, KeygenOutput, WorkerOutput, WorkerTask,
+    aux_offer_in, AuxOffer, InlineStep, InlineWorker, KeygenOutput, ShareBytes, WorkerOutput,
+    WorkerTask,
 };
 
 /// Milliseconds on the node's clock (Unix time in production, simulated time in the simulator).
@@ -91,6 +95,15 @@ pub struct Config {
     pub max_early_bytes_per_sender: usize,
     /// How long a finished session is remembered (its late messages are dropped quietly).
     pub finished_keep_ms: Millis,
+    /// CGGMP24 presignatures kept ready per key and signer subset (0: no pool).
+    pub presign_pool: usize,
+    /// Keys with more signer subsets than this (C(n, t)) get no presignature pool.
+    pub presign_max_subsets: usize,
+    /// Most CGGMP24 workers at once; background work (presignatures) takes at most half.
+    pub max_cggmp_workers: usize,
+    /// A CGGMP24 signer that sent nothing within this time of the start is named in a failure
+    /// report (and one that stopped later, by its worker's count: [`Input::WorkerQuiet`]).
+    pub cggmp_silence_ms: Millis,
 }
 
 impl Config {
@@ -111,6 +124,10 @@ impl Config {
             max_early_bytes: 256 << 20,
             max_early_bytes_per_sender: 32 << 20,
             finished_keep_ms: 600_000,
+            presign_pool: 0,
+            presign_max_subsets: 16,
+            max_cggmp_workers: 16,
+            cggmp_silence_ms: 20_000,
         }
     }
 
@@ -198,6 +215,14 @@ pub enum Input {
         session: SessionId,
         /// What it produced.
         output: WorkerOutput,
+    },
+    /// The worker of `session` has sent and received nothing for the CGGMP24 silence time and
+    /// got fewer messages from `behind` than it sent them (`crate::node::cggmp::traffic`).
+    WorkerQuiet {
+        /// Its session.
+        session: SessionId,
+        /// The parties it waits for.
+        behind: Vec<NodeId>,
     },
 }
 
@@ -301,6 +326,10 @@ pub enum StoreToken {
     Existing(SessionId),
     /// A signing job: the key share.
     SignKey(SessionId),
+    /// A CGGMP24 signing job: the key share.
+    EcdsaKey(SessionId),
+    /// A presignature session: the key share.
+    PresignKey(SessionId),
     /// A deletion is durable.
     Deleted(KeyId),
     /// A resharing job: this node's records of the key.
@@ -327,6 +356,16 @@ pub enum MetricEvent {
     SignOk(Scheme, u64),
     /// A signing failed here.
     SignFailed,
+    /// This node, the first signer, verified a CGGMP24 signature after this many
+    /// microseconds, from a presignature or by the full protocol.
+    EcdsaSignOk {
+        /// Microseconds since the job.
+        us: u64,
+        /// The online step from a presignature made it.
+        presigned: bool,
+    },
+    /// This node finished its part of a presignature and pooled it.
+    PresignGenerated,
     /// This node, not the aggregator, submitted a signature: the chain had not ended the
     /// request by the backup's due time.
     SignBackupSubmitted,
@@ -394,6 +433,8 @@ pub enum Effect {
 enum Session {
     Keygen(Box<keygen::Keygen>),
     Sign(Box<sign::Sign>),
+    Ecdsa(Box<ecdsa::Ecdsa>),
+    Presign(Box<presign::Presign>),
     Reshare(Box<reshare::Reshare>),
 }
 
@@ -402,6 +443,8 @@ impl Session {
         match self {
             Session::Keygen(k) => k.parties.contains(n),
             Session::Sign(s) => s.signers.contains(n),
+            Session::Ecdsa(s) => s.signers.contains(n),
+            Session::Presign(p) => p.signers.contains(n),
             Session::Reshare(r) => r.is_party(n),
         }
     }
@@ -458,6 +501,10 @@ pub struct Manager {
     admission: Admission,
     /// The chain's block interval, as the jobs show it.
     blocks: block_clock::BlockClock,
+    /// CGGMP24 presignature pools and the READY keys they are for.
+    pools: presign::Pools,
+    /// Sessions whose runtime worker runs ([`Effect::StartWorker`] until it ends or stops).
+    workers: std::collections::BTreeSet<SessionId>,
 }
 
 impl Manager {
@@ -475,6 +522,8 @@ impl Manager {
             backups: BTreeMap::new(),
             keys: BTreeMap::new(),
             blocks: block_clock::BlockClock::default(),
+            pools: presign::Pools::default(),
+            workers: std::collections::BTreeSet::new(),
         }
     }
 
@@ -499,7 +548,10 @@ impl Manager {
             .iter()
             .filter_map(|(id, s)| match s {
                 Session::Keygen(k) => Some((*id, k.key_id.clone(), k.scheme, k.phase(), k.started)),
-                Session::Sign(_) | Session::Reshare(_) => None,
+                Session::Sign(_)
+                | Session::Ecdsa(_)
+                | Session::Presign(_)
+                | Session::Reshare(_) => None,
             })
             .collect()
     }
@@ -512,6 +564,8 @@ impl Manager {
             .map(|s| match s {
                 Session::Keygen(k) => k.state.buffered(),
                 Session::Sign(s) => s.state.buffered(),
+                Session::Ecdsa(s) => s.state.buffered(),
+                Session::Presign(p) => p.state.buffered(),
                 Session::Reshare(r) => r.state.buffered(),
             })
             .sum()
@@ -522,8 +576,8 @@ impl Manager {
         (self.early_total.count, self.early_total.bytes)
     }
 
-    /// Messages buffered for `session`, for a session the runtime starts itself.
-    pub fn take_early(&mut self, session: &SessionId) -> Vec<Msg> {
+    /// Messages buffered for `session` (they go to it once it starts).
+    fn take_early(&mut self, session: &SessionId) -> Vec<Msg> {
         let msgs = self.early.remove(session).unwrap_or_default();
         for (m, _) in &msgs {
             self.unbuffer(&m.from, m.buffered_bytes());
@@ -577,25 +631,45 @@ impl Manager {
         match input {
             Input::Job(job) => self.on_job(now, job, rng, &mut fx),
             Input::Msg(m) => self.on_msg(now, m, rng, &mut fx),
-            Input::Tick => self.on_tick(now, &mut fx),
+            Input::Tick => self.on_tick(now, rng, &mut fx),
             Input::ChainTip(height) => self.admission.chain_tip(now, height),
-            Input::StoreReply { token, reply } => self.on_store(now, token, reply, rng, &mut fx),
+            Input::StoreReply { token, reply } => {
+                self.observe_promoted(&reply);
+                self.on_store(now, token, reply, rng, &mut fx)
+            }
             Input::PrimesReserved(session) => match self.sessions.get(&session) {
                 Some(Session::Keygen(_)) => self.keygen_primes_reserved(session, &mut fx),
                 Some(Session::Reshare(_)) => self.reshare_primes_reserved(session, &mut fx),
                 // Ended meanwhile: the set goes to the next in line.
-                Some(Session::Sign(_)) | None => fx.push(Effect::StopWorker(session)),
-            },
-            Input::WorkerDone { session, output } => match self.sessions.get(&session) {
-                Some(Session::Keygen(_)) => self.keygen_worker_done(now, session, output, &mut fx),
-                Some(Session::Reshare(_)) => {
-                    self.reshare_worker_done(now, session, output, &mut fx)
-                }
-                Some(Session::Sign(_)) | None => {
-                    debug!(%session, "worker output for no session waiting for it ignored")
+                Some(Session::Sign(_) | Session::Ecdsa(_) | Session::Presign(_)) | None => {
+                    fx.push(Effect::StopWorker(session))
                 }
             },
+            Input::WorkerDone { session, output } => {
+                self.workers.remove(&session);
+                match self.sessions.get(&session) {
+                    Some(Session::Keygen(_)) => {
+                        self.keygen_worker_done(now, session, output, &mut fx)
+                    }
+                    Some(Session::Reshare(_)) => {
+                        self.reshare_worker_done(now, session, output, &mut fx)
+                    }
+                    Some(Session::Ecdsa(_)) => {
+                        self.ecdsa_worker_done(now, session, output, &mut fx)
+                    }
+                    Some(Session::Presign(_)) => {
+                        self.presign_worker_done(now, session, output, &mut fx)
+                    }
+                    Some(Session::Sign(_)) | None => {
+                        debug!(%session, "worker output for no session waiting for it ignored")
+                    }
+                }
+            }
+            Input::WorkerQuiet { session, behind } => {
+                self.ecdsa_quiet(now, session, behind, &mut fx)
+            }
         }
+        self.observe(&fx);
         fx
     }
 
@@ -632,6 +706,28 @@ impl Manager {
                     deadline_height,
                 };
                 self.start_keygen(now, job, fx);
+            }
+            Job::Sign {
+                session,
+                request_id,
+                key_id,
+                scheme: Scheme::Cggmp24Secp256k1,
+                message,
+                prehashed,
+                signers,
+                key_version,
+                ..
+            } => {
+                let job = ecdsa::EcdsaJob {
+                    session,
+                    request_id,
+                    key_id,
+                    message,
+                    prehashed,
+                    signers,
+                    key_version,
+                };
+                self.start_ecdsa(now, job, rng, fx);
             }
             Job::Sign {
                 session,
@@ -684,7 +780,7 @@ impl Manager {
                     token: None,
                 });
             }
-            Job::SignEnded { request_id } => self.sign_ended(now, &request_id),
+            Job::SignEnded { request_id } => self.sign_ended(now, &request_id, fx),
             Job::Reshare(job) => self.start_reshare(now, job, rng, fx),
             Job::ReshareDone {
                 key_id,
@@ -721,6 +817,16 @@ impl Manager {
     ) {
         if self.finished.contains_key(&m.session) {
             debug!(session = %m.session, from = %m.from, "message for a finished session ignored");
+            return;
+        }
+        // A presignature session starts from a p2p message, not from a committed job.
+        if let Payload::PresignStart(p) = &m.payload {
+            if self.sessions.contains_key(&m.session) {
+                warn!(session = %m.session, from = %m.from, "PresignStart for a session in use dropped");
+                fx.push(Effect::Metric(MetricEvent::Dropped));
+            } else {
+                self.on_presign_start(now, m.session, m.from, p.clone(), rng, fx);
+            }
             return;
         }
         let checking = matches!(
@@ -769,6 +875,8 @@ impl Manager {
         match s {
             Session::Keygen(_) => self.keygen_msg(now, m.session, m.from, m.payload, rng, fx),
             Session::Sign(_) => self.sign_msg(now, m.session, m.from, m.payload, fx),
+            Session::Ecdsa(_) => self.ecdsa_msg(now, m.session, m.from, m.payload, fx),
+            Session::Presign(_) => self.presign_msg(now, m.session, m.from, m.payload, fx),
             Session::Reshare(_) => self.reshare_msg(now, m.session, m.from, m.payload, fx),
         }
     }
@@ -802,6 +910,8 @@ impl Manager {
             StoreToken::Stored(s) => self.keygen_stored(now, s, reply, fx),
             StoreToken::Existing(s) => self.keygen_existing(now, s, reply, fx),
             StoreToken::SignKey(s) => self.sign_key_loaded(now, s, reply, rng, fx),
+            StoreToken::EcdsaKey(s) => self.ecdsa_key_loaded(now, s, reply, fx),
+            StoreToken::PresignKey(s) => self.presign_key_loaded(now, s, reply, fx),
             StoreToken::ReshareLoaded(s) => self.reshare_loaded(now, s, reply, rng, fx),
             StoreToken::ReshareAux(s) => self.reshare_aux_found(now, s, reply, fx),
             StoreToken::ReshareStaged(s) => self.reshare_staged(now, s, reply, fx),
@@ -825,12 +935,16 @@ impl Manager {
         }
     }
 
-    fn on_tick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+    fn on_tick<R: RngCore + CryptoRng>(&mut self, now: Millis, rng: &mut R, fx: &mut Vec<Effect>) {
         let timeout = self.cfg.session_timeout_ms;
         // When a session's local time is up (`None`: only the chain's deadline ends it).
         let due = |s: &Session| match s {
             Session::Keygen(k) => k.due(&self.cfg),
             Session::Sign(s) => Some(s.started.saturating_add(self.cfg.sign_timeout_ms)),
+            Session::Ecdsa(s) => Some(s.started.saturating_add(self.cfg.cggmp_session_timeout_ms)),
+            Session::Presign(p) => {
+                Some(p.started.saturating_add(self.cfg.cggmp_session_timeout_ms))
+            }
             Session::Reshare(r) => {
                 Some(r.started.saturating_add(self.cfg.timeout_ms(r.job.scheme)))
             }
@@ -845,10 +959,23 @@ impl Manager {
             match self.sessions.get(&id) {
                 Some(Session::Keygen(_)) => self.keygen_timeout(now, id, fx),
                 Some(Session::Sign(_)) => self.sign_timeout(now, id, fx),
+                Some(Session::Ecdsa(s)) => {
+                    let e = crate::error::ProtocolError::Local(format!(
+                        "timed out after {} s waiting for other parties",
+                        self.cfg.cggmp_session_timeout_ms / 1000
+                    ));
+                    let request_id = s.request_id.clone();
+                    self.report_sign_failure(now, id, request_id, e, None, fx)
+                }
+                Some(Session::Presign(_)) => {
+                    let reason = "timed out waiting for other parties".to_string();
+                    self.presign_aborted(now, id, reason, fx)
+                }
                 Some(Session::Reshare(_)) => self.reshare_timeout(now, id, fx),
                 None => {}
             }
         }
+        self.report_silent_ecdsa_signers(now, fx);
         self.submit_due_backups(now, fx);
         self.resend_stalled(now, fx);
         self.resend_reshares(now, fx);
@@ -871,6 +998,7 @@ impl Manager {
         }
         let live = &self.sessions;
         self.evidence.retain(|s, _| live.contains_key(s));
+        self.fill_presign_pools(now, rng, fx);
     }
 
     /// One early message of `from`, of `bytes`, left the buffer.

@@ -7,7 +7,7 @@
 //! while keygens wait for one (mpcd's pool with target 0); the stored count is durable, the
 //! reservations are not (a crash loses them, as mpcd's).
 //!
-//! The DKG is the real cggmp24 one, run inline ([`InlineKeygen`]). Aux-info generation (a
+//! The DKG is the real cggmp24 one, run inline ([`InlineWorker`]). Aux-info generation (a
 //! safe-prime set and seconds of CPU per party) is not run: its cost is a drawn simulated time,
 //! and the aux info of the test fixtures' committee (real aux info from an earlier run,
 //! `module/tests/fixtures/cggmp24-test-fixtures.json`) stands in for its output. So CGGMP24
@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::protocol::cggmp::{AuxShare, CggmpMsg};
-use seqmpc_module::session::{AuxOffer, InlineKeygen, WorkerTask};
+use seqmpc_module::session::{AuxOffer, InlineWorker, WorkerTask};
 use seqmpc_proto::{NodeId, SessionId};
 
 /// A node's safe-prime sets.
@@ -122,7 +122,7 @@ pub(crate) enum Worker {
         buffered: Vec<(NodeId, CggmpMsg)>,
     },
     /// The DKG.
-    Running(Box<InlineKeygen>),
+    Running(Box<InlineWorker>),
 }
 
 /// The fixtures' aux info of `me` for its committee, as the runtime's configured aux info.

@@ -48,6 +48,20 @@ impl<S: SubmitResult> Node<S> {
                         x.latency.observe("sign", scheme, us);
                     }
                     MetricEvent::SignFailed => x.signs_failed += 1,
+                    MetricEvent::EcdsaSignOk { us, presigned } => {
+                        x.signatures_ok += 1;
+                        push_bounded(&mut x.sign_latency_us, us, 10_000);
+                        let op = if presigned { "sign_presigned" } else { "sign" };
+                        x.latency.observe(op, Scheme::Cggmp24Secp256k1, us);
+                        if presigned {
+                            x.signatures_presigned += 1;
+                            push_bounded(&mut x.presigned_sign_latency_us, us, 10_000);
+                        }
+                    }
+                    MetricEvent::PresignGenerated => {
+                        x.cggmp_presignatures_generated =
+                            x.cggmp_presignatures_generated.saturating_add(1)
+                    }
                     MetricEvent::SignBackupSubmitted => x.sign_backups_submitted += 1,
                     MetricEvent::Dropped => x.messages_dropped += 1,
                     MetricEvent::ReshareStaged(scheme, us) => {
@@ -95,6 +109,56 @@ impl<S: SubmitResult> Node<S> {
                 }
             }
         }
+    }
+
+    /// A CGGMP24 worker finished: its output goes to the session manager.
+    pub(super) async fn on_cggmp_finished(&mut self, f: cggmp::Finished) {
+        let session = f.session;
+        if self.workers.remove(&session).is_none() {
+            // Stopped meanwhile (the session ended): nobody waits for it.
+            debug!(%session, "output of a stopped CGGMP24 worker ignored");
+            return;
+        }
+        self.inbound.release(&session);
+        let output = match f.output {
+            cggmp::Output::Aux(res) => WorkerOutput::Aux(res),
+            cggmp::Output::Keygen(res) => WorkerOutput::Keygen(res),
+            cggmp::Output::Sign(res) => WorkerOutput::Sign(res),
+            cggmp::Output::Presign(res) => WorkerOutput::Presign(res),
+        };
+        self.drive(Input::WorkerDone { session, output }).await
+    }
+
+    /// What a new worker thread needs, unless the node runs as many as it may.
+    fn worker_env(&self) -> Result<cggmp::WorkerEnv, ProtocolError> {
+        if self.workers.len() >= self.cfg.max_cggmp_workers {
+            return Err(ProtocolError::Local(format!(
+                "node overloaded: {} CGGMP24 sessions running",
+                self.cfg.max_cggmp_workers
+            )));
+        }
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| ProtocolError::Bug(format!("no tokio runtime: {e}")))?;
+        Ok(cggmp::WorkerEnv {
+            me: self.cfg.me.clone(),
+            transport: self.transport.clone(),
+            rt,
+            done: self.cggmp_done.clone(),
+            timeout: self.cfg.cggmp_session_timeout,
+            checkpoints: self.checkpoints.clone(),
+        })
+    }
+
+    /// The aux info this node was configured with (fixtures), if it is `parties`'.
+    fn configured_aux(&self, parties: &[NodeId]) -> Result<Option<cggmp::AuxOffer>, ProtocolError> {
+        use crate::protocol::cggmp::AuxShare;
+        let Some(a) = self.cfg.cggmp.aux.as_ref().filter(|a| a.parties == parties) else {
+            return Ok(None);
+        };
+        Ok(Some(cggmp::AuxOffer {
+            fingerprint: AuxShare::from_bytes(&a.share)?.fingerprint()?,
+            share: a.share.clone(),
+        }))
     }
 
     /// Starts a worker the session manager asked for.
@@ -158,6 +222,25 @@ impl<S: SubmitResult> Node<S> {
                     Some(taken),
                 )
             }
+            WorkerTask::Sign {
+                share,
+                signers,
+                data,
+            } => {
+                let share = zeroize::Zeroizing::new(share.0.to_vec());
+                (
+                    cggmp::Task::Sign {
+                        share,
+                        signers,
+                        data,
+                    },
+                    None,
+                )
+            }
+            WorkerTask::Presign { share, signers } => {
+                let share = zeroize::Zeroizing::new(share.0.to_vec());
+                (cggmp::Task::Presign { share, signers }, None)
+            }
         };
         match cggmp::spawn(session, task, env) {
             Ok(worker) => {
@@ -184,13 +267,6 @@ impl<S: SubmitResult> Node<S> {
                 Err(e) => warn!(error = %e, "configured aux info does not decode"),
             }
         }
-        let tracked = match &op {
-            StoreOp::Put(rec) => Some(KeyRecord {
-                share: None,
-                ..rec.clone()
-            }),
-            _ => None,
-        };
         let is_delete = matches!(op, StoreOp::Delete(_));
         let key_id = match &op {
             StoreOp::Delete(k)
@@ -203,26 +279,19 @@ impl<S: SubmitResult> Node<S> {
             .apply(op)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(rec) = &tracked {
-            self.track_cggmp_key(rec);
-        }
         match (&reply, key_id) {
-            // Presignatures, tracked subsets and decoded shares of the old generation go.
+            // Decoded shares of the old generation go (the manager follows its presignature
+            // pools itself).
             (
                 StoreReply::Promoted {
                     promoted: true,
-                    current: Some(rec),
+                    current: Some(_),
                 },
                 Some(key_id),
-            ) => {
-                self.forget_key(&key_id);
-                self.untrack_cggmp_key(&key_id);
-                self.track_cggmp_key(rec);
-            }
+            ) => self.forget_key(&key_id),
             (StoreReply::Deleted(deleted), Some(key_id)) => {
                 if *deleted {
                     self.forget_key(&key_id);
-                    self.untrack_cggmp_key(&key_id);
                 }
                 if is_delete {
                     tracing::info!(%key_id, existed = deleted, "key share deleted");

@@ -4,8 +4,8 @@
 //! node that was down or cut off), the committed state at start (`catch_up_jobs`: outcomes a
 //! node must act on again) and the daemon's periodic look at deletions the chain still waits
 //! for. Every job of every source passes [`Admission::admit`] before it touches a session; the
-//! session manager calls it for its own jobs, the runtime for the CGGMP24 and resharing jobs it
-//! still drives itself, and the simulator runs it on every simulated node.
+//! session manager calls it for every session job, and the simulator runs it on every
+//! simulated node.
 //!
 //! A session job (keygen, signing, resharing) does not run when:
 //! - this node is not one of its parties ([`Skip::NotAParty`]);

@@ -633,8 +633,9 @@ impl Manager {
         let aux = match output {
             WorkerOutput::Aux(Ok(aux)) => aux,
             WorkerOutput::Aux(Err(e)) => return self.fail_reshare(now, session, e, fx),
-            WorkerOutput::Keygen(_) => {
-                let e = ProtocolError::Bug("a resharing's worker ran a keygen".into());
+            other
+            @ (WorkerOutput::Keygen(_) | WorkerOutput::Sign(_) | WorkerOutput::Presign(_)) => {
+                let e = ProtocolError::Bug(format!("a resharing's worker ended with {other:?}"));
                 return self.fail_reshare(now, session, e, fx);
             }
         };

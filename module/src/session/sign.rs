@@ -19,7 +19,7 @@ use rand::{CryptoRng, RngCore};
 use seqmpc_proto::tx::{Outcome, TxMsg, MAX_SIGNING_PACKAGE_BYTES};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
 use seqmpc_proto::{KeyId, NodeId, RequestId, Scheme, SessionId};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::codec::{decode_share, sign_payload};
 use super::{Effect, Manager, MetricEvent, Millis, Session, StoreOp, StoreReply, StoreToken};
@@ -93,8 +93,17 @@ pub(super) struct Backup {
     /// For the latency metric.
     pub started: Millis,
     pub scheme: Scheme,
-    /// The signing, with every share in.
-    pub signing: AnySigning,
+    /// What makes the signature.
+    pub held: Held,
+}
+
+/// What a backup holds.
+#[allow(clippy::large_enum_variant)] // one per held signature
+pub(super) enum Held {
+    /// A FROST signing with every share in (aggregated only when due).
+    Shares(AnySigning),
+    /// A verified CGGMP24 signature (`r || s || v`): every CGGMP24 signer computes it.
+    Signature(Vec<u8>),
 }
 
 impl Manager {
@@ -327,7 +336,7 @@ impl Manager {
                     session,
                     started: s.started,
                     scheme: s.scheme,
-                    signing: st,
+                    held: Held::Shares(st),
                 };
                 self.finish(now, session);
                 self.evidence.remove(&session);
@@ -362,16 +371,23 @@ impl Manager {
 
     /// The chain ended `request_id`: its backups are not needed, and a session of it still
     /// running here ends without a report.
-    pub(super) fn sign_ended(&mut self, now: Millis, request_id: &RequestId) {
+    pub(super) fn sign_ended(&mut self, now: Millis, request_id: &RequestId, fx: &mut Vec<Effect>) {
         drop_request(&mut self.backups, request_id);
         let running: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| matches!(s, Session::Sign(x) if x.request_id == *request_id))
+            .filter(|(_, s)| match s {
+                Session::Sign(x) => x.request_id == *request_id,
+                Session::Ecdsa(x) => x.request_id == *request_id,
+                Session::Keygen(_) | Session::Reshare(_) | Session::Presign(_) => false,
+            })
             .map(|(id, _)| *id)
             .collect();
         for session in running {
             debug!(%request_id, %session, "the chain ended the request: session closed");
+            if matches!(self.sessions.get(&session), Some(Session::Ecdsa(_))) {
+                fx.push(Effect::StopWorker(session));
+            }
             self.finish(now, session);
             self.evidence.remove(&session);
         }
@@ -415,7 +431,21 @@ impl Manager {
                 continue;
             };
             let (request_id, _) = k;
-            match b.signing.aggregate() {
+            let signing = match b.held {
+                Held::Shares(signing) => signing,
+                Held::Signature(bytes) => {
+                    info!(%request_id, session = %b.session, "submitting a backup ECDSA signature: the chain has none yet");
+                    fx.push(Effect::Metric(MetricEvent::SignBackupSubmitted));
+                    fx.push(Effect::Submit(TxMsg::SignResult {
+                        request_id,
+                        session: b.session,
+                        outcome: Outcome::Ok(bytes),
+                        signing_package: Vec::new(),
+                    }));
+                    continue;
+                }
+            };
+            match signing.aggregate() {
                 Ok(AnySignProgress::Finished { signature, .. }) => {
                     warn!(%request_id, session = %b.session, "no signature on chain yet: submitting ours");
                     fx.push(Effect::Metric(MetricEvent::SignBackupSubmitted));
@@ -494,7 +524,7 @@ impl Manager {
     /// Ends a signing ERROR and reports it. With `signing_package` (the aggregator's, when
     /// shares did not verify) the report quotes it with the culprits' signed shares, for the
     /// chain to check (`crate::evidence`).
-    fn report_sign_failure(
+    pub(super) fn report_sign_failure(
         &mut self,
         now: Millis,
         session: SessionId,
@@ -504,6 +534,9 @@ impl Manager {
         fx: &mut Vec<Effect>,
     ) {
         warn!(%request_id, %session, error = %e, "sign session failed");
+        if matches!(self.sessions.get(&session), Some(Session::Ecdsa(_))) {
+            fx.push(Effect::StopWorker(session));
+        }
         let evidence = self.evidence_of(&session, e.culprits());
         self.finish(now, session);
         self.evidence.remove(&session);
@@ -555,7 +588,7 @@ fn send_sign(fx: &mut Vec<Effect>, session: SessionId, out: Vec<Outgoing<SignMsg
 
 /// Removes every entry of `request_id` from a map keyed by (request, session): the backups a
 /// signer holds for a request the chain has ended.
-pub(crate) fn drop_request<V>(
+pub(super) fn drop_request<V>(
     map: &mut std::collections::BTreeMap<(RequestId, SessionId), V>,
     request_id: &RequestId,
 ) {

@@ -20,6 +20,7 @@ use crate::job::KeyVersion;
 use crate::store::ShareStatus;
 
 mod cggmp_keygen;
+mod ecdsa;
 mod reshare;
 
 fn nid(i: usize) -> NodeId {
@@ -45,9 +46,13 @@ struct Harness {
     waiting_primes: Vec<(NodeId, SessionId)>,
     /// Workers asked for, in order; keygens that reuse aux info run inline.
     tasks: Vec<(NodeId, SessionId, WorkerTask)>,
-    workers: BTreeMap<(NodeId, SessionId), InlineKeygen>,
+    workers: BTreeMap<(NodeId, SessionId), InlineWorker>,
     /// `StopWorker` effects, in order.
     stopped: Vec<(NodeId, SessionId)>,
+    /// Full CGGMP24 signings are recorded but never run (they never end).
+    hold_signing: bool,
+    /// Every metric, by node.
+    metrics: Vec<(NodeId, MetricEvent)>,
     rng: StdRng,
     now: Millis,
 }
@@ -75,8 +80,19 @@ impl Harness {
             tasks: Vec::new(),
             workers: BTreeMap::new(),
             stopped: Vec::new(),
+            hold_signing: false,
+            metrics: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
             now: 1_000_000,
+        }
+    }
+
+    /// Every manager with `f` applied to its configuration (before any input).
+    fn configure(&mut self, f: impl Fn(&mut Config)) {
+        for (n, m) in self.managers.iter_mut() {
+            let mut cfg = Config::new(n.clone());
+            f(&mut cfg);
+            *m = Manager::new(cfg);
         }
     }
 
@@ -148,7 +164,8 @@ impl Harness {
                         self.workers.remove(&(node.clone(), session));
                         self.stopped.push((node.clone(), session));
                     }
-                    Effect::Checkpoint(_) | Effect::Metric(_) => {}
+                    Effect::Metric(m) => self.metrics.push((node.clone(), m)),
+                    Effect::Checkpoint(_) => {}
                 }
             }
         }
@@ -170,18 +187,22 @@ impl Harness {
         self.queue.push_back((to, Input::Msg(msg)));
     }
 
-    /// A keygen that reuses aux info runs inline; aux-info generation (a safe-prime set,
+    /// A keygen that reuses aux info, a CGGMP24 signing and a presignature run inline;
+    /// aux-info generation (a safe-prime set,
     /// seconds of CPU) does not run here: such a worker is recorded and never ends, and a
     /// resharing's fails at once.
     fn start_worker(&mut self, node: &NodeId, session: SessionId, task: WorkerTask) {
         self.tasks.push((node.clone(), session, task.clone()));
         let failed = match &task {
             WorkerTask::Keygen { reuse: None, .. } => return,
+            WorkerTask::Sign { .. } if self.hold_signing => return,
             WorkerTask::Aux { .. } => {
                 crate::error::ProtocolError::Local("no aux-info generation in this harness".into())
             }
-            WorkerTask::Keygen { reuse: Some(_), .. } => {
-                match InlineKeygen::start(session, node, &task, &mut self.rng) {
+            WorkerTask::Keygen { reuse: Some(_), .. }
+            | WorkerTask::Sign { .. }
+            | WorkerTask::Presign { .. } => {
+                match InlineWorker::start(session, node, &task, &mut self.rng) {
                     Ok((worker, out)) => {
                         self.workers.insert((node.clone(), session), worker);
                         for (to, payload) in out {

@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 use super::codec::untag_share;
 use crate::error::ProtocolError;
 use crate::protocol::cggmp::{
-    AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, Engine, KeyGen, Progress,
+    AuxShare, AuxSource, CggmpKeyShare, CggmpMsg, EcdsaSignature, Engine, KeyGen, Presigning,
+    Progress, SignData, Signing, SingleUsePresignature,
 };
 use crate::store::{KeyRecord, ShareStatus};
 
@@ -63,6 +64,17 @@ pub fn aux_offer_in<'a>(
     }))
 }
 
+/// A serialized CGGMP24 key share ([`CggmpKeyShare::to_bytes`]) handed to a worker; redacted
+/// in `Debug`, zeroized when the last copy goes.
+#[derive(Clone)]
+pub struct ShareBytes(pub Arc<Zeroizing<Vec<u8>>>);
+
+impl fmt::Debug for ShareBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShareBytes(<redacted>)")
+    }
+}
+
 /// Work the runtime runs on a CGGMP24 worker thread for a session of this manager.
 #[derive(Clone, Debug)]
 pub enum WorkerTask {
@@ -80,6 +92,22 @@ pub enum WorkerTask {
         /// Reuse this aux info (every party offered the same), or `None`: generate it from
         /// the safe-prime set reserved for the session ([`super::Effect::ReservePrimes`]).
         reuse: Option<AuxOffer>,
+    },
+    /// A full interactive CGGMP24 signing (no presignature).
+    Sign {
+        /// This node's READY share.
+        share: ShareBytes,
+        /// The signers, sorted.
+        signers: Vec<NodeId>,
+        /// What to sign.
+        data: SignData,
+    },
+    /// One presignature with exactly these signers (background work: a pool refill).
+    Presign {
+        /// This node's READY share.
+        share: ShareBytes,
+        /// The signers, sorted.
+        signers: Vec<NodeId>,
     },
 }
 
@@ -117,39 +145,65 @@ pub(crate) fn keygen_transcript(session: &SessionId, public_key: &[u8]) -> [u8; 
     h.finalize().into()
 }
 
-/// A CGGMP24 keygen worker that reuses its committee's aux info (the DKG alone: milliseconds),
-/// run inline one message at a time, by the simulator and the manager's tests. The runtime
-/// runs its workers on threads of their own (`crate::node::cggmp`); aux-info generation (a
-/// safe-prime set, seconds of CPU) runs only there.
-pub struct InlineKeygen {
+/// A CGGMP24 worker run inline, one message at a time, by the simulator and the manager's
+/// tests: a keygen that reuses aux info (the DKG alone: milliseconds), a full signing or a
+/// presignature (seconds of CPU). The runtime runs its workers on threads of their own
+/// (`crate::node::cggmp`); aux-info generation (a safe-prime set) runs only there.
+pub struct InlineWorker {
     session: SessionId,
-    engine: Option<KeyGen>,
+    engine: Option<InlineEngine>,
 }
 
-/// What an [`InlineKeygen`] step produced: messages to send, and its output once it ended.
+/// The engine an [`InlineWorker`] drives.
+#[allow(clippy::large_enum_variant)] // one per worker
+enum InlineEngine {
+    Keygen(KeyGen),
+    Sign(Signing),
+    Presign(Presigning),
+}
+
+/// What an [`InlineWorker`] step produced: messages to send, and its output once it ended.
 pub type InlineStep = (Vec<(NodeId, Payload)>, Option<WorkerOutput>);
 
-impl InlineKeygen {
-    /// Starts [`WorkerTask::Keygen`] with reused aux info as `me`.
+impl InlineWorker {
+    /// Starts `task` as `me` ([`WorkerTask::Keygen`] only with reused aux info).
     pub fn start<R: RngCore + CryptoRng>(
         session: SessionId,
         me: &NodeId,
         task: &WorkerTask,
         rng: &mut R,
-    ) -> Result<(InlineKeygen, Vec<(NodeId, Payload)>), ProtocolError> {
-        let WorkerTask::Keygen {
-            parties,
-            threshold,
-            reuse: Some(offer),
-        } = task
-        else {
-            return Err(ProtocolError::Local(
-                "an inline worker runs only a keygen that reuses aux info".into(),
-            ));
+    ) -> Result<(InlineWorker, Vec<(NodeId, Payload)>), ProtocolError> {
+        let (engine, out) = match task {
+            WorkerTask::Keygen {
+                parties,
+                threshold,
+                reuse: Some(offer),
+            } => {
+                let aux = AuxSource::Existing(AuxShare::from_bytes(&offer.share)?);
+                let (e, out) = KeyGen::start(session, me, parties, *threshold, aux, rng)?;
+                (InlineEngine::Keygen(e), out)
+            }
+            WorkerTask::Sign {
+                share,
+                signers,
+                data,
+            } => {
+                let key = Arc::new(CggmpKeyShare::from_bytes(&share.0)?);
+                let (e, out) = Signing::start(session, key, signers, data.clone(), rng)?;
+                (InlineEngine::Sign(e), out)
+            }
+            WorkerTask::Presign { share, signers } => {
+                let key = Arc::new(CggmpKeyShare::from_bytes(&share.0)?);
+                let (e, out) = Presigning::start(session, key, signers, rng)?;
+                (InlineEngine::Presign(e), out)
+            }
+            WorkerTask::Keygen { reuse: None, .. } | WorkerTask::Aux { .. } => {
+                return Err(ProtocolError::Local(
+                    "an inline worker generates no aux info".into(),
+                ))
+            }
         };
-        let aux = AuxSource::Existing(AuxShare::from_bytes(&offer.share)?);
-        let (engine, out) = KeyGen::start(session, me, parties, *threshold, aux, rng)?;
-        let worker = InlineKeygen {
+        let worker = InlineWorker {
             session,
             engine: Some(engine),
         };
@@ -161,21 +215,42 @@ impl InlineKeygen {
         let Some(engine) = self.engine.take() else {
             return (Vec::new(), None);
         };
+        match engine {
+            InlineEngine::Keygen(e) => {
+                let session = self.session;
+                self.step(e, from, msg, InlineEngine::Keygen, |r| {
+                    WorkerOutput::Keygen(r.and_then(|share| KeygenOutput::new(&session, &share)))
+                })
+            }
+            InlineEngine::Sign(e) => {
+                self.step(e, from, msg, InlineEngine::Sign, WorkerOutput::Sign)
+            }
+            InlineEngine::Presign(e) => self.step(e, from, msg, InlineEngine::Presign, |r| {
+                WorkerOutput::Presign(r.map(Box::new))
+            }),
+        }
+    }
+
+    fn step<E: Engine>(
+        &mut self,
+        engine: E,
+        from: &NodeId,
+        msg: CggmpMsg,
+        wrap: impl FnOnce(E) -> InlineEngine,
+        output: impl FnOnce(Result<E::Output, ProtocolError>) -> WorkerOutput,
+    ) -> InlineStep {
         match engine.handle(from, msg) {
             Ok(Progress::Continue(engine, out)) => {
-                self.engine = Some(engine);
+                self.engine = Some(wrap(engine));
                 (payloads(out), None)
             }
-            Ok(Progress::Done(share, out)) => {
-                let output = KeygenOutput::new(&self.session, &share);
-                (payloads(out), Some(WorkerOutput::Keygen(output)))
-            }
-            Err(e) => (Vec::new(), Some(WorkerOutput::Keygen(Err(e)))),
+            Ok(Progress::Done(o, out)) => (payloads(out), Some(output(Ok(o)))),
+            Err(e) => (Vec::new(), Some(output(Err(e)))),
         }
     }
 }
 
-fn payloads(out: Vec<crate::protocol::Outgoing<CggmpMsg>>) -> Vec<(NodeId, Payload)> {
+pub(super) fn payloads(out: Vec<crate::protocol::Outgoing<CggmpMsg>>) -> Vec<(NodeId, Payload)> {
     out.into_iter()
         .map(|o| {
             let payload = Payload::Cggmp(wire::CggmpPayload {
@@ -192,6 +267,10 @@ pub enum WorkerOutput {
     Aux(Result<Zeroizing<Vec<u8>>, ProtocolError>),
     /// [`WorkerTask::Keygen`], or why it failed.
     Keygen(Result<KeygenOutput, ProtocolError>),
+    /// [`WorkerTask::Sign`]: the verified signature, or why it failed.
+    Sign(Result<EcdsaSignature, ProtocolError>),
+    /// [`WorkerTask::Presign`]: this node's part of the presignature, or why it failed.
+    Presign(Result<Box<SingleUsePresignature>, ProtocolError>),
 }
 
 impl WorkerOutput {
@@ -200,6 +279,8 @@ impl WorkerOutput {
         match task {
             WorkerTask::Aux { .. } => WorkerOutput::Aux(Err(e)),
             WorkerTask::Keygen { .. } => WorkerOutput::Keygen(Err(e)),
+            WorkerTask::Sign { .. } => WorkerOutput::Sign(Err(e)),
+            WorkerTask::Presign { .. } => WorkerOutput::Presign(Err(e)),
         }
     }
 }
@@ -215,6 +296,10 @@ impl fmt::Debug for WorkerOutput {
                 hex::encode(o.public_key)
             ),
             WorkerOutput::Keygen(Err(e)) => write!(f, "Keygen(Err({e}))"),
+            WorkerOutput::Sign(Ok(sig)) => write!(f, "Sign(Ok({}))", hex::encode(sig.rs)),
+            WorkerOutput::Sign(Err(e)) => write!(f, "Sign(Err({e}))"),
+            WorkerOutput::Presign(Ok(p)) => write!(f, "Presign(Ok({p:?}))"),
+            WorkerOutput::Presign(Err(e)) => write!(f, "Presign(Err({e}))"),
         }
     }
 }

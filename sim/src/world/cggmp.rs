@@ -4,7 +4,7 @@
 use seqmpc_abci::chain::KeyStatus;
 use seqmpc_module::error::ProtocolError;
 use seqmpc_module::protocol::cggmp::CggmpMsg;
-use seqmpc_module::session::{InlineKeygen, Input, StoreOp, StoreReply, WorkerOutput, WorkerTask};
+use seqmpc_module::session::{InlineWorker, Input, StoreOp, StoreReply, WorkerOutput, WorkerTask};
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::{NodeId, Scheme, SessionId};
 
@@ -76,15 +76,16 @@ impl World {
         self.make_primes(i);
     }
 
-    /// `Effect::StartWorker`: a keygen reusing aux info runs its DKG at once; one generating
+    /// `Effect::StartWorker`: a keygen reusing aux info runs its DKG at once, and so does a
+    /// CGGMP24 signing or presignature (the real protocol, seconds of CPU); one generating
     /// aux info takes its reserved set, then runs after the drawn aux-info time.
     pub(super) fn start_worker(&mut self, i: usize, session: SessionId, task: WorkerTask) {
         let failed = |e: &str| WorkerOutput::failed(&task, ProtocolError::Local(e.into()));
         let output = match &task {
             WorkerTask::Aux { .. } => failed("no aux-info generation for a resharing here"),
-            WorkerTask::Keygen { reuse: Some(_), .. } => {
-                return self.run_inline(i, session, task, Vec::new())
-            }
+            WorkerTask::Keygen { reuse: Some(_), .. }
+            | WorkerTask::Sign { .. }
+            | WorkerTask::Presign { .. } => return self.run_inline(i, session, task, Vec::new()),
             WorkerTask::Keygen { reuse: None, .. } => {
                 let taken = self
                     .nodes
@@ -134,7 +135,7 @@ impl World {
         let Some(n) = self.nodes.get_mut(i) else {
             return;
         };
-        match InlineKeygen::start(session, &n.id, &task, &mut n.rng) {
+        match InlineWorker::start(session, &n.id, &task, &mut n.rng) {
             Ok((worker, out)) => {
                 n.workers.insert(session, Worker::Running(Box::new(worker)));
                 for (to, payload) in out {

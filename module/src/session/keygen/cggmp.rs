@@ -342,8 +342,8 @@ impl Manager {
         let out = match output {
             WorkerOutput::Keygen(Ok(out)) => out,
             WorkerOutput::Keygen(Err(e)) => return self.fail_keygen(now, session, e, fx),
-            WorkerOutput::Aux(_) => {
-                let e = ProtocolError::Bug("a keygen worker produced aux info alone".into());
+            other @ (WorkerOutput::Aux(_) | WorkerOutput::Sign(_) | WorkerOutput::Presign(_)) => {
+                let e = ProtocolError::Bug(format!("a keygen worker ended with {other:?}"));
                 return self.fail_keygen(now, session, e, fx);
             }
         };

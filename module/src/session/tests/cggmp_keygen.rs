@@ -7,10 +7,10 @@ use super::*;
 use crate::node::cggmp::CggmpConfig;
 use crate::protocol::cggmp::AuxShare;
 
-const KEY: &str = "ecdsa";
+pub(super) const KEY: &str = "ecdsa";
 
 /// Every node of the fixtures' 4-node committee holds that committee's aux info.
-fn with_fixture_aux(h: &mut Harness) {
+pub(super) fn with_fixture_aux(h: &mut Harness) {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cggmp24-test-fixtures.json");
     for n in h.parties() {
@@ -40,7 +40,7 @@ fn keygen_reports(h: &Harness) -> Vec<(NodeId, Outcome<KeyGenOk>)> {
         .collect()
 }
 
-fn cggmp_job(h: &Harness, session: SessionId) -> Job {
+pub(super) fn cggmp_job(h: &Harness, session: SessionId) -> Job {
     keygen_job(session, KEY, Scheme::Cggmp24Secp256k1, h.parties())
 }
 
