@@ -63,7 +63,7 @@ pub struct NodeConfig {
     pub cggmp_session_timeout: Duration,
     /// How long a CGGMP24 signer waits for a first message from every other signer, and how
     /// long a signing may go quiet (nothing sent or received) while it waits for signers
-    /// that are behind (`cggmp::traffic`): past it, it reports those signers
+    /// that are behind (`crate::session::traffic`): past it, it reports those signers
     /// (dead, partitioned, stopped mid-signing), and the chain starts another attempt without
     /// them, instead of waiting for the attempt's deadline (20 times the FROST one). A round
     /// is seconds of CPU on a loaded machine: keep it well above that.
@@ -466,7 +466,7 @@ impl<S: SubmitResult> Node<S> {
     }
 
     async fn on_tick(&mut self) {
-        // Signing workers that went quiet waiting for some signers ([`cggmp::traffic`]).
+        // Signing workers that went quiet waiting for some signers ([`crate::session::traffic`]).
         let now = Instant::now();
         let quiet: Vec<(SessionId, Vec<NodeId>)> = self
             .workers

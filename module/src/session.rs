@@ -31,6 +31,7 @@ pub mod mem_store;
 mod presign;
 pub(crate) mod reshare;
 mod sign;
+pub mod traffic;
 mod worker;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,8 @@ use std::sync::OnceLock;
 
 use seqmpc_module::node::cggmp::CggmpConfig;
 use seqmpc_module::protocol::cggmp::{AuxShare, CggmpMsg};
-use seqmpc_module::session::{AuxOffer, InlineWorker, WorkerTask};
+use seqmpc_module::session::traffic::Traffic;
+use seqmpc_module::session::{AuxOffer, InlineWorker, Millis, WorkerTask};
 use seqmpc_proto::{NodeId, SessionId};
 
 /// A node's safe-prime sets.
@@ -112,7 +113,7 @@ impl Primes {
     }
 }
 
-/// A CGGMP24 keygen worker of a simulated node.
+/// A CGGMP24 worker of a simulated node.
 pub(crate) enum Worker {
     /// Aux-info generation, until its drawn time is up; the DKG's messages wait.
     Generating {
@@ -121,8 +122,10 @@ pub(crate) enum Worker {
         /// Messages that arrived meanwhile.
         buffered: Vec<(NodeId, CggmpMsg)>,
     },
-    /// The DKG.
-    Running(Box<InlineWorker>),
+    /// The protocol (a keygen's DKG, a signing, a presignature), with its message counts per
+    /// party: mpcd's worker keeps the same, and a quiet signing names the parties it waits
+    /// for (`Input::WorkerQuiet`).
+    Running(Box<InlineWorker>, Traffic<Millis>),
 }
 
 /// The fixtures' aux info of `me` for its committee, as the runtime's configured aux info.

@@ -118,6 +118,18 @@ pub struct Scenario {
     pub aux_gen_ms: (u64, u64),
     /// Genesis `cggmp_keygen_deadline_blocks` (None: the default).
     pub cggmp_keygen_deadline_blocks: Option<u64>,
+    /// Signing requests of the CGGMP24 keys (every other one a prehashed digest), spread over
+    /// the load time. Each runs the real cggmp24 signing: about a second of CPU per signer.
+    pub ecdsa_signs: usize,
+    /// CGGMP24 presignatures each node keeps per key and subset (0: none; each is about a
+    /// second of CPU per signer).
+    pub presign_pool: usize,
+    /// The nodes' CGGMP24 silence time, ms: a signer heard from never, or a signing quiet this
+    /// long while waiting for some signers, names them.
+    pub cggmp_silence_ms: u64,
+    /// Most seeds `make sim` runs of this scenario (its runs cost seconds of CPU each);
+    /// `--scenario` runs any number.
+    pub max_seeds: Option<u64>,
 }
 
 impl Scenario {
@@ -153,6 +165,10 @@ impl Scenario {
             prime_set_ms: (60_000, 300_000),
             aux_gen_ms: (15_000, 30_000),
             cggmp_keygen_deadline_blocks: None,
+            ecdsa_signs: 0,
+            presign_pool: 0,
+            cggmp_silence_ms: 20_000,
+            max_seeds: None,
         }
     }
 
@@ -262,6 +278,26 @@ impl Scenario {
                 random_faults: 4,
                 refreshes: 4,
                 ..Scenario::base("chaos")
+            },
+            Scenario {
+                // CGGMP24 signing with the real protocol (full, no presignature pool: a pool
+                // of one per subset costs 4 presignatures a key, about 23 s of CPU a run): one
+                // key of node0-node3 (the fixtures' aux info), and nodes down or cut off for
+                // a while at random times: a signing that loses a signer names it (never
+                // heard from, or quiet for the silence time) and the chain tries again
+                // without it. About 1 s of CPU per signer per signing.
+                keys: 1,
+                signs: 4,
+                deletes: 0,
+                ecdsa_keygens: 1,
+                ecdsa_signs: 2,
+                cggmp_silence_ms: 5_000,
+                // A signing spans a second or so of message delays, so a node that goes down
+                // at a random time may well go down in the middle of one.
+                delay_ms: (10, 150),
+                random_faults: 3,
+                max_seeds: Some(4),
+                ..Scenario::base("ecdsa-sign")
             },
         ]
     }

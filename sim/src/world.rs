@@ -229,6 +229,8 @@ fn config(sc: &Scenario, me: NodeId) -> Config {
     }
     // The longest aux info here, and a second to report it.
     cfg.aux_gen_ms = sc.aux_gen_ms.1.saturating_add(1_000);
+    cfg.cggmp_silence_ms = sc.cggmp_silence_ms;
+    cfg.presign_pool = sc.presign_pool;
     cfg
 }
 
@@ -377,6 +379,7 @@ impl World {
                 self.at(self.now + self.sc.block_ms, Ev::Block);
             }
             Ev::Tick(i) => {
+                self.report_quiet_workers(i);
                 self.input(i, Input::Tick);
                 self.confirm(i);
                 self.at(self.now + TICK_MS, Ev::Tick(i));

@@ -25,6 +25,11 @@ fn every_scenario__should_keep_every_invariant_on_a_few_seeds() {
             burst_keygens: sc.burst_keygens.min(40),
             ..sc
         };
+        // A costly scenario (the real CGGMP24 signing, seconds of CPU a run) has its own
+        // test with a pinned seed.
+        if sc.max_seeds.is_some() {
+            continue;
+        }
         for seed in 1..=3 {
             run_clean(&sc, seed);
         }
@@ -197,6 +202,18 @@ fn ecdsa_cold_start__should_spend_safe_prime_sets_only_on_keys_that_end_ready() 
             "seed {seed}: {used} sets used"
         );
     }
+}
+
+/// Seeds 2, 4 and 6 of `ecdsa-sign` lose a CGGMP24 signing request when the nodes' workers do
+/// not report the signers they wait for once quiet (a signer that stopped mid-signing, after its
+/// first messages, is never named; checked by turning the reports off): the request is still
+/// PENDING at the end. With the reports, the chain tries again without it.
+#[test]
+fn ecdsa_sign__should_sign_again_without_a_signer_that_stopped_mid_signing() {
+    let sc = Scenario::named("ecdsa-sign").unwrap();
+    let r = run_clean(&sc, 2);
+    let (committed, done, _) = r.stats.signs;
+    assert_eq!(done, committed, "{:?}", r.stats);
 }
 
 /// The invariants see a CGGMP24 key that never gets READY: aux info slower than its chain

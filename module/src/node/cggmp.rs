@@ -46,9 +46,9 @@ use crate::protocol::cggmp::{
     Presigning, Primes, Progress, SignData, Signing, SingleUsePresignature,
 };
 use crate::protocol::Outgoing;
+use crate::session::traffic::Traffic;
 
 mod prime_pool;
-pub(crate) mod traffic;
 
 pub(crate) use prime_pool::PrimePool;
 
@@ -213,8 +213,8 @@ pub(crate) struct Finished {
 /// The session manager's end of a worker.
 pub(crate) struct Worker {
     tx: std_mpsc::SyncSender<(NodeId, CggmpMsg)>,
-    /// What it sent and got, per party ([`traffic`]).
-    traffic: Arc<traffic::Traffic>,
+    /// What it sent and got, per party ([`Traffic`]).
+    traffic: Arc<Traffic<Instant>>,
 }
 
 impl Worker {
@@ -230,9 +230,9 @@ impl Worker {
         }
     }
 
-    /// The parties this worker waits for after `quiet` without traffic ([`traffic`]).
+    /// The parties this worker waits for after `quiet` without traffic ([`Traffic`]).
     pub(crate) fn behind(&self, now: Instant, quiet: Duration) -> Vec<NodeId> {
-        self.traffic.behind(now, quiet)
+        self.traffic.behind(now.checked_sub(quiet))
     }
 }
 
@@ -255,7 +255,7 @@ pub(crate) fn spawn(
     env: WorkerEnv,
 ) -> Result<Worker, ProtocolError> {
     let (tx, rx) = std_mpsc::sync_channel(WORKER_QUEUE);
-    let traffic = Arc::new(traffic::Traffic::new(env.me.clone(), Instant::now()));
+    let traffic = Arc::new(Traffic::new(env.me.clone(), Instant::now()));
     let counts = traffic.clone();
     std::thread::Builder::new()
         // Linux keeps 15 bytes of a thread name: the kind shows which priority it runs at.

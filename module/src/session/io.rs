@@ -173,7 +173,7 @@ pub enum Input {
         output: WorkerOutput,
     },
     /// The worker of `session` has sent and received nothing for the CGGMP24 silence time and
-    /// got fewer messages from `behind` than it sent them (`crate::node::cggmp::traffic`).
+    /// got fewer messages from `behind` than it sent them ([`traffic`](super::traffic)).
     WorkerQuiet {
         /// Its session.
         session: SessionId,

@@ -4,6 +4,7 @@
 use seqmpc_abci::chain::KeyStatus;
 use seqmpc_module::error::ProtocolError;
 use seqmpc_module::protocol::cggmp::CggmpMsg;
+use seqmpc_module::session::traffic::Traffic;
 use seqmpc_module::session::{InlineWorker, Input, StoreOp, StoreReply, WorkerOutput, WorkerTask};
 use seqmpc_proto::tx::TxMsg;
 use seqmpc_proto::{NodeId, Scheme, SessionId};
@@ -137,7 +138,12 @@ impl World {
         };
         match InlineWorker::start(session, &n.id, &task, &mut n.rng) {
             Ok((worker, out)) => {
-                n.workers.insert(session, Worker::Running(Box::new(worker)));
+                let traffic = Traffic::new(n.id.clone(), self.now);
+                for (to, _) in &out {
+                    traffic.sent(to, self.now);
+                }
+                n.workers
+                    .insert(session, Worker::Running(Box::new(worker), traffic));
                 for (to, payload) in out {
                     self.send(i, session, to, payload);
                 }
@@ -165,7 +171,14 @@ impl World {
                 buffered.push((from, msg));
                 return;
             }
-            Some(Worker::Running(w)) => w.handle(&from, msg),
+            Some(Worker::Running(w, traffic)) => {
+                traffic.received(&from, self.now);
+                let (out, done) = w.handle(&from, msg);
+                for (to, _) in &out {
+                    traffic.sent(to, self.now);
+                }
+                (out, done)
+            }
             None => return,
         };
         for (to, payload) in out {
@@ -173,6 +186,27 @@ impl World {
         }
         if let Some(output) = done {
             self.worker_done(i, session, output);
+        }
+    }
+
+    /// Workers quiet for the CGGMP24 silence time name the parties they wait for, as mpcd's
+    /// runtime does on its tick.
+    pub(super) fn report_quiet_workers(&mut self, i: usize) {
+        let Some(n) = self.nodes.get(i) else {
+            return;
+        };
+        let since = self.now.checked_sub(self.sc.cggmp_silence_ms);
+        let quiet: Vec<(SessionId, Vec<NodeId>)> = n
+            .workers
+            .iter()
+            .filter_map(|(s, w)| match w {
+                Worker::Running(_, traffic) => Some((*s, traffic.behind(since))),
+                Worker::Generating { .. } => None,
+            })
+            .filter(|(_, behind)| !behind.is_empty())
+            .collect();
+        for (session, behind) in quiet {
+            self.input(i, Input::WorkerQuiet { session, behind });
         }
     }
 

@@ -1,6 +1,8 @@
 //! The client's workload: the keygens, signings, resharings and deletions a scenario sends, at
 //! drawn times.
 
+use sha2::{Digest, Sha256};
+
 use super::*;
 
 impl World {
@@ -52,6 +54,25 @@ impl World {
                 request_id: RequestId::new(format!("req{r}")).unwrap_or_else(|_| unreachable!()),
                 message: format!("message {r}").into_bytes(),
                 prehashed: false,
+            };
+            self.at(t, Ev::Client(tx));
+        }
+        for r in 0..self.sc.ecdsa_signs {
+            let t = self.draw((SIGN_FROM, self.sc.load_ms.max(SIGN_FROM)));
+            let key = r % self.sc.ecdsa_keygens.max(1);
+            let message = format!("ecdsa message {r}").into_bytes();
+            let prehashed = r % 2 == 1;
+            let message = if prehashed {
+                Sha256::digest(&message).to_vec()
+            } else {
+                message
+            };
+            let tx = TxMsg::KeySign {
+                key_id: KeyId::new(format!("ecdsa{key}")).unwrap_or_else(|_| unreachable!()),
+                request_id: RequestId::new(format!("ecdsa-req{r}"))
+                    .unwrap_or_else(|_| unreachable!()),
+                message,
+                prehashed,
             };
             self.at(t, Ev::Client(tx));
         }

@@ -10,33 +10,35 @@
 //!
 //! With three signers or more, a party can also be behind because it waits for another one
 //! that stopped, or because a malicious one withheld a round from it alone; it then names
-//! that one itself, and the chain weighs the reports (`report_silent_cggmp_signers`, and the
+//! that one itself, and the chain weighs the reports (`Manager::ecdsa_quiet`, and the
 //! chain's pair elimination of signers that name each other).
+//!
+//! The time is the caller's: `Instant` on mpcd's worker threads, simulated milliseconds in the
+//! simulator.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use seqmpc_proto::NodeId;
 
 /// Message counts per other party, and the last activity (shared by a worker thread and its
 /// handle).
 #[derive(Debug)]
-pub(crate) struct Traffic {
+pub struct Traffic<T> {
     me: NodeId,
-    inner: Mutex<Counts>,
+    inner: Mutex<Counts<T>>,
 }
 
 #[derive(Debug)]
-struct Counts {
+struct Counts<T> {
     sent: BTreeMap<NodeId, u64>,
     received: BTreeMap<NodeId, u64>,
-    last: Instant,
+    last: T,
 }
 
-impl Traffic {
+impl<T: Copy + Ord> Traffic<T> {
     /// No traffic yet for party `me`; the quiet time counts from `now`.
-    pub(crate) fn new(me: NodeId, now: Instant) -> Self {
+    pub fn new(me: NodeId, now: T) -> Self {
         Traffic {
             me,
             inner: Mutex::new(Counts {
@@ -48,20 +50,20 @@ impl Traffic {
     }
 
     /// A message went to `to` at `now`.
-    pub(crate) fn sent(&self, to: &NodeId, now: Instant) {
+    pub fn sent(&self, to: &NodeId, now: T) {
         self.count(to, now, |c| &mut c.sent);
     }
 
     /// A message from `from` reached the worker at `now`.
-    pub(crate) fn received(&self, from: &NodeId, now: Instant) {
+    pub fn received(&self, from: &NodeId, now: T) {
         self.count(from, now, |c| &mut c.received);
     }
 
     fn count(
         &self,
         peer: &NodeId,
-        now: Instant,
-        which: impl FnOnce(&mut Counts) -> &mut BTreeMap<NodeId, u64>,
+        now: T,
+        which: impl FnOnce(&mut Counts<T>) -> &mut BTreeMap<NodeId, u64>,
     ) {
         if *peer == self.me {
             return;
@@ -72,11 +74,12 @@ impl Traffic {
         *n = n.saturating_add(1);
     }
 
-    /// The parties this node waits for, once nothing was sent or received for `quiet`: those
-    /// it got fewer messages from than it sent them. Empty while traffic flows.
-    pub(crate) fn behind(&self, now: Instant, quiet: Duration) -> Vec<NodeId> {
+    /// The parties this node waits for, once nothing was sent or received since `quiet_since`
+    /// (now minus the quiet time; `None`: not that long ago yet): those it got fewer messages
+    /// from than it sent them. Empty while traffic flows.
+    pub fn behind(&self, quiet_since: Option<T>) -> Vec<NodeId> {
         let c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if now.saturating_duration_since(c.last) <= quiet {
+        if quiet_since.is_none_or(|t| c.last >= t) {
             return Vec::new();
         }
         c.sent
@@ -91,6 +94,7 @@ impl Traffic {
 #[allow(non_snake_case)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn nid(i: u8) -> NodeId {
         NodeId::new(format!("node{i}")).unwrap()
@@ -100,7 +104,7 @@ mod tests {
 
     /// Two rounds of a 3-party protocol seen by node0: one message to and from each party a
     /// round.
-    fn round(t: &Traffic, at: Instant, from: &[u8]) {
+    fn round(t: &Traffic<Instant>, at: Instant, from: &[u8]) {
         for p in [1, 2] {
             t.sent(&nid(p), at);
         }
@@ -117,8 +121,13 @@ mod tests {
         // node2 stops: its round-2 message never comes.
         round(&t, t0 + Duration::from_secs(1), &[1]);
         let later = t0 + Duration::from_secs(1) + QUIET;
-        assert!(t.behind(later, QUIET).is_empty(), "not quiet long enough");
-        assert_eq!(t.behind(later + Duration::from_millis(1), QUIET), [nid(2)]);
+        assert!(
+            t.behind(later.checked_sub(QUIET)).is_empty(),
+            "not quiet long enough"
+        );
+        let after = later + Duration::from_millis(1);
+        assert_eq!(t.behind(after.checked_sub(QUIET)), [nid(2)]);
+        assert!(t.behind(None).is_empty());
     }
 
     #[test]
@@ -131,7 +140,7 @@ mod tests {
         t.received(&nid(1), t0);
         t.sent(&nid(0), t0);
         t.received(&nid(0), t0);
-        assert!(t.behind(t0 + 2 * QUIET, QUIET).is_empty());
+        assert!(t.behind((t0 + 2 * QUIET).checked_sub(QUIET)).is_empty());
     }
 
     #[test]
@@ -139,7 +148,7 @@ mod tests {
         let t0 = Instant::now();
         let t = Traffic::new(nid(0), t0);
         assert!(
-            t.behind(t0 + 2 * QUIET, QUIET).is_empty(),
+            t.behind((t0 + 2 * QUIET).checked_sub(QUIET)).is_empty(),
             "sent nothing: waits for nobody"
         );
     }
