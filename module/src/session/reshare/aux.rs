@@ -1,7 +1,11 @@
 //! A CGGMP24 resharing's aux info for the new committee: each new party offers the aux info it
 //! holds for it; the new parties reuse it when every offer is the same, and otherwise generate
 //! it on a runtime worker from a reserved safe-prime set once every offer says its sender holds
-//! one.
+//! one, unless the chain's deadline is nearer than `Config::aux_gen_ms` (as a keygen's
+//! coordinator decides): the sets would be spent on a resharing that the deadline ends anyway.
+//! Each new party decides on its own from the same offers and the same block times; one that
+//! sees the last offer just across that line from the others spends its set alone, and the
+//! others keep theirs.
 
 use super::*;
 
@@ -80,6 +84,7 @@ impl Manager {
         a: wire::ReshareAux,
         fx: &mut Vec<Effect>,
     ) {
+        let (blocks, aux_gen_ms) = (self.blocks, self.cfg.aux_gen_ms);
         let Some(r) = self.reshare_mut(&session) else {
             return;
         };
@@ -92,6 +97,9 @@ impl Manager {
         }
         let n = r.job.new_parties.len();
         let parties = r.job.new_parties.clone();
+        let too_late = blocks
+            .time_of(r.job.deadline_height)
+            .is_some_and(|deadline| now.saturating_add(aux_gen_ms) > deadline);
         let ReshareState::Receiving { aux, .. } = &mut r.state else {
             return;
         };
@@ -131,6 +139,10 @@ impl Manager {
         }
         if !offers.values().all(|(_, held)| *held) {
             return; // a party holds no set yet: nobody spends one (it offers again once it does)
+        }
+        if too_late {
+            info!(%session, "reshare: too close to its chain deadline to generate aux info: not started");
+            return;
         }
         let AuxState::Offering { buffered, .. } = std::mem::replace(aux, AuxState::Generating)
         else {

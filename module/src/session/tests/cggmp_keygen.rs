@@ -199,12 +199,11 @@ fn cggmp_keygen__should_not_start_aux_info_that_would_outlast_its_chain_deadline
     assert_eq!(h.tasks.len(), 4);
 }
 
-/// A CGGMP24 key of node0-node3 reshared to node0-node2, for which nobody holds aux info:
-/// the new parties generate it only once every one holds a safe-prime set (node2 gets its
-/// set last), so a committee where one node has none spends nobody's set.
-#[test]
-fn cggmp_reshare__should_generate_aux_info_only_once_every_new_party_holds_a_prime_set() {
-    let mut h = Harness::new(4, 16);
+/// A CGGMP24 key of node0-node3 reshared to node0-node2 (100 ms blocks; the chain's deadline
+/// `blocks` blocks after the job), for which nobody holds aux info, node2's safe-prime set
+/// granted last; the resharing's session and the new parties.
+fn reshare_near_deadline(blocks: u64, seed: u64) -> (Harness, SessionId, Vec<NodeId>) {
+    let mut h = Harness::new(4, seed);
     with_fixture_aux(&mut h);
     let key_session = SessionId([25; 32]);
     h.job_for_all(cggmp_job(&h, key_session));
@@ -215,6 +214,12 @@ fn cggmp_reshare__should_generate_aux_info_only_once_every_new_party_holds_a_pri
     };
     h.tasks.clear();
     h.withheld_primes.insert(nid(2));
+    for (height, at) in [(2, h.now - 100), (3, h.now)] {
+        h.job_for_all(Job::Block {
+            height,
+            block_time_ms: at,
+        });
+    }
     let session = SessionId([26; 32]);
     let new_parties: Vec<NodeId> = (0..3).map(nid).collect();
     h.job_for_all(Job::Reshare(crate::job::ReshareJob {
@@ -231,15 +236,25 @@ fn cggmp_reshare__should_generate_aux_info_only_once_every_new_party_holds_a_pri
         public_key_package: None,
         generation: 2,
         height: 3,
-        deadline_height: 100,
-        block_time_ms: 0,
+        deadline_height: 3 + blocks,
+        block_time_ms: h.now,
     }));
     h.run();
     // Every new party asked for a set; node2 waits for one, so nobody generates.
     assert_eq!(h.waiting_primes, vec![(nid(2), session)]);
     assert!(h.tasks.is_empty(), "{:?}", h.tasks);
-    // node2 gets one and offers again: all three start aux info.
+    // node2 gets one and offers again.
     h.grant_primes();
+    (h, session, new_parties)
+}
+
+/// The new parties of a CGGMP24 resharing generate aux info only once every one holds a
+/// safe-prime set, so a committee where one node has none spends nobody's set.
+#[test]
+fn cggmp_reshare__should_generate_aux_info_only_once_every_new_party_holds_a_prime_set() {
+    let aux_gen_ms = Config::new(nid(0)).aux_gen_ms;
+    let (h, session, new_parties) = reshare_near_deadline((aux_gen_ms + 1_000) / 100, 16);
+    // All three start aux info once node2 holds its set.
     let started: BTreeSet<NodeId> = h
         .tasks
         .iter()
@@ -258,4 +273,14 @@ fn cggmp_reshare__should_generate_aux_info_only_once_every_new_party_holds_a_pri
         .map(|(n, _)| n.clone())
         .collect();
     assert_eq!(stopped, new_parties.into_iter().collect());
+}
+
+/// Aux info for a resharing whose chain deadline is nearer than `aux_gen_ms` does not start:
+/// no new party spends its set on a resharing the deadline ends anyway.
+#[test]
+fn cggmp_reshare__should_not_start_aux_info_that_would_outlast_its_chain_deadline() {
+    let aux_gen_ms = Config::new(nid(0)).aux_gen_ms;
+    let (h, session, _) = reshare_near_deadline((aux_gen_ms - 1_000) / 100, 17);
+    assert!(h.tasks.is_empty(), "{:?}", h.tasks);
+    assert!(!h.stopped.iter().any(|(_, s)| *s == session));
 }
