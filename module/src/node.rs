@@ -1,6 +1,6 @@
 //! The runtime of the session layer: one task feeds the sans-IO session manager
 //! (`crate::session`) committed jobs, authenticated p2p messages and a periodic tick, and
-//! executes what it asks for against its ports ([`drive`]): the key store, the network, the
+//! executes what it asks for against its ports (`drive.rs`): the key store, the network, the
 //! result submitter, CGGMP24 workers and the safe-prime pool. Every session, its state and its
 //! decisions are the manager's. Protocol steps are CPU-cheap (FROST: well under a
 //! millisecond), so one task per node keeps ordering simple. CGGMP24 work is the exception:

@@ -128,7 +128,7 @@ pub struct Msg {
     pub session: SessionId,
     /// What it carries.
     pub payload: Payload,
-    /// The signed message as received, when it may serve as evidence ([`codec::is_evidence`]).
+    /// The signed message as received, when it may serve as evidence ([`is_evidence`](super::codec::is_evidence)).
     pub quoted: Option<SignedMessage>,
 }
 
@@ -153,7 +153,7 @@ pub enum Input {
     Msg(Msg),
     /// Time passed: expire sessions and forget old state.
     Tick,
-    /// The chain's latest height, read when [`Manager::needs_tip`] asked for it (`None`: it
+    /// The chain's latest height, read when [`Manager::needs_tip`](super::Manager::needs_tip) asked for it (`None`: it
     /// could not be read).
     ChainTip(Option<u64>),
     /// The answer to an [`Effect::Store`] that asked for one.
@@ -207,7 +207,7 @@ pub enum StoreOp {
     Delete(KeyId),
     /// Read a key's record and its staged record (a resharing's new share, not READY yet).
     GetGenerations(KeyId),
-    /// The aux info this node holds for a CGGMP24 committee ([`aux_offer_in`], or the
+    /// The aux info this node holds for a CGGMP24 committee ([`aux_offer_in`](super::aux_offer_in), or the
     /// runtime's configured one).
     FindAux(Vec<NodeId>),
     /// Write a key's staged record (replacing any).
