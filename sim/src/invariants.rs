@@ -27,6 +27,8 @@ pub struct Observed {
     pub height_at: Vec<(Millis, u64)>,
     /// Each signing commitment an honest node sent: where first.
     commitments: BTreeMap<Vec<u8>, (usize, SessionId)>,
+    /// Each CGGMP24 presignature an honest aggregator named in a sign plan: where first.
+    presignatures: BTreeMap<Vec<u8>, (usize, SessionId)>,
     /// Each signature share an honest node sent per session.
     shares: BTreeMap<(usize, SessionId), Vec<u8>>,
     /// Nonce or share reuse seen.
@@ -120,6 +122,11 @@ impl Observed {
         self.prime_sets_taken.entry(session).or_default().insert(i);
     }
 
+    /// Presignatures named in sign plans (each must have been used once).
+    pub fn presignatures_used(&self) -> usize {
+        self.presignatures.len()
+    }
+
     /// Safe-prime sets taken out of the nodes' stores.
     pub fn prime_sets_used(&self) -> usize {
         self.prime_sets_taken.values().map(BTreeSet::len).sum()
@@ -164,7 +171,8 @@ impl Observed {
     }
 
     /// Honest node `i` sent `payload` in `session`: a signing nonce commitment must never
-    /// appear in two sessions, and a signer sends one share per session.
+    /// appear in two sessions, a signer sends one share per session, and a presignature is
+    /// named in one session's plan only.
     pub fn sent(&mut self, i: usize, session: &SessionId, payload: &Payload) {
         match payload {
             Payload::SignRound1(r) => match self.commitments.get(&r.commitments) {
@@ -177,6 +185,18 @@ impl Observed {
                         .insert(r.commitments.clone(), (i, *session));
                 }
             },
+            Payload::SignPlan(p) if !p.presignature_id.is_empty() => {
+                match self.presignatures.get(&p.presignature_id) {
+                    Some((j, s)) if s != session => self.reuse.push(format!(
+                        "node{i} named in session {session} the presignature node{j} named in {s}"
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.presignatures
+                            .insert(p.presignature_id.clone(), (i, *session));
+                    }
+                }
+            }
             Payload::SignRound2(r) => {
                 let kept = self.shares.entry((i, *session)).or_insert(r.share.clone());
                 if *kept != r.share {

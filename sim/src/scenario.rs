@@ -299,6 +299,22 @@ impl Scenario {
                 max_seeds: Some(4),
                 ..Scenario::base("ecdsa-sign")
             },
+            Scenario {
+                // CGGMP24 signing from presignature pools (one per subset: 4 presignatures a
+                // key, refilled as they are used; about 25 s of CPU a run): every signing
+                // of a full message takes one, a restarted node has none (its pool lives in
+                // memory), so the signings it joins fall back to the full protocol. No
+                // presignature may be named in two sessions.
+                keys: 1,
+                signs: 4,
+                deletes: 0,
+                ecdsa_keygens: 1,
+                ecdsa_signs: 2,
+                presign_pool: 1,
+                random_faults: 1,
+                max_seeds: Some(1),
+                ..Scenario::base("ecdsa-presign")
+            },
         ]
     }
 

@@ -81,6 +81,8 @@ pub struct Stats {
     pub backups: u64,
     /// Safe-prime sets taken out of the nodes' stores by CGGMP24 keygens.
     pub prime_sets_used: usize,
+    /// CGGMP24 presignatures the aggregators named in sign plans.
+    pub presignatures_used: usize,
 }
 
 /// The outcome of one run.
@@ -318,6 +320,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     w.stats.reshares = w.obs.reshare_counts();
     w.stats.reshare_errors = w.obs.reshare_errors();
     w.stats.prime_sets_used = w.obs.prime_sets_used();
+    w.stats.presignatures_used = w.obs.presignatures_used();
     w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
     Report {
         scenario: scenario.name,

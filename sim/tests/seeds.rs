@@ -216,6 +216,17 @@ fn ecdsa_sign__should_sign_again_without_a_signer_that_stopped_mid_signing() {
     assert_eq!(done, committed, "{:?}", r.stats);
 }
 
+/// CGGMP24 signing from presignature pools, with a node restarted (its pool is gone): the
+/// signings use presignatures, none twice, and every request ends DONE.
+#[test]
+fn ecdsa_presign__should_sign_from_presignatures_and_use_none_twice() {
+    let sc = Scenario::named("ecdsa-presign").unwrap();
+    let r = run_clean(&sc, 1);
+    let (committed, done, _) = r.stats.signs;
+    assert_eq!(done, committed, "{:?}", r.stats);
+    assert!(r.stats.presignatures_used >= 1, "{:?}", r.stats);
+}
+
 /// The invariants see a CGGMP24 key that never gets READY: aux info slower than its chain
 /// deadline can never start.
 #[test]

@@ -26,7 +26,12 @@ impl World {
                 if matches!(f, FaultAt::RestartRolledBack(..)) {
                     n.store.roll_back();
                 }
-                n.manager = Some(Manager::new(config(&self.sc, n.id.clone())));
+                let mut manager = Manager::new(config(&self.sc, n.id.clone()));
+                // As mpcd's `Node::recover`: the READY CGGMP24 keys get presignature pools.
+                for rec in n.store.records() {
+                    manager.track_key(rec);
+                }
+                n.manager = Some(manager);
                 // mpcd's submitter starts from the account's sequence on chain.
                 let signer = hex::encode(n.key.verifying_key().to_bytes());
                 n.outbox = Outbox::new(self.chain.state.sequence(&signer));
