@@ -217,24 +217,17 @@ impl Manager {
         };
         s.generation = Some(generation);
         let aggregator = s.signers.first() == Some(&me);
+        s.state = EcdsaState::AwaitPlan {
+            input,
+            message,
+            waiting_for: None,
+            buffered: Vec::new(),
+        };
         if prehashed {
-            s.state = EcdsaState::AwaitPlan {
-                input,
-                message,
-                waiting_for: None,
-                buffered: Vec::new(),
-            };
+            // Presignatures never sign a raw digest: the full protocol at every signer, no plan.
             self.go_full(session, fx);
-        } else {
-            s.state = EcdsaState::AwaitPlan {
-                input,
-                message,
-                waiting_for: None,
-                buffered: Vec::new(),
-            };
-            if aggregator {
-                self.plan(now, session, generation, fx);
-            }
+        } else if aggregator {
+            self.plan(now, session, generation, fx);
         }
         for (from, m) in buffered {
             match m {

@@ -408,7 +408,7 @@ impl Manager {
             self.pools.back_off(&p.key_id, &p.signers, now);
         }
         for s in self.plans_waiting_for(&session.0) {
-            self.plan_fallback(now, s, fx);
+            self.plan_fallback(s, fx);
         }
     }
 

@@ -95,7 +95,7 @@ impl Manager {
                 // Lost (this node restarted): everyone falls back, and the subset's pools,
                 // which no longer match, are emptied.
                 warn!(%session, %key_id, "named presignature not held here; falling back to the full protocol");
-                self.plan_fallback(now, session, fx);
+                self.plan_fallback(session, fx);
             }
             (EcdsaState::AwaitPlan { .. }, true, None) => self.go_full(session, fx),
             // Another signer lacks the presignature.
@@ -114,12 +114,7 @@ impl Manager {
 
     /// Falls back to the full protocol: empties the subset's pool (it no longer matches the
     /// other signers') and tells the other signers to fall back too.
-    pub(in crate::session) fn plan_fallback(
-        &mut self,
-        _now: Millis,
-        session: SessionId,
-        fx: &mut Vec<Effect>,
-    ) {
+    pub(in crate::session) fn plan_fallback(&mut self, session: SessionId, fx: &mut Vec<Effect>) {
         let me = self.cfg.me.clone();
         let Some(s) = self.ecdsa_mut(&session) else {
             return;
@@ -160,7 +155,7 @@ impl Manager {
                 waiting_for: None,
                 buffered,
             };
-            return self.plan_fallback(now, session, fx);
+            return self.plan_fallback(session, fx);
         }
         let (engine, out) = match OnlineSigning::start(presig, &message) {
             Ok(x) => x,
@@ -212,7 +207,7 @@ impl Manager {
             let presig = generation.and_then(|g| self.pools.take(&key_id, &signers, id, &g));
             match presig {
                 Some(presig) => self.go_online(now, session, presig, fx),
-                None => self.plan_fallback(now, session, fx),
+                None => self.plan_fallback(session, fx),
             }
         }
     }
