@@ -442,20 +442,14 @@ impl<S: SubmitResult> Node<S> {
             self.metrics(|x| x.messages_dropped += 1);
             return;
         }
-        let Ok(quoted) = quote(
+        let quoted = quote(
             &payload,
             m.from.clone(),
             &self.cfg.me,
             m.bytes,
             m.signature,
             &m.sender_key,
-        ) else {
-            // Noise authenticated the peer, yet it did not sign what a report may quote: a
-            // faulty or malicious node. Dropped, as if never sent.
-            warn!(from = %m.from, %session, "dropping a message whose signature does not verify under its sender's key");
-            self.metrics(|x| x.messages_dropped += 1);
-            return;
-        };
+        );
         let msg = frost_session::Msg {
             from: m.from,
             session,
@@ -514,10 +508,10 @@ impl<S: SubmitResult> Node<S> {
     }
 }
 
-/// A peer's message as evidence, when it may serve as one ([`is_evidence`]): the p2p layer
-/// checks no signature (`crate::p2p`), so the signature of exactly these messages is checked
-/// here, and `Err` means the message must be dropped. `Ok(None)` for the other messages, which
-/// rest on Noise alone, and for this node's own.
+/// A peer's message as evidence, when it may serve as one ([`is_evidence`]); `None` for the
+/// other messages, which rest on Noise alone, and for this node's own. The p2p layer checks no
+/// signature (`crate::p2p`), and neither does this: the manager checks a quote's signature
+/// only when a failure report would quote it ([`frost_session::Quote::is_genuine`]).
 fn quote(
     payload: &Payload,
     from: NodeId,
@@ -525,20 +519,19 @@ fn quote(
     envelope: Vec<u8>,
     signature: [u8; crate::p2p::SIGNATURE_LEN],
     sender_key: &ed25519_dalek::VerifyingKey,
-) -> Result<Option<SignedMessage>, ()> {
+) -> Option<frost_session::Quote> {
     if !is_evidence(payload) || &from == me {
-        return Ok(None);
+        return None;
     }
-    let digest = wire::p2p_signing_digest(from.as_str(), me.as_str(), &envelope);
-    sender_key
-        .verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(&signature))
-        .map_err(|_| ())?;
-    Ok(Some(SignedMessage {
-        from,
-        to: me.clone(),
-        envelope,
-        signature,
-    }))
+    Some(frost_session::Quote {
+        message: SignedMessage {
+            from,
+            to: me.clone(),
+            envelope,
+            signature,
+        },
+        sender_key: sender_key.to_bytes(),
+    })
 }
 
 #[cfg(test)]
@@ -547,7 +540,7 @@ mod tests {
     use seqmpc_proto::wire;
 
     #[test]
-    fn quote__should_check_the_signature_of_evidence_only() {
+    fn quote__should_keep_evidence_only_and_find_genuine_only_what_its_sender_signed() {
         use ed25519_dalek::{Signer, SigningKey};
         let key = SigningKey::from_bytes(&[3; 32]);
         let (peer, me) = (NodeId::new("node1").unwrap(), NodeId::new("node0").unwrap());
@@ -559,22 +552,31 @@ mod tests {
             .to_bytes();
         let vk = key.verifying_key();
         let q = quote(&share, peer.clone(), &me, env.clone(), sig, &vk)
-            .unwrap()
             .expect("a signed share is evidence");
-        assert_eq!((q.from, q.to, q.signature), (peer.clone(), me.clone(), sig));
-        // Unsigned, signed for another node or over other bytes: dropped.
-        assert!(quote(&share, peer.clone(), &me, env.clone(), [0; 64], &vk).is_err());
+        assert!(q.is_genuine());
+        assert_eq!(
+            (&q.message.from, &q.message.to, q.message.signature),
+            (&peer, &me, sig)
+        );
+        // Unsigned, signed for another node, over other bytes or by another key: kept (the
+        // message came from the authenticated peer) but never genuine, so never quoted.
         let node2 = NodeId::new("node2").unwrap();
-        assert!(quote(&share, peer.clone(), &node2, env.clone(), sig, &vk).is_err());
-        assert!(quote(&share, peer.clone(), &me, b"other".to_vec(), sig, &vk).is_err());
         let other_key = SigningKey::from_bytes(&[4; 32]).verifying_key();
-        assert!(quote(&share, peer.clone(), &me, env.clone(), sig, &other_key).is_err());
+        for (to, env, sig, vk) in [
+            (&me, env.clone(), [0; 64], vk),
+            (&node2, env.clone(), sig, vk),
+            (&me, b"other".to_vec(), sig, vk),
+            (&me, env.clone(), sig, other_key),
+        ] {
+            let q = quote(&share, peer.clone(), to, env, sig, &vk).expect("evidence kept");
+            assert!(!q.is_genuine(), "{q:?}");
+        }
         // Not evidence (or this node's own): taken on Noise's word, never quoted.
         assert_eq!(
             quote(&commitments, peer.clone(), &me, env.clone(), [0; 64], &vk),
-            Ok(None)
+            None
         );
-        assert_eq!(quote(&share, me.clone(), &me, env, [0; 64], &vk), Ok(None));
+        assert_eq!(quote(&share, me.clone(), &me, env, [0; 64], &vk), None);
     }
 
     use super::*;

@@ -47,7 +47,9 @@ use crate::protocol::frost_sign::AnyKeyMaterial;
 
 pub use admission::{log_skip, Admission, Here, Skip};
 use io::Buffered;
-pub use io::{Config, Effect, Input, MetricEvent, Millis, Msg, StoreOp, StoreReply, StoreToken};
+pub use io::{
+    Config, Effect, Input, MetricEvent, Millis, Msg, Quote, StoreOp, StoreReply, StoreToken,
+};
 pub use keygen::KeygenState;
 pub use presign::PresignPoolLevel;
 pub use reshare::{AuxState, ReshareState};
@@ -119,7 +121,7 @@ pub struct Manager {
     early_total: Buffered,
     early_by_sender: BTreeMap<NodeId, Buffered>,
     /// Per live session, the signed messages the chain can check a blame with.
-    evidence: BTreeMap<SessionId, Vec<SignedMessage>>,
+    evidence: BTreeMap<SessionId, Vec<Quote>>,
     finished: BTreeMap<SessionId, Millis>,
     /// Verified signatures held for the chain in case the aggregator's does not come.
     backups: BTreeMap<(seqmpc_proto::RequestId, SessionId), sign::Backup>,
@@ -577,15 +579,19 @@ impl Manager {
     }
 
     /// The signed messages of `culprits` kept for `session`, for a failure report.
+    /// Only genuine quotes ([`Quote::is_genuine`], checked here and nowhere before): a message
+    /// its sender did not sign was still taken from the authenticated peer, and the claim
+    /// against that sender stays unproven.
     fn evidence_of(&self, session: &SessionId, culprits: &[NodeId]) -> Vec<SignedMessage> {
         self.evidence
             .get(session)
             .into_iter()
             .flatten()
-            .filter(|m| culprits.contains(&m.from))
-            .filter(|m| m.envelope.len() <= seqmpc_proto::tx::MAX_EVIDENCE_ENVELOPE_BYTES)
+            .filter(|q| culprits.contains(&q.message.from))
+            .filter(|q| q.message.envelope.len() <= seqmpc_proto::tx::MAX_EVIDENCE_ENVELOPE_BYTES)
+            .filter(|q| q.is_genuine())
             .take(MAX_EVIDENCE_MESSAGES)
-            .cloned()
+            .map(|q| q.message.clone())
             .collect()
     }
 

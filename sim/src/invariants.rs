@@ -41,6 +41,9 @@ pub struct Observed {
     keygen_failures: BTreeMap<SessionId, String>,
     /// The nodes that took a safe-prime set out of their store for a keygen, by session.
     prime_sets_taken: BTreeMap<SessionId, BTreeSet<usize>>,
+    /// Txs of honest nodes the chain refused for their evidence (a report quoting a message
+    /// that is not genuine), first few.
+    bad_evidence: Vec<String>,
 }
 
 /// A resharing the chain started, and how it ended.
@@ -114,6 +117,14 @@ impl Observed {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// CheckTx refused a tx of honest node `i` for its evidence.
+    pub fn evidence_refused(&mut self, i: usize, error: String) {
+        if self.bad_evidence.len() < 5 {
+            self.bad_evidence
+                .push(format!("honest node{i}'s report refused: {error}"));
         }
     }
 
@@ -437,6 +448,7 @@ pub fn check(
         }
     }
     v.extend(obs.reuse.iter().cloned());
+    v.extend(obs.bad_evidence.iter().cloned());
     v
 }
 

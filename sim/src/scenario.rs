@@ -9,6 +9,10 @@ pub enum Behaviour {
     /// Corrupts every FROST signature share it sends (`sign-bad-share`), and every resharing
     /// deal it sends another node (`reshare-bad-deal-to`).
     BadShare,
+    /// As `BadShare`, and signs the messages a report may quote with a key not its own (its
+    /// node key signs nothing the chain could check): the honest signers must leave its
+    /// messages out of their reports, and their claims against it stay unproven.
+    UnsignedBadShare,
     /// Files a failure report blaming another signer for every signing it is chosen for,
     /// and otherwise takes part honestly.
     FalseClaim,
@@ -207,6 +211,10 @@ impl Scenario {
                 behaviour: vec![Behaviour::Honest, Behaviour::BadShare],
                 refreshes: 4,
                 ..Scenario::base("bad-share")
+            },
+            Scenario {
+                behaviour: vec![Behaviour::Honest, Behaviour::UnsignedBadShare],
+                ..Scenario::base("unsigned-bad-share")
             },
             Scenario {
                 behaviour: vec![Behaviour::Honest, Behaviour::FalseAbort],

@@ -19,7 +19,7 @@ use seqmpc_module::job::Job;
 use seqmpc_module::protocol::cggmp::share::REFUSES_PUBLIC_TEST_MODULI;
 use seqmpc_module::session::mem_store::MemStore;
 use seqmpc_module::session::{
-    codec, Config, Effect, Input, Manager, MetricEvent, Millis, Msg, StoreOp, StoreToken,
+    codec, Config, Effect, Input, Manager, MetricEvent, Millis, Msg, Quote, StoreOp, StoreToken,
 };
 use seqmpc_proto::tx::{sign_tx, Outcome, SignedMessage, TxMsg};
 use seqmpc_proto::wire::{self, p2p_envelope::Payload};
@@ -83,6 +83,10 @@ pub struct Stats {
     pub prime_sets_used: usize,
     /// CGGMP24 presignatures the aggregators named in sign plans.
     pub presignatures_used: usize,
+    /// Sessions that ended with a blame the chain proved, summed over the nodes.
+    pub proven_blames: u64,
+    /// Failure reports of honest signers naming a culprit that passed CheckTx.
+    pub sign_blames: u64,
 }
 
 /// The outcome of one run.
@@ -322,6 +326,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     w.stats.prime_sets_used = w.obs.prime_sets_used();
     w.stats.presignatures_used = w.obs.presignatures_used();
     w.stats.refused = w.chain.refused.iter().take(20).cloned().collect();
+    w.stats.proven_blames = w.chain.state.nodes.values().map(|n| n.proven_blames).sum();
     Report {
         scenario: scenario.name,
         seed,

@@ -174,6 +174,28 @@ fn bad_share__should_name_the_dealer_of_a_bad_deal_and_no_honest_one() {
     assert!(failed > 0, "node1 dealt in no refresh of seeds 1-4");
 }
 
+/// A signer that sends bad shares under signatures the chain cannot check (node1 in
+/// `unsigned-bad-share`): the honest signers check a share's signature only when a report
+/// would quote it, leave the unsigned ones out (the chain would refuse the report: an
+/// invariant), and name node1 without proof (a majority of the attempt's other signers: it
+/// alone is left out of the next attempt); every request ends DONE. With `bad-share`'s signed
+/// shares the same reports prove node1's guilt.
+#[test]
+fn unsigned_bad_share__should_sign_without_quoting_messages_their_sender_did_not_sign() {
+    for (name, proven) in [("unsigned-bad-share", false), ("bad-share", true)] {
+        let sc = Scenario::named(name).unwrap();
+        let r = run_clean(&sc, 1);
+        let (committed, done, _) = r.stats.signs;
+        assert!(committed > 0 && done == committed, "{name}: {:?}", r.stats);
+        assert!(
+            r.stats.sign_blames > 0,
+            "{name}: nobody named node1: {:?}",
+            r.stats
+        );
+        assert_eq!(r.stats.proven_blames > 0, proven, "{name}: {:?}", r.stats);
+    }
+}
+
 /// A resharing sent each deal once: chaos seed 153 lost a refresh to a dropped deal (node3's
 /// own, to itself) with every party up. Open resharings now send their deals and offers again.
 #[test]

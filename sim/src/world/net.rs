@@ -17,7 +17,10 @@ impl World {
         {
             return;
         }
-        if from.behaviour == Behaviour::BadShare {
+        if matches!(
+            from.behaviour,
+            Behaviour::BadShare | Behaviour::UnsignedBadShare
+        ) {
             let share = match &mut payload {
                 Payload::SignRound2(r) => Some(&mut r.share),
                 // As `reshare-bad-deal-to`: a deal that fails its Feldman check.
@@ -45,11 +48,18 @@ impl World {
         let quoted = (codec::is_evidence(&payload) && i != j).then(|| {
             let envelope = codec::encode(&session, payload.clone());
             let digest = wire::p2p_signing_digest(from.id.as_str(), to.as_str(), &envelope);
-            SignedMessage {
-                from: from.id.clone(),
-                to: to.clone(),
-                envelope,
-                signature: from.key.sign(&digest).to_bytes(),
+            Quote {
+                message: SignedMessage {
+                    from: from.id.clone(),
+                    to: to.clone(),
+                    envelope,
+                    signature: if from.behaviour == Behaviour::UnsignedBadShare {
+                        SigningKey::from_bytes(&[0xee; 32]).sign(&digest).to_bytes()
+                    } else {
+                        from.key.sign(&digest).to_bytes()
+                    },
+                },
+                sender_key: from.key.verifying_key().to_bytes(),
             }
         });
         let msg = Msg {

@@ -41,7 +41,13 @@ impl World {
             return;
         }
         let signer = hex::encode(n.key.verifying_key().to_bytes());
-        let (chain, rng, stats) = (&mut self.chain, &mut self.rng, &mut self.stats);
+        let honest = n.behaviour == Behaviour::Honest;
+        let (chain, rng, stats, obs) = (
+            &mut self.chain,
+            &mut self.rng,
+            &mut self.stats,
+            &mut self.obs,
+        );
         let (key, loss_pct) = (&n.key, self.sc.tx_loss_pct);
         let committed = chain.state.sequence(&signer);
         n.outbox.send(
@@ -53,6 +59,15 @@ impl World {
                 let tx = sign_tx(key, "sim", seq, msg.clone());
                 match chain.check(&tx) {
                     Ok(hash) => {
+                        if let TxMsg::SignResult {
+                            outcome: Outcome::Failed { culprits, .. },
+                            ..
+                        } = &msg
+                        {
+                            if honest && !culprits.is_empty() {
+                                stats.sign_blames += 1;
+                            }
+                        }
                         if rng.gen_range(0..100u8) < loss_pct {
                             stats.lost_txs += 1;
                         } else {
@@ -63,7 +78,12 @@ impl World {
                     Err(TxError::Sequence { expected, .. }) => {
                         Broadcast::WrongSequence(Some(expected))
                     }
-                    Err(_) => Broadcast::Refused,
+                    Err(e) => {
+                        if honest && e.to_string().contains("evidence") {
+                            obs.evidence_refused(i, e.to_string());
+                        }
+                        Broadcast::Refused
+                    }
                 }
             },
         );
