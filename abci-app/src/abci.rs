@@ -6,5 +6,6 @@
 
 pub mod app;
 pub mod persist;
+pub mod tx_watch;
 
 pub use app::{App, AppHandle};

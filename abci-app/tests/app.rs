@@ -3684,3 +3684,52 @@ fn app_refuses_a_threshold_below_the_genesis_minimum() {
     let r = net.check(&keygen(&net, 3));
     assert_eq!(r.code, 0, "{}", r.log);
 }
+
+/// The node's result submitter learns from its own app which of its txs a committed block
+/// held, and with which code (issue 13: no `tx` RPC call per result): at Commit, not at
+/// FinalizeBlock, and only for the txs it watches.
+#[test]
+fn app__should_tell_the_tx_watch_how_a_committed_block_delivered_the_watched_txs() {
+    use seqmpc_abci::abci::tx_watch::{tx_hash, TxWatch};
+    let mut net = Net::build(0, 0, None);
+    let watch = TxWatch::default();
+    net.app.set_tx_watch(watch.clone());
+    let c = net.client.clone();
+    let good = net.keygen("k1", 3);
+    // Refused at delivery: no such key.
+    let refused = net.tx(
+        &c,
+        TxMsg::KeySign {
+            key_id: KeyId::new("nosuch").unwrap(),
+            request_id: RequestId::new("r1").unwrap(),
+            message: b"hi".to_vec(),
+            prehashed: false,
+        },
+    );
+    let unwatched = net.keygen("k2", 3);
+    let hex_of = |tx: &[u8]| hex::encode_upper(tx_hash(tx));
+    assert!(watch.watch(&hex_of(&good)) && watch.watch(&hex_of(&refused)));
+    net.height += 1;
+    let r = net.app.finalize_block(pb::RequestFinalizeBlock {
+        txs: vec![
+            good.clone().into(),
+            refused.clone().into(),
+            unwatched.clone().into(),
+        ],
+        height: net.height,
+        ..Default::default()
+    });
+    let codes: Vec<u32> = r.tx_results.iter().map(|r| r.code).collect();
+    assert_eq!(codes[0], 0, "{:?}", r.tx_results);
+    assert_ne!(codes[1], 0, "{:?}", r.tx_results);
+    assert_eq!(watch.take(&hex_of(&good)), Some(None), "not committed yet");
+    net.app.commit();
+    assert_eq!(watch.take(&hex_of(&good)), Some(Some((0, String::new()))));
+    let (code, log) = watch.take(&hex_of(&refused)).flatten().expect("delivered");
+    assert_eq!(
+        (code, log.as_str()),
+        (codes[1], r.tx_results[1].log.as_str())
+    );
+    assert_eq!(watch.take(&hex_of(&unwatched)), None, "never watched");
+    assert!(watch.is_empty());
+}

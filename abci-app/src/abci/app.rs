@@ -15,6 +15,7 @@ use tendermint_proto::v0_38::abci as pb;
 use tracing::{error, info, warn};
 
 use crate::abci::persist::{StateFiles, SNAPSHOT_EVERY};
+use crate::abci::tx_watch::{self, Delivery, TxWatch};
 use crate::chain::genesis::Genesis;
 use crate::chain::tx::{Event, TxError, CODESPACE};
 use crate::chain::{self, BlockError, BlockWrites, ChainState, CheckState, DecodedTxs};
@@ -42,6 +43,10 @@ pub struct App {
     /// Blocks the consensus engine keeps below the tip (0: every block); see
     /// [`App::retain_height`].
     min_retain_blocks: u64,
+    /// The node's result txs its submitter follows ([`TxWatch`]), and how the block being
+    /// finalized delivered those of them it holds, recorded at Commit.
+    tx_watch: Option<TxWatch>,
+    watched_deliveries: Vec<([u8; 32], Delivery)>,
 }
 
 impl App {
@@ -78,7 +83,15 @@ impl App {
             decoded: DecodedTxs::default(),
             jobs,
             min_retain_blocks: 0,
+            tx_watch: None,
+            watched_deliveries: Vec::new(),
         })
+    }
+
+    /// Records at each Commit how the block delivered the txs `watch` follows (the node's
+    /// result submitter's, [`TxWatch`]).
+    pub fn set_tx_watch(&mut self, watch: TxWatch) {
+        self.tx_watch = Some(watch);
     }
 
     /// Lets the consensus engine prune its blocks below the last `n` (0: keep every block, the
@@ -241,6 +254,19 @@ impl App {
             block_time_ms,
         });
         self.pending = Some((block.writes, jobs));
+        self.watched_deliveries = match &self.tx_watch {
+            Some(w) if !w.is_empty() => {
+                let hashes: Vec<[u8; 32]> = req.txs.iter().map(|t| tx_watch::tx_hash(t)).collect();
+                w.watched(&hashes)
+                    .into_iter()
+                    .filter_map(|i| {
+                        let r = block.tx_results.get(i)?;
+                        Some((*hashes.get(i)?, (r.code, r.log.clone())))
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         pb::ResponseFinalizeBlock {
             events: block.block_events.into_iter().map(to_pb_event).collect(),
             tx_results: block
@@ -281,6 +307,9 @@ impl App {
             panic!("cannot persist committed state: {e}");
         }
         self.mempool.committed(state);
+        if let Some(w) = &self.tx_watch {
+            w.delivered(std::mem::take(&mut self.watched_deliveries));
+        }
         if let Some(tx) = &self.jobs {
             for job in jobs {
                 if tx.blocking_send(job).is_err() {

@@ -28,8 +28,9 @@ use super::keys::load_key_file;
 use super::master_source::MasterKeySource;
 use super::rpc::RpcClient;
 use super::status::{self, StatusContext};
-use super::submit::RpcSubmitter;
+use super::submit::{ConfirmLocally, RpcSubmitter};
 use super::wiring::Wiring;
+use crate::abci::tx_watch::TxWatch;
 use crate::abci::{App, AppHandle};
 
 /// How often the daemon looks for deletions the chain still waits for from this node (the
@@ -242,9 +243,12 @@ impl Daemon {
 
         let first_seq = app.state().map(|s| s.sequence(&my_pk)).unwrap_or(0);
         let catch_up = app.catch_up_jobs(&me);
+        // The submitter learns from this app, not from the RPC, which of its txs a block held.
+        let tx_watch = TxWatch::default();
+        app.set_tx_watch(tx_watch.clone());
         let app = AppHandle::spawn(app)?;
 
-        let chain_rpc = wiring.chain_rpc(RpcClient::new(rpc));
+        let chain_rpc = ConfirmLocally::new(wiring.chain_rpc(RpcClient::new(rpc)), tx_watch);
         let submitter = Arc::new(RpcSubmitter::spawn(
             key,
             genesis.chain_id.clone(),

@@ -17,6 +17,7 @@ use seqmpc_module::job::SubmitResult;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use tracing::{debug, warn};
 
+use crate::abci::tx_watch::TxWatch;
 use crate::chain::query::{AccountView, Query};
 use crate::daemon::outbox::{Broadcast, Inclusion, Outbox, SEQUENCE_CODE};
 use crate::daemon::rpc::{BroadcastResult, QueryResult, RpcClient, RpcError};
@@ -74,6 +75,47 @@ impl ChainRpc for RpcClient {
 
     fn abci_query(&self, path: &str) -> Result<QueryResult, RpcError> {
         RpcClient::abci_query(self, path)
+    }
+}
+
+/// A [`ChainRpc`] whose inclusion answers come from the node's own app ([`TxWatch`]): every
+/// tx the mempool accepts is watched, and `tx_result` reads what the app recorded at Commit,
+/// with no RPC call. A tx the watch forgot (older than [`crate::abci::tx_watch::FORGET_AFTER`])
+/// is looked up through the RPC as before.
+pub struct ConfirmLocally<R> {
+    rpc: R,
+    watch: TxWatch,
+}
+
+impl<R: ChainRpc> ConfirmLocally<R> {
+    /// `rpc`, with inclusion read from `watch` (which the node's app feeds).
+    pub fn new(rpc: R, watch: TxWatch) -> ConfirmLocally<R> {
+        ConfirmLocally { rpc, watch }
+    }
+}
+
+impl<R: ChainRpc> ChainRpc for ConfirmLocally<R> {
+    fn broadcast_tx_sync(&self, tx: &[u8]) -> Result<BroadcastResult, RpcError> {
+        let r = self.rpc.broadcast_tx_sync(tx)?;
+        if r.code == 0 {
+            self.watch.watch(&r.hash);
+        }
+        Ok(r)
+    }
+
+    fn tx_result(&self, hash_hex: &str) -> Result<Option<(u32, String)>, RpcError> {
+        match self.watch.take(hash_hex) {
+            Some(delivery) => Ok(delivery),
+            None => self.rpc.tx_result(hash_hex),
+        }
+    }
+
+    fn abci_query(&self, path: &str) -> Result<QueryResult, RpcError> {
+        self.rpc.abci_query(path)
+    }
+
+    fn wait(&self) {
+        self.rpc.wait()
     }
 }
 
