@@ -46,6 +46,23 @@ pub struct Observed {
     bad_evidence: Vec<String>,
 }
 
+/// Notes that node `i` used `id` in `session`, in `seen` (where each id was first used).
+/// Returns that first use when it was in another session.
+fn first_use(
+    seen: &mut BTreeMap<Vec<u8>, (usize, SessionId)>,
+    id: &[u8],
+    i: usize,
+    session: &SessionId,
+) -> Option<(usize, SessionId)> {
+    match seen.get(id) {
+        Some(&(j, s)) => (s != *session).then_some((j, s)),
+        None => {
+            seen.insert(id.to_vec(), (i, *session));
+            None
+        }
+    }
+}
+
 /// A resharing the chain started, and how it ended.
 struct Reshared {
     key_id: KeyId,
@@ -186,26 +203,20 @@ impl Observed {
     /// named in one session's plan only.
     pub fn sent(&mut self, i: usize, session: &SessionId, payload: &Payload) {
         match payload {
-            Payload::SignRound1(r) => match self.commitments.get(&r.commitments) {
-                Some((j, s)) if s != session => self.reuse.push(format!(
-                    "node{i} sent in session {session} the signing commitments node{j} sent in {s}"
-                )),
-                Some(_) => {}
-                None => {
-                    self.commitments
-                        .insert(r.commitments.clone(), (i, *session));
+            Payload::SignRound1(r) => {
+                if let Some((j, s)) = first_use(&mut self.commitments, &r.commitments, i, session) {
+                    self.reuse.push(format!(
+                        "node{i} sent in session {session} the signing commitments node{j} sent in {s}"
+                    ));
                 }
-            },
+            }
             Payload::SignPlan(p) if !p.presignature_id.is_empty() => {
-                match self.presignatures.get(&p.presignature_id) {
-                    Some((j, s)) if s != session => self.reuse.push(format!(
+                if let Some((j, s)) =
+                    first_use(&mut self.presignatures, &p.presignature_id, i, session)
+                {
+                    self.reuse.push(format!(
                         "node{i} named in session {session} the presignature node{j} named in {s}"
-                    )),
-                    Some(_) => {}
-                    None => {
-                        self.presignatures
-                            .insert(p.presignature_id.clone(), (i, *session));
-                    }
+                    ));
                 }
             }
             Payload::SignRound2(r) => {

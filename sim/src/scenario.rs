@@ -137,6 +137,19 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The CGGMP24 signing workload: one FROST key signed 4 times, and one CGGMP24 key of
+    /// node0-node3 (the fixtures' aux info) signed twice.
+    fn ecdsa(name: &'static str) -> Scenario {
+        Scenario {
+            keys: 1,
+            signs: 4,
+            deletes: 0,
+            ecdsa_keygens: 1,
+            ecdsa_signs: 2,
+            ..Scenario::base(name)
+        }
+    }
+
     fn base(name: &'static str) -> Scenario {
         Scenario {
             name,
@@ -294,18 +307,13 @@ impl Scenario {
                 // a while at random times: a signing that loses a signer names it (never
                 // heard from, or quiet for the silence time) and the chain tries again
                 // without it. About 1 s of CPU per signer per signing.
-                keys: 1,
-                signs: 4,
-                deletes: 0,
-                ecdsa_keygens: 1,
-                ecdsa_signs: 2,
                 cggmp_silence_ms: 5_000,
                 // A signing spans a second or so of message delays, so a node that goes down
                 // at a random time may well go down in the middle of one.
                 delay_ms: (10, 150),
                 random_faults: 3,
                 max_seeds: Some(4),
-                ..Scenario::base("ecdsa-sign")
+                ..Scenario::ecdsa("ecdsa-sign")
             },
             Scenario {
                 // CGGMP24 signing from presignature pools (one per subset: 4 presignatures a
@@ -313,15 +321,10 @@ impl Scenario {
                 // of a full message takes one, a restarted node has none (its pool lives in
                 // memory), so the signings it joins fall back to the full protocol. No
                 // presignature may be named in two sessions.
-                keys: 1,
-                signs: 4,
-                deletes: 0,
-                ecdsa_keygens: 1,
-                ecdsa_signs: 2,
                 presign_pool: 1,
                 random_faults: 1,
                 max_seeds: Some(1),
-                ..Scenario::base("ecdsa-presign")
+                ..Scenario::ecdsa("ecdsa-presign")
             },
         ]
     }

@@ -60,12 +60,9 @@ impl TxWatch {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Follows the tx `hash_hex` (accepted by a mempool just now). False for a hash that is not
-    /// 32 bytes of hex (never watched: the submitter asks the RPC for it).
-    pub fn watch(&self, hash_hex: &str) -> bool {
-        let Some(hash) = parse(hash_hex) else {
-            return false;
-        };
+    /// Follows the tx of hash `hash`: before it is broadcast, so that no block can hold it
+    /// before it is watched.
+    pub fn watch(&self, hash: [u8; 32]) {
         let now = Instant::now();
         let mut w = self.lock();
         while let Some((old, at)) = w.order.front().copied() {
@@ -83,7 +80,11 @@ impl TxWatch {
             e.insert((now, None));
             order.push_back((hash, now));
         }
-        true
+    }
+
+    /// Stops following `hash` (a tx the mempool refused: no block will hold it).
+    pub fn unwatch(&self, hash: &[u8; 32]) {
+        self.lock().txs.remove(hash);
     }
 
     /// Whether any tx is watched (the app hashes a block's txs only then).
@@ -136,9 +137,9 @@ mod tests {
         let w = TxWatch::default();
         assert!(w.is_empty());
         let (a, b, c) = (tx_hash(b"a"), tx_hash(b"b"), tx_hash(b"c"));
-        assert!(w.watch(&hex::encode_upper(a)));
-        assert!(w.watch(&hex::encode(b)));
-        assert!(!w.watch("not a hash"));
+        w.watch(a);
+        w.watch(b);
+        assert_eq!(w.take("not a hash"), None);
         assert!(!w.is_empty());
         // A block holding c (not watched), b and a: only the watched ones are recorded.
         assert_eq!(w.watched(&[c, b, a]), vec![1, 2]);
@@ -155,6 +156,10 @@ mod tests {
         assert_eq!(w.take(&hex::encode(c)), None);
         assert!(w.is_empty());
         assert_eq!(w.watched(&[a, b]), Vec::<usize>::new());
+        // Refused by the mempool: no longer followed.
+        w.watch(c);
+        w.unwatch(&c);
+        assert!(w.is_empty());
     }
 
     #[test]
@@ -162,7 +167,7 @@ mod tests {
         let w = TxWatch::default();
         let first = tx_hash(&0u64.to_be_bytes());
         for n in 0..=MAX_WATCHED as u64 {
-            w.watch(&hex::encode(tx_hash(&n.to_be_bytes())));
+            w.watch(tx_hash(&n.to_be_bytes()));
         }
         assert_eq!(w.lock().txs.len(), MAX_WATCHED);
         assert_eq!(w.take(&hex::encode(first)), None, "the oldest went");

@@ -17,7 +17,7 @@ use seqmpc_module::job::SubmitResult;
 use seqmpc_proto::tx::{sign_tx, TxMsg};
 use tracing::{debug, warn};
 
-use crate::abci::tx_watch::TxWatch;
+use crate::abci::tx_watch::{tx_hash, TxWatch};
 use crate::chain::query::{AccountView, Query};
 use crate::daemon::outbox::{Broadcast, Inclusion, Outbox, SEQUENCE_CODE};
 use crate::daemon::rpc::{BroadcastResult, QueryResult, RpcClient, RpcError};
@@ -79,7 +79,9 @@ impl ChainRpc for RpcClient {
 }
 
 /// A [`ChainRpc`] whose inclusion answers come from the node's own app ([`TxWatch`]): every
-/// tx the mempool accepts is watched, and `tx_result` reads what the app recorded at Commit,
+/// tx is watched before it is broadcast (a block may hold it before the mempool's answer
+/// comes back) and left again if the mempool refuses it, and `tx_result` reads what the app
+/// recorded at Commit,
 /// with no RPC call. A tx the watch forgot (older than [`crate::abci::tx_watch::FORGET_AFTER`])
 /// is looked up through the RPC as before.
 pub struct ConfirmLocally<R> {
@@ -96,11 +98,13 @@ impl<R: ChainRpc> ConfirmLocally<R> {
 
 impl<R: ChainRpc> ChainRpc for ConfirmLocally<R> {
     fn broadcast_tx_sync(&self, tx: &[u8]) -> Result<BroadcastResult, RpcError> {
-        let r = self.rpc.broadcast_tx_sync(tx)?;
-        if r.code == 0 {
-            self.watch.watch(&r.hash);
+        let hash = tx_hash(tx);
+        self.watch.watch(hash);
+        let r = self.rpc.broadcast_tx_sync(tx);
+        if !matches!(&r, Ok(r) if r.code == 0) {
+            self.watch.unwatch(&hash);
         }
-        Ok(r)
+        r
     }
 
     fn tx_result(&self, hash_hex: &str) -> Result<Option<(u32, String)>, RpcError> {
@@ -280,4 +284,66 @@ fn committed_sequence(rpc: &dyn ChainRpc, account: &Query) -> Option<u64> {
         .filter(|q| q.code == 0)
         .and_then(|q| serde_json::from_slice::<AccountView>(&q.value).ok())
         .map(|a| a.sequence)
+}
+
+#[cfg(test)]
+#[allow(non_snake_case, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A mempool whose block commits the tx before the broadcast's answer comes back (the
+    /// node's app then records it at once), or that refuses it.
+    struct FastChain {
+        watch: TxWatch,
+        code: u32,
+    }
+
+    impl ChainRpc for FastChain {
+        fn broadcast_tx_sync(&self, tx: &[u8]) -> Result<BroadcastResult, RpcError> {
+            if self.code == 0 {
+                self.watch
+                    .delivered(vec![(tx_hash(tx), (0, String::new()))]);
+            }
+            Ok(BroadcastResult {
+                code: self.code,
+                log: String::new(),
+                data: Vec::new(),
+                hash: hex::encode_upper(tx_hash(tx)),
+            })
+        }
+        fn tx_result(&self, _: &str) -> Result<Option<(u32, String)>, RpcError> {
+            Ok(Some((99, "asked the RPC".into())))
+        }
+        fn abci_query(&self, _: &str) -> Result<QueryResult, RpcError> {
+            unreachable!("not asked")
+        }
+    }
+
+    #[test]
+    fn confirm_locally__should_see_a_tx_a_block_held_before_the_mempool_answered() {
+        let watch = TxWatch::default();
+        let rpc = ConfirmLocally::new(
+            FastChain {
+                watch: watch.clone(),
+                code: 0,
+            },
+            watch.clone(),
+        );
+        let r = rpc.broadcast_tx_sync(b"tx").unwrap();
+        assert_eq!(rpc.tx_result(&r.hash).unwrap(), Some((0, String::new())));
+        // Refused by the mempool: not watched, so a later question goes to the RPC.
+        let refusing = ConfirmLocally::new(
+            FastChain {
+                watch: watch.clone(),
+                code: 6,
+            },
+            watch.clone(),
+        );
+        let r = refusing.broadcast_tx_sync(b"other").unwrap();
+        assert!(watch.is_empty());
+        assert_eq!(
+            refusing.tx_result(&r.hash).unwrap(),
+            Some((99, "asked the RPC".into()))
+        );
+    }
 }

@@ -79,7 +79,9 @@ impl World {
                         Broadcast::WrongSequence(Some(expected))
                     }
                     Err(e) => {
-                        if honest && e.to_string().contains("evidence") {
+                        // The chain's refusal of a report's evidence (`chain::tx::blame`).
+                        if honest && matches!(&e, TxError::Invalid(m) if m.starts_with("evidence:"))
+                        {
                             obs.evidence_refused(i, e.to_string());
                         }
                         Broadcast::Refused
